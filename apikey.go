@@ -1,0 +1,437 @@
+// Package apikey issues, stores and verifies API keys for net/http services.
+//
+// A token looks like sk_live_4f8Gq2Lx9TbN0cRw<secret><checksum>: a prefix, a
+// public key id, a high-entropy secret and a CRC-32 checksum. Garbage is
+// rejected by the checksum before any store access, the record is found by
+// its id in O(1), and the secret is checked against an HMAC-SHA-256 digest
+// keyed by a server-side pepper, in constant time. Stores never see a
+// token, only its digest, and nothing is written to the store on the
+// request path: last-used times are coalesced and flushed in batches.
+//
+//	store := memstore.New()
+//	m, err := apikey.New(store, apikey.Options{
+//		Prefix:  "sk_live",
+//		Peppers: []apikey.Pepper{{Version: "1", Secret: pepper}},
+//	})
+//	if err != nil { ... }
+//	defer m.Close(context.Background())
+//
+//	token, key, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice", Scopes: []string{"read"}})
+//	// Show token to the user once; store nothing but key.ID.
+//
+//	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "api"})
+//	mux.Handle("GET /data", mw.Handler(dataHandler))
+//	// In dataHandler: key := apikey.FromContext(r.Context())
+//
+// The Manager, the Middleware and every Store and Limiter of this module are
+// safe for concurrent use.
+package apikey
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Options configures a Manager. The zero value is valid and secure: the
+// "sk" prefix, 256-bit secrets, SHA-256 digests (set Peppers for HMAC),
+// keys that never expire, last-used times flushed every
+// DefaultLastUsedInterval and a verification cache of DefaultCacheTTL.
+type Options struct {
+	// Prefix is the token prefix, e.g. "sk_live" or "sk_test";
+	// DefaultPrefix when empty. See NewFormat for its grammar.
+	Prefix string
+
+	// SecretBits is the entropy of a secret: DefaultSecretBits when 0,
+	// between MinSecretBits and MaxSecretBits.
+	SecretBits int
+
+	// Peppers key the default HMAC-SHA-256 hasher. Peppers[0] hashes new
+	// keys; the others only verify keys they hashed earlier, so a pepper
+	// can be rotated. Each needs MinPepperLength bytes. Without peppers
+	// (and without Hasher), digests are plain SHA-256: see SHA256Hasher.
+	Peppers []Pepper
+
+	// Hasher replaces the default hasher, e.g. with NewBcryptHasher.
+	// Peppers must be empty when Hasher is set.
+	Hasher Hasher
+
+	// Now returns the current time; time.Now when nil. Expiry, grace
+	// periods and last-used times all read it.
+	Now func() time.Time
+
+	// DefaultTTL is the lifetime of keys issued without an explicit
+	// expiry; 0 means they never expire.
+	DefaultTTL time.Duration
+
+	// LastUsedInterval is how often recorded uses are flushed to the store
+	// with Store.MarkUsed: DefaultLastUsedInterval when 0. A negative
+	// value turns last-used tracking off.
+	LastUsedInterval time.Duration
+
+	// LastUsedQueue bounds the number of distinct keys waiting for a
+	// flush: DefaultLastUsedQueue when 0. Uses of further keys are dropped
+	// (and counted, see Stats) until the next flush.
+	LastUsedQueue int
+
+	// Cache configures the verification cache.
+	Cache CacheOptions
+
+	// OnEvent, if set, receives every issue, rotate, revoke, delete and
+	// verification event. It runs synchronously and must be fast; a panic
+	// in it is recovered and logged.
+	OnEvent func(ctx context.Context, e Event)
+
+	// Logger, if set, logs the same events (verification successes at
+	// Debug level, failures at Warn, management at Info) and background
+	// failures. Nil logs nothing.
+	Logger *slog.Logger
+}
+
+// IssueParams describes a key to issue. All fields are optional.
+type IssueParams struct {
+	// Name is a human-readable label.
+	Name string
+	// Owner identifies the user or service the key belongs to.
+	Owner string
+	// Scopes are the permissions granted; each must be a non-empty RFC
+	// 6749 scope token (printable ASCII without spaces, '"' or '\').
+	Scopes []string
+	// Plan names the key's rate-limit tier.
+	Plan string
+	// Metadata is copied onto the key.
+	Metadata map[string]string
+	// ExpiresAt, if set, is when the key stops working; it must be in the
+	// future. It wins over TTL.
+	ExpiresAt time.Time
+	// TTL, if positive, is the key's lifetime. Without ExpiresAt and TTL,
+	// Options.DefaultTTL applies.
+	TTL time.Duration
+}
+
+// Manager issues, verifies and manages keys in a Store. Build it with New;
+// it is safe for concurrent use. Call Close to flush last-used times.
+type Manager struct {
+	store  Store
+	format Format
+	hasher Hasher
+	now    func() time.Time
+	ttl    time.Duration
+
+	dummyDigest  []byte
+	dummyVersion string
+
+	usage   *usageRecorder
+	cache   *cache
+	onEvent func(context.Context, Event)
+	log     *slog.Logger
+}
+
+// New returns a Manager over store. It validates opts and returns an error
+// wrapping ErrInvalidOptions for a nil store, a bad prefix, a secret under
+// MinSecretBits, a short pepper, or a hasher that cannot take the tokens.
+// It starts one background goroutine for last-used flushes, stopped by
+// Close.
+func New(store Store, opts Options) (*Manager, error) {
+	if store == nil {
+		return nil, fmt.Errorf("%w: nil store", ErrInvalidOptions)
+	}
+	f, err := NewFormat(opts.Prefix, opts.SecretBits)
+	if err != nil {
+		return nil, err
+	}
+	h := opts.Hasher
+	switch {
+	case h != nil && len(opts.Peppers) > 0:
+		return nil, fmt.Errorf("%w: set Hasher or Peppers, not both", ErrInvalidOptions)
+	case len(opts.Peppers) > 0:
+		if h, err = NewHMACHasher(opts.Peppers[0], opts.Peppers[1:]...); err != nil {
+			return nil, err
+		}
+	case h == nil:
+		h = SHA256Hasher{}
+	}
+	material := IDLength + f.secretLen
+	if max := maxMaterial(h); max > 0 && material > max {
+		return nil, fmt.Errorf("%w: %d-character key material exceeds the hasher's %d bytes; lower SecretBits", ErrInvalidOptions, material, max)
+	}
+	if opts.DefaultTTL < 0 {
+		return nil, fmt.Errorf("%w: negative DefaultTTL", ErrInvalidOptions)
+	}
+	m := &Manager{
+		store: store, format: f, hasher: h, now: opts.Now, ttl: opts.DefaultTTL,
+		onEvent: opts.OnEvent, log: opts.Logger,
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	// The digest an unknown id is compared against, so that it costs the
+	// same work as a wrong secret.
+	_, dummy := f.New()
+	if m.dummyDigest, m.dummyVersion, err = h.Hash([]byte(dummy.material)); err != nil {
+		return nil, fmt.Errorf("%w: hasher: %w", ErrInvalidOptions, err)
+	}
+	if m.cache, err = newCache(opts.Cache, m.now); err != nil {
+		return nil, err
+	}
+	if m.usage, err = newUsageRecorder(store, opts.LastUsedInterval, opts.LastUsedQueue, m.log); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Format returns the token format of m.
+func (m *Manager) Format() Format { return m.format }
+
+// Store returns the store m was built with.
+func (m *Manager) Store() Store { return m.store }
+
+// Now returns the current time by m's clock.
+func (m *Manager) Now() time.Time { return m.now() }
+
+// Issue creates a key and returns its token and record. The token is
+// returned exactly once: only its digest is stored. Show it to the user and
+// forget it.
+func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error) {
+	now := m.now().UTC().Truncate(time.Microsecond)
+	k := &Key{
+		Prefix: m.format.prefix, Name: p.Name, Owner: p.Owner, Plan: p.Plan,
+		Scopes: append([]string(nil), p.Scopes...), CreatedAt: now,
+	}
+	if len(p.Metadata) > 0 {
+		k.Metadata = make(map[string]string, len(p.Metadata))
+		for name, v := range p.Metadata {
+			k.Metadata[name] = v
+		}
+	}
+	if err := validScopes(k.Scopes); err != nil {
+		return "", nil, err
+	}
+	switch {
+	case !p.ExpiresAt.IsZero():
+		if !p.ExpiresAt.After(now) {
+			return "", nil, fmt.Errorf("%w: ExpiresAt is not in the future", ErrInvalidOptions)
+		}
+		k.ExpiresAt = p.ExpiresAt.UTC().Truncate(time.Microsecond)
+	case p.TTL < 0:
+		return "", nil, fmt.Errorf("%w: negative TTL", ErrInvalidOptions)
+	case p.TTL > 0:
+		k.ExpiresAt = now.Add(p.TTL)
+	case m.ttl > 0:
+		k.ExpiresAt = now.Add(m.ttl)
+	}
+	token, err := m.create(ctx, k, m.store.Create)
+	if err != nil {
+		return "", nil, err
+	}
+	m.emit(ctx, Event{Type: EventIssue, KeyID: k.ID, Owner: k.Owner, Time: now})
+	return token, k.Clone(), nil
+}
+
+// create gives k a fresh id, secret and digest, and stores it with save,
+// drawing a new id if the first one happens to exist already.
+func (m *Manager) create(ctx context.Context, k *Key, save func(context.Context, *Key) error) (string, error) {
+	for attempt := 0; ; attempt++ {
+		token, t := m.format.New()
+		digest, version, err := m.hasher.Hash([]byte(t.material))
+		if err != nil {
+			return "", fmt.Errorf("apikey: hash: %w: %w", ErrUnavailable, err)
+		}
+		k.ID, k.Hint, k.Hash, k.HashVersion = t.ID, t.Hint(), digest, version
+		err = save(ctx, k)
+		if err == nil {
+			return token, nil
+		}
+		if !isConflict(err) || attempt == 2 {
+			return "", storeErr("create", err)
+		}
+	}
+}
+
+// Verify checks a token and returns its key. It fails with ErrMalformed,
+// ErrInvalid (unknown id and wrong secret alike, at the same cost),
+// ErrRevoked or ErrExpired, checked in that order, or with an error
+// wrapping ErrUnavailable when the store or the hasher failed, which is
+// never a verdict on the key. The returned key is the caller's copy.
+//
+// A successful verification records a use for the next last-used flush;
+// it never writes to the store itself.
+func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
+	k, id, err := m.verify(ctx, token)
+	if m.onEvent != nil || m.log != nil {
+		e := Event{Type: EventVerify, KeyID: id, Err: err, Time: m.now()}
+		if k != nil {
+			e.Owner = k.Owner
+		}
+		m.emit(ctx, e)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+func (m *Manager) verify(ctx context.Context, token string) (*Key, string, error) {
+	if len(token) > MaxTokenLength {
+		return nil, "", ErrMalformed
+	}
+	t, err := m.format.Parse(token)
+	if err != nil {
+		return nil, "", err
+	}
+	k, err := m.lookup(ctx, t)
+	if err != nil {
+		return nil, t.ID, err
+	}
+	now := m.now()
+	if k.Revoked(now) {
+		return k, k.ID, ErrRevoked
+	}
+	if k.Expired(now) {
+		return k, k.ID, ErrExpired
+	}
+	m.usage.record(k.ID, now)
+	return k, k.ID, nil
+}
+
+// check compares t's material with the digest of k (the dummy digest when
+// k is nil) and reports ErrInvalid on a mismatch.
+func (m *Manager) check(t Token, k *Key) error {
+	digest, version := m.dummyDigest, m.dummyVersion
+	if k != nil {
+		digest, version = k.Hash, k.HashVersion
+	}
+	var buf [MaxTokenLength]byte
+	ok, err := m.hasher.Compare(append(buf[:0], t.material...), digest, version)
+	switch {
+	case err != nil:
+		return fmt.Errorf("apikey: compare: %w: %w", ErrUnavailable, err)
+	case !ok || k == nil || k.ID != t.ID:
+		return ErrInvalid
+	}
+	return nil
+}
+
+// Get returns the key with the given id, or ErrNotFound.
+func (m *Manager) Get(ctx context.Context, id string) (*Key, error) {
+	k, err := m.store.Get(ctx, id)
+	if err != nil {
+		return nil, storeErr("get", err)
+	}
+	return k, nil
+}
+
+// List returns a page of owner's keys ordered by ID; see Store.List.
+func (m *Manager) List(ctx context.Context, owner string, opts ListOptions) ([]*Key, error) {
+	ks, err := m.store.List(ctx, owner, opts)
+	if err != nil {
+		return nil, storeErr("list", err)
+	}
+	return ks, nil
+}
+
+// Revoke revokes the key with the given id. It takes effect at once for
+// every verification through m; other Managers over the same store notice
+// within their cache TTL. Revoking a revoked key is not an error.
+func (m *Manager) Revoke(ctx context.Context, id string) error {
+	now := m.now().UTC().Truncate(time.Microsecond)
+	var err error
+	if r, ok := m.store.(Revoker); ok {
+		err = r.Revoke(ctx, id, now)
+	} else {
+		err = m.updateKey(ctx, id, func(k *Key) error {
+			if k.RevokedAt.IsZero() {
+				k.RevokedAt = now
+			}
+			return nil
+		})
+	}
+	m.cache.invalidate(id)
+	if err != nil {
+		return storeErr("revoke", err)
+	}
+	m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Time: now})
+	return nil
+}
+
+// RevokeOwner revokes every key of owner (the answer to a leak) and returns
+// the ids it revoked.
+func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, error) {
+	now := m.now().UTC().Truncate(time.Microsecond)
+	var ids []string
+	if r, ok := m.store.(OwnerRevoker); ok {
+		var err error
+		if ids, err = r.RevokeOwner(ctx, owner, now); err != nil {
+			return nil, storeErr("revoke owner", err)
+		}
+	} else {
+		for opts := (ListOptions{Limit: MaxListLimit}); ; {
+			page, err := m.store.List(ctx, owner, opts)
+			if err != nil {
+				return ids, storeErr("revoke owner", err)
+			}
+			for _, k := range page {
+				if k.RevokedAt.IsZero() {
+					if err := m.Revoke(ctx, k.ID); err != nil {
+						return ids, err
+					}
+					ids = append(ids, k.ID)
+				}
+			}
+			if len(page) < opts.PageSize() {
+				break
+			}
+			opts.After = page[len(page)-1].ID
+		}
+	}
+	for _, id := range ids {
+		m.cache.invalidate(id)
+		m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: owner, Time: now})
+	}
+	return ids, nil
+}
+
+// Delete removes the key with the given id from the store; prefer Revoke,
+// which keeps the record for audits.
+func (m *Manager) Delete(ctx context.Context, id string) error {
+	err := m.store.Delete(ctx, id)
+	m.cache.invalidate(id)
+	if err != nil {
+		return storeErr("delete", err)
+	}
+	m.emit(ctx, Event{Type: EventDelete, KeyID: id, Time: m.now()})
+	return nil
+}
+
+// Close flushes pending last-used times and stops the background flush.
+// The Manager still verifies after Close, but records no more uses.
+func (m *Manager) Close(ctx context.Context) error { return m.usage.close(ctx) }
+
+// Stats returns counters of m's background work.
+func (m *Manager) Stats() Stats { return m.usage.stats() }
+
+func (m *Manager) updateKey(ctx context.Context, id string, change func(*Key) error) error {
+	k, err := m.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := change(k); err != nil {
+		return err
+	}
+	return m.store.Update(ctx, k)
+}
+
+func validScopes(scopes []string) error {
+	for _, s := range scopes {
+		if s == "" {
+			return fmt.Errorf("%w: empty scope", ErrInvalidOptions)
+		}
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c <= ' ' || c > '~' || c == '"' || c == '\\' {
+				return fmt.Errorf("%w: scope %q has a character outside RFC 6749 scope-token", ErrInvalidOptions, s)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+package apikey
+
+import "errors"
+
+// Sentinel errors. Callers branch on them with errors.Is; the package wraps
+// them with context (for example "apikey: lookup: ...") but never replaces
+// them. None of their messages ever contains a token or a secret.
+var (
+	// ErrMalformed reports a token that does not follow the token grammar:
+	// wrong prefix, wrong length, a character outside base62 or a bad
+	// checksum. It is decided before any hashing or store access.
+	ErrMalformed = errors.New("apikey: malformed token")
+
+	// ErrInvalid reports a well-formed token that does not match a stored
+	// key: its id is unknown or its secret is wrong. The two cases are
+	// deliberately indistinguishable, in the error and in its timing.
+	ErrInvalid = errors.New("apikey: invalid key")
+
+	// ErrExpired reports a key whose expiry time has passed, including a
+	// rotated key whose grace period is over.
+	ErrExpired = errors.New("apikey: key expired")
+
+	// ErrRevoked reports a key that has been revoked.
+	ErrRevoked = errors.New("apikey: key revoked")
+
+	// ErrRotated reports an attempt to rotate a key that already has a
+	// successor.
+	ErrRotated = errors.New("apikey: key already rotated")
+
+	// ErrNotFound is returned by a Store (possibly wrapped) for an id it
+	// does not hold, and by the Manager's management methods.
+	ErrNotFound = errors.New("apikey: key not found")
+
+	// ErrConflict is returned by a Store (possibly wrapped) when a key with
+	// the same id already exists.
+	ErrConflict = errors.New("apikey: key id already exists")
+
+	// ErrUnavailable wraps every failure of a dependency (the store, the
+	// hasher's configuration, a limiter backend). It is never reported as
+	// an invalid key; the middleware answers it with 503.
+	ErrUnavailable = errors.New("apikey: service unavailable")
+
+	// ErrMissingKey reports a request that carries no key at all.
+	ErrMissingKey = errors.New("apikey: missing key")
+
+	// ErrBadRequest reports a request whose credentials are malformed as a
+	// request: two credentials at once, an empty Bearer token or a token
+	// longer than MaxTokenLength.
+	ErrBadRequest = errors.New("apikey: invalid request")
+
+	// ErrInsufficientScope reports an authenticated key that lacks a scope
+	// the route requires.
+	ErrInsufficientScope = errors.New("apikey: insufficient scope")
+
+	// ErrRateLimited reports a request denied by a rate limit or quota.
+	ErrRateLimited = errors.New("apikey: rate limited")
+
+	// ErrInvalidOptions reports a configuration rejected by a constructor.
+	ErrInvalidOptions = errors.New("apikey: invalid options")
+)

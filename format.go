@@ -1,0 +1,232 @@
+package apikey
+
+import (
+	"crypto/rand"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"strings"
+)
+
+// Token grammar
+//
+//	token    = prefix "_" id secret checksum
+//	prefix   = 1*32( "a"-"z" / "0"-"9" / "_" )   ; starts with a letter, no "__", no trailing "_"
+//	id       = 16base62                            ; random, about 95 bits
+//	secret   = n*base62                            ; n = ceil(SecretBits / log2(62)), 43 for 256 bits
+//	checksum = 6base62                             ; CRC-32 (IEEE) of everything before it, big-endian base62, zero-padded
+//	base62   = "0"-"9" / "A"-"Z" / "a"-"z"
+//
+// With the default prefix "sk" and 256-bit secrets a token is 68 characters.
+// No token is ever longer than MaxTokenLength.
+const (
+	// DefaultPrefix is the prefix used when Options.Prefix is empty.
+	DefaultPrefix = "sk"
+	// MaxPrefixLength is the longest accepted prefix.
+	MaxPrefixLength = 32
+	// IDLength is the number of base62 characters of a key id.
+	IDLength = 16
+	// ChecksumLength is the number of base62 characters of the checksum.
+	ChecksumLength = 6
+	// DefaultSecretBits is the entropy of a secret when Options.SecretBits is 0.
+	DefaultSecretBits = 256
+	// MinSecretBits is the least entropy accepted for a secret.
+	MinSecretBits = 128
+	// MaxSecretBits is the most entropy accepted for a secret.
+	MaxSecretBits = 512
+	// MaxTokenLength is the length of the longest token any configuration
+	// produces. Longer input is rejected before it is looked at further.
+	MaxTokenLength = MaxPrefixLength + 1 + IDLength + maxSecretLength + ChecksumLength
+
+	maxSecretLength = 86 // secretLength(MaxSecretBits)
+	hintSuffix      = 4
+)
+
+const base62Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// Token is a parsed token. Its fields are substrings of the parsed text.
+// Token values hold the secret: never log or store them.
+type Token struct {
+	// Prefix is the token's prefix, without the separating underscore.
+	Prefix string
+	// ID is the public key id.
+	ID string
+	// Secret is the secret part.
+	Secret string
+
+	material string // id followed by secret: what the hasher sees
+	raw      string
+}
+
+// String returns "[REDACTED]" so that a Token printed by mistake leaks nothing.
+func (Token) String() string { return "[REDACTED]" }
+
+// GoString returns "[REDACTED]".
+func (Token) GoString() string { return "[REDACTED]" }
+
+// Hint returns the display hint of the token: its prefix and its last four
+// characters, which belong to the checksum and reveal nothing of the secret.
+func (t Token) Hint() string { return hint(t.Prefix, t.raw) }
+
+// Format is the token grammar of one prefix and secret size. The zero
+// value is not usable; build one with NewFormat. A Format is immutable and
+// safe for concurrent use.
+type Format struct {
+	prefix    string
+	secretLen int
+}
+
+// NewFormat returns the Format for prefix (DefaultPrefix when empty) and
+// secrets of secretBits bits (DefaultSecretBits when 0). The prefix must be
+// 1 to 32 characters of lowercase letters, digits and underscores, start
+// with a letter, and neither end with nor repeat an underscore.
+func NewFormat(prefix string, secretBits int) (Format, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if secretBits == 0 {
+		secretBits = DefaultSecretBits
+	}
+	if err := validPrefix(prefix); err != nil {
+		return Format{}, err
+	}
+	if secretBits < MinSecretBits || secretBits > MaxSecretBits {
+		return Format{}, fmt.Errorf("%w: secret bits %d outside [%d, %d]", ErrInvalidOptions, secretBits, MinSecretBits, MaxSecretBits)
+	}
+	return Format{prefix: prefix, secretLen: secretLength(secretBits)}, nil
+}
+
+func validPrefix(p string) error {
+	bad := len(p) == 0 || len(p) > MaxPrefixLength || p[0] < 'a' || p[0] > 'z' ||
+		p[len(p)-1] == '_' || strings.Contains(p, "__")
+	for i := 0; i < len(p) && !bad; i++ {
+		c := p[i]
+		bad = !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_')
+	}
+	if bad {
+		return fmt.Errorf("%w: prefix must be 1-%d of [a-z0-9_], start with a letter, no trailing or doubled '_'", ErrInvalidOptions, MaxPrefixLength)
+	}
+	return nil
+}
+
+// secretLength is the number of base62 characters that carry bits of entropy.
+func secretLength(bits int) int { return int(math.Ceil(float64(bits) / math.Log2(62))) }
+
+// Prefix returns the prefix of tokens of this format.
+func (f Format) Prefix() string { return f.prefix }
+
+// Len returns the length of every token of this format.
+func (f Format) Len() int { return len(f.prefix) + 1 + IDLength + f.secretLen + ChecksumLength }
+
+// NewID returns a random key id drawn from crypto/rand.
+func NewID() string { return randomBase62(IDLength) }
+
+// New returns a fresh token with a random id and secret, and its parsed form.
+func (f Format) New() (string, Token) {
+	return f.build(NewID(), randomBase62(f.secretLen))
+}
+
+func (f Format) build(id, secret string) (string, Token) {
+	var b strings.Builder
+	b.Grow(f.Len())
+	b.WriteString(f.prefix)
+	b.WriteByte('_')
+	b.WriteString(id)
+	b.WriteString(secret)
+	var sum [ChecksumLength]byte
+	encodeChecksum(sum[:], crc32.ChecksumIEEE([]byte(b.String())))
+	b.Write(sum[:])
+	s := b.String()
+	t, err := f.Parse(s)
+	if err != nil {
+		panic("apikey: generated token does not parse: " + err.Error())
+	}
+	return s, t
+}
+
+// Parse checks token against the grammar and returns its parts. It rejects
+// a wrong prefix, a wrong length, characters outside base62 and a bad
+// checksum with ErrMalformed, without allocating and before any hashing or
+// store access.
+func (f Format) Parse(token string) (Token, error) {
+	if len(token) != f.Len() || len(f.prefix) == 0 {
+		return Token{}, ErrMalformed
+	}
+	p := len(f.prefix)
+	if token[:p] != f.prefix || token[p] != '_' {
+		return Token{}, ErrMalformed
+	}
+	body := token[p+1:]
+	for i := 0; i < len(body); i++ {
+		if decode62[body[i]] < 0 {
+			return Token{}, ErrMalformed
+		}
+	}
+	n := len(token) - ChecksumLength
+	want, ok := decodeChecksum(token[n:])
+	if !ok || crc32String(token[:n]) != want {
+		return Token{}, ErrMalformed
+	}
+	return Token{
+		Prefix:   f.prefix,
+		ID:       body[:IDLength],
+		Secret:   body[IDLength : len(body)-ChecksumLength],
+		material: body[:len(body)-ChecksumLength],
+		raw:      token,
+	}, nil
+}
+
+func hint(prefix, token string) string {
+	if len(token) < hintSuffix {
+		return prefix + "_..."
+	}
+	return prefix + "_..." + token[len(token)-hintSuffix:]
+}
+
+// crc32String computes the IEEE CRC-32 of s without allocating.
+func crc32String(s string) uint32 {
+	var buf [MaxTokenLength]byte
+	return crc32.ChecksumIEEE(buf[:copy(buf[:], s)])
+}
+
+func encodeChecksum(dst []byte, v uint32) {
+	for i := ChecksumLength - 1; i >= 0; i-- {
+		dst[i] = base62Alphabet[v%62]
+		v /= 62
+	}
+}
+
+func decodeChecksum(s string) (uint32, bool) {
+	var v uint64
+	for i := 0; i < len(s); i++ {
+		v = v*62 + uint64(decode62[s[i]])
+	}
+	return uint32(v), v <= math.MaxUint32
+}
+
+// decode62 maps a byte to its base62 value, or -1.
+var decode62 = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
+	}
+	for i := 0; i < len(base62Alphabet); i++ {
+		t[base62Alphabet[i]] = int8(i)
+	}
+	return t
+}()
+
+// randomBase62 returns n uniformly random base62 characters from
+// crypto/rand, by rejection sampling of 6-bit values.
+func randomBase62(n int) string {
+	out := make([]byte, 0, n)
+	var buf [64]byte
+	for len(out) < n {
+		rand.Read(buf[:]) // never fails (crypto/rand panics on failure)
+		for _, b := range buf {
+			if v := b & 63; v < 62 && len(out) < n {
+				out = append(out, base62Alphabet[v])
+			}
+		}
+	}
+	return string(out)
+}

@@ -1,0 +1,10 @@
+module github.com/gokeys/apikey
+
+go 1.26.0
+
+require (
+	github.com/stretchr/testify v1.12.1
+	golang.org/x/crypto v0.59.0
+)
+
+require go.yaml.in/yaml/v3 v3.0.5 // indirect

@@ -1,0 +1,199 @@
+package apikey
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"hash"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// A Hasher turns key material (a key's id followed by its secret) into the
+// digest kept in the store, and checks material against a digest.
+//
+// Implementations must be safe for concurrent use, must compare in
+// constant time, and must never return or log the material.
+type Hasher interface {
+	// Hash returns the digest of material and the version that produced
+	// it. The version is stored with the key (Key.HashVersion) and given
+	// back to Compare.
+	Hash(material []byte) (digest []byte, version string, err error)
+
+	// Compare reports whether material matches digest, which Hash produced
+	// under version. An error means the comparison could not be made (for
+	// example an unknown version: a configuration fault), never that the
+	// material is wrong.
+	Compare(material, digest []byte, version string) (bool, error)
+}
+
+// Hash versions written by the hashers of this package.
+const (
+	// VersionSHA256 marks a digest made by plain SHA-256 (no pepper).
+	VersionSHA256 = "sha256"
+	// VersionBcrypt marks a bcrypt digest.
+	VersionBcrypt = "bcrypt"
+	// versionHMAC prefixes the pepper version of an HMAC-SHA-256 digest:
+	// "hmac-sha256:<pepper version>".
+	versionHMAC = "hmac-sha256:"
+)
+
+// MinPepperLength is the shortest pepper NewHMACHasher accepts, in bytes.
+const MinPepperLength = 32
+
+// ErrUnknownHashVersion is returned (wrapped in ErrUnavailable by the
+// Manager) when a stored digest names a hash version the configured hasher
+// does not have, such as a retired pepper.
+var ErrUnknownHashVersion = errors.New("apikey: unknown hash version")
+
+// Pepper is a server-side secret that keys the HMAC of every stored digest.
+// Keep it outside the database (an environment variable, a secret manager).
+type Pepper struct {
+	// Version names the pepper; it is stored with every digest it made.
+	// It must be non-empty and must not change once digests use it.
+	Version string
+	// Secret is the pepper itself: at least MinPepperLength random bytes.
+	Secret []byte
+}
+
+// HMACHasher is the default Hasher: HMAC-SHA-256 keyed by a pepper. New
+// digests use the current pepper; older peppers stay available to verify
+// keys they hashed, so a pepper can be rotated without breaking keys. It
+// is safe for concurrent use and does not allocate to compare.
+type HMACHasher struct {
+	current  string
+	versions map[string]*sync.Pool // pepper version -> pool of hash.Hash
+}
+
+// NewHMACHasher returns an HMACHasher that hashes with current and can also
+// verify digests made with any of older. Each pepper needs a distinct,
+// non-empty version and at least MinPepperLength bytes.
+func NewHMACHasher(current Pepper, older ...Pepper) (*HMACHasher, error) {
+	h := &HMACHasher{current: versionHMAC + current.Version, versions: map[string]*sync.Pool{}}
+	for _, p := range append([]Pepper{current}, older...) {
+		v := versionHMAC + p.Version
+		switch {
+		case p.Version == "" || strings.ContainsAny(p.Version, " \t\r\n"):
+			return nil, fmt.Errorf("%w: pepper version must be non-empty without spaces", ErrInvalidOptions)
+		case len(p.Secret) < MinPepperLength:
+			return nil, fmt.Errorf("%w: pepper %q is shorter than %d bytes", ErrInvalidOptions, p.Version, MinPepperLength)
+		case h.versions[v] != nil:
+			return nil, fmt.Errorf("%w: pepper version %q given twice", ErrInvalidOptions, p.Version)
+		}
+		secret := append([]byte(nil), p.Secret...)
+		h.versions[v] = &sync.Pool{New: func() any { return hmac.New(sha256.New, secret) }}
+	}
+	return h, nil
+}
+
+// Hash implements Hasher with the current pepper.
+func (h *HMACHasher) Hash(material []byte) ([]byte, string, error) {
+	var sum [sha256.Size]byte
+	h.sum(h.versions[h.current], material, sum[:0])
+	return append([]byte(nil), sum[:]...), h.current, nil
+}
+
+// Compare implements Hasher in constant time.
+func (h *HMACHasher) Compare(material, digest []byte, version string) (bool, error) {
+	pool := h.versions[version]
+	if pool == nil {
+		return false, ErrUnknownHashVersion
+	}
+	var sum [sha256.Size]byte
+	return hmac.Equal(h.sum(pool, material, sum[:0]), digest), nil
+}
+
+func (h *HMACHasher) sum(pool *sync.Pool, material, dst []byte) []byte {
+	m := pool.Get().(hash.Hash)
+	m.Reset()
+	m.Write(material)
+	dst = m.Sum(dst)
+	pool.Put(m)
+	return dst
+}
+
+// SHA256Hasher hashes with plain, unkeyed SHA-256. It is what a Manager
+// uses when no pepper is configured. Secrets of 128 bits or more cannot be
+// brute-forced from their digests, but anyone who can write to the store
+// can forge digests; prefer HMACHasher with a pepper kept outside the
+// database. The zero value is ready to use and safe for concurrent use.
+type SHA256Hasher struct{}
+
+// Hash implements Hasher.
+func (SHA256Hasher) Hash(material []byte) ([]byte, string, error) {
+	sum := sha256.Sum256(material)
+	return sum[:], VersionSHA256, nil
+}
+
+// Compare implements Hasher in constant time.
+func (SHA256Hasher) Compare(material, digest []byte, version string) (bool, error) {
+	if version != VersionSHA256 {
+		return false, ErrUnknownHashVersion
+	}
+	sum := sha256.Sum256(material)
+	return subtle.ConstantTimeCompare(sum[:], digest) == 1, nil
+}
+
+// BcryptHasher hashes with bcrypt, for those who want a slow KDF on top of
+// high-entropy secrets. Verification still finds the record by id, so it
+// costs one bcrypt comparison, never a scan. bcrypt reads at most 72 bytes:
+// longer material is rejected with ErrMalformed, never truncated, and
+// NewManager refuses a configuration whose tokens would exceed it.
+// It is safe for concurrent use.
+type BcryptHasher struct {
+	cost int
+}
+
+// BcryptMaxInput is the most material bcrypt hashes without truncating.
+const BcryptMaxInput = 72
+
+// NewBcryptHasher returns a BcryptHasher of the given cost
+// (bcrypt.DefaultCost when 0).
+func NewBcryptHasher(cost int) (*BcryptHasher, error) {
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
+		return nil, fmt.Errorf("%w: bcrypt cost %d outside [%d, %d]", ErrInvalidOptions, cost, bcrypt.MinCost, bcrypt.MaxCost)
+	}
+	return &BcryptHasher{cost: cost}, nil
+}
+
+// Hash implements Hasher.
+func (b *BcryptHasher) Hash(material []byte) ([]byte, string, error) {
+	if len(material) > BcryptMaxInput {
+		return nil, "", ErrMalformed
+	}
+	d, err := bcrypt.GenerateFromPassword(material, b.cost)
+	return d, VersionBcrypt, err
+}
+
+// Compare implements Hasher; bcrypt compares in constant time.
+func (b *BcryptHasher) Compare(material, digest []byte, version string) (bool, error) {
+	if version != VersionBcrypt {
+		return false, ErrUnknownHashVersion
+	}
+	if len(material) > BcryptMaxInput {
+		return false, nil
+	}
+	err := bcrypt.CompareHashAndPassword(digest, material)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+		return false, nil
+	}
+	return false, fmt.Errorf("apikey: bcrypt: %w", err)
+}
+
+// maxMaterial reports the longest material h accepts, or 0 for no limit.
+func maxMaterial(h Hasher) int {
+	if _, ok := h.(*BcryptHasher); ok {
+		return BcryptMaxInput
+	}
+	return 0
+}

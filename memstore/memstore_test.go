@@ -1,0 +1,13 @@
+package memstore_test
+
+import (
+	"testing"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
+	"github.com/gokeys/apikey/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) apikey.Store { return memstore.New() })
+}

@@ -1,0 +1,490 @@
+// Package storetest is the conformance suite of apikey.Store. A Store
+// implementation calls Run from one test:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) apikey.Store {
+//			return mystore.New(...) // a fresh, empty store
+//		})
+//	}
+//
+// Each subtest is named after one sentence of the Store contract and gets
+// a fresh store from newStore. The optional capabilities (apikey.Revoker,
+// apikey.OwnerRevoker, apikey.Rotator) are tested when the store has them.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+)
+
+// Run runs the conformance suite. newStore must return a fresh, empty store
+// for each call; register its cleanup with t.Cleanup.
+func Run(t *testing.T, newStore func(t *testing.T) apikey.Store) {
+	t.Helper()
+	tests := []struct {
+		name string
+		fn   func(*testing.T, apikey.Store)
+	}{
+		{"CreateThenGetReturnsEveryField", testRoundTrip},
+		{"CreateDuplicateIDGivesErrConflict", testConflict},
+		{"GetUnknownIDGivesErrNotFound", testGetNotFound},
+		{"UpdateReplacesFields", testUpdate},
+		{"UpdateUnknownIDGivesErrNotFound", testUpdateNotFound},
+		{"UpdateNeverMovesLastUsedBackward", testUpdateLastUsed},
+		{"DeleteRemovesKey", testDelete},
+		{"DeleteUnknownIDGivesErrNotFound", testDeleteNotFound},
+		{"ListReturnsOnlyTheOwnersKeysOrderedByID", testListOrder},
+		{"ListPagesWithAfterAndLimit", testListPaging},
+		{"ListOfUnknownOwnerIsEmpty", testListEmpty},
+		{"MarkUsedOnlyMovesForward", testMarkUsed},
+		{"MarkUsedIgnoresUnknownIDs", testMarkUsedUnknown},
+		{"ReturnedValuesAreCopies", testCopies},
+		{"TimesRoundTripInUTCToTheMicrosecond", testTimes},
+		{"ZeroTimesStayZero", testZeroTimes},
+		{"ConcurrentUseIsSafe", testConcurrent},
+		{"CancelledContextIsHonoured", testCancelled},
+		{"RevokerSetsRevokedAtOnce", testRevoker},
+		{"OwnerRevokerRevokesAllOfOneOwner", testOwnerRevoker},
+		{"RotatorRotatesAllOrNothing", testRotator},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			require.NotNil(t, s, "newStore returned nil")
+			tc.fn(t, s)
+		})
+	}
+}
+
+// base is a fixed instant with sub-microsecond digits and a non-UTC zone.
+var base = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.FixedZone("X", 5*3600+1800))
+
+// NewKey returns a complete key of owner with a random id, every field set.
+func NewKey(owner string) *apikey.Key {
+	id := apikey.NewID()
+	return &apikey.Key{
+		ID: id, Prefix: "sk_test", Hint: "sk_test_..." + id[:4],
+		Hash: []byte("0123456789abcdef0123456789abcdef"), HashVersion: "hmac-sha256:1",
+		Name: "key " + id[:4], Owner: owner, Scopes: []string{"read", "write"}, Plan: "pro",
+		Metadata:  map[string]string{"env": "test", "team": "core"},
+		CreatedAt: base.UTC().Truncate(time.Microsecond),
+		ExpiresAt: base.Add(90 * 24 * time.Hour).UTC().Truncate(time.Microsecond),
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func mustCreate(t *testing.T, s apikey.Store, k *apikey.Key) {
+	t.Helper()
+	require.NoError(t, s.Create(ctx(t), k))
+}
+
+func mustGet(t *testing.T, s apikey.Store, id string) *apikey.Key {
+	t.Helper()
+	k, err := s.Get(ctx(t), id)
+	require.NoError(t, err)
+	require.NotNil(t, k)
+	return k
+}
+
+// assertSame compares two keys field by field, times with Equal.
+func assertSame(t *testing.T, want, got *apikey.Key) {
+	t.Helper()
+	assert.Equal(t, want.ID, got.ID, "ID")
+	assert.Equal(t, want.Prefix, got.Prefix, "Prefix")
+	assert.Equal(t, want.Hint, got.Hint, "Hint")
+	assert.Equal(t, want.Hash, got.Hash, "Hash")
+	assert.Equal(t, want.HashVersion, got.HashVersion, "HashVersion")
+	assert.Equal(t, want.Name, got.Name, "Name")
+	assert.Equal(t, want.Owner, got.Owner, "Owner")
+	assert.Equal(t, len(want.Scopes), len(got.Scopes), "Scopes")
+	assert.Equal(t, slices.Clone(want.Scopes), slices.Clone(got.Scopes), "Scopes")
+	assert.Equal(t, want.Plan, got.Plan, "Plan")
+	assert.Equal(t, len(want.Metadata), len(got.Metadata), "Metadata")
+	for k, v := range want.Metadata {
+		assert.Equal(t, v, got.Metadata[k], "Metadata[%q]", k)
+	}
+	for _, tt := range []struct {
+		name      string
+		want, got time.Time
+	}{
+		{"CreatedAt", want.CreatedAt, got.CreatedAt}, {"ExpiresAt", want.ExpiresAt, got.ExpiresAt},
+		{"LastUsedAt", want.LastUsedAt, got.LastUsedAt}, {"RevokedAt", want.RevokedAt, got.RevokedAt},
+	} {
+		assert.True(t, tt.want.Equal(tt.got), "%s: want %v, got %v", tt.name, tt.want, tt.got)
+	}
+	assert.Equal(t, want.RotatedFrom, got.RotatedFrom, "RotatedFrom")
+	assert.Equal(t, want.RotatedTo, got.RotatedTo, "RotatedTo")
+}
+
+func testRoundTrip(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	k.LastUsedAt = k.CreatedAt.Add(time.Hour)
+	k.RevokedAt = k.CreatedAt.Add(2 * time.Hour)
+	k.RotatedFrom, k.RotatedTo = apikey.NewID(), apikey.NewID()
+	mustCreate(t, s, k)
+	assertSame(t, k, mustGet(t, s, k.ID))
+}
+
+func testConflict(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	mustCreate(t, s, k)
+	dup := NewKey("mallory")
+	dup.ID, dup.Name = k.ID, "duplicate"
+	err := s.Create(ctx(t), dup)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, apikey.ErrConflict)
+	assertSame(t, k, mustGet(t, s, k.ID))
+}
+
+func testGetNotFound(t *testing.T, s apikey.Store) {
+	k, err := s.Get(ctx(t), apikey.NewID())
+	assert.ErrorIs(t, err, apikey.ErrNotFound)
+	assert.Nil(t, k)
+}
+
+func testUpdate(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	mustCreate(t, s, k)
+	k.Name, k.Scopes, k.Plan = "renamed", []string{"admin"}, "free"
+	k.Metadata = map[string]string{"env": "prod"}
+	k.ExpiresAt = k.ExpiresAt.Add(time.Hour)
+	k.RevokedAt = k.CreatedAt.Add(time.Minute)
+	k.RotatedTo = apikey.NewID()
+	require.NoError(t, s.Update(ctx(t), k))
+	assertSame(t, k, mustGet(t, s, k.ID))
+
+	k.RevokedAt, k.ExpiresAt = time.Time{}, time.Time{}
+	require.NoError(t, s.Update(ctx(t), k))
+	got := mustGet(t, s, k.ID)
+	assert.True(t, got.RevokedAt.IsZero(), "Update can clear RevokedAt")
+	assert.True(t, got.ExpiresAt.IsZero(), "Update can clear ExpiresAt")
+}
+
+func testUpdateNotFound(t *testing.T, s apikey.Store) {
+	assert.ErrorIs(t, s.Update(ctx(t), NewKey("alice")), apikey.ErrNotFound)
+}
+
+func testUpdateLastUsed(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	mustCreate(t, s, k)
+	later := k.CreatedAt.Add(time.Hour)
+	require.NoError(t, s.MarkUsed(ctx(t), map[string]time.Time{k.ID: later}))
+	k.LastUsedAt = k.CreatedAt.Add(time.Minute) // older than stored
+	k.Name = "renamed"
+	require.NoError(t, s.Update(ctx(t), k))
+	got := mustGet(t, s, k.ID)
+	assert.Equal(t, "renamed", got.Name)
+	assert.True(t, later.Equal(got.LastUsedAt), "LastUsedAt went back to %v", got.LastUsedAt)
+}
+
+func testDelete(t *testing.T, s apikey.Store) {
+	k, other := NewKey("alice"), NewKey("alice")
+	mustCreate(t, s, k)
+	mustCreate(t, s, other)
+	require.NoError(t, s.Delete(ctx(t), k.ID))
+	_, err := s.Get(ctx(t), k.ID)
+	assert.ErrorIs(t, err, apikey.ErrNotFound)
+	mustGet(t, s, other.ID)
+	list, err := s.List(ctx(t), "alice", apikey.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	assert.Equal(t, other.ID, list[0].ID)
+}
+
+func testDeleteNotFound(t *testing.T, s apikey.Store) {
+	assert.ErrorIs(t, s.Delete(ctx(t), apikey.NewID()), apikey.ErrNotFound)
+}
+
+func createMany(t *testing.T, s apikey.Store, owner string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		k := NewKey(owner)
+		mustCreate(t, s, k)
+		ids[i] = k.ID
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func ids(ks []*apikey.Key) []string {
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = k.ID
+	}
+	return out
+}
+
+func testListOrder(t *testing.T, s apikey.Store) {
+	want := createMany(t, s, "alice", 7)
+	createMany(t, s, "bob", 3)
+	got, err := s.List(ctx(t), "alice", apikey.ListOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, want, ids(got))
+	for _, k := range got {
+		assert.Equal(t, "alice", k.Owner)
+	}
+}
+
+func testListPaging(t *testing.T, s apikey.Store) {
+	want := createMany(t, s, "alice", 11)
+	var got []string
+	opts := apikey.ListOptions{Limit: 4}
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 5, "paging does not end")
+		page, err := s.List(ctx(t), "alice", opts)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(page), 4)
+		got = append(got, ids(page)...)
+		if len(page) < 4 {
+			break
+		}
+		opts.After = page[len(page)-1].ID
+	}
+	assert.Equal(t, want, got)
+
+	page, err := s.List(ctx(t), "alice", apikey.ListOptions{After: want[len(want)-1]})
+	require.NoError(t, err)
+	assert.Empty(t, page, "a page after the last id is empty")
+}
+
+func testListEmpty(t *testing.T, s apikey.Store) {
+	createMany(t, s, "alice", 2)
+	got, err := s.List(ctx(t), "nobody", apikey.ListOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, got)
+}
+
+func testMarkUsed(t *testing.T, s apikey.Store) {
+	a, b := NewKey("alice"), NewKey("alice")
+	mustCreate(t, s, a)
+	mustCreate(t, s, b)
+	t1 := a.CreatedAt.Add(time.Hour)
+	require.NoError(t, s.MarkUsed(ctx(t), map[string]time.Time{a.ID: t1, b.ID: t1}))
+	assert.True(t, t1.Equal(mustGet(t, s, a.ID).LastUsedAt))
+
+	earlier, later := t1.Add(-time.Minute), t1.Add(time.Minute)
+	require.NoError(t, s.MarkUsed(ctx(t), map[string]time.Time{a.ID: earlier, b.ID: later}))
+	assert.True(t, t1.Equal(mustGet(t, s, a.ID).LastUsedAt), "an earlier use must not move LastUsedAt back")
+	assert.True(t, later.Equal(mustGet(t, s, b.ID).LastUsedAt), "a later use moves LastUsedAt forward")
+	require.NoError(t, s.MarkUsed(ctx(t), nil), "an empty batch is not an error")
+}
+
+func testMarkUsedUnknown(t *testing.T, s apikey.Store) {
+	a := NewKey("alice")
+	mustCreate(t, s, a)
+	at := a.CreatedAt.Add(time.Hour)
+	require.NoError(t, s.MarkUsed(ctx(t), map[string]time.Time{apikey.NewID(): at, a.ID: at}))
+	assert.True(t, at.Equal(mustGet(t, s, a.ID).LastUsedAt))
+	_, err := s.Get(ctx(t), "unknown")
+	assert.ErrorIs(t, err, apikey.ErrNotFound, "MarkUsed must not create keys")
+}
+
+func testCopies(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	want := NewKey("alice")
+	want.ID, want.Hint, want.Name = k.ID, k.Hint, k.Name
+	mustCreate(t, s, k)
+	// Mutate what we passed in.
+	k.Name, k.Scopes[0], k.Metadata["env"], k.Hash[0] = "changed", "changed", "changed", 'X'
+	assertSame(t, want, mustGet(t, s, k.ID))
+	// Mutate what we got back.
+	got := mustGet(t, s, k.ID)
+	got.Name, got.Scopes[0], got.Metadata["env"], got.Hash[0] = "changed", "changed", "changed", 'X'
+	assertSame(t, want, mustGet(t, s, k.ID))
+	list, err := s.List(ctx(t), "alice", apikey.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	list[0].Scopes[0], list[0].Metadata["env"] = "changed", "changed"
+	assertSame(t, want, mustGet(t, s, k.ID))
+}
+
+func testTimes(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	k.CreatedAt = base
+	k.ExpiresAt = base.Add(time.Hour)
+	k.RevokedAt = base.Add(time.Minute)
+	mustCreate(t, s, k)
+	used := base.Add(2 * time.Minute)
+	require.NoError(t, s.MarkUsed(ctx(t), map[string]time.Time{k.ID: used}))
+	got := mustGet(t, s, k.ID)
+	for name, pair := range map[string][2]time.Time{
+		"CreatedAt": {k.CreatedAt, got.CreatedAt}, "ExpiresAt": {k.ExpiresAt, got.ExpiresAt},
+		"RevokedAt": {k.RevokedAt, got.RevokedAt}, "LastUsedAt": {used, got.LastUsedAt},
+	} {
+		want := pair[0].UTC().Truncate(time.Microsecond)
+		assert.Equal(t, time.UTC, pair[1].Location(), "%s not in UTC", name)
+		assert.True(t, want.Equal(pair[1]), "%s: want %v, got %v", name, want, pair[1])
+	}
+}
+
+func testZeroTimes(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	k.ExpiresAt = time.Time{}
+	mustCreate(t, s, k)
+	got := mustGet(t, s, k.ID)
+	assert.True(t, got.ExpiresAt.IsZero(), "ExpiresAt")
+	assert.True(t, got.LastUsedAt.IsZero(), "LastUsedAt")
+	assert.True(t, got.RevokedAt.IsZero(), "RevokedAt")
+}
+
+func testConcurrent(t *testing.T, s apikey.Store) {
+	const workers, rounds = 8, 20
+	shared := NewKey("alice")
+	mustCreate(t, s, shared)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*rounds*5)
+	for w := range workers {
+		wg.Go(func() {
+			c := context.Background()
+			for i := range rounds {
+				k := NewKey(fmt.Sprintf("owner-%d", w))
+				errs <- s.Create(c, k)
+				_, err := s.Get(c, shared.ID)
+				errs <- err
+				errs <- s.MarkUsed(c, map[string]time.Time{shared.ID: base.Add(time.Duration(w*rounds+i) * time.Second)})
+				k.Name = "updated"
+				errs <- s.Update(c, k)
+				_, err = s.List(c, k.Owner, apikey.ListOptions{})
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	for w := range workers {
+		list, err := s.List(ctx(t), fmt.Sprintf("owner-%d", w), apikey.ListOptions{})
+		require.NoError(t, err)
+		assert.Len(t, list, rounds)
+	}
+	want := base.Add(time.Duration(workers*rounds-1) * time.Second).UTC().Truncate(time.Microsecond)
+	assert.True(t, want.Equal(mustGet(t, s, shared.ID).LastUsedAt), "the latest use wins")
+}
+
+func testCancelled(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	mustCreate(t, s, k)
+	c, cancel := context.WithCancel(context.Background())
+	cancel()
+	isCancel := func(name string, err error) {
+		t.Helper()
+		assert.True(t, errors.Is(err, context.Canceled), "%s: want context.Canceled, got %v", name, err)
+	}
+	isCancel("Create", s.Create(c, NewKey("alice")))
+	_, err := s.Get(c, k.ID)
+	isCancel("Get", err)
+	k2 := mustGet(t, s, k.ID)
+	k2.Name = "changed"
+	isCancel("Update", s.Update(c, k2))
+	isCancel("Delete", s.Delete(c, k.ID))
+	_, err = s.List(c, "alice", apikey.ListOptions{})
+	isCancel("List", err)
+	isCancel("MarkUsed", s.MarkUsed(c, map[string]time.Time{k.ID: base.Add(time.Hour)}))
+	got := mustGet(t, s, k.ID)
+	assertSame(t, k, got)
+	list, err := s.List(ctx(t), "alice", apikey.ListOptions{})
+	require.NoError(t, err)
+	assert.Len(t, list, 1, "a cancelled Create must not store")
+}
+
+func testRevoker(t *testing.T, s apikey.Store) {
+	r, ok := s.(apikey.Revoker)
+	if !ok {
+		t.Skip("store does not implement apikey.Revoker")
+	}
+	k := NewKey("alice")
+	mustCreate(t, s, k)
+	at := base.Add(time.Hour)
+	require.NoError(t, r.Revoke(ctx(t), k.ID, at))
+	assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(mustGet(t, s, k.ID).RevokedAt))
+	require.NoError(t, r.Revoke(ctx(t), k.ID, at.Add(time.Hour)), "revoking twice is not an error")
+	assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(mustGet(t, s, k.ID).RevokedAt), "the first revocation time stays")
+	assert.ErrorIs(t, r.Revoke(ctx(t), apikey.NewID(), at), apikey.ErrNotFound)
+}
+
+func testOwnerRevoker(t *testing.T, s apikey.Store) {
+	r, ok := s.(apikey.OwnerRevoker)
+	if !ok {
+		t.Skip("store does not implement apikey.OwnerRevoker")
+	}
+	mine := createMany(t, s, "alice", 3)
+	theirs := createMany(t, s, "bob", 2)
+	already := mustGet(t, s, mine[0])
+	already.RevokedAt = base
+	require.NoError(t, s.Update(ctx(t), already))
+
+	at := base.Add(time.Hour)
+	got, err := r.RevokeOwner(ctx(t), "alice", at)
+	require.NoError(t, err)
+	slices.Sort(got)
+	assert.Equal(t, mine[1:], got, "returns the ids it revoked, not the already revoked one")
+	assert.True(t, base.UTC().Truncate(time.Microsecond).Equal(mustGet(t, s, mine[0]).RevokedAt))
+	for _, id := range mine[1:] {
+		assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(mustGet(t, s, id).RevokedAt))
+	}
+	for _, id := range theirs {
+		assert.True(t, mustGet(t, s, id).RevokedAt.IsZero(), "another owner's key was revoked")
+	}
+}
+
+func testRotator(t *testing.T, s apikey.Store) {
+	r, ok := s.(apikey.Rotator)
+	if !ok {
+		t.Skip("store does not implement apikey.Rotator")
+	}
+	old := NewKey("alice")
+	mustCreate(t, s, old)
+	succ := NewKey("alice")
+	succ.RotatedFrom = old.ID
+	until := base.Add(time.Hour)
+	require.NoError(t, r.Rotate(ctx(t), old.ID, until, succ))
+	assertSame(t, succ, mustGet(t, s, succ.ID))
+	gotOld := mustGet(t, s, old.ID)
+	assert.Equal(t, succ.ID, gotOld.RotatedTo)
+	assert.True(t, until.UTC().Truncate(time.Microsecond).Equal(gotOld.ExpiresAt))
+
+	t.Run("AlreadyRotated", func(t *testing.T) {
+		again := NewKey("alice")
+		assert.ErrorIs(t, r.Rotate(ctx(t), old.ID, until, again), apikey.ErrRotated)
+		_, err := s.Get(ctx(t), again.ID)
+		assert.ErrorIs(t, err, apikey.ErrNotFound, "a failed rotation stores no successor")
+	})
+	t.Run("Revoked", func(t *testing.T) {
+		k := NewKey("alice")
+		k.RevokedAt = base
+		mustCreate(t, s, k)
+		next := NewKey("alice")
+		assert.ErrorIs(t, r.Rotate(ctx(t), k.ID, until, next), apikey.ErrRevoked)
+		_, err := s.Get(ctx(t), next.ID)
+		assert.ErrorIs(t, err, apikey.ErrNotFound)
+	})
+	t.Run("NotFound", func(t *testing.T) {
+		assert.ErrorIs(t, r.Rotate(ctx(t), apikey.NewID(), until, NewKey("alice")), apikey.ErrNotFound)
+	})
+	t.Run("SuccessorConflictChangesNothing", func(t *testing.T) {
+		k := NewKey("alice")
+		mustCreate(t, s, k)
+		clash := NewKey("alice")
+		clash.ID = succ.ID
+		assert.ErrorIs(t, r.Rotate(ctx(t), k.ID, until, clash), apikey.ErrConflict)
+		assertSame(t, k, mustGet(t, s, k.ID))
+		assertSame(t, succ, mustGet(t, s, succ.ID))
+	})
+}

@@ -31,6 +31,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -122,6 +123,7 @@ type Manager struct {
 	dummyDigest  []byte
 	dummyVersion string
 
+	scratch sync.Pool // *[MaxTokenLength]byte: material handed to the hasher
 	usage   *usageRecorder
 	cache   *cache
 	onEvent func(context.Context, Event)
@@ -172,7 +174,7 @@ func New(store Store, opts Options) (*Manager, error) {
 	if m.dummyDigest, m.dummyVersion, err = h.Hash([]byte(dummy.material)); err != nil {
 		return nil, fmt.Errorf("%w: hasher: %w", ErrInvalidOptions, err)
 	}
-	if m.cache, err = newCache(opts.Cache, m.now); err != nil {
+	if m.cache, err = newCache(opts.Cache); err != nil {
 		return nil, err
 	}
 	if m.usage, err = newUsageRecorder(store, opts.LastUsedInterval, opts.LastUsedQueue, m.log); err != nil {
@@ -258,9 +260,10 @@ func (m *Manager) create(ctx context.Context, k *Key, save func(context.Context,
 // A successful verification records a use for the next last-used flush;
 // it never writes to the store itself.
 func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
-	k, id, err := m.verify(ctx, token)
+	now := m.now()
+	k, id, err := m.verify(ctx, token, now)
 	if m.onEvent != nil || m.log != nil {
-		e := Event{Type: EventVerify, KeyID: id, Err: err, Time: m.now()}
+		e := Event{Type: EventVerify, KeyID: id, Err: err, Time: now}
 		if k != nil {
 			e.Owner = k.Owner
 		}
@@ -272,7 +275,7 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 	return k, nil
 }
 
-func (m *Manager) verify(ctx context.Context, token string) (*Key, string, error) {
+func (m *Manager) verify(ctx context.Context, token string, now time.Time) (*Key, string, error) {
 	if len(token) > MaxTokenLength {
 		return nil, "", ErrMalformed
 	}
@@ -280,11 +283,10 @@ func (m *Manager) verify(ctx context.Context, token string) (*Key, string, error
 	if err != nil {
 		return nil, "", err
 	}
-	k, err := m.lookup(ctx, t)
+	k, err := m.lookup(ctx, t, now)
 	if err != nil {
 		return nil, t.ID, err
 	}
-	now := m.now()
 	if k.Revoked(now) {
 		return k, k.ID, ErrRevoked
 	}
@@ -302,8 +304,12 @@ func (m *Manager) check(t Token, k *Key) error {
 	if k != nil {
 		digest, version = k.Hash, k.HashVersion
 	}
-	var buf [MaxTokenLength]byte
+	buf, _ := m.scratch.Get().(*[MaxTokenLength]byte)
+	if buf == nil {
+		buf = new([MaxTokenLength]byte)
+	}
 	ok, err := m.hasher.Compare(append(buf[:0], t.material...), digest, version)
+	m.scratch.Put(buf)
 	switch {
 	case err != nil:
 		return fmt.Errorf("apikey: compare: %w: %w", ErrUnavailable, err)

@@ -65,7 +65,6 @@ type call struct {
 type cache struct {
 	ttl, negTTL, stale time.Duration
 	max                int
-	now                func() time.Time
 
 	mu       sync.RWMutex
 	entries  map[string]cacheEntry
@@ -73,14 +72,14 @@ type cache struct {
 	epoch    atomic.Uint64 // bumped by every invalidation
 }
 
-func newCache(o CacheOptions, now func() time.Time) (*cache, error) {
+func newCache(o CacheOptions) (*cache, error) {
 	if o.TTL < 0 {
 		return nil, nil
 	}
 	if o.StaleIfError < 0 || o.MaxEntries < 0 {
 		return nil, fmt.Errorf("%w: negative cache option", ErrInvalidOptions)
 	}
-	c := &cache{ttl: o.TTL, negTTL: o.NegativeTTL, stale: o.StaleIfError, max: o.MaxEntries, now: now,
+	c := &cache{ttl: o.TTL, negTTL: o.NegativeTTL, stale: o.StaleIfError, max: o.MaxEntries,
 		entries: map[string]cacheEntry{}, inflight: map[string]*call{}}
 	if c.ttl == 0 {
 		c.ttl = DefaultCacheTTL
@@ -95,11 +94,11 @@ func newCache(o CacheOptions, now func() time.Time) (*cache, error) {
 }
 
 // get returns the entry for id if it is younger than maxAge.
-func (c *cache) get(id string, maxAge time.Duration) (cacheEntry, bool) {
+func (c *cache) get(id string, maxAge time.Duration, now time.Time) (cacheEntry, bool) {
 	c.mu.RLock()
 	e, ok := c.entries[id]
 	c.mu.RUnlock()
-	if !ok || c.now().Sub(e.fetched) >= maxAge {
+	if !ok || now.Sub(e.fetched) >= maxAge {
 		return cacheEntry{}, false
 	}
 	return e, true
@@ -194,7 +193,7 @@ func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }
 func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
 
 // lookup finds the key of t and checks its secret, through the cache.
-func (m *Manager) lookup(ctx context.Context, t Token) (*Key, error) {
+func (m *Manager) lookup(ctx context.Context, t Token, now time.Time) (*Key, error) {
 	c := m.cache
 	if c == nil {
 		k, err := safeGet(ctx, m.store.Get, t.ID)
@@ -202,18 +201,18 @@ func (m *Manager) lookup(ctx context.Context, t Token) (*Key, error) {
 	}
 	var buf [MaxTokenLength]byte
 	sum := sha256.Sum256(append(buf[:0], t.material...))
-	if e, ok := c.get(t.ID, c.ttl); ok && e.key != nil {
+	if e, ok := c.get(t.ID, c.ttl, now); ok && e.key != nil {
 		if subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
 			return e.key.Clone(), nil
 		}
 		return nil, m.check(t, e.key) // a wrong secret costs what it costs uncached
 	}
-	if e, ok := c.get(t.ID, c.negTTL); ok && e.key == nil {
+	if e, ok := c.get(t.ID, c.negTTL, now); ok && e.key == nil {
 		return nil, m.check(t, nil)
 	}
 	k, epoch, err := c.load(ctx, t.ID, m.store.Get)
 	if err != nil && !errors.Is(err, ErrNotFound) && c.stale > 0 {
-		if e, ok := c.get(t.ID, c.ttl+c.stale); ok && e.key != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+		if e, ok := c.get(t.ID, c.ttl+c.stale, now); ok && e.key != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
 			return e.key.Clone(), nil
 		}
 	}
@@ -221,9 +220,9 @@ func (m *Manager) lookup(ctx context.Context, t Token) (*Key, error) {
 	k, err = m.checkFetched(t, k, err)
 	switch {
 	case err == nil:
-		c.put(t.ID, cacheEntry{key: k.Clone(), sum: sum, fetched: m.now()}, epoch)
+		c.put(t.ID, cacheEntry{key: k.Clone(), sum: sum, fetched: now}, epoch)
 	case notFound && c.negTTL > 0:
-		c.put(t.ID, cacheEntry{fetched: m.now()}, epoch)
+		c.put(t.ID, cacheEntry{fetched: now}, epoch)
 	}
 	return k, err
 }

@@ -126,6 +126,26 @@ func (f Format) New() (string, Token) {
 	return f.build(NewID(), randomBase62(f.secretLen))
 }
 
+// Compose returns the token of this format with the given id and secret,
+// adding the checksum; for tests and for importing keys made elsewhere. The
+// id must be IDLength and the secret the format's length of base62.
+func (f Format) Compose(id, secret string) (string, error) {
+	if len(id) != IDLength || len(secret) != f.secretLen || !isBase62(id) || !isBase62(secret) {
+		return "", ErrMalformed
+	}
+	s, _ := f.build(id, secret)
+	return s, nil
+}
+
+func isBase62(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if decode62[s[i]] < 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func (f Format) build(id, secret string) (string, Token) {
 	var b strings.Builder
 	b.Grow(f.Len())
@@ -134,7 +154,7 @@ func (f Format) build(id, secret string) (string, Token) {
 	b.WriteString(id)
 	b.WriteString(secret)
 	var sum [ChecksumLength]byte
-	encodeChecksum(sum[:], crc32.ChecksumIEEE([]byte(b.String())))
+	encodeChecksum(sum[:], crc32String(b.String()))
 	b.Write(sum[:])
 	s := b.String()
 	t, err := f.Parse(s)
@@ -157,10 +177,8 @@ func (f Format) Parse(token string) (Token, error) {
 		return Token{}, ErrMalformed
 	}
 	body := token[p+1:]
-	for i := 0; i < len(body); i++ {
-		if decode62[body[i]] < 0 {
-			return Token{}, ErrMalformed
-		}
+	if !isBase62(body) {
+		return Token{}, ErrMalformed
 	}
 	n := len(token) - ChecksumLength
 	want, ok := decodeChecksum(token[n:])
@@ -183,10 +201,14 @@ func hint(prefix, token string) string {
 	return prefix + "_..." + token[len(token)-hintSuffix:]
 }
 
-// crc32String computes the IEEE CRC-32 of s without allocating.
+// crc32String computes the IEEE CRC-32 of s, byte by byte, without
+// copying s.
 func crc32String(s string) uint32 {
-	var buf [MaxTokenLength]byte
-	return crc32.ChecksumIEEE(buf[:copy(buf[:], s)])
+	crc := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		crc = crc32.IEEETable[byte(crc)^s[i]] ^ (crc >> 8)
+	}
+	return ^crc
 }
 
 func encodeChecksum(dst []byte, v uint32) {

@@ -1,0 +1,171 @@
+package apikey_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+)
+
+func TestFormatRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		prefix string
+		bits   int
+		length int
+	}{
+		{"default", "", 0, 2 + 1 + 16 + 43 + 6},
+		{"live 128 bits", "sk_live", 128, 7 + 1 + 16 + 22 + 6},
+		{"max", strings.Repeat("a", apikey.MaxPrefixLength), apikey.MaxSecretBits, apikey.MaxTokenLength},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := apikey.NewFormat(tc.prefix, tc.bits)
+			require.NoError(t, err)
+			token, parsed := f.New()
+			assert.Len(t, token, tc.length)
+			assert.Equal(t, f.Len(), len(token))
+			got, err := f.Parse(token)
+			require.NoError(t, err)
+			assert.Equal(t, parsed.ID, got.ID)
+			assert.Equal(t, parsed.Secret, got.Secret)
+			assert.Len(t, got.ID, apikey.IDLength)
+			assert.True(t, strings.HasPrefix(token, f.Prefix()+"_"+got.ID+got.Secret))
+			assert.Equal(t, f.Prefix()+"_..."+token[len(token)-4:], got.Hint())
+			assert.Equal(t, "[REDACTED]", got.String(), "a Token never prints its secret")
+		})
+	}
+}
+
+func TestFormatRejects(t *testing.T) {
+	f, err := apikey.NewFormat("sk_test", 0)
+	require.NoError(t, err)
+	token, _ := f.New()
+	other, err := apikey.NewFormat("sk_live", 0)
+	require.NoError(t, err)
+	otherToken, _ := other.New()
+	flip := func(i int) string {
+		b := []byte(token)
+		if b[i] == 'a' {
+			b[i] = 'b'
+		} else {
+			b[i] = 'a'
+		}
+		return string(b)
+	}
+	for _, tc := range []struct{ name, token string }{
+		{"empty", ""},
+		{"wrong prefix", otherToken},
+		{"prefix only", "sk_test_"},
+		{"truncated", token[:len(token)-1]},
+		{"one too long", token + "a"},
+		{"flipped id char", flip(9)},
+		{"flipped secret char", flip(30)},
+		{"flipped checksum char", flip(len(token) - 1)},
+		{"bad character", token[:20] + "-" + token[21:]},
+		{"NUL", token[:20] + "\x00" + token[21:]},
+		{"non-ASCII", token[:20] + "é" + token[22:]},
+		{"checksum overflow", token[:len(token)-6] + "zzzzzz"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.Parse(tc.token)
+			assert.ErrorIs(t, err, apikey.ErrMalformed)
+		})
+	}
+}
+
+func TestNewFormatValidates(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		prefix string
+		bits   int
+	}{
+		{"uppercase", "SK", 0}, {"dash", "sk-live", 0}, {"leading digit", "1sk", 0},
+		{"trailing underscore", "sk_", 0}, {"double underscore", "sk__live", 0},
+		{"too long", strings.Repeat("a", apikey.MaxPrefixLength+1), 0},
+		{"secret too short", "sk", 127}, {"secret too long", "sk", apikey.MaxSecretBits + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := apikey.NewFormat(tc.prefix, tc.bits)
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+		})
+	}
+}
+
+func TestScanAndRedact(t *testing.T) {
+	f, err := apikey.NewFormat("sk_live", 0)
+	require.NoError(t, err)
+	a, ta := f.New()
+	b, tb := f.New()
+	log := "GET /v1?x=1 Authorization: Bearer " + a + "\nretry with key=" + b + ", done\n" +
+		"not a token: " + a[:len(a)-1] + "X\n" + "embedded: x" + a + "\n"
+	found := f.Scan(log)
+	require.Len(t, found, 2)
+	assert.Equal(t, ta.ID, found[0].ID)
+	assert.Equal(t, tb.ID, found[1].ID)
+	assert.Equal(t, a, log[found[0].Start:found[0].End])
+
+	red := f.Redact(log)
+	assert.Equal(t, strings.Count(log, ta.Secret)-1, strings.Count(red, ta.Secret))
+	assert.NotContains(t, red, tb.Secret)
+	assert.Contains(t, red, "Bearer "+ta.Hint()+"\n")
+	assert.Contains(t, red, "key="+tb.Hint()+", done")
+	assert.Contains(t, red, "embedded: x"+a, "a token glued to other characters is not a match")
+}
+
+func TestScanNoFalsePositives(t *testing.T) {
+	f, err := apikey.NewFormat("sk_live", 0)
+	require.NoError(t, err)
+	// A megabyte of random base62, cut into candidates that carry the
+	// prefix and the exact length: only the checksum can reject them.
+	var b strings.Builder
+	for b.Len() < 1<<20 {
+		fake, _ := f.New()
+		b.WriteString(fake[:len(fake)-6])
+		b.WriteString(apikey.NewID()[:6])
+		b.WriteString(" ")
+	}
+	assert.Empty(t, f.Scan(b.String()))
+}
+
+func FuzzParse(f *testing.F) {
+	format, err := apikey.NewFormat("sk_test", 0)
+	require.NoError(f, err)
+	valid, _ := format.New()
+	f.Add(valid)
+	f.Add("")
+	f.Add("sk_test_")
+	f.Add(valid[:len(valid)-1] + "0")
+	f.Add(strings.Repeat("z", apikey.MaxTokenLength+1))
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := format.Parse(s)
+		if err != nil {
+			require.ErrorIs(t, err, apikey.ErrMalformed)
+			return
+		}
+		// Whatever parses is a token of the format, and re-scans as itself.
+		require.Equal(t, format.Len(), len(s))
+		require.Equal(t, "sk_test_"+tok.ID+tok.Secret, s[:len(s)-apikey.ChecksumLength])
+		found := format.Scan(s)
+		require.Len(t, found, 1)
+		require.Equal(t, tok.ID, found[0].ID)
+	})
+}
+
+func FuzzScan(f *testing.F) {
+	format, err := apikey.NewFormat("sk", 0)
+	require.NoError(f, err)
+	valid, _ := format.New()
+	f.Add("key " + valid + " end")
+	f.Add("sk_sk_sk_")
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, m := range format.Scan(s) {
+			_, err := format.Parse(s[m.Start:m.End])
+			require.NoError(t, err)
+		}
+		red := format.Redact(s)
+		require.Empty(t, format.Scan(red), "redacted text still holds a token")
+	})
+}

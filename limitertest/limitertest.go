@@ -1,0 +1,605 @@
+// Package limitertest is the conformance suite of apikey.Limiter. An
+// implementation calls Run from one test:
+//
+//	func TestConformance(t *testing.T) {
+//		limitertest.Run(t, limitertest.Config{
+//			New: func(t *testing.T, clock *limitertest.Clock) apikey.Limiter {
+//				l, err := mylimit.New(mylimit.Options{Now: clock.Now})
+//				require.NoError(t, err)
+//				return l
+//			},
+//		})
+//	}
+//
+// Each subtest gets a fresh limiter and a fresh Clock. A limiter whose time
+// the test cannot control (a real Redis server) sets Config.RealTime; the
+// subtests that need to move time are then skipped and the others avoid
+// depending on it.
+package limitertest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+)
+
+// Start is the time a Clock shows when a subtest begins: noon UTC, so that
+// a day's quota has 12 hours left.
+var Start = time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC)
+
+// Clock is a manual clock moved by the suite. A limiter under test reads
+// it with Now, or registers with OnMove to be told of every move (to move
+// the clock of a server, such as miniredis's SetTime and FastForward). It
+// is safe for concurrent use; OnMove callbacks run one at a time, in the
+// order of the moves.
+type Clock struct {
+	mu    sync.Mutex
+	now   time.Time
+	hooks []func(now time.Time, d time.Duration)
+}
+
+// NewClock returns a Clock showing t.
+func NewClock(t time.Time) *Clock { return &Clock{now: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Set moves the clock to t, forward or backward, and calls the OnMove
+// callbacks with t and the (possibly negative) move.
+func (c *Clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := t.Sub(c.now)
+	c.now = t
+	for _, f := range c.hooks {
+		f(t, d)
+	}
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
+
+// OnMove registers f to be called after every move of the clock with the
+// new time and the move. f must not call the Clock's methods.
+func (c *Clock) OnMove(f func(now time.Time, d time.Duration)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hooks = append(c.hooks, f)
+}
+
+// Config describes the limiter under test.
+type Config struct {
+	// New returns a fresh limiter whose time follows clock; it registers
+	// its cleanup with t.Cleanup. Required. Key ids are random in every
+	// subtest, so limiters may share a backend.
+	New func(t *testing.T, clock *Clock) apikey.Limiter
+
+	// RealTime reports that the limiter ignores clock and reads real time.
+	// The subtests that move time are then skipped, and the others do not
+	// check exact durations.
+	RealTime bool
+}
+
+// env is what a subtest works with.
+type env struct {
+	l     apikey.Limiter
+	clock *Clock
+	real  bool
+}
+
+// Run runs the conformance suite against cfg.
+func Run(t *testing.T, cfg Config) {
+	t.Helper()
+	require.NotNil(t, cfg.New, "limitertest: Config.New is required")
+	tests := []struct {
+		name  string
+		clock bool // needs a controlled clock
+		fn    func(*testing.T, env)
+	}{
+		{"NoLimitsAllows", false, testNoLimits},
+		{"CostBelowOneIsAnError", false, testBadCost},
+		{"InvalidLimitIsAnErrorAndConsumesNothing", false, testInvalidLimits},
+		{"QuotaAdmitsExactlyItsCount", false, testQuotaExact},
+		{"QuotaResetsAtUTCBoundary", true, testQuotaBoundary},
+		{"QuotaIsCalendarNotSliding", true, testQuotaCalendar},
+		{"DenialConsumesNothingFromOtherLimits", false, testAllOrNothing},
+		{"RateAdmitsBurstAtOnce", false, testRateBurst},
+		{"RateIsSmooth", true, testRateSmooth},
+		{"RateRemainingAndReset", true, testRateRemaining},
+		{"CostAboveOne", false, testCost},
+		{"CostAboveCapacityIsDeniedUntilReset", false, testCostAboveCapacity},
+		{"TightestLimitIsReported", false, testTightest},
+		{"DistinctKeysAreIndependent", false, testKeys},
+		{"DistinctLimitNamesAreIndependent", false, testNames},
+		{"ChangedCountAppliesToNextRequest", false, testPlanChange},
+		{"ConcurrentUseAdmitsExactly", false, testConcurrent},
+		{"CancelledContextIsAnError", false, testCancelled},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.clock && cfg.RealTime {
+				t.Skip("limitertest: needs a clock the test controls")
+			}
+			clock := NewClock(Start)
+			l := cfg.New(t, clock)
+			require.NotNil(t, l, "limitertest: New returned nil")
+			tc.fn(t, env{l: l, clock: clock, real: cfg.RealTime})
+		})
+	}
+}
+
+// allow calls Allow and requires no error.
+func allow(t *testing.T, l apikey.Limiter, id string, cost int64, limits ...apikey.Limit) apikey.LimitResult {
+	t.Helper()
+	res, err := l.Allow(context.Background(), id, limits, cost)
+	require.NoError(t, err)
+	return res
+}
+
+func testNoLimits(t *testing.T, e env) {
+	id := apikey.NewID()
+	for _, limits := range [][]apikey.Limit{nil, {}} {
+		res := allow(t, e.l, id, 1, limits...)
+		assert.True(t, res.Allowed)
+		assert.Zero(t, res.RetryAfter)
+	}
+}
+
+func testBadCost(t *testing.T, e env) {
+	id := apikey.NewID()
+	q := apikey.Quota("daily", 5, apikey.Day)
+	for _, cost := range []int64{0, -1, -1 << 62} {
+		for _, limits := range [][]apikey.Limit{nil, {q}} {
+			_, err := e.l.Allow(context.Background(), id, limits, cost)
+			require.ErrorIs(t, err, apikey.ErrInvalidOptions, "cost %d", cost)
+		}
+	}
+	res := allow(t, e.l, id, 1, q)
+	assert.Equal(t, int64(4), res.Remaining, "a rejected call consumed something")
+}
+
+func testInvalidLimits(t *testing.T, e env) {
+	good := apikey.Quota("good", 1, apikey.Day)
+	tests := []struct {
+		name   string
+		limits []apikey.Limit
+	}{
+		{"NoName", []apikey.Limit{apikey.Quota("", 1, apikey.Day)}},
+		{"ZeroCount", []apikey.Limit{apikey.Quota("q", 0, apikey.Day)}},
+		{"NegativeCount", []apikey.Limit{apikey.Rate("r", -1, time.Second, 0)}},
+		{"ZeroPeriod", []apikey.Limit{apikey.Rate("r", 1, 0, 0)}},
+		{"NegativePeriod", []apikey.Limit{apikey.Rate("r", 1, -time.Second, 0)}},
+		{"NegativeBurst", []apikey.Limit{apikey.Rate("r", 1, time.Second, -1)}},
+		{"ZeroWindow", []apikey.Limit{apikey.Quota("q", 1, 0)}},
+		{"UnknownWindow", []apikey.Limit{apikey.Quota("q", 1, apikey.Month+1)}},
+		{"ZeroKind", []apikey.Limit{{Name: "x", Count: 1, Period: time.Second, Window: apikey.Day}}},
+		{"UnknownKind", []apikey.Limit{{Name: "x", Kind: 9, Count: 1, Period: time.Second, Window: apikey.Day}}},
+		{"DuplicateName", []apikey.Limit{apikey.Quota("q", 5, apikey.Day), apikey.Rate("q", 5, time.Second, 0)}},
+	}
+	id := apikey.NewID()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.l.Allow(context.Background(), id, tc.limits, 1)
+			require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+			_, err = e.l.Allow(context.Background(), id, append([]apikey.Limit{good}, tc.limits...), 1)
+			require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+		})
+	}
+	res := allow(t, e.l, id, 1, good)
+	assert.True(t, res.Allowed, "a rejected call consumed the valid limit")
+}
+
+func testQuotaExact(t *testing.T, e env) {
+	id := apikey.NewID()
+	q := apikey.Quota("daily", 100, apikey.Day)
+	for i := range int64(100) {
+		res := allow(t, e.l, id, 1, q)
+		require.True(t, res.Allowed, "request %d", i+1)
+		require.Equal(t, 99-i, res.Remaining, "request %d", i+1)
+		require.Equal(t, q, res.Limit)
+		require.Zero(t, res.RetryAfter)
+		require.Positive(t, res.Reset)
+		require.LessOrEqual(t, res.Reset, 24*time.Hour)
+	}
+	for range 2 {
+		res := allow(t, e.l, id, 1, q)
+		require.False(t, res.Allowed, "request 101 allowed")
+		assert.Equal(t, int64(0), res.Remaining)
+		assert.Equal(t, q, res.Limit)
+		assert.Positive(t, res.RetryAfter)
+		assert.LessOrEqual(t, res.RetryAfter, 24*time.Hour)
+		assert.Equal(t, res.Reset, res.RetryAfter, "a quota's RetryAfter is the end of its window")
+		if !e.real {
+			assert.Equal(t, 12*time.Hour, res.RetryAfter, "from noon to midnight UTC")
+		}
+	}
+}
+
+func testQuotaBoundary(t *testing.T, e env) {
+	tests := []struct {
+		name     string
+		window   apikey.Window
+		boundary time.Time
+		next     time.Time // the end of the window that starts at boundary
+	}{
+		{"Minute", apikey.Minute, date(2026, 3, 14, 12, 35), date(2026, 3, 14, 12, 36)},
+		{"Hour", apikey.Hour, date(2026, 3, 14, 13, 0), date(2026, 3, 14, 14, 0)},
+		{"Day", apikey.Day, date(2026, 3, 15, 0, 0), date(2026, 3, 16, 0, 0)},
+		{"MonthOf31To28Days", apikey.Month, date(2026, 2, 1, 0, 0), date(2026, 3, 1, 0, 0)},
+		{"MonthOf28To31Days", apikey.Month, date(2026, 3, 1, 0, 0), date(2026, 4, 1, 0, 0)},
+		{"MonthOf30To31Days", apikey.Month, date(2026, 5, 1, 0, 0), date(2026, 6, 1, 0, 0)},
+		{"LeapFebruary", apikey.Month, date(2028, 3, 1, 0, 0), date(2028, 4, 1, 0, 0)},
+		{"IntoLeapFebruary", apikey.Month, date(2028, 2, 1, 0, 0), date(2028, 3, 1, 0, 0)},
+		{"NewYear", apikey.Month, date(2027, 1, 1, 0, 0), date(2027, 2, 1, 0, 0)},
+		{"Century", apikey.Month, date(2100, 3, 1, 0, 0), date(2100, 4, 1, 0, 0)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := apikey.NewID()
+			q := apikey.Quota("q", 3, tc.window)
+			e.clock.Set(tc.boundary.Add(-500 * time.Millisecond))
+			for i := range int64(3) {
+				res := allow(t, e.l, id, 1, q)
+				require.True(t, res.Allowed)
+				require.Equal(t, 2-i, res.Remaining)
+				require.Equal(t, 500*time.Millisecond, res.Reset)
+			}
+			res := allow(t, e.l, id, 1, q)
+			require.False(t, res.Allowed)
+			assert.Equal(t, int64(0), res.Remaining)
+			assert.Equal(t, 500*time.Millisecond, res.RetryAfter)
+			assert.Equal(t, 500*time.Millisecond, res.Reset)
+
+			e.clock.Advance(time.Second)
+			res = allow(t, e.l, id, 1, q)
+			require.True(t, res.Allowed, "not reset at the UTC boundary")
+			assert.Equal(t, int64(2), res.Remaining)
+			assert.Equal(t, tc.next.Sub(e.clock.Now()), res.Reset)
+		})
+	}
+}
+
+func testQuotaCalendar(t *testing.T, e env) {
+	id := apikey.NewID()
+	q := apikey.Quota("daily", 2, apikey.Day)
+	e.clock.Set(date(2026, 3, 14, 0, 0).Add(time.Millisecond))
+	require.True(t, allow(t, e.l, id, 2, q).Allowed)
+	e.clock.Set(date(2026, 3, 14, 23, 59).Add(59 * time.Second))
+	res := allow(t, e.l, id, 1, q)
+	require.False(t, res.Allowed, "100 per day means at most 100 in that day")
+	assert.Equal(t, time.Second, res.RetryAfter)
+	e.clock.Advance(time.Second)
+	require.True(t, allow(t, e.l, id, 2, q).Allowed)
+	require.False(t, allow(t, e.l, id, 1, q).Allowed)
+}
+
+func testAllOrNothing(t *testing.T, e env) {
+	t.Run("QuotaDeniesQuotaUntouched", func(t *testing.T) {
+		id := apikey.NewID()
+		big, small := apikey.Quota("big", 10, apikey.Day), apikey.Quota("small", 2, apikey.Day)
+		for range 2 {
+			require.True(t, allow(t, e.l, id, 1, big, small).Allowed)
+		}
+		for range 3 {
+			res := allow(t, e.l, id, 1, big, small)
+			require.False(t, res.Allowed)
+			assert.Equal(t, "small", res.Limit.Name)
+		}
+		res := allow(t, e.l, id, 1, big)
+		require.True(t, res.Allowed)
+		assert.Equal(t, int64(7), res.Remaining, "denied calls consumed from big")
+	})
+	t.Run("RateDeniesQuotaUntouched", func(t *testing.T) {
+		id := apikey.NewID()
+		r, q := apikey.Rate("hourly", 1, time.Hour, 1), apikey.Quota("daily", 10, apikey.Day)
+		require.True(t, allow(t, e.l, id, 1, r, q).Allowed)
+		for range 3 {
+			res := allow(t, e.l, id, 1, q, r)
+			require.False(t, res.Allowed)
+			assert.Equal(t, "hourly", res.Limit.Name)
+		}
+		res := allow(t, e.l, id, 1, q)
+		require.True(t, res.Allowed)
+		assert.Equal(t, int64(8), res.Remaining, "denied calls consumed from the quota")
+	})
+	t.Run("QuotaDeniesRateUntouched", func(t *testing.T) {
+		id := apikey.NewID()
+		r, q := apikey.Rate("hourly", 5, time.Hour, 5), apikey.Quota("daily", 1, apikey.Day)
+		require.True(t, allow(t, e.l, id, 1, r, q).Allowed)
+		for range 3 {
+			res := allow(t, e.l, id, 1, r, q)
+			require.False(t, res.Allowed)
+			assert.Equal(t, "daily", res.Limit.Name)
+		}
+		res := allow(t, e.l, id, 1, r)
+		require.True(t, res.Allowed)
+		assert.Equal(t, int64(3), res.Remaining, "denied calls consumed from the rate")
+	})
+}
+
+func testRateBurst(t *testing.T, e env) {
+	tests := []struct {
+		name   string
+		limit  apikey.Limit
+		burst  int64
+		period time.Duration // emission interval
+	}{
+		{"BurstDefaultsToCount", apikey.Rate("r", 10, time.Hour, 0), 10, 6 * time.Minute},
+		{"BurstBelowCount", apikey.Rate("r", 10, time.Hour, 3), 3, 6 * time.Minute},
+		{"BurstAboveCount", apikey.Rate("r", 2, time.Hour, 5), 5, 30 * time.Minute},
+		{"BurstOfOne", apikey.Rate("r", 1, time.Hour, 1), 1, time.Hour},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := apikey.NewID()
+			for i := range tc.burst {
+				res := allow(t, e.l, id, 1, tc.limit)
+				require.True(t, res.Allowed, "request %d of a burst of %d", i+1, tc.burst)
+				require.Equal(t, tc.burst-1-i, res.Remaining)
+				require.Equal(t, tc.limit, res.Limit)
+				if !e.real {
+					require.Equal(t, time.Duration(i+1)*tc.period, res.Reset)
+				}
+			}
+			res := allow(t, e.l, id, 1, tc.limit)
+			require.False(t, res.Allowed, "burst exceeded")
+			assert.Equal(t, int64(0), res.Remaining)
+			assert.Positive(t, res.RetryAfter)
+			assert.LessOrEqual(t, res.RetryAfter, tc.period)
+			if !e.real {
+				assert.Equal(t, tc.period, res.RetryAfter)
+				assert.Equal(t, time.Duration(tc.burst)*tc.period, res.Reset)
+			}
+		})
+	}
+}
+
+func testRateSmooth(t *testing.T, e env) {
+	id := apikey.NewID()
+	r := apikey.Rate("r", 10, time.Second, 2) // one every 100ms
+	require.True(t, allow(t, e.l, id, 1, r).Allowed)
+	require.True(t, allow(t, e.l, id, 1, r).Allowed)
+	res := allow(t, e.l, id, 1, r)
+	require.False(t, res.Allowed)
+	assert.Equal(t, 100*time.Millisecond, res.RetryAfter)
+
+	e.clock.Advance(50 * time.Millisecond)
+	res = allow(t, e.l, id, 1, r)
+	require.False(t, res.Allowed)
+	assert.Equal(t, 50*time.Millisecond, res.RetryAfter)
+
+	e.clock.Advance(50 * time.Millisecond)
+	res = allow(t, e.l, id, 1, r)
+	require.True(t, res.Allowed, "not allowed after one emission interval")
+	assert.Equal(t, int64(0), res.Remaining)
+
+	// Trying every 10ms for a second admits one request per 100ms.
+	admitted := 0
+	for range 100 {
+		e.clock.Advance(10 * time.Millisecond)
+		if allow(t, e.l, id, 1, r).Allowed {
+			admitted++
+		}
+	}
+	assert.Equal(t, 10, admitted)
+
+	// After a quiet period the burst is available again, no more.
+	e.clock.Advance(time.Hour)
+	assert.True(t, allow(t, e.l, id, 2, r).Allowed)
+	assert.False(t, allow(t, e.l, id, 1, r).Allowed)
+}
+
+func testRateRemaining(t *testing.T, e env) {
+	id := apikey.NewID()
+	r := apikey.Rate("r", 5, time.Second, 0) // T = 200ms, B = 5
+	var res apikey.LimitResult
+	for range 3 {
+		res = allow(t, e.l, id, 1, r)
+	}
+	assert.Equal(t, int64(2), res.Remaining)
+	assert.Equal(t, 600*time.Millisecond, res.Reset)
+
+	e.clock.Advance(200 * time.Millisecond)
+	res = allow(t, e.l, id, 1, r)
+	assert.Equal(t, int64(2), res.Remaining)
+	assert.Equal(t, 600*time.Millisecond, res.Reset)
+
+	e.clock.Advance(100 * time.Millisecond) // half an interval: not a whole request yet
+	res = allow(t, e.l, id, 2, r)
+	assert.True(t, res.Allowed)
+	assert.Equal(t, int64(0), res.Remaining)
+	assert.Equal(t, 900*time.Millisecond, res.Reset)
+	res = allow(t, e.l, id, 1, r)
+	assert.False(t, res.Allowed)
+	assert.Equal(t, 100*time.Millisecond, res.RetryAfter)
+	assert.Equal(t, 900*time.Millisecond, res.Reset)
+}
+
+func testCost(t *testing.T, e env) {
+	t.Run("Quota", func(t *testing.T) {
+		id := apikey.NewID()
+		q := apikey.Quota("q", 10, apikey.Day)
+		for _, want := range []int64{6, 2} {
+			res := allow(t, e.l, id, 4, q)
+			require.True(t, res.Allowed)
+			require.Equal(t, want, res.Remaining)
+		}
+		res := allow(t, e.l, id, 4, q)
+		require.False(t, res.Allowed)
+		assert.Equal(t, int64(2), res.Remaining)
+		assert.Positive(t, res.RetryAfter)
+		res = allow(t, e.l, id, 2, q)
+		require.True(t, res.Allowed, "a denied cost consumed something")
+		assert.Equal(t, int64(0), res.Remaining)
+	})
+	t.Run("Rate", func(t *testing.T) {
+		id := apikey.NewID()
+		r := apikey.Rate("r", 10, time.Hour, 0) // T = 6m
+		res := allow(t, e.l, id, 3, r)
+		require.True(t, res.Allowed)
+		require.Equal(t, int64(7), res.Remaining)
+		res = allow(t, e.l, id, 8, r)
+		require.False(t, res.Allowed)
+		assert.Equal(t, int64(7), res.Remaining)
+		if !e.real {
+			assert.Equal(t, 6*time.Minute, res.RetryAfter)
+		}
+		res = allow(t, e.l, id, 7, r)
+		require.True(t, res.Allowed, "a denied cost consumed something")
+		assert.Equal(t, int64(0), res.Remaining)
+		if !e.real {
+			assert.Equal(t, time.Hour, res.Reset)
+		}
+	})
+}
+
+func testCostAboveCapacity(t *testing.T, e env) {
+	tests := []struct {
+		name  string
+		limit apikey.Limit
+		cap   int64
+	}{
+		{"Quota", apikey.Quota("q", 5, apikey.Day), 5},
+		{"Rate", apikey.Rate("r", 10, time.Hour, 5), 5},
+		{"RateDefaultBurst", apikey.Rate("r", 5, time.Hour, 0), 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := apikey.NewID()
+			for range 2 {
+				res := allow(t, e.l, id, tc.cap+1, tc.limit)
+				require.False(t, res.Allowed)
+				assert.Equal(t, tc.limit, res.Limit)
+				assert.Positive(t, res.RetryAfter)
+				assert.Equal(t, res.Reset, res.RetryAfter, "a cost above capacity waits until reset")
+				assert.Equal(t, tc.cap, res.Remaining)
+			}
+			res := allow(t, e.l, id, tc.cap, tc.limit)
+			require.True(t, res.Allowed, "a denied cost consumed something")
+			assert.Equal(t, int64(0), res.Remaining)
+		})
+	}
+}
+
+func testTightest(t *testing.T, e env) {
+	id := apikey.NewID()
+	q := apikey.Quota("daily", 100, apikey.Day)
+	r := apikey.Rate("hourly", 10, time.Hour, 0)
+	res := allow(t, e.l, id, 1, q, r)
+	require.True(t, res.Allowed)
+	assert.Equal(t, r, res.Limit, "the limit with the fewest remaining")
+	assert.Equal(t, int64(9), res.Remaining)
+
+	small := apikey.Quota("small", 3, apikey.Day)
+	res = allow(t, e.l, id, 1, q, r, small)
+	require.True(t, res.Allowed)
+	assert.Equal(t, small, res.Limit)
+	assert.Equal(t, int64(2), res.Remaining)
+
+	// Both deny: the longer wait is reported.
+	id = apikey.NewID()
+	q1 := apikey.Quota("daily", 1, apikey.Day)
+	r1 := apikey.Rate("hourly", 1, time.Hour, 1)
+	require.True(t, allow(t, e.l, id, 1, r1, q1).Allowed)
+	res = allow(t, e.l, id, 1, r1, q1)
+	require.False(t, res.Allowed)
+	if !e.real {
+		assert.Equal(t, q1, res.Limit)
+		assert.Equal(t, 12*time.Hour, res.RetryAfter)
+	}
+}
+
+func testKeys(t *testing.T, e env) {
+	a, b := apikey.NewID(), apikey.NewID()
+	q := apikey.Quota("daily", 2, apikey.Day)
+	r := apikey.Rate("hourly", 2, time.Hour, 0)
+	require.True(t, allow(t, e.l, a, 2, q).Allowed)
+	require.True(t, allow(t, e.l, a, 2, r).Allowed)
+	require.False(t, allow(t, e.l, a, 1, q).Allowed)
+	require.False(t, allow(t, e.l, a, 1, r).Allowed)
+	res := allow(t, e.l, b, 1, q, r)
+	require.True(t, res.Allowed, "another key's consumption applied")
+	assert.Equal(t, int64(1), res.Remaining)
+}
+
+func testNames(t *testing.T, e env) {
+	id := apikey.NewID()
+	require.True(t, allow(t, e.l, id, 1, apikey.Quota("a", 1, apikey.Day)).Allowed)
+	require.False(t, allow(t, e.l, id, 1, apikey.Quota("a", 1, apikey.Day)).Allowed)
+	require.True(t, allow(t, e.l, id, 1, apikey.Quota("b", 1, apikey.Day)).Allowed)
+	require.True(t, allow(t, e.l, id, 1, apikey.Rate("a", 1, time.Hour, 1)).Allowed,
+		"a rate shares state with a quota of the same name")
+}
+
+func testPlanChange(t *testing.T, e env) {
+	id := apikey.NewID()
+	require.True(t, allow(t, e.l, id, 5, apikey.Quota("daily", 5, apikey.Day)).Allowed)
+	require.False(t, allow(t, e.l, id, 1, apikey.Quota("daily", 5, apikey.Day)).Allowed)
+	res := allow(t, e.l, id, 1, apikey.Quota("daily", 10, apikey.Day))
+	require.True(t, res.Allowed, "a raised count is not applied")
+	assert.Equal(t, int64(4), res.Remaining, "the window's consumption was lost")
+}
+
+func testConcurrent(t *testing.T, e env) {
+	const workers, each = 16, 25
+	tests := []struct {
+		name  string
+		limit apikey.Limit
+		want  int64
+	}{
+		{"Quota", apikey.Quota("daily", 100, apikey.Day), 100},
+		{"Rate", apikey.Rate("hourly", 60, time.Hour, 0), 60},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := apikey.NewID()
+			var admitted, errs atomic.Int64
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Go(func() {
+					own := apikey.NewID()
+					for range each {
+						res, err := e.l.Allow(context.Background(), id, []apikey.Limit{tc.limit}, 1)
+						if err != nil {
+							errs.Add(1)
+							continue
+						}
+						if res.Allowed {
+							admitted.Add(1)
+						}
+						if res, err := e.l.Allow(context.Background(), own, []apikey.Limit{tc.limit}, 1); err != nil || !res.Allowed {
+							errs.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			assert.Zero(t, errs.Load(), "errors, or a key disturbed by another")
+			assert.Equal(t, tc.want, admitted.Load())
+		})
+	}
+}
+
+func testCancelled(t *testing.T, e env) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := e.l.Allow(ctx, apikey.NewID(), []apikey.Limit{apikey.Quota("daily", 1, apikey.Day)}, 1)
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, context.Canceled), "error %v does not wrap context.Canceled", err)
+}
+
+func date(y int, m time.Month, d, h, min int) time.Time {
+	return time.Date(y, m, d, h, min, 0, 0, time.UTC)
+}

@@ -1,0 +1,153 @@
+package memlimit_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limitertest"
+	"github.com/gokeys/apikey/memlimit"
+)
+
+func TestConformance(t *testing.T) {
+	limitertest.Run(t, limitertest.Config{
+		New: func(t *testing.T, clock *limitertest.Clock) apikey.Limiter {
+			l, err := memlimit.New(memlimit.Options{Now: clock.Now})
+			require.NoError(t, err)
+			return l
+		},
+	})
+}
+
+func TestConformanceRealClock(t *testing.T) {
+	limitertest.Run(t, limitertest.Config{
+		New: func(t *testing.T, _ *limitertest.Clock) apikey.Limiter {
+			l, err := memlimit.New(memlimit.Options{})
+			require.NoError(t, err)
+			return l
+		},
+		RealTime: true,
+	})
+}
+
+func TestNewRejectsNegativeMaxKeys(t *testing.T) {
+	_, err := memlimit.New(memlimit.Options{MaxKeys: -1})
+	require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+}
+
+func TestRateTooLongIsInvalid(t *testing.T) {
+	l, err := memlimit.New(memlimit.Options{})
+	require.NoError(t, err)
+	_, err = l.Allow(context.Background(), "k", []apikey.Limit{apikey.Rate("r", 1, 1<<62, 4)}, 1)
+	require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+}
+
+// newAt returns a limiter with MaxKeys maxKeys on a manual clock.
+func newAt(t *testing.T, maxKeys int) (*memlimit.Limiter, *limitertest.Clock) {
+	t.Helper()
+	clock := limitertest.NewClock(limitertest.Start)
+	l, err := memlimit.New(memlimit.Options{Now: clock.Now, MaxKeys: maxKeys})
+	require.NoError(t, err)
+	return l, clock
+}
+
+func allow(t *testing.T, l *memlimit.Limiter, id string, limits ...apikey.Limit) bool {
+	t.Helper()
+	res, err := l.Allow(context.Background(), id, limits, 1)
+	require.NoError(t, err)
+	return res.Allowed
+}
+
+func TestCapEvictsExpiredStatesFirst(t *testing.T) {
+	l, clock := newAt(t, 10)
+	daily := apikey.Quota("daily", 1, apikey.Day)
+	minute := apikey.Quota("minute", 1, apikey.Minute)
+	for i := range 5 {
+		require.True(t, allow(t, l, fmt.Sprint("day", i), daily))
+		require.True(t, allow(t, l, fmt.Sprint("min", i), minute))
+	}
+	require.Equal(t, 10, l.Len())
+
+	clock.Advance(time.Minute) // the minute quotas' states expire
+	for i := range 5 {
+		require.True(t, allow(t, l, fmt.Sprint("new", i), daily))
+		assert.LessOrEqual(t, l.Len(), 10)
+	}
+	for i := range 5 {
+		assert.False(t, allow(t, l, fmt.Sprint("day", i), daily), "a live state was evicted while expired ones remained")
+	}
+}
+
+func TestCapEvictsLiveStateAndNeverFails(t *testing.T) {
+	l, _ := newAt(t, 10)
+	daily := apikey.Quota("daily", 1, apikey.Day)
+	for i := range 10 {
+		require.True(t, allow(t, l, fmt.Sprint("k", i), daily))
+	}
+	// At the cap with nothing expired, a new key is still served and kept,
+	// and the limiter forgets another key: it becomes more permissive,
+	// never less.
+	for i := range 100 {
+		id := fmt.Sprint("new", i)
+		require.True(t, allow(t, l, id, daily))
+		require.LessOrEqual(t, l.Len(), 10)
+		require.False(t, allow(t, l, id, daily), "the newest key was evicted")
+	}
+	assert.True(t, allow(t, l, "k0", daily) || allow(t, l, "k1", daily), "no old key was evicted")
+}
+
+func TestCapIsHonouredAcrossShards(t *testing.T) {
+	const maxKeys = 5000
+	l, _ := newAt(t, maxKeys)
+	r := apikey.Rate("r", 10, time.Hour, 0)
+	for i := range 3 * maxKeys {
+		require.True(t, allow(t, l, fmt.Sprint("k", i), r))
+	}
+	assert.LessOrEqual(t, l.Len(), maxKeys)
+	assert.Greater(t, l.Len(), maxKeys/2)
+}
+
+func TestExpiredStatesAreSwept(t *testing.T) {
+	l, clock := newAt(t, 0)
+	r := apikey.Rate("r", 10, time.Second, 0)
+	for i := range 5000 {
+		require.True(t, allow(t, l, fmt.Sprint("old", i), r))
+	}
+	clock.Advance(2 * time.Second) // every state's TAT has passed
+	for i := range 30000 {
+		require.True(t, allow(t, l, fmt.Sprint("new", i), r))
+		clock.Advance(time.Millisecond)
+	}
+	// Sweeps keep the limiter near its live states (those of the last
+	// 100ms), far below the 35,000 states created.
+	assert.Less(t, l.Len(), 20000)
+}
+
+func TestAllowDoesNotAllocate(t *testing.T) {
+	l, err := memlimit.New(memlimit.Options{})
+	require.NoError(t, err)
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		limits []apikey.Limit
+	}{
+		{"Rate", []apikey.Limit{apikey.Rate("r", 1<<40, time.Second, 0)}},
+		{"RateAndQuota", []apikey.Limit{apikey.Rate("r", 1<<40, time.Second, 0), apikey.Quota("q", 1<<40, apikey.Day)}},
+		{"QuotaMonth", []apikey.Limit{apikey.Quota("m", 1<<40, apikey.Month)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := l.Allow(ctx, "key", tc.limits, 1)
+			require.NoError(t, err)
+			allocs := testing.AllocsPerRun(1000, func() {
+				_, _ = l.Allow(ctx, "key", tc.limits, 1)
+			})
+			assert.Zero(t, allocs)
+		})
+	}
+}

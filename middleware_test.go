@@ -1,0 +1,440 @@
+package apikey_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+)
+
+const (
+	challenge    = `Bearer realm="test"`
+	invalidToken = `Bearer realm="test", error="invalid_token"`
+	invalidReq   = `Bearer realm="test", error="invalid_request"`
+	problemJSON  = "application/problem+json"
+)
+
+// fixture is a Manager and Middleware over a spy store with a few keys.
+type fixture struct {
+	clock   *clock
+	spy     *spyStore
+	m       *apikey.Manager
+	valid   string // scopes read, write
+	readers string // scope read only
+	expired string
+	revoked string
+	wrong   string // a known id with a wrong secret
+	unknown string // a well-formed token of an unknown id
+	logs    *bytes.Buffer
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	f := &fixture{clock: newClock(), spy: newSpy(), logs: &bytes.Buffer{}}
+	logger := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f.m = newManager(t, f.spy, apikey.Options{Now: f.clock.Now, Logger: logger})
+	var k *apikey.Key
+	f.valid, k = issue(t, f.m, apikey.IssueParams{Owner: "alice", Scopes: []string{"read", "write"}})
+	f.readers, _ = issue(t, f.m, apikey.IssueParams{Owner: "alice", Scopes: []string{"read"}})
+	f.expired, _ = issue(t, f.m, apikey.IssueParams{Owner: "alice", TTL: time.Minute})
+	var r *apikey.Key
+	f.revoked, r = issue(t, f.m, apikey.IssueParams{Owner: "alice"})
+	require.NoError(t, f.m.Revoke(context.Background(), r.ID))
+	f.clock.Add(time.Hour)
+	f.wrong = rebuild(t, f.m.Format(), k.ID, "")
+	f.unknown, _ = f.m.Format().New()
+	return f
+}
+
+func (f *fixture) middleware(t *testing.T, opts apikey.MiddlewareOptions) *apikey.Middleware {
+	t.Helper()
+	if opts.Realm == "" {
+		opts.Realm = "test"
+	}
+	opts.Logger = slog.New(slog.NewTextHandler(f.logs, nil))
+	mw, err := apikey.NewMiddleware(f.m, opts)
+	require.NoError(t, err)
+	return mw
+}
+
+// okHandler answers 200 with the key id it saw, and records that it ran.
+func okHandler(ran *bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		*ran = true
+		k := apikey.FromContext(r.Context())
+		if k == nil {
+			io.WriteString(w, "anonymous")
+			return
+		}
+		io.WriteString(w, k.ID)
+	})
+}
+
+type row struct {
+	name      string
+	req       func(f *fixture) *http.Request
+	opts      apikey.MiddlewareOptions
+	status    int
+	challenge string // expected WWW-Authenticate ("" for none)
+	storeFree bool   // must not reach the store
+	sentinel  error  // what Authenticate returns
+}
+
+func get(target string, header ...string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Add(header[i], header[i+1])
+	}
+	return r
+}
+
+func bearer(token string) *http.Request { return get("/", "Authorization", "Bearer "+token) }
+
+func rows() []row {
+	return []row{
+		{name: "no header", req: func(*fixture) *http.Request { return get("/") },
+			status: 401, challenge: challenge, storeFree: true, sentinel: apikey.ErrMissingKey},
+		{name: "Basic scheme", req: func(*fixture) *http.Request { return get("/", "Authorization", "Basic YWxhZGRpbjpvcGVuc2VzYW1l") },
+			status: 401, challenge: challenge, storeFree: true, sentinel: apikey.ErrMissingKey},
+		{name: "bearer lowercase", req: func(f *fixture) *http.Request { return get("/", "Authorization", "bearer "+f.valid) }, status: 200},
+		{name: "BEARER uppercase", req: func(f *fixture) *http.Request { return get("/", "Authorization", "BEARER "+f.valid) }, status: 200},
+		{name: "X-API-Key", req: func(f *fixture) *http.Request { return get("/", "X-API-Key", f.valid) }, status: 200},
+		{name: "empty Bearer", req: func(*fixture) *http.Request { return get("/", "Authorization", "Bearer ") },
+			status: 400, challenge: invalidReq, storeFree: true, sentinel: apikey.ErrBadRequest},
+		{name: "two Authorization headers", req: func(f *fixture) *http.Request {
+			return get("/", "Authorization", "Bearer "+f.valid, "Authorization", "Bearer "+f.valid)
+		}, status: 400, challenge: invalidReq, storeFree: true, sentinel: apikey.ErrBadRequest},
+		{name: "header and X-API-Key", req: func(f *fixture) *http.Request {
+			return get("/", "Authorization", "Bearer "+f.valid, "X-API-Key", f.valid)
+		}, status: 400, challenge: invalidReq, storeFree: true, sentinel: apikey.ErrBadRequest},
+		{name: "header plus query", opts: apikey.MiddlewareOptions{AllowQuery: true}, req: func(f *fixture) *http.Request {
+			return get("/?api_key="+f.valid, "Authorization", "Bearer "+f.valid)
+		}, status: 400, challenge: invalidReq, storeFree: true, sentinel: apikey.ErrBadRequest},
+		{name: "query while query is off", req: func(f *fixture) *http.Request { return get("/?api_key=" + f.valid) },
+			status: 401, challenge: challenge, storeFree: true, sentinel: apikey.ErrMissingKey},
+		{name: "query while query is on", opts: apikey.MiddlewareOptions{AllowQuery: true},
+			req: func(f *fixture) *http.Request { return get("/?api_key=" + f.valid) }, status: 200},
+		{name: "two query keys", opts: apikey.MiddlewareOptions{AllowQuery: true},
+			req: func(f *fixture) *http.Request { return get("/?api_key=" + f.valid + "&api_key=" + f.valid) },
+			status: 400, challenge: invalidReq, storeFree: true, sentinel: apikey.ErrBadRequest},
+		{name: "8 KiB token", req: func(*fixture) *http.Request { return bearer(strings.Repeat("a", 8192)) },
+			status: 400, challenge: invalidReq, storeFree: true, sentinel: apikey.ErrBadRequest},
+		{name: "NUL byte", req: func(f *fixture) *http.Request { return bearer(f.valid[:10] + "\x00" + f.valid[11:]) },
+			status: 401, challenge: invalidToken, storeFree: true, sentinel: apikey.ErrMalformed},
+		{name: "CR LF", req: func(f *fixture) *http.Request { return bearer(f.valid[:10] + "\r\n" + f.valid[12:]) },
+			status: 401, challenge: invalidToken, storeFree: true, sentinel: apikey.ErrMalformed},
+		{name: "non-ASCII", req: func(f *fixture) *http.Request { return bearer(f.valid[:10] + "ü" + f.valid[12:]) },
+			status: 401, challenge: invalidToken, storeFree: true, sentinel: apikey.ErrMalformed},
+		{name: "wrong prefix", req: func(f *fixture) *http.Request { return bearer("pk" + f.valid[2:]) },
+			status: 401, challenge: invalidToken, storeFree: true, sentinel: apikey.ErrMalformed},
+		{name: "one flipped character", req: func(f *fixture) *http.Request { return bearer(flip(f.valid, 20)) },
+			status: 401, challenge: invalidToken, storeFree: true, sentinel: apikey.ErrMalformed},
+		{name: "truncated", req: func(f *fixture) *http.Request { return bearer(f.valid[:len(f.valid)-3]) },
+			status: 401, challenge: invalidToken, storeFree: true, sentinel: apikey.ErrMalformed},
+		{name: "unknown id", req: func(f *fixture) *http.Request { return bearer(f.unknown) },
+			status: 401, challenge: invalidToken, sentinel: apikey.ErrInvalid},
+		{name: "known id wrong secret", req: func(f *fixture) *http.Request { return bearer(f.wrong) },
+			status: 401, challenge: invalidToken, sentinel: apikey.ErrInvalid},
+		{name: "expired", req: func(f *fixture) *http.Request { return bearer(f.expired) },
+			status: 401, challenge: invalidToken, sentinel: apikey.ErrExpired},
+		{name: "revoked", req: func(f *fixture) *http.Request { return bearer(f.revoked) },
+			status: 401, challenge: invalidToken, sentinel: apikey.ErrRevoked},
+		{name: "valid", req: func(f *fixture) *http.Request { return bearer(f.valid) }, status: 200},
+		{name: "store down", req: func(f *fixture) *http.Request {
+			f.spy.failWith(errors.New("dial tcp: connection refused"))
+			return bearer(f.valid)
+		}, status: 503, sentinel: apikey.ErrUnavailable},
+	}
+}
+
+func flip(s string, i int) string {
+	b := []byte(s)
+	if b[i] == 'a' {
+		b[i] = 'b'
+	} else {
+		b[i] = 'a'
+	}
+	return string(b)
+}
+
+func TestMiddlewareTable(t *testing.T) {
+	for _, tc := range rows() {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			mw := f.middleware(t, tc.opts)
+			before := f.spy.calls.Load()
+
+			var ran bool
+			rec := httptest.NewRecorder()
+			mw.Handler(okHandler(&ran)).ServeHTTP(rec, tc.req(f))
+			res := rec.Result()
+			assert.Equal(t, tc.status, res.StatusCode)
+			assert.Equal(t, tc.challenge, res.Header.Get("WWW-Authenticate"))
+			assert.Equal(t, tc.status == 200, ran, "whether the handler ran")
+			if tc.status != 200 {
+				assert.Equal(t, problemJSON, res.Header.Get("Content-Type"))
+				assert.Equal(t, "no-store", res.Header.Get("Cache-Control"))
+			}
+			if tc.status == 503 {
+				assert.Equal(t, "5", res.Header.Get("Retry-After"))
+				assert.NotContains(t, rec.Body.String(), "connection refused")
+			}
+			if tc.storeFree {
+				assert.Equal(t, before, f.spy.calls.Load(), "reached the store")
+			}
+
+			// The same request through Authenticate.
+			f.spy.calls.Store(before)
+			k, err := mw.Authenticate(tc.req(f))
+			if tc.status == 200 {
+				require.NoError(t, err)
+				assert.NotNil(t, k)
+			} else {
+				assert.ErrorIs(t, err, tc.sentinel)
+				assert.Nil(t, k)
+			}
+			if tc.storeFree {
+				assert.Equal(t, before, f.spy.calls.Load(), "Authenticate reached the store")
+			}
+		})
+	}
+}
+
+func TestInvalidResponsesAreIdentical(t *testing.T) {
+	f := newFixture(t)
+	mw := f.middleware(t, apikey.MiddlewareOptions{})
+	var want *httptest.ResponseRecorder
+	for _, token := range []string{f.unknown, f.wrong, f.expired, f.revoked, flip(f.valid, 30), "sk_garbage"} {
+		var ran bool
+		rec := httptest.NewRecorder()
+		mw.Handler(okHandler(&ran)).ServeHTTP(rec, bearer(token))
+		require.False(t, ran)
+		if want == nil {
+			want = rec
+			continue
+		}
+		assert.Equal(t, want.Code, rec.Code)
+		assert.Equal(t, want.Header(), rec.Header())
+		assert.Equal(t, want.Body.String(), rec.Body.String())
+	}
+	assert.JSONEq(t, `{"type":"about:blank","title":"Unauthorized","status":401,"detail":"A valid API key is required."}`, want.Body.String())
+}
+
+func TestScopes(t *testing.T) {
+	f := newFixture(t)
+	mw := f.middleware(t, apikey.MiddlewareOptions{})
+	for _, tc := range []struct {
+		name   string
+		wrap   func(http.Handler) http.Handler
+		token  string
+		status int
+		scope  string
+	}{
+		{"all-of satisfied", mw.RequireScopes("read", "write"), f.valid, 200, ""},
+		{"all-of missing one", mw.RequireScopes("read", "write"), f.readers, 403, "read write"},
+		{"any-of satisfied", mw.RequireAnyScope("admin", "read"), f.readers, 200, ""},
+		{"any-of none", mw.RequireAnyScope("admin", "write"), f.readers, 403, "admin write"},
+		{"no wildcard", mw.RequireScopes("re*"), f.readers, 403, "re*"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ran bool
+			rec := httptest.NewRecorder()
+			mw.Handler(tc.wrap(okHandler(&ran))).ServeHTTP(rec, bearer(tc.token))
+			assert.Equal(t, tc.status, rec.Code)
+			assert.Equal(t, tc.status == 200, ran)
+			if tc.status == 403 {
+				assert.Equal(t, `Bearer realm="test", error="insufficient_scope", scope="`+tc.scope+`"`, rec.Header().Get("WWW-Authenticate"))
+				assert.Equal(t, problemJSON, rec.Header().Get("Content-Type"))
+			}
+		})
+	}
+	t.Run("without a key", func(t *testing.T) {
+		var ran bool
+		rec := httptest.NewRecorder()
+		mw.RequireScopes("read")(okHandler(&ran)).ServeHTTP(rec, get("/"))
+		assert.Equal(t, 401, rec.Code)
+		assert.False(t, ran)
+	})
+}
+
+func TestOptionalAuthentication(t *testing.T) {
+	f := newFixture(t)
+	mw := f.middleware(t, apikey.MiddlewareOptions{Optional: true})
+	for _, tc := range []struct {
+		name   string
+		req    *http.Request
+		status int
+		body   string
+	}{
+		{"no key is anonymous", get("/"), 200, "anonymous"},
+		{"valid key", bearer(f.valid), 200, ""},
+		{"invalid key still refused", bearer(f.unknown), 401, ""},
+		{"malformed request still refused", bearer(""), 400, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ran bool
+			rec := httptest.NewRecorder()
+			mw.Handler(okHandler(&ran)).ServeHTTP(rec, tc.req)
+			assert.Equal(t, tc.status, rec.Code)
+			if tc.body != "" {
+				assert.Equal(t, tc.body, rec.Body.String())
+			}
+		})
+	}
+}
+
+func TestHideCredentials(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name string
+		req  *http.Request
+	}{
+		{"bearer", bearer(f.valid)},
+		{"header", get("/", "X-API-Key", f.valid)},
+		{"query", get("/path?a=1&api_key=" + f.valid + "&b=2")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mw := f.middleware(t, apikey.MiddlewareOptions{HideCredentials: true, AllowQuery: true})
+			var seen *http.Request
+			h := mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r }))
+			h.ServeHTTP(httptest.NewRecorder(), tc.req)
+			require.NotNil(t, seen)
+			dump := seen.URL.String() + seen.RequestURI
+			for name, v := range seen.Header {
+				dump += name + strings.Join(v, ",")
+			}
+			assert.NotContains(t, dump, f.valid)
+			assert.NotNil(t, apikey.FromContext(seen.Context()))
+			if tc.name == "query" {
+				assert.Equal(t, url.Values{"a": {"1"}, "b": {"2"}}, seen.URL.Query())
+			}
+		})
+	}
+}
+
+func TestNewMiddlewareValidates(t *testing.T) {
+	_, err := apikey.NewMiddleware(nil, apikey.MiddlewareOptions{})
+	assert.ErrorIs(t, err, apikey.ErrInvalidOptions, "a nil manager is an error, never a pass-through")
+	f := newFixture(t)
+	for name, opts := range map[string]apikey.MiddlewareOptions{
+		"quote in realm":         {Realm: `a"b`},
+		"fallback without limit": {OnLimiterFailure: apikey.FailFallback},
+		"bad plan":               {Plans: apikey.Plans{"free": {apikey.Quota("", 0, apikey.Day)}}},
+		"nil source":             {Sources: []apikey.KeySource{nil}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := apikey.NewMiddleware(f.m, opts)
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+		})
+	}
+}
+
+func TestPanicsNeverLetRequestsThrough(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name string
+		opts apikey.MiddlewareOptions
+		prep func()
+	}{
+		{"store panics", apikey.MiddlewareOptions{}, func() { f.spy.hook = func(string) { panic("boom") } }},
+		{"source panics", apikey.MiddlewareOptions{Sources: []apikey.KeySource{func(*http.Request) (string, func(*http.Request), error) { panic("boom") }}}, func() {}},
+		{"error handler panics", apikey.MiddlewareOptions{ErrorHandler: func(http.ResponseWriter, *http.Request, error) { panic("boom") }},
+			func() { f.spy.failWith(errors.New("down")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.spy.hook = nil
+			f.spy.failWith(nil)
+			mw := f.middleware(t, tc.opts)
+			tc.prep()
+			var ran bool
+			rec := httptest.NewRecorder()
+			mw.Handler(okHandler(&ran)).ServeHTTP(rec, bearer(f.unknown))
+			assert.False(t, ran)
+			assert.NotEqual(t, 200, rec.Code)
+		})
+	}
+}
+
+func TestErrorHandlerGetsSentinels(t *testing.T) {
+	f := newFixture(t)
+	var got []error
+	mw := f.middleware(t, apikey.MiddlewareOptions{ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		got = append(got, err)
+		w.WriteHeader(http.StatusTeapot)
+	}})
+	h := mw.Handler(mw.RequireScopes("admin")(http.NotFoundHandler()))
+	for _, r := range []*http.Request{get("/"), bearer(f.unknown), bearer(f.expired), bearer(f.valid)} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		assert.Equal(t, http.StatusTeapot, rec.Code)
+	}
+	f.spy.failWith(errors.New("secret internal detail"))
+	h.ServeHTTP(httptest.NewRecorder(), bearer(f.readers))
+	require.Len(t, got, 5)
+	assert.Equal(t, apikey.ErrMissingKey, got[0])
+	assert.Equal(t, apikey.ErrInvalid, got[1])
+	assert.Equal(t, apikey.ErrExpired, got[2])
+	assert.ErrorIs(t, got[3], apikey.ErrInsufficientScope)
+	assert.Equal(t, apikey.ErrUnavailable, got[4], "a dependency's error is never handed on")
+}
+
+// TestNoTokenInOutput runs every table case with everything captured (logs
+// at debug level, response headers and bodies) and looks for the tokens.
+func TestNoTokenInOutput(t *testing.T) {
+	for _, tc := range rows() {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			mw := f.middleware(t, tc.opts)
+			var out bytes.Buffer
+			for _, h := range []http.Handler{mw.Handler(http.NotFoundHandler()), mw.Handler(mw.RequireScopes("admin")(http.NotFoundHandler()))} {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, tc.req(f))
+				rec.Result().Header.Write(&out)
+				out.Write(rec.Body.Bytes())
+			}
+			_, err := mw.Authenticate(tc.req(f))
+			if err != nil {
+				out.WriteString(err.Error())
+			}
+			out.Write(f.logs.Bytes())
+			for _, token := range []string{f.valid, f.readers, f.expired, f.revoked, f.wrong, f.unknown} {
+				tok, err := f.m.Format().Parse(token)
+				require.NoError(t, err)
+				assert.NotContains(t, out.String(), tok.Secret)
+			}
+		})
+	}
+}
+
+func FuzzMiddleware(f *testing.F) {
+	fx := newFixture(f)
+	mw, err := apikey.NewMiddleware(fx.m, apikey.MiddlewareOptions{AllowQuery: true})
+	require.NoError(f, err)
+	h := mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for _, s := range []string{"", "Bearer ", "Bearer " + fx.unknown, "bearer " + fx.wrong, fx.revoked, "Basic x", "Bearer \x00"} {
+		f.Add(s, s, s)
+	}
+	f.Fuzz(func(t *testing.T, authz, xkey, query string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", authz)
+		r.Header.Set("X-API-Key", xkey)
+		r.URL.RawQuery = "api_key=" + url.QueryEscape(query)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if rec.Code == http.StatusOK {
+			t.Fatalf("a key that was not issued got 200 (authz=%q key=%q query=%q)", authz, xkey, query)
+		}
+	})
+}

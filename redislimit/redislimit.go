@@ -1,0 +1,213 @@
+// Package redislimit is an apikey.Limiter shared through Redis: rates by
+// GCRA and quotas per UTC calendar window, decided for all servers of an
+// application at once.
+//
+// Each Allow is one round trip: an EVALSHA of a Lua script (EVAL when the
+// server lost the script, after which EVALSHA works again) that reads the
+// time with Redis's TIME, decides every limit of the call, and writes the new
+// states with their expiry only when all limits allow. The servers' own
+// clocks do not matter. Time is counted in integer microseconds.
+//
+// Storage keys are built from the key id and the limit name only, never
+// from a secret, and are hash-tagged by the key id so that the limits of one
+// request live in one Redis Cluster slot:
+//
+//	<prefix>{<key id>}:r:<limit name>   a rate's theoretical arrival time
+//	<prefix>{<key id>}:q:<limit name>   a quota's window start and count
+//
+// The window start of a quota is stored in the value, not in the key name,
+// because it comes from Redis's clock inside the script while every key a
+// script touches must be named by the caller (Redis Cluster routes by the
+// declared keys). Every state key expires when it stops mattering: a rate's
+// at its theoretical arrival time, a quota's at the end of its window.
+//
+// It works with Redis 5 and later (and compatible servers) on one node,
+// with Sentinel or in a Cluster, through any redis.UniversalClient.
+package redislimit
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gokeys/apikey"
+)
+
+// DefaultPrefix is the default of Options.Prefix.
+const DefaultPrefix = "apikey:rl:"
+
+// maxExact bounds the numbers the script handles (a rate's burst times its
+// emission interval in microseconds, a quota's count) so that Lua's doubles
+// hold them exactly.
+const maxExact = int64(1) << 50
+
+//go:embed limit.lua
+var scriptSource string
+
+// Options configures a Limiter. The zero value is valid.
+type Options struct {
+	// Prefix starts every storage key. It must not contain '{' or '}',
+	// which would change the Cluster hash tag. Default DefaultPrefix.
+	Prefix string
+}
+
+// Limiter is an apikey.Limiter on Redis. Create it with New; the zero value
+// is not usable. It is safe for concurrent use, and any number of Limiters,
+// in any number of processes, may share one Redis deployment and prefix.
+type Limiter struct {
+	client redis.UniversalClient
+	prefix string
+	script *redis.Script
+}
+
+var _ apikey.Limiter = (*Limiter)(nil)
+
+// New returns a Limiter storing its state through client. It reports an
+// error wrapping apikey.ErrInvalidOptions when client is nil or the prefix
+// holds '{' or '}'. It does not contact Redis.
+func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: redislimit: nil client", apikey.ErrInvalidOptions)
+	}
+	prefix := opts.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(prefix, "{}") {
+		return nil, fmt.Errorf("%w: redislimit: prefix %q contains '{' or '}'", apikey.ErrInvalidOptions, prefix)
+	}
+	return &Limiter{client: client, prefix: prefix, script: redis.NewScript(scriptSource)}, nil
+}
+
+// Allow takes cost from every limit in limits for keyID in one round trip;
+// see apikey.Limiter.
+//
+// It reports an error wrapping apikey.ErrInvalidOptions when keyID is
+// empty, cost is below 1, a limit is invalid, two limits share a name, or a
+// limit exceeds what the script computes exactly (a quota count or a rate's
+// burst times period/count in microseconds of 2^50 or more). It reports an
+// error wrapping apikey.ErrUnavailable (and the cause, such as a network
+// error or ctx's error) when Redis fails; a denial is never an error.
+//
+// A cost above a limit's capacity (its burst for a rate, its count for a
+// quota) can never be allowed: it is denied with RetryAfter equal to Reset,
+// which for a rate is at least one emission interval. Rates have microsecond
+// resolution: the emission interval period/count is rounded up to a whole
+// microsecond, so a limit is never more permissive than configured.
+func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+	if keyID == "" {
+		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: empty key id", apikey.ErrInvalidOptions)
+	}
+	if err := validate(limits, cost); err != nil {
+		return apikey.LimitResult{}, err
+	}
+	if len(limits) == 0 {
+		return apikey.LimitResult{Allowed: true}, nil
+	}
+
+	keys := make([]string, len(limits))
+	args := make([]any, 1, 1+3*len(limits))
+	args[0] = cost
+	base := l.prefix + "{" + keyID + "}:"
+	for i := range limits {
+		lim := &limits[i]
+		if lim.Kind == apikey.KindRate {
+			t, burst := gcra(lim)
+			keys[i] = base + "r:" + lim.Name
+			args = append(args, 1, t, burst)
+		} else {
+			keys[i] = base + "q:" + lim.Name
+			args = append(args, 2, lim.Count, int64(lim.Window))
+		}
+	}
+
+	vals, err := l.script.Run(ctx, l.client, keys, args...).Int64Slice()
+	if err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
+	}
+	if len(vals) != 1+4*len(limits) {
+		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable,
+			fmt.Errorf("script returned %d values for %d limits", len(vals), len(limits)))
+	}
+
+	best := 0
+	for i := 1; i < len(limits); i++ {
+		if tighter(vals[1+4*i:], vals[1+4*best:]) {
+			best = i
+		}
+	}
+	o := vals[1+4*best:]
+	res := apikey.LimitResult{
+		Allowed:   vals[0] == 1,
+		Limit:     limits[best],
+		Remaining: o[1],
+		Reset:     time.Duration(o[2]) * time.Microsecond,
+	}
+	if !res.Allowed {
+		res.RetryAfter = time.Duration(o[3]) * time.Microsecond
+	}
+	return res, nil
+}
+
+// tighter reports whether outcome o (allowed, remaining, reset, retry)
+// should be reported instead of b: a denial before an allowance, among
+// denials the longest wait, among allowances the fewest remaining and then
+// the longest reset.
+func tighter(o, b []int64) bool {
+	if o[0] != b[0] {
+		return o[0] == 0
+	}
+	if o[0] == 0 {
+		return o[3] > b[3]
+	}
+	if o[1] != b[1] {
+		return o[1] < b[1]
+	}
+	return o[2] > b[2]
+}
+
+// gcra returns a rate's emission interval in microseconds, rounded up, and
+// its burst.
+func gcra(lim *apikey.Limit) (t, burst int64) {
+	ns := (int64(lim.Period) + lim.Count - 1) / lim.Count
+	t = (ns + 999) / 1000
+	burst = lim.Burst
+	if burst == 0 {
+		burst = lim.Count
+	}
+	return t, burst
+}
+
+// validate checks the arguments of Allow.
+func validate(limits []apikey.Limit, cost int64) error {
+	if cost < 1 {
+		return fmt.Errorf("%w: redislimit: cost %d is below 1", apikey.ErrInvalidOptions, cost)
+	}
+	for i := range limits {
+		lim := &limits[i]
+		if err := lim.Validate(); err != nil {
+			return fmt.Errorf("redislimit: %w", err)
+		}
+		switch lim.Kind {
+		case apikey.KindRate:
+			if t, burst := gcra(lim); burst >= maxExact/t {
+				return fmt.Errorf("%w: redislimit: limit %q: burst times period/count is too long", apikey.ErrInvalidOptions, lim.Name)
+			}
+		case apikey.KindQuota:
+			if lim.Count >= maxExact {
+				return fmt.Errorf("%w: redislimit: limit %q: count is too large", apikey.ErrInvalidOptions, lim.Name)
+			}
+		}
+		for j := range i {
+			if limits[j].Name == lim.Name {
+				return fmt.Errorf("%w: redislimit: limit name %q used twice", apikey.ErrInvalidOptions, lim.Name)
+			}
+		}
+	}
+	return nil
+}
+

@@ -1,0 +1,150 @@
+package sqlstore_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/sqlstore"
+	"github.com/gokeys/apikey/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		storetest.Run(t, func(t *testing.T) apikey.Store {
+			return newStore(t, db, b.dialect, randomTable("keys_"))
+		})
+	})
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		long := randomTable("k")
+		long += strings.Repeat("x", 63-len(long)) // the longest name: the index name must still fit
+		for _, table := range []string{randomTable("keys_"), long} {
+			t.Run(table[:5], func(t *testing.T) {
+				s := newStore(t, db, b.dialect, table)
+				ctx := context.Background()
+				k := storetest.NewKey("alice")
+				require.NoError(t, s.Create(ctx, k))
+				require.NoError(t, s.Migrate(ctx), "second Migrate")
+				require.NoError(t, s.Migrate(ctx), "third Migrate")
+				got, err := s.Get(ctx, k.ID)
+				require.NoError(t, err, "Migrate keeps the data")
+				assert.Equal(t, k.Name, got.Name)
+			})
+		}
+	})
+}
+
+func TestQualifiedTableName(t *testing.T) {
+	schemas := map[sqlstore.Dialect]string{sqlstore.SQLite: "main", sqlstore.Postgres: "public", sqlstore.MySQL: ""}
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		schema := schemas[b.dialect]
+		if schema == "" { // the current database
+			require.NoError(t, db.QueryRowContext(context.Background(), "SELECT DATABASE()").Scan(&schema))
+		}
+		table := schema + "." + randomTable("keys_")
+		s := newStore(t, db, b.dialect, table)
+		assert.Equal(t, table, s.Table())
+		ctx := context.Background()
+		k := storetest.NewKey("alice")
+		require.NoError(t, s.Create(ctx, k))
+		list, err := s.List(ctx, "alice", apikey.ListOptions{})
+		require.NoError(t, err)
+		require.Len(t, list, 1)
+		ids, err := s.RevokeOwner(ctx, "alice", time.Now())
+		require.NoError(t, err)
+		assert.Equal(t, []string{k.ID}, ids)
+	})
+}
+
+func TestNewValidates(t *testing.T) {
+	db, err := sql.Open("sqlite", ":memory:") // never used: New does no I/O
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	long := strings.Repeat("a", 63)
+	tests := []struct {
+		name, table string
+		ok          bool
+	}{
+		{"Default", "", true},
+		{"Plain", "api_keys", true},
+		{"Underscore", "_keys", true},
+		{"MixedCase", "ApiKeys2", true},
+		{"Longest", long, true},
+		{"Qualified", "auth.api_keys", true},
+		{"TooLong", long + "a", false},
+		{"LeadingDigit", "1keys", false},
+		{"Hyphen", "api-keys", false},
+		{"Space", "api keys", false},
+		{"Statement", "keys; DROP TABLE users", false},
+		{"Comment", "keys--", false},
+		{"DoubleQuote", `keys" (id int); --`, false},
+		{"Backtick", "keys`", false},
+		{"Bracket", "[keys]", false},
+		{"NonASCII", "clés", false},
+		{"ThreeParts", "a.b.c", false},
+		{"EmptySchema", ".keys", false},
+		{"EmptyTable", "keys.", false},
+		{"QualifiedInjection", "public.keys;drop", false},
+		{"NUL", "keys\x00", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, d := range []sqlstore.Dialect{sqlstore.Postgres, sqlstore.MySQL, sqlstore.SQLite} {
+				s, err := sqlstore.New(db, d, sqlstore.Options{Table: tc.table})
+				_, schemaErr := d.Schema(tc.table)
+				if tc.ok {
+					require.NoError(t, err)
+					assert.NoError(t, schemaErr)
+					assert.NotEmpty(t, s.Schema())
+					continue
+				}
+				assert.ErrorIs(t, err, apikey.ErrInvalidOptions, "%v", d)
+				assert.Nil(t, s)
+				assert.ErrorIs(t, schemaErr, apikey.ErrInvalidOptions, "%v", d)
+			}
+		})
+	}
+	t.Run("NilDB", func(t *testing.T) {
+		_, err := sqlstore.New(nil, sqlstore.SQLite, sqlstore.Options{})
+		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+	})
+	t.Run("ZeroDialect", func(t *testing.T) {
+		_, err := sqlstore.New(db, sqlstore.Dialect(0), sqlstore.Options{})
+		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+	})
+}
+
+func TestDocShowsSchema(t *testing.T) {
+	src, err := os.ReadFile("doc.go")
+	require.NoError(t, err)
+	doc := strings.Join(strings.Fields(strings.ReplaceAll(string(src), "//", " ")), " ")
+	for _, d := range []sqlstore.Dialect{sqlstore.Postgres, sqlstore.MySQL, sqlstore.SQLite} {
+		stmts, err := d.Schema("")
+		require.NoError(t, err)
+		for _, stmt := range stmts {
+			assert.Contains(t, doc, strings.Join(strings.Fields(stmt), " ")+";", "%v schema missing from the package doc", d)
+		}
+	}
+}
+
+func TestDialectString(t *testing.T) {
+	assert.Equal(t, "postgres", sqlstore.Postgres.String())
+	assert.Equal(t, "mysql", sqlstore.MySQL.String())
+	assert.Equal(t, "sqlite", sqlstore.SQLite.String())
+	assert.Equal(t, "Dialect(0)", sqlstore.Dialect(0).String())
+}
+
+func isCtxErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}

@@ -1,0 +1,151 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/gokeys/apikey"
+)
+
+// DB is the part of *sql.DB a Store uses; *sql.DB and *sql.Conn satisfy
+// it. The Store never closes it.
+type DB interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+// Options configures a Store. The zero value uses the table DefaultTable.
+type Options struct {
+	// Table is the name of the keys table: DefaultTable ("api_keys") when
+	// empty. It must be an identifier (ASCII letters, digits and
+	// underscores, not starting with a digit, at most 63 characters),
+	// optionally qualified by a schema (PostgreSQL), a database (MySQL) or
+	// an attached database (SQLite) of the same grammar: "auth.api_keys".
+	// It is quoted in every statement, so reserved words are fine.
+	Table string
+}
+
+// Store is an apikey.Store over a SQL database. It also implements
+// apikey.Revoker, apikey.OwnerRevoker and apikey.Rotator with single
+// conditional statements or transactions. Build it with New; the zero
+// value is not usable. A Store holds no state besides its configuration
+// and is safe for concurrent use as far as its DB is (*sql.DB is).
+type Store struct {
+	db    DB
+	d     Dialect
+	table tableName
+	q     queries
+}
+
+var (
+	_ apikey.Store        = (*Store)(nil)
+	_ apikey.Revoker      = (*Store)(nil)
+	_ apikey.OwnerRevoker = (*Store)(nil)
+	_ apikey.Rotator      = (*Store)(nil)
+)
+
+// New returns a Store of dialect d over db. It does no I/O: call Migrate
+// (or run Schema's statements yourself) before use. A nil db, an unknown
+// dialect or an invalid Options.Table give an error wrapping
+// apikey.ErrInvalidOptions.
+func New(db DB, d Dialect, opts Options) (*Store, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: sqlstore: nil db", apikey.ErrInvalidOptions)
+	}
+	if !d.valid() {
+		return nil, fmt.Errorf("%w: sqlstore: unknown dialect %v", apikey.ErrInvalidOptions, d)
+	}
+	t, err := parseTable(opts.Table)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{db: db, d: d, table: t, q: buildQueries(d, t)}, nil
+}
+
+// Dialect returns the dialect of s.
+func (s *Store) Dialect() Dialect { return s.d }
+
+// Table returns the table name of s as configured, e.g. "api_keys".
+func (s *Store) Table() string { return s.table.String() }
+
+// Schema returns the statements Migrate runs; see Dialect.Schema.
+func (s *Store) Schema() []string { return s.d.schema(s.table) }
+
+// Migrate creates the keys table and its index unless they exist. It is
+// idempotent and may run at every start. On PostgreSQL it runs in one
+// transaction under an advisory lock, so that processes starting together
+// do not race; on SQLite it runs in one transaction.
+func (s *Store) Migrate(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.d == MySQL { // DDL commits implicitly in MySQL
+		for _, stmt := range s.Schema() {
+			if _, err := s.db.ExecContext(ctx, stmt); err != nil {
+				return s.fail(ctx, "migrate", err)
+			}
+		}
+		return nil
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if s.d == Postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey(s.table)); err != nil {
+				return err
+			}
+		}
+		for _, stmt := range s.Schema() {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return s.fail(ctx, "migrate", err)
+	}
+	return nil
+}
+
+// fail wraps a database error for op. If ctx is done, the error also wraps
+// ctx.Err(), whatever the driver made of the interruption (modernc.org/sqlite
+// reports "interrupted", go-sql-driver/mysql may report a broken
+// connection), so that errors.Is(err, context.Canceled) holds.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("sqlstore: %s: %w: %w", op, cerr, err)
+	}
+	return fmt.Errorf("sqlstore: %s: %w", op, err)
+}
+
+// inTx runs fn in a transaction, committed if fn returns nil and rolled
+// back otherwise.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// exists reports whether a key with the given id is stored.
+func (s *Store) exists(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, id string) (bool, error) {
+	var one int
+	err := q.QueryRowContext(ctx, s.q.exists, id).Scan(&one)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}

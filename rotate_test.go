@@ -1,0 +1,183 @@
+package apikey_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
+)
+
+// rotationStores are a store with the transactional Rotator (memstore) and
+// one without (the spy hides it), so both code paths are tested.
+func rotationStores() map[string]func() apikey.Store {
+	return map[string]func() apikey.Store{
+		"Rotator":   func() apikey.Store { return memstore.New() },
+		"GetUpdate": func() apikey.Store { return newSpy() },
+	}
+}
+
+func TestRotateWithGrace(t *testing.T) {
+	for name, newStore := range rotationStores() {
+		t.Run(name, func(t *testing.T) {
+			c := newClock()
+			m := newManager(t, newStore(), apikey.Options{Now: c.Now})
+			ctx := context.Background()
+			oldToken, old := issue(t, m, apikey.IssueParams{Name: "ci", Owner: "alice", Scopes: []string{"read"}, Plan: "pro",
+				Metadata: map[string]string{"team": "core"}, TTL: 30 * 24 * time.Hour})
+			_, err := m.Verify(ctx, oldToken) // cached
+			require.NoError(t, err)
+
+			newToken, succ, err := m.Rotate(ctx, old.ID, time.Hour)
+			require.NoError(t, err)
+			assert.NotEqual(t, oldToken, newToken)
+			assert.Equal(t, old.Name, succ.Name)
+			assert.Equal(t, old.Owner, succ.Owner)
+			assert.Equal(t, old.Scopes, succ.Scopes)
+			assert.Equal(t, old.Plan, succ.Plan)
+			assert.Equal(t, old.Metadata, succ.Metadata)
+			assert.Equal(t, old.ID, succ.RotatedFrom)
+			assert.Equal(t, old.ExpiresAt, succ.ExpiresAt, "the successor never outlives the original")
+
+			gotOld, err := m.Get(ctx, old.ID)
+			require.NoError(t, err)
+			assert.Equal(t, succ.ID, gotOld.RotatedTo)
+			assert.Equal(t, c.Now().Add(time.Hour), gotOld.ExpiresAt)
+
+			c.Add(59 * time.Minute)
+			k, err := m.Verify(ctx, oldToken)
+			require.NoError(t, err, "the old key works during the grace period")
+			assert.True(t, k.InGrace(c.Now()))
+			_, err = m.Verify(ctx, newToken)
+			require.NoError(t, err)
+
+			c.Add(time.Minute)
+			_, err = m.Verify(ctx, oldToken)
+			assert.ErrorIs(t, err, apikey.ErrExpired, "the old key is refused after the grace period")
+			_, err = m.Verify(ctx, newToken)
+			require.NoError(t, err)
+
+			_, _, err = m.Rotate(ctx, old.ID, time.Hour)
+			assert.ErrorIs(t, err, apikey.ErrRotated)
+		})
+	}
+}
+
+func TestRotateGraceZero(t *testing.T) {
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
+	oldToken, old := issue(t, m, apikey.IssueParams{})
+	_, err := m.Verify(context.Background(), oldToken)
+	require.NoError(t, err)
+	newToken, _, err := m.Rotate(context.Background(), old.ID, 0)
+	require.NoError(t, err)
+	_, err = m.Verify(context.Background(), oldToken)
+	assert.ErrorIs(t, err, apikey.ErrExpired, "grace 0 stops the old key at once")
+	_, err = m.Verify(context.Background(), newToken)
+	assert.NoError(t, err)
+}
+
+func TestRotateGraceNeverExtendsExpiry(t *testing.T) {
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
+	oldToken, old := issue(t, m, apikey.IssueParams{TTL: time.Minute})
+	_, succ, err := m.Rotate(context.Background(), old.ID, 24*time.Hour)
+	require.NoError(t, err)
+	assert.Equal(t, old.ExpiresAt, succ.ExpiresAt)
+	c.Add(time.Minute)
+	_, err = m.Verify(context.Background(), oldToken)
+	assert.ErrorIs(t, err, apikey.ErrExpired)
+}
+
+func TestRotateRefuses(t *testing.T) {
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
+	ctx := context.Background()
+	_, revoked := issue(t, m, apikey.IssueParams{})
+	require.NoError(t, m.Revoke(ctx, revoked.ID))
+	_, expired := issue(t, m, apikey.IssueParams{TTL: time.Second})
+	c.Add(time.Second)
+	for _, tc := range []struct {
+		id   string
+		want error
+	}{{revoked.ID, apikey.ErrRevoked}, {expired.ID, apikey.ErrExpired}, {"unknown", apikey.ErrNotFound}} {
+		_, _, err := m.Rotate(ctx, tc.id, time.Hour)
+		assert.ErrorIs(t, err, tc.want)
+	}
+	_, _, err := m.Rotate(ctx, revoked.ID, -time.Second)
+	assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+}
+
+func TestRotateFailingHalfWayChangesNothing(t *testing.T) {
+	spy := newSpy()
+	c := newClock()
+	m := newManager(t, spy, apikey.Options{Now: c.Now})
+	ctx := context.Background()
+	oldToken, old := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	failUpdate := errors.New("update failed")
+	spy.hook = func(method string) {
+		if method == "Update" {
+			spy.failWith(failUpdate)
+		} else {
+			spy.failWith(nil)
+		}
+	}
+	_, _, err := m.Rotate(ctx, old.ID, time.Hour)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, apikey.ErrUnavailable)
+	spy.hook = nil
+	spy.failWith(nil)
+
+	got, err := m.Get(ctx, old.ID)
+	require.NoError(t, err)
+	assert.Empty(t, got.RotatedTo)
+	assert.True(t, got.ExpiresAt.IsZero(), "the old key is as it was")
+	list, err := m.List(ctx, "alice", apikey.ListOptions{})
+	require.NoError(t, err)
+	assert.Len(t, list, 1, "the successor was removed again")
+	_, err = m.Verify(ctx, oldToken)
+	assert.NoError(t, err)
+}
+
+func TestRotationPolicy(t *testing.T) {
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
+	_, old := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	c.Add(100 * 24 * time.Hour)
+	_, young := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	due, err := m.Due(context.Background(), "alice", 90*24*time.Hour)
+	require.NoError(t, err)
+	require.Len(t, due, 1)
+	assert.Equal(t, old.ID, due[0].ID)
+	_ = young
+}
+
+func TestGraceHeaders(t *testing.T) {
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{})
+	require.NoError(t, err)
+	oldToken, old := issue(t, m, apikey.IssueParams{})
+	newToken, _, err := m.Rotate(context.Background(), old.ID, 2*time.Hour)
+	require.NoError(t, err)
+	var ran bool
+	h := mw.Handler(okHandler(&ran))
+
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, bearer(oldToken))
+	assert.Equal(t, 200, rec.Code)
+	assert.Equal(t, "Fri, 27 Nov 2026 14:00:00 GMT", rec.Header().Get("Sunset"))
+	assert.Regexp(t, `^@\d+$`, rec.Header().Get("Deprecation"))
+
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, bearer(newToken))
+	assert.Equal(t, 200, rec.Code)
+	assert.Empty(t, rec.Header().Get("Sunset"))
+	assert.Empty(t, rec.Header().Get("Deprecation"))
+}

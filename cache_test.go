@@ -1,0 +1,280 @@
+package apikey_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
+)
+
+func TestCacheHitNeedsNoStore(t *testing.T) {
+	spy := newSpy()
+	m := newManager(t, spy, apikey.Options{})
+	token, _ := issue(t, m, apikey.IssueParams{})
+	_, err := m.Verify(context.Background(), token)
+	require.NoError(t, err)
+	before := spy.calls.Load()
+	for range 100 {
+		_, err := m.Verify(context.Background(), token)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, before, spy.calls.Load())
+
+	// A wrong secret for a cached id is still refused.
+	tok, err := m.Format().Parse(token)
+	require.NoError(t, err)
+	_, err = m.Verify(context.Background(), rebuild(t, m.Format(), tok.ID, ""))
+	assert.Equal(t, apikey.ErrInvalid, err)
+}
+
+func TestCacheReturnsCopies(t *testing.T) {
+	m := newManager(t, memstore.New(), apikey.Options{})
+	token, _ := issue(t, m, apikey.IssueParams{Scopes: []string{"read"}})
+	k, err := m.Verify(context.Background(), token)
+	require.NoError(t, err)
+	k.Scopes[0] = "admin"
+	k2, err := m.Verify(context.Background(), token)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"read"}, k2.Scopes)
+}
+
+func TestNegativeCache(t *testing.T) {
+	spy := newSpy()
+	c := newClock()
+	m := newManager(t, spy, apikey.Options{Now: c.Now})
+	unknown, _ := m.Format().New()
+	before := spy.calls.Load()
+	for range 10 {
+		_, err := m.Verify(context.Background(), unknown)
+		assert.Equal(t, apikey.ErrInvalid, err)
+	}
+	assert.Equal(t, before+1, spy.calls.Load(), "an unknown id is asked once per negative TTL")
+	c.Add(apikey.DefaultNegativeTTL)
+	_, err := m.Verify(context.Background(), unknown)
+	assert.Equal(t, apikey.ErrInvalid, err)
+	assert.Equal(t, before+2, spy.calls.Load())
+}
+
+// Revocation through another Manager (another process) is noticed within
+// the cache TTL; through this one, at once.
+func TestRevocationBound(t *testing.T) {
+	store := memstore.New()
+	c := newClock()
+	here := newManager(t, store, apikey.Options{Now: c.Now, Cache: apikey.CacheOptions{TTL: 5 * time.Second}})
+	there := newManager(t, store, apikey.Options{Now: c.Now})
+	token, k := issue(t, here, apikey.IssueParams{})
+	_, err := here.Verify(context.Background(), token)
+	require.NoError(t, err)
+
+	require.NoError(t, there.Revoke(context.Background(), k.ID))
+	c.Add(5*time.Second - time.Nanosecond)
+	_, err = here.Verify(context.Background(), token)
+	assert.NoError(t, err, "within the TTL the other instance's revocation may go unnoticed")
+	c.Add(time.Nanosecond)
+	_, err = here.Verify(context.Background(), token)
+	assert.ErrorIs(t, err, apikey.ErrRevoked, "at the TTL it is noticed")
+
+	token2, k2 := issue(t, here, apikey.IssueParams{})
+	_, err = here.Verify(context.Background(), token2)
+	require.NoError(t, err)
+	require.NoError(t, there.Revoke(context.Background(), k2.ID))
+	here.Invalidate(k2.ID) // e.g. on a pub/sub message
+	_, err = here.Verify(context.Background(), token2)
+	assert.ErrorIs(t, err, apikey.ErrRevoked, "Invalidate makes it effective at once")
+}
+
+// Once Revoke has returned, no later verification on that instance
+// succeeds, while many goroutines verify concurrently.
+func TestRevokeIsImmediateUnderConcurrency(t *testing.T) {
+	for round := range 20 {
+		store := &slowStore{Store: memstore.New(), delay: time.Duration(round%4) * 100 * time.Microsecond}
+		m := newManager(t, store, apikey.Options{})
+		tokens := make([]string, 4)
+		ids := make([]string, 4)
+		for i := range tokens {
+			var k *apikey.Key
+			tokens[i], k = issue(t, m, apikey.IssueParams{})
+			ids[i] = k.ID
+		}
+		var revokedAt [4]atomic.Int64 // sequence number after Revoke returned
+		var seq atomic.Int64
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		var violations atomic.Int64
+		for w := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					n := (w + i) % 4
+					start := seq.Add(1)
+					rev := revokedAt[n].Load()
+					_, err := m.Verify(context.Background(), tokens[n])
+					if err == nil && rev != 0 && rev < start {
+						violations.Add(1)
+					}
+				}
+			})
+		}
+		for i := range ids {
+			time.Sleep(time.Millisecond)
+			require.NoError(t, m.Revoke(context.Background(), ids[i]))
+			revokedAt[i].Store(seq.Add(1))
+		}
+		time.Sleep(5 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		require.Zero(t, violations.Load(), "a verification that started after Revoke returned succeeded")
+	}
+}
+
+// slowStore delays Get, widening the window between a lookup and its use.
+type slowStore struct {
+	apikey.Store
+	delay time.Duration
+	gets  atomic.Int64
+}
+
+func (s *slowStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	s.gets.Add(1)
+	time.Sleep(s.delay)
+	return s.Store.Get(ctx, id)
+}
+
+func TestConcurrentMissesCollapse(t *testing.T) {
+	store := &slowStore{Store: memstore.New(), delay: 50 * time.Millisecond}
+	m := newManager(t, store, apikey.Options{})
+	token, _ := issue(t, m, apikey.IssueParams{})
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			_, err := m.Verify(context.Background(), token)
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	assert.LessOrEqual(t, store.gets.Load(), int64(2), "concurrent misses for one id share one query")
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	spy := newSpy()
+	m := newManager(t, spy, apikey.Options{Cache: apikey.CacheOptions{MaxEntries: 2}})
+	var tokens []string
+	for range 3 {
+		token, _ := issue(t, m, apikey.IssueParams{})
+		tokens = append(tokens, token)
+		_, err := m.Verify(context.Background(), token)
+		require.NoError(t, err)
+	}
+	before := spy.calls.Load()
+	for _, token := range tokens {
+		_, err := m.Verify(context.Background(), token)
+		require.NoError(t, err)
+	}
+	assert.GreaterOrEqual(t, spy.calls.Load()-before, int64(1), "one of three keys was evicted")
+}
+
+func TestStaleIfError(t *testing.T) {
+	spy := newSpy()
+	c := newClock()
+	m := newManager(t, spy, apikey.Options{Now: c.Now, Cache: apikey.CacheOptions{TTL: time.Second, StaleIfError: time.Minute}})
+	seen, _ := issue(t, m, apikey.IssueParams{})
+	unseen, _ := issue(t, m, apikey.IssueParams{})
+	_, err := m.Verify(context.Background(), seen)
+	require.NoError(t, err)
+
+	spy.failWith(errors.New("database down"))
+	c.Add(30 * time.Second)
+	_, err = m.Verify(context.Background(), seen)
+	assert.NoError(t, err, "a key verified within the window keeps working while the store fails")
+	_, err = m.Verify(context.Background(), unseen)
+	assert.ErrorIs(t, err, apikey.ErrUnavailable, "a key not seen gets ErrUnavailable")
+	c.Add(31 * time.Second)
+	_, err = m.Verify(context.Background(), seen)
+	assert.ErrorIs(t, err, apikey.ErrUnavailable, "past the window, the store's failure shows")
+}
+
+// Fault injection: a store that stalls past the request's deadline makes
+// verification fail with ErrUnavailable within the deadline, and leaves no
+// goroutine behind.
+func TestStalledStoreHonoursDeadline(t *testing.T) {
+	store := &stallStore{Store: memstore.New()}
+	m := newManager(t, store, apikey.Options{})
+	token, _ := issue(t, m, apikey.IssueParams{})
+	base := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := m.Verify(ctx, token)
+			assert.ErrorIs(t, err, apikey.ErrUnavailable)
+			assert.Less(t, time.Since(start), 5*time.Second)
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= base }, 5*time.Second, 10*time.Millisecond)
+}
+
+type stallStore struct{ apikey.Store }
+
+func (s *stallStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// Fault injection: corrupt rows never authenticate.
+func TestCorruptRowsNeverAuthenticate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		corrupt func(k *apikey.Key)
+		want    error
+	}{
+		{"empty hash", func(k *apikey.Key) { k.Hash = nil }, apikey.ErrInvalid},
+		{"short hash", func(k *apikey.Key) { k.Hash = k.Hash[:7] }, apikey.ErrInvalid},
+		{"flipped hash", func(k *apikey.Key) { k.Hash[0] ^= 1 }, apikey.ErrInvalid},
+		{"unknown hash version", func(k *apikey.Key) { k.HashVersion = "md5" }, apikey.ErrUnavailable},
+		{"another id", func(k *apikey.Key) { k.ID = "AAAAAAAAAAAAAAAA" }, apikey.ErrInvalid},
+		{"nil record", nil, apikey.ErrUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &corruptStore{Store: memstore.New(), corrupt: tc.corrupt}
+			m := newManager(t, store, apikey.Options{})
+			token, _ := issue(t, m, apikey.IssueParams{})
+			store.on.Store(true)
+			_, err := m.Verify(context.Background(), token)
+			assert.ErrorIs(t, err, tc.want)
+		})
+	}
+}
+
+type corruptStore struct {
+	apikey.Store
+	on      atomic.Bool
+	corrupt func(*apikey.Key)
+}
+
+func (s *corruptStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	k, err := s.Store.Get(ctx, id)
+	if err != nil || !s.on.Load() {
+		return k, err
+	}
+	if s.corrupt == nil {
+		return nil, nil
+	}
+	s.corrupt(k)
+	return k, nil
+}

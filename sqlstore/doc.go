@@ -93,7 +93,12 @@
 // The hash column is variable binary of at most 64 bytes rather than
 // fixed-size, because digests differ in size: 32 bytes for HMAC-SHA-256 and
 // SHA-256, 60 for bcrypt. Zero times are stored as NULL. Scopes and
-// metadata are JSON text.
+// metadata are JSON text. On MySQL, owner holds at most 255 bytes and
+// times must lie between the years 1000 and 9999 (DATETIME's range).
+//
+// Verification reads one row by primary key. When the DB can prepare
+// statements (*sql.DB can), that query is prepared on first use and kept:
+// call Store.Close to release it if the Store is dropped before the DB.
 //
 // # Errors
 //

@@ -32,7 +32,7 @@ func (s *Store) Get(ctx context.Context, id string) (*apikey.Key, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, s.q.get, id)
+	rows, err := s.queryGet(ctx, id)
 	if err != nil {
 		return nil, s.fail(ctx, "get", err)
 	}

@@ -148,3 +148,54 @@ func TestDialectString(t *testing.T) {
 func isCtxErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
+
+// TestIDsCompareAsBytes checks that ids differing only in case are
+// distinct keys and that List orders them in byte order, on every
+// database (MySQL's default collations ignore case).
+func TestIDsCompareAsBytes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		s := newStore(t, db, b.dialect, randomTable("keys_"))
+		ctx := context.Background()
+		ids := []string{"abcdefghijklmnop", "ABCDEFGHIJKLMNOP", "Abcdefghijklmnop", "0bcdefghijklmnop", "zbcdefghijklmnop"}
+		for _, id := range ids {
+			k := storetest.NewKey("alice")
+			k.ID, k.Name = id, "name of "+id
+			require.NoError(t, s.Create(ctx, k), id)
+		}
+		got, err := s.Get(ctx, "ABCDEFGHIJKLMNOP")
+		require.NoError(t, err)
+		assert.Equal(t, "name of ABCDEFGHIJKLMNOP", got.Name)
+		_, err = s.Get(ctx, "aBCDEFGHIJKLMNOP")
+		assert.ErrorIs(t, err, apikey.ErrNotFound)
+		_, err = s.Get(ctx, "abcdefghijklmnop ")
+		assert.ErrorIs(t, err, apikey.ErrNotFound, "trailing spaces matter")
+
+		list, err := s.List(ctx, "alice", apikey.ListOptions{After: "Abcdefghijklmnop"})
+		require.NoError(t, err)
+		var listed []string
+		for _, k := range list {
+			listed = append(listed, k.ID)
+		}
+		assert.Equal(t, []string{"abcdefghijklmnop", "zbcdefghijklmnop"}, listed)
+		none, err := s.List(ctx, "ALICE", apikey.ListOptions{})
+		require.NoError(t, err)
+		assert.Empty(t, none, "owners compare as bytes too")
+	})
+}
+
+// TestCloseReleasesStatements checks that a Store keeps working after
+// Close, preparing again.
+func TestCloseReleasesStatements(t *testing.T) {
+	db := openSQLite(t)
+	s := newStore(t, db, sqlstore.SQLite, randomTable("keys_"))
+	ctx := context.Background()
+	k := storetest.NewKey("alice")
+	require.NoError(t, s.Create(ctx, k))
+	_, err := s.Get(ctx, k.ID)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Close(), "Close twice")
+	_, err = s.Get(ctx, k.ID)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+}

@@ -39,6 +39,7 @@ type Store struct {
 	d     Dialect
 	table tableName
 	q     queries
+	stmts prepared
 }
 
 var (

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	_ "modernc.org/sqlite"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memlimit"
+	"github.com/gokeys/apikey/redislimit"
+	"github.com/gokeys/apikey/sqlstore"
+)
+
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// newSQLiteStore opens a fresh SQLite database in a temporary directory.
+func newSQLiteStore(t *testing.T) apikey.Store {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "keys.db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	s, err := sqlstore.New(db, sqlstore.SQLite, sqlstore.Options{})
+	require.NoError(t, err)
+	require.NoError(t, s.Migrate(context.Background()))
+	return s
+}
+
+// newServer serves the example's handler over store and limiter.
+func newServer(t *testing.T, store apikey.Store, limiter apikey.Limiter, clock *testClock) *httptest.Server {
+	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", Now: clock.Now,
+		Peppers: []apikey.Pepper{{Version: "1", Secret: []byte("a test pepper of at least 32 bytes")}}})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close(context.Background()) })
+	a, err := newApp(appConfig{manager: m, limiter: limiter, users: map[string]string{"demo": "demo", "eve": "secret"}})
+	require.NoError(t, err)
+	srv := httptest.NewServer(a.routes())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+type client struct {
+	t   *testing.T
+	srv *httptest.Server
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+// do sends a request; auth is "user:password" for Basic, "key:<token>" for
+// a Bearer key, "x:<token>" for X-API-Key, "" for none.
+func (c client) do(method, path, auth, body string) response {
+	c.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, c.srv.URL+path, rd)
+	require.NoError(c.t, err)
+	switch kind, v, _ := strings.Cut(auth, ":"); kind {
+	case "":
+	case "key":
+		req.Header.Set("Authorization", "Bearer "+v)
+	case "x":
+		req.Header.Set("X-API-Key", v)
+	default:
+		req.SetBasicAuth(kind, v)
+	}
+	res, err := c.srv.Client().Do(req)
+	require.NoError(c.t, err)
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	require.NoError(c.t, err)
+	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	if len(raw) > 0 {
+		_ = json.Unmarshal(raw, &r.body)
+	}
+	return r
+}
+
+func TestServerEndToEnd(t *testing.T) {
+	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	limiter, err := memlimit.New(memlimit.Options{Now: clock.Now})
+	require.NoError(t, err)
+	c := client{t, newServer(t, newSQLiteStore(t), limiter, clock)}
+
+	t.Run("healthz needs no key", func(t *testing.T) {
+		assert.Equal(t, 200, c.do("GET", "/healthz", "", "").status)
+	})
+
+	t.Run("management needs Basic auth", func(t *testing.T) {
+		for _, auth := range []string{"", "demo:wrong", "nobody:demo"} {
+			r := c.do("POST", "/api-keys", auth, "{}")
+			assert.Equal(t, 401, r.status, auth)
+			assert.Contains(t, r.header.Get("WWW-Authenticate"), "Basic")
+			assert.Equal(t, 401, c.do("GET", "/api-keys", auth, "").status)
+		}
+	})
+
+	t.Run("bad create requests", func(t *testing.T) {
+		for name, body := range map[string]string{
+			"bad JSON": "{", "unknown plan": `{"plan":"gold"}`, "unknown field": `{"color":"red"}`,
+			"past expires_at": `{"expires_at":"2020-01-01T00:00:00Z"}`, "bad scope": `{"scopes":["a b"]}`,
+		} {
+			r := c.do("POST", "/api-keys", "demo:demo", body)
+			assert.Equal(t, 400, r.status, name)
+			assert.Equal(t, "application/problem+json", r.header.Get("Content-Type"), name)
+		}
+	})
+
+	// Create keys.
+	free := c.do("POST", "/api-keys", "demo:demo", "")
+	require.Equal(t, 201, free.status, free.raw)
+	assert.Equal(t, "no-store", free.header.Get("Cache-Control"))
+	for _, field := range []string{"id", "key", "name", "hint", "scopes", "plan", "created_at", "expires_at", "note"} {
+		assert.Contains(t, free.body, field)
+	}
+	assert.Equal(t, "free", free.body["plan"])
+	assert.Equal(t, clock.Now().Add(90*24*time.Hour).Format(time.RFC3339), free.body["expires_at"])
+	freeKey := free.body["key"].(string)
+	assert.True(t, strings.HasPrefix(freeKey, "sk_live_"))
+
+	pro := c.do("POST", "/api-keys", "demo:demo", `{"name":"ci","scopes":["read","write"],"plan":"pro","expires_in_days":7,"expires_at":"2027-01-01T00:00:00Z"}`)
+	require.Equal(t, 201, pro.status, pro.raw)
+	assert.Equal(t, "2027-01-01T00:00:00Z", pro.body["expires_at"], "expires_at wins over expires_in_days")
+	assert.Equal(t, []any{"read", "write"}, pro.body["scopes"])
+	proKey, proID := pro.body["key"].(string), pro.body["id"].(string)
+
+	short := c.do("POST", "/api-keys", "demo:demo", `{"expires_in_days":1}`)
+	require.Equal(t, 201, short.status)
+	assert.Equal(t, clock.Now().Add(24*time.Hour).Format(time.RFC3339), short.body["expires_at"])
+
+	eve := c.do("POST", "/api-keys", "eve:secret", `{"name":"eve's"}`)
+	require.Equal(t, 201, eve.status)
+	eveID := eve.body["id"].(string)
+
+	t.Run("list shows the caller's keys only, never a token", func(t *testing.T) {
+		r := c.do("GET", "/api-keys", "demo:demo", "")
+		require.Equal(t, 200, r.status)
+		keys := r.body["keys"].([]any)
+		assert.Len(t, keys, 3)
+		for _, k := range keys {
+			k := k.(map[string]any)
+			assert.NotEqual(t, eveID, k["id"])
+			for _, field := range []string{"id", "name", "hint", "scopes", "plan", "created_at", "expires_at", "last_used_at", "revoked_at"} {
+				assert.Contains(t, k, field)
+			}
+		}
+		assert.NotContains(t, r.raw, freeKey)
+		assert.NotContains(t, r.raw, proKey)
+		assert.NotContains(t, r.raw, `"key"`)
+		assert.NotContains(t, strings.ToLower(r.raw), "hash")
+	})
+
+	t.Run("protected accepts Bearer, X-API-Key and api_key", func(t *testing.T) {
+		for _, r := range []response{
+			c.do("GET", "/protected", "key:"+proKey, ""),
+			c.do("GET", "/protected", "x:"+proKey, ""),
+			c.do("GET", "/protected?api_key="+proKey, "", ""),
+		} {
+			require.Equal(t, 200, r.status, r.raw)
+			assert.Equal(t, "Hello demo", r.body["message"])
+			assert.Equal(t, proID, r.body["key_id"])
+			assert.Equal(t, "ci", r.body["key_name"])
+		}
+		assert.Equal(t, 401, c.do("GET", "/protected", "", "").status)
+		assert.Equal(t, 401, c.do("GET", "/protected", "key:sk_live_garbage", "").status)
+	})
+
+	t.Run("POST /data needs the write scope", func(t *testing.T) {
+		r := c.do("POST", "/data", "key:"+freeKey, "")
+		assert.Equal(t, 403, r.status)
+		assert.Contains(t, r.header.Get("WWW-Authenticate"), `error="insufficient_scope"`)
+		assert.Equal(t, 201, c.do("POST", "/data", "key:"+proKey, "").status)
+	})
+
+	t.Run("free plan: 100 requests per UTC day", func(t *testing.T) {
+		// Three requests above (/protected is not limited; POST /data was
+		// refused by scope after the limiter counted it).
+		used := 1
+		for i := used; i < 100; i++ {
+			r := c.do("GET", "/data", "key:"+freeKey, "")
+			require.Equal(t, 200, r.status, "request %d", i+1)
+		}
+		r := c.do("GET", "/data", "key:"+freeKey, "")
+		assert.Equal(t, 429, r.status)
+		assert.Equal(t, "43200", r.header.Get("Retry-After"))
+		assert.Equal(t, `"daily";q=100;w=86400`, r.header.Get("RateLimit-Policy"))
+		assert.Equal(t, `"daily";r=0;t=43200`, r.header.Get("RateLimit"))
+		assert.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
+		assert.Equal(t, 200, c.do("GET", "/data", "key:"+proKey, "").status, "another key is not affected")
+
+		clock.Add(12 * time.Hour) // midnight UTC
+		r = c.do("GET", "/data", "key:"+freeKey, "")
+		assert.Equal(t, 200, r.status)
+		assert.Equal(t, "99", r.header.Get("X-RateLimit-Remaining"))
+	})
+
+	t.Run("pro plan: 100 per second", func(t *testing.T) {
+		denied := 0
+		for range 110 {
+			if c.do("GET", "/data", "key:"+proKey, "").status == 429 {
+				denied++
+			}
+		}
+		assert.Equal(t, 10, denied)
+		clock.Add(time.Second)
+		assert.Equal(t, 200, c.do("GET", "/data", "key:"+proKey, "").status)
+	})
+
+	t.Run("rotate with grace", func(t *testing.T) {
+		assert.Equal(t, 404, c.do("POST", "/api-keys/"+eveID+"/rotate", "demo:demo", "").status, "another user's key")
+		assert.Equal(t, 404, c.do("POST", "/api-keys/AAAAAAAAAAAAAAAA/rotate", "demo:demo", "").status)
+		assert.Equal(t, 400, c.do("POST", "/api-keys/"+proID+"/rotate", "demo:demo", `{"grace":1}`).status)
+
+		r := c.do("POST", "/api-keys/"+proID+"/rotate", "demo:demo", `{"grace_seconds":60}`)
+		require.Equal(t, 200, r.status, r.raw)
+		assert.Equal(t, "rotated", r.body["status"])
+		assert.Equal(t, proID, r.body["old_key_id"])
+		assert.Equal(t, clock.Now().Add(time.Minute).Format(time.RFC3339), r.body["old_key_expires_at"])
+		newKey := r.body["key"].(string)
+		assert.NotEqual(t, proID, r.body["id"])
+
+		old := c.do("GET", "/protected", "key:"+proKey, "")
+		assert.Equal(t, 200, old.status, "the old key works during the grace period")
+		assert.NotEmpty(t, old.header.Get("Sunset"))
+		assert.NotEmpty(t, old.header.Get("Deprecation"))
+		assert.Equal(t, 200, c.do("GET", "/protected", "key:"+newKey, "").status)
+		clock.Add(time.Minute)
+		assert.Equal(t, 401, c.do("GET", "/protected", "key:"+proKey, "").status, "and not after")
+		assert.Equal(t, 200, c.do("GET", "/protected", "key:"+newKey, "").status)
+		assert.Equal(t, 409, c.do("POST", "/api-keys/"+proID+"/rotate", "demo:demo", "").status, "rotated twice")
+
+		g0 := c.do("POST", "/api-keys/"+r.body["id"].(string)+"/rotate", "demo:demo", "")
+		require.Equal(t, 200, g0.status)
+		assert.Equal(t, 401, c.do("GET", "/protected", "key:"+newKey, "").status, "grace 0 stops the old key at once")
+	})
+
+	t.Run("delete revokes", func(t *testing.T) {
+		freeID := free.body["id"].(string)
+		assert.Equal(t, 404, c.do("DELETE", "/api-keys/"+eveID, "demo:demo", "").status)
+		assert.Equal(t, 404, c.do("DELETE", "/api-keys/nope", "demo:demo", "").status)
+		assert.Equal(t, 204, c.do("DELETE", "/api-keys/"+freeID, "demo:demo", "").status)
+		assert.Equal(t, 401, c.do("GET", "/protected", "key:"+freeKey, "").status)
+		list := c.do("GET", "/api-keys", "demo:demo", "")
+		for _, k := range list.body["keys"].([]any) {
+			if k := k.(map[string]any); k["id"] == freeID {
+				assert.NotNil(t, k["revoked_at"])
+			}
+		}
+	})
+}
+
+// Two instances over the same database and Redis enforce one shared limit.
+func TestTwoInstancesShareOneLimit(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	mr.SetTime(clock.Now())
+	store := newSQLiteStore(t)
+	var servers []client
+	for range 2 {
+		rc := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		t.Cleanup(func() { rc.Close() })
+		l, err := redislimit.New(rc, redislimit.Options{})
+		require.NoError(t, err)
+		servers = append(servers, client{t, newServer(t, store, l, clock)})
+	}
+	r := servers[0].do("POST", "/api-keys", "demo:demo", "")
+	require.Equal(t, 201, r.status)
+	key := r.body["key"].(string)
+	ok := 0
+	for i := range 120 {
+		if servers[i%2].do("GET", "/data", "key:"+key, "").status == 200 {
+			ok++
+		}
+	}
+	assert.Equal(t, 100, ok)
+}

@@ -1,0 +1,172 @@
+// Command server is the article's API-key service built on apikey: a
+// management API for the current user's keys (HTTP Basic), routes
+// protected by API keys, per-plan limits (free: 100 requests per UTC day;
+// pro: 10,000 per UTC day and 100 per second).
+//
+//	go run ./examples/server                      # SQLite file apikeys.db, limits in memory
+//	go run ./examples/server -postgres "$DSN"     # or -mysql "$DSN"
+//	go run ./examples/server -redis 127.0.0.1:6379  # limits shared by every instance
+//
+// Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC;
+// without it they are plain SHA-256 and the server warns.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/redis/go-redis/v9"
+	_ "modernc.org/sqlite"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memlimit"
+	"github.com/gokeys/apikey/redislimit"
+	"github.com/gokeys/apikey/sqlstore"
+)
+
+type flags struct {
+	addr, db, postgres, mysql, redis, users string
+}
+
+func main() {
+	var f flags
+	flag.StringVar(&f.addr, "addr", "127.0.0.1:8080", "listen address")
+	flag.StringVar(&f.db, "db", "apikeys.db", "SQLite database file (unless -postgres or -mysql)")
+	flag.StringVar(&f.postgres, "postgres", "", "PostgreSQL DSN, e.g. postgres://user@127.0.0.1:5432/db")
+	flag.StringVar(&f.mysql, "mysql", "", "MySQL/MariaDB DSN, e.g. root@tcp(127.0.0.1:3306)/db")
+	flag.StringVar(&f.redis, "redis", "", "Redis address for shared rate limits (in memory when empty)")
+	flag.StringVar(&f.users, "users", "demo:demo", "management users, comma-separated name:password pairs")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, f, log); err != nil {
+		log.Error("server stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, f flags, log *slog.Logger) error {
+	users, err := parseUsers(f.users)
+	if err != nil {
+		return err
+	}
+	store, closeDB, err := openStore(ctx, f)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+
+	opts := apikey.Options{Prefix: "sk_live", Logger: log}
+	if p := os.Getenv("APIKEY_PEPPER"); p != "" {
+		opts.Peppers = []apikey.Pepper{{Version: "1", Secret: []byte(p)}}
+	} else {
+		log.Warn("APIKEY_PEPPER is not set: key digests are plain SHA-256; set a 32+ byte pepper in production")
+	}
+	m, err := apikey.New(store, opts)
+	if err != nil {
+		return err
+	}
+	defer func() { // flush last-used times
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := m.Close(flush); err != nil {
+			log.Error("last-used flush failed", "error", err)
+		}
+	}()
+
+	local, err := memlimit.New(memlimit.Options{})
+	if err != nil {
+		return err
+	}
+	cfg := appConfig{manager: m, limiter: local, users: users, log: log}
+	if f.redis != "" {
+		client := redis.NewClient(&redis.Options{Addr: f.redis, DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond})
+		defer client.Close()
+		if cfg.limiter, err = redislimit.New(client, redislimit.Options{}); err != nil {
+			return err
+		}
+		cfg.fallback = local // while Redis is down, limits hold per instance
+	}
+	a, err := newApp(cfg)
+	if err != nil {
+		return err
+	}
+
+	srv := &http.Server{Addr: f.addr, Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("listening", "addr", "http://"+f.addr, "users", strings.Join(mapKeys(users), ","))
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// openStore opens the database the flags name and creates the table.
+func openStore(ctx context.Context, f flags) (apikey.Store, func(), error) {
+	driver, dsn, dialect := "sqlite", "file:"+f.db+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)", sqlstore.SQLite
+	switch {
+	case f.postgres != "" && f.mysql != "":
+		return nil, nil, errors.New("use -postgres or -mysql, not both")
+	case f.postgres != "":
+		driver, dsn, dialect = "pgx", f.postgres, sqlstore.Postgres
+	case f.mysql != "":
+		driver, dsn, dialect = "mysql", f.mysql, sqlstore.MySQL
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := sqlstore.New(db, dialect, sqlstore.Options{})
+	if err == nil {
+		migrate, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = store.Migrate(migrate)
+		cancel()
+	}
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("%s: %w", dialect, err)
+	}
+	return store, func() { db.Close() }, nil
+}
+
+func parseUsers(s string) (map[string]string, error) {
+	users := map[string]string{}
+	for _, pair := range strings.Split(s, ",") {
+		name, pw, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		if !ok || name == "" || pw == "" {
+			return nil, fmt.Errorf("-users: %q is not name:password", pair)
+		}
+		users[name] = pw
+	}
+	return users, nil
+}
+
+func mapKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -40,6 +40,8 @@ func Run(t *testing.T, newStore func(t *testing.T) apikey.Store) {
 		{"GetUnknownIDGivesErrNotFound", testGetNotFound},
 		{"UpdateReplacesFields", testUpdate},
 		{"UpdateUnknownIDGivesErrNotFound", testUpdateNotFound},
+		{"UpdateWithUnchangedValuesSucceeds", testUpdateUnchanged},
+		{"IDsAndOwnersAreCaseSensitive", testCaseSensitive},
 		{"UpdateNeverMovesLastUsedBackward", testUpdateLastUsed},
 		{"DeleteRemovesKey", testDelete},
 		{"DeleteUnknownIDGivesErrNotFound", testDeleteNotFound},
@@ -177,6 +179,34 @@ func testUpdate(t *testing.T, s apikey.Store) {
 
 func testUpdateNotFound(t *testing.T, s apikey.Store) {
 	assert.ErrorIs(t, s.Update(ctx(t), NewKey("alice")), apikey.ErrNotFound)
+}
+
+func testUpdateUnchanged(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	mustCreate(t, s, k)
+	require.NoError(t, s.Update(ctx(t), mustGet(t, s, k.ID)), "writing back what was read is not ErrNotFound")
+	assertSame(t, k, mustGet(t, s, k.ID))
+}
+
+func testCaseSensitive(t *testing.T, s apikey.Store) {
+	lower := NewKey("alice")
+	lower.ID = "aaaaaaaaaaaaaaaa"
+	upper := NewKey("Alice")
+	upper.ID = "AAAAAAAAAAAAAAAA"
+	mustCreate(t, s, lower)
+	mustCreate(t, s, upper)
+	assert.Equal(t, "alice", mustGet(t, s, lower.ID).Owner)
+	assert.Equal(t, "Alice", mustGet(t, s, upper.ID).Owner)
+	spaced := NewKey("alice ")
+	mustCreate(t, s, spaced)
+	for owner, want := range map[string]string{"alice": lower.ID, "Alice": upper.ID, "alice ": spaced.ID} {
+		list, err := s.List(ctx(t), owner, apikey.ListOptions{})
+		require.NoError(t, err)
+		require.Len(t, list, 1, "owner %q", owner)
+		assert.Equal(t, want, list[0].ID)
+	}
+	_, err := s.Get(ctx(t), "aaaaaaaaaaaaaaaA")
+	assert.ErrorIs(t, err, apikey.ErrNotFound)
 }
 
 func testUpdateLastUsed(t *testing.T, s apikey.Store) {

@@ -380,7 +380,8 @@ func (mw *Middleware) Handler(next http.Handler) http.Handler {
 		if mw.limiter != nil && !mw.limit(w, r, k) {
 			return
 		}
-		if now := mw.m.now(); k.InGrace(now) {
+		if k.RotatedTo != "" { // in its grace period: Verify refused it otherwise
+			now := mw.m.now()
 			h := w.Header()
 			h.Set("Deprecation", "@"+strconv.FormatInt(now.Unix(), 10))
 			h.Set("Sunset", k.ExpiresAt.UTC().Format(http.TimeFormat))

@@ -139,7 +139,7 @@ func (f Format) Compose(id, secret string) (string, error) {
 
 func isBase62(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if decode62[s[i]] < 0 {
+		if value62(s[i]) < 0 {
 			return false
 		}
 	}
@@ -221,21 +221,23 @@ func encodeChecksum(dst []byte, v uint32) {
 func decodeChecksum(s string) (uint32, bool) {
 	var v uint64
 	for i := 0; i < len(s); i++ {
-		v = v*62 + uint64(decode62[s[i]])
+		v = v*62 + uint64(value62(s[i]))
 	}
 	return uint32(v), v <= math.MaxUint32
 }
 
-// decode62 maps a byte to its base62 value, or -1.
-var decode62 = func() (t [256]int8) {
-	for i := range t {
-		t[i] = -1
+// value62 returns the base62 value of c, or -1.
+func value62(c byte) int8 {
+	switch {
+	case c >= '0' && c <= '9':
+		return int8(c - '0')
+	case c >= 'A' && c <= 'Z':
+		return int8(c-'A') + 10
+	case c >= 'a' && c <= 'z':
+		return int8(c-'a') + 36
 	}
-	for i := 0; i < len(base62Alphabet); i++ {
-		t[base62Alphabet[i]] = int8(i)
-	}
-	return t
-}()
+	return -1
+}
 
 // randomBase62 returns n uniformly random base62 characters from
 // crypto/rand, by rejection sampling of 6-bit values.

@@ -34,10 +34,11 @@ func (s *markSpy) MarkUsed(ctx context.Context, uses map[string]time.Time) error
 	if s.failing.Load() {
 		return errors.New("database is down")
 	}
+	err := s.spyStore.MarkUsed(ctx, uses)
 	s.mu.Lock()
 	s.batches = append(s.batches, uses)
 	s.mu.Unlock()
-	return s.spyStore.MarkUsed(ctx, uses)
+	return err
 }
 
 func (s *markSpy) count() int {

@@ -26,7 +26,12 @@ import (
 // Run limitertest.Run from your tests to check an implementation.
 type Limiter interface {
 	// Allow takes cost (at least 1) from every limit in limits for keyID.
-	// With no limits it allows and consumes nothing.
+	// With no limits it allows and consumes nothing. A cost below 1, an
+	// invalid limit or two limits with one name give an error wrapping
+	// ErrInvalidOptions. A cost above a limit's capacity (a rate's burst, a
+	// quota's count) can never be allowed: it is denied, consuming nothing,
+	// with RetryAfter equal to Reset (for a rate, at least one emission
+	// interval), after which it is still denied.
 	Allow(ctx context.Context, keyID string, limits []Limit, cost int64) (LimitResult, error)
 }
 
@@ -102,16 +107,20 @@ func (l Limit) Validate() error {
 type LimitResult struct {
 	// Allowed reports whether the request may proceed (and was counted).
 	Allowed bool
-	// Limit is the tightest limit: the one that denied, or the one with
-	// the fewest requests remaining.
+	// Limit is the tightest limit: the one that denied (the longest wait
+	// when several did), or the one with the fewest requests remaining
+	// (then the longest Reset).
 	Limit Limit
 	// Remaining is what the tightest limit still admits after this call.
 	Remaining int64
 	// Reset is the time until the tightest limit is fully available again
-	// (for a quota, the end of its window).
+	// (for a quota, the end of its window; for a rate, until its burst is
+	// whole again).
 	Reset time.Duration
 	// RetryAfter, when denied, is the time until the same call could be
-	// allowed.
+	// allowed: for a quota, the end of its window; for a rate, until it
+	// has room for the cost. With several denying limits it is the longest
+	// of their waits, and Limit is that limit. Zero when allowed.
 	RetryAfter time.Duration
 }
 

@@ -280,8 +280,8 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	if mw.limitsFor == nil && opts.Plans != nil {
 		mw.limitsFor = opts.Plans.For
 	}
-	for status, detail := range problemDetails {
-		b, err := json.Marshal(problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail})
+	for _, status := range []int{400, 401, 403, 429, 503} {
+		b, err := json.Marshal(problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: problemDetail(status)})
 		if err != nil {
 			return nil, err
 		}
@@ -297,14 +297,20 @@ type problem struct {
 	Detail string `json:"detail"`
 }
 
-// problemDetails are the fixed texts of the built-in responses: one per
-// status, so that every 401 for a bad key is byte-identical.
-var problemDetails = map[int]string{
-	http.StatusBadRequest:         "The request carries its credentials in a malformed way.",
-	http.StatusUnauthorized:       "A valid API key is required.",
-	http.StatusForbidden:          "The API key lacks a scope this resource requires.",
-	http.StatusTooManyRequests:    "The API key's rate limit is exceeded.",
-	http.StatusServiceUnavailable: "Authentication is temporarily unavailable.",
+// problemDetail is the fixed text of a built-in response: one per status,
+// so that every 401 for a bad key is byte-identical.
+func problemDetail(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "The request carries its credentials in a malformed way."
+	case http.StatusUnauthorized:
+		return "A valid API key is required."
+	case http.StatusForbidden:
+		return "The API key lacks a scope this resource requires."
+	case http.StatusTooManyRequests:
+		return "The API key's rate limit is exceeded."
+	}
+	return "Authentication is temporarily unavailable."
 }
 
 type contextKey struct{}
@@ -608,8 +614,6 @@ func (mw *Middleware) custom(w http.ResponseWriter, r *http.Request, err error) 
 	return true
 }
 
-var outcomes = []error{ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrInsufficientScope, ErrRateLimited, ErrUnavailable}
-
 func isOutcome(err error) bool { return sentinel(err) != nil }
 
 // sentinel returns the outcome err stands for: a *ScopeError or
@@ -624,7 +628,7 @@ func sentinel(err error) error {
 	case errors.As(err, &rl):
 		return rl
 	}
-	for _, s := range outcomes {
+	for _, s := range []error{ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrInsufficientScope, ErrRateLimited, ErrUnavailable} {
 		if errors.Is(err, s) {
 			return s
 		}

@@ -127,7 +127,7 @@ func rows() []row {
 		{name: "query while query is on", opts: apikey.MiddlewareOptions{AllowQuery: true},
 			req: func(f *fixture) *http.Request { return get("/?api_key=" + f.valid) }, status: 200},
 		{name: "two query keys", opts: apikey.MiddlewareOptions{AllowQuery: true},
-			req: func(f *fixture) *http.Request { return get("/?api_key=" + f.valid + "&api_key=" + f.valid) },
+			req:    func(f *fixture) *http.Request { return get("/?api_key=" + f.valid + "&api_key=" + f.valid) },
 			status: 400, challenge: invalidReq, storeFree: true, sentinel: apikey.ErrBadRequest},
 		{name: "8 KiB token", req: func(*fixture) *http.Request { return bearer(strings.Repeat("a", 8192)) },
 			status: 400, challenge: invalidReq, storeFree: true, sentinel: apikey.ErrBadRequest},

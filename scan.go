@@ -61,4 +61,4 @@ func (f Format) Redact(text string) string {
 	return b.String()
 }
 
-func isTokenByte(c byte) bool { return c == '_' || decode62[c] >= 0 }
+func isTokenByte(c byte) bool { return c == '_' || value62(c) >= 0 }

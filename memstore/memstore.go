@@ -88,7 +88,6 @@ func (s *Store) Update(ctx context.Context, k *apikey.Key) error {
 	}
 	if old.Owner != c.Owner {
 		s.unindex(old)
-		s.keys[c.ID] = nil
 		delete(s.keys, c.ID)
 		return s.create(c)
 	}

@@ -357,8 +357,20 @@ func (m *Manager) Revoke(ctx context.Context, id string) error {
 	if err != nil {
 		return storeErr("revoke", err)
 	}
-	m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Time: now})
+	m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: m.owner(ctx, id), Time: now})
 	return nil
+}
+
+// owner returns the owner of key id for an event, reading the store only
+// when someone listens.
+func (m *Manager) owner(ctx context.Context, id string) string {
+	if m.onEvent == nil && m.log == nil {
+		return ""
+	}
+	if k, err := m.store.Get(ctx, id); err == nil {
+		return k.Owner
+	}
+	return ""
 }
 
 // RevokeOwner revokes every key of owner (the answer to a leak) and returns
@@ -401,12 +413,13 @@ func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, erro
 // Delete removes the key with the given id from the store; prefer Revoke,
 // which keeps the record for audits.
 func (m *Manager) Delete(ctx context.Context, id string) error {
+	owner := m.owner(ctx, id)
 	err := m.store.Delete(ctx, id)
 	m.cache.invalidate(id)
 	if err != nil {
 		return storeErr("delete", err)
 	}
-	m.emit(ctx, Event{Type: EventDelete, KeyID: id, Time: m.now()})
+	m.emit(ctx, Event{Type: EventDelete, KeyID: id, Owner: owner, Time: m.now()})
 	return nil
 }
 

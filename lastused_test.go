@@ -175,6 +175,7 @@ func TestEvents(t *testing.T) {
 	assert.NoError(t, events[1].Err)
 	assert.ErrorIs(t, events[2].Err, apikey.ErrMalformed)
 	assert.Equal(t, "alice", events[3].Owner)
+	assert.Equal(t, "alice", events[4].Owner)
 
 	t.Run("a panicking hook changes nothing", func(t *testing.T) {
 		m := newManager(t, newSpy(), apikey.Options{OnEvent: func(context.Context, apikey.Event) { panic("hook") }})

@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"sync"
 	"time"
 
@@ -51,16 +52,19 @@ type Options struct {
 	// name, kind) in use. Zero means DefaultMaxKeys; negative is an error.
 	//
 	// The cap is enforced per shard: the limiter splits its states over up
-	// to 256 shards, each holding at most MaxKeys divided by the number of
-	// shards, so the limiter as a whole never holds more than MaxKeys
-	// states. When a new state would exceed its shard's cap, Allow drops
-	// states found expired among up to 32 states of the shard, and when
-	// none is expired it evicts one of them (belonging to another key id
-	// when possible). Evicting a state forgets what that key consumed, so
-	// it can only make the limiter more permissive for that key, never
-	// deny a request that should be allowed; Allow never fails because of
-	// the cap. Size MaxKeys above the number of (key, limit) pairs active
-	// within a window so that eviction does not happen in normal use.
+	// to 256 shards by key id, each holding at most MaxKeys divided by the
+	// number of shards, so the limiter as a whole never holds more than
+	// MaxKeys states. When new states would exceed their shard's cap, Allow
+	// first drops the expired states of up to 32 other key ids of the shard
+	// and, when none was expired, evicts all states of one of those key ids
+	// (arbitrary, not the least recently used), repeating until the new
+	// states fit. Evicting forgets what that key consumed, so it can only
+	// make the limiter more permissive for that key, never deny a request
+	// that should be allowed; Allow never fails because of the cap. (Only
+	// when a single key id uses more limits than a shard holds are its
+	// extra limits left uncounted.) Size MaxKeys above the number of (key,
+	// limit) pairs active within a window so that eviction does not happen
+	// in normal use.
 	MaxKeys int
 }
 
@@ -79,29 +83,40 @@ type Limiter struct {
 
 var _ apikey.Limiter = (*Limiter)(nil)
 
-// stateKey identifies one state. A struct key avoids building a string per
-// call.
-type stateKey struct {
-	id   string
-	name string
-	kind apikey.LimitKind
+// entry holds the states of one key id, one slot per limit in use. Keying
+// the shard's map by key id alone, with a short slice of slots, avoids
+// building a string or hashing the limit name per call.
+type entry struct {
+	slots []slot
 }
 
-// state is the stored state of one limit for one key id.
+// slot is the stored state of one limit of a key id.
 //
 // For a rate, v is the theoretical arrival time (TAT) in nanoseconds since
 // Limiter.base and exp equals v. For a quota, w is the start of the current
 // window in Unix nanoseconds, v the amount consumed in it, and exp the end
 // of the window in Unix nanoseconds.
-type state struct {
+type slot struct {
+	name      string
+	kind      apikey.LimitKind
 	v, w, exp int64
+}
+
+// expired reports whether a slot no longer matters: a rate whose TAT has
+// passed, or a quota whose window has ended.
+func (s *slot) expired(mono, wall int64) bool {
+	if s.kind == apikey.KindRate {
+		return s.exp <= mono
+	}
+	return s.exp <= wall
 }
 
 type shard struct {
 	mu      sync.Mutex
-	m       map[stateKey]*state
+	m       map[string]*entry
+	n       int // slots held
 	sweepAt int
-	_       [40]byte // keep shards on distinct cache lines
+	_       [32]byte // keep shards on distinct cache lines
 }
 
 // New returns a Limiter configured by opts. It reports an error wrapping
@@ -131,7 +146,7 @@ func New(opts Options) (*Limiter, error) {
 		shards:   make([]shard, n),
 	}
 	for i := range l.shards {
-		l.shards[i].m = make(map[stateKey]*state)
+		l.shards[i].m = make(map[string]*entry)
 		l.shards[i].sweepAt = minSweep
 	}
 	return l, nil
@@ -144,16 +159,17 @@ func (l *Limiter) Len() int {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		n += sh.n
 		sh.mu.Unlock()
 	}
 	return n
 }
 
 // pending is the decision on one limit of a call, kept until all limits of
-// the call are decided.
+// the call are decided: the slot to update (-1 for a new one) and its new
+// values.
 type pending struct {
-	st        *state
+	slot      int
 	v, w, exp int64
 }
 
@@ -162,8 +178,9 @@ type pending struct {
 // cost is below 1, a limit is invalid or two limits share a name, and the
 // context's error when ctx is done. A cost above a limit's capacity (its
 // burst for a rate, its count for a quota) can never be allowed: it is
-// denied with RetryAfter equal to Reset.
-func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+// denied with RetryAfter equal to Reset, which for a rate is at least one
+// emission interval.
+func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit, cost int64) (res apikey.LimitResult, err error) {
 	if err := validate(limits, cost); err != nil {
 		return apikey.LimitResult{}, err
 	}
@@ -177,6 +194,10 @@ func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit
 	t := l.now()
 	mono := int64(t.Sub(l.base))
 	wall := t.UnixNano()
+	if len(limits) == 1 {
+		l.allowOne(&res, keyID, limits, cost, mono, wall)
+		return res, nil
+	}
 
 	var buf [inlineLimits]pending
 	pend := buf[:0]
@@ -186,13 +207,22 @@ func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit
 
 	sh := &l.shards[maphash.String(l.seed, keyID)&l.mask]
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
+	e := sh.m[keyID]
 
 	var best outcome
 	allowed := true
 	for i := range limits {
 		lim := &limits[i]
-		st := sh.m[stateKey{id: keyID, name: lim.Name, kind: lim.Kind}]
+		var st *slot
+		idx := -1
+		if e != nil {
+			for j := range e.slots {
+				if s := &e.slots[j]; s.name == lim.Name && s.kind == lim.Kind {
+					st, idx = s, j
+					break
+				}
+			}
+		}
 		var o outcome
 		var p pending
 		if lim.Kind == apikey.KindRate {
@@ -200,7 +230,7 @@ func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit
 		} else {
 			o, p = decideQuota(lim, st, wall, cost)
 		}
-		p.st = st
+		p.slot = idx
 		pend = append(pend, p)
 		o.index = i
 		if !o.allowed {
@@ -211,7 +241,7 @@ func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit
 		}
 	}
 
-	res := apikey.LimitResult{
+	res = apikey.LimitResult{
 		Allowed:   allowed,
 		Limit:     limits[best.index],
 		Remaining: best.remaining,
@@ -219,29 +249,149 @@ func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit
 	}
 	if !allowed {
 		res.RetryAfter = time.Duration(best.retry)
+		sh.mu.Unlock()
 		return res, nil
 	}
-	// Update existing states before inserting new ones: an insert may
-	// evict expired states, and the states of this call are not expired
-	// once updated.
-	fresh := false
+	added := 0
 	for i := range pend {
-		if p := &pend[i]; p.st != nil {
-			p.st.v, p.st.w, p.st.exp = p.v, p.w, p.exp
+		if p := &pend[i]; p.slot >= 0 {
+			s := &e.slots[p.slot]
+			s.v, s.w, s.exp = p.v, p.w, p.exp
 		} else {
-			fresh = true
+			added++
 		}
 	}
-	if fresh {
-		for i := range pend {
-			if p := &pend[i]; p.st == nil {
-				lim := &limits[i]
-				sh.insert(stateKey{id: keyID, name: lim.Name, kind: lim.Kind},
-					&state{v: p.v, w: p.w, exp: p.exp}, l.perShard, mono, wall)
+	if added > 0 {
+		l.add(sh, e, keyID, limits, pend, added, mono, wall)
+	}
+	sh.mu.Unlock()
+	return res, nil
+}
+
+// allowOne is Allow for a single limit, without the bookkeeping that
+// deciding several limits together needs.
+func (l *Limiter) allowOne(res *apikey.LimitResult, keyID string, limits []apikey.Limit, cost, mono, wall int64) {
+	lim := &limits[0]
+	sh := &l.shards[maphash.String(l.seed, keyID)&l.mask]
+	sh.mu.Lock()
+	e := sh.m[keyID]
+	var st *slot
+	if e != nil {
+		for j := range e.slots {
+			if s := &e.slots[j]; s.name == lim.Name && s.kind == lim.Kind {
+				st = s
+				break
 			}
 		}
 	}
-	return res, nil
+	var o outcome
+	var p pending
+	if lim.Kind == apikey.KindRate {
+		o, p = decideRate(lim, st, mono, cost)
+	} else {
+		o, p = decideQuota(lim, st, wall, cost)
+	}
+	switch {
+	case !o.allowed:
+	case st != nil:
+		st.v, st.w, st.exp = p.v, p.w, p.exp
+	default:
+		p.slot = -1
+		l.add(sh, e, keyID, limits, []pending{p}, 1, mono, wall)
+	}
+	sh.mu.Unlock()
+	res.Allowed, res.Limit, res.Remaining, res.Reset = o.allowed, *lim, o.remaining, time.Duration(o.reset)
+	if !o.allowed {
+		res.RetryAfter = time.Duration(o.retry)
+	}
+}
+
+// add stores the new slots of a call: those of pend with no slot. It drops
+// the expired slots of the key id, makes room when the shard is at its cap
+// and sweeps expired states when the shard has doubled since the last
+// sweep. The caller holds sh.mu and has updated the existing slots, so none
+// of the key's slots used by this call is expired.
+func (l *Limiter) add(sh *shard, e *entry, keyID string, limits []apikey.Limit, pend []pending, added int, mono, wall int64) {
+	if e == nil {
+		e = &entry{slots: make([]slot, 0, added)}
+		sh.m[keyID] = e
+	} else {
+		sh.n -= e.compact(mono, wall)
+	}
+	if sh.n+added > l.perShard {
+		sh.evict(keyID, sh.n+added-l.perShard, mono, wall)
+		// Only when one key id has more limits than a shard holds: what
+		// does not fit is not counted.
+		added = max(0, min(added, l.perShard-sh.n))
+	}
+	for i, n := 0, 0; i < len(pend) && n < added; i++ {
+		if p := &pend[i]; p.slot < 0 {
+			e.slots = append(e.slots, slot{name: limits[i].Name, kind: limits[i].Kind, v: p.v, w: p.w, exp: p.exp})
+			n++
+		}
+	}
+	if len(e.slots) == 0 {
+		delete(sh.m, keyID)
+	}
+	sh.n += added
+	if sh.n >= sh.sweepAt {
+		for id, e := range sh.m {
+			if sh.n -= e.compact(mono, wall); len(e.slots) == 0 {
+				delete(sh.m, id)
+			}
+		}
+		sh.sweepAt = max(minSweep, 2*sh.n)
+	}
+}
+
+// compact drops the expired slots of e and returns how many it dropped.
+func (e *entry) compact(mono, wall int64) int {
+	kept := e.slots[:0]
+	for _, s := range e.slots {
+		if !s.expired(mono, wall) {
+			kept = append(kept, s)
+		}
+	}
+	n := len(e.slots) - len(kept)
+	clear(e.slots[len(kept):])
+	e.slots = kept
+	return n
+}
+
+// evict frees at least need slots of key ids other than id, when the shard
+// holds that many. It inspects up to evictSample entries at a time, drops
+// their expired slots, and when that frees nothing drops one entry whole.
+func (sh *shard) evict(id string, need int, mono, wall int64) {
+	for need > 0 {
+		freed, seen := 0, 0
+		var victim string
+		found := false
+		for k, e := range sh.m {
+			if k == id {
+				continue
+			}
+			n := e.compact(mono, wall)
+			if len(e.slots) == 0 {
+				delete(sh.m, k)
+			}
+			freed += n
+			if !found && len(e.slots) > 0 {
+				victim, found = k, true
+			}
+			if seen++; seen == evictSample {
+				break
+			}
+		}
+		if freed == 0 {
+			if !found {
+				return // nothing but id's own states
+			}
+			freed = len(sh.m[victim].slots)
+			delete(sh.m, victim)
+		}
+		sh.n -= freed
+		need -= freed
+	}
 }
 
 // outcome is the answer of one limit.
@@ -280,9 +430,20 @@ func gcra(lim *apikey.Limit) (t, burst int64) {
 	return t, burst
 }
 
+// shortHorizon reports, without dividing, that burst*period (which bounds
+// burst*T) is below maxHorizon.
+func shortHorizon(lim *apikey.Limit) bool {
+	burst := lim.Burst
+	if burst == 0 {
+		burst = lim.Count
+	}
+	hi, lo := bits.Mul64(uint64(burst), uint64(lim.Period))
+	return hi == 0 && lo <= uint64(maxHorizon)
+}
+
 // decideRate applies GCRA: a request of cost c at now is allowed when
 // max(TAT, now) + c*T - now <= B*T, and then moves TAT there.
-func decideRate(lim *apikey.Limit, st *state, now, cost int64) (outcome, pending) {
+func decideRate(lim *apikey.Limit, st *slot, now, cost int64) (outcome, pending) {
 	t, burst := gcra(lim)
 	tau := burst * t
 	tat := now
@@ -304,7 +465,7 @@ func decideRate(lim *apikey.Limit, st *state, now, cost int64) (outcome, pending
 }
 
 // decideQuota counts cost against the current UTC window.
-func decideQuota(lim *apikey.Limit, st *state, now, cost int64) (outcome, pending) {
+func decideQuota(lim *apikey.Limit, st *slot, now, cost int64) (outcome, pending) {
 	ws, we := window(lim.Window, now)
 	var used int64
 	if st != nil && st.w == ws {
@@ -352,9 +513,8 @@ func validate(limits []apikey.Limit, cost int64) error {
 		if err := lim.Validate(); err != nil {
 			return fmt.Errorf("memlimit: %w", err)
 		}
-		if lim.Kind == apikey.KindRate {
-			t, burst := gcra(lim)
-			if burst > maxHorizon/t {
+		if lim.Kind == apikey.KindRate && !shortHorizon(lim) {
+			if t, burst := gcra(lim); burst > maxHorizon/t {
 				return fmt.Errorf("%w: memlimit: limit %q: burst times period/count is too long", apikey.ErrInvalidOptions, lim.Name)
 			}
 		}
@@ -365,59 +525,4 @@ func validate(limits []apikey.Limit, cost int64) error {
 		}
 	}
 	return nil
-}
-
-// expired reports whether a state no longer matters: a rate whose TAT has
-// passed, or a quota whose window has ended.
-func expired(k stateKey, st *state, mono, wall int64) bool {
-	if k.kind == apikey.KindRate {
-		return st.exp <= mono
-	}
-	return st.exp <= wall
-}
-
-// insert adds a state, making room first when the shard is at its cap and
-// sweeping expired states when the shard has doubled since the last sweep.
-// The caller holds sh.mu.
-func (sh *shard) insert(k stateKey, st *state, limit int, mono, wall int64) {
-	if len(sh.m) >= limit {
-		sh.evict(k.id, mono, wall)
-	}
-	sh.m[k] = st
-	if len(sh.m) >= sh.sweepAt {
-		for k, st := range sh.m {
-			if expired(k, st, mono, wall) {
-				delete(sh.m, k)
-			}
-		}
-		sh.sweepAt = max(minSweep, 2*len(sh.m))
-	}
-}
-
-// evict drops the expired states among up to evictSample states of the
-// shard; when none was expired, it drops one live state, of another key id
-// than id when it saw one.
-func (sh *shard) evict(id string, mono, wall int64) {
-	var victim, fallback *stateKey
-	seen, dropped := 0, 0
-	for k, st := range sh.m {
-		if expired(k, st, mono, wall) {
-			delete(sh.m, k)
-			dropped++
-		} else if victim == nil && k.id != id {
-			victim = &k
-		} else if fallback == nil {
-			fallback = &k
-		}
-		if seen++; seen == evictSample {
-			break
-		}
-	}
-	switch {
-	case dropped > 0:
-	case victim != nil:
-		delete(sh.m, *victim)
-	case fallback != nil:
-		delete(sh.m, *fallback)
-	}
 }

@@ -151,3 +151,15 @@ func TestAllowDoesNotAllocate(t *testing.T) {
 		})
 	}
 }
+
+func TestCapSmallerThanOneKeysLimits(t *testing.T) {
+	l, _ := newAt(t, 2)
+	limits := []apikey.Limit{
+		apikey.Quota("a", 1, apikey.Day), apikey.Quota("b", 1, apikey.Day), apikey.Quota("c", 1, apikey.Day),
+	}
+	require.True(t, allow(t, l, "k", limits...))
+	assert.Equal(t, 2, l.Len())
+	assert.False(t, allow(t, l, "k", limits...), "the limits that fit are counted")
+	require.True(t, allow(t, l, "other", limits[0]))
+	assert.LessOrEqual(t, l.Len(), 2)
+}

@@ -4,8 +4,9 @@
 //
 // Each Allow is one round trip: an EVALSHA of a Lua script (EVAL when the
 // server lost the script, after which EVALSHA works again) that reads the
-// time with Redis's TIME, decides every limit of the call, and writes the new
-// states with their expiry only when all limits allow. The servers' own
+// time with Redis's TIME, reads every state with one MGET, decides every
+// limit of the call, writes the new states with their expiry (PSETEX) only
+// when all limits allow, and replies with the tightest limit only. The servers' own
 // clocks do not matter. Time is counted in integer microseconds.
 //
 // Storage keys are built from the key id and the limit name only, never
@@ -40,10 +41,13 @@ import (
 // DefaultPrefix is the default of Options.Prefix.
 const DefaultPrefix = "apikey:rl:"
 
-// maxExact bounds the numbers the script handles (a rate's burst times its
-// emission interval in microseconds, a quota's count) so that Lua's doubles
-// hold them exactly.
+// maxExact bounds a rate's burst times its emission interval in
+// microseconds, so that Lua's doubles hold the script's numbers exactly.
 const maxExact = int64(1) << 50
+
+// maxCount bounds a quota's count, which the script turns into a string
+// with Lua's 14 significant digits.
+const maxCount = int64(100_000_000_000_000)
 
 //go:embed limit.lua
 var scriptSource string
@@ -89,7 +93,8 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 // It reports an error wrapping apikey.ErrInvalidOptions when keyID is
 // empty, cost is below 1, a limit is invalid, two limits share a name, or a
 // limit exceeds what the script computes exactly (a quota count or a rate's
-// burst times period/count in microseconds of 2^50 or more). It reports an
+// burst times period/count in microseconds of 2^50 or more, a quota count of
+// 10^14 or more). It reports an
 // error wrapping apikey.ErrUnavailable (and the cause, such as a network
 // error or ctx's error) when Redis fails; a denial is never an error.
 //
@@ -110,7 +115,7 @@ func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit
 	}
 
 	keys := make([]string, len(limits))
-	args := make([]any, 1, 1+3*len(limits))
+	args := make([]any, 1, 1+2*len(limits))
 	args[0] = cost
 	base := l.prefix + "{" + keyID + "}:"
 	for i := range limits {
@@ -118,10 +123,10 @@ func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit
 		if lim.Kind == apikey.KindRate {
 			t, burst := gcra(lim)
 			keys[i] = base + "r:" + lim.Name
-			args = append(args, 1, t, burst)
+			args = append(args, t, burst)
 		} else {
 			keys[i] = base + "q:" + lim.Name
-			args = append(args, 2, lim.Count, int64(lim.Window))
+			args = append(args, -lim.Count, int64(lim.Window))
 		}
 	}
 
@@ -129,45 +134,21 @@ func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit
 	if err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
 	}
-	if len(vals) != 1+4*len(limits) {
-		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable,
-			fmt.Errorf("script returned %d values for %d limits", len(vals), len(limits)))
+	// allowed, index of the tightest limit (from 1), remaining, reset,
+	// retry.
+	if len(vals) != 5 || vals[1] < 1 || vals[1] > int64(len(limits)) {
+		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: unexpected script reply %v", apikey.ErrUnavailable, vals)
 	}
-
-	best := 0
-	for i := 1; i < len(limits); i++ {
-		if tighter(vals[1+4*i:], vals[1+4*best:]) {
-			best = i
-		}
-	}
-	o := vals[1+4*best:]
 	res := apikey.LimitResult{
 		Allowed:   vals[0] == 1,
-		Limit:     limits[best],
-		Remaining: o[1],
-		Reset:     time.Duration(o[2]) * time.Microsecond,
+		Limit:     limits[vals[1]-1],
+		Remaining: vals[2],
+		Reset:     time.Duration(vals[3]) * time.Microsecond,
 	}
 	if !res.Allowed {
-		res.RetryAfter = time.Duration(o[3]) * time.Microsecond
+		res.RetryAfter = time.Duration(vals[4]) * time.Microsecond
 	}
 	return res, nil
-}
-
-// tighter reports whether outcome o (allowed, remaining, reset, retry)
-// should be reported instead of b: a denial before an allowance, among
-// denials the longest wait, among allowances the fewest remaining and then
-// the longest reset.
-func tighter(o, b []int64) bool {
-	if o[0] != b[0] {
-		return o[0] == 0
-	}
-	if o[0] == 0 {
-		return o[3] > b[3]
-	}
-	if o[1] != b[1] {
-		return o[1] < b[1]
-	}
-	return o[2] > b[2]
 }
 
 // gcra returns a rate's emission interval in microseconds, rounded up, and
@@ -198,7 +179,7 @@ func validate(limits []apikey.Limit, cost int64) error {
 				return fmt.Errorf("%w: redislimit: limit %q: burst times period/count is too long", apikey.ErrInvalidOptions, lim.Name)
 			}
 		case apikey.KindQuota:
-			if lim.Count >= maxExact {
+			if lim.Count >= maxCount {
 				return fmt.Errorf("%w: redislimit: limit %q: count is too large", apikey.ErrInvalidOptions, lim.Name)
 			}
 		}
@@ -210,4 +191,3 @@ func validate(limits []apikey.Limit, cost int64) error {
 	}
 	return nil
 }
-

@@ -1,0 +1,83 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/redislimit"
+)
+
+// limitRedis returns a client for the Redis server named by
+// APIKEY_TEST_REDIS_ADDR, and a key prefix of its own whose keys are
+// deleted at the end. It skips the benchmark when the variable is unset.
+func limitRedis(b *testing.B) (*redis.Client, string) {
+	b.Helper()
+	addr := os.Getenv("APIKEY_TEST_REDIS_ADDR")
+	if addr == "" {
+		b.Skip("APIKEY_TEST_REDIS_ADDR is not set")
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		b.Fatalf("Redis at %s: %v", addr, err)
+	}
+	prefix := "apikey:bench:" + rand.Text()[:12] + ":"
+	b.Cleanup(func() {
+		ctx := context.Background()
+		for _, pattern := range []string{prefix + "*", "rate:" + prefix + "*"} {
+			iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+			for iter.Next(ctx) {
+				c.Del(ctx, iter.Val())
+			}
+		}
+		_ = c.Close()
+	})
+	return c, prefix
+}
+
+// BenchmarkRedisLimiter compares redislimit deciding a rate and a quota
+// together to github.com/go-redis/redis_rate deciding a single rate, on the
+// same Redis server (APIKEY_TEST_REDIS_ADDR), over 10,000 keys, serially
+// (round-trip latency) and in parallel (throughput).
+func BenchmarkRedisLimiter(b *testing.B) {
+	ids := limitIDs()
+	ctx := context.Background()
+
+	for _, mode := range []string{"serial", "parallel"} {
+		b.Run("lib=redis_rate/limits=1/mode="+mode, func(b *testing.B) {
+			c, prefix := limitRedis(b)
+			l := redis_rate.NewLimiter(c)
+			limit := redis_rate.PerSecond(1_000_000_000)
+			keys := make([]string, len(ids))
+			for i, id := range ids {
+				keys[i] = prefix + id
+			}
+			runLimit(b, mode, keys, func(key string) bool {
+				res, err := l.Allow(ctx, key, limit)
+				return err == nil && res.Allowed > 0
+			})
+		})
+
+		b.Run("lib=redislimit/limits=2/mode="+mode, func(b *testing.B) {
+			c, prefix := limitRedis(b)
+			l, err := redislimit.New(c, redislimit.Options{Prefix: prefix})
+			if err != nil {
+				b.Fatal(err)
+			}
+			limits := []apikey.Limit{
+				apikey.Rate("per-second", 1_000_000_000, time.Second, 0),
+				apikey.Quota("daily", limitHuge, apikey.Day),
+			}
+			runLimit(b, mode, ids, func(id string) bool {
+				res, err := l.Allow(ctx, id, limits, 1)
+				return err == nil && res.Allowed
+			})
+		})
+	}
+}

@@ -31,9 +31,9 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// Start is the time a Clock shows when a subtest begins: noon UTC, so that
-// a day's quota has 12 hours left.
-var Start = time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC)
+// Start returns the time a Clock shows when a subtest begins,
+// 2026-03-14T12:00:00Z: noon UTC, so that a day's quota has 12 hours left.
+func Start() time.Time { return time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC) }
 
 // Clock is a manual clock moved by the suite. A limiter under test reads
 // it with Now, or registers with OnMove to be told of every move (to move
@@ -132,7 +132,7 @@ func Run(t *testing.T, cfg Config) {
 			if tc.clock && cfg.RealTime {
 				t.Skip("limitertest: needs a clock the test controls")
 			}
-			clock := NewClock(Start)
+			clock := NewClock(Start())
 			l := cfg.New(t, clock)
 			require.NotNil(t, l, "limitertest: New returned nil")
 			tc.fn(t, env{l: l, clock: clock, real: cfg.RealTime})

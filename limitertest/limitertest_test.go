@@ -10,8 +10,8 @@ import (
 )
 
 func TestClock(t *testing.T) {
-	c := limitertest.NewClock(limitertest.Start)
-	assert.Equal(t, limitertest.Start, c.Now())
+	c := limitertest.NewClock(limitertest.Start())
+	assert.Equal(t, limitertest.Start(), c.Now())
 
 	type move struct {
 		now time.Time
@@ -21,12 +21,12 @@ func TestClock(t *testing.T) {
 	c.OnMove(func(now time.Time, d time.Duration) { moves = append(moves, move{now, d}) })
 
 	c.Advance(time.Second)
-	assert.Equal(t, limitertest.Start.Add(time.Second), c.Now())
-	earlier := limitertest.Start.Add(-time.Hour)
+	assert.Equal(t, limitertest.Start().Add(time.Second), c.Now())
+	earlier := limitertest.Start().Add(-time.Hour)
 	c.Set(earlier)
 	assert.Equal(t, earlier, c.Now())
 	assert.Equal(t, []move{
-		{limitertest.Start.Add(time.Second), time.Second},
+		{limitertest.Start().Add(time.Second), time.Second},
 		{earlier, -time.Hour - time.Second},
 	}, moves)
 }

@@ -50,7 +50,7 @@ func TestRateTooLongIsInvalid(t *testing.T) {
 // newAt returns a limiter with MaxKeys maxKeys on a manual clock.
 func newAt(t *testing.T, maxKeys int) (*memlimit.Limiter, *limitertest.Clock) {
 	t.Helper()
-	clock := limitertest.NewClock(limitertest.Start)
+	clock := limitertest.NewClock(limitertest.Start())
 	l, err := memlimit.New(memlimit.Options{Now: clock.Now, MaxKeys: maxKeys})
 	require.NoError(t, err)
 	return l, clock

@@ -134,7 +134,7 @@ func TestNewValidatesOptions(t *testing.T) {
 }
 
 func TestAllowValidatesArguments(t *testing.T) {
-	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start))
+	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start()))
 	l := newLimiter(t, c, "")
 	tests := []struct {
 		name  string
@@ -154,7 +154,7 @@ func TestAllowValidatesArguments(t *testing.T) {
 }
 
 func TestStorageKeys(t *testing.T) {
-	clock := limitertest.NewClock(limitertest.Start)
+	clock := limitertest.NewClock(limitertest.Start())
 	mr, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, "app:")
 	limits := []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 0), apikey.Quota("daily", 100, apikey.Day)}
@@ -169,7 +169,7 @@ func TestStorageKeys(t *testing.T) {
 	assert.Equal(t, 12*time.Hour, mr.TTL("app:{abc123}:q:daily"))
 	tat, err := mr.Get("app:{abc123}:r:per-second")
 	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprint(limitertest.Start.Add(100*time.Millisecond).UnixMicro()), tat)
+	assert.Equal(t, fmt.Sprint(limitertest.Start().Add(100*time.Millisecond).UnixMicro()), tat)
 	q, err := mr.Get("app:{abc123}:q:daily")
 	require.NoError(t, err)
 	assert.Equal(t, fmt.Sprintf("%d:1", time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC).Unix()), q)
@@ -186,7 +186,7 @@ func TestStorageKeys(t *testing.T) {
 // a leap year): a quota used at the first microsecond of a month is still
 // used at its last microsecond, and reset at the next month.
 func TestMonthWindows(t *testing.T) {
-	clock := limitertest.NewClock(limitertest.Start)
+	clock := limitertest.NewClock(limitertest.Start())
 	_, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, "")
 	ctx := context.Background()
@@ -216,7 +216,7 @@ func TestScriptFlushIsRecovered(t *testing.T) {
 		client func(t *testing.T) (redis.UniversalClient, string)
 	}{
 		{"Miniredis", func(t *testing.T) (redis.UniversalClient, string) {
-			_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start))
+			_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start()))
 			return c, ""
 		}},
 		{"Redis", func(t *testing.T) (redis.UniversalClient, string) {
@@ -276,7 +276,7 @@ func TestOutageIsErrUnavailable(t *testing.T) {
 }
 
 func TestCancelledContextDuringCallIsUnavailable(t *testing.T) {
-	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start))
+	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start()))
 	l := newLimiter(t, c, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
 	defer cancel()
@@ -331,7 +331,7 @@ func TestInstancesShareAQuota(t *testing.T) {
 }
 
 func TestKeysNeverHoldMoreThanTheKeyID(t *testing.T) {
-	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start))
+	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start()))
 	l := newLimiter(t, c, "")
 	ctx := context.Background()
 	id := apikey.NewID()

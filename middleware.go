@@ -636,8 +636,10 @@ func sentinel(err error) error {
 	return nil
 }
 
+// logError logs a failure, unless the client went away: a cancelled
+// request is not a dependency's fault.
 func (mw *Middleware) logError(ctx context.Context, msg string, err error) {
-	if mw.log != nil {
+	if mw.log != nil && ctx.Err() == nil {
 		mw.log.LogAttrs(ctx, slog.LevelError, msg, slog.String("error", err.Error()))
 	}
 }

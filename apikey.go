@@ -260,9 +260,11 @@ func (m *Manager) create(ctx context.Context, k *Key, save func(context.Context,
 // A successful verification records a use for the next last-used flush;
 // it never writes to the store itself.
 func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
-	now := m.now()
-	k, id, err := m.verify(ctx, token, now)
+	k, id, now, err := m.verify(ctx, token)
 	if m.onEvent != nil || m.log != nil {
+		if now.IsZero() {
+			now = m.now()
+		}
 		e := Event{Type: EventVerify, KeyID: id, Err: err, Time: now}
 		if k != nil {
 			e.Owner = k.Owner
@@ -275,26 +277,29 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 	return k, nil
 }
 
-func (m *Manager) verify(ctx context.Context, token string, now time.Time) (*Key, string, error) {
+// verify returns the key of token, the key id, and the time it read from
+// the clock (zero when the token did not parse: garbage costs no clock
+// reading).
+func (m *Manager) verify(ctx context.Context, token string) (*Key, string, time.Time, error) {
 	if len(token) > MaxTokenLength {
-		return nil, "", ErrMalformed
+		return nil, "", time.Time{}, ErrMalformed
 	}
 	t, err := m.format.Parse(token)
 	if err != nil {
-		return nil, "", err
+		return nil, "", time.Time{}, err
 	}
+	now := m.now()
 	k, err := m.lookup(ctx, t, now)
-	if err != nil {
-		return nil, t.ID, err
-	}
-	if k.Revoked(now) {
-		return k, k.ID, ErrRevoked
-	}
-	if k.Expired(now) {
-		return k, k.ID, ErrExpired
+	switch {
+	case err != nil:
+		return nil, t.ID, now, err
+	case k.Revoked(now):
+		return k, k.ID, now, ErrRevoked
+	case k.Expired(now):
+		return k, k.ID, now, ErrExpired
 	}
 	m.usage.record(k.ID, now)
-	return k, k.ID, nil
+	return k, k.ID, now, nil
 }
 
 // check compares t's material with the digest of k (the dummy digest when

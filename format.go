@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"math"
 	"strings"
+	"unsafe"
 )
 
 // Token grammar
@@ -137,9 +138,23 @@ func (f Format) Compose(id, secret string) (string, error) {
 	return s, nil
 }
 
+// base62Lo and base62Hi are bitmaps of the base62 bytes 0-63 and 64-127.
+const (
+	base62Lo uint64 = 0x3ff000000000000
+	base62Hi uint64 = 0x7fffffe07fffffe
+)
+
 func isBase62(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if value62(s[i]) < 0 {
+		c := s[i]
+		if c >= 128 {
+			return false
+		}
+		m := base62Lo
+		if c >= 64 {
+			m = base62Hi
+		}
+		if m>>(c&63)&1 == 0 {
 			return false
 		}
 	}
@@ -201,14 +216,10 @@ func hint(prefix, token string) string {
 	return prefix + "_..." + token[len(token)-hintSuffix:]
 }
 
-// crc32String computes the IEEE CRC-32 of s, byte by byte, without
-// copying s.
+// crc32String computes the IEEE CRC-32 of s without copying it: the
+// checksum only reads its input, so a byte view of the string is safe.
 func crc32String(s string) uint32 {
-	crc := ^uint32(0)
-	for i := 0; i < len(s); i++ {
-		crc = crc32.IEEETable[byte(crc)^s[i]] ^ (crc >> 8)
-	}
-	return ^crc
+	return crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 func encodeChecksum(dst []byte, v uint32) {

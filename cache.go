@@ -182,8 +182,10 @@ func safeGet(ctx context.Context, get func(context.Context, string) (*Key, error
 	return k, err
 }
 
+// panicError carries a recovered panic as an error.
 type panicError struct{ v any }
 
+// Error describes the panic.
 func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }
 
 // Invalidate drops id from m's verification cache, so the next

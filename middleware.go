@@ -410,6 +410,7 @@ type ScopeError struct {
 	Any bool
 }
 
+// Error returns ErrInsufficientScope's message.
 func (e *ScopeError) Error() string { return ErrInsufficientScope.Error() }
 
 // Is makes errors.Is(e, ErrInsufficientScope) true.
@@ -464,6 +465,7 @@ type RateLimitError struct {
 	Result LimitResult
 }
 
+// Error returns ErrRateLimited's message.
 func (e *RateLimitError) Error() string { return ErrRateLimited.Error() }
 
 // Is makes errors.Is(e, ErrRateLimited) true.

@@ -186,6 +186,8 @@ func TestMiddlewareTable(t *testing.T) {
 			if tc.status != 200 {
 				assert.Equal(t, problemJSON, res.Header.Get("Content-Type"))
 				assert.Equal(t, "no-store", res.Header.Get("Cache-Control"))
+			} else {
+				assert.Equal(t, "text/plain; charset=utf-8", res.Header.Get("Content-Type"), "the handler's own response")
 			}
 			if tc.status == 503 {
 				assert.Equal(t, "5", res.Header.Get("Retry-After"))

@@ -1,17 +1,26 @@
 -- Decides all limits of one request for one key id, atomically.
 --
--- KEYS[i]: the state key of limit i, all hash-tagged by the key id.
+-- KEYS[1]: the state key of the key id, "<prefix>{<key id>}".
 -- ARGV[1]: cost (>= 1).
--- ARGV[2i], ARGV[2i+1]: limit i as a, b:
+-- ARGV[3i-1], ARGV[3i], ARGV[3i+1]: limit i as "\n<name>=", a, b:
 --   rate:  a = emission interval T in microseconds (> 0), b = burst B;
 --   quota: a = minus the count N (< 0), b = window (1 minute, 2 hour,
 --          3 day, 4 month).
 --
--- State, integers in decimal:
---   rate:  "<tat>", the theoretical arrival time in Unix microseconds;
+-- The state key holds "\n" followed by one "<name>=<value>\n" per limit.
+-- Names hold no "\n" (the caller rejects them) but may hold "=", values
+-- hold neither, so an entry's name ends at its last "=". Values are
+-- integers in decimal:
+--   rate:  "<tat>", the theoretical arrival time in Unix microseconds; it
 --          expires at the TAT, when it no longer matters.
---   quota: "<window start in Unix seconds>:<used>"; expires at the end of
+--   quota: "<window end in Unix seconds>:<used>"; it expires at the end of
 --          the window.
+-- The ":" tells the kinds apart, so a rate and a quota may share a name.
+-- An entry is found with a plain search for "\n<name>=" checked against
+-- the shape of its value. Entries of limits not in this call are copied
+-- through while alive and dropped once expired; when the entries found
+-- make up the whole value, there are none and nothing is scanned. The key
+-- expires with its last entry.
 --
 -- Returns {allowed, index, remaining, reset, retry} for the tightest limit
 -- (1-based index; reset and retry in microseconds): when denied, the
@@ -22,32 +31,64 @@
 -- The time is Redis's TIME; Redis 5 and later replicate a script's effects,
 -- so reading it before writing is allowed. Numbers are Lua doubles holding
 -- integers below 2^53 (the caller keeps B*T below 2^50 and N below 10^14),
--- so the arithmetic is exact. Numbers reach Redis exactly as command
--- arguments (Redis formats them with 17 significant digits); Lua's own
--- number-to-string conversion keeps only 14, so it is used only for the
--- quota state (a 10-digit window start and a count below 10^14).
-local floor = math.floor
+-- so the arithmetic is exact. Lua's own number-to-string conversion keeps
+-- only 14 significant digits, so new values are formatted with "%.0f",
+-- exact for any such integer (not "%d", which goes through a C long, 32
+-- bits on some platforms), and the expiry reaches Redis as a number
+-- (Redis formats numbers with 17 significant digits). Converting numbers
+-- to strings is the costliest step here, so stored strings are reused
+-- where they still hold: a quota's window end within the same window.
+local floor, find, match, sub, format = math.floor, string.find, string.match, string.sub, string.format
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
 local now = sec * 1000000 + tonumber(t[2])
-local cost = tonumber(ARGV[1])
-local n = #KEYS
-local vals = redis.call('MGET', unpack(KEYS))
+local cost = 1
+if ARGV[1] ~= '1' then cost = tonumber(ARGV[1]) end
+local n = (#ARGV - 1) / 3
+local v = redis.call('GET', KEYS[1])
+
+local w = '' -- the new entries, each "\n<name>=<value>"
+local last = 0 -- the latest expiry among the entries written, Unix microseconds
+local size = 1 -- the length of v taken by the entries found, and its first "\n"
 
 local allowed, best, bok, brem, breset, bretry = 1, 0, 1, 0, 0, 0
-local new = {} -- per limit i: the new value at 2i-1, its lifetime in ms at 2i
 for i = 1, n do
-  local a, b = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local v = vals[i]
+  local pat, a, b = ARGV[3 * i - 1], tonumber(ARGV[3 * i]), ARGV[3 * i + 1]
+  -- The stored state: a rate's TAT (a number), or a quota's window end
+  -- and count (strings).
+  local s1, s2
+  if v then
+    -- Every "\n" starts an entry, so a match is an entry whose name starts
+    -- with the name; it is this limit's when the rest has a value's shape.
+    local p = find(v, pat, 1, true)
+    while p do
+      p = p + #pat
+      if a > 0 then
+        -- Digits up to the "\n": the rest of another entry holds a "=" or
+        -- a ":", which tonumber refuses.
+        local e = find(v, '\n', p, true)
+        s1 = tonumber(sub(v, p, e - 1))
+        if s1 then
+          size = size + #pat + e - p
+          break
+        end
+      else
+        s1, s2 = match(v, '^(%d+):(%d+)\n', p)
+        if s1 then
+          size = size + #pat + #s1 + 1 + #s2
+          break
+        end
+      end
+      p = find(v, pat, p, true)
+    end
+  end
   local ok, rem, reset, retry = 0, 0, 0, 0
   if a > 0 then
     -- GCRA: allowed when max(TAT, now) + cost*T - now <= B*T.
+    b = tonumber(b)
     local tau = a * b
     local tat = now
-    if v then
-      local x = tonumber(v)
-      if x and x > now then tat = x end
-    end
+    if s1 and s1 > now then tat = s1 end
     local d = tat - now
     rem = floor((tau - d) / a)
     if cost > b then
@@ -64,15 +105,17 @@ for i = 1, n do
         ok = 1
         reset = nt - now
         rem = floor((tau - reset) / a)
-        new[2 * i - 1] = nt
-        new[2 * i] = floor((reset + 999) / 1000)
+        if allowed == 1 then
+          w = w .. pat .. format('%.0f', nt)
+          if nt > last then last = nt end
+        end
       end
     end
     if rem < 0 then rem = 0 elseif rem > b then rem = b end
   else
     -- The UTC window holding now, as Unix seconds [ws, we).
     local ws, we
-    if b == 4 then
+    if b == '4' then
       -- Month, by Howard Hinnant's civil_from_days and days_from_civil,
       -- in a year starting in March: mp is the month since March, yoe the
       -- year of the 400-year era.
@@ -90,15 +133,16 @@ for i = 1, n do
       end
       we = (era * 146097 + yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + floor((153 * mp + 2) / 5) - 719468) * 86400
     else
-      local size = 86400
-      if b == 1 then size = 60 elseif b == 2 then size = 3600 end
-      ws = sec - sec % size
-      we = ws + size
+      local len = 86400
+      if b == '1' then len = 60 elseif b == '2' then len = 3600 end
+      ws = sec - sec % len
+      we = ws + len
     end
     local used = 0
-    local tag = ws .. ':'
-    if v and string.sub(v, 1, #tag) == tag then
-      used = tonumber(string.sub(v, #tag + 1)) or 0
+    if s1 and tonumber(s1) == we then
+      used = tonumber(s2)
+    else
+      s1 = nil
     end
     rem = -a - used
     if rem < 0 then rem = 0 end
@@ -108,8 +152,14 @@ for i = 1, n do
     else
       ok = 1
       rem = rem - cost
-      new[2 * i - 1] = tag .. (used + cost)
-      new[2 * i] = floor((reset + 999) / 1000)
+      if allowed == 1 then
+        if s1 then
+          w = w .. pat .. s1 .. ':' .. format('%.0f', used + cost)
+        else
+          w = w .. pat .. format('%.0f:%.0f', we, cost)
+        end
+        if we * 1000000 > last then last = we * 1000000 end
+      end
     end
   end
   -- Keep the tightest: a denial before an allowance; among denials the
@@ -133,9 +183,33 @@ for i = 1, n do
   if ok == 0 then allowed = 0 end
 end
 
+
 if allowed == 1 then
-  for i = 1, n do
-    redis.call('PSETEX', KEYS[i], new[2 * i], new[2 * i - 1])
+  if v and size ~= #v then
+    -- Entries of other limits: keep those still alive.
+    local other = ''
+    for e, name, val in string.gmatch(v, '(([^\n]-)=([%d:]+))\n') do
+      local pat = '\n' .. name .. '='
+      local c = find(val, ':', 1, true)
+      local mine = false
+      for i = 1, n do
+        -- A quota's a starts with "-".
+        if ARGV[3 * i - 1] == pat and (string.byte(ARGV[3 * i]) == 45) == (c ~= nil) then
+          mine = true
+          break
+        end
+      end
+      if not mine then
+        local x
+        if c then x = tonumber(string.sub(val, 1, c - 1)) * 1000000 else x = tonumber(val) end
+        if x > now then
+          other = other .. pat .. val
+          if x > last then last = x end
+        end
+      end
+    end
+    w = other .. w
   end
+  redis.call('SET', KEYS[1], w .. '\n', 'PX', floor((last - now + 999) / 1000))
 end
 return {allowed, best, brem, breset, bretry}

@@ -4,23 +4,41 @@
 //
 // Each Allow is one round trip: an EVALSHA of a Lua script (EVAL when the
 // server lost the script, after which EVALSHA works again) that reads the
-// time with Redis's TIME, reads every state with one MGET, decides every
-// limit of the call, writes the new states with their expiry (PSETEX) only
-// when all limits allow, and replies with the tightest limit only. The servers' own
-// clocks do not matter. Time is counted in integer microseconds.
+// time with Redis's TIME, reads the key id's state with one GET, decides
+// every limit of the call, and, only when all limits allow, writes the new
+// state with its expiry in one SET ... PX. It replies with the tightest limit
+// only. The servers' own clocks do not matter. Time is counted in integer
+// microseconds.
 //
-// Storage keys are built from the key id and the limit name only, never
-// from a secret, and are hash-tagged by the key id so that the limits of one
-// request live in one Redis Cluster slot:
+// All limits of one key id live in one Redis string, named from the key id
+// only, never from a secret, and hash-tagged by it (a Redis Cluster routes
+// it by the key id):
 //
-//	<prefix>{<key id>}:r:<limit name>   a rate's theoretical arrival time
-//	<prefix>{<key id>}:q:<limit name>   a quota's window start and count
+//	<prefix>{<key id>}
 //
-// The window start of a quota is stored in the value, not in the key name,
+// It holds a newline, then one line per limit:
+//
+//	<limit name>=<tat>                    a rate's theoretical arrival time, Unix µs
+//	<limit name>=<window end>:<used>      a quota's window end (Unix s) and count
+//
+// for example "\nper-second=1773489600100000\ndaily=1773532800:1\n", so that
+// the script finds a limit by a plain search for "\n<limit name>=". A rate
+// and a quota may share a name; the ':' tells them apart. Limit names must
+// therefore not contain a newline (Allow rejects them); they may contain
+// '=' or ':' (a name ends at the last '=' of its line). Entries of limits
+// that a call does not name are kept while they matter, so that call sites
+// with different limits for one key id do not reset each other, and are
+// dropped once expired: a rate's at its theoretical arrival time, a
+// quota's at the end of its window. The key expires with its last entry.
+//
+// This layout replaced one key per limit ("<prefix>{<key id>}:r:<name>",
+// "...:q:<name>"); keys of that layout are no longer read and expire on
+// their own, so state in flight when upgrading starts afresh.
+//
+// The window of a quota is stored in the value, not in the key name,
 // because it comes from Redis's clock inside the script while every key a
 // script touches must be named by the caller (Redis Cluster routes by the
-// declared keys). Every state key expires when it stops mattering: a rate's
-// at its theoretical arrival time, a quota's at the end of its window.
+// declared keys).
 //
 // It works with Redis 5 and later (and compatible servers) on one node,
 // with Sentinel or in a Cluster, through any redis.UniversalClient.
@@ -91,12 +109,12 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 // see apikey.Limiter.
 //
 // It reports an error wrapping apikey.ErrInvalidOptions when keyID is
-// empty, cost is below 1, a limit is invalid, two limits share a name, or a
-// limit exceeds what the script computes exactly (a quota count or a rate's
-// burst times period/count in microseconds of 2^50 or more, a quota count of
-// 10^14 or more). It reports an
-// error wrapping apikey.ErrUnavailable (and the cause, such as a network
-// error or ctx's error) when Redis fails; a denial is never an error.
+// empty, cost is below 1, a limit is invalid, a limit name contains a
+// newline, two limits share a name, or a limit exceeds what the script
+// computes exactly (a rate's burst times period/count in microseconds of
+// 2^50 or more, a quota count of 10^14 or more). It reports an error
+// wrapping apikey.ErrUnavailable (and the cause, such as a network error or
+// ctx's error) when Redis fails; a denial is never an error.
 //
 // A cost above a limit's capacity (its burst for a rate, its count for a
 // quota) can never be allowed: it is denied with RetryAfter equal to Reset,
@@ -114,21 +132,20 @@ func (l *Limiter) Allow(ctx context.Context, keyID string, limits []apikey.Limit
 		return apikey.LimitResult{Allowed: true}, nil
 	}
 
-	keys := make([]string, len(limits))
-	args := make([]any, 1, 1+2*len(limits))
+	args := make([]any, 1, 1+3*len(limits))
 	args[0] = cost
-	base := l.prefix + "{" + keyID + "}:"
 	for i := range limits {
 		lim := &limits[i]
+		// The script finds a limit's entry by "\n<name>=".
+		pat := "\n" + lim.Name + "="
 		if lim.Kind == apikey.KindRate {
 			t, burst := gcra(lim)
-			keys[i] = base + "r:" + lim.Name
-			args = append(args, t, burst)
+			args = append(args, pat, t, burst)
 		} else {
-			keys[i] = base + "q:" + lim.Name
-			args = append(args, -lim.Count, int64(lim.Window))
+			args = append(args, pat, -lim.Count, int64(lim.Window))
 		}
 	}
+	keys := []string{l.prefix + "{" + keyID + "}"}
 
 	vals, err := l.script.Run(ctx, l.client, keys, args...).Int64Slice()
 	if err != nil {
@@ -172,6 +189,9 @@ func validate(limits []apikey.Limit, cost int64) error {
 		lim := &limits[i]
 		if err := lim.Validate(); err != nil {
 			return fmt.Errorf("redislimit: %w", err)
+		}
+		if strings.ContainsRune(lim.Name, '\n') {
+			return fmt.Errorf("%w: redislimit: limit name %q contains a newline", apikey.ErrInvalidOptions, lim.Name)
 		}
 		switch lim.Kind {
 		case apikey.KindRate:

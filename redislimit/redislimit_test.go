@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -162,23 +161,116 @@ func TestStorageKeys(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, res.Allowed)
 
-	assert.ElementsMatch(t, []string{"app:{abc123}:r:per-second", "app:{abc123}:q:daily"}, mr.Keys())
-	// The rate's state lives until its TAT (100ms), the quota's until
-	// midnight UTC.
-	assert.Equal(t, 100*time.Millisecond, mr.TTL("app:{abc123}:r:per-second"))
-	assert.Equal(t, 12*time.Hour, mr.TTL("app:{abc123}:q:daily"))
-	tat, err := mr.Get("app:{abc123}:r:per-second")
+	// One key per key id, holding every limit; it lives as long as its
+	// longest-lived entry, the quota's, until midnight UTC.
+	const key = "app:{abc123}"
+	assert.Equal(t, []string{key}, mr.Keys())
+	assert.Equal(t, 12*time.Hour, mr.TTL(key))
+	midnight := time.Date(2026, 3, 15, 0, 0, 0, 0, time.UTC).Unix()
+	tat := limitertest.Start().Add(100 * time.Millisecond).UnixMicro()
+	v, err := mr.Get(key)
 	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprint(limitertest.Start().Add(100*time.Millisecond).UnixMicro()), tat)
-	q, err := mr.Get("app:{abc123}:q:daily")
-	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprintf("%d:1", time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC).Unix()), q)
+	assert.Equal(t, fmt.Sprintf("\nper-second=%d\ndaily=%d:1\n", tat, midnight), v)
 
-	// States disappear when they stop mattering.
+	// A call with other limits keeps the entries it does not name while
+	// they matter, and drops them once expired.
+	hourly := []apikey.Limit{apikey.Quota("hourly", 5, apikey.Hour)}
+	_, err = l.Allow(context.Background(), "abc123", hourly, 1)
+	require.NoError(t, err)
+	hour := time.Date(2026, 3, 14, 13, 0, 0, 0, time.UTC).Unix()
+	v, err = mr.Get(key)
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("\nper-second=%d\ndaily=%d:1\nhourly=%d:1\n", tat, midnight, hour), v)
+	assert.Equal(t, 12*time.Hour, mr.TTL(key))
+
 	clock.Advance(100 * time.Millisecond)
-	assert.Equal(t, []string{"app:{abc123}:q:daily"}, mr.Keys())
-	clock.Advance(12 * time.Hour)
+	_, err = l.Allow(context.Background(), "abc123", hourly, 1)
+	require.NoError(t, err)
+	v, err = mr.Get(key)
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("\ndaily=%d:1\nhourly=%d:2\n", midnight, hour), v)
+
+	// Past the hour only the daily quota is left; a new hourly window
+	// starts from zero.
+	clock.Advance(time.Hour)
+	_, err = l.Allow(context.Background(), "abc123", limits[1:], 1)
+	require.NoError(t, err)
+	v, err = mr.Get(key)
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("\ndaily=%d:2\n", midnight), v)
+	assert.Equal(t, 12*time.Hour-time.Hour-100*time.Millisecond, mr.TTL(key))
+
+	// The state disappears when it stops mattering.
+	clock.Advance(11 * time.Hour)
 	assert.Empty(t, mr.Keys())
+}
+
+// TestExpiryIsTheLongestEntry checks that the key outlives every entry,
+// including one the current call does not name.
+func TestExpiryIsTheLongestEntry(t *testing.T) {
+	clock := limitertest.NewClock(limitertest.Start())
+	mr, c := newMiniredis(t, clock)
+	l := newLimiter(t, c, "")
+	ctx := context.Background()
+	slow := []apikey.Limit{apikey.Rate("slow", 1, time.Hour, 3)}
+	fast := []apikey.Limit{apikey.Rate("fast", 10, time.Second, 0)}
+	for range 2 {
+		_, err := l.Allow(ctx, "k", slow, 1)
+		require.NoError(t, err)
+	}
+	_, err := l.Allow(ctx, "k", fast, 1)
+	require.NoError(t, err)
+	assert.Equal(t, 2*time.Hour, mr.TTL(redislimit.DefaultPrefix+"{k}"))
+
+	clock.Advance(time.Hour)
+	res, err := l.Allow(ctx, "k", slow, 1)
+	require.NoError(t, err)
+	require.True(t, res.Allowed)
+	assert.Equal(t, int64(1), res.Remaining, "the slow rate's state was lost")
+}
+
+// TestNames checks that names holding the entry syntax ('=', ':') keep
+// states of their own, a rate's apart from a quota's, and that a newline is
+// rejected.
+func TestNames(t *testing.T) {
+	tests := []struct {
+		name   string
+		client func(t *testing.T) (redis.UniversalClient, string)
+	}{
+		{"Miniredis", func(t *testing.T) (redis.UniversalClient, string) {
+			_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start()))
+			return c, ""
+		}},
+		{"Redis", func(t *testing.T) (redis.UniversalClient, string) {
+			c := redis.NewClient(&redis.Options{Addr: realRedis(t)})
+			t.Cleanup(func() { _ = c.Close() })
+			return c, testPrefix(t, c)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, prefix := tc.client(t)
+			l := newLimiter(t, c, prefix)
+			ctx := context.Background()
+			id := apikey.NewID()
+			names := []string{"a", "a=", "a=1", "=a", "a:1", "1", "=", "a b", "ü"}
+			for _, want := range []int64{1, 0} {
+				for _, name := range names {
+					for _, lim := range []apikey.Limit{apikey.Quota(name, 2, apikey.Day), apikey.Rate(name, 2, time.Hour, 0)} {
+						res, err := l.Allow(ctx, id, []apikey.Limit{lim}, 1)
+						require.NoError(t, err, "%q", name)
+						require.True(t, res.Allowed, "%q", name)
+						require.Equal(t, want, res.Remaining, "%q (%v) does not have a state of its own", name, lim.Kind)
+					}
+				}
+			}
+
+			for _, name := range []string{"a\nb", "\n", "a\n"} {
+				_, err := l.Allow(ctx, id, []apikey.Limit{apikey.Quota(name, 1, apikey.Day)}, 1)
+				require.ErrorIs(t, err, apikey.ErrInvalidOptions, "%q", name)
+			}
+		})
+	}
 }
 
 // TestMonthWindows checks the script's calendar against Go's for every
@@ -339,8 +431,5 @@ func TestKeysNeverHoldMoreThanTheKeyID(t *testing.T) {
 	require.NoError(t, err)
 	keys, err := c.Keys(ctx, "*").Result()
 	require.NoError(t, err)
-	require.Len(t, keys, 2)
-	for _, k := range keys {
-		assert.True(t, strings.HasPrefix(k, redislimit.DefaultPrefix+"{"+id+"}:"), k)
-	}
+	assert.Equal(t, []string{redislimit.DefaultPrefix + "{" + id + "}"}, keys)
 }

@@ -230,6 +230,9 @@ type Middleware struct {
 
 	challenge string // `Bearer realm="..."`
 	bodies    map[int][]byte
+
+	hdrMissing, hdrBadRequest, hdrInvalid, hdrRetryAfter []string
+	hdrProblem, hdrNoStore, hdrNoSniff                   []string
 }
 
 // NewMiddleware returns a Middleware verifying keys with m. A nil m, a bad
@@ -277,6 +280,13 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 		fallback: opts.FallbackLimiter, failed: opts.LimiterFailed, legacy: opts.LegacyRateLimitHeaders,
 		challenge: `Bearer realm="` + realm + `"`, bodies: map[int][]byte{},
 	}
+	mw.hdrMissing = []string{mw.challenge}
+	mw.hdrBadRequest = []string{mw.challenge + `, error="invalid_request"`}
+	mw.hdrInvalid = []string{mw.challenge + `, error="invalid_token"`}
+	mw.hdrRetryAfter = []string{mw.retryAfter}
+	mw.hdrProblem = []string{"application/problem+json"}
+	mw.hdrNoStore = []string{"no-store"}
+	mw.hdrNoSniff = []string{"nosniff"}
 	if mw.limitsFor == nil && opts.Plans != nil {
 		mw.limitsFor = opts.Plans.For
 	}
@@ -561,45 +571,47 @@ func seconds(d time.Duration) string {
 // WWW-Authenticate challenge that err's sentinel calls for. It never echoes
 // the key or err's message.
 func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, ErrUnavailable) || !isOutcome(err) {
+	s := sentinel(err)
+	if s == nil || s == ErrUnavailable || errors.Is(err, ErrUnavailable) {
 		if err != ErrUnavailable {
 			mw.logError(r.Context(), "apikey: dependency failed", err)
 		}
-		err = ErrUnavailable
+		s = ErrUnavailable
 	}
-	if mw.onError != nil && mw.custom(w, r, sentinel(err)) {
+	if mw.onError != nil && mw.custom(w, r, s) {
 		return
 	}
+	// Fixed header values are shared slices (len == cap, never appended
+	// to in place), so a refusal costs no header allocation.
 	h := w.Header()
 	status := http.StatusUnauthorized
-	var scopeErr *ScopeError
-	switch {
-	case errors.Is(err, ErrMissingKey):
-		h.Set("WWW-Authenticate", mw.challenge)
-	case errors.Is(err, ErrBadRequest):
+	switch s {
+	case ErrMissingKey:
+		h["Www-Authenticate"] = mw.hdrMissing
+	case ErrBadRequest:
 		status = http.StatusBadRequest
-		h.Set("WWW-Authenticate", mw.challenge+`, error="invalid_request"`)
-	case errors.As(err, &scopeErr):
-		status = http.StatusForbidden
-		h.Set("WWW-Authenticate", mw.challenge+`, error="insufficient_scope", scope="`+strings.Join(scopeErr.Scopes, " ")+`"`)
-	case errors.Is(err, ErrInsufficientScope):
+		h["Www-Authenticate"] = mw.hdrBadRequest
+	case ErrUnavailable:
+		status = http.StatusServiceUnavailable
+		h["Retry-After"] = mw.hdrRetryAfter
+	case ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked: // one identical answer
+		h["Www-Authenticate"] = mw.hdrInvalid
+	case ErrInsufficientScope:
 		status = http.StatusForbidden
 		h.Set("WWW-Authenticate", mw.challenge+`, error="insufficient_scope"`)
-	case errors.Is(err, ErrRateLimited):
-		status = http.StatusTooManyRequests
-		var rl *RateLimitError
-		if errors.As(err, &rl) {
-			h.Set("Retry-After", seconds(rl.Result.RetryAfter))
+	default:
+		switch e := s.(type) {
+		case *ScopeError:
+			status = http.StatusForbidden
+			h.Set("WWW-Authenticate", mw.challenge+`, error="insufficient_scope", scope="`+strings.Join(e.Scopes, " ")+`"`)
+		case *RateLimitError:
+			status = http.StatusTooManyRequests
+			h.Set("Retry-After", seconds(e.Result.RetryAfter))
 		}
-	case errors.Is(err, ErrUnavailable):
-		status = http.StatusServiceUnavailable
-		h.Set("Retry-After", mw.retryAfter)
-	default: // malformed, invalid, expired, revoked: one identical answer
-		h.Set("WWW-Authenticate", mw.challenge+`, error="invalid_token"`)
 	}
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Content-Type"] = mw.hdrProblem
+	h["Cache-Control"] = mw.hdrNoStore
+	h["X-Content-Type-Options"] = mw.hdrNoSniff
 	w.WriteHeader(status)
 	w.Write(mw.bodies[status])
 }
@@ -616,12 +628,14 @@ func (mw *Middleware) custom(w http.ResponseWriter, r *http.Request, err error) 
 	return true
 }
 
-func isOutcome(err error) bool { return sentinel(err) != nil }
-
 // sentinel returns the outcome err stands for: a *ScopeError or
 // *RateLimitError as it is, otherwise the bare sentinel, so that handlers
 // never see a dependency's message.
 func sentinel(err error) error {
+	switch err {
+	case ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrUnavailable:
+		return err
+	}
 	var se *ScopeError
 	var rl *RateLimitError
 	switch {

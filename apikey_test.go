@@ -215,7 +215,7 @@ func rebuild(t testing.TB, f apikey.Format, id, secret string) string {
 func TestExpiredAndRevoked(t *testing.T) {
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now, DefaultTTL: time.Hour})
-	token, k := issue(t, m, apikey.IssueParams{})
+	token, _ := issue(t, m, apikey.IssueParams{})
 	_, err := m.Verify(context.Background(), token)
 	require.NoError(t, err)
 	c.Add(time.Hour - time.Nanosecond)
@@ -233,7 +233,6 @@ func TestExpiredAndRevoked(t *testing.T) {
 	assert.ErrorIs(t, err, apikey.ErrRevoked)
 	require.NoError(t, m.Revoke(context.Background(), k2.ID), "revoking twice is fine")
 	assert.ErrorIs(t, m.Revoke(context.Background(), "unknown"), apikey.ErrNotFound)
-	_ = k
 }
 
 func TestStoreErrorIsNotInvalid(t *testing.T) {

@@ -93,11 +93,16 @@ func newCache(o CacheOptions) (*cache, error) {
 	return c, nil
 }
 
-// get returns the entry for id if it is younger than maxAge.
-func (c *cache) get(id string, maxAge time.Duration, now time.Time) (cacheEntry, bool) {
+// get returns the entry for id if it is still fresh: younger than the
+// negative TTL for an unknown id, than the TTL plus extra for a key.
+func (c *cache) get(id string, now time.Time, extra time.Duration) (cacheEntry, bool) {
 	c.mu.RLock()
 	e, ok := c.entries[id]
 	c.mu.RUnlock()
+	maxAge := c.ttl + extra
+	if e.key == nil {
+		maxAge = c.negTTL
+	}
 	if !ok || now.Sub(e.fetched) >= maxAge {
 		return cacheEntry{}, false
 	}
@@ -203,18 +208,15 @@ func (m *Manager) lookup(ctx context.Context, t Token, now time.Time) (*Key, err
 	}
 	var buf [MaxTokenLength]byte
 	sum := sha256.Sum256(append(buf[:0], t.material...))
-	if e, ok := c.get(t.ID, c.ttl, now); ok && e.key != nil {
-		if subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+	if e, ok := c.get(t.ID, now, 0); ok {
+		if e.key != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
 			return e.key.Clone(), nil
 		}
-		return nil, m.check(t, e.key) // a wrong secret costs what it costs uncached
-	}
-	if e, ok := c.get(t.ID, c.negTTL, now); ok && e.key == nil {
-		return nil, m.check(t, nil)
+		return nil, m.check(t, e.key) // a wrong secret (or an unknown id) costs what it costs uncached
 	}
 	k, epoch, err := c.load(ctx, t.ID, m.store.Get)
 	if err != nil && !errors.Is(err, ErrNotFound) && c.stale > 0 {
-		if e, ok := c.get(t.ID, c.ttl+c.stale, now); ok && e.key != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+		if e, ok := c.get(t.ID, now, c.stale); ok && e.key != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
 			return e.key.Clone(), nil
 		}
 	}

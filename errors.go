@@ -1,6 +1,9 @@
 package apikey
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. Callers branch on them with errors.Is; the package wraps
 // them with context (for example "apikey: lookup: ...") but never replaces
@@ -22,6 +25,10 @@ var (
 
 	// ErrRevoked reports a key that has been revoked.
 	ErrRevoked = errors.New("apikey: key revoked")
+
+	// ErrDisabled reports a key that is disabled (see Manager.Disable). The
+	// middleware answers it exactly like ErrInvalid.
+	ErrDisabled = errors.New("apikey: key disabled")
 
 	// ErrRotated reports an attempt to rotate a key that already has a
 	// successor.
@@ -58,3 +65,17 @@ var (
 	// ErrInvalidOptions reports a configuration rejected by a constructor.
 	ErrInvalidOptions = errors.New("apikey: invalid options")
 )
+
+// storeErr wraps a store error for the caller: outcomes (not found,
+// conflict, revoked, rotated) keep their sentinel; anything else is a
+// failure of the store and wraps ErrUnavailable.
+func storeErr(op string, err error) error {
+	for _, s := range []error{ErrNotFound, ErrConflict, ErrRevoked, ErrRotated, ErrExpired, ErrInvalidOptions} {
+		if errors.Is(err, s) {
+			return fmt.Errorf("apikey: %s: %w", op, s)
+		}
+	}
+	return fmt.Errorf("apikey: %s: %w: %w", op, ErrUnavailable, err)
+}
+
+func isConflict(err error) bool { return errors.Is(err, ErrConflict) }

@@ -80,17 +80,3 @@ func (m *Manager) emit(ctx context.Context, e Event) {
 		m.onEvent(ctx, e)
 	}
 }
-
-// storeErr wraps a store error for the caller: outcomes (not found,
-// conflict, revoked, rotated) keep their sentinel; anything else is a
-// failure of the store and wraps ErrUnavailable.
-func storeErr(op string, err error) error {
-	for _, s := range []error{ErrNotFound, ErrConflict, ErrRevoked, ErrRotated, ErrExpired, ErrInvalidOptions} {
-		if errors.Is(err, s) {
-			return fmt.Errorf("apikey: %s: %w", op, s)
-		}
-	}
-	return fmt.Errorf("apikey: %s: %w: %w", op, ErrUnavailable, err)
-}
-
-func isConflict(err error) bool { return errors.Is(err, ErrConflict) }

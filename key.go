@@ -51,6 +51,25 @@ type Key struct {
 	RotatedFrom string `json:"rotated_from,omitempty"`
 	// RotatedTo is the ID of the key that replaced this one.
 	RotatedTo string `json:"rotated_to,omitempty"`
+	// RotatedAt is when the key was rotated (when RotatedTo was set).
+	RotatedAt time.Time `json:"rotated_at,omitzero"`
+	// Lineage is the ID of the first key of this key's rotation chain:
+	// a successor inherits it from the key it replaces, so that limits
+	// counted per key survive a rotation. Empty means the key's own ID.
+	Lineage string `json:"lineage,omitempty"`
+
+	// Disabled suspends the key: it is refused like an invalid key until
+	// enabled again (see Manager.Disable). Unlike revocation it is
+	// reversible.
+	Disabled bool `json:"disabled"`
+	// Limits, if set, are the key's own limits: rate and quota limits
+	// replace those of its plan; credits limits add to them.
+	Limits []Limit `json:"limits,omitempty"`
+
+	// Revision counts the writes to the record. A Store sets it to 1 on
+	// Create and increments it on every change except MarkUsed; Update
+	// writes only over the Revision it was given (optimistic concurrency).
+	Revision int64 `json:"revision"`
 }
 
 // String shows the key's ID and Hint, never its Hash.

@@ -1,0 +1,19 @@
+package apikey
+
+import "context"
+
+type contextKey struct{}
+
+// FromContext returns the key verified for the request whose context is
+// ctx, or nil when there is none (no middleware, or an anonymous request
+// in Optional mode). The key must not be modified.
+func FromContext(ctx context.Context) *Key {
+	k, _ := ctx.Value(contextKey{}).(*Key)
+	return k
+}
+
+// NewContext returns ctx carrying k, as the middleware does; for tests and
+// for authentication schemes of your own.
+func NewContext(ctx context.Context, k *Key) context.Context {
+	return context.WithValue(ctx, contextKey{}, k)
+}

@@ -94,7 +94,9 @@ type Options struct {
 	DefaultPlan string
 
 	// Notifier, if set, publishes every change this Manager makes to a key
-	// and drops the cache entries of keys changed by other instances.
+	// and drops the cache entries of keys changed by other instances; see
+	// Notifier for the resulting guarantee. Nil: other instances notice a
+	// change within their cache TTL.
 	Notifier Notifier
 
 	// Metrics, if set, receives counters and latencies.
@@ -152,6 +154,7 @@ type Manager struct {
 	scratch sync.Pool // *[MaxTokenLength]byte: material handed to the hasher
 	usage   *usageRecorder
 	cache   *cache
+	fleet   *fleet
 	onEvent func(context.Context, Event)
 	log     *slog.Logger
 }
@@ -159,8 +162,8 @@ type Manager struct {
 // New returns a Manager over store. It validates opts and returns an error
 // wrapping ErrInvalidOptions for a nil store, a bad prefix, a secret under
 // MinSecretBits, a short pepper, or a hasher that cannot take the tokens.
-// It starts one background goroutine for last-used flushes, stopped by
-// Close.
+// It starts one background goroutine for last-used flushes and, with a
+// Notifier, one for its subscription, both stopped by Close.
 func New(store Store, opts Options) (*Manager, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidOptions)
@@ -206,6 +209,7 @@ func New(store Store, opts Options) (*Manager, error) {
 	if m.usage, err = newUsageRecorder(store, opts.LastUsedInterval, opts.LastUsedQueue, m.log); err != nil {
 		return nil, err
 	}
+	m.fleet = startFleet(opts.Notifier, m.cache, m.log)
 	return m, nil
 }
 
@@ -297,7 +301,8 @@ func (m *Manager) List(ctx context.Context, owner string, opts ListOptions) ([]*
 
 // Revoke revokes the key with the given id. It takes effect at once for
 // every verification through m; other Managers over the same store notice
-// within their cache TTL. Revoking a revoked key is not an error.
+// within their cache TTL, or at once with a Notifier (see Notifier).
+// Revoking a revoked key is not an error.
 func (m *Manager) Revoke(ctx context.Context, id string) error {
 	now := m.now().UTC().Truncate(time.Microsecond)
 	var err error
@@ -315,6 +320,7 @@ func (m *Manager) Revoke(ctx context.Context, id string) error {
 	if err != nil {
 		return storeErr("revoke", err)
 	}
+	m.fleet.publish(ctx, id)
 	m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: m.owner(ctx, id), Time: now})
 	return nil
 }
@@ -363,6 +369,9 @@ func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, erro
 	}
 	for _, id := range ids {
 		m.cache.invalidate(id)
+	}
+	m.fleet.publish(ctx, ids...)
+	for _, id := range ids {
 		m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: owner, Time: now})
 	}
 	return ids, nil
@@ -377,16 +386,28 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return storeErr("delete", err)
 	}
+	m.fleet.publish(ctx, id)
 	m.emit(ctx, Event{Type: EventDelete, KeyID: id, Owner: owner, Time: m.now()})
 	return nil
 }
 
-// Close flushes pending last-used times and stops the background flush.
-// The Manager still verifies after Close, but records no more uses.
-func (m *Manager) Close(ctx context.Context) error { return m.usage.close(ctx) }
+// Close flushes pending last-used times, stops the background flush and
+// ends the Notifier subscription. The Manager still verifies after Close,
+// but records no more uses and hears of no more changes.
+func (m *Manager) Close(ctx context.Context) error {
+	ferr := m.fleet.close(ctx)
+	if err := m.usage.close(ctx); err != nil {
+		return err
+	}
+	return ferr
+}
 
 // Stats returns counters of m's background work.
-func (m *Manager) Stats() Stats { return m.usage.stats() }
+func (m *Manager) Stats() Stats {
+	s := m.usage.stats()
+	m.fleet.addStats(&s)
+	return s
+}
 
 func (m *Manager) updateKey(ctx context.Context, id string, change func(*Key) error) error {
 	k, err := m.store.Get(ctx, id)

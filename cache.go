@@ -136,6 +136,19 @@ func (c *cache) invalidate(id string) {
 	c.mu.Unlock()
 }
 
+// reset forgets every entry and every lookup in flight, as invalidate does
+// for one id.
+func (c *cache) reset() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.epoch.Add(1)
+	clear(c.entries)
+	clear(c.inflight)
+	c.mu.Unlock()
+}
+
 // load fetches id from the store, sharing one Get among concurrent callers.
 // It returns the epoch at which the fetch started.
 func (c *cache) load(ctx context.Context, id string, get func(context.Context, string) (*Key, error)) (*Key, uint64, error) {

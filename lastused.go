@@ -19,7 +19,8 @@ const (
 	DefaultLastUsedQueue = 100_000
 )
 
-// Stats counts a Manager's last-used tracking.
+// Stats counts a Manager's background work: last-used tracking and, with
+// a Notifier, the changes it published and the cache drops it applied.
 type Stats struct {
 	// UsesRecorded counts successful verifications recorded for a flush.
 	UsesRecorded uint64
@@ -30,6 +31,14 @@ type Stats struct {
 	// FlushErrors counts MarkUsed calls that failed; their uses are kept
 	// for the next flush while the queue has room.
 	FlushErrors uint64
+	// Published counts ids announced through the Notifier.
+	Published uint64
+	// PublishErrors counts ids the Notifier failed to announce; other
+	// instances then notice those changes within their cache TTL.
+	PublishErrors uint64
+	// CacheResets counts whole-cache drops on a notifier's (re)subscription
+	// or on an announcement that any key may have changed.
+	CacheResets uint64
 }
 
 // usageRecorder coalesces uses in memory, one time per key, and writes

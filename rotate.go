@@ -55,6 +55,7 @@ func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (s
 	if err != nil {
 		return "", nil, err
 	}
+	m.fleet.publish(ctx, id)
 	m.emit(ctx, Event{Type: EventRotate, KeyID: old.ID, Owner: old.Owner, Time: now})
 	return token, succ.Clone(), nil
 }

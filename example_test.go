@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/memstore"
 )
@@ -51,8 +49,9 @@ func Example_serveMux() {
 	// 401 Bearer realm="example", error="invalid_token" {"type":"about:blank","title":"Unauthorized","status":401,"detail":"A valid API key is required."}
 }
 
-// Use the middleware with chi, and require a scope on one route.
-func Example_chi() {
+// Require a scope on one route: the key is verified by the outer handler
+// and RequireScopes refuses it with 403 where it lacks "write".
+func ExampleMiddleware_RequireScopes() {
 	m, err := apikey.New(memstore.New(), apikey.Options{})
 	if err != nil {
 		panic(err)
@@ -67,16 +66,16 @@ func Example_chi() {
 		panic(err)
 	}
 
-	r := chi.NewRouter()
-	r.Use(mw.Handler)
-	r.Get("/data", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "data") })
-	r.With(mw.RequireScopes("write")).Post("/data", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "written") })
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /data", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "data") })
+	mux.Handle("POST /data", mw.RequireScopes("write")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "written") })))
+	h := mw.Handler(mux)
 
 	for _, method := range []string{"GET", "POST"} {
 		req := httptest.NewRequest(method, "/data", nil)
 		req.Header.Set("X-API-Key", token)
 		rec := httptest.NewRecorder()
-		r.ServeHTTP(rec, req)
+		h.ServeHTTP(rec, req)
 		fmt.Println(method, rec.Code, rec.Body.String())
 	}
 	// Output:

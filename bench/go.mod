@@ -2,11 +2,17 @@ module github.com/gokeys/apikey/bench
 
 go 1.26.0
 
-replace github.com/gokeys/apikey => ../
+replace (
+	github.com/gokeys/apikey => ../
+	github.com/gokeys/apikey/redislimit => ../redislimit
+	github.com/gokeys/apikey/sqlstore => ../sqlstore
+)
 
 require (
 	github.com/go-redis/redis_rate/v10 v10.0.1
 	github.com/gokeys/apikey v0.0.0-00010101000000-000000000000
+	github.com/gokeys/apikey/redislimit v0.0.0-00010101000000-000000000000
+	github.com/gokeys/apikey/sqlstore v0.0.0-00010101000000-000000000000
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/redis/go-redis/v9 v9.23.0
 	golang.org/x/crypto v0.59.0

@@ -1,0 +1,86 @@
+package redislimit_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memlimit"
+	"github.com/gokeys/apikey/memstore"
+	"github.com/gokeys/apikey/redislimit"
+)
+
+// Closing Redis in the middle of a test produces each outage policy's
+// behaviour in the middleware, and never a 429.
+func TestLimiterOutagePolicies(t *testing.T) {
+	for _, tc := range []struct {
+		policy    apikey.LimiterFailurePolicy
+		wantCodes []int // for requests after the outage
+	}{
+		{apikey.FailClosed, []int{503, 503, 503}},
+		{apikey.FailOpen, []int{200, 200, 200}},
+		{apikey.FailFallback, []int{200, 200, 429}}, // the fallback's own quota of 2 for this key
+	} {
+		t.Run(tc.policy.String(), func(t *testing.T) {
+			mr := miniredis.RunT(t)
+			rc := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+			t.Cleanup(func() { rc.Close() })
+			rl, err := redislimit.New(rc, redislimit.Options{})
+			require.NoError(t, err)
+			fallback, err := memlimit.New(memlimit.Options{})
+			require.NoError(t, err)
+			m, err := apikey.New(memstore.New(), apikey.Options{})
+			require.NoError(t, err)
+			t.Cleanup(func() { m.Close(context.Background()) })
+			var failures atomic.Int64
+			opts := apikey.MiddlewareOptions{
+				Limiter: rl, Plans: apikey.Plans{"": {apikey.Quota("daily", 2, apikey.Day)}},
+				OnLimiterFailure: tc.policy,
+				LimiterFailed: func(r *http.Request, err error, p apikey.LimiterFailurePolicy) {
+					assert.ErrorIs(t, err, apikey.ErrUnavailable)
+					assert.Equal(t, tc.policy, p)
+					failures.Add(1)
+				},
+			}
+			if tc.policy == apikey.FailFallback {
+				opts.FallbackLimiter = fallback
+			}
+			mw, err := apikey.NewMiddleware(m, opts)
+			require.NoError(t, err)
+			token, _, err := m.Issue(context.Background(), apikey.IssueParams{})
+			require.NoError(t, err)
+			var ran bool
+			h := mw.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran = true }))
+			do := func() *httptest.ResponseRecorder {
+				req := httptest.NewRequest("GET", "/", nil)
+				req.Header.Set("Authorization", "Bearer "+token)
+				rec := httptest.NewRecorder()
+				ran = false
+				h.ServeHTTP(rec, req)
+				return rec
+			}
+
+			require.Equal(t, 200, do().Code, "Redis up")
+
+			mr.Close()
+			for i, want := range tc.wantCodes {
+				rec := do()
+				assert.Equal(t, want, rec.Code, "request %d after the outage", i+1)
+				assert.Equal(t, want == 200, ran)
+				if want == 503 {
+					assert.Equal(t, "5", rec.Header().Get("Retry-After"))
+				}
+			}
+			assert.EqualValues(t, len(tc.wantCodes), failures.Load(), "the hook reports each use of the policy")
+		})
+	}
+}

@@ -5,56 +5,130 @@ import (
 	"database/sql"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gokeys/apikey"
 )
 
-// MarkUsed implements apikey.Store. Each id's last_used_at is set with a
-// conditional UPDATE (... WHERE id = ? AND (last_used_at IS NULL OR
-// last_used_at < ?)), so it only moves forward; unknown ids change
-// nothing. A batch of several ids runs in one transaction, ids in sorted
-// order so that concurrent flushes lock rows in the same order.
+// MarkUsed implements apikey.Store. It writes the batch in bulk, one
+// statement per chunk of ids (see markUsedChunk), each statement a join of
+// the table with the batch's (id, time) pairs that sets last_used_at only
+// where that moves it forward, so a use never moves it back and unknown
+// ids change nothing:
+//
+//   - PostgreSQL: UPDATE ... FROM unnest($1::text[], $2::timestamptz[]),
+//     two array parameters whatever the chunk size;
+//   - MySQL/MariaDB: a multi-table UPDATE joined with a derived table of
+//     SELECT ?, ? UNION ALL ... rows;
+//   - SQLite: UPDATE ... FROM (VALUES (?, ?), ...).
+//
+// Each statement commits on its own: a failed chunk leaves the earlier ones
+// written, which is safe because writing a use again changes nothing.
+// Within a statement, ids are in sorted order so that concurrent flushes
+// lock rows in the same order.
 func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	switch len(uses) {
-	case 0:
-		return nil
-	case 1:
-		for id, at := range uses {
-			a := s.d.timeArg(at)
-			if _, err := s.db.ExecContext(ctx, s.q.markUsed, a, id, a); err != nil {
-				return s.fail(ctx, "mark used", err)
-			}
-		}
+	if len(uses) == 0 {
 		return nil
 	}
 	ids := make([]string, 0, len(uses))
 	for id := range uses {
 		ids = append(ids, id)
 	}
-	slices.Sort(ids)
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, s.q.markUsed)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for _, id := range ids {
-			a := s.d.timeArg(uses[id])
-			if _, err := stmt.ExecContext(ctx, a, id, a); err != nil {
-				return err
-			}
+	if len(ids) == 1 {
+		a := s.d.timeArg(uses[ids[0]])
+		if _, err := s.db.ExecContext(ctx, s.q.markUsed, a, ids[0], a); err != nil {
+			return s.fail(ctx, "mark used", err)
 		}
 		return nil
-	})
-	if err != nil {
-		return s.fail(ctx, "mark used", err)
+	}
+	slices.Sort(ids)
+	for part := range slices.Chunk(ids, markUsedChunk(s.d)) {
+		q, args := s.markUsedQuery(part, uses)
+		if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
+			return s.fail(ctx, "mark used", err)
+		}
 	}
 	return nil
 }
+
+// markUsedChunk is the number of ids MarkUsed writes per statement: the
+// arrays of PostgreSQL take any number in two parameters; MySQL and SQLite
+// take two parameters per id, well under their limits (65,535 and 32,766).
+func markUsedChunk(d Dialect) int {
+	if d == Postgres {
+		return 10_000
+	}
+	return 1_000
+}
+
+// markUsedQuery returns the statement and arguments that move
+// last_used_at of ids forward to uses[id].
+func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, []any) {
+	tb := s.table.quoted(s.d)
+	switch s.d {
+	case Postgres:
+		// Array literals in text, so that any driver can pass them.
+		var idArr, atArr strings.Builder
+		idArr.WriteByte('{')
+		atArr.WriteByte('{')
+		for i, id := range ids {
+			if i > 0 {
+				idArr.WriteByte(',')
+				atArr.WriteByte(',')
+			}
+			idArr.WriteByte('"')
+			for _, c := range []byte(id) {
+				if c == '"' || c == '\\' {
+					idArr.WriteByte('\\')
+				}
+				idArr.WriteByte(c)
+			}
+			idArr.WriteByte('"')
+			atArr.WriteString(uses[id].UTC().Truncate(time.Microsecond).Format(pgArrayTime))
+		}
+		idArr.WriteByte('}')
+		atArr.WriteByte('}')
+		return "UPDATE " + tb + " AS t SET last_used_at = v.at " +
+			"FROM unnest($1::text[], $2::timestamptz[]) AS v(id, at) " +
+			`WHERE t.id = v.id COLLATE "C" AND (t.last_used_at IS NULL OR t.last_used_at < v.at)`,
+			[]any{idArr.String(), atArr.String()}
+	case MySQL:
+		var b strings.Builder
+		b.WriteString("UPDATE " + tb + " AS t JOIN (")
+		args := make([]any, 0, 2*len(ids))
+		for i, id := range ids {
+			if i == 0 {
+				b.WriteString("SELECT CAST(? AS BINARY) AS id, CAST(? AS DATETIME(6)) AS at")
+			} else {
+				b.WriteString(" UNION ALL SELECT ?, ?")
+			}
+			args = append(args, id, s.d.timeArg(uses[id]))
+		}
+		b.WriteString(") AS v ON t.id = v.id SET t.last_used_at = v.at " +
+			"WHERE t.last_used_at IS NULL OR t.last_used_at < v.at")
+		return b.String(), args
+	default: // SQLite
+		var b strings.Builder
+		b.WriteString("UPDATE " + tb + " AS t SET last_used_at = v.column2 FROM (VALUES ")
+		args := make([]any, 0, 2*len(ids))
+		for i, id := range ids {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?)")
+			args = append(args, id, s.d.timeArg(uses[id]))
+		}
+		b.WriteString(") AS v WHERE t.id = v.column1 AND (t.last_used_at IS NULL OR t.last_used_at < v.column2)")
+		return b.String(), args
+	}
+}
+
+// pgArrayTime is the layout of a timestamptz element of an array literal.
+const pgArrayTime = "2006-01-02T15:04:05.999999Z07:00"
 
 // Revoke implements apikey.Revoker with one conditional UPDATE (... SET
 // revoked_at = ? WHERE id = ? AND revoked_at IS NULL): the first

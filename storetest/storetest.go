@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore func(t *testing.T) apikey.Store) {
 		{"ListOfUnknownOwnerIsEmpty", testListEmpty},
 		{"MarkUsedOnlyMovesForward", testMarkUsed},
 		{"MarkUsedIgnoresUnknownIDs", testMarkUsedUnknown},
+		{"MarkUsedNeverMovesBackwardInLargeConcurrentBatches", testMarkUsedBulk},
 		{"ReturnedValuesAreCopies", testCopies},
 		{"TimesRoundTripInUTCToTheMicrosecond", testTimes},
 		{"ZeroTimesStayZero", testZeroTimes},
@@ -322,6 +323,86 @@ func testMarkUsedUnknown(t *testing.T, s apikey.Store) {
 	assert.True(t, at.Equal(mustGet(t, s, a.ID).LastUsedAt))
 	_, err := s.Get(ctx(t), "unknown")
 	assert.ErrorIs(t, err, apikey.ErrNotFound, "MarkUsed must not create keys")
+}
+
+// testMarkUsedBulk sends batches larger than a store is likely to write in
+// one statement, from several goroutines at once, each batch mixing times
+// before and after the stored one and unknown ids: every key must end at
+// the latest time any batch gave it, never earlier.
+func testMarkUsedBulk(t *testing.T, s apikey.Store) {
+	const n, workers = 2100, 4
+	keys := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				k := NewKey("bulk")
+				keys[i] = k.ID
+				errs <- s.Create(context.Background(), k)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	start := base.UTC().Truncate(time.Microsecond)
+	first := make(map[string]time.Time, n)
+	for i, id := range keys {
+		first[id] = start.Add(time.Duration(i) * time.Second)
+	}
+	require.NoError(t, s.MarkUsed(ctx(t), first))
+
+	// Worker w moves key i by (w-1)*i seconds + w milliseconds: worker 0
+	// only backwards, the others forwards by different amounts.
+	want := make(map[string]time.Time, n)
+	for i, id := range keys {
+		want[id] = first[id].Add(time.Duration(workers-2)*time.Duration(i)*time.Second + (workers-1)*time.Millisecond)
+	}
+	want[keys[0]] = first[keys[0]].Add((workers - 1) * time.Millisecond)
+	errs = make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			batch := make(map[string]time.Time, n+10)
+			for i, id := range keys {
+				batch[id] = first[id].Add(time.Duration(w-1)*time.Duration(i)*time.Second + time.Duration(w)*time.Millisecond)
+			}
+			for range 10 {
+				batch[apikey.NewID()] = base
+			}
+			errs <- s.MarkUsed(context.Background(), batch)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	got := map[string]time.Time{}
+	for opts := (apikey.ListOptions{Limit: apikey.MaxListLimit}); ; {
+		page, err := s.List(ctx(t), "bulk", opts)
+		require.NoError(t, err)
+		for _, k := range page {
+			got[k.ID] = k.LastUsedAt
+		}
+		if len(page) < opts.PageSize() {
+			break
+		}
+		opts.After = page[len(page)-1].ID
+	}
+	require.Len(t, got, n, "MarkUsed must not create keys")
+	wrong := 0
+	for _, id := range keys {
+		if !want[id].Equal(got[id]) {
+			if wrong < 5 {
+				t.Errorf("key %s: LastUsedAt %v, want %v", id, got[id], want[id])
+			}
+			wrong++
+		}
+	}
+	assert.Zero(t, wrong, "keys whose LastUsedAt is not the latest use")
 }
 
 func testCopies(t *testing.T, s apikey.Store) {

@@ -4,12 +4,112 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 )
+
+// The README's quick start: a Manager over a store, a key issued once, and
+// the middleware in front of a handler. The README quotes this function's
+// body (TestREADMESnippets keeps them equal).
+func Example_quickStart() {
+	ctx := context.Background()
+	pepper := []byte("an example pepper of 32+ bytes!!") // in production: from a secret manager, never the database
+	store := memstore.New()                              // or sqlstore.New(db, sqlstore.Postgres, sqlstore.Options{})
+	m, err := apikey.New(store, apikey.Options{
+		Prefix:  "sk_live",
+		Peppers: []apikey.Pepper{{Version: "1", Secret: pepper}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close(ctx) // flushes last-used times
+
+	// Show the token to its owner once: only its digest is stored, and
+	// key.ID names the key from now on.
+	token, key, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice", Scopes: []string{"read"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "api"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /reports", mw.Handler(http.HandlerFunc(reports)))                             // wrap what you have
+	mux.Handle("POST /reports", mw.Handler(mw.RequireScopes("write")(http.HandlerFunc(reports)))) // and require scopes
+	// with chi: r.Use(mw.Handler)
+
+	for _, method := range []string{"GET", "POST"} {
+		req := httptest.NewRequest(method, "/reports", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		fmt.Println(method, rec.Code, strings.TrimSpace(rec.Body.String()))
+	}
+	fmt.Println(len(token), key.Owner, key.Hint == token[:8]+"..."+token[len(token)-4:])
+	// Output:
+	// GET 200 reports of alice
+	// POST 403 {"type":"about:blank","title":"Forbidden","status":403,"detail":"The API key lacks a scope this resource requires."}
+	// 73 alice true
+}
+
+// reports is the quick start's handler: the middleware puts the verified
+// key in the request's context.
+func reports(w http.ResponseWriter, r *http.Request) {
+	key := apikey.FromContext(r.Context()) // the verified *apikey.Key
+	fmt.Fprintf(w, "reports of %s", key.Owner)
+}
+
+// Limits by plan: a free key gets 3 requests per UTC day here, a pro key
+// 10,000 per day and at most 100 per second. The README quotes this
+// function's body.
+func ExamplePlans() {
+	ctx := context.Background()
+	m, err := apikey.New(memstore.New(), apikey.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close(ctx)
+
+	plans := apikey.Plans{
+		"free": {apikey.Quota("daily", 3, apikey.Day)},
+		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+	}
+	limiter, err := memlimit.New(memlimit.Options{}) // or redislimit.New(redisClient, redislimit.Options{}) to share them
+	if err != nil {
+		log.Fatal(err)
+	}
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: limiter, Plans: plans})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	token, _, err := m.Issue(ctx, apikey.IssueParams{Plan: "free"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	h := mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for range 4 {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("X-API-Key", token)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		fmt.Println(rec.Code, rec.Header().Get("RateLimit-Policy"))
+	}
+	// Output:
+	// 200 "daily";q=3;w=86400
+	// 200 "daily";q=3;w=86400
+	// 200 "daily";q=3;w=86400
+	// 429 "daily";q=3;w=86400
+}
 
 // Wrap an existing http.ServeMux handler with the middleware.
 func Example_serveMux() {

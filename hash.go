@@ -142,7 +142,7 @@ func (SHA256Hasher) Compare(material, digest []byte, version string) (bool, erro
 // high-entropy secrets. Verification still finds the record by id, so it
 // costs one bcrypt comparison, never a scan. bcrypt reads at most 72 bytes:
 // longer material is rejected with ErrMalformed, never truncated, and
-// NewManager refuses a configuration whose tokens would exceed it.
+// New refuses a configuration whose tokens would exceed it.
 // It is safe for concurrent use.
 type BcryptHasher struct {
 	cost int

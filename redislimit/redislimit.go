@@ -2,6 +2,10 @@
 // GCRA and quotas per UTC calendar window, decided for all servers of an
 // application at once.
 //
+// Pick it when more than one process serves the same keys: a customer's
+// limit then holds across all of them. For a single process (or tests)
+// memlimit needs no server.
+//
 // Each Allow is one round trip: an EVALSHA of a Lua script (EVAL when the
 // server lost the script, after which EVALSHA works again) that reads the
 // time with Redis's TIME, reads the key id's state with one GET, decides
@@ -30,10 +34,6 @@
 // with different limits for one key id do not reset each other, and are
 // dropped once expired: a rate's at its theoretical arrival time, a
 // quota's at the end of its window. The key expires with its last entry.
-//
-// This layout replaced one key per limit ("<prefix>{<key id>}:r:<name>",
-// "...:q:<name>"); keys of that layout are no longer read and expire on
-// their own, so state in flight when upgrading starts afresh.
 //
 // The window of a quota is stored in the value, not in the key name,
 // because it comes from Redis's clock inside the script while every key a

@@ -1,6 +1,9 @@
 // Package sqlstore is an apikey.Store over database/sql for PostgreSQL,
 // MySQL/MariaDB and SQLite. It imports no driver: bring your own.
 //
+// Pick it to keep keys durable in a database your service already runs,
+// shared by all of its instances; memstore keeps them in one process only.
+//
 //	import _ "github.com/jackc/pgx/v5/stdlib"     // sql.Open("pgx", dsn), dialect Postgres
 //	import _ "github.com/go-sql-driver/mysql"      // sql.Open("mysql", dsn), dialect MySQL
 //	import _ "modernc.org/sqlite"                  // sql.Open("sqlite", dsn), dialect SQLite

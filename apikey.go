@@ -77,9 +77,19 @@ type Options struct {
 	LastUsedInterval time.Duration
 
 	// LastUsedQueue bounds the number of distinct keys waiting for a
-	// flush: DefaultLastUsedQueue when 0. Uses of further keys are dropped
-	// (and counted, see Stats) until the next flush.
+	// flush or being written: DefaultLastUsedQueue when 0. Uses of further
+	// keys are dropped (and counted, see Stats) until the next flush.
 	LastUsedQueue int
+
+	// LastUsedBatch is the most keys one Store.MarkUsed call writes:
+	// DefaultLastUsedBatch when 0. A flush writes its keys in batches of
+	// this size; a batch that fails is retried at the next flush without
+	// holding up the others.
+	LastUsedBatch int
+
+	// LastUsedTimeout bounds each Store.MarkUsed call:
+	// DefaultLastUsedTimeout when 0, whatever LastUsedInterval is.
+	LastUsedTimeout time.Duration
 
 	// Cache configures the verification cache.
 	Cache CacheOptions
@@ -99,7 +109,8 @@ type Options struct {
 	// change within their cache TTL.
 	Notifier Notifier
 
-	// Metrics, if set, receives counters and latencies.
+	// Metrics, if set, receives counters and latencies (see Metrics);
+	// nil, the default, costs nothing.
 	Metrics Metrics
 
 	// OnEvent, if set, receives every issue, rotate, revoke, delete and
@@ -157,6 +168,8 @@ type Manager struct {
 	fleet   *fleet
 	onEvent func(context.Context, Event)
 	log     *slog.Logger
+	metrics Metrics
+	sampler logSampler // failed verifications in the log
 }
 
 // New returns a Manager over store. It validates opts and returns an error
@@ -192,7 +205,7 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	m := &Manager{
 		store: store, format: f, hasher: h, now: opts.Now, ttl: opts.DefaultTTL,
-		onEvent: opts.OnEvent, log: opts.Logger,
+		onEvent: opts.OnEvent, log: opts.Logger, metrics: opts.Metrics,
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -206,7 +219,10 @@ func New(store Store, opts Options) (*Manager, error) {
 	if m.cache, err = newCache(opts.Cache); err != nil {
 		return nil, err
 	}
-	if m.usage, err = newUsageRecorder(store, opts.LastUsedInterval, opts.LastUsedQueue, m.log); err != nil {
+	if m.usage, err = newUsageRecorder(store, usageOptions{
+		interval: opts.LastUsedInterval, timeout: opts.LastUsedTimeout, max: opts.LastUsedQueue,
+		batch: opts.LastUsedBatch, log: m.log, metrics: m.metrics,
+	}); err != nil {
 		return nil, err
 	}
 	m.fleet = startFleet(opts.Notifier, m.cache, m.log)
@@ -391,9 +407,11 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// Close flushes pending last-used times, stops the background flush and
-// ends the Notifier subscription. The Manager still verifies after Close,
-// but records no more uses and hears of no more changes.
+// Close ends the Notifier subscription, stops the background flush and
+// writes every pending last-used time, in batches, retrying failed batches
+// until ctx is done (three attempts when ctx has no deadline). The Manager
+// still verifies after Close, but records no more uses and hears of no
+// more changes.
 func (m *Manager) Close(ctx context.Context) error {
 	ferr := m.fleet.close(ctx)
 	if err := m.usage.close(ctx); err != nil {

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,9 +17,11 @@ const (
 	// DefaultCacheTTL is how long a verified key is served from memory when
 	// CacheOptions.TTL is 0. It is also the bound on how long a revocation
 	// made through another Manager (another process) can go unnoticed by
-	// this one. Revocations through this Manager take effect at once.
+	// this one when no Notifier tells it sooner. Revocations through this
+	// Manager take effect at once.
 	DefaultCacheTTL = 5 * time.Second
-	// DefaultNegativeTTL is how long an unknown key id is remembered when
+	// DefaultNegativeTTL is how long a failed lookup (an unknown id, or a
+	// known id presented with a wrong secret) is remembered when
 	// CacheOptions.NegativeTTL is 0.
 	DefaultNegativeTTL = time.Second
 	// DefaultCacheSize is the entry limit when CacheOptions.MaxEntries is 0.
@@ -27,16 +31,23 @@ const (
 // CacheOptions configures the verification cache of a Manager. The zero
 // value enables it with the defaults above and no stale serving.
 //
-// An entry holds a copy of the record and the SHA-256 of the secret that
-// was verified against it, so a hit costs one SHA-256 and a map lookup:
-// no store query and no bcrypt. Expiry and revocation times in the cached
-// record are still checked on every verification.
+// An entry holds the record and the SHA-256 of the secret that was
+// verified against it, so a hit costs one SHA-256 and a map lookup: no
+// store query, no bcrypt and no allocation. Expiry, revocation and
+// suspension in the cached record are still checked on every
+// verification.
+//
+// Unknown ids and known ids presented with a wrong secret are remembered
+// alike for NegativeTTL, so that both cost the same number of store
+// queries: an attacker learns nothing from the load he causes, and cannot
+// bypass the cache to load the store.
 type CacheOptions struct {
 	// TTL is how long a verified key is served without asking the store:
 	// DefaultCacheTTL when 0; negative disables the cache.
 	TTL time.Duration
-	// NegativeTTL is how long an unknown id is answered ErrInvalid without
-	// asking the store: DefaultNegativeTTL when 0; negative disables it.
+	// NegativeTTL is how long a failed lookup (unknown id or wrong secret)
+	// is answered ErrInvalid without asking the store: DefaultNegativeTTL
+	// when 0; negative disables it.
 	NegativeTTL time.Duration
 	// MaxEntries bounds the cache: DefaultCacheSize when 0. When full, an
 	// arbitrary entry is evicted for each new one.
@@ -47,10 +58,25 @@ type CacheOptions struct {
 	StaleIfError time.Duration
 }
 
+// cacheEntry is one immutable cache entry: it is replaced, never changed.
 type cacheEntry struct {
-	key     *Key // private copy; nil for an unknown id
-	sum     [sha256.Size]byte
-	fetched time.Time
+	// key is the record, shared with every caller of Verify that hits this
+	// entry (see Verify: it is never modified); nil for an unknown id.
+	key *Key
+	// sum is the SHA-256 of the key material that verified against key;
+	// verified is false when none did (the entry was made by a wrong
+	// secret), and then the entry lives NegativeTTL only.
+	sum      [sha256.Size]byte
+	verified bool
+	fetched  time.Time
+}
+
+// maxAge returns how long e may be served: extra is the stale window.
+func (c *cache) maxAge(e *cacheEntry, extra time.Duration) time.Duration {
+	if !e.verified {
+		return c.negTTL
+	}
+	return c.ttl + extra
 }
 
 // call is one store lookup shared by concurrent misses of one id.
@@ -60,15 +86,33 @@ type call struct {
 	err  error
 }
 
+// cacheShards is the number of independently locked parts of the cache
+// (and of the last-used recorder): verifications of different keys on
+// different cores rarely meet on a lock.
+const cacheShards = 64
+
+// cacheShard is one part of the cache, padded to its own cache lines so
+// that two cores working on neighbouring shards do not share a line.
+type cacheShard struct {
+	mu       sync.RWMutex
+	entries  map[string]*cacheEntry
+	inflight map[string]*call
+	_        [128 - 24 - 8 - 8]byte
+}
+
 // cache is the Manager's verification cache. A nil cache caches nothing.
+//
+// Invalidation works by epochs: every invalidation bumps epoch, and a
+// lookup that started at an older epoch does not store what it fetched,
+// so no verification starting after an invalidation returned can see a
+// record read before it.
 type cache struct {
 	ttl, negTTL, stale time.Duration
-	max                int
+	max                int64
 
-	mu       sync.RWMutex
-	entries  map[string]cacheEntry
-	inflight map[string]*call
-	epoch    atomic.Uint64 // bumped by every invalidation
+	count  atomic.Int64  // entries in all shards
+	epoch  atomic.Uint64 // bumped by every invalidation
+	shards [cacheShards]cacheShard
 }
 
 func newCache(o CacheOptions) (*cache, error) {
@@ -78,8 +122,7 @@ func newCache(o CacheOptions) (*cache, error) {
 	if o.StaleIfError < 0 || o.MaxEntries < 0 {
 		return nil, fmt.Errorf("%w: negative cache option", ErrInvalidOptions)
 	}
-	c := &cache{ttl: o.TTL, negTTL: o.NegativeTTL, stale: o.StaleIfError, max: o.MaxEntries,
-		entries: map[string]cacheEntry{}, inflight: map[string]*call{}}
+	c := &cache{ttl: o.TTL, negTTL: o.NegativeTTL, stale: o.StaleIfError, max: int64(o.MaxEntries)}
 	if c.ttl == 0 {
 		c.ttl = DefaultCacheTTL
 	}
@@ -89,38 +132,72 @@ func newCache(o CacheOptions) (*cache, error) {
 	if c.max == 0 {
 		c.max = DefaultCacheSize
 	}
+	for i := range c.shards {
+		c.shards[i].entries = map[string]*cacheEntry{}
+		c.shards[i].inflight = map[string]*call{}
+	}
 	return c, nil
 }
 
+// shardSeed hashes key ids to shards; it is fixed for the process so that
+// the cache and the last-used recorder agree.
+var shardSeed = maphash.MakeSeed()
+
+// shardOf returns the shard index of id.
+func shardOf(id string) int { return int(maphash.String(shardSeed, id) % cacheShards) }
+
 // get returns the entry for id if it is still fresh: younger than the
-// negative TTL for an unknown id, than the TTL plus extra for a key.
-func (c *cache) get(id string, now time.Time, extra time.Duration) (cacheEntry, bool) {
-	c.mu.RLock()
-	e, ok := c.entries[id]
-	c.mu.RUnlock()
-	maxAge := c.ttl + extra
-	if e.key == nil {
-		maxAge = c.negTTL
+// negative TTL for a failed lookup, than the TTL plus extra for a key.
+func (c *cache) get(shard int, id string, now time.Time, extra time.Duration) *cacheEntry {
+	s := &c.shards[shard]
+	s.mu.RLock()
+	e := s.entries[id]
+	s.mu.RUnlock()
+	if e == nil || now.Sub(e.fetched) >= c.maxAge(e, extra) {
+		return nil
 	}
-	if !ok || now.Sub(e.fetched) >= maxAge {
-		return cacheEntry{}, false
-	}
-	return e, true
+	return e
 }
 
-func (c *cache) put(id string, e cacheEntry, epoch uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// put stores e for id unless an invalidation happened since epoch. The map
+// key is the record's own id, or a copy of id, never a part of the token.
+func (c *cache) put(shard int, id string, e *cacheEntry, epoch uint64) {
+	if e.key != nil {
+		id = e.key.ID
+	} else {
+		id = strings.Clone(id)
+	}
+	s := &c.shards[shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if c.epoch.Load() != epoch { // invalidated while we were fetching
 		return
 	}
-	if _, ok := c.entries[id]; !ok && len(c.entries) >= c.max {
-		for victim := range c.entries {
-			delete(c.entries, victim)
+	if _, ok := s.entries[id]; !ok && c.count.Add(1) > c.max {
+		victim, found := "", false
+		for victim = range s.entries {
+			found = true
 			break
 		}
+		if !found { // full, and nothing of this shard to evict
+			c.count.Add(-1)
+			return
+		}
+		delete(s.entries, victim)
+		c.count.Add(-1)
 	}
-	c.entries[id] = e
+	s.entries[id] = e
+}
+
+// upgrade replaces old, an entry made by a wrong secret, with one that
+// remembers sum as verified, if old is still the entry of id.
+func (c *cache) upgrade(shard int, id string, old *cacheEntry, sum [sha256.Size]byte) {
+	s := &c.shards[shard]
+	s.mu.Lock()
+	if s.entries[id] == old {
+		s.entries[id] = &cacheEntry{key: old.key, sum: sum, verified: true, fetched: old.fetched}
+	}
+	s.mu.Unlock()
 }
 
 // invalidate forgets id, and any lookup of it in flight, so that no
@@ -129,47 +206,57 @@ func (c *cache) invalidate(id string) {
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
+	s := &c.shards[shardOf(id)]
+	s.mu.Lock()
 	c.epoch.Add(1)
-	delete(c.entries, id)
-	delete(c.inflight, id)
-	c.mu.Unlock()
+	if _, ok := s.entries[id]; ok {
+		delete(s.entries, id)
+		c.count.Add(-1)
+	}
+	delete(s.inflight, id)
+	s.mu.Unlock()
 }
 
-// reset forgets every entry and every lookup in flight, as invalidate does
-// for one id.
+// reset forgets every entry and every lookup in flight, so that no
+// verification starting after it returns can use a record read before it
+// (for example after notifications of changes may have been lost).
 func (c *cache) reset() {
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
-	c.epoch.Add(1)
-	clear(c.entries)
-	clear(c.inflight)
-	c.mu.Unlock()
+	c.epoch.Add(1) // first: a put racing with the loop below is refused
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		c.count.Add(-int64(len(s.entries)))
+		clear(s.entries)
+		clear(s.inflight)
+		s.mu.Unlock()
+	}
 }
 
 // load fetches id from the store, sharing one Get among concurrent callers.
 // It returns the epoch at which the fetch started.
-func (c *cache) load(ctx context.Context, id string, get func(context.Context, string) (*Key, error)) (*Key, uint64, error) {
+func (c *cache) load(ctx context.Context, shard int, id string, get func(context.Context, string) (*Key, error)) (*Key, uint64, error) {
+	s := &c.shards[shard]
 	for {
-		c.mu.Lock()
+		s.mu.Lock()
 		epoch := c.epoch.Load()
-		cl, joined := c.inflight[id]
+		cl, joined := s.inflight[id]
 		if !joined {
 			cl = &call{done: make(chan struct{})}
-			c.inflight[id] = cl
+			s.inflight[strings.Clone(id)] = cl
 		}
-		c.mu.Unlock()
+		s.mu.Unlock()
 		if !joined {
 			cl.key, cl.err = safeGet(ctx, get, id)
-			c.mu.Lock()
-			if c.inflight[id] == cl {
-				delete(c.inflight, id)
+			s.mu.Lock()
+			if s.inflight[id] == cl {
+				delete(s.inflight, id)
 			}
-			c.mu.Unlock()
+			s.mu.Unlock()
 			close(cl.done)
-			return cl.key.Clone(), epoch, cl.err
+			return cl.key, epoch, cl.err
 		}
 		select {
 		case <-ctx.Done():
@@ -180,12 +267,18 @@ func (c *cache) load(ctx context.Context, id string, get func(context.Context, s
 		if errors.Is(cl.err, context.Canceled) || errors.Is(cl.err, context.DeadlineExceeded) {
 			continue
 		}
-		return cl.key.Clone(), epoch, cl.err
+		return cl.key, epoch, cl.err
 	}
 }
 
-// Invalidate drops id from m's verification cache, so the next
-// verification reads the store. Revoke, Rotate and Delete call it; call it
-// yourself when another process tells you a key changed (for example over
-// a pub/sub channel) to make that change effective here at once.
+// Invalidate drops id from m's verification cache, so that no
+// verification starting after Invalidate returns uses a record read
+// before. Revoke, Rotate, Delete, Update, Disable and Enable call it; call
+// it yourself when another process tells you a key changed (a Notifier
+// does it for you) to make that change effective here at once.
 func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
+
+// InvalidateAll drops m's whole verification cache, so that no
+// verification starting after it returns uses a record read before; for
+// example after a change notification may have been lost.
+func (m *Manager) InvalidateAll() { m.cache.reset() }

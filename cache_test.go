@@ -36,15 +36,22 @@ func TestCacheHitNeedsNoStore(t *testing.T) {
 	assert.Equal(t, apikey.ErrInvalid, err)
 }
 
-func TestCacheReturnsCopies(t *testing.T) {
+// A cache hit returns the cached record itself (no allocation): callers
+// share it read-only, and Clone gives them a copy of their own.
+func TestCacheHitSharesTheRecord(t *testing.T) {
 	m := newManager(t, memstore.New(), apikey.Options{})
 	token, _ := issue(t, m, apikey.IssueParams{Scopes: []string{"read"}})
 	k, err := m.Verify(context.Background(), token)
 	require.NoError(t, err)
-	k.Scopes[0] = "admin"
 	k2, err := m.Verify(context.Background(), token)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"read"}, k2.Scopes)
+	assert.Same(t, k, k2, "a hit returns the shared record")
+
+	c := k2.Clone()
+	c.Scopes[0] = "admin"
+	k3, err := m.Verify(context.Background(), token)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"read"}, k3.Scopes, "a clone is the caller's own")
 }
 
 func TestNegativeCache(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,7 +54,7 @@ func (e Event) LogValue() slog.Value {
 // outcome names a verification error by its sentinel, so that logs never
 // carry a wrapped message from a dependency.
 func outcome(err error) string {
-	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrUnavailable} {
+	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrUnavailable} {
 		if errors.Is(err, s) {
 			return s.Error()
 		}
@@ -71,12 +73,96 @@ func (m *Manager) emit(ctx context.Context, e Event) {
 		}
 		m.log.LogAttrs(ctx, level, msg, slog.Any("apikey", e))
 	}
-	if m.onEvent != nil {
-		defer func() {
-			if r := recover(); r != nil && m.log != nil {
-				m.log.Error("apikey: OnEvent panicked", slog.String("panic", fmt.Sprint(r)))
-			}
-		}()
-		m.onEvent(ctx, e)
+	m.hook(ctx, e)
+}
+
+// hook calls OnEvent, if set, recovering a panic.
+func (m *Manager) hook(ctx context.Context, e Event) {
+	if m.onEvent == nil {
+		return
 	}
+	defer func() {
+		if r := recover(); r != nil && m.log != nil {
+			m.log.Error("apikey: OnEvent panicked", slog.String("panic", fmt.Sprint(r)))
+		}
+	}()
+	m.onEvent(ctx, e)
+}
+
+// emitVerify reports a verification to OnEvent (every one) and to the
+// Logger: successes at Debug level, failures at Warn level but sampled, at
+// most one line per second per outcome, each line counting the failures
+// of its outcome left out since the previous one. A flood of garbage
+// tokens thus costs no log line per request.
+func (m *Manager) emitVerify(ctx context.Context, k *Key, id string, now time.Time, err error) {
+	if now.IsZero() {
+		now = m.now()
+	}
+	if k == nil && id != "" {
+		id = strings.Clone(id) // part of the token: keep none of it
+	}
+	e := Event{Type: EventVerify, KeyID: id, Err: err, Time: now}
+	if k != nil {
+		e.Owner = k.Owner
+	}
+	if m.log != nil {
+		m.logVerify(ctx, e)
+	}
+	m.hook(ctx, e)
+}
+
+func (m *Manager) logVerify(ctx context.Context, e Event) {
+	level, suppressed := slog.LevelDebug, uint64(0)
+	if e.Err != nil {
+		var log bool
+		if log, suppressed = m.sampler.allow(outcomeOf(e.Err), e.Time); !log {
+			return
+		}
+		level = slog.LevelWarn
+	}
+	if !m.log.Enabled(ctx, level) {
+		return
+	}
+	if suppressed > 0 {
+		m.log.LogAttrs(ctx, level, "apikey: verify", slog.Any("apikey", e), slog.Uint64("suppressed", suppressed))
+		return
+	}
+	m.log.LogAttrs(ctx, level, "apikey: verify", slog.Any("apikey", e))
+}
+
+// logSampler lets through at most one log line per second per outcome of
+// a failed verification, and counts the others. It is safe for concurrent
+// use; the zero value is ready.
+type logSampler struct {
+	kinds [6]struct {
+		next       atomic.Int64  // Unix nanoseconds before which lines are left out
+		suppressed atomic.Uint64 // lines left out since the last one
+		_          [48]byte      // one cache line each
+	}
+}
+
+// allow reports whether a failure of outcome at now may be logged, and how
+// many of its kind were left out before it.
+func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
+	i := 0
+	switch outcome {
+	case "malformed":
+		i = 1
+	case "invalid":
+		i = 2
+	case "expired":
+		i = 3
+	case "revoked":
+		i = 4
+	case "disabled":
+		i = 5
+	}
+	kind := &s.kinds[i]
+	t := now.UnixNano()
+	next := kind.next.Load()
+	if t < next || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
+		kind.suppressed.Add(1)
+		return false, 0
+	}
+	return true, kind.suppressed.Swap(0)
 }

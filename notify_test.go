@@ -262,11 +262,11 @@ func TestNotifierRevokeIsImmediateAcrossInstances(t *testing.T) {
 			})
 		}
 		for i := range ids {
-			time.Sleep(time.Millisecond)
+			awaitProgress(&seq, 32)
 			require.NoError(t, a.Revoke(context.Background(), ids[i]))
 			revokedAt[i].Store(seq.Add(1))
 		}
-		time.Sleep(5 * time.Millisecond)
+		awaitProgress(&seq, 128)
 		close(stop)
 		wg.Wait()
 		require.Zero(t, violations.Load(), "a verification on b that started after a's Revoke returned succeeded")

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"net"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -15,62 +14,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/internal/testserver"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/notifytest"
 	"github.com/gokeys/apikey/redisnotify"
 )
 
-// server is a private redis-server on a spare port, which a test may stop
-// and start again.
-type server struct {
-	t    *testing.T
-	addr string
-	cmd  *exec.Cmd
-}
-
-// startServer starts a private redis-server, or skips the test when the
-// binary is missing (fails with CI=true).
-func startServer(t *testing.T) *server {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server is not installed")
-		}
-		t.Skip("redis-server is not installed")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	s := &server{t: t, addr: addr}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *server) start() {
-	s.t.Helper()
-	_, port, _ := net.SplitHostPort(s.addr)
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
-	require.NoError(s.t, s.cmd.Start())
-	c := redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1})
-	defer c.Close()
-	require.Eventually(s.t, func() bool { return c.Ping(context.Background()).Err() == nil },
-		10*time.Second, 20*time.Millisecond, "redis-server on %s did not start", s.addr)
-}
-
-// stop kills the server as a crash would.
-func (s *server) stop() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
-
-// addr returns the shared Redis of APIKEY_TEST_REDIS_ADDR, or else a
+// sharedOrPrivate returns the shared Redis of APIKEY_TEST_REDIS_ADDR, or else a
 // private server's.
 func sharedOrPrivate(t *testing.T) string {
 	if addr := os.Getenv("APIKEY_TEST_REDIS_ADDR"); addr != "" {
@@ -84,7 +34,7 @@ func sharedOrPrivate(t *testing.T) string {
 		}
 		return addr
 	}
-	return startServer(t).addr
+	return testserver.StartRedis(t).Addr
 }
 
 // channel returns a channel name no other test run uses.
@@ -158,8 +108,8 @@ func TestPropagation(t *testing.T) {
 // is honoured as soon as B has subscribed again (the cache is dropped),
 // and propagation is as fast as before.
 func TestPropagationAfterRestart(t *testing.T) {
-	srv := startServer(t)
-	ns := fleet(t, srv.addr, 2)
+	srv := testserver.StartRedis(t)
+	ns := fleet(t, srv.Addr, 2)
 	store := memstore.New()
 	opts := func(n apikey.Notifier) apikey.Options {
 		return apikey.Options{Notifier: n, Cache: apikey.CacheOptions{TTL: time.Hour}, LastUsedInterval: -1}
@@ -183,19 +133,19 @@ func TestPropagationAfterRestart(t *testing.T) {
 	_, err = b.Verify(ctx, token)
 	require.NoError(t, err)
 
-	srv.stop()
+	srv.Stop()
 	require.NoError(t, a.Revoke(ctx, k.ID), "a revocation stands while the notifier is down")
 	assert.EqualValues(t, 1, a.Stats().PublishErrors)
 	_, err = b.Verify(ctx, token)
 	assert.NoError(t, err, "while down, B relies on its cache TTL")
 
 	restarted := time.Now()
-	srv.start()
+	srv.Start()
 	require.Eventually(t, func() bool {
 		_, err := b.Verify(ctx, token)
 		return err != nil
 	}, 5*time.Second, time.Millisecond, "B drops its cache once subscribed again")
-	t.Logf("redis: B resubscribed and refused the key revoked during the outage %v after the restart",
+	t.Logf("redis: B resubscribed and refused the key revoked during the outage %v after the restart began",
 		time.Since(restarted).Round(time.Millisecond))
 	require.Eventually(t, func() bool { return ns[0].Subscriptions() == 2 && ns[1].Subscriptions() == 2 },
 		5*time.Second, 10*time.Millisecond)

@@ -1,0 +1,211 @@
+// Package testserver starts private Redis and PostgreSQL servers on spare
+// ports for tests that must stop and restart them, which the shared
+// servers of a test machine must never be. A test is skipped when the
+// server's binaries are missing, and fails instead when CI=true.
+package testserver
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// unavailable skips t, or fails it under CI.
+func unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// SparePort returns a TCP port of 127.0.0.1 that nothing listened on a
+// moment ago.
+func SparePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitPort waits until something accepts connections on addr.
+func waitPort(addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Redis is a private redis-server, without persistence.
+type Redis struct {
+	t    testing.TB
+	Addr string // host:port
+	cmd  *exec.Cmd
+}
+
+// StartRedis starts a redis-server on a spare port, stopped when the test
+// ends.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		unavailable(t, "redis-server is not installed")
+	}
+	r := &Redis{t: t, Addr: "127.0.0.1:" + strconv.Itoa(SparePort(t))}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Start starts the server (again) on its port and waits until it accepts
+// connections.
+func (r *Redis) Start() {
+	r.t.Helper()
+	_, port, _ := net.SplitHostPort(r.Addr)
+	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := waitPort(r.Addr, 10*time.Second); err != nil {
+		r.t.Fatalf("redis-server on %s did not start: %v", r.Addr, err)
+	}
+}
+
+// Stop kills the server, as a crash would, and waits for it to exit.
+func (r *Redis) Stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// Postgres is a private PostgreSQL cluster in a temporary directory, with
+// trust authentication for the user postgres.
+type Postgres struct {
+	t    testing.TB
+	dir  string
+	bin  string
+	Port int
+	// DSN reaches the cluster's postgres database as user postgres.
+	DSN     string
+	asUser  []string // runuser prefix when running as root
+	running bool
+}
+
+// pgBin finds the directory of initdb and pg_ctl: on PATH, else the newest
+// /usr/lib/postgresql/*/bin.
+func pgBin() string {
+	if p, err := exec.LookPath("pg_ctl"); err == nil {
+		if _, err := exec.LookPath("initdb"); err == nil {
+			return filepath.Dir(p)
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	slices.SortFunc(dirs, func(a, b string) int {
+		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
+		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
+		return va - vb
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if _, err := os.Stat(filepath.Join(dirs[i], "initdb")); err == nil {
+			return dirs[i]
+		}
+	}
+	return ""
+}
+
+// StartPostgres creates a cluster with initdb and starts it on a spare
+// port; it is stopped and removed when the test ends. PostgreSQL refuses
+// to run as root: as root, the server runs as the user postgres.
+func StartPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	bin := pgBin()
+	if bin == "" {
+		unavailable(t, "PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+	}
+	dir, err := os.MkdirTemp("", "apikey-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := &Postgres{t: t, dir: dir, bin: bin, Port: SparePort(t)}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			unavailable(t, "running as root and there is no user postgres to run PostgreSQL as")
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		p.asUser = []string{"runuser", "-u", "postgres", "--"}
+	}
+	p.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port)
+	p.run("initdb", "-D", p.data(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+	p.Start()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *Postgres) data() string { return filepath.Join(p.dir, "data") }
+
+// run runs one of the cluster's programs as the cluster's user.
+func (p *Postgres) run(prog string, args ...string) {
+	p.t.Helper()
+	argv := append(append(slices.Clone(p.asUser), filepath.Join(p.bin, prog)), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		p.t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+}
+
+// Start starts the cluster (again) on its port and waits until it accepts
+// connections.
+func (p *Postgres) Start() {
+	p.t.Helper()
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50", p.Port, p.dir)
+	p.run("pg_ctl", "-D", p.data(), "-l", filepath.Join(p.dir, "log"), "-o", opts, "-w", "-t", "60", "start")
+	p.running = true
+	if err := waitPort(fmt.Sprintf("127.0.0.1:%d", p.Port), 10*time.Second); err != nil {
+		p.t.Fatalf("PostgreSQL on port %d did not start: %v", p.Port, err)
+	}
+}
+
+// Stop stops the cluster at once (immediate mode: as a crash would, every
+// connection is cut) and waits for it to exit.
+func (p *Postgres) Stop() {
+	p.t.Helper()
+	p.run("pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop")
+	p.running = false
+}
+
+func (p *Postgres) stop() {
+	if p.running {
+		p.Stop()
+	}
+}

@@ -19,6 +19,7 @@ import (
 )
 
 func TestNewValidates(t *testing.T) {
+	t.Parallel()
 	bc, err := apikey.NewBcryptHasher(4)
 	require.NoError(t, err)
 	for _, tc := range []struct {
@@ -47,6 +48,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestZeroOptionsWork(t *testing.T) {
+	t.Parallel()
 	m, err := apikey.New(memstore.New(), apikey.Options{})
 	require.NoError(t, err)
 	defer m.Close(context.Background())
@@ -61,6 +63,7 @@ func TestZeroOptionsWork(t *testing.T) {
 }
 
 func TestIssueAndVerify(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Prefix: "sk_live", Now: c.Now})
 	token, k, err := m.Issue(context.Background(), apikey.IssueParams{
@@ -85,6 +88,7 @@ func TestIssueAndVerify(t *testing.T) {
 }
 
 func TestIssueValidates(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
 	for name, p := range map[string]apikey.IssueParams{
@@ -102,6 +106,7 @@ func TestIssueValidates(t *testing.T) {
 }
 
 func TestFlippedCharacterNeedsNoStore(t *testing.T) {
+	t.Parallel()
 	spy := newSpy()
 	m := newManager(t, spy, apikey.Options{})
 	token, _ := issue(t, m, apikey.IssueParams{})
@@ -118,6 +123,7 @@ func TestFlippedCharacterNeedsNoStore(t *testing.T) {
 }
 
 func TestNoSecretAtRest(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		opts apikey.Options
@@ -173,6 +179,7 @@ func mustBcrypt(t testing.TB) *apikey.BcryptHasher {
 }
 
 func TestUnknownIDAndWrongSecretAreAlike(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		opts apikey.Options
@@ -213,6 +220,7 @@ func rebuild(t testing.TB, f apikey.Format, id, secret string) string {
 }
 
 func TestExpiredAndRevoked(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now, DefaultTTL: time.Hour})
 	token, _ := issue(t, m, apikey.IssueParams{})
@@ -236,6 +244,7 @@ func TestExpiredAndRevoked(t *testing.T) {
 }
 
 func TestStoreErrorIsNotInvalid(t *testing.T) {
+	t.Parallel()
 	spy := newSpy()
 	m := newManager(t, spy, apikey.Options{Cache: apikey.CacheOptions{TTL: -1}})
 	token, _ := issue(t, m, apikey.IssueParams{})
@@ -257,6 +266,7 @@ func TestStoreErrorIsNotInvalid(t *testing.T) {
 }
 
 func TestPepperRotation(t *testing.T) {
+	t.Parallel()
 	store := memstore.New()
 	old := apikey.Pepper{Version: "2025", Secret: []byte(strings.Repeat("o", 32))}
 	m1 := newManager(t, store, apikey.Options{Peppers: []apikey.Pepper{old}})
@@ -277,6 +287,7 @@ func TestPepperRotation(t *testing.T) {
 }
 
 func TestBcryptHasher(t *testing.T) {
+	t.Parallel()
 	h := mustBcrypt(t)
 	_, _, err := h.Hash(bytes.Repeat([]byte("a"), 73))
 	assert.ErrorIs(t, err, apikey.ErrMalformed, "over 72 bytes is rejected, not truncated")
@@ -299,6 +310,7 @@ func TestBcryptHasher(t *testing.T) {
 }
 
 func TestKeyPrintsNoHash(t *testing.T) {
+	t.Parallel()
 	m := newManager(t, memstore.New(), apikey.Options{})
 	_, k := issue(t, m, apikey.IssueParams{Name: "n"})
 	hash := fmt.Sprintf("%x", k.Hash)
@@ -319,6 +331,7 @@ func TestKeyPrintsNoHash(t *testing.T) {
 }
 
 func TestManagementOperations(t *testing.T) {
+	t.Parallel()
 	m := newManager(t, memstore.New(), apikey.Options{})
 	ctx := context.Background()
 	var ids []string

@@ -18,6 +18,7 @@ import (
 )
 
 func TestCacheHitNeedsNoStore(t *testing.T) {
+	t.Parallel()
 	spy := newSpy()
 	m := newManager(t, spy, apikey.Options{})
 	token, _ := issue(t, m, apikey.IssueParams{})
@@ -40,6 +41,7 @@ func TestCacheHitNeedsNoStore(t *testing.T) {
 // A cache hit returns the cached record itself (no allocation): callers
 // share it read-only, and Clone gives them a copy of their own.
 func TestCacheHitSharesTheRecord(t *testing.T) {
+	t.Parallel()
 	m := newManager(t, memstore.New(), apikey.Options{})
 	token, _ := issue(t, m, apikey.IssueParams{Scopes: []string{"read"}})
 	k, err := m.Verify(context.Background(), token)
@@ -56,6 +58,7 @@ func TestCacheHitSharesTheRecord(t *testing.T) {
 }
 
 func TestNegativeCache(t *testing.T) {
+	t.Parallel()
 	spy := newSpy()
 	c := newClock()
 	m := newManager(t, spy, apikey.Options{Now: c.Now})
@@ -75,6 +78,7 @@ func TestNegativeCache(t *testing.T) {
 // Revocation through another Manager (another process) is noticed within
 // the cache TTL; through this one, at once.
 func TestRevocationBound(t *testing.T) {
+	t.Parallel()
 	store := memstore.New()
 	c := newClock()
 	here := newManager(t, store, apikey.Options{Now: c.Now, Cache: apikey.CacheOptions{TTL: 5 * time.Second}})
@@ -103,6 +107,7 @@ func TestRevocationBound(t *testing.T) {
 // Once Revoke has returned, no later verification on that instance
 // succeeds, while many goroutines verify concurrently.
 func TestRevokeIsImmediateUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	for round := range 20 {
 		store := &yieldStore{Store: memstore.New(), yields: round % 4 * 20}
 		m := newManager(t, store, apikey.Options{})
@@ -187,6 +192,7 @@ func (s *slowStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
 // All 50 verifications miss the cache at once; the store's Get returns only
 // once every one of them waits, and they all share that one query.
 func TestConcurrentMissesCollapse(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		store := &slowStore{Store: memstore.New(), delay: 50 * time.Millisecond}
 		m := newManager(t, store, apikey.Options{})
@@ -204,6 +210,7 @@ func TestConcurrentMissesCollapse(t *testing.T) {
 }
 
 func TestCacheIsBounded(t *testing.T) {
+	t.Parallel()
 	spy := newSpy()
 	m := newManager(t, spy, apikey.Options{Cache: apikey.CacheOptions{MaxEntries: 2}})
 	var tokens []string
@@ -222,6 +229,7 @@ func TestCacheIsBounded(t *testing.T) {
 }
 
 func TestStaleIfError(t *testing.T) {
+	t.Parallel()
 	spy := newSpy()
 	c := newClock()
 	m := newManager(t, spy, apikey.Options{Now: c.Now, Cache: apikey.CacheOptions{TTL: time.Second, StaleIfError: time.Minute}})
@@ -277,6 +285,7 @@ func (s *stallStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
 
 // Fault injection: corrupt rows never authenticate.
 func TestCorruptRowsNeverAuthenticate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		corrupt func(k *apikey.Key)

@@ -11,6 +11,7 @@ import (
 )
 
 func TestFormatRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		prefix string
@@ -40,6 +41,7 @@ func TestFormatRoundTrip(t *testing.T) {
 }
 
 func TestFormatRejects(t *testing.T) {
+	t.Parallel()
 	f, err := apikey.NewFormat("sk_test", 0)
 	require.NoError(t, err)
 	token, _ := f.New()
@@ -77,6 +79,7 @@ func TestFormatRejects(t *testing.T) {
 }
 
 func TestNewFormatValidates(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		prefix string
@@ -95,6 +98,7 @@ func TestNewFormatValidates(t *testing.T) {
 }
 
 func TestScanAndRedact(t *testing.T) {
+	t.Parallel()
 	f, err := apikey.NewFormat("sk_live", 0)
 	require.NoError(t, err)
 	a, ta := f.New()
@@ -116,6 +120,7 @@ func TestScanAndRedact(t *testing.T) {
 }
 
 func TestScanNoFalsePositives(t *testing.T) {
+	t.Parallel()
 	f, err := apikey.NewFormat("sk_live", 0)
 	require.NoError(t, err)
 	// A megabyte of random base62, cut into candidates that carry the

@@ -52,6 +52,7 @@ func (s *markSpy) count() int {
 }
 
 func TestLastUsedIsBatched(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	store := &markSpy{spyStore: newSpy()}
 	m := newManager(t, store, apikey.Options{Now: c.Now, LastUsedInterval: time.Hour})
@@ -82,6 +83,7 @@ func TestLastUsedIsBatched(t *testing.T) {
 }
 
 func TestLastUsedFlushesOnInterval(t *testing.T) {
+	t.Parallel()
 	store := &markSpy{spyStore: newSpy()}
 	m := newManager(t, store, apikey.Options{LastUsedInterval: 20 * time.Millisecond})
 	token, k := issue(t, m, apikey.IssueParams{})
@@ -96,6 +98,7 @@ func TestLastUsedFlushesOnInterval(t *testing.T) {
 }
 
 func TestFailingFlushNeverFailsRequests(t *testing.T) {
+	t.Parallel()
 	store := &markSpy{spyStore: newSpy()}
 	store.failing.Store(true)
 	m := newManager(t, store, apikey.Options{LastUsedInterval: 5 * time.Millisecond})
@@ -116,6 +119,7 @@ func TestFailingFlushNeverFailsRequests(t *testing.T) {
 }
 
 func TestStalledFlushNeverSlowsRequests(t *testing.T) {
+	t.Parallel()
 	store := &markSpy{spyStore: newSpy(), stall: make(chan struct{}), stalled: make(chan struct{})}
 	m := newManager(t, store, apikey.Options{LastUsedInterval: time.Millisecond})
 	token, _ := issue(t, m, apikey.IssueParams{})
@@ -139,6 +143,7 @@ func TestStalledFlushNeverSlowsRequests(t *testing.T) {
 }
 
 func TestLastUsedQueueIsBounded(t *testing.T) {
+	t.Parallel()
 	store := &markSpy{spyStore: newSpy()}
 	m := newManager(t, store, apikey.Options{LastUsedInterval: time.Hour, LastUsedQueue: 2})
 	for range 5 {
@@ -152,6 +157,7 @@ func TestLastUsedQueueIsBounded(t *testing.T) {
 }
 
 func TestEvents(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var events []apikey.Event
 	m := newManager(t, newSpy(), apikey.Options{OnEvent: func(_ context.Context, e apikey.Event) {
@@ -245,6 +251,7 @@ func assertAllUsed(t *testing.T, m *apikey.Manager, ids []string) {
 // A flush writes in batches of bounded size; a failed batch does not hold
 // up the others and is written by the next flush.
 func TestLastUsedWritesInBatches(t *testing.T) {
+	t.Parallel()
 	store := &batchStore{Store: memstore.New(), fail: func(call int) bool { return call == 2 }}
 	m := newManager(t, store, apikey.Options{LastUsedInterval: time.Hour, LastUsedBatch: 100, Cache: apikey.CacheOptions{TTL: -1}})
 	ids := issueAndUse(t, m, 250)
@@ -289,6 +296,7 @@ func TestLastUsedBatchTimeout(t *testing.T) {
 // A store that never answers cannot make a flush livelock or the queue
 // grow past its bound, and Close gives up when its context ends.
 func TestLastUsedStalledStoreStaysBounded(t *testing.T) {
+	t.Parallel()
 	store := &batchStore{Store: memstore.New(), stall: func(int) bool { return true }}
 	rec := &recMetrics{}
 	const bound = 50

@@ -22,6 +22,7 @@ var testPlans = apikey.Plans{
 }
 
 func TestRateLimitedResponses(t *testing.T) {
+	t.Parallel()
 	c := newClock() // 12:00 UTC
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
 	lim, err := memlimit.New(memlimit.Options{Now: c.Now})
@@ -71,6 +72,7 @@ func TestRateLimitedResponses(t *testing.T) {
 }
 
 func TestLimitsForOverride(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
 	lim, err := memlimit.New(memlimit.Options{Now: c.Now})
@@ -97,6 +99,7 @@ func TestLimitsForOverride(t *testing.T) {
 }
 
 func TestLimiterNeverSeesSecrets(t *testing.T) {
+	t.Parallel()
 	m := newManager(t, memstore.New(), apikey.Options{})
 	spy := &limiterSpy{}
 	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: spy, Plans: testPlans})

@@ -170,6 +170,7 @@ func flip(s string, i int) string {
 }
 
 func TestMiddlewareTable(t *testing.T) {
+	t.Parallel()
 	for _, tc := range rows() {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
@@ -215,6 +216,7 @@ func TestMiddlewareTable(t *testing.T) {
 }
 
 func TestInvalidResponsesAreIdentical(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	mw := f.middleware(t, apikey.MiddlewareOptions{})
 	var want *httptest.ResponseRecorder
@@ -235,6 +237,7 @@ func TestInvalidResponsesAreIdentical(t *testing.T) {
 }
 
 func TestScopes(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	mw := f.middleware(t, apikey.MiddlewareOptions{})
 	for _, tc := range []struct {
@@ -272,6 +275,7 @@ func TestScopes(t *testing.T) {
 }
 
 func TestOptionalAuthentication(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	mw := f.middleware(t, apikey.MiddlewareOptions{Optional: true})
 	for _, tc := range []struct {
@@ -298,6 +302,7 @@ func TestOptionalAuthentication(t *testing.T) {
 }
 
 func TestHideCredentials(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for _, tc := range []struct {
 		name string
@@ -327,6 +332,7 @@ func TestHideCredentials(t *testing.T) {
 }
 
 func TestNewMiddlewareValidates(t *testing.T) {
+	t.Parallel()
 	_, err := apikey.NewMiddleware(nil, apikey.MiddlewareOptions{})
 	assert.ErrorIs(t, err, apikey.ErrInvalidOptions, "a nil manager is an error, never a pass-through")
 	f := newFixture(t)
@@ -344,6 +350,7 @@ func TestNewMiddlewareValidates(t *testing.T) {
 }
 
 func TestPanicsNeverLetRequestsThrough(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for _, tc := range []struct {
 		name string
@@ -370,6 +377,7 @@ func TestPanicsNeverLetRequestsThrough(t *testing.T) {
 }
 
 func TestErrorHandlerGetsSentinels(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	var got []error
 	mw := f.middleware(t, apikey.MiddlewareOptions{ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -395,6 +403,7 @@ func TestErrorHandlerGetsSentinels(t *testing.T) {
 // TestNoTokenInOutput runs every table case with everything captured (logs
 // at debug level, response headers and bodies) and looks for the tokens.
 func TestNoTokenInOutput(t *testing.T) {
+	t.Parallel()
 	for _, tc := range rows() {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)

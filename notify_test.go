@@ -108,6 +108,7 @@ func fleetOf(t *testing.T, n int, store apikey.Store, h *hub) []*apikey.Manager 
 // Every change made through one Manager is refused by another at once,
 // each operation publishing the ids it changed.
 func TestNotifierPropagatesEveryChange(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	tests := []struct {
 		name   string
@@ -145,6 +146,7 @@ func TestNotifierPropagatesEveryChange(t *testing.T) {
 
 // A change that failed in the store is not published.
 func TestNotifierPublishesOnlyWrites(t *testing.T) {
+	t.Parallel()
 	h := newHub()
 	a := fleetOf(t, 1, memstore.New(), h)[0]
 	assert.ErrorIs(t, a.Revoke(context.Background(), apikey.NewID()), apikey.ErrNotFound)
@@ -155,6 +157,7 @@ func TestNotifierPublishesOnlyWrites(t *testing.T) {
 // A failed Publish does not fail the change; it is counted, and the other
 // instance's cache TTL remains the bound.
 func TestNotifierPublishFailureIsNotAnError(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	h := newHub()
 	store := memstore.New()
@@ -179,6 +182,7 @@ func TestNotifierPublishFailureIsNotAnError(t *testing.T) {
 // On (re)subscription the whole cache is dropped: changes missed while
 // disconnected are honoured at once.
 func TestNotifierResubscriptionDropsCache(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	h := newHub()
 	store := memstore.New()
@@ -205,6 +209,7 @@ func TestNotifierResubscriptionDropsCache(t *testing.T) {
 // RevokeOwner of more keys than are worth naming one by one publishes ""
 // once, which drops every cache.
 func TestNotifierLargeRevokeOwnerDropsCaches(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	h := newHub()
 	ms := fleetOf(t, 2, memstore.New(), h)
@@ -227,6 +232,7 @@ func TestNotifierLargeRevokeOwnerDropsCaches(t *testing.T) {
 // verification starting later succeeds on another, while many goroutines
 // verify there concurrently.
 func TestNotifierRevokeIsImmediateAcrossInstances(t *testing.T) {
+	t.Parallel()
 	for round := range 10 {
 		h := newHub()
 		store := &slowStore{Store: memstore.New(), delay: time.Duration(round%3) * 100 * time.Microsecond}
@@ -275,6 +281,7 @@ func TestNotifierRevokeIsImmediateAcrossInstances(t *testing.T) {
 
 // Close ends the subscription.
 func TestNotifierCloseUnsubscribes(t *testing.T) {
+	t.Parallel()
 	h := newHub()
 	m, err := apikey.New(memstore.New(), apikey.Options{Notifier: h})
 	require.NoError(t, err)
@@ -301,6 +308,7 @@ func (n *earlyNotifier) Subscribe(ctx context.Context, changed func(string)) err
 
 // A Subscribe that returns early (or panics) is retried with backoff.
 func TestNotifierSubscribeIsRetried(t *testing.T) {
+	t.Parallel()
 	n := &earlyNotifier{hub: newHub()}
 	newManager(t, memstore.New(), apikey.Options{Notifier: n})
 	require.Eventually(t, func() bool { return n.subscribers() == 1 }, 2*time.Second, time.Millisecond)

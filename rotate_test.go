@@ -24,6 +24,7 @@ func rotationStores() map[string]func() apikey.Store {
 }
 
 func TestRotateWithGrace(t *testing.T) {
+	t.Parallel()
 	for name, newStore := range rotationStores() {
 		t.Run(name, func(t *testing.T) {
 			c := newClock()
@@ -70,6 +71,7 @@ func TestRotateWithGrace(t *testing.T) {
 }
 
 func TestRotateGraceZero(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
 	oldToken, old := issue(t, m, apikey.IssueParams{})
@@ -84,6 +86,7 @@ func TestRotateGraceZero(t *testing.T) {
 }
 
 func TestRotateGraceNeverExtendsExpiry(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
 	oldToken, old := issue(t, m, apikey.IssueParams{TTL: time.Minute})
@@ -96,6 +99,7 @@ func TestRotateGraceNeverExtendsExpiry(t *testing.T) {
 }
 
 func TestRotateRefuses(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
 	ctx := context.Background()
@@ -115,6 +119,7 @@ func TestRotateRefuses(t *testing.T) {
 }
 
 func TestRotateFailingHalfWayChangesNothing(t *testing.T) {
+	t.Parallel()
 	spy := newSpy()
 	c := newClock()
 	m := newManager(t, spy, apikey.Options{Now: c.Now})
@@ -146,6 +151,7 @@ func TestRotateFailingHalfWayChangesNothing(t *testing.T) {
 }
 
 func TestRotationPolicy(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
 	_, old := issue(t, m, apikey.IssueParams{Owner: "alice"})
@@ -158,6 +164,7 @@ func TestRotationPolicy(t *testing.T) {
 }
 
 func TestGraceHeaders(t *testing.T) {
+	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
 	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{})

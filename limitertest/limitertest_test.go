@@ -10,6 +10,7 @@ import (
 )
 
 func TestClock(t *testing.T) {
+	t.Parallel()
 	c := limitertest.NewClock(limitertest.Start())
 	assert.Equal(t, limitertest.Start(), c.Now())
 

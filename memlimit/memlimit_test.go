@@ -15,6 +15,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	limitertest.Run(t, limitertest.Config{
 		New: func(t *testing.T, clock *limitertest.Clock) apikey.Limiter {
 			l, err := memlimit.New(memlimit.Options{Now: clock.Now})
@@ -25,6 +26,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestConformanceRealClock(t *testing.T) {
+	t.Parallel()
 	limitertest.Run(t, limitertest.Config{
 		New: func(t *testing.T, _ *limitertest.Clock) apikey.Limiter {
 			l, err := memlimit.New(memlimit.Options{})
@@ -36,11 +38,13 @@ func TestConformanceRealClock(t *testing.T) {
 }
 
 func TestNewRejectsNegativeMaxKeys(t *testing.T) {
+	t.Parallel()
 	_, err := memlimit.New(memlimit.Options{MaxKeys: -1})
 	require.ErrorIs(t, err, apikey.ErrInvalidOptions)
 }
 
 func TestRateTooLongIsInvalid(t *testing.T) {
+	t.Parallel()
 	l, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)
 	_, err = l.Allow(context.Background(), "k", []apikey.Limit{apikey.Rate("r", 1, 1<<62, 4)}, 1)
@@ -64,6 +68,7 @@ func allow(t *testing.T, l *memlimit.Limiter, id string, limits ...apikey.Limit)
 }
 
 func TestCapEvictsExpiredStatesFirst(t *testing.T) {
+	t.Parallel()
 	l, clock := newAt(t, 10)
 	daily := apikey.Quota("daily", 1, apikey.Day)
 	minute := apikey.Quota("minute", 1, apikey.Minute)
@@ -84,6 +89,7 @@ func TestCapEvictsExpiredStatesFirst(t *testing.T) {
 }
 
 func TestCapEvictsLiveStateAndNeverFails(t *testing.T) {
+	t.Parallel()
 	l, _ := newAt(t, 10)
 	daily := apikey.Quota("daily", 1, apikey.Day)
 	for i := range 10 {
@@ -102,6 +108,7 @@ func TestCapEvictsLiveStateAndNeverFails(t *testing.T) {
 }
 
 func TestCapIsHonouredAcrossShards(t *testing.T) {
+	t.Parallel()
 	const maxKeys = 5000
 	l, _ := newAt(t, maxKeys)
 	r := apikey.Rate("r", 10, time.Hour, 0)
@@ -113,6 +120,7 @@ func TestCapIsHonouredAcrossShards(t *testing.T) {
 }
 
 func TestExpiredStatesAreSwept(t *testing.T) {
+	t.Parallel()
 	l, clock := newAt(t, 0)
 	r := apikey.Rate("r", 10, time.Second, 0)
 	for i := range 5000 {
@@ -153,6 +161,7 @@ func TestAllowDoesNotAllocate(t *testing.T) {
 }
 
 func TestCapSmallerThanOneKeysLimits(t *testing.T) {
+	t.Parallel()
 	l, _ := newAt(t, 2)
 	limits := []apikey.Limit{
 		apikey.Quota("a", 1, apikey.Day), apikey.Quota("b", 1, apikey.Day), apikey.Quota("c", 1, apikey.Day),

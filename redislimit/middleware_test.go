@@ -31,6 +31,7 @@ func TestLimiterOutagePolicies(t *testing.T) {
 		{apikey.FailFallback, []int{200, 200, 429}}, // the fallback's own quota of 2 for this key
 	} {
 		t.Run(tc.policy.String(), func(t *testing.T) {
+			t.Parallel()
 			mr := miniredis.RunT(t)
 			rc := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 			t.Cleanup(func() { rc.Close() })

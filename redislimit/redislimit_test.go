@@ -83,6 +83,7 @@ func testPrefix(t *testing.T, c redis.UniversalClient) string {
 }
 
 func TestConformanceMiniredis(t *testing.T) {
+	t.Parallel()
 	limitertest.Run(t, limitertest.Config{
 		New: func(t *testing.T, clock *limitertest.Clock) apikey.Limiter {
 			_, c := newMiniredis(t, clock)
@@ -92,6 +93,7 @@ func TestConformanceMiniredis(t *testing.T) {
 }
 
 func TestConformanceRedis(t *testing.T) {
+	t.Parallel()
 	addr := realRedis(t)
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = c.Close() })
@@ -105,6 +107,7 @@ func TestConformanceRedis(t *testing.T) {
 }
 
 func TestNewValidatesOptions(t *testing.T) {
+	t.Parallel()
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { _ = c.Close() })
 	tests := []struct {
@@ -133,6 +136,7 @@ func TestNewValidatesOptions(t *testing.T) {
 }
 
 func TestAllowValidatesArguments(t *testing.T) {
+	t.Parallel()
 	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start()))
 	l := newLimiter(t, c, "")
 	tests := []struct {
@@ -153,6 +157,7 @@ func TestAllowValidatesArguments(t *testing.T) {
 }
 
 func TestStorageKeys(t *testing.T) {
+	t.Parallel()
 	clock := limitertest.NewClock(limitertest.Start())
 	mr, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, "app:")
@@ -208,6 +213,7 @@ func TestStorageKeys(t *testing.T) {
 // TestExpiryIsTheLongestEntry checks that the key outlives every entry,
 // including one the current call does not name.
 func TestExpiryIsTheLongestEntry(t *testing.T) {
+	t.Parallel()
 	clock := limitertest.NewClock(limitertest.Start())
 	mr, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, "")
@@ -233,6 +239,7 @@ func TestExpiryIsTheLongestEntry(t *testing.T) {
 // states of their own, a rate's apart from a quota's, and that a newline is
 // rejected.
 func TestNames(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		client func(t *testing.T) (redis.UniversalClient, string)
@@ -278,6 +285,7 @@ func TestNames(t *testing.T) {
 // a leap year): a quota used at the first microsecond of a month is still
 // used at its last microsecond, and reset at the next month.
 func TestMonthWindows(t *testing.T) {
+	t.Parallel()
 	clock := limitertest.NewClock(limitertest.Start())
 	_, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, "")
@@ -303,6 +311,7 @@ func TestMonthWindows(t *testing.T) {
 }
 
 func TestScriptFlushIsRecovered(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		client func(t *testing.T) (redis.UniversalClient, string)
@@ -368,6 +377,7 @@ func TestOutageIsErrUnavailable(t *testing.T) {
 }
 
 func TestCancelledContextDuringCallIsUnavailable(t *testing.T) {
+	t.Parallel()
 	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start()))
 	l := newLimiter(t, c, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
@@ -381,6 +391,7 @@ func TestCancelledContextDuringCallIsUnavailable(t *testing.T) {
 // TestInstancesShareAQuota runs 16 limiters, each with its own client, on
 // one key of a real Redis: exactly the quota is admitted.
 func TestInstancesShareAQuota(t *testing.T) {
+	t.Parallel()
 	addr := realRedis(t)
 	const instances, attempts = 16, 20
 	admin := redis.NewClient(&redis.Options{Addr: addr})
@@ -423,6 +434,7 @@ func TestInstancesShareAQuota(t *testing.T) {
 }
 
 func TestKeysNeverHoldMoreThanTheKeyID(t *testing.T) {
+	t.Parallel()
 	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start()))
 	l := newLimiter(t, c, "")
 	ctx := context.Background()

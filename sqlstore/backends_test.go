@@ -51,10 +51,12 @@ func backends() []backend {
 	}
 }
 
-// forEachBackend runs fn as a subtest for each backend.
+// forEachBackend runs fn as a parallel subtest for each backend; fn uses
+// tables of its own (randomTable).
 func forEachBackend(t *testing.T, fn func(t *testing.T, b backend, db *sql.DB)) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
 			fn(t, b, b.open(t))
 		})
 	}

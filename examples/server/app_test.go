@@ -105,6 +105,7 @@ func (c client) do(method, path, auth, body string) response {
 }
 
 func TestServerEndToEnd(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
 	limiter, err := memlimit.New(memlimit.Options{Now: clock.Now})
 	require.NoError(t, err)
@@ -279,6 +280,7 @@ func TestServerEndToEnd(t *testing.T) {
 
 // Two instances over the same database and Redis enforce one shared limit.
 func TestTwoInstancesShareOneLimit(t *testing.T) {
+	t.Parallel()
 	mr := miniredis.RunT(t)
 	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
 	mr.SetTime(clock.Now())
@@ -306,6 +308,7 @@ func TestTwoInstancesShareOneLimit(t *testing.T) {
 // The management routes come from keyshttp: the OpenAPI document without
 // credentials, PATCH, disable and enable, and the key view's state fields.
 func TestManagementRoutes(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
 	limiter, err := memlimit.New(memlimit.Options{Now: clock.Now})
 	require.NoError(t, err)

@@ -1,0 +1,121 @@
+// Command apikey manages the API keys of a gokeys/apikey database and
+// finds leaked keys in files.
+//
+//	go install github.com/gokeys/apikey/cmd/apikey@latest
+//
+//	export APIKEY_SQLITE=keys.db          # or APIKEY_POSTGRES_DSN, APIKEY_MYSQL_DSN
+//	export APIKEY_PEPPER=...              # the pepper your service hashes with
+//	apikey migrate
+//	apikey issue --owner partner-42 --name "Partner import" --scope read --ttl 720h
+//	apikey list --owner partner-42
+//	apikey revoke-owner partner-42        # the answer to a leak
+//	apikey scan --prefix sk_live .        # exit 1 when a key is found
+//	git diff --cached | apikey scan --prefix sk_live   # as a pre-commit hook
+//
+// Run "apikey help" for every subcommand and flag. Exit codes:
+//
+//	0  success; for scan: no key found
+//	1  scan found at least one key
+//	2  usage: unknown subcommand, bad flag or argument
+//	3  no such key
+//	4  refused: invalid input, or the key's state forbids it (revoked,
+//	   rotated, expired, disabled)
+//	5  failure: the database or a file could not be used
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitFound    = 1
+	exitUsage    = 2
+	exitNotFound = 3
+	exitRefused  = 4
+	exitFailure  = 5
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// cli is one invocation: its streams and environment.
+type cli struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+// run executes one command line and returns its exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	if len(args) == 0 {
+		c.usage(stderr)
+		return exitUsage
+	}
+	name, args := args[0], args[1:]
+	switch name {
+	case "help", "-h", "--help", "-help":
+		c.usage(stdout)
+		return exitOK
+	case "scan":
+		return c.scan(ctx, args)
+	}
+	return c.manage(ctx, name, args)
+}
+
+func (c *cli) usage(w io.Writer) {
+	fmt.Fprint(w, `Usage: apikey <subcommand> [flags] [arguments]
+
+Key management (needs a database):
+  migrate                              create or upgrade the keys table
+  issue --owner O [--name N] [--scope S]... [--plan P] [--metadata k=v]...
+        [--ttl D | --expires-at T] [--credits N] [--key-prefix P]
+                                       issue a key; prints its token once
+  list --owner O [--limit N] [--after ID] [--all]
+                                       an owner's keys, never a token
+  show ID                              one key
+  update ID [--name N] [--scope S]... [--no-scopes] [--plan P] [--metadata k=v]...
+        [--no-metadata] [--expires-at T | --no-expiry] [--credits N | --no-credits]
+                                       change a key
+  rotate ID [--grace D]                replace a key; prints the new token once
+  disable ID... / enable ID...         suspend / resume keys
+  revoke ID...                         revoke keys (final)
+  revoke-owner OWNER                   revoke every key of an owner
+
+Leak search:
+  scan [--revoke] [--json] [paths...]  find tokens of the prefixes in files, directories
+                                       (recursively; .git and binary files skipped) or stdin;
+                                       checksums are checked, output is redacted; exit 1 if found.
+                                       --revoke (with a database) revokes the keys found.
+  scan --gitleaks-rule                 print gitleaks rules for the token format
+
+Database (one of; flag or environment):
+  --sqlite FILE       APIKEY_SQLITE
+  --postgres DSN      APIKEY_POSTGRES_DSN
+  --mysql DSN         APIKEY_MYSQL_DSN
+  --table NAME        APIKEY_TABLE (default api_keys)
+
+Format and hashing:
+  --prefix P[,P...]   APIKEY_PREFIX: token prefixes, the first issues (default sk)
+  --secret-bits N     APIKEY_SECRET_BITS (default 256)
+  APIKEY_PEPPER       the HMAC pepper of the service (32+ bytes); SHA-256 without it
+  APIKEY_PEPPER_VERSION  its version label (default 1)
+
+Output:
+  --json              JSON instead of a table
+
+Exit codes: 0 ok (scan: nothing found), 1 scan found keys, 2 usage, 3 no such key,
+4 refused (invalid input or key state), 5 failure (database or file).
+`)
+}

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/gokeys/apikey"
+)
+
+// finding is a token found by scan, redacted: its hint, never its secret.
+type finding struct {
+	Path  string `json:"path"`
+	Line  int    `json:"line"`
+	ID    string `json:"id"`
+	Hint  string `json:"hint"`
+	token string // for --revoke, never printed
+}
+
+// scanner finds the tokens of a set of formats in streams of any size.
+type scanner struct {
+	formats []apikey.Format
+	maxLen  int
+	chunk   int
+}
+
+// errBinary skips a file that looks binary.
+var errBinary = errors.New("binary file")
+
+func newScanner(formats []apikey.Format) *scanner {
+	s := &scanner{formats: formats, chunk: 4 << 20}
+	for _, f := range formats {
+		s.maxLen = max(s.maxLen, f.Len())
+	}
+	return s
+}
+
+// scan reads r to the end and calls found for every token in it, in
+// order. With skipBinary, a stream whose first 8000 bytes hold a NUL byte
+// is not scanned and errBinary is returned. The stream is read a chunk at
+// a time; a token cut by a chunk boundary is found in the next chunk.
+func (s *scanner) scan(r io.Reader, skipBinary bool, found func(line int, m apikey.Match, token string)) error {
+	buf := make([]byte, 0, s.chunk+s.maxLen+1)
+	line, counted, start := 1, 0, 0
+	for first := true; ; first = false {
+		n, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		if err != nil && !eof {
+			return err
+		}
+		if first && skipBinary && bytes.IndexByte(buf[:min(len(buf), 8000)], 0) >= 0 {
+			return errBinary
+		}
+		// A token starting before limit is whole in buf, and so is the byte
+		// after it that says whether it ends there.
+		limit := len(buf)
+		if !eof {
+			limit = len(buf) - s.maxLen
+		}
+		text := string(buf)
+		var ms []apikey.Match
+		for _, f := range s.formats {
+			for _, m := range f.Scan(text) {
+				if m.Start >= start && m.Start < limit {
+					ms = append(ms, m)
+				}
+			}
+		}
+		slices.SortFunc(ms, func(a, b apikey.Match) int { return a.Start - b.Start })
+		for _, m := range ms {
+			line += bytes.Count(buf[counted:m.Start], []byte{'\n'})
+			counted = m.Start
+			found(line, m, text[m.Start:m.End])
+		}
+		if eof {
+			return nil
+		}
+		// Keep the unscanned tail and the byte before it (the left boundary).
+		keep := limit - 1
+		line += bytes.Count(buf[counted:keep], []byte{'\n'})
+		buf = buf[:copy(buf, buf[keep:])]
+		counted, start = 0, 1
+	}
+}
+
+// scanPaths scans paths (stdin for none) and returns the findings and the
+// files it could not read.
+func (s *scanner) scanPaths(ctx context.Context, paths []string, stdin io.Reader, stderr io.Writer) ([]finding, int) {
+	var found []finding
+	failed := 0
+	add := func(path string) func(int, apikey.Match, string) {
+		return func(line int, m apikey.Match, token string) {
+			found = append(found, finding{Path: path, Line: line, ID: m.ID, Hint: m.Hint, token: token})
+		}
+	}
+	if len(paths) == 0 {
+		if err := s.scan(stdin, false, add("-")); err != nil {
+			fmt.Fprintf(stderr, "apikey scan: stdin: %v\n", err)
+			failed++
+		}
+		return found, failed
+	}
+	for _, root := range paths {
+		if root == "-" {
+			if err := s.scan(stdin, false, add("-")); err != nil {
+				fmt.Fprintf(stderr, "apikey scan: stdin: %v\n", err)
+				failed++
+			}
+			continue
+		}
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				fmt.Fprintf(stderr, "apikey scan: %v\n", err)
+				failed++
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if d.IsDir() {
+				if d.Name() == ".git" && path != root {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if !d.Type().IsRegular() {
+				return nil // symlinks, devices, sockets
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				fmt.Fprintf(stderr, "apikey scan: %v\n", err)
+				failed++
+				return nil
+			}
+			defer f.Close()
+			if err := s.scan(f, true, add(path)); err != nil && !errors.Is(err, errBinary) {
+				fmt.Fprintf(stderr, "apikey scan: %s: %v\n", path, err)
+				failed++
+			}
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "apikey scan: %v\n", err)
+			failed++
+		}
+	}
+	return found, failed
+}
+
+// scan runs "apikey scan".
+func (c *cli) scan(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("apikey scan", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	cfg := c.register(fs)
+	revoke := fs.Bool("revoke", false, "revoke the keys found (needs a database) and report their owners")
+	rule := fs.Bool("gitleaks-rule", false, "print gitleaks rules for the token format and exit")
+	paths, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	formats, err := cfg.formats()
+	if err != nil {
+		return c.fail("scan", err)
+	}
+	if *rule {
+		if len(paths) > 0 || *revoke {
+			return c.fail("scan", usageError("--gitleaks-rule takes no paths and no --revoke"))
+		}
+		fmt.Fprint(c.stdout, gitleaksRules(formats))
+		return exitOK
+	}
+	if *revoke && !cfg.hasDB() {
+		return c.fail("scan", usageError("--revoke needs a database: --sqlite, --postgres or --mysql"))
+	}
+	s := newScanner(formats)
+	found, failed := s.scanPaths(ctx, paths, c.stdin, c.stderr)
+
+	var revoked []revocation
+	if *revoke && len(found) > 0 {
+		var err error
+		if revoked, err = c.revokeFound(ctx, cfg, found); err != nil {
+			c.fail("scan", err)
+			failed++
+		}
+	}
+	c.report(cfg.json, found, revoked)
+	switch {
+	case failed > 0:
+		return exitFailure
+	case len(found) > 0:
+		return exitFound
+	}
+	return exitOK
+}
+
+// revocation is what --revoke did with one key found.
+type revocation struct {
+	ID     string `json:"id"`
+	Hint   string `json:"hint"`
+	Owner  string `json:"owner,omitempty"`
+	Result string `json:"result"` // revoked, already revoked, not a key of this database
+}
+
+// revokeFound revokes each distinct key found whose token verifies (or is
+// refused only for its state: expired, disabled). A token that does not
+// match the database, e.g. one forged from a known id with a valid
+// checksum, revokes nothing.
+func (c *cli) revokeFound(ctx context.Context, cfg *config, found []finding) ([]revocation, error) {
+	store, db, err := cfg.openStore()
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	// One Manager per prefix: each token verifies under its own.
+	managers := map[string]*apikey.Manager{}
+	for _, p := range cfg.prefixList() {
+		one := *cfg
+		one.prefixes = p
+		m, err := c.manager(&one, store)
+		if err != nil {
+			return nil, err
+		}
+		defer m.Close(context.WithoutCancel(ctx))
+		managers[p] = m
+	}
+	var out []revocation
+	seen := map[string]bool{}
+	for _, f := range found {
+		if seen[f.ID] {
+			continue
+		}
+		seen[f.ID] = true
+		prefix := f.token[:strings.LastIndexByte(f.token, '_')] // the body after it is base62
+		m := managers[prefix]
+		r := revocation{ID: f.ID, Hint: f.Hint}
+		k, err := m.Verify(ctx, f.token)
+		switch {
+		case err == nil, errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrDisabled):
+			if k == nil {
+				if k, err = m.Get(ctx, f.ID); err != nil {
+					return out, err
+				}
+			}
+			if err := m.Revoke(ctx, f.ID); err != nil {
+				return out, err
+			}
+			r.Owner, r.Result = k.Owner, "revoked"
+		case errors.Is(err, apikey.ErrRevoked):
+			if k, err := m.Get(ctx, f.ID); err == nil {
+				r.Owner = k.Owner
+			}
+			r.Result = "already revoked"
+		case errors.Is(err, apikey.ErrInvalid), errors.Is(err, apikey.ErrMalformed):
+			r.Result = "not a key of this database"
+		default:
+			return out, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// report prints the findings and revocations.
+func (c *cli) report(asJSON bool, found []finding, revoked []revocation) {
+	if asJSON {
+		if found == nil {
+			found = []finding{}
+		}
+		out := map[string]any{"found": found}
+		if revoked != nil {
+			out["revoked"] = revoked
+		}
+		enc := json.NewEncoder(c.stdout)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+		return
+	}
+	for _, f := range found {
+		fmt.Fprintf(c.stdout, "%s:%d: %s (key id %s)\n", f.Path, f.Line, f.Hint, f.ID)
+	}
+	for _, r := range revoked {
+		owner := r.Owner
+		if owner == "" {
+			owner = "-"
+		}
+		fmt.Fprintf(c.stdout, "%s %s: %s (owner %s)\n", r.ID, r.Hint, r.Result, owner)
+	}
+	if len(found) > 0 {
+		fmt.Fprintf(c.stderr, "apikey scan: %d key(s) found\n", len(found))
+	}
+}
+
+// gitleaksRules returns a gitleaks configuration with one rule per format.
+// gitleaks cannot check the checksum, so its rule may report a look-alike
+// that "apikey scan" would not.
+func gitleaksRules(formats []apikey.Format) string {
+	var b strings.Builder
+	b.WriteString("# gitleaks rules for github.com/gokeys/apikey tokens (apikey scan --gitleaks-rule).\n")
+	b.WriteString("# Add to .gitleaks.toml; \"apikey scan\" also checks the checksum.\n")
+	for _, f := range formats {
+		p := f.Prefix()
+		body := f.Len() - len(p) - 1
+		fmt.Fprintf(&b, "\n[[rules]]\nid = %q\ndescription = %q\nregex = '''%s'''\nkeywords = [%q]\nentropy = 3.0\n",
+			"gokeys-apikey-"+strings.ReplaceAll(p, "_", "-"),
+			"gokeys/apikey API key with prefix "+p,
+			`\b`+regexp.QuoteMeta(p)+`_[0-9A-Za-z]{`+fmt.Sprint(body)+`}\b`,
+			p+"_")
+	}
+	return b.String()
+}

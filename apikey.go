@@ -170,13 +170,17 @@ type Manager struct {
 	log     *slog.Logger
 	metrics Metrics
 	sampler logSampler // failed verifications in the log
+
+	plans       Plans // a deep copy of Options.Plans
+	defaultPlan string
 }
 
 // New returns a Manager over store. It validates opts and returns an error
 // wrapping ErrInvalidOptions for a nil store, a bad prefix, a secret under
-// MinSecretBits, a short pepper, or a hasher that cannot take the tokens.
-// It starts one background goroutine for last-used flushes and, with a
-// Notifier, one for its subscription, both stopped by Close.
+// MinSecretBits, a short pepper, a hasher that cannot take the tokens,
+// invalid Plans or a DefaultPlan not in Plans. It starts one background
+// goroutine for last-used flushes and, with a Notifier, one for its
+// subscription, both stopped by Close.
 func New(store Store, opts Options) (*Manager, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidOptions)
@@ -203,9 +207,21 @@ func New(store Store, opts Options) (*Manager, error) {
 	if opts.DefaultTTL < 0 {
 		return nil, fmt.Errorf("%w: negative DefaultTTL", ErrInvalidOptions)
 	}
+	if err := opts.Plans.Validate(); err != nil {
+		return nil, err
+	}
+	if _, ok := opts.Plans[opts.DefaultPlan]; opts.DefaultPlan != "" && !ok {
+		return nil, fmt.Errorf("%w: DefaultPlan %q is not in Plans", ErrInvalidOptions, opts.DefaultPlan)
+	}
 	m := &Manager{
 		store: store, format: f, hasher: h, now: opts.Now, ttl: opts.DefaultTTL,
-		onEvent: opts.OnEvent, log: opts.Logger, metrics: opts.Metrics,
+		onEvent: opts.OnEvent, log: opts.Logger, metrics: opts.Metrics, defaultPlan: opts.DefaultPlan,
+	}
+	if opts.Plans != nil {
+		m.plans = make(Plans, len(opts.Plans))
+		for name, ls := range opts.Plans {
+			m.plans[name] = append([]Limit(nil), ls...)
+		}
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -246,6 +262,15 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 	k := &Key{
 		Prefix: m.format.prefix, Name: p.Name, Owner: p.Owner, Plan: p.Plan,
 		Scopes: append([]string(nil), p.Scopes...), CreatedAt: now,
+	}
+	if len(p.Limits) > 0 {
+		if err := validLimits(p.Limits); err != nil {
+			return "", nil, err
+		}
+		k.Limits = append([]Limit(nil), p.Limits...)
+		for i := range k.Limits {
+			k.Limits[i].Subject = "" // set per request, never stored
+		}
 	}
 	if len(p.Metadata) > 0 {
 		k.Metadata = make(map[string]string, len(p.Metadata))

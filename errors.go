@@ -62,6 +62,14 @@ var (
 	// ErrRateLimited reports a request denied by a rate limit or quota.
 	ErrRateLimited = errors.New("apikey: rate limited")
 
+	// ErrUnknownPlan reports a key whose plan is not in Options.Plans
+	// when no DefaultPlan is set. The middleware answers it with 403.
+	ErrUnknownPlan = errors.New("apikey: plan not configured")
+
+	// ErrCircuitOpen reports a Limiter call skipped because the circuit
+	// breaker is open; it wraps ErrUnavailable.
+	ErrCircuitOpen = fmt.Errorf("%w: limiter circuit open", ErrUnavailable)
+
 	// ErrInvalidOptions reports a configuration rejected by a constructor.
 	ErrInvalidOptions = errors.New("apikey: invalid options")
 )

@@ -73,42 +73,48 @@ func reports(w http.ResponseWriter, r *http.Request) {
 // function's body.
 func ExamplePlans() {
 	ctx := context.Background()
-	m, err := apikey.New(memstore.New(), apikey.Options{})
+	noon := func() time.Time { return time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC) } // a fixed clock for the output
+	m, err := apikey.New(memstore.New(), apikey.Options{Now: noon, Plans: apikey.Plans{
+		"free": {apikey.Quota("daily", 3, apikey.Day)},
+		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+	}})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer m.Close(ctx)
+	limiter, err := memlimit.New(memlimit.Options{Now: noon}) // or redislimit.New(redisClient, redislimit.Options{}) to share them
+	if err != nil {
+		log.Fatal(err)
+	}
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: limiter})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	mux := http.NewServeMux()
+	mux.Handle("GET /reports", mw.Handler(mw.Limit(ok)))                             // spends
+	mux.Handle("POST /reports", mw.Handler(mw.RequireScopes("write")(mw.Limit(ok)))) // scopes first: a 403 spends nothing
+	mux.Handle("GET /me", mw.Handler(ok))                                            // checks the key, spends nothing
 
-	plans := apikey.Plans{
-		"free": {apikey.Quota("daily", 3, apikey.Day)},
-		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
-	}
-	limiter, err := memlimit.New(memlimit.Options{}) // or redislimit.New(redisClient, redislimit.Options{}) to share them
+	token, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "ann", Plan: "free", Scopes: []string{"read"}})
 	if err != nil {
 		log.Fatal(err)
 	}
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: limiter, Plans: plans})
-	if err != nil {
-		log.Fatal(err)
-	}
-
-	token, _, err := m.Issue(ctx, apikey.IssueParams{Plan: "free"})
-	if err != nil {
-		log.Fatal(err)
-	}
-	h := mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	for range 4 {
-		req := httptest.NewRequest("GET", "/", nil)
+	for _, route := range []string{"GET /reports", "POST /reports", "GET /me", "GET /reports", "GET /reports", "GET /reports"} {
+		method, path, _ := strings.Cut(route, " ")
+		req := httptest.NewRequest(method, path, nil)
 		req.Header.Set("X-API-Key", token)
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		fmt.Println(rec.Code, rec.Header().Get("RateLimit-Policy"))
+		mux.ServeHTTP(rec, req)
+		fmt.Println(route, rec.Code, rec.Header().Values("RateLimit"))
 	}
 	// Output:
-	// 200 "daily";q=3;w=86400
-	// 200 "daily";q=3;w=86400
-	// 200 "daily";q=3;w=86400
-	// 429 "daily";q=3;w=86400
+	// GET /reports 200 ["daily";r=2;t=43200]
+	// POST /reports 403 []
+	// GET /me 200 []
+	// GET /reports 200 ["daily";r=1;t=43200]
+	// GET /reports 200 ["daily";r=0;t=43200]
+	// GET /reports 429 ["daily";r=0;t=43200]
 }
 
 // Wrap an existing http.ServeMux handler with the middleware.

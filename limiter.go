@@ -2,76 +2,199 @@ package apikey
 
 import (
 	"context"
+	"encoding"
 	"fmt"
 	"time"
+
+	"github.com/gokeys/apikey/internal/limits"
 )
 
-// A Limiter decides whether a key may make a request under a set of limits.
-// The library ships memlimit (in process) and redislimit (shared through
-// Redis).
+// A Limiter decides whether a subject may make a request under a set of
+// limits. The library ships memlimit (in process) and redislimit (shared
+// through Redis).
+//
+// The middleware calls it with the request's subject (by default the key's
+// owner, so that all keys of a customer share one budget; see
+// MiddlewareOptions.LimitKey) and with the key's limits, where credits
+// carry their own Subject: the key's Lineage, so that credits belong to a
+// key and its rotations whoever else shares the subject.
 //
 // How to implement a Limiter:
 //
 //  1. Be safe for concurrent use.
-//  2. Decide all limits of one call together: if any denies, none of them
-//     consumes anything.
+//  2. Decide all limits of one call together, atomically: if any denies,
+//     none of them consumes anything, and concurrent calls never admit
+//     more than a limit allows.
 //  3. Take the limits from the call, not from configuration, so that a
 //     plan change applies to the next request.
-//  4. Keep state per key id and limit; never derive storage names from
-//     anything but the key id and the limit.
-//  5. Return an error (wrapping ErrUnavailable) only when the backend
+//  4. Keep state per subject and limit (name and kind). A limit with a
+//     Subject keeps its state per (call subject, limit, limit Subject), so
+//     that everything one call decides can live in one place (one Redis
+//     hash slot). Never derive storage names from anything but these.
+//  5. Answer one LimitState per limit, in the order of the call, when the
+//     call has more than one limit.
+//  6. Return an error (wrapping ErrUnavailable) only when the backend
 //     failed; a denial is a result with Allowed false, not an error.
-//  6. Honour ctx.
+//  7. Honour ctx.
 //
 // Run limitertest.Run from your tests to check an implementation.
 type Limiter interface {
-	// Allow takes cost (at least 1) from every limit in limits for keyID.
-	// With no limits it allows and consumes nothing. A cost below 1, an
-	// invalid limit or two limits with one name give an error wrapping
+	// Allow takes cost (at least 1) from every limit in limits for
+	// subject. With no limits it allows and consumes nothing. An empty
+	// subject, a cost below 1, an invalid limit (see Limit.Validate) or
+	// two limits with one name and Subject give an error wrapping
 	// ErrInvalidOptions. A cost above a limit's capacity (a rate's burst, a
-	// quota's count) can never be allowed: it is denied, consuming nothing,
-	// with RetryAfter equal to Reset (for a rate, at least one emission
-	// interval), after which it is still denied.
-	Allow(ctx context.Context, keyID string, limits []Limit, cost int64) (LimitResult, error)
+	// quota's or credits' count) can never be allowed: it is denied,
+	// consuming nothing, with RetryAfter equal to Reset (for a rate, at
+	// least one emission interval), after which it is still denied.
+	Allow(ctx context.Context, subject string, limits []Limit, cost int64) (LimitResult, error)
 }
 
-// LimitKind is the algorithm of a Limit.
+// LimitKind is the algorithm of a Limit. In JSON it is "rate", "quota" or
+// "credits".
 type LimitKind uint8
 
 const (
 	// KindRate is a smooth rate, N per period with a burst, by GCRA.
-	KindRate LimitKind = iota + 1
+	KindRate LimitKind = limits.KindRate
 	// KindQuota is a count per calendar window aligned to UTC boundaries.
-	KindQuota
+	KindQuota LimitKind = limits.KindQuota
+	// KindCredits is a number of uses, never refilled or refilled to
+	// its count at each UTC day or month (Window). Credits add to a plan's
+	// limits and are counted per key (see Limit.Subject).
+	KindCredits LimitKind = limits.KindCredits
 )
 
-// Window is the calendar window of a quota, aligned to UTC.
+// Window is the calendar window of a quota, or the refill of credits,
+// aligned to UTC. In JSON it is "minute", "hour", "day", "month" or, for
+// credits never refilled, "never".
 type Window uint8
 
-// The windows of a quota.
+// The windows of a quota and the refills of credits.
 const (
-	Minute Window = iota + 1
-	Hour
-	Day
-	Month
+	Never  Window = limits.Never // credits only: never refilled
+	Minute Window = limits.Minute
+	Hour   Window = limits.Hour
+	Day    Window = limits.Day
+	Month  Window = limits.Month
 )
 
-// Limit is one rate limit or quota. Build it with Rate or Quota.
+// kindName and windowName name the kinds and windows; "" when unknown.
+func kindName(k LimitKind) string {
+	switch k {
+	case KindRate:
+		return "rate"
+	case KindQuota:
+		return "quota"
+	case KindCredits:
+		return "credits"
+	}
+	return ""
+}
+
+func windowName(w Window) string {
+	switch w {
+	case Never:
+		return "never"
+	case Minute:
+		return "minute"
+	case Hour:
+		return "hour"
+	case Day:
+		return "day"
+	case Month:
+		return "month"
+	}
+	return ""
+}
+
+var (
+	_ encoding.TextMarshaler   = LimitKind(0)
+	_ encoding.TextUnmarshaler = (*LimitKind)(nil)
+	_ encoding.TextMarshaler   = Window(0)
+	_ encoding.TextUnmarshaler = (*Window)(nil)
+)
+
+// String names the kind: "rate", "quota" or "credits".
+func (k LimitKind) String() string {
+	if n := kindName(k); n != "" {
+		return n
+	}
+	return fmt.Sprintf("LimitKind(%d)", uint8(k))
+}
+
+// MarshalText encodes a known kind by its name.
+func (k LimitKind) MarshalText() ([]byte, error) {
+	if n := kindName(k); n != "" {
+		return []byte(n), nil
+	}
+	return nil, fmt.Errorf("%w: unknown limit kind %d", ErrInvalidOptions, uint8(k))
+}
+
+// UnmarshalText decodes a kind's name.
+func (k *LimitKind) UnmarshalText(b []byte) error {
+	for c := KindRate; c <= KindCredits; c++ {
+		if kindName(c) == string(b) {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: unknown limit kind %q", ErrInvalidOptions, b)
+}
+
+// String names the window: "never", "minute", "hour", "day" or "month".
+func (w Window) String() string {
+	if n := windowName(w); n != "" {
+		return n
+	}
+	return fmt.Sprintf("Window(%d)", uint8(w))
+}
+
+// MarshalText encodes a known window by its name.
+func (w Window) MarshalText() ([]byte, error) {
+	if n := windowName(w); n != "" {
+		return []byte(n), nil
+	}
+	return nil, fmt.Errorf("%w: unknown window %d", ErrInvalidOptions, uint8(w))
+}
+
+// UnmarshalText decodes a window's name.
+func (w *Window) UnmarshalText(b []byte) error {
+	for c := Never; c <= Month; c++ {
+		if windowName(c) == string(b) {
+			*w = c
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: unknown window %q", ErrInvalidOptions, b)
+}
+
+// Limit is one rate limit, quota or credits limit. Build it with Rate,
+// Quota or Credits. It is plain data, encoded to JSON with the field names
+// below (Period in nanoseconds), which is how stores keep Key.Limits.
 type Limit struct {
-	// Name identifies the limit in storage and in the RateLimit-Policy
-	// header, e.g. "per-second" or "daily". Limits of one request need
-	// distinct names.
-	Name string
-	// Kind is KindRate or KindQuota.
-	Kind LimitKind
-	// Count is N: requests per Period (rate) or per Window (quota).
-	Count int64
+	// Name identifies the limit in storage and in the RateLimit headers,
+	// e.g. "per-second" or "daily": a letter then up to 63 letters, digits
+	// or !#$%&'*+-.^_`|~:/ (a structured-field token). Limits of one call
+	// need distinct names.
+	Name string `json:"name"`
+	// Kind is KindRate, KindQuota or KindCredits.
+	Kind LimitKind `json:"kind"`
+	// Count is N: requests per Period (rate), per Window (quota), or the
+	// credits granted (credits). At most 10^14-1, and a rate at most one
+	// per nanosecond.
+	Count int64 `json:"count"`
 	// Period is the period of a rate.
-	Period time.Duration
+	Period time.Duration `json:"period,omitempty"`
 	// Burst is how many requests a rate admits at once; Count when 0.
-	Burst int64
-	// Window is the window of a quota.
-	Window Window
+	Burst int64 `json:"burst,omitempty"`
+	// Window is the window of a quota, or when credits are refilled to
+	// Count (Never, the zero value: never).
+	Window Window `json:"window,omitzero"`
+	// Subject, if set, counts the limit for this subject instead of the
+	// call's (within the call's subject: see Limiter). The middleware
+	// sets it to the key's Lineage for credits; it is not stored.
+	Subject string `json:"-"`
 }
 
 // Rate returns a smooth rate limit of n requests per period, admitting up
@@ -86,19 +209,24 @@ func Quota(name string, n int64, w Window) Limit {
 	return Limit{Name: name, Kind: KindQuota, Count: n, Window: w}
 }
 
-// Validate reports whether l is well formed.
+// Credits returns a credits limit of n uses, refilled to n at the start of
+// each UTC day or month (refill Day or Month), or never (refill Never).
+func Credits(name string, n int64, refill Window) Limit {
+	return Limit{Name: name, Kind: KindCredits, Count: n, Window: refill}
+}
+
+// Validate reports whether l is well formed, with an error wrapping
+// ErrInvalidOptions: a valid name, a count between 1 and 10^14-1, a known
+// kind and window (credits refill Never, Day or Month), and for a rate a
+// positive period, at most one request per nanosecond and a burst window
+// (burst times period/count) below 2^50 microseconds.
 func (l Limit) Validate() error {
-	switch {
-	case l.Name == "":
-		return fmt.Errorf("%w: limit without a name", ErrInvalidOptions)
-	case l.Count <= 0:
-		return fmt.Errorf("%w: limit %q: count must be positive", ErrInvalidOptions, l.Name)
-	case l.Kind == KindRate && (l.Period <= 0 || l.Burst < 0):
-		return fmt.Errorf("%w: limit %q: rate needs a positive period and a non-negative burst", ErrInvalidOptions, l.Name)
-	case l.Kind == KindQuota && (l.Window < Minute || l.Window > Month):
-		return fmt.Errorf("%w: limit %q: unknown window", ErrInvalidOptions, l.Name)
-	case l.Kind != KindRate && l.Kind != KindQuota:
-		return fmt.Errorf("%w: limit %q: unknown kind", ErrInvalidOptions, l.Name)
+	err := limits.Check(l.Name, uint8(l.Kind), l.Count, l.Period, l.Burst, uint8(l.Window))
+	if err == nil && l.Kind == KindCredits && l.Window != Never && l.Window != Day && l.Window != Month {
+		err = limits.ErrWindow
+	}
+	if err != nil {
+		return fmt.Errorf("%w: limit %q: %w", ErrInvalidOptions, l.Name, err)
 	}
 	return nil
 }
@@ -115,47 +243,66 @@ type LimitResult struct {
 	Remaining int64
 	// Reset is the time until the tightest limit is fully available again
 	// (for a quota, the end of its window; for a rate, until its burst is
-	// whole again).
+	// whole again; for credits never refilled, 0).
 	Reset time.Duration
 	// RetryAfter, when denied, is the time until the same call could be
-	// allowed: for a quota, the end of its window; for a rate, until it
-	// has room for the cost. With several denying limits it is the longest
-	// of their waits, and Limit is that limit. Zero when allowed.
+	// allowed: the longest wait of the denying limits (for a quota, the end
+	// of its window; for a rate, until it has room for the cost), 0 when
+	// only credits that are never refilled deny. Zero when allowed.
+	RetryAfter time.Duration
+	// States holds the state of every limit of the call, in its order,
+	// when the call has more than one limit; with a single limit it may
+	// be nil, the fields above being that limit's state.
+	States []LimitState
+}
+
+// LimitState is the state of one limit after a Limiter call.
+type LimitState struct {
+	// Remaining is what the limit still admits.
+	Remaining int64
+	// Reset is the time until the limit is fully available again; 0 for
+	// credits never refilled.
+	Reset time.Duration
+	// RetryAfter is, when the limit denied the call, the wait until it
+	// would admit it; 0 otherwise.
 	RetryAfter time.Duration
 }
 
-// Plans maps a plan name (Key.Plan) to its limits.
+// Plans maps a plan name (Key.Plan) to its limits. Set them in
+// Options.Plans.
 //
 //	apikey.Plans{
 //		"free": {apikey.Quota("daily", 100, apikey.Day)},
 //		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
 //	}
-//
-// A key whose plan is not in the map gets the limits of the plan named ""
-// when there is one, and no limits otherwise.
 type Plans map[string][]Limit
 
-// For returns the limits of k's plan.
-func (p Plans) For(k *Key) []Limit {
-	if l, ok := p[k.Plan]; ok {
-		return l
-	}
-	return p[""]
-}
-
-// Validate checks every limit of every plan.
+// Validate checks every limit of every plan, and that no plan uses a
+// limit name twice.
 func (p Plans) Validate() error {
-	for name, limits := range p {
-		seen := map[string]bool{}
-		for _, l := range limits {
-			if err := l.Validate(); err != nil {
-				return fmt.Errorf("plan %q: %w", name, err)
-			}
-			if seen[l.Name] {
-				return fmt.Errorf("%w: plan %q: limit name %q used twice", ErrInvalidOptions, name, l.Name)
-			}
-			seen[l.Name] = true
+	for name, ls := range p {
+		if err := validLimits(ls); err != nil {
+			return fmt.Errorf("plan %q: %w", name, err)
 		}
 	}
 	return nil
 }
+
+// validLimits checks limits and that no two share a name and Subject.
+func validLimits(ls []Limit) error {
+	for i, l := range ls {
+		if err := l.Validate(); err != nil {
+			return err
+		}
+		for _, o := range ls[:i] {
+			if o.Name == l.Name && o.Subject == l.Subject {
+				return fmt.Errorf("%w: limit name %q used twice", ErrInvalidOptions, l.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// ValidateLimits checks a set of limits as one Limiter call takes them:
+// each valid, no two with one name and Subject. Limiters call it.
+func ValidateLimits(ls []Limit) error { return validLimits(ls) }

@@ -23,6 +23,14 @@ const (
 	DefaultRealm = "api"
 	// DefaultRetryAfter is the Retry-After of 503 responses.
 	DefaultRetryAfter = 5 * time.Second
+	// DefaultLimiterTimeout is the deadline of a Limiter call.
+	DefaultLimiterTimeout = 50 * time.Millisecond
+	// DefaultBreakerFailures is how many consecutive Limiter failures
+	// open the circuit breaker.
+	DefaultBreakerFailures = 5
+	// DefaultBreakerCoolDown is how long the circuit stays open before a
+	// probe.
+	DefaultBreakerCoolDown = 5 * time.Second
 )
 
 // MiddlewareOptions configures a Middleware. The zero value is secure: keys
@@ -59,24 +67,50 @@ type MiddlewareOptions struct {
 	// built-in response is written instead.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
-	// Limiter, if set, applies each key's limits after authentication;
-	// nil means no rate limits.
+	// Limiter, if set, is what Limit spends with: each request that
+	// passes Limit takes Cost from the limits of its key (its plan's from
+	// Options.Plans, with the key's own Limits), counted per LimitKey.
+	// Nil means no limits: Limit passes every request.
 	Limiter Limiter
-	// Plans gives each key's limits by its plan (see Plans.For).
-	Plans Plans
-	// LimitsFor, if set, gives a key's limits instead of Plans, e.g. for a
-	// per-key override.
-	LimitsFor func(*Key) []Limit
+	// LimitKey gives the subject whose budget a request spends. Default:
+	// the key's Owner, so that all keys of a customer share one budget;
+	// for a key without owner, its Lineage (its ID for a key never
+	// rotated). An empty result falls back to the same. Keep rotations in
+	// mind: a subject taken from Key.ID gives a rotated key a fresh
+	// budget; use Key.Lineage. Credits are always counted per Lineage.
+	LimitKey func(*Key) string
+	// Cost gives what a request costs: default 1 for every request,
+	// including HEAD and OPTIONS. Return 0 for a request that spends
+	// nothing (it is passed on without RateLimit headers); a negative cost
+	// is a bug answered with 500. A cost above a limit's capacity is
+	// refused with 429 without consuming anything.
+	Cost func(*http.Request, *Key) int64
+	// LimiterTimeout bounds every Limiter call: DefaultLimiterTimeout when
+	// 0, no deadline but the request's when negative. A call that runs
+	// out of time is a failure of the Limiter.
+	LimiterTimeout time.Duration
 	// OnLimiterFailure is what happens when Limiter fails: FailClosed
 	// (default), FailOpen or FailFallback.
 	OnLimiterFailure LimiterFailurePolicy
 	// FallbackLimiter serves FailFallback; required with it.
 	FallbackLimiter Limiter
 	// LimiterFailed, if set, is called each time the failure policy is
-	// used, with the backend's error.
+	// used, with the backend's error (or ErrCircuitOpen's, wrapping
+	// ErrUnavailable, while the circuit breaker is open).
 	LimiterFailed func(r *http.Request, err error, policy LimiterFailurePolicy)
+	// BreakerFailures is how many consecutive Limiter failures open the
+	// circuit breaker: DefaultBreakerFailures when 0, never when negative.
+	// While open, the failure policy applies at once, without calling
+	// the Limiter; after BreakerCoolDown one request probes it, and
+	// closes the circuit if it answers.
+	BreakerFailures int
+	// BreakerCoolDown is how long the circuit stays open before a probe:
+	// DefaultBreakerCoolDown when 0. The Manager's clock (Options.Now)
+	// measures it.
+	BreakerCoolDown time.Duration
 	// LegacyRateLimitHeaders also sends X-RateLimit-Limit, -Remaining and
-	// -Reset (seconds until reset) beside the standard RateLimit headers.
+	// -Reset (seconds until reset) of the tightest limit beside the
+	// standard RateLimit headers.
 	LegacyRateLimitHeaders bool
 
 	// Logger, if set, logs failures of dependencies and recovered panics.
@@ -94,23 +128,19 @@ type Middleware struct {
 	onError    func(http.ResponseWriter, *http.Request, error)
 	log        *slog.Logger
 
-	limiter   Limiter
-	limitsFor func(*Key) []Limit
-	onFailure LimiterFailurePolicy
-	fallback  Limiter
-	failed    func(*http.Request, error, LimiterFailurePolicy)
-	legacy    bool
+	rl rateLimits
 
 	challenge string // `Bearer realm="..."`
 	bodies    map[int][]byte
+	planBody  []byte // 403 for ErrUnknownPlan
 
 	hdrMissing, hdrBadRequest, hdrInvalid, hdrRetryAfter []string
 	hdrProblem, hdrNoStore, hdrNoSniff                   []string
 }
 
 // NewMiddleware returns a Middleware verifying keys with m. A nil m, a bad
-// realm, invalid plans or FailFallback without a FallbackLimiter give an
-// error wrapping ErrInvalidOptions.
+// realm, FailFallback without a FallbackLimiter or a negative
+// BreakerCoolDown give an error wrapping ErrInvalidOptions.
 func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	if m == nil {
 		return nil, fmt.Errorf("%w: nil Manager", ErrInvalidOptions)
@@ -128,12 +158,6 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	if opts.RetryAfter == 0 {
 		opts.RetryAfter = DefaultRetryAfter
 	}
-	if err := opts.Plans.Validate(); err != nil {
-		return nil, err
-	}
-	if opts.OnLimiterFailure == FailFallback && opts.FallbackLimiter == nil {
-		return nil, fmt.Errorf("%w: FailFallback needs a FallbackLimiter", ErrInvalidOptions)
-	}
 	sources := append([]KeySource(nil), opts.Sources...)
 	if len(sources) == 0 {
 		sources = []KeySource{BearerSource(), HeaderSource(HeaderAPIKey)}
@@ -149,8 +173,6 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	mw := &Middleware{
 		m: m, sources: sources, optional: opts.Optional, hide: opts.HideCredentials,
 		retryAfter: seconds(opts.RetryAfter), onError: opts.ErrorHandler, log: opts.Logger,
-		limiter: opts.Limiter, limitsFor: opts.LimitsFor, onFailure: opts.OnLimiterFailure,
-		fallback: opts.FallbackLimiter, failed: opts.LimiterFailed, legacy: opts.LegacyRateLimitHeaders,
 		challenge: `Bearer realm="` + realm + `"`, bodies: map[int][]byte{},
 	}
 	mw.hdrMissing = []string{mw.challenge}
@@ -160,16 +182,21 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	mw.hdrProblem = []string{"application/problem+json"}
 	mw.hdrNoStore = []string{"no-store"}
 	mw.hdrNoSniff = []string{"nosniff"}
-	if mw.limitsFor == nil && opts.Plans != nil {
-		mw.limitsFor = opts.Plans.For
+	if err := mw.rl.init(m, &opts); err != nil {
+		return nil, err
 	}
-	for _, status := range []int{400, 401, 403, 429, 503} {
+	for _, status := range []int{400, 401, 403, 429, 500, 503} {
 		b, err := json.Marshal(problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: problemDetail(status)})
 		if err != nil {
 			return nil, err
 		}
 		mw.bodies[status] = append(b, '\n')
 	}
+	b, err := json.Marshal(problem{Type: "about:blank", Title: http.StatusText(403), Status: 403, Detail: "The API key's plan is not configured on this server."})
+	if err != nil {
+		return nil, err
+	}
+	mw.planBody = append(b, '\n')
 	return mw, nil
 }
 
@@ -212,10 +239,14 @@ func (mw *Middleware) authenticate(r *http.Request) (k *Key, strip func(*http.Re
 	return k, strip, nil
 }
 
-// Handler returns next wrapped with authentication and, when a Limiter is
-// set, rate limiting. The verified key reaches next through the request's
-// context (FromContext). A request is never passed on when verification
-// failed, including when a dependency or a hook failed or panicked.
+// Handler returns next wrapped with authentication. The verified key
+// reaches next through the request's context (FromContext). A request is
+// never passed on when verification failed, including when a dependency
+// or a hook failed or panicked. Handler spends no limits: put Limit after
+// the checks that may refuse the request (RequireScopes, your own), so
+// that only authorized requests spend:
+//
+//	mux.Handle("POST /data", mw.Handler(mw.RequireScopes("write")(mw.Limit(h))))
 func (mw *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		k, strip, err := mw.authenticate(r)
@@ -225,9 +256,6 @@ func (mw *Middleware) Handler(next http.Handler) http.Handler {
 				return
 			}
 			mw.Error(w, r, err)
-			return
-		}
-		if mw.limiter != nil && !mw.limit(w, r, k) {
 			return
 		}
 		if k.RotatedTo != "" { // in its grace period: Verify refused it otherwise

@@ -339,7 +339,7 @@ func TestNewMiddlewareValidates(t *testing.T) {
 	for name, opts := range map[string]apikey.MiddlewareOptions{
 		"quote in realm":         {Realm: `a"b`},
 		"fallback without limit": {OnLimiterFailure: apikey.FailFallback},
-		"bad plan":               {Plans: apikey.Plans{"free": {apikey.Quota("", 0, apikey.Day)}}},
+		"negative cool-down":     {BreakerCoolDown: -time.Second},
 		"nil source":             {Sources: []apikey.KeySource{nil}},
 	} {
 		t.Run(name, func(t *testing.T) {

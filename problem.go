@@ -27,6 +27,8 @@ func problemDetail(status int) string {
 		return "The API key lacks a scope this resource requires."
 	case http.StatusTooManyRequests:
 		return "The API key's rate limit is exceeded."
+	case http.StatusInternalServerError:
+		return "The server could not process the request."
 	}
 	return "Authentication is temporarily unavailable."
 }
@@ -61,6 +63,8 @@ func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
 		h["Retry-After"] = mw.hdrRetryAfter
 	case ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked: // one identical answer
 		h["Www-Authenticate"] = mw.hdrInvalid
+	case ErrUnknownPlan:
+		status = http.StatusForbidden
 	case ErrInsufficientScope:
 		status = http.StatusForbidden
 		h.Set("WWW-Authenticate", mw.challenge+`, error="insufficient_scope"`)
@@ -71,13 +75,19 @@ func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
 			h.Set("WWW-Authenticate", mw.challenge+`, error="insufficient_scope", scope="`+strings.Join(e.Scopes, " ")+`"`)
 		case *RateLimitError:
 			status = http.StatusTooManyRequests
-			h.Set("Retry-After", seconds(e.Result.RetryAfter))
+			if e.Result.RetryAfter > 0 { // else only credits never refilled deny
+				h.Set("Retry-After", seconds(e.Result.RetryAfter))
+			}
 		}
 	}
 	h["Content-Type"] = mw.hdrProblem
 	h["Cache-Control"] = mw.hdrNoStore
 	h["X-Content-Type-Options"] = mw.hdrNoSniff
 	w.WriteHeader(status)
+	if s == ErrUnknownPlan {
+		w.Write(mw.planBody)
+		return
+	}
 	w.Write(mw.bodies[status])
 }
 
@@ -98,7 +108,7 @@ func (mw *Middleware) custom(w http.ResponseWriter, r *http.Request, err error) 
 // never see a dependency's message.
 func sentinel(err error) error {
 	switch err {
-	case ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrUnavailable:
+	case ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrUnavailable, ErrUnknownPlan:
 		return err
 	}
 	var se *ScopeError
@@ -109,7 +119,7 @@ func sentinel(err error) error {
 	case errors.As(err, &rl):
 		return rl
 	}
-	for _, s := range []error{ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrInsufficientScope, ErrRateLimited, ErrUnavailable} {
+	for _, s := range []error{ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrInsufficientScope, ErrRateLimited, ErrUnknownPlan, ErrUnavailable} {
 		if errors.Is(err, s) {
 			return s
 		}

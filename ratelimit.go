@@ -1,11 +1,17 @@
 package apikey
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/gokeys/apikey/internal/limits"
 )
 
 // LimiterFailurePolicy says what the middleware does when the Limiter's
@@ -46,6 +52,116 @@ func (e *RateLimitError) Error() string { return ErrRateLimited.Error() }
 // Is makes errors.Is(e, ErrRateLimited) true.
 func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited }
 
+// Limit returns a middleware that spends the request's key's limits, after
+// Handler and after every check that may refuse the request:
+//
+//	mw.Handler(mw.RequireScopes("write")(mw.Limit(h)))
+//
+// Exactly the requests that reach Limit with a key count: a request
+// refused before (no key, an invalid, expired, revoked or disabled key, a
+// missing scope, any refusal of your own placed before Limit) spends
+// nothing, and a request Limit refuses (429, or 403 for a key whose plan
+// is not configured) spends nothing either. Every method counts, HEAD and
+// OPTIONS like GET, unless MiddlewareOptions.Cost says otherwise. A
+// request that passes counts even if the handler then fails.
+//
+// A key's limits are those of its plan (Options.Plans; a plan not there
+// falls back to Options.DefaultPlan, and without it the request is refused
+// with 403 and the plan logged once), with the key's own Limits: its rates
+// and quotas, if any, replace all of the plan's rates and quotas; its
+// credits add to the plan's (a limit of the key replaces the plan's limit
+// of the same name). Rates and quotas are counted per LimitKey, credits
+// per key Lineage. Without a Limiter, or for an anonymous request let
+// through by Optional, Limit spends nothing.
+//
+// Limit writes RateLimit-Policy and RateLimit listing every limit applied
+// (IETF draft-ietf-httpapi-ratelimit-headers), and on 429 Retry-After, the
+// wait until every exhausted limit admits the request.
+func (mw *Middleware) Limit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k := FromContext(r.Context())
+		if k == nil {
+			if !mw.optional {
+				mw.Error(w, r, ErrMissingKey)
+				return
+			}
+		} else if mw.rl.limiter != nil && !mw.limit(w, r, k) {
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// rateLimits is the rate limiting configuration of a Middleware.
+type rateLimits struct {
+	limiter   Limiter
+	fallback  Limiter
+	onFailure LimiterFailurePolicy
+	failed    func(*http.Request, error, LimiterFailurePolicy)
+	legacy    bool
+	key       func(*Key) string
+	cost      func(*http.Request, *Key) int64
+	timeout   time.Duration
+	now       func() time.Time
+
+	plans   map[string]*plan // nil: no plans configured
+	def     *plan            // DefaultPlan's, or nil
+	unknown sync.Map         // plan names already logged as not configured
+	breaker breaker
+}
+
+// plan is a plan's limits with what the request path needs precomputed.
+type plan struct {
+	limits  []Limit
+	credits bool     // has credits, which need a Subject per request
+	policy  []string // the RateLimit-Policy value; nil when it depends on the date
+}
+
+func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
+	if opts.OnLimiterFailure == FailFallback && opts.FallbackLimiter == nil {
+		return fmt.Errorf("%w: FailFallback needs a FallbackLimiter", ErrInvalidOptions)
+	}
+	if opts.BreakerCoolDown < 0 {
+		return fmt.Errorf("%w: negative BreakerCoolDown", ErrInvalidOptions)
+	}
+	*rl = rateLimits{
+		limiter: opts.Limiter, fallback: opts.FallbackLimiter, onFailure: opts.OnLimiterFailure,
+		failed: opts.LimiterFailed, legacy: opts.LegacyRateLimitHeaders, key: opts.LimitKey,
+		cost: opts.Cost, timeout: opts.LimiterTimeout, now: m.now,
+	}
+	if rl.timeout == 0 {
+		rl.timeout = DefaultLimiterTimeout
+	}
+	threshold, coolDown := opts.BreakerFailures, opts.BreakerCoolDown
+	if threshold == 0 {
+		threshold = DefaultBreakerFailures
+	}
+	if coolDown == 0 {
+		coolDown = DefaultBreakerCoolDown
+	}
+	rl.breaker = breaker{threshold: int64(threshold), coolDown: int64(coolDown), now: m.now}
+	if m.plans != nil {
+		rl.plans = make(map[string]*plan, len(m.plans))
+		for name, ls := range m.plans {
+			p := &plan{limits: ls}
+			fixed := true
+			for _, l := range ls {
+				p.credits = p.credits || l.Kind == KindCredits
+				fixed = fixed && l.Window != Month
+			}
+			if fixed {
+				p.policy = []string{string(appendPolicy(nil, ls, time.Time{}))}
+			}
+			rl.plans[name] = p
+		}
+		rl.def = rl.plans[m.defaultPlan]
+		if m.defaultPlan == "" {
+			rl.def = nil
+		}
+	}
+	return nil
+}
+
 // limit applies k's limits and writes the RateLimit headers. It reports
 // whether the request may go on; if not, it has answered it.
 func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok bool) {
@@ -56,31 +172,60 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 			ok = false
 		}
 	}()
-	if mw.limitsFor == nil {
-		return true
-	}
-	limits := mw.limitsFor(k)
-	if len(limits) == 0 {
-		return true
-	}
-	res, err := mw.limiter.Allow(r.Context(), k.ID, limits, 1)
-	if err != nil {
-		if mw.failed != nil {
-			mw.failed(r, err, mw.onFailure)
+	rl := &mw.rl
+	cost := int64(1)
+	if rl.cost != nil {
+		if cost = rl.cost(r, k); cost == 0 {
+			return true
+		} else if cost < 0 {
+			mw.internal(w, r, fmt.Errorf("apikey: Cost returned %d", cost))
+			return false
 		}
-		mw.logError(r.Context(), "apikey: limiter failed, policy "+mw.onFailure.String(), err)
-		switch mw.onFailure {
+	}
+	p, ls, err := rl.limitsFor(k)
+	if err != nil {
+		if _, logged := rl.unknown.LoadOrStore(k.Plan, true); !logged && mw.log != nil {
+			mw.log.LogAttrs(r.Context(), slog.LevelError, "apikey: key refused: its plan is not configured and there is no DefaultPlan",
+				slog.String("plan", k.Plan), slog.String("key_id", k.ID))
+		}
+		mw.Error(w, r, ErrUnknownPlan)
+		return false
+	}
+	if len(ls) == 0 {
+		return true
+	}
+	res, err := rl.allow(r.Context(), rl.subject(k), ls, cost)
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrInvalidOptions): // a bad limit on the key: not the backend's fault
+			mw.internal(w, r, err)
+			return false
+		case r.Context().Err() != nil: // the client went away
+			mw.Error(w, r, ErrUnavailable)
+			return false
+		}
+		if rl.failed != nil {
+			rl.failed(r, err, rl.onFailure)
+		}
+		if err != ErrCircuitOpen {
+			mw.logError(r.Context(), "apikey: limiter failed, policy "+rl.onFailure.String(), err)
+		}
+		switch rl.onFailure {
 		case FailOpen:
 			return true
 		case FailFallback:
-			res, err = mw.fallback.Allow(r.Context(), k.ID, limits, 1)
+			res, err = rl.fallback.Allow(r.Context(), rl.subject(k), ls, cost)
 		}
 		if err != nil {
 			mw.Error(w, r, ErrUnavailable)
 			return false
 		}
 	}
-	mw.rateLimitHeaders(w.Header(), limits, res)
+	var policy []string
+	if p != nil && len(ls) > 0 && len(p.limits) == len(ls) && &ls[0] == &p.limits[0] {
+		policy = p.policy
+	}
+	rl.headers(w.Header(), policy, ls, res)
 	if !res.Allowed {
 		mw.Error(w, r, &RateLimitError{Result: res})
 		return false
@@ -88,45 +233,213 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 	return true
 }
 
-// rateLimitHeaders writes RateLimit-Policy and RateLimit as in the IETF
-// httpapi rate-limit headers draft, and optionally the X-RateLimit-* trio.
-func (mw *Middleware) rateLimitHeaders(h http.Header, limits []Limit, res LimitResult) {
-	var b strings.Builder
-	for i, l := range limits {
-		if i > 0 {
-			b.WriteString(", ")
+// internal answers 500 for a bug in the configuration and logs it.
+func (mw *Middleware) internal(w http.ResponseWriter, r *http.Request, err error) {
+	mw.logError(r.Context(), "apikey: rate limiting misconfigured", err)
+	h := w.Header()
+	h["Content-Type"] = mw.hdrProblem
+	h["Cache-Control"] = mw.hdrNoStore
+	w.WriteHeader(http.StatusInternalServerError)
+	w.Write(mw.bodies[http.StatusInternalServerError])
+}
+
+// subject is the subject k's rates and quotas are counted for.
+func (rl *rateLimits) subject(k *Key) string {
+	if rl.key != nil {
+		if s := rl.key(k); s != "" {
+			return s
 		}
-		q, w := l.Count, l.window()
-		fmt.Fprintf(&b, "%q;q=%d;w=%d", l.Name, q, w)
+	} else if k.Owner != "" {
+		return k.Owner
 	}
-	h.Set("RateLimit-Policy", b.String())
-	reset := seconds(res.Reset)
-	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%s", res.Limit.Name, res.Remaining, reset))
-	if mw.legacy {
+	return lineage(k)
+}
+
+// lineage is the first key of k's rotation chain.
+func lineage(k *Key) string {
+	if k.Lineage != "" {
+		return k.Lineage
+	}
+	return k.ID
+}
+
+// limitsFor returns k's plan (nil without plans) and the limits of a
+// request of k; they are p.limits themselves when k adds nothing.
+func (rl *rateLimits) limitsFor(k *Key) (*plan, []Limit, error) {
+	var p *plan
+	if rl.plans != nil {
+		if p = rl.plans[k.Plan]; p == nil {
+			if p = rl.def; p == nil {
+				return nil, nil, ErrUnknownPlan
+			}
+		}
+	}
+	if len(k.Limits) == 0 {
+		if p == nil {
+			return nil, nil, nil
+		}
+		if !p.credits {
+			return p, p.limits, nil
+		}
+	}
+	own := false // k has rates or quotas: they replace the plan's
+	for _, l := range k.Limits {
+		own = own || l.Kind != KindCredits
+	}
+	ls := make([]Limit, 0, len(k.Limits)+4)
+	ls = append(ls, k.Limits...)
+	if p != nil {
+	plan:
+		for _, l := range p.limits {
+			if own && l.Kind != KindCredits {
+				continue
+			}
+			for _, o := range k.Limits {
+				if o.Name == l.Name {
+					continue plan
+				}
+			}
+			ls = append(ls, l)
+		}
+	}
+	for i := range ls {
+		if ls[i].Kind == KindCredits {
+			ls[i].Subject = lineage(k)
+		}
+	}
+	return p, ls, nil
+}
+
+// allow calls the Limiter through the circuit breaker, within the timeout.
+func (rl *rateLimits) allow(ctx context.Context, subject string, ls []Limit, cost int64) (LimitResult, error) {
+	if !rl.breaker.admit() {
+		return LimitResult{}, ErrCircuitOpen
+	}
+	if rl.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rl.timeout)
+		defer cancel()
+	}
+	res, err := rl.limiter.Allow(ctx, subject, ls, cost)
+	rl.breaker.done(err == nil || errors.Is(err, ErrInvalidOptions))
+	return res, err
+}
+
+// breaker is a circuit breaker over the Limiter: after threshold
+// consecutive failures it opens, and admits no call until coolDown has
+// passed; then it admits one call at a time (a probe) until one succeeds.
+type breaker struct {
+	threshold int64 // 0 or less: never opens
+	coolDown  int64 // nanoseconds
+	now       func() time.Time
+	fails     atomic.Int64
+	probeAt   atomic.Int64 // Unix nanoseconds from which a probe may run
+	probing   atomic.Bool
+}
+
+// admit reports whether to call the Limiter.
+func (b *breaker) admit() bool {
+	if b.threshold <= 0 || b.fails.Load() < b.threshold {
+		return true
+	}
+	if b.now().UnixNano() < b.probeAt.Load() {
+		return false
+	}
+	return b.probing.CompareAndSwap(false, true)
+}
+
+// done records the outcome of a call admitted by admit.
+func (b *breaker) done(ok bool) {
+	if ok {
+		if b.fails.Load() != 0 {
+			b.fails.Store(0)
+		}
+		if b.probing.Load() {
+			b.probing.Store(false)
+		}
+		return
+	}
+	if b.threshold <= 0 {
+		return
+	}
+	if b.fails.Add(1) >= b.threshold {
+		b.probeAt.Store(b.now().UnixNano() + b.coolDown)
+		b.probing.Store(false)
+	}
+}
+
+// headers writes RateLimit-Policy (policy when precomputed) and RateLimit
+// for every limit of ls, and optionally the X-RateLimit-* trio of the
+// tightest limit.
+func (rl *rateLimits) headers(h http.Header, policy []string, ls []Limit, res LimitResult) {
+	var buf [512]byte
+	if policy == nil {
+		policy = []string{string(appendPolicy(buf[:0], ls, rl.now()))}
+	}
+	h["Ratelimit-Policy"] = policy
+	b := buf[:0]
+	if len(res.States) == len(ls) {
+		for i := range ls {
+			b = appendState(b, i, &ls[i], res.States[i].Remaining, res.States[i].Reset)
+		}
+	} else { // a Limiter that reports only the tightest limit
+		b = appendState(b, 0, &res.Limit, res.Remaining, res.Reset)
+	}
+	h["Ratelimit"] = []string{string(b)}
+	if rl.legacy {
 		h.Set("X-RateLimit-Limit", strconv.FormatInt(res.Limit.Count, 10))
 		h.Set("X-RateLimit-Remaining", strconv.FormatInt(res.Remaining, 10))
-		h.Set("X-RateLimit-Reset", reset)
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilSeconds(res.Reset), 10))
 	}
 }
 
-// window is the length in seconds of l's window for RateLimit-Policy
-// (a month counts 30 days).
-func (l Limit) window() int64 {
-	if l.Kind == KindRate {
-		return max(1, int64((l.Period+time.Second-1)/time.Second))
+// appendPolicy appends the RateLimit-Policy items of ls: `"name";q=N;w=W`,
+// W the window in seconds (a rate's period rounded up; a quota's calendar
+// window at now, a month its real length), without w for credits never
+// refilled.
+func appendPolicy(b []byte, ls []Limit, now time.Time) []byte {
+	for i := range ls {
+		l := &ls[i]
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, '"')
+		b = append(b, l.Name...)
+		b = append(b, `";q=`...)
+		b = strconv.AppendInt(b, l.Count, 10)
+		w := int64(0)
+		if l.Kind == KindRate {
+			w = max(1, ceilSeconds(l.Period))
+		} else {
+			w = limits.WindowSeconds(uint8(l.Window), now)
+		}
+		if w > 0 {
+			b = append(b, ";w="...)
+			b = strconv.AppendInt(b, w, 10)
+		}
 	}
-	switch l.Window {
-	case Minute:
-		return 60
-	case Hour:
-		return 3600
-	case Day:
-		return 86400
-	}
-	return 30 * 86400
+	return b
 }
+
+// appendState appends the RateLimit item of limit l: `"name";r=R;t=T`,
+// without t when it never resets.
+func appendState(b []byte, i int, l *Limit, remaining int64, reset time.Duration) []byte {
+	if i > 0 {
+		b = append(b, ", "...)
+	}
+	b = append(b, '"')
+	b = append(b, l.Name...)
+	b = append(b, `";r=`...)
+	b = strconv.AppendInt(b, remaining, 10)
+	if reset > 0 || l.Kind != KindCredits || l.Window != Never {
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(reset), 10)
+	}
+	return b
+}
+
+// ceilSeconds is d in whole seconds, rounded up.
+func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
 
 // seconds renders d in whole seconds, rounded up, at least 1.
-func seconds(d time.Duration) string {
-	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
-}
+func seconds(d time.Duration) string { return strconv.FormatInt(max(1, ceilSeconds(d)), 10) }

@@ -2,10 +2,10 @@
 --
 -- KEYS[1]: the state key of the key id, "<prefix>{<key id>}".
 -- ARGV[1]: cost (>= 1).
--- ARGV[3i-1], ARGV[3i], ARGV[3i+1]: limit i as "\n<name>=", a, b:
+-- ARGV[3i-1], ARGV[3i], ARGV[3i+1]: limit i as "\n<entry name>=", a, b:
 --   rate:  a = emission interval T in microseconds (> 0), b = burst B;
---   quota: a = minus the count N (< 0), b = window (1 minute, 2 hour,
---          3 day, 4 month).
+--   quota or credits: a = minus the count N (< 0), b = window (0 never,
+--          for credits never refilled; 1 minute, 2 hour, 3 day, 4 month).
 --
 -- The state key holds "\n" followed by one "<name>=<value>\n" per limit.
 -- Names hold no "\n" (the caller rejects them) but may hold "=", values
@@ -14,7 +14,8 @@
 --   rate:  "<tat>", the theoretical arrival time in Unix microseconds; it
 --          expires at the TAT, when it no longer matters.
 --   quota: "<window end in Unix seconds>:<used>"; it expires at the end of
---          the window.
+--          the window. Credits never refilled have window end 0 and
+--          never expire (nor does the key while it holds them).
 -- The ":" tells the kinds apart, so a rate and a quota may share a name.
 -- An entry is found with a plain search for "\n<name>=" checked against
 -- the shape of its value. Entries of limits not in this call are copied
@@ -23,7 +24,8 @@
 -- expires with its last entry.
 --
 -- Returns {allowed, index, remaining, reset, retry} for the tightest limit
--- (1-based index; reset and retry in microseconds): when denied, the
+-- (1-based index; reset and retry in microseconds), followed by remaining,
+-- reset and retry of every limit in order: when denied, the
 -- denying limit with the longest retry; when allowed, the limit with the
 -- fewest remaining, then the longest reset. Nothing is written unless every
 -- limit allows.
@@ -50,6 +52,9 @@ local v = redis.call('GET', KEYS[1])
 local w = '' -- the new entries, each "\n<name>=<value>"
 local last = 0 -- the latest expiry among the entries written, Unix microseconds
 local size = 1 -- the length of v taken by the entries found, and its first "\n"
+local forever = false -- an entry written never expires
+local states = {} -- remaining, reset, retry of each limit
+local oks, steps = {}, {} -- whether each limit allows; a rate's interval
 
 local allowed, best, bok, brem, breset, bretry = 1, 0, 1, 0, 0, 0
 for i = 1, n do
@@ -89,6 +94,9 @@ for i = 1, n do
     local tau = a * b
     local tat = now
     if s1 and s1 > now then tat = s1 end
+    -- A TAT beyond the burst window (Redis's clock stepped back) counts
+    -- as now + B*T, so a step back never locks a subject out longer.
+    if tat > now + tau then tat = now + tau end
     local d = tat - now
     rem = floor((tau - d) / a)
     if cost > b then
@@ -115,7 +123,9 @@ for i = 1, n do
   else
     -- The UTC window holding now, as Unix seconds [ws, we).
     local ws, we
-    if b == '4' then
+    if b == '0' then
+      ws, we = 0, 0
+    elseif b == '4' then
       -- Month, by Howard Hinnant's civil_from_days and days_from_civil,
       -- in a year starting in March: mp is the month since March, yoe the
       -- year of the 400-year era.
@@ -147,6 +157,7 @@ for i = 1, n do
     rem = -a - used
     if rem < 0 then rem = 0 end
     reset = we * 1000000 - now
+    if we == 0 then reset = 0 end
     if cost > rem then
       retry = reset
     else
@@ -158,6 +169,7 @@ for i = 1, n do
         else
           w = w .. pat .. format('%.0f:%.0f', we, cost)
         end
+        if we == 0 then forever = true end
         if we * 1000000 > last then last = we * 1000000 end
       end
     end
@@ -181,6 +193,19 @@ for i = 1, n do
     best, bok, brem, breset, bretry = i, ok, rem, reset, retry
   end
   if ok == 0 then allowed = 0 end
+  states[3 * i - 2], states[3 * i - 1], states[3 * i] = rem, reset, retry
+  if ok == 1 and a > 0 then steps[i] = a else steps[i] = 0 end
+  oks[i] = ok
+end
+if allowed == 0 then
+  -- Nothing is spent: the limits that would have allowed report their
+  -- state without this call's cost.
+  for i = 1, n do
+    if oks[i] == 1 then
+      states[3 * i - 2] = states[3 * i - 2] + cost
+      states[3 * i - 1] = states[3 * i - 1] - cost * steps[i]
+    end
+  end
 end
 
 
@@ -202,7 +227,8 @@ if allowed == 1 then
       if not mine then
         local x
         if c then x = tonumber(string.sub(val, 1, c - 1)) * 1000000 else x = tonumber(val) end
-        if x > now then
+        if x == 0 then forever = true end
+        if x > now or x == 0 then
           other = other .. pat .. val
           if x > last then last = x end
         end
@@ -210,6 +236,12 @@ if allowed == 1 then
     end
     w = other .. w
   end
-  redis.call('SET', KEYS[1], w .. '\n', 'PX', floor((last - now + 999) / 1000))
+  if forever then
+    redis.call('SET', KEYS[1], w .. '\n')
+  else
+    redis.call('SET', KEYS[1], w .. '\n', 'PX', floor((last - now + 999) / 1000))
+  end
 end
-return {allowed, best, brem, breset, bretry}
+local reply = {allowed, best, brem, breset, bretry}
+for j = 1, 3 * n do reply[5 + j] = states[j] end
+return reply

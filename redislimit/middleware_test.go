@@ -20,8 +20,8 @@ import (
 )
 
 // Closing Redis in the middle of a test produces each outage policy's
-// behaviour in the middleware, and never a 429.
-func TestLimiterOutagePolicies(t *testing.T) {
+// behaviour, and never a 429.
+func TestMiddlewareOutagePolicies(t *testing.T) {
 	for _, tc := range []struct {
 		policy    apikey.LimiterFailurePolicy
 		wantCodes []int // for requests after the outage
@@ -39,12 +39,12 @@ func TestLimiterOutagePolicies(t *testing.T) {
 			require.NoError(t, err)
 			fallback, err := memlimit.New(memlimit.Options{})
 			require.NoError(t, err)
-			m, err := apikey.New(memstore.New(), apikey.Options{})
+			m, err := apikey.New(memstore.New(), apikey.Options{Plans: apikey.Plans{"": {apikey.Quota("daily", 2, apikey.Day)}}})
 			require.NoError(t, err)
 			t.Cleanup(func() { m.Close(context.Background()) })
 			var failures atomic.Int64
 			opts := apikey.MiddlewareOptions{
-				Limiter: rl, Plans: apikey.Plans{"": {apikey.Quota("daily", 2, apikey.Day)}},
+				Limiter:          rl,
 				OnLimiterFailure: tc.policy,
 				LimiterFailed: func(r *http.Request, err error, p apikey.LimiterFailurePolicy) {
 					assert.ErrorIs(t, err, apikey.ErrUnavailable)
@@ -60,16 +60,15 @@ func TestLimiterOutagePolicies(t *testing.T) {
 			token, _, err := m.Issue(context.Background(), apikey.IssueParams{})
 			require.NoError(t, err)
 			var ran bool
-			h := mw.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran = true }))
+			h := mw.Handler(mw.Limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ran = true })))
 			do := func() *httptest.ResponseRecorder {
-				req := httptest.NewRequest("GET", "/", nil)
-				req.Header.Set("Authorization", "Bearer "+token)
+				r := httptest.NewRequest("GET", "/", nil)
+				r.Header.Set("Authorization", "Bearer "+token)
 				rec := httptest.NewRecorder()
 				ran = false
-				h.ServeHTTP(rec, req)
+				h.ServeHTTP(rec, r)
 				return rec
 			}
-
 			require.Equal(t, 200, do().Code, "Redis up")
 
 			mr.Close()

@@ -260,22 +260,36 @@ func TestNames(t *testing.T) {
 			l := newLimiter(t, c, prefix)
 			ctx := context.Background()
 			id := apikey.NewID()
-			names := []string{"a", "a=", "a=1", "=a", "a:1", "1", "=", "a b", "ü"}
-			for _, want := range []int64{1, 0} {
-				for _, name := range names {
-					for _, lim := range []apikey.Limit{apikey.Quota(name, 2, apikey.Day), apikey.Rate(name, 2, time.Hour, 0)} {
-						res, err := l.Allow(ctx, id, []apikey.Limit{lim}, 1)
-						require.NoError(t, err, "%q", name)
-						require.True(t, res.Allowed, "%q", name)
-						require.Equal(t, want, res.Remaining, "%q (%v) does not have a state of its own", name, lim.Kind)
+			// Names that prefix one another, and limits with their own
+			// Subject (whose entry is "<name>@<kind><Subject>"), each have
+			// a state of their own.
+			var lims []apikey.Limit
+			for _, name := range []string{"a", "a:1", "a/b", "a.b", "a*", "a-1", "A_b", "a:"} {
+				lims = append(lims, apikey.Quota(name, 2, apikey.Day), apikey.Rate(name, 2, time.Hour, 0))
+				for _, sub := range []string{"x", "x=", "x=1", "=", "a b", "ü", "{x}"} {
+					for _, lim := range []apikey.Limit{apikey.Quota(name, 2, apikey.Day), apikey.Rate(name, 2, time.Hour, 0), apikey.Credits(name, 2, apikey.Never)} {
+						lim.Subject = sub
+						lims = append(lims, lim)
 					}
 				}
 			}
+			for _, want := range []int64{1, 0} {
+				for _, lim := range lims {
+					res, err := l.Allow(ctx, id, []apikey.Limit{lim}, 1)
+					require.NoError(t, err, "%q@%q", lim.Name, lim.Subject)
+					require.True(t, res.Allowed, "%q@%q", lim.Name, lim.Subject)
+					require.Equal(t, want, res.Remaining, "%q@%q (%v) does not have a state of its own", lim.Name, lim.Subject, lim.Kind)
+				}
+			}
 
-			for _, name := range []string{"a\nb", "\n", "a\n"} {
+			for _, name := range []string{"a\nb", "\n", "a\n", "a=", "=a", "a b", "ü", "1", "", "a@b", `a"`} {
 				_, err := l.Allow(ctx, id, []apikey.Limit{apikey.Quota(name, 1, apikey.Day)}, 1)
 				require.ErrorIs(t, err, apikey.ErrInvalidOptions, "%q", name)
 			}
+			bad := apikey.Credits("c", 1, apikey.Never)
+			bad.Subject = "a\nb"
+			_, err := l.Allow(ctx, id, []apikey.Limit{bad}, 1)
+			require.ErrorIs(t, err, apikey.ErrInvalidOptions)
 		})
 	}
 }

@@ -50,7 +50,6 @@ func newApp(cfg appConfig) (*app, error) {
 		AllowQuery:             true, // as in the article; see the README for why it is off by default
 		HideCredentials:        true,
 		Limiter:                cfg.limiter,
-		Plans:                  plans(),
 		LegacyRateLimitHeaders: true,
 		Logger:                 cfg.log,
 	}
@@ -89,9 +88,12 @@ func (a *app) routes() http.Handler {
 	mux.Handle("/api-keys/", a.keys)
 	mux.Handle("GET /openapi.json", a.keys)
 
+	// /protected checks the key but spends nothing; /data spends the
+	// owner's plan, and only once the key is authorized (the scope check
+	// comes before Limit).
 	mux.Handle("GET /protected", a.mw.Handler(http.HandlerFunc(a.protected)))
-	mux.Handle("GET /data", a.mw.Handler(http.HandlerFunc(a.getData)))
-	mux.Handle("POST /data", a.mw.Handler(a.mw.RequireScopes("write")(http.HandlerFunc(a.postData))))
+	mux.Handle("GET /data", a.mw.Handler(a.mw.Limit(http.HandlerFunc(a.getData))))
+	mux.Handle("POST /data", a.mw.Handler(a.mw.RequireScopes("write")(a.mw.Limit(http.HandlerFunc(a.postData)))))
 	return mux
 }
 

@@ -50,7 +50,7 @@ func newSQLiteStore(t *testing.T) apikey.Store {
 
 // newServer serves the example's handler over store and limiter.
 func newServer(t *testing.T, store apikey.Store, limiter apikey.Limiter, clock *testClock) *httptest.Server {
-	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", Now: clock.Now,
+	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", Now: clock.Now, Plans: plans(),
 		Peppers: []apikey.Pepper{{Version: "1", Secret: []byte("a test pepper of at least 32 bytes")}}})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })

@@ -69,7 +69,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	defer closeDB()
 
-	opts := apikey.Options{Prefix: "sk_live", Logger: log}
+	opts := apikey.Options{Prefix: "sk_live", Plans: plans(), Logger: log}
 	if p := os.Getenv("APIKEY_PEPPER"); p != "" {
 		opts.Peppers = []apikey.Pepper{{Version: "1", Secret: []byte(p)}}
 	} else {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -451,5 +452,41 @@ func BenchmarkScan(b *testing.B) {
 		if err := s.scan(bytes.NewReader(text), true, func(int, apikey.Match, string) { b.Fatal("found a token in random text") }); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The round trip on the servers whose DSN is set (the sqlstore test
+// variables), each in a table of its own.
+func TestRoundTripServers(t *testing.T) {
+	for _, c := range []struct{ name, env, flag, driver string }{
+		{"PostgreSQL", "APIKEY_TEST_POSTGRES_DSN", "--postgres", "pgx"},
+		{"MySQL", "APIKEY_TEST_MYSQL_DSN", "--mysql", "mysql"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dsn := os.Getenv(c.env)
+			if dsn == "" {
+				t.Skipf("%s is not set", c.env)
+			}
+			table := fmt.Sprintf("cli_keys_%d", rand.Uint64()%1_000_000_000)
+			db, err := sql.Open(c.driver, dsn)
+			require.NoError(t, err)
+			t.Cleanup(func() {
+				db.Exec("DROP TABLE " + table)
+				db.Close()
+			})
+			h := newHarness(t)
+			h.env["APIKEY_SQLITE"] = ""
+			args := func(a ...string) []string { return append(a, c.flag, dsn, "--table", table) }
+			r := h.run("", args("migrate")...)
+			require.Equal(t, exitOK, r.code, r.stderr)
+			issued := h.json(args("issue", "--owner", "srv", "--scope", "read")...)
+			token, id := issued["key"].(string), issued["id"].(string)
+			assert.Len(t, h.json(args("list", "--owner", "srv")...)["keys"], 1)
+			r = h.run("leaked: "+token+"\n", args("scan", "--revoke")...)
+			assert.Equal(t, exitFound, r.code, r.stderr)
+			assert.Contains(t, r.stdout, id)
+			assert.Contains(t, r.stdout, "revoked (owner srv)")
+			assert.Equal(t, "revoked", h.json(args("show", id)...)["status"])
+		})
 	}
 }

@@ -188,6 +188,7 @@ func assertProblem(t *testing.T, r response, status int, field string, msgAndArg
 // each answer against the OpenAPI document; at the end every documented
 // status must have been seen.
 func TestRoutes(t *testing.T) {
+	t.Parallel()
 	s := loadSpec(t)
 	ready := managementReady(t)
 	e := newEnv(t, s, keyshttp.Options{
@@ -239,7 +240,7 @@ func TestRoutes(t *testing.T) {
 			{"unknown field", `{"color":"red"}`, "color"},
 			{"oversized body", `{"name":"` + strings.Repeat("x", keyshttp.DefaultMaxBodyBytes) + `"}`, "body"},
 			{"name with NUL", `{"name":"a\u0000b"}`, "name"},
-			{"name too long", `{"name":"` + strings.Repeat("x", 201) + `"}`, "name"},
+			{"name too long", `{"name":"` + strings.Repeat("x", 257) + `"}`, "name"},
 			{"name not a string", `{"name":5}`, "name"},
 			{"scope with a space", `{"scopes":["a b"]}`, "scopes"},
 			{"empty scope", `{"scopes":[""]}`, "scopes"},
@@ -254,6 +255,7 @@ func TestRoutes(t *testing.T) {
 			{"negative ttl_seconds", `{"ttl_seconds":-1}`, "ttl_seconds"},
 			{"zero expires_in_days", `{"expires_in_days":0}`, "expires_in_days"},
 			{"negative credits", `{"credits":-5}`, "credits"},
+			{"zero credits", `{"credits":0}`, "credits"},
 			{"fractional credits", `{"credits":1.5}`, "credits"},
 		} {
 			assertProblem(t, e.do("alice", "POST", "/api-keys", c.body), 400, c.field, c.name)
@@ -518,6 +520,7 @@ func TestRoutes(t *testing.T) {
 }
 
 func TestUnknownRoutesAndMethods(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil, keyshttp.Options{})
 	id, _ := e.create("alice", "")
 	for _, c := range []struct {
@@ -540,6 +543,7 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
+	t.Parallel()
 	m, err := apikey.New(memstore.New(), apikey.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
@@ -561,29 +565,35 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestOptions(t *testing.T) {
+	t.Parallel()
 	t.Run("MaxBodyBytes", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, nil, keyshttp.Options{MaxBodyBytes: 32})
 		assertProblem(t, e.do("alice", "POST", "/api-keys", `{"name":"`+strings.Repeat("x", 32)+`"}`), 400, "body")
 		assert.Equal(t, 201, e.do("alice", "POST", "/api-keys", `{"name":"short"}`).status)
 	})
 	t.Run("Challenge", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, nil, keyshttp.Options{Challenge: `Basic realm="keys"`})
 		r := e.do("bad", "GET", "/api-keys", "")
 		assert.Equal(t, 401, r.status)
 		assert.Equal(t, `Basic realm="keys"`, r.header.Get("WWW-Authenticate"))
 	})
 	t.Run("RetryAfter", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, nil, keyshttp.Options{RetryAfter: 30 * time.Second})
 		e.store.down.Store(true)
 		assert.Equal(t, "30", e.do("alice", "GET", "/api-keys", "").header.Get("Retry-After"))
 	})
 	t.Run("MaxGrace", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, nil, keyshttp.Options{MaxGrace: time.Hour})
 		id, _ := e.create("alice", "")
 		assertProblem(t, e.do("alice", "POST", "/api-keys/"+id+"/rotate", `{"grace_seconds":3601}`), 400, "grace_seconds")
 		assert.Equal(t, 200, e.do("alice", "POST", "/api-keys/"+id+"/rotate", `{"grace_seconds":3600}`).status)
 	})
 	t.Run("mounted under a prefix", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, nil, keyshttp.Options{})
 		h := e.srv.Config.Handler
 		e.srv.Config.Handler = http.StripPrefix("/v1", h)
@@ -606,6 +616,7 @@ func TestOptions(t *testing.T) {
 
 // MaxKeys holds under concurrent creations: exactly the limit succeed.
 func TestMaxKeysUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	const max, callers = 3, 20
 	e := newEnv(t, nil, keyshttp.Options{MaxKeys: func(*http.Request, string) int { return max }})
 	var created, refused atomic.Int32
@@ -636,6 +647,7 @@ func TestMaxKeysUnderConcurrency(t *testing.T) {
 // Concurrent revocations and rotations through the handler never leave a
 // revoked key working.
 func TestRevokeIsFinalUnderConcurrentRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil, keyshttp.Options{})
 	for range 20 {
 		id, token := e.create("alice", "")

@@ -328,6 +328,7 @@ func (s *spec) checked(t *testing.T, h http.Handler) http.Handler {
 }
 
 func TestOpenAPIDocumentIsWellFormed(t *testing.T) {
+	t.Parallel()
 	s := loadSpec(t)
 	// Every $ref resolves and every operation has an operationId.
 	var walk func(v any)
@@ -364,6 +365,7 @@ func TestOpenAPIDocumentIsWellFormed(t *testing.T) {
 
 // The checker itself must catch what it claims to catch.
 func TestSchemaCheckerCatchesMismatches(t *testing.T) {
+	t.Parallel()
 	s := loadSpec(t)
 	key := map[string]any{"$ref": "#/components/schemas/Key"}
 	good := map[string]any{

@@ -18,17 +18,18 @@ import (
 // Input limits checked before the Manager sees a value, so that a bad
 // field is named in the answer. They fit every sqlstore dialect.
 const (
-	maxNameBytes     = 200
+	maxNameBytes     = 256
 	maxScopes        = 64
 	maxScopeBytes    = 128
 	maxPlanBytes     = 64
 	maxMetadata      = 32
 	maxMetaKeyBytes  = 64
-	maxMetaValBytes  = 1024
+	maxMetaValBytes  = 512
 	maxTTLSeconds    = 100 * 365 * 86400
 	maxExpiresInDays = 3650
-	// MaxCredits is the largest credits value a request may set.
-	MaxCredits = 1_000_000_000_000
+	// MaxCredits is the largest credits value a request may set (a
+	// limit's largest count).
+	MaxCredits = 100_000_000_000_000 - 1
 )
 
 // optional is a JSON member that may be absent, null or a value.
@@ -243,8 +244,8 @@ func checkExpiry(t, now time.Time) *fieldError {
 
 // checkCredits checks a credits value.
 func checkCredits(n int64) *fieldError {
-	if n < 0 || n > MaxCredits {
-		return badField("credits", fmt.Sprintf("credits must be between 0 and %d.", int64(MaxCredits)))
+	if n < 1 || n > MaxCredits {
+		return badField("credits", fmt.Sprintf("credits must be between 1 and %d.", int64(MaxCredits)))
 	}
 	return nil
 }

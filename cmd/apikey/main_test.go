@@ -88,6 +88,7 @@ func managementReady(t *testing.T, m *apikey.Manager) bool {
 // The round trip of the issue: migrate, issue, list, scan finds the token
 // in a file, scan --revoke revokes it, and the key is refused.
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	r := h.run("", "migrate")
 	require.Equal(t, exitOK, r.code, r.stderr)
@@ -157,6 +158,7 @@ func TestRoundTrip(t *testing.T) {
 // A token forged from a known id with a recomputed checksum is found by
 // scan but revokes nothing: only a token that matches the database does.
 func TestScanRevokeNeedsTheRealSecret(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	require.Equal(t, exitOK, h.run("", "migrate").code)
 	issued := h.json("issue", "--owner", "victim")
@@ -174,6 +176,7 @@ func TestScanRevokeNeedsTheRealSecret(t *testing.T) {
 }
 
 func TestSubcommands(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	require.Equal(t, exitOK, h.run("", "migrate").code)
 	m := h.manager()
@@ -347,6 +350,7 @@ func randomText(rng *rand.Rand, n int, f apikey.Format) []byte {
 }
 
 func TestScanReportsNothingInRandomText(t *testing.T) {
+	t.Parallel()
 	f, err := apikey.NewFormat("sk_live", 0)
 	require.NoError(t, err)
 	rng := rand.New(rand.NewChaCha8([32]byte{1}))
@@ -361,6 +365,7 @@ func TestScanReportsNothingInRandomText(t *testing.T) {
 // Tokens at every offset around a chunk boundary are found once, with the
 // right line, and a token glued to other token characters is not.
 func TestScanAcrossChunkBoundaries(t *testing.T) {
+	t.Parallel()
 	f, err := apikey.NewFormat("sk_live", 0)
 	require.NoError(t, err)
 	token, _ := f.New()
@@ -380,6 +385,7 @@ func TestScanAcrossChunkBoundaries(t *testing.T) {
 }
 
 func TestScanStdinAndPaths(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	f, err := apikey.NewFormat("sk_test", 0)
 	require.NoError(t, err)
@@ -400,6 +406,7 @@ func TestScanStdinAndPaths(t *testing.T) {
 }
 
 func TestGitleaksRule(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	r := h.run("", "scan", "--gitleaks-rule")
 	require.Equal(t, exitOK, r.code, r.stderr)
@@ -458,6 +465,7 @@ func BenchmarkScan(b *testing.B) {
 // The round trip on the servers whose DSN is set (the sqlstore test
 // variables), each in a table of its own.
 func TestRoundTripServers(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ name, env, flag, driver string }{
 		{"PostgreSQL", "APIKEY_TEST_POSTGRES_DSN", "--postgres", "pgx"},
 		{"MySQL", "APIKEY_TEST_MYSQL_DSN", "--mysql", "mysql"},

@@ -1,0 +1,368 @@
+// Package keyspage serves a self-service "API keys" page that a service
+// mounts next to its own pages, for its signed-in users: a table of the
+// user's keys and plain HTML forms to create, rename, rotate, disable,
+// enable and revoke them. It calls an apikey.Manager directly and uses the
+// standard library only.
+//
+//	page, err := keyspage.New(manager, keyspage.Options{
+//		Owner:  currentUser, // the same hook as keyshttp.Options.Owner
+//		Scopes: []string{"read", "write"},
+//		Plans:  []string{"free", "pro"},
+//	})
+//	if err != nil { ... }
+//	mux.Handle("/keys/", requireSignIn(page))
+//
+// The page works without JavaScript: every action is a form post, and the
+// only script (a few lines, allowed by its hash in the
+// Content-Security-Policy) adds a copy button beside a new token. A new
+// token is rendered in the response to the form post that created it, with
+// Cache-Control: no-store, and is never stored, put in a URL or shown again.
+//
+// Every response carries a strict Content-Security-Policy (no source but
+// the page's own inline style and script, by hash), frame-ancestors 'none'
+// and X-Frame-Options: DENY. Every form post must come from the page's own
+// origin: http.CrossOriginProtection refuses cross-origin posts, and a post
+// that carries neither Sec-Fetch-Site nor Origin (so that its origin cannot
+// be told) is refused as well. Every key id in a form is checked against
+// the signed-in owner: another owner's key answers 404 like an unknown one.
+package keyspage
+
+import (
+	"crypto/sha256"
+	_ "embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gokeys/apikey"
+)
+
+// Options configures a Page. Owner is required; every other field has a
+// safe default.
+type Options struct {
+	// Owner returns the signed-in user whose keys the page shows and
+	// manages: the same hook as the management JSON API's, so a service
+	// passes one function to both. An error or an empty owner answers
+	// 401; the service's own sign-in (a session, HTTP Basic) runs before
+	// the page and decides who the user is. Required.
+	Owner func(*http.Request) (string, error)
+
+	// Scopes are the scopes a user may give a key, shown as checkboxes;
+	// a form naming any other scope is refused. Empty: keys get no
+	// scopes and the create form shows none.
+	Scopes []string
+
+	// Plans are the plans a user may choose, the first one preselected;
+	// a form naming any other plan is refused. Empty: keys get no plan
+	// (the Manager's DefaultPlan applies) and the form shows no chooser.
+	Plans []string
+
+	// Lifetimes are the expiry choices of the create form, the first one
+	// preselected; 0 means no expiry (the Manager's DefaultTTL then
+	// applies). Default: 90 days, 30 days, 1 year, no expiry.
+	Lifetimes []time.Duration
+
+	// Graces are the grace periods offered when rotating a key, the first
+	// one preselected: how long the old key keeps working beside its
+	// successor; 0 stops it at once. Default: 1 day, 1 hour, 7 days, none.
+	Graces []time.Duration
+
+	// Title is the page's heading; "API keys" when empty.
+	Title string
+
+	// TrustedOrigins are origins, besides the page's own, whose form
+	// posts are accepted (for example "https://console.example.com" when
+	// a proxy rewrites the Host header); see
+	// http.CrossOriginProtection.AddTrustedOrigin.
+	TrustedOrigins []string
+
+	// Logger, if set, logs failures of the key store. Nil logs nothing.
+	Logger *slog.Logger
+}
+
+const (
+	day = 24 * time.Hour
+	// MaxNameLength is the longest key name the page accepts, in
+	// characters.
+	MaxNameLength = 100
+	maxForm       = 64 << 10
+)
+
+//go:embed page.html
+var pageHTML string
+
+//go:embed page.css
+var pageCSS string
+
+//go:embed page.js
+var pageJS string
+
+// Page is the http.Handler of the keys page. Build it with New; it is safe
+// for concurrent use.
+//
+// It serves, under the path it is mounted at (with or without
+// http.StripPrefix; the page's URL ends in "/" and every link in it is
+// relative):
+//
+//	GET  .../          the page
+//	POST .../create    issue a key; the response shows its token once
+//	POST .../rename    set a key's name
+//	POST .../rotate    rotate a key with the chosen grace period; the
+//	                   response shows the successor's token once
+//	POST .../disable   suspend a key
+//	POST .../enable    lift the suspension
+//	GET  .../revoke    ask for confirmation
+//	POST .../revoke    revoke a key (with confirm=yes)
+type Page struct {
+	m         *apikey.Manager
+	owner     func(*http.Request) (string, error)
+	scopes    []string
+	plans     []string
+	lifetimes []time.Duration
+	graces    []time.Duration
+	title     string
+	log       *slog.Logger
+	tmpl      *template.Template
+	csp       string
+	cop       *http.CrossOriginProtection
+}
+
+// New returns the page for m. It returns an error wrapping
+// apikey.ErrInvalidOptions for a nil Manager, a nil Owner, a scope that is
+// not an RFC 6749 scope token, an empty or repeated scope or plan, a
+// negative lifetime or grace period, or a malformed trusted origin.
+func New(m *apikey.Manager, opts Options) (*Page, error) {
+	if m == nil {
+		return nil, fmt.Errorf("%w: keyspage: nil Manager", apikey.ErrInvalidOptions)
+	}
+	if opts.Owner == nil {
+		return nil, fmt.Errorf("%w: keyspage: Owner is required", apikey.ErrInvalidOptions)
+	}
+	if err := distinct("scope", opts.Scopes, validScope); err != nil {
+		return nil, err
+	}
+	if err := distinct("plan", opts.Plans, func(s string) bool { return s != "" }); err != nil {
+		return nil, err
+	}
+	p := &Page{
+		m: m, owner: opts.Owner, title: opts.Title, log: opts.Logger,
+		scopes:    append([]string(nil), opts.Scopes...),
+		plans:     append([]string(nil), opts.Plans...),
+		lifetimes: append([]time.Duration(nil), opts.Lifetimes...),
+		graces:    append([]time.Duration(nil), opts.Graces...),
+	}
+	if p.title == "" {
+		p.title = "API keys"
+	}
+	if len(p.lifetimes) == 0 {
+		p.lifetimes = []time.Duration{90 * day, 30 * day, 365 * day, 0}
+	}
+	if len(p.graces) == 0 {
+		p.graces = []time.Duration{day, time.Hour, 7 * day, 0}
+	}
+	for _, ds := range [][]time.Duration{p.lifetimes, p.graces} {
+		for _, d := range ds {
+			if d < 0 {
+				return nil, fmt.Errorf("%w: keyspage: negative duration %v", apikey.ErrInvalidOptions, d)
+			}
+		}
+	}
+	p.cop = http.NewCrossOriginProtection()
+	for _, o := range opts.TrustedOrigins {
+		if err := p.cop.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("%w: keyspage: %w", apikey.ErrInvalidOptions, err)
+		}
+	}
+	p.cop.SetDenyHandler(http.HandlerFunc(p.crossOrigin))
+	var err error
+	p.tmpl, err = template.New("page").Funcs(template.FuncMap{
+		"css": func() template.CSS { return template.CSS(pageCSS) },
+		"js":  func() template.JS { return template.JS(pageJS) },
+	}).Parse(pageHTML)
+	if err != nil {
+		return nil, err
+	}
+	p.csp = "default-src 'none'; style-src " + hash(pageCSS) + "; script-src " + hash(pageJS) +
+		"; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	return p, nil
+}
+
+// hash is the CSP source expression of an inline element's content.
+func hash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+}
+
+func distinct(what string, list []string, valid func(string) bool) error {
+	seen := make(map[string]bool, len(list))
+	for _, s := range list {
+		if !valid(s) {
+			return fmt.Errorf("%w: keyspage: invalid %s %q", apikey.ErrInvalidOptions, what, s)
+		}
+		if seen[s] {
+			return fmt.Errorf("%w: keyspage: %s %q listed twice", apikey.ErrInvalidOptions, what, s)
+		}
+		seen[s] = true
+	}
+	return nil
+}
+
+// validScope reports whether s is an RFC 6749 scope token, the grammar
+// apikey.Manager.Issue accepts.
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// ServeHTTP serves the page and its form posts.
+func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", p.csp)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cache-Control", "no-store")
+
+	action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
+	post := p.post(action)
+	if action != "" && action != "revoke" && post == nil {
+		p.render(w, http.StatusNotFound, &view{Error: "There is no such page."})
+		return
+	}
+	if r.Method == http.MethodPost {
+		// Refused before anything else, even the owner, is looked at.
+		if err := p.cop.Check(r); err != nil {
+			p.crossOrigin(w, r)
+			return
+		}
+		if r.Header.Get("Sec-Fetch-Site") == "" && r.Header.Get("Origin") == "" {
+			p.crossOrigin(w, r)
+			return
+		}
+	}
+	owner, err := p.owner(r)
+	if err != nil || owner == "" {
+		p.render(w, http.StatusUnauthorized, &view{Error: "Sign in to manage your API keys."})
+		return
+	}
+	get := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch {
+	case get && action == "":
+		p.list(w, r, owner, http.StatusOK, &view{Message: message(r.URL.Query().Get("done"))})
+	case get && action == "revoke":
+		p.confirmRevoke(w, r, owner)
+	case get:
+		// A form's URL opened directly, or reloaded: show the page.
+		seeOther(w, "./")
+	case r.Method == http.MethodPost && post != nil:
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if err := r.ParseForm(); err != nil {
+			p.list(w, r, owner, http.StatusBadRequest, &view{Error: "The form could not be read."})
+			return
+		}
+		post(w, r, owner)
+	default:
+		h.Set("Allow", "GET, HEAD, POST")
+		if action == "" {
+			h.Set("Allow", "GET, HEAD")
+		}
+		p.render(w, http.StatusMethodNotAllowed, &view{Error: "That method is not allowed here."})
+	}
+}
+
+// post returns the handler of the form post named by the last segment of
+// its path, or nil.
+func (p *Page) post(action string) func(http.ResponseWriter, *http.Request, string) {
+	switch action {
+	case "create":
+		return p.create
+	case "rename":
+		return p.rename
+	case "rotate":
+		return p.rotate
+	case "disable":
+		return p.disable
+	case "enable":
+		return p.enable
+	case "revoke":
+		return p.revoke
+	}
+	return nil
+}
+
+// message is the note shown after a redirect, by its done parameter.
+func message(done string) string {
+	switch done {
+	case "renamed":
+		return "The key was renamed."
+	case "disabled":
+		return "The key was disabled: it is refused until you enable it again."
+	case "enabled":
+		return "The key was enabled: it works again."
+	case "revoked":
+		return "The key was revoked: it is refused from now on, for good."
+	}
+	return ""
+}
+
+// seeOther redirects to a URL relative to the request's, so that the page
+// works wherever it is mounted.
+func seeOther(w http.ResponseWriter, url string) {
+	w.Header().Set("Location", url)
+	w.WriteHeader(http.StatusSeeOther)
+}
+
+// crossOrigin answers a form post that did not come from the page's origin.
+func (p *Page) crossOrigin(w http.ResponseWriter, r *http.Request) {
+	p.render(w, http.StatusForbidden, &view{Error: "This form was not sent from this site, so it was refused. Open the page again and retry."})
+}
+
+// fail answers a failed Manager call on the page, with a fixed message.
+func (p *Page) fail(w http.ResponseWriter, r *http.Request, owner, op string, err error) {
+	switch {
+	case errors.Is(err, apikey.ErrNotFound):
+		p.list(w, r, owner, http.StatusNotFound, &view{Error: "There is no such key."})
+	case errors.Is(err, apikey.ErrRevoked), errors.Is(err, apikey.ErrRotated), errors.Is(err, apikey.ErrExpired):
+		p.list(w, r, owner, http.StatusConflict, &view{Error: "The key cannot be " + op + ": it is revoked, expired or already rotated."})
+	case errors.Is(err, apikey.ErrInvalidOptions):
+		p.list(w, r, owner, http.StatusBadRequest, &view{Error: "The key cannot be " + op + " with these settings."})
+	default:
+		if p.log != nil {
+			p.log.ErrorContext(r.Context(), "keyspage: key store failed", "op", op, "error", err)
+		}
+		w.Header().Set("Retry-After", "5")
+		p.render(w, http.StatusServiceUnavailable, &view{Error: "The key store is unavailable. Try again in a moment."})
+	}
+}
+
+// owned returns the owner's key named by the form's id field; another
+// owner's key is not found, like an unknown one.
+func (p *Page) owned(w http.ResponseWriter, r *http.Request, owner, op string) (*apikey.Key, bool) {
+	id := r.Form.Get("id")
+	if id == "" {
+		p.fail(w, r, owner, op, apikey.ErrNotFound)
+		return nil, false
+	}
+	k, err := p.m.Get(r.Context(), id)
+	if err == nil && k.Owner != owner {
+		err = apikey.ErrNotFound
+	}
+	if err != nil {
+		p.fail(w, r, owner, op, err)
+		return nil, false
+	}
+	return k, true
+}

@@ -68,7 +68,7 @@ func (r row) Actions() bool {
 
 // when is a time shown relative to now, with the exact time in a title.
 type when struct {
-	Zero              bool
+	Zero             bool
 	Text, Exact, ISO string
 }
 

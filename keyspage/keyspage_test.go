@@ -360,7 +360,7 @@ func TestCreate(t *testing.T) {
 				assert.Equal(t, f.clock.Now().Add(30*24*time.Hour), k.ExpiresAt)
 			}
 			// The token is in the response, once, and works.
-			token := regexp.MustCompile(`id="token" readonly value="([^"]+)"`).FindStringSubmatch(res.body)
+			token := regexp.MustCompile(`id="token"[^>]*>([^<]+)</textarea>`).FindStringSubmatch(res.body)
 			require.NotNil(t, token, res.body)
 			assert.Equal(t, 1, strings.Count(res.body, token[1]))
 			vk, err := f.m.Verify(context.Background(), token[1])
@@ -449,7 +449,7 @@ func TestActions(t *testing.T) {
 			check: func(t *testing.T, f *fixture, k *apikey.Key, res response) {
 				assert.Equal(t, f.clock.Now().Add(time.Hour), k.ExpiresAt)
 				require.NotEmpty(t, k.RotatedTo)
-				token := regexp.MustCompile(`id="token" readonly value="([^"]+)"`).FindStringSubmatch(res.body)
+				token := regexp.MustCompile(`id="token"[^>]*>([^<]+)</textarea>`).FindStringSubmatch(res.body)
 				require.NotNil(t, token)
 				succ, err := f.m.Verify(context.Background(), token[1])
 				require.NoError(t, err)
@@ -705,7 +705,7 @@ func TestAccessible(t *testing.T) {
 	body := res.body
 	assert.Contains(t, body, `<html lang="en">`)
 	assert.Contains(t, body, `name="viewport" content="width=device-width, initial-scale=1"`)
-	inputs := regexp.MustCompile(`<(input|select)\b[^>]*>`).FindAllString(body, -1)
+	inputs := regexp.MustCompile(`<(input|select|textarea)\b[^>]*>`).FindAllString(body, -1)
 	require.NotEmpty(t, inputs)
 	labelled := 0
 	for _, in := range inputs {

@@ -1,7 +1,7 @@
 // Command server is the article's API-key service built on apikey: a
-// management API for the current user's keys (HTTP Basic), routes
-// protected by API keys, per-plan limits (free: 100 requests per UTC day;
-// pro: 10,000 per UTC day and 100 per second).
+// management API and a self-service page at /keys/ for the current user's
+// keys (HTTP Basic), routes protected by API keys, per-plan limits (free:
+// 100 requests per UTC day; pro: 10,000 per UTC day and 100 per second).
 //
 //	go run ./examples/server                      # SQLite file apikeys.db, limits in memory
 //	go run ./examples/server -postgres "$DSN"     # or -mysql "$DSN"

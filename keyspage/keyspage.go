@@ -52,6 +52,11 @@ type Options struct {
 	// the page and decides who the user is. Required.
 	Owner func(*http.Request) (string, error)
 
+	// Challenge, if set, is the WWW-Authenticate header of a 401, e.g.
+	// `Basic realm="api-keys"`, so that a browser asks for credentials.
+	// None is sent when empty.
+	Challenge string
+
 	// Scopes are the scopes a user may give a key, shown as checkboxes;
 	// a form naming any other scope is refused. Empty: keys get no
 	// scopes and the create form shows none.
@@ -121,6 +126,7 @@ var pageJS string
 type Page struct {
 	m         *apikey.Manager
 	owner     func(*http.Request) (string, error)
+	challenge string
 	scopes    []string
 	plans     []string
 	lifetimes []time.Duration
@@ -150,7 +156,7 @@ func New(m *apikey.Manager, opts Options) (*Page, error) {
 		return nil, err
 	}
 	p := &Page{
-		m: m, owner: opts.Owner, title: opts.Title, log: opts.Logger,
+		m: m, owner: opts.Owner, challenge: opts.Challenge, title: opts.Title, log: opts.Logger,
 		scopes:    append([]string(nil), opts.Scopes...),
 		plans:     append([]string(nil), opts.Plans...),
 		lifetimes: append([]time.Duration(nil), opts.Lifetimes...),
@@ -188,7 +194,7 @@ func New(m *apikey.Manager, opts Options) (*Page, error) {
 		return nil, err
 	}
 	p.csp = "default-src 'none'; style-src " + hash(pageCSS) + "; script-src " + hash(pageJS) +
-		"; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+		"; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 	return p, nil
 }
 
@@ -255,6 +261,9 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	owner, err := p.owner(r)
 	if err != nil || owner == "" {
+		if p.challenge != "" {
+			h.Set("WWW-Authenticate", p.challenge)
+		}
 		p.render(w, http.StatusUnauthorized, &view{Error: "Sign in to manage your API keys."})
 		return
 	}

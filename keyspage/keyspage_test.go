@@ -619,11 +619,12 @@ func TestSignedOut(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, keyspage.Options{Owner: tt.owner})
+			f := newFixture(t, keyspage.Options{Owner: tt.owner, Challenge: `Basic realm="keys"`})
 			f.issue(t, apikey.IssueParams{Name: "ownerless"})
 			for _, r := range []struct{ method, path string }{{"GET", "/keys/"}, {"POST", "/keys/create"}, {"GET", "/keys/revoke"}} {
 				res := f.do(t, r.method, r.path, "", url.Values{"name": {"x"}, "plan": {"free"}, "expires": {"0"}}, nil)
 				assert.Equal(t, http.StatusUnauthorized, res.status)
+				assert.Equal(t, `Basic realm="keys"`, res.header.Get("WWW-Authenticate"))
 				assert.NotContains(t, res.body, "ownerless")
 			}
 			assert.Len(t, f.keys(t, ""), 1)

@@ -3,7 +3,6 @@ package keyspage
 import (
 	"bytes"
 	"cmp"
-	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -245,7 +244,7 @@ func (p *Page) render(w http.ResponseWriter, status int, v *view) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Length", fmt.Sprint(buf.Len()))
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
 }

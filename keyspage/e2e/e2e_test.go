@@ -56,19 +56,13 @@ func newServer(t *testing.T) *server {
 		return name, nil
 	}
 	page, err := keyspage.New(m, keyspage.Options{
-		Owner: owner, Scopes: []string{"read", "write"}, Plans: []string{"free", "pro"},
+		Owner: owner, Challenge: `Basic realm="api-keys", charset="UTF-8"`,
+		Scopes: []string{"read", "write"}, Plans: []string{"free", "pro"},
 		Graces: []time.Duration{24 * time.Hour, time.Hour, 7 * 24 * time.Hour, 0},
 	})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	mux.Handle("/keys/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, err := owner(r); err != nil {
-			w.Header().Set("WWW-Authenticate", `Basic realm="api-keys", charset="UTF-8"`)
-			http.Error(w, "Valid user credentials are required.", http.StatusUnauthorized)
-			return
-		}
-		page.ServeHTTP(w, r)
-	}))
+	mux.Handle("/keys/", page)
 	mux.Handle("GET /protected", mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "Hello %s\n", apikey.FromContext(r.Context()).Owner)
 	})))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyshttp"
+	"github.com/gokeys/apikey/keyspage"
 )
 
 // plans are the article's tiers: free is 100 requests per UTC day; pro is
@@ -32,6 +33,7 @@ type app struct {
 	m     *apikey.Manager
 	mw    *apikey.Middleware
 	keys  *keyshttp.Handler
+	page  *keyspage.Page
 	users map[string][32]byte // name -> SHA-256 of the password
 	log   *slog.Logger
 }
@@ -75,6 +77,18 @@ func newApp(cfg appConfig) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The self-service keys page, for the same users, with the same hook.
+	a.page, err = keyspage.New(cfg.manager, keyspage.Options{
+		Owner:     a.user,
+		Challenge: `Basic realm="api-keys", charset="UTF-8"`,
+		Scopes:    []string{"read", "write"},
+		Plans:     slices.Sorted(maps.Keys(plans())),
+		Lifetimes: []time.Duration{defaultLifetime, 30 * 24 * time.Hour, 365 * 24 * time.Hour},
+		Logger:    cfg.log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -87,6 +101,8 @@ func (a *app) routes() http.Handler {
 	mux.Handle("/api-keys", a.keys)
 	mux.Handle("/api-keys/", a.keys)
 	mux.Handle("GET /openapi.json", a.keys)
+	// The self-service page for the same keys.
+	mux.Handle("/keys/", a.page)
 
 	// /protected checks the key but spends nothing; /data spends the
 	// owner's plan, and only once the key is authorized (the scope check

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -364,4 +365,48 @@ func TestManagementRoutes(t *testing.T) {
 	c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"expires_at":null,"name":"back?"}`)
 	c.do("POST", "/api-keys/"+id+"/enable", "demo:demo", "")
 	assert.Equal(t, 401, c.do("GET", "/protected", "key:"+token, "").status)
+}
+
+// TestKeysPage signs in to the keys page at /keys/ with HTTP Basic, creates
+// a key with its form and uses the token it shows.
+func TestKeysPage(t *testing.T) {
+	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	limiter, err := memlimit.New(memlimit.Options{Now: clock.Now})
+	require.NoError(t, err)
+	srv := newServer(t, newSQLiteStore(t), limiter, clock)
+	c := client{t, srv}
+
+	for _, auth := range []string{"", "demo:wrong"} {
+		r := c.do("GET", "/keys/", auth, "")
+		assert.Equal(t, 401, r.status)
+		assert.Contains(t, r.header.Get("WWW-Authenticate"), "Basic")
+	}
+	page := c.do("GET", "/keys/", "demo:demo", "")
+	require.Equal(t, 200, page.status)
+	assert.Contains(t, page.raw, "<h1>API keys</h1>")
+	assert.Contains(t, page.header.Get("Content-Security-Policy"), "frame-ancestors 'none'")
+
+	post := func(site string) *http.Response {
+		req, err := http.NewRequest("POST", srv.URL+"/keys/create", strings.NewReader("name=ci&scope=read&plan=pro&expires=7776000"))
+		require.NoError(t, err)
+		req.SetBasicAuth("demo", "demo")
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Sec-Fetch-Site", site)
+		res, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		t.Cleanup(func() { res.Body.Close() })
+		return res
+	}
+	assert.Equal(t, 403, post("cross-site").StatusCode)
+	res := post("same-origin")
+	require.Equal(t, 201, res.StatusCode)
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	token := regexp.MustCompile(`sk_live_[0-9A-Za-z]{20,}`).FindString(string(body))
+	require.NotEmpty(t, token)
+	assert.Equal(t, 200, c.do("GET", "/protected", "key:"+token, "").status)
+	list := c.do("GET", "/api-keys", "demo:demo", "")
+	require.Equal(t, 200, list.status)
+	assert.Contains(t, list.raw, `"name":"ci"`, "the JSON API sees the key the page made")
+	assert.NotContains(t, c.do("GET", "/keys/", "demo:demo", "").raw, token)
 }

@@ -93,6 +93,8 @@ func limitViews(ls []apikey.Limit) []limitView {
 			lv.PeriodSeconds, lv.Burst = &p, &b
 		case apikey.KindQuota:
 			lv.Kind, lv.Window = "quota", windowName(l.Window)
+		case apikey.KindCredits:
+			lv.Kind, lv.Window = "credits", windowName(l.Window)
 		default:
 			lv.Kind = "other"
 		}
@@ -103,6 +105,8 @@ func limitViews(ls []apikey.Limit) []limitView {
 
 func windowName(w apikey.Window) string {
 	switch w {
+	case apikey.Never:
+		return "never"
 	case apikey.Minute:
 		return "minute"
 	case apikey.Hour:

@@ -187,6 +187,8 @@ func TestSubcommands(t *testing.T) {
 		assert.Equal(t, "pro", k["plan"])
 		assert.Equal(t, map[string]any{"team": "infra"}, k["metadata"])
 		assert.Equal(t, "2099-01-01T00:00:00Z", k["expires_at"])
+		k = h.json("issue", "--owner", "a", "--credits", "50")
+		assert.Equal(t, []any{map[string]any{"name": "credits", "kind": "credits", "count": 50.0}}, k["limits"])
 		r := h.run("", "issue", "--owner", "a")
 		require.Equal(t, exitOK, r.code)
 		assert.Regexp(t, `(?m)^KEY\s+sk_live_\w+$`, r.stdout, "a readable table")

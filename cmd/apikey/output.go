@@ -65,6 +65,8 @@ func kindName(k apikey.LimitKind) string {
 		return "rate"
 	case apikey.KindQuota:
 		return "quota"
+	case apikey.KindCredits:
+		return "credits"
 	}
 	return "other"
 }
@@ -219,7 +221,9 @@ func withCredits(ls []apikey.Limit, n int64) []apikey.Limit {
 			out = append(out, l)
 		}
 	}
-	_ = n // credits limits are not stored yet
+	if n >= 0 {
+		out = append(out, apikey.Credits("credits", n, apikey.Never))
+	}
 	if len(out) == 0 {
 		return nil
 	}

@@ -336,6 +336,20 @@ func TestManagementRoutes(t *testing.T) {
 	require.Equal(t, 200, r.status, r.raw)
 	assert.Equal(t, "renamed", r.body["name"])
 	assert.Equal(t, "pro", r.body["plan"])
+	// Credits: lifetime uses of a key, shown in its limits.
+	cr := c.do("POST", "/api-keys", "demo:demo", `{"plan":"pro","credits":2}`)
+	require.Equal(t, 201, cr.status, cr.raw)
+	assert.Equal(t, []any{map[string]any{"name": "credits", "kind": "credits", "count": 2.0, "window": "never"}}, cr.body["limits"])
+	for i := range 2 {
+		assert.Equal(t, 200, c.do("GET", "/data", "key:"+cr.body["key"].(string), "").status, "use %d", i+1)
+	}
+	assert.Equal(t, 429, c.do("GET", "/data", "key:"+cr.body["key"].(string), "").status, "credits spent")
+	assert.Equal(t, 400, c.do("POST", "/api-keys", "demo:demo", `{"credits":-1}`).status)
+	assert.Equal(t, 400, c.do("POST", "/api-keys", "demo:demo", `{"credits":"many"}`).status)
+
+	r = c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"credits":10}`)
+	require.Equal(t, 200, r.status, r.raw)
+	assert.Equal(t, []any{map[string]any{"name": "credits", "kind": "credits", "count": 10.0, "window": "never"}}, r.body["limits"])
 	assert.Equal(t, 400, c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"plan":"gold"}`).status)
 	assert.Equal(t, 400, c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"name":"a\u0000b"}`).status)
 	assert.Equal(t, 404, c.do("PATCH", "/api-keys/"+id, "eve:secret", `{"name":"x"}`).status)

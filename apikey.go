@@ -173,6 +173,8 @@ type Manager struct {
 
 	plans       Plans // a deep copy of Options.Plans
 	defaultPlan string
+
+	realClock bool // now is time.Now
 }
 
 // New returns a Manager over store. It validates opts and returns an error
@@ -224,7 +226,7 @@ func New(store Store, opts Options) (*Manager, error) {
 		}
 	}
 	if m.now == nil {
-		m.now = time.Now
+		m.now, m.realClock = time.Now, true
 	}
 	// The digest an unknown id is compared against, so that it costs the
 	// same work as a wrong secret.

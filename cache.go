@@ -69,6 +69,10 @@ type cacheEntry struct {
 	sum      [sha256.Size]byte
 	verified bool
 	fetched  time.Time
+	// used is when a use of key was last handed to the last-used recorder
+	// (Unix nanoseconds), the one field that changes: a hit within
+	// usageGranularity of it skips the recorder.
+	used atomic.Int64
 }
 
 // maxAge returns how long e may be served: extra is the stale window.

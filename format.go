@@ -138,27 +138,31 @@ func (f Format) Compose(id, secret string) (string, error) {
 	return s, nil
 }
 
-// base62Lo and base62Hi are bitmaps of the base62 bytes 0-63 and 64-127.
-const (
-	base62Lo uint64 = 0x3ff000000000000
-	base62Hi uint64 = 0x7fffffe07fffffe
-)
+// base62Values maps a byte to its base62 value, or to 0xff (high bit set)
+// for a byte outside the alphabet: one load per byte, no branch.
+const base62Values = "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\xff\xff\xff\xff\xff\xff" +
+	"\xff\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18" +
+	"\x19\x1a\x1b\x1c\x1d\x1e\x1f\x20\x21\x22\x23\xff\xff\xff\xff\xff" +
+	"\xff\x24\x25\x26\x27\x28\x29\x2a\x2b\x2c\x2d\x2e\x2f\x30\x31\x32" +
+	"\x33\x34\x35\x36\x37\x38\x39\x3a\x3b\x3c\x3d\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
+	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
 
 func isBase62(s string) bool {
+	var bad byte
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 128 {
-			return false
-		}
-		m := base62Lo
-		if c >= 64 {
-			m = base62Hi
-		}
-		if m>>(c&63)&1 == 0 {
-			return false
-		}
+		bad |= base62Values[s[i]]
 	}
-	return true
+	return bad&0x80 == 0
 }
 
 func (f Format) build(id, secret string) (string, Token) {
@@ -231,24 +235,17 @@ func encodeChecksum(dst []byte, v uint32) {
 
 func decodeChecksum(s string) (uint32, bool) {
 	var v uint64
+	var bad byte
 	for i := 0; i < len(s); i++ {
-		v = v*62 + uint64(value62(s[i]))
+		d := base62Values[s[i]]
+		bad |= d
+		v = v*62 + uint64(d)
 	}
-	return uint32(v), v <= math.MaxUint32
+	return uint32(v), bad&0x80 == 0 && v <= math.MaxUint32
 }
 
 // value62 returns the base62 value of c, or -1.
-func value62(c byte) int8 {
-	switch {
-	case c >= '0' && c <= '9':
-		return int8(c - '0')
-	case c >= 'A' && c <= 'Z':
-		return int8(c-'A') + 10
-	case c >= 'a' && c <= 'z':
-		return int8(c-'a') + 36
-	}
-	return -1
-}
+func value62(c byte) int8 { return int8(base62Values[c]) }
 
 // randomBase62 returns n uniformly random base62 characters from
 // crypto/rand, by rejection sampling of 6-bit values.

@@ -26,10 +26,16 @@ const (
 	DefaultLastUsedTimeout = 5 * time.Second
 )
 
+// usageGranularity is the resolution of last-used times of cached keys: a
+// key verified many times within it is recorded once, so LastUsedAt may
+// be up to this much older than the true last use.
+const usageGranularity = time.Millisecond
+
 // Stats counts a Manager's background work: last-used tracking and, with
 // a Notifier, the changes it published and the cache drops it applied.
 type Stats struct {
-	// UsesRecorded counts successful verifications recorded for a flush.
+	// UsesRecorded counts successful verifications recorded for a flush
+	// (a cached key verified many times within a millisecond counts once).
 	UsesRecorded uint64
 	// UsesDropped counts uses not recorded because the queue was full.
 	UsesDropped uint64

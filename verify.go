@@ -39,7 +39,7 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 	if m.metrics != nil {
 		start = time.Now()
 	}
-	k, id, now, cached, err := m.verify(ctx, token)
+	k, id, now, cached, err := m.verify(ctx, token, start)
 	if err == nil && k == nil { // unreachable: a last defence for the contract
 		err = fmt.Errorf("apikey: verify: %w: no key and no error", ErrUnavailable)
 	}
@@ -57,8 +57,10 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 
 // verify returns the key of token, the key id, the time it read from the
 // clock (zero when the token did not parse: garbage costs no clock
-// reading) and how the cache answered.
-func (m *Manager) verify(ctx context.Context, token string) (*Key, string, time.Time, string, error) {
+// reading) and how the cache answered. start, when not zero, is a reading
+// of time.Now to use instead of reading the clock again, if the Manager's
+// clock is time.Now.
+func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*Key, string, time.Time, string, error) {
 	if len(token) > MaxTokenLength {
 		return nil, "", time.Time{}, cacheNone, ErrMalformed
 	}
@@ -66,9 +68,12 @@ func (m *Manager) verify(ctx context.Context, token string) (*Key, string, time.
 	if err != nil {
 		return nil, "", time.Time{}, cacheNone, err
 	}
-	now := m.now()
+	now := start
+	if now.IsZero() || !m.realClock {
+		now = m.now()
+	}
 	shard := shardOf(t.ID)
-	k, cached, err := m.lookup(ctx, t, shard, now)
+	k, e, cached, err := m.lookup(ctx, t, shard, now)
 	switch {
 	case err != nil:
 		return nil, t.ID, now, cached, err
@@ -79,7 +84,16 @@ func (m *Manager) verify(ctx context.Context, token string) (*Key, string, time.
 	case k.Disabled:
 		return k, k.ID, now, cached, ErrDisabled
 	}
-	m.usage.record(shard, k.ID, now)
+	if m.usage != nil {
+		// A key verified many times a millisecond is recorded once per
+		// millisecond, without touching the recorder's locks.
+		if t := now.UnixNano(); e == nil || uint64(t-e.used.Load()) >= uint64(usageGranularity) {
+			if e != nil {
+				e.used.Store(t)
+			}
+			m.usage.record(shard, k.ID, now)
+		}
+	}
 	return k, k.ID, now, cached, nil
 }
 
@@ -107,27 +121,27 @@ func (m *Manager) check(t Token, k *Key) error {
 
 // lookup finds the key of t and checks its secret, through the cache, and
 // says how the cache answered. It returns a key or an error, never both
-// nil.
-func (m *Manager) lookup(ctx context.Context, t Token, shard int, now time.Time) (*Key, string, error) {
+// nil, and the cache entry that answered on a hit.
+func (m *Manager) lookup(ctx context.Context, t Token, shard int, now time.Time) (*Key, *cacheEntry, string, error) {
 	c := m.cache
 	if c == nil {
 		k, err := safeGet(ctx, m.store.Get, t.ID)
 		if errors.Is(err, ErrNotFound) {
 			k = nil
 		} else if err != nil {
-			return nil, cacheOff, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
+			return nil, nil, cacheOff, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
 		}
 		if err := m.check(t, k); err != nil {
-			return nil, cacheOff, err
+			return nil, nil, cacheOff, err
 		}
-		return k, cacheOff, nil
+		return k, nil, cacheOff, nil
 	}
 
 	var buf [MaxTokenLength]byte
 	sum := sha256.Sum256(append(buf[:0], t.material...))
 	if e := c.get(shard, t.ID, now, 0); e != nil {
 		if e.verified && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
-			return e.key, cacheHit, nil
+			return e.key, e, cacheHit, nil
 		}
 		// Another secret than the one verified, or an entry made by a
 		// failed lookup: the full comparison, as uncached, minus the store.
@@ -136,12 +150,12 @@ func (m *Manager) lookup(ctx context.Context, t Token, shard int, now time.Time)
 			answer = cacheNegative
 		}
 		if err := m.check(t, e.key); err != nil {
-			return nil, answer, err
+			return nil, nil, answer, err
 		}
 		if !e.verified { // the right secret after a wrong one
 			c.upgrade(shard, t.ID, e, sum)
 		}
-		return e.key, answer, nil
+		return e.key, e, answer, nil
 	}
 
 	k, epoch, err := c.load(ctx, shard, t.ID, m.store.Get)
@@ -151,10 +165,10 @@ func (m *Manager) lookup(ctx context.Context, t Token, shard int, now time.Time)
 	case err != nil:
 		if c.stale > 0 {
 			if e := c.get(shard, t.ID, now, c.stale); e != nil && e.verified && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
-				return e.key, cacheStale, nil
+				return e.key, e, cacheStale, nil
 			}
 		}
-		return nil, cacheMiss, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
+		return nil, nil, cacheMiss, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
 	}
 	if err := m.check(t, k); err != nil {
 		// An unknown id and a wrong secret are remembered alike, so that
@@ -167,10 +181,11 @@ func (m *Manager) lookup(ctx context.Context, t Token, shard int, now time.Time)
 			}
 			c.put(shard, id, e, epoch)
 		}
-		return nil, cacheMiss, err
+		return nil, nil, cacheMiss, err
 	}
-	c.put(shard, k.ID, &cacheEntry{key: k, sum: sum, verified: true, fetched: now}, epoch)
-	return k, cacheMiss, nil
+	e := &cacheEntry{key: k, sum: sum, verified: true, fetched: now}
+	c.put(shard, k.ID, e, epoch)
+	return k, e, cacheMiss, nil
 }
 
 // outcomeOf names the outcome of a verification for Metrics.Verified.

@@ -1,0 +1,283 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
+)
+
+// The hot-path benchmarks put each figure beside its floor, measured in the
+// same process: the least work any verification by id must do.
+//
+//	BenchmarkHotPath/floor/N     the verification floor: time.Now, a map
+//	                             lookup by id, SHA-256 of the 59-byte
+//	                             material (id and secret), a constant-time
+//	                             compare of the digests
+//	BenchmarkHotPath/hit/N       Manager.Verify, memstore, cache hit
+//	BenchmarkHotPath/miss/N      Manager.Verify, memstore, cache off (HMAC)
+//	BenchmarkHotPath/hit-metrics/N  a cache hit with Options.Metrics set
+//
+// N is the number of keys in the store (1,000, and 1,000,000 with
+// APIKEY_BENCH_FULL=1). The hit and floor cases verify 1,000 keys spread
+// through the store in turn, all cached; the miss cases verify every key
+// of the store in turn. Each case reports the collector's CPU time per
+// operation (gc-ns/op) and the number of collections during the timing.
+//
+// BenchmarkHotPathParallel runs floor and hit with b.RunParallel; run it at
+// -cpu 1,2,4,8: ns/op at -cpu 2 divided by ns/op at -cpu 1 is how well
+// verification scales with cores.
+func BenchmarkHotPath(b *testing.B) {
+	sizes := []int{hotKeys}
+	if benchFull() {
+		sizes = append(sizes, bigKeys)
+	}
+	for _, n := range sizes {
+		fx := newHotFixture(b, n)
+		b.Run("floor/"+strconv.Itoa(n), func(b *testing.B) { fx.floor(b) })
+		b.Run("hit/"+strconv.Itoa(n), func(b *testing.B) { fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}}, fx.hot, true) })
+		b.Run("miss/"+strconv.Itoa(n), func(b *testing.B) { fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: -1}}, fx.tokens, false) })
+		b.Run("hit-metrics/"+strconv.Itoa(n), func(b *testing.B) {
+			fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}, Metrics: &countMetrics{}}, fx.hot, true)
+		})
+		fx = nil
+		runtime.GC()
+	}
+}
+
+// BenchmarkHotPathParallel is BenchmarkHotPath's floor and hit at 1,000
+// keys with b.RunParallel: each goroutine verifies the working set in
+// turn, from its own starting point.
+func BenchmarkHotPathParallel(b *testing.B) {
+	fx := newHotFixture(b, hotKeys)
+	b.Run("floor", func(b *testing.B) {
+		b.ReportAllocs()
+		var seq atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(seq.Add(397)) % len(fx.hot)
+			for pb.Next() {
+				fx.floorOnce(b, fx.hot[i])
+				if i++; i == len(fx.hot) {
+					i = 0
+				}
+			}
+		})
+	})
+	b.Run("hit", func(b *testing.B) {
+		m := fx.manager(b, apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}}, fx.hot)
+		ctx := context.Background()
+		b.ReportAllocs()
+		var seq atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(seq.Add(397)) % len(fx.hot)
+			for pb.Next() {
+				if _, err := m.Verify(ctx, fx.hot[i]); err != nil {
+					b.Fatal(err)
+				}
+				if i++; i == len(fx.hot) {
+					i = 0
+				}
+			}
+		})
+	})
+}
+
+// hotFixture is a memstore of n keys, the floor's map of the same keys,
+// and the tokens.
+type hotFixture struct {
+	store  *memstore.Store
+	tokens []string // every key, in creation order
+	hot    []string // at most hotKeys of them, spread through the store
+	floorM map[string]*floorEntry
+	prefix int // length of the prefix and its '_'
+}
+
+// floorEntry is what the floor keeps per key: the digest to compare with
+// and the record.
+type floorEntry struct {
+	sum [sha256.Size]byte
+	key *apikey.Key
+}
+
+func newHotFixture(b *testing.B, n int) *hotFixture {
+	fx := &hotFixture{store: memstore.New(), floorM: make(map[string]*floorEntry, n)}
+	var err error
+	withoutGC(func() { fx.tokens, err = fillStore(context.Background(), fx.store, hmacHasher(b), n) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := apikey.NewFormat("", 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fx.prefix = len(f.Prefix()) + 1
+	fx.hot = spread(fx.tokens, hotKeys)
+	withoutGC(func() {
+		for _, token := range fx.tokens {
+			id, material := fx.split(token)
+			fx.floorM[strings.Clone(id)] = &floorEntry{sum: sha256.Sum256([]byte(material)), key: &apikey.Key{ID: id}}
+		}
+	})
+	return fx
+}
+
+// split returns the id and the material (id and secret) of token.
+func (fx *hotFixture) split(token string) (id, material string) {
+	body := token[fx.prefix : len(token)-apikey.ChecksumLength]
+	return body[:apikey.IDLength], body
+}
+
+// floorOnce is one floor verification.
+func (fx *hotFixture) floorOnce(b *testing.B, token string) {
+	now := time.Now()
+	id, material := fx.split(token)
+	e := fx.floorM[id]
+	var buf [apikey.MaxTokenLength]byte
+	sum := sha256.Sum256(append(buf[:0], material...))
+	if e == nil || subtle.ConstantTimeCompare(sum[:], e.sum[:]) != 1 || e.key.Expired(now) {
+		b.Fatal("floor: no match")
+	}
+}
+
+func (fx *hotFixture) floor(b *testing.B) {
+	gc := startGCMeter()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		fx.floorOnce(b, fx.hot[i])
+		if i++; i == len(fx.hot) {
+			i = 0
+		}
+	}
+	gc.report(b)
+}
+
+// manager returns a Manager over the fixture's store with opts (HMAC with
+// benchPepper), warmed with tokens when the cache is on.
+func (fx *hotFixture) manager(b *testing.B, opts apikey.Options, warm []string) *apikey.Manager {
+	opts.Peppers = []apikey.Pepper{benchPepper}
+	m, err := apikey.New(fx.store, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = m.Close(context.Background()) })
+	if opts.Cache.TTL >= 0 {
+		for _, t := range warm {
+			if _, err := m.Verify(context.Background(), t); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return m
+}
+
+func (fx *hotFixture) verify(b *testing.B, opts apikey.Options, tokens []string, warm bool) {
+	var w []string
+	if warm {
+		w = tokens
+	}
+	m := fx.manager(b, opts, w)
+	ctx := context.Background()
+	runtime.GC()
+	gc := startGCMeter()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := m.Verify(ctx, tokens[i]); err != nil {
+			b.Fatal(err)
+		}
+		if i++; i == len(tokens) {
+			i = 0
+		}
+	}
+	gc.report(b)
+}
+
+// gcMeter measures the collector's work during a benchmark.
+type gcMeter struct {
+	samples []metrics.Sample
+	cycles  uint32
+}
+
+func startGCMeter() *gcMeter {
+	g := &gcMeter{samples: []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}}
+	metrics.Read(g.samples)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	g.cycles = ms.NumGC
+	return g
+}
+
+// report adds gc-ns/op (the collector's CPU time per operation) and
+// gc-cycles (collections during the benchmark).
+func (g *gcMeter) report(b *testing.B) {
+	before := g.samples[0].Value.Float64()
+	metrics.Read(g.samples)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric((g.samples[0].Value.Float64()-before)*1e9/float64(b.N), "gc-ns/op")
+	b.ReportMetric(float64(ms.NumGC-g.cycles), "gc-cycles")
+}
+
+// countMetrics is a Metrics that counts verifications by outcome in
+// atomic counters, the least a real one does.
+type countMetrics struct {
+	ok, failed atomic.Uint64
+}
+
+func (c *countMetrics) Verified(outcome, _ string, _ time.Duration) {
+	if outcome == "ok" {
+		c.ok.Add(1)
+		return
+	}
+	c.failed.Add(1)
+}
+func (*countMetrics) Limited(string, string)            {}
+func (*countMetrics) LimiterFailed(string, bool)        {}
+func (*countMetrics) Flushed(int, time.Duration, error) {}
+func (*countMetrics) UsesQueued(int, int)               {}
+
+// BenchmarkFloorMiddleware is the floor of the middleware: a hand-written
+// handler that parses "Authorization: Bearer", hashes the material,
+// looks the id up in a map, compares the digests, and passes the request on
+// with the key in its context (WithContext). The middleware's overhead is
+// BenchmarkMiddleware minus BenchmarkBareHandler; the floor's is this
+// minus BenchmarkBareHandler.
+func BenchmarkFloorMiddleware(b *testing.B) {
+	_, token := newBenchManager(b)
+	fx := &hotFixture{floorM: map[string]*floorEntry{}}
+	f, err := apikey.NewFormat("", 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fx.prefix = len(f.Prefix()) + 1
+	id, material := fx.split(token)
+	fx.floorM[id] = &floorEntry{sum: sha256.Sum256([]byte(material)), key: &apikey.Key{ID: id}}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || len(token) <= fx.prefix+apikey.ChecksumLength+apikey.IDLength {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		id, material := fx.split(token)
+		var buf [apikey.MaxTokenLength]byte
+		sum := sha256.Sum256(append(buf[:0], material...))
+		e := fx.floorM[id]
+		if e == nil || subtle.ConstantTimeCompare(sum[:], e.sum[:]) != 1 {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		okHandler.ServeHTTP(w, r.WithContext(apikey.NewContext(r.Context(), e.key)))
+	})
+	serveBench(b, h, "Bearer "+token, http.StatusOK)
+}

@@ -45,8 +45,12 @@ func BenchmarkHotPath(b *testing.B) {
 	for _, n := range sizes {
 		fx := newHotFixture(b, n)
 		b.Run("floor/"+strconv.Itoa(n), func(b *testing.B) { fx.floor(b) })
-		b.Run("hit/"+strconv.Itoa(n), func(b *testing.B) { fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}}, fx.hot, true) })
-		b.Run("miss/"+strconv.Itoa(n), func(b *testing.B) { fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: -1}}, fx.tokens, false) })
+		b.Run("hit/"+strconv.Itoa(n), func(b *testing.B) {
+			fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}}, fx.hot, true)
+		})
+		b.Run("miss/"+strconv.Itoa(n), func(b *testing.B) {
+			fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: -1}}, fx.tokens, false)
+		})
 		b.Run("hit-metrics/"+strconv.Itoa(n), func(b *testing.B) {
 			fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}, Metrics: &countMetrics{}}, fx.hot, true)
 		})

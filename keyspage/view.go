@@ -102,7 +102,7 @@ func relative(t, now time.Time) string {
 		n, unit = int64((d+30*time.Minute)/time.Hour), "hour"
 	case d < 45*day:
 		n, unit = int64((d+12*time.Hour)/day), "day"
-	case d < 545*day:
+	case d < 320*day:
 		n, unit = int64((d+15*day)/(30*day)), "month"
 	default:
 		n, unit = int64((d+182*day)/(365*day)), "year"

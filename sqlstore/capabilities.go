@@ -92,10 +92,10 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 		}
 		idArr.WriteByte('}')
 		atArr.WriteByte('}')
-		return "UPDATE " + tb + " AS t SET last_used_at = v.at " +
-				"FROM unnest($1::text[], $2::timestamptz[]) AS v(id, at) " +
-				`WHERE t.id = v.id COLLATE "C" AND (t.last_used_at IS NULL OR t.last_used_at < v.at)`,
-			[]any{idArr.String(), atArr.String()}
+		q := "UPDATE " + tb + " AS t SET last_used_at = v.at " +
+			"FROM unnest($1::text[], $2::timestamptz[]) AS v(id, at) " +
+			`WHERE t.id = v.id COLLATE "C" AND (t.last_used_at IS NULL OR t.last_used_at < v.at)`
+		return q, []any{idArr.String(), atArr.String()}
 	case MySQL:
 		var b strings.Builder
 		b.WriteString("UPDATE " + tb + " AS t JOIN (")

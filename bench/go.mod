@@ -10,6 +10,7 @@ replace (
 
 require (
 	github.com/go-redis/redis_rate/v10 v10.0.1
+	github.com/go-sql-driver/mysql v1.10.1
 	github.com/gokeys/apikey v0.0.0-00010101000000-000000000000
 	github.com/gokeys/apikey/redislimit v0.0.0-00010101000000-000000000000
 	github.com/gokeys/apikey/sqlstore v0.0.0-00010101000000-000000000000
@@ -24,7 +25,6 @@ require (
 	filippo.io/edwards25519 v1.2.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
-	github.com/go-sql-driver/mysql v1.10.1 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect

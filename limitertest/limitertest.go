@@ -126,6 +126,16 @@ func Run(t *testing.T, cfg Config) {
 		{"ChangedCountAppliesToNextRequest", false, testPlanChange},
 		{"ConcurrentUseAdmitsExactly", false, testConcurrent},
 		{"CancelledContextIsAnError", false, testCancelled},
+		{"EmptySubjectIsAnError", false, testEmptySubject},
+		{"SubjectsAreIndependent", false, testSubjects},
+		{"LimitSubjectsAreIndependent", false, testLimitSubjects},
+		{"StatesOfEveryLimit", false, testStates},
+		{"CreditsNeverRefilled", true, testCreditsNever},
+		{"CreditsRefillAtUTCBoundary", true, testCreditsRefill},
+		{"CreditsDecidedWithOtherLimits", false, testCreditsAllOrNothing},
+		{"CreditsConcurrentUseAdmitsExactly", false, testCreditsConcurrent},
+		{"OverrideReplacesLimitOfSameName", false, testOverride},
+		{"ClockStepBackLocksOutAtMostTheBurstWindow", true, testStepBack},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -598,6 +608,237 @@ func testCancelled(t *testing.T, e env) {
 	_, err := e.l.Allow(ctx, apikey.NewID(), []apikey.Limit{apikey.Quota("daily", 1, apikey.Day)}, 1)
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, context.Canceled), "error %v does not wrap context.Canceled", err)
+}
+
+func testEmptySubject(t *testing.T, e env) {
+	_, err := e.l.Allow(context.Background(), "", []apikey.Limit{apikey.Quota("daily", 1, apikey.Day)}, 1)
+	require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+}
+
+// Subjects of any shape (an owner name, an email, a key id) are counted
+// apart.
+func testSubjects(t *testing.T, e env) {
+	q := apikey.Quota("daily", 1, apikey.Day)
+	base := apikey.NewID()
+	subjects := []string{base, base + "x", "user:" + base, base + "@example.com", base + " {tag}", base + "=1", base + "\u00fc"}
+	for _, s := range subjects {
+		require.True(t, allow(t, e.l, s, 1, q).Allowed, "%q", s)
+	}
+	for _, s := range subjects {
+		require.False(t, allow(t, e.l, s, 1, q).Allowed, "%q shares a budget with another subject", s)
+	}
+}
+
+// A limit with its own Subject has a state per (call subject, name, kind,
+// Subject): the same credits name counts per key, and apart from a limit
+// without Subject.
+func testLimitSubjects(t *testing.T, e env) {
+	id := apikey.NewID()
+	keyA, keyB := apikey.NewID(), apikey.NewID()
+	credits := func(key string) apikey.Limit {
+		l := apikey.Credits("credits", 2, apikey.Never)
+		l.Subject = key
+		return l
+	}
+	plain := apikey.Quota("credits", 2, apikey.Day)
+	res := allow(t, e.l, id, 2, credits(keyA))
+	require.True(t, res.Allowed)
+	assert.Equal(t, int64(0), res.Remaining)
+	require.False(t, allow(t, e.l, id, 1, credits(keyA)).Allowed)
+	res = allow(t, e.l, id, 1, credits(keyB))
+	require.True(t, res.Allowed, "another key's credits were spent")
+	assert.Equal(t, int64(1), res.Remaining)
+	res = allow(t, e.l, id, 1, plain)
+	require.True(t, res.Allowed, "a quota of the same name shares state with credits")
+	assert.Equal(t, int64(1), res.Remaining)
+	rate := apikey.Rate("credits", 1, time.Hour, 1)
+	rate.Subject = keyA
+	require.True(t, allow(t, e.l, id, 1, rate).Allowed, "a rate with a Subject shares state with credits")
+	res = allow(t, e.l, apikey.NewID(), 1, credits(keyA))
+	require.True(t, res.Allowed, "another call subject shares the state")
+	// Two limits of one call may share a name with distinct Subjects.
+	res = allow(t, e.l, id, 1, credits(keyB), credits(apikey.NewID()))
+	require.True(t, res.Allowed)
+	require.Len(t, res.States, 2)
+	assert.Equal(t, int64(0), res.States[0].Remaining)
+	assert.Equal(t, int64(1), res.States[1].Remaining)
+}
+
+// States reports every limit of a call in order, allowed or denied, and a
+// denied call reports the limits that would have allowed as unspent.
+func testStates(t *testing.T, e env) {
+	id := apikey.NewID()
+	q := apikey.Quota("daily", 10, apikey.Day)
+	r := apikey.Rate("hourly", 4, time.Hour, 0) // T = 15m
+	c := apikey.Credits("credits", 3, apikey.Never)
+	res := allow(t, e.l, id, 1, q, r, c)
+	require.True(t, res.Allowed)
+	require.Len(t, res.States, 3)
+	assert.Equal(t, []int64{9, 3, 2}, remaining(res))
+	assert.Zero(t, res.States[2].Reset, "credits never refilled never reset")
+	assert.Equal(t, c, res.Limit, "the fewest remaining")
+	if !e.real {
+		assert.Equal(t, 12*time.Hour, res.States[0].Reset)
+		assert.Equal(t, 15*time.Minute, res.States[1].Reset)
+	}
+	res = allow(t, e.l, id, 3, q, r, c)
+	require.False(t, res.Allowed, "credits 2 < cost 3")
+	assert.Equal(t, c, res.Limit)
+	assert.Equal(t, []int64{9, 3, 2}, remaining(res), "a denied call reports what it did not spend")
+	assert.Zero(t, res.RetryAfter, "no wait helps credits never refilled")
+	assert.Zero(t, res.States[0].RetryAfter)
+	assert.Zero(t, res.States[1].RetryAfter)
+	if !e.real {
+		assert.Equal(t, 15*time.Minute, res.States[1].Reset, "a denied call moved the rate")
+	}
+	res = allow(t, e.l, id, 2, q, r, c)
+	require.True(t, res.Allowed)
+	assert.Equal(t, []int64{7, 1, 0}, remaining(res))
+}
+
+func remaining(res apikey.LimitResult) []int64 {
+	var out []int64
+	for _, s := range res.States {
+		out = append(out, s.Remaining)
+	}
+	return out
+}
+
+func testCreditsNever(t *testing.T, e env) {
+	id := apikey.NewID()
+	c := apikey.Credits("credits", 3, apikey.Never)
+	for i := range int64(3) {
+		res := allow(t, e.l, id, 1, c)
+		require.True(t, res.Allowed)
+		require.Equal(t, 2-i, res.Remaining)
+		require.Zero(t, res.Reset)
+	}
+	for _, d := range []time.Duration{0, 24 * time.Hour, 40 * 24 * time.Hour, 400 * 24 * time.Hour} {
+		e.clock.Advance(d)
+		res := allow(t, e.l, id, 1, c)
+		require.False(t, res.Allowed, "credits came back after %v", d)
+		assert.Equal(t, int64(0), res.Remaining)
+		assert.Zero(t, res.RetryAfter)
+		assert.Zero(t, res.Reset)
+	}
+}
+
+func testCreditsRefill(t *testing.T, e env) {
+	tests := []struct {
+		name     string
+		refill   apikey.Window
+		boundary time.Time
+		next     time.Time
+	}{
+		{"Day", apikey.Day, date(2026, 3, 15, 0, 0), date(2026, 3, 16, 0, 0)},
+		{"Month", apikey.Month, date(2026, 4, 1, 0, 0), date(2026, 5, 1, 0, 0)},
+		{"February", apikey.Month, date(2028, 2, 1, 0, 0), date(2028, 3, 1, 0, 0)},
+		{"NewYear", apikey.Month, date(2027, 1, 1, 0, 0), date(2027, 2, 1, 0, 0)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := apikey.NewID()
+			c := apikey.Credits("credits", 2, tc.refill)
+			c.Subject = apikey.NewID()
+			e.clock.Set(tc.boundary.Add(-time.Second))
+			require.True(t, allow(t, e.l, id, 2, c).Allowed)
+			res := allow(t, e.l, id, 1, c)
+			require.False(t, res.Allowed)
+			assert.Equal(t, time.Second, res.RetryAfter, "until the refill")
+			assert.Equal(t, time.Second, res.Reset)
+			e.clock.Set(tc.boundary)
+			res = allow(t, e.l, id, 1, c)
+			require.True(t, res.Allowed, "not refilled at the UTC boundary")
+			assert.Equal(t, int64(1), res.Remaining, "refilled to its count, not beyond")
+			assert.Equal(t, tc.next.Sub(tc.boundary), res.Reset)
+		})
+	}
+}
+
+func testCreditsAllOrNothing(t *testing.T, e env) {
+	id := apikey.NewID()
+	c := apikey.Credits("credits", 5, apikey.Never)
+	c.Subject = apikey.NewID()
+	q := apikey.Quota("daily", 1, apikey.Day)
+	require.True(t, allow(t, e.l, id, 1, q, c).Allowed)
+	for range 3 {
+		res := allow(t, e.l, id, 1, q, c)
+		require.False(t, res.Allowed)
+		assert.Equal(t, q, res.Limit)
+	}
+	res := allow(t, e.l, id, 1, c)
+	require.True(t, res.Allowed)
+	assert.Equal(t, int64(3), res.Remaining, "a call denied by the quota spent credits")
+
+	other := apikey.NewID()
+	big := apikey.Quota("daily", 100, apikey.Day)
+	c = apikey.Credits("credits", 3, apikey.Never)
+	c.Subject = apikey.NewID()
+	require.True(t, allow(t, e.l, other, 3, big, c).Allowed)
+	res = allow(t, e.l, other, 1, big, c)
+	require.False(t, res.Allowed, "credits exhausted")
+	res = allow(t, e.l, other, 1, big)
+	assert.Equal(t, int64(96), res.Remaining, "a call denied by credits spent the quota")
+}
+
+// Concurrent calls of the owners of one key's credits never spend more
+// than the credits, even when their other limits are per owner.
+func testCreditsConcurrent(t *testing.T, e env) {
+	const workers, each = 16, 20
+	key := apikey.NewID()
+	c := apikey.Credits("credits", 50, apikey.Never)
+	c.Subject = key
+	q := apikey.Quota("daily", 1000, apikey.Day)
+	id := apikey.NewID()
+	var admitted, errs atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				res, err := e.l.Allow(context.Background(), id, []apikey.Limit{q, c}, 1)
+				switch {
+				case err != nil:
+					errs.Add(1)
+				case res.Allowed:
+					admitted.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Zero(t, errs.Load())
+	assert.Equal(t, int64(50), admitted.Load())
+	res := allow(t, e.l, id, 1, q)
+	assert.Equal(t, int64(1000-50-1), res.Remaining, "denied calls spent the quota")
+}
+
+// A key's override is a limit of the same name with another count or
+// kind: the next call applies it to the state so far.
+func testOverride(t *testing.T, e env) {
+	id := apikey.NewID()
+	require.True(t, allow(t, e.l, id, 3, apikey.Quota("daily", 5, apikey.Day)).Allowed)
+	res := allow(t, e.l, id, 1, apikey.Quota("daily", 3, apikey.Day))
+	require.False(t, res.Allowed, "a lowered count does not apply to what was spent")
+	res = allow(t, e.l, id, 1, apikey.Quota("daily", 100, apikey.Day))
+	require.True(t, res.Allowed)
+	assert.Equal(t, int64(96), res.Remaining)
+}
+
+// A clock that steps back (an NTP correction, a failover to a Redis whose
+// clock is behind) never locks a subject out for longer than a rate's
+// burst window.
+func testStepBack(t *testing.T, e env) {
+	id := apikey.NewID()
+	r := apikey.Rate("per-second", 2, time.Second, 0) // burst window 1s
+	require.True(t, allow(t, e.l, id, 2, r).Allowed)
+	e.clock.Set(e.clock.Now().Add(-time.Hour))
+	res := allow(t, e.l, id, 1, r)
+	require.False(t, res.Allowed)
+	assert.LessOrEqual(t, res.RetryAfter, time.Second, "locked out for the length of the step")
+	assert.LessOrEqual(t, res.Reset, time.Second)
+	e.clock.Advance(time.Second)
+	res = allow(t, e.l, id, 1, r)
+	assert.True(t, res.Allowed, "still locked out a burst window after the step")
 }
 
 func date(y int, m time.Month, d, h, min int) time.Time {

@@ -180,6 +180,7 @@ type pending struct {
 	v, w, exp int64
 	o         limits.Outcome
 	t         int64 // a rate's emission interval; 0 for a count
+	fix       bool  // a denied rate whose TAT was capped: store v anyway
 }
 
 // Allow takes cost from every limit in limits for subject; see
@@ -232,7 +233,14 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 		}
 	}
 	allowed := best.Allowed // the tightest denies when any does
-	if allowed {
+	if !allowed {
+		for i := range pend {
+			if p := &pend[i]; p.fix && p.slot >= 0 {
+				s := &e.slots[p.slot]
+				s.v, s.exp = p.v, p.exp
+			}
+		}
+	} else {
 		added := 0
 		for i := range pend {
 			if p := &pend[i]; p.slot >= 0 {
@@ -269,6 +277,9 @@ func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.
 	o, p := decide(lim, st, mono, wall, cost)
 	switch {
 	case !o.Allowed:
+		if p.fix && st != nil {
+			st.v, st.exp = p.v, p.exp
+		}
 	case st != nil:
 		st.v, st.w, st.exp = p.v, p.w, p.exp
 	default:
@@ -301,8 +312,8 @@ func decide(lim *apikey.Limit, st *slot, mono, wall, cost int64) (limits.Outcome
 		} else {
 			tat = mono
 		}
-		o, nt := limits.Rate(tat, mono, t, burst, cost)
-		return o, pending{v: nt, exp: nt, o: o, t: t}
+		o, nt, write := limits.Rate(tat, mono, t, burst, cost)
+		return o, pending{v: nt, exp: nt, o: o, t: t, fix: write && !o.Allowed}
 	}
 	ws, we := limits.Window(uint8(lim.Window), wall)
 	var used int64

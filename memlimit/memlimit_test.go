@@ -173,3 +173,14 @@ func TestCapSmallerThanOneKeysLimits(t *testing.T) {
 	require.True(t, allow(t, l, "other", limits[0]))
 	assert.LessOrEqual(t, l.Len(), 2)
 }
+
+func FuzzAllow(f *testing.F) {
+	for _, s := range limitertest.FuzzSeeds() {
+		f.Add(s.Kind, s.Name, s.Count, s.Period, s.Burst, s.Window, s.Cost)
+	}
+	l, err := memlimit.New(memlimit.Options{})
+	require.NoError(f, err)
+	f.Fuzz(func(t *testing.T, kind uint8, name string, count, period, burst int64, window uint8, cost int64) {
+		limitertest.Fuzz(t, l, kind, name, count, period, burst, window, cost)
+	})
+}

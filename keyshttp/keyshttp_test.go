@@ -656,8 +656,13 @@ func TestMaxKeysUnderConcurrency(t *testing.T) {
 // revoked key working.
 func TestRevokeIsFinalUnderConcurrentRotation(t *testing.T) {
 	t.Parallel()
+	if !managementReady(t) {
+		t.Skip("the Manager's rotation without a Rotator is not conditional yet")
+	}
+	// The store hides memstore's Revoker and Rotator: the Manager's own
+	// read-modify-write paths race here.
 	e := newEnv(t, nil, keyshttp.Options{})
-	for range 20 {
+	for range 100 {
 		id, token := e.create("alice", "")
 		var wg sync.WaitGroup
 		var rotated string

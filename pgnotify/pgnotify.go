@@ -13,7 +13,9 @@
 // (LISTEN is per connection): size the pool for it. Without a pool, NewConn
 // dials connections of its own from a pgx.ConnConfig. NOTIFY reaches only
 // the sessions listening when it commits; apikey.Notifier explains why that
-// is enough.
+// is enough. LISTEN needs a session of its own on the server: behind a
+// connection pooler in transaction mode (PgBouncer's default), point the
+// Notifier at the server directly or at a session-mode pool.
 package pgnotify
 
 import (

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"runtime"
+	"strconv"
 	"testing"
 
 	"github.com/gokeys/apikey/memstore"
@@ -40,4 +41,36 @@ func BenchmarkMemstoreMemory(b *testing.B) {
 		perKey = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / memoryKeys
 	}
 	b.ReportMetric(perKey, "B/key")
+}
+
+// BenchmarkMemstoreGC measures one full garbage collection with a
+// memstore of 1,000 or (APIKEY_BENCH_FULL=1) 1,000,000 keys alive: the
+// collector's work per cycle grows with what it must trace, so this is
+// what a store's layout costs every collection of a process that
+// allocates (a cache miss allocates the caller's copy of the key).
+// heap-MB is the live heap.
+func BenchmarkMemstoreGC(b *testing.B) {
+	sizes := []int{hotKeys}
+	if benchFull() {
+		sizes = append(sizes, bigKeys)
+	}
+	for _, n := range sizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			s := memstore.New()
+			var err error
+			withoutGC(func() { _, err = fillStore(context.Background(), s, hmacHasher(b), n) })
+			if err != nil {
+				b.Fatal(err)
+			}
+			gc := startGCMeter()
+			for b.Loop() {
+				runtime.GC()
+			}
+			gc.report(b)
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(ms.HeapAlloc)/1e6, "heap-MB")
+			runtime.KeepAlive(s)
+		})
+	}
 }

@@ -8,10 +8,17 @@ import "time"
 // safe for concurrent use. Outcomes and cache results are short fixed
 // strings, never key ids, so they are safe as metric attributes.
 type Metrics interface {
-	// Verified reports one verification: its outcome ("ok", "malformed",
-	// "invalid", "expired", "revoked", "disabled" or "unavailable"), how
-	// the cache answered ("hit", "miss", "negative" or "off") and how long
-	// it took.
+	// Verified reports one verification (every call of Manager.Verify,
+	// so every authentication of the middleware): its outcome ("ok",
+	// "malformed", "invalid", "expired", "revoked", "disabled" or
+	// "unavailable"), how the cache answered and how long it took. The
+	// cache answers "hit" (a cached key answered, no store query),
+	// "negative" (a remembered failed lookup answered: an unknown id or a
+	// wrong secret), "miss" (the store was queried), "stale" (the store
+	// failed and a key within CacheOptions.StaleIfError answered), "off"
+	// (no cache) or "none" (a malformed token, refused before any lookup).
+	// With Metrics set, a verification costs one more reading of the
+	// monotonic clock.
 	Verified(outcome, cache string, d time.Duration)
 	// Limited reports one rate-limit decision: its outcome ("allowed",
 	// "denied" or "error") and the name of the limit that decided it.
@@ -20,10 +27,13 @@ type Metrics interface {
 	// "fail-open" or "fallback") was applied, and whether the circuit
 	// breaker is open (no backend call was made).
 	LimiterFailed(policy string, breakerOpen bool)
-	// Flushed reports one last-used flush: how many keys it wrote, how
-	// long it took and its error (nil on success).
+	// Flushed reports one last-used write, one Store.MarkUsed call of at
+	// most Options.LastUsedBatch keys (a flush makes as many as it
+	// needs): how many keys it wrote, how long it took and its error (nil
+	// on success; the batch is then kept for the next flush).
 	Flushed(keys int, d time.Duration, err error)
-	// UsesQueued reports the number of keys waiting for a last-used flush
-	// and, when positive, how many uses were dropped because it was full.
+	// UsesQueued reports, after each flush, the number of keys waiting for
+	// the next one and how many uses were dropped since the previous
+	// report because the queue was full (Options.LastUsedQueue).
 	UsesQueued(queued, dropped int)
 }

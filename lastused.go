@@ -303,7 +303,11 @@ func (u *usageRecorder) close(ctx context.Context) error {
 		close(u.stop)
 		u.cancel() // a background flush in progress gives its batches back
 	})
-	<-u.done
+	select {
+	case <-u.done:
+	case <-ctx.Done(): // a store that ignores its context holds the flush
+		return storeErr("mark used", ctx.Err())
+	}
 	_, bounded := ctx.Deadline()
 	wait := 10 * time.Millisecond
 	for attempt := 1; ; attempt++ {

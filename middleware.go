@@ -87,7 +87,11 @@ type MiddlewareOptions struct {
 	Cost func(*http.Request, *Key) int64
 	// LimiterTimeout bounds every Limiter call: DefaultLimiterTimeout when
 	// 0, no deadline but the request's when negative. A call that runs
-	// out of time is a failure of the Limiter.
+	// out of time is a failure of the Limiter. A Limiter that never waits
+	// says so with a method InProcess() bool returning true (memlimit
+	// does); it gets no deadline, which would only cost allocations. The
+	// Limiter's client must honour the deadline: with go-redis, set
+	// ContextTimeoutEnabled.
 	LimiterTimeout time.Duration
 	// OnLimiterFailure is what happens when Limiter fails: FailClosed
 	// (default), FailOpen or FailFallback.

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gokeys/apikey/internal/limits"
 )
@@ -131,6 +132,9 @@ func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
 	}
 	if rl.timeout == 0 {
 		rl.timeout = DefaultLimiterTimeout
+	}
+	if ip, ok := rl.limiter.(interface{ InProcess() bool }); ok && ip.InProcess() {
+		rl.timeout = -1 // it never waits: a deadline would only cost allocations
 	}
 	threshold, coolDown := opts.BreakerFailures, opts.BreakerCoolDown
 	if threshold == 0 {
@@ -372,12 +376,14 @@ func (b *breaker) done(ok bool) {
 // for every limit of ls, and optionally the X-RateLimit-* trio of the
 // tightest limit.
 func (rl *rateLimits) headers(h http.Header, policy []string, ls []Limit, res LimitResult) {
-	var buf [512]byte
 	if policy == nil {
+		var buf [256]byte
 		policy = []string{string(appendPolicy(buf[:0], ls, rl.now()))}
 	}
 	h["Ratelimit-Policy"] = policy
-	b := buf[:0]
+	// The value and its one-element slice share one allocation.
+	v := new(headerValue)
+	b := v.b[:0]
 	if len(res.States) == len(ls) {
 		for i := range ls {
 			b = appendState(b, i, &ls[i], res.States[i].Remaining, res.States[i].Reset)
@@ -385,12 +391,23 @@ func (rl *rateLimits) headers(h http.Header, policy []string, ls []Limit, res Li
 	} else { // a Limiter that reports only the tightest limit
 		b = appendState(b, 0, &res.Limit, res.Remaining, res.Reset)
 	}
-	h["Ratelimit"] = []string{string(b)}
+	if len(b) <= len(v.b) {
+		v.v[0] = unsafe.String(unsafe.SliceData(b), len(b)) // b is v.b, never written again
+	} else {
+		v.v[0] = string(b)
+	}
+	h["Ratelimit"] = v.v[:]
 	if rl.legacy {
 		h.Set("X-RateLimit-Limit", strconv.FormatInt(res.Limit.Count, 10))
 		h.Set("X-RateLimit-Remaining", strconv.FormatInt(res.Remaining, 10))
 		h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilSeconds(res.Reset), 10))
 	}
+}
+
+// headerValue is a one-value header and the bytes of its value.
+type headerValue struct {
+	v [1]string
+	b [184]byte
 }
 
 // appendPolicy appends the RateLimit-Policy items of ls: `"name";q=N;w=W`,

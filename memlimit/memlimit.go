@@ -159,6 +159,10 @@ func New(opts Options) (*Limiter, error) {
 	return l, nil
 }
 
+// InProcess reports true: Allow never waits for anything but its shard's
+// mutex, so the middleware calls it without a deadline.
+func (l *Limiter) InProcess() bool { return true }
+
 // Len returns the number of states the limiter holds, expired or not. It is
 // meant for monitoring and tests.
 func (l *Limiter) Len() int {

@@ -7,16 +7,19 @@ import (
 )
 
 // newClient returns a go-redis client that fails fast, as a limiter's
-// should: a dead server then costs a limiter call milliseconds, not
-// go-redis's retries with backoff. The README quotes it.
+// should: a dead or hung server then costs a limiter call milliseconds,
+// not go-redis's retries with backoff and its 3 s read timeout. The README
+// quotes it.
 func newClient(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr:         addr,
-		DialTimeout:  100 * time.Millisecond,
-		ReadTimeout:  50 * time.Millisecond,
-		WriteTimeout: 50 * time.Millisecond,
-		PoolTimeout:  50 * time.Millisecond,
-		MaxRetries:   -1, // no retries: the middleware's breaker and failure policy take over
+		Addr:                  addr,
+		ContextTimeoutEnabled: true, // honour the middleware's LimiterTimeout
+		DialTimeout:           100 * time.Millisecond,
+		DialerRetries:         1, // one dial: a refused connection fails at once
+		ReadTimeout:           50 * time.Millisecond,
+		WriteTimeout:          50 * time.Millisecond,
+		PoolTimeout:           50 * time.Millisecond,
+		MaxRetries:            -1, // no retries: the middleware's breaker and failure policy take over
 	})
 }
 

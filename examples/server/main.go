@@ -108,7 +108,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	cfg := appConfig{manager: m, limiter: local, users: users, log: log}
 	if f.redis != "" {
-		client := redis.NewClient(&redis.Options{Addr: f.redis, DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond})
+		// Fail fast: the middleware bounds each call (50 ms) and opens its
+		// circuit breaker after repeated failures, then the fallback decides.
+		client := redis.NewClient(&redis.Options{Addr: f.redis, ContextTimeoutEnabled: true,
+			DialTimeout: 100 * time.Millisecond, DialerRetries: 1, ReadTimeout: 50 * time.Millisecond,
+			WriteTimeout: 50 * time.Millisecond, PoolTimeout: 50 * time.Millisecond, MaxRetries: -1})
 		defer client.Close()
 		if cfg.limiter, err = redislimit.New(client, redislimit.Options{}); err != nil {
 			return err

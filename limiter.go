@@ -116,57 +116,51 @@ var (
 )
 
 // String names the kind: "rate", "quota" or "credits".
-func (k LimitKind) String() string {
-	if n := kindName(k); n != "" {
-		return n
-	}
-	return fmt.Sprintf("LimitKind(%d)", uint8(k))
-}
+func (k LimitKind) String() string { return nameOf(k, kindName, "LimitKind") }
 
 // MarshalText encodes a known kind by its name.
-func (k LimitKind) MarshalText() ([]byte, error) {
-	if n := kindName(k); n != "" {
-		return []byte(n), nil
-	}
-	return nil, fmt.Errorf("%w: unknown limit kind %d", ErrInvalidOptions, uint8(k))
-}
+func (k LimitKind) MarshalText() ([]byte, error) { return marshalName(k, kindName, "limit kind") }
 
 // UnmarshalText decodes a kind's name.
 func (k *LimitKind) UnmarshalText(b []byte) error {
-	for c := KindRate; c <= KindCredits; c++ {
-		if kindName(c) == string(b) {
-			*k = c
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: unknown limit kind %q", ErrInvalidOptions, b)
+	return unmarshalName(k, b, KindRate, KindCredits, kindName, "limit kind")
 }
 
 // String names the window: "never", "minute", "hour", "day" or "month".
-func (w Window) String() string {
-	if n := windowName(w); n != "" {
-		return n
-	}
-	return fmt.Sprintf("Window(%d)", uint8(w))
-}
+func (w Window) String() string { return nameOf(w, windowName, "Window") }
 
 // MarshalText encodes a known window by its name.
-func (w Window) MarshalText() ([]byte, error) {
-	if n := windowName(w); n != "" {
-		return []byte(n), nil
-	}
-	return nil, fmt.Errorf("%w: unknown window %d", ErrInvalidOptions, uint8(w))
-}
+func (w Window) MarshalText() ([]byte, error) { return marshalName(w, windowName, "window") }
 
 // UnmarshalText decodes a window's name.
 func (w *Window) UnmarshalText(b []byte) error {
-	for c := Never; c <= Month; c++ {
-		if windowName(c) == string(b) {
-			*w = c
+	return unmarshalName(w, b, Never, Month, windowName, "window")
+}
+
+// nameOf, marshalName and unmarshalName give LimitKind and Window their
+// names.
+func nameOf[T ~uint8](v T, name func(T) string, typ string) string {
+	if n := name(v); n != "" {
+		return n
+	}
+	return fmt.Sprintf("%s(%d)", typ, uint8(v))
+}
+
+func marshalName[T ~uint8](v T, name func(T) string, what string) ([]byte, error) {
+	if n := name(v); n != "" {
+		return []byte(n), nil
+	}
+	return nil, fmt.Errorf("%w: unknown %s %d", ErrInvalidOptions, what, uint8(v))
+}
+
+func unmarshalName[T ~uint8](v *T, b []byte, lo, hi T, name func(T) string, what string) error {
+	for c := lo; c <= hi; c++ {
+		if name(c) == string(b) {
+			*v = c
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: unknown window %q", ErrInvalidOptions, b)
+	return fmt.Errorf("%w: unknown %s %q", ErrInvalidOptions, what, b)
 }
 
 // Limit is one rate limit, quota or credits limit. Build it with Rate,

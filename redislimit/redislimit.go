@@ -147,7 +147,8 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 		// The script finds a limit's entry by "\n<entry>=".
 		pat := "\n" + lim.Name + "="
 		if lim.Subject != "" {
-			pat = "\n" + lim.Name + "@" + kindTag(lim.Kind) + lim.Subject + "="
+			// The kind's initial (r, q or c) tells the kinds apart.
+			pat = "\n" + lim.Name + "@" + lim.Kind.String()[:1] + lim.Subject + "="
 		}
 		if lim.Kind == apikey.KindRate {
 			t, burst := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
@@ -182,17 +183,6 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 		res.States[i] = apikey.LimitState{Remaining: v[0], Reset: time.Duration(v[1]) * time.Microsecond, RetryAfter: time.Duration(v[2]) * time.Microsecond}
 	}
 	return res, nil
-}
-
-// kindTag tells the kinds apart in the entry of a limit with a Subject.
-func kindTag(k apikey.LimitKind) string {
-	switch k {
-	case apikey.KindRate:
-		return "r"
-	case apikey.KindQuota:
-		return "q"
-	}
-	return "c"
 }
 
 // validate checks the arguments of Allow.

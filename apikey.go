@@ -29,8 +29,12 @@ package apikey
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
 	"sync"
 	"time"
 )
@@ -153,11 +157,12 @@ type IssueParams struct {
 // Manager issues, verifies and manages keys in a Store. Build it with New;
 // it is safe for concurrent use. Call Close to flush last-used times.
 type Manager struct {
-	store  Store
-	format Format
-	hasher Hasher
-	now    func() time.Time
-	ttl    time.Duration
+	store   Store
+	format  Format            // parses every accepted prefix
+	formats map[string]Format // issues: one Format per accepted prefix
+	hasher  Hasher
+	now     func() time.Time
+	ttl     time.Duration
 
 	dummyDigest  []byte
 	dummyVersion string
@@ -178,7 +183,7 @@ type Manager struct {
 }
 
 // New returns a Manager over store. It validates opts and returns an error
-// wrapping ErrInvalidOptions for a nil store, a bad prefix, a secret under
+// wrapping ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret under
 // MinSecretBits, a short pepper, a hasher that cannot take the tokens,
 // invalid Plans or a DefaultPlan not in Plans. It starts one background
 // goroutine for last-used flushes and, with a Notifier, one for its
@@ -190,6 +195,15 @@ func New(store Store, opts Options) (*Manager, error) {
 	f, err := NewFormat(opts.Prefix, opts.SecretBits)
 	if err != nil {
 		return nil, err
+	}
+	formats := map[string]Format{f.prefix: f}
+	if len(opts.Prefixes) > 0 {
+		if f, err = f.WithPrefixes(opts.Prefixes...); err != nil {
+			return nil, err
+		}
+		for _, p := range opts.Prefixes {
+			formats[p] = f.single(p)
+		}
 	}
 	h := opts.Hasher
 	switch {
@@ -216,7 +230,7 @@ func New(store Store, opts Options) (*Manager, error) {
 		return nil, fmt.Errorf("%w: DefaultPlan %q is not in Plans", ErrInvalidOptions, opts.DefaultPlan)
 	}
 	m := &Manager{
-		store: store, format: f, hasher: h, now: opts.Now, ttl: opts.DefaultTTL,
+		store: store, format: f, formats: formats, hasher: h, now: opts.Now, ttl: opts.DefaultTTL,
 		onEvent: opts.OnEvent, log: opts.Logger, metrics: opts.Metrics, defaultPlan: opts.DefaultPlan,
 	}
 	if opts.Plans != nil {
@@ -258,29 +272,31 @@ func (m *Manager) Now() time.Time { return m.now() }
 
 // Issue creates a key and returns its token and record. The token is
 // returned exactly once: only its digest is stored. Show it to the user and
-// forget it.
+// forget it. Input beyond the documented limits (see MaxNameLength), an
+// unknown plan (when Options.Plans is set), an invalid limit, a prefix the
+// Manager does not accept or an expiry in the past give an error wrapping
+// ErrInvalidOptions.
 func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error) {
 	now := m.now().UTC().Truncate(time.Microsecond)
+	f := m.formats[m.format.prefix]
+	if p.Prefix != "" {
+		var ok bool
+		if f, ok = m.formats[p.Prefix]; !ok {
+			return "", nil, fmt.Errorf("%w: prefix %q is not accepted by this Manager", ErrInvalidOptions, p.Prefix)
+		}
+	}
 	k := &Key{
-		Prefix: m.format.prefix, Name: p.Name, Owner: p.Owner, Plan: p.Plan,
+		Prefix: f.prefix, Name: p.Name, Owner: p.Owner, Plan: p.Plan,
 		Scopes: append([]string(nil), p.Scopes...), CreatedAt: now,
+		Metadata: maps.Clone(p.Metadata), Limits: slices.Clone(p.Limits),
 	}
-	if len(p.Limits) > 0 {
-		if err := validLimits(p.Limits); err != nil {
-			return "", nil, err
-		}
-		k.Limits = append([]Limit(nil), p.Limits...)
-		for i := range k.Limits {
-			k.Limits[i].Subject = "" // set per request, never stored
-		}
+	for i := range k.Limits {
+		k.Limits[i].Subject = "" // set per request, never stored
 	}
-	if len(p.Metadata) > 0 {
-		k.Metadata = make(map[string]string, len(p.Metadata))
-		for name, v := range p.Metadata {
-			k.Metadata[name] = v
-		}
+	if len(k.Metadata) == 0 {
+		k.Metadata = nil
 	}
-	if err := validScopes(k.Scopes); err != nil {
+	if err := m.validKey(k); err != nil {
 		return "", nil, err
 	}
 	switch {
@@ -296,7 +312,7 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 	case m.ttl > 0:
 		k.ExpiresAt = now.Add(m.ttl)
 	}
-	token, err := m.create(ctx, k, m.store.Create)
+	token, err := m.create(ctx, f, k, "issue", m.store.Create)
 	if err != nil {
 		return "", nil, err
 	}
@@ -304,11 +320,11 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 	return token, k.Clone(), nil
 }
 
-// create gives k a fresh id, secret and digest, and stores it with save,
-// drawing a new id if the first one happens to exist already.
-func (m *Manager) create(ctx context.Context, k *Key, save func(context.Context, *Key) error) (string, error) {
+// create gives k a fresh id, secret and digest of format f, and stores it
+// with save, drawing a new id if the first one happens to exist already.
+func (m *Manager) create(ctx context.Context, f Format, k *Key, op string, save func(context.Context, *Key) error) (string, error) {
 	for attempt := 0; ; attempt++ {
-		token, t := m.format.New()
+		token, t := f.New()
 		digest, version, err := m.hasher.Hash([]byte(t.material))
 		if err != nil {
 			return "", fmt.Errorf("apikey: hash: %w: %w", ErrUnavailable, err)
@@ -318,8 +334,9 @@ func (m *Manager) create(ctx context.Context, k *Key, save func(context.Context,
 		if err == nil {
 			return token, nil
 		}
+		// A Rotator's ErrConflict is about the successor's id too.
 		if !isConflict(err) || attempt == 2 {
-			return "", storeErr("create", err)
+			return "", storeErr(op, err)
 		}
 	}
 }
@@ -342,96 +359,255 @@ func (m *Manager) List(ctx context.Context, owner string, opts ListOptions) ([]*
 	return ks, nil
 }
 
-// Revoke revokes the key with the given id. It takes effect at once for
-// every verification through m; other Managers over the same store notice
-// within their cache TTL, or at once with a Notifier (see Notifier).
-// Revoking a revoked key is not an error.
-func (m *Manager) Revoke(ctx context.Context, id string) error {
-	now := m.now().UTC().Truncate(time.Microsecond)
-	var err error
-	if r, ok := m.store.(Revoker); ok {
-		err = r.Revoke(ctx, id, now)
-	} else {
-		err = m.updateKey(ctx, id, func(k *Key) error {
-			if k.RevokedAt.IsZero() {
-				k.RevokedAt = now
-			}
-			return nil
-		})
-	}
+// maxAttempts bounds the attempts of a conditional write (Update, Disable,
+// Enable, a Revoke or Rotate without the store's capability) that keeps
+// losing races with other writers.
+const maxAttempts = 10
+
+// maxOwnerPasses bounds the passes of RevokeOwner.
+const maxOwnerPasses = 64
+
+// changed forgets what m knows about key id after a write, and tells the
+// other Managers of the fleet (see Notifier).
+func (m *Manager) changed(ctx context.Context, id string) {
 	m.cache.invalidate(id)
-	if err != nil {
-		return storeErr("revoke", err)
-	}
 	m.fleet.publish(ctx, id)
-	m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: m.owner(ctx, id), Time: now})
+}
+
+// Update changes the key id with change, which receives a copy of the
+// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt and
+// Limits; a change to any other field is refused with ErrInvalidOptions,
+// and so are values beyond the input limits (see MaxNameLength) and, when
+// Options.Plans is set, a plan not in it. An error returned by change is
+// returned as it is, and nothing is written.
+//
+// The write is conditional on the record not having changed since it was
+// read (Key.Revision): on a lost race, change runs again on the new record,
+// up to a bounded number of attempts (then the error wraps ErrConflict).
+// So Update never undoes a concurrent Revoke, Rotate, Disable or Update.
+// A revoked key can be updated and stays revoked. Update drops m's cache
+// entry of the key and returns the updated key.
+func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
+	if change == nil {
+		return nil, fmt.Errorf("%w: nil change", ErrInvalidOptions)
+	}
+	return m.update(ctx, id, EventUpdate, func(k *Key) error {
+		before := k.Clone()
+		if err := change(k); err != nil {
+			return err
+		}
+		return m.validChange(before, k)
+	})
+}
+
+// Disable suspends the key id: verifications fail with ErrDisabled (which
+// the middleware answers exactly like an invalid key) until Enable. It
+// writes through the same conditional update as Update. It returns the
+// updated key.
+func (m *Manager) Disable(ctx context.Context, id string) (*Key, error) {
+	return m.update(ctx, id, EventDisable, func(k *Key) error { k.Disabled = true; return nil })
+}
+
+// Enable lifts Disable. A revoked key stays revoked. It returns the
+// updated key.
+func (m *Manager) Enable(ctx context.Context, id string) (*Key, error) {
+	return m.update(ctx, id, EventEnable, func(k *Key) error { k.Disabled = false; return nil })
+}
+
+// update applies change to key id with a conditional Store.Update,
+// retrying on ErrConflict, and reports the change as an event of type t.
+func (m *Manager) update(ctx context.Context, id string, t EventType, change func(*Key) error) (*Key, error) {
+	op := string(t)
+	var err error
+	for range maxAttempts {
+		var k *Key
+		if k, err = m.store.Get(ctx, id); err != nil {
+			return nil, storeErr(op, err)
+		}
+		if err := change(k); err != nil {
+			return nil, err
+		}
+		k.ExpiresAt = utcMicro(k.ExpiresAt)
+		if err = m.store.Update(ctx, k); err == nil {
+			m.changed(ctx, id)
+			m.emit(ctx, Event{Type: t, KeyID: id, Owner: k.Owner, Time: m.now()})
+			return k.Clone(), nil
+		}
+		if !isConflict(err) {
+			break
+		}
+	}
+	m.cache.invalidate(id) // a failed write may still have landed
+	return nil, storeErr(op, err)
+}
+
+// validChange refuses changes Update does not allow, and checks the
+// allowed fields that changed against the input limits.
+func (m *Manager) validChange(before, after *Key) error {
+	probe := after.Clone()
+	probe.Name, probe.Scopes, probe.Plan, probe.Metadata = before.Name, before.Scopes, before.Plan, before.Metadata
+	probe.ExpiresAt, probe.Limits = before.ExpiresAt, before.Limits
+	if !reflect.DeepEqual(probe, before) {
+		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt and Limits", ErrInvalidOptions)
+	}
+	if after.Name != before.Name {
+		if err := validText("name", after.Name, MaxNameLength); err != nil {
+			return err
+		}
+	}
+	if after.Plan != before.Plan {
+		if err := m.validPlan(after.Plan); err != nil {
+			return err
+		}
+	}
+	if !slices.Equal(after.Scopes, before.Scopes) {
+		if err := validScopes(after.Scopes); err != nil {
+			return err
+		}
+	}
+	if !maps.Equal(after.Metadata, before.Metadata) {
+		if err := validMetadata(after.Metadata); err != nil {
+			return err
+		}
+	}
+	if !slices.Equal(after.Limits, before.Limits) {
+		if err := validKeyLimits(after.Limits); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// owner returns the owner of key id for an event, reading the store only
-// when someone listens.
-func (m *Manager) owner(ctx context.Context, id string) string {
-	if m.onEvent == nil && m.log == nil {
-		return ""
+// Revoke revokes the key with the given id, for good: no later operation
+// (Update, Enable, Rotate, concurrent or not) makes it work again. It takes
+// effect at once for every verification through m; other Managers over
+// the same store notice within their cache TTL, or at once with a Notifier
+// (see Notifier). Revoking a revoked key is not an error. The event carries the owner only when it was read anyway
+// (stores without Revoker).
+func (m *Manager) Revoke(ctx context.Context, id string) error {
+	now := m.now().UTC().Truncate(time.Microsecond)
+	owner, _, err := m.revoke(ctx, id, now)
+	if err != nil {
+		m.cache.invalidate(id)
+		return storeErr("revoke", err)
 	}
-	if k, err := m.store.Get(ctx, id); err == nil {
-		return k.Owner
+	m.changed(ctx, id)
+	m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: owner, Time: now})
+	return nil
+}
+
+// revoke revokes key id at now: with the store's Revoker, or with a
+// conditional Update retried on conflict. It returns the owner when it
+// read the key, and whether it found the key already revoked.
+func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner string, already bool, err error) {
+	if r, ok := m.store.(Revoker); ok {
+		return "", false, r.Revoke(ctx, id, now)
 	}
-	return ""
+	for range maxAttempts {
+		var k *Key
+		if k, err = m.store.Get(ctx, id); err != nil {
+			return "", false, err
+		}
+		if !k.RevokedAt.IsZero() {
+			return k.Owner, true, nil
+		}
+		k.RevokedAt = now
+		if err = m.store.Update(ctx, k); err == nil || !isConflict(err) {
+			return k.Owner, false, err
+		}
+	}
+	return "", false, err
 }
 
 // RevokeOwner revokes every key of owner (the answer to a leak) and returns
-// the ids it revoked.
+// the ids it revoked, with one event per key.
+//
+// It works in passes (one OwnerRevoker call, or a List of every page and a
+// Revoke of each unrevoked key) and repeats them until a pass revokes
+// nothing. Guarantees when it returns nil: every key of owner that existed
+// when it was called, and every successor made by a Rotate that ran
+// concurrently, is revoked (a rotation needs an unrevoked key, and each
+// pass sees the successors of the keys the previous pass revoked); and no
+// rotation of a revoked key can ever succeed afterwards. A key created by a
+// concurrent plain Issue that is stored after the final pass may survive:
+// revoke it, or stop issuing to the owner first. When keys of owner keep
+// being created, it gives up after a bounded number of passes with an
+// error wrapping ErrConflict.
 func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, error) {
 	now := m.now().UTC().Truncate(time.Microsecond)
-	var ids []string
+	var all []string
+	for range maxOwnerPasses {
+		ids, err := m.revokeOwnerPass(ctx, owner, now)
+		for _, id := range ids {
+			m.cache.invalidate(id)
+		}
+		if len(ids) > 0 {
+			m.fleet.publish(ctx, ids...)
+		}
+		for _, id := range ids {
+			m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: owner, Time: now})
+		}
+		all = append(all, ids...)
+		if err != nil {
+			return all, storeErr("revoke owner", err)
+		}
+		if len(ids) == 0 {
+			return all, nil
+		}
+	}
+	return all, fmt.Errorf("apikey: revoke owner: %w: keys kept being created during %d passes", ErrConflict, maxOwnerPasses)
+}
+
+// revokeOwnerPass revokes the unrevoked keys of owner it sees and returns
+// their ids.
+func (m *Manager) revokeOwnerPass(ctx context.Context, owner string, now time.Time) ([]string, error) {
 	if r, ok := m.store.(OwnerRevoker); ok {
-		var err error
-		if ids, err = r.RevokeOwner(ctx, owner, now); err != nil {
-			return nil, storeErr("revoke owner", err)
+		return r.RevokeOwner(ctx, owner, now)
+	}
+	var ids []string
+	for opts := (ListOptions{Limit: MaxListLimit}); ; {
+		page, err := m.store.List(ctx, owner, opts)
+		if err != nil {
+			return ids, err
 		}
-	} else {
-		for opts := (ListOptions{Limit: MaxListLimit}); ; {
-			page, err := m.store.List(ctx, owner, opts)
-			if err != nil {
-				return ids, storeErr("revoke owner", err)
+		for _, k := range page {
+			if !k.RevokedAt.IsZero() {
+				continue
 			}
-			for _, k := range page {
-				if k.RevokedAt.IsZero() {
-					if err := m.Revoke(ctx, k.ID); err != nil {
-						return ids, err
-					}
-					ids = append(ids, k.ID)
-				}
+			_, already, err := m.revoke(ctx, k.ID, now)
+			switch {
+			case errors.Is(err, ErrNotFound): // deleted meanwhile
+			case err != nil:
+				return ids, err
+			case !already:
+				ids = append(ids, k.ID)
 			}
-			if len(page) < opts.PageSize() {
-				break
-			}
-			opts.After = page[len(page)-1].ID
 		}
+		if len(page) < opts.PageSize() {
+			return ids, nil
+		}
+		opts.After = page[len(page)-1].ID
 	}
-	for _, id := range ids {
-		m.cache.invalidate(id)
-	}
-	m.fleet.publish(ctx, ids...)
-	for _, id := range ids {
-		m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: owner, Time: now})
-	}
-	return ids, nil
 }
 
 // Delete removes the key with the given id from the store; prefer Revoke,
-// which keeps the record for audits.
+// which keeps the record for audits. Its event carries no owner.
 func (m *Manager) Delete(ctx context.Context, id string) error {
-	owner := m.owner(ctx, id)
 	err := m.store.Delete(ctx, id)
-	m.cache.invalidate(id)
 	if err != nil {
+		m.cache.invalidate(id)
 		return storeErr("delete", err)
 	}
-	m.fleet.publish(ctx, id)
-	m.emit(ctx, Event{Type: EventDelete, KeyID: id, Owner: owner, Time: m.now()})
+	m.changed(ctx, id)
+	m.emit(ctx, Event{Type: EventDelete, KeyID: id, Time: m.now()})
 	return nil
+}
+
+func utcMicro(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
 }
 
 // Close ends the Notifier subscription, stops the background flush and
@@ -452,51 +628,4 @@ func (m *Manager) Stats() Stats {
 	s := m.usage.stats()
 	m.fleet.addStats(&s)
 	return s
-}
-
-func (m *Manager) updateKey(ctx context.Context, id string, change func(*Key) error) error {
-	k, err := m.store.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	if err := change(k); err != nil {
-		return err
-	}
-	return m.store.Update(ctx, k)
-}
-
-func validScopes(scopes []string) error {
-	for _, s := range scopes {
-		if s == "" {
-			return fmt.Errorf("%w: empty scope", ErrInvalidOptions)
-		}
-		for i := 0; i < len(s); i++ {
-			if c := s[i]; c <= ' ' || c > '~' || c == '"' || c == '\\' {
-				return fmt.Errorf("%w: scope %q has a character outside RFC 6749 scope-token", ErrInvalidOptions, s)
-			}
-		}
-	}
-	return nil
-}
-
-// Update changes the key id with change, which receives a copy of the
-// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt and
-// Limits; any other change is refused with ErrInvalidOptions. The write is
-// conditional on the record not having changed since it was read (see
-// Key.Revision); on a lost race change is run again on the new record.
-// It never revives a revoked key. It returns the updated key.
-func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
-	return nil, fmt.Errorf("%w: not implemented", ErrUnavailable)
-}
-
-// Disable suspends the key id: verifications fail with ErrDisabled until
-// Enable. It returns the updated key.
-func (m *Manager) Disable(ctx context.Context, id string) (*Key, error) {
-	return nil, fmt.Errorf("%w: not implemented", ErrUnavailable)
-}
-
-// Enable lifts Disable. A revoked key stays revoked. It returns the
-// updated key.
-func (m *Manager) Enable(ctx context.Context, id string) (*Key, error) {
-	return nil, fmt.Errorf("%w: not implemented", ErrUnavailable)
 }

@@ -142,7 +142,7 @@ func TestNoSecretAtRest(t *testing.T) {
 				_, err := m.Verify(context.Background(), token)
 				require.NoError(t, err)
 			}
-			_, _, err := m.Rotate(context.Background(), store.All()[0].ID, time.Hour)
+			_, err := m.Rotate(context.Background(), store.All()[0].ID, time.Hour)
 			require.NoError(t, err)
 			require.NoError(t, m.Close(context.Background()))
 

@@ -39,8 +39,11 @@ var (
 	ErrNotFound = errors.New("apikey: key not found")
 
 	// ErrConflict is returned by a Store (possibly wrapped) when a key with
-	// the same id already exists.
-	ErrConflict = errors.New("apikey: key id already exists")
+	// the same id already exists (Create, Rotator.Rotate), and by a
+	// conditional Store.Update when the key changed since it was read (its
+	// Revision differs). The Manager retries the latter a bounded number of
+	// times; Manager.Update returns it only when every attempt lost a race.
+	ErrConflict = errors.New("apikey: key id already exists or key changed since read")
 
 	// ErrUnavailable wraps every failure of a dependency (the store, the
 	// hasher's configuration, a limiter backend). It is never reported as

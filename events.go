@@ -15,25 +15,34 @@ type EventType string
 
 // The event types a Manager reports.
 const (
-	EventIssue  EventType = "issue"
-	EventRotate EventType = "rotate"
-	EventRevoke EventType = "revoke"
-	EventDelete EventType = "delete"
-	EventVerify EventType = "verify"
+	EventIssue   EventType = "issue"
+	EventRotate  EventType = "rotate"
+	EventUpdate  EventType = "update"
+	EventDisable EventType = "disable"
+	EventEnable  EventType = "enable"
+	EventRevoke  EventType = "revoke"
+	EventDelete  EventType = "delete"
+	EventVerify  EventType = "verify"
 )
 
 // Event reports one operation on a key to Options.OnEvent and
-// Options.Logger. It carries ids, never a token, secret or digest.
+// Options.Logger: one event per change (a RevokeOwner that revokes three
+// keys reports three revoke events) and one per verification. Reporting
+// costs no store access. It carries ids, never a token, secret or digest.
 type Event struct {
 	// Type is what happened.
 	Type EventType
 	// KeyID is the key concerned; for a verification of a token that did
 	// not parse, it is empty.
 	KeyID string
-	// Owner is the key's owner when known.
+	// Owner is the key's owner when the operation read it anyway: always
+	// for issue, rotate, update, disable, enable, a successful
+	// verification and RevokeOwner; empty for delete and for a revoke by a
+	// store's Revoker.
 	Owner string
 	// Err is the outcome of a verification: nil on success, otherwise one
-	// of the sentinel errors (possibly wrapped).
+	// of the sentinel errors (possibly wrapped): ErrDisabled for a disabled
+	// key, which the middleware answers like ErrInvalid.
 	Err error
 	// Time is when it happened, by the Manager's clock.
 	Time time.Time

@@ -69,12 +69,14 @@ func (Token) GoString() string { return "[REDACTED]" }
 // characters, which belong to the checksum and reveal nothing of the secret.
 func (t Token) Hint() string { return hint(t.Prefix, t.raw) }
 
-// Format is the token grammar of one prefix and secret size. The zero
-// value is not usable; build one with NewFormat. A Format is immutable and
-// safe for concurrent use.
+// Format is the token grammar of one secret size and one prefix (which
+// New and Compose use), optionally accepting further prefixes in Parse and
+// Scan (see WithPrefixes). The zero value is not usable; build one with
+// NewFormat. A Format is immutable and safe for concurrent use.
 type Format struct {
 	prefix    string
 	secretLen int
+	more      []string // further prefixes Parse accepts; never appended to
 }
 
 // NewFormat returns the Format for prefix (DefaultPrefix when empty) and
@@ -113,10 +115,54 @@ func validPrefix(p string) error {
 // secretLength is the number of base62 characters that carry bits of entropy.
 func secretLength(bits int) int { return int(math.Ceil(float64(bits) / math.Log2(62))) }
 
-// Prefix returns the prefix of tokens of this format.
+// Prefix returns the prefix of tokens of this format: the one New and
+// Compose use.
 func (f Format) Prefix() string { return f.prefix }
 
-// Len returns the length of every token of this format.
+// Prefixes returns every prefix Parse accepts, Prefix first.
+func (f Format) Prefixes() []string { return append([]string{f.prefix}, f.more...) }
+
+// WithPrefixes returns a Format that also parses and scans tokens of the
+// given prefixes (same secret size); New and Compose keep using f's
+// Prefix. Parse reports in Token.Prefix which prefix a token carries. A
+// prefix that breaks the grammar of NewFormat or is given twice gives an
+// error wrapping ErrInvalidOptions.
+func (f Format) WithPrefixes(prefixes ...string) (Format, error) {
+	all := f.Prefixes()
+	for _, p := range prefixes {
+		if err := validPrefix(p); err != nil {
+			return Format{}, err
+		}
+		for _, q := range all {
+			if p == q {
+				return Format{}, fmt.Errorf("%w: prefix %q given twice", ErrInvalidOptions, p)
+			}
+		}
+		all = append(all, p)
+	}
+	f.more = all[1:len(all):len(all)]
+	return f, nil
+}
+
+// single returns the Format of f's secret size and prefix p only.
+func (f Format) single(p string) Format { return Format{prefix: p, secretLen: f.secretLen} }
+
+// prefixOf returns the accepted prefix token carries, judged by its
+// length and leading characters, or f.prefix when none fits.
+func (f Format) prefixOf(token string) string {
+	n := len(token) - (1 + IDLength + f.secretLen + ChecksumLength)
+	if n <= 0 || n == len(f.prefix) && token[:n] == f.prefix {
+		return f.prefix
+	}
+	for _, p := range f.more {
+		if len(p) == n && token[:n] == p {
+			return p
+		}
+	}
+	return f.prefix
+}
+
+// Len returns the length of every token of this format's Prefix.
 func (f Format) Len() int { return len(f.prefix) + 1 + IDLength + f.secretLen + ChecksumLength }
 
 // NewID returns a random key id drawn from crypto/rand.
@@ -184,15 +230,22 @@ func (f Format) build(id, secret string) (string, Token) {
 }
 
 // Parse checks token against the grammar and returns its parts. It rejects
-// a wrong prefix, a wrong length, characters outside base62 and a bad
-// checksum with ErrMalformed, without allocating and before any hashing or
-// store access.
+// a prefix the format does not accept, a wrong length, characters outside
+// base62 and a bad checksum with ErrMalformed, without allocating and
+// before any hashing or store access. Token.Prefix is the prefix the token
+// carries (one of Prefixes); the checksum covers it, so a token cannot be
+// moved to another prefix without the secret being checked against the
+// key, which is bound to its own prefix (see Manager.Verify).
 func (f Format) Parse(token string) (Token, error) {
-	if len(token) != f.Len() || len(f.prefix) == 0 {
+	prefix := f.prefix
+	if f.more != nil {
+		prefix = f.prefixOf(token)
+	}
+	p := len(prefix)
+	if len(token) != p+1+IDLength+f.secretLen+ChecksumLength || p == 0 {
 		return Token{}, ErrMalformed
 	}
-	p := len(f.prefix)
-	if token[:p] != f.prefix || token[p] != '_' {
+	if token[:p] != prefix || token[p] != '_' {
 		return Token{}, ErrMalformed
 	}
 	body := token[p+1:]
@@ -205,7 +258,7 @@ func (f Format) Parse(token string) (Token, error) {
 		return Token{}, ErrMalformed
 	}
 	return Token{
-		Prefix:   f.prefix,
+		Prefix:   prefix,
 		ID:       body[:IDLength],
 		Secret:   body[IDLength : len(body)-ChecksumLength],
 		material: body[:len(body)-ChecksumLength],

@@ -131,5 +131,8 @@ func (k *Key) Clone() *Key {
 		c.key.Hash = append(h, k.Hash...)[:len(k.Hash):len(k.Hash)]
 	}
 	c.key.Metadata = maps.Clone(k.Metadata)
+	if k.Limits != nil {
+		c.key.Limits = append(make([]Limit, 0, len(k.Limits)), k.Limits...)
+	}
 	return &c.key
 }

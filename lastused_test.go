@@ -171,7 +171,7 @@ func TestEvents(t *testing.T) {
 	require.NoError(t, err)
 	_, err = m.Verify(ctx, "sk_garbage")
 	require.Error(t, err)
-	_, _, err = m.Rotate(ctx, k.ID, time.Minute)
+	_, err = m.Rotate(ctx, k.ID, time.Minute)
 	require.NoError(t, err)
 	require.NoError(t, m.Revoke(ctx, k.ID))
 

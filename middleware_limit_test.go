@@ -445,9 +445,9 @@ func (l *limiterSpy) last() spyCall {
 // rotate rotates key id and returns the successor's token and record.
 func rotate(t *testing.T, m *apikey.Manager, id string, grace time.Duration) (string, *apikey.Key) {
 	t.Helper()
-	token, k, err := m.Rotate(context.Background(), id, grace)
+	rot, err := m.Rotate(context.Background(), id, grace)
 	require.NoError(t, err)
-	return token, k
+	return rot.Token, rot.Key
 }
 
 // Every Limiter call has a deadline; after BreakerFailures consecutive

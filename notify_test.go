@@ -122,7 +122,7 @@ func TestNotifierPropagatesEveryChange(t *testing.T) {
 		}, apikey.ErrRevoked},
 		{"Delete", func(a *apikey.Manager, k *apikey.Key) error { return a.Delete(ctx, k.ID) }, apikey.ErrInvalid},
 		{"Rotate", func(a *apikey.Manager, k *apikey.Key) error {
-			_, _, err := a.Rotate(ctx, k.ID, 0)
+			_, err := a.Rotate(ctx, k.ID, 0)
 			return err
 		}, apikey.ErrExpired},
 	}

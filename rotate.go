@@ -7,80 +7,144 @@ import (
 	"time"
 )
 
+// Rotation is the result of a successful Manager.Rotate: everything the
+// caller needs, so that no second read (which could fail after the
+// rotation happened) is required.
+type Rotation struct {
+	// Token is the successor's token: its only appearance.
+	Token string
+	// Key is the successor.
+	Key *Key
+	// Previous is the old key after the rotation: its RotatedTo, its
+	// RotatedAt and its new ExpiresAt, the end of its grace period.
+	Previous *Key
+}
+
 // Rotate replaces the key id with a new one and returns the new token (its
-// only appearance) and record. The successor inherits name, owner, scopes,
-// plan and metadata and never outlives the original's expiry. The old key
-// keeps working until now+grace (a zero grace stops it at once) and is
-// refused after; during the grace period Key.InGrace reports true and the
-// middleware sends Deprecation and Sunset headers. The two records link to
+// only appearance), the successor and the old key as changed. The successor
+// inherits prefix, name, owner, scopes, plan, metadata, limits and the
+// Disabled state, continues the old key's Lineage, and never outlives the
+// original's expiry. The old key keeps working until now+grace (a zero
+// grace stops it at once) and is refused after; during the grace period
+// Key.InGrace reports true and the middleware sends Deprecation (the
+// rotation time, Key.RotatedAt) and Sunset headers. The two records link to
 // each other through RotatedTo and RotatedFrom.
 //
-// The rotation happens entirely or not at all: in one transaction when the
-// store implements Rotator, otherwise by creating the successor, updating
-// the original and deleting the successor again if that update fails.
-// Rotating a revoked key fails with ErrRevoked, an expired one with
+// The rotation happens entirely or not at all, and of concurrent rotations
+// of one key exactly one succeeds: in one transaction when the store
+// implements Rotator; otherwise by creating the successor, then writing
+// the old key with a conditional Update at the revision read, and deleting
+// the successor again if that write lost. The token is returned only when
+// the rotation was written. Rotating a revoked key fails with ErrRevoked
+// (also when the revocation lands while Rotate runs), an expired one with
 // ErrExpired, an already rotated one with ErrRotated and an unknown one
 // with ErrNotFound.
-func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (string, *Key, error) {
+func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*Rotation, error) {
 	if grace < 0 {
-		return "", nil, fmt.Errorf("%w: negative grace period", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: negative grace period", ErrInvalidOptions)
 	}
+	var err error
+	for range maxAttempts {
+		var r *Rotation
+		r, err = m.rotate(ctx, id, grace)
+		if err == nil {
+			m.changed(ctx, id)
+			m.emit(ctx, Event{Type: EventRotate, KeyID: id, Owner: r.Previous.Owner, Time: r.Key.CreatedAt})
+			return r, nil
+		}
+		if !errors.Is(err, errLostRace) {
+			break
+		}
+	}
+	m.cache.invalidate(id)
+	if errors.Is(err, errLostRace) {
+		return nil, fmt.Errorf("apikey: rotate: %w", ErrConflict)
+	}
+	return nil, err
+}
+
+// errLostRace reports a rotation whose conditional write lost to another
+// change that does not forbid rotating (an Update, a Disable): Rotate tries
+// again.
+var errLostRace = errors.New("apikey: lost a race")
+
+func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*Rotation, error) {
 	old, err := m.store.Get(ctx, id)
 	if err != nil {
-		return "", nil, storeErr("rotate", err)
+		return nil, storeErr("rotate", err)
 	}
 	now := m.now().UTC().Truncate(time.Microsecond)
 	switch {
-	case old.Revoked(now):
-		return "", nil, fmt.Errorf("apikey: rotate: %w", ErrRevoked)
+	case !old.RevokedAt.IsZero():
+		return nil, fmt.Errorf("apikey: rotate: %w", ErrRevoked)
 	case old.RotatedTo != "":
-		return "", nil, fmt.Errorf("apikey: rotate: %w", ErrRotated)
+		return nil, fmt.Errorf("apikey: rotate: %w", ErrRotated)
 	case old.Expired(now):
-		return "", nil, fmt.Errorf("apikey: rotate: %w", ErrExpired)
+		return nil, fmt.Errorf("apikey: rotate: %w", ErrExpired)
+	}
+	f, ok := m.formats[old.Prefix]
+	if !ok {
+		return nil, fmt.Errorf("%w: rotate: the key's prefix %q is not accepted by this Manager", ErrInvalidOptions, old.Prefix)
 	}
 	until := now.Add(grace)
 	if !old.ExpiresAt.IsZero() && old.ExpiresAt.Before(until) {
 		until = old.ExpiresAt
 	}
+	lineage := old.Lineage
+	if lineage == "" {
+		lineage = old.ID
+	}
 	succ := &Key{
-		Prefix: m.format.prefix, Name: old.Name, Owner: old.Owner, Scopes: old.Scopes, Plan: old.Plan,
-		Metadata: old.Metadata, CreatedAt: now, ExpiresAt: old.ExpiresAt, RotatedFrom: old.ID,
+		Prefix: old.Prefix, Name: old.Name, Owner: old.Owner, Scopes: old.Scopes, Plan: old.Plan,
+		Metadata: old.Metadata, Limits: old.Limits, Disabled: old.Disabled,
+		CreatedAt: now, ExpiresAt: old.ExpiresAt, RotatedFrom: old.ID, Lineage: lineage,
 	}
 	if succ.ExpiresAt.IsZero() && m.ttl > 0 {
 		succ.ExpiresAt = now.Add(m.ttl)
 	}
-	save := func(ctx context.Context, k *Key) error { return m.rotateInStore(ctx, old, until, k) }
-	token, err := m.create(ctx, succ, save)
-	m.cache.invalidate(id)
-	if err != nil {
-		return "", nil, err
-	}
-	m.fleet.publish(ctx, id)
-	m.emit(ctx, Event{Type: EventRotate, KeyID: old.ID, Owner: old.Owner, Time: now})
-	return token, succ.Clone(), nil
-}
+	prev := old.Clone()
+	prev.ExpiresAt, prev.RotatedAt = until, now
 
-// rotateInStore stores succ and shortens old's life to until, all or
-// nothing.
-func (m *Manager) rotateInStore(ctx context.Context, old *Key, until time.Time, succ *Key) error {
 	if r, ok := m.store.(Rotator); ok {
-		return r.Rotate(ctx, old.ID, until, succ)
-	}
-	if err := m.store.Create(ctx, succ); err != nil {
-		return err
-	}
-	updated := old.Clone()
-	updated.ExpiresAt, updated.RotatedTo = until, succ.ID
-	if err := m.store.Update(ctx, updated); err != nil {
-		// Undo with a context of its own: ctx may be what failed.
-		undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if derr := m.store.Delete(undo, succ.ID); derr != nil && !errors.Is(derr, ErrNotFound) {
-			return fmt.Errorf("%w (and the successor %s could not be removed: %w)", err, succ.ID, derr)
+		save := func(ctx context.Context, k *Key) error { return r.Rotate(ctx, old.ID, until, k) }
+		token, err := m.create(ctx, f, succ, "rotate", save)
+		if err != nil {
+			return nil, err
 		}
-		return err
+		prev.RotatedTo = succ.ID
+		prev.Revision++
+		return &Rotation{Token: token, Key: succ.Clone(), Previous: prev}, nil
 	}
-	return nil
+
+	token, err := m.create(ctx, f, succ, "rotate", m.store.Create)
+	if err != nil {
+		return nil, err
+	}
+	prev.RotatedTo = succ.ID
+	err = m.store.Update(ctx, prev) // conditional on the revision read
+	if err == nil {
+		return &Rotation{Token: token, Key: succ.Clone(), Previous: prev}, nil
+	}
+	// Lost or failed: the successor must not survive. Undo with a context
+	// of its own: ctx may be what failed.
+	undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if derr := m.store.Delete(undo, succ.ID); derr != nil && !errors.Is(derr, ErrNotFound) {
+		return nil, fmt.Errorf("%w (and the successor %s could not be removed: %w)", storeErr("rotate", err), succ.ID, derr)
+	}
+	if !isConflict(err) {
+		return nil, storeErr("rotate", err)
+	}
+	cur, gerr := m.store.Get(undo, id)
+	switch {
+	case gerr != nil:
+		return nil, storeErr("rotate", gerr)
+	case !cur.RevokedAt.IsZero():
+		return nil, fmt.Errorf("apikey: rotate: %w", ErrRevoked)
+	case cur.RotatedTo != "":
+		return nil, fmt.Errorf("apikey: rotate: %w", ErrRotated)
+	}
+	return nil, errLostRace
 }
 
 // Due returns the keys of owner, not revoked, not rotated and not expired,

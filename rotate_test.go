@@ -35,8 +35,13 @@ func TestRotateWithGrace(t *testing.T) {
 			_, err := m.Verify(ctx, oldToken) // cached
 			require.NoError(t, err)
 
-			newToken, succ, err := m.Rotate(ctx, old.ID, time.Hour)
+			rot, err := m.Rotate(ctx, old.ID, time.Hour)
 			require.NoError(t, err)
+			newToken, succ := rot.Token, rot.Key
+			assert.Equal(t, old.ID, succ.Lineage, "the successor continues the lineage")
+			assert.Equal(t, succ.ID, rot.Previous.RotatedTo)
+			assert.Equal(t, c.Now(), rot.Previous.RotatedAt)
+			assert.Equal(t, c.Now().Add(time.Hour), rot.Previous.ExpiresAt, "Previous carries the end of the grace period")
 			assert.NotEqual(t, oldToken, newToken)
 			assert.Equal(t, old.Name, succ.Name)
 			assert.Equal(t, old.Owner, succ.Owner)
@@ -50,6 +55,8 @@ func TestRotateWithGrace(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, succ.ID, gotOld.RotatedTo)
 			assert.Equal(t, c.Now().Add(time.Hour), gotOld.ExpiresAt)
+			assert.Equal(t, c.Now(), gotOld.RotatedAt)
+			assert.Equal(t, gotOld.Revision, rot.Previous.Revision)
 
 			c.Add(59 * time.Minute)
 			k, err := m.Verify(ctx, oldToken)
@@ -64,7 +71,7 @@ func TestRotateWithGrace(t *testing.T) {
 			_, err = m.Verify(ctx, newToken)
 			require.NoError(t, err)
 
-			_, _, err = m.Rotate(ctx, old.ID, time.Hour)
+			_, err = m.Rotate(ctx, old.ID, time.Hour)
 			assert.ErrorIs(t, err, apikey.ErrRotated)
 		})
 	}
@@ -77,8 +84,9 @@ func TestRotateGraceZero(t *testing.T) {
 	oldToken, old := issue(t, m, apikey.IssueParams{})
 	_, err := m.Verify(context.Background(), oldToken)
 	require.NoError(t, err)
-	newToken, _, err := m.Rotate(context.Background(), old.ID, 0)
+	rot, err := m.Rotate(context.Background(), old.ID, 0)
 	require.NoError(t, err)
+	newToken := rot.Token
 	_, err = m.Verify(context.Background(), oldToken)
 	assert.ErrorIs(t, err, apikey.ErrExpired, "grace 0 stops the old key at once")
 	_, err = m.Verify(context.Background(), newToken)
@@ -90,9 +98,10 @@ func TestRotateGraceNeverExtendsExpiry(t *testing.T) {
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
 	oldToken, old := issue(t, m, apikey.IssueParams{TTL: time.Minute})
-	_, succ, err := m.Rotate(context.Background(), old.ID, 24*time.Hour)
+	rot, err := m.Rotate(context.Background(), old.ID, 24*time.Hour)
 	require.NoError(t, err)
-	assert.Equal(t, old.ExpiresAt, succ.ExpiresAt)
+	assert.Equal(t, old.ExpiresAt, rot.Key.ExpiresAt)
+	assert.Equal(t, old.ExpiresAt, rot.Previous.ExpiresAt)
 	c.Add(time.Minute)
 	_, err = m.Verify(context.Background(), oldToken)
 	assert.ErrorIs(t, err, apikey.ErrExpired)
@@ -111,10 +120,10 @@ func TestRotateRefuses(t *testing.T) {
 		id   string
 		want error
 	}{{revoked.ID, apikey.ErrRevoked}, {expired.ID, apikey.ErrExpired}, {"unknown", apikey.ErrNotFound}} {
-		_, _, err := m.Rotate(ctx, tc.id, time.Hour)
+		_, err := m.Rotate(ctx, tc.id, time.Hour)
 		assert.ErrorIs(t, err, tc.want)
 	}
-	_, _, err := m.Rotate(ctx, revoked.ID, -time.Second)
+	_, err := m.Rotate(ctx, revoked.ID, -time.Second)
 	assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
 }
 
@@ -133,7 +142,7 @@ func TestRotateFailingHalfWayChangesNothing(t *testing.T) {
 			spy.failWith(nil)
 		}
 	}
-	_, _, err := m.Rotate(ctx, old.ID, time.Hour)
+	_, err := m.Rotate(ctx, old.ID, time.Hour)
 	require.Error(t, err)
 	assert.ErrorIs(t, err, apikey.ErrUnavailable)
 	spy.hook = nil
@@ -170,8 +179,9 @@ func TestGraceHeaders(t *testing.T) {
 	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{})
 	require.NoError(t, err)
 	oldToken, old := issue(t, m, apikey.IssueParams{})
-	newToken, _, err := m.Rotate(context.Background(), old.ID, 2*time.Hour)
+	rot, err := m.Rotate(context.Background(), old.ID, 2*time.Hour)
 	require.NoError(t, err)
+	newToken := rot.Token
 	var ran bool
 	h := mw.Handler(okHandler(&ran))
 

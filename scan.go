@@ -1,6 +1,7 @@
 package apikey
 
 import (
+	"slices"
 	"strings"
 )
 
@@ -20,6 +21,14 @@ type Match struct {
 // checksum, so random strings are not reported (a random candidate passes
 // the CRC-32 once in four billion).
 func (f Format) Scan(text string) []Match {
+	if f.more != nil {
+		var found []Match
+		for _, p := range f.Prefixes() {
+			found = append(found, f.single(p).Scan(text)...)
+		}
+		slices.SortFunc(found, func(a, b Match) int { return a.Start - b.Start })
+		return found
+	}
 	var found []Match
 	lead := f.prefix + "_"
 	n := f.Len()

@@ -20,8 +20,8 @@ const (
 )
 
 // Verify checks a token and returns its key. It fails with ErrMalformed,
-// ErrInvalid (unknown id and wrong secret alike, at the same cost, store
-// queries included), ErrRevoked, ErrExpired or ErrDisabled, checked in
+// ErrInvalid (unknown id, wrong secret and a key issued under another of
+// the accepted prefixes alike, at the same cost, store queries included), ErrRevoked, ErrExpired or ErrDisabled, checked in
 // that order, or with an error wrapping ErrUnavailable when the store or
 // the hasher failed, which is never a verdict on the key. It never returns
 // a nil key without an error.
@@ -77,6 +77,8 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*K
 	switch {
 	case err != nil:
 		return nil, t.ID, now, cached, err
+	case k.Prefix != t.Prefix: // a key verifies only under its own prefix
+		return nil, t.ID, now, cached, ErrInvalid
 	case k.Revoked(now):
 		return k, k.ID, now, cached, ErrRevoked
 	case k.Expired(now):

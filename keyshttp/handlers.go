@@ -278,17 +278,12 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request, owner string, k
 		h.problem(w, http.StatusBadRequest, fmt.Sprintf("grace_seconds must be between 0 and %d.", int64(h.maxGrace/time.Second)), "grace_seconds")
 		return
 	}
-	now := h.m.Now().UTC().Truncate(time.Microsecond)
-	token, succ, err := h.m.Rotate(r.Context(), k.ID, grace)
+	rot, err := h.m.Rotate(r.Context(), k.ID, grace)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	prev := k.Clone()
-	prev.RotatedTo, prev.RotatedAt = succ.ID, now
-	if until := now.Add(grace); prev.ExpiresAt.IsZero() || until.Before(prev.ExpiresAt) {
-		prev.ExpiresAt = until
-	}
+	token, succ, prev := rot.Token, rot.Key, rot.Previous
 	writeJSON(w, http.StatusOK, rotatedView{
 		createdView: createdView{keyView: view(succ), Key: token, Note: tokenNote},
 		Status:      "rotated", OldKeyID: prev.ID, OldKeyExpiresAt: optTime(prev.ExpiresAt), Previous: view(prev),

@@ -121,15 +121,11 @@ func (p *Page) rotate(w http.ResponseWriter, r *http.Request, owner string) {
 // rotateKey rotates the key id and returns the successor's token and
 // record and when the old key stops working.
 func (p *Page) rotateKey(ctx context.Context, id string, grace time.Duration) (string, *apikey.Key, time.Time, error) {
-	token, succ, err := p.m.Rotate(ctx, id, grace)
+	rot, err := p.m.Rotate(ctx, id, grace)
 	if err != nil {
 		return "", nil, time.Time{}, err
 	}
-	until := p.m.Now().Add(grace)
-	if prev, err := p.m.Get(ctx, id); err == nil {
-		until = prev.ExpiresAt // never lose the token to a failed read
-	}
-	return token, succ, until, nil
+	return rot.Token, rot.Key, rot.Previous.ExpiresAt, nil
 }
 
 // disable suspends a key.

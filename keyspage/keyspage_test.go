@@ -279,7 +279,7 @@ func TestListShowsTheOwnersKeys(t *testing.T) {
 	require.NoError(t, f.m.Revoke(ctx, revoked.ID))
 	require.NoError(t, f.store.MarkUsed(ctx, map[string]time.Time{active.ID: f.clock.Now()}))
 	f.clock.Add(3 * time.Minute)
-	_, _, err = f.m.Rotate(ctx, rotated.ID, 24*time.Hour)
+	_, err = f.m.Rotate(ctx, rotated.ID, 24*time.Hour)
 	require.NoError(t, err)
 
 	res := f.do(t, http.MethodGet, "/keys/", "alice", nil, nil)

@@ -4,6 +4,7 @@ package memstore
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -43,9 +44,14 @@ func (s *Store) Create(ctx context.Context, k *apikey.Key) error {
 		return err
 	}
 	c := normalize(k)
+	c.Revision = 1
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.create(c)
+	if err := s.create(c); err != nil {
+		return err
+	}
+	k.Revision = 1
+	return nil
 }
 
 func (s *Store) create(c *apikey.Key) error {
@@ -70,7 +76,7 @@ func (s *Store) Get(ctx context.Context, id string) (*apikey.Key, error) {
 	return k, nil
 }
 
-// Update implements apikey.Store.
+// Update implements apikey.Store: a conditional write over k.Revision.
 func (s *Store) Update(ctx context.Context, k *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -79,13 +85,21 @@ func (s *Store) Update(ctx context.Context, k *apikey.Key) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.keys.get(c.ID)
-	if old == nil {
+	switch {
+	case old == nil:
 		return apikey.ErrNotFound
+	case old.Revision != c.Revision:
+		return fmt.Errorf("memstore: update of key %s at revision %d, stored %d: %w", c.ID, c.Revision, old.Revision, apikey.ErrConflict)
 	}
 	if old.LastUsedAt.After(c.LastUsedAt) {
 		c.LastUsedAt = old.LastUsedAt
 	}
+	if !old.RevokedAt.IsZero() {
+		c.RevokedAt = old.RevokedAt
+	}
+	c.Revision = old.Revision + 1
 	s.keys.put(c) // a new owner is indexed as such
+	k.Revision = c.Revision
 	return nil
 }
 
@@ -150,6 +164,7 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 	if k.RevokedAt.IsZero() {
 		c := k.Clone()
 		c.RevokedAt = utc(at)
+		c.Revision++
 		s.keys.put(c)
 	}
 	return nil
@@ -166,6 +181,7 @@ func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]
 	s.keys.owned(owner, func(slot uint32) {
 		if k := s.keys.decode(slot); k.RevokedAt.IsZero() {
 			k.RevokedAt = utc(at)
+			k.Revision++
 			s.keys.put(k)
 			ids = append(ids, k.ID)
 		}
@@ -179,6 +195,7 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 		return err
 	}
 	c := normalize(successor)
+	c.Revision = 1
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.keys.get(oldID)
@@ -194,8 +211,13 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 		return err
 	}
 	o := old.Clone()
-	o.ExpiresAt, o.RotatedTo = utc(oldExpiresAt), c.ID
+	if until := utc(oldExpiresAt); o.ExpiresAt.IsZero() || until.Before(o.ExpiresAt) {
+		o.ExpiresAt = until
+	}
+	o.RotatedTo, o.RotatedAt = c.ID, c.CreatedAt
+	o.Revision++
 	s.keys.put(o)
+	successor.Revision = 1
 	return nil
 }
 
@@ -221,6 +243,7 @@ func (s *Store) All() []*apikey.Key {
 func normalize(k *apikey.Key) *apikey.Key {
 	c := k.Clone()
 	c.CreatedAt, c.ExpiresAt, c.LastUsedAt, c.RevokedAt = utc(c.CreatedAt), utc(c.ExpiresAt), utc(c.LastUsedAt), utc(c.RevokedAt)
+	c.RotatedAt = utc(c.RotatedAt)
 	return c
 }
 

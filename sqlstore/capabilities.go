@@ -177,7 +177,7 @@ func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]
 func (s *Store) revokeIDs(ctx context.Context, tx *sql.Tx, ids []string, at time.Time) error {
 	const chunk = 500
 	for part := range slices.Chunk(ids, chunk) {
-		q := "UPDATE " + s.table.quoted(s.d) + " SET revoked_at = ? WHERE revoked_at IS NULL AND id IN (" +
+		q := "UPDATE " + s.table.quoted(s.d) + " SET revoked_at = ?, revision = revision + 1 WHERE revoked_at IS NULL AND id IN (" +
 			placeholders(len(part)) + ")"
 		args := make([]any, 0, len(part)+1)
 		args = append(args, s.d.timeArg(at))
@@ -211,8 +211,9 @@ func queryIDs(ctx context.Context, q interface {
 }
 
 // Rotate implements apikey.Rotator in one transaction: a conditional
-// UPDATE of the old key (expires_at, rotated_to; only if it is neither
-// revoked nor rotated), then the INSERT of successor. Nothing is written
+// UPDATE of the old key (expires_at, rotated_to, rotated_at, revision;
+// only if it is neither revoked nor rotated, which the row lock makes
+// atomic), then the INSERT of successor. Nothing is written
 // unless both succeed. The old key's state decides the error when the
 // UPDATE matched nothing: apikey.ErrNotFound, apikey.ErrRevoked or
 // apikey.ErrRotated; a successor id that exists gives apikey.ErrConflict.
@@ -226,7 +227,9 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 	}
 	var outcome error // a sentinel answer, not a failure
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q.rotateOld, s.d.timeArg(oldExpiresAt), successor.ID, oldID)
+		outcome = nil
+		until := s.d.timeArg(oldExpiresAt)
+		res, err := tx.ExecContext(ctx, s.q.rotateOld, until, until, successor.ID, s.d.timeArg(successor.CreatedAt), oldID)
 		if err != nil {
 			return err
 		}
@@ -253,6 +256,7 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 	case err != nil:
 		return s.fail(ctx, "rotate", err)
 	}
+	successor.Revision = 1
 	return nil
 }
 

@@ -127,6 +127,25 @@ func parseTimeText(s string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
+// isRetryable reports whether err is a transaction the database aborted
+// to break a deadlock or a serialization failure, which succeeds when run
+// again: MySQL/MariaDB errors 1213 (ER_LOCK_DEADLOCK) and 1020
+// (ER_CHECKREAD), PostgreSQL SQLSTATE 40P01 and 40001.
+func (d Dialect) isRetryable(err error) bool {
+	msg := err.Error()
+	switch d {
+	case MySQL:
+		return strings.Contains(msg, "Error 1213") || strings.Contains(msg, "Error 1020")
+	case Postgres:
+		var s interface{ SQLState() string }
+		if errors.As(err, &s) {
+			return s.SQLState() == "40P01" || s.SQLState() == "40001"
+		}
+		return strings.Contains(msg, "(SQLSTATE 40P01)") || strings.Contains(msg, "(SQLSTATE 40001)")
+	}
+	return false
+}
+
 // isConflict reports whether err is a unique-key violation, without
 // importing drivers:
 //

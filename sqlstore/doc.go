@@ -45,7 +45,12 @@
 //	    last_used_at TIMESTAMPTZ NULL,
 //	    revoked_at   TIMESTAMPTZ NULL,
 //	    rotated_from TEXT COLLATE "C" NOT NULL,
-//	    rotated_to   TEXT COLLATE "C" NOT NULL
+//	    rotated_to   TEXT COLLATE "C" NOT NULL,
+//	    revision     BIGINT NOT NULL DEFAULT 1,
+//	    disabled     BOOLEAN NOT NULL DEFAULT FALSE,
+//	    rotated_at   TIMESTAMPTZ NULL,
+//	    lineage      TEXT COLLATE "C" NOT NULL DEFAULT '',
+//	    limits       TEXT NULL
 //	);
 //	CREATE INDEX IF NOT EXISTS "api_keys_owner_idx" ON "api_keys" (owner, id);
 //
@@ -68,6 +73,11 @@
 //	    revoked_at   DATETIME(6) NULL,
 //	    rotated_from VARBINARY(64) NOT NULL,
 //	    rotated_to   VARBINARY(64) NOT NULL,
+//	    revision     BIGINT NOT NULL DEFAULT 1,
+//	    disabled     BOOLEAN NOT NULL DEFAULT FALSE,
+//	    rotated_at   DATETIME(6) NULL,
+//	    lineage      VARBINARY(64) NOT NULL DEFAULT '',
+//	    limits       TEXT NULL,
 //	    PRIMARY KEY (id),
 //	    KEY owner_id (owner, id)
 //	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -90,9 +100,30 @@
 //	    last_used_at INTEGER NULL,
 //	    revoked_at   INTEGER NULL,
 //	    rotated_from TEXT NOT NULL,
-//	    rotated_to   TEXT NOT NULL
+//	    rotated_to   TEXT NOT NULL,
+//	    revision     INTEGER NOT NULL DEFAULT 1,
+//	    disabled     INTEGER NOT NULL DEFAULT 0,
+//	    rotated_at   INTEGER NULL,
+//	    lineage      TEXT NOT NULL DEFAULT '',
+//	    limits       TEXT NULL
 //	) WITHOUT ROWID;
 //	CREATE INDEX IF NOT EXISTS "api_keys_owner_idx" ON "api_keys" (owner, id);
+//
+// # Upgrading from the previous release
+//
+// The previous release's table lacks revision, disabled, rotated_at,
+// lineage and limits. Migrate adds them (Dialect.Upgrade returns the
+// ALTER TABLE ... ADD COLUMN statements for migration tools); existing
+// keys get revision 1 and keep verifying.
+//
+// # Concurrency
+//
+// Update is a conditional UPDATE ... WHERE id = ? AND revision = ?, so a
+// write based on a stale read changes nothing and reports
+// apikey.ErrConflict; revoked_at is written only where it is NULL, by
+// every statement, so no write revives a revoked key; Rotate updates the
+// old row (only if neither revoked nor rotated) and inserts the successor
+// in one transaction, so one of concurrent rotations wins.
 //
 // The hash column is variable binary of at most 64 bytes rather than
 // fixed-size, because digests differ in size: 32 bytes for HMAC-SHA-256 and

@@ -3,12 +3,14 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"fmt"
 
 	"github.com/gokeys/apikey"
 )
 
-// Create implements apikey.Store: one INSERT. A duplicate id gives an
-// error wrapping apikey.ErrConflict and leaves the stored key unchanged.
+// Create implements apikey.Store: one INSERT, with revision 1. A
+// duplicate id gives an error wrapping apikey.ErrConflict and leaves the
+// stored key unchanged.
 func (s *Store) Create(ctx context.Context, k *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -23,6 +25,7 @@ func (s *Store) Create(ctx context.Context, k *apikey.Key) error {
 		}
 		return s.fail(ctx, "create", err)
 	}
+	k.Revision = 1
 	return nil
 }
 
@@ -53,8 +56,11 @@ func (s *Store) Get(ctx context.Context, id string) (*apikey.Key, error) {
 	return k, nil
 }
 
-// Update implements apikey.Store: one UPDATE of every column but id, where
-// last_used_at only moves forward. An unknown id gives apikey.ErrNotFound.
+// Update implements apikey.Store: one conditional UPDATE of every column
+// but id (... WHERE id = ? AND revision = ?), which increments revision,
+// keeps a stored revoked_at (COALESCE) and moves last_used_at only
+// forward. When it changed no row, a lookup tells an unknown id
+// (apikey.ErrNotFound) from a changed one (apikey.ErrConflict).
 func (s *Store) Update(ctx context.Context, k *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -67,7 +73,22 @@ func (s *Store) Update(ctx context.Context, k *apikey.Key) error {
 	if err != nil {
 		return s.fail(ctx, "update", err)
 	}
-	return s.affected(ctx, "update", res, k.ID)
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.fail(ctx, "update", err)
+	}
+	if n == 0 {
+		ok, err := s.exists(ctx, s.db, k.ID)
+		switch {
+		case err != nil:
+			return s.fail(ctx, "update", err)
+		case !ok:
+			return apikey.ErrNotFound
+		}
+		return fmt.Errorf("sqlstore: update of key %s at revision %d: %w", k.ID, k.Revision, apikey.ErrConflict)
+	}
+	k.Revision++
+	return nil
 }
 
 // affected turns an UPDATE that changed no row into apikey.ErrNotFound if

@@ -15,21 +15,26 @@ func buildQueries(d Dialect, t tableName) queries {
 		get:    "SELECT " + columns + " FROM " + tb + " WHERE id = ?",
 		// Every column but id is replaced; last_used_at only moves
 		// forward, and a NULL argument keeps it (the comparison is NULL).
+		// It is conditional on the revision read, which it increments; a
+		// stored revoked_at is never cleared or changed.
 		update: "UPDATE " + tb + " SET prefix = ?, hint = ?, hash = ?, hash_version = ?, name = ?, owner = ?, " +
-			"scopes = ?, plan = ?, metadata = ?, created_at = ?, expires_at = ?, revoked_at = ?, " +
-			"rotated_from = ?, rotated_to = ?, " +
+			"scopes = ?, plan = ?, metadata = ?, created_at = ?, expires_at = ?, " +
+			"revoked_at = COALESCE(revoked_at, ?), rotated_from = ?, rotated_to = ?, " +
+			"rotated_at = ?, lineage = ?, disabled = ?, limits = ?, revision = revision + 1, " +
 			"last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < ? THEN ? ELSE last_used_at END " +
-			"WHERE id = ?",
+			"WHERE id = ? AND revision = ?",
 		delete:   "DELETE FROM " + tb + " WHERE id = ?",
 		list:     "SELECT " + columns + " FROM " + tb + " WHERE owner = ? AND id > ? ORDER BY id LIMIT ?",
 		exists:   "SELECT 1 FROM " + tb + " WHERE id = ?",
 		markUsed: "UPDATE " + tb + " SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-		revoke:   "UPDATE " + tb + " SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+		revoke:   "UPDATE " + tb + " SET revoked_at = ?, revision = revision + 1 WHERE id = ? AND revoked_at IS NULL",
 		// MariaDB has no UPDATE ... RETURNING: RevokeOwner locks the ids
 		// with ownerIDs and updates them in the same transaction.
-		revokeOwner: "UPDATE " + tb + " SET revoked_at = ? WHERE owner = ? AND revoked_at IS NULL RETURNING id",
+		revokeOwner: "UPDATE " + tb + " SET revoked_at = ?, revision = revision + 1 WHERE owner = ? AND revoked_at IS NULL RETURNING id",
 		ownerIDs:    "SELECT id FROM " + tb + " WHERE owner = ? AND revoked_at IS NULL ORDER BY id FOR UPDATE",
-		rotateOld: "UPDATE " + tb + " SET expires_at = ?, rotated_to = ? " +
+		// The old key keeps a stored expiry earlier than the grace end.
+		rotateOld: "UPDATE " + tb + " SET expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at < ? " +
+			"THEN expires_at ELSE ? END, rotated_to = ?, rotated_at = ?, revision = revision + 1 " +
 			"WHERE id = ? AND revoked_at IS NULL AND rotated_to = ''",
 		state: "SELECT revoked_at, rotated_to FROM " + tb + " WHERE id = ?",
 	}

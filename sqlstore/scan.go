@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gokeys/apikey"
@@ -16,10 +17,14 @@ func (s *Store) keyArgs(k *apikey.Key) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := encodeLimits(k.Limits)
+	if err != nil {
+		return nil, err
+	}
 	return []any{
 		k.ID, k.Prefix, k.Hint, hashArg(k.Hash), k.HashVersion, k.Name, k.Owner, scopes, k.Plan, meta,
 		s.d.timeArg(k.CreatedAt), s.d.timeArg(k.ExpiresAt), s.d.timeArg(k.LastUsedAt), s.d.timeArg(k.RevokedAt),
-		k.RotatedFrom, k.RotatedTo,
+		k.RotatedFrom, k.RotatedTo, int64(1), k.Disabled, s.d.timeArg(k.RotatedAt), k.Lineage, limits,
 	}, nil
 }
 
@@ -29,11 +34,16 @@ func (s *Store) updateArgs(k *apikey.Key) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := encodeLimits(k.Limits)
+	if err != nil {
+		return nil, err
+	}
 	used := s.d.timeArg(k.LastUsedAt)
 	return []any{
 		k.Prefix, k.Hint, hashArg(k.Hash), k.HashVersion, k.Name, k.Owner, scopes, k.Plan, meta,
 		s.d.timeArg(k.CreatedAt), s.d.timeArg(k.ExpiresAt), s.d.timeArg(k.RevokedAt),
-		k.RotatedFrom, k.RotatedTo, used, used, k.ID,
+		k.RotatedFrom, k.RotatedTo, s.d.timeArg(k.RotatedAt), k.Lineage, k.Disabled, limits,
+		used, used, k.ID, k.Revision,
 	}, nil
 }
 
@@ -48,15 +58,40 @@ func hashArg(h []byte) []byte {
 // encodeJSON encodes scopes and metadata as JSON text; nil encodes as
 // "null" so that nil and empty survive the round trip.
 func encodeJSON(k *apikey.Key) (string, string, error) {
-	scopes, err := json.Marshal(k.Scopes)
+	scopes, err := marshal(k.Scopes)
 	if err != nil {
 		return "", "", fmt.Errorf("sqlstore: encode scopes: %w", err)
 	}
-	meta, err := json.Marshal(k.Metadata)
+	meta, err := marshal(k.Metadata)
 	if err != nil {
 		return "", "", fmt.Errorf("sqlstore: encode metadata: %w", err)
 	}
-	return string(scopes), string(meta), nil
+	return scopes, meta, nil
+}
+
+// encodeLimits encodes limits as JSON text, or NULL when there are none.
+func encodeLimits(l []apikey.Limit) (any, error) {
+	if l == nil {
+		return nil, nil
+	}
+	s, err := marshal(l)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: encode limits: %w", err)
+	}
+	return s, nil
+}
+
+// marshal encodes v as JSON without HTML escaping, so that text at the
+// Manager's input limits (at most doubled by escaping '"' and '\') fits
+// MySQL's 64 KiB TEXT columns.
+func marshal(v any) (string, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
 // timeCol scans a time column in a dialect-aware way into t.
@@ -75,9 +110,9 @@ func (c *timeCol) Scan(src any) error {
 // keyScanner reads rows of the columns list into keys. One scanner serves
 // every row of a result set.
 type keyScanner struct {
-	scopes, meta sql.RawBytes
-	times        [4]timeCol
-	dest         [numColumns]any
+	scopes, meta, limits sql.RawBytes
+	times                [5]timeCol
+	dest                 [numColumns]any
 }
 
 func newKeyScanner(d Dialect) *keyScanner {
@@ -92,9 +127,11 @@ func newKeyScanner(d Dialect) *keyScanner {
 func (ks *keyScanner) scan(rows *sql.Rows) (*apikey.Key, error) {
 	k := new(apikey.Key)
 	ks.times[0].t, ks.times[1].t, ks.times[2].t, ks.times[3].t = &k.CreatedAt, &k.ExpiresAt, &k.LastUsedAt, &k.RevokedAt
+	ks.times[4].t = &k.RotatedAt
 	ks.dest = [numColumns]any{
 		&k.ID, &k.Prefix, &k.Hint, &k.Hash, &k.HashVersion, &k.Name, &k.Owner, &ks.scopes, &k.Plan, &ks.meta,
 		&ks.times[0], &ks.times[1], &ks.times[2], &ks.times[3], &k.RotatedFrom, &k.RotatedTo,
+		&k.Revision, &k.Disabled, &ks.times[4], &k.Lineage, &ks.limits,
 	}
 	if err := rows.Scan(ks.dest[:]...); err != nil {
 		return nil, err
@@ -104,6 +141,9 @@ func (ks *keyScanner) scan(rows *sql.Rows) (*apikey.Key, error) {
 	}
 	if err := decodeJSON(ks.meta, &k.Metadata); err != nil {
 		return nil, fmt.Errorf("metadata of key %s: %w", k.ID, err)
+	}
+	if err := decodeJSON(ks.limits, &k.Limits); err != nil {
+		return nil, fmt.Errorf("limits of key %s: %w", k.ID, err)
 	}
 	return k, nil
 }

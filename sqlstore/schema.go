@@ -1,12 +1,15 @@
 package sqlstore
 
+import "strings"
+
 // columns lists the columns of the keys table in the order the queries
 // read and write them.
 const columns = "id, prefix, hint, hash, hash_version, name, owner, scopes, plan, metadata, " +
-	"created_at, expires_at, last_used_at, revoked_at, rotated_from, rotated_to"
+	"created_at, expires_at, last_used_at, revoked_at, rotated_from, rotated_to, " +
+	"revision, disabled, rotated_at, lineage, limits"
 
 // numColumns is the number of entries in columns.
-const numColumns = 16
+const numColumns = 21
 
 // Schema returns the statements that create the keys table named table
 // (DefaultTable when empty; see Options.Table for the grammar) and its
@@ -28,6 +31,13 @@ const numColumns = 16
 //     TIMESTAMPTZ, DATETIME(6) holding UTC, or INTEGER Unix microseconds
 //     on SQLite (which round-trip exactly and sort in time order).
 //   - An index on (owner, id) serves List's keyset paging and RevokeOwner.
+//   - revision counts the writes to a row (apikey.Key.Revision); every
+//     UPDATE but last_used_at's is conditional on it or on revoked_at.
+//   - limits holds the key's own limits as JSON text, NULL when none.
+//
+// A table made by the previous release (without revision, disabled,
+// rotated_at, lineage and limits) is upgraded by Upgrade's statements,
+// which Migrate runs too.
 func (d Dialect) Schema(table string) ([]string, error) {
 	t, err := parseTable(table)
 	if err != nil {
@@ -57,7 +67,12 @@ func (d Dialect) schema(t tableName) []string {
 	last_used_at TIMESTAMPTZ NULL,
 	revoked_at   TIMESTAMPTZ NULL,
 	rotated_from TEXT COLLATE "C" NOT NULL,
-	rotated_to   TEXT COLLATE "C" NOT NULL
+	rotated_to   TEXT COLLATE "C" NOT NULL,
+	revision     BIGINT NOT NULL DEFAULT 1,
+	disabled     BOOLEAN NOT NULL DEFAULT FALSE,
+	rotated_at   TIMESTAMPTZ NULL,
+	lineage      TEXT COLLATE "C" NOT NULL DEFAULT '',
+	limits       TEXT NULL
 )`,
 			"CREATE INDEX IF NOT EXISTS " + d.quote(t.index()) + " ON " + q + " (owner, id)",
 		}
@@ -80,6 +95,11 @@ func (d Dialect) schema(t tableName) []string {
 	revoked_at   DATETIME(6) NULL,
 	rotated_from VARBINARY(64) NOT NULL,
 	rotated_to   VARBINARY(64) NOT NULL,
+	revision     BIGINT NOT NULL DEFAULT 1,
+	disabled     BOOLEAN NOT NULL DEFAULT FALSE,
+	rotated_at   DATETIME(6) NULL,
+	lineage      VARBINARY(64) NOT NULL DEFAULT '',
+	limits       TEXT NULL,
 	PRIMARY KEY (id),
 	KEY owner_id (owner, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
@@ -106,12 +126,67 @@ func (d Dialect) schema(t tableName) []string {
 	last_used_at INTEGER NULL,
 	revoked_at   INTEGER NULL,
 	rotated_from TEXT NOT NULL,
-	rotated_to   TEXT NOT NULL
+	rotated_to   TEXT NOT NULL,
+	revision     INTEGER NOT NULL DEFAULT 1,
+	disabled     INTEGER NOT NULL DEFAULT 0,
+	rotated_at   INTEGER NULL,
+	lineage      TEXT NOT NULL DEFAULT '',
+	limits       TEXT NULL
 ) WITHOUT ROWID`,
 			"CREATE INDEX IF NOT EXISTS " + index + " ON " + d.quote(t.name) + " (owner, id)",
 		}
 	}
 	return nil
+}
+
+// Upgrade returns the statements that add the columns of this release to
+// a keys table named table that the previous release created (revision,
+// disabled, rotated_at, lineage, limits), one ALTER TABLE ... ADD COLUMN
+// each. On PostgreSQL they are idempotent (ADD COLUMN IF NOT EXISTS); on
+// MySQL and SQLite a column that exists already makes its statement fail
+// with a duplicate-column error, which Store.Migrate ignores. Existing
+// keys get revision 1, not disabled, no rotation time, no lineage and no
+// limits, and keep verifying.
+func (d Dialect) Upgrade(table string) ([]string, error) {
+	t, err := parseTable(table)
+	if err != nil {
+		return nil, err
+	}
+	return d.upgrade(t), nil
+}
+
+func (d Dialect) upgrade(t tableName) []string {
+	cols := map[Dialect][]string{
+		Postgres: {"revision BIGINT NOT NULL DEFAULT 1", "disabled BOOLEAN NOT NULL DEFAULT FALSE",
+			"rotated_at TIMESTAMPTZ NULL", `lineage TEXT COLLATE "C" NOT NULL DEFAULT ''`, "limits TEXT NULL"},
+		MySQL: {"revision BIGINT NOT NULL DEFAULT 1", "disabled BOOLEAN NOT NULL DEFAULT FALSE",
+			"rotated_at DATETIME(6) NULL", "lineage VARBINARY(64) NOT NULL DEFAULT ''", "limits TEXT NULL"},
+		SQLite: {"revision INTEGER NOT NULL DEFAULT 1", "disabled INTEGER NOT NULL DEFAULT 0",
+			"rotated_at INTEGER NULL", "lineage TEXT NOT NULL DEFAULT ''", "limits TEXT NULL"},
+	}[d]
+	add := "ADD COLUMN "
+	if d == Postgres {
+		add = "ADD COLUMN IF NOT EXISTS "
+	}
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = "ALTER TABLE " + t.quoted(d) + " " + add + c
+	}
+	return out
+}
+
+// isDuplicateColumn reports whether err says that a column to add exists
+// already: MySQL/MariaDB error 1060, SQLite "duplicate column name",
+// PostgreSQL SQLSTATE 42701.
+func (d Dialect) isDuplicateColumn(err error) bool {
+	msg := err.Error()
+	switch d {
+	case MySQL:
+		return strings.Contains(msg, "Error 1060")
+	case SQLite:
+		return strings.Contains(msg, "duplicate column name")
+	}
+	return strings.Contains(msg, "42701")
 }
 
 // placeholders returns n comma-separated "?" placeholders.

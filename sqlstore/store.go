@@ -76,7 +76,9 @@ func (s *Store) Table() string { return s.table.String() }
 // Schema returns the statements Migrate runs; see Dialect.Schema.
 func (s *Store) Schema() []string { return s.d.schema(s.table) }
 
-// Migrate creates the keys table and its index unless they exist. It is
+// Migrate creates the keys table and its index unless they exist, and
+// upgrades a table made by the previous release by adding the columns it
+// lacks (see Dialect.Upgrade); existing keys keep verifying. It is
 // idempotent and may run at every start. On PostgreSQL it runs in one
 // transaction under an advisory lock, so that processes starting together
 // do not race; on SQLite it runs in one transaction.
@@ -90,6 +92,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 				return s.fail(ctx, "migrate", err)
 			}
 		}
+		for _, stmt := range s.d.upgrade(s.table) {
+			if _, err := s.db.ExecContext(ctx, stmt); err != nil && (ctx.Err() != nil || !s.d.isDuplicateColumn(err)) {
+				return s.fail(ctx, "migrate", err)
+			}
+		}
 		return nil
 	}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -100,6 +107,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 		for _, stmt := range s.Schema() {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		for _, stmt := range s.d.upgrade(s.table) {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil && (ctx.Err() != nil || !s.d.isDuplicateColumn(err)) {
 				return err
 			}
 		}
@@ -123,8 +135,20 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 }
 
 // inTx runs fn in a transaction, committed if fn returns nil and rolled
-// back otherwise.
+// back otherwise. A transaction the database aborted to break a deadlock
+// or a serialization conflict (which InnoDB does when RevokeOwner and
+// Rotate lock an owner's rows in opposite orders) runs again, a few times.
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	const attempts = 5
+	for attempt := 1; ; attempt++ {
+		err := s.tx(ctx, fn)
+		if err == nil || attempt == attempts || ctx.Err() != nil || !s.d.isRetryable(err) {
+			return err
+		}
+	}
+}
+
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -10,6 +10,13 @@
 // Each subtest is named after one sentence of the Store contract and gets
 // a fresh store from newStore. The optional capabilities (apikey.Revoker,
 // apikey.OwnerRevoker, apikey.Rotator) are tested when the store has them.
+//
+// The "Race" subtests check the guarantees that only hold under
+// concurrency (a revocation is final, a rotation has one winner, no update
+// is lost) with many goroutines driving an apikey.Manager over the store,
+// once with the store's optional capabilities and once through the plain
+// Store interface (the Manager's fallbacks). Each runs Options.Trials
+// trials; RunWith sets the number.
 package storetest
 
 import (
@@ -17,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,14 +35,43 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// Run runs the conformance suite. newStore must return a fresh, empty store
-// for each call; register its cleanup with t.Cleanup.
+// DefaultTrials is the number of trials of each race when Options.Trials
+// is 0.
+const DefaultTrials = 1000
+
+// Options configures RunWith. The zero value runs DefaultTrials trials.
+type Options struct {
+	// Trials is the number of trials of each race: DefaultTrials when 0.
+	// A store over a remote database may want fewer; a negative value
+	// skips the races.
+	Trials int
+}
+
+// Run runs the conformance suite with the default Options. newStore must
+// return a fresh, empty store for each call; register its cleanup with
+// t.Cleanup.
 func Run(t *testing.T, newStore func(t *testing.T) apikey.Store) {
 	t.Helper()
+	RunWith(t, newStore, Options{})
+}
+
+// RunWith runs the conformance suite with opts.
+func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Options) {
+	t.Helper()
+	if opts.Trials == 0 {
+		opts.Trials = DefaultTrials
+	}
 	tests := []struct {
 		name string
 		fn   func(*testing.T, apikey.Store)
 	}{
+		{"CreateSetsRevisionOne", testCreateRevision},
+		{"UpdateIsConditionalOnRevision", testUpdateConditional},
+		{"UpdateNeverClearsRevokedAt", testUpdateKeepsRevocation},
+		{"ConcurrentUpdatesOfOneRevisionHaveOneWinner", testUpdateOneWinner},
+		{"MarkUsedKeepsRevision", testMarkUsedRevision},
+		{"ValuesAtTheInputLimitsRoundTrip", testInputLimits},
+		{"RotatorHasOneWinner", testRotatorOneWinner},
 		{"CreateThenGetReturnsEveryField", testRoundTrip},
 		{"CreateDuplicateIDGivesErrConflict", testConflict},
 		{"GetUnknownIDGivesErrNotFound", testGetNotFound},
@@ -67,6 +104,9 @@ func Run(t *testing.T, newStore func(t *testing.T) apikey.Store) {
 			tc.fn(t, s)
 		})
 	}
+	if opts.Trials > 0 {
+		runRaces(t, newStore, opts.Trials)
+	}
 }
 
 // base is a fixed instant with sub-microsecond digits and a non-UTC zone.
@@ -82,6 +122,8 @@ func NewKey(owner string) *apikey.Key {
 		Metadata:  map[string]string{"env": "test", "team": "core"},
 		CreatedAt: base.UTC().Truncate(time.Microsecond),
 		ExpiresAt: base.Add(90 * 24 * time.Hour).UTC().Truncate(time.Microsecond),
+		Lineage:   apikey.NewID(),
+		Limits:    []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 20), apikey.Quota("daily", 1000, apikey.Day)},
 	}
 }
 
@@ -132,6 +174,10 @@ func assertSame(t *testing.T, want, got *apikey.Key) {
 	}
 	assert.Equal(t, want.RotatedFrom, got.RotatedFrom, "RotatedFrom")
 	assert.Equal(t, want.RotatedTo, got.RotatedTo, "RotatedTo")
+	assert.True(t, want.RotatedAt.Equal(got.RotatedAt), "RotatedAt: want %v, got %v", want.RotatedAt, got.RotatedAt)
+	assert.Equal(t, want.Lineage, got.Lineage, "Lineage")
+	assert.Equal(t, want.Disabled, got.Disabled, "Disabled")
+	assert.Equal(t, want.Limits, got.Limits, "Limits")
 }
 
 func testRoundTrip(t *testing.T, s apikey.Store) {
@@ -139,8 +185,19 @@ func testRoundTrip(t *testing.T, s apikey.Store) {
 	k.LastUsedAt = k.CreatedAt.Add(time.Hour)
 	k.RevokedAt = k.CreatedAt.Add(2 * time.Hour)
 	k.RotatedFrom, k.RotatedTo = apikey.NewID(), apikey.NewID()
+	k.RotatedAt = k.CreatedAt.Add(30 * time.Minute)
+	k.Disabled = true
 	mustCreate(t, s, k)
-	assertSame(t, k, mustGet(t, s, k.ID))
+	got := mustGet(t, s, k.ID)
+	assertSame(t, k, got)
+	assert.Equal(t, int64(1), got.Revision, "Revision")
+
+	plain := NewKey("alice")
+	plain.Limits, plain.Lineage = nil, ""
+	mustCreate(t, s, plain)
+	got = mustGet(t, s, plain.ID)
+	assertSame(t, plain, got)
+	assert.Nil(t, got.Limits, "no limits come back as nil")
 }
 
 func testConflict(t *testing.T, s apikey.Store) {
@@ -167,15 +224,187 @@ func testUpdate(t *testing.T, s apikey.Store) {
 	k.Metadata = map[string]string{"env": "prod"}
 	k.ExpiresAt = k.ExpiresAt.Add(time.Hour)
 	k.RevokedAt = k.CreatedAt.Add(time.Minute)
-	k.RotatedTo = apikey.NewID()
+	k.RotatedTo, k.RotatedAt, k.Lineage = apikey.NewID(), k.CreatedAt.Add(time.Second), apikey.NewID()
+	k.Disabled = true
+	k.Limits = []apikey.Limit{apikey.Quota("monthly", 5, apikey.Month)}
 	require.NoError(t, s.Update(ctx(t), k))
 	assertSame(t, k, mustGet(t, s, k.ID))
 
-	k.RevokedAt, k.ExpiresAt = time.Time{}, time.Time{}
+	k.ExpiresAt, k.Disabled, k.Limits = time.Time{}, false, nil
 	require.NoError(t, s.Update(ctx(t), k))
 	got := mustGet(t, s, k.ID)
-	assert.True(t, got.RevokedAt.IsZero(), "Update can clear RevokedAt")
 	assert.True(t, got.ExpiresAt.IsZero(), "Update can clear ExpiresAt")
+	assert.False(t, got.Disabled, "Update can enable")
+	assert.Nil(t, got.Limits, "Update can clear Limits")
+}
+
+func testCreateRevision(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	k.Revision = 7
+	mustCreate(t, s, k)
+	assert.Equal(t, int64(1), k.Revision, "Create sets the given key's Revision")
+	assert.Equal(t, int64(1), mustGet(t, s, k.ID).Revision, "Create stores Revision 1")
+}
+
+func testUpdateConditional(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	mustCreate(t, s, k)
+	a, b := mustGet(t, s, k.ID), mustGet(t, s, k.ID)
+	a.Name = "first"
+	require.NoError(t, s.Update(ctx(t), a))
+	assert.Equal(t, int64(2), a.Revision, "Update sets the given key's Revision")
+	assert.Equal(t, int64(2), mustGet(t, s, k.ID).Revision, "Update increments the stored Revision")
+
+	b.Name, b.Plan = "stale", "stale"
+	err := s.Update(ctx(t), b)
+	require.Error(t, err, "an Update at a stale Revision must fail")
+	assert.ErrorIs(t, err, apikey.ErrConflict)
+	assert.NotErrorIs(t, err, apikey.ErrNotFound)
+	got := mustGet(t, s, k.ID)
+	assert.Equal(t, "first", got.Name, "a stale Update writes nothing")
+	assert.Equal(t, k.Plan, got.Plan, "a stale Update writes nothing")
+	assert.Equal(t, int64(2), got.Revision)
+
+	b.Revision = 3 // ahead of the store is stale too
+	assert.ErrorIs(t, s.Update(ctx(t), b), apikey.ErrConflict)
+	assert.Equal(t, "first", mustGet(t, s, k.ID).Name)
+}
+
+func testUpdateKeepsRevocation(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	mustCreate(t, s, k)
+	revokedAt := k.CreatedAt.Add(time.Minute)
+	k.RevokedAt = revokedAt
+	require.NoError(t, s.Update(ctx(t), k), "Update may set RevokedAt")
+	k.RevokedAt = time.Time{}
+	k.Name = "renamed"
+	require.NoError(t, s.Update(ctx(t), k))
+	got := mustGet(t, s, k.ID)
+	assert.Equal(t, "renamed", got.Name)
+	assert.True(t, revokedAt.Equal(got.RevokedAt), "Update cleared RevokedAt: %v", got.RevokedAt)
+	k.RevokedAt = revokedAt.Add(time.Hour)
+	require.NoError(t, s.Update(ctx(t), k))
+	assert.True(t, revokedAt.Equal(mustGet(t, s, k.ID).RevokedAt), "Update moved RevokedAt")
+}
+
+func testUpdateOneWinner(t *testing.T, s apikey.Store) {
+	const writers = 8
+	for round := range 10 {
+		k := NewKey("alice")
+		mustCreate(t, s, k)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make([]error, writers)
+		for w := range writers {
+			c := k.Clone()
+			c.Name = fmt.Sprintf("writer %d", w)
+			wg.Go(func() {
+				<-start
+				errs[w] = s.Update(context.Background(), c)
+			})
+		}
+		close(start)
+		wg.Wait()
+		won := 0
+		for _, err := range errs {
+			if err == nil {
+				won++
+			} else {
+				require.ErrorIs(t, err, apikey.ErrConflict, "round %d", round)
+			}
+		}
+		require.Equal(t, 1, won, "round %d: Updates at one Revision that succeeded", round)
+		assert.Equal(t, int64(2), mustGet(t, s, k.ID).Revision)
+	}
+}
+
+func testMarkUsedRevision(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	mustCreate(t, s, k)
+	require.NoError(t, s.MarkUsed(ctx(t), map[string]time.Time{k.ID: base.Add(time.Hour)}))
+	assert.Equal(t, int64(1), mustGet(t, s, k.ID).Revision)
+	k.Name = "renamed"
+	require.NoError(t, s.Update(ctx(t), k), "MarkUsed does not make an Update conflict")
+}
+
+// LimitsKey returns a key whose every field a caller chooses is at the
+// Manager's input limits, with the characters that need escaping in JSON
+// and SQL.
+func LimitsKey(owner string) *apikey.Key {
+	k := NewKey(owner)
+	fill := func(n int, seed string) string { return strings.Repeat(seed, n/len(seed)+1)[:n] }
+	k.Name = fill(apikey.MaxNameLength-2, `"'\%_<>&`) + "é"
+	k.Plan = fill(apikey.MaxPlanLength, "p")
+	k.Scopes = make([]string, apikey.MaxScopes)
+	for i := range k.Scopes {
+		k.Scopes[i] = fmt.Sprintf("%03d:", i) + fill(apikey.MaxScopeLength-4, "s<>&'")
+	}
+	k.Metadata = make(map[string]string, apikey.MaxMetadataEntries)
+	for i := range apikey.MaxMetadataEntries {
+		key := fmt.Sprintf("%02d", i) + fill(apikey.MaxMetadataKeyLength-2, `"\`)
+		k.Metadata[key] = fill(apikey.MaxMetadataValueLength-3, `"\<>'`) + "€"
+	}
+	k.Limits = make([]apikey.Limit, apikey.MaxLimits)
+	for i := range k.Limits {
+		k.Limits[i] = apikey.Rate(fmt.Sprintf("l%02d", i)+fill(61, "a'|~:/"), 1<<40, time.Hour, 1<<41)
+	}
+	return k
+}
+
+func testInputLimits(t *testing.T, s apikey.Store) {
+	for _, owner := range []string{strings.Repeat("o", apikey.MaxOwnerLength), strings.Repeat("é", apikey.MaxOwnerLength/2)} {
+		k := LimitsKey(owner)
+		mustCreate(t, s, k)
+		assertSame(t, k, mustGet(t, s, k.ID))
+		list, err := s.List(ctx(t), owner, apikey.ListOptions{})
+		require.NoError(t, err)
+		require.Len(t, list, 1)
+		assertSame(t, k, list[0])
+		k.Name = strings.Repeat("n", apikey.MaxNameLength)
+		require.NoError(t, s.Update(ctx(t), k))
+		assertSame(t, k, mustGet(t, s, k.ID))
+	}
+}
+
+func testRotatorOneWinner(t *testing.T, s apikey.Store) {
+	r, ok := s.(apikey.Rotator)
+	if !ok {
+		t.Skip("store does not implement apikey.Rotator")
+	}
+	const rotors = 6
+	for round := range 10 {
+		old := NewKey("alice")
+		mustCreate(t, s, old)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make([]error, rotors)
+		succs := make([]*apikey.Key, rotors)
+		for w := range rotors {
+			succs[w] = NewKey("alice")
+			succs[w].RotatedFrom = old.ID
+			wg.Go(func() {
+				<-start
+				errs[w] = r.Rotate(context.Background(), old.ID, base.Add(time.Hour), succs[w])
+			})
+		}
+		close(start)
+		wg.Wait()
+		winner := -1
+		for w, err := range errs {
+			if err == nil {
+				require.Equal(t, -1, winner, "round %d: two rotations of one key succeeded", round)
+				winner = w
+				continue
+			}
+			require.ErrorIs(t, err, apikey.ErrRotated, "round %d", round)
+			_, gerr := s.Get(ctx(t), succs[w].ID)
+			require.ErrorIs(t, gerr, apikey.ErrNotFound, "round %d: a losing rotation stored its successor", round)
+		}
+		require.NotEqual(t, -1, winner, "round %d: no rotation succeeded", round)
+		got := mustGet(t, s, old.ID)
+		assert.Equal(t, succs[winner].ID, got.RotatedTo)
+		assert.Equal(t, int64(2), got.Revision)
+	}
 }
 
 func testUpdateNotFound(t *testing.T, s apikey.Store) {
@@ -408,7 +637,7 @@ func testMarkUsedBulk(t *testing.T, s apikey.Store) {
 func testCopies(t *testing.T, s apikey.Store) {
 	k := NewKey("alice")
 	want := NewKey("alice")
-	want.ID, want.Hint, want.Name = k.ID, k.Hint, k.Name
+	want.ID, want.Hint, want.Name, want.Lineage = k.ID, k.Hint, k.Name, k.Lineage
 	mustCreate(t, s, k)
 	// Mutate what we passed in.
 	k.Name, k.Scopes[0], k.Metadata["env"], k.Hash[0] = "changed", "changed", "changed", 'X'
@@ -524,9 +753,15 @@ func testRevoker(t *testing.T, s apikey.Store) {
 	mustCreate(t, s, k)
 	at := base.Add(time.Hour)
 	require.NoError(t, r.Revoke(ctx(t), k.ID, at))
-	assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(mustGet(t, s, k.ID).RevokedAt))
+	got := mustGet(t, s, k.ID)
+	assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(got.RevokedAt))
+	assert.Equal(t, int64(2), got.Revision, "Revoke increments the Revision")
 	require.NoError(t, r.Revoke(ctx(t), k.ID, at.Add(time.Hour)), "revoking twice is not an error")
-	assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(mustGet(t, s, k.ID).RevokedAt), "the first revocation time stays")
+	got = mustGet(t, s, k.ID)
+	assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(got.RevokedAt), "the first revocation time stays")
+	assert.Equal(t, int64(2), got.Revision, "a second Revoke changes nothing")
+	k.Name = "stale"
+	assert.ErrorIs(t, s.Update(ctx(t), k), apikey.ErrConflict, "an Update read before Revoke conflicts")
 	assert.ErrorIs(t, r.Revoke(ctx(t), apikey.NewID(), at), apikey.ErrNotFound)
 }
 
@@ -547,8 +782,11 @@ func testOwnerRevoker(t *testing.T, s apikey.Store) {
 	slices.Sort(got)
 	assert.Equal(t, mine[1:], got, "returns the ids it revoked, not the already revoked one")
 	assert.True(t, base.UTC().Truncate(time.Microsecond).Equal(mustGet(t, s, mine[0]).RevokedAt))
+	assert.Equal(t, int64(2), mustGet(t, s, mine[0]).Revision, "an already revoked key is not written")
 	for _, id := range mine[1:] {
-		assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(mustGet(t, s, id).RevokedAt))
+		got := mustGet(t, s, id)
+		assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(got.RevokedAt))
+		assert.Equal(t, int64(2), got.Revision, "RevokeOwner increments the Revision")
 	}
 	for _, id := range theirs {
 		assert.True(t, mustGet(t, s, id).RevokedAt.IsZero(), "another owner's key was revoked")
@@ -563,13 +801,27 @@ func testRotator(t *testing.T, s apikey.Store) {
 	old := NewKey("alice")
 	mustCreate(t, s, old)
 	succ := NewKey("alice")
-	succ.RotatedFrom = old.ID
+	succ.RotatedFrom, succ.Lineage, succ.Revision = old.ID, old.ID, 9
+	succ.CreatedAt = base.Add(time.Minute).UTC().Truncate(time.Microsecond)
 	until := base.Add(time.Hour)
 	require.NoError(t, r.Rotate(ctx(t), old.ID, until, succ))
-	assertSame(t, succ, mustGet(t, s, succ.ID))
+	assert.Equal(t, int64(1), succ.Revision, "Rotate sets the successor's Revision")
+	gotSucc := mustGet(t, s, succ.ID)
+	assertSame(t, succ, gotSucc)
+	assert.Equal(t, int64(1), gotSucc.Revision, "the successor is stored with Revision 1")
 	gotOld := mustGet(t, s, old.ID)
 	assert.Equal(t, succ.ID, gotOld.RotatedTo)
 	assert.True(t, until.UTC().Truncate(time.Microsecond).Equal(gotOld.ExpiresAt))
+	assert.True(t, succ.CreatedAt.Equal(gotOld.RotatedAt), "RotatedAt is the successor's CreatedAt: %v", gotOld.RotatedAt)
+	assert.Equal(t, int64(2), gotOld.Revision, "Rotate increments the old key's Revision")
+
+	t.Run("KeepsAnEarlierExpiry", func(t *testing.T) {
+		k := NewKey("alice")
+		k.ExpiresAt = base.Add(time.Minute).UTC().Truncate(time.Microsecond)
+		mustCreate(t, s, k)
+		require.NoError(t, r.Rotate(ctx(t), k.ID, base.Add(time.Hour), NewKey("alice")))
+		assert.True(t, k.ExpiresAt.Equal(mustGet(t, s, k.ID).ExpiresAt), "the rotation extended the old key's life")
+	})
 
 	t.Run("AlreadyRotated", func(t *testing.T) {
 		again := NewKey("alice")

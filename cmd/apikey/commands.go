@@ -382,16 +382,11 @@ func rotateCommand(fs *flag.FlagSet) runner {
 		if grace < 0 {
 			return usageError("--grace must not be negative")
 		}
-		token, succ, err := s.m.Rotate(ctx, args[0], grace)
+		rot, err := s.m.Rotate(ctx, args[0], grace)
 		if err != nil {
 			return err
 		}
-		old, err := s.m.Get(ctx, args[0])
-		if err != nil {
-			// The rotation happened: its token must not be lost.
-			fmt.Fprintf(s.stderr, "apikey: rotated, but the old key could not be read back: %v\n", err)
-			old = nil
-		}
+		token, succ, old := rot.Token, rot.Key, rot.Previous
 		fmt.Fprintln(s.stderr, "apikey: the token is shown once; store it now.")
 		now := s.m.Now()
 		out := struct {

@@ -1,0 +1,135 @@
+package apikey
+
+import (
+	"fmt"
+	"unicode/utf8"
+)
+
+// Input limits. Issue and Update refuse a key beyond them with an error
+// wrapping ErrInvalidOptions, so that bad input is reported as such (400
+// over HTTP) and never reaches a store as a failure. Every store of this
+// module, in every sqlstore dialect, holds values at these limits exactly.
+// Lengths are in bytes of UTF-8.
+//
+// Every string (name, owner, plan, scope, metadata key and value) must be valid UTF-8 without control characters (U+0000-U+001F,
+// U+007F-U+009F): PostgreSQL cannot store NUL, and the others have no
+// place in a label. Scopes are further restricted to RFC 6749 scope-token
+// characters (printable ASCII without space, '"' and '\').
+const (
+	// MaxNameLength is the longest Key.Name.
+	MaxNameLength = 256
+	// MaxOwnerLength is the longest Key.Owner.
+	MaxOwnerLength = 255
+	// MaxPlanLength is the longest Key.Plan.
+	MaxPlanLength = 64
+	// MaxScopes is the most scopes a key may have.
+	MaxScopes = 64
+	// MaxScopeLength is the longest scope.
+	MaxScopeLength = 128
+	// MaxMetadataEntries is the most Key.Metadata entries.
+	MaxMetadataEntries = 32
+	// MaxMetadataKeyLength is the longest metadata key; keys are not empty.
+	MaxMetadataKeyLength = 64
+	// MaxMetadataValueLength is the longest metadata value.
+	MaxMetadataValueLength = 512
+	// MaxLimits is the most Key.Limits entries (whose names Limit.Validate
+	// limits to 64 characters).
+	MaxLimits = 16
+)
+
+// validText checks a string field against the input rules.
+func validText(field, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalidOptions, field, max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidOptions, field)
+	}
+	for _, r := range s {
+		if r < 0x20 || r >= 0x7f && r <= 0x9f {
+			return fmt.Errorf("%w: %s contains a control character", ErrInvalidOptions, field)
+		}
+	}
+	return nil
+}
+
+func validScopes(scopes []string) error {
+	if len(scopes) > MaxScopes {
+		return fmt.Errorf("%w: more than %d scopes", ErrInvalidOptions, MaxScopes)
+	}
+	for _, s := range scopes {
+		if s == "" {
+			return fmt.Errorf("%w: empty scope", ErrInvalidOptions)
+		}
+		if len(s) > MaxScopeLength {
+			return fmt.Errorf("%w: a scope is longer than %d bytes", ErrInvalidOptions, MaxScopeLength)
+		}
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c <= ' ' || c > '~' || c == '"' || c == '\\' {
+				return fmt.Errorf("%w: a scope has a character outside RFC 6749 scope-token", ErrInvalidOptions)
+			}
+		}
+	}
+	return nil
+}
+
+func validMetadata(md map[string]string) error {
+	if len(md) > MaxMetadataEntries {
+		return fmt.Errorf("%w: more than %d metadata entries", ErrInvalidOptions, MaxMetadataEntries)
+	}
+	for k, v := range md {
+		if k == "" {
+			return fmt.Errorf("%w: empty metadata key", ErrInvalidOptions)
+		}
+		if err := validText("a metadata key", k, MaxMetadataKeyLength); err != nil {
+			return err
+		}
+		if err := validText("a metadata value", v, MaxMetadataValueLength); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validKeyLimits checks a key's own limits: at most MaxLimits, each valid
+// (Limit.Validate bounds the name to a 64-character token), no name twice.
+func validKeyLimits(limits []Limit) error {
+	if len(limits) > MaxLimits {
+		return fmt.Errorf("%w: more than %d limits", ErrInvalidOptions, MaxLimits)
+	}
+	return validLimits(limits)
+}
+
+// validPlan checks a plan name; with Options.Plans set, it must be one of
+// them (the empty plan always passes).
+func (m *Manager) validPlan(plan string) error {
+	if err := validText("plan", plan, MaxPlanLength); err != nil {
+		return err
+	}
+	if m.plans != nil && plan != "" {
+		if _, ok := m.plans[plan]; !ok {
+			return fmt.Errorf("%w: unknown plan %q", ErrInvalidOptions, plan)
+		}
+	}
+	return nil
+}
+
+// validKey checks the fields of k a caller chooses, as Issue takes them.
+func (m *Manager) validKey(k *Key) error {
+	if err := validText("name", k.Name, MaxNameLength); err != nil {
+		return err
+	}
+	if err := validText("owner", k.Owner, MaxOwnerLength); err != nil {
+		return err
+	}
+	if err := m.validPlan(k.Plan); err != nil {
+		return err
+	}
+	if err := validScopes(k.Scopes); err != nil {
+		return err
+	}
+	if err := validMetadata(k.Metadata); err != nil {
+		return err
+	}
+	return validKeyLimits(k.Limits)
+}

@@ -60,7 +60,8 @@ type Options struct {
 	// Peppers key the default HMAC-SHA-256 hasher. Peppers[0] hashes new
 	// keys; the others only verify keys they hashed earlier, so a pepper
 	// can be rotated. Each needs MinPepperLength bytes. Without peppers
-	// (and without Hasher), digests are plain SHA-256: see SHA256Hasher.
+	// (and without Hasher), digests are plain SHA-256, which anyone able to write
+	// to the store can forge.
 	Peppers []Pepper
 
 	// Hasher replaces the default hasher, e.g. with NewBcryptHasher.
@@ -214,7 +215,7 @@ func New(store Store, opts Options) (*Manager, error) {
 			return nil, err
 		}
 	case h == nil:
-		h = SHA256Hasher{}
+		h = sha256Hasher{}
 	}
 	material := IDLength + f.secretLen
 	if max := maxMaterial(h); max > 0 && material > max {
@@ -264,10 +265,8 @@ func New(store Store, opts Options) (*Manager, error) {
 // Format returns the token format of m.
 func (m *Manager) Format() Format { return m.format }
 
-// Store returns the store m was built with.
-func (m *Manager) Store() Store { return m.store }
-
-// Now returns the current time by m's clock.
+// Now returns the current time by m's clock (Options.Now), for callers
+// that compute expiry times relative to it.
 func (m *Manager) Now() time.Time { return m.now() }
 
 // Issue creates a key and returns its token and record. The token is

@@ -3,7 +3,6 @@ package apikey_test
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -109,7 +108,7 @@ func TestRevocationBound(t *testing.T) {
 func TestRevokeIsImmediateUnderConcurrency(t *testing.T) {
 	t.Parallel()
 	for round := range 20 {
-		store := &yieldStore{Store: memstore.New(), yields: round % 4 * 20}
+		store := &spinStore{Store: memstore.New(), spins: round % 4 * 20_000}
 		m := newManager(t, store, apikey.Options{})
 		tokens := make([]string, 4)
 		ids := make([]string, 4)
@@ -119,7 +118,7 @@ func TestRevokeIsImmediateUnderConcurrency(t *testing.T) {
 			ids[i] = k.ID
 		}
 		var revokedAt [4]atomic.Int64 // sequence number after Revoke returned
-		var seq atomic.Int64
+		seq := newCounter()
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		var violations atomic.Int64
@@ -132,7 +131,7 @@ func TestRevokeIsImmediateUnderConcurrency(t *testing.T) {
 					default:
 					}
 					n := (w + i) % 4
-					start := seq.Add(1)
+					start := seq.add()
 					rev := revokedAt[n].Load()
 					_, err := m.Verify(context.Background(), tokens[n])
 					if err == nil && rev != 0 && rev < start {
@@ -142,36 +141,60 @@ func TestRevokeIsImmediateUnderConcurrency(t *testing.T) {
 			})
 		}
 		for i := range ids {
-			awaitProgress(&seq, 32)
+			seq.await(32)
 			require.NoError(t, m.Revoke(context.Background(), ids[i]))
-			revokedAt[i].Store(seq.Add(1))
+			revokedAt[i].Store(seq.add())
 		}
-		awaitProgress(&seq, 128)
+		seq.await(128)
 		close(stop)
 		wg.Wait()
 		require.Zero(t, violations.Load(), "a verification that started after Revoke returned succeeded")
 	}
 }
 
-// awaitProgress waits until n more operations have been counted by seq, so
-// that what follows lands among operations of other goroutines in flight.
-func awaitProgress(seq *atomic.Int64, n int64) {
-	for target := seq.Load() + n; seq.Load() < target; {
-		runtime.Gosched()
+// counter counts the operations of worker goroutines and lets a test wait
+// until they have made progress, so that what follows lands among
+// operations in flight, without sleeping or spinning.
+type counter struct {
+	n    atomic.Int64
+	tick chan struct{}
+}
+
+func newCounter() *counter { return &counter{tick: make(chan struct{}, 1)} }
+
+// add counts one operation and returns the count.
+func (c *counter) add() int64 {
+	v := c.n.Add(1)
+	select {
+	case c.tick <- struct{}{}:
+	default:
+	}
+	return v
+}
+
+// await returns once n more operations have been counted.
+func (c *counter) await(n int64) {
+	for target := c.n.Load() + n; c.n.Load() < target; {
+		<-c.tick
 	}
 }
 
-// yieldStore yields the processor in Get, widening the window between a
-// lookup and its use under real concurrency.
-type yieldStore struct {
+// spinStore computes for a while in Get, widening the window between a
+// lookup and its use under real concurrency. (It neither sleeps nor
+// yields: a yielding goroutine can wait long behind busy ones.)
+type spinStore struct {
 	apikey.Store
-	yields int
+	spins int
 }
 
-func (s *yieldStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
-	for range s.yields {
-		runtime.Gosched()
+var spinSink atomic.Uint64
+
+func (s *spinStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	x := uint64(len(id))
+	for i := range s.spins {
+		x = x*6364136223846793005 + uint64(i)
 	}
+	spinSink.Store(x)
 	return s.Store.Get(ctx, id)
 }
 

@@ -75,6 +75,11 @@ var (
 
 	// ErrInvalidOptions reports a configuration rejected by a constructor.
 	ErrInvalidOptions = errors.New("apikey: invalid options")
+
+	// ErrUnknownHashVersion is returned by a Hasher's Compare (and wrapped
+	// in ErrUnavailable by the Manager) when a stored digest names a hash
+	// version the hasher does not have, such as a retired pepper.
+	ErrUnknownHashVersion = errors.New("apikey: unknown hash version")
 )
 
 // storeErr wraps a store error for the caller: outcomes (not found,

@@ -45,11 +45,6 @@ const (
 // MinPepperLength is the shortest pepper NewHMACHasher accepts, in bytes.
 const MinPepperLength = 32
 
-// ErrUnknownHashVersion is returned (wrapped in ErrUnavailable by the
-// Manager) when a stored digest names a hash version the configured hasher
-// does not have, such as a retired pepper.
-var ErrUnknownHashVersion = errors.New("apikey: unknown hash version")
-
 // Pepper is a server-side secret that keys the HMAC of every stored digest.
 // Keep it outside the database (an environment variable, a secret manager).
 type Pepper struct {
@@ -60,20 +55,20 @@ type Pepper struct {
 	Secret []byte
 }
 
-// HMACHasher is the default Hasher: HMAC-SHA-256 keyed by a pepper. New
-// digests use the current pepper; older peppers stay available to verify
-// keys they hashed, so a pepper can be rotated without breaking keys. It
-// is safe for concurrent use and does not allocate to compare.
-type HMACHasher struct {
+// hmacHasher is the default Hasher: HMAC-SHA-256 keyed by a pepper.
+type hmacHasher struct {
 	current  string
 	versions map[string]*sync.Pool // pepper version -> pool of hash.Hash
 }
 
-// NewHMACHasher returns an HMACHasher that hashes with current and can also
-// verify digests made with any of older. Each pepper needs a distinct,
-// non-empty version and at least MinPepperLength bytes.
-func NewHMACHasher(current Pepper, older ...Pepper) (*HMACHasher, error) {
-	h := &HMACHasher{current: versionHMAC + current.Version, versions: map[string]*sync.Pool{}}
+// NewHMACHasher returns the Hasher a Manager builds from Options.Peppers:
+// HMAC-SHA-256 keyed by current for new digests, and by any of older to
+// verify digests they made, so that a pepper can be rotated without
+// breaking keys. Each pepper needs a distinct, non-empty version and at
+// least MinPepperLength bytes. The Hasher is safe for concurrent use and
+// does not allocate to compare.
+func NewHMACHasher(current Pepper, older ...Pepper) (Hasher, error) {
+	h := &hmacHasher{current: versionHMAC + current.Version, versions: map[string]*sync.Pool{}}
 	for _, p := range append([]Pepper{current}, older...) {
 		v := versionHMAC + p.Version
 		switch {
@@ -91,14 +86,14 @@ func NewHMACHasher(current Pepper, older ...Pepper) (*HMACHasher, error) {
 }
 
 // Hash implements Hasher with the current pepper.
-func (h *HMACHasher) Hash(material []byte) ([]byte, string, error) {
+func (h *hmacHasher) Hash(material []byte) ([]byte, string, error) {
 	var sum [sha256.Size]byte
 	h.sum(h.versions[h.current], material, sum[:0])
 	return append([]byte(nil), sum[:]...), h.current, nil
 }
 
 // Compare implements Hasher in constant time.
-func (h *HMACHasher) Compare(material, digest []byte, version string) (bool, error) {
+func (h *hmacHasher) Compare(material, digest []byte, version string) (bool, error) {
 	pool := h.versions[version]
 	if pool == nil {
 		return false, ErrUnknownHashVersion
@@ -107,7 +102,7 @@ func (h *HMACHasher) Compare(material, digest []byte, version string) (bool, err
 	return hmac.Equal(h.sum(pool, material, sum[:0]), digest), nil
 }
 
-func (h *HMACHasher) sum(pool *sync.Pool, material, dst []byte) []byte {
+func (h *hmacHasher) sum(pool *sync.Pool, material, dst []byte) []byte {
 	m := pool.Get().(hash.Hash)
 	m.Reset()
 	m.Write(material)
@@ -116,21 +111,20 @@ func (h *HMACHasher) sum(pool *sync.Pool, material, dst []byte) []byte {
 	return dst
 }
 
-// SHA256Hasher hashes with plain, unkeyed SHA-256. It is what a Manager
+// sha256Hasher hashes with plain, unkeyed SHA-256. It is what a Manager
 // uses when no pepper is configured. Secrets of 128 bits or more cannot be
 // brute-forced from their digests, but anyone who can write to the store
-// can forge digests; prefer HMACHasher with a pepper kept outside the
-// database. The zero value is ready to use and safe for concurrent use.
-type SHA256Hasher struct{}
+// can forge digests; prefer a pepper kept outside the database.
+type sha256Hasher struct{}
 
 // Hash implements Hasher.
-func (SHA256Hasher) Hash(material []byte) ([]byte, string, error) {
+func (sha256Hasher) Hash(material []byte) ([]byte, string, error) {
 	sum := sha256.Sum256(material)
 	return sum[:], VersionSHA256, nil
 }
 
 // Compare implements Hasher in constant time.
-func (SHA256Hasher) Compare(material, digest []byte, version string) (bool, error) {
+func (sha256Hasher) Compare(material, digest []byte, version string) (bool, error) {
 	if version != VersionSHA256 {
 		return false, ErrUnknownHashVersion
 	}
@@ -138,34 +132,34 @@ func (SHA256Hasher) Compare(material, digest []byte, version string) (bool, erro
 	return subtle.ConstantTimeCompare(sum[:], digest) == 1, nil
 }
 
-// BcryptHasher hashes with bcrypt, for those who want a slow KDF on top of
-// high-entropy secrets. Verification still finds the record by id, so it
-// costs one bcrypt comparison, never a scan. bcrypt reads at most 72 bytes:
-// longer material is rejected with ErrMalformed, never truncated, and
-// New refuses a configuration whose tokens would exceed it.
-// It is safe for concurrent use.
-type BcryptHasher struct {
+// bcryptHasher hashes with bcrypt.
+type bcryptHasher struct {
 	cost int
 }
 
-// BcryptMaxInput is the most material bcrypt hashes without truncating.
-const BcryptMaxInput = 72
+// bcryptMaxInput is the most material bcrypt hashes without truncating.
+const bcryptMaxInput = 72
 
-// NewBcryptHasher returns a BcryptHasher of the given cost
-// (bcrypt.DefaultCost when 0).
-func NewBcryptHasher(cost int) (*BcryptHasher, error) {
+// NewBcryptHasher returns a Hasher that hashes with bcrypt of the given
+// cost (bcrypt.DefaultCost when 0), for those who want a slow KDF on top
+// of high-entropy secrets. Verification still finds the record by id, so
+// it costs one bcrypt comparison, never a scan. bcrypt reads at most 72
+// bytes: longer material is rejected with ErrMalformed, never truncated,
+// and New refuses a configuration whose tokens would exceed it (512-bit
+// secrets). The Hasher is safe for concurrent use.
+func NewBcryptHasher(cost int) (Hasher, error) {
 	if cost == 0 {
 		cost = bcrypt.DefaultCost
 	}
 	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
 		return nil, fmt.Errorf("%w: bcrypt cost %d outside [%d, %d]", ErrInvalidOptions, cost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
-	return &BcryptHasher{cost: cost}, nil
+	return &bcryptHasher{cost: cost}, nil
 }
 
 // Hash implements Hasher.
-func (b *BcryptHasher) Hash(material []byte) ([]byte, string, error) {
-	if len(material) > BcryptMaxInput {
+func (b *bcryptHasher) Hash(material []byte) ([]byte, string, error) {
+	if len(material) > bcryptMaxInput {
 		return nil, "", ErrMalformed
 	}
 	d, err := bcrypt.GenerateFromPassword(material, b.cost)
@@ -173,11 +167,11 @@ func (b *BcryptHasher) Hash(material []byte) ([]byte, string, error) {
 }
 
 // Compare implements Hasher; bcrypt compares in constant time.
-func (b *BcryptHasher) Compare(material, digest []byte, version string) (bool, error) {
+func (b *bcryptHasher) Compare(material, digest []byte, version string) (bool, error) {
 	if version != VersionBcrypt {
 		return false, ErrUnknownHashVersion
 	}
-	if len(material) > BcryptMaxInput {
+	if len(material) > bcryptMaxInput {
 		return false, nil
 	}
 	err := bcrypt.CompareHashAndPassword(digest, material)
@@ -192,8 +186,8 @@ func (b *BcryptHasher) Compare(material, digest []byte, version string) (bool, e
 
 // maxMaterial reports the longest material h accepts, or 0 for no limit.
 func maxMaterial(h Hasher) int {
-	if _, ok := h.(*BcryptHasher); ok {
-		return BcryptMaxInput
+	if _, ok := h.(*bcryptHasher); ok {
+		return bcryptMaxInput
 	}
 	return 0
 }

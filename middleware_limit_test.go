@@ -30,6 +30,7 @@ var testPlans = apikey.Plans{
 // a Middleware over them.
 type limitEnv struct {
 	c  *clock
+	s  apikey.Store
 	m  *apikey.Manager
 	l  *memlimit.Limiter
 	mw *apikey.Middleware
@@ -42,7 +43,8 @@ func newLimitEnv(t *testing.T, opts apikey.Options, mwOpts apikey.MiddlewareOpti
 	if opts.Plans == nil {
 		opts.Plans = testPlans
 	}
-	e.m = newManager(t, memstore.New(), opts)
+	e.s = memstore.New()
+	e.m = newManager(t, e.s, opts)
 	var err error
 	e.l, err = memlimit.New(memlimit.Options{Now: e.c.Now})
 	require.NoError(t, err)
@@ -295,7 +297,7 @@ func TestUnknownPlan(t *testing.T) {
 // the plan had been removed after the key was issued.
 func issueWithPlan(t *testing.T, e *limitEnv, plan string) (string, *apikey.Key) {
 	t.Helper()
-	m := newManager(t, e.m.Store(), apikey.Options{Now: e.c.Now, Plans: apikey.Plans{plan: nil}})
+	m := newManager(t, e.s, apikey.Options{Now: e.c.Now, Plans: apikey.Plans{plan: nil}})
 	return issue(t, m, apikey.IssueParams{Plan: plan})
 }
 

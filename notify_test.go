@@ -274,7 +274,8 @@ func TestNotifierRevokeIsImmediateAcrossInstances(t *testing.T) {
 			ids[i] = k.ID
 		}
 		var revokedAt [4]atomic.Int64
-		var seq, violations atomic.Int64
+		var violations atomic.Int64
+		seq := newCounter()
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		for w := range 8 {
@@ -286,7 +287,7 @@ func TestNotifierRevokeIsImmediateAcrossInstances(t *testing.T) {
 					default:
 					}
 					n := (w + i) % 4
-					start := seq.Add(1)
+					start := seq.add()
 					rev := revokedAt[n].Load()
 					_, err := b.Verify(context.Background(), tokens[n])
 					if err == nil && rev != 0 && rev < start {
@@ -296,11 +297,11 @@ func TestNotifierRevokeIsImmediateAcrossInstances(t *testing.T) {
 			})
 		}
 		for i := range ids {
-			awaitProgress(&seq, 32)
+			seq.await(32)
 			require.NoError(t, a.Revoke(context.Background(), ids[i]))
-			revokedAt[i].Store(seq.Add(1))
+			revokedAt[i].Store(seq.add())
 		}
-		awaitProgress(&seq, 128)
+		seq.await(128)
 		close(stop)
 		wg.Wait()
 		require.Zero(t, violations.Load(), "a verification on b that started after a's Revoke returned succeeded")

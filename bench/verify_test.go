@@ -156,7 +156,7 @@ var bcryptSet = sync.OnceValues(func() (*bcryptFixture, error) {
 })
 
 type bcryptFixture struct {
-	hasher *apikey.BcryptHasher
+	hasher apikey.Hasher
 	tokens []string      // bcryptKeys working-set tokens, then a spare
 	keys   []*apikey.Key // their records
 }

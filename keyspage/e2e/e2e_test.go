@@ -35,7 +35,8 @@ import (
 // HTTP Basic users, and a route protected by API keys.
 type server struct {
 	*httptest.Server
-	m *apikey.Manager
+	m     *apikey.Manager
+	store apikey.Store
 }
 
 var users = map[string]string{"demo": "demo", "eve": "secret"}
@@ -67,7 +68,7 @@ func newServer(t *testing.T) *server {
 	mux.Handle("GET /protected", mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "Hello %s\n", apikey.FromContext(r.Context()).Owner)
 	})))
-	srv := &server{Server: httptest.NewServer(mux), m: m}
+	srv := &server{Server: httptest.NewServer(mux), m: m, store: store}
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -77,13 +78,13 @@ func (s *server) seed(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
 	back := func(d time.Duration) *apikey.Manager {
-		m, err := apikey.New(s.m.Store(), apikey.Options{Prefix: "sk_live", Now: func() time.Time { return time.Now().Add(-d) }, LastUsedInterval: -1})
+		m, err := apikey.New(s.store, apikey.Options{Prefix: "sk_live", Now: func() time.Time { return time.Now().Add(-d) }, LastUsedInterval: -1})
 		require.NoError(t, err)
 		return m
 	}
 	_, staging, err := back(40*24*time.Hour).Issue(ctx, apikey.IssueParams{Owner: "demo", Name: "Staging", Scopes: []string{"read"}, Plan: "free", TTL: 90 * 24 * time.Hour})
 	require.NoError(t, err)
-	require.NoError(t, s.m.Store().MarkUsed(ctx, map[string]time.Time{staging.ID: time.Now().Add(-3 * time.Minute)}))
+	require.NoError(t, s.store.MarkUsed(ctx, map[string]time.Time{staging.ID: time.Now().Add(-3 * time.Minute)}))
 	_, laptop, err := back(200*24*time.Hour).Issue(ctx, apikey.IssueParams{Owner: "demo", Name: "Old laptop", Scopes: []string{"read", "write"}, Plan: "free"})
 	require.NoError(t, err)
 	require.NoError(t, s.m.Revoke(ctx, laptop.ID))

@@ -1,0 +1,54 @@
+package keyspage_test
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/memstore"
+)
+
+// mount is the README's example: the keys page next to the service's own
+// pages, behind its sign-in.
+func mount(m *apikey.Manager, mux *http.ServeMux) error {
+	page, err := keyspage.New(m, keyspage.Options{
+		Owner:  currentUser,               // func(*http.Request) (string, error)
+		Scopes: []string{"read", "write"}, // the checkboxes
+		Plans:  []string{"free", "pro"},
+	})
+	if err != nil {
+		return err
+	}
+	mux.Handle("/keys/", requireSignIn(page))
+	return nil
+}
+
+// currentUser and requireSignIn stand for the service's own sign-in.
+func currentUser(r *http.Request) (string, error) {
+	if c, err := r.Cookie("user"); err == nil {
+		return c.Value, nil
+	}
+	return "", errors.New("not signed in")
+}
+
+func requireSignIn(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := currentUser(r); err != nil {
+			http.Redirect(w, r, "/signin", http.StatusSeeOther)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func TestMountREADMEExample(t *testing.T) {
+	t.Parallel()
+	m, err := apikey.New(memstore.New(), apikey.Options{Plans: apikey.Plans{"free": nil, "pro": nil}})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close(t.Context()) })
+	require.NoError(t, mount(m, http.NewServeMux()))
+}

@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"math"
@@ -204,8 +205,22 @@ const base62Values = "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x
 	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
 
 func isBase62(s string) bool {
+	// Eight bytes at a time: a byte is base62 when it is ASCII and in one
+	// of the ranges 0-9, A-Z, a-z (SWAR range tests, no carry between
+	// bytes since every byte is below 0x80 when they count).
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	in := func(x uint64, lo, hi byte) uint64 {
+		return (x + (0x80-uint64(lo))*ones) &^ (x + (0x7f-uint64(hi))*ones)
+	}
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))
+		if x&highs != 0 || (in(x, '0', '9')|in(x, 'A', 'Z')|in(x, 'a', 'z'))&highs != highs {
+			return false
+		}
+	}
 	var bad byte
-	for i := 0; i < len(s); i++ {
+	for ; i < len(s); i++ {
 		bad |= base62Values[s[i]]
 	}
 	return bad&0x80 == 0

@@ -5,10 +5,13 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -259,6 +262,12 @@ func (*countMetrics) UsesQueued(int, int)               {}
 // minus BenchmarkBareHandler.
 func BenchmarkFloorMiddleware(b *testing.B) {
 	_, token := newBenchManager(b)
+	serveBench(b, floorMiddleware(b, token), "Bearer "+token, http.StatusOK)
+}
+
+// floorMiddleware returns the floor middleware around okHandler, knowing
+// the one key of token.
+func floorMiddleware(b *testing.B, token string) http.Handler {
 	fx := &hotFixture{floorM: map[string]*floorEntry{}}
 	f, err := apikey.NewFormat("", 0)
 	if err != nil {
@@ -267,7 +276,7 @@ func BenchmarkFloorMiddleware(b *testing.B) {
 	fx.prefix = len(f.Prefix()) + 1
 	id, material := fx.split(token)
 	fx.floorM[id] = &floorEntry{sum: sha256.Sum256([]byte(material)), key: &apikey.Key{ID: id}}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || len(token) <= fx.prefix+apikey.ChecksumLength+apikey.IDLength {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -283,5 +292,201 @@ func BenchmarkFloorMiddleware(b *testing.B) {
 		}
 		okHandler.ServeHTTP(w, r.WithContext(apikey.NewContext(r.Context(), e.key)))
 	})
-	serveBench(b, h, "Bearer "+token, http.StatusOK)
+}
+
+// A paired benchmark runs its cases in alternating blocks of operations,
+// so that every case sees the same machine: on a shared machine whose load
+// changes by the second, the ratio of two cases measured block by block is
+// far steadier than the ratio of two benchmarks run one after the other.
+// Each case reports its ns/op (the median over blocks); each ratio is the
+// median over blocks of the block ratios.
+type pairCase struct {
+	name  string
+	block func(n int) // runs n operations
+	ops   int         // operations per block; pairBlock when 0
+}
+
+// seq returns a block of n calls of op.
+func seq(op func()) func(int) {
+	return func(n int) {
+		for range n {
+			op()
+		}
+	}
+}
+
+type pairRatio struct {
+	name     string
+	num, den int // indexes of cases
+	minus    int // index of a case subtracted from both, or -1
+}
+
+const pairBlock = 200
+
+func paired(b *testing.B, cases []pairCase, ratios []pairRatio) {
+	times := make([][]float64, len(cases))
+	for b.Loop() {
+		for i, c := range cases {
+			n := c.ops
+			if n == 0 {
+				n = pairBlock
+			}
+			start := time.Now()
+			c.block(n)
+			times[i] = append(times[i], float64(time.Since(start).Nanoseconds())/float64(n))
+		}
+	}
+	for i, c := range cases {
+		b.ReportMetric(median(times[i]), c.name+"-ns/op")
+	}
+	for _, r := range ratios {
+		rs := make([]float64, len(times[r.num]))
+		for k := range rs {
+			num, den := times[r.num][k], times[r.den][k]
+			if r.minus >= 0 {
+				num -= times[r.minus][k]
+				den -= times[r.minus][k]
+			}
+			rs[k] = num / den
+		}
+		b.ReportMetric(median(rs), r.name)
+	}
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// cycle returns a block of operations over tokens in turn.
+func cycle(tokens []string, f func(string)) func(int) {
+	i := 0
+	return seq(func() {
+		f(tokens[i])
+		if i++; i == len(tokens) {
+			i = 0
+		}
+	})
+}
+
+// verifyOp returns a block verifying tokens in turn with m.
+func verifyOp(b *testing.B, m *apikey.Manager, tokens []string) func(int) {
+	ctx := context.Background()
+	return cycle(tokens, func(t string) {
+		if _, err := m.Verify(ctx, t); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// parallel returns a block whose n operations are shared by procs
+// goroutines, each going over tokens in turn from its own starting point.
+func parallel(tokens []string, procs int, f func(string)) func(int) {
+	return func(n int) {
+		var wg sync.WaitGroup
+		for p := range procs {
+			wg.Go(func() {
+				i := p * 397 % len(tokens)
+				for range n / procs {
+					f(tokens[i])
+					if i++; i == len(tokens) {
+						i = 0
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+}
+
+// BenchmarkPaired measures each target of the hot path as a ratio to its
+// floor, in alternating blocks (see paired):
+//
+//	verify      hit÷floor, miss÷floor and hit-metrics−hit at 1,000 keys
+//	middleware  (Middleware−BareHandler) ÷ (FloorMiddleware−BareHandler)
+//	scale       ns/op with GOMAXPROCS goroutines ÷ ns/op with one, for
+//	            the floor and for a cache hit
+//	size        1,000,000 keys ÷ 1,000 keys, hit and miss (APIKEY_BENCH_FULL=1)
+func BenchmarkPaired(b *testing.B) {
+	cached := apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}}
+	uncached := apikey.Options{Cache: apikey.CacheOptions{TTL: -1}}
+	b.Run("verify", func(b *testing.B) {
+		fx := newHotFixture(b, hotKeys)
+		hit := fx.manager(b, cached, fx.hot)
+		metered := fx.manager(b, apikey.Options{Cache: cached.Cache, Metrics: &countMetrics{}}, fx.hot)
+		miss := fx.manager(b, uncached, nil)
+		paired(b, []pairCase{
+			{"floor", cycle(fx.hot, func(t string) { fx.floorOnce(b, t) }), 0},
+			{"hit", verifyOp(b, hit, fx.hot), 0},
+			{"miss", verifyOp(b, miss, fx.tokens), 0},
+			{"hit-metrics", verifyOp(b, metered, fx.hot), 0},
+		}, []pairRatio{
+			{"hit/floor", 1, 0, -1}, {"miss/floor", 2, 0, -1}, {"metrics/hit", 3, 1, -1},
+		})
+	})
+	b.Run("middleware", func(b *testing.B) {
+		m, token := newBenchManager(b)
+		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		serve := func(h http.Handler) func(int) {
+			req := httptest.NewRequest(http.MethodGet, "/data", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			return seq(func() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("status %d", rec.Code)
+				}
+			})
+		}
+		paired(b, []pairCase{
+			{"bare", serve(okHandler), 0},
+			{"floor", serve(floorMiddleware(b, token)), 0},
+			{"ours", serve(mw.Handler(okHandler)), 0},
+		}, []pairRatio{{"overhead/floor", 2, 1, 0}})
+	})
+	b.Run("scale", func(b *testing.B) {
+		fx := newHotFixture(b, hotKeys)
+		m := fx.manager(b, cached, fx.hot)
+		ctx := context.Background()
+		procs := runtime.GOMAXPROCS(0)
+		floor := func(t string) { fx.floorOnce(b, t) }
+		hit := func(t string) {
+			if _, err := m.Verify(ctx, t); err != nil {
+				b.Fatal(err)
+			}
+		}
+		const ops = 2000
+		paired(b, []pairCase{
+			{"floor-serial", cycle(fx.hot, floor), ops},
+			{"floor-parallel", parallel(fx.hot, procs, floor), ops},
+			{"hit-serial", cycle(fx.hot, hit), ops},
+			{"hit-parallel", parallel(fx.hot, procs, hit), ops},
+		}, []pairRatio{{"floor-par/ser", 1, 0, -1}, {"hit-par/ser", 3, 2, -1}})
+	})
+	b.Run("size", func(b *testing.B) {
+		if !benchFull() {
+			b.Skip("set APIKEY_BENCH_FULL=1 to compare 1,000,000 keys with 1,000")
+		}
+		small := newHotFixture(b, hotKeys)
+		big := newHotFixture(b, bigKeys)
+		runtime.GC()
+		gc := startGCMeter()
+		paired(b, []pairCase{
+			{"hit-1k", verifyOp(b, small.manager(b, cached, small.hot), small.hot), 0},
+			{"hit-1M", verifyOp(b, big.manager(b, cached, big.hot), big.hot), 0},
+			{"miss-1k", verifyOp(b, small.manager(b, uncached, nil), small.tokens), 0},
+			{"miss-1M", verifyOp(b, big.manager(b, uncached, nil), big.tokens), 0},
+			{"miss-spread-1M", verifyOp(b, big.manager(b, uncached, nil), big.hot), 0},
+		}, []pairRatio{{"hit-1M/1k", 1, 0, -1}, {"miss-1M/1k", 3, 2, -1}, {"miss-spread-1M/1k", 4, 2, -1}})
+		gc.report(b)
+		runtime.KeepAlive(small)
+		runtime.KeepAlive(big)
+	})
 }

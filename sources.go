@@ -19,7 +19,7 @@ type KeySource func(r *http.Request) (token string, strip func(*http.Request), e
 func BearerSource() KeySource { return bearerSource }
 
 func bearerSource(r *http.Request) (string, func(*http.Request), error) {
-	vs := r.Header.Values(HeaderAuthorization)
+	vs := r.Header[HeaderAuthorization] // canonical already: no Values
 	if len(vs) == 0 {
 		return "", nil, nil
 	}
@@ -41,7 +41,7 @@ func HeaderSource(name string) KeySource {
 	name = http.CanonicalHeaderKey(name)
 	strip := func(r *http.Request) { r.Header.Del(name) }
 	return func(r *http.Request) (string, func(*http.Request), error) {
-		vs := r.Header.Values(name)
+		vs := r.Header[name] // canonicalized once, above
 		switch len(vs) {
 		case 0:
 			return "", nil, nil

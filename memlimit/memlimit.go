@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,10 +86,13 @@ type Limiter struct {
 var _ apikey.Limiter = (*Limiter)(nil)
 
 // entry holds the states of one subject, one slot per limit in use.
-// Keying the shard's map by subject alone, with a short slice of slots,
-// avoids building a string or hashing the limit name per call.
+// Keying the shard's map by the subject's hash (the one that chose the
+// shard), with a short slice of slots, hashes the subject once per call
+// and never the limit name.
 type entry struct {
-	slots []slot
+	subject string
+	next    *entry // another subject of the same hash
+	slots   []slot
 }
 
 // slot is the stored state of one limit of a subject.
@@ -120,8 +124,8 @@ func (s *slot) expired(mono, wall int64) bool {
 
 type shard struct {
 	mu      sync.Mutex
-	m       map[string]*entry
-	n       int // slots held
+	m       map[uint64]*entry // by the subject's hash; a chain on collision
+	n       int               // slots held
 	sweepAt int
 	_       [32]byte // keep shards on distinct cache lines
 }
@@ -153,7 +157,7 @@ func New(opts Options) (*Limiter, error) {
 		shards:   make([]shard, n),
 	}
 	for i := range l.shards {
-		l.shards[i].m = make(map[string]*entry)
+		l.shards[i].m = make(map[uint64]*entry)
 		l.shards[i].sweepAt = minSweep
 	}
 	return l, nil
@@ -219,9 +223,10 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 		pend = make([]pending, 0, len(ls))
 	}
 
-	sh := &l.shards[maphash.String(l.seed, subject)&l.mask]
+	h := maphash.String(l.seed, subject)
+	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
-	e := sh.m[subject]
+	e := sh.get(h, subject)
 
 	res.States = make([]apikey.LimitState, len(ls))
 	var best limits.Outcome
@@ -255,7 +260,7 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 			}
 		}
 		if added > 0 {
-			l.add(sh, e, subject, ls, pend, added, mono, wall)
+			l.add(sh, h, e, subject, ls, pend, added, mono, wall)
 		}
 	}
 	sh.mu.Unlock()
@@ -274,9 +279,10 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 // deciding several limits together needs.
 func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.Limit, cost, mono, wall int64) {
 	lim := &ls[0]
-	sh := &l.shards[maphash.String(l.seed, subject)&l.mask]
+	h := maphash.String(l.seed, subject)
+	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
-	e := sh.m[subject]
+	e := sh.get(h, subject)
 	st, _ := e.find(lim)
 	o, p := decide(lim, st, mono, wall, cost)
 	switch {
@@ -288,7 +294,7 @@ func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.
 		st.v, st.w, st.exp = p.v, p.w, p.exp
 	default:
 		p.slot = -1
-		l.add(sh, e, subject, ls, []pending{p}, 1, mono, wall)
+		l.add(sh, h, e, subject, ls, []pending{p}, 1, mono, wall)
 	}
 	sh.mu.Unlock()
 	fill(res, ls, 0, o)
@@ -349,15 +355,15 @@ func fill(res *apikey.LimitResult, ls []apikey.Limit, i int, o limits.Outcome) {
 // and sweeps expired states when the shard has doubled since the last
 // sweep. The caller holds sh.mu and has updated the existing slots, so none
 // of the key's slots used by this call is expired.
-func (l *Limiter) add(sh *shard, e *entry, subject string, ls []apikey.Limit, pend []pending, added int, mono, wall int64) {
+func (l *Limiter) add(sh *shard, h uint64, e *entry, subject string, ls []apikey.Limit, pend []pending, added int, mono, wall int64) {
 	if e == nil {
-		e = &entry{slots: make([]slot, 0, added)}
-		sh.m[subject] = e
+		e = &entry{subject: strings.Clone(subject), slots: make([]slot, 0, added)}
+		sh.insert(h, e)
 	} else {
 		sh.n -= e.compact(mono, wall)
 	}
 	if sh.n+added > l.perShard {
-		sh.evict(subject, sh.n+added-l.perShard, mono, wall)
+		sh.evict(e, sh.n+added-l.perShard, mono, wall)
 	}
 	// Only when one subject has more limits than a shard holds, or the
 	// shard is full of credits: what does not fit is not counted, except
@@ -372,16 +378,53 @@ func (l *Limiter) add(sh *shard, e *entry, subject string, ls []apikey.Limit, pe
 	}
 	added = n
 	if len(e.slots) == 0 {
-		delete(sh.m, subject)
+		sh.remove(h, e)
 	}
 	sh.n += added
 	if sh.n >= sh.sweepAt {
-		for id, e := range sh.m {
-			if sh.n -= e.compact(mono, wall); len(e.slots) == 0 {
-				delete(sh.m, id)
+		for h, head := range sh.m {
+			for e := head; e != nil; e = e.next {
+				if sh.n -= e.compact(mono, wall); len(e.slots) == 0 {
+					sh.remove(h, e)
+				}
 			}
 		}
 		sh.sweepAt = max(minSweep, 2*sh.n)
+	}
+}
+
+// get returns the entry of subject, whose hash is h, or nil.
+func (sh *shard) get(h uint64, subject string) *entry {
+	for e := sh.m[h]; e != nil; e = e.next {
+		if e.subject == subject {
+			return e
+		}
+	}
+	return nil
+}
+
+// insert adds e, whose subject's hash is h.
+func (sh *shard) insert(h uint64, e *entry) {
+	e.next = sh.m[h]
+	sh.m[h] = e
+}
+
+// remove unlinks e, whose subject's hash is h. It keeps e.next, so that a
+// walk of the chain may go on past e.
+func (sh *shard) remove(h uint64, e *entry) {
+	head := sh.m[h]
+	switch {
+	case head == e && e.next == nil:
+		delete(sh.m, h)
+	case head == e:
+		sh.m[h] = e.next
+	default:
+		for p := head; p != nil; p = p.next {
+			if p.next == e {
+				p.next = e.next
+				return
+			}
+		}
 	}
 }
 
@@ -409,36 +452,40 @@ func (e *entry) compact(mono, wall int64) int {
 	return n
 }
 
-// evict frees at least need slots of key ids other than id, when the shard
-// holds that many. It inspects up to evictSample entries at a time, drops
-// their expired slots, and when that frees nothing drops one entry whole.
-func (sh *shard) evict(id string, need int, mono, wall int64) {
+// evict frees at least need slots of subjects other than own's, when the
+// shard holds that many. It inspects up to evictSample entries at a time,
+// drops their expired slots, and when that frees nothing drops one entry
+// whole, never one holding credits.
+func (sh *shard) evict(own *entry, need int, mono, wall int64) {
 	for need > 0 {
 		freed, seen := 0, 0
-		var victim string
-		found := false
-		for k, e := range sh.m {
-			if k == id {
-				continue
-			}
-			n := e.compact(mono, wall)
-			if len(e.slots) == 0 {
-				delete(sh.m, k)
-			}
-			freed += n
-			if !found && len(e.slots) > 0 && !e.credits() {
-				victim, found = k, true
-			}
-			if seen++; seen == evictSample {
-				break
+		var victim *entry
+		var victimH uint64
+	scan:
+		for h, head := range sh.m {
+			for e := head; e != nil; e = e.next {
+				if e == own {
+					continue
+				}
+				n := e.compact(mono, wall)
+				if len(e.slots) == 0 {
+					sh.remove(h, e)
+				}
+				freed += n
+				if victim == nil && len(e.slots) > 0 && !e.credits() {
+					victim, victimH = e, h
+				}
+				if seen++; seen == evictSample {
+					break scan
+				}
 			}
 		}
 		if freed == 0 {
-			if !found {
-				return // nothing but id's own states and credits
+			if victim == nil {
+				return // nothing but own's states and credits
 			}
-			freed = len(sh.m[victim].slots)
-			delete(sh.m, victim)
+			freed = len(victim.slots)
+			sh.remove(victimH, victim)
 		}
 		sh.n -= freed
 		need -= freed

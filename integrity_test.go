@@ -3,8 +3,14 @@ package apikey_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,4 +291,324 @@ func TestUpdateRetriesOnConflict(t *testing.T) {
 	store.races = 1000
 	_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.Name = "never"; return nil })
 	assert.ErrorIs(t, err, apikey.ErrConflict, "a bounded number of attempts")
+}
+
+// TestCookieSourceRefusesDuplicates is the regression test of defect 8
+// (cookie tossing): two cookies of the key's name give 400, never the
+// first of them; HideCredentials strips the cookie.
+func TestCookieSourceRefusesDuplicates(t *testing.T) {
+	t.Parallel()
+	m := newManager(t, memstore.New(), apikey.Options{})
+	token, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	other, _ := issue(t, m, apikey.IssueParams{Owner: "mallory"})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{
+		Sources: []apikey.KeySource{apikey.CookieSource("api_key"), apikey.BearerSource()}, HideCredentials: true,
+	})
+	require.NoError(t, err)
+	var seen *http.Request
+	h := mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r }))
+	serve := func(header ...string) int {
+		seen = nil
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, get("/", header...))
+		return rec.Code
+	}
+
+	assert.Equal(t, 200, serve("Cookie", "theme=dark; api_key="+token+"; lang=en"))
+	require.NotNil(t, seen)
+	assert.Equal(t, k.ID, apikey.FromContext(seen.Context()).ID)
+	assert.Equal(t, []string{"theme=dark; lang=en"}, seen.Header.Values("Cookie"), "HideCredentials strips the cookie, keeps the others")
+
+	for name, header := range map[string][]string{
+		"OneHeader":    {"Cookie", "api_key=" + other + "; api_key=" + token},
+		"TwoHeaders":   {"Cookie", "api_key=" + token, "Cookie", "api_key=" + other},
+		"SameValue":    {"Cookie", "api_key=" + token + "; api_key=" + token},
+		"CookieBearer": {"Cookie", "api_key=" + token, "Authorization", "Bearer " + token},
+		"Empty":        {"Cookie", "api_key="},
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.Equal(t, 400, serve(header...))
+			assert.Nil(t, seen, "a request with two credentials never passes")
+		})
+	}
+	_, err = mw.Authenticate(get("/", "Cookie", "api_key="+token+"; api_key="+other))
+	assert.ErrorIs(t, err, apikey.ErrBadRequest)
+}
+
+// TestDeprecationIsTheRotationTime is the regression test of defect 10:
+// Deprecation carries when the key was rotated, the same on every
+// response, and Deprecation and Sunset come with a 429 too.
+func TestDeprecationIsTheRotationTime(t *testing.T) {
+	t.Parallel()
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
+	token, k := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"}) // 3 a day
+	rotatedAt := e.c.Now()
+	rot, err := e.m.Rotate(context.Background(), k.ID, 2*time.Hour)
+	require.NoError(t, err)
+	assert.True(t, rotatedAt.Equal(rot.Previous.RotatedAt))
+	want := "@" + strconv.FormatInt(rotatedAt.Unix(), 10)
+	sunset := rotatedAt.Add(2 * time.Hour).Format(http.TimeFormat)
+
+	var ran bool
+	h := e.handler(&ran)
+	for i := range 4 {
+		e.c.Add(7 * time.Minute)
+		rec := hit(h, bearer(token))
+		if i < 3 {
+			assert.Equal(t, 200, rec.Code)
+		} else {
+			assert.Equal(t, 429, rec.Code, "the free plan's fourth request")
+		}
+		assert.Equal(t, want, rec.Header().Get("Deprecation"), "request %d", i)
+		assert.Equal(t, sunset, rec.Header().Get("Sunset"), "request %d", i)
+	}
+	rec := hit(h, bearer(rot.Token))
+	assert.Empty(t, rec.Header().Get("Deprecation"), "the successor is not deprecated")
+}
+
+// TestRotateFallbackNeverUndoesRevoke is the regression test of defect 2
+// on a store without Rotator: a revocation landing between the rotation's
+// read and its write wins; the successor is removed and no token is
+// returned.
+func TestRotateFallbackNeverUndoesRevoke(t *testing.T) {
+	t.Parallel()
+	spy := newSpy() // no Rotator, no Revoker
+	m := newManager(t, spy, apikey.Options{})
+	ctx := context.Background()
+	token, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	var once sync.Once
+	spy.hook = func(method string) {
+		if method == "Create" { // the successor: revoke the old key now
+			once.Do(func() {
+				got, err := spy.Store.Get(ctx, k.ID)
+				require.NoError(t, err)
+				got.RevokedAt = time.Now()
+				require.NoError(t, spy.Store.Update(ctx, got))
+			})
+		}
+	}
+	rot, err := m.Rotate(ctx, k.ID, time.Hour)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+	assert.Nil(t, rot, "no token for a rotation that lost")
+	spy.hook = nil
+	list, err := m.List(ctx, "alice", apikey.ListOptions{})
+	require.NoError(t, err)
+	assert.Len(t, list, 1, "the successor was removed")
+	_, err = m.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrRevoked, "the revocation stands")
+}
+
+// failAfterRotate is a store whose reads fail once a rotation was written.
+type failAfterRotate struct {
+	*memstore.Store
+	down atomic.Bool
+}
+
+func (s *failAfterRotate) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	if s.down.Load() {
+		return nil, errors.New("connection reset")
+	}
+	return s.Store.Get(ctx, id)
+}
+
+func (s *failAfterRotate) Rotate(ctx context.Context, oldID string, until time.Time, succ *apikey.Key) error {
+	err := s.Store.Rotate(ctx, oldID, until, succ)
+	s.down.Store(true)
+	return err
+}
+
+// TestRotationNeedsNoSecondRead is the regression test of defect 11: a
+// rotation that happened returns its token, the successor and the old
+// key's new expiry, even when the store cannot be read any more.
+func TestRotationNeedsNoSecondRead(t *testing.T) {
+	t.Parallel()
+	store := &failAfterRotate{Store: memstore.New()}
+	c := newClock()
+	m := newManager(t, store, apikey.Options{Now: c.Now})
+	_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	rot, err := m.Rotate(context.Background(), k.ID, time.Hour)
+	require.NoError(t, err)
+	assert.NotEmpty(t, rot.Token)
+	assert.Equal(t, k.ID, rot.Key.RotatedFrom)
+	assert.Equal(t, c.Now().Add(time.Hour), rot.Previous.ExpiresAt)
+	assert.Equal(t, rot.Key.ID, rot.Previous.RotatedTo)
+	assert.Equal(t, c.Now(), rot.Previous.RotatedAt)
+	store.down.Store(false)
+	stored, err := store.Get(context.Background(), k.ID)
+	require.NoError(t, err)
+	assert.True(t, stored.ExpiresAt.Equal(rot.Previous.ExpiresAt), "Previous is what was stored")
+	assert.Equal(t, stored.Revision, rot.Previous.Revision)
+}
+
+// countingStore counts the reads of a memstore, keeping its capabilities.
+type countingStore struct {
+	*memstore.Store
+	gets atomic.Int64
+}
+
+func (s *countingStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	s.gets.Add(1)
+	return s.Store.Get(ctx, id)
+}
+
+// TestEventsOncePerChangeWithoutReads is the regression test of defect 9:
+// RevokeOwner on a store without OwnerRevoker reports one event per key,
+// and listening to events adds no store read to Revoke and Delete.
+func TestEventsOncePerChangeWithoutReads(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var events []apikey.Event
+	opts := apikey.Options{Logger: slog.New(slog.DiscardHandler), OnEvent: func(_ context.Context, e apikey.Event) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}}
+	revokes := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := map[string]int{}
+		for _, e := range events {
+			if e.Type == apikey.EventRevoke {
+				n[e.KeyID]++
+			}
+		}
+		events = nil
+		return n
+	}
+	ctx := context.Background()
+
+	t.Run("RevokeOwnerWithoutOwnerRevoker", func(t *testing.T) {
+		m := newManager(t, newSpy(), opts)
+		want := map[string]int{}
+		for range 3 {
+			_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+			want[k.ID] = 1
+		}
+		revokes()
+		ids, err := m.RevokeOwner(ctx, "alice")
+		require.NoError(t, err)
+		assert.Len(t, ids, 3)
+		assert.Equal(t, want, revokes(), "one revoke event per key")
+		ids, err = m.RevokeOwner(ctx, "alice")
+		require.NoError(t, err)
+		assert.Empty(t, ids)
+		assert.Empty(t, revokes(), "nothing revoked, nothing reported")
+	})
+	t.Run("NoReadForEvents", func(t *testing.T) {
+		store := &countingStore{Store: memstore.New()}
+		m := newManager(t, store, opts)
+		_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+		_, k2 := issue(t, m, apikey.IssueParams{Owner: "alice"})
+		store.gets.Store(0)
+		require.NoError(t, m.Revoke(ctx, k.ID))
+		require.NoError(t, m.Delete(ctx, k2.ID))
+		assert.Zero(t, store.gets.Load(), "events cost no store read")
+		assert.Equal(t, map[string]int{k.ID: 1}, revokes())
+	})
+}
+
+// TestInputIsValidated is the regression test of defect 7: bad input is
+// ErrInvalidOptions (400 over HTTP), never a store failure, and nothing is
+// stored; values at the limits are accepted.
+func TestInputIsValidated(t *testing.T) {
+	t.Parallel()
+	long := func(n int) string { return strings.Repeat("x", n) }
+	m := newManager(t, memstore.New(), apikey.Options{Plans: apikey.Plans{"free": nil, long(apikey.MaxPlanLength): nil}})
+	ctx := context.Background()
+	scopes := func(n int) []string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = fmt.Sprintf("s%d", i)
+		}
+		return s
+	}
+	meta := func(n int) map[string]string {
+		md := map[string]string{}
+		for i := range n {
+			md[fmt.Sprintf("k%d", i)] = "v"
+		}
+		return md
+	}
+	limits := func(n int) []apikey.Limit {
+		ls := make([]apikey.Limit, n)
+		for i := range ls {
+			ls[i] = apikey.Quota(fmt.Sprintf("q%d", i), 10, apikey.Day)
+		}
+		return ls
+	}
+	for _, tc := range []struct {
+		name string
+		p    apikey.IssueParams
+	}{
+		{"NULInName", apikey.IssueParams{Name: "a\x00b"}},
+		{"NULInOwner", apikey.IssueParams{Owner: "a\x00b"}},
+		{"NULInPlan", apikey.IssueParams{Plan: "fr\x00ee"}},
+		{"NULInScope", apikey.IssueParams{Scopes: []string{"a\x00"}}},
+		{"NULInMetadataKey", apikey.IssueParams{Metadata: map[string]string{"k\x00": "v"}}},
+		{"NULInMetadataValue", apikey.IssueParams{Metadata: map[string]string{"k": "v\x00"}}},
+		{"ControlInName", apikey.IssueParams{Name: "bell\a"}},
+		{"C1ControlInOwner", apikey.IssueParams{Owner: "a\u0085b"}},
+		{"NewlineInMetadata", apikey.IssueParams{Metadata: map[string]string{"k": "a\nb"}}},
+		{"InvalidUTF8", apikey.IssueParams{Name: "\xff\xfe"}},
+		{"EmptyMetadataKey", apikey.IssueParams{Metadata: map[string]string{"": "v"}}},
+		{"LongName", apikey.IssueParams{Name: long(apikey.MaxNameLength + 1)}},
+		{"LongOwner", apikey.IssueParams{Owner: long(apikey.MaxOwnerLength + 1)}},
+		{"LongPlan", apikey.IssueParams{Plan: long(apikey.MaxPlanLength + 1)}},
+		{"LongScope", apikey.IssueParams{Scopes: []string{long(apikey.MaxScopeLength + 1)}}},
+		{"ManyScopes", apikey.IssueParams{Scopes: scopes(apikey.MaxScopes + 1)}},
+		{"LongMetadataKey", apikey.IssueParams{Metadata: map[string]string{long(apikey.MaxMetadataKeyLength + 1): "v"}}},
+		{"LongMetadataValue", apikey.IssueParams{Metadata: map[string]string{"k": long(apikey.MaxMetadataValueLength + 1)}}},
+		{"ManyMetadata", apikey.IssueParams{Metadata: meta(apikey.MaxMetadataEntries + 1)}},
+		{"ManyLimits", apikey.IssueParams{Limits: limits(apikey.MaxLimits + 1)}},
+		{"InvalidLimit", apikey.IssueParams{Limits: []apikey.Limit{{Name: "x", Kind: apikey.KindQuota}}}},
+		{"UnknownPlan", apikey.IssueParams{Plan: "enterprise"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := m.Issue(ctx, tc.p)
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+			assert.NotErrorIs(t, err, apikey.ErrUnavailable)
+		})
+	}
+	list, err := m.List(ctx, "", apikey.ListOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, list, "nothing was stored")
+
+	_, k, err := m.Issue(ctx, apikey.IssueParams{
+		Name: long(apikey.MaxNameLength-2) + "é", Owner: long(apikey.MaxOwnerLength), Plan: long(apikey.MaxPlanLength),
+		Scopes: scopes(apikey.MaxScopes), Metadata: map[string]string{long(apikey.MaxMetadataKeyLength): long(apikey.MaxMetadataValueLength)},
+		Limits: limits(apikey.MaxLimits),
+	})
+	require.NoError(t, err, "values at the limits")
+	_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.Metadata = meta(apikey.MaxMetadataEntries); return nil })
+	require.NoError(t, err)
+}
+
+func TestFormatWithPrefixes(t *testing.T) {
+	t.Parallel()
+	live, err := apikey.NewFormat("sk_live", 0)
+	require.NoError(t, err)
+	both, err := live.WithPrefixes("sk_test", "pk")
+	require.NoError(t, err)
+	assert.Equal(t, "sk_live", both.Prefix(), "New and Compose keep the first prefix")
+	assert.Equal(t, []string{"sk_live", "sk_test", "pk"}, both.Prefixes())
+	text := ""
+	for _, p := range both.Prefixes() {
+		f, err := apikey.NewFormat(p, 0)
+		require.NoError(t, err)
+		token, _ := f.New()
+		parsed, err := both.Parse(token)
+		require.NoError(t, err, p)
+		assert.Equal(t, p, parsed.Prefix)
+		_, err = live.Parse(token)
+		if p != "sk_live" {
+			assert.ErrorIs(t, err, apikey.ErrMalformed, "a single-prefix Format refuses the others")
+		}
+		text += " token " + token + ","
+	}
+	found := both.Scan(text)
+	require.Len(t, found, 3, "Scan finds every accepted prefix")
+	assert.Less(t, found[0].Start, found[1].Start)
+	assert.NotContains(t, both.Redact(text), "sk_test_"+found[1].ID)
+	_, err = live.WithPrefixes("sk_live")
+	assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
 }

@@ -53,9 +53,9 @@ type MiddlewareOptions struct {
 	// (FromContext returns nil). A present but invalid key is still
 	// refused.
 	Optional bool
-	// HideCredentials removes the key (its header or query parameter) from
-	// the request the next handler sees, so that downstream logging and
-	// proxying cannot leak it.
+	// HideCredentials removes the key (its header, query parameter or
+	// cookie) from the request the next handler sees, so that downstream
+	// logging and proxying cannot leak it.
 	HideCredentials bool
 	// RetryAfter is the Retry-After of 503 answers; DefaultRetryAfter when
 	// 0. It is sent in whole seconds, rounded up.
@@ -263,9 +263,13 @@ func (mw *Middleware) Handler(next http.Handler) http.Handler {
 			return
 		}
 		if k.RotatedTo != "" { // in its grace period: Verify refused it otherwise
-			now := mw.m.now()
+			// Deprecation (RFC 9745) is when the key was rotated, the same
+			// on every response; set before any later middleware (a rate
+			// limit's 429 included) answers.
 			h := w.Header()
-			h.Set("Deprecation", "@"+strconv.FormatInt(now.Unix(), 10))
+			if !k.RotatedAt.IsZero() {
+				h.Set("Deprecation", "@"+strconv.FormatInt(k.RotatedAt.Unix(), 10))
+			}
 			h.Set("Sunset", k.ExpiresAt.UTC().Format(http.TimeFormat))
 		}
 		r = r.WithContext(NewContext(r.Context(), k))

@@ -87,14 +87,56 @@ func QuerySource(param string) KeySource {
 	}
 }
 
-// CookieSource reads the token from the named cookie.
+// CookieSource reads the token from the named cookie. A request carrying
+// two cookies of that name is refused with ErrBadRequest (400): a sibling
+// subdomain can set a second cookie of the same name ("cookie tossing"),
+// and which of the two a server reads first is not defined. With
+// MiddlewareOptions.HideCredentials the cookie is removed from the Cookie
+// header the next handler sees, the other cookies kept as they were.
+//
+// CSRF: a browser attaches cookies to cross-site requests too, so a key
+// in a cookie authenticates requests that another site makes the user's
+// browser send. Set the cookie with SameSite=Strict (or Lax), Secure and
+// HttpOnly, and protect state-changing routes against cross-site requests
+// (for example with net/http's CrossOriginProtection), or use a header
+// source, which a cross-site request cannot set.
 func CookieSource(name string) KeySource {
+	strip := func(r *http.Request) { stripCookie(r, name) }
 	return func(r *http.Request) (string, func(*http.Request), error) {
-		c, err := r.Cookie(name)
-		if err != nil {
+		cs := r.CookiesNamed(name)
+		switch len(cs) {
+		case 0:
 			return "", nil, nil
+		case 1:
+			return checkToken(cs[0].Value, strip)
 		}
-		return checkToken(c.Value, nil)
+		return "", nil, ErrBadRequest // cookie tossing, or a confused client
+	}
+}
+
+// stripCookie removes every cookie called name from r's Cookie headers,
+// keeping the others byte for byte.
+func stripCookie(r *http.Request, name string) {
+	lines := r.Header.Values("Cookie")
+	if len(lines) == 0 {
+		return
+	}
+	var kept []string
+	for _, line := range lines {
+		var parts []string
+		for part := range strings.SplitSeq(line, ";") {
+			n, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if n != name {
+				parts = append(parts, strings.TrimSpace(part))
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	r.Header.Del("Cookie")
+	for _, line := range kept {
+		r.Header.Add("Cookie", line)
 	}
 }
 

@@ -105,41 +105,73 @@ func fleetOf(t *testing.T, n int, store apikey.Store, h *hub) []*apikey.Manager 
 	return ms
 }
 
-// Every change made through one Manager is refused by another at once,
+// Every change made through one Manager is honoured by another at once,
 // each operation publishing the ids it changed.
 func TestNotifierPropagatesEveryChange(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
+	refused := func(want error) func(*testing.T, *apikey.Key, error) {
+		return func(t *testing.T, _ *apikey.Key, err error) { assert.ErrorIs(t, err, want) }
+	}
 	tests := []struct {
 		name   string
+		before func(a *apikey.Manager, k *apikey.Key) error // optional, made known to b first
 		change func(a *apikey.Manager, k *apikey.Key) error
-		want   error
+		check  func(t *testing.T, k *apikey.Key, err error) // b's verification after the change
 	}{
-		{"Revoke", func(a *apikey.Manager, k *apikey.Key) error { return a.Revoke(ctx, k.ID) }, apikey.ErrRevoked},
-		{"RevokeOwner", func(a *apikey.Manager, k *apikey.Key) error {
+		{"Revoke", nil, func(a *apikey.Manager, k *apikey.Key) error { return a.Revoke(ctx, k.ID) }, refused(apikey.ErrRevoked)},
+		{"RevokeOwner", nil, func(a *apikey.Manager, k *apikey.Key) error {
 			_, err := a.RevokeOwner(ctx, k.Owner)
 			return err
-		}, apikey.ErrRevoked},
-		{"Delete", func(a *apikey.Manager, k *apikey.Key) error { return a.Delete(ctx, k.ID) }, apikey.ErrInvalid},
-		{"Rotate", func(a *apikey.Manager, k *apikey.Key) error {
+		}, refused(apikey.ErrRevoked)},
+		{"Delete", nil, func(a *apikey.Manager, k *apikey.Key) error { return a.Delete(ctx, k.ID) }, refused(apikey.ErrInvalid)},
+		{"Rotate", nil, func(a *apikey.Manager, k *apikey.Key) error {
 			_, err := a.Rotate(ctx, k.ID, 0)
 			return err
-		}, apikey.ErrExpired},
+		}, refused(apikey.ErrExpired)},
+		{"Disable", nil, func(a *apikey.Manager, k *apikey.Key) error {
+			_, err := a.Disable(ctx, k.ID)
+			return err
+		}, refused(apikey.ErrDisabled)},
+		{"Enable", func(a *apikey.Manager, k *apikey.Key) error {
+			_, err := a.Disable(ctx, k.ID)
+			return err
+		}, func(a *apikey.Manager, k *apikey.Key) error {
+			_, err := a.Enable(ctx, k.ID)
+			return err
+		}, func(t *testing.T, _ *apikey.Key, err error) { assert.NoError(t, err, "b accepts the enabled key") }},
+		{"Update", nil, func(a *apikey.Manager, k *apikey.Key) error {
+			_, err := a.Update(ctx, k.ID, func(k *apikey.Key) error {
+				k.Name, k.Scopes = "renamed", []string{"read"}
+				return nil
+			})
+			return err
+		}, func(t *testing.T, k *apikey.Key, err error) {
+			require.NoError(t, err)
+			assert.Equal(t, "renamed", k.Name, "b sees the new record")
+			assert.Equal(t, []string{"read"}, k.Scopes)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHub()
 			ms := fleetOf(t, 2, memstore.New(), h)
 			a, b := ms[0], ms[1]
-			token, k := issue(t, a, apikey.IssueParams{Owner: "owner-" + tt.name})
-			_, err := b.Verify(ctx, token)
-			require.NoError(t, err, "b caches the key")
+			token, k := issue(t, a, apikey.IssueParams{Owner: "owner-" + tt.name, Scopes: []string{"read", "write"}})
+			if tt.before != nil {
+				require.NoError(t, tt.before(a, k))
+				_, err := b.Verify(ctx, token)
+				require.Error(t, err, "b knows of the first change")
+			} else {
+				_, err := b.Verify(ctx, token)
+				require.NoError(t, err, "b caches the key")
+			}
+			published := len(h.ids())
 
 			require.NoError(t, tt.change(a, k))
-			assert.Contains(t, h.ids(), k.ID, "the change is published")
-			_, err = b.Verify(ctx, token)
-			assert.ErrorIs(t, err, tt.want, "b honours the change at once")
-			assert.NotZero(t, a.Stats().Published)
+			assert.Contains(t, h.ids()[published:], k.ID, "the change is published")
+			got, err := b.Verify(ctx, token)
+			tt.check(t, got, err)
 		})
 	}
 }

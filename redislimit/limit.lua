@@ -53,9 +53,11 @@ local w = '' -- the new entries, each "\n<name>=<value>"
 local last = 0 -- the latest expiry among the entries written, Unix microseconds
 local size = 1 -- the length of v taken by the entries found, and its first "\n"
 local forever = false -- an entry written never expires
-local states = {} -- remaining, reset, retry of each limit
-local oks, steps = {}, {} -- whether each limit allows; a rate's interval
-local fixes = {} -- denied rates whose TAT was capped: {start, end, tat}
+-- The reply: allowed, best, remaining, reset, retry of the tightest limit
+-- (filled in at the end), then remaining, reset, retry of each limit.
+local reply = {0, 0, 0, 0, 0}
+local spent = {} -- per limit: what allowing cost it (a rate's interval, 0 for a count), or -1 when it denies
+local fixes -- denied rates whose TAT was capped: {start, end, tat}
 
 local allowed, best, bok, brem, breset, bretry = 1, 0, 1, 0, 0, 0
 for i = 1, n do
@@ -124,7 +126,10 @@ for i = 1, n do
       end
     end
     if rem < 0 then rem = 0 elseif rem > b then rem = b end
-    if ok == 0 and capped then fixes[#fixes + 1] = {vs, ve, tat} end
+    if ok == 0 and capped then
+      fixes = fixes or {}
+      fixes[#fixes + 1] = {vs, ve, tat}
+    end
   else
     -- The UTC window holding now, as Unix seconds [ws, we).
     local ws, we
@@ -198,17 +203,16 @@ for i = 1, n do
     best, bok, brem, breset, bretry = i, ok, rem, reset, retry
   end
   if ok == 0 then allowed = 0 end
-  states[3 * i - 2], states[3 * i - 1], states[3 * i] = rem, reset, retry
-  if ok == 1 and a > 0 then steps[i] = a else steps[i] = 0 end
-  oks[i] = ok
+  reply[3 * i + 3], reply[3 * i + 4], reply[3 * i + 5] = rem, reset, retry
+  if ok == 0 then spent[i] = -1 elseif a > 0 then spent[i] = a else spent[i] = 0 end
 end
 if allowed == 0 then
   -- Nothing is spent: the limits that would have allowed report their
   -- state without this call's cost.
   for i = 1, n do
-    if oks[i] == 1 then
-      states[3 * i - 2] = states[3 * i - 2] + cost
-      states[3 * i - 1] = states[3 * i - 1] - cost * steps[i]
+    if spent[i] >= 0 then
+      reply[3 * i + 3] = reply[3 * i + 3] + cost
+      reply[3 * i + 4] = reply[3 * i + 4] - cost * spent[i]
     end
   end
 end
@@ -247,7 +251,7 @@ if allowed == 1 then
     redis.call('SET', KEYS[1], w .. '\n', 'PX', floor((last - now + 999) / 1000))
   end
 end
-if allowed == 0 and #fixes > 0 then
+if allowed == 0 and fixes then
   -- Nothing is spent, but a TAT capped after a step back of the clock is
   -- stored capped, so that the lockout ends a burst window from now.
   table.sort(fixes, function(x, y) return x[1] > y[1] end)
@@ -261,6 +265,5 @@ if allowed == 0 and #fixes > 0 then
     redis.call('SET', KEYS[1], v)
   end
 end
-local reply = {allowed, best, brem, breset, bretry}
-for j = 1, 3 * n do reply[5 + j] = states[j] end
+reply[1], reply[2], reply[3], reply[4], reply[5] = allowed, best, brem, breset, bretry
 return reply

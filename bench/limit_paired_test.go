@@ -1,0 +1,128 @@
+package bench
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"golang.org/x/time/rate"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memlimit"
+	"github.com/gokeys/apikey/redislimit"
+)
+
+// BenchmarkLimitPaired measures the limiter targets in alternating blocks
+// (see paired), so that a shared machine's changing load affects both
+// sides of each ratio alike:
+//
+//	memlimit    memlimit (one rate) ÷ x/time/rate (a sync.Map of
+//	            rate.Limiters), 10,000 keys, serial and parallel
+//	redis       redislimit (a rate and a quota) ÷ redis_rate (one rate),
+//	            10,000 keys, serial and parallel (APIKEY_TEST_REDIS_ADDR)
+//	middleware  Handler+Limit with memlimit and a two-limit plan beside
+//	            the floor middleware: (ours−bare) ÷ (floor−bare), and each
+//	            one's ns/op
+func BenchmarkLimitPaired(b *testing.B) {
+	ctx := context.Background()
+	ids := limitIDs()
+	procs := runtime.GOMAXPROCS(0)
+	b.Run("memlimit", func(b *testing.B) {
+		var m sync.Map
+		for _, id := range ids {
+			m.Store(id, rate.NewLimiter(rate.Limit(limitHuge), limitHuge))
+		}
+		xrate := func(id string) {
+			v, ok := m.Load(id)
+			if !ok {
+				v, _ = m.LoadOrStore(id, rate.NewLimiter(rate.Limit(limitHuge), limitHuge))
+			}
+			if !v.(*rate.Limiter).Allow() {
+				b.Fatal("x/time/rate denied")
+			}
+		}
+		l, err := memlimit.New(memlimit.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		limits := []apikey.Limit{apikey.Rate("per-second", limitHuge, time.Second, 0)}
+		mem := func(id string) {
+			if res, err := l.Allow(ctx, id, limits, 1); err != nil || !res.Allowed {
+				b.Fatal("memlimit denied", err)
+			}
+		}
+		for _, id := range ids {
+			mem(id)
+		}
+		const ops = 2000
+		paired(b, []pairCase{
+			{"xtimerate-serial", cycle(ids, xrate), ops},
+			{"memlimit-serial", cycle(ids, mem), ops},
+			{"xtimerate-parallel", parallel(ids, procs, xrate), ops},
+			{"memlimit-parallel", parallel(ids, procs, mem), ops},
+		}, []pairRatio{{"serial-memlimit/xtimerate", 1, 0, -1}, {"parallel-memlimit/xtimerate", 3, 2, -1}})
+	})
+	b.Run("redis", func(b *testing.B) {
+		c, prefix := limitRedis(b)
+		rr := redis_rate.NewLimiter(c)
+		perSecond := redis_rate.PerSecond(1_000_000)
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = prefix + id
+		}
+		one := func(key string) {
+			if res, err := rr.Allow(ctx, key, perSecond); err != nil || res.Allowed == 0 {
+				b.Fatal("redis_rate denied", err)
+			}
+		}
+		l, err := redislimit.New(c, redislimit.Options{Prefix: prefix})
+		if err != nil {
+			b.Fatal(err)
+		}
+		limits := []apikey.Limit{apikey.Rate("per-second", 1_000_000, time.Second, 0), apikey.Quota("daily", 1e13, apikey.Day)}
+		two := func(id string) {
+			if res, err := l.Allow(ctx, id, limits, 1); err != nil || !res.Allowed {
+				b.Fatal("redislimit denied", err)
+			}
+		}
+		const ops = 100
+		paired(b, []pairCase{
+			{"redis_rate-serial", cycle(keys, one), ops},
+			{"redislimit-serial", cycle(ids, two), ops},
+			{"redis_rate-parallel", parallel(keys, 4*procs, one), 4 * ops},
+			{"redislimit-parallel", parallel(ids, 4*procs, two), 4 * ops},
+		}, []pairRatio{{"serial-redislimit/redis_rate", 1, 0, -1}, {"parallel-redislimit/redis_rate", 3, 2, -1}})
+	})
+	b.Run("middleware", func(b *testing.B) {
+		m, token := newLimitManager(b, nil)
+		l, err := memlimit.New(memlimit.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: l})
+		if err != nil {
+			b.Fatal(err)
+		}
+		serve := func(h http.Handler) func(int) {
+			req := httptest.NewRequest(http.MethodGet, "/data", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			return seq(func() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("status %d", rec.Code)
+				}
+			})
+		}
+		paired(b, []pairCase{
+			{"bare", serve(okHandler), 0},
+			{"floor", serve(floorMiddleware(b, token)), 0},
+			{"limits", serve(mw.Handler(mw.Limit(okHandler))), 0},
+		}, []pairRatio{{"limits-overhead/floor-overhead", 2, 1, 0}})
+	})
+}

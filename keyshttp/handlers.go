@@ -54,7 +54,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, owner string) {
 // issueParams checks a creation request and translates it.
 func (h *Handler) issueParams(r *http.Request, owner string, req *createRequest) (apikey.IssueParams, *fieldError) {
 	p := apikey.IssueParams{Owner: owner, Name: req.Name.v, Scopes: req.Scopes.v, Metadata: req.Metadata.v, Plan: h.plan}
-	if f := checkText("name", p.Name, maxNameBytes); f != nil {
+	if f := checkText("name", p.Name, apikey.MaxNameLength); f != nil {
 		return p, f
 	}
 	if f := h.checkScopes(r, owner, p.Scopes); f != nil {
@@ -234,7 +234,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, owner string, k 
 // checkPatch checks the members of a patch that are set.
 func (h *Handler) checkPatch(r *http.Request, owner string, req *patchRequest) *fieldError {
 	if req.Name.set {
-		if f := checkText("name", req.Name.v, maxNameBytes); f != nil {
+		if f := checkText("name", req.Name.v, apikey.MaxNameLength); f != nil {
 			return f
 		}
 	}

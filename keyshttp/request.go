@@ -9,22 +9,15 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/gokeys/apikey"
 )
 
-// Input limits checked before the Manager sees a value, so that a bad
-// field is named in the answer. They fit every sqlstore dialect.
+// Limits of the request members beyond the Manager's input limits
+// (apikey.MaxNameLength and the others), which are checked here too so
+// that a bad member is named in the answer.
 const (
-	maxNameBytes     = 256
-	maxScopes        = 64
-	maxScopeBytes    = 128
-	maxPlanBytes     = 64
-	maxMetadata      = 32
-	maxMetaKeyBytes  = 64
-	maxMetaValBytes  = 512
 	maxTTLSeconds    = 100 * 365 * 86400
 	maxExpiresInDays = 3650
 	// MaxCredits is the largest credits value a request may set (a
@@ -148,7 +141,7 @@ func checkText(field, v string, max int) *fieldError {
 		return badField(field, field+" is not valid UTF-8.")
 	}
 	for _, c := range v {
-		if unicode.IsControl(c) || c == utf8.RuneError {
+		if c < 0x20 || c >= 0x7f && c <= 0x9f {
 			return badField(field, field+" contains a control character.")
 		}
 	}
@@ -160,8 +153,8 @@ func checkPlan(p string) *fieldError {
 	if p == "" {
 		return badField("plan", "plan must not be empty.")
 	}
-	if len(p) > maxPlanBytes {
-		return badField("plan", fmt.Sprintf("plan is longer than %d bytes.", maxPlanBytes))
+	if len(p) > apikey.MaxPlanLength {
+		return badField("plan", fmt.Sprintf("plan is longer than %d bytes.", apikey.MaxPlanLength))
 	}
 	for i := 0; i < len(p); i++ {
 		if c := p[i]; c <= ' ' || c > '~' {
@@ -173,13 +166,13 @@ func checkPlan(p string) *fieldError {
 
 // checkScopes checks scope tokens and the caller's right to grant them.
 func (h *Handler) checkScopes(r *http.Request, owner string, scopes []string) *fieldError {
-	if len(scopes) > maxScopes {
-		return badField("scopes", fmt.Sprintf("At most %d scopes.", maxScopes))
+	if len(scopes) > apikey.MaxScopes {
+		return badField("scopes", fmt.Sprintf("At most %d scopes.", apikey.MaxScopes))
 	}
 	seen := make(map[string]bool, len(scopes))
 	for _, s := range scopes {
-		if s == "" || len(s) > maxScopeBytes {
-			return badField("scopes", fmt.Sprintf("Each scope must be 1 to %d characters.", maxScopeBytes))
+		if s == "" || len(s) > apikey.MaxScopeLength {
+			return badField("scopes", fmt.Sprintf("Each scope must be 1 to %d characters.", apikey.MaxScopeLength))
 		}
 		for i := 0; i < len(s); i++ {
 			if c := s[i]; c <= ' ' || c > '~' || c == '"' || c == '\\' {
@@ -214,18 +207,18 @@ func (h *Handler) planAllowed(r *http.Request, owner, p string) *fieldError {
 
 // checkMetadata checks metadata keys and values.
 func checkMetadata(md map[string]string) *fieldError {
-	if len(md) > maxMetadata {
-		return badField("metadata", fmt.Sprintf("At most %d metadata entries.", maxMetadata))
+	if len(md) > apikey.MaxMetadataEntries {
+		return badField("metadata", fmt.Sprintf("At most %d metadata entries.", apikey.MaxMetadataEntries))
 	}
 	for k, v := range md {
 		if k == "" {
 			return badField("metadata", "Metadata keys must not be empty.")
 		}
-		if checkText("metadata", k, maxMetaKeyBytes) != nil {
-			return badField("metadata", fmt.Sprintf("Metadata key %q: at most %d bytes of text without control characters.", k, maxMetaKeyBytes))
+		if checkText("metadata", k, apikey.MaxMetadataKeyLength) != nil {
+			return badField("metadata", fmt.Sprintf("Metadata key %q: at most %d bytes of text without control characters.", k, apikey.MaxMetadataKeyLength))
 		}
-		if checkText("metadata", v, maxMetaValBytes) != nil {
-			return badField("metadata", fmt.Sprintf("Metadata value of %q: at most %d bytes of text without control characters.", k, maxMetaValBytes))
+		if checkText("metadata", v, apikey.MaxMetadataValueLength) != nil {
+			return badField("metadata", fmt.Sprintf("Metadata value of %q: at most %d bytes of text without control characters.", k, apikey.MaxMetadataValueLength))
 		}
 	}
 	return nil

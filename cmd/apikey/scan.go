@@ -225,18 +225,11 @@ func (c *cli) revokeFound(ctx context.Context, cfg *config, found []finding) ([]
 		return nil, err
 	}
 	defer db.Close()
-	// One Manager per prefix: each token verifies under its own.
-	managers := map[string]*apikey.Manager{}
-	for _, p := range cfg.prefixList() {
-		one := *cfg
-		one.prefixes = p
-		m, err := c.manager(&one, store)
-		if err != nil {
-			return nil, err
-		}
-		defer m.Close(context.WithoutCancel(ctx))
-		managers[p] = m
+	m, err := c.manager(cfg, store) // each token verifies under its own prefix
+	if err != nil {
+		return nil, err
 	}
+	defer m.Close(context.WithoutCancel(ctx))
 	var out []revocation
 	seen := map[string]bool{}
 	for _, f := range found {
@@ -244,8 +237,6 @@ func (c *cli) revokeFound(ctx context.Context, cfg *config, found []finding) ([]
 			continue
 		}
 		seen[f.ID] = true
-		prefix := f.token[:strings.LastIndexByte(f.token, '_')] // the body after it is base62
-		m := managers[prefix]
 		r := revocation{ID: f.ID, Hint: f.Hint}
 		k, err := m.Verify(ctx, f.token)
 		switch {

@@ -307,7 +307,7 @@ func TestFreePlanPerUser(t *testing.T) {
 		r := c.do("POST", "/data", "key:"+k1, "")
 		require.Equal(t, 403, r.status, "k1 lacks the write scope")
 		assert.Empty(t, r.header.Get("RateLimit"))
-		require.Equal(t, 401, c.do("GET", "/data", "key:"+k1[:len(k1)-1]+"x", "").status)
+		require.Equal(t, 401, c.do("GET", "/data", "key:"+corrupt(k1), "").status)
 	}
 	r := c.do("POST", "/data", "key:"+k2, "")
 	require.Equal(t, 201, r.status)
@@ -419,9 +419,6 @@ func TestManagementRoutes(t *testing.T) {
 	assert.Nil(t, created.body["rotated_at"])
 
 	r := c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"name":"renamed","plan":"pro"}`)
-	if r.status == 503 {
-		t.Skip("Manager.Update is not implemented yet")
-	}
 	require.Equal(t, 200, r.status, r.raw)
 	assert.Equal(t, "renamed", r.body["name"])
 	assert.Equal(t, "pro", r.body["plan"])
@@ -512,4 +509,13 @@ func TestKeysPage(t *testing.T) {
 	require.Equal(t, 200, list.status)
 	assert.Contains(t, list.raw, `"name":"ci"`, "the JSON API sees the key the page made")
 	assert.NotContains(t, c.do("GET", "/keys/", "demo:demo", "").raw, token)
+}
+
+// corrupt changes the last character of token to another one.
+func corrupt(token string) string {
+	last := "x"
+	if strings.HasSuffix(token, last) {
+		last = "y"
+	}
+	return token[:len(token)-1] + last
 }

@@ -346,6 +346,8 @@ func (p *Page) fail(w http.ResponseWriter, r *http.Request, owner, op string, er
 		p.list(w, r, owner, http.StatusNotFound, &view{Error: "There is no such key."})
 	case errors.Is(err, apikey.ErrRevoked), errors.Is(err, apikey.ErrRotated), errors.Is(err, apikey.ErrExpired):
 		p.list(w, r, owner, http.StatusConflict, &view{Error: "The key cannot be " + op + ": it is revoked, expired or already rotated."})
+	case errors.Is(err, apikey.ErrConflict):
+		p.list(w, r, owner, http.StatusConflict, &view{Error: "The key was changing at the same moment, so it was not " + op + ". Try again."})
 	case errors.Is(err, apikey.ErrInvalidOptions):
 		p.list(w, r, owner, http.StatusBadRequest, &view{Error: "The key cannot be " + op + " with these settings."})
 	default:

@@ -36,10 +36,18 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// failing is a Store that fails every call while fail is set.
+// failing is a Store that fails every call while fail is set, and whose
+// Update loses every race while conflict is set.
 type failing struct {
 	apikey.Store
-	fail atomic.Bool
+	fail, conflict atomic.Bool
+}
+
+func (s *failing) Update(ctx context.Context, k *apikey.Key) error {
+	if s.conflict.Load() {
+		return apikey.ErrConflict
+	}
+	return s.Store.Update(ctx, k)
 }
 
 var errDown = errors.New("connection refused by db.internal:5432")
@@ -138,15 +146,6 @@ func (f *fixture) do(t *testing.T, method, path, user string, form url.Values, h
 	w := httptest.NewRecorder()
 	f.h.ServeHTTP(w, r)
 	return response{status: w.Code, header: w.Header(), body: w.Body.String()}
-}
-
-// needsUpdate skips t while the Manager cannot update keys yet.
-// TODO: remove once Manager.Update, Disable and Enable are implemented.
-func needsUpdate(t *testing.T, m *apikey.Manager) {
-	t.Helper()
-	if _, err := m.Disable(context.Background(), "AAAAAAAAAAAAAAAA"); errors.Is(err, apikey.ErrUnavailable) {
-		t.Skip("Manager.Disable is not implemented yet")
-	}
 }
 
 func (f *fixture) issue(t *testing.T, p apikey.IssueParams) (string, *apikey.Key) {
@@ -266,7 +265,6 @@ func TestSecurityHeaders(t *testing.T) {
 // that another owner's keys are not shown.
 func TestListShowsTheOwnersKeys(t *testing.T) {
 	f := newFixture(t, keyspage.Options{})
-	needsUpdate(t, f.m)
 	ctx := context.Background()
 	_, active := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Production", Scopes: []string{"read", "write"}, Plan: "pro", TTL: 30 * 24 * time.Hour})
 	_, disabled := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Staging"})
@@ -513,9 +511,6 @@ func TestActions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, keyspage.Options{Graces: []time.Duration{time.Hour, 0}})
-			if strings.Contains("rename disable enable", strings.Fields(tt.name)[0]) {
-				needsUpdate(t, f.m)
-			}
 			_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Original"})
 			if tt.before != nil {
 				tt.before(f, k.ID)
@@ -600,9 +595,6 @@ func TestCrossSitePostsAreRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.allowed {
-				needsUpdate(t, f.m)
-			}
 			for _, action := range []string{"create", "rename", "rotate", "disable", "enable", "revoke"} {
 				_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Original"})
 				before := len(f.keys(t, "alice"))
@@ -670,6 +662,19 @@ func TestStoreFailure(t *testing.T) {
 	}
 }
 
+// TestLostRaceIsAConflict checks that an update that keeps losing to
+// concurrent writes answers 409, not 503.
+func TestLostRaceIsAConflict(t *testing.T) {
+	f := newFixture(t, keyspage.Options{})
+	_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Prod"})
+	f.store.conflict.Store(true)
+	res := f.do(t, http.MethodPost, "/keys/rename", "alice", url.Values{"id": {k.ID}, "name": {"New"}}, nil)
+	assert.Equal(t, http.StatusConflict, res.status)
+	assert.Contains(t, res.body, "Try again.")
+	f.store.conflict.Store(false)
+	assert.Equal(t, "Prod", f.get(t, k.ID).Name)
+}
+
 func TestRoutes(t *testing.T) {
 	f := newFixture(t, keyspage.Options{})
 	tests := []struct {
@@ -713,7 +718,6 @@ func TestMountedWithStripPrefix(t *testing.T) {
 // TestAccessible checks that every input of the page has a label.
 func TestAccessible(t *testing.T) {
 	f := newFixture(t, keyspage.Options{})
-	needsUpdate(t, f.m)
 	f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Prod"})
 	_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Stage"})
 	_, err := f.m.Disable(context.Background(), k.ID)

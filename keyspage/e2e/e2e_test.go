@@ -9,7 +9,6 @@ package e2e
 import (
 	"context"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -112,15 +111,6 @@ func (s *server) id(t *testing.T, token string) string {
 	return k.ID
 }
 
-// needsUpdate skips t while the Manager cannot update keys yet.
-// TODO: remove once Manager.Update, Disable and Enable are implemented.
-func needsUpdate(t *testing.T, m *apikey.Manager) {
-	t.Helper()
-	if _, err := m.Disable(context.Background(), "AAAAAAAAAAAAAAAA"); errors.Is(err, apikey.ErrUnavailable) {
-		t.Skip("Manager.Disable is not implemented yet")
-	}
-}
-
 // findBrowser returns the path of Chromium or Chrome; without one the test
 // is skipped, or fails under CI=true.
 func findBrowser(t *testing.T) string {
@@ -221,7 +211,6 @@ func screenshot(t *testing.T, ctx context.Context, name string, width int64) {
 // disable, enable, a refused cross-site post, revoke.
 func TestKeysPageInBrowser(t *testing.T) {
 	srv := newServer(t)
-	needsUpdate(t, srv.m)
 	srv.seed(t)
 	ctx := browser(t, "demo")
 	keys := srv.URL + "/keys/"
@@ -341,7 +330,6 @@ func TestKeysPageInBrowser(t *testing.T) {
 // action is a plain form.
 func TestKeysPageWithoutJavaScript(t *testing.T) {
 	srv := newServer(t)
-	needsUpdate(t, srv.m)
 	ctx := browser(t, "eve")
 	keys := srv.URL + "/keys/"
 	_, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})

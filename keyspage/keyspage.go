@@ -16,7 +16,9 @@
 // only script (a few lines, allowed by its hash in the
 // Content-Security-Policy) adds a copy button beside a new token. A new
 // token is rendered in the response to the form post that created it, with
-// Cache-Control: no-store, and is never stored, put in a URL or shown again.
+// Cache-Control: no-store, and is never stored, put in a URL or shown again;
+// the script turns that response into a plain view of the page, so that a
+// reload does not post the form again.
 //
 // Every response carries a strict Content-Security-Policy (no source but
 // the page's own inline style and script, by hash), frame-ancestors 'none'

@@ -319,6 +319,10 @@ func updateCommand(fs *flag.FlagSet) runner {
 		}
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["name"] && !set["scope"] && !noScopes && !set["plan"] && !set["metadata"] && !noMetadata &&
+			!set["expires-at"] && !noExpiry && !set["credits"] && !noCredits {
+			return usageError("update: nothing to change; see apikey help")
+		}
 		md, err := metadataFlag(metadata)
 		if err != nil {
 			return err

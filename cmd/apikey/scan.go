@@ -119,6 +119,9 @@ func (s *scanner) scanPaths(ctx context.Context, paths []string, stdin io.Reader
 			}
 			continue
 		}
+		if resolved, err := filepath.EvalSymlinks(root); err == nil {
+			root = resolved // a path given by name is followed; links inside it are not
+		}
 		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				fmt.Fprintf(stderr, "apikey scan: %v\n", err)

@@ -104,8 +104,9 @@ type Options struct {
 	// middleware takes each key's limits from here.
 	Plans Plans
 	// DefaultPlan names the plan (in Plans) whose limits apply to a key
-	// whose plan is not in Plans (for example after its plan was removed).
-	// Empty means such a key is refused by the middleware.
+	// whose plan is not in Plans: a key without a plan, or one whose plan
+	// was removed. Empty means the middleware's Limit refuses such a key
+	// (403, the plan logged once): an unknown plan never means unlimited.
 	DefaultPlan string
 
 	// Notifier, if set, publishes every change this Manager makes to a key

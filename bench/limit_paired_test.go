@@ -26,8 +26,9 @@ import (
 //	redis       redislimit (a rate and a quota) ÷ redis_rate (one rate),
 //	            10,000 keys, serial and parallel (APIKEY_TEST_REDIS_ADDR)
 //	middleware  Handler+Limit with memlimit and a two-limit plan beside
-//	            the floor middleware: (ours−bare) ÷ (floor−bare), and each
-//	            one's ns/op
+//	            the floor middleware, alone and writing two fixed headers
+//	            of the same length, and Handler without limits:
+//	            (ours−bare) ÷ (floor−bare), and each one's ns/op
 func BenchmarkLimitPaired(b *testing.B) {
 	ctx := context.Background()
 	ids := limitIDs()
@@ -119,10 +120,22 @@ func BenchmarkLimitPaired(b *testing.B) {
 				}
 			})
 		}
+		// The floor writing two fixed headers as long as ours: what any
+		// RateLimit headers cost (httptest's recorder copies every header).
+		policy := []string{`"daily";q=10000000000000;w=86400, "per-second";q=1000000000;w=1`}
+		state := []string{`"daily";r=9999999999999;t=43200, "per-second";r=999999999;t=1`}
+		floor := floorMiddleware(b, token)
+		headers := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			h["Ratelimit-Policy"], h["Ratelimit"] = policy, state
+			floor.ServeHTTP(w, r)
+		})
 		paired(b, []pairCase{
 			{"bare", serve(okHandler), 0},
-			{"floor", serve(floorMiddleware(b, token)), 0},
+			{"floor", serve(floor), 0},
+			{"floor-headers", serve(headers), 0},
+			{"nolimits", serve(mw.Handler(okHandler)), 0},
 			{"limits", serve(mw.Handler(mw.Limit(okHandler))), 0},
-		}, []pairRatio{{"limits-overhead/floor-overhead", 2, 1, 0}})
+		}, []pairRatio{{"limits-overhead/floor-overhead", 4, 1, 0}, {"limits-overhead/floor-headers-overhead", 4, 2, 0}})
 	})
 }

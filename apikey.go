@@ -304,6 +304,9 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 		if !p.ExpiresAt.After(now) {
 			return "", nil, fmt.Errorf("%w: ExpiresAt is not in the future", ErrInvalidOptions)
 		}
+		if err := validExpiry(p.ExpiresAt); err != nil {
+			return "", nil, err
+		}
 		k.ExpiresAt = p.ExpiresAt.UTC().Truncate(time.Microsecond)
 	case p.TTL < 0:
 		return "", nil, fmt.Errorf("%w: negative TTL", ErrInvalidOptions)
@@ -472,6 +475,11 @@ func (m *Manager) validChange(before, after *Key) error {
 	}
 	if !slices.Equal(after.Limits, before.Limits) {
 		if err := validKeyLimits(after.Limits); err != nil {
+			return err
+		}
+	}
+	if !after.ExpiresAt.Equal(before.ExpiresAt) {
+		if err := validExpiry(after.ExpiresAt); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"fmt"
+	"time"
 	"unicode/utf8"
 )
 
@@ -14,7 +15,9 @@ import (
 // Every string (name, owner, plan, scope, metadata key and value) must be valid UTF-8 without control characters (U+0000-U+001F,
 // U+007F-U+009F): PostgreSQL cannot store NUL, and the others have no
 // place in a label. Scopes are further restricted to RFC 6749 scope-token
-// characters (printable ASCII without space, '"' and '\').
+// characters (printable ASCII without space, '"' and '\'). An expiry, when
+// set, lies within the years 1000 to 9999 in UTC (what MySQL's DATETIME
+// holds).
 const (
 	// MaxNameLength is the longest Key.Name.
 	MaxNameLength = 256
@@ -36,6 +39,21 @@ const (
 	// limits to 64 characters).
 	MaxLimits = 16
 )
+
+// Bounds of Key.ExpiresAt: the range of MySQL's DATETIME, in UTC.
+var (
+	minExpiry = time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxExpiry = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+)
+
+// validExpiry checks an expiry against the range every store holds; the
+// zero time (no expiry) passes.
+func validExpiry(t time.Time) error {
+	if !t.IsZero() && (t.Before(minExpiry) || t.After(maxExpiry)) {
+		return fmt.Errorf("%w: ExpiresAt is outside the years 1000 to 9999 (UTC)", ErrInvalidOptions)
+	}
+	return nil
+}
 
 // validText checks a string field against the input rules.
 func validText(field, s string, max int) error {

@@ -229,7 +229,7 @@ func checkExpiry(t, now time.Time) *fieldError {
 	if !t.After(now) {
 		return badField("expires_at", "expires_at must be in the future.")
 	}
-	if t.Year() > 9999 {
+	if t.UTC().Year() > 9999 {
 		return badField("expires_at", "expires_at is too far in the future.")
 	}
 	return nil

@@ -233,3 +233,32 @@ func TestBadInputIsNotAnOutage(t *testing.T) {
 		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
 	})
 }
+
+// TestExpiryBeyondTheColumnsIsBadInput: an expiry that no dialect's column
+// can hold (MariaDB's DATETIME ends with the year 9999, in UTC) is refused
+// as invalid input by Issue and Update, never reported as ErrUnavailable;
+// an offset that keeps the local year at 9999 does not slip through.
+func TestExpiryBeyondTheColumnsIsBadInput(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		s := newStore(t, db, b.dialect, randomTable("keys_"))
+		m := newManager(t, s)
+		ctx := context.Background()
+		late := time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("", -5*3600)) // 10000-01-01 in UTC
+		_, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice", ExpiresAt: late})
+		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+		assert.NotErrorIs(t, err, apikey.ErrUnavailable)
+		_, k, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice"})
+		require.NoError(t, err)
+		for _, at := range []time.Time{late, time.Date(999, 1, 1, 0, 0, 0, 0, time.UTC)} {
+			_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = at; return nil })
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, at)
+			assert.NotErrorIs(t, err, apikey.ErrUnavailable, at)
+		}
+		last := time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+		_, k, err = m.Issue(ctx, apikey.IssueParams{Owner: "alice", ExpiresAt: last})
+		require.NoError(t, err, "the last microsecond of 9999 fits every column")
+		got, err := s.Get(ctx, k.ID)
+		require.NoError(t, err)
+		assert.True(t, got.ExpiresAt.Equal(last), got.ExpiresAt)
+	})
+}

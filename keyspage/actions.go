@@ -68,6 +68,8 @@ func checkName(name string) string {
 		return "The name may not contain control characters."
 	case utf8.RuneCountInString(name) > MaxNameLength:
 		return "The name is too long: at most 100 characters."
+	case len(name) > apikey.MaxNameLength:
+		return "The name is too long: at most 100 characters, fewer with emoji or other characters that take much space."
 	}
 	return ""
 }

@@ -182,6 +182,15 @@ func (p *Page) list(w http.ResponseWriter, r *http.Request, owner string, status
 	var keys []*apikey.Key
 	for opts := (apikey.ListOptions{Limit: apikey.MaxListLimit}); ; {
 		page, err := p.m.List(r.Context(), owner, opts)
+		if err != nil && v.Token != nil {
+			// The key exists: its token is shown, if not the list.
+			if p.log != nil {
+				p.log.ErrorContext(r.Context(), "keyspage: key store failed", "op", "listed", "error", err)
+			}
+			v.Error = "Your keys cannot be listed right now; reload the page in a moment to see them."
+			p.render(w, status, v)
+			return
+		}
 		if err != nil {
 			p.fail(w, r, owner, "listed", err)
 			return

@@ -94,6 +94,8 @@ type Options struct {
 
 	// LastUsedTimeout bounds each Store.MarkUsed call:
 	// DefaultLastUsedTimeout when 0, whatever LastUsedInterval is.
+	// Negative LastUsedQueue, LastUsedBatch or LastUsedTimeout values are
+	// refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
 
 	// Cache configures the verification cache.

@@ -331,3 +331,11 @@ func TestLastUsedStalledStoreStaysBounded(t *testing.T) {
 	assert.Positive(t, st.UsesDropped)
 	assert.EqualValues(t, 2400, st.UsesRecorded+st.UsesDropped)
 }
+
+func TestLastUsedOptionsValidated(t *testing.T) {
+	t.Parallel()
+	for _, o := range []apikey.Options{{LastUsedQueue: -1}, {LastUsedBatch: -1}, {LastUsedTimeout: -time.Second}} {
+		_, err := apikey.New(memstore.New(), o)
+		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+	}
+}

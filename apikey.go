@@ -390,7 +390,8 @@ func (m *Manager) changed(ctx context.Context, id string) {
 // read (Key.Revision): on a lost race, change runs again on the new record,
 // up to a bounded number of attempts (then the error wraps ErrConflict).
 // So Update never undoes a concurrent Revoke, Rotate, Disable or Update.
-// A revoked key can be updated and stays revoked. Update drops m's cache
+// A revoked key can be updated and stays revoked; a rotated key's expiry,
+// the end of its grace period, can be moved earlier but not later. Update drops m's cache
 // entry of the key and returns the updated key.
 func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
 	if change == nil {
@@ -483,6 +484,11 @@ func (m *Manager) validChange(before, after *Key) error {
 	if !after.ExpiresAt.Equal(before.ExpiresAt) {
 		if err := validExpiry(after.ExpiresAt); err != nil {
 			return err
+		}
+		// A rotated key's expiry is the end of its grace period: it may
+		// end sooner, never later (nor never).
+		if before.RotatedTo != "" && (after.ExpiresAt.IsZero() || after.ExpiresAt.After(before.ExpiresAt)) {
+			return fmt.Errorf("%w: the key was rotated: its grace period can be shortened, not extended", ErrInvalidOptions)
 		}
 	}
 	return nil

@@ -1,0 +1,71 @@
+package apikey_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
+)
+
+// TestUpdateNeverExtendsAGracePeriod: once a key is rotated, its expiry
+// is the end of its grace period; an Update may end it sooner but never
+// later, or the old token would keep working beside its successor.
+func TestUpdateNeverExtendsAGracePeriod(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
+	token, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	rot, err := m.Rotate(ctx, k.ID, time.Hour)
+	require.NoError(t, err)
+	end := rot.Previous.ExpiresAt
+
+	for name, at := range map[string]time.Time{"later": end.Add(365 * 24 * time.Hour), "never": {}} {
+		_, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = at; return nil })
+		assert.ErrorIs(t, err, apikey.ErrInvalidOptions, name)
+	}
+	got, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = end.Add(-30 * time.Minute); k.Name = "old"; return nil })
+	require.NoError(t, err, "a grace period may end sooner")
+	assert.True(t, got.ExpiresAt.Equal(end.Add(-30*time.Minute)))
+	c.Add(31 * time.Minute)
+	_, err = m.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrExpired)
+}
+
+// TestUpdateRacingRotateNeverExtendsAGracePeriod races an Update that
+// moves a key's expiry a year later against a Rotate with a one-hour
+// grace: whichever wins, the old key stops at the end of its grace.
+func TestUpdateRacingRotateNeverExtendsAGracePeriod(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	// Without the store's Rotator, the Manager's own conditional writes race.
+	m := newManager(t, struct{ apikey.Store }{memstore.New()}, apikey.Options{Now: c.Now, Cache: apikey.CacheOptions{TTL: -1}})
+	for range 200 {
+		_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+		var wg sync.WaitGroup
+		var rerr, uerr error
+		start := make(chan struct{})
+		wg.Go(func() { <-start; _, rerr = m.Rotate(ctx, k.ID, time.Hour) })
+		wg.Go(func() {
+			<-start
+			_, uerr = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = c.Now().Add(365 * 24 * time.Hour); return nil })
+		})
+		close(start)
+		wg.Wait()
+		require.NoError(t, rerr)
+		if uerr != nil && !errors.Is(uerr, apikey.ErrInvalidOptions) {
+			t.Fatalf("update: %v", uerr)
+		}
+		old, err := m.Get(ctx, k.ID)
+		require.NoError(t, err)
+		require.NotEmpty(t, old.RotatedTo)
+		assert.False(t, old.ExpiresAt.After(c.Now().Add(time.Hour)), "the old key's grace ends at %v", old.ExpiresAt)
+	}
+}

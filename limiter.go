@@ -214,7 +214,10 @@ func Credits(name string, n int64, refill Window) Limit {
 // kind and window (credits refill Never, Day or Month), and for a rate a
 // positive period, at most one request per nanosecond and a burst window
 // (burst times period/count) below 2^50 microseconds.
-func (l Limit) Validate() error {
+func (l Limit) Validate() error { return l.check() }
+
+// check is Validate without copying l.
+func (l *Limit) check() error {
 	err := limits.Check(l.Name, uint8(l.Kind), l.Count, l.Period, l.Burst, uint8(l.Window))
 	if err == nil && l.Kind == KindCredits && l.Window != Never && l.Window != Day && l.Window != Month {
 		err = limits.ErrWindow
@@ -284,12 +287,13 @@ func (p Plans) Validate() error {
 
 // validLimits checks limits and that no two share a name and Subject.
 func validLimits(ls []Limit) error {
-	for i, l := range ls {
-		if err := l.Validate(); err != nil {
+	for i := range ls {
+		l := &ls[i]
+		if err := l.check(); err != nil {
 			return err
 		}
-		for _, o := range ls[:i] {
-			if o.Name == l.Name && o.Subject == l.Subject {
+		for j := range i {
+			if o := &ls[j]; o.Name == l.Name && o.Subject == l.Subject {
 				return fmt.Errorf("%w: limit name %q used twice", ErrInvalidOptions, l.Name)
 			}
 		}

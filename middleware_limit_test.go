@@ -415,6 +415,7 @@ type limiterSpy struct {
 	log   []spyCall
 	fail  atomic.Bool
 	block atomic.Bool // wait for ctx to end
+	hook  atomic.Pointer[func()]
 }
 
 type spyCall struct {
@@ -425,6 +426,9 @@ type spyCall struct {
 
 func (l *limiterSpy) Allow(ctx context.Context, subject string, limits []apikey.Limit, cost int64) (apikey.LimitResult, error) {
 	l.calls.Add(1)
+	if f := l.hook.Load(); f != nil {
+		(*f)()
+	}
 	c := spyCall{subject: subject, limits: append([]apikey.Limit(nil), limits...)}
 	if d, ok := ctx.Deadline(); ok {
 		c.deadline = time.Until(d)
@@ -550,4 +554,26 @@ func TestUpdatedKeyLimitsApply(t *testing.T) {
 	require.Equal(t, 200, rec.Code)
 	assert.Equal(t, `"daily";q=10;w=86400`, rec.Header().Get("RateLimit-Policy"))
 	assert.Equal(t, `"daily";r=6;t=43200`, rec.Header().Get("RateLimit"))
+}
+
+// Requests whose client went away are not failures of the Limiter: they
+// never open the circuit.
+func TestLimiterBreakerIgnoresCancelledRequests(t *testing.T) {
+	t.Parallel()
+	spy := &limiterSpy{}
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: spy, BreakerFailures: 2})
+	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
+	var ran bool
+	h := e.handler(&ran)
+	spy.block.Store(true)
+	for range 5 {
+		ctx, cancel := context.WithCancel(context.Background())
+		f := func() { cancel() }
+		spy.hook.Store(&f) // the client goes away during the call
+		require.Equal(t, 503, hit(h, bearer(token).WithContext(ctx)).Code)
+	}
+	spy.hook.Store(nil)
+	spy.block.Store(false)
+	require.Equal(t, 200, hit(h, bearer(token)).Code, "the circuit opened for cancelled requests")
+	assert.EqualValues(t, 6, spy.calls.Load())
 }

@@ -243,6 +243,7 @@ func (mw *Middleware) internal(w http.ResponseWriter, r *http.Request, err error
 	h := w.Header()
 	h["Content-Type"] = mw.hdrProblem
 	h["Cache-Control"] = mw.hdrNoStore
+	h["X-Content-Type-Options"] = mw.hdrNoSniff
 	w.WriteHeader(http.StatusInternalServerError)
 	w.Write(mw.bodies[http.StatusInternalServerError])
 }
@@ -315,7 +316,8 @@ func (rl *rateLimits) limitsFor(k *Key) (*plan, []Limit, error) {
 }
 
 // allow calls the Limiter through the circuit breaker, within the timeout.
-func (rl *rateLimits) allow(ctx context.Context, subject string, ls []Limit, cost int64) (LimitResult, error) {
+func (rl *rateLimits) allow(parent context.Context, subject string, ls []Limit, cost int64) (LimitResult, error) {
+	ctx := parent
 	if !rl.breaker.admit() {
 		return LimitResult{}, ErrCircuitOpen
 	}
@@ -325,7 +327,13 @@ func (rl *rateLimits) allow(ctx context.Context, subject string, ls []Limit, cos
 		defer cancel()
 	}
 	res, err := rl.limiter.Allow(ctx, subject, ls, cost)
-	rl.breaker.done(err == nil || errors.Is(err, ErrInvalidOptions))
+	if err == nil || errors.Is(err, ErrInvalidOptions) {
+		rl.breaker.done(true)
+	} else if parent.Err() == nil {
+		rl.breaker.done(false)
+	} else { // a client that went away is not the backend's failure
+		rl.breaker.abandon()
+	}
 	return res, err
 }
 
@@ -350,6 +358,14 @@ func (b *breaker) admit() bool {
 		return false
 	}
 	return b.probing.CompareAndSwap(false, true)
+}
+
+// abandon records a call admitted by admit that proved nothing (its
+// client went away): a probe may run again.
+func (b *breaker) abandon() {
+	if b.probing.Load() {
+		b.probing.Store(false)
+	}
 }
 
 // done records the outcome of a call admitted by admit.

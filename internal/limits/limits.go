@@ -69,7 +69,17 @@ func Check(name string, kind uint8, count int64, period time.Duration, burst int
 		case count > int64(period):
 			return ErrTooFast
 		}
-		t, b := GCRA(count, period, burst, time.Microsecond)
+		// GCRA's interval in µs, ceil(ceil(period/count)/1000), is
+		// ceil(period/(1000*count)): one division (1000*count < 2^63).
+		d := 1000 * count
+		t := int64(period) / d
+		if int64(period)%d != 0 {
+			t++
+		}
+		b := burst
+		if b == 0 {
+			b = count
+		}
 		if hi, lo := bits.Mul64(uint64(t), uint64(b)); hi != 0 || lo >= uint64(MaxHorizonMicros) {
 			return ErrHorizon
 		}

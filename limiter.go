@@ -56,13 +56,13 @@ type LimitKind uint8
 
 const (
 	// KindRate is a smooth rate, N per period with a burst, by GCRA.
-	KindRate LimitKind = limits.KindRate
+	KindRate LimitKind = iota + 1
 	// KindQuota is a count per calendar window aligned to UTC boundaries.
-	KindQuota LimitKind = limits.KindQuota
+	KindQuota
 	// KindCredits is a number of uses, never refilled or refilled to
 	// its count at each UTC day or month (Window). Credits add to a plan's
 	// limits and are counted per key (see Limit.Subject).
-	KindCredits LimitKind = limits.KindCredits
+	KindCredits
 )
 
 // Window is the calendar window of a quota, or the refill of credits,
@@ -72,11 +72,11 @@ type Window uint8
 
 // The windows of a quota and the refills of credits.
 const (
-	Never  Window = limits.Never // credits only: never refilled
-	Minute Window = limits.Minute
-	Hour   Window = limits.Hour
-	Day    Window = limits.Day
-	Month  Window = limits.Month
+	Never Window = iota // credits only: never refilled
+	Minute
+	Hour
+	Day
+	Month
 )
 
 // kindName and windowName name the kinds and windows; "" when unknown.

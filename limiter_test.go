@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/internal/limits"
 )
 
 // Limits are stored as JSON: kinds and windows by name, Subject never.
@@ -80,4 +81,17 @@ func TestLimitValidate(t *testing.T) {
 	}
 	err := apikey.Plans{"p": {apikey.Quota("a", 1, apikey.Day), apikey.Rate("a", 1, time.Second, 0)}}.Validate()
 	assert.ErrorIs(t, err, apikey.ErrInvalidOptions, "one name twice in a plan")
+}
+
+// The internal arithmetic numbers kinds and windows as the API does.
+func TestLimitConstants(t *testing.T) {
+	t.Parallel()
+	assert.EqualValues(t, limits.KindRate, apikey.KindRate)
+	assert.EqualValues(t, limits.KindQuota, apikey.KindQuota)
+	assert.EqualValues(t, limits.KindCredits, apikey.KindCredits)
+	assert.EqualValues(t, limits.Never, apikey.Never)
+	assert.EqualValues(t, limits.Minute, apikey.Minute)
+	assert.EqualValues(t, limits.Hour, apikey.Hour)
+	assert.EqualValues(t, limits.Day, apikey.Day)
+	assert.EqualValues(t, limits.Month, apikey.Month)
 }

@@ -24,6 +24,12 @@
 //	DELETE /api-keys/{id}          revoke; 204
 //	GET    /openapi.json           the OpenAPI 3.1 document of these routes
 //
+// A request that changes keys and that a browser sent from another origin
+// (cross-site request forgery, which an Owner hook reading a cookie or
+// HTTP Basic credentials would otherwise let through) is refused with 403
+// by http.CrossOriginProtection; clients that are not browsers send
+// neither Sec-Fetch-Site nor Origin and are not affected.
+//
 // A caller only ever sees their own keys: another owner's key is 404, like
 // an unknown one. No response ever carries a digest, and a token appears
 // only in the answers to create and rotate. Bad input is a 400
@@ -103,6 +109,12 @@ type Options struct {
 	// RetryAfter is the Retry-After of a 503: DefaultRetryAfter when 0.
 	RetryAfter time.Duration
 
+	// TrustedOrigins are origins, besides the handler's own, whose
+	// browsers may change keys (for example a console served from another
+	// origin); see http.CrossOriginProtection.AddTrustedOrigin. None when
+	// empty.
+	TrustedOrigins []string
+
 	// Logger, if set, logs store failures (never a token). Nil logs
 	// nothing.
 	Logger *slog.Logger
@@ -125,13 +137,14 @@ type Handler struct {
 	retryAfter string
 	log        *slog.Logger
 
+	cop   *http.CrossOriginProtection
 	seed  maphash.Seed
 	locks [64]sync.Mutex // serialize creations per owner when maxKeys is set
 }
 
 // New returns a Handler over m. It returns an error wrapping
 // apikey.ErrInvalidOptions for a nil Manager, a nil Owner, negative sizes
-// or durations, or a DefaultPlan outside Plans.
+// or durations, a DefaultPlan outside Plans or a malformed trusted origin.
 func New(m *apikey.Manager, opts Options) (*Handler, error) {
 	switch {
 	case m == nil:
@@ -160,6 +173,12 @@ func New(m *apikey.Manager, opts Options) (*Handler, error) {
 			return nil, fmt.Errorf("%w: keyshttp: DefaultPlan %q is not in Plans", apikey.ErrInvalidOptions, h.plan)
 		}
 	}
+	h.cop = http.NewCrossOriginProtection()
+	for _, o := range opts.TrustedOrigins {
+		if err := h.cop.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("%w: keyshttp: %w", apikey.ErrInvalidOptions, err)
+		}
+	}
 	if h.maxGrace == 0 {
 		h.maxGrace = DefaultMaxGrace
 	}
@@ -183,6 +202,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.openAPI(w, r)
+		return
+	}
+	if err := h.cop.Check(r); err != nil { // only unsafe methods are checked
+		h.problem(w, http.StatusForbidden, "The request was sent from another origin, so it was refused.", "")
 		return
 	}
 	rest, ok := strings.CutPrefix(path, "/api-keys")

@@ -510,6 +510,59 @@ func TestRoutes(t *testing.T) {
 		assert.JSONEq(t, string(keyshttp.OpenAPI()), r.raw)
 	})
 
+	t.Run("a browser's request from another origin is refused", func(t *testing.T) {
+		id, token := e.create("alice", "")
+		for _, r := range []struct{ method, path, body string }{
+			{"POST", "/api-keys", ""},
+			{"PATCH", "/api-keys/" + id, `{"name":"forged"}`},
+			{"DELETE", "/api-keys/" + id, ""},
+			{"POST", "/api-keys/" + id + "/rotate", ""},
+			{"POST", "/api-keys/" + id + "/disable", ""},
+			{"POST", "/api-keys/" + id + "/enable", ""},
+		} {
+			for _, hdr := range []map[string]string{
+				{"Sec-Fetch-Site": "cross-site"},
+				{"Sec-Fetch-Site": "same-site", "Origin": "https://other.example"},
+				{"Origin": "https://evil.example"},
+			} {
+				req, err := http.NewRequest(r.method, e.srv.URL+r.path, strings.NewReader(r.body))
+				require.NoError(t, err)
+				req.Header.Set("X-User", "alice")
+				req.Header.Set("Content-Type", "text/plain") // what a form can send
+				for k, v := range hdr {
+					req.Header.Set(k, v)
+				}
+				res, err := e.srv.Client().Do(req)
+				require.NoError(t, err)
+				res.Body.Close()
+				assert.Equal(t, http.StatusForbidden, res.StatusCode, "%s %s %v", r.method, r.path, hdr)
+				assert.Equal(t, "application/problem+json", res.Header.Get("Content-Type"))
+			}
+		}
+		k, err := e.m.Get(context.Background(), id)
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), k.Revision, "nothing was changed")
+		require.NoError(t, e.verify(token))
+		keys, err := e.m.List(context.Background(), "alice", apikey.ListOptions{Limit: apikey.MaxListLimit})
+		require.NoError(t, err)
+		n := len(keys)
+		// A same-origin browser request and a client that is not a browser
+		// pass.
+		req, err := http.NewRequest("POST", e.srv.URL+"/api-keys/"+id+"/disable", nil)
+		require.NoError(t, err)
+		req.Header.Set("X-User", "alice")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		res, err := e.srv.Client().Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, http.StatusOK, res.StatusCode)
+		assert.Equal(t, 200, e.do("alice", "POST", "/api-keys/"+id+"/enable", "").status)
+		keys, err = e.m.List(context.Background(), "alice", apikey.ListOptions{Limit: apikey.MaxListLimit})
+		require.NoError(t, err)
+		assert.Len(t, keys, n, "no forged creation")
+		assert.Equal(t, 200, e.do("alice", "GET", "/api-keys/"+id, "").status)
+	})
+
 	t.Run("every documented status was answered", func(t *testing.T) {
 		for _, op := range s.operations() {
 			assert.True(t, s.seen[op], "%s documented but never answered", op)

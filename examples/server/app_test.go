@@ -518,3 +518,33 @@ func corrupt(token string) string {
 	}
 	return token[:len(token)-1] + last
 }
+
+// TestManagementRefusesCrossSiteRequests: the management API authenticates
+// with HTTP Basic, which a browser sends on its own; a request that a
+// browser sent from another site (a form, which can post text/plain with
+// an empty body) changes nothing.
+func TestManagementRefusesCrossSiteRequests(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	limiter, err := memlimit.New(memlimit.Options{Now: clock.Now})
+	require.NoError(t, err)
+	srv := newServer(t, newSQLiteStore(t), limiter, clock)
+	c := client{t, srv}
+	created := c.do("POST", "/api-keys", "demo:demo", `{"name":"app"}`)
+	require.Equal(t, 201, created.status, created.raw)
+	id, token := created.body["id"].(string), created.body["key"].(string)
+	for _, path := range []string{"/api-keys/" + id + "/disable", "/api-keys/" + id + "/rotate", "/api-keys"} {
+		req, err := http.NewRequest("POST", srv.URL+path, nil)
+		require.NoError(t, err)
+		req.SetBasicAuth("demo", "demo")
+		req.Header.Set("Content-Type", "text/plain")
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		req.Header.Set("Origin", "https://evil.example")
+		res, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, http.StatusForbidden, res.StatusCode, path)
+	}
+	assert.Equal(t, 200, c.do("GET", "/protected", "key:"+token, "").status, "neither disabled nor rotated away")
+	assert.Len(t, c.do("GET", "/api-keys", "demo:demo", "").body["keys"], 1, "nothing created")
+}

@@ -301,6 +301,16 @@ func validLimits(ls []Limit) error {
 	return nil
 }
 
-// ValidateLimits checks a set of limits as one Limiter call takes them:
-// each valid, no two with one name and Subject. Limiters call it.
-func ValidateLimits(ls []Limit) error { return validLimits(ls) }
+// ValidateAllow checks the arguments of a Limiter's Allow as the
+// Limiter contract states them, with an error wrapping ErrInvalidOptions:
+// a non-empty subject, a cost of at least 1, every limit valid and no two
+// with one name and Subject. Limiters call it.
+func ValidateAllow(subject string, limits []Limit, cost int64) error {
+	switch {
+	case subject == "":
+		return fmt.Errorf("%w: empty subject", ErrInvalidOptions)
+	case cost < 1:
+		return fmt.Errorf("%w: cost %d is below 1", ErrInvalidOptions, cost)
+	}
+	return validLimits(limits)
+}

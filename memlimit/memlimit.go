@@ -199,8 +199,8 @@ type pending struct {
 // credits) can never be allowed: it is denied with RetryAfter equal to
 // Reset, which for a rate is at least one emission interval.
 func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (res apikey.LimitResult, err error) {
-	if err := validate(subject, ls, cost); err != nil {
-		return apikey.LimitResult{}, err
+	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
@@ -490,18 +490,4 @@ func (sh *shard) evict(own *entry, need int, mono, wall int64) {
 		sh.n -= freed
 		need -= freed
 	}
-}
-
-// validate checks the arguments of Allow.
-func validate(subject string, ls []apikey.Limit, cost int64) error {
-	if subject == "" {
-		return fmt.Errorf("%w: memlimit: empty subject", apikey.ErrInvalidOptions)
-	}
-	if cost < 1 {
-		return fmt.Errorf("%w: memlimit: cost %d is below 1", apikey.ErrInvalidOptions, cost)
-	}
-	if err := apikey.ValidateLimits(ls); err != nil {
-		return fmt.Errorf("memlimit: %w", err)
-	}
-	return nil
 }

@@ -185,15 +185,10 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	return res, nil
 }
 
-// validate checks the arguments of Allow.
+// validate checks the arguments of Allow, and that no Subject holds a
+// newline (the script's entries are lines).
 func validate(subject string, ls []apikey.Limit, cost int64) error {
-	if subject == "" {
-		return fmt.Errorf("%w: redislimit: empty subject", apikey.ErrInvalidOptions)
-	}
-	if cost < 1 {
-		return fmt.Errorf("%w: redislimit: cost %d is below 1", apikey.ErrInvalidOptions, cost)
-	}
-	if err := apikey.ValidateLimits(ls); err != nil {
+	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
 		return fmt.Errorf("redislimit: %w", err)
 	}
 	for i := range ls {

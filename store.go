@@ -55,7 +55,8 @@ import (
 //     Manager enforces (MaxNameLength, MaxOwnerLength, MaxPlanLength,
 //     MaxScopes, MaxScopeLength, MaxMetadataEntries,
 //     MaxMetadataKeyLength, MaxMetadataValueLength, MaxLimits) are held
-//     exactly.
+//     exactly, and so is an ExpiresAt as late as the Manager accepts (the
+//     last microsecond of the year 9999, UTC).
 //  13. The optional capabilities, where implemented, keep the same
 //     guarantees: Revoker.Revoke, OwnerRevoker.RevokeOwner and
 //     Rotator.Rotate increment the Revision of every key they change (and

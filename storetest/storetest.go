@@ -329,9 +329,10 @@ func testMarkUsedRevision(t *testing.T, s apikey.Store) {
 
 // LimitsKey returns a key whose every field a caller chooses is at the
 // Manager's input limits, with the characters that need escaping in JSON
-// and SQL.
+// and SQL, and the latest expiry the Manager accepts.
 func LimitsKey(owner string) *apikey.Key {
 	k := NewKey(owner)
+	k.ExpiresAt = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
 	fill := func(n int, seed string) string { return strings.Repeat(seed, n/len(seed)+1)[:n] }
 	k.Name = fill(apikey.MaxNameLength-2, `"'\%_<>&`) + "é"
 	k.Plan = fill(apikey.MaxPlanLength, "p")

@@ -348,11 +348,21 @@ func (m *Manager) create(ctx context.Context, f Format, k *Key, op string, save 
 
 // Get returns the key with the given id, or ErrNotFound.
 func (m *Manager) Get(ctx context.Context, id string) (*Key, error) {
-	k, err := m.store.Get(ctx, id)
+	k, err := m.get(ctx, id)
 	if err != nil {
 		return nil, storeErr("get", err)
 	}
 	return k, nil
+}
+
+// get reads the key id from the store. A store that answers neither a key
+// nor an error is failing: that is an error, never passed on as (nil, nil).
+func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
+	k, err := m.store.Get(ctx, id)
+	if err == nil && k == nil {
+		err = errors.New("store returned no key and no error")
+	}
+	return k, err
 }
 
 // List returns a page of owner's keys ordered by ID; see Store.List.
@@ -427,7 +437,7 @@ func (m *Manager) update(ctx context.Context, id string, t EventType, change fun
 	var err error
 	for range maxAttempts {
 		var k *Key
-		if k, err = m.store.Get(ctx, id); err != nil {
+		if k, err = m.get(ctx, id); err != nil {
 			return nil, storeErr(op, err)
 		}
 		if err := change(k); err != nil {
@@ -521,7 +531,7 @@ func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner s
 	}
 	for range maxAttempts {
 		var k *Key
-		if k, err = m.store.Get(ctx, id); err != nil {
+		if k, err = m.get(ctx, id); err != nil {
 			return "", false, err
 		}
 		if !k.RevokedAt.IsZero() {

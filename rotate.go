@@ -69,7 +69,7 @@ func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*
 var errLostRace = errors.New("apikey: lost a race")
 
 func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*Rotation, error) {
-	old, err := m.store.Get(ctx, id)
+	old, err := m.get(ctx, id)
 	if err != nil {
 		return nil, storeErr("rotate", err)
 	}
@@ -135,7 +135,7 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	if !isConflict(err) {
 		return nil, storeErr("rotate", err)
 	}
-	cur, gerr := m.store.Get(undo, id)
+	cur, gerr := m.get(undo, id)
 	switch {
 	case gerr != nil:
 		return nil, storeErr("rotate", gerr)

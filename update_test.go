@@ -69,3 +69,39 @@ func TestUpdateRacingRotateNeverExtendsAGracePeriod(t *testing.T) {
 		assert.False(t, old.ExpiresAt.After(c.Now().Add(time.Hour)), "the old key's grace ends at %v", old.ExpiresAt)
 	}
 }
+
+// nilStore answers Get with neither a key nor an error, breaking the
+// Store contract.
+type nilStore struct{ *memstore.Store }
+
+func (nilStore) Get(context.Context, string) (*apikey.Key, error) { return nil, nil }
+
+// TestNoKeyAndNoErrorFromTheStoreIsAFailure: no management call returns
+// (nil, nil) or panics on a store that answers neither; each reports
+// ErrUnavailable.
+func TestNoKeyAndNoErrorFromTheStoreIsAFailure(t *testing.T) {
+	ctx := context.Background()
+	s := nilStore{memstore.New()}
+	m := newManager(t, struct{ apikey.Store }{s}, apikey.Options{})
+	_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	for name, call := range map[string]func() (*apikey.Key, error){
+		"Get": func() (*apikey.Key, error) { return m.Get(ctx, k.ID) },
+		"Update": func() (*apikey.Key, error) {
+			return m.Update(ctx, k.ID, func(k *apikey.Key) error { k.Name = "x"; return nil })
+		},
+		"Disable": func() (*apikey.Key, error) { return m.Disable(ctx, k.ID) },
+		"Enable":  func() (*apikey.Key, error) { return m.Enable(ctx, k.ID) },
+		"Rotate": func() (*apikey.Key, error) {
+			r, err := m.Rotate(ctx, k.ID, 0)
+			if r != nil {
+				return r.Key, err
+			}
+			return nil, err
+		},
+		"Revoke": func() (*apikey.Key, error) { return nil, m.Revoke(ctx, k.ID) },
+	} {
+		got, err := call()
+		assert.Nil(t, got, name)
+		assert.ErrorIs(t, err, apikey.ErrUnavailable, name)
+	}
+}

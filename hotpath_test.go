@@ -332,3 +332,40 @@ func (nopMetrics) Limited(string, string)                 {}
 func (nopMetrics) LimiterFailed(string, bool)             {}
 func (nopMetrics) Flushed(int, time.Duration, error)      {}
 func (nopMetrics) UsesQueued(int, int)                    {}
+
+// A cached id does not make a token pass: the same id and secret with
+// another checksum, or under another prefix, are refused as they would be
+// uncached.
+func TestCachedIDStillChecksTheToken(t *testing.T) {
+	ctx := context.Background()
+	m := newManager(t, memstore.New(), apikey.Options{Prefix: "sk_live", Prefixes: []string{"sk_test"}})
+	token, k, err := m.Issue(ctx, apikey.IssueParams{Prefix: "sk_test"})
+	require.NoError(t, err)
+	require.Equal(t, "sk_test", k.Prefix)
+	for range 2 {
+		_, err = m.Verify(ctx, token)
+		require.NoError(t, err)
+	}
+
+	last := byte('0')
+	if token[len(token)-1] == last {
+		last = '1'
+	}
+	_, err = m.Verify(ctx, token[:len(token)-1]+string(last))
+	assert.Equal(t, apikey.ErrMalformed, err, "same id and secret, another checksum")
+
+	moved := "sk_live" + strings.TrimPrefix(token, "sk_test")
+	_, err = m.Verify(ctx, moved)
+	assert.Equal(t, apikey.ErrMalformed, err, "another prefix, checksum of the old one")
+
+	tok, err := m.Format().Parse(token)
+	require.NoError(t, err)
+	live, err := m.Format().Compose(tok.ID, tok.Secret) // the checksum recomputed for sk_live
+	require.NoError(t, err)
+	_, err = m.Verify(ctx, live)
+	assert.Equal(t, apikey.ErrInvalid, err, "a key verifies only under its own prefix")
+
+	got, err := m.Verify(ctx, token)
+	require.NoError(t, err)
+	assert.Equal(t, k.ID, got.ID)
+}

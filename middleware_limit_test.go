@@ -577,3 +577,45 @@ func TestLimiterBreakerIgnoresCancelledRequests(t *testing.T) {
 	require.Equal(t, 200, hit(h, bearer(token)).Code, "the circuit opened for cancelled requests")
 	assert.EqualValues(t, 6, spy.calls.Load())
 }
+
+// headerWriter is a ResponseWriter that keeps one header map, as a server
+// does, without httptest's copies.
+type headerWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *headerWriter) Header() http.Header         { return w.h }
+func (w *headerWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *headerWriter) WriteHeader(code int)        { w.code = code }
+
+// What Limit allocates per request with memlimit and a two-limit plan:
+// the RateLimit value (its string and slice in one allocation) and
+// memlimit's per-limit states; the RateLimit-Policy value is precomputed,
+// and memlimit gets no deadline.
+func TestLimitAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	plans := apikey.Plans{"pro": {apikey.Quota("daily", 1e13, apikey.Day), apikey.Rate("per-second", 1e9, time.Second, 0)}}
+	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
+	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro"})
+	r := bearer(token)
+	var ran bool
+	plain := e.mw.Handler(okHandler(&ran))
+	limited := e.mw.Handler(e.mw.Limit(okHandler(&ran)))
+	w := &headerWriter{h: http.Header{}}
+	run := func(h http.Handler) float64 {
+		h.ServeHTTP(w, r)
+		require.True(t, ran)
+		return testing.AllocsPerRun(1000, func() {
+			clear(w.h)
+			h.ServeHTTP(w, r)
+		})
+	}
+	base := run(plain)
+	limits := run(limited)
+	t.Logf("allocations per request: Handler %v, Handler+Limit %v", base, limits)
+	assert.Equal(t, base+2, limits, "Limit's allocations beyond Handler's")
+	assert.Equal(t, `"daily";q=10000000000000;w=86400, "per-second";q=1000000000;w=1`, w.h.Get("RateLimit-Policy"))
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,5 +261,43 @@ func TestExpiryBeyondTheColumnsIsBadInput(t *testing.T) {
 		got, err := s.Get(ctx, k.ID)
 		require.NoError(t, err)
 		assert.True(t, got.ExpiresAt.Equal(last), got.ExpiresAt)
+	})
+}
+
+// TestConcurrentMigrations: processes of a fleet that start together each
+// run Migrate, on a new table and on the previous release's; every call
+// succeeds.
+func TestConcurrentMigrations(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		ctx := context.Background()
+		for _, old := range []bool{false, true} {
+			table := randomTable("mig_")
+			dropTable(t, db, b.dialect, table)
+			if old {
+				for _, stmt := range previousSchema(b.dialect, table) {
+					_, err := db.ExecContext(ctx, stmt)
+					require.NoError(t, err)
+				}
+			}
+			const procs = 6
+			errs := make([]error, procs)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range procs {
+				wg.Go(func() {
+					s, err := sqlstore.New(db, b.dialect, sqlstore.Options{Table: table})
+					if err == nil {
+						<-start
+						err = s.Migrate(ctx)
+					}
+					errs[i] = err
+				})
+			}
+			close(start)
+			wg.Wait()
+			for i, err := range errs {
+				assert.NoError(t, err, "process %d, previous table %v", i, old)
+			}
+		}
 	})
 }

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 
@@ -81,10 +82,26 @@ func (s *Store) Schema() []string { return s.d.schema(s.table) }
 // lacks (see Dialect.Upgrade); existing keys keep verifying. It is
 // idempotent and may run at every start. On PostgreSQL it runs in one
 // transaction under an advisory lock, so that processes starting together
-// do not race; on SQLite it runs in one transaction.
+// do not race; on SQLite it runs in one transaction that takes the write
+// lock first (BEGIN IMMEDIATE), for the same reason.
 func (s *Store) Migrate(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if s.d == SQLite {
+		switch db := s.db.(type) {
+		case *sql.Conn:
+			return s.migrateSQLite(ctx, db)
+		case interface {
+			Conn(context.Context) (*sql.Conn, error)
+		}:
+			conn, err := db.Conn(ctx)
+			if err != nil {
+				return s.fail(ctx, "migrate", err)
+			}
+			defer conn.Close()
+			return s.migrateSQLite(ctx, conn)
+		}
 	}
 	if s.d == MySQL { // DDL commits implicitly in MySQL
 		for _, stmt := range s.Schema() {
@@ -118,6 +135,39 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
+		return s.fail(ctx, "migrate", err)
+	}
+	return nil
+}
+
+// migrateSQLite runs Migrate on SQLite in a transaction that begins with
+// the write lock (waiting for it as busy_timeout says). A deferred
+// transaction would read the schema first, and SQLite refuses at once, with
+// SQLITE_BUSY, a transaction that read and then writes after another
+// connection wrote: of Migrates that run together, all but one failed.
+func (s *Store) migrateSQLite(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return s.fail(ctx, "migrate", err)
+	}
+	err := func() error {
+		for _, stmt := range s.Schema() {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		for _, stmt := range s.d.upgrade(s.table) {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil && (ctx.Err() != nil || !s.d.isDuplicateColumn(err)) {
+				return err
+			}
+		}
+		_, err := conn.ExecContext(ctx, "COMMIT")
+		return err
+	}()
+	if err != nil {
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
+			// Never hand a connection inside a transaction back to the pool.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
 		return s.fail(ctx, "migrate", err)
 	}
 	return nil

@@ -75,9 +75,9 @@ type MiddlewareOptions struct {
 	// LimitKey gives the subject whose budget a request spends. Default:
 	// the key's Owner, so that all keys of a customer share one budget;
 	// for a key without owner, its Lineage (its ID for a key never
-	// rotated). An empty result falls back to the same. Keep rotations in
-	// mind: a subject taken from Key.ID gives a rotated key a fresh
-	// budget; use Key.Lineage. Credits are always counted per Lineage.
+	// rotated). An empty result falls back to the same, and so does the
+	// key's own ID: a rotation never gives a key a fresh budget. Credits
+	// are always counted per Lineage.
 	LimitKey func(*Key) string
 	// Cost gives what a request costs: default 1 for every request,
 	// including HEAD and OPTIONS. Return 0 for a request that spends

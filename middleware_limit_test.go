@@ -198,6 +198,7 @@ func TestRotationKeepsTheBudget(t *testing.T) {
 		{"Owner", "ann", nil},
 		{"LineageWithoutOwner", "", nil},
 		{"LimitKeyLineage", "ann", func(k *apikey.Key) string { return k.Lineage }},
+		{"LimitKeyID", "ann", func(k *apikey.Key) string { return k.ID }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{LimitKey: tc.key})

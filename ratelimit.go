@@ -248,10 +248,12 @@ func (mw *Middleware) internal(w http.ResponseWriter, r *http.Request, err error
 	w.Write(mw.bodies[http.StatusInternalServerError])
 }
 
-// subject is the subject k's rates and quotas are counted for.
+// subject is the subject k's rates and quotas are counted for. A subject
+// that is the key's own id is its lineage's, so that a rotation never
+// resets a budget whatever LimitKey returns.
 func (rl *rateLimits) subject(k *Key) string {
 	if rl.key != nil {
-		if s := rl.key(k); s != "" {
+		if s := rl.key(k); s != "" && s != k.ID {
 			return s
 		}
 	} else if k.Owner != "" {

@@ -130,7 +130,7 @@ func Run(t *testing.T, cfg Config) {
 		{"SubjectsAreIndependent", false, testSubjects},
 		{"LimitSubjectsAreIndependent", false, testLimitSubjects},
 		{"StatesOfEveryLimit", false, testStates},
-		{"CreditsNeverRefilled", true, testCreditsNever},
+		{"CreditsNeverRefilled", false, testCreditsNever},
 		{"CreditsRefillAtUTCBoundary", true, testCreditsRefill},
 		{"CreditsDecidedWithOtherLimits", false, testCreditsAllOrNothing},
 		{"CreditsConcurrentUseAdmitsExactly", false, testCreditsConcurrent},
@@ -713,7 +713,11 @@ func testCreditsNever(t *testing.T, e env) {
 		require.Equal(t, 2-i, res.Remaining)
 		require.Zero(t, res.Reset)
 	}
-	for _, d := range []time.Duration{0, 24 * time.Hour, 40 * 24 * time.Hour, 400 * 24 * time.Hour} {
+	moves := []time.Duration{0, 24 * time.Hour, 40 * 24 * time.Hour, 400 * 24 * time.Hour}
+	if e.real {
+		moves = moves[:1]
+	}
+	for _, d := range moves {
 		e.clock.Advance(d)
 		res := allow(t, e.l, id, 1, c)
 		require.False(t, res.Allowed, "credits came back after %v", d)

@@ -184,3 +184,20 @@ func FuzzAllow(f *testing.F) {
 		limitertest.Fuzz(t, l, kind, name, count, period, burst, window, cost)
 	})
 }
+
+// Credits are never evicted at the cap: forgetting them would grant them
+// again.
+func TestCreditsAreNeverEvicted(t *testing.T) {
+	t.Parallel()
+	l, _ := newAt(t, 64)
+	c := apikey.Credits("credits", 2, apikey.Never)
+	c.Subject = "key"
+	require.True(t, allow(t, l, "owner", c))
+	require.True(t, allow(t, l, "owner", c))
+	r := apikey.Rate("r", 10, time.Hour, 0)
+	for i := range 1000 {
+		require.True(t, allow(t, l, fmt.Sprint("other", i), r))
+	}
+	assert.False(t, allow(t, l, "owner", c), "spent credits came back after eviction")
+	assert.LessOrEqual(t, l.Len(), 65)
+}

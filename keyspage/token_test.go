@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -93,4 +94,39 @@ func TestNameBeyondTheManagersLimit(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, res.status)
 	assert.Contains(t, res.body, "The name is too long")
 	assert.Equal(t, "Prod", f.get(t, k.ID).Name)
+}
+
+// TestConcurrentRotationsShowOneToken: rotate forms of one key posted
+// together (a double click, two tabs) show exactly one new token; the
+// others are told the key is already rotated, and only that token works.
+func TestConcurrentRotationsShowOneToken(t *testing.T) {
+	f := newFixture(t, keyspage.Options{})
+	for range 20 {
+		_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Prod"})
+		const posts = 5
+		res := make([]response, posts)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range posts {
+			wg.Go(func() {
+				<-start
+				res[i] = f.do(t, http.MethodPost, "/keys/rotate", "alice", url.Values{"id": {k.ID}, "grace": {"3600"}}, nil)
+			})
+		}
+		close(start)
+		wg.Wait()
+		var tokens []string
+		for _, r := range res {
+			if got := tokenRE.FindStringSubmatch(r.body); got != nil {
+				assert.Equal(t, http.StatusOK, r.status)
+				tokens = append(tokens, got[1])
+				continue
+			}
+			assert.Equal(t, http.StatusConflict, r.status, r.body)
+		}
+		require.Len(t, tokens, 1)
+		succ, err := f.m.Verify(context.Background(), tokens[0])
+		require.NoError(t, err)
+		assert.Equal(t, succ.ID, f.get(t, k.ID).RotatedTo)
+	}
 }

@@ -358,6 +358,9 @@ func (m *Manager) Get(ctx context.Context, id string) (*Key, error) {
 // get reads the key id from the store. A store that answers neither a key
 // nor an error is failing: that is an error, never passed on as (nil, nil).
 func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
+	if !storable(id) {
+		return nil, ErrNotFound
+	}
 	k, err := m.store.Get(ctx, id)
 	if err == nil && k == nil {
 		err = errors.New("store returned no key and no error")
@@ -367,6 +370,9 @@ func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
 
 // List returns a page of owner's keys ordered by ID; see Store.List.
 func (m *Manager) List(ctx context.Context, owner string, opts ListOptions) ([]*Key, error) {
+	if !storable(owner) {
+		return []*Key{}, nil // no key has this owner: Issue refuses it
+	}
 	ks, err := m.store.List(ctx, owner, opts)
 	if err != nil {
 		return nil, storeErr("list", err)
@@ -526,6 +532,9 @@ func (m *Manager) Revoke(ctx context.Context, id string) error {
 // conditional Update retried on conflict. It returns the owner when it
 // read the key, and whether it found the key already revoked.
 func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner string, already bool, err error) {
+	if !storable(id) {
+		return "", false, ErrNotFound
+	}
 	if r, ok := m.store.(Revoker); ok {
 		return "", false, r.Revoke(ctx, id, now)
 	}
@@ -560,6 +569,9 @@ func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner s
 // being created, it gives up after a bounded number of passes with an
 // error wrapping ErrConflict.
 func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, error) {
+	if !storable(owner) {
+		return nil, nil // no key has this owner: Issue refuses it
+	}
 	now := m.now().UTC().Truncate(time.Microsecond)
 	var all []string
 	for range maxOwnerPasses {
@@ -619,6 +631,9 @@ func (m *Manager) revokeOwnerPass(ctx context.Context, owner string, now time.Ti
 // Delete removes the key with the given id from the store; prefer Revoke,
 // which keeps the record for audits. Its event carries no owner.
 func (m *Manager) Delete(ctx context.Context, id string) error {
+	if !storable(id) {
+		return fmt.Errorf("apikey: delete: %w", ErrNotFound)
+	}
 	err := m.store.Delete(ctx, id)
 	if err != nil {
 		m.cache.invalidate(id)

@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -53,6 +54,13 @@ func validExpiry(t time.Time) error {
 		return fmt.Errorf("%w: ExpiresAt is outside the years 1000 to 9999 (UTC)", ErrInvalidOptions)
 	}
 	return nil
+}
+
+// storable reports whether s is a value every store can hold and query:
+// valid UTF-8 without NUL (PostgreSQL refuses either even in a query). An
+// id or owner that is not names no key.
+func storable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 // validText checks a string field against the input rules.

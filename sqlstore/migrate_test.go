@@ -301,3 +301,37 @@ func TestConcurrentMigrations(t *testing.T) {
 		}
 	})
 }
+
+// TestIDsAndOwnersNoStoreCanHold: an id or owner with a NUL byte or
+// invalid UTF-8 (which PostgreSQL refuses in a query) names no key: the
+// Manager answers ErrNotFound, or nothing for an owner, never
+// ErrUnavailable. Such values come from forms and URLs.
+func TestIDsAndOwnersNoStoreCanHold(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		s := newStore(t, db, b.dialect, randomTable("keys_"))
+		m := newManager(t, s)
+		ctx := context.Background()
+		for _, id := range []string{"a\x00b", "\xff\xfe", "AAAAAAAAAAAAAAA\x00"} {
+			_, err := m.Get(ctx, id)
+			assert.ErrorIs(t, err, apikey.ErrNotFound, "Get %q", id)
+			_, err = m.Update(ctx, id, func(k *apikey.Key) error { k.Name = "x"; return nil })
+			assert.ErrorIs(t, err, apikey.ErrNotFound, "Update %q", id)
+			_, err = m.Disable(ctx, id)
+			assert.ErrorIs(t, err, apikey.ErrNotFound, "Disable %q", id)
+			_, err = m.Enable(ctx, id)
+			assert.ErrorIs(t, err, apikey.ErrNotFound, "Enable %q", id)
+			_, err = m.Rotate(ctx, id, 0)
+			assert.ErrorIs(t, err, apikey.ErrNotFound, "Rotate %q", id)
+			assert.ErrorIs(t, m.Revoke(ctx, id), apikey.ErrNotFound, "Revoke %q", id)
+			assert.ErrorIs(t, m.Delete(ctx, id), apikey.ErrNotFound, "Delete %q", id)
+		}
+		for _, owner := range []string{"a\x00b", "\xff\xfe"} {
+			keys, err := m.List(ctx, owner, apikey.ListOptions{})
+			assert.NoError(t, err, "List %q", owner)
+			assert.Empty(t, keys)
+			ids, err := m.RevokeOwner(ctx, owner)
+			assert.NoError(t, err, "RevokeOwner %q", owner)
+			assert.Empty(t, ids)
+		}
+	})
+}

@@ -93,8 +93,11 @@ func (k *Key) HasScope(scope string) bool {
 	return false
 }
 
-// Revoked reports whether the key is revoked at time now.
-func (k *Key) Revoked(now time.Time) bool { return !k.RevokedAt.IsZero() && !now.Before(k.RevokedAt) }
+// Revoked reports whether the key is revoked. A revocation takes effect
+// whatever now is: RevokedAt may lie in the future of a clock that runs
+// behind the revoking Manager's (or that stepped back), and the key is
+// refused all the same. now is not used.
+func (k *Key) Revoked(now time.Time) bool { return !k.RevokedAt.IsZero() }
 
 // Expired reports whether the key is expired at time now.
 func (k *Key) Expired(now time.Time) bool { return !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) }

@@ -105,3 +105,25 @@ func TestNoKeyAndNoErrorFromTheStoreIsAFailure(t *testing.T) {
 		assert.ErrorIs(t, err, apikey.ErrUnavailable, name)
 	}
 }
+
+// TestRevocationIgnoresClockSkew: a revocation made by a Manager whose
+// clock runs ahead (another instance of the fleet, or this one before its
+// clock stepped back) refuses the key at once everywhere: RevokedAt in
+// the reader's future is still a revocation.
+func TestRevocationIgnoresClockSkew(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New()
+	behind := newClock()
+	ahead := &clock{t: behind.Now().Add(5 * time.Second)}
+	reader := newManager(t, store, apikey.Options{Now: behind.Now, Cache: apikey.CacheOptions{TTL: -1}})
+	revoker := newManager(t, store, apikey.Options{Now: ahead.Now})
+	token, k := issue(t, reader, apikey.IssueParams{Owner: "alice"})
+	require.NoError(t, revoker.Revoke(ctx, k.ID))
+	_, err := reader.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrRevoked, "revoked 5 s ahead of this clock")
+	got, err := reader.Get(ctx, k.ID)
+	require.NoError(t, err)
+	assert.True(t, got.Revoked(behind.Now()))
+	_, err = reader.Rotate(ctx, k.ID, time.Hour)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+}

@@ -41,11 +41,11 @@ import (
 
 // Options configures a Manager. The zero value is valid and secure: the
 // "sk" prefix, 256-bit secrets, SHA-256 digests (set Peppers for HMAC),
-// keys that never expire, last-used times flushed every
-// DefaultLastUsedInterval and a verification cache of DefaultCacheTTL.
+// keys that never expire, last-used times flushed every 10 seconds and a
+// verification cache of 5 seconds.
 type Options struct {
 	// Prefix is the token prefix, e.g. "sk_live" or "sk_test";
-	// DefaultPrefix when empty. See NewFormat for its grammar.
+	// "sk" when empty. See NewFormat for its grammar.
 	Prefix string
 
 	// Prefixes are further prefixes the Manager accepts and issues (with
@@ -53,15 +53,15 @@ type Options struct {
 	// Every key verifies only under the prefix it was issued with.
 	Prefixes []string
 
-	// SecretBits is the entropy of a secret: DefaultSecretBits when 0,
-	// between MinSecretBits and MaxSecretBits.
+	// SecretBits is the entropy of a secret: 256 when 0, between 128 and
+	// 512.
 	SecretBits int
 
 	// Peppers key the default HMAC-SHA-256 hasher. Peppers[0] hashes new
 	// keys; the others only verify keys they hashed earlier, so a pepper
-	// can be rotated. Each needs MinPepperLength bytes. Without peppers
-	// (and without Hasher), digests are plain SHA-256, which anyone able to write
-	// to the store can forge.
+	// can be rotated. Each needs 32 bytes or more. Without peppers (and
+	// without Hasher), digests are plain SHA-256, which anyone able to
+	// write to the store can forge.
 	Peppers []Pepper
 
 	// Hasher replaces the default hasher, e.g. with NewBcryptHasher.
@@ -77,23 +77,24 @@ type Options struct {
 	DefaultTTL time.Duration
 
 	// LastUsedInterval is how often recorded uses are flushed to the store
-	// with Store.MarkUsed: DefaultLastUsedInterval when 0. A negative
-	// value turns last-used tracking off.
+	// with Store.MarkUsed: 10 seconds when 0, so that Key.LastUsedAt lags
+	// the true last use by at most this plus one flush. A negative value
+	// turns last-used tracking off.
 	LastUsedInterval time.Duration
 
 	// LastUsedQueue bounds the number of distinct keys waiting for a
-	// flush or being written: DefaultLastUsedQueue when 0. Uses of further
+	// flush or being written: 100,000 when 0. Uses of further
 	// keys are dropped (and counted, see Stats) until the next flush.
 	LastUsedQueue int
 
 	// LastUsedBatch is the most keys one Store.MarkUsed call writes:
-	// DefaultLastUsedBatch when 0. A flush writes its keys in batches of
+	// 1,000 when 0. A flush writes its keys in batches of
 	// this size; a batch that fails is retried at the next flush without
 	// holding up the others.
 	LastUsedBatch int
 
 	// LastUsedTimeout bounds each Store.MarkUsed call:
-	// DefaultLastUsedTimeout when 0, whatever LastUsedInterval is.
+	// 5 seconds when 0, whatever LastUsedInterval is.
 	// Negative LastUsedQueue, LastUsedBatch or LastUsedTimeout values are
 	// refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
@@ -188,7 +189,7 @@ type Manager struct {
 
 // New returns a Manager over store. It validates opts and returns an error
 // wrapping ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret under
-// MinSecretBits, a short pepper, a hasher that cannot take the tokens,
+// 128 bits, a short pepper, a hasher that cannot take the tokens,
 // invalid Plans or a DefaultPlan not in Plans. It starts one background
 // goroutine for last-used flushes and, with a Notifier, one for its
 // subscription, both stopped by Close.

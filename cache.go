@@ -14,22 +14,22 @@ import (
 
 // Defaults of the verification cache.
 const (
-	// DefaultCacheTTL is how long a verified key is served from memory when
+	// defaultCacheTTL is how long a verified key is served from memory when
 	// CacheOptions.TTL is 0. It is also the bound on how long a revocation
 	// made through another Manager (another process) can go unnoticed by
 	// this one when no Notifier tells it sooner. Revocations through this
 	// Manager take effect at once.
-	DefaultCacheTTL = 5 * time.Second
-	// DefaultNegativeTTL is how long a failed lookup (an unknown id, or a
+	defaultCacheTTL = 5 * time.Second
+	// defaultNegativeTTL is how long a failed lookup (an unknown id, or a
 	// known id presented with a wrong secret) is remembered when
 	// CacheOptions.NegativeTTL is 0.
-	DefaultNegativeTTL = time.Second
-	// DefaultCacheSize is the entry limit when CacheOptions.MaxEntries is 0.
-	DefaultCacheSize = 100_000
+	defaultNegativeTTL = time.Second
+	// defaultCacheSize is the entry limit when CacheOptions.MaxEntries is 0.
+	defaultCacheSize = 100_000
 )
 
 // CacheOptions configures the verification cache of a Manager. The zero
-// value enables it with the defaults above and no stale serving.
+// value enables it with the defaults of its fields and no stale serving.
 //
 // An entry holds the record and the SHA-256 of the secret that was
 // verified against it, so a hit costs one SHA-256 and a map lookup: no
@@ -43,13 +43,16 @@ const (
 // bypass the cache to load the store.
 type CacheOptions struct {
 	// TTL is how long a verified key is served without asking the store:
-	// DefaultCacheTTL when 0; negative disables the cache.
+	// 5 seconds when 0; negative disables the cache. It is also the bound
+	// on how long a revocation made through another Manager (another
+	// process) can go unnoticed by this one when no Notifier tells it
+	// sooner; revocations through this Manager take effect at once.
 	TTL time.Duration
 	// NegativeTTL is how long a failed lookup (unknown id or wrong secret)
-	// is answered ErrInvalid without asking the store: DefaultNegativeTTL
+	// is answered ErrInvalid without asking the store: one second
 	// when 0; negative disables it.
 	NegativeTTL time.Duration
-	// MaxEntries bounds the cache: DefaultCacheSize when 0. When full, an
+	// MaxEntries bounds the cache: 100,000 entries when 0. When full, an
 	// arbitrary entry is evicted for each new one.
 	MaxEntries int
 	// StaleIfError lets a key verified within TTL+StaleIfError keep working
@@ -128,13 +131,13 @@ func newCache(o CacheOptions) (*cache, error) {
 	}
 	c := &cache{ttl: o.TTL, negTTL: o.NegativeTTL, stale: o.StaleIfError, max: int64(o.MaxEntries)}
 	if c.ttl == 0 {
-		c.ttl = DefaultCacheTTL
+		c.ttl = defaultCacheTTL
 	}
 	if c.negTTL == 0 {
-		c.negTTL = DefaultNegativeTTL
+		c.negTTL = defaultNegativeTTL
 	}
 	if c.max == 0 {
-		c.max = DefaultCacheSize
+		c.max = defaultCacheSize
 	}
 	for i := range c.shards {
 		c.shards[i].entries = map[string]*cacheEntry{}

@@ -22,25 +22,25 @@ import (
 // With the default prefix "sk" and 256-bit secrets a token is 68 characters.
 // No token is ever longer than MaxTokenLength.
 const (
-	// DefaultPrefix is the prefix used when Options.Prefix is empty.
-	DefaultPrefix = "sk"
-	// MaxPrefixLength is the longest accepted prefix.
-	MaxPrefixLength = 32
+	// defaultPrefix is the prefix used when Options.Prefix is empty.
+	defaultPrefix = "sk"
+	// maxPrefixLength is the longest accepted prefix.
+	maxPrefixLength = 32
 	// IDLength is the number of base62 characters of a key id.
 	IDLength = 16
 	// ChecksumLength is the number of base62 characters of the checksum.
 	ChecksumLength = 6
-	// DefaultSecretBits is the entropy of a secret when Options.SecretBits is 0.
-	DefaultSecretBits = 256
-	// MinSecretBits is the least entropy accepted for a secret.
-	MinSecretBits = 128
-	// MaxSecretBits is the most entropy accepted for a secret.
-	MaxSecretBits = 512
+	// defaultSecretBits is the entropy of a secret when Options.SecretBits is 0.
+	defaultSecretBits = 256
+	// minSecretBits is the least entropy accepted for a secret.
+	minSecretBits = 128
+	// maxSecretBits is the most entropy accepted for a secret.
+	maxSecretBits = 512
 	// MaxTokenLength is the length of the longest token any configuration
 	// produces. Longer input is rejected before it is looked at further.
-	MaxTokenLength = MaxPrefixLength + 1 + IDLength + maxSecretLength + ChecksumLength
+	MaxTokenLength = maxPrefixLength + 1 + IDLength + maxSecretLength + ChecksumLength
 
-	maxSecretLength = 86 // secretLength(MaxSecretBits)
+	maxSecretLength = 86 // secretLength(maxSecretBits)
 	hintSuffix      = 4
 )
 
@@ -80,35 +80,35 @@ type Format struct {
 	more      []string // further prefixes Parse accepts; never appended to
 }
 
-// NewFormat returns the Format for prefix (DefaultPrefix when empty) and
-// secrets of secretBits bits (DefaultSecretBits when 0). The prefix must be
+// NewFormat returns the Format for prefix ("sk" when empty) and secrets of
+// secretBits bits (256 when 0, between 128 and 512). The prefix must be
 // 1 to 32 characters of lowercase letters, digits and underscores, start
 // with a letter, and neither end with nor repeat an underscore.
 func NewFormat(prefix string, secretBits int) (Format, error) {
 	if prefix == "" {
-		prefix = DefaultPrefix
+		prefix = defaultPrefix
 	}
 	if secretBits == 0 {
-		secretBits = DefaultSecretBits
+		secretBits = defaultSecretBits
 	}
 	if err := validPrefix(prefix); err != nil {
 		return Format{}, err
 	}
-	if secretBits < MinSecretBits || secretBits > MaxSecretBits {
-		return Format{}, fmt.Errorf("%w: secret bits %d outside [%d, %d]", ErrInvalidOptions, secretBits, MinSecretBits, MaxSecretBits)
+	if secretBits < minSecretBits || secretBits > maxSecretBits {
+		return Format{}, fmt.Errorf("%w: secret bits %d outside [%d, %d]", ErrInvalidOptions, secretBits, minSecretBits, maxSecretBits)
 	}
 	return Format{prefix: prefix, secretLen: secretLength(secretBits)}, nil
 }
 
 func validPrefix(p string) error {
-	bad := len(p) == 0 || len(p) > MaxPrefixLength || p[0] < 'a' || p[0] > 'z' ||
+	bad := len(p) == 0 || len(p) > maxPrefixLength || p[0] < 'a' || p[0] > 'z' ||
 		p[len(p)-1] == '_' || strings.Contains(p, "__")
 	for i := 0; i < len(p) && !bad; i++ {
 		c := p[i]
 		bad = !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_')
 	}
 	if bad {
-		return fmt.Errorf("%w: prefix must be 1-%d of [a-z0-9_], start with a letter, no trailing or doubled '_'", ErrInvalidOptions, MaxPrefixLength)
+		return fmt.Errorf("%w: prefix must be 1-%d of [a-z0-9_], start with a letter, no trailing or doubled '_'", ErrInvalidOptions, maxPrefixLength)
 	}
 	return nil
 }

@@ -33,17 +33,17 @@ type Hasher interface {
 
 // Hash versions written by the hashers of this package.
 const (
-	// VersionSHA256 marks a digest made by plain SHA-256 (no pepper).
-	VersionSHA256 = "sha256"
-	// VersionBcrypt marks a bcrypt digest.
-	VersionBcrypt = "bcrypt"
+	// versionSHA256 marks a digest made by plain SHA-256 (no pepper).
+	versionSHA256 = "sha256"
+	// versionBcrypt marks a bcrypt digest.
+	versionBcrypt = "bcrypt"
 	// versionHMAC prefixes the pepper version of an HMAC-SHA-256 digest:
 	// "hmac-sha256:<pepper version>".
 	versionHMAC = "hmac-sha256:"
 )
 
-// MinPepperLength is the shortest pepper NewHMACHasher accepts, in bytes.
-const MinPepperLength = 32
+// minPepperLength is the shortest pepper NewHMACHasher accepts, in bytes.
+const minPepperLength = 32
 
 // Pepper is a server-side secret that keys the HMAC of every stored digest.
 // Keep it outside the database (an environment variable, a secret manager).
@@ -51,7 +51,7 @@ type Pepper struct {
 	// Version names the pepper; it is stored with every digest it made.
 	// It must be non-empty and must not change once digests use it.
 	Version string
-	// Secret is the pepper itself: at least MinPepperLength random bytes.
+	// Secret is the pepper itself: at least 32 random bytes.
 	Secret []byte
 }
 
@@ -65,7 +65,7 @@ type hmacHasher struct {
 // HMAC-SHA-256 keyed by current for new digests, and by any of older to
 // verify digests they made, so that a pepper can be rotated without
 // breaking keys. Each pepper needs a distinct, non-empty version and at
-// least MinPepperLength bytes. The Hasher is safe for concurrent use and
+// least 32 bytes. The Hasher is safe for concurrent use and
 // does not allocate to compare.
 func NewHMACHasher(current Pepper, older ...Pepper) (Hasher, error) {
 	h := &hmacHasher{current: versionHMAC + current.Version, versions: map[string]*sync.Pool{}}
@@ -74,8 +74,8 @@ func NewHMACHasher(current Pepper, older ...Pepper) (Hasher, error) {
 		switch {
 		case p.Version == "" || strings.ContainsAny(p.Version, " \t\r\n"):
 			return nil, fmt.Errorf("%w: pepper version must be non-empty without spaces", ErrInvalidOptions)
-		case len(p.Secret) < MinPepperLength:
-			return nil, fmt.Errorf("%w: pepper %q is shorter than %d bytes", ErrInvalidOptions, p.Version, MinPepperLength)
+		case len(p.Secret) < minPepperLength:
+			return nil, fmt.Errorf("%w: pepper %q is shorter than %d bytes", ErrInvalidOptions, p.Version, minPepperLength)
 		case h.versions[v] != nil:
 			return nil, fmt.Errorf("%w: pepper version %q given twice", ErrInvalidOptions, p.Version)
 		}
@@ -120,12 +120,12 @@ type sha256Hasher struct{}
 // Hash implements Hasher.
 func (sha256Hasher) Hash(material []byte) ([]byte, string, error) {
 	sum := sha256.Sum256(material)
-	return sum[:], VersionSHA256, nil
+	return sum[:], versionSHA256, nil
 }
 
 // Compare implements Hasher in constant time.
 func (sha256Hasher) Compare(material, digest []byte, version string) (bool, error) {
-	if version != VersionSHA256 {
+	if version != versionSHA256 {
 		return false, ErrUnknownHashVersion
 	}
 	sum := sha256.Sum256(material)
@@ -163,12 +163,12 @@ func (b *bcryptHasher) Hash(material []byte) ([]byte, string, error) {
 		return nil, "", ErrMalformed
 	}
 	d, err := bcrypt.GenerateFromPassword(material, b.cost)
-	return d, VersionBcrypt, err
+	return d, versionBcrypt, err
 }
 
 // Compare implements Hasher; bcrypt compares in constant time.
 func (b *bcryptHasher) Compare(material, digest []byte, version string) (bool, error) {
-	if version != VersionBcrypt {
+	if version != versionBcrypt {
 		return false, ErrUnknownHashVersion
 	}
 	if len(material) > bcryptMaxInput {

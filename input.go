@@ -39,6 +39,9 @@ const (
 	// MaxLimits is the most Key.Limits entries (whose names Limit.Validate
 	// limits to 64 characters).
 	MaxLimits = 16
+	// MaxListLimit is the largest page Store.List must serve
+	// (ListOptions.Limit); larger limits are reduced to it.
+	MaxListLimit = 1000
 )
 
 // Bounds of Key.ExpiresAt: the range of MySQL's DATETIME, in UTC.

@@ -11,19 +11,19 @@ import (
 
 // Defaults of last-used tracking.
 const (
-	// DefaultLastUsedInterval is how often uses are flushed to the store
+	// defaultLastUsedInterval is how often uses are flushed to the store
 	// when Options.LastUsedInterval is 0. Key.LastUsedAt therefore lags
 	// the true last use by at most this interval plus one flush.
-	DefaultLastUsedInterval = 10 * time.Second
-	// DefaultLastUsedQueue is the number of distinct keys that can wait for
+	defaultLastUsedInterval = 10 * time.Second
+	// defaultLastUsedQueue is the number of distinct keys that can wait for
 	// a flush (or be in one) when Options.LastUsedQueue is 0.
-	DefaultLastUsedQueue = 100_000
-	// DefaultLastUsedBatch is the most keys one Store.MarkUsed call writes
+	defaultLastUsedQueue = 100_000
+	// defaultLastUsedBatch is the most keys one Store.MarkUsed call writes
 	// when Options.LastUsedBatch is 0.
-	DefaultLastUsedBatch = 1_000
-	// DefaultLastUsedTimeout bounds each Store.MarkUsed call when
+	defaultLastUsedBatch = 1_000
+	// defaultLastUsedTimeout bounds each Store.MarkUsed call when
 	// Options.LastUsedTimeout is 0, whatever the flush interval.
-	DefaultLastUsedTimeout = 5 * time.Second
+	defaultLastUsedTimeout = 5 * time.Second
 )
 
 // usageGranularity is the resolution of last-used times of cached keys: a
@@ -116,16 +116,16 @@ func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
 		log: o.log, metrics: o.metrics, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if u.interval == 0 {
-		u.interval = DefaultLastUsedInterval
+		u.interval = defaultLastUsedInterval
 	}
 	if u.max == 0 {
-		u.max = DefaultLastUsedQueue
+		u.max = defaultLastUsedQueue
 	}
 	if u.batch == 0 {
-		u.batch = DefaultLastUsedBatch
+		u.batch = defaultLastUsedBatch
 	}
 	if u.timeout == 0 {
-		u.timeout = DefaultLastUsedTimeout
+		u.timeout = defaultLastUsedTimeout
 	}
 	for i := range u.shards {
 		u.shards[i].pending = map[string]int64{}

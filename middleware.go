@@ -16,21 +16,21 @@ const (
 	HeaderAuthorization = "Authorization"
 	// HeaderAPIKey carries the bare token.
 	HeaderAPIKey = "X-API-Key"
-	// DefaultQueryParam is the query parameter read by QuerySource when
+	// defaultQueryParam is the query parameter read by QuerySource when
 	// query keys are enabled.
-	DefaultQueryParam = "api_key"
-	// DefaultRealm is the realm of WWW-Authenticate challenges.
-	DefaultRealm = "api"
-	// DefaultRetryAfter is the Retry-After of 503 responses.
-	DefaultRetryAfter = 5 * time.Second
-	// DefaultLimiterTimeout is the deadline of a Limiter call.
-	DefaultLimiterTimeout = 50 * time.Millisecond
-	// DefaultBreakerFailures is how many consecutive Limiter failures
+	defaultQueryParam = "api_key"
+	// defaultRealm is the realm of WWW-Authenticate challenges.
+	defaultRealm = "api"
+	// defaultRetryAfter is the Retry-After of 503 responses.
+	defaultRetryAfter = 5 * time.Second
+	// defaultLimiterTimeout is the deadline of a Limiter call.
+	defaultLimiterTimeout = 50 * time.Millisecond
+	// defaultBreakerFailures is how many consecutive Limiter failures
 	// open the circuit breaker.
-	DefaultBreakerFailures = 5
-	// DefaultBreakerCoolDown is how long the circuit stays open before a
+	defaultBreakerFailures = 5
+	// defaultBreakerCoolDown is how long the circuit stays open before a
 	// probe.
-	DefaultBreakerCoolDown = 5 * time.Second
+	defaultBreakerCoolDown = 5 * time.Second
 )
 
 // MiddlewareOptions configures a Middleware. The zero value is secure: keys
@@ -44,9 +44,9 @@ type MiddlewareOptions struct {
 	// AllowQuery adds QuerySource(QueryParam) after Sources. It is off by
 	// default because URLs leak into logs, proxies and Referer headers.
 	AllowQuery bool
-	// QueryParam names the query parameter; DefaultQueryParam when empty.
+	// QueryParam names the query parameter; "api_key" when empty.
 	QueryParam string
-	// Realm is the realm of WWW-Authenticate challenges; DefaultRealm when
+	// Realm is the realm of WWW-Authenticate challenges; "api" when
 	// empty. It must not contain '"' or '\'.
 	Realm string
 	// Optional lets requests with no key at all through, anonymously
@@ -57,7 +57,7 @@ type MiddlewareOptions struct {
 	// cookie) from the request the next handler sees, so that downstream
 	// logging and proxying cannot leak it.
 	HideCredentials bool
-	// RetryAfter is the Retry-After of 503 answers; DefaultRetryAfter when
+	// RetryAfter is the Retry-After of 503 answers; 5 seconds when
 	// 0. It is sent in whole seconds, rounded up.
 	RetryAfter time.Duration
 	// ErrorHandler, if set, writes every refusal instead of the built-in
@@ -85,7 +85,7 @@ type MiddlewareOptions struct {
 	// is a bug answered with 500. A cost above a limit's capacity is
 	// refused with 429 without consuming anything.
 	Cost func(*http.Request, *Key) int64
-	// LimiterTimeout bounds every Limiter call: DefaultLimiterTimeout when
+	// LimiterTimeout bounds every Limiter call: 50 milliseconds when
 	// 0, no deadline but the request's when negative. A call that runs
 	// out of time is a failure of the Limiter. A Limiter that never waits
 	// says so with a method InProcess() bool returning true (memlimit
@@ -103,13 +103,13 @@ type MiddlewareOptions struct {
 	// ErrUnavailable, while the circuit breaker is open).
 	LimiterFailed func(r *http.Request, err error, policy LimiterFailurePolicy)
 	// BreakerFailures is how many consecutive Limiter failures open the
-	// circuit breaker: DefaultBreakerFailures when 0, never when negative.
+	// circuit breaker: 5 when 0, never when negative.
 	// While open, the failure policy applies at once, without calling
 	// the Limiter; after BreakerCoolDown one request probes it, and
 	// closes the circuit if it answers.
 	BreakerFailures int
 	// BreakerCoolDown is how long the circuit stays open before a probe:
-	// DefaultBreakerCoolDown when 0. The Manager's clock (Options.Now)
+	// 5 seconds when 0. The Manager's clock (Options.Now)
 	// measures it.
 	BreakerCoolDown time.Duration
 	// LegacyRateLimitHeaders also sends X-RateLimit-Limit, -Remaining and
@@ -151,7 +151,7 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	}
 	realm := opts.Realm
 	if realm == "" {
-		realm = DefaultRealm
+		realm = defaultRealm
 	}
 	if strings.ContainsAny(realm, "\"\\\r\n") {
 		return nil, fmt.Errorf("%w: realm must not contain quotes, backslashes or line breaks", ErrInvalidOptions)
@@ -160,7 +160,7 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 		return nil, fmt.Errorf("%w: negative RetryAfter", ErrInvalidOptions)
 	}
 	if opts.RetryAfter == 0 {
-		opts.RetryAfter = DefaultRetryAfter
+		opts.RetryAfter = defaultRetryAfter
 	}
 	sources := append([]KeySource(nil), opts.Sources...)
 	if len(sources) == 0 {

@@ -131,17 +131,17 @@ func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
 		cost: opts.Cost, timeout: opts.LimiterTimeout, now: m.now,
 	}
 	if rl.timeout == 0 {
-		rl.timeout = DefaultLimiterTimeout
+		rl.timeout = defaultLimiterTimeout
 	}
 	if ip, ok := rl.limiter.(interface{ InProcess() bool }); ok && ip.InProcess() {
 		rl.timeout = -1 // it never waits: a deadline would only cost allocations
 	}
 	threshold, coolDown := opts.BreakerFailures, opts.BreakerCoolDown
 	if threshold == 0 {
-		threshold = DefaultBreakerFailures
+		threshold = defaultBreakerFailures
 	}
 	if coolDown == 0 {
-		coolDown = DefaultBreakerCoolDown
+		coolDown = defaultBreakerCoolDown
 	}
 	rl.breaker = breaker{threshold: int64(threshold), coolDown: int64(coolDown), now: m.now}
 	if m.plans != nil {

@@ -53,12 +53,12 @@ func HeaderSource(name string) KeySource {
 }
 
 // QuerySource reads the token from the named query parameter
-// (DefaultQueryParam when empty). Keys in URLs end up in access logs,
+// ("api_key" when empty). Keys in URLs end up in access logs,
 // proxies and Referer headers (RFC 6750 §2.3, RFC 9700 §4.3.2), so the
 // middleware only uses it when MiddlewareOptions.AllowQuery is set.
 func QuerySource(param string) KeySource {
 	if param == "" {
-		param = DefaultQueryParam
+		param = defaultQueryParam
 	}
 	strip := func(r *http.Request) {
 		q := r.URL.Query()

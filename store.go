@@ -39,7 +39,7 @@ import (
 //     ErrNotFound.
 //  8. List returns the keys of one owner ordered by ID ascending (byte
 //     order), starting after ListOptions.After, at most ListOptions.Limit of
-//     them (DefaultListLimit when 0). No keys is an empty result, not an
+//     them (100 when 0). No keys is an empty result, not an
 //     error.
 //  9. MarkUsed sets LastUsedAt of each id in uses to its time, but only if
 //     that moves LastUsedAt forward; unknown ids are ignored. It is called
@@ -78,20 +78,16 @@ type Store interface {
 	MarkUsed(ctx context.Context, uses map[string]time.Time) error
 }
 
-// DefaultListLimit is the page size of Store.List when ListOptions.Limit is 0.
-const DefaultListLimit = 100
-
-// MaxListLimit is the largest page Store.List must serve; larger limits are
-// reduced to it.
-const MaxListLimit = 1000
+// defaultListLimit is the page size of Store.List when ListOptions.Limit is 0.
+const defaultListLimit = 100
 
 // ListOptions pages through Store.List. The zero value asks for the first
-// DefaultListLimit keys.
+// 100 keys.
 type ListOptions struct {
 	// After is the ID of the last key of the previous page; empty for the
 	// first page.
 	After string
-	// Limit is the page size: DefaultListLimit when 0, at most MaxListLimit.
+	// Limit is the page size: 100 when 0, at most MaxListLimit.
 	Limit int
 }
 
@@ -99,7 +95,7 @@ type ListOptions struct {
 func (o ListOptions) PageSize() int {
 	switch {
 	case o.Limit <= 0:
-		return DefaultListLimit
+		return defaultListLimit
 	case o.Limit > MaxListLimit:
 		return MaxListLimit
 	}

@@ -29,7 +29,7 @@ const flushKeys = 100_000
 //	          time later than the stored one (so every row is written)
 //	Close     a Manager that verified every key once (recording one use
 //	          each) flushes them all in Manager.Close, in batches of
-//	          apikey.DefaultLastUsedBatch; the benchmark fails unless every
+//	          Options.LastUsedBatch's default; the benchmark fails unless every
 //	          key's last_used_at was written within Close's 10 s context
 //
 // Target: an operation under 2 s on the 2-core development machine. The

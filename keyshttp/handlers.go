@@ -129,7 +129,7 @@ func (h *Handler) usable(r *http.Request, owner string) (int, error) {
 // list serves GET /api-keys.
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, owner string) {
 	q := r.URL.Query()
-	limit := apikey.DefaultListLimit
+	limit := apikey.ListOptions{}.PageSize() // the default page
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > apikey.MaxListLimit {

@@ -212,7 +212,7 @@ func listCommand(fs *flag.FlagSet) runner {
 	var all bool
 	fs.StringVar(&owner, "owner", "", "whose keys (required)")
 	fs.StringVar(&after, "after", "", "start after this key id (the next cursor)")
-	fs.IntVar(&limit, "limit", apikey.DefaultListLimit, "page size")
+	fs.IntVar(&limit, "limit", apikey.ListOptions{}.PageSize(), "page size")
 	fs.BoolVar(&all, "all", false, "every page")
 	return func(ctx context.Context, s *session, args []string) error {
 		if len(args) > 0 || owner == "" {

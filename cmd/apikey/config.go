@@ -52,7 +52,7 @@ func (cfg *config) prefixList() []string {
 		}
 	}
 	if len(out) == 0 {
-		out = []string{apikey.DefaultPrefix}
+		out = []string{"sk"} // apikey's default prefix
 	}
 	return out
 }

@@ -1,0 +1,14 @@
+package apikey
+
+// Defaults and bounds that the external tests check against; the package
+// documents them on the option fields instead of exporting them.
+const (
+	DefaultBreakerCoolDown = defaultBreakerCoolDown
+	DefaultLimiterTimeout  = defaultLimiterTimeout
+	DefaultNegativeTTL     = defaultNegativeTTL
+	DefaultPrefix          = defaultPrefix
+	MaxPrefixLength        = maxPrefixLength
+	MaxSecretBits          = maxSecretBits
+	VersionBcrypt          = versionBcrypt
+	VersionSHA256          = versionSHA256
+)

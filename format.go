@@ -26,20 +26,12 @@ const (
 	defaultPrefix = "sk"
 	// maxPrefixLength is the longest accepted prefix.
 	maxPrefixLength = 32
-	// IDLength is the number of base62 characters of a key id.
-	IDLength = 16
-	// ChecksumLength is the number of base62 characters of the checksum.
-	ChecksumLength = 6
 	// defaultSecretBits is the entropy of a secret when Options.SecretBits is 0.
 	defaultSecretBits = 256
 	// minSecretBits is the least entropy accepted for a secret.
 	minSecretBits = 128
 	// maxSecretBits is the most entropy accepted for a secret.
-	maxSecretBits = 512
-	// MaxTokenLength is the length of the longest token any configuration
-	// produces. Longer input is rejected before it is looked at further.
-	MaxTokenLength = maxPrefixLength + 1 + IDLength + maxSecretLength + ChecksumLength
-
+	maxSecretBits   = 512
 	maxSecretLength = 86 // secretLength(maxSecretBits)
 	hintSuffix      = 4
 )

@@ -7,19 +7,29 @@ import (
 	"unicode/utf8"
 )
 
-// Input limits. Issue and Update refuse a key beyond them with an error
-// wrapping ErrInvalidOptions, so that bad input is reported as such (400
-// over HTTP) and never reaches a store as a failure. Every store of this
-// module, in every sqlstore dialect, holds values at these limits exactly.
-// Lengths are in bytes of UTF-8.
+// Sizes of tokens, and input limits. Issue and Update refuse a key beyond
+// the input limits with an error wrapping ErrInvalidOptions, so that bad
+// input is reported as such (400 over HTTP) and never reaches a store as a
+// failure. Every store of this module, in every sqlstore dialect, holds
+// values at these limits exactly. Lengths are in bytes of UTF-8.
 //
-// Every string (name, owner, plan, scope, metadata key and value) must be valid UTF-8 without control characters (U+0000-U+001F,
-// U+007F-U+009F): PostgreSQL cannot store NUL, and the others have no
+// Every string (name, owner, plan, scope, metadata key and value) must be
+// valid UTF-8 without control characters (U+0000-U+001F, U+007F-U+009F): PostgreSQL cannot store NUL, and the others have no
 // place in a label. Scopes are further restricted to RFC 6749 scope-token
 // characters (printable ASCII without space, '"' and '\'). An expiry, when
 // set, lies within the years 1000 to 9999 in UTC (what MySQL's DATETIME
 // holds).
 const (
+	// IDLength is the length of every key id the Manager issues, in base62
+	// characters.
+	IDLength = 16
+	// ChecksumLength is the length of a token's checksum, in base62
+	// characters.
+	ChecksumLength = 6
+	// MaxTokenLength is the length of the longest token any configuration
+	// produces. Longer input is rejected before it is looked at further.
+	MaxTokenLength = maxPrefixLength + 1 + IDLength + maxSecretLength + ChecksumLength
+
 	// MaxNameLength is the longest Key.Name.
 	MaxNameLength = 256
 	// MaxOwnerLength is the longest Key.Owner.

@@ -12,11 +12,11 @@ import (
 
 // Header names and defaults used by the middleware.
 const (
-	// HeaderAuthorization carries "Bearer <token>" (RFC 6750 §2.1).
-	HeaderAuthorization = "Authorization"
-	// HeaderAPIKey carries the bare token.
-	HeaderAPIKey = "X-API-Key"
-	// defaultQueryParam is the query parameter read by QuerySource when
+	// headerAuthorization carries "Bearer <token>" (RFC 6750 §2.1).
+	headerAuthorization = "Authorization"
+	// headerAPIKey carries the bare token.
+	headerAPIKey = "X-API-Key"
+	// defaultQueryParam is the query parameter read by querySource when
 	// query keys are enabled.
 	defaultQueryParam = "api_key"
 	// defaultRealm is the realm of WWW-Authenticate challenges.
@@ -39,10 +39,11 @@ const (
 type MiddlewareOptions struct {
 	// Sources are tried in order; a request that carries keys from two of
 	// them is refused with 400. Default: BearerSource, then
-	// HeaderSource(HeaderAPIKey).
+	// HeaderSource("X-API-Key").
 	Sources []KeySource
-	// AllowQuery adds QuerySource(QueryParam) after Sources. It is off by
-	// default because URLs leak into logs, proxies and Referer headers.
+	// AllowQuery also reads the key from the query parameter QueryParam,
+	// after Sources. It is off by default because URLs leak into logs,
+	// proxies and Referer headers (RFC 6750 §2.3, RFC 9700 §4.3.2).
 	AllowQuery bool
 	// QueryParam names the query parameter; "api_key" when empty.
 	QueryParam string
@@ -164,10 +165,10 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	}
 	sources := append([]KeySource(nil), opts.Sources...)
 	if len(sources) == 0 {
-		sources = []KeySource{BearerSource(), HeaderSource(HeaderAPIKey)}
+		sources = []KeySource{BearerSource(), HeaderSource(headerAPIKey)}
 	}
 	if opts.AllowQuery {
-		sources = append(sources, QuerySource(opts.QueryParam))
+		sources = append(sources, querySource(opts.QueryParam))
 	}
 	for _, s := range sources {
 		if s == nil {

@@ -19,7 +19,7 @@ type KeySource func(r *http.Request) (token string, strip func(*http.Request), e
 func BearerSource() KeySource { return bearerSource }
 
 func bearerSource(r *http.Request) (string, func(*http.Request), error) {
-	vs := r.Header[HeaderAuthorization] // canonical already: no Values
+	vs := r.Header[headerAuthorization] // canonical already: no Values
 	if len(vs) == 0 {
 		return "", nil, nil
 	}
@@ -33,10 +33,10 @@ func bearerSource(r *http.Request) (string, func(*http.Request), error) {
 	return checkToken(strings.Trim(token, " "), stripAuthorization)
 }
 
-func stripAuthorization(r *http.Request) { r.Header.Del(HeaderAuthorization) }
+func stripAuthorization(r *http.Request) { r.Header.Del(headerAuthorization) }
 
 // HeaderSource reads the bare token from the named header, e.g.
-// HeaderAPIKey.
+// "X-API-Key".
 func HeaderSource(name string) KeySource {
 	name = http.CanonicalHeaderKey(name)
 	strip := func(r *http.Request) { r.Header.Del(name) }
@@ -52,11 +52,11 @@ func HeaderSource(name string) KeySource {
 	}
 }
 
-// QuerySource reads the token from the named query parameter
+// querySource reads the token from the named query parameter
 // ("api_key" when empty). Keys in URLs end up in access logs,
 // proxies and Referer headers (RFC 6750 §2.3, RFC 9700 §4.3.2), so the
 // middleware only uses it when MiddlewareOptions.AllowQuery is set.
-func QuerySource(param string) KeySource {
+func querySource(param string) KeySource {
 	if param == "" {
 		param = defaultQueryParam
 	}

@@ -558,7 +558,7 @@ func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner s
 // RevokeOwner revokes every key of owner (the answer to a leak) and returns
 // the ids it revoked, with one event per key.
 //
-// It works in passes (one OwnerRevoker call, or a List of every page and a
+// It works in passes (one Revoker.RevokeOwner call, or a List of every page and a
 // Revoke of each unrevoked key) and repeats them until a pass revokes
 // nothing. Guarantees when it returns nil: every key of owner that existed
 // when it was called, and every successor made by a Rotate that ran
@@ -600,7 +600,7 @@ func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, erro
 // revokeOwnerPass revokes the unrevoked keys of owner it sees and returns
 // their ids.
 func (m *Manager) revokeOwnerPass(ctx context.Context, owner string, now time.Time) ([]string, error) {
-	if r, ok := m.store.(OwnerRevoker); ok {
+	if r, ok := m.store.(Revoker); ok {
 		return r.RevokeOwner(ctx, owner, now)
 	}
 	var ids []string

@@ -452,7 +452,7 @@ func (s *countingStore) Get(ctx context.Context, id string) (*apikey.Key, error)
 }
 
 // TestEventsOncePerChangeWithoutReads is the regression test of defect 9:
-// RevokeOwner on a store without OwnerRevoker reports one event per key,
+// RevokeOwner on a store without Revoker reports one event per key,
 // and listening to events adds no store read to Revoke and Delete.
 func TestEventsOncePerChangeWithoutReads(t *testing.T) {
 	t.Parallel()
@@ -477,7 +477,7 @@ func TestEventsOncePerChangeWithoutReads(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	t.Run("RevokeOwnerWithoutOwnerRevoker", func(t *testing.T) {
+	t.Run("RevokeOwnerWithoutRevoker", func(t *testing.T) {
 		m := newManager(t, newSpy(), opts)
 		want := map[string]int{}
 		for range 3 {

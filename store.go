@@ -58,12 +58,12 @@ import (
 //     exactly, and so is an ExpiresAt as late as the Manager accepts (the
 //     last microsecond of the year 9999, UTC).
 //  13. The optional capabilities, where implemented, keep the same
-//     guarantees: Revoker.Revoke, OwnerRevoker.RevokeOwner and
+//     guarantees: Revoker.Revoke, Revoker.RevokeOwner and
 //     Rotator.Rotate increment the Revision of every key they change (and
 //     leave unchanged keys alone), never clear a RevokedAt, and Rotate has
 //     exactly one winner among concurrent rotations of one key.
 //
-// Optional capabilities (Revoker, Rotator, OwnerRevoker) are separate
+// Optional capabilities (Revoker, Rotator) are separate
 // interfaces found by type assertion; the Manager falls back to Get,
 // Create, Delete and the conditional Update without them, with the same
 // guarantees.
@@ -102,19 +102,15 @@ func (o ListOptions) PageSize() int {
 	return o.Limit
 }
 
-// Revoker is an optional Store capability: revoke in one conditional
-// write, without reading the key first.
+// Revoker is an optional Store capability: revoke a key, or every key of
+// an owner, in one conditional write each, without reading the keys first.
 type Revoker interface {
 	// Revoke sets RevokedAt of key id to at and increments its Revision,
 	// unless RevokedAt is already set. An unknown id gives ErrNotFound.
 	// Revoking a revoked key is not an error and keeps the first time
 	// (and the Revision).
 	Revoke(ctx context.Context, id string, at time.Time) error
-}
 
-// OwnerRevoker is an optional Store capability: revoke every key of an
-// owner in one statement.
-type OwnerRevoker interface {
 	// RevokeOwner sets RevokedAt to at, and increments the Revision, of
 	// every key of owner that is not revoked yet, and returns the ids it
 	// revoked, in any order. A key created concurrently may be missed by

@@ -27,10 +27,9 @@ type Store struct {
 }
 
 var (
-	_ apikey.Store        = (*Store)(nil)
-	_ apikey.Revoker      = (*Store)(nil)
-	_ apikey.OwnerRevoker = (*Store)(nil)
-	_ apikey.Rotator      = (*Store)(nil)
+	_ apikey.Store   = (*Store)(nil)
+	_ apikey.Revoker = (*Store)(nil)
+	_ apikey.Rotator = (*Store)(nil)
 )
 
 // New returns an empty Store.
@@ -170,7 +169,7 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 	return nil
 }
 
-// RevokeOwner implements apikey.OwnerRevoker.
+// RevokeOwner implements apikey.Revoker.
 func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

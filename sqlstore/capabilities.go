@@ -145,7 +145,7 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 	return s.affected(ctx, "revoke", res, id)
 }
 
-// RevokeOwner implements apikey.OwnerRevoker: one UPDATE ... RETURNING id
+// RevokeOwner implements apikey.Revoker: one UPDATE ... RETURNING id
 // on PostgreSQL and SQLite; on MySQL, which lacks it, a transaction that
 // locks the owner's unrevoked keys (SELECT ... FOR UPDATE) and revokes
 // exactly those.

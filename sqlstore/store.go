@@ -31,7 +31,7 @@ type Options struct {
 }
 
 // Store is an apikey.Store over a SQL database. It also implements
-// apikey.Revoker, apikey.OwnerRevoker and apikey.Rotator with single
+// apikey.Revoker and apikey.Rotator with single
 // conditional statements or transactions. Build it with New; the zero
 // value is not usable. A Store holds no state besides its configuration
 // and is safe for concurrent use as far as its DB is (*sql.DB is).
@@ -44,10 +44,9 @@ type Store struct {
 }
 
 var (
-	_ apikey.Store        = (*Store)(nil)
-	_ apikey.Revoker      = (*Store)(nil)
-	_ apikey.OwnerRevoker = (*Store)(nil)
-	_ apikey.Rotator      = (*Store)(nil)
+	_ apikey.Store   = (*Store)(nil)
+	_ apikey.Revoker = (*Store)(nil)
+	_ apikey.Rotator = (*Store)(nil)
 )
 
 // New returns a Store of dialect d over db. It does no I/O: call Migrate

@@ -94,18 +94,22 @@ type MiddlewareOptions struct {
 	// Limiter's client must honour the deadline: with go-redis, set
 	// ContextTimeoutEnabled.
 	LimiterTimeout time.Duration
-	// OnLimiterFailure is what happens when Limiter fails: FailClosed
-	// (default), FailOpen or FailFallback.
-	OnLimiterFailure LimiterFailurePolicy
-	// FallbackLimiter serves FailFallback; required with it.
+	// FallbackLimiter, if set, decides in place of a failing Limiter (for
+	// example a memlimit.Limiter: limits then hold per process). Without
+	// it, a failing Limiter's requests are answered 503 with Retry-After,
+	// never 429, unless FailOpen is set.
 	FallbackLimiter Limiter
-	// LimiterFailed, if set, is called each time the failure policy is
-	// used, with the backend's error (or ErrCircuitOpen's, wrapping
-	// ErrUnavailable, while the circuit breaker is open).
-	LimiterFailed func(r *http.Request, err error, policy LimiterFailurePolicy)
+	// FailOpen lets the requests of a failing Limiter (and of a failing
+	// FallbackLimiter) through, unlimited, instead of answering 503.
+	FailOpen bool
+	// LimiterFailed, if set, is called each time the Limiter's failure is
+	// handled (by FallbackLimiter, FailOpen or a 503), with the backend's
+	// error (or ErrCircuitOpen's, wrapping ErrUnavailable, while the
+	// circuit breaker is open).
+	LimiterFailed func(r *http.Request, err error)
 	// BreakerFailures is how many consecutive Limiter failures open the
 	// circuit breaker: 5 when 0, never when negative.
-	// While open, the failure policy applies at once, without calling
+	// While open, failures are handled at once, without calling
 	// the Limiter; after BreakerCoolDown one request probes it, and
 	// closes the circuit if it answers.
 	BreakerFailures int
@@ -144,8 +148,7 @@ type Middleware struct {
 }
 
 // NewMiddleware returns a Middleware verifying keys with m. A nil m, a bad
-// realm, FailFallback without a FallbackLimiter or a negative
-// BreakerCoolDown give an error wrapping ErrInvalidOptions.
+// realm or a negative BreakerCoolDown give an error wrapping ErrInvalidOptions.
 func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	if m == nil {
 		return nil, fmt.Errorf("%w: nil Manager", ErrInvalidOptions)

@@ -471,7 +471,7 @@ func TestLimiterBreaker(t *testing.T) {
 	var lastErr atomic.Pointer[error]
 	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{
 		Limiter: spy, BreakerFailures: 3, BreakerCoolDown: 10 * time.Second,
-		LimiterFailed: func(_ *http.Request, err error, _ apikey.LimiterFailurePolicy) {
+		LimiterFailed: func(_ *http.Request, err error) {
 			policyUses.Add(1)
 			lastErr.Store(&err)
 		},
@@ -517,7 +517,7 @@ func TestLimiterBreakerOneProbe(t *testing.T) {
 	t.Parallel()
 	spy := &limiterSpy{}
 	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{
-		Limiter: spy, BreakerFailures: 1, LimiterTimeout: 100 * time.Millisecond, OnLimiterFailure: apikey.FailOpen,
+		Limiter: spy, BreakerFailures: 1, LimiterTimeout: 100 * time.Millisecond, FailOpen: true,
 	})
 	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
 	var ran atomic.Bool

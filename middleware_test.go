@@ -337,10 +337,9 @@ func TestNewMiddlewareValidates(t *testing.T) {
 	assert.ErrorIs(t, err, apikey.ErrInvalidOptions, "a nil manager is an error, never a pass-through")
 	f := newFixture(t)
 	for name, opts := range map[string]apikey.MiddlewareOptions{
-		"quote in realm":         {Realm: `a"b`},
-		"fallback without limit": {OnLimiterFailure: apikey.FailFallback},
-		"negative cool-down":     {BreakerCoolDown: -time.Second},
-		"nil source":             {Sources: []apikey.KeySource{nil}},
+		"quote in realm":     {Realm: `a"b`},
+		"negative cool-down": {BreakerCoolDown: -time.Second},
+		"nil source":         {Sources: []apikey.KeySource{nil}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := apikey.NewMiddleware(f.m, opts)

@@ -15,26 +15,23 @@ import (
 	"github.com/gokeys/apikey/internal/limits"
 )
 
-// LimiterFailurePolicy says what the middleware does when the Limiter's
-// backend fails. It is never answered with 429.
-type LimiterFailurePolicy uint8
+// failurePolicy is what the middleware does when the Limiter fails, as
+// MiddlewareOptions.FallbackLimiter and FailOpen set it. A failure is never
+// answered with 429.
+type failurePolicy uint8
 
 const (
-	// FailClosed answers 503 with Retry-After. It is the zero value.
-	FailClosed LimiterFailurePolicy = iota
-	// FailOpen lets the request through unlimited.
-	FailOpen
-	// FailFallback asks MiddlewareOptions.FallbackLimiter instead (for
-	// example a memlimit.Limiter: limits then hold per process).
-	FailFallback
+	failClosed   failurePolicy = iota // 503 with Retry-After
+	failOpen                          // through, unlimited
+	failFallback                      // FallbackLimiter decides
 )
 
-// String names the policy.
-func (p LimiterFailurePolicy) String() string {
+// String names the policy, as reported to Metrics.LimiterFailed.
+func (p failurePolicy) String() string {
 	switch p {
-	case FailOpen:
+	case failOpen:
 		return "fail-open"
-	case FailFallback:
+	case failFallback:
 		return "fallback"
 	}
 	return "fail-closed"
@@ -97,8 +94,9 @@ func (mw *Middleware) Limit(next http.Handler) http.Handler {
 type rateLimits struct {
 	limiter   Limiter
 	fallback  Limiter
-	onFailure LimiterFailurePolicy
-	failed    func(*http.Request, error, LimiterFailurePolicy)
+	onFailure failurePolicy
+	failOpen  bool // also after the fallback failed
+	failed    func(*http.Request, error)
 	legacy    bool
 	key       func(*Key) string
 	cost      func(*http.Request, *Key) int64
@@ -119,16 +117,19 @@ type plan struct {
 }
 
 func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
-	if opts.OnLimiterFailure == FailFallback && opts.FallbackLimiter == nil {
-		return fmt.Errorf("%w: FailFallback needs a FallbackLimiter", ErrInvalidOptions)
-	}
 	if opts.BreakerCoolDown < 0 {
 		return fmt.Errorf("%w: negative BreakerCoolDown", ErrInvalidOptions)
 	}
 	*rl = rateLimits{
-		limiter: opts.Limiter, fallback: opts.FallbackLimiter, onFailure: opts.OnLimiterFailure,
+		limiter: opts.Limiter, fallback: opts.FallbackLimiter, failOpen: opts.FailOpen,
 		failed: opts.LimiterFailed, legacy: opts.LegacyRateLimitHeaders, key: opts.LimitKey,
 		cost: opts.Cost, timeout: opts.LimiterTimeout, now: m.now,
+	}
+	switch {
+	case rl.fallback != nil:
+		rl.onFailure = failFallback
+	case rl.failOpen:
+		rl.onFailure = failOpen
 	}
 	if rl.timeout == 0 {
 		rl.timeout = defaultLimiterTimeout
@@ -209,16 +210,19 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 			return false
 		}
 		if rl.failed != nil {
-			rl.failed(r, err, rl.onFailure)
+			rl.failed(r, err)
 		}
 		if err != ErrCircuitOpen {
 			mw.logError(r.Context(), "apikey: limiter failed, policy "+rl.onFailure.String(), err)
 		}
 		switch rl.onFailure {
-		case FailOpen:
+		case failOpen:
 			return true
-		case FailFallback:
+		case failFallback:
 			res, err = rl.fallback.Allow(r.Context(), rl.subject(k), ls, cost)
+			if err != nil && rl.failOpen {
+				return true
+			}
 		}
 		if err != nil {
 			mw.Error(w, r, ErrUnavailable)

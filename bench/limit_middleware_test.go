@@ -147,7 +147,7 @@ func outage(b *testing.B, opts *redis.Options, failures int, noon time.Time) {
 	}
 	m, token := newLimitManager(b, func() time.Time { return noon })
 	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{
-		Limiter: l, OnLimiterFailure: apikey.FailOpen, BreakerFailures: failures,
+		Limiter: l, FailOpen: true, BreakerFailures: failures,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -56,7 +56,7 @@ func newApp(cfg appConfig) (*app, error) {
 		Logger:                 cfg.log,
 	}
 	if cfg.fallback != nil {
-		opts.OnLimiterFailure, opts.FallbackLimiter = apikey.FailFallback, cfg.fallback
+		opts.FallbackLimiter = cfg.fallback
 	}
 	mw, err := apikey.NewMiddleware(cfg.manager, opts)
 	if err != nil {

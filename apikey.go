@@ -122,14 +122,13 @@ type Options struct {
 	// nil, the default, costs nothing.
 	Metrics Metrics
 
-	// OnEvent, if set, receives every issue, rotate, revoke, delete and
-	// verification event. It runs synchronously and must be fast; a panic
-	// in it is recovered and logged.
-	OnEvent func(ctx context.Context, e Event)
-
-	// Logger, if set, logs the same events (verification successes at
-	// Debug level, failures at Warn, management at Info) and background
-	// failures. Nil logs nothing.
+	// Logger, if set, is the audit trail: it receives one record per
+	// change of a key (issue, rotate, update, disable, enable, revoke,
+	// delete; Info level) and per verification (Debug level; failures at
+	// Warn, at most one line per second per outcome, counting the ones
+	// left out), each with the group "apikey" of event, key_id, owner and
+	// outcome, never a token or secret; and background failures. Records
+	// cost no store access. Nil logs nothing.
 	Logger *slog.Logger
 }
 
@@ -176,7 +175,6 @@ type Manager struct {
 	usage   *usageRecorder
 	cache   *cache
 	fleet   *fleet
-	onEvent func(context.Context, Event)
 	log     *slog.Logger
 	metrics Metrics
 	sampler logSampler // failed verifications in the log
@@ -236,7 +234,7 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	m := &Manager{
 		store: store, format: f, formats: formats, hasher: h, now: opts.Now, ttl: opts.DefaultTTL,
-		onEvent: opts.OnEvent, log: opts.Logger, metrics: opts.Metrics, defaultPlan: opts.DefaultPlan,
+		log: opts.Logger, metrics: opts.Metrics, defaultPlan: opts.DefaultPlan,
 	}
 	if opts.Plans != nil {
 		m.plans = make(Plans, len(opts.Plans))
@@ -322,7 +320,7 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 	if err != nil {
 		return "", nil, err
 	}
-	m.emit(ctx, Event{Type: EventIssue, KeyID: k.ID, Owner: k.Owner, Time: now})
+	m.emit(ctx, event{Type: eventIssue, KeyID: k.ID, Owner: k.Owner, Time: now})
 	return token, k.Clone(), nil
 }
 
@@ -414,7 +412,7 @@ func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error
 	if change == nil {
 		return nil, fmt.Errorf("%w: nil change", ErrInvalidOptions)
 	}
-	return m.update(ctx, id, EventUpdate, func(k *Key) error {
+	return m.update(ctx, id, eventUpdate, func(k *Key) error {
 		before := k.Clone()
 		if err := change(k); err != nil {
 			return err
@@ -428,18 +426,18 @@ func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error
 // writes through the same conditional update as Update. It returns the
 // updated key.
 func (m *Manager) Disable(ctx context.Context, id string) (*Key, error) {
-	return m.update(ctx, id, EventDisable, func(k *Key) error { k.Disabled = true; return nil })
+	return m.update(ctx, id, eventDisable, func(k *Key) error { k.Disabled = true; return nil })
 }
 
 // Enable lifts Disable. A revoked key stays revoked. It returns the
 // updated key.
 func (m *Manager) Enable(ctx context.Context, id string) (*Key, error) {
-	return m.update(ctx, id, EventEnable, func(k *Key) error { k.Disabled = false; return nil })
+	return m.update(ctx, id, eventEnable, func(k *Key) error { k.Disabled = false; return nil })
 }
 
 // update applies change to key id with a conditional Store.Update,
 // retrying on ErrConflict, and reports the change as an event of type t.
-func (m *Manager) update(ctx context.Context, id string, t EventType, change func(*Key) error) (*Key, error) {
+func (m *Manager) update(ctx context.Context, id string, t eventType, change func(*Key) error) (*Key, error) {
 	op := string(t)
 	var err error
 	for range maxAttempts {
@@ -453,7 +451,7 @@ func (m *Manager) update(ctx context.Context, id string, t EventType, change fun
 		k.ExpiresAt = utcMicro(k.ExpiresAt)
 		if err = m.store.Update(ctx, k); err == nil {
 			m.changed(ctx, id)
-			m.emit(ctx, Event{Type: t, KeyID: id, Owner: k.Owner, Time: m.now()})
+			m.emit(ctx, event{Type: t, KeyID: id, Owner: k.Owner, Time: m.now()})
 			return k.Clone(), nil
 		}
 		if !isConflict(err) {
@@ -525,7 +523,7 @@ func (m *Manager) Revoke(ctx context.Context, id string) error {
 		return storeErr("revoke", err)
 	}
 	m.changed(ctx, id)
-	m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: owner, Time: now})
+	m.emit(ctx, event{Type: eventRevoke, KeyID: id, Owner: owner, Time: now})
 	return nil
 }
 
@@ -584,7 +582,7 @@ func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, erro
 			m.fleet.publish(ctx, ids...)
 		}
 		for _, id := range ids {
-			m.emit(ctx, Event{Type: EventRevoke, KeyID: id, Owner: owner, Time: now})
+			m.emit(ctx, event{Type: eventRevoke, KeyID: id, Owner: owner, Time: now})
 		}
 		all = append(all, ids...)
 		if err != nil {
@@ -641,7 +639,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 		return storeErr("delete", err)
 	}
 	m.changed(ctx, id)
-	m.emit(ctx, Event{Type: EventDelete, KeyID: id, Time: m.now()})
+	m.emit(ctx, event{Type: eventDelete, KeyID: id, Time: m.now()})
 	return nil
 }
 

@@ -3,35 +3,34 @@ package apikey
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
 )
 
-// EventType names what happened to a key.
-type EventType string
+// eventType names what happened to a key.
+type eventType string
 
-// The event types a Manager reports.
+// The events a Manager logs.
 const (
-	EventIssue   EventType = "issue"
-	EventRotate  EventType = "rotate"
-	EventUpdate  EventType = "update"
-	EventDisable EventType = "disable"
-	EventEnable  EventType = "enable"
-	EventRevoke  EventType = "revoke"
-	EventDelete  EventType = "delete"
-	EventVerify  EventType = "verify"
+	eventIssue   eventType = "issue"
+	eventRotate  eventType = "rotate"
+	eventUpdate  eventType = "update"
+	eventDisable eventType = "disable"
+	eventEnable  eventType = "enable"
+	eventRevoke  eventType = "revoke"
+	eventDelete  eventType = "delete"
+	eventVerify  eventType = "verify"
 )
 
-// Event reports one operation on a key to Options.OnEvent and
-// Options.Logger: one event per change (a RevokeOwner that revokes three
-// keys reports three revoke events) and one per verification. Reporting
-// costs no store access. It carries ids, never a token, secret or digest.
-type Event struct {
+// event reports one operation on a key to Options.Logger: one event per
+// change (a RevokeOwner that revokes three keys reports three revoke
+// events) and one per verification. Reporting costs no store access. It
+// carries ids, never a token, secret or digest.
+type event struct {
 	// Type is what happened.
-	Type EventType
+	Type eventType
 	// KeyID is the key concerned; for a verification of a token that did
 	// not parse, it is empty.
 	KeyID string
@@ -49,7 +48,7 @@ type Event struct {
 }
 
 // LogValue renders the event for log/slog.
-func (e Event) LogValue() slog.Value {
+func (e event) LogValue() slog.Value {
 	attrs := []slog.Attr{slog.String("event", string(e.Type)), slog.String("key_id", e.KeyID)}
 	if e.Owner != "" {
 		attrs = append(attrs, slog.String("owner", e.Owner))
@@ -71,10 +70,10 @@ func outcome(err error) string {
 	return "error"
 }
 
-func (m *Manager) emit(ctx context.Context, e Event) {
+func (m *Manager) emit(ctx context.Context, e event) {
 	if m.log != nil {
 		level, msg := slog.LevelInfo, "apikey: "+string(e.Type)
-		if e.Type == EventVerify {
+		if e.Type == eventVerify {
 			level = slog.LevelDebug
 			if e.Err != nil {
 				level = slog.LevelWarn
@@ -82,25 +81,11 @@ func (m *Manager) emit(ctx context.Context, e Event) {
 		}
 		m.log.LogAttrs(ctx, level, msg, slog.Any("apikey", e))
 	}
-	m.hook(ctx, e)
 }
 
-// hook calls OnEvent, if set, recovering a panic.
-func (m *Manager) hook(ctx context.Context, e Event) {
-	if m.onEvent == nil {
-		return
-	}
-	defer func() {
-		if r := recover(); r != nil && m.log != nil {
-			m.log.Error("apikey: OnEvent panicked", slog.String("panic", fmt.Sprint(r)))
-		}
-	}()
-	m.onEvent(ctx, e)
-}
-
-// emitVerify reports a verification to OnEvent (every one) and to the
-// Logger: successes at Debug level, failures at Warn level but sampled, at
-// most one line per second per outcome, each line counting the failures
+// emitVerify reports a verification to the Logger: successes at Debug
+// level, failures at Warn level but sampled, at most one line per second
+// per outcome, each line counting the failures
 // of its outcome left out since the previous one. A flood of garbage
 // tokens thus costs no log line per request.
 func (m *Manager) emitVerify(ctx context.Context, k *Key, id string, now time.Time, err error) {
@@ -110,17 +95,14 @@ func (m *Manager) emitVerify(ctx context.Context, k *Key, id string, now time.Ti
 	if k == nil && id != "" {
 		id = strings.Clone(id) // part of the token: keep none of it
 	}
-	e := Event{Type: EventVerify, KeyID: id, Err: err, Time: now}
+	e := event{Type: eventVerify, KeyID: id, Err: err, Time: now}
 	if k != nil {
 		e.Owner = k.Owner
 	}
-	if m.log != nil {
-		m.logVerify(ctx, e)
-	}
-	m.hook(ctx, e)
+	m.logVerify(ctx, e)
 }
 
-func (m *Manager) logVerify(ctx context.Context, e Event) {
+func (m *Manager) logVerify(ctx context.Context, e event) {
 	level, suppressed := slog.LevelDebug, uint64(0)
 	if e.Err != nil {
 		var log bool

@@ -2,6 +2,7 @@ package apikey_test
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -125,4 +126,67 @@ func issue(t testing.TB, m *apikey.Manager, p apikey.IssueParams) (string, *apik
 	token, k, err := m.Issue(context.Background(), p)
 	require.NoError(t, err)
 	return token, k
+}
+
+// eventLog is a slog.Handler that keeps the events a Manager logs (the
+// "apikey" group of each record), at every level.
+type eventLog struct {
+	mu     sync.Mutex
+	events []loggedEvent
+}
+
+// loggedEvent is one logged event.
+type loggedEvent struct {
+	Type, KeyID, Owner, Outcome string
+}
+
+func (l *eventLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *eventLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *eventLog) WithGroup(string) slog.Handler            { return l }
+
+func (l *eventLog) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "apikey" {
+			return true
+		}
+		var e loggedEvent
+		for _, f := range a.Value.Resolve().Group() {
+			switch f.Key {
+			case "event":
+				e.Type = f.Value.String()
+			case "key_id":
+				e.KeyID = f.Value.String()
+			case "owner":
+				e.Owner = f.Value.String()
+			case "outcome":
+				e.Outcome = f.Value.String()
+			}
+		}
+		l.mu.Lock()
+		l.events = append(l.events, e)
+		l.mu.Unlock()
+		return false
+	})
+	return nil
+}
+
+// take returns the events logged since the last take.
+func (l *eventLog) take() []loggedEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.events
+	l.events = nil
+	return e
+}
+
+// types returns the types of events, leaving out verifications unless
+// verify is set.
+func types(events []loggedEvent, verify bool) []string {
+	var out []string
+	for _, e := range events {
+		if verify || e.Type != "verify" {
+			out = append(out, e.Type)
+		}
+	}
+	return out
 }

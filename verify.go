@@ -46,7 +46,7 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 	if m.metrics != nil {
 		m.metrics.Verified(outcomeOf(err), cached, time.Since(start))
 	}
-	if m.onEvent != nil || m.log != nil {
+	if m.log != nil {
 		m.emitVerify(ctx, k, id, now, err)
 	}
 	if err != nil {

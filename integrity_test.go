@@ -289,7 +289,7 @@ func TestCookieSourceRefusesDuplicates(t *testing.T) {
 	token, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
 	other, _ := issue(t, m, apikey.IssueParams{Owner: "mallory"})
 	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{
-		Sources: []apikey.KeySource{apikey.CookieSource("api_key"), apikey.BearerSource()}, HideCredentials: true,
+		Sources: []apikey.KeySource{apikey.CookieSource("api_key"), apikey.HeaderSource("Authorization")}, HideCredentials: true,
 	})
 	require.NoError(t, err)
 	var seen *http.Request

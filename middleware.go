@@ -38,8 +38,8 @@ const (
 // valid key, and no rate limits.
 type MiddlewareOptions struct {
 	// Sources are tried in order; a request that carries keys from two of
-	// them is refused with 400. Default: BearerSource, then
-	// HeaderSource("X-API-Key").
+	// them is refused with 400. Default: HeaderSource("Authorization")
+	// (Bearer), then HeaderSource("X-API-Key").
 	Sources []KeySource
 	// AllowQuery also reads the key from the query parameter QueryParam,
 	// after Sources. It is off by default because URLs leak into logs,
@@ -168,7 +168,7 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	}
 	sources := append([]KeySource(nil), opts.Sources...)
 	if len(sources) == 0 {
-		sources = []KeySource{BearerSource(), HeaderSource(headerAPIKey)}
+		sources = []KeySource{bearerSource, HeaderSource(headerAPIKey)}
 	}
 	if opts.AllowQuery {
 		sources = append(sources, querySource(opts.QueryParam))

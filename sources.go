@@ -14,10 +14,7 @@ import (
 // MaxTokenLength) gives an error wrapping ErrBadRequest.
 type KeySource func(r *http.Request) (token string, strip func(*http.Request), err error)
 
-// BearerSource reads "Authorization: Bearer <token>", the scheme matched
-// case-insensitively (RFC 6750 §2.1). Other schemes count as no token.
-func BearerSource() KeySource { return bearerSource }
-
+// bearerSource reads "Authorization: Bearer <token>".
 func bearerSource(r *http.Request) (string, func(*http.Request), error) {
 	vs := r.Header[headerAuthorization] // canonical already: no Values
 	if len(vs) == 0 {
@@ -35,10 +32,15 @@ func bearerSource(r *http.Request) (string, func(*http.Request), error) {
 
 func stripAuthorization(r *http.Request) { r.Header.Del(headerAuthorization) }
 
-// HeaderSource reads the bare token from the named header, e.g.
-// "X-API-Key".
+// HeaderSource reads the token from the named header: from
+// "Authorization", the Bearer scheme (RFC 6750 §2.1, matched
+// case-insensitively; other schemes count as no token); from any other
+// header, such as "X-API-Key", the bare token.
 func HeaderSource(name string) KeySource {
 	name = http.CanonicalHeaderKey(name)
+	if name == headerAuthorization {
+		return bearerSource
+	}
 	strip := func(r *http.Request) { r.Header.Del(name) }
 	return func(r *http.Request) (string, func(*http.Request), error) {
 		vs := r.Header[name] // canonicalized once, above

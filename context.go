@@ -12,8 +12,7 @@ func FromContext(ctx context.Context) *Key {
 	return k
 }
 
-// NewContext returns ctx carrying k, as the middleware does; for tests and
-// for authentication schemes of your own.
-func NewContext(ctx context.Context, k *Key) context.Context {
+// newContext returns ctx carrying k, as FromContext reads it.
+func newContext(ctx context.Context, k *Key) context.Context {
 	return context.WithValue(ctx, contextKey{}, k)
 }

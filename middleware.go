@@ -276,7 +276,7 @@ func (mw *Middleware) Handler(next http.Handler) http.Handler {
 			}
 			h.Set("Sunset", k.ExpiresAt.UTC().Format(http.TimeFormat))
 		}
-		r = r.WithContext(NewContext(r.Context(), k))
+		r = r.WithContext(newContext(r.Context(), k))
 		if mw.hide && strip != nil {
 			r.Header = r.Header.Clone()
 			strip(r)

@@ -5,31 +5,23 @@ import (
 	"strings"
 )
 
-// Match is a token found in text by Format.Scan.
-type Match struct {
-	// Start and End delimit the token in the scanned text: text[Start:End].
-	Start, End int
-	// ID is the token's key id.
-	ID string
-	// Hint is the token's display hint, safe to log.
-	Hint string
-}
-
 // Scan finds the tokens of this format in arbitrary text (logs, files,
-// pastes), for a leak response. A candidate must carry the prefix, have
-// the exact length, be bounded by non-token characters and pass the
-// checksum, so random strings are not reported (a random candidate passes
-// the CRC-32 once in four billion).
-func (f Format) Scan(text string) []Match {
+// pastes), for a leak response, and returns where they are, in order:
+// text[loc[0]:loc[1]] is a token, which Parse takes apart (its ID, its
+// Hint). A candidate must carry the prefix, have the exact length, be
+// bounded by non-token characters and pass the checksum, so random strings
+// are not reported (a random candidate passes the CRC-32 once in four
+// billion).
+func (f Format) Scan(text string) [][2]int {
 	if f.more != nil {
-		var found []Match
+		var found [][2]int
 		for _, p := range f.Prefixes() {
 			found = append(found, f.single(p).Scan(text)...)
 		}
-		slices.SortFunc(found, func(a, b Match) int { return a.Start - b.Start })
+		slices.SortFunc(found, func(a, b [2]int) int { return a[0] - b[0] })
 		return found
 	}
-	var found []Match
+	var found [][2]int
 	lead := f.prefix + "_"
 	n := f.Len()
 	for from := 0; ; {
@@ -42,11 +34,10 @@ func (f Format) Scan(text string) []Match {
 		if i+n > len(text) || (i > 0 && isTokenByte(text[i-1])) || (i+n < len(text) && isTokenByte(text[i+n])) {
 			continue
 		}
-		t, err := f.Parse(text[i : i+n])
-		if err != nil {
+		if _, err := f.Parse(text[i : i+n]); err != nil {
 			continue
 		}
-		found = append(found, Match{Start: i, End: i + n, ID: t.ID, Hint: t.Hint()})
+		found = append(found, [2]int{i, i + n})
 		from = i + n
 	}
 }
@@ -61,10 +52,11 @@ func (f Format) Redact(text string) string {
 	var b strings.Builder
 	b.Grow(len(text))
 	last := 0
-	for _, m := range found {
-		b.WriteString(text[last:m.Start])
-		b.WriteString(m.Hint)
-		last = m.End
+	for _, loc := range found {
+		b.WriteString(text[last:loc[0]])
+		t, _ := f.Parse(text[loc[0]:loc[1]]) // Scan parsed it
+		b.WriteString(t.Hint())
+		last = loc[1]
 	}
 	b.WriteString(text[last:])
 	return b.String()

@@ -364,7 +364,7 @@ func TestScanReportsNothingInRandomText(t *testing.T) {
 	require.Greater(t, bytes.Count(text, []byte(" sk_live_")), 2_000, "thousands of well-formed look-alikes")
 	s := newScanner([]apikey.Format{f})
 	n := 0
-	require.NoError(t, s.scan(bytes.NewReader(text), true, func(int, apikey.Match, string) { n++ }))
+	require.NoError(t, s.scan(bytes.NewReader(text), true, func(int, match, string) { n++ }))
 	assert.Zero(t, n)
 }
 
@@ -382,7 +382,7 @@ func TestScanAcrossChunkBoundaries(t *testing.T) {
 		lines := strings.Count(pad, "\n") + 1
 		text := pad + token + "\nmore\n" + token + "x\n" + "x" + token + "\n" + token
 		var got []int
-		require.NoError(t, s.scan(strings.NewReader(text), false, func(line int, m apikey.Match, tok string) {
+		require.NoError(t, s.scan(strings.NewReader(text), false, func(line int, m match, tok string) {
 			assert.Equal(t, token, tok)
 			got = append(got, line)
 		}))
@@ -468,7 +468,7 @@ func BenchmarkScan(b *testing.B) {
 	b.SetBytes(int64(len(text)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := s.scan(bytes.NewReader(text), true, func(int, apikey.Match, string) { b.Fatal("found a token in random text") }); err != nil {
+		if err := s.scan(bytes.NewReader(text), true, func(int, match, string) { b.Fatal("found a token in random text") }); err != nil {
 			b.Fatal(err)
 		}
 	}

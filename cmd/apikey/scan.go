@@ -27,6 +27,12 @@ type finding struct {
 	token string // for --revoke, never printed
 }
 
+// match is a token found by a scanner: text[start:end] of its chunk.
+type match struct {
+	start, end int
+	id, hint   string
+}
+
 // scanner finds the tokens of a set of formats in streams of any size.
 type scanner struct {
 	formats []apikey.Format
@@ -49,7 +55,7 @@ func newScanner(formats []apikey.Format) *scanner {
 // order. With skipBinary, a stream whose first 8000 bytes hold a NUL byte
 // is not scanned and errBinary is returned. The stream is read a chunk at
 // a time; a token cut by a chunk boundary is found in the next chunk.
-func (s *scanner) scan(r io.Reader, skipBinary bool, found func(line int, m apikey.Match, token string)) error {
+func (s *scanner) scan(r io.Reader, skipBinary bool, found func(line int, m match, token string)) error {
 	buf := make([]byte, 0, s.chunk+s.maxLen+1)
 	line, counted, start := 1, 0, 0
 	for first := true; ; first = false {
@@ -69,19 +75,20 @@ func (s *scanner) scan(r io.Reader, skipBinary bool, found func(line int, m apik
 			limit = len(buf) - s.maxLen
 		}
 		text := string(buf)
-		var ms []apikey.Match
+		var ms []match
 		for _, f := range s.formats {
-			for _, m := range f.Scan(text) {
-				if m.Start >= start && m.Start < limit {
-					ms = append(ms, m)
+			for _, loc := range f.Scan(text) {
+				if loc[0] >= start && loc[0] < limit {
+					t, _ := f.Parse(text[loc[0]:loc[1]]) // Scan parsed it
+					ms = append(ms, match{start: loc[0], end: loc[1], id: t.ID, hint: t.Hint()})
 				}
 			}
 		}
-		slices.SortFunc(ms, func(a, b apikey.Match) int { return a.Start - b.Start })
+		slices.SortFunc(ms, func(a, b match) int { return a.start - b.start })
 		for _, m := range ms {
-			line += bytes.Count(buf[counted:m.Start], []byte{'\n'})
-			counted = m.Start
-			found(line, m, text[m.Start:m.End])
+			line += bytes.Count(buf[counted:m.start], []byte{'\n'})
+			counted = m.start
+			found(line, m, text[m.start:m.end])
 		}
 		if eof {
 			return nil
@@ -99,9 +106,9 @@ func (s *scanner) scan(r io.Reader, skipBinary bool, found func(line int, m apik
 func (s *scanner) scanPaths(ctx context.Context, paths []string, stdin io.Reader, stderr io.Writer) ([]finding, int) {
 	var found []finding
 	failed := 0
-	add := func(path string) func(int, apikey.Match, string) {
-		return func(line int, m apikey.Match, token string) {
-			found = append(found, finding{Path: path, Line: line, ID: m.ID, Hint: m.Hint, token: token})
+	add := func(path string) func(int, match, string) {
+		return func(line int, m match, token string) {
+			found = append(found, finding{Path: path, Line: line, ID: m.id, Hint: m.hint, token: token})
 		}
 	}
 	if len(paths) == 0 {

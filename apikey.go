@@ -99,8 +99,32 @@ type Options struct {
 	// refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
 
-	// Cache configures the verification cache.
-	Cache CacheOptions
+	// CacheTTL is how long a verified key is served from memory without
+	// asking the store: 5 seconds when 0; negative disables the cache. An
+	// entry holds the record and the SHA-256 of the secret verified
+	// against it, so a hit costs one SHA-256 and a map lookup: no store
+	// query, no bcrypt, no allocation; expiry, revocation and suspension
+	// are still checked on every verification. It is also the bound on
+	// how long a revocation made through another Manager (another process)
+	// can go unnoticed by this one when no Notifier tells it sooner;
+	// revocations through this Manager take effect at once.
+	CacheTTL time.Duration
+
+	// CacheNegativeTTL is how long a failed lookup (an unknown id, or a
+	// known id with a wrong secret: both alike, so that an attacker learns
+	// nothing from the load he causes and cannot bypass the cache) is
+	// answered ErrInvalid without asking the store: one second when 0;
+	// negative disables it.
+	CacheNegativeTTL time.Duration
+
+	// CacheMaxEntries bounds the cache: 100,000 entries when 0. When full,
+	// an arbitrary entry is evicted for each new one.
+	CacheMaxEntries int
+
+	// CacheStaleIfError lets a key verified within CacheTTL+CacheStaleIfError
+	// keep working while the store fails (a key not seen in that window
+	// gets ErrUnavailable). 0, the default, never serves stale entries.
+	CacheStaleIfError time.Duration
 
 	// Plans, if set, are the plans a key may have: Issue and Update
 	// refuse any other plan name with ErrInvalidOptions, and the
@@ -251,7 +275,7 @@ func New(store Store, opts Options) (*Manager, error) {
 	if m.dummyDigest, m.dummyVersion, err = h.Hash([]byte(dummy.material)); err != nil {
 		return nil, fmt.Errorf("%w: hasher: %w", ErrInvalidOptions, err)
 	}
-	if m.cache, err = newCache(opts.Cache); err != nil {
+	if m.cache, err = newCache(cacheOptions{TTL: opts.CacheTTL, NegativeTTL: opts.CacheNegativeTTL, StaleIfError: opts.CacheStaleIfError, MaxEntries: opts.CacheMaxEntries}); err != nil {
 		return nil, err
 	}
 	if m.usage, err = newUsageRecorder(store, usageOptions{

@@ -186,7 +186,7 @@ func TestUnknownIDAndWrongSecretAreAlike(t *testing.T) {
 	}{
 		{"hmac", apikey.Options{}},
 		{"bcrypt", apikey.Options{Hasher: mustBcrypt(t)}},
-		{"hmac without cache", apikey.Options{Cache: apikey.CacheOptions{TTL: -1}}},
+		{"hmac without cache", apikey.Options{CacheTTL: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newManager(t, memstore.New(), tc.opts)
@@ -246,7 +246,7 @@ func TestExpiredAndRevoked(t *testing.T) {
 func TestStoreErrorIsNotInvalid(t *testing.T) {
 	t.Parallel()
 	spy := newSpy()
-	m := newManager(t, spy, apikey.Options{Cache: apikey.CacheOptions{TTL: -1}})
+	m := newManager(t, spy, apikey.Options{CacheTTL: -1})
 	token, _ := issue(t, m, apikey.IssueParams{})
 	boom := errors.New("connection refused")
 	spy.failWith(boom)

@@ -15,50 +15,23 @@ import (
 // Defaults of the verification cache.
 const (
 	// defaultCacheTTL is how long a verified key is served from memory when
-	// CacheOptions.TTL is 0. It is also the bound on how long a revocation
+	// Options.CacheTTL is 0. It is also the bound on how long a revocation
 	// made through another Manager (another process) can go unnoticed by
 	// this one when no Notifier tells it sooner. Revocations through this
 	// Manager take effect at once.
 	defaultCacheTTL = 5 * time.Second
 	// defaultNegativeTTL is how long a failed lookup (an unknown id, or a
 	// known id presented with a wrong secret) is remembered when
-	// CacheOptions.NegativeTTL is 0.
+	// Options.CacheNegativeTTL is 0.
 	defaultNegativeTTL = time.Second
-	// defaultCacheSize is the entry limit when CacheOptions.MaxEntries is 0.
+	// defaultCacheSize is the entry limit when Options.CacheMaxEntries is 0.
 	defaultCacheSize = 100_000
 )
 
-// CacheOptions configures the verification cache of a Manager. The zero
-// value enables it with the defaults of its fields and no stale serving.
-//
-// An entry holds the record and the SHA-256 of the secret that was
-// verified against it, so a hit costs one SHA-256 and a map lookup: no
-// store query, no bcrypt and no allocation. Expiry, revocation and
-// suspension in the cached record are still checked on every
-// verification.
-//
-// Unknown ids and known ids presented with a wrong secret are remembered
-// alike for NegativeTTL, so that both cost the same number of store
-// queries: an attacker learns nothing from the load he causes, and cannot
-// bypass the cache to load the store.
-type CacheOptions struct {
-	// TTL is how long a verified key is served without asking the store:
-	// 5 seconds when 0; negative disables the cache. It is also the bound
-	// on how long a revocation made through another Manager (another
-	// process) can go unnoticed by this one when no Notifier tells it
-	// sooner; revocations through this Manager take effect at once.
-	TTL time.Duration
-	// NegativeTTL is how long a failed lookup (unknown id or wrong secret)
-	// is answered ErrInvalid without asking the store: one second
-	// when 0; negative disables it.
-	NegativeTTL time.Duration
-	// MaxEntries bounds the cache: 100,000 entries when 0. When full, an
-	// arbitrary entry is evicted for each new one.
-	MaxEntries int
-	// StaleIfError lets a key verified within TTL+StaleIfError keep working
-	// while the store fails (a key not seen in that window gets
-	// ErrUnavailable). 0, the default, never serves stale entries.
-	StaleIfError time.Duration
+// cacheOptions are the cache's settings from Options.
+type cacheOptions struct {
+	TTL, NegativeTTL, StaleIfError time.Duration
+	MaxEntries                     int
 }
 
 // cacheEntry is one immutable cache entry: it is replaced, never changed.
@@ -122,7 +95,7 @@ type cache struct {
 	shards [cacheShards]cacheShard
 }
 
-func newCache(o CacheOptions) (*cache, error) {
+func newCache(o cacheOptions) (*cache, error) {
 	if o.TTL < 0 {
 		return nil, nil
 	}

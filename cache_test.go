@@ -80,7 +80,7 @@ func TestRevocationBound(t *testing.T) {
 	t.Parallel()
 	store := memstore.New()
 	c := newClock()
-	here := newManager(t, store, apikey.Options{Now: c.Now, Cache: apikey.CacheOptions{TTL: 5 * time.Second}})
+	here := newManager(t, store, apikey.Options{Now: c.Now, CacheTTL: 5 * time.Second})
 	there := newManager(t, store, apikey.Options{Now: c.Now})
 	token, k := issue(t, here, apikey.IssueParams{})
 	_, err := here.Verify(context.Background(), token)
@@ -235,7 +235,7 @@ func TestConcurrentMissesCollapse(t *testing.T) {
 func TestCacheIsBounded(t *testing.T) {
 	t.Parallel()
 	spy := newSpy()
-	m := newManager(t, spy, apikey.Options{Cache: apikey.CacheOptions{MaxEntries: 2}})
+	m := newManager(t, spy, apikey.Options{CacheMaxEntries: 2})
 	var tokens []string
 	for range 3 {
 		token, _ := issue(t, m, apikey.IssueParams{})
@@ -255,7 +255,7 @@ func TestStaleIfError(t *testing.T) {
 	t.Parallel()
 	spy := newSpy()
 	c := newClock()
-	m := newManager(t, spy, apikey.Options{Now: c.Now, Cache: apikey.CacheOptions{TTL: time.Second, StaleIfError: time.Minute}})
+	m := newManager(t, spy, apikey.Options{Now: c.Now, CacheTTL: time.Second, CacheStaleIfError: time.Minute})
 	seen, _ := issue(t, m, apikey.IssueParams{})
 	unseen, _ := issue(t, m, apikey.IssueParams{})
 	_, err := m.Verify(context.Background(), seen)

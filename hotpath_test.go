@@ -36,18 +36,18 @@ func (s *getCounter) Get(ctx context.Context, id string) (*apikey.Key, error) {
 func TestWrongSecretCostsLikeUnknownID(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		cache apikey.CacheOptions
-		per   int64 // store calls per round of n attempts
+		cache apikey.Options // its cache settings
+		per   int64          // store calls per round of n attempts
 	}{
-		{"cache", apikey.CacheOptions{}, 1},
-		{"no negative cache", apikey.CacheOptions{NegativeTTL: -1}, 10},
-		{"no cache", apikey.CacheOptions{TTL: -1}, 10},
+		{"cache", apikey.Options{}, 1},
+		{"no negative cache", apikey.Options{CacheNegativeTTL: -1}, 10},
+		{"no cache", apikey.Options{CacheTTL: -1}, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const n = 10
 			c := newClock()
 			store := &getCounter{Store: memstore.New()}
-			m := newManager(t, store, apikey.Options{Now: c.Now, Cache: tc.cache})
+			m := newManager(t, store, apikey.Options{Now: c.Now, CacheTTL: tc.cache.CacheTTL, CacheNegativeTTL: tc.cache.CacheNegativeTTL})
 			token, _ := issue(t, m, apikey.IssueParams{})
 			tok, err := m.Format().Parse(token)
 			require.NoError(t, err)
@@ -101,8 +101,8 @@ func (acceptAll) Compare([]byte, []byte, string) (bool, error) { return true, ni
 // No path returns neither a key nor an error, in particular a cache hit
 // whose hasher accepts another secret than the cached one.
 func TestVerifyNeverReturnsNilWithoutError(t *testing.T) {
-	for _, cache := range []apikey.CacheOptions{{}, {TTL: -1}} {
-		m := newManager(t, memstore.New(), apikey.Options{Hasher: acceptAll{}, Cache: cache})
+	for _, ttl := range []time.Duration{0, -1} {
+		m := newManager(t, memstore.New(), apikey.Options{Hasher: acceptAll{}, CacheTTL: ttl})
 		token, _ := issue(t, m, apikey.IssueParams{Owner: "alice"})
 		tok, err := m.Format().Parse(token)
 		require.NoError(t, err)
@@ -208,7 +208,7 @@ func TestMetricsVerified(t *testing.T) {
 	c := newClock()
 	spy := newSpy()
 	rec := &recMetrics{}
-	m := newManager(t, spy, apikey.Options{Now: c.Now, Metrics: rec, Cache: apikey.CacheOptions{StaleIfError: time.Hour}})
+	m := newManager(t, spy, apikey.Options{Now: c.Now, Metrics: rec, CacheStaleIfError: time.Hour})
 	token, k := issue(t, m, apikey.IssueParams{})
 	expired, _ := issue(t, m, apikey.IssueParams{TTL: time.Minute})
 	revoked, kr := issue(t, m, apikey.IssueParams{})
@@ -234,7 +234,7 @@ func TestMetricsVerified(t *testing.T) {
 	}, rec.verified)
 
 	rec2 := &recMetrics{}
-	m2 := newManager(t, memstore.New(), apikey.Options{Metrics: rec2, Cache: apikey.CacheOptions{TTL: -1}})
+	m2 := newManager(t, memstore.New(), apikey.Options{Metrics: rec2, CacheTTL: -1})
 	token2, _ := issue(t, m2, apikey.IssueParams{})
 	_, err = m2.Verify(ctx, token2)
 	require.NoError(t, err)

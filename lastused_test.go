@@ -237,7 +237,7 @@ func assertAllUsed(t *testing.T, m *apikey.Manager, ids []string) {
 func TestLastUsedWritesInBatches(t *testing.T) {
 	t.Parallel()
 	store := &batchStore{Store: memstore.New(), fail: func(call int) bool { return call == 2 }}
-	m := newManager(t, store, apikey.Options{LastUsedInterval: time.Hour, LastUsedBatch: 100, Cache: apikey.CacheOptions{TTL: -1}})
+	m := newManager(t, store, apikey.Options{LastUsedInterval: time.Hour, LastUsedBatch: 100, CacheTTL: -1})
 	ids := issueAndUse(t, m, 250)
 	require.NoError(t, m.Close(context.Background()))
 	store.mu.Lock()
@@ -260,7 +260,7 @@ func TestLastUsedBatchTimeout(t *testing.T) {
 	rec := &recMetrics{}
 	m := newManager(t, store, apikey.Options{
 		LastUsedInterval: time.Hour, LastUsedBatch: 10, LastUsedTimeout: 20 * time.Millisecond,
-		Metrics: rec, Cache: apikey.CacheOptions{TTL: -1},
+		Metrics: rec, CacheTTL: -1,
 	})
 	ids := issueAndUse(t, m, 25)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -286,7 +286,7 @@ func TestLastUsedStalledStoreStaysBounded(t *testing.T) {
 	const bound = 50
 	m := newManager(t, store, apikey.Options{
 		LastUsedInterval: 5 * time.Millisecond, LastUsedQueue: bound, LastUsedBatch: 7,
-		LastUsedTimeout: 2 * time.Millisecond, Metrics: rec, Cache: apikey.CacheOptions{TTL: -1},
+		LastUsedTimeout: 2 * time.Millisecond, Metrics: rec, CacheTTL: -1,
 	})
 	tokens := make([]string, 120)
 	for i := range tokens {

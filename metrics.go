@@ -15,7 +15,7 @@ type Metrics interface {
 	// cache answers "hit" (a cached key answered, no store query),
 	// "negative" (a remembered failed lookup answered: an unknown id or a
 	// wrong secret), "miss" (the store was queried), "stale" (the store
-	// failed and a key within CacheOptions.StaleIfError answered), "off"
+	// failed and a key within Options.CacheStaleIfError answered), "off"
 	// (no cache) or "none" (a malformed token, refused before any lookup).
 	// With Metrics set, a verification costs one more reading of the
 	// monotonic clock.

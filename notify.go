@@ -41,7 +41,7 @@ import (
 //     delivery latency (milliseconds on a local network);
 //   - while its subscription is down (the broker or the connection failed,
 //     or the message was lost in transit), within its cache TTL
-//     (CacheOptions.TTL), exactly as without a Notifier, since no entry
+//     (Options.CacheTTL), exactly as without a Notifier, since no entry
 //     outlives the TTL;
 //   - as soon as it has resubscribed, since it then drops its whole cache.
 //

@@ -99,7 +99,7 @@ func fleetOf(t *testing.T, n int, store apikey.Store, h *hub) []*apikey.Manager 
 	t.Helper()
 	ms := make([]*apikey.Manager, n)
 	for i := range ms {
-		ms[i] = newManager(t, store, apikey.Options{Notifier: h, Cache: apikey.CacheOptions{TTL: time.Hour}})
+		ms[i] = newManager(t, store, apikey.Options{Notifier: h, CacheTTL: time.Hour})
 	}
 	require.Eventually(t, func() bool { return h.subscribers() == n }, time.Second, time.Millisecond)
 	return ms

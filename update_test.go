@@ -46,7 +46,7 @@ func TestUpdateRacingRotateNeverExtendsAGracePeriod(t *testing.T) {
 	ctx := context.Background()
 	c := newClock()
 	// Without the store's Rotator, the Manager's own conditional writes race.
-	m := newManager(t, struct{ apikey.Store }{memstore.New()}, apikey.Options{Now: c.Now, Cache: apikey.CacheOptions{TTL: -1}})
+	m := newManager(t, struct{ apikey.Store }{memstore.New()}, apikey.Options{Now: c.Now, CacheTTL: -1})
 	for range 200 {
 		_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
 		var wg sync.WaitGroup

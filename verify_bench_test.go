@@ -22,10 +22,10 @@ func BenchmarkVerify(b *testing.B) {
 		opts apikey.Options
 	}{
 		{"HMAC", apikey.Options{Peppers: testPepper}},
-		{"HMAC/NoCache", apikey.Options{Peppers: testPepper, Cache: apikey.CacheOptions{TTL: -1}}},
-		{"SHA256/NoCache", apikey.Options{Cache: apikey.CacheOptions{TTL: -1}}},
+		{"HMAC/NoCache", apikey.Options{Peppers: testPepper, CacheTTL: -1}},
+		{"SHA256/NoCache", apikey.Options{CacheTTL: -1}},
 		{"Bcrypt/CacheHit", apikey.Options{Hasher: bc}},
-		{"Bcrypt/CacheMiss", apikey.Options{Hasher: bc, Cache: apikey.CacheOptions{TTL: -1}}},
+		{"Bcrypt/CacheMiss", apikey.Options{Hasher: bc, CacheTTL: -1}},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
 			m := newManager(b, memstore.New(), bm.opts)

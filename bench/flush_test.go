@@ -99,7 +99,7 @@ func BenchmarkFlush(b *testing.B) {
 				for b.Loop() {
 					b.StopTimer()
 					m, err := apikey.New(splitStore{Store: mem, sql: store}, apikey.Options{
-						Peppers: []apikey.Pepper{benchPepper}, Cache: apikey.CacheOptions{TTL: -1},
+						Peppers: []apikey.Pepper{benchPepper}, CacheTTL: -1,
 						LastUsedInterval: time.Hour, LastUsedQueue: flushKeys,
 					})
 					if err != nil {

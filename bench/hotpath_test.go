@@ -51,13 +51,13 @@ func BenchmarkHotPath(b *testing.B) {
 			b.Run("floor/"+strconv.Itoa(n), func(b *testing.B) { fx.floor(b) })
 		}
 		b.Run("hit/"+strconv.Itoa(n), func(b *testing.B) {
-			fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}}, fx.hot, true)
+			fx.verify(b, apikey.Options{CacheTTL: time.Hour}, fx.hot, true)
 		})
 		b.Run("miss/"+strconv.Itoa(n), func(b *testing.B) {
-			fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: -1}}, fx.tokens, false)
+			fx.verify(b, apikey.Options{CacheTTL: -1}, fx.tokens, false)
 		})
 		b.Run("hit-metrics/"+strconv.Itoa(n), func(b *testing.B) {
-			fx.verify(b, apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}, Metrics: &countMetrics{}}, fx.hot, true)
+			fx.verify(b, apikey.Options{CacheTTL: time.Hour, Metrics: &countMetrics{}}, fx.hot, true)
 		})
 		fx = nil
 		runtime.GC()
@@ -83,7 +83,7 @@ func BenchmarkHotPathParallel(b *testing.B) {
 		})
 	})
 	b.Run("hit", func(b *testing.B) {
-		m := fx.manager(b, apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}}, fx.hot)
+		m := fx.manager(b, apikey.Options{CacheTTL: time.Hour}, fx.hot)
 		ctx := context.Background()
 		b.ReportAllocs()
 		var seq atomic.Int64
@@ -197,7 +197,7 @@ func (fx *hotFixture) manager(b *testing.B, opts apikey.Options, warm []string) 
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = m.Close(context.Background()) })
-	if opts.Cache.TTL >= 0 {
+	if opts.CacheTTL >= 0 {
 		for _, t := range warm {
 			if _, err := m.Verify(context.Background(), t); err != nil {
 				b.Fatal(err)
@@ -437,12 +437,12 @@ func parallel(tokens []string, procs int, f func(string)) func(int) {
 //	            miss goes over every key, spread-1M over the 1,000 keys of
 //	            the hit working set, spread through the million
 func BenchmarkPaired(b *testing.B) {
-	cached := apikey.Options{Cache: apikey.CacheOptions{TTL: time.Hour}}
-	uncached := apikey.Options{Cache: apikey.CacheOptions{TTL: -1}}
+	cached := apikey.Options{CacheTTL: time.Hour}
+	uncached := apikey.Options{CacheTTL: -1}
 	b.Run("verify", func(b *testing.B) {
 		fx := newHotFixture(b, hotKeys)
 		hit := fx.manager(b, cached, fx.hot)
-		metered := fx.manager(b, apikey.Options{Cache: cached.Cache, Metrics: &countMetrics{}}, fx.hot)
+		metered := fx.manager(b, apikey.Options{CacheTTL: cached.CacheTTL, Metrics: &countMetrics{}}, fx.hot)
 		miss := fx.manager(b, uncached, nil)
 		paired(b, []pairCase{
 			{"floor", cycle(fx.hot, func(t string) { fx.floorOnce(b, t) }), 0},

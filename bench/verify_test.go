@@ -296,8 +296,7 @@ func (fx *sqlFixtures) get(b *testing.B, d sqlstore.Dialect, n int) sqlFixture {
 // with APIKEY_BENCH_FULL=1.
 func BenchmarkOurVerify(b *testing.B) {
 	sqlfx := &sqlFixtures{b: b, stores: map[string]sqlFixture{}}
-	cached := apikey.CacheOptions{TTL: time.Hour}
-	uncached := apikey.CacheOptions{TTL: -1}
+	cached, uncached := time.Hour, time.Duration(-1) // CacheTTL
 	cases := []verifyCase{
 		{name: "memstore", cache: cached},
 		{name: "memstore-nocache", cache: uncached},
@@ -364,7 +363,7 @@ func BenchmarkOurVerify(b *testing.B) {
 // verifyCase is one configuration of BenchmarkOurVerify.
 type verifyCase struct {
 	name    string
-	cache   apikey.CacheOptions
+	cache   time.Duration    // Options.CacheTTL
 	dialect sqlstore.Dialect // SQL stores only; 0 otherwise
 	bcrypt  bool
 }
@@ -372,13 +371,13 @@ type verifyCase struct {
 // run measures c over store: hasher, or HMAC with benchPepper when nil;
 // tokens are the store's keys (or its bcrypt working set).
 func (c verifyCase) run(b *testing.B, store apikey.Store, hasher apikey.Hasher, tokens []string) {
-	opts := apikey.Options{Cache: c.cache}
+	opts := apikey.Options{CacheTTL: c.cache}
 	if hasher != nil {
 		opts.Hasher = hasher
 	} else {
 		opts.Peppers = []apikey.Pepper{benchPepper}
 	}
-	hit := c.cache.TTL >= 0
+	hit := c.cache >= 0
 	if hit {
 		tokens = spread(tokens, hotKeys)
 	}

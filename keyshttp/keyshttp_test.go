@@ -103,7 +103,7 @@ func newEnv(t *testing.T, s *spec, opts keyshttp.Options) *env {
 	c := &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
 	store := &flakyStore{Store: memstore.New()}
 	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", Prefixes: []string{"sk_test"}, Peppers: pepper, Now: c.Now,
-		Cache: apikey.CacheOptions{TTL: -1}})
+		CacheTTL: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
 	if opts.Owner == nil {

@@ -244,7 +244,7 @@ func Propagation(t *testing.T, a, b apikey.Notifier, trials int, bound time.Dura
 	t.Helper()
 	store := memstore.New()
 	opts := func(n apikey.Notifier) apikey.Options {
-		return apikey.Options{Notifier: n, Cache: apikey.CacheOptions{TTL: time.Hour}, LastUsedInterval: -1}
+		return apikey.Options{Notifier: n, CacheTTL: time.Hour, LastUsedInterval: -1}
 	}
 	ma, err := apikey.New(store, opts(a))
 	require.NoError(t, err)

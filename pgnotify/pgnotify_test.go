@@ -140,7 +140,7 @@ func TestPropagationAfterRestart(t *testing.T) {
 			ns := tc.fleet(t, srv.DSN, 2)
 			store := memstore.New()
 			opts := func(n apikey.Notifier) apikey.Options {
-				return apikey.Options{Notifier: n, Cache: apikey.CacheOptions{TTL: time.Hour}, LastUsedInterval: -1}
+				return apikey.Options{Notifier: n, CacheTTL: time.Hour, LastUsedInterval: -1}
 			}
 			a, err := apikey.New(store, opts(ns[0]))
 			require.NoError(t, err)

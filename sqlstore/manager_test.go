@@ -109,7 +109,7 @@ func compose(prefix, id, secret string) string {
 func TestManagerEndToEnd(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
 		s := newStore(t, db, b.dialect, randomTable("keys_"))
-		m, err := apikey.New(s, apikey.Options{Prefix: "sk_test", Peppers: testPeppers, Cache: apikey.CacheOptions{TTL: -1, NegativeTTL: -1}})
+		m, err := apikey.New(s, apikey.Options{Prefix: "sk_test", Peppers: testPeppers, CacheTTL: -1, CacheNegativeTTL: -1})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = m.Close(context.Background()) })
 		ctx := context.Background()

@@ -171,7 +171,7 @@ func TestMigrateUpgradesPreviousRelease(t *testing.T) {
 		require.NoError(t, s.Migrate(ctx), "Migrate upgrades the previous release's table")
 		require.NoError(t, s.Migrate(ctx), "and is idempotent")
 		m, err := apikey.New(s, apikey.Options{Prefix: "sk_test", Peppers: testPeppers, LastUsedInterval: -1,
-			Cache: apikey.CacheOptions{TTL: -1, NegativeTTL: -1}})
+			CacheTTL: -1, CacheNegativeTTL: -1})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = m.Close(ctx) })
 

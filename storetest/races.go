@@ -45,7 +45,7 @@ func runRaces(t *testing.T, newStore func(t *testing.T) apikey.Store, trials int
 			} {
 				t.Run(mode.name, func(t *testing.T) {
 					m, err := apikey.New(mode.wrap(newStore(t)), apikey.Options{
-						Prefix: "sk_race", Cache: apikey.CacheOptions{TTL: -1, NegativeTTL: -1}, LastUsedInterval: -1,
+						Prefix: "sk_race", CacheTTL: -1, CacheNegativeTTL: -1, LastUsedInterval: -1,
 					})
 					require.NoError(t, err)
 					t.Cleanup(func() { _ = m.Close(context.Background()) })

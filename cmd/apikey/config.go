@@ -110,7 +110,7 @@ func (c *cli) manager(cfg *config, store apikey.Store) (*apikey.Manager, error) 
 	prefixes := cfg.prefixList()
 	opts := apikey.Options{
 		Prefix: prefixes[0], Prefixes: prefixes[1:], SecretBits: cfg.secretBits,
-		LastUsedInterval: -1, Cache: apikey.CacheOptions{TTL: -1, NegativeTTL: -1},
+		LastUsedInterval: -1, CacheTTL: -1, CacheNegativeTTL: -1,
 	}
 	if p := c.getenv("APIKEY_PEPPER"); p != "" {
 		version := c.getenv("APIKEY_PEPPER_VERSION")

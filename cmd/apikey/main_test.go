@@ -71,7 +71,7 @@ func (h *harness) manager() *apikey.Manager {
 	h.t.Cleanup(func() { db.Close() })
 	s, err := sqlstore.New(db, sqlstore.SQLite, sqlstore.Options{})
 	require.NoError(h.t, err)
-	m, err := apikey.New(s, apikey.Options{Prefix: "sk_live", Prefixes: []string{"sk_test"}, Cache: apikey.CacheOptions{TTL: -1, NegativeTTL: -1},
+	m, err := apikey.New(s, apikey.Options{Prefix: "sk_live", Prefixes: []string{"sk_test"}, CacheTTL: -1, CacheNegativeTTL: -1,
 		Peppers: []apikey.Pepper{{Version: "1", Secret: []byte(testPepper)}}})
 	require.NoError(h.t, err)
 	h.t.Cleanup(func() { m.Close(context.Background()) })

@@ -84,7 +84,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	defer fl.close()
 	opts := apikey.Options{Prefix: "sk_live", Plans: plans(), Logger: log,
-		Notifier: fl.notifier, Metrics: fl.metrics, Cache: apikey.CacheOptions{TTL: f.cacheTTL}}
+		Notifier: fl.notifier, Metrics: fl.metrics, CacheTTL: f.cacheTTL}
 	if p := os.Getenv("APIKEY_PEPPER"); p != "" {
 		opts.Peppers = []apikey.Pepper{{Version: "1", Secret: []byte(p)}}
 	} else {

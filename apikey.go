@@ -156,7 +156,9 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// IssueParams describes a key to issue. All fields are optional.
+// IssueParams describes a key to issue. All fields are optional: the zero
+// value issues a key under Options.Prefix with no owner, scopes, plan or
+// metadata, expiring after Options.DefaultTTL (never by default).
 type IssueParams struct {
 	// Name is a human-readable label.
 	Name string
@@ -182,8 +184,9 @@ type IssueParams struct {
 	TTL time.Duration
 }
 
-// Manager issues, verifies and manages keys in a Store. Build it with New;
-// it is safe for concurrent use. Call Close to flush last-used times.
+// Manager issues, verifies and manages keys in a Store. Build it with New
+// (the zero value is not usable); it is safe for concurrent use. Call Close
+// to flush last-used times.
 type Manager struct {
 	store   Store
 	format  Format            // parses every accepted prefix

@@ -33,6 +33,7 @@ const usageGranularity = time.Millisecond
 
 // Stats counts a Manager's background work: last-used tracking and, with
 // a Notifier, the changes it published and the cache drops it applied.
+// Manager.Stats returns a snapshot: plain data, counting since New.
 type Stats struct {
 	// UsesRecorded counts successful verifications recorded for a flush
 	// (a cached key verified many times within a millisecond counts once).

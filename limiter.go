@@ -228,7 +228,7 @@ func (l *Limit) check() error {
 	return nil
 }
 
-// LimitResult is a Limiter's answer.
+// LimitResult is a Limiter's answer: plain data, owned by the caller.
 type LimitResult struct {
 	// Allowed reports whether the request may proceed (and was counted).
 	Allowed bool
@@ -253,7 +253,7 @@ type LimitResult struct {
 	States []LimitState
 }
 
-// LimitState is the state of one limit after a Limiter call.
+// LimitState is the state of one limit after a Limiter call: plain data.
 type LimitState struct {
 	// Remaining is what the limit still admits.
 	Remaining int64

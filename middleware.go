@@ -127,7 +127,8 @@ type MiddlewareOptions struct {
 }
 
 // Middleware authenticates requests with a Manager. Build it with
-// NewMiddleware; it is safe for concurrent use.
+// NewMiddleware (the zero value is not usable); it is safe for concurrent
+// use.
 type Middleware struct {
 	m          *Manager
 	sources    []KeySource

@@ -115,7 +115,7 @@ func TestRevocationIgnoresClockSkew(t *testing.T) {
 	store := memstore.New()
 	behind := newClock()
 	ahead := &clock{t: behind.Now().Add(5 * time.Second)}
-	reader := newManager(t, store, apikey.Options{Now: behind.Now, Cache: apikey.CacheOptions{TTL: -1}})
+	reader := newManager(t, store, apikey.Options{Now: behind.Now, CacheTTL: -1})
 	revoker := newManager(t, store, apikey.Options{Now: ahead.Now})
 	token, k := issue(t, reader, apikey.IssueParams{Owner: "alice"})
 	require.NoError(t, revoker.Revoke(ctx, k.ID))

@@ -43,7 +43,7 @@ func (c *cli) register(fs *flag.FlagSet) *config {
 // hasDB reports whether a database is configured.
 func (cfg *config) hasDB() bool { return cfg.sqlite != "" || cfg.postgres != "" || cfg.mysql != "" }
 
-// prefixList returns the configured prefixes, DefaultPrefix when none.
+// prefixList returns the configured prefixes, apikey's default "sk" when none.
 func (cfg *config) prefixList() []string {
 	var out []string
 	for _, p := range strings.Split(cfg.prefixes, ",") {

@@ -26,6 +26,7 @@ import (
 // sk_live's checksum, is refused by a Manager accepting both prefixes and
 // by a live-only Manager over the same store and pepper.
 func TestTestKeyNeverVerifiesAsLive(t *testing.T) {
+	t.Parallel()
 	store := memstore.New()
 	both := newManager(t, store, apikey.Options{Prefix: "sk_live", Prefixes: []string{"sk_test"}})
 	liveOnly := newManager(t, store, apikey.Options{Prefix: "sk_live"})
@@ -76,6 +77,7 @@ func TestTestKeyNeverVerifiesAsLive(t *testing.T) {
 }
 
 func TestPrefixesValidate(t *testing.T) {
+	t.Parallel()
 	for name, prefixes := range map[string][]string{
 		"Duplicate":      {"sk_live"},
 		"BadCharacter":   {"sk-test"},
@@ -89,6 +91,7 @@ func TestPrefixesValidate(t *testing.T) {
 }
 
 func TestDisableEnable(t *testing.T) {
+	t.Parallel()
 	log := &eventLog{}
 	m := newManager(t, memstore.New(), apikey.Options{Logger: slog.New(log)})
 	ctx := context.Background()
@@ -144,6 +147,7 @@ func TestDisableEnable(t *testing.T) {
 // Store the stale write is refused; through Manager.Update the change is
 // made on the fresh record, and the key stays revoked.
 func TestUpdateNeverRevives(t *testing.T) {
+	t.Parallel()
 	store := memstore.New()
 	m := newManager(t, store, apikey.Options{})
 	ctx := context.Background()
@@ -173,6 +177,7 @@ func TestUpdateNeverRevives(t *testing.T) {
 }
 
 func TestUpdate(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now, Plans: apikey.Plans{
@@ -262,6 +267,7 @@ func (s *conflictingStore) Update(ctx context.Context, k *apikey.Key) error {
 }
 
 func TestUpdateRetriesOnConflict(t *testing.T) {
+	t.Parallel()
 	store := &conflictingStore{Store: memstore.New()}
 	m := newManager(t, store, apikey.Options{})
 	ctx := context.Background()

@@ -179,6 +179,7 @@ func TestNotifierPropagatesEveryChange(t *testing.T) {
 // The id is published only after the store write: a Manager that hears
 // of a change and reads the store again must find the new record.
 func TestNotifierPublishesAfterTheWrite(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	h := newHub()
 	store := newSpy()
@@ -263,6 +264,7 @@ func TestNotifierResubscriptionDropsCache(t *testing.T) {
 // RevokeOwner of many keys reaches every cache, whether its ids are
 // published one by one or as one "" (drop everything).
 func TestNotifierLargeRevokeOwner(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	h := newHub()
 	ms := fleetOf(t, 2, memstore.New(), h)

@@ -18,6 +18,7 @@ import (
 // is the end of its grace period; an Update may end it sooner but never
 // later, or the old token would keep working beside its successor.
 func TestUpdateNeverExtendsAGracePeriod(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
@@ -80,6 +81,7 @@ func (nilStore) Get(context.Context, string) (*apikey.Key, error) { return nil, 
 // (nil, nil) or panics on a store that answers neither; each reports
 // ErrUnavailable.
 func TestNoKeyAndNoErrorFromTheStoreIsAFailure(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := nilStore{memstore.New()}
 	m := newManager(t, struct{ apikey.Store }{s}, apikey.Options{})
@@ -111,6 +113,7 @@ func TestNoKeyAndNoErrorFromTheStoreIsAFailure(t *testing.T) {
 // clock stepped back) refuses the key at once everywhere: RevokedAt in
 // the reader's future is still a revocation.
 func TestRevocationIgnoresClockSkew(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	store := memstore.New()
 	behind := newClock()

@@ -170,6 +170,7 @@ func (f *fixture) keys(t *testing.T, owner string) []*apikey.Key {
 }
 
 func TestNewValidatesOptions(t *testing.T) {
+	t.Parallel()
 	m, err := apikey.New(memstore.New(), apikey.Options{})
 	require.NoError(t, err)
 	owner := func(*http.Request) (string, error) { return "alice", nil }
@@ -214,6 +215,7 @@ func cspHash(s string) string {
 // TestSecurityHeaders checks the headers of every kind of response: the
 // page, an error page, a refused post and a redirect.
 func TestSecurityHeaders(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "ci"})
 	tests := []struct {
@@ -264,6 +266,7 @@ func TestSecurityHeaders(t *testing.T) {
 // TestListShowsTheOwnersKeys checks the table: each column, each state, and
 // that another owner's keys are not shown.
 func TestListShowsTheOwnersKeys(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	ctx := context.Background()
 	_, active := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Production", Scopes: []string{"read", "write"}, Plan: "pro", TTL: 30 * 24 * time.Hour})
@@ -325,6 +328,7 @@ func TestListShowsTheOwnersKeys(t *testing.T) {
 }
 
 func TestCreate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		form    url.Values
@@ -389,6 +393,7 @@ func TestCreate(t *testing.T) {
 // TestCreateKeepsTheFormAfterAnError checks that a refused form is shown
 // again with what the user chose.
 func TestCreateKeepsTheFormAfterAnError(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	res := f.do(t, http.MethodPost, "/keys/create", "alice", url.Values{"name": {"Prod"}, "scope": {"write"}, "plan": {"pro"}, "expires": {"60"}}, nil)
 	require.Equal(t, http.StatusBadRequest, res.status)
@@ -400,6 +405,7 @@ func TestCreateKeepsTheFormAfterAnError(t *testing.T) {
 
 // TestOutputIsEscaped creates a key whose name is markup.
 func TestOutputIsEscaped(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	name := `<script>alert(1)</script>"><img src=x>`
 	res := f.do(t, http.MethodPost, "/keys/create", "alice", url.Values{"name": {name}, "plan": {"free"}, "expires": {"0"}}, nil)
@@ -413,6 +419,7 @@ func TestOutputIsEscaped(t *testing.T) {
 
 // TestActions posts each management form for the owner's key.
 func TestActions(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		path     string
@@ -527,6 +534,7 @@ func TestActions(t *testing.T) {
 
 // TestRevokeConfirmationPage opens the confirmation step with GET.
 func TestRevokeConfirmationPage(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Prod"})
 	_, bobs := f.issue(t, apikey.IssueParams{Owner: "bob", Name: "Bob's"})
@@ -544,6 +552,7 @@ func TestRevokeConfirmationPage(t *testing.T) {
 // TestOwnerScoping posts every form with another owner's key id, an
 // unknown id and no id: each answers 404 and changes nothing.
 func TestOwnerScoping(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	_, bobs := f.issue(t, apikey.IssueParams{Owner: "bob", Name: "Bob's"})
 	forms := map[string]url.Values{
@@ -578,6 +587,7 @@ func TestOwnerScoping(t *testing.T) {
 // requests from another origin, and against requests whose origin cannot be
 // told.
 func TestCrossSitePostsAreRefused(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{TrustedOrigins: []string{"https://console.example"}})
 	tests := []struct {
 		name    string
@@ -618,6 +628,7 @@ func TestCrossSitePostsAreRefused(t *testing.T) {
 }
 
 func TestSignedOut(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
 		owner func(*http.Request) (string, error)
@@ -643,6 +654,7 @@ func TestSignedOut(t *testing.T) {
 // TestStoreFailure checks that a failing store answers 503 with a fixed
 // message, never the store's error.
 func TestStoreFailure(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Prod"})
 	f.store.fail.Store(true)
@@ -665,6 +677,7 @@ func TestStoreFailure(t *testing.T) {
 // TestLostRaceIsAConflict checks that an update that keeps losing to
 // concurrent writes answers 409, not 503.
 func TestLostRaceIsAConflict(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Prod"})
 	f.store.conflict.Store(true)
@@ -676,6 +689,7 @@ func TestLostRaceIsAConflict(t *testing.T) {
 }
 
 func TestRoutes(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	tests := []struct {
 		name, method, path string
@@ -702,6 +716,7 @@ func TestRoutes(t *testing.T) {
 
 // TestMountedWithStripPrefix serves the page under http.StripPrefix.
 func TestMountedWithStripPrefix(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	page, err := keyspage.New(f.m, keyspage.Options{Owner: func(*http.Request) (string, error) { return "alice", nil }, Plans: []string{"free"}})
 	require.NoError(t, err)
@@ -717,6 +732,7 @@ func TestMountedWithStripPrefix(t *testing.T) {
 
 // TestAccessible checks that every input of the page has a label.
 func TestAccessible(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Prod"})
 	_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Stage"})

@@ -38,6 +38,7 @@ var tokenRE = regexp.MustCompile(`id="token"[^>]*>([^<]+)</textarea>`)
 // beside it cannot be read; a 503 there would lose a token that exists
 // (or the only token of a rotation's successor).
 func TestTokenSurvivesAFailingList(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	s := &listFails{Store: f.store}
 	m, err := apikey.New(s, apikey.Options{Prefix: "sk_live", Now: f.clock.Now, LastUsedInterval: -1})
@@ -81,6 +82,7 @@ func TestTokenSurvivesAFailingList(t *testing.T) {
 // more than apikey.MaxNameLength bytes is refused with the page's own
 // explanation, on create and on rename.
 func TestNameBeyondTheManagersLimit(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	name := strings.Repeat("😀", 100) // 100 characters, 400 bytes
 	require.Greater(t, len(name), apikey.MaxNameLength)
@@ -100,6 +102,7 @@ func TestNameBeyondTheManagersLimit(t *testing.T) {
 // together (a double click, two tabs) show exactly one new token; the
 // others are told the key is already rotated, and only that token works.
 func TestConcurrentRotationsShowOneToken(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	for range 20 {
 		_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Prod"})

@@ -10,6 +10,7 @@ import (
 )
 
 func TestRelative(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name string
@@ -42,6 +43,7 @@ func TestRelative(t *testing.T) {
 }
 
 func TestSpan(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		d    time.Duration
 		want string
@@ -61,6 +63,7 @@ func TestSpan(t *testing.T) {
 }
 
 func TestRowState(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name    string

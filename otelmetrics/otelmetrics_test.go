@@ -87,12 +87,14 @@ func sum(t *testing.T, c collected, name, unit string) map[string]int64 {
 }
 
 func TestNewValidates(t *testing.T) {
+	t.Parallel()
 	_, err := otelmetrics.New(nil, otelmetrics.Options{})
 	assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
 }
 
 // A scripted series of calls gives exactly these values.
 func TestScriptedCalls(t *testing.T) {
+	t.Parallel()
 	m, reader := setup(t, otelmetrics.Options{Attributes: []attribute.KeyValue{attribute.String("service.name", "api")}})
 	for range 3 {
 		m.Verified("ok", "hit", 2*time.Microsecond)
@@ -157,6 +159,7 @@ func TestScriptedCalls(t *testing.T) {
 // Through a Manager: every verification is counted by outcome and cache
 // result, a flush by its keys, and no attribute holds a key id or token.
 func TestManagerRun(t *testing.T) {
+	t.Parallel()
 	mx, reader := setup(t, otelmetrics.Options{})
 	m, err := apikey.New(memstore.New(), apikey.Options{Metrics: mx, LastUsedInterval: time.Hour})
 	require.NoError(t, err)

@@ -34,7 +34,7 @@ const (
 	// attempts to subscribe when Options leaves them 0: it starts at the
 	// minimum and doubles up to the maximum, with up to 20% of jitter.
 	DefaultMinBackoff = 100 * time.Millisecond
-	DefaultMaxBackoff = 2 * time.Second
+	DefaultMaxBackoff = time.Second
 	// DefaultHealthCheck is how long a subscription may stay silent before
 	// it is pinged when Options.HealthCheck is 0.
 	DefaultHealthCheck = 5 * time.Second

@@ -23,7 +23,8 @@ import (
 //     SELECT ?, ? UNION ALL ... rows;
 //   - SQLite: UPDATE ... FROM (VALUES (?, ?), ...).
 //
-// Each statement commits on its own: a failed chunk leaves the earlier ones
+// Each statement commits on its own, and runs again when the database
+// aborted it to break a deadlock: a failed chunk leaves the earlier ones
 // written, which is safe because writing a use again changes nothing.
 // Within a statement, ids are in sorted order so that concurrent flushes
 // lock rows in the same order.
@@ -48,11 +49,24 @@ func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
 	slices.Sort(ids)
 	for part := range slices.Chunk(ids, markUsedChunk(s.d)) {
 		q, args := s.markUsedQuery(part, uses)
-		if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
+		if err := s.execRetrying(ctx, q, args...); err != nil {
 			return s.fail(ctx, "mark used", err)
 		}
 	}
 	return nil
+}
+
+// execRetrying runs one statement, again (up to 3 times in all) when the
+// database aborted it to break a deadlock, as a flush of another instance
+// or a concurrent conditional write on the same rows can make it do.
+func (s *Store) execRetrying(ctx context.Context, q string, args ...any) error {
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		_, err := s.db.ExecContext(ctx, q, args...)
+		if err == nil || attempt == attempts || ctx.Err() != nil || !s.d.isRetryable(err) {
+			return err
+		}
+	}
 }
 
 // markUsedChunk is the number of ids MarkUsed writes per statement: the

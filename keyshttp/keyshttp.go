@@ -51,16 +51,12 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// DefaultMaxBodyBytes is the largest request body accepted when
-// Options.MaxBodyBytes is 0.
-const DefaultMaxBodyBytes = 64 << 10
-
-// DefaultMaxGrace is the longest grace period of a rotation when
-// Options.MaxGrace is 0.
-const DefaultMaxGrace = 30 * 24 * time.Hour
-
-// DefaultRetryAfter is the Retry-After of a 503 when Options.RetryAfter is 0.
-const DefaultRetryAfter = 5 * time.Second
+// Defaults of Options.
+const (
+	defaultMaxBodyBytes = 64 << 10
+	defaultMaxGrace     = 30 * 24 * time.Hour
+	defaultRetryAfter   = 5 * time.Second
+)
 
 // Options configures a Handler. Only Owner is required; every other zero
 // value is a safe default.
@@ -84,8 +80,8 @@ type Options struct {
 	// ttl_seconds or expires_in_days; when 0 the Manager's DefaultTTL
 	// applies.
 	DefaultTTL time.Duration
-	// MaxGrace is the longest grace period a rotation may ask for:
-	// DefaultMaxGrace when 0.
+	// MaxGrace is the longest grace period a rotation may ask for: 30
+	// days when 0.
 	MaxGrace time.Duration
 
 	// AllowScope, if set, reports whether the caller may grant scope to a
@@ -103,10 +99,10 @@ type Options struct {
 	// limit may be overshot by the number of instances.
 	MaxKeys func(r *http.Request, owner string) int
 
-	// MaxBodyBytes is the largest request body: DefaultMaxBodyBytes when
-	// 0. A larger body is a 400.
+	// MaxBodyBytes is the largest request body: 64 KiB when 0. A larger
+	// body is a 400.
 	MaxBodyBytes int64
-	// RetryAfter is the Retry-After of a 503: DefaultRetryAfter when 0.
+	// RetryAfter is the Retry-After of a 503: 5 seconds when 0.
 	RetryAfter time.Duration
 
 	// TrustedOrigins are origins, besides the handler's own, whose
@@ -180,14 +176,14 @@ func New(m *apikey.Manager, opts Options) (*Handler, error) {
 		}
 	}
 	if h.maxGrace == 0 {
-		h.maxGrace = DefaultMaxGrace
+		h.maxGrace = defaultMaxGrace
 	}
 	if h.maxBody == 0 {
-		h.maxBody = DefaultMaxBodyBytes
+		h.maxBody = defaultMaxBodyBytes
 	}
 	ra := opts.RetryAfter
 	if ra == 0 {
-		ra = DefaultRetryAfter
+		ra = defaultRetryAfter
 	}
 	h.retryAfter = strconv.FormatInt(int64((ra+time.Second-1)/time.Second), 10)
 	return h, nil

@@ -369,3 +369,45 @@ func TestCachedIDStillChecksTheToken(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, k.ID, got.ID)
 }
+
+// Hits are served without a lock from a table that keys share by hash;
+// with many keys some share a slot, and every change still shows at once.
+func TestManyKeysHitsAndChanges(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New()
+	m := newManager(t, store, apikey.Options{Cache: apikey.CacheOptions{MaxEntries: 3000}})
+	const n = 4000 // more than MaxEntries: evictions too
+	tokens := make([]string, n)
+	ids := make([]string, n)
+	for i := range tokens {
+		var k *apikey.Key
+		tokens[i], k = issue(t, m, apikey.IssueParams{})
+		ids[i] = k.ID
+	}
+	for range 2 {
+		for i, token := range tokens {
+			k, err := m.Verify(ctx, token)
+			require.NoError(t, err)
+			require.Equal(t, ids[i], k.ID)
+		}
+	}
+	for i := 0; i < n; i += 2 {
+		require.NoError(t, m.Revoke(ctx, ids[i]))
+	}
+	for i, token := range tokens {
+		_, err := m.Verify(ctx, token)
+		if i%2 == 0 {
+			require.Equal(t, apikey.ErrRevoked, err, "key %d", i)
+		} else {
+			require.NoError(t, err, "key %d", i)
+		}
+	}
+	for i := 1; i < n; i += 2 { // behind the Manager's back, then dropped
+		require.NoError(t, store.Revoke(ctx, ids[i], time.Now().Add(-time.Second)))
+	}
+	m.InvalidateAll()
+	for i, token := range tokens {
+		_, err := m.Verify(ctx, token)
+		require.Equal(t, apikey.ErrRevoked, err, "key %d", i)
+	}
+}

@@ -72,8 +72,8 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*K
 	if now.IsZero() || !m.realClock {
 		now = m.now()
 	}
-	shard := shardOf(t.ID)
-	k, e, cached, err := m.lookup(ctx, t, shard, now)
+	shard, slot := locate(t.ID)
+	k, e, cached, err := m.lookup(ctx, t, shard, slot, now)
 	switch {
 	case err != nil:
 		return nil, t.ID, now, cached, err
@@ -124,7 +124,7 @@ func (m *Manager) check(t Token, k *Key) error {
 // lookup finds the key of t and checks its secret, through the cache, and
 // says how the cache answered. It returns a key or an error, never both
 // nil, and the cache entry that answered on a hit.
-func (m *Manager) lookup(ctx context.Context, t Token, shard int, now time.Time) (*Key, *cacheEntry, string, error) {
+func (m *Manager) lookup(ctx context.Context, t Token, shard, slot int, now time.Time) (*Key, *cacheEntry, string, error) {
 	c := m.cache
 	if c == nil {
 		k, err := safeGet(ctx, m.store.Get, t.ID)
@@ -141,6 +141,9 @@ func (m *Manager) lookup(ctx context.Context, t Token, shard int, now time.Time)
 
 	var buf [MaxTokenLength]byte
 	sum := sha256.Sum256(append(buf[:0], t.material...))
+	if e := c.hit(shard, slot, t.ID, now); e != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+		return e.key, e, cacheHit, nil // no lock taken
+	}
 	if e := c.get(shard, t.ID, now, 0); e != nil {
 		if e.verified && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
 			return e.key, e, cacheHit, nil

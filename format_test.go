@@ -103,8 +103,12 @@ func TestScanAndRedact(t *testing.T) {
 	require.NoError(t, err)
 	a, ta := f.New()
 	b, tb := f.New()
+	last := "X" // a corrupted checksum, always different from a's
+	if strings.HasSuffix(a, last) {
+		last = "Y"
+	}
 	log := "GET /v1?x=1 Authorization: Bearer " + a + "\nretry with key=" + b + ", done\n" +
-		"not a token: " + a[:len(a)-1] + "X\n" + "embedded: x" + a + "\n"
+		"not a token: " + a[:len(a)-1] + last + "\n" + "embedded: x" + a + "\n"
 	found := f.Scan(log)
 	require.Len(t, found, 2)
 	assert.Equal(t, a, log[found[0][0]:found[0][1]])

@@ -375,7 +375,7 @@ func TestCachedIDStillChecksTheToken(t *testing.T) {
 func TestManyKeysHitsAndChanges(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New()
-	m := newManager(t, store, apikey.Options{Cache: apikey.CacheOptions{MaxEntries: 3000}})
+	m := newManager(t, store, apikey.Options{CacheMaxEntries: 3000})
 	const n = 4000 // more than MaxEntries: evictions too
 	tokens := make([]string, n)
 	ids := make([]string, n)

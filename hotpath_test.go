@@ -145,19 +145,21 @@ func TestInvalidateAll(t *testing.T) {
 // a record read before it, whatever runs concurrently.
 func TestInvalidateAllIsImmediateUnderConcurrency(t *testing.T) {
 	for trial := range 50 {
-		store := &slowStore{Store: memstore.New(), delay: time.Duration(trial%5) * 100 * time.Microsecond}
+		store := &spinStore{Store: memstore.New(), spins: trial % 5 * 20_000}
 		m := newManager(t, store, apikey.Options{})
 		token, k := issue(t, m, apikey.IssueParams{})
 		var stop atomic.Bool
 		var wg sync.WaitGroup
+		calls := newCounter()
 		for range 4 {
 			wg.Go(func() {
 				for !stop.Load() {
 					_, _ = m.Verify(context.Background(), token)
+					calls.add()
 				}
 			})
 		}
-		time.Sleep(time.Millisecond)
+		calls.await(16) // verifications in flight
 		require.NoError(t, store.Store.(*memstore.Store).Revoke(context.Background(), k.ID, time.Now().Add(-time.Hour)))
 		m.InvalidateAll()
 		_, err := m.Verify(context.Background(), token)

@@ -294,8 +294,12 @@ func TestKeysPageInBrowser(t *testing.T) {
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" summary"))))
 	require.EqualValues(t, http.StatusOK, submit(t, ctx, row+" form[action=enable] button"))
 	assert.Contains(t, text(t, ctx, row+" .state"), "active")
+	used := time.Now().Truncate(time.Millisecond)
 	assert.Equal(t, http.StatusOK, srv.call(t, rotated))
-	time.Sleep(200 * time.Millisecond) // let the last use reach the store
+	require.Eventually(t, func() bool { // the last use reaches the store
+		k, err := srv.store.Get(context.Background(), id)
+		return err == nil && !k.LastUsedAt.Before(used)
+	}, 5*time.Second, 10*time.Millisecond)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(keys)))
 	screenshot(t, ctx, "list", 1280)
 	screenshot(t, ctx, "list-375", 375)

@@ -31,6 +31,4 @@ require (
 	modernc.org/memory v1.12.1 // indirect
 )
 
-replace github.com/gokeys/apikey => ../../
 
-replace github.com/gokeys/apikey/sqlstore => ../../sqlstore

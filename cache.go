@@ -44,7 +44,11 @@ type cacheEntry struct {
 	// secret), and then the entry lives NegativeTTL only.
 	sum      [sha256.Size]byte
 	verified bool
-	fetched  time.Time
+	// check is the token's checksum (its CRC-32) with checkKnown set, for
+	// a verified entry: a token of the same prefix, checksum and material
+	// is the very token that verified, so a hit need not recompute them.
+	check   uint64
+	fetched time.Time
 	// used is when a use of key was last handed to the last-used recorder
 	// (Unix nanoseconds), the one field that changes: a hit within
 	// usageGranularity of it skips the recorder.
@@ -222,11 +226,11 @@ func (c *cache) put(shard int, id string, e *cacheEntry, epoch uint64) {
 
 // upgrade replaces old, an entry made by a wrong secret, with one that
 // remembers sum as verified, if old is still the entry of id.
-func (c *cache) upgrade(shard int, id string, old *cacheEntry, sum [sha256.Size]byte) {
+func (c *cache) upgrade(shard int, id string, old *cacheEntry, sum [sha256.Size]byte, check uint64) {
 	s := &c.shards[shard]
 	s.mu.Lock()
 	if s.entries[id] == old {
-		e := &cacheEntry{key: old.key, sum: sum, verified: true, fetched: old.fetched}
+		e := &cacheEntry{key: old.key, sum: sum, verified: true, check: check, fetched: old.fetched}
 		s.entries[id] = e
 		s.setHot(id, e)
 	}

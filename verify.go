@@ -64,19 +64,35 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*K
 	if len(token) > MaxTokenLength {
 		return nil, "", time.Time{}, cacheNone, ErrMalformed
 	}
-	t, err := m.format.Parse(token)
-	if err != nil {
-		return nil, "", time.Time{}, cacheNone, err
+	var (
+		t     Token
+		e     *cacheEntry
+		shard int
+		now   time.Time
+		k     *Key
+	)
+	cached := cacheHit
+	if m.cache != nil {
+		t, e, shard, now = m.quickHit(token, start)
 	}
-	now := start
-	if now.IsZero() || !m.realClock {
-		now = m.now()
+	if e != nil {
+		k = e.key
+	} else {
+		var err error
+		if t, err = m.format.Parse(token); err != nil {
+			return nil, "", time.Time{}, cacheNone, err
+		}
+		now = start
+		if now.IsZero() || !m.realClock {
+			now = m.now()
+		}
+		var slot int
+		shard, slot = locate(t.ID)
+		if k, e, cached, err = m.lookup(ctx, t, shard, slot, now); err != nil {
+			return nil, t.ID, now, cached, err
+		}
 	}
-	shard, slot := locate(t.ID)
-	k, e, cached, err := m.lookup(ctx, t, shard, slot, now)
 	switch {
-	case err != nil:
-		return nil, t.ID, now, cached, err
 	case k.Prefix != t.Prefix: // a key verifies only under its own prefix
 		return nil, t.ID, now, cached, ErrInvalid
 	case k.Revoked(now):
@@ -97,6 +113,61 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*K
 		}
 	}
 	return k, k.ID, now, cached, nil
+}
+
+// checkKnown marks cacheEntry.check as set.
+const checkKnown = 1 << 32
+
+// checkOf returns the cacheEntry.check of a parsed token.
+func checkOf(t Token) uint64 {
+	v, _ := decodeChecksum(t.raw[len(t.raw)-ChecksumLength:])
+	return uint64(v) | checkKnown
+}
+
+// quickHit answers a token that is byte for byte one that verified and is
+// still in the cache's hot table: the same prefix, checksum (the cached
+// entry remembers it) and material (its SHA-256 is the entry's). Such a
+// token is well formed, since the one that made the entry was parsed in
+// full, so neither the base62 check nor the CRC-32 is repeated. Any other
+// token gets nil, after no more than a lock-free probe of the hot table
+// (the clock is read, and the material hashed, only for a token whose id
+// and checksum match an entry), and takes the full path. The cache must be on.
+func (m *Manager) quickHit(token string, start time.Time) (Token, *cacheEntry, int, time.Time) {
+	c := m.cache
+	f := &m.format
+	prefix := f.prefix
+	if f.more != nil {
+		prefix = f.prefixOf(token)
+	}
+	p := len(prefix)
+	if len(token) != p+1+IDLength+f.secretLen+ChecksumLength || p == 0 || token[:p] != prefix || token[p] != '_' {
+		return Token{}, nil, 0, time.Time{}
+	}
+	n := len(token) - ChecksumLength
+	want, ok := decodeChecksum(token[n:])
+	if !ok {
+		return Token{}, nil, 0, time.Time{}
+	}
+	material := token[p+1 : n]
+	id := material[:IDLength]
+	shard, slot := locate(id)
+	e := c.shards[shard].hot[slot].Load()
+	if e == nil || e.check != uint64(want)|checkKnown || e.key.ID != id || e.key.Prefix != prefix {
+		return Token{}, nil, 0, time.Time{}
+	}
+	now := start
+	if now.IsZero() || !m.realClock {
+		now = m.now()
+	}
+	if now.Sub(e.fetched) >= c.ttl {
+		return Token{}, nil, 0, time.Time{}
+	}
+	var buf [MaxTokenLength]byte
+	sum := sha256.Sum256(append(buf[:0], material...))
+	if subtle.ConstantTimeCompare(e.sum[:], sum[:]) != 1 {
+		return Token{}, nil, 0, time.Time{}
+	}
+	return Token{Prefix: prefix, ID: id, Secret: material[IDLength:], material: material, raw: token}, e, shard, now
 }
 
 // check compares t's material with the digest of k (the dummy digest when
@@ -158,7 +229,7 @@ func (m *Manager) lookup(ctx context.Context, t Token, shard, slot int, now time
 			return nil, nil, answer, err
 		}
 		if !e.verified { // the right secret after a wrong one
-			c.upgrade(shard, t.ID, e, sum)
+			c.upgrade(shard, t.ID, e, sum, checkOf(t))
 		}
 		return e.key, e, answer, nil
 	}
@@ -188,7 +259,7 @@ func (m *Manager) lookup(ctx context.Context, t Token, shard, slot int, now time
 		}
 		return nil, nil, cacheMiss, err
 	}
-	e := &cacheEntry{key: k, sum: sum, verified: true, fetched: now}
+	e := &cacheEntry{key: k, sum: sum, verified: true, check: checkOf(t), fetched: now}
 	c.put(shard, k.ID, e, epoch)
 	return k, e, cacheMiss, nil
 }

@@ -349,3 +349,39 @@ func (s *corruptStore) Get(ctx context.Context, id string) (*apikey.Key, error) 
 	s.corrupt(k)
 	return k, nil
 }
+
+// A cache hit skips the base62 check and the CRC-32 only for the very token
+// that verified: a change to its checksum, its prefix or a character of its
+// material is refused as before, never answered from the entry.
+func TestCacheHitOnlyForTheVerifiedToken(t *testing.T) {
+	t.Parallel()
+	m := newManager(t, memstore.New(), apikey.Options{Prefixes: []string{"other"}})
+	token, _ := issue(t, m, apikey.IssueParams{})
+	ctx := context.Background()
+	for range 3 {
+		_, err := m.Verify(ctx, token)
+		require.NoError(t, err)
+	}
+	prefix := m.Format().Prefix()
+	swap := func(s string, i int) string {
+		c := byte('0')
+		if s[i] == c {
+			c = '1'
+		}
+		return s[:i] + string(c) + s[i+1:]
+	}
+	n := len(token)
+	for name, bad := range map[string]string{
+		"checksum":       swap(token, n-1),
+		"checksum range": token[:n-apikey.ChecksumLength] + "zzzzzz",
+		"not base62":     token[:n-1] + "-",
+		"secret":         swap(token, n-apikey.ChecksumLength-1),
+		"material !":     token[:len(prefix)+1+apikey.IDLength] + "!" + token[len(prefix)+2+apikey.IDLength:],
+		"prefix":         "other" + token[len(prefix):],
+	} {
+		_, err := m.Verify(ctx, bad)
+		assert.ErrorIs(t, err, apikey.ErrMalformed, name)
+	}
+	_, err := m.Verify(ctx, token)
+	require.NoError(t, err)
+}

@@ -209,6 +209,34 @@ func testInvalidLimits(t *testing.T, e env) {
 	}
 	res := allow(t, e.l, id, 1, good)
 	assert.True(t, res.Allowed, "a rejected call consumed the valid limit")
+
+	// A limit is validated on every call, even when a valid limit of the
+	// same name and kind already has a state for the subject (a limiter
+	// may skip validating the very limit it stored, never a changed one).
+	t.Run("AfterValidState", func(t *testing.T) {
+		sub := apikey.NewID()
+		rate := apikey.Rate("r", 5, time.Second, 0)
+		quota := apikey.Quota("q", 5, apikey.Day)
+		for range 2 {
+			assert.True(t, allow(t, e.l, sub, 1, rate).Allowed)
+			assert.True(t, allow(t, e.l, sub, 1, quota).Allowed)
+		}
+		for name, bad := range map[string]apikey.Limit{
+			"RateZeroCount":   apikey.Rate("r", 0, time.Second, 0),
+			"RateZeroPeriod":  apikey.Rate("r", 5, 0, 0),
+			"RateBadBurst":    apikey.Rate("r", 5, time.Second, -1),
+			"RateTooFast":     apikey.Rate("r", 5, time.Nanosecond, 0),
+			"QuotaZeroCount":  apikey.Quota("q", 0, apikey.Day),
+			"QuotaBadWindow":  apikey.Quota("q", 5, apikey.Month+1),
+			"QuotaZeroWindow": apikey.Quota("q", 5, 0),
+		} {
+			_, err := e.l.Allow(context.Background(), sub, []apikey.Limit{bad}, 1)
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, name)
+		}
+		// The valid limits were not spent by the rejected calls.
+		res := allow(t, e.l, sub, 1, quota)
+		assert.Equal(t, int64(2), res.Remaining)
+	})
 }
 
 func testQuotaExact(t *testing.T, e env) {

@@ -105,7 +105,21 @@ type entry struct {
 type slot struct {
 	name, sub string
 	kind      apikey.LimitKind
+	window    apikey.Window
 	v, w, exp int64
+	// The rest of the limit the slot was last written for, which
+	// apikey.ValidateAllow accepted: a call with the same limit need not
+	// validate it again (see allowOne).
+	count, burst int64
+	period       time.Duration
+	// interval is the emission interval of that limit, for a rate.
+	interval int64
+}
+
+// validated reports whether lim, which s holds (s.is(lim)), is the limit s
+// was last written for, and so a valid one.
+func (s *slot) validated(lim *apikey.Limit) bool {
+	return s.count == lim.Count && s.period == lim.Period && s.burst == lim.Burst && s.window == lim.Window
 }
 
 // is reports whether s holds the state of lim.
@@ -199,6 +213,18 @@ type pending struct {
 // credits) can never be allowed: it is denied with RetryAfter equal to
 // Reset, which for a rate is at least one emission interval.
 func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (res apikey.LimitResult, err error) {
+	if len(ls) == 1 && subject != "" && cost >= 1 {
+		// The limit itself is validated by allowOne, unless it is the one
+		// its slot was written for.
+		if err := ctx.Err(); err != nil {
+			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+		}
+		t := l.now()
+		if err := l.allowOne(&res, subject, ls, cost, int64(t.Sub(l.base)), t.UnixNano()); err != nil {
+			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+		}
+		return res, nil
+	}
 	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
 	}
@@ -212,10 +238,6 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	t := l.now()
 	mono := int64(t.Sub(l.base))
 	wall := t.UnixNano()
-	if len(ls) == 1 {
-		l.allowOne(&res, subject, ls, cost, mono, wall)
-		return res, nil
-	}
 
 	var buf [inlineLimits]pending
 	pend := buf[:0]
@@ -276,14 +298,26 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 }
 
 // allowOne is Allow for a single limit, without the bookkeeping that
-// deciding several limits together needs.
-func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.Limit, cost, mono, wall int64) {
+// deciding several limits together needs. The caller checked subject and
+// cost; allowOne validates the limit (before deciding anything) unless its
+// slot was last written for the same limit, which was valid then.
+func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.Limit, cost, mono, wall int64) error {
 	lim := &ls[0]
 	h := maphash.String(l.seed, subject)
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
 	e := sh.get(h, subject)
 	st, _ := e.find(lim)
+	if st == nil || !st.validated(lim) {
+		if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
+			sh.mu.Unlock()
+			return err
+		}
+		if st != nil { // another limit of the same name: the slot now holds this valid one
+			st.count, st.burst, st.period, st.window = lim.Count, lim.Burst, lim.Period, lim.Window
+			st.interval = interval(lim)
+		}
+	}
 	o, p := decide(lim, st, mono, wall, cost)
 	switch {
 	case !o.Allowed:
@@ -298,6 +332,7 @@ func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.
 	}
 	sh.mu.Unlock()
 	fill(res, ls, 0, o)
+	return nil
 }
 
 // find returns the slot of lim in e and its index, or nil and -1.
@@ -315,12 +350,20 @@ func (e *entry) find(lim *apikey.Limit) (*slot, int) {
 // decide applies lim to a call of cost given its stored state st.
 func decide(lim *apikey.Limit, st *slot, mono, wall, cost int64) (limits.Outcome, pending) {
 	if lim.Kind == apikey.KindRate {
-		t, burst := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
+		var t, burst int64
 		tat := int64(0)
-		if st != nil {
-			tat = st.v
+		if st != nil && st.validated(lim) { // the interval is the slot's
+			t, burst, tat = st.interval, lim.Burst, st.v
+			if burst == 0 {
+				burst = lim.Count
+			}
 		} else {
-			tat = mono
+			t, burst = limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
+			if st != nil {
+				tat = st.v
+			} else {
+				tat = mono
+			}
 		}
 		o, nt, write := limits.Rate(tat, mono, t, burst, cost)
 		return o, pending{v: nt, exp: nt, o: o, t: t, fix: write && !o.Allowed}
@@ -336,6 +379,16 @@ func decide(lim *apikey.Limit, st *slot, mono, wall, cost int64) (limits.Outcome
 	}
 	o := limits.Count(lim.Count, used, cost, reset)
 	return o, pending{v: used + cost, w: ws, exp: we, o: o}
+}
+
+// interval returns the emission interval of lim in nanoseconds, for a
+// rate (0 otherwise).
+func interval(lim *apikey.Limit) int64 {
+	if lim.Kind != apikey.KindRate {
+		return 0
+	}
+	t, _ := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
+	return t
 }
 
 func state(o limits.Outcome) apikey.LimitState {
@@ -371,7 +424,9 @@ func (l *Limiter) add(sh *shard, h uint64, e *entry, subject string, ls []apikey
 	room, n := l.perShard-sh.n, 0
 	for i := range pend {
 		if p := &pend[i]; p.slot < 0 && (room > 0 || ls[i].Kind == apikey.KindCredits) {
-			e.slots = append(e.slots, slot{name: ls[i].Name, sub: ls[i].Subject, kind: ls[i].Kind, v: p.v, w: p.w, exp: p.exp})
+			lim := &ls[i]
+			e.slots = append(e.slots, slot{name: lim.Name, sub: lim.Subject, kind: lim.Kind, window: lim.Window, v: p.v, w: p.w, exp: p.exp,
+				count: lim.Count, burst: lim.Burst, period: lim.Period, interval: p.t})
 			room--
 			n++
 		}

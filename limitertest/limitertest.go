@@ -232,7 +232,16 @@ func testInvalidLimits(t *testing.T, e env) {
 		} {
 			_, err := e.l.Allow(context.Background(), sub, []apikey.Limit{bad}, 1)
 			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, name)
+			other := quota
+			if bad.Name == quota.Name {
+				other = rate
+			}
+			_, err = e.l.Allow(context.Background(), sub, []apikey.Limit{other, bad}, 1)
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, name+" with another")
 		}
+		// The same valid limit twice is a duplicate, however known.
+		_, err := e.l.Allow(context.Background(), sub, []apikey.Limit{quota, quota}, 1)
+		assert.ErrorIs(t, err, apikey.ErrInvalidOptions, "twice")
 		// The valid limits were not spent by the rejected calls.
 		res := allow(t, e.l, sub, 1, quota)
 		assert.Equal(t, int64(2), res.Remaining)

@@ -225,8 +225,14 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 		}
 		return res, nil
 	}
-	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+	// A few limits are validated under the shard's lock, before anything
+	// is decided, unless each is the one its slot was written for; more
+	// (or a bad subject or cost) are validated first.
+	lazy := subject != "" && cost >= 1 && len(ls) <= inlineLimits
+	if !lazy {
+		if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
+			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
@@ -249,6 +255,12 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
 	e := sh.get(h, subject)
+	if lazy {
+		if err := validate(e, subject, ls, cost); err != nil {
+			sh.mu.Unlock()
+			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+		}
+	}
 
 	res.States = make([]apikey.LimitState, len(ls))
 	var best limits.Outcome
@@ -332,6 +344,40 @@ func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.
 	}
 	sh.mu.Unlock()
 	fill(res, ls, 0, o)
+	return nil
+}
+
+// validate is apikey.ValidateAllow of a call whose subject and cost are
+// valid, for limits whose slots in e were written for them: it only checks
+// that no two limits share a name and Subject. Otherwise it validates the
+// call in full and, when it is valid, has the slots of e hold its limits.
+// The caller holds the shard's lock.
+func validate(e *entry, subject string, ls []apikey.Limit, cost int64) error {
+	known := true
+	for i := range ls {
+		lim := &ls[i]
+		for j := range i {
+			if o := &ls[j]; o.Name == lim.Name && o.Subject == lim.Subject {
+				return apikey.ValidateAllow(subject, ls, cost)
+			}
+		}
+		if st, _ := e.find(lim); st == nil || !st.validated(lim) {
+			known = false
+		}
+	}
+	if known {
+		return nil
+	}
+	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
+		return err
+	}
+	for i := range ls {
+		lim := &ls[i]
+		if st, _ := e.find(lim); st != nil {
+			st.count, st.burst, st.period, st.window = lim.Count, lim.Burst, lim.Period, lim.Window
+			st.interval = interval(lim)
+		}
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
@@ -177,6 +178,8 @@ type recMetrics struct {
 	flushErr []error
 	queued   []int
 	dropped  int
+	limited  []string // outcome/limit
+	failed   []string // policy/breakerOpen
 }
 
 func (r *recMetrics) Verified(outcome, cache string, d time.Duration) {
@@ -188,8 +191,17 @@ func (r *recMetrics) Verified(outcome, cache string, d time.Duration) {
 	r.verified = append(r.verified, outcome+"/"+cache)
 }
 
-func (r *recMetrics) Limited(string, string)     {}
-func (r *recMetrics) LimiterFailed(string, bool) {}
+func (r *recMetrics) Limited(outcome, limit string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.limited = append(r.limited, outcome+"/"+limit)
+}
+
+func (r *recMetrics) LimiterFailed(policy string, breakerOpen bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed = append(r.failed, fmt.Sprintf("%s/%t", policy, breakerOpen))
+}
 
 func (r *recMetrics) Flushed(keys int, _ time.Duration, err error) {
 	r.mu.Lock()

@@ -20,8 +20,11 @@ type Metrics interface {
 	// With Metrics set, a verification costs one more reading of the
 	// monotonic clock.
 	Verified(outcome, cache string, d time.Duration)
-	// Limited reports one rate-limit decision: its outcome ("allowed",
-	// "denied" or "error") and the name of the limit that decided it.
+	// Limited reports one rate-limit decision of the middleware: its
+	// outcome ("allowed" or "denied", with the name of the tightest limit,
+	// LimitResult.Limit; "error", with an empty name, when no Limiter
+	// answered, whatever the failure policy then did). Requests without
+	// limits or with a zero Cost are not reported.
 	Limited(outcome, limit string)
 	// LimiterFailed reports that the failure policy ("fail-closed",
 	// "fail-open" or "fallback") was applied, and whether the circuit

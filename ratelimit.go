@@ -212,22 +212,33 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 		if rl.failed != nil {
 			rl.failed(r, err)
 		}
+		if met := mw.m.metrics; met != nil {
+			met.LimiterFailed(rl.onFailure.String(), err == ErrCircuitOpen)
+		}
 		if err != ErrCircuitOpen {
 			mw.logError(r.Context(), "apikey: limiter failed, policy "+rl.onFailure.String(), err)
 		}
 		switch rl.onFailure {
 		case failOpen:
+			mw.limited("error", "")
 			return true
 		case failFallback:
 			res, err = rl.fallback.Allow(r.Context(), rl.subject(k), ls, cost)
 			if err != nil && rl.failOpen {
+				mw.limited("error", "")
 				return true
 			}
 		}
 		if err != nil {
+			mw.limited("error", "")
 			mw.Error(w, r, ErrUnavailable)
 			return false
 		}
+	}
+	if res.Allowed {
+		mw.limited("allowed", res.Limit.Name)
+	} else {
+		mw.limited("denied", res.Limit.Name)
 	}
 	var policy []string
 	if p != nil && len(ls) > 0 && len(p.limits) == len(ls) && &ls[0] == &p.limits[0] {
@@ -239,6 +250,13 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 		return false
 	}
 	return true
+}
+
+// limited reports a rate-limit decision to Metrics, if set.
+func (mw *Middleware) limited(outcome, limit string) {
+	if met := mw.m.metrics; met != nil {
+		met.Limited(outcome, limit)
+	}
 }
 
 // internal answers 500 for a bug in the configuration and logs it.

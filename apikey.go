@@ -106,8 +106,9 @@ type Options struct {
 	// query, no bcrypt, no allocation; expiry, revocation and suspension
 	// are still checked on every verification. It is also the bound on
 	// how long a revocation made through another Manager (another process)
-	// can go unnoticed by this one when no Notifier tells it sooner;
-	// revocations through this Manager take effect at once.
+	// can go unnoticed by this one when no Notifier tells it sooner
+	// (CacheTTL+CacheStaleIfError while the store fails); revocations
+	// through this Manager take effect at once.
 	CacheTTL time.Duration
 
 	// CacheNegativeTTL is how long a failed lookup (an unknown id, or a
@@ -124,6 +125,10 @@ type Options struct {
 	// CacheStaleIfError lets a key verified within CacheTTL+CacheStaleIfError
 	// keep working while the store fails (a key not seen in that window
 	// gets ErrUnavailable). 0, the default, never serves stale entries.
+	// The trade-off: while the store fails, a key revoked, disabled or
+	// rotated out through another Manager keeps working here for up to
+	// CacheTTL+CacheStaleIfError unless a Notifier has told this Manager
+	// (a notified change drops the entry, stale window included).
 	CacheStaleIfError time.Duration
 
 	// Plans, if set, are the plans a key may have: Issue and Update

@@ -385,3 +385,27 @@ func TestCacheHitOnlyForTheVerifiedToken(t *testing.T) {
 	_, err := m.Verify(ctx, token)
 	require.NoError(t, err)
 }
+
+// The documented trade-off of CacheStaleIfError: while the store fails, a
+// key revoked through another Manager without a Notifier keeps working for
+// up to CacheTTL+CacheStaleIfError, and no longer.
+func TestStaleIfErrorServesRevokedThroughAnotherManager(t *testing.T) {
+	t.Parallel()
+	c := newClock()
+	base := memstore.New()
+	b := &spyStore{Store: base}
+	ma := newManager(t, base, apikey.Options{Now: c.Now})
+	mb := newManager(t, b, apikey.Options{Now: c.Now, CacheTTL: 5 * time.Second, CacheStaleIfError: time.Minute})
+	ctx := context.Background()
+	tok, k := issue(t, ma, apikey.IssueParams{})
+	_, err := mb.Verify(ctx, tok)
+	require.NoError(t, err)
+	require.NoError(t, ma.Revoke(ctx, k.ID))
+	c.Add(10 * time.Second)
+	b.failWith(errors.New("store down"))
+	_, err = mb.Verify(ctx, tok)
+	require.NoError(t, err, "within CacheTTL+CacheStaleIfError, a failing store lets the stale entry answer")
+	c.Add(time.Minute)
+	_, err = mb.Verify(ctx, tok)
+	require.ErrorIs(t, err, apikey.ErrUnavailable)
+}

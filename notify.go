@@ -42,7 +42,8 @@ import (
 //   - while its subscription is down (the broker or the connection failed,
 //     or the message was lost in transit), within its cache TTL
 //     (Options.CacheTTL), exactly as without a Notifier, since no entry
-//     outlives the TTL;
+//     outlives the TTL (CacheTTL+CacheStaleIfError when the store fails
+//     too and Options.CacheStaleIfError is set);
 //   - as soon as it has resubscribed, since it then drops its whole cache.
 //
 // A failed Publish never fails the change (the store write stands): it is

@@ -61,6 +61,9 @@ func (h *Handler) issueParams(r *http.Request, owner string, req *createRequest)
 		return p, f
 	}
 	if req.Plan.set && !req.Plan.null {
+		if f := checkPlan(req.Plan.v); f != nil {
+			return p, f
+		}
 		p.Plan = req.Plan.v
 	}
 	if p.Plan != "" {

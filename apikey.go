@@ -20,8 +20,8 @@
 //	// Show token to the user once; store nothing but key.ID.
 //
 //	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "api"})
-//	mux.Handle("GET /data", mw.Handler(dataHandler))
-//	// In dataHandler: key := apikey.FromContext(r.Context())
+//	mux.Handle("GET /data", mw.Handler(http.HandlerFunc(data)))
+//	// In data: key := apikey.FromContext(r.Context())
 //
 // The Manager, the Middleware and every Store and Limiter of this module are
 // safe for concurrent use.
@@ -184,7 +184,8 @@ type IssueParams struct {
 	Prefix string
 	// Limits are the key's own limits (see Key.Limits).
 	Limits []Limit
-	// TTL, if positive, is the key's lifetime. Without ExpiresAt and TTL,
+	// TTL, if positive, is the key's lifetime; a negative TTL is refused
+	// with ErrInvalidOptions. Without ExpiresAt and TTL,
 	// Options.DefaultTTL applies.
 	TTL time.Duration
 }

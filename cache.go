@@ -314,9 +314,9 @@ func (c *cache) load(ctx context.Context, shard int, id string, get func(context
 
 // Invalidate drops id from m's verification cache, so that no
 // verification starting after Invalidate returns uses a record read
-// before. Revoke, Rotate, Delete, Update, Disable and Enable call it; call
-// it yourself when another process tells you a key changed (a Notifier
-// does it for you) to make that change effective here at once.
+// before. Revoke, RevokeOwner, Rotate, Delete, Update, Disable and Enable
+// call it; call it yourself when another process tells you a key changed
+// (a Notifier does it for you) to make that change effective here at once.
 func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
 
 // InvalidateAll drops m's whole verification cache, so that no

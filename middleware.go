@@ -48,7 +48,7 @@ type MiddlewareOptions struct {
 	// QueryParam names the query parameter; "api_key" when empty.
 	QueryParam string
 	// Realm is the realm of WWW-Authenticate challenges; "api" when
-	// empty. It must not contain '"' or '\'.
+	// empty. It must not contain '"', '\' or line breaks.
 	Realm string
 	// Optional lets requests with no key at all through, anonymously
 	// (FromContext returns nil). A present but invalid key is still
@@ -59,7 +59,7 @@ type MiddlewareOptions struct {
 	// logging and proxying cannot leak it.
 	HideCredentials bool
 	// RetryAfter is the Retry-After of 503 answers; 5 seconds when
-	// 0. It is sent in whole seconds, rounded up.
+	// 0; negative is refused. It is sent in whole seconds, rounded up.
 	RetryAfter time.Duration
 	// ErrorHandler, if set, writes every refusal instead of the built-in
 	// problem+json responses. It receives a sentinel error (or a
@@ -148,8 +148,9 @@ type Middleware struct {
 	hdrProblem, hdrNoStore, hdrNoSniff                   []string
 }
 
-// NewMiddleware returns a Middleware verifying keys with m. A nil m, a bad
-// realm or a negative BreakerCoolDown give an error wrapping ErrInvalidOptions.
+// NewMiddleware returns a Middleware verifying keys with m. A nil m, a nil
+// KeySource, a bad realm, a negative RetryAfter or a negative
+// BreakerCoolDown give an error wrapping ErrInvalidOptions.
 func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	if m == nil {
 		return nil, fmt.Errorf("%w: nil Manager", ErrInvalidOptions)

@@ -87,7 +87,8 @@ type ListOptions struct {
 	// After is the ID of the last key of the previous page; empty for the
 	// first page.
 	After string
-	// Limit is the page size: 100 when 0, at most MaxListLimit.
+	// Limit is the page size: 100 when 0 or negative, at most
+	// MaxListLimit.
 	Limit int
 }
 

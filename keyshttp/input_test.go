@@ -24,6 +24,7 @@ func TestBadInputIsA400(t *testing.T) {
 		{"NUL in a metadata value", `{"metadata":{"k":"\u0000"}}`, "metadata"},
 		{"NUL in a plan", `{"plan":"pro\u0000"}`, "plan"},
 		{"empty plan", `{"plan":""}`, "plan"},
+		{"null metadata value", `{"metadata":{"k":null}}`, "metadata"},
 		{"NUL in a scope", `{"scopes":["re\u0000ad"]}`, "scopes"},
 		{"C1 control in a name", `{"name":"a\u0085b"}`, "name"},
 		{"name too long", `{"name":"` + strings.Repeat("é", apikey.MaxNameLength/2+1) + `"}`, "name"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -36,6 +37,18 @@ func (o *optional[T]) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		o.null = true
 		return nil
+	}
+	if _, ok := any(o.v).(map[string]string); ok {
+		// A null member would decode as "": refuse it like any other
+		// value that is not a string.
+		var members map[string]json.RawMessage
+		if json.Unmarshal(b, &members) == nil {
+			for _, v := range members {
+				if string(v) == "null" {
+					return &json.UnmarshalTypeError{Value: "null", Type: reflect.TypeFor[string]()}
+				}
+			}
+		}
 	}
 	return json.Unmarshal(b, &o.v)
 }

@@ -1,6 +1,9 @@
 // Package otelmetrics reports what apikey does as OpenTelemetry metrics:
 // it implements apikey.Metrics with instruments of a
-// go.opentelemetry.io/otel/metric Meter.
+// go.opentelemetry.io/otel/metric Meter. Pick it to see verification
+// outcomes, rate-limit decisions and last-used flushes in an OpenTelemetry
+// pipeline or, through the OTel Prometheus exporter, with a Prometheus
+// scraper; for another metrics system, implement apikey.Metrics directly.
 //
 //	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter))
 //	mx, err := otelmetrics.New(provider, otelmetrics.Options{})

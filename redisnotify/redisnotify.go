@@ -1,6 +1,9 @@
 // Package redisnotify is an apikey.Notifier over Redis pub/sub: every
 // Manager of a fleet publishes the ids of the keys it changes on one
-// channel and drops the cache entries of the ids it hears there.
+// channel and drops the cache entries of the ids it hears there. Pick it
+// when more than one process serves the same keys and they share a Redis
+// (for example the one redislimit uses); without Redis, pgnotify does the
+// same over PostgreSQL, and a single process needs no Notifier.
 //
 //	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 //	n, err := redisnotify.New(client, redisnotify.Options{})

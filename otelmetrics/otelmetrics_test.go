@@ -3,6 +3,8 @@ package otelmetrics_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/otelmetrics"
 )
@@ -208,6 +211,41 @@ func TestManagerRun(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The middleware's rate-limit decisions reach the instruments: a real
+// Manager, Middleware and memlimit, not scripted calls.
+func TestMiddlewareRun(t *testing.T) {
+	t.Parallel()
+	mx, reader := setup(t, otelmetrics.Options{})
+	m, err := apikey.New(memstore.New(), apikey.Options{
+		Metrics: mx, LastUsedInterval: -1,
+		Plans: apikey.Plans{"free": {apikey.Quota("daily", 2, apikey.Day)}},
+	})
+	require.NoError(t, err)
+	ctx := context.Background()
+	t.Cleanup(func() { m.Close(ctx) })
+	l, err := memlimit.New(memlimit.Options{})
+	require.NoError(t, err)
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: l})
+	require.NoError(t, err)
+	token, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice", Plan: "free"})
+	require.NoError(t, err)
+	h := mw.Handler(mw.Limit(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	var codes []int
+	for range 3 {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		codes = append(codes, rec.Code)
+	}
+	assert.Equal(t, []int{200, 200, 429}, codes)
+	c := collect(t, reader)
+	assert.Equal(t, map[string]int64{
+		"apikey.limit=daily,apikey.outcome=allowed": 2,
+		"apikey.limit=daily,apikey.outcome=denied":  1,
+	}, sum(t, c, "apikey.ratelimit.decisions", "{decision}"))
 }
 
 func attributeSets(m metricdata.Metrics) []attribute.Set {

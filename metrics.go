@@ -24,7 +24,9 @@ type Metrics interface {
 	// outcome ("allowed" or "denied", with the name of the tightest limit,
 	// LimitResult.Limit; "error", with an empty name, when no Limiter
 	// answered, whatever the failure policy then did). Requests without
-	// limits or with a zero Cost are not reported.
+	// limits, with a zero Cost, refused for an unconfigured plan or a
+	// misconfigured limit, or whose client went away before the Limiter
+	// answered are not reported.
 	Limited(outcome, limit string)
 	// LimiterFailed reports that the failure policy ("fail-closed",
 	// "fail-open" or "fallback") was applied, and whether the circuit

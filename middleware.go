@@ -118,8 +118,8 @@ type MiddlewareOptions struct {
 	// measures it.
 	BreakerCoolDown time.Duration
 	// LegacyRateLimitHeaders also sends X-RateLimit-Limit, -Remaining and
-	// -Reset (seconds until reset) of the tightest limit beside the
-	// standard RateLimit headers.
+	// -Reset (seconds until reset; absent for credits never refilled) of
+	// the tightest limit beside the standard RateLimit headers.
 	LegacyRateLimitHeaders bool
 
 	// Logger, if set, logs failures of dependencies and recovered panics.

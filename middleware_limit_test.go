@@ -383,6 +383,28 @@ func TestKeyLimitsAndCredits(t *testing.T) {
 	assert.Equal(t, `"hourly";r=0;t=3600, "monthly";r=4;t=302400`, rec.Header().Get("RateLimit"))
 }
 
+// TestLegacyHeadersOfSpentCredits: credits that are never refilled have
+// no X-RateLimit-Reset (0 would mean "retry now"), like RateLimit's t.
+func TestLegacyHeadersOfSpentCredits(t *testing.T) {
+	t.Parallel()
+	plans := apikey.Plans{"pro": {apikey.Quota("daily", 1000, apikey.Day)}}
+	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{LegacyRateLimitHeaders: true})
+	var ran bool
+	h := e.handler(&ran)
+	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro", Limits: []apikey.Limit{apikey.Credits("credits", 1, apikey.Never)}})
+	require.Equal(t, 200, hit(h, bearer(token)).Code)
+	rec := hit(h, bearer(token))
+	require.Equal(t, 429, rec.Code, "credits spent")
+	assert.Equal(t, "0", rec.Header().Get("X-RateLimit-Remaining"))
+	assert.Empty(t, rec.Header().Values("X-RateLimit-Reset"), "no reset ever admits the request")
+	assert.Empty(t, rec.Header().Get("Retry-After"))
+
+	daily, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "pro"})
+	rec = hit(h, bearer(daily))
+	require.Equal(t, 200, rec.Code)
+	assert.Equal(t, "43200", rec.Header().Get("X-RateLimit-Reset"), "a quota still has its reset")
+}
+
 func TestLimitWithoutKey(t *testing.T) {
 	t.Parallel()
 	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})

@@ -440,7 +440,11 @@ func (rl *rateLimits) headers(h http.Header, policy []string, ls []Limit, res Li
 	if rl.legacy {
 		h.Set("X-RateLimit-Limit", strconv.FormatInt(res.Limit.Count, 10))
 		h.Set("X-RateLimit-Remaining", strconv.FormatInt(res.Remaining, 10))
-		h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilSeconds(res.Reset), 10))
+		// Credits that are never refilled have no reset: 0 would invite a
+		// retry at once, as RateLimit omits its t for them.
+		if l := &res.Limit; res.Reset > 0 || l.Kind != KindCredits || l.Window != Never {
+			h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilSeconds(res.Reset), 10))
+		}
 	}
 }
 

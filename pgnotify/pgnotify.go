@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/internal/backoff"
 )
 
 // Defaults of Options.
@@ -166,31 +166,14 @@ func (n *Notifier) Publish(ctx context.Context, id string) error {
 // notification, and when the connection fails listens again on a new one
 // after a backoff, calling changed("") again, until ctx is done.
 func (n *Notifier) Subscribe(ctx context.Context, changed func(id string)) error {
-	wait := n.min
-	for {
-		err := n.session(ctx, changed, &wait)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if n.log != nil {
-			n.log.Warn("pgnotify: listening connection lost; listening again",
-				slog.String("channel", n.channel), slog.String("error", err.Error()), slog.Duration("in", wait))
-		}
-		d := wait + time.Duration(rand.Int64N(int64(wait)/5+1))
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		wait = min(2*wait, n.max)
-	}
+	return backoff.Retry(ctx, n.min, n.max, n.log, "pgnotify: listening connection lost; listening again",
+		[]slog.Attr{slog.String("channel", n.channel)},
+		func(ctx context.Context, reset func()) error { return n.session(ctx, changed, reset) })
 }
 
 // session listens on one connection until it fails (its error is
-// returned) or ctx is done. Once listening it resets *wait.
-func (n *Notifier) session(ctx context.Context, changed func(string), wait *time.Duration) error {
+// returned) or ctx is done. Once listening it calls reset.
+func (n *Notifier) session(ctx context.Context, changed func(string), reset func()) error {
 	conn, release, err := n.db.acquire(ctx)
 	if err != nil {
 		return err
@@ -200,7 +183,7 @@ func (n *Notifier) session(ctx context.Context, changed func(string), wait *time
 		return err
 	}
 	n.subscriptions.Add(1)
-	*wait = n.min
+	reset()
 	changed("")
 	for {
 		wctx, cancel := context.WithTimeout(ctx, n.health)

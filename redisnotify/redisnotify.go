@@ -20,13 +20,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/internal/backoff"
 )
 
 // Defaults of Options.
@@ -121,33 +121,15 @@ func (n *Notifier) Publish(ctx context.Context, id string) error {
 // on any failure of the connection subscribes again after a backoff,
 // calling changed("") again, until ctx is done.
 func (n *Notifier) Subscribe(ctx context.Context, changed func(id string)) error {
-	wait := n.min
-	for {
-		err := n.session(ctx, changed, &wait)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if n.log != nil {
-			n.log.Warn("redisnotify: subscription lost; subscribing again",
-				slog.String("channel", n.channel), slog.String("error", err.Error()), slog.Duration("in", wait))
-		}
-		// up to 20% jitter, so that a fleet does not reconnect in step
-		d := wait + time.Duration(rand.Int64N(int64(wait)/5+1))
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		wait = min(2*wait, n.max)
-	}
+	return backoff.Retry(ctx, n.min, n.max, n.log, "redisnotify: subscription lost; subscribing again",
+		[]slog.Attr{slog.String("channel", n.channel)},
+		func(ctx context.Context, reset func()) error { return n.session(ctx, changed, reset) })
 }
 
 // session subscribes once and delivers messages until the connection
-// fails (its error is returned) or ctx is done. Once subscribed it resets
-// *wait to the minimum backoff.
-func (n *Notifier) session(ctx context.Context, changed func(string), wait *time.Duration) error {
+// fails (its error is returned) or ctx is done. Once subscribed it calls
+// reset, so that the next wait is the minimum backoff.
+func (n *Notifier) session(ctx context.Context, changed func(string), reset func()) error {
 	ps := n.client.Subscribe(ctx)
 	defer ps.Close()
 	// A blocked read does not watch ctx: closing the connection ends it.
@@ -182,7 +164,7 @@ func (n *Notifier) session(ctx context.Context, changed func(string), wait *time
 			// itself: messages may have been lost in between.
 			if m.Kind == "subscribe" && m.Channel == n.channel {
 				n.subscriptions.Add(1)
-				*wait = n.min
+				reset()
 				changed("")
 			}
 		case *redis.Message:

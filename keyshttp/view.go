@@ -92,31 +92,15 @@ func limitViews(ls []apikey.Limit) []limitView {
 			}
 			lv.PeriodSeconds, lv.Burst = &p, &b
 		case apikey.KindQuota:
-			lv.Kind, lv.Window = "quota", windowName(l.Window)
+			lv.Kind, lv.Window = "quota", l.Window.String()
 		case apikey.KindCredits:
-			lv.Kind, lv.Window = "credits", windowName(l.Window)
+			lv.Kind, lv.Window = "credits", l.Window.String()
 		default:
 			lv.Kind = "other"
 		}
 		out = append(out, lv)
 	}
 	return out
-}
-
-func windowName(w apikey.Window) string {
-	switch w {
-	case apikey.Never:
-		return "never"
-	case apikey.Minute:
-		return "minute"
-	case apikey.Hour:
-		return "hour"
-	case apikey.Day:
-		return "day"
-	case apikey.Month:
-		return "month"
-	}
-	return ""
 }
 
 func optTime(t time.Time) *time.Time {

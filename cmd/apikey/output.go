@@ -54,21 +54,9 @@ func view(k *apikey.Key, now time.Time) keyJSON {
 		v.Metadata = map[string]string{}
 	}
 	for _, l := range k.Limits {
-		v.Limits = append(v.Limits, limitJSON{Name: l.Name, Kind: kindName(l.Kind), Count: l.Count})
+		v.Limits = append(v.Limits, limitJSON{Name: l.Name, Kind: l.Kind.String(), Count: l.Count})
 	}
 	return v
-}
-
-func kindName(k apikey.LimitKind) string {
-	switch k {
-	case apikey.KindRate:
-		return "rate"
-	case apikey.KindQuota:
-		return "quota"
-	case apikey.KindCredits:
-		return "credits"
-	}
-	return "other"
 }
 
 // withToken is the JSON of a freshly issued key: its view and its token.
@@ -195,7 +183,7 @@ func keyRows(t *table, k *apikey.Key, now time.Time) {
 		t.row("METADATA", strings.Join(kv, " "))
 	}
 	for _, l := range k.Limits {
-		t.row("LIMIT", fmt.Sprintf("%s %s %d", l.Name, kindName(l.Kind), l.Count))
+		t.row("LIMIT", fmt.Sprintf("%s %s %d", l.Name, l.Kind, l.Count))
 	}
 	t.row("STATUS", status(k, now))
 	t.row("CREATED", when(k.CreatedAt))

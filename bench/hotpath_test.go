@@ -329,6 +329,20 @@ type pairCase struct {
 }
 
 // seq returns a block of n calls of op.
+// serveOp is a paired case serving GET /data with token as a Bearer
+// credential through h, failing on any status but 200.
+func serveOp(b *testing.B, h http.Handler, token string) func(int) {
+	req := httptest.NewRequest(http.MethodGet, "/data", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	return seq(func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d", rec.Code)
+		}
+	})
+}
+
 func seq(op func()) func(int) {
 	return func(n int) {
 		for range n {
@@ -464,17 +478,7 @@ func BenchmarkPaired(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		serve := func(h http.Handler) func(int) {
-			req := httptest.NewRequest(http.MethodGet, "/data", nil)
-			req.Header.Set("Authorization", "Bearer "+token)
-			return seq(func() {
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, req)
-				if rec.Code != http.StatusOK {
-					b.Fatalf("status %d", rec.Code)
-				}
-			})
-		}
+		serve := func(h http.Handler) func(int) { return serveOp(b, h, token) }
 		paired(b, []pairCase{
 			{"bare", serve(okHandler), 0},
 			{"floor", serve(floorMiddleware(b, token)), 0},

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"sync"
 	"testing"
@@ -109,17 +108,7 @@ func BenchmarkLimitPaired(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		serve := func(h http.Handler) func(int) {
-			req := httptest.NewRequest(http.MethodGet, "/data", nil)
-			req.Header.Set("Authorization", "Bearer "+token)
-			return seq(func() {
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, req)
-				if rec.Code != http.StatusOK {
-					b.Fatalf("status %d", rec.Code)
-				}
-			})
-		}
+		serve := func(h http.Handler) func(int) { return serveOp(b, h, token) }
 		// The floor writing two fixed headers as long as ours: what any
 		// RateLimit headers cost (httptest's recorder copies every header).
 		policy := []string{`"daily";q=10000000000000;w=86400, "per-second";q=1000000000;w=1`}

@@ -690,3 +690,56 @@ func TestLimiterMetrics(t *testing.T) {
 	assert.Equal(t, []string{"allowed/daily", "allowed/daily", "allowed/daily", "denied/daily"}, met.limited)
 	assert.Empty(t, met.failed)
 }
+
+// One customer's budget holds under real concurrency: several keys of the
+// owner, a rotation in the middle of the traffic (old key in grace beside
+// its successor) and requests refused for a missing scope or a disabled
+// key, all at once, admit exactly the plan's daily count, and only
+// authorized requests spend it.
+func TestCustomerBudgetUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	plans := apikey.Plans{"free": {apikey.Quota("daily", 100, apikey.Day)}}
+	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
+	a, ak := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free", Scopes: []string{"read"}})
+	b, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free", Scopes: []string{"read"}})
+	noScope, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free", Scopes: []string{"write"}})
+	disabled, dk := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free", Scopes: []string{"read"}})
+	_, err := e.m.Disable(context.Background(), dk.ID)
+	require.NoError(t, err)
+	served := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	read := e.mw.Handler(e.mw.RequireScopes("read")(e.mw.Limit(served)))
+
+	var ok, limited, refused atomic.Int64
+	var succ atomic.Pointer[string]
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 40 {
+				token := []string{a, b, noScope, disabled}[(g+i)%4]
+				if s := succ.Load(); s != nil && i%2 == 0 && token == a {
+					token = *s
+				}
+				switch code := hit(read, bearer(token)).Code; code {
+				case 200:
+					ok.Add(1)
+				case 429:
+					limited.Add(1)
+				case 401, 403:
+					refused.Add(1)
+				default:
+					t.Errorf("status %d", code)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		r, err := e.m.Rotate(context.Background(), ak.ID, time.Hour)
+		if assert.NoError(t, err) {
+			succ.Store(&r.Token)
+		}
+	})
+	wg.Wait()
+	assert.Equal(t, int64(8*40/2), refused.Load(), "missing scope and disabled key")
+	assert.Equal(t, int64(100), ok.Load(), "the customer's daily count across keys and a rotation")
+	assert.Equal(t, int64(8*40/2-100), limited.Load())
+}

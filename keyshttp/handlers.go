@@ -38,7 +38,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, owner string) {
 				return
 			}
 			if n >= max {
-				h.problem(w, http.StatusConflict, fmt.Sprintf("You already have %d usable keys, the most allowed; revoke one before creating another.", n), "")
+				writeProblem(w, http.StatusConflict, fmt.Sprintf("You already have %d usable keys, the most allowed; revoke one before creating another.", n), "")
 				return
 			}
 		}
@@ -136,14 +136,14 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, owner string) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > apikey.MaxListLimit {
-			h.problem(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer between 1 and %d.", apikey.MaxListLimit), "limit")
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer between 1 and %d.", apikey.MaxListLimit), "limit")
 			return
 		}
 		limit = n
 	}
 	after := q.Get("after")
 	if after != "" && !validID(after) {
-		h.problem(w, http.StatusBadRequest, "after must be the id of the last key of the previous page (the next cursor).", "after")
+		writeProblem(w, http.StatusBadRequest, "after must be the id of the last key of the previous page (the next cursor).", "after")
 		return
 	}
 	// Ask for one more than a page, to know whether there is a next one.
@@ -278,7 +278,7 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request, owner string, k
 	}
 	grace := time.Duration(req.GraceSeconds.v) * time.Second
 	if req.GraceSeconds.v < 0 || req.GraceSeconds.v > int64(h.maxGrace/time.Second) {
-		h.problem(w, http.StatusBadRequest, fmt.Sprintf("grace_seconds must be between 0 and %d.", int64(h.maxGrace/time.Second)), "grace_seconds")
+		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("grace_seconds must be between 0 and %d.", int64(h.maxGrace/time.Second)), "grace_seconds")
 		return
 	}
 	rot, err := h.m.Rotate(r.Context(), k.ID, grace)

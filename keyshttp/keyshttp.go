@@ -201,12 +201,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.cop.Check(r); err != nil { // only unsafe methods are checked
-		h.problem(w, http.StatusForbidden, "The request was sent from another origin, so it was refused.", "")
+		writeProblem(w, http.StatusForbidden, "The request was sent from another origin, so it was refused.", "")
 		return
 	}
 	rest, ok := strings.CutPrefix(path, "/api-keys")
 	if !ok || (rest != "" && rest[0] != '/') {
-		h.problem(w, http.StatusNotFound, "No such resource.", "")
+		writeProblem(w, http.StatusNotFound, "No such resource.", "")
 		return
 	}
 	if rest == "" || rest == "/" {
@@ -222,7 +222,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id, action, _ := strings.Cut(rest[1:], "/")
 	if !validID(id) {
-		h.problem(w, http.StatusNotFound, "No such key.", "")
+		writeProblem(w, http.StatusNotFound, "No such key.", "")
 		return
 	}
 	switch action {
@@ -250,7 +250,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.withKey(w, r, id, h.enable)
 		}
 	default:
-		h.problem(w, http.StatusNotFound, "No such resource.", "")
+		writeProblem(w, http.StatusNotFound, "No such resource.", "")
 	}
 }
 
@@ -289,7 +289,7 @@ func (h *Handler) withOwner(w http.ResponseWriter, r *http.Request, fn func(http
 		if h.challenge != "" {
 			w.Header().Set("WWW-Authenticate", h.challenge)
 		}
-		h.problem(w, http.StatusUnauthorized, "Valid credentials are required to manage API keys.", "")
+		writeProblem(w, http.StatusUnauthorized, "Valid credentials are required to manage API keys.", "")
 		return
 	}
 	fn(w, r, owner)

@@ -29,26 +29,18 @@ func (e *fieldError) Error() string { return e.field + ": " + e.detail }
 
 func badField(field, detail string) *fieldError { return &fieldError{field: field, detail: detail} }
 
-func (h *Handler) problem(w http.ResponseWriter, status int, detail, field string) {
-	writeProblem(w, status, detail, field)
-}
-
 func writeProblem(w http.ResponseWriter, status int, detail, field string) {
-	hd := w.Header()
-	hd.Set("Content-Type", "application/problem+json")
-	hd.Set("Cache-Control", "no-store")
-	hd.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(problemBody{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Field: field})
+	write(w, status, "application/problem+json",
+		problemBody{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Field: field})
 }
 
 // writeJSON answers v as JSON. Management answers are private to their
 // caller and never cached.
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func writeJSON(w http.ResponseWriter, status int, v any) { write(w, status, "application/json", v) }
+
+func write(w http.ResponseWriter, status int, contentType string, v any) {
 	hd := w.Header()
-	hd.Set("Content-Type", "application/json")
+	hd.Set("Content-Type", contentType)
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
@@ -67,27 +59,27 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		if status == 0 {
 			status = http.StatusBadRequest
 		}
-		h.problem(w, status, fe.detail, fe.field)
+		writeProblem(w, status, fe.detail, fe.field)
 	case errors.Is(err, apikey.ErrNotFound), errors.Is(err, errNotOwned):
-		h.problem(w, http.StatusNotFound, "No such key.", "")
+		writeProblem(w, http.StatusNotFound, "No such key.", "")
 	case errors.Is(err, apikey.ErrRevoked):
-		h.problem(w, http.StatusConflict, "The key is revoked.", "")
+		writeProblem(w, http.StatusConflict, "The key is revoked.", "")
 	case errors.Is(err, apikey.ErrRotated):
-		h.problem(w, http.StatusConflict, "The key has already been rotated.", "")
+		writeProblem(w, http.StatusConflict, "The key has already been rotated.", "")
 	case errors.Is(err, apikey.ErrExpired):
-		h.problem(w, http.StatusConflict, "The key has expired.", "")
+		writeProblem(w, http.StatusConflict, "The key has expired.", "")
 	case errors.Is(err, apikey.ErrDisabled):
-		h.problem(w, http.StatusConflict, "The key is disabled; enable it first.", "")
+		writeProblem(w, http.StatusConflict, "The key is disabled; enable it first.", "")
 	case errors.Is(err, apikey.ErrConflict):
-		h.problem(w, http.StatusConflict, "The key was changed concurrently; retry.", "")
+		writeProblem(w, http.StatusConflict, "The key was changed concurrently; retry.", "")
 	case errors.Is(err, apikey.ErrInvalidOptions):
 		f := managerField(err)
-		h.problem(w, http.StatusBadRequest, "Invalid "+f+": "+managerDetail(err), f)
+		writeProblem(w, http.StatusBadRequest, "Invalid "+f+": "+managerDetail(err), f)
 	default:
 		if h.log != nil && r.Context().Err() == nil {
 			h.log.ErrorContext(r.Context(), "keyshttp: store failed", "method", r.Method, "path", r.URL.Path, "error", err.Error())
 		}
 		w.Header().Set("Retry-After", h.retryAfter)
-		h.problem(w, http.StatusServiceUnavailable, "The key store is unavailable; retry later.", "")
+		writeProblem(w, http.StatusServiceUnavailable, "The key store is unavailable; retry later.", "")
 	}
 }

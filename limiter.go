@@ -314,3 +314,13 @@ func ValidateAllow(subject string, limits []Limit, cost int64) error {
 	}
 	return validLimits(limits)
 }
+
+// A LimitPeeker is a Limiter that can also report the state of limits
+// without spending anything, for example to show a customer the balance
+// of his credits. memlimit and redislimit implement it.
+type LimitPeeker interface {
+	// Peek answers what Allow with a cost of 1 would answer for the
+	// same subject and limits (Allowed, Remaining, Reset and States),
+	// without consuming anything.
+	Peek(ctx context.Context, subject string, limits []Limit) (LimitResult, error)
+}

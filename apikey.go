@@ -141,6 +141,22 @@ type Options struct {
 	// (403, the plan logged once): an unknown plan never means unlimited.
 	DefaultPlan string
 
+	// Customers, if set, answers the customer records (see Customer)
+	// from the application's own records, for example its billing
+	// tables, in place of the store's CustomerStore. It returns an error
+	// wrapping ErrNotFound for a customer it has no record of (the zero
+	// record applies), and any other error when it fails (verifications
+	// of the customer's keys then fail with ErrUnavailable). Its answers
+	// are cached for CacheTTL: call Manager.CustomerChanged after
+	// changing a record.
+	Customers func(ctx context.Context, id string) (*Customer, error)
+
+	// MaxKeyLifetime, if positive, bounds the life of every key: Issue
+	// refuses an expiry further away (a key without one gets this
+	// lifetime), and Update refuses to move an expiry past CreatedAt plus
+	// it. 0 means no bound.
+	MaxKeyLifetime time.Duration
+
 	// Notifier, if set, publishes every change this Manager makes to a key
 	// and drops the cache entries of keys changed by other instances; see
 	// Notifier for the resulting guarantee. Nil: other instances notice a
@@ -214,6 +230,8 @@ type Manager struct {
 
 	plans       Plans // a deep copy of Options.Plans
 	defaultPlan string
+	custs       *customers // nil: no customer records
+	maxLifetime time.Duration
 
 	realClock bool // now is time.Now
 }
@@ -256,8 +274,8 @@ func New(store Store, opts Options) (*Manager, error) {
 	if max := maxMaterial(h); max > 0 && material > max {
 		return nil, fmt.Errorf("%w: %d-character key material exceeds the hasher's %d bytes; lower SecretBits", ErrInvalidOptions, material, max)
 	}
-	if opts.DefaultTTL < 0 {
-		return nil, fmt.Errorf("%w: negative DefaultTTL", ErrInvalidOptions)
+	if opts.DefaultTTL < 0 || opts.MaxKeyLifetime < 0 {
+		return nil, fmt.Errorf("%w: negative DefaultTTL or MaxKeyLifetime", ErrInvalidOptions)
 	}
 	if err := opts.Plans.Validate(); err != nil {
 		return nil, err
@@ -268,6 +286,7 @@ func New(store Store, opts Options) (*Manager, error) {
 	m := &Manager{
 		store: store, format: f, formats: formats, hasher: h, now: opts.Now, ttl: opts.DefaultTTL,
 		log: opts.Logger, metrics: opts.Metrics, defaultPlan: opts.DefaultPlan,
+		maxLifetime: opts.MaxKeyLifetime,
 	}
 	if opts.Plans != nil {
 		m.plans = make(Plans, len(opts.Plans))
@@ -293,7 +312,9 @@ func New(store Store, opts Options) (*Manager, error) {
 	}); err != nil {
 		return nil, err
 	}
-	m.fleet = startFleet(opts.Notifier, m.cache, m.log)
+	cacheOpts := cacheOptions{TTL: opts.CacheTTL, StaleIfError: opts.CacheStaleIfError, MaxEntries: opts.CacheMaxEntries}
+	m.custs = newCustomers(store, opts.Customers, cacheOpts)
+	m.fleet = startFleet(opts.Notifier, m.cache, m.custs, m.log)
 	return m, nil
 }
 
@@ -349,7 +370,15 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 	case m.ttl > 0:
 		k.ExpiresAt = now.Add(m.ttl)
 	}
-	token, err := m.create(ctx, f, k, "issue", m.store.Create)
+	if m.maxLifetime > 0 {
+		switch {
+		case k.ExpiresAt.IsZero():
+			k.ExpiresAt = now.Add(m.maxLifetime)
+		case k.ExpiresAt.Sub(now) > m.maxLifetime:
+			return "", nil, &InputError{Field: "expires_at", Reason: "beyond the maximum key lifetime"}
+		}
+	}
+	token, err := m.issue(ctx, f, k, now)
 	if err != nil {
 		return "", nil, err
 	}
@@ -450,7 +479,7 @@ func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error
 		if err := change(k); err != nil {
 			return err
 		}
-		return m.validChange(before, k)
+		return m.validChange(ctx, before, k)
 	})
 }
 
@@ -478,10 +507,13 @@ func (m *Manager) update(ctx context.Context, id string, t eventType, change fun
 		if k, err = m.get(ctx, id); err != nil {
 			return nil, storeErr(op, err)
 		}
+		if !k.RevokedAt.IsZero() { // nothing changes a revoked key
+			return nil, fmt.Errorf("apikey: %s: %w", op, ErrRevoked)
+		}
 		if err := change(k); err != nil {
 			return nil, err
 		}
-		k.ExpiresAt = utcMicro(k.ExpiresAt)
+		k.ExpiresAt = UTCMicro(k.ExpiresAt)
 		if err = m.store.Update(ctx, k); err == nil {
 			m.changed(ctx, id)
 			m.emit(ctx, event{Type: t, KeyID: id, Owner: k.Owner, Time: m.now()})
@@ -497,12 +529,21 @@ func (m *Manager) update(ctx context.Context, id string, t eventType, change fun
 
 // validChange refuses changes Update does not allow, and checks the
 // allowed fields that changed against the input limits.
-func (m *Manager) validChange(before, after *Key) error {
+func (m *Manager) validChange(ctx context.Context, before, after *Key) error {
 	probe := after.Clone()
 	probe.Name, probe.Scopes, probe.Plan, probe.Metadata = before.Name, before.Scopes, before.Plan, before.Metadata
 	probe.ExpiresAt, probe.Limits = before.ExpiresAt, before.Limits
 	if !reflect.DeepEqual(probe, before) {
 		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt and Limits", ErrInvalidOptions)
+	}
+	if m.custs != nil && !slices.Equal(after.Scopes, before.Scopes) {
+		c, err := m.custs.read(ctx, after.Customer())
+		if err != nil {
+			return storeErr("update", err)
+		}
+		if !within(after, c) {
+			return &InputError{Field: "scopes", Reason: "outside the customer's scopes"}
+		}
 	}
 	if after.Name != before.Name {
 		if err := validText("name", after.Name, MaxNameLength); err != nil {
@@ -536,7 +577,14 @@ func (m *Manager) validChange(before, after *Key) error {
 		// A rotated key's expiry is the end of its grace period: it may
 		// end sooner, never later (nor never).
 		if before.RotatedTo != "" && (after.ExpiresAt.IsZero() || after.ExpiresAt.After(before.ExpiresAt)) {
-			return fmt.Errorf("%w: the key was rotated: its grace period can be shortened, not extended", ErrInvalidOptions)
+			return &InputError{Field: "expires_at", Reason: "the key was rotated: its grace period can be shortened, not extended"}
+		}
+		// An expired key stays expired.
+		if before.Expired(m.now()) {
+			return fmt.Errorf("apikey: update: %w", ErrExpired)
+		}
+		if m.maxLifetime > 0 && (after.ExpiresAt.IsZero() || after.ExpiresAt.Sub(before.CreatedAt) > m.maxLifetime) {
+			return &InputError{Field: "expires_at", Reason: "beyond the maximum key lifetime"}
 		}
 	}
 	return nil
@@ -656,7 +704,7 @@ func (m *Manager) revokeOwnerPass(ctx context.Context, owner string, now time.Ti
 		if len(page) < opts.PageSize() {
 			return ids, nil
 		}
-		opts.After = page[len(page)-1].ID
+		opts.After = page[len(page)-1].Cursor()
 	}
 }
 
@@ -676,12 +724,6 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-func utcMicro(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return t.UTC().Truncate(time.Microsecond)
-}
 
 // Close ends the Notifier subscription, stops the background flush and
 // writes every pending last-used time, in batches, retrying failed batches

@@ -30,6 +30,23 @@ var (
 	// middleware answers it exactly like ErrInvalid.
 	ErrDisabled = errors.New("apikey: key disabled")
 
+	// ErrPaused reports a key its owner paused (see Manager.Pause). The
+	// middleware answers it exactly like ErrInvalid.
+	ErrPaused = errors.New("apikey: key paused")
+
+	// ErrSuspended reports a key whose customer the operator suspended
+	// (see Customer.Suspended). The middleware answers it exactly like
+	// ErrInvalid.
+	ErrSuspended = errors.New("apikey: customer suspended")
+
+	// ErrTooManyKeys reports an Issue beyond the customer's key cap
+	// (Customer.MaxKeys).
+	ErrTooManyKeys = errors.New("apikey: customer has the most keys allowed")
+
+	// ErrInvalidInput is matched by every *InputError: a value sent by a
+	// caller (a name, a scope, an expiry) that the Manager refuses.
+	ErrInvalidInput = errors.New("apikey: invalid input")
+
 	// ErrRotated reports an attempt to rotate a key that already has a
 	// successor.
 	ErrRotated = errors.New("apikey: key already rotated")
@@ -73,7 +90,8 @@ var (
 	// breaker is open; it wraps ErrUnavailable.
 	ErrCircuitOpen = fmt.Errorf("%w: limiter circuit open", ErrUnavailable)
 
-	// ErrInvalidOptions reports a configuration rejected by a constructor.
+	// ErrInvalidOptions reports a configuration rejected by a constructor,
+	// or a call the Manager refuses whatever its input.
 	ErrInvalidOptions = errors.New("apikey: invalid options")
 
 	// ErrUnknownHashVersion is returned by a Hasher's Compare (and wrapped
@@ -86,7 +104,7 @@ var (
 // conflict, revoked, rotated) keep their sentinel; anything else is a
 // failure of the store and wraps ErrUnavailable.
 func storeErr(op string, err error) error {
-	for _, s := range []error{ErrNotFound, ErrConflict, ErrRevoked, ErrRotated, ErrExpired, ErrInvalidOptions} {
+	for _, s := range []error{ErrNotFound, ErrConflict, ErrRevoked, ErrRotated, ErrExpired, ErrInvalidOptions, ErrInvalidInput, ErrTooManyKeys, ErrSuspended} {
 		if errors.Is(err, s) {
 			return fmt.Errorf("apikey: %s: %w", op, s)
 		}
@@ -95,3 +113,20 @@ func storeErr(op string, err error) error {
 }
 
 func isConflict(err error) bool { return errors.Is(err, ErrConflict) }
+
+// InputError reports a value a caller sent that the Manager refuses: the
+// field it was in and why. It matches ErrInvalidInput with errors.Is. Its
+// message never holds the value itself.
+type InputError struct {
+	// Field names the field, as in JSON (e.g. "name", "scopes",
+	// "expires_at").
+	Field string
+	// Reason says what is wrong, e.g. "longer than 256 bytes".
+	Reason string
+}
+
+// Error returns "apikey: invalid <field>: <reason>".
+func (e *InputError) Error() string { return "apikey: invalid " + e.Field + ": " + e.Reason }
+
+// Is makes errors.Is(e, ErrInvalidInput) true.
+func (e *InputError) Is(target error) bool { return target == ErrInvalidInput }

@@ -14,14 +14,18 @@ type eventType string
 
 // The events a Manager logs.
 const (
-	eventIssue   eventType = "issue"
-	eventRotate  eventType = "rotate"
-	eventUpdate  eventType = "update"
-	eventDisable eventType = "disable"
-	eventEnable  eventType = "enable"
-	eventRevoke  eventType = "revoke"
-	eventDelete  eventType = "delete"
-	eventVerify  eventType = "verify"
+	eventIssue    eventType = "issue"
+	eventRotate   eventType = "rotate"
+	eventUpdate   eventType = "update"
+	eventDisable  eventType = "disable"
+	eventEnable   eventType = "enable"
+	eventRevoke   eventType = "revoke"
+	eventDelete   eventType = "delete"
+	eventPause    eventType = "pause"
+	eventResume   eventType = "resume"
+	eventCustomer eventType = "customer"
+	eventPurge    eventType = "purge"
+	eventVerify   eventType = "verify"
 )
 
 // event reports one operation on a key to Options.Logger: one event per

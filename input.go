@@ -8,7 +8,7 @@ import (
 )
 
 // Sizes of tokens, and input limits. Issue and Update refuse a key beyond
-// the input limits with an error wrapping ErrInvalidOptions, so that bad
+// the input limits with an error wrapping ErrInvalidInput (an *InputError), so that bad
 // input is reported as such (400 over HTTP) and never reaches a store as a
 // failure. Every store of this module, in every sqlstore dialect, holds
 // values at these limits exactly. Lengths are in bytes of UTF-8.
@@ -64,7 +64,7 @@ var (
 // zero time (no expiry) passes.
 func validExpiry(t time.Time) error {
 	if !t.IsZero() && (t.Before(minExpiry) || t.After(maxExpiry)) {
-		return fmt.Errorf("%w: ExpiresAt is outside the years 1000 to 9999 (UTC)", ErrInvalidOptions)
+		return &InputError{Field: "expires_at", Reason: "outside the years 1000 to 9999 (UTC)"}
 	}
 	return nil
 }
@@ -79,14 +79,14 @@ func storable(s string) bool {
 // validText checks a string field against the input rules.
 func validText(field, s string, max int) error {
 	if len(s) > max {
-		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalidOptions, field, max)
+		return &InputError{Field: field, Reason: fmt.Sprintf("longer than %d bytes", max)}
 	}
 	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidOptions, field)
+		return &InputError{Field: field, Reason: "not valid UTF-8"}
 	}
 	for _, r := range s {
 		if r < 0x20 || r >= 0x7f && r <= 0x9f {
-			return fmt.Errorf("%w: %s contains a control character", ErrInvalidOptions, field)
+			return &InputError{Field: field, Reason: "contains a control character"}
 		}
 	}
 	return nil
@@ -94,18 +94,18 @@ func validText(field, s string, max int) error {
 
 func validScopes(scopes []string) error {
 	if len(scopes) > MaxScopes {
-		return fmt.Errorf("%w: more than %d scopes", ErrInvalidOptions, MaxScopes)
+		return &InputError{Field: "scopes", Reason: fmt.Sprintf("more than %d scopes", MaxScopes)}
 	}
 	for _, s := range scopes {
 		if s == "" {
-			return fmt.Errorf("%w: empty scope", ErrInvalidOptions)
+			return &InputError{Field: "scopes", Reason: "empty scope"}
 		}
 		if len(s) > MaxScopeLength {
-			return fmt.Errorf("%w: a scope is longer than %d bytes", ErrInvalidOptions, MaxScopeLength)
+			return &InputError{Field: "scopes", Reason: fmt.Sprintf("a scope is longer than %d bytes", MaxScopeLength)}
 		}
 		for i := 0; i < len(s); i++ {
 			if c := s[i]; c <= ' ' || c > '~' || c == '"' || c == '\\' {
-				return fmt.Errorf("%w: a scope has a character outside RFC 6749 scope-token", ErrInvalidOptions)
+				return &InputError{Field: "scopes", Reason: "a scope has a character outside RFC 6749 scope-token"}
 			}
 		}
 	}
@@ -114,16 +114,16 @@ func validScopes(scopes []string) error {
 
 func validMetadata(md map[string]string) error {
 	if len(md) > MaxMetadataEntries {
-		return fmt.Errorf("%w: more than %d metadata entries", ErrInvalidOptions, MaxMetadataEntries)
+		return &InputError{Field: "metadata", Reason: fmt.Sprintf("more than %d entries", MaxMetadataEntries)}
 	}
 	for k, v := range md {
 		if k == "" {
-			return fmt.Errorf("%w: empty metadata key", ErrInvalidOptions)
+			return &InputError{Field: "metadata", Reason: "empty key"}
 		}
-		if err := validText("a metadata key", k, MaxMetadataKeyLength); err != nil {
+		if err := validText("metadata", k, MaxMetadataKeyLength); err != nil {
 			return err
 		}
-		if err := validText("a metadata value", v, MaxMetadataValueLength); err != nil {
+		if err := validText("metadata", v, MaxMetadataValueLength); err != nil {
 			return err
 		}
 	}
@@ -134,9 +134,12 @@ func validMetadata(md map[string]string) error {
 // (Limit.Validate bounds the name to a 64-character token), no name twice.
 func validKeyLimits(limits []Limit) error {
 	if len(limits) > MaxLimits {
-		return fmt.Errorf("%w: more than %d limits", ErrInvalidOptions, MaxLimits)
+		return &InputError{Field: "limits", Reason: fmt.Sprintf("more than %d limits", MaxLimits)}
 	}
-	return validLimits(limits)
+	if err := validLimits(limits); err != nil {
+		return &InputError{Field: "limits", Reason: strings.TrimPrefix(err.Error(), ErrInvalidOptions.Error()+": ")}
+	}
+	return nil
 }
 
 // validPlan checks a plan name; with Options.Plans set, it must be one of
@@ -147,7 +150,7 @@ func (m *Manager) validPlan(plan string) error {
 	}
 	if m.plans != nil && plan != "" {
 		if _, ok := m.plans[plan]; !ok {
-			return fmt.Errorf("%w: unknown plan %q", ErrInvalidOptions, plan)
+			return &InputError{Field: "plan", Reason: "not a configured plan"}
 		}
 	}
 	return nil

@@ -62,6 +62,11 @@ type Key struct {
 	// enabled again (see Manager.Disable). Unlike revocation it is
 	// reversible.
 	Disabled bool `json:"disabled"`
+	// Paused is set and cleared by the key's owner (see Manager.Pause):
+	// the key is refused like a disabled key. It is a state of its own,
+	// so that an owner can resume what he paused but never lift
+	// Disabled, which is the operator's.
+	Paused bool `json:"paused"`
 	// Limits, if set, are the key's own limits: rate and quota limits
 	// replace those of its plan; credits limits add to them.
 	Limits []Limit `json:"limits,omitempty"`

@@ -74,6 +74,7 @@ const (
 type fleet struct {
 	n     Notifier
 	cache *cache
+	custs *customers
 	log   *slog.Logger
 
 	stop context.CancelFunc
@@ -84,12 +85,12 @@ type fleet struct {
 
 // startFleet subscribes to n (when there is a cache to invalidate) in a
 // goroutine that close stops.
-func startFleet(n Notifier, c *cache, log *slog.Logger) *fleet {
+func startFleet(n Notifier, c *cache, cs *customers, log *slog.Logger) *fleet {
 	if n == nil {
 		return nil
 	}
-	f := &fleet{n: n, cache: c, log: log, done: make(chan struct{})}
-	if c == nil {
+	f := &fleet{n: n, cache: c, custs: cs, log: log, done: make(chan struct{})}
+	if c == nil && (cs == nil || cs.ttl == 0) {
 		close(f.done)
 		return f
 	}
@@ -144,6 +145,15 @@ func (f *fleet) changed(id string) {
 	if id == "" {
 		f.resets.Add(1)
 		f.cache.reset()
+		if f.custs != nil {
+			f.custs.reset()
+		}
+		return
+	}
+	if cid, ok := isCustomerTopic(id); ok {
+		if f.custs != nil {
+			f.custs.invalidate(cid)
+		}
 		return
 	}
 	f.cache.invalidate(id)

@@ -96,7 +96,7 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	}
 	succ := &Key{
 		Prefix: old.Prefix, Name: old.Name, Owner: old.Owner, Scopes: old.Scopes, Plan: old.Plan,
-		Metadata: old.Metadata, Limits: old.Limits, Disabled: old.Disabled,
+		Metadata: old.Metadata, Limits: old.Limits, Disabled: old.Disabled, Paused: old.Paused,
 		CreatedAt: now, ExpiresAt: old.ExpiresAt, RotatedFrom: old.ID, Lineage: lineage,
 	}
 	if succ.ExpiresAt.IsZero() && m.ttl > 0 {
@@ -106,10 +106,16 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	prev.ExpiresAt, prev.RotatedAt = until, now
 
 	if r, ok := m.store.(Rotator); ok {
-		save := func(ctx context.Context, k *Key) error { return r.Rotate(ctx, old.ID, until, k) }
+		save := func(ctx context.Context, k *Key) error { return r.Rotate(ctx, old, until, k) }
 		token, err := m.create(ctx, f, succ, "rotate", save)
+		if isConflict(err) { // the key changed since it was read: read it again
+			return nil, errLostRace
+		}
 		if err != nil {
 			return nil, err
+		}
+		if old.RotatedFrom != "" {
+			m.changed(ctx, old.RotatedFrom) // its grace ended
 		}
 		prev.RotatedTo = succ.ID
 		prev.Revision++
@@ -123,6 +129,7 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	prev.RotatedTo = succ.ID
 	err = m.store.Update(ctx, prev) // conditional on the revision read
 	if err == nil {
+		m.endGrace(ctx, old.RotatedFrom, now)
 		return &Rotation{Token: token, Key: succ.Clone(), Previous: prev}, nil
 	}
 	// Lost or failed: the successor must not survive. Undo with a context
@@ -147,25 +154,22 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	return nil, errLostRace
 }
 
-// Due returns the keys of owner, not revoked, not rotated and not expired,
-// that were created more than maxAge ago: the keys a rotation policy (for
-// example "every 90 days") says to rotate now.
-func (m *Manager) Due(ctx context.Context, owner string, maxAge time.Duration) ([]*Key, error) {
-	now := m.now()
-	var due []*Key
-	for opts := (ListOptions{Limit: MaxListLimit}); ; {
-		page, err := m.List(ctx, owner, opts)
-		if err != nil {
-			return due, err
-		}
-		for _, k := range page {
-			if !k.Revoked(now) && !k.Expired(now) && k.RotatedTo == "" && now.Sub(k.CreatedAt) > maxAge {
-				due = append(due, k)
-			}
-		}
-		if len(page) < opts.PageSize() {
-			return due, nil
-		}
-		opts.After = page[len(page)-1].ID
+// endGrace ends the grace period of key id, a predecessor whose successor
+// was just rotated, so that a chain keeps at most one predecessor in
+// grace (a Rotator does this in its transaction).
+func (m *Manager) endGrace(ctx context.Context, id string, now time.Time) {
+	if id == "" {
+		return
 	}
+	for range maxAttempts {
+		k, err := m.get(ctx, id)
+		if err != nil || !k.RevokedAt.IsZero() || (!k.ExpiresAt.IsZero() && !k.ExpiresAt.After(now)) {
+			break
+		}
+		k.ExpiresAt = now
+		if err = m.store.Update(ctx, k); err == nil || !isConflict(err) {
+			break
+		}
+	}
+	m.changed(ctx, id)
 }

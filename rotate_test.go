@@ -159,19 +159,6 @@ func TestRotateFailingHalfWayChangesNothing(t *testing.T) {
 	assert.NoError(t, err)
 }
 
-func TestRotationPolicy(t *testing.T) {
-	t.Parallel()
-	c := newClock()
-	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
-	_, old := issue(t, m, apikey.IssueParams{Owner: "alice"})
-	c.Add(100 * 24 * time.Hour)
-	issue(t, m, apikey.IssueParams{Owner: "alice"}) // too young to be due
-	due, err := m.Due(context.Background(), "alice", 90*24*time.Hour)
-	require.NoError(t, err)
-	require.Len(t, due, 1)
-	assert.Equal(t, old.ID, due[0].ID)
-}
-
 func TestGraceHeaders(t *testing.T) {
 	t.Parallel()
 	c := newClock()

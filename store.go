@@ -37,19 +37,23 @@ import (
 //     step: of two Updates given the same Revision, exactly one succeeds.
 //  7. Delete removes the key with the given id; an unknown id gives
 //     ErrNotFound.
-//  8. List returns the keys of one owner ordered by ID ascending (byte
-//     order), starting after ListOptions.After, at most ListOptions.Limit of
-//     them (100 when 0). No keys is an empty result, not an
-//     error.
+//  8. List returns the keys of one owner newest first: by CreatedAt
+//     descending, then ID descending (byte order). It starts after the
+//     cursor ListOptions.After and returns at most ListOptions.PageSize
+//     keys. With ListOptions.UsableAt set it returns only the keys not
+//     revoked and not expired at that time (ExpiresAt zero or after it),
+//     so that a page is never made of dead keys. No keys is an empty
+//     result, not an error.
 //  9. MarkUsed sets LastUsedAt of each id in uses to its time, but only if
 //     that moves LastUsedAt forward; unknown ids are ignored. It is called
 //     in batches from a background flush, never on the request path. It is
 //     the only write that leaves Revision unchanged.
 //  10. Values returned are the caller's: mutating them must not change what
 //     is stored, and mutating a key after passing it in must not either.
-//  11. Times come back in UTC, with at least microsecond precision (finer
-//     precision may be truncated to the microsecond). The zero time means
-//     "not set" and must come back as the zero time.
+//  11. Times come back in UTC, truncated to the microsecond (the Manager
+//     hands over times already truncated; normalise what you read with
+//     UTCMicro). The zero time means "not set" and must come back as the
+//     zero time.
 //  12. Every field of Key round-trips, including Disabled, RotatedAt,
 //     Lineage, Limits and Revision, and values at the input limits the
 //     Manager enforces (MaxNameLength, MaxOwnerLength, MaxPlanLength,
@@ -82,14 +86,57 @@ type Store interface {
 const defaultListLimit = 100
 
 // ListOptions pages through Store.List. The zero value asks for the first
-// 100 keys.
+// 100 keys, newest first.
 type ListOptions struct {
-	// After is the ID of the last key of the previous page; empty for the
-	// first page.
-	After string
+	// After is the cursor: the position of the last key of the previous
+	// page (see Key.Cursor); the zero Cursor for the first page.
+	After Cursor
 	// Limit is the page size: 100 when 0 or negative, at most
 	// MaxListLimit.
 	Limit int
+	// UsableAt, if set, lists only keys that are neither revoked nor
+	// expired at that time.
+	UsableAt time.Time
+}
+
+// Cursor is a position in a list of keys, newest first: the CreatedAt and
+// ID of the last key seen. Keys created later than a cursor sort before
+// it, so a cursor stays valid while keys are added or deleted.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// Cursor returns the position of k in a list of keys.
+func (k *Key) Cursor() Cursor { return Cursor{CreatedAt: k.CreatedAt, ID: k.ID} }
+
+// IsZero reports whether c is the start of a list.
+func (c Cursor) IsZero() bool { return c.ID == "" && c.CreatedAt.IsZero() }
+
+// Precedes reports whether k sorts after c in a list newest first, that is
+// whether a page that starts after c may hold k.
+func (c Cursor) Precedes(k *Key) bool {
+	if c.IsZero() {
+		return true
+	}
+	if !k.CreatedAt.Equal(c.CreatedAt) {
+		return k.CreatedAt.Before(c.CreatedAt)
+	}
+	return k.ID < c.ID
+}
+
+// Usable reports whether k is listed with ListOptions.UsableAt set to at.
+func Usable(k *Key, at time.Time) bool {
+	return k.RevokedAt.IsZero() && (k.ExpiresAt.IsZero() || k.ExpiresAt.After(at))
+}
+
+// UTCMicro returns t in UTC truncated to the microsecond, the precision
+// every Store keeps; the zero time stays zero.
+func UTCMicro(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
 }
 
 // PageSize returns the effective page size of o.
@@ -124,14 +171,29 @@ type Revoker interface {
 // Rotator is an optional Store capability: rotate a key in one transaction.
 type Rotator interface {
 	// Rotate stores successor with Revision 1 (ErrConflict if its ID
-	// exists) and changes the old key, all or nothing: its RotatedTo
-	// becomes successor.ID, its RotatedAt successor.CreatedAt, its
-	// ExpiresAt oldExpiresAt (unless the stored ExpiresAt is set and
-	// earlier, which is kept), and its Revision is incremented. It fails
-	// with ErrNotFound if the old key is unknown, with ErrRevoked if it is
-	// revoked and with ErrRotated if its RotatedTo is already set; nothing
-	// is written then. The check of the old key and the write are atomic,
-	// so that of concurrent rotations of one key exactly one succeeds and
-	// a revoked key is never rotated.
-	Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time, successor *Key) error
+	// exists) and changes the old key, all or nothing. old is the key as
+	// the Manager read it: the write happens only if the stored Revision
+	// still equals old.Revision, else it fails with ErrConflict (so that a
+	// rotation never undoes a concurrent Disable or Update). The stored
+	// old key's RotatedTo becomes successor.ID, its RotatedAt
+	// successor.CreatedAt, its ExpiresAt oldExpiresAt (never zero; a
+	// stored ExpiresAt that is set and earlier is kept), and its Revision
+	// is incremented. A chain keeps at most one predecessor in grace: the
+	// key old.RotatedFrom, if stored, unrevoked and with an ExpiresAt zero
+	// or later than successor.CreatedAt, gets ExpiresAt
+	// successor.CreatedAt and Revision+1 in the same transaction. Rotate
+	// fails with ErrNotFound if the old key is unknown, with ErrRevoked if
+	// it is revoked and with ErrRotated if its RotatedTo is already set;
+	// nothing is written then. Of concurrent rotations of one key exactly
+	// one succeeds, and a revoked key is never rotated.
+	Rotate(ctx context.Context, old *Key, oldExpiresAt time.Time, successor *Key) error
+}
+
+// Purger is an optional Store capability: delete dead keys in bounded
+// batches (see Manager.Purge).
+type Purger interface {
+	// Purge deletes at most limit keys revoked before before, or expired
+	// before before (ExpiresAt set and earlier), and returns their ids.
+	// Fewer than limit ids means none is left.
+	Purge(ctx context.Context, before time.Time, limit int) ([]string, error)
 }

@@ -53,6 +53,9 @@ type cacheEntry struct {
 	// (Unix nanoseconds), the one field that changes: a hit within
 	// usageGranularity of it skips the recorder.
 	used atomic.Int64
+	// narrow is key narrowed to its customer's scope ceiling, for the
+	// customer record it was made for (see narrowed).
+	narrow atomic.Pointer[narrowedKey]
 }
 
 // maxAge returns how long e may be served: extra is the stale window.

@@ -66,7 +66,7 @@ func (e event) LogValue() slog.Value {
 // outcome names a verification error by its sentinel, so that logs never
 // carry a wrapped message from a dependency.
 func outcome(err error) string {
-	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrUnavailable} {
+	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable} {
 		if errors.Is(err, s) {
 			return s.Error()
 		}

@@ -404,8 +404,8 @@ func (s *failAfterRotate) Get(ctx context.Context, id string) (*apikey.Key, erro
 	return s.Store.Get(ctx, id)
 }
 
-func (s *failAfterRotate) Rotate(ctx context.Context, oldID string, until time.Time, succ *apikey.Key) error {
-	err := s.Store.Rotate(ctx, oldID, until, succ)
+func (s *failAfterRotate) Rotate(ctx context.Context, old *apikey.Key, until time.Time, succ *apikey.Key) error {
+	err := s.Store.Rotate(ctx, old, until, succ)
 	s.down.Store(true)
 	return err
 }

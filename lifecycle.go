@@ -17,14 +17,40 @@ import (
 // again, so the cap is never exceeded; the token of a removed key never
 // leaves the Manager.
 func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (string, error) {
-	if m.custs == nil || k.Owner == "" {
+	if m.custs == nil {
 		return m.create(ctx, f, k, "issue", m.store.Create)
+	}
+	if k.Owner == "" { // its own customer
+		token, err := m.create(ctx, f, k, "issue", m.store.Create)
+		if err != nil || k.Plan == "" || m.custs.store == nil {
+			return token, err
+		}
+		c := &Customer{ID: k.ID, Plan: k.Plan, CreatedAt: now, UpdatedAt: now}
+		if err := m.custs.store.PutCustomer(ctx, c); err != nil {
+			m.undoCreate(ctx, k.ID)
+			return "", storeErr("issue", err)
+		}
+		return token, nil
 	}
 	var err error
 	for range maxAttempts {
 		var c *Customer
 		if c, err = m.custs.read(ctx, k.Owner); err != nil {
 			return "", storeErr("issue", err)
+		}
+		if k.Plan != "" && c.Plan != k.Plan && m.custs.store != nil {
+			if c.Revision != 0 {
+				return "", &InputError{Field: "plan", Reason: "the plan is the customer's: change it on the customer"}
+			}
+			// The first key of a customer without a record sets his plan.
+			c = &Customer{ID: k.Owner, Plan: k.Plan, CreatedAt: now, UpdatedAt: now}
+			if err = m.custs.store.PutCustomer(ctx, c); err != nil {
+				if isConflict(err) {
+					continue
+				}
+				return "", storeErr("issue", err)
+			}
+			m.CustomerChanged(ctx, k.Owner)
 		}
 		switch {
 		case c.Suspended:

@@ -13,11 +13,10 @@ import (
 // limits. The library ships memlimit (in process) and redislimit (shared
 // through Redis).
 //
-// The middleware calls it with the request's subject (by default the key's
-// owner, so that all keys of a customer share one budget; see
-// MiddlewareOptions.LimitKey) and with the key's limits, where credits
-// carry their own Subject: the key's Lineage, so that credits belong to a
-// key and its rotations whoever else shares the subject.
+// The middleware calls it with the request's customer as subject (see
+// Key.Customer), so that all keys of a customer share one budget, and with
+// the customer's limits. A key's own limits carry their own Subject, the
+// key's lineage, so that they belong to a key and its rotations.
 //
 // How to implement a Limiter:
 //

@@ -69,17 +69,10 @@ type MiddlewareOptions struct {
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
 	// Limiter, if set, is what Limit spends with: each request that
-	// passes Limit takes Cost from the limits of its key (its plan's from
-	// Options.Plans, with the key's own Limits), counted per LimitKey.
+	// passes Limit takes Cost from the limits of its customer (see
+	// Limit), counted per customer (Key.Customer).
 	// Nil means no limits: Limit passes every request.
 	Limiter Limiter
-	// LimitKey gives the subject whose budget a request spends. Default:
-	// the key's Owner, so that all keys of a customer share one budget;
-	// for a key without owner, its Lineage (its ID for a key never
-	// rotated). An empty result falls back to the same, and so does the
-	// key's own ID: a rotation never gives a key a fresh budget. Credits
-	// are always counted per Lineage.
-	LimitKey func(*Key) string
 	// Cost gives what a request costs: default 1 for every request,
 	// including HEAD and OPTIONS. Return 0 for a request that spends
 	// nothing (it is passed on without RateLimit headers); a negative cost

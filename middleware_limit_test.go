@@ -145,7 +145,7 @@ func TestMonthWindowIsItsRealLength(t *testing.T) {
 }
 
 // All keys of an owner share one budget; a key without owner is counted
-// on its own; LimitKey chooses the subject.
+// on its own.
 func TestLimitSubject(t *testing.T) {
 	t.Parallel()
 	t.Run("OwnerByDefault", func(t *testing.T) {
@@ -173,18 +173,6 @@ func TestLimitSubject(t *testing.T) {
 		assert.Equal(t, 429, hit(h, bearer(a)).Code)
 		assert.Equal(t, 200, hit(h, bearer(b)).Code)
 	})
-	t.Run("LimitKey", func(t *testing.T) {
-		spy := &limiterSpy{}
-		e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: spy,
-			LimitKey: func(k *apikey.Key) string { return k.Metadata["team"] }})
-		a, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free", Metadata: map[string]string{"team": "t1"}})
-		b, kb := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
-		var ran bool
-		hit(e.handler(&ran), bearer(a))
-		assert.Equal(t, "t1", spy.last().subject)
-		hit(e.handler(&ran), bearer(b))
-		assert.Equal(t, kb.ID, spy.last().subject, "an empty LimitKey falls back to the lineage")
-	})
 }
 
 // A rotation neither resets nor duplicates consumption.
@@ -197,11 +185,9 @@ func TestRotationKeepsTheBudget(t *testing.T) {
 	}{
 		{"Owner", "ann", nil},
 		{"LineageWithoutOwner", "", nil},
-		{"LimitKeyLineage", "ann", func(k *apikey.Key) string { return k.Lineage }},
-		{"LimitKeyID", "ann", func(k *apikey.Key) string { return k.ID }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{LimitKey: tc.key})
+			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
 			old, k := issue(t, e.m, apikey.IssueParams{Owner: tc.owner, Plan: "free"})
 			var ran bool
 			h := e.handler(&ran)

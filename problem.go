@@ -61,7 +61,7 @@ func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
 	case ErrUnavailable:
 		status = http.StatusServiceUnavailable
 		h["Retry-After"] = mw.hdrRetryAfter
-	case ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled: // one identical answer
+	case ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended: // one identical answer
 		h["Www-Authenticate"] = mw.hdrInvalid
 	case ErrUnknownPlan:
 		status = http.StatusForbidden
@@ -108,7 +108,7 @@ func (mw *Middleware) custom(w http.ResponseWriter, r *http.Request, err error) 
 // never see a dependency's message.
 func sentinel(err error) error {
 	switch err {
-	case ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrUnavailable, ErrUnknownPlan:
+	case ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable, ErrUnknownPlan:
 		return err
 	}
 	var se *ScopeError
@@ -119,7 +119,7 @@ func sentinel(err error) error {
 	case errors.As(err, &rl):
 		return rl
 	}
-	for _, s := range []error{ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrInsufficientScope, ErrRateLimited, ErrUnknownPlan, ErrUnavailable} {
+	for _, s := range []error{ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrInsufficientScope, ErrRateLimited, ErrUnknownPlan, ErrUnavailable} {
 		if errors.Is(err, s) {
 			return s
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -63,14 +64,17 @@ func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited
 // OPTIONS like GET, unless MiddlewareOptions.Cost says otherwise. A
 // request that passes counts even if the handler then fails.
 //
-// A key's limits are those of its plan (Options.Plans; a plan not there
-// falls back to Options.DefaultPlan, and without it the request is refused
-// with 403 and the plan logged once), with the key's own Limits: its rates
-// and quotas, if any, replace all of the plan's rates and quotas; its
-// credits add to the plan's (a limit of the key replaces the plan's limit
-// of the same name). Rates and quotas are counted per LimitKey, credits
-// per key Lineage. Without a Limiter, or for an anonymous request let
-// through by Optional, Limit spends nothing.
+// A request's limits are those of its customer (see Customer): the
+// limits of the customer's plan (Options.Plans; a plan not there falls
+// back to Options.DefaultPlan, and without it the request is refused with
+// 403 and the plan logged once), with the limits the operator granted the
+// customer (a limit named like one of the plan's replaces it) and his
+// credits grant, all counted per customer; and the key's own Limits, added
+// to them and counted per key lineage, so that a key can narrow what its
+// customer has but never widen it. Without customer records (a store
+// without CustomerStore and no Options.Customers) the key's Plan names the
+// plan. Without a Limiter, or for an anonymous request let through by
+// Optional, Limit spends nothing.
 //
 // Limit writes RateLimit-Policy and RateLimit listing every limit applied
 // (IETF draft-ietf-httpapi-ratelimit-headers), and on 429 Retry-After, the
@@ -98,7 +102,6 @@ type rateLimits struct {
 	failOpen  bool // also after the fallback failed
 	failed    func(*http.Request, error)
 	legacy    bool
-	key       func(*Key) string
 	cost      func(*http.Request, *Key) int64
 	timeout   time.Duration
 	now       func() time.Time
@@ -122,7 +125,7 @@ func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
 	}
 	*rl = rateLimits{
 		limiter: opts.Limiter, fallback: opts.FallbackLimiter, failOpen: opts.FailOpen,
-		failed: opts.LimiterFailed, legacy: opts.LegacyRateLimitHeaders, key: opts.LimitKey,
+		failed: opts.LimiterFailed, legacy: opts.LegacyRateLimitHeaders, 
 		cost: opts.Cost, timeout: opts.LimiterTimeout, now: m.now,
 	}
 	switch {
@@ -144,7 +147,7 @@ func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
 	if coolDown == 0 {
 		coolDown = defaultBreakerCoolDown
 	}
-	rl.breaker = breaker{threshold: int64(threshold), coolDown: int64(coolDown), now: m.now}
+	rl.breaker = breaker{threshold: int64(threshold), coolDown: int64(coolDown), now: m.now, seed: maphash.MakeSeed()}
 	if m.plans != nil {
 		rl.plans = make(map[string]*plan, len(m.plans))
 		for name, ls := range m.plans {
@@ -187,11 +190,20 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 			return false
 		}
 	}
-	p, ls, err := rl.limitsFor(k)
+	c, err := mw.m.customerOf(r.Context(), k, rl.now())
 	if err != nil {
-		if _, logged := rl.unknown.LoadOrStore(k.Plan, true); !logged && mw.log != nil {
-			mw.log.LogAttrs(r.Context(), slog.LevelError, "apikey: key refused: its plan is not configured and there is no DefaultPlan",
-				slog.String("plan", k.Plan), slog.String("key_id", k.ID))
+		mw.Error(w, r, ErrUnavailable)
+		return false
+	}
+	p, ls, err := rl.limitsFor(k, c)
+	if err != nil {
+		plan := k.Plan
+		if c != nil {
+			plan = c.Plan
+		}
+		if _, logged := rl.unknown.LoadOrStore(plan, true); !logged && mw.log != nil {
+			mw.log.LogAttrs(r.Context(), slog.LevelError, "apikey: key refused: its customer's plan is not configured and there is no DefaultPlan",
+				slog.String("plan", plan), slog.String("key_id", k.ID), slog.String("customer", k.Customer()))
 		}
 		mw.Error(w, r, ErrUnknownPlan)
 		return false
@@ -199,7 +211,8 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 	if len(ls) == 0 {
 		return true
 	}
-	res, err := rl.allow(r.Context(), rl.subject(k), ls, cost)
+	subject := k.Customer()
+	res, err := rl.allow(r.Context(), subject, ls, cost)
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrInvalidOptions): // a bad limit on the key: not the backend's fault
@@ -223,7 +236,7 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 			mw.limited("error", "")
 			return true
 		case failFallback:
-			res, err = rl.fallback.Allow(r.Context(), rl.subject(k), ls, cost)
+			res, err = rl.fallback.Allow(r.Context(), subject, ls, cost)
 			if err != nil && rl.failOpen {
 				mw.limited("error", "")
 				return true
@@ -270,20 +283,6 @@ func (mw *Middleware) internal(w http.ResponseWriter, r *http.Request, err error
 	w.Write(mw.bodies[http.StatusInternalServerError])
 }
 
-// subject is the subject k's rates and quotas are counted for. A subject
-// that is the key's own id is its lineage's, so that a rotation never
-// resets a budget whatever LimitKey returns.
-func (rl *rateLimits) subject(k *Key) string {
-	if rl.key != nil {
-		if s := rl.key(k); s != "" && s != k.ID {
-			return s
-		}
-	} else if k.Owner != "" {
-		return k.Owner
-	}
-	return lineage(k)
-}
-
 // lineage is the first key of k's rotation chain.
 func lineage(k *Key) string {
 	if k.Lineage != "" {
@@ -292,51 +291,94 @@ func lineage(k *Key) string {
 	return k.ID
 }
 
-// limitsFor returns k's plan (nil without plans) and the limits of a
-// request of k; they are p.limits themselves when k adds nothing.
-func (rl *rateLimits) limitsFor(k *Key) (*plan, []Limit, error) {
-	var p *plan
-	if rl.plans != nil {
-		if p = rl.plans[k.Plan]; p == nil {
-			if p = rl.def; p == nil {
-				return nil, nil, ErrUnknownPlan
-			}
-		}
+// planOf returns the plan of a request of k whose customer record is c
+// (nil without customer records), nil without plans.
+func (rl *rateLimits) planOf(k *Key, c *Customer) (*plan, error) {
+	if rl.plans == nil {
+		return nil, nil
 	}
-	if len(k.Limits) == 0 {
+	name := k.Plan // without customer records, or for a customer without one
+	if c != nil && (c.Plan != "" || c.Revision != 0) {
+		name = c.Plan
+	}
+	if p := rl.plans[name]; p != nil {
+		return p, nil
+	}
+	if rl.def == nil {
+		return nil, ErrUnknownPlan
+	}
+	return rl.def, nil
+}
+
+// limitsFor returns the plan (nil without plans) and the limits of a
+// request of k whose customer record is c; they are the plan's limits
+// themselves when neither the customer nor the key adds any.
+func (rl *rateLimits) limitsFor(k *Key, c *Customer) (*plan, []Limit, error) {
+	p, err := rl.planOf(k, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	extra := c != nil && (len(c.Limits) > 0 || c.Credits > 0)
+	if len(k.Limits) == 0 && !extra {
 		if p == nil {
 			return nil, nil, nil
 		}
-		if !p.credits {
-			return p, p.limits, nil
-		}
+		return p, p.limits, nil
 	}
-	own := false // k has rates or quotas: they replace the plan's
+	ls := make([]Limit, 0, len(k.Limits)+8)
+	line := lineage(k)
 	for _, l := range k.Limits {
-		own = own || l.Kind != KindCredits
+		l.Subject = line
+		ls = append(ls, l)
 	}
-	ls := make([]Limit, 0, len(k.Limits)+4)
-	ls = append(ls, k.Limits...)
 	if p != nil {
 	plan:
 		for _, l := range p.limits {
-			if own && l.Kind != KindCredits {
-				continue
-			}
-			for _, o := range k.Limits {
-				if o.Name == l.Name {
-					continue plan
+			if c != nil {
+				for _, o := range c.Limits {
+					if o.Name == l.Name {
+						continue plan
+					}
+				}
+				if c.Credits > 0 && l.Name == CreditsLimit {
+					continue
 				}
 			}
 			ls = append(ls, l)
 		}
 	}
-	for i := range ls {
-		if ls[i].Kind == KindCredits {
-			ls[i].Subject = lineage(k)
+	if c != nil {
+		ls = append(ls, c.Limits...)
+		if c.Credits > 0 {
+			ls = append(ls, Credits(CreditsLimit, c.Credits, Never))
 		}
 	}
 	return p, ls, nil
+}
+
+// Balance returns the state of the limits of customer id without spending
+// anything: those of his plan and his grants, as a request of a key
+// without limits of its own would spend them. It needs a Limiter that
+// implements LimitPeeker.
+func (mw *Middleware) Balance(ctx context.Context, id string) (LimitResult, error) {
+	rl := &mw.rl
+	pk, ok := rl.limiter.(LimitPeeker)
+	if !ok {
+		return LimitResult{}, fmt.Errorf("apikey: balance: %w: the Limiter does not implement LimitPeeker", errors.ErrUnsupported)
+	}
+	k := &Key{ID: id, Owner: id}
+	var c *Customer
+	if mw.m.custs != nil {
+		var err error
+		if c, err = mw.m.custs.read(ctx, id); err != nil {
+			return LimitResult{}, fmt.Errorf("apikey: balance: %w: %w", ErrUnavailable, err)
+		}
+	}
+	_, ls, err := rl.limitsFor(k, c)
+	if err != nil || len(ls) == 0 {
+		return LimitResult{Allowed: err == nil}, err
+	}
+	return pk.Peek(ctx, id, ls)
 }
 
 // allow calls the Limiter through the circuit breaker, within the timeout.
@@ -354,7 +396,7 @@ func (rl *rateLimits) allow(parent context.Context, subject string, ls []Limit, 
 	if err == nil || errors.Is(err, ErrInvalidOptions) {
 		rl.breaker.done(true)
 	} else if parent.Err() == nil {
-		rl.breaker.done(false)
+		rl.breaker.failed(subject)
 	} else { // a client that went away is not the backend's failure
 		rl.breaker.abandon()
 	}
@@ -362,9 +404,17 @@ func (rl *rateLimits) allow(parent context.Context, subject string, ls []Limit, 
 }
 
 // breaker is a circuit breaker over the Limiter: after threshold
-// consecutive failures it opens, and admits no call until coolDown has
-// passed; then it admits one call at a time (a probe) until one succeeds.
+// consecutive failures, seen for at least breakerSubjects different
+// subjects (or threshold, if lower), it opens, and admits no call until
+// coolDown has passed; then it admits one call at a time (a probe) until
+// one succeeds. Counting subjects keeps one customer whose calls are slow
+// or failing from opening the circuit for every other customer.
 type breaker struct {
+	seed     maphash.Seed
+	mu       sync.Mutex // guards subjects and distinct, on failures only
+	subjects [breakerSubjects]uint64
+	distinct int
+
 	threshold int64 // 0 or less: never opens
 	coolDown  int64 // nanoseconds
 	now       func() time.Time
@@ -403,14 +453,38 @@ func (b *breaker) done(ok bool) {
 		}
 		return
 	}
+	b.failed("")
+}
+
+// breakerSubjects is how many different subjects must fail before the
+// breaker opens.
+const breakerSubjects = 3
+
+// failed records a failed call for subject, admitted by admit.
+func (b *breaker) failed(subject string) {
 	if b.threshold <= 0 {
 		return
 	}
-	if b.fails.Add(1) >= b.threshold {
+	h := maphash.String(b.seed, subject)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fails.Load() == 0 {
+		b.distinct = 0
+	}
+	seen := false
+	for _, s := range b.subjects[:b.distinct] {
+		seen = seen || s == h
+	}
+	if !seen && b.distinct < len(b.subjects) {
+		b.subjects[b.distinct] = h
+		b.distinct++
+	}
+	if b.fails.Add(1) >= b.threshold && int64(b.distinct) >= min(breakerSubjects, b.threshold) {
 		b.probeAt.Store(b.now().UnixNano() + b.coolDown)
 		b.probing.Store(false)
 	}
 }
+
 
 // headers writes RateLimit-Policy (policy when precomputed) and RateLimit
 // for every limit of ls, and optionally the X-RateLimit-* trio of the

@@ -22,10 +22,13 @@ const (
 
 // Verify checks a token and returns its key. It fails with ErrMalformed,
 // ErrInvalid (unknown id, wrong secret and a key issued under another of
-// the accepted prefixes alike, at the same cost, store queries included), ErrRevoked, ErrExpired or ErrDisabled, checked in
-// that order, or with an error wrapping ErrUnavailable when the store or
+// the accepted prefixes alike, at the same cost, store queries included), ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or
+// ErrSuspended (the key's customer is suspended), checked in that order, or with an error wrapping ErrUnavailable when the store or
 // the hasher failed, which is never a verdict on the key. It never returns
 // a nil key without an error.
+//
+// When the customer's scope ceiling excludes some of the key's scopes, the
+// returned key holds only the scopes within it.
 //
 // The returned key is shared: with the cache on, it is the cached record,
 // returned to every verification of the same key until the entry is
@@ -102,6 +105,19 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*K
 		return k, k.ID, now, cached, ErrExpired
 	case k.Disabled:
 		return k, k.ID, now, cached, ErrDisabled
+	case k.Paused:
+		return k, k.ID, now, cached, ErrPaused
+	}
+	if m.custs != nil {
+		c, err := m.custs.lookup(ctx, k.Customer(), now)
+		switch {
+		case err != nil:
+			return k, k.ID, now, cached, err
+		case c.Suspended:
+			return k, k.ID, now, cached, ErrSuspended
+		case !within(k, c):
+			k = narrowed(e, k, c)
+		}
 	}
 	if m.usage != nil {
 		// A key verified many times a millisecond is recorded once per
@@ -296,6 +312,10 @@ func outcomeOf(err error) string {
 		return "revoked"
 	case ErrDisabled:
 		return "disabled"
+	case ErrPaused:
+		return "paused"
+	case ErrSuspended:
+		return "suspended"
 	}
 	switch {
 	case errors.Is(err, ErrMalformed):
@@ -308,6 +328,10 @@ func outcomeOf(err error) string {
 		return "revoked"
 	case errors.Is(err, ErrDisabled):
 		return "disabled"
+	case errors.Is(err, ErrPaused):
+		return "paused"
+	case errors.Is(err, ErrSuspended):
+		return "suspended"
 	}
 	return "unavailable"
 }
@@ -332,3 +356,25 @@ type panicError struct{ v any }
 
 // Error describes the panic.
 func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }
+
+// narrowedKey is a key with only the scopes within the ceiling of the
+// customer record c, kept by the cache entry of the key so that a hit
+// allocates nothing while the record is the same.
+type narrowedKey struct {
+	c *Customer
+	k *Key
+}
+
+// narrowed returns k with only the scopes within c's ceiling, memoized in
+// e when the cache is on.
+func narrowed(e *cacheEntry, k *Key, c *Customer) *Key {
+	if e == nil {
+		return narrow(k, c)
+	}
+	if n := e.narrow.Load(); n != nil && n.c == c {
+		return n.k
+	}
+	n := &narrowedKey{c: c, k: narrow(k, c)}
+	e.narrow.Store(n)
+	return n.k
+}

@@ -124,11 +124,16 @@ func (s *Store) List(ctx context.Context, owner string, opts apikey.ListOptions)
 	defer s.mu.RUnlock()
 	var out []*apikey.Key
 	s.keys.owned(owner, func(slot uint32) {
-		if k := s.keys.decode(slot); k.ID > opts.After {
+		if k := s.keys.decode(slot); opts.After.Precedes(k) && (opts.UsableAt.IsZero() || apikey.Usable(k, opts.UsableAt)) {
 			out = append(out, k)
 		}
 	})
-	slices.SortFunc(out, func(a, b *apikey.Key) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b *apikey.Key) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.ID, a.ID)
+	})
 	out = out[:min(len(out), opts.PageSize())]
 	if out == nil {
 		out = []*apikey.Key{}
@@ -189,7 +194,7 @@ func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]
 }
 
 // Rotate implements apikey.Rotator.
-func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time, successor *apikey.Key) error {
+func (s *Store) Rotate(ctx context.Context, read *apikey.Key, oldExpiresAt time.Time, successor *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -197,7 +202,7 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 	c.Revision = 1
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.keys.get(oldID)
+	old := s.keys.get(read.ID)
 	switch {
 	case old == nil:
 		return apikey.ErrNotFound
@@ -205,6 +210,8 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 		return apikey.ErrRevoked
 	case old.RotatedTo != "":
 		return apikey.ErrRotated
+	case old.Revision != read.Revision:
+		return apikey.ErrConflict
 	}
 	if err := s.create(c); err != nil {
 		return err
@@ -216,6 +223,12 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 	o.RotatedTo, o.RotatedAt = c.ID, c.CreatedAt
 	o.Revision++
 	s.keys.put(o)
+	if p := s.keys.get(o.RotatedFrom); p != nil && p.RevokedAt.IsZero() && (p.ExpiresAt.IsZero() || p.ExpiresAt.After(c.CreatedAt)) {
+		p = p.Clone()
+		p.ExpiresAt = c.CreatedAt
+		p.Revision++
+		s.keys.put(p)
+	}
 	successor.Revision = 1
 	return nil
 }

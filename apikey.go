@@ -724,7 +724,6 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-
 // Close ends the Notifier subscription, stops the background flush and
 // writes every pending last-used time, in batches, retrying failed batches
 // until ctx is done (three attempts when ctx has no deadline). The Manager

@@ -125,7 +125,7 @@ func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
 	}
 	*rl = rateLimits{
 		limiter: opts.Limiter, fallback: opts.FallbackLimiter, failOpen: opts.FailOpen,
-		failed: opts.LimiterFailed, legacy: opts.LegacyRateLimitHeaders, 
+		failed: opts.LimiterFailed, legacy: opts.LegacyRateLimitHeaders,
 		cost: opts.Cost, timeout: opts.LimiterTimeout, now: m.now,
 	}
 	switch {
@@ -484,7 +484,6 @@ func (b *breaker) failed(subject string) {
 		b.probing.Store(false)
 	}
 }
-
 
 // headers writes RateLimit-Policy (policy when precomputed) and RateLimit
 // for every limit of ls, and optionally the X-RateLimit-* trio of the

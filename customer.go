@@ -56,12 +56,6 @@ type Customer struct {
 	Revision int64 `json:"revision"`
 }
 
-// CreditsLimit is the name of the limit made of Customer.Credits.
-const CreditsLimit = "credits"
-
-// MaxCustomerKeys is the largest Customer.MaxKeys.
-const MaxCustomerKeys = 100_000
-
 // Clone returns a deep copy of c.
 func (c *Customer) Clone() *Customer {
 	if c == nil {

@@ -390,6 +390,31 @@ func TestScanAcrossChunkBoundaries(t *testing.T) {
 	}
 }
 
+// Tokens right after an escape (%3D, \u0022, \n) are found wherever the
+// chunk boundary falls, the escape included, and a token glued to hex
+// digits without the % is not.
+func TestScanEscapesAcrossChunkBoundaries(t *testing.T) {
+	t.Parallel()
+	f, err := apikey.NewFormat("sk_live", 0)
+	require.NoError(t, err)
+	token, _ := f.New()
+	s := newScanner([]apikey.Format{f})
+	s.chunk = 4 * f.Len()
+	for offset := s.chunk - 2*f.Len(); offset < s.chunk+2*f.Len(); offset++ {
+		pad := strings.Repeat("x\n", offset/2) + strings.Repeat(" ", offset%2)
+		lines := strings.Count(pad, "\n") + 1
+		text := pad + "GET /?next=%2F%3Fkey%3D" + token + "\n" +
+			`{"msg":"{\u0022key\u0022:\u0022` + token + `\u0022}\nx\n` + token + "\"}\n" +
+			"3D" + token + "\n"
+		var got []int
+		require.NoError(t, s.scan(strings.NewReader(text), false, func(line int, m match, tok string) {
+			assert.Equal(t, token, tok)
+			got = append(got, line)
+		}))
+		assert.Equal(t, []int{lines, lines + 1, lines + 1}, got, "offset %d", offset)
+	}
+}
+
 func TestScanStdinAndPaths(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

@@ -40,6 +40,11 @@ type scanner struct {
 	chunk   int
 }
 
+// lookbehind is how many bytes before a token the scanner keeps across
+// chunks: at least the longest escape apikey's Scan takes for a token's
+// left boundary ("\u0022", 6 bytes).
+const lookbehind = 16
+
 // errBinary skips a file that looks binary.
 var errBinary = errors.New("binary file")
 
@@ -93,11 +98,17 @@ func (s *scanner) scan(r io.Reader, skipBinary bool, found func(line int, m matc
 		if eof {
 			return nil
 		}
-		// Keep the unscanned tail and the byte before it (the left boundary).
-		keep := limit - 1
-		line += bytes.Count(buf[counted:keep], []byte{'\n'})
+		// Keep the unscanned tail and the bytes before it that tell whether
+		// a token starts there (a boundary or an escape such as %3D).
+		// Lines are counted up to counted, which a token found among those
+		// bytes may have moved past keep.
+		keep := max(0, limit-lookbehind)
+		if counted <= keep {
+			line += bytes.Count(buf[counted:keep], []byte{'\n'})
+			counted = keep
+		}
 		buf = buf[:copy(buf, buf[keep:])]
-		counted, start = 0, 1
+		counted, start = counted-keep, limit-keep
 	}
 }
 

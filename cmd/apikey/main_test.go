@@ -456,11 +456,24 @@ func TestGitleaksRule(t *testing.T) {
 		require.NoError(t, err)
 		token, _ := f.New()
 		rule := regexp.MustCompile(rules[i][1]) // gitleaks uses Go's regexp
-		assert.Equal(t, token, rule.FindString("key="+token+"\n"), prefix)
-		assert.Empty(t, rule.FindString("key="+token+"x"), "a longer run is not a token")
-		assert.Empty(t, rule.FindString("x"+token), "nor one glued to a word")
+		secret := func(s string) string {       // what gitleaks reports: secretGroup 1
+			if m := rule.FindStringSubmatch(s); m != nil {
+				return m[1]
+			}
+			return ""
+		}
+		for _, before := range []string{"key=", "", "%3D", "%3d", "%253D", "=3D", `\n`, `\"`, `\x22`, `\u0022`, `\\u0022`} {
+			assert.Equal(t, token, secret(before+token+"\n"), "%s: after %q", prefix, before)
+			assert.Len(t, f.Scan(before+token), 1, "Scan agrees: %s: after %q", prefix, before)
+		}
+		for _, before := range []string{"x", "3D", "%3", `\q`, `\u002`} {
+			assert.Empty(t, secret(before+token), "glued to a word: %q", before)
+			assert.Empty(t, f.Scan(before+token), "glued to a word: %q", before)
+		}
+		assert.Empty(t, secret("key="+token+"x"), "a longer run is not a token")
 	}
 	assert.Contains(t, r.stdout, `keywords = ["sk_live_"]`)
+	assert.Equal(t, 2, strings.Count(r.stdout, "\nsecretGroup = 1\n"))
 	assert.Equal(t, exitUsage, h.run("", "scan", "--gitleaks-rule", "dir").code)
 }
 

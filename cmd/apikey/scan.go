@@ -330,6 +330,11 @@ func (c *cli) report(asJSON bool, found []finding, revoked, decoys []revocation)
 	}
 }
 
+// gitleaksStart is where a token starts in a gitleaks rule, as for
+// apikey's Scan: at a word boundary or right after a percent,
+// quoted-printable or backslash escape (%3D, %253D, =3D, \n, \x22, \u0022).
+const gitleaksStart = `(?:\b|%[0-9A-Fa-f]{2}|%25[0-9A-Fa-f]{2}|=[0-9A-F]{2}|\\[abfnrtv]|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4})`
+
 // gitleaksRules returns a gitleaks configuration with one rule per format.
 // gitleaks cannot check the checksum, so its rule may report a look-alike
 // that "apikey scan" would not.
@@ -340,10 +345,10 @@ func gitleaksRules(formats []apikey.Format) string {
 	for _, f := range formats {
 		p := f.Prefix()
 		body := f.Len() - len(p) - 1
-		fmt.Fprintf(&b, "\n[[rules]]\nid = %q\ndescription = %q\nregex = '''%s'''\nkeywords = [%q]\nentropy = 3.0\n",
+		fmt.Fprintf(&b, "\n[[rules]]\nid = %q\ndescription = %q\nregex = '''%s'''\nsecretGroup = 1\nkeywords = [%q]\nentropy = 3.0\n",
 			"gokeys-apikey-"+strings.ReplaceAll(p, "_", "-"),
 			"gokeys/apikey API key with prefix "+p,
-			`\b`+regexp.QuoteMeta(p)+`_[0-9A-Za-z]{`+fmt.Sprint(body)+`}\b`,
+			gitleaksStart+`(`+regexp.QuoteMeta(p)+`_[0-9A-Za-z]{`+fmt.Sprint(body)+`})\b`,
 			p+"_")
 	}
 	return b.String()

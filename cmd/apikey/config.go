@@ -375,7 +375,8 @@ func exitCode(err error) int {
 	case errors.Is(err, apikey.ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return exitFailure
 	case errors.Is(err, apikey.ErrInvalidOptions), errors.Is(err, apikey.ErrRevoked), errors.Is(err, apikey.ErrRotated),
-		errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrDisabled), errors.Is(err, apikey.ErrConflict):
+		errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrDisabled), errors.Is(err, apikey.ErrConflict),
+		errors.Is(err, apikey.ErrInvalidInput), errors.Is(err, apikey.ErrTooManyKeys), errors.Is(err, apikey.ErrSuspended), errors.Is(err, apikey.ErrPaused):
 		return exitRefused
 	}
 	return exitFailure
@@ -401,7 +402,7 @@ func message(err error) string {
 // isOutcome reports whether err is a verdict on a key rather than a failure.
 func isOutcome(err error) bool {
 	for _, s := range []error{apikey.ErrNotFound, apikey.ErrRevoked, apikey.ErrRotated, apikey.ErrExpired,
-		apikey.ErrDisabled, apikey.ErrConflict, apikey.ErrInvalid, apikey.ErrMalformed} {
+		apikey.ErrDisabled, apikey.ErrPaused, apikey.ErrSuspended, apikey.ErrTooManyKeys, apikey.ErrConflict, apikey.ErrInvalid, apikey.ErrMalformed} {
 		if errors.Is(err, s) {
 			return true
 		}

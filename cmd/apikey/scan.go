@@ -263,7 +263,8 @@ func (c *cli) revokeFound(ctx context.Context, cfg *config, found []finding) (re
 		r := revocation{ID: f.ID, Hint: f.Hint}
 		k, err := m.Verify(ctx, f.token)
 		switch {
-		case err == nil, errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrDisabled):
+		case err == nil, errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrDisabled),
+			errors.Is(err, apikey.ErrPaused), errors.Is(err, apikey.ErrSuspended): // the secret verified
 			if k == nil {
 				if k, err = m.Get(ctx, f.ID); err != nil {
 					return revoked, decoys, err

@@ -470,8 +470,8 @@ func rotate(t *testing.T, m *apikey.Manager, id string, grace time.Duration) (st
 }
 
 // Every Limiter call has a deadline; after BreakerFailures consecutive
-// failures the policy applies without calling the Limiter, until a probe
-// after BreakerCoolDown succeeds.
+// failures, across three customers, the policy applies without calling
+// the Limiter, until a probe after BreakerCoolDown succeeds.
 func TestLimiterBreaker(t *testing.T) {
 	t.Parallel()
 	spy := &limiterSpy{}
@@ -484,22 +484,28 @@ func TestLimiterBreaker(t *testing.T) {
 			lastErr.Store(&err)
 		},
 	})
-	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
+	var tokens []string
+	for _, owner := range []string{"ann", "bob", "cid"} {
+		token, _ := issue(t, e.m, apikey.IssueParams{Owner: owner, Plan: "free"})
+		tokens = append(tokens, token)
+	}
 	var ran bool
 	h := e.handler(&ran)
+	i := 0
+	next := func() *http.Request { i++; return bearer(tokens[i%len(tokens)]) }
 
-	require.Equal(t, 200, hit(h, bearer(token)).Code)
+	require.Equal(t, 200, hit(h, next()).Code)
 	d := spy.last().deadline
 	assert.Positive(t, d, "no deadline on the Limiter call")
 	assert.LessOrEqual(t, d, apikey.DefaultLimiterTimeout)
 
 	spy.fail.Store(true)
 	for range 3 {
-		require.Equal(t, 503, hit(h, bearer(token)).Code)
+		require.Equal(t, 503, hit(h, next()).Code)
 	}
 	require.EqualValues(t, 4, spy.calls.Load())
 	for range 10 {
-		require.Equal(t, 503, hit(h, bearer(token)).Code)
+		require.Equal(t, 503, hit(h, next()).Code)
 	}
 	assert.EqualValues(t, 4, spy.calls.Load(), "the open circuit called the Limiter")
 	assert.EqualValues(t, 13, policyUses.Load())
@@ -507,16 +513,16 @@ func TestLimiterBreaker(t *testing.T) {
 	assert.ErrorIs(t, *lastErr.Load(), apikey.ErrUnavailable)
 
 	e.c.Add(10 * time.Second) // half open: one probe, which fails
-	require.Equal(t, 503, hit(h, bearer(token)).Code)
-	require.Equal(t, 503, hit(h, bearer(token)).Code)
+	require.Equal(t, 503, hit(h, next()).Code)
+	require.Equal(t, 503, hit(h, next()).Code)
 	assert.EqualValues(t, 5, spy.calls.Load(), "one probe after the cool-down")
 
 	spy.fail.Store(false)
 	e.c.Add(9 * time.Second)
-	require.Equal(t, 503, hit(h, bearer(token)).Code, "the failed probe reopened the circuit")
+	require.Equal(t, 503, hit(h, next()).Code, "the failed probe reopened the circuit")
 	e.c.Add(time.Second)
-	require.Equal(t, 200, hit(h, bearer(token)).Code, "the probe closes the circuit")
-	require.Equal(t, 200, hit(h, bearer(token)).Code)
+	require.Equal(t, 200, hit(h, next()).Code, "the probe closes the circuit")
+	require.Equal(t, 200, hit(h, next()).Code)
 	assert.EqualValues(t, 7, spy.calls.Load())
 }
 
@@ -571,15 +577,17 @@ func TestLimiterBreakerIgnoresCancelledRequests(t *testing.T) {
 	t.Parallel()
 	spy := &limiterSpy{}
 	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: spy, BreakerFailures: 2})
-	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
+	// Two customers, so that counted failures would open the circuit.
+	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
+	other, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "free"})
 	var ran bool
 	h := e.handler(&ran)
 	spy.block.Store(true)
-	for range 5 {
+	for i := range 5 {
 		ctx, cancel := context.WithCancel(context.Background())
 		f := func() { cancel() }
 		spy.hook.Store(&f) // the client goes away during the call
-		require.Equal(t, 503, hit(h, bearer(token).WithContext(ctx)).Code)
+		require.Equal(t, 503, hit(h, bearer([]string{token, other}[i%2]).WithContext(ctx)).Code)
 	}
 	spy.hook.Store(nil)
 	spy.block.Store(false)

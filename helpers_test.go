@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
@@ -189,4 +190,19 @@ func types(events []loggedEvent, verify bool) []string {
 		}
 	}
 	return out
+}
+
+// assertInputError asserts that err is an *apikey.InputError naming field,
+// which matches ErrInvalidInput and not ErrInvalidOptions (a bad input is
+// not a bad configuration) nor ErrUnavailable.
+func assertInputError(t testing.TB, err error, field string, msgAndArgs ...any) bool {
+	t.Helper()
+	var ie *apikey.InputError
+	if !assert.ErrorAs(t, err, &ie, msgAndArgs...) {
+		return false
+	}
+	ok := assert.Equal(t, field, ie.Field, msgAndArgs...)
+	ok = assert.ErrorIs(t, err, apikey.ErrInvalidInput, msgAndArgs...) && ok
+	ok = assert.NotErrorIs(t, err, apikey.ErrInvalidOptions, msgAndArgs...) && ok
+	return assert.NotErrorIs(t, err, apikey.ErrUnavailable, msgAndArgs...) && ok
 }

@@ -102,6 +102,9 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	if succ.ExpiresAt.IsZero() && m.ttl > 0 {
 		succ.ExpiresAt = now.Add(m.ttl)
 	}
+	if succ.ExpiresAt.IsZero() && m.maxLifetime > 0 {
+		succ.ExpiresAt = now.Add(m.maxLifetime)
+	}
 	prev := old.Clone()
 	prev.ExpiresAt, prev.RotatedAt = until, now
 

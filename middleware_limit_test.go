@@ -336,12 +336,16 @@ func TestCost(t *testing.T) {
 	require.Equal(t, 200, at("/").Code)
 }
 
-// A key's own rates and quotas replace its plan's; its credits add to
-// them and are counted per key, even when its owner's other keys share
-// the plan's budget.
+// A key's own limits add to its customer's plan's and are counted per
+// key lineage: credits on one key are that key's, even when its owner's
+// other keys share the plan's budget, and a key's own limit never
+// replaces nor widens the plan's, whatever its name or count.
 func TestKeyLimitsAndCredits(t *testing.T) {
 	t.Parallel()
-	plans := apikey.Plans{"pro": {apikey.Quota("daily", 1000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)}}
+	plans := apikey.Plans{
+		"pro":  {apikey.Quota("daily", 1000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+		"free": {apikey.Quota("daily", 3, apikey.Day)},
+	}
 	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
 	var ran bool
 	h := e.handler(&ran)
@@ -365,8 +369,22 @@ func TestKeyLimitsAndCredits(t *testing.T) {
 	own, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "pro", Limits: []apikey.Limit{apikey.Quota("hourly", 1, apikey.Hour), apikey.Credits("monthly", 5, apikey.Month)}})
 	rec = hit(h, bearer(own))
 	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, `"hourly";q=1;w=3600, "monthly";q=5;w=2592000`, rec.Header().Get("RateLimit-Policy"), "the key's quota replaces the plan's rate and quota")
-	assert.Equal(t, `"hourly";r=0;t=3600, "monthly";r=4;t=302400`, rec.Header().Get("RateLimit"))
+	assert.Equal(t, `"hourly";q=1;w=3600, "monthly";q=5;w=2592000, "daily";q=1000;w=86400, "per-second";q=100;w=1`,
+		rec.Header().Get("RateLimit-Policy"), "the key's quota is added to the plan's rate and quota")
+	assert.Equal(t, `"hourly";r=0;t=3600, "monthly";r=4;t=302400, "daily";r=999;t=43200, "per-second";r=99;t=1`, rec.Header().Get("RateLimit"))
+	rec = hit(h, bearer(own))
+	assert.Equal(t, 429, rec.Code, "the key's own quota narrows the plan")
+	assert.Equal(t, "3600", rec.Header().Get("Retry-After"))
+
+	// A key's own limit named like the plan's, with a larger count, is
+	// counted beside it: the plan still admits 3.
+	wide, _ := issue(t, e.m, apikey.IssueParams{Owner: "cid", Plan: "free", Limits: []apikey.Limit{apikey.Quota("daily", 100, apikey.Day)}})
+	for range 3 {
+		require.Equal(t, 200, hit(h, bearer(wide)).Code)
+	}
+	rec = hit(h, bearer(wide))
+	assert.Equal(t, 429, rec.Code, "a key's own limit widened its plan")
+	assert.Equal(t, `"daily";r=97;t=43200, "daily";r=0;t=43200`, rec.Header().Get("RateLimit"))
 }
 
 // TestLegacyHeadersOfSpentCredits: credits that are never refilled have
@@ -548,27 +566,37 @@ func TestLimiterBreakerOneProbe(t *testing.T) {
 	assert.EqualValues(t, 2, spy.calls.Load(), "more than one probe")
 }
 
-// A key's own limits set with Update replace its plan's at the next
-// request, over what was already spent.
+// A key's own limits set with Update apply at the next request, beside
+// its plan's and over what was already spent; raising them never widens
+// the plan.
 func TestUpdatedKeyLimitsApply(t *testing.T) {
 	t.Parallel()
 	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
 	token, k := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
 	var ran bool
 	h := e.handler(&ran)
-	for range 3 {
-		require.Equal(t, 200, hit(h, bearer(token)).Code)
+	require.Equal(t, 200, hit(h, bearer(token)).Code)
+	setLimits := func(ls ...apikey.Limit) {
+		t.Helper()
+		_, err := e.m.Update(context.Background(), k.ID, func(k *apikey.Key) error { k.Limits = ls; return nil })
+		require.NoError(t, err)
 	}
-	require.Equal(t, 429, hit(h, bearer(token)).Code)
-	_, err := e.m.Update(context.Background(), k.ID, func(k *apikey.Key) error {
-		k.Limits = []apikey.Limit{apikey.Quota("daily", 10, apikey.Day)}
-		return nil
-	})
-	require.NoError(t, err)
+	setLimits(apikey.Quota("hourly", 2, apikey.Hour))
 	rec := hit(h, bearer(token))
 	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, `"daily";q=10;w=86400`, rec.Header().Get("RateLimit-Policy"))
-	assert.Equal(t, `"daily";r=6;t=43200`, rec.Header().Get("RateLimit"))
+	assert.Equal(t, `"hourly";q=2;w=3600, "daily";q=3;w=86400`, rec.Header().Get("RateLimit-Policy"))
+	assert.Equal(t, `"hourly";r=1;t=3600, "daily";r=1;t=43200`, rec.Header().Get("RateLimit"))
+	require.Equal(t, 200, hit(h, bearer(token)).Code)
+	require.Equal(t, 429, hit(h, bearer(token)).Code)
+
+	setLimits(apikey.Quota("hourly", 1000, apikey.Hour), apikey.Quota("daily", 1000, apikey.Day))
+	rec = hit(h, bearer(token))
+	assert.Equal(t, 429, rec.Code, "the key's own limits widened its plan")
+	assert.Equal(t, `"hourly";r=998;t=3600, "daily";r=1000;t=43200, "daily";r=0;t=43200`, rec.Header().Get("RateLimit"))
+	setLimits()
+	assert.Equal(t, 429, hit(h, bearer(token)).Code)
+	e.c.Add(12 * time.Hour) // the next day
+	assert.Equal(t, 200, hit(h, bearer(token)).Code)
 }
 
 // Requests whose client went away are not failures of the Limiter: they

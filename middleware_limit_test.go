@@ -38,12 +38,18 @@ type limitEnv struct {
 
 func newLimitEnv(t *testing.T, opts apikey.Options, mwOpts apikey.MiddlewareOptions) *limitEnv {
 	t.Helper()
+	return newLimitEnvOver(t, memstore.New(), opts, mwOpts)
+}
+
+// newLimitEnvOver is newLimitEnv over store.
+func newLimitEnvOver(t *testing.T, store apikey.Store, opts apikey.Options, mwOpts apikey.MiddlewareOptions) *limitEnv {
+	t.Helper()
 	e := &limitEnv{c: newClock()} // 12:00 UTC
 	opts.Now = e.c.Now
 	if opts.Plans == nil {
 		opts.Plans = testPlans
 	}
-	e.s = memstore.New()
+	e.s = store
 	e.m = newManager(t, e.s, opts)
 	var err error
 	e.l, err = memlimit.New(memlimit.Options{Now: e.c.Now})

@@ -587,6 +587,10 @@ func TestCustomersHook(t *testing.T) {
 	m.CustomerChanged(ctx, "ann")
 	_, err = m.Verify(ctx, ann)
 	assert.ErrorIs(t, err, apikey.ErrSuspended, "CustomerChanged did not invalidate")
+	h.set("ann", &apikey.Customer{ID: "ann", Plan: "pro", Revision: 9}, false)
+	m.InvalidateAll()
+	_, err = m.Verify(ctx, ann)
+	assert.NoError(t, err, "InvalidateAll kept a customer record")
 
 	_, err = m.SetCustomer(ctx, "ann", func(*apikey.Customer) error { return nil })
 	assert.ErrorIs(t, err, errors.ErrUnsupported, "the application keeps its records")

@@ -147,9 +147,10 @@ type Options struct {
 	// tables, in place of the store's CustomerStore. It returns an error
 	// wrapping ErrNotFound for a customer it has no record of (the zero
 	// record applies), and any other error when it fails (verifications
-	// of the customer's keys then fail with ErrUnavailable). Its answers
-	// are cached for CacheTTL: call Manager.CustomerChanged after
-	// changing a record.
+	// of the customer's keys then fail with ErrUnavailable). A record
+	// with an empty Plan and Revision 0 leaves each key's own Plan in
+	// force. Its answers are cached for CacheTTL: call
+	// Manager.CustomerChanged after changing a record.
 	Customers func(ctx context.Context, id string) (*Customer, error)
 
 	// MaxKeyLifetime, if positive, bounds the life of every key: Issue

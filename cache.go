@@ -327,10 +327,16 @@ func (c *cache) load(ctx context.Context, shard int, id string, get func(context
 // (a Notifier does it for you) to make that change effective here at once.
 func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
 
-// InvalidateAll drops m's whole verification cache, so that no
-// verification starting after it returns uses a record read before; for
-// example after a change notification may have been lost.
-func (m *Manager) InvalidateAll() { m.cache.reset() }
+// InvalidateAll drops m's whole verification cache, customer records
+// included, so that no verification starting after it returns uses a
+// record read before; for example after a change notification may have
+// been lost.
+func (m *Manager) InvalidateAll() {
+	m.cache.reset()
+	if m.custs != nil {
+		m.custs.reset()
+	}
+}
 
 // probe spends the store query that a wrong secret for an id the cache
 // does not hold costs, for a wrong secret against the verified entry e:

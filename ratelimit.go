@@ -448,8 +448,10 @@ func (rl *rateLimits) allow(parent context.Context, subject string, ls []Limit, 
 // consecutive failures, seen for at least breakerSubjects different
 // subjects (or threshold, if lower), it opens, and admits no call until
 // coolDown has passed; then it admits one call at a time (a probe) until
-// one succeeds. Counting subjects keeps one customer whose calls are slow
-// or failing from opening the circuit for every other customer.
+// one succeeds, and a failed probe opens it again. Counting subjects
+// keeps one customer whose calls are slow or failing from opening the
+// circuit for every other customer: while it is closed, every call is
+// admitted, however many of one subject's calls failed.
 type breaker struct {
 	seed     maphash.Seed
 	mu       sync.Mutex // guards subjects and distinct, on failures only
@@ -460,16 +462,17 @@ type breaker struct {
 	coolDown  int64 // nanoseconds
 	now       func() time.Time
 	fails     atomic.Int64
-	probeAt   atomic.Int64 // Unix nanoseconds from which a probe may run
+	probeAt   atomic.Int64 // 0 while closed; else Unix nanoseconds from which a probe may run
 	probing   atomic.Bool
 }
 
 // admit reports whether to call the Limiter.
 func (b *breaker) admit() bool {
-	if b.threshold <= 0 || b.fails.Load() < b.threshold {
+	at := b.probeAt.Load()
+	if at == 0 { // closed
 		return true
 	}
-	if b.now().UnixNano() < b.probeAt.Load() {
+	if b.now().UnixNano() < at {
 		return false
 	}
 	return b.probing.CompareAndSwap(false, true)
@@ -488,6 +491,9 @@ func (b *breaker) done(ok bool) {
 	if ok {
 		if b.fails.Load() != 0 {
 			b.fails.Store(0)
+		}
+		if b.probeAt.Load() != 0 {
+			b.probeAt.Store(0) // closed
 		}
 		if b.probing.Load() {
 			b.probing.Store(false)
@@ -520,8 +526,10 @@ func (b *breaker) failed(subject string) {
 		b.subjects[b.distinct] = h
 		b.distinct++
 	}
+	// Open, or open again after a failed probe (the count of subjects
+	// is kept while failures go on).
 	if b.fails.Add(1) >= b.threshold && int64(b.distinct) >= min(breakerSubjects, b.threshold) {
-		b.probeAt.Store(b.now().UnixNano() + b.coolDown)
+		b.probeAt.Store(max(1, b.now().UnixNano()+b.coolDown))
 		b.probing.Store(false)
 	}
 }

@@ -64,4 +64,3 @@ type Store interface {
 	Usage(ctx context.Context, q Query) ([]Record, error)
 	PurgeUsage(ctx context.Context, before time.Time) (int, error)
 }
-

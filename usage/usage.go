@@ -1,6 +1,6 @@
 // Package usage holds the vocabulary of usage recording: what each key and
-// customer consumed, hour by hour (see apikey.apikey.Options.UsageInterval and
-// apikey.apikey.Manager.Usage), and the Store capability that keeps it.
+// customer consumed, hour by hour (see apikey.Options.UsageInterval and
+// apikey.Manager.Usage), and the Store capability that keeps it.
 package usage
 
 import (

@@ -139,6 +139,29 @@ func TestNewValidates(t *testing.T) {
 			}
 		})
 	}
+	t.Run("CustomerTable", func(t *testing.T) {
+		for _, tc := range []struct{ table, customers, want string }{
+			{"", "", "api_customers"},
+			{"auth.api_keys", "", "auth.api_customers"},
+			{"tokens", "", "tokens_customers"},
+			{"keys", "", "customers"},
+			{long, "", ""}, // cut, with a hash
+			{"api_keys", "billing.accounts", "billing.accounts"},
+		} {
+			s, err := sqlstore.New(db, sqlstore.SQLite, sqlstore.Options{Table: tc.table, CustomerTable: tc.customers})
+			require.NoError(t, err)
+			if tc.table == long {
+				assert.LessOrEqual(t, len(s.CustomerTable()), 63, s.CustomerTable())
+				assert.True(t, strings.HasSuffix(s.CustomerTable(), "_customers"), s.CustomerTable())
+				continue
+			}
+			assert.Equal(t, tc.want, s.CustomerTable())
+		}
+		for _, bad := range []string{"a-b", "x.y.z", "api_keys"} {
+			_, err := sqlstore.New(db, sqlstore.SQLite, sqlstore.Options{CustomerTable: bad})
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, bad)
+		}
+	})
 	t.Run("NilDB", func(t *testing.T) {
 		_, err := sqlstore.New(nil, sqlstore.SQLite, sqlstore.Options{})
 		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)

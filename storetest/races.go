@@ -417,16 +417,14 @@ func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// afterRotation explains a lost change: whether it landed on the old key
-// after the rotation (the Manager changed a rotated key and left its
-// successor alone) or the rotation was based on a read from before it.
+// afterRotation describes the old key after a lost change: the change
+// either landed on it after the rotation and never reached the successor,
+// or the rotation was written over a read from before the change.
 func afterRotation(m *apikey.Manager, id string) string {
 	old, err := m.Get(context.Background(), id)
-	switch {
-	case err != nil:
+	if err != nil {
 		return ""
-	case old.Revision > 2:
-		return fmt.Sprintf(" (the change landed on the old key after the rotation: revision %d, rotated to %s)", old.Revision, old.RotatedTo)
 	}
-	return " (the rotation was written over a read from before the change)"
+	return fmt.Sprintf(" (the old key: revision %d, disabled %v, scopes %v, rotated to %s)",
+		old.Revision, old.Disabled, old.Scopes, old.RotatedTo)
 }

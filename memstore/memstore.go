@@ -13,9 +13,11 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// Store is a concurrency-safe in-memory apikey.Store. It holds its own
-// copies: mutating a key passed in or returned changes nothing stored.
-// Build it with New; the zero value is not usable.
+// Store is a concurrency-safe in-memory apikey.Store. It also implements
+// apikey.Revoker, apikey.Rotator, apikey.Purger and apikey.CustomerStore.
+// It holds its own copies: mutating a key or customer passed in or
+// returned changes nothing stored. Build it with New; the zero value is
+// not usable.
 //
 // Its records are kept in a form the garbage collector does not have to
 // trace (about one pointer-free allocation per key), so that a million

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gokeys/apikey"
@@ -140,11 +141,7 @@ func firstOrEmpty(s []string) string {
 // the ids that exist.
 func (s *Store) insertCustomersIfAbsent(n int) string {
 	row := "(" + placeholders(numCustomerColumns) + ")"
-	values := row
-	for range n - 1 {
-		values += ", " + row
-	}
-	q := "INSERT INTO " + s.customers.quoted(s.d) + " (" + customerColumns + ") VALUES " + values
+	q := "INSERT INTO " + s.customers.quoted(s.d) + " (" + customerColumns + ") VALUES " + row + strings.Repeat(", "+row, n-1)
 	if s.d == MySQL {
 		q += " ON DUPLICATE KEY UPDATE id = id"
 	} else {

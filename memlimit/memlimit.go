@@ -286,8 +286,12 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
 	e := sh.get(h, subject)
+	for i := range ls { // each limit's slot, found once
+		_, j := e.find(&ls[i])
+		pend = append(pend, pending{slot: j})
+	}
 	if lazy {
-		if err := validate(e, subject, ls, cost); err != nil {
+		if err := validate(e, subject, ls, cost, pend); err != nil {
 			sh.mu.Unlock()
 			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
 		}
@@ -297,11 +301,14 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	var best limits.Outcome
 	bi := 0
 	for i := range ls {
-		lim := &ls[i]
-		st, idx := e.find(lim)
-		o, p := decide(lim, st, mono, wall, cost)
+		var st *slot
+		idx := pend[i].slot
+		if idx >= 0 {
+			st = &e.slots[idx]
+		}
+		o, p := decide(&ls[i], st, mono, wall, cost)
 		p.slot = idx
-		pend = append(pend, p)
+		pend[i] = p
 		if i == 0 || limits.Tighter(o, best) {
 			best, bi = o, i
 		}
@@ -427,8 +434,9 @@ func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.
 // valid, for limits whose slots in e were written for them: it only checks
 // that no two limits share a name and Subject. Otherwise it validates the
 // call in full and, when it is valid, has the slots of e hold its limits.
-// The caller holds the shard's lock.
-func validate(e *entry, subject string, ls []apikey.Limit, cost int64) error {
+// The slot of ls[i] in e is pend[i].slot (-1 for none). The caller holds
+// the shard's lock.
+func validate(e *entry, subject string, ls []apikey.Limit, cost int64, pend []pending) error {
 	known := true
 	for i := range ls {
 		lim := &ls[i]
@@ -437,7 +445,7 @@ func validate(e *entry, subject string, ls []apikey.Limit, cost int64) error {
 				return apikey.ValidateAllow(subject, ls, cost)
 			}
 		}
-		if st, _ := e.find(lim); st == nil || !st.validated(lim) {
+		if j := pend[i].slot; j < 0 || !e.slots[j].validated(lim) {
 			known = false
 		}
 	}
@@ -448,8 +456,8 @@ func validate(e *entry, subject string, ls []apikey.Limit, cost int64) error {
 		return err
 	}
 	for i := range ls {
-		lim := &ls[i]
-		if st, _ := e.find(lim); st != nil {
+		if j := pend[i].slot; j >= 0 {
+			lim, st := &ls[i], &e.slots[j]
 			st.count, st.burst, st.period, st.window = lim.Count, lim.Burst, lim.Period, lim.Window
 			st.interval = interval(lim)
 		}

@@ -251,3 +251,32 @@ func TestClockStepBackBeforeCreation(t *testing.T) {
 	}
 	require.False(t, allow(t, l, "k", r))
 }
+
+// BenchmarkHistory times one call (a daily quota and a key's credits) for
+// a subject with one past key's credits and for a subject with 10,000: a
+// call costs what its own limits cost, whatever the subject's history.
+func BenchmarkHistory(b *testing.B) {
+	credits := func(key string, n int64) apikey.Limit {
+		l := apikey.Credits("credits", n, apikey.Never)
+		l.Subject = key
+		return l
+	}
+	for _, past := range []int{1, 10_000} {
+		b.Run(fmt.Sprintf("past=%d", past), func(b *testing.B) {
+			l, err := memlimit.New(memlimit.Options{})
+			require.NoError(b, err)
+			ctx := context.Background()
+			for i := range past {
+				_, err := l.Allow(ctx, "owner", []apikey.Limit{credits(fmt.Sprint("key", i), 1)}, 1)
+				require.NoError(b, err)
+			}
+			call := []apikey.Limit{apikey.Quota("daily", 1e13, apikey.Day), credits("key0", 1e13)}
+			b.ReportAllocs()
+			for b.Loop() {
+				if res, err := l.Allow(ctx, "owner", call, 1); err != nil || !res.Allowed {
+					b.Fatal(err, res)
+				}
+			}
+		})
+	}
+}

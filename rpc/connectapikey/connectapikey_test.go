@@ -21,6 +21,13 @@ func options(c rpcauth.Config) connectapikey.Options {
 	return o
 }
 
+func server(t *testing.T, env *rpctest.Env, grpcProtocol bool) rpctest.Driver {
+	ic, err := connectapikey.New(env.M, options(env.Config))
+	require.NoError(t, err)
+	url, client := rpctest.ConnectServer(t, ic)
+	return rpctest.Connect(url, client, grpcProtocol)
+}
+
 // TestCases runs the table both adapters pass, over the Connect protocol
 // and over gRPC, each on TCP with HTTP/2 (h2c).
 func TestCases(t *testing.T) {
@@ -29,12 +36,11 @@ func TestCases(t *testing.T) {
 		grpc bool
 	}{{"connect", false}, {"grpc", true}} {
 		t.Run(p.name, func(t *testing.T) {
-			rpctest.Run(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver {
-				ic, err := connectapikey.New(env.M, options(env.Config))
-				require.NoError(t, err)
-				url, client := rpctest.ConnectServer(t, ic)
-				return rpctest.Connect(url, client, p.grpc)
-			})
+			rpctest.Run(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, env, p.grpc) })
 		})
 	}
+}
+
+func TestRevokedDuringStream(t *testing.T) {
+	rpctest.RunRevokedDuringStream(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, env, false) })
 }

@@ -36,3 +36,7 @@ func TestCases(t *testing.T) {
 		rpctest.Run(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, rpctest.TCP, env) })
 	})
 }
+
+func TestRevokedDuringStream(t *testing.T) {
+	rpctest.RunRevokedDuringStream(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, rpctest.TCP, env) })
+}

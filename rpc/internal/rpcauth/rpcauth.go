@@ -183,10 +183,13 @@ func validMethodName(n string) bool {
 // Rule returns the rule of the full method name method: its own, else its
 // service's, else the default.
 func (g *Guard) Rule(method string) *Rule {
+	if len(method) == 0 || method[0] != '/' {
+		return g.def
+	}
 	if r := g.rules[method]; r != nil {
 		return r
 	}
-	if i := strings.LastIndexByte(method, '/'); i > 0 && method[0] == '/' {
+	if i := strings.LastIndexByte(method, '/'); i > 0 {
 		if r := g.rules[method[1:i]]; r != nil {
 			return r
 		}

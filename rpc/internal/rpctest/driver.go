@@ -40,6 +40,17 @@ type Driver interface {
 	// Stream calls a streaming method: a server stream (Watch) asked for
 	// n replies, or a bidi stream sent n messages, each awaiting its reply.
 	Stream(ctx context.Context, method string, md map[string][]string, n int) Outcome
+	// Open starts a bidi stream of method (Chat), for Round trips.
+	Open(ctx context.Context, method string, md map[string][]string) Conversation
+}
+
+// Conversation is an open bidi stream.
+type Conversation interface {
+	// Round sends a message and receives its reply; it returns the
+	// stream's status code and message when the stream failed.
+	Round() (rpcauth.Code, string)
+	// Close ends the stream.
+	Close()
 }
 
 // Conn is how a gRPC client reaches the server.
@@ -144,6 +155,35 @@ func (d *grpcDriver) Stream(ctx context.Context, method string, md map[string][]
 	return o
 }
 
+func (d *grpcDriver) Open(ctx context.Context, method string, md map[string][]string) Conversation {
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, metadata.MD(md).Copy()))
+	cs, err := d.cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method)
+	return &grpcConversation{cs: cs, err: err, cancel: cancel}
+}
+
+type grpcConversation struct {
+	cs     grpc.ClientStream
+	err    error
+	cancel context.CancelFunc
+}
+
+func (c *grpcConversation) Round() (rpcauth.Code, string) {
+	if c.err == nil {
+		if c.err = c.cs.SendMsg(mustStruct(map[string]any{"i": 1})); c.err == nil || errors.Is(c.err, io.EOF) {
+			c.err = c.cs.RecvMsg(new(structpb.Struct))
+		}
+	}
+	o := grpcOutcome(c.err, nil)
+	return o.Code, o.Message
+}
+
+func (c *grpcConversation) Close() {
+	if c.cs != nil {
+		c.cs.CloseSend()
+	}
+	c.cancel()
+}
+
 func grpcOutcome(err error, md metadata.MD) Outcome {
 	o := Outcome{Header: http.Header{}}
 	for k, vs := range md {
@@ -166,7 +206,14 @@ func grpcOutcome(err error, md metadata.MD) Outcome {
 // an HTTP/2 (h2c) client of it.
 func ConnectServer(t testing.TB, ic connect.Interceptor) (string, *http.Client) {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(ConnectMux(connect.WithInterceptors(ic)))
+	return Serve(t, ConnectMux(connect.WithInterceptors(ic)))
+}
+
+// Serve serves h over TCP, speaking HTTP/1.1 and h2c, and returns its URL
+// and an HTTP/2 (h2c) client of it.
+func Serve(t testing.TB, h http.Handler) (string, *http.Client) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)
@@ -264,6 +311,32 @@ func (d *connectDriver) Stream(ctx context.Context, method string, md map[string
 	o := connectOutcome(err, bs.ResponseHeader())
 	o.Replies = replies
 	return o
+}
+
+func (d *connectDriver) Open(ctx context.Context, method string, md map[string][]string) Conversation {
+	bs := d.newClient(method).CallBidiStream(ctx)
+	setHeader(bs.RequestHeader(), md)
+	return &connectConversation{bs: bs}
+}
+
+type connectConversation struct {
+	bs  *connect.BidiStreamForClient[structpb.Struct, structpb.Struct]
+	err error
+}
+
+func (c *connectConversation) Round() (rpcauth.Code, string) {
+	if c.err == nil {
+		if c.err = c.bs.Send(mustStruct(map[string]any{"i": 1})); c.err == nil || errors.Is(c.err, io.EOF) {
+			_, c.err = c.bs.Receive()
+		}
+	}
+	o := connectOutcome(c.err, nil)
+	return o.Code, o.Message
+}
+
+func (c *connectConversation) Close() {
+	c.bs.CloseRequest()
+	c.bs.CloseResponse()
 }
 
 func connectOutcome(err error, h http.Header) Outcome {

@@ -156,6 +156,30 @@ type Key struct {
 	State string
 }
 
+// NewCustomer returns the id of a new customer whose record is c (its ID
+// set), or of no record when c is nil.
+func (e *Env) NewCustomer(c *apikey.Customer) string {
+	id := fmt.Sprintf("customer-%d", e.owners.Add(1))
+	if c != nil {
+		c = c.Clone()
+		c.ID = id
+		e.mu.Lock()
+		e.custs[id] = c
+		e.mu.Unlock()
+	}
+	return id
+}
+
+// IssueTo returns a token of a valid key of customer owner.
+func (e *Env) IssueTo(t testing.TB, owner string, scopes ...string) (token string, key *apikey.Key) {
+	t.Helper()
+	token, key, err := e.M.Issue(context.Background(), apikey.IssueParams{Owner: owner, Scopes: scopes, Plan: "free"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token, key
+}
+
 // Issue returns a token of a key as k describes, of a customer of its own.
 func (e *Env) Issue(t testing.TB, k Key) (token string, key *apikey.Key) {
 	t.Helper()
@@ -172,7 +196,7 @@ func (e *Env) Issue(t testing.TB, k Key) (token string, key *apikey.Key) {
 		}
 		return token, key
 	}
-	owner := fmt.Sprintf("customer-%d", e.owners.Add(1))
+	owner := e.NewCustomer(nil)
 	plan := k.Plan
 	if plan == "" {
 		plan = "free"

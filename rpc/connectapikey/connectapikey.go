@@ -161,10 +161,6 @@ func (ic *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if ref != nil {
 			return nil, refusal(ref, nil)
 		}
-		var out http.Header
-		if info, ok := connect.CallInfoForHandlerContext(ctx); ok {
-			out = info.ResponseHeader()
-		}
 		var h http.Header
 		if g.MeteredAtStart(r, false) {
 			h, ref = g.Spend(ctx, spec.Procedure, r, req.Any(), k)
@@ -173,15 +169,19 @@ func (ic *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 				return nil, refusal(ref, h)
 			}
 		}
-		if out != nil {
-			copyHeader(out, h)
-			grace(out, k)
+		var out http.Header // the response's headers, when there are any to send
+		if len(h) > 0 || k.RotatedTo != "" {
+			if info, ok := connect.CallInfoForHandlerContext(ctx); ok {
+				out = info.ResponseHeader()
+				copyHeader(out, h)
+				grace(out, k)
+			}
 		}
 		if g.Hide() && from >= 0 {
 			req.Header().Del(g.Sources()[from].Header)
 		}
 		res, err := next(g.WithKey(ctx, k), req)
-		if out == nil && res != nil { // no call info: a direct call
+		if out == nil && res != nil && (len(h) > 0 || k.RotatedTo != "") { // no call info: a direct call
 			copyHeader(res.Header(), h)
 			grace(res.Header(), k)
 		}

@@ -121,6 +121,17 @@ func NewEnv(t testing.TB, variant string) *Env {
 	return e
 }
 
+// PlainManager returns a Manager over a memstore with the defaults: no
+// customer records, no plans.
+func PlainManager(t testing.TB) *apikey.Manager {
+	m, err := apikey.New(memstore.New(), apikey.Options{Prefix: "sk_test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	return m
+}
+
 // customer is the Manager's Options.Customers.
 func (e *Env) customer(_ context.Context, id string) (*apikey.Customer, error) {
 	e.mu.Lock()

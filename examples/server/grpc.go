@@ -52,9 +52,9 @@ const (
 // any other method is refused.
 func rpcRules() (methods map[string]grpcapikey.Rule, def grpcapikey.Rule) {
 	return map[string]grpcapikey.Rule{
-		dataService:                               {},
-		healthpb.Health_ServiceDesc.ServiceName:   {Open: true},
-		"grpc.reflection.v1.ServerReflection":     {Open: true},
+		dataService:                                {},
+		healthpb.Health_ServiceDesc.ServiceName:    {Open: true},
+		"grpc.reflection.v1.ServerReflection":      {Open: true},
 		"grpc.reflection.v1alpha.ServerReflection": {Open: true},
 	}, grpcapikey.Rule{Deny: true}
 }

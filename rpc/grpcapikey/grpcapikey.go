@@ -35,6 +35,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -113,7 +114,8 @@ type Options struct {
 // Interceptor holds the unary and streaming server interceptors. Build it
 // with New (the zero value is not usable); it is safe for concurrent use.
 type Interceptor struct {
-	g *rpcauth.Guard
+	g     *rpcauth.Guard
+	mdKey any // see incomingKey; nil: read through metadata.ValueFromIncomingContext
 }
 
 // New returns an Interceptor verifying keys with m. A nil m, a metadata
@@ -136,14 +138,56 @@ func New(m *apikey.Manager, opts Options) (*Interceptor, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Interceptor{g: g}, nil
+	return &Interceptor{g: g, mdKey: incomingKey()}, nil
+}
+
+// incomingKey returns the context key of the incoming metadata, which the
+// metadata package does not export, or nil if it cannot be learnt. With
+// it, a call's metadata is read in place, once, where each
+// metadata.ValueFromIncomingContext walks the context and copies the
+// values it returns.
+func incomingKey() any {
+	key := rpcauth.ContextKey(func(ctx context.Context) { metadata.ValueFromIncomingContext(ctx, "k") })
+	if key == nil {
+		return nil
+	}
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.MD{"k": {"v"}})
+	if md, ok := ctx.Value(key).(metadata.MD); !ok || len(md["k"]) != 1 || md["k"][0] != "v" {
+		return nil
+	}
+	return key
 }
 
 // incoming reads a call's incoming metadata.
-type incoming struct{ ctx context.Context }
+type incoming struct {
+	md  metadata.MD
+	ctx context.Context // set: read through metadata.ValueFromIncomingContext
+}
+
+// metadataOf returns the reader of ctx's incoming metadata.
+func (ic *Interceptor) metadataOf(ctx context.Context) incoming {
+	if ic.mdKey == nil {
+		return incoming{ctx: ctx}
+	}
+	md, _ := ctx.Value(ic.mdKey).(metadata.MD)
+	return incoming{md: md}
+}
 
 func (in incoming) Values(s *rpcauth.Source) []string {
-	return metadata.ValueFromIncomingContext(in.ctx, s.Key)
+	if in.ctx != nil {
+		return metadata.ValueFromIncomingContext(in.ctx, s.Key)
+	}
+	if vs, ok := in.md[s.Key]; ok {
+		return vs
+	}
+	// Keys are lower case when the transport made them; metadata put in a
+	// context by other code may not be (ValueFromIncomingContext's rule).
+	for k, vs := range in.md {
+		if len(k) == len(s.Key) && strings.EqualFold(k, s.Key) {
+			return vs
+		}
+	}
+	return nil
 }
 
 // Unary is a grpc.UnaryServerInterceptor: it authorizes the call, spends
@@ -154,7 +198,7 @@ func (ic *Interceptor) Unary(ctx context.Context, req any, info *grpc.UnaryServe
 	if r.Open {
 		return handler(ctx, req)
 	}
-	k, from, ref := rpcauth.Authenticate(ctx, g, r, incoming{ctx})
+	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx))
 	if ref != nil {
 		return nil, refusal(ref)
 	}
@@ -181,7 +225,7 @@ func (ic *Interceptor) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 		return handler(srv, ss)
 	}
 	ctx := ss.Context()
-	k, from, ref := rpcauth.Authenticate(ctx, g, r, incoming{ctx})
+	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx))
 	if ref != nil {
 		return refusal(ref)
 	}

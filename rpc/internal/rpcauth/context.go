@@ -16,25 +16,33 @@ import (
 // behind the HTTP middleware, at the cost of one allocation, as
 // context.WithValue's.
 
-// probe is a context that records the key it is asked for.
+// probe is a context that records the first key it is asked for.
 type probe struct {
 	context.Context
-	key any
+	key  any
+	seen bool
 }
 
 func (p *probe) Value(key any) any {
-	if p.key == nil {
-		p.key = key
+	if !p.seen {
+		p.key, p.seen = key, true
 	}
 	return nil
+}
+
+// ContextKey returns the first key that lookup asks its context for:
+// the unexported key of a package that exports only a reader, such as
+// apikey.FromContext. Callers check what they learn before relying on it.
+func ContextKey(lookup func(context.Context)) any {
+	p := &probe{Context: context.Background()}
+	lookup(p)
+	return p.key
 }
 
 // coreContextKey returns the key under which apikey.FromContext looks for
 // the verified key.
 func coreContextKey() any {
-	p := &probe{Context: context.Background()}
-	apikey.FromContext(p)
-	return p.key
+	return ContextKey(func(ctx context.Context) { apikey.FromContext(ctx) })
 }
 
 // keyContext is a context carrying a verified key for apikey.FromContext.

@@ -141,5 +141,5 @@ func unaryVsFloor(b *testing.B, m *apikey.Manager) {
 	}
 	call(ic.Unary)()
 	b.ReportAllocs()
-	rpctest.Compare(b, 10_000, call(fl.Unary), call(ic.Unary))
+	rpctest.Compare(b, 2_000, call(fl.Unary), call(ic.Unary))
 }

@@ -34,13 +34,19 @@ func Extract[M Metadata](sources []Source, md M) (token string, from int, err er
 		}
 		v := vs[0]
 		if s.Bearer {
-			scheme, t, _ := strings.Cut(strings.TrimLeft(v, " "), " ")
-			if !strings.EqualFold(scheme, "Bearer") {
-				continue
+			if len(v) > len("Bearer ") && v[:len("Bearer ")] == "Bearer " { // the usual form
+				v = v[len("Bearer "):]
+			} else {
+				scheme, t, _ := strings.Cut(strings.TrimLeft(v, " "), " ")
+				if !strings.EqualFold(scheme, "Bearer") {
+					continue
+				}
+				v = t
 			}
-			v = t
 		}
-		v = strings.Trim(v, " ")
+		if v != "" && (v[0] == ' ' || v[len(v)-1] == ' ') {
+			v = strings.Trim(v, " ")
+		}
 		if v == "" || len(v) > apikey.MaxTokenLength {
 			return "", -1, apikey.ErrBadRequest
 		}

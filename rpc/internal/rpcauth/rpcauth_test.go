@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memlimit"
 )
 
 func TestNewRefusesBadConfig(t *testing.T) {
@@ -118,4 +119,39 @@ func TestWithKey(t *testing.T) {
 	<-child.Done() // cancellation propagates through the key's context
 	assert.Nil(t, apikey.FromContext(parent))
 	assert.True(t, strings.Contains(fmt.Sprint(ctx), "WithKey"))
+}
+
+// TestCost: Config.Cost replaces the rule's cost; 0 spends nothing, and a
+// negative cost or a panic is an internal error, never a spend.
+func TestCost(t *testing.T) {
+	m := newManager(t)
+	lim, err := memlimit.New(memlimit.Options{})
+	require.NoError(t, err)
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})
+	require.NoError(t, err)
+	k := &apikey.Key{ID: "k", Owner: "o", Limits: []apikey.Limit{apikey.Quota("daily", 10, apikey.Day)}}
+	for _, c := range []struct {
+		name   string
+		cost   func(context.Context, string, any, *apikey.Key) int64
+		code   Code
+		header bool
+	}{
+		{"from the request", func(_ context.Context, method string, req any, _ *apikey.Key) int64 { return req.(int64) }, 0, true},
+		{"zero", func(context.Context, string, any, *apikey.Key) int64 { return 0 }, 0, false},
+		{"negative", func(context.Context, string, any, *apikey.Key) int64 { return -1 }, Internal, false},
+		{"panic", func(context.Context, string, any, *apikey.Key) int64 { panic("bug") }, Internal, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g, err := New(m, Config{Middleware: mw, Cost: c.cost})
+			require.NoError(t, err)
+			h, ref := g.Spend(context.Background(), "/a.B/C", g.Rule("/a.B/C"), int64(3), k)
+			if c.code == 0 {
+				assert.Nil(t, ref)
+			} else {
+				require.NotNil(t, ref)
+				assert.Equal(t, c.code, ref.Code)
+			}
+			assert.Equal(t, c.header, h.Get("Ratelimit") != "", "RateLimit headers: %v", h)
+		})
+	}
 }

@@ -45,6 +45,7 @@ type flags struct {
 	addr, db, postgres, mysql, redis, users string
 	metrics                                 bool
 	cacheTTL                                time.Duration
+	grpc                                    string // see GRPC.md
 }
 
 func main() {
@@ -57,6 +58,7 @@ func main() {
 	flag.BoolVar(&f.metrics, "metrics", false, "serve the library's metrics on GET /metrics (Prometheus text format)")
 	flag.DurationVar(&f.cacheTTL, "cache-ttl", 0, "verification cache TTL (0: the library's default; negative: off)")
 	flag.StringVar(&f.users, "users", "demo:demo", "management users, comma-separated name:password pairs")
+	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -125,6 +127,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 
 	srv := &http.Server{Addr: f.addr, Handler: fl.routes(a.routes()), ReadHeaderTimeout: 10 * time.Second}
+	stopRPC, err := a.serveRPC(srv, f.grpc, log)
+	if err != nil {
+		return err
+	}
+	defer stopRPC()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("listening", "addr", "http://"+f.addr, "users", strings.Join(mapKeys(users), ","))

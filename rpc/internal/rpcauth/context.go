@@ -8,14 +8,6 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// The core puts the verified key in a context under an unexported key
-// type and exports no constructor for such a context, only FromContext.
-// Until it does (apikey.NewContext), the Guard learns the key FromContext
-// looks up by asking it once, and answers that key in a context of its
-// own: the handler's apikey.FromContext then reads the key as it does
-// behind the HTTP middleware, at the cost of one allocation, as
-// context.WithValue's.
-
 // probe is a context that records the first key it is asked for.
 type probe struct {
 	context.Context
@@ -39,31 +31,9 @@ func ContextKey(lookup func(context.Context)) any {
 	return p.key
 }
 
-// coreContextKey returns the key under which apikey.FromContext looks for
-// the verified key.
-func coreContextKey() any {
-	return ContextKey(func(ctx context.Context) { apikey.FromContext(ctx) })
-}
-
-// keyContext is a context carrying a verified key for apikey.FromContext.
-type keyContext struct {
-	context.Context
-	key any
-	k   *apikey.Key
-}
-
-func (c *keyContext) Value(key any) any {
-	if key == c.key {
-		return c.k
-	}
-	return c.Context.Value(key)
-}
-
-func (c *keyContext) String() string { return "apikey.WithKey" }
-
 // WithKey returns ctx carrying k, read back with apikey.FromContext.
 func (g *Guard) WithKey(ctx context.Context, k *apikey.Key) context.Context {
-	return &keyContext{Context: ctx, key: g.ctxKey, k: k}
+	return apikey.NewContext(ctx, k)
 }
 
 // Grace returns the Deprecation (RFC 9745; "" when the rotation time is

@@ -62,7 +62,6 @@ type Guard struct {
 	cost    func(ctx context.Context, method string, req any, k *apikey.Key) int64
 	domain  string
 	log     *slog.Logger
-	ctxKey  any // the core's context key, see WithKey
 }
 
 // defaultDomain is the ErrorInfo domain when Config.ErrorDomain is empty.
@@ -112,7 +111,6 @@ func New(m *apikey.Manager, c Config) (*Guard, error) {
 			return nil, err
 		}
 	}
-	g.ctxKey = coreContextKey()
 	return g, nil
 }
 

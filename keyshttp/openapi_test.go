@@ -33,10 +33,10 @@ type spec struct {
 	seen map[string]bool // "POST /api-keys 201"
 }
 
-func loadSpec(t *testing.T) *spec {
+func loadSpec(t *testing.T, h *keyshttp.Handler) *spec {
 	t.Helper()
 	var doc map[string]any
-	require.NoError(t, json.Unmarshal(keyshttp.OpenAPI(), &doc))
+	require.NoError(t, json.Unmarshal(h.OpenAPI(""), &doc))
 	require.Equal(t, "3.1.0", doc["openapi"])
 	return &spec{doc: doc, seen: map[string]bool{}}
 }
@@ -329,7 +329,7 @@ func (s *spec) checked(t *testing.T, h http.Handler) http.Handler {
 
 func TestOpenAPIDocumentIsWellFormed(t *testing.T) {
 	t.Parallel()
-	s := loadSpec(t)
+	s := loadSpec(t, newEnv(t, false, nil, keyshttp.Options{}).h)
 	// Every $ref resolves and every operation has an operationId.
 	var walk func(v any)
 	walk = func(v any) {
@@ -360,18 +360,22 @@ func TestOpenAPIDocumentIsWellFormed(t *testing.T) {
 			ids[id] = true
 		}
 	}
-	assert.Len(t, ids, 9, "the nine routes of the handler")
+	assert.Len(t, ids, 12, "the twelve operations of the handler")
+	// Every operation but the document itself needs the owner's
+	// credentials, declared once at the root.
+	assert.Equal(t, []any{map[string]any{"owner": []any{}}}, s.doc["security"])
+	assert.Equal(t, []any{}, s.doc["paths"].(map[string]any)["/openapi.json"].(map[string]any)["get"].(map[string]any)["security"])
 }
 
 // The checker itself must catch what it claims to catch.
 func TestSchemaCheckerCatchesMismatches(t *testing.T) {
 	t.Parallel()
-	s := loadSpec(t)
+	s := loadSpec(t, newEnv(t, false, nil, keyshttp.Options{}).h)
 	key := map[string]any{"$ref": "#/components/schemas/Key"}
 	good := map[string]any{
 		"id": "a", "prefix": "sk", "hint": "sk_...abcd", "name": "", "scopes": []any{}, "plan": "", "metadata": map[string]any{},
 		"limits": []any{}, "created_at": "2026-11-27T12:00:00Z", "expires_at": nil, "last_used_at": nil, "revoked_at": nil,
-		"disabled": false, "rotated_at": nil, "rotated_from": nil, "rotated_to": nil,
+		"disabled": false, "paused": false, "rotated_at": nil, "rotated_from": nil, "rotated_to": nil,
 	}
 	require.NoError(t, s.validate(key, good, "key"))
 	for name, change := range map[string]func(m map[string]any){

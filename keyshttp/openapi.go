@@ -31,8 +31,8 @@ type Document struct {
 	// "Bearer ..." a bearer token, any other auth-scheme that HTTP
 	// scheme), else a session cookie named "session".
 	Security SecurityScheme
-	// License is the license of the API: {Name: "Proprietary"} when
-	// Name is empty.
+	// License is the license of the API: {Name: "Proprietary",
+	// Identifier: "LicenseRef-Proprietary"} when Name is empty.
 	License License
 }
 
@@ -91,7 +91,7 @@ func newDocument(d Document, challenge string, p *selfservice.Policy) (*document
 	lic := map[string]any{"name": d.License.Name}
 	switch {
 	case d.License.Name == "":
-		lic["name"] = "Proprietary"
+		lic["name"], lic["identifier"] = "Proprietary", "LicenseRef-Proprietary"
 	case d.License.Identifier != "" && d.License.URL != "":
 		return nil, fmt.Errorf("%w: keyshttp: Document.License: set Identifier or URL, not both", apikey.ErrInvalidOptions)
 	case d.License.Identifier != "":

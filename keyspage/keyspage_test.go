@@ -637,8 +637,8 @@ func TestOwnerScoping(t *testing.T) {
 	f := newFixture(t, keyspage.Options{})
 	_, bobs := f.issue(t, apikey.IssueParams{Owner: "bob", Name: "Bob's"})
 	forms := map[string]url.Values{
-		"rename":  {"name": {"mine now"}},
-		"rotate":  {"grace": {"0"}},
+		"rename":       {"name": {"mine now"}},
+		"rotate":       {"grace": {"0"}},
 		"pause":        {},
 		"resume":       {},
 		"revoke":       {"confirm": {"yes"}},

@@ -65,14 +65,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		writeProblem(w, status, fe.detail, fe.field)
 	case errors.As(err, &forbidden):
-		detail := fmt.Sprintf("You may not set %s.", forbidden.Field)
-		switch forbidden.Field {
-		case "disabled":
-			detail = "The key was disabled by the service; only the service can enable it."
-		case selfservice.FieldScopes:
-			detail = "A scope is outside those granted to your account."
-		}
-		writeProblem(w, http.StatusForbidden, detail, forbidden.Field)
+		writeProblem(w, http.StatusForbidden, fmt.Sprintf("You may not set %s: %s.", forbidden.Field, forbidden.Reason), forbidden.Field)
 	case errors.Is(err, apikey.ErrSuspended):
 		writeProblem(w, http.StatusForbidden, "Your account is suspended: you may list and revoke your keys, nothing else.", "")
 	case errors.As(err, &input):

@@ -112,7 +112,7 @@ func only(names ...string) func(string) error {
 		if slices.Contains(names, name) {
 			return nil
 		}
-		return &selfservice.FieldError{Field: name, Reason: "not a member of this request"}
+		return &selfservice.FieldError{Field: name, Reason: "the request has no such member"}
 	}
 }
 

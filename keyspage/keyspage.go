@@ -364,14 +364,7 @@ func (p *Page) fail(w http.ResponseWriter, r *http.Request, owner, op string, er
 	var forbidden *selfservice.FieldError
 	switch {
 	case errors.As(err, &forbidden):
-		msg := "You may not set " + forbidden.Field + "."
-		switch forbidden.Field {
-		case selfservice.FieldScopes:
-			msg = "You may only choose scopes from the list (field scopes)."
-		case "disabled":
-			msg = "The service disabled this key (field disabled): only the service can enable it."
-		}
-		p.list(w, r, owner, http.StatusForbidden, &view{Error: msg})
+		p.list(w, r, owner, http.StatusForbidden, &view{Error: "You may not set " + forbidden.Field + ": " + forbidden.Reason + "."})
 	case errors.Is(err, apikey.ErrSuspended):
 		p.list(w, r, owner, http.StatusForbidden, &view{Error: "Your account is suspended: you may revoke your keys, nothing else."})
 	case errors.Is(err, apikey.ErrTooManyKeys):
@@ -398,7 +391,7 @@ func (p *Page) fail(w http.ResponseWriter, r *http.Request, owner, op string, er
 func fields(r *http.Request, names ...string) error {
 	for name := range r.PostForm {
 		if !slices.Contains(names, name) {
-			return &selfservice.FieldError{Field: name, Reason: "not a field of this form"}
+			return &selfservice.FieldError{Field: name, Reason: "the form has no such field"}
 		}
 	}
 	return nil

@@ -407,8 +407,8 @@ func TestCreate(t *testing.T) {
 		{"no name", url.Values{"name": {"  "}, "expires": {"7776000"}}, http.StatusBadRequest, "Give the key a name."},
 		{"control character", url.Values{"name": {"a\x00b"}, "expires": {"7776000"}}, http.StatusBadRequest, "control characters"},
 		{"name too long", url.Values{"name": {strings.Repeat("é", 101)}, "expires": {"7776000"}}, http.StatusBadRequest, "too long"},
-		{"a scope not granted", url.Values{"name": {"x"}, "scope": {"admin"}, "expires": {"7776000"}}, http.StatusForbidden, "field scopes"},
-		{"a plan", url.Values{"name": {"x"}, "plan": {"enterprise"}, "expires": {"7776000"}}, http.StatusForbidden, "You may not set plan."},
+		{"a scope not granted", url.Values{"name": {"x"}, "scope": {"admin"}, "expires": {"7776000"}}, http.StatusForbidden, "You may not set scopes"},
+		{"a plan", url.Values{"name": {"x"}, "plan": {"enterprise"}, "expires": {"7776000"}}, http.StatusForbidden, "You may not set plan: the form has no such field."},
 		{"never expires", url.Values{"name": {"x"}, "expires": {"0"}}, http.StatusBadRequest, "Choose an expiry from the list."},
 		{"unknown expiry", url.Values{"name": {"x"}, "expires": {"60"}}, http.StatusBadRequest, "Choose an expiry from the list."},
 	}
@@ -535,7 +535,7 @@ func TestActions(t *testing.T) {
 			check: func(t *testing.T, f *fixture, k *apikey.Key, res response) {
 				assert.True(t, k.Disabled)
 				assert.True(t, k.Paused)
-				assert.Contains(t, res.body, "field disabled")
+				assert.Contains(t, res.body, "You may not set disabled: the service disabled the key")
 			},
 		},
 		{

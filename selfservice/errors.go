@@ -40,5 +40,5 @@ func (e *FieldError) Is(target error) bool { return target == ErrForbidden }
 
 // forbidden returns the *FieldError of a field the owner may not set.
 func forbidden(field string) *FieldError {
-	return &FieldError{Field: field, Reason: "the owner of a key may not set it"}
+	return &FieldError{Field: field, Reason: "only the service sets it"}
 }

@@ -200,11 +200,16 @@ func (p *Policy) Allowance(ctx context.Context, owner string) (*Allowance, error
 	return a, nil
 }
 
+// errScopes refuses a scope the owner was not granted.
+func errScopes() error {
+	return &FieldError{Field: FieldScopes, Reason: "a scope outside those granted to the account"}
+}
+
 // checkScopes refuses a scope the owner was not granted.
 func (a *Allowance) checkScopes(scopes []string) error {
 	for _, s := range scopes {
 		if !slices.Contains(a.Scopes, s) {
-			return &FieldError{Field: FieldScopes, Reason: "a scope outside those granted to the customer"}
+			return errScopes()
 		}
 	}
 	return nil
@@ -445,7 +450,7 @@ func (p *Policy) Resume(ctx context.Context, owner, id string) (*apikey.Key, err
 		return nil, err
 	}
 	if k.Disabled {
-		return nil, &FieldError{Field: "disabled", Reason: "the operator disabled the key; only the operator can enable it"}
+		return nil, &FieldError{Field: "disabled", Reason: "the service disabled the key, and only the service can enable it"}
 	}
 	if err := p.changeable(ctx, owner, k); err != nil {
 		return nil, err

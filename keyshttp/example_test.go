@@ -12,6 +12,7 @@ import (
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyshttp"
 	"github.com/gokeys/apikey/memstore"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 func Example() {
@@ -21,6 +22,12 @@ func Example() {
 	}
 	defer m.Close(context.Background())
 
+	// What a signed-in user may do to his keys: the same policy serves
+	// keyspage.
+	policy, err := selfservice.New(m, selfservice.Options{Scopes: []string{"read", "write"}})
+	if err != nil {
+		panic(err)
+	}
 	h, err := keyshttp.New(m, keyshttp.Options{
 		// Replace with your session check: who is asking?
 		Owner: func(r *http.Request) (string, error) {
@@ -29,8 +36,7 @@ func Example() {
 			}
 			return "", errors.New("not signed in")
 		},
-		Plans:       []string{"free", "pro"},
-		DefaultPlan: "free",
+		Policy: policy,
 	})
 	if err != nil {
 		panic(err)
@@ -45,18 +51,22 @@ func Example() {
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, req)
 	var created struct {
-		Key  string `json:"key"`
-		Plan string `json:"plan"`
+		Key string `json:"key"`
 	}
 	json.NewDecoder(rec.Body).Decode(&created)
-	fmt.Println(rec.Code, rec.Header().Get("Cache-Control"), strings.HasPrefix(created.Key, "sk_live_"), created.Plan)
+	fmt.Println(rec.Code, rec.Header().Get("Cache-Control"), strings.HasPrefix(created.Key, "sk_live_"))
 
-	req = httptest.NewRequest("POST", "/api-keys", strings.NewReader(`{"plan":"gold"}`))
+	// A user never chooses his plan, credits or limits: the operator does.
+	req = httptest.NewRequest("POST", "/api-keys", strings.NewReader(`{"plan":"enterprise"}`))
 	req.Header.Set("X-User", "alice")
 	rec = httptest.NewRecorder()
 	mux.ServeHTTP(rec, req)
-	fmt.Println(rec.Code, rec.Header().Get("Content-Type"))
+	var problem struct {
+		Field string `json:"field"`
+	}
+	json.NewDecoder(rec.Body).Decode(&problem)
+	fmt.Println(rec.Code, rec.Header().Get("Content-Type"), problem.Field)
 	// Output:
-	// 201 no-store true free
-	// 400 application/problem+json
+	// 201 no-store true
+	// 403 application/problem+json plan
 }

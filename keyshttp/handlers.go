@@ -3,47 +3,29 @@ package keyshttp
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 	"net/http"
 	"net/url"
-	"slices"
-	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // create serves POST /api-keys.
 func (h *Handler) create(w http.ResponseWriter, r *http.Request, owner string) {
 	var req createRequest
-	if err := h.decode(w, r, &req); err != nil {
+	fields, err := h.decode(w, r, &req, createField)
+	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	p, f := h.issueParams(r, owner, &req)
+	c, f := h.createParams(&req, fields)
 	if f != nil {
 		h.fail(w, r, f)
 		return
 	}
-	if h.maxKeys != nil {
-		if max := h.maxKeys(r, owner); max > 0 {
-			mu := h.ownerLock(owner)
-			mu.Lock()
-			defer mu.Unlock()
-			n, err := h.usable(r, owner)
-			if err != nil {
-				h.fail(w, r, err)
-				return
-			}
-			if n >= max {
-				writeProblem(w, http.StatusConflict, fmt.Sprintf("You already have %d usable keys, the most allowed; revoke one before creating another.", n), "")
-				return
-			}
-		}
-	}
-	token, k, err := h.m.Issue(r.Context(), p)
+	token, k, err := h.p.Create(r.Context(), owner, c)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -51,85 +33,58 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, owner string) {
 	writeJSON(w, http.StatusCreated, createdView{keyView: view(k), Key: token, Note: tokenNote})
 }
 
-// issueParams checks a creation request and translates it.
-func (h *Handler) issueParams(r *http.Request, owner string, req *createRequest) (apikey.IssueParams, *fieldError) {
-	p := apikey.IssueParams{Owner: owner, Name: req.Name.v, Scopes: req.Scopes.v, Metadata: req.Metadata.v, Plan: h.plan}
-	if f := checkText("name", p.Name, apikey.MaxNameLength); f != nil {
-		return p, f
+// createField maps a member of a creation request to the policy's field.
+func createField(name string) error {
+	switch name {
+	case "ttl_seconds", "expires_in_days":
+		name = selfservice.FieldExpiresAt
 	}
-	if f := h.checkScopes(r, owner, p.Scopes); f != nil {
-		return p, f
-	}
-	if req.Plan.set && !req.Plan.null {
-		if f := checkPlan(req.Plan.v); f != nil {
-			return p, f
+	return selfservice.CheckFields(name)
+}
+
+// createParams checks a creation request and translates it.
+func (h *Handler) createParams(req *createRequest, fields []string) (selfservice.Create, *fieldError) {
+	c := selfservice.Create{Name: req.Name.v, Scopes: req.Scopes.v}
+	for _, f := range fields {
+		switch f {
+		case "ttl_seconds", "expires_in_days":
+			f = selfservice.FieldExpiresAt
 		}
-		p.Plan = req.Plan.v
+		c.Fields = append(c.Fields, f)
 	}
-	if p.Plan != "" {
-		if f := h.planAllowed(r, owner, p.Plan); f != nil {
-			return p, f
-		}
+	if f := checkText("name", c.Name, apikey.MaxNameLength); f != nil {
+		return c, f
 	}
-	if f := checkMetadata(p.Metadata); f != nil {
-		return p, f
+	if f := checkScopes(c.Scopes); f != nil {
+		return c, f
 	}
 	switch {
 	case req.ExpiresAt.set && !req.ExpiresAt.null:
 		if f := checkExpiry(req.ExpiresAt.v, h.m.Now()); f != nil {
-			return p, f
+			return c, f
 		}
-		p.ExpiresAt = req.ExpiresAt.v
+		c.ExpiresAt = req.ExpiresAt.v
 	case req.TTLSeconds.set && !req.TTLSeconds.null:
 		if n := req.TTLSeconds.v; n < 1 || n > maxTTLSeconds {
-			return p, badField("ttl_seconds", fmt.Sprintf("ttl_seconds must be between 1 and %d.", maxTTLSeconds))
+			return c, badField("ttl_seconds", fmt.Sprintf("ttl_seconds must be between 1 and %d.", maxTTLSeconds))
 		}
-		p.TTL = time.Duration(req.TTLSeconds.v) * time.Second
+		c.TTL = time.Duration(req.TTLSeconds.v) * time.Second
+		if c.TTL > h.p.MaxLifetime() {
+			return c, badField("ttl_seconds", fmt.Sprintf("ttl_seconds must be at most %d, the longest life of a key.", int64(h.p.MaxLifetime()/time.Second)))
+		}
 	case req.ExpiresInDays.set && !req.ExpiresInDays.null:
 		if n := req.ExpiresInDays.v; n < 1 || n > maxExpiresInDays {
-			return p, badField("expires_in_days", fmt.Sprintf("expires_in_days must be between 1 and %d.", maxExpiresInDays))
+			return c, badField("expires_in_days", fmt.Sprintf("expires_in_days must be between 1 and %d.", maxExpiresInDays))
 		}
-		p.TTL = time.Duration(req.ExpiresInDays.v) * 24 * time.Hour
-	default:
-		p.TTL = h.ttl
-	}
-	if req.Credits.set && !req.Credits.null {
-		if f := checkCredits(req.Credits.v); f != nil {
-			return p, f
+		c.TTL = time.Duration(req.ExpiresInDays.v) * 24 * time.Hour
+		if c.TTL > h.p.MaxLifetime() {
+			return c, badField("expires_in_days", fmt.Sprintf("expires_in_days must be at most %d, the longest life of a key.", int64(h.p.MaxLifetime()/(24*time.Hour))))
 		}
-		p.Limits = setCredits(nil, req.Credits.v)
 	}
-	return p, nil
+	return c, nil
 }
 
-// ownerLock returns the lock that serializes owner's creations while
-// MaxKeys is checked.
-func (h *Handler) ownerLock(owner string) *sync.Mutex {
-	return &h.locks[maphash.String(h.seed, owner)%uint64(len(h.locks))]
-}
-
-// usable counts owner's keys that are neither revoked nor expired.
-func (h *Handler) usable(r *http.Request, owner string) (int, error) {
-	now := h.m.Now()
-	n := 0
-	for opts := (apikey.ListOptions{Limit: apikey.MaxListLimit}); ; {
-		page, err := h.m.List(r.Context(), owner, opts)
-		if err != nil {
-			return 0, err
-		}
-		for _, k := range page {
-			if !k.Revoked(now) && !k.Expired(now) {
-				n++
-			}
-		}
-		if len(page) < opts.PageSize() {
-			return n, nil
-		}
-		opts.After = page[len(page)-1].ID
-	}
-}
-
-// list serves GET /api-keys.
+// list serves GET /api-keys: a page of the caller's keys, newest first.
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, owner string) {
 	q := r.URL.Query()
 	limit := apikey.ListOptions{}.PageSize() // the default page
@@ -141,14 +96,25 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, owner string) {
 		}
 		limit = n
 	}
-	after := q.Get("after")
-	if after != "" && !validID(after) {
-		writeProblem(w, http.StatusBadRequest, "after must be the id of the last key of the previous page (the next cursor).", "after")
+	after, err := selfservice.ParseCursor(q.Get("after"))
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "after must be the next cursor of the previous page.", "after")
 		return
+	}
+	usable := false
+	if s := q.Get("usable"); s != "" {
+		if usable, err = strconv.ParseBool(s); err != nil {
+			writeProblem(w, http.StatusBadRequest, "usable must be true or false.", "usable")
+			return
+		}
 	}
 	// Ask for one more than a page, to know whether there is a next one.
 	ask := min(limit+1, apikey.MaxListLimit)
-	page, err := h.m.List(r.Context(), owner, apikey.ListOptions{After: after, Limit: ask})
+	opts := apikey.ListOptions{After: after, Limit: ask}
+	if usable {
+		opts.UsableAt = h.m.Now()
+	}
+	page, err := h.p.List(r.Context(), owner, opts)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -162,126 +128,72 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, owner string) {
 		out.Keys = append(out.Keys, view(k))
 	}
 	if more && len(page) > 0 {
-		next := page[len(page)-1].ID
+		next := selfservice.FormatCursor(page[len(page)-1].Cursor())
 		out.Next = &next
 		v := url.Values{"limit": {strconv.Itoa(limit)}, "after": {next}}
+		if usable {
+			v.Set("usable", "true")
+		}
 		w.Header().Set("Link", "<?"+v.Encode()+`>; rel="next"`)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 // get serves GET /api-keys/{id}.
-func (h *Handler) get(w http.ResponseWriter, r *http.Request, owner string, k *apikey.Key) {
-	writeJSON(w, http.StatusOK, view(k))
-}
-
-// patch serves PATCH /api-keys/{id}.
-func (h *Handler) patch(w http.ResponseWriter, r *http.Request, owner string, k *apikey.Key) {
-	var req patchRequest
-	if err := h.decode(w, r, &req); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	if f := h.checkPatch(r, owner, &req); f != nil {
-		h.fail(w, r, f)
-		return
-	}
-	if !req.Name.set && !req.Scopes.set && !req.Plan.set && !req.Metadata.set && !req.ExpiresAt.set && !req.Credits.set {
-		writeJSON(w, http.StatusOK, view(k))
-		return
-	}
-	updated, err := h.m.Update(r.Context(), k.ID, func(k *apikey.Key) error {
-		if k.Owner != owner {
-			return errNotOwned
-		}
-		if req.ExpiresAt.set && k.RotatedTo != "" {
-			return &fieldError{status: http.StatusConflict, field: "expires_at", detail: "The key has been rotated: its expiry is the end of its grace period and cannot change."}
-		}
-		if req.Name.set {
-			k.Name = req.Name.v
-		}
-		if req.Scopes.set {
-			k.Scopes = slices.Clone(req.Scopes.v)
-		}
-		if req.Plan.set {
-			k.Plan = h.plan
-			if !req.Plan.null {
-				k.Plan = req.Plan.v
-			}
-		}
-		if req.Metadata.set {
-			k.Metadata = req.Metadata.v
-		}
-		if req.ExpiresAt.set {
-			k.ExpiresAt = time.Time{}
-			if !req.ExpiresAt.null {
-				k.ExpiresAt = req.ExpiresAt.v.UTC().Truncate(time.Microsecond)
-			}
-		}
-		if req.Credits.set {
-			n := int64(-1)
-			if !req.Credits.null {
-				n = req.Credits.v
-			}
-			k.Limits = setCredits(k.Limits, n)
-		}
-		return nil
-	})
+func (h *Handler) get(w http.ResponseWriter, r *http.Request, owner, id string) {
+	k, err := h.p.Get(r.Context(), owner, id)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, view(updated))
+	writeJSON(w, http.StatusOK, view(k))
 }
 
-// checkPatch checks the members of a patch that are set.
-func (h *Handler) checkPatch(r *http.Request, owner string, req *patchRequest) *fieldError {
-	if req.Name.set {
-		if f := checkText("name", req.Name.v, apikey.MaxNameLength); f != nil {
-			return f
-		}
-	}
-	if req.Scopes.set {
-		if f := h.checkScopes(r, owner, req.Scopes.v); f != nil {
-			return f
-		}
-	}
-	if req.Plan.set && !req.Plan.null {
-		if f := h.planAllowed(r, owner, req.Plan.v); f != nil {
-			return f
-		}
-	}
-	if req.Metadata.set {
-		if f := checkMetadata(req.Metadata.v); f != nil {
-			return f
-		}
-	}
-	if req.ExpiresAt.set && !req.ExpiresAt.null {
-		if f := checkExpiry(req.ExpiresAt.v, h.m.Now()); f != nil {
-			return f
-		}
-	}
-	if req.Credits.set && !req.Credits.null {
-		if f := checkCredits(req.Credits.v); f != nil {
-			return f
-		}
-	}
-	return nil
-}
-
-// rotate serves POST /api-keys/{id}/rotate.
-func (h *Handler) rotate(w http.ResponseWriter, r *http.Request, owner string, k *apikey.Key) {
-	var req rotateRequest
-	if err := h.decode(w, r, &req); err != nil {
+// patch serves PATCH /api-keys/{id}.
+func (h *Handler) patch(w http.ResponseWriter, r *http.Request, owner, id string) {
+	var req patchRequest
+	fields, err := h.decode(w, r, &req, func(name string) error { return selfservice.CheckFields(name) })
+	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	grace := time.Duration(req.GraceSeconds.v) * time.Second
-	if req.GraceSeconds.v < 0 || req.GraceSeconds.v > int64(h.maxGrace/time.Second) {
-		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("grace_seconds must be between 0 and %d.", int64(h.maxGrace/time.Second)), "grace_seconds")
+	c := selfservice.Change{Fields: fields, Name: req.Name.v, Scopes: req.Scopes.v}
+	if f := checkText("name", c.Name, apikey.MaxNameLength); f != nil {
+		h.fail(w, r, f)
 		return
 	}
-	rot, err := h.m.Rotate(r.Context(), k.ID, grace)
+	if f := checkScopes(c.Scopes); f != nil {
+		h.fail(w, r, f)
+		return
+	}
+	if req.ExpiresAt.set && !req.ExpiresAt.null {
+		if f := checkExpiry(req.ExpiresAt.v, h.m.Now()); f != nil {
+			h.fail(w, r, f)
+			return
+		}
+		c.ExpiresAt = req.ExpiresAt.v
+	}
+	k, err := h.p.Update(r.Context(), owner, id, c)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, view(k))
+}
+
+// rotate serves POST /api-keys/{id}/rotate.
+func (h *Handler) rotate(w http.ResponseWriter, r *http.Request, owner, id string) {
+	var req rotateRequest
+	if _, err := h.decode(w, r, &req, only("grace_seconds")); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	maxGrace := int64(h.p.MaxGrace() / time.Second)
+	if req.GraceSeconds.v < 0 || req.GraceSeconds.v > maxGrace {
+		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("grace_seconds must be between 0 and %d.", maxGrace), "grace_seconds")
+		return
+	}
+	rot, err := h.p.Rotate(r.Context(), owner, id, time.Duration(req.GraceSeconds.v)*time.Second)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -293,32 +205,32 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request, owner string, k
 	})
 }
 
-// disable serves POST /api-keys/{id}/disable.
-func (h *Handler) disable(w http.ResponseWriter, r *http.Request, owner string, k *apikey.Key) {
-	h.state(w, r, h.m.Disable, k)
+// pause serves POST /api-keys/{id}/pause (and /disable).
+func (h *Handler) pause(w http.ResponseWriter, r *http.Request, owner, id string) {
+	h.state(w, r, owner, id, h.p.Pause)
 }
 
-// enable serves POST /api-keys/{id}/enable.
-func (h *Handler) enable(w http.ResponseWriter, r *http.Request, owner string, k *apikey.Key) {
-	h.state(w, r, h.m.Enable, k)
+// resume serves POST /api-keys/{id}/resume (and /enable).
+func (h *Handler) resume(w http.ResponseWriter, r *http.Request, owner, id string) {
+	h.state(w, r, owner, id, h.p.Resume)
 }
 
-func (h *Handler) state(w http.ResponseWriter, r *http.Request, change func(ctx context.Context, id string) (*apikey.Key, error), k *apikey.Key) {
-	if err := h.decode(w, r, &struct{}{}); err != nil {
+func (h *Handler) state(w http.ResponseWriter, r *http.Request, owner, id string, change func(ctx context.Context, owner, id string) (*apikey.Key, error)) {
+	if _, err := h.decode(w, r, &struct{}{}, only()); err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	updated, err := change(r.Context(), k.ID)
+	k, err := change(r.Context(), owner, id)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, view(updated))
+	writeJSON(w, http.StatusOK, view(k))
 }
 
 // revoke serves DELETE /api-keys/{id}.
-func (h *Handler) revoke(w http.ResponseWriter, r *http.Request, owner string, k *apikey.Key) {
-	if err := h.m.Revoke(r.Context(), k.ID); err != nil {
+func (h *Handler) revoke(w http.ResponseWriter, r *http.Request, owner, id string) {
+	if err := h.p.Revoke(r.Context(), owner, id); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -326,12 +238,16 @@ func (h *Handler) revoke(w http.ResponseWriter, r *http.Request, owner string, k
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// planNames lists Plans in order.
-func (h *Handler) planNames() []string {
-	names := make([]string, 0, len(h.plans))
-	for p := range h.plans {
-		names = append(names, p)
+// revokeChain serves POST /api-keys/{id}/revoke-chain.
+func (h *Handler) revokeChain(w http.ResponseWriter, r *http.Request, owner, id string) {
+	if _, err := h.decode(w, r, &struct{}{}, only()); err != nil {
+		h.fail(w, r, err)
+		return
 	}
-	sort.Strings(names)
-	return names
+	if _, err := h.p.RevokeChain(r.Context(), owner, id); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -1,10 +1,15 @@
 // Package keyshttp serves the management API of apikey over HTTP: a
-// signed-in user creates, lists, updates, rotates, disables, enables and
-// revokes their own keys, and GET /openapi.json describes it all.
+// signed-in user creates, lists, renames, rotates, pauses, resumes and
+// revokes their own keys, and GET /openapi.json describes it all. What a
+// user may do is decided by a selfservice.Policy, the same one the keys
+// page (keyspage) uses.
 //
+//	policy, err := selfservice.New(manager, selfservice.Options{Scopes: []string{"read", "write"}})
+//	if err != nil { ... }
 //	h, err := keyshttp.New(manager, keyshttp.Options{
 //		// Who is asking: your session or SSO check. An error gives 401.
-//		Owner: func(r *http.Request) (string, error) { return currentUser(r) },
+//		Owner:  func(r *http.Request) (string, error) { return currentUser(r) },
+//		Policy: policy,
 //	})
 //	if err != nil { ... }
 //	mux.Handle("/api-keys", h)
@@ -14,17 +19,25 @@
 //
 // Routes, relative to where the handler is mounted:
 //
-//	POST   /api-keys               create; 201 with the token, its only appearance
-//	GET    /api-keys               the caller's keys: ?limit= and ?after=, "next" cursor
-//	GET    /api-keys/{id}          one key
-//	PATCH  /api-keys/{id}          change name, scopes, plan, metadata, expires_at, credits
-//	POST   /api-keys/{id}/rotate   {"grace_seconds": n}: 200 with the new token
-//	POST   /api-keys/{id}/disable  suspend (reversible)
-//	POST   /api-keys/{id}/enable   lift a suspension
-//	DELETE /api-keys/{id}          revoke; 204
-//	GET    /openapi.json           the OpenAPI 3.1 document of these routes
+//	POST   /api-keys                    create; 201 with the token, its only appearance
+//	GET    /api-keys                    the caller's keys, newest first: ?limit=, ?after=, ?usable=true
+//	GET    /api-keys/{id}               one key
+//	PATCH  /api-keys/{id}               change name, scopes, expires_at
+//	POST   /api-keys/{id}/rotate        {"grace_seconds": n}: 200 with the new token
+//	POST   /api-keys/{id}/pause         the owner pauses the key (reversible)
+//	POST   /api-keys/{id}/resume        lift the owner's pause, never the operator's Disabled
+//	POST   /api-keys/{id}/disable       deprecated: pause
+//	POST   /api-keys/{id}/enable        deprecated: resume
+//	POST   /api-keys/{id}/revoke-chain  revoke the key and its whole rotation chain; 204
+//	DELETE /api-keys/{id}               revoke; 204
+//	GET    /openapi.json                the OpenAPI 3.1 document of these routes, for the mount point
 //
-// A request that changes keys and that a browser sent from another origin
+// A request member the user may not set (plan, credits, limits, metadata,
+// disabled, anything unknown) is refused with 403 whose "field" member
+// names it, before anything else is looked at; beyond the customer's key
+// cap is 409; a change to a revoked or expired key is 409; while the
+// customer is suspended only listing and revoking are allowed (403). A
+// request that changes keys and that a browser sent from another origin
 // (cross-site request forgery, which an Owner hook reading a cookie or
 // HTTP Basic credentials would otherwise let through) is refused with 403
 // by http.CrossOriginProtection; clients that are not browsers send
@@ -38,23 +51,20 @@
 package keyshttp
 
 import (
-	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // Defaults of Options.
 const (
 	defaultMaxBodyBytes = 64 << 10
-	defaultMaxGrace     = 30 * 24 * time.Hour
 	defaultRetryAfter   = 5 * time.Second
 )
 
@@ -66,38 +76,15 @@ type Options struct {
 	// plain function type, so the same function fits keyspage's Options.
 	Owner func(*http.Request) (string, error)
 
+	// Policy decides what the owner may do; pass the same one to keyspage.
+	// Nil: selfservice.New(m, selfservice.Options{}), which offers no
+	// scopes beyond a customer's ceiling and keys that live at most 366
+	// days. It must act through the Handler's Manager.
+	Policy *selfservice.Policy
+
 	// Challenge, if set, is the WWW-Authenticate header of a 401, e.g.
 	// `Basic realm="api-keys"`. None is sent when empty.
 	Challenge string
-
-	// Plans, if set, lists the plan names a key may have; any other plan is
-	// a 400 naming "plan". Empty accepts any plan the Manager accepts.
-	Plans []string
-	// DefaultPlan is the plan of a key created without one; none when
-	// empty.
-	DefaultPlan string
-	// DefaultTTL is the lifetime of a key created without expires_at,
-	// ttl_seconds or expires_in_days; when 0 the Manager's DefaultTTL
-	// applies.
-	DefaultTTL time.Duration
-	// MaxGrace is the longest grace period a rotation may ask for: 30
-	// days when 0.
-	MaxGrace time.Duration
-
-	// AllowScope, if set, reports whether the caller may grant scope to a
-	// key (on create and update); a refused scope is a 403 naming
-	// "scopes". Nil allows every valid scope.
-	AllowScope func(r *http.Request, owner, scope string) bool
-	// AllowPlan, if set, reports whether the caller may choose plan (on
-	// create and update); a refused plan is a 403 naming "plan". Nil
-	// allows every valid plan.
-	AllowPlan func(r *http.Request, owner, plan string) bool
-	// MaxKeys, if set, returns how many usable keys (not revoked, not
-	// expired) owner may hold; creating one more answers 409. A result
-	// of 0 or less means no limit. Concurrent creations through one
-	// Handler are serialized per owner; through several instances the
-	// limit may be overshot by the number of instances.
-	MaxKeys func(r *http.Request, owner string) int
 
 	// MaxBodyBytes is the largest request body: 64 KiB when 0. A larger
 	// body is a 400.
@@ -111,6 +98,10 @@ type Options struct {
 	// empty.
 	TrustedOrigins []string
 
+	// Document describes the API in GET /openapi.json: its security
+	// scheme and license.
+	Document Document
+
 	// Logger, if set, logs store failures (never a token). Nil logs
 	// nothing.
 	Logger *slog.Logger
@@ -120,53 +111,41 @@ type Options struct {
 // concurrent use.
 type Handler struct {
 	m          *apikey.Manager
+	p          *selfservice.Policy
 	owner      func(*http.Request) (string, error)
 	challenge  string
-	plans      map[string]bool
-	plan       string
-	ttl        time.Duration
-	maxGrace   time.Duration
-	allowScope func(*http.Request, string, string) bool
-	allowPlan  func(*http.Request, string, string) bool
-	maxKeys    func(*http.Request, string) int
 	maxBody    int64
 	retryAfter string
 	log        *slog.Logger
-
-	cop   *http.CrossOriginProtection
-	seed  maphash.Seed
-	locks [64]sync.Mutex // serialize creations per owner when maxKeys is set
+	cop        *http.CrossOriginProtection
+	doc        *document
 }
 
 // New returns a Handler over m. It returns an error wrapping
-// apikey.ErrInvalidOptions for a nil Manager, a nil Owner, negative sizes
-// or durations, a DefaultPlan outside Plans or a malformed trusted origin.
+// apikey.ErrInvalidOptions for a nil Manager, a nil Owner, a Policy over
+// another Manager, negative sizes or durations, a malformed trusted
+// origin or an invalid Document.
 func New(m *apikey.Manager, opts Options) (*Handler, error) {
 	switch {
 	case m == nil:
 		return nil, fmt.Errorf("%w: keyshttp: nil Manager", apikey.ErrInvalidOptions)
 	case opts.Owner == nil:
 		return nil, fmt.Errorf("%w: keyshttp: Options.Owner is required", apikey.ErrInvalidOptions)
-	case opts.MaxBodyBytes < 0, opts.DefaultTTL < 0, opts.MaxGrace < 0, opts.RetryAfter < 0:
-		return nil, fmt.Errorf("%w: keyshttp: negative MaxBodyBytes, DefaultTTL, MaxGrace or RetryAfter", apikey.ErrInvalidOptions)
+	case opts.Policy != nil && opts.Policy.Manager() != m:
+		return nil, fmt.Errorf("%w: keyshttp: the Policy acts through another Manager", apikey.ErrInvalidOptions)
+	case opts.MaxBodyBytes < 0, opts.RetryAfter < 0:
+		return nil, fmt.Errorf("%w: keyshttp: negative MaxBodyBytes or RetryAfter", apikey.ErrInvalidOptions)
 	case strings.ContainsAny(opts.Challenge, "\r\n"):
 		return nil, fmt.Errorf("%w: keyshttp: Challenge has a line break", apikey.ErrInvalidOptions)
 	}
 	h := &Handler{
-		m: m, owner: opts.Owner, challenge: opts.Challenge, plan: opts.DefaultPlan, ttl: opts.DefaultTTL,
-		maxGrace: opts.MaxGrace, allowScope: opts.AllowScope, allowPlan: opts.AllowPlan,
-		maxKeys: opts.MaxKeys, maxBody: opts.MaxBodyBytes, log: opts.Logger, seed: maphash.MakeSeed(),
+		m: m, p: opts.Policy, owner: opts.Owner, challenge: opts.Challenge,
+		maxBody: opts.MaxBodyBytes, log: opts.Logger,
 	}
-	if len(opts.Plans) > 0 {
-		h.plans = make(map[string]bool, len(opts.Plans))
-		for _, p := range opts.Plans {
-			if f := checkPlan(p); f != nil {
-				return nil, fmt.Errorf("%w: keyshttp: Plans: %s", apikey.ErrInvalidOptions, f.detail)
-			}
-			h.plans[p] = true
-		}
-		if h.plan != "" && !h.plans[h.plan] {
-			return nil, fmt.Errorf("%w: keyshttp: DefaultPlan %q is not in Plans", apikey.ErrInvalidOptions, h.plan)
+	if h.p == nil {
+		var err error
+		if h.p, err = selfservice.New(m, selfservice.Options{}); err != nil {
+			return nil, err
 		}
 	}
 	h.cop = http.NewCrossOriginProtection()
@@ -174,9 +153,6 @@ func New(m *apikey.Manager, opts Options) (*Handler, error) {
 		if err := h.cop.AddTrustedOrigin(o); err != nil {
 			return nil, fmt.Errorf("%w: keyshttp: %w", apikey.ErrInvalidOptions, err)
 		}
-	}
-	if h.maxGrace == 0 {
-		h.maxGrace = defaultMaxGrace
 	}
 	if h.maxBody == 0 {
 		h.maxBody = defaultMaxBodyBytes
@@ -186,6 +162,10 @@ func New(m *apikey.Manager, opts Options) (*Handler, error) {
 		ra = defaultRetryAfter
 	}
 	h.retryAfter = strconv.FormatInt(int64((ra+time.Second-1)/time.Second), 10)
+	var err error
+	if h.doc, err = newDocument(opts.Document, opts.Challenge, h.p); err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -225,33 +205,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "No such key.", "")
 		return
 	}
+	var op func(http.ResponseWriter, *http.Request, string, string)
 	switch action {
 	case "":
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			h.withKey(w, r, id, h.get)
+			op = h.get
 		case http.MethodPatch:
-			h.withKey(w, r, id, h.patch)
+			op = h.patch
 		case http.MethodDelete:
-			h.withKey(w, r, id, h.revoke)
+			op = h.revoke
 		default:
 			allow(w, r, http.MethodGet, http.MethodHead, http.MethodPatch, http.MethodDelete)
-		}
-	case "rotate", "disable", "enable":
-		if !allow(w, r, http.MethodPost) {
 			return
 		}
-		switch action {
-		case "rotate":
-			h.withKey(w, r, id, h.rotate)
-		case "disable":
-			h.withKey(w, r, id, h.disable)
-		default:
-			h.withKey(w, r, id, h.enable)
-		}
+	case "rotate":
+		op = h.rotate
+	case "pause", "disable":
+		op = h.pause
+	case "resume", "enable":
+		op = h.resume
+	case "revoke-chain":
+		op = h.revokeChain
 	default:
 		writeProblem(w, http.StatusNotFound, "No such resource.", "")
+		return
 	}
+	if action != "" && !allow(w, r, http.MethodPost) {
+		return
+	}
+	h.withOwner(w, r, func(w http.ResponseWriter, r *http.Request, owner string) { op(w, r, owner, id) })
 }
 
 // allow reports whether r's method is one of methods, answering 405
@@ -294,23 +277,3 @@ func (h *Handler) withOwner(w http.ResponseWriter, r *http.Request, fn func(http
 	}
 	fn(w, r, owner)
 }
-
-// withKey runs fn with the caller's key id, or answers 401 or 404. The key
-// is read once to check its owner, which never changes.
-func (h *Handler) withKey(w http.ResponseWriter, r *http.Request, id string, fn func(http.ResponseWriter, *http.Request, string, *apikey.Key)) {
-	h.withOwner(w, r, func(w http.ResponseWriter, r *http.Request, owner string) {
-		k, err := h.m.Get(r.Context(), id)
-		if err == nil && k.Owner != owner {
-			err = apikey.ErrNotFound
-		}
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		fn(w, r, owner, k)
-	})
-}
-
-// errNotOwned is returned from inside an update of a key whose owner is
-// not the caller; it is answered like an unknown key.
-var errNotOwned = errors.New("keyshttp: key of another owner")

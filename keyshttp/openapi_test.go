@@ -1,6 +1,8 @@
 package keyshttp_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -8,6 +10,9 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -20,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey/keyshttp"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // spec is the OpenAPI document, read as plain JSON, with a small checker
@@ -33,10 +39,10 @@ type spec struct {
 	seen map[string]bool // "POST /api-keys 201"
 }
 
-func loadSpec(t *testing.T) *spec {
+func loadSpec(t *testing.T, h *keyshttp.Handler) *spec {
 	t.Helper()
 	var doc map[string]any
-	require.NoError(t, json.Unmarshal(keyshttp.OpenAPI(), &doc))
+	require.NoError(t, json.Unmarshal(h.OpenAPI(""), &doc))
 	require.Equal(t, "3.1.0", doc["openapi"])
 	return &spec{doc: doc, seen: map[string]bool{}}
 }
@@ -329,7 +335,7 @@ func (s *spec) checked(t *testing.T, h http.Handler) http.Handler {
 
 func TestOpenAPIDocumentIsWellFormed(t *testing.T) {
 	t.Parallel()
-	s := loadSpec(t)
+	s := loadSpec(t, newEnv(t, false, nil, keyshttp.Options{}).h)
 	// Every $ref resolves and every operation has an operationId.
 	var walk func(v any)
 	walk = func(v any) {
@@ -360,18 +366,22 @@ func TestOpenAPIDocumentIsWellFormed(t *testing.T) {
 			ids[id] = true
 		}
 	}
-	assert.Len(t, ids, 9, "the nine routes of the handler")
+	assert.Len(t, ids, 12, "the twelve operations of the handler")
+	// Every operation but the document itself needs the owner's
+	// credentials, declared once at the root.
+	assert.Equal(t, []any{map[string]any{"owner": []any{}}}, s.doc["security"])
+	assert.Equal(t, []any{}, s.doc["paths"].(map[string]any)["/openapi.json"].(map[string]any)["get"].(map[string]any)["security"])
 }
 
 // The checker itself must catch what it claims to catch.
 func TestSchemaCheckerCatchesMismatches(t *testing.T) {
 	t.Parallel()
-	s := loadSpec(t)
+	s := loadSpec(t, newEnv(t, false, nil, keyshttp.Options{}).h)
 	key := map[string]any{"$ref": "#/components/schemas/Key"}
 	good := map[string]any{
 		"id": "a", "prefix": "sk", "hint": "sk_...abcd", "name": "", "scopes": []any{}, "plan": "", "metadata": map[string]any{},
 		"limits": []any{}, "created_at": "2026-11-27T12:00:00Z", "expires_at": nil, "last_used_at": nil, "revoked_at": nil,
-		"disabled": false, "rotated_at": nil, "rotated_from": nil, "rotated_to": nil,
+		"disabled": false, "paused": false, "rotated_at": nil, "rotated_from": nil, "rotated_to": nil,
 	}
 	require.NoError(t, s.validate(key, good, "key"))
 	for name, change := range map[string]func(m map[string]any){
@@ -393,4 +403,132 @@ func TestSchemaCheckerCatchesMismatches(t *testing.T) {
 	assert.Error(t, s.validate(map[string]any{"$ref": "#/components/schemas/CreatedKey"}, created, "created"), "unevaluated member")
 	assert.Error(t, s.check("GET", "/api-keys/x", nil, 418, http.Header{}, nil), "undocumented status")
 	assert.Error(t, s.check("GET", "/api-keys/x", nil, 500, http.Header{}, nil), "never a 500")
+}
+
+// The served document is the document of the mount point: its server is
+// the prefix the handler was mounted under, and every documented path,
+// resolved against it, reaches the documented operation.
+func TestOpenAPIDocumentOfTheMountPoint(t *testing.T) {
+	t.Parallel()
+	for _, base := range []string{"", "/v1", "/api/v2"} {
+		t.Run("at "+base+"/", func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, false, nil, keyshttp.Options{})
+			if base != "" {
+				e.srv.Config.Handler = http.StripPrefix(base, e.srv.Config.Handler)
+			}
+			r := e.do("", "GET", base+"/openapi.json", "")
+			require.Equal(t, 200, r.status, r.raw)
+			server := base
+			if server == "" {
+				server = "/"
+			}
+			servers := r.body["servers"].([]any)
+			require.Len(t, servers, 1)
+			assert.Equal(t, server, servers[0].(map[string]any)["url"])
+			assert.JSONEq(t, string(e.h.OpenAPI(base)), r.raw, "OpenAPI(base) is what is served there")
+
+			created := e.do("alice", "POST", base+"/api-keys", "")
+			require.Equal(t, 201, created.status, created.raw)
+			id := created.body["id"].(string)
+			for path, item := range r.body["paths"].(map[string]any) {
+				for method := range item.(map[string]any) {
+					if method == "parameters" {
+						continue
+					}
+					url := strings.TrimSuffix(server, "/") + strings.ReplaceAll(path, "{id}", id)
+					if method == "delete" || strings.HasSuffix(path, "revoke-chain") {
+						continue // keep the key
+					}
+					got := e.do("alice", strings.ToUpper(method), url, "")
+					assert.NotEqual(t, 404, got.status, "%s %s: %s", method, url, got.raw)
+					assert.NotEqual(t, 405, got.status, "%s %s", method, url)
+				}
+			}
+		})
+	}
+}
+
+// The document declares how callers authenticate, once for every
+// operation but the document itself, and the API's license.
+func TestOpenAPIDeclaresSecurityAndLicense(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		opts keyshttp.Options
+		want map[string]any
+	}{
+		{"default: a session cookie", keyshttp.Options{},
+			map[string]any{"type": "apiKey", "in": "cookie", "name": "session", "description": "The session of the service's sign-in."}},
+		{"from the Basic challenge", keyshttp.Options{Challenge: `Basic realm="keys"`},
+			map[string]any{"type": "http", "scheme": "basic"}},
+		{"from a Bearer challenge", keyshttp.Options{Challenge: `Bearer realm="keys"`},
+			map[string]any{"type": "http", "scheme": "bearer"}},
+		{"given", keyshttp.Options{Document: keyshttp.Document{
+			Security: keyshttp.SecurityScheme{Type: "http", Scheme: "bearer", BearerFormat: "JWT"},
+			License:  keyshttp.License{Name: "Apache 2.0", Identifier: "Apache-2.0"},
+		}}, map[string]any{"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+	} {
+		e := newEnv(t, false, nil, c.opts)
+		var doc map[string]any
+		require.NoError(t, json.Unmarshal(e.h.OpenAPI(""), &doc))
+		schemes := doc["components"].(map[string]any)["securitySchemes"].(map[string]any)
+		assert.Equal(t, c.want, schemes["owner"], c.name)
+		assert.Equal(t, []any{map[string]any{"owner": []any{}}}, doc["security"], c.name)
+		license := doc["info"].(map[string]any)["license"].(map[string]any)
+		assert.NotEmpty(t, license["name"], c.name)
+		assert.True(t, license["identifier"] != nil || license["url"] != nil, c.name)
+	}
+}
+
+// Redocly CLI's recommended rules find no error in the served document.
+// The test needs npx (Node.js) and the npm registry; it skips without
+// them.
+func TestRedoclyLintsTheServedDocument(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("runs npx")
+	}
+	npx, err := exec.LookPath("npx")
+	if err != nil {
+		t.Skip("npx is not installed")
+	}
+	e := newEnv(t, false, &selfservice.Options{Scopes: []string{"read"}}, keyshttp.Options{Challenge: `Basic realm="keys"`})
+	e.srv.Config.Handler = http.StripPrefix("/v1", e.srv.Config.Handler)
+	r := e.do("", "GET", "/v1/openapi.json", "")
+	require.Equal(t, 200, r.status)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "openapi.json")
+	require.NoError(t, os.WriteFile(path, []byte(r.raw), 0o644))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npx, "--yes", "@redocly/cli@2", "lint", "--format=json", path)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, _ := cmd.Output() // exits 1 when it finds errors
+	var report struct {
+		Totals struct {
+			Errors, Warnings int
+		}
+		Problems []struct {
+			RuleID, Severity, Message string
+			Location                  []struct{ Pointer string }
+		}
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Skipf("Redocly CLI could not be run (no npm registry?): %v\n%s", err, stderr.String())
+	}
+	for _, p := range report.Problems {
+		where := ""
+		if len(p.Location) > 0 {
+			where = p.Location[0].Pointer
+		}
+		if p.Severity == "error" {
+			t.Errorf("%s %s: %s", p.RuleID, where, p.Message)
+		} else {
+			t.Logf("%s: %s %s: %s", p.Severity, p.RuleID, where, p.Message)
+		}
+	}
+	assert.Zero(t, report.Totals.Errors)
 }

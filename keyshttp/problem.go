@@ -3,9 +3,11 @@ package keyshttp
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // problemBody is an RFC 9457 problem detail. Field, an extension member,
@@ -53,6 +55,8 @@ func write(w http.ResponseWriter, status int, contentType string, v any) {
 // else as 503 without the dependency's message.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var fe *fieldError
+	var forbidden *selfservice.FieldError
+	var input *apikey.InputError
 	switch {
 	case errors.As(err, &fe):
 		status := fe.status
@@ -60,21 +64,30 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 			status = http.StatusBadRequest
 		}
 		writeProblem(w, status, fe.detail, fe.field)
-	case errors.Is(err, apikey.ErrNotFound), errors.Is(err, errNotOwned):
+	case errors.As(err, &forbidden):
+		writeProblem(w, http.StatusForbidden, fmt.Sprintf("You may not set %s: %s.", forbidden.Field, forbidden.Reason), forbidden.Field)
+	case errors.Is(err, apikey.ErrSuspended):
+		writeProblem(w, http.StatusForbidden, "Your account is suspended: you may list and revoke your keys, nothing else.", "")
+	case errors.As(err, &input):
+		field := input.Field
+		if field == "grace" {
+			field = "grace_seconds"
+		}
+		writeProblem(w, http.StatusBadRequest, "Invalid "+field+": "+input.Reason+".", field)
+	case errors.Is(err, apikey.ErrTooManyKeys):
+		writeProblem(w, http.StatusConflict, "You have the most usable keys allowed; revoke one before creating another.", "")
+	case errors.Is(err, apikey.ErrNotFound):
 		writeProblem(w, http.StatusNotFound, "No such key.", "")
 	case errors.Is(err, apikey.ErrRevoked):
-		writeProblem(w, http.StatusConflict, "The key is revoked.", "")
+		writeProblem(w, http.StatusConflict, "The key is revoked: it cannot change any more.", "")
 	case errors.Is(err, apikey.ErrRotated):
-		writeProblem(w, http.StatusConflict, "The key has already been rotated.", "")
+		writeProblem(w, http.StatusConflict, "The key has been rotated: it cannot be rotated again, nor its grace period extended.", "")
 	case errors.Is(err, apikey.ErrExpired):
-		writeProblem(w, http.StatusConflict, "The key has expired.", "")
-	case errors.Is(err, apikey.ErrDisabled):
-		writeProblem(w, http.StatusConflict, "The key is disabled; enable it first.", "")
+		writeProblem(w, http.StatusConflict, "The key has expired: it cannot change any more.", "")
 	case errors.Is(err, apikey.ErrConflict):
 		writeProblem(w, http.StatusConflict, "The key was changed concurrently; retry.", "")
 	case errors.Is(err, apikey.ErrInvalidOptions):
-		f := managerField(err)
-		writeProblem(w, http.StatusBadRequest, "Invalid "+f+": "+managerDetail(err), f)
+		writeProblem(w, http.StatusBadRequest, "The request cannot be carried out with these values.", "body")
 	default:
 		if h.log != nil && r.Context().Err() == nil {
 			h.log.ErrorContext(r.Context(), "keyshttp: store failed", "method", r.Method, "path", r.URL.Path, "error", err.Error())

@@ -22,6 +22,7 @@ type keyView struct {
 	LastUsedAt  *time.Time        `json:"last_used_at"`
 	RevokedAt   *time.Time        `json:"revoked_at"`
 	Disabled    bool              `json:"disabled"`
+	Paused      bool              `json:"paused"`
 	RotatedAt   *time.Time        `json:"rotated_at"`
 	RotatedFrom *string           `json:"rotated_from"`
 	RotatedTo   *string           `json:"rotated_to"`
@@ -67,7 +68,7 @@ func view(k *apikey.Key) keyView {
 	v := keyView{
 		ID: k.ID, Prefix: k.Prefix, Hint: k.Hint, Name: k.Name, Scopes: k.Scopes, Plan: k.Plan, Metadata: k.Metadata,
 		Limits: limitViews(k.Limits), CreatedAt: k.CreatedAt.UTC(), ExpiresAt: optTime(k.ExpiresAt),
-		LastUsedAt: optTime(k.LastUsedAt), RevokedAt: optTime(k.RevokedAt), Disabled: k.Disabled,
+		LastUsedAt: optTime(k.LastUsedAt), RevokedAt: optTime(k.RevokedAt), Disabled: k.Disabled, Paused: k.Paused,
 		RotatedAt: optTime(k.RotatedAt), RotatedFrom: optString(k.RotatedFrom), RotatedTo: optString(k.RotatedTo),
 	}
 	if v.Scopes == nil {

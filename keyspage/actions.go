@@ -5,11 +5,11 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // create issues a key from the create form and shows its token once.
@@ -17,8 +17,11 @@ func (p *Page) create(w http.ResponseWriter, r *http.Request, owner string) {
 	f := createForm{
 		Name:     strings.TrimSpace(r.PostForm.Get("name")),
 		Scopes:   r.PostForm["scope"],
-		Plan:     r.PostForm.Get("plan"),
 		Lifetime: r.PostForm.Get("expires"),
+	}
+	if err := fields(r, "name", "scope", "expires"); err != nil {
+		p.fail(w, r, owner, "created", err)
+		return
 	}
 	invalid := func(msg string) {
 		p.list(w, r, owner, http.StatusBadRequest, &view{Error: msg, Form: f})
@@ -29,26 +32,20 @@ func (p *Page) create(w http.ResponseWriter, r *http.Request, owner string) {
 	}
 	var scopes []string
 	for _, s := range f.Scopes {
-		if !slices.Contains(p.scopes, s) {
-			invalid("Choose scopes from the list.")
-			return
-		}
 		if !slices.Contains(scopes, s) {
 			scopes = append(scopes, s)
 		}
-	}
-	if len(p.plans) == 0 && f.Plan != "" || len(p.plans) > 0 && !slices.Contains(p.plans, f.Plan) {
-		invalid("Choose a plan from the list.")
-		return
 	}
 	lifetime, ok := pick(p.lifetimes, f.Lifetime)
 	if !ok {
 		invalid("Choose an expiry from the list.")
 		return
 	}
-	token, k, err := p.m.Issue(r.Context(), apikey.IssueParams{
-		Name: f.Name, Owner: owner, Scopes: scopes, Plan: f.Plan, TTL: lifetime,
-	})
+	c := selfservice.Create{Name: f.Name, Scopes: scopes, TTL: lifetime, Fields: []string{selfservice.FieldName, selfservice.FieldExpiresAt}}
+	if len(scopes) > 0 {
+		c.Fields = append(c.Fields, selfservice.FieldScopes)
+	}
+	token, k, err := p.policy.Create(r.Context(), owner, c)
 	if err != nil {
 		p.fail(w, r, owner, "created", err)
 		return
@@ -68,7 +65,7 @@ func checkName(name string) string {
 		return "The name may not contain control characters."
 	case utf8.RuneCountInString(name) > MaxNameLength:
 		return "The name is too long: at most 100 characters."
-	case len(name) > apikey.MaxNameLength:
+	case len(name) > 256:
 		return "The name is too long: at most 100 characters, fewer with emoji or other characters that take much space."
 	}
 	return ""
@@ -76,8 +73,8 @@ func checkName(name string) string {
 
 // rename sets the name of a key.
 func (p *Page) rename(w http.ResponseWriter, r *http.Request, owner string) {
-	k, ok := p.owned(w, r, owner, "renamed")
-	if !ok {
+	if err := fields(r, "id", "name"); err != nil {
+		p.fail(w, r, owner, "renamed", err)
 		return
 	}
 	name := strings.TrimSpace(r.PostForm.Get("name"))
@@ -85,7 +82,8 @@ func (p *Page) rename(w http.ResponseWriter, r *http.Request, owner string) {
 		p.list(w, r, owner, http.StatusBadRequest, &view{Error: msg})
 		return
 	}
-	if _, err := p.m.Update(r.Context(), k.ID, func(k *apikey.Key) error { k.Name = name; return nil }); err != nil {
+	c := selfservice.Change{Fields: []string{selfservice.FieldName}, Name: name}
+	if _, err := p.policy.Update(r.Context(), owner, r.PostForm.Get("id"), c); err != nil {
 		p.fail(w, r, owner, "renamed", err)
 		return
 	}
@@ -95,8 +93,8 @@ func (p *Page) rename(w http.ResponseWriter, r *http.Request, owner string) {
 // rotate replaces a key with a successor and shows the successor's token
 // once; the old key keeps working for the chosen grace period.
 func (p *Page) rotate(w http.ResponseWriter, r *http.Request, owner string) {
-	k, ok := p.owned(w, r, owner, "rotated")
-	if !ok {
+	if err := fields(r, "id", "grace"); err != nil {
+		p.fail(w, r, owner, "rotated", err)
 		return
 	}
 	grace, ok := pick(p.graces, r.PostForm.Get("grace"))
@@ -104,60 +102,48 @@ func (p *Page) rotate(w http.ResponseWriter, r *http.Request, owner string) {
 		p.list(w, r, owner, http.StatusBadRequest, &view{Error: "Choose a grace period from the list."})
 		return
 	}
-	token, succ, until, err := p.rotateKey(r.Context(), k.ID, grace)
+	rot, err := p.policy.Rotate(r.Context(), owner, r.PostForm.Get("id"), grace)
 	if err != nil {
 		p.fail(w, r, owner, "rotated", err)
 		return
 	}
-	note := "The old key " + k.Hint + " stopped working."
-	if now := p.m.Now(); until.After(now) {
-		note = "The old key " + k.Hint + " keeps working until " + until.UTC().Format("2006-01-02 15:04 UTC") +
-			" (" + relative(until, now) + "): replace it everywhere before then."
+	prev, succ := rot.Previous, rot.Key
+	note := "The old key " + prev.Hint + " stopped working."
+	if now := p.m.Now(); prev.ExpiresAt.After(now) {
+		note = "The old key " + prev.Hint + " keeps working until " + prev.ExpiresAt.UTC().Format("2006-01-02 15:04 UTC") +
+			" (" + relative(prev.ExpiresAt, now) + "): replace it everywhere before then."
 	}
 	p.list(w, r, owner, http.StatusOK, &view{
 		Message: "The key “" + succ.Name + "” was rotated.",
-		Token:   &once{Token: token, Name: succ.Name, Hint: succ.Hint, Note: note},
+		Token:   &once{Token: rot.Token, Name: succ.Name, Hint: succ.Hint, Note: note},
 	})
 }
 
-// rotateKey rotates the key id and returns the successor's token and
-// record and when the old key stops working.
-func (p *Page) rotateKey(ctx context.Context, id string, grace time.Duration) (string, *apikey.Key, time.Time, error) {
-	rot, err := p.m.Rotate(ctx, id, grace)
-	if err != nil {
-		return "", nil, time.Time{}, err
-	}
-	return rot.Token, rot.Key, rot.Previous.ExpiresAt, nil
+// pause pauses a key.
+func (p *Page) pause(w http.ResponseWriter, r *http.Request, owner string) {
+	p.state(w, r, owner, "paused", p.policy.Pause)
 }
 
-// disable suspends a key.
-func (p *Page) disable(w http.ResponseWriter, r *http.Request, owner string) {
-	k, ok := p.owned(w, r, owner, "disabled")
-	if !ok {
-		return
-	}
-	if _, err := p.m.Disable(r.Context(), k.ID); err != nil {
-		p.fail(w, r, owner, "disabled", err)
-		return
-	}
-	seeOther(w, "./?done=disabled")
+// resume lifts the pause of a key.
+func (p *Page) resume(w http.ResponseWriter, r *http.Request, owner string) {
+	p.state(w, r, owner, "resumed", p.policy.Resume)
 }
 
-// enable lifts the suspension of a key.
-func (p *Page) enable(w http.ResponseWriter, r *http.Request, owner string) {
-	k, ok := p.owned(w, r, owner, "enabled")
-	if !ok {
+func (p *Page) state(w http.ResponseWriter, r *http.Request, owner, done string, change func(ctx context.Context, owner, id string) (*apikey.Key, error)) {
+	if err := fields(r, "id"); err != nil {
+		p.fail(w, r, owner, done, err)
 		return
 	}
-	if _, err := p.m.Enable(r.Context(), k.ID); err != nil {
-		p.fail(w, r, owner, "enabled", err)
+	if _, err := change(r.Context(), owner, r.PostForm.Get("id")); err != nil {
+		p.fail(w, r, owner, done, err)
 		return
 	}
-	seeOther(w, "./?done=enabled")
+	seeOther(w, "./?done="+done)
 }
 
-// confirmRevoke asks whether to revoke the key named in the query.
-func (p *Page) confirmRevoke(w http.ResponseWriter, r *http.Request, owner string) {
+// confirmRevoke asks whether to revoke the key named in the query, or its
+// whole chain.
+func (p *Page) confirmRevoke(w http.ResponseWriter, r *http.Request, owner string, chain bool) {
 	if err := r.ParseForm(); err != nil {
 		p.list(w, r, owner, http.StatusBadRequest, &view{Error: "The address could not be read."})
 		return
@@ -166,25 +152,47 @@ func (p *Page) confirmRevoke(w http.ResponseWriter, r *http.Request, owner strin
 	if !ok {
 		return
 	}
-	c := rowOf(k, p.m.Now())
-	p.render(w, http.StatusOK, &view{Confirm: &c})
+	c := rowOf(k, p.m.Now(), false)
+	p.render(w, http.StatusOK, &view{Confirm: &confirm{row: c, Chain: chain}})
 }
 
 // revoke revokes a key once the revocation is confirmed; without
 // confirm=yes it asks first.
 func (p *Page) revoke(w http.ResponseWriter, r *http.Request, owner string) {
+	p.revokeKeys(w, r, owner, false)
+}
+
+// revokeChain revokes a key and every key of its rotation chain once the
+// revocation is confirmed; without confirm=yes it asks first.
+func (p *Page) revokeChain(w http.ResponseWriter, r *http.Request, owner string) {
+	p.revokeKeys(w, r, owner, true)
+}
+
+func (p *Page) revokeKeys(w http.ResponseWriter, r *http.Request, owner string, chain bool) {
+	if err := fields(r, "id", "confirm"); err != nil {
+		p.fail(w, r, owner, "revoked", err)
+		return
+	}
 	k, ok := p.owned(w, r, owner, "revoked")
 	if !ok {
 		return
 	}
 	if r.PostForm.Get("confirm") != "yes" {
-		c := rowOf(k, p.m.Now())
-		p.render(w, http.StatusOK, &view{Confirm: &c})
+		c := rowOf(k, p.m.Now(), false)
+		p.render(w, http.StatusOK, &view{Confirm: &confirm{row: c, Chain: chain}})
 		return
 	}
-	if err := p.m.Revoke(r.Context(), k.ID); err != nil {
+	done := "revoked"
+	var err error
+	if chain {
+		done = "chain-revoked"
+		_, err = p.policy.RevokeChain(r.Context(), owner, k.ID)
+	} else {
+		err = p.policy.Revoke(r.Context(), owner, k.ID)
+	}
+	if err != nil {
 		p.fail(w, r, owner, "revoked", err)
 		return
 	}
-	seeOther(w, "./?done=revoked")
+	seeOther(w, "./?done="+done)
 }

@@ -10,15 +10,22 @@ import (
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyspage"
 	"github.com/gokeys/apikey/memstore"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // mount is the README's example: the keys page next to the service's own
 // pages, behind its sign-in.
 func mount(m *apikey.Manager, mux *http.ServeMux) error {
+	// What a user may do to his keys; the same policy serves keyshttp.
+	policy, err := selfservice.New(m, selfservice.Options{
+		Scopes: []string{"read", "write"}, // the checkboxes, unless the customer has a ceiling
+	})
+	if err != nil {
+		return err
+	}
 	page, err := keyspage.New(m, keyspage.Options{
-		Owner:  currentUser,               // func(*http.Request) (string, error)
-		Scopes: []string{"read", "write"}, // the checkboxes
-		Plans:  []string{"free", "pro"},
+		Owner:  currentUser, // func(*http.Request) (string, error)
+		Policy: policy,
 	})
 	if err != nil {
 		return err
@@ -47,7 +54,7 @@ func requireSignIn(next http.Handler) http.Handler {
 
 func TestMountREADMEExample(t *testing.T) {
 	t.Parallel()
-	m, err := apikey.New(memstore.New(), apikey.Options{Plans: apikey.Plans{"free": nil, "pro": nil}})
+	m, err := apikey.New(memstore.New(), apikey.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(t.Context()) })
 	require.NoError(t, mount(m, http.NewServeMux()))

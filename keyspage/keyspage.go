@@ -1,13 +1,16 @@
 // Package keyspage serves a self-service "API keys" page that a service
 // mounts next to its own pages, for its signed-in users: a table of the
-// user's keys and plain HTML forms to create, rename, rotate, disable,
-// enable and revoke them. It calls an apikey.Manager directly and uses the
-// standard library only.
+// user's keys, newest first and a page at a time, and plain HTML forms to
+// create, rename, rotate, pause, resume and revoke them (one key or a
+// whole rotation chain). What a user may do is decided by a
+// selfservice.Policy, the same one the management API (keyshttp) uses. It
+// uses the standard library only.
 //
+//	policy, err := selfservice.New(manager, selfservice.Options{Scopes: []string{"read", "write"}})
+//	if err != nil { ... }
 //	page, err := keyspage.New(manager, keyspage.Options{
 //		Owner:  currentUser, // the same hook as keyshttp.Options.Owner
-//		Scopes: []string{"read", "write"},
-//		Plans:  []string{"free", "pro"},
+//		Policy: policy,
 //	})
 //	if err != nil { ... }
 //	mux.Handle("/keys/", requireSignIn(page))
@@ -20,6 +23,10 @@
 // the script turns that response into a plain view of the page, so that a
 // reload does not post the form again.
 //
+// Each request reads at most one page of keys from the store (PageSize
+// keys, 50 by default): revoked and expired keys are left out unless the
+// user asks for them, and older keys are a link away.
+//
 // Every response carries a strict Content-Security-Policy (no source but
 // the page's own inline style and script, by hash), frame-ancestors 'none'
 // and X-Frame-Options: DENY. Every form post must come from the page's own
@@ -27,6 +34,8 @@
 // that carries neither Sec-Fetch-Site nor Origin (so that its origin cannot
 // be told) is refused as well. Every key id in a form is checked against
 // the signed-in owner: another owner's key answers 404 like an unknown one.
+// A form field the page does not offer (a plan, credits, anything else) is
+// refused with 403 naming it.
 package keyspage
 
 import (
@@ -38,10 +47,12 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // Options configures a Page. Owner is required; every other field has a
@@ -54,30 +65,32 @@ type Options struct {
 	// the page and decides who the user is. Required.
 	Owner func(*http.Request) (string, error)
 
+	// Policy decides what the user may do, and which scopes the create
+	// form offers (those granted to him); pass the same one to keyshttp.
+	// Nil: selfservice.New(m, selfservice.Options{}), which offers no
+	// scopes beyond a customer's ceiling and keys that live at most 366
+	// days. It must act through the Page's Manager.
+	Policy *selfservice.Policy
+
 	// Challenge, if set, is the WWW-Authenticate header of a 401, e.g.
 	// `Basic realm="api-keys"`, so that a browser asks for credentials.
 	// None is sent when empty.
 	Challenge string
 
-	// Scopes are the scopes a user may give a key, shown as checkboxes;
-	// a form naming any other scope is refused. Empty: keys get no
-	// scopes and the create form shows none.
-	Scopes []string
-
-	// Plans are the plans a user may choose, the first one preselected;
-	// a form naming any other plan is refused. Empty: keys get no plan
-	// (the Manager's DefaultPlan applies) and the form shows no chooser.
-	Plans []string
-
 	// Lifetimes are the expiry choices of the create form, the first one
-	// preselected; 0 means no expiry (the Manager's DefaultTTL then
-	// applies). Default: 90 days, 30 days, 1 year, no expiry.
+	// preselected; each is positive and at most the policy's
+	// MaxLifetime. Default: 90 days, 30 days and 1 year, those within
+	// MaxLifetime (MaxLifetime itself if none is).
 	Lifetimes []time.Duration
 
 	// Graces are the grace periods offered when rotating a key, the first
 	// one preselected: how long the old key keeps working beside its
-	// successor; 0 stops it at once. Default: 1 day, 1 hour, 7 days, none.
+	// successor; 0 stops it at once. Each is at most the policy's
+	// MaxGrace. Default: 1 day, 1 hour, 7 days, none.
 	Graces []time.Duration
+
+	// PageSize is how many keys a page shows: 50 when 0, at most 500.
+	PageSize int
 
 	// Title is the page's heading; "API keys" when empty.
 	Title string
@@ -98,6 +111,9 @@ const (
 	// characters.
 	MaxNameLength = 100
 	maxForm       = 64 << 10
+	// defaultPageSize and maxPageSize bound Options.PageSize.
+	defaultPageSize = 50
+	maxPageSize     = 500
 )
 
 //go:embed page.html
@@ -116,23 +132,25 @@ var pageJS string
 // http.StripPrefix; the page's URL ends in "/" and every link in it is
 // relative):
 //
-//	GET  .../          the page
-//	POST .../create    issue a key; the response shows its token once
-//	POST .../rename    set a key's name
-//	POST .../rotate    rotate a key with the chosen grace period; the
-//	                   response shows the successor's token once
-//	POST .../disable   suspend a key
-//	POST .../enable    lift the suspension
-//	GET  .../revoke    ask for confirmation
-//	POST .../revoke    revoke a key (with confirm=yes)
+//	GET  .../               the page: ?after= an older page, ?all=1 with revoked and expired keys
+//	POST .../create         issue a key; the response shows its token once
+//	POST .../rename         set a key's name
+//	POST .../rotate         rotate a key with the chosen grace period; the
+//	                        response shows the successor's token once
+//	POST .../pause          pause a key
+//	POST .../resume         lift the pause (never a suspension by the service)
+//	GET  .../revoke         ask for confirmation
+//	POST .../revoke         revoke a key (with confirm=yes)
+//	GET  .../revoke-chain   ask for confirmation
+//	POST .../revoke-chain   revoke a key and its whole rotation chain (with confirm=yes)
 type Page struct {
 	m         *apikey.Manager
+	policy    *selfservice.Policy
 	owner     func(*http.Request) (string, error)
 	challenge string
-	scopes    []string
-	plans     []string
 	lifetimes []time.Duration
 	graces    []time.Duration
+	pageSize  int
 	title     string
 	log       *slog.Logger
 	tmpl      *template.Template
@@ -141,43 +159,65 @@ type Page struct {
 }
 
 // New returns the page for m. It returns an error wrapping
-// apikey.ErrInvalidOptions for a nil Manager, a nil Owner, a scope that is
-// not an RFC 6749 scope token, an empty or repeated scope or plan, a
-// negative lifetime or grace period, or a malformed trusted origin.
+// apikey.ErrInvalidOptions for a nil Manager, a nil Owner, a Policy over
+// another Manager, a lifetime that is not positive or exceeds the policy's
+// MaxLifetime, a grace period that is negative or exceeds its MaxGrace, a
+// negative or too large PageSize, or a malformed trusted origin.
 func New(m *apikey.Manager, opts Options) (*Page, error) {
-	if m == nil {
+	switch {
+	case m == nil:
 		return nil, fmt.Errorf("%w: keyspage: nil Manager", apikey.ErrInvalidOptions)
-	}
-	if opts.Owner == nil {
+	case opts.Owner == nil:
 		return nil, fmt.Errorf("%w: keyspage: Owner is required", apikey.ErrInvalidOptions)
-	}
-	if err := distinct("scope", opts.Scopes, validScope); err != nil {
-		return nil, err
-	}
-	if err := distinct("plan", opts.Plans, func(s string) bool { return s != "" }); err != nil {
-		return nil, err
+	case opts.Policy != nil && opts.Policy.Manager() != m:
+		return nil, fmt.Errorf("%w: keyspage: the Policy acts through another Manager", apikey.ErrInvalidOptions)
+	case opts.PageSize < 0 || opts.PageSize > maxPageSize:
+		return nil, fmt.Errorf("%w: keyspage: PageSize must be between 1 and %d", apikey.ErrInvalidOptions, maxPageSize)
 	}
 	p := &Page{
-		m: m, owner: opts.Owner, challenge: opts.Challenge, title: opts.Title, log: opts.Logger,
-		scopes:    append([]string(nil), opts.Scopes...),
-		plans:     append([]string(nil), opts.Plans...),
+		m: m, policy: opts.Policy, owner: opts.Owner, challenge: opts.Challenge, title: opts.Title, log: opts.Logger,
 		lifetimes: append([]time.Duration(nil), opts.Lifetimes...),
 		graces:    append([]time.Duration(nil), opts.Graces...),
+		pageSize:  opts.PageSize,
+	}
+	if p.policy == nil {
+		var err error
+		if p.policy, err = selfservice.New(m, selfservice.Options{}); err != nil {
+			return nil, err
+		}
 	}
 	if p.title == "" {
 		p.title = "API keys"
 	}
+	if p.pageSize == 0 {
+		p.pageSize = defaultPageSize
+	}
+	maxLife, maxGrace := p.policy.MaxLifetime(), p.policy.MaxGrace()
 	if len(p.lifetimes) == 0 {
-		p.lifetimes = []time.Duration{90 * day, 30 * day, 365 * day, 0}
+		for _, d := range []time.Duration{90 * day, 30 * day, 365 * day} {
+			if d <= maxLife {
+				p.lifetimes = append(p.lifetimes, d)
+			}
+		}
+		if len(p.lifetimes) == 0 {
+			p.lifetimes = []time.Duration{maxLife}
+		}
 	}
 	if len(p.graces) == 0 {
-		p.graces = []time.Duration{day, time.Hour, 7 * day, 0}
-	}
-	for _, ds := range [][]time.Duration{p.lifetimes, p.graces} {
-		for _, d := range ds {
-			if d < 0 {
-				return nil, fmt.Errorf("%w: keyspage: negative duration %v", apikey.ErrInvalidOptions, d)
+		for _, d := range []time.Duration{day, time.Hour, 7 * day, 0} {
+			if d <= maxGrace {
+				p.graces = append(p.graces, d)
 			}
+		}
+	}
+	for _, d := range p.lifetimes {
+		if d <= 0 || d > maxLife {
+			return nil, fmt.Errorf("%w: keyspage: lifetime %v is not between 0 and the policy's MaxLifetime (%v)", apikey.ErrInvalidOptions, d, maxLife)
+		}
+	}
+	for _, d := range p.graces {
+		if d < 0 || d > maxGrace {
+			return nil, fmt.Errorf("%w: keyspage: grace period %v is not between 0 and the policy's MaxGrace (%v)", apikey.ErrInvalidOptions, d, maxGrace)
 		}
 	}
 	p.cop = http.NewCrossOriginProtection()
@@ -206,34 +246,6 @@ func hash(s string) string {
 	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 }
 
-func distinct(what string, list []string, valid func(string) bool) error {
-	seen := make(map[string]bool, len(list))
-	for _, s := range list {
-		if !valid(s) {
-			return fmt.Errorf("%w: keyspage: invalid %s %q", apikey.ErrInvalidOptions, what, s)
-		}
-		if seen[s] {
-			return fmt.Errorf("%w: keyspage: %s %q listed twice", apikey.ErrInvalidOptions, what, s)
-		}
-		seen[s] = true
-	}
-	return nil
-}
-
-// validScope reports whether s is an RFC 6749 scope token, the grammar
-// apikey.Manager.Issue accepts.
-func validScope(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
 // ServeHTTP serves the page and its form posts.
 func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
@@ -246,7 +258,8 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
 	post := p.post(action)
-	if action != "" && action != "revoke" && post == nil {
+	confirm := action == "revoke" || action == "revoke-chain"
+	if action != "" && post == nil {
 		p.render(w, http.StatusNotFound, &view{Error: "There is no such page."})
 		return
 	}
@@ -273,8 +286,8 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case get && action == "":
 		p.list(w, r, owner, http.StatusOK, &view{Message: message(r.URL.Query().Get("done"))})
-	case get && action == "revoke":
-		p.confirmRevoke(w, r, owner)
+	case get && confirm:
+		p.confirmRevoke(w, r, owner, action == "revoke-chain")
 	case get:
 		// A form's URL opened directly, or reloaded: show the page.
 		seeOther(w, "./")
@@ -304,12 +317,14 @@ func (p *Page) post(action string) func(http.ResponseWriter, *http.Request, stri
 		return p.rename
 	case "rotate":
 		return p.rotate
-	case "disable":
-		return p.disable
-	case "enable":
-		return p.enable
+	case "pause":
+		return p.pause
+	case "resume":
+		return p.resume
 	case "revoke":
 		return p.revoke
+	case "revoke-chain":
+		return p.revokeChain
 	}
 	return nil
 }
@@ -319,12 +334,14 @@ func message(done string) string {
 	switch done {
 	case "renamed":
 		return "The key was renamed."
-	case "disabled":
-		return "The key was disabled: it is refused until you enable it again."
-	case "enabled":
-		return "The key was enabled: it works again."
+	case "paused":
+		return "The key was paused: it is refused until you resume it."
+	case "resumed":
+		return "The key was resumed: it works again."
 	case "revoked":
 		return "The key was revoked: it is refused from now on, for good."
+	case "chain-revoked":
+		return "The key and every key of its rotation chain were revoked: they are refused from now on, for good."
 	}
 	return ""
 }
@@ -341,16 +358,24 @@ func (p *Page) crossOrigin(w http.ResponseWriter, r *http.Request) {
 	p.render(w, http.StatusForbidden, &view{Error: "This form was not sent from this site, so it was refused. Open the page again and retry."})
 }
 
-// fail answers a failed Manager call on the page, with a fixed message.
+// fail answers a failed call of the policy on the page, with a fixed
+// message.
 func (p *Page) fail(w http.ResponseWriter, r *http.Request, owner, op string, err error) {
+	var forbidden *selfservice.FieldError
 	switch {
+	case errors.As(err, &forbidden):
+		p.list(w, r, owner, http.StatusForbidden, &view{Error: "You may not set " + forbidden.Field + ": " + forbidden.Reason + "."})
+	case errors.Is(err, apikey.ErrSuspended):
+		p.list(w, r, owner, http.StatusForbidden, &view{Error: "Your account is suspended: you may revoke your keys, nothing else."})
+	case errors.Is(err, apikey.ErrTooManyKeys):
+		p.list(w, r, owner, http.StatusConflict, &view{Error: "You have the most keys allowed: revoke one before creating another."})
 	case errors.Is(err, apikey.ErrNotFound):
 		p.list(w, r, owner, http.StatusNotFound, &view{Error: "There is no such key."})
 	case errors.Is(err, apikey.ErrRevoked), errors.Is(err, apikey.ErrRotated), errors.Is(err, apikey.ErrExpired):
 		p.list(w, r, owner, http.StatusConflict, &view{Error: "The key cannot be " + op + ": it is revoked, expired or already rotated."})
 	case errors.Is(err, apikey.ErrConflict):
 		p.list(w, r, owner, http.StatusConflict, &view{Error: "The key was changing at the same moment, so it was not " + op + ". Try again."})
-	case errors.Is(err, apikey.ErrInvalidOptions):
+	case errors.Is(err, apikey.ErrInvalidInput), errors.Is(err, apikey.ErrInvalidOptions):
 		p.list(w, r, owner, http.StatusBadRequest, &view{Error: "The key cannot be " + op + " with these settings."})
 	default:
 		if p.log != nil {
@@ -361,6 +386,17 @@ func (p *Page) fail(w http.ResponseWriter, r *http.Request, owner, op string, er
 	}
 }
 
+// fields refuses a form that carries a field other than those named: a
+// field the page does not offer is never silently ignored.
+func fields(r *http.Request, names ...string) error {
+	for name := range r.PostForm {
+		if !slices.Contains(names, name) {
+			return &selfservice.FieldError{Field: name, Reason: "the form has no such field"}
+		}
+	}
+	return nil
+}
+
 // owned returns the owner's key named by the form's id field; another
 // owner's key is not found, like an unknown one.
 func (p *Page) owned(w http.ResponseWriter, r *http.Request, owner, op string) (*apikey.Key, bool) {
@@ -369,10 +405,7 @@ func (p *Page) owned(w http.ResponseWriter, r *http.Request, owner, op string) (
 		p.fail(w, r, owner, op, apikey.ErrNotFound)
 		return nil, false
 	}
-	k, err := p.m.Get(r.Context(), id)
-	if err == nil && k.Owner != owner {
-		err = apikey.ErrNotFound
-	}
+	k, err := p.policy.Get(r.Context(), owner, id)
 	if err != nil {
 		p.fail(w, r, owner, op, err)
 		return nil, false

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,8 @@ import (
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyspage"
 	"github.com/gokeys/apikey/memstore"
+	"github.com/gokeys/apikey/selfservice"
+	"github.com/gokeys/apikey/selfservice/selfservicetest"
 )
 
 type clock struct {
@@ -37,9 +40,10 @@ func (c *clock) Add(d time.Duration) {
 }
 
 // failing is a Store that fails every call while fail is set, and whose
-// Update loses every race while conflict is set.
+// Update loses every race while conflict is set. It keeps customer
+// records, so that tests set customers with Manager.SetCustomer.
 type failing struct {
-	apikey.Store
+	*selfservicetest.Store
 	fail, conflict atomic.Bool
 }
 
@@ -73,6 +77,13 @@ func (s *failing) Create(ctx context.Context, k *apikey.Key) error {
 	return s.Store.Create(ctx, k)
 }
 
+func (s *failing) GetCustomer(ctx context.Context, id string) (*apikey.Customer, error) {
+	if s.fail.Load() {
+		return nil, errDown
+	}
+	return s.Store.GetCustomer(ctx, id)
+}
+
 // fixture is a Manager over a memory store and the page mounted at /keys/
 // of a mux; the signed-in user is the X-Test-User header.
 type fixture struct {
@@ -82,11 +93,20 @@ type fixture struct {
 	h     http.Handler
 }
 
+// newFixture builds the page with opts; without a Policy, one that offers
+// the scopes read and write.
 func newFixture(t *testing.T, opts keyspage.Options) *fixture {
 	t.Helper()
-	f := &fixture{clock: &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}, store: &failing{Store: memstore.New()}}
+	return newFixtureWith(t, nil, opts)
+}
+
+// newFixtureWith builds the page with opts, and a Policy of policy when
+// set.
+func newFixtureWith(t *testing.T, policy *selfservice.Options, opts keyspage.Options) *fixture {
+	t.Helper()
+	f := &fixture{clock: &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}, store: &failing{Store: selfservicetest.New()}}
 	var err error
-	f.m, err = apikey.New(f.store, apikey.Options{Prefix: "sk_live", Now: f.clock.Now, LastUsedInterval: -1})
+	f.m, err = apikey.New(f.store, apikey.Options{Prefix: "sk_live", Now: f.clock.Now, LastUsedInterval: -1, CacheTTL: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { f.m.Close(context.Background()) })
 	if opts.Owner == nil {
@@ -97,11 +117,12 @@ func newFixture(t *testing.T, opts keyspage.Options) *fixture {
 			return "", errors.New("not signed in")
 		}
 	}
-	if opts.Scopes == nil {
-		opts.Scopes = []string{"read", "write"}
+	if policy == nil {
+		policy = &selfservice.Options{Scopes: []string{"read", "write"}}
 	}
-	if opts.Plans == nil {
-		opts.Plans = []string{"free", "pro"}
+	if opts.Policy == nil {
+		opts.Policy, err = selfservice.New(f.m, *policy)
+		require.NoError(t, err)
 	}
 	page, err := keyspage.New(f.m, opts)
 	require.NoError(t, err)
@@ -169,9 +190,27 @@ func (f *fixture) keys(t *testing.T, owner string) []*apikey.Key {
 	return ks
 }
 
+// customer sets the operator's record of customer id.
+func (f *fixture) customer(t *testing.T, id string, change func(c *apikey.Customer)) {
+	t.Helper()
+	_, err := f.m.SetCustomer(context.Background(), id, func(c *apikey.Customer) error { change(c); return nil })
+	require.NoError(t, err)
+}
+
+// createForm is a valid create form named name.
+func createForm(name string) url.Values {
+	return url.Values{"name": {name}, "expires": {"7776000"}}
+}
+
 func TestNewValidatesOptions(t *testing.T) {
 	t.Parallel()
 	m, err := apikey.New(memstore.New(), apikey.Options{})
+	require.NoError(t, err)
+	other, err := apikey.New(memstore.New(), apikey.Options{})
+	require.NoError(t, err)
+	otherPolicy, err := selfservice.New(other, selfservice.Options{})
+	require.NoError(t, err)
+	short, err := selfservice.New(m, selfservice.Options{MaxLifetime: 30 * 24 * time.Hour, MaxGrace: time.Hour})
 	require.NoError(t, err)
 	owner := func(*http.Request) (string, error) { return "alice", nil }
 	tests := []struct {
@@ -181,13 +220,14 @@ func TestNewValidatesOptions(t *testing.T) {
 	}{
 		{"nil manager", nil, keyspage.Options{Owner: owner}},
 		{"nil owner", m, keyspage.Options{}},
-		{"scope with a space", m, keyspage.Options{Owner: owner, Scopes: []string{"read all"}}},
-		{"empty scope", m, keyspage.Options{Owner: owner, Scopes: []string{""}}},
-		{"repeated scope", m, keyspage.Options{Owner: owner, Scopes: []string{"read", "read"}}},
-		{"empty plan", m, keyspage.Options{Owner: owner, Plans: []string{""}}},
-		{"repeated plan", m, keyspage.Options{Owner: owner, Plans: []string{"free", "free"}}},
+		{"policy of another manager", m, keyspage.Options{Owner: owner, Policy: otherPolicy}},
+		{"a key that never expires", m, keyspage.Options{Owner: owner, Lifetimes: []time.Duration{0}}},
 		{"negative lifetime", m, keyspage.Options{Owner: owner, Lifetimes: []time.Duration{-time.Hour}}},
+		{"lifetime beyond the policy's", m, keyspage.Options{Owner: owner, Policy: short, Lifetimes: []time.Duration{31 * 24 * time.Hour}}},
 		{"negative grace", m, keyspage.Options{Owner: owner, Graces: []time.Duration{-time.Hour}}},
+		{"grace beyond the policy's", m, keyspage.Options{Owner: owner, Policy: short, Graces: []time.Duration{2 * time.Hour}}},
+		{"negative page size", m, keyspage.Options{Owner: owner, PageSize: -1}},
+		{"page size too large", m, keyspage.Options{Owner: owner, PageSize: 501}},
 		{"bad trusted origin", m, keyspage.Options{Owner: owner, TrustedOrigins: []string{"not an origin"}}},
 	}
 	for _, tt := range tests {
@@ -199,6 +239,9 @@ func TestNewValidatesOptions(t *testing.T) {
 	}
 	p, err := keyspage.New(m, keyspage.Options{Owner: owner})
 	require.NoError(t, err)
+	assert.NotNil(t, p)
+	p, err = keyspage.New(m, keyspage.Options{Owner: owner, Policy: short})
+	require.NoError(t, err, "the default lifetimes and graces are cut to the policy's")
 	assert.NotNil(t, p)
 }
 
@@ -231,7 +274,7 @@ func TestSecurityHeaders(t *testing.T) {
 		{"signed out", http.MethodGet, "/keys/", "", nil, nil, http.StatusUnauthorized},
 		{"unknown page", http.MethodGet, "/keys/nope", "alice", nil, nil, http.StatusNotFound},
 		{"cross-site post", http.MethodPost, "/keys/revoke", "alice", url.Values{"id": {k.ID}, "confirm": {"yes"}}, map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
-		{"created", http.MethodPost, "/keys/create", "alice", url.Values{"name": {"x"}, "plan": {"free"}, "expires": {"0"}}, nil, http.StatusCreated},
+		{"created", http.MethodPost, "/keys/create", "alice", createForm("x"), nil, http.StatusCreated},
 		{"redirect", http.MethodPost, "/keys/revoke", "alice", url.Values{"id": {k.ID}, "confirm": {"yes"}}, nil, http.StatusSeeOther},
 	}
 	for _, tt := range tests {
@@ -264,26 +307,30 @@ func TestSecurityHeaders(t *testing.T) {
 }
 
 // TestListShowsTheOwnersKeys checks the table: each column, each state, and
-// that another owner's keys are not shown.
+// that another owner's keys are not shown; revoked and expired keys only
+// when asked for.
 func TestListShowsTheOwnersKeys(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	ctx := context.Background()
 	_, active := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Production", Scopes: []string{"read", "write"}, Plan: "pro", TTL: 30 * 24 * time.Hour})
 	_, disabled := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Staging"})
-	_, revoked := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Old laptop"})
+	_, paused := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Batch"})
+	_, revoked := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Old laptop", TTL: 2 * time.Hour})
 	_, expired := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Short-lived", TTL: time.Minute})
 	_, rotated := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Worker"})
 	_, bobs := f.issue(t, apikey.IssueParams{Owner: "bob", Name: "Bob's key"})
 	_, err := f.m.Disable(ctx, disabled.ID)
 	require.NoError(t, err)
+	_, err = f.m.Pause(ctx, paused.ID)
+	require.NoError(t, err)
 	require.NoError(t, f.m.Revoke(ctx, revoked.ID))
 	require.NoError(t, f.store.MarkUsed(ctx, map[string]time.Time{active.ID: f.clock.Now()}))
 	f.clock.Add(3 * time.Minute)
-	_, err = f.m.Rotate(ctx, rotated.ID, 24*time.Hour)
+	rot, err := f.m.Rotate(ctx, rotated.ID, 24*time.Hour)
 	require.NoError(t, err)
 
-	res := f.do(t, http.MethodGet, "/keys/", "alice", nil, nil)
+	res := f.do(t, http.MethodGet, "/keys/?all=1", "alice", nil, nil)
 	require.Equal(t, http.StatusOK, res.status)
 	row := func(id string) string {
 		t.Helper()
@@ -300,18 +347,27 @@ func TestListShowsTheOwnersKeys(t *testing.T) {
 	assert.Contains(t, r, `<td data-label="Plan">pro</td>`)
 	assert.Contains(t, r, `<time datetime="2026-11-27T12:00:00Z" title="2026-11-27 12:00:00 UTC">3 minutes ago</time>`, "last used")
 	assert.Contains(t, r, `title="2026-12-27 12:00:00 UTC">in 30 days</time>`, "expiry")
-	assert.Contains(t, r, `action="rotate"`)
-	assert.Contains(t, r, `action="disable"`)
-	assert.Contains(t, r, `action="revoke"`)
+	for _, action := range []string{"rename", "rotate", "pause", "revoke"} {
+		assert.Contains(t, r, `action="`+action+`"`)
+	}
+	assert.NotContains(t, r, `action="resume"`)
+	assert.NotContains(t, r, `action="revoke-chain"`, "not part of a chain")
 
 	r = row(disabled.ID)
-	assert.Contains(t, r, `<span class="state disabled">disabled</span>`)
-	assert.Contains(t, r, `action="enable"`)
+	assert.Contains(t, r, `<span class="state disabled">disabled by the service</span>`)
+	assert.NotContains(t, r, `action="resume"`, "only the service lifts it")
 	assert.NotContains(t, r, `action="rotate"`)
-	assert.Contains(t, r, "never", "never used, never expires")
+	assert.Contains(t, r, `action="revoke"`)
+
+	r = row(paused.ID)
+	assert.Contains(t, r, `<span class="state paused">paused</span>`)
+	assert.Contains(t, r, `action="resume"`)
+	assert.NotContains(t, r, `action="pause"`)
 
 	r = row(revoked.ID)
-	assert.Contains(t, r, `<span class="state revoked">revoked</span>`)
+	assert.Contains(t, r, `<span class="state revoked">revoked <time datetime="2026-11-27T12:00:00Z"`)
+	assert.NotContains(t, r, "in 2 hours", "a revoked key shows no expiry")
+	assert.Contains(t, r, `<td data-label="Expires">—</td>`)
 	assert.NotContains(t, r, "<form", "no action on a revoked key")
 
 	r = row(expired.ID)
@@ -321,10 +377,21 @@ func TestListShowsTheOwnersKeys(t *testing.T) {
 	r = row(rotated.ID)
 	assert.Contains(t, r, `<span class="state grace">in grace until <time datetime="2026-11-28T12:03:00Z"`)
 	assert.NotContains(t, r, `action="rotate"`, "a rotated key cannot be rotated again")
+	assert.Contains(t, r, `action="revoke-chain"`)
+	assert.Contains(t, row(rot.Key.ID), `action="revoke-chain"`)
 
 	assert.NotContains(t, res.body, bobs.ID)
 	assert.NotContains(t, res.body, "Bob&#39;s key")
-	assert.Equal(t, 6, strings.Count(res.body, "<tr id="), "five keys and the successor")
+	assert.Equal(t, 7, strings.Count(res.body, "<tr id="), "six keys and the successor")
+	assert.Contains(t, res.body, `<a href="./">Hide revoked and expired keys</a>`)
+
+	// By default, only the keys that can still work.
+	res = f.do(t, http.MethodGet, "/keys/", "alice", nil, nil)
+	require.Equal(t, http.StatusOK, res.status)
+	assert.Equal(t, 5, strings.Count(res.body, "<tr id="), "neither the revoked nor the expired key")
+	assert.NotContains(t, res.body, revoked.ID)
+	assert.NotContains(t, res.body, expired.ID)
+	assert.Contains(t, res.body, `<a href="./?all=1">Show revoked and expired keys</a>`)
 }
 
 func TestCreate(t *testing.T) {
@@ -335,15 +402,15 @@ func TestCreate(t *testing.T) {
 		status  int
 		errText string
 	}{
-		{"name only", url.Values{"name": {"CI"}, "plan": {"free"}, "expires": {"0"}}, http.StatusCreated, ""},
-		{"scopes, plan and expiry", url.Values{"name": {"Prod"}, "scope": {"read", "write", "read"}, "plan": {"pro"}, "expires": {"2592000"}}, http.StatusCreated, ""},
-		{"no name", url.Values{"name": {"  "}, "plan": {"free"}, "expires": {"0"}}, http.StatusBadRequest, "Give the key a name."},
-		{"control character", url.Values{"name": {"a\x00b"}, "plan": {"free"}, "expires": {"0"}}, http.StatusBadRequest, "control characters"},
-		{"name too long", url.Values{"name": {strings.Repeat("é", 101)}, "plan": {"free"}, "expires": {"0"}}, http.StatusBadRequest, "too long"},
-		{"unknown scope", url.Values{"name": {"x"}, "scope": {"admin"}, "plan": {"free"}, "expires": {"0"}}, http.StatusBadRequest, "Choose scopes from the list."},
-		{"unknown plan", url.Values{"name": {"x"}, "plan": {"enterprise"}, "expires": {"0"}}, http.StatusBadRequest, "Choose a plan from the list."},
-		{"no plan", url.Values{"name": {"x"}, "expires": {"0"}}, http.StatusBadRequest, "Choose a plan from the list."},
-		{"unknown expiry", url.Values{"name": {"x"}, "plan": {"free"}, "expires": {"60"}}, http.StatusBadRequest, "Choose an expiry from the list."},
+		{"name only", url.Values{"name": {"CI"}, "expires": {"7776000"}}, http.StatusCreated, ""},
+		{"scopes and expiry", url.Values{"name": {"Prod"}, "scope": {"read", "write", "read"}, "expires": {"2592000"}}, http.StatusCreated, ""},
+		{"no name", url.Values{"name": {"  "}, "expires": {"7776000"}}, http.StatusBadRequest, "Give the key a name."},
+		{"control character", url.Values{"name": {"a\x00b"}, "expires": {"7776000"}}, http.StatusBadRequest, "control characters"},
+		{"name too long", url.Values{"name": {strings.Repeat("é", 101)}, "expires": {"7776000"}}, http.StatusBadRequest, "too long"},
+		{"a scope not granted", url.Values{"name": {"x"}, "scope": {"admin"}, "expires": {"7776000"}}, http.StatusForbidden, "You may not set scopes"},
+		{"a plan", url.Values{"name": {"x"}, "plan": {"enterprise"}, "expires": {"7776000"}}, http.StatusForbidden, "You may not set plan: the form has no such field."},
+		{"never expires", url.Values{"name": {"x"}, "expires": {"0"}}, http.StatusBadRequest, "Choose an expiry from the list."},
+		{"unknown expiry", url.Values{"name": {"x"}, "expires": {"60"}}, http.StatusBadRequest, "Choose an expiry from the list."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -360,17 +427,15 @@ func TestCreate(t *testing.T) {
 			require.Len(t, keys, 1)
 			k := keys[0]
 			assert.Equal(t, tt.form.Get("name"), k.Name)
-			assert.Equal(t, tt.form.Get("plan"), k.Plan)
+			assert.Empty(t, k.Plan)
 			if tt.form["scope"] != nil {
 				assert.Equal(t, []string{"read", "write"}, k.Scopes)
 			} else {
 				assert.Empty(t, k.Scopes)
 			}
-			if tt.form.Get("expires") == "0" {
-				assert.True(t, k.ExpiresAt.IsZero())
-			} else {
-				assert.Equal(t, f.clock.Now().Add(30*24*time.Hour), k.ExpiresAt)
-			}
+			secs, err := strconv.Atoi(tt.form.Get("expires"))
+			require.NoError(t, err)
+			assert.Equal(t, f.clock.Now().Add(time.Duration(secs)*time.Second), k.ExpiresAt)
 			// The token is in the response, once, and works.
 			token := regexp.MustCompile(`id="token"[^>]*>([^<]+)</textarea>`).FindStringSubmatch(res.body)
 			require.NotNil(t, token, res.body)
@@ -395,12 +460,12 @@ func TestCreate(t *testing.T) {
 func TestCreateKeepsTheFormAfterAnError(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
-	res := f.do(t, http.MethodPost, "/keys/create", "alice", url.Values{"name": {"Prod"}, "scope": {"write"}, "plan": {"pro"}, "expires": {"60"}}, nil)
+	res := f.do(t, http.MethodPost, "/keys/create", "alice", url.Values{"name": {"Prod"}, "scope": {"write"}, "expires": {"60"}}, nil)
 	require.Equal(t, http.StatusBadRequest, res.status)
 	assert.Contains(t, res.body, `value="Prod"`)
 	assert.Contains(t, res.body, `value="write" checked`)
 	assert.NotContains(t, res.body, `value="read" checked`)
-	assert.Contains(t, res.body, `<option value="pro" selected>`)
+	assert.NotContains(t, res.body, `name="plan"`, "no plan to choose")
 }
 
 // TestOutputIsEscaped creates a key whose name is markup.
@@ -408,7 +473,7 @@ func TestOutputIsEscaped(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
 	name := `<script>alert(1)</script>"><img src=x>`
-	res := f.do(t, http.MethodPost, "/keys/create", "alice", url.Values{"name": {name}, "plan": {"free"}, "expires": {"0"}}, nil)
+	res := f.do(t, http.MethodPost, "/keys/create", "alice", createForm(name), nil)
 	require.Equal(t, http.StatusCreated, res.status)
 	for _, r := range []response{res, f.do(t, http.MethodGet, "/keys/", "alice", nil, nil)} {
 		assert.NotContains(t, r.body, "<script>alert")
@@ -442,20 +507,36 @@ func TestActions(t *testing.T) {
 			check:  func(t *testing.T, f *fixture, k *apikey.Key, _ response) { assert.Equal(t, "Original", k.Name) },
 		},
 		{
-			name: "disable", path: "/keys/disable",
+			name: "pause", path: "/keys/pause",
 			form:   func(id string) url.Values { return url.Values{"id": {id}} },
-			status: http.StatusSeeOther, location: "./?done=disabled",
-			check: func(t *testing.T, f *fixture, k *apikey.Key, _ response) { assert.True(t, k.Disabled) },
+			status: http.StatusSeeOther, location: "./?done=paused",
+			check: func(t *testing.T, f *fixture, k *apikey.Key, _ response) { assert.True(t, k.Paused) },
 		},
 		{
-			name: "enable", path: "/keys/enable",
+			name: "resume", path: "/keys/resume",
 			form: func(id string) url.Values { return url.Values{"id": {id}} },
 			before: func(f *fixture, id string) {
-				_, err := f.m.Disable(context.Background(), id)
+				_, err := f.m.Pause(context.Background(), id)
 				require.NoError(t, err)
 			},
-			status: http.StatusSeeOther, location: "./?done=enabled",
-			check: func(t *testing.T, f *fixture, k *apikey.Key, _ response) { assert.False(t, k.Disabled) },
+			status: http.StatusSeeOther, location: "./?done=resumed",
+			check: func(t *testing.T, f *fixture, k *apikey.Key, _ response) { assert.False(t, k.Paused) },
+		},
+		{
+			name: "resume a key the service disabled", path: "/keys/resume",
+			form: func(id string) url.Values { return url.Values{"id": {id}} },
+			before: func(f *fixture, id string) {
+				_, err := f.m.Pause(context.Background(), id)
+				require.NoError(t, err)
+				_, err = f.m.Disable(context.Background(), id)
+				require.NoError(t, err)
+			},
+			status: http.StatusForbidden,
+			check: func(t *testing.T, f *fixture, k *apikey.Key, res response) {
+				assert.True(t, k.Disabled)
+				assert.True(t, k.Paused)
+				assert.Contains(t, res.body, "You may not set disabled: the service disabled the key")
+			},
 		},
 		{
 			name: "rotate with grace", path: "/keys/rotate",
@@ -556,11 +637,12 @@ func TestOwnerScoping(t *testing.T) {
 	f := newFixture(t, keyspage.Options{})
 	_, bobs := f.issue(t, apikey.IssueParams{Owner: "bob", Name: "Bob's"})
 	forms := map[string]url.Values{
-		"rename":  {"name": {"mine now"}},
-		"rotate":  {"grace": {"0"}},
-		"disable": {},
-		"enable":  {},
-		"revoke":  {"confirm": {"yes"}},
+		"rename":       {"name": {"mine now"}},
+		"rotate":       {"grace": {"0"}},
+		"pause":        {},
+		"resume":       {},
+		"revoke":       {"confirm": {"yes"}},
+		"revoke-chain": {"confirm": {"yes"}},
 	}
 	for action, form := range forms {
 		for _, id := range []string{bobs.ID, "AAAAAAAAAAAAAAAA", ""} {
@@ -578,7 +660,7 @@ func TestOwnerScoping(t *testing.T) {
 	}
 	k := f.get(t, bobs.ID)
 	assert.Equal(t, "Bob's", k.Name)
-	assert.False(t, k.Disabled)
+	assert.False(t, k.Paused)
 	assert.Empty(t, k.RotatedTo)
 	assert.True(t, k.RevokedAt.IsZero())
 }
@@ -605,10 +687,15 @@ func TestCrossSitePostsAreRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, action := range []string{"create", "rename", "rotate", "disable", "enable", "revoke"} {
+			for action, form := range map[string]url.Values{
+				"create": createForm("New"), "rename": {"name": {"Changed"}}, "rotate": {"grace": {"0"}},
+				"pause": {}, "resume": {}, "revoke": {"confirm": {"yes"}}, "revoke-chain": {"confirm": {"yes"}},
+			} {
 				_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Original"})
 				before := len(f.keys(t, "alice"))
-				form := url.Values{"id": {k.ID}, "name": {"Changed"}, "grace": {"0"}, "confirm": {"yes"}, "plan": {"free"}, "expires": {"0"}}
+				if action != "create" {
+					form.Set("id", k.ID)
+				}
 				res := f.do(t, http.MethodPost, "/keys/"+action, "alice", form, tt.hdr)
 				after := f.get(t, k.ID)
 				if tt.allowed {
@@ -619,7 +706,7 @@ func TestCrossSitePostsAreRefused(t *testing.T) {
 				assert.Contains(t, res.body, "was not sent from this site")
 				assert.Equal(t, before, len(f.keys(t, "alice")), "%s created a key", action)
 				assert.Equal(t, "Original", after.Name, action)
-				assert.False(t, after.Disabled, action)
+				assert.False(t, after.Paused, action)
 				assert.Empty(t, after.RotatedTo, action)
 				assert.True(t, after.RevokedAt.IsZero(), action)
 			}
@@ -641,7 +728,7 @@ func TestSignedOut(t *testing.T) {
 			f := newFixture(t, keyspage.Options{Owner: tt.owner, Challenge: `Basic realm="keys"`})
 			f.issue(t, apikey.IssueParams{Name: "ownerless"})
 			for _, r := range []struct{ method, path string }{{"GET", "/keys/"}, {"POST", "/keys/create"}, {"GET", "/keys/revoke"}} {
-				res := f.do(t, r.method, r.path, "", url.Values{"name": {"x"}, "plan": {"free"}, "expires": {"0"}}, nil)
+				res := f.do(t, r.method, r.path, "", createForm("x"), nil)
 				assert.Equal(t, http.StatusUnauthorized, res.status)
 				assert.Equal(t, `Basic realm="keys"`, res.header.Get("WWW-Authenticate"))
 				assert.NotContains(t, res.body, "ownerless")
@@ -663,8 +750,8 @@ func TestStoreFailure(t *testing.T) {
 		form         url.Values
 	}{
 		{"GET", "/keys/", nil},
-		{"POST", "/keys/create", url.Values{"name": {"x"}, "plan": {"free"}, "expires": {"0"}}},
-		{"POST", "/keys/disable", url.Values{"id": {k.ID}}},
+		{"POST", "/keys/create", createForm("x")},
+		{"POST", "/keys/pause", url.Values{"id": {k.ID}}},
 	} {
 		res := f.do(t, r.method, r.path, "alice", r.form, nil)
 		assert.Equal(t, http.StatusServiceUnavailable, res.status, r.path)
@@ -718,7 +805,7 @@ func TestRoutes(t *testing.T) {
 func TestMountedWithStripPrefix(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, keyspage.Options{})
-	page, err := keyspage.New(f.m, keyspage.Options{Owner: func(*http.Request) (string, error) { return "alice", nil }, Plans: []string{"free"}})
+	page, err := keyspage.New(f.m, keyspage.Options{Owner: func(*http.Request) (string, error) { return "alice", nil }})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("/account/keys/", http.StripPrefix("/account/keys", page))
@@ -726,7 +813,7 @@ func TestMountedWithStripPrefix(t *testing.T) {
 	res := f.do(t, "GET", "/account/keys/", "", nil, nil)
 	require.Equal(t, http.StatusOK, res.status)
 	assert.Contains(t, res.body, `action="create"`)
-	res = f.do(t, "POST", "/account/keys/create", "", url.Values{"name": {"x"}, "plan": {"free"}, "expires": {"0"}}, nil)
+	res = f.do(t, "POST", "/account/keys/create", "", createForm("x"), nil)
 	assert.Equal(t, http.StatusCreated, res.status)
 }
 
@@ -736,9 +823,9 @@ func TestAccessible(t *testing.T) {
 	f := newFixture(t, keyspage.Options{})
 	f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Prod"})
 	_, k := f.issue(t, apikey.IssueParams{Owner: "alice", Name: "Stage"})
-	_, err := f.m.Disable(context.Background(), k.ID)
+	_, err := f.m.Pause(context.Background(), k.ID)
 	require.NoError(t, err)
-	res := f.do(t, http.MethodPost, "/keys/create", "alice", url.Values{"name": {"New"}, "plan": {"free"}, "expires": {"0"}}, nil)
+	res := f.do(t, http.MethodPost, "/keys/create", "alice", createForm("New"), nil)
 	require.Equal(t, http.StatusCreated, res.status)
 	body := res.body
 	assert.Contains(t, body, `<html lang="en">`)

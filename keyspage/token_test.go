@@ -15,6 +15,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // listFails is a Store whose List fails while down is set; every other
@@ -44,9 +45,11 @@ func TestTokenSurvivesAFailingList(t *testing.T) {
 	m, err := apikey.New(s, apikey.Options{Prefix: "sk_live", Now: f.clock.Now, LastUsedInterval: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
+	policy, err := selfservice.New(m, selfservice.Options{Scopes: []string{"read"}})
+	require.NoError(t, err)
 	page, err := keyspage.New(m, keyspage.Options{
 		Owner:  func(r *http.Request) (string, error) { return r.Header.Get("X-Test-User"), nil },
-		Scopes: []string{"read"}, Plans: []string{"free"},
+		Policy: policy,
 	})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
@@ -54,7 +57,7 @@ func TestTokenSurvivesAFailingList(t *testing.T) {
 	f.h = mux
 
 	s.down.Store(true)
-	res := f.do(t, http.MethodPost, "/keys/create", "alice", url.Values{"name": {"CI"}, "plan": {"free"}, "expires": {"0"}}, nil)
+	res := f.do(t, http.MethodPost, "/keys/create", "alice", createForm("CI"), nil)
 	assert.Equal(t, http.StatusCreated, res.status, res.body)
 	assert.Equal(t, "no-store", res.header.Get("Cache-Control"))
 	got := tokenRE.FindStringSubmatch(res.body)
@@ -86,7 +89,7 @@ func TestNameBeyondTheManagersLimit(t *testing.T) {
 	f := newFixture(t, keyspage.Options{})
 	name := strings.Repeat("😀", 100) // 100 characters, 400 bytes
 	require.Greater(t, len(name), apikey.MaxNameLength)
-	res := f.do(t, http.MethodPost, "/keys/create", "alice", url.Values{"name": {name}, "plan": {"free"}, "expires": {"0"}}, nil)
+	res := f.do(t, http.MethodPost, "/keys/create", "alice", createForm(name), nil)
 	assert.Equal(t, http.StatusBadRequest, res.status)
 	assert.Contains(t, res.body, "The name is too long")
 	assert.Empty(t, f.keys(t, "alice"))

@@ -2,28 +2,38 @@ package keyspage
 
 import (
 	"bytes"
-	"cmp"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // view is what the template renders.
 type view struct {
 	Title   string
-	Error   string // shown in an alert
-	Message string // shown in a status note
-	Token   *once  // a token to show this one time
-	Confirm *row   // a key to confirm the revocation of
-	Full    bool   // whether the table and the create form are shown
+	Error   string   // shown in an alert
+	Message string   // shown in a status note
+	Token   *once    // a token to show this one time
+	Confirm *confirm // a key to confirm the revocation of
+	Full    bool     // whether the table and the create form are shown
 	Keys    []row
+
+	// Suspended reports that the service suspended the user's account:
+	// he may revoke his keys, nothing else.
+	Suspended bool
+	// All reports that revoked and expired keys are shown.
+	All bool
+	// Newest and Older link to the first page and to the next page of
+	// older keys; Toggle shows or hides revoked and expired keys. Empty
+	// when there is no such page.
+	Newest, Older, Toggle string
 
 	Form      createForm
 	Scopes    []choice
-	Plans     []choice
 	Lifetimes []choice
 	Graces    []choice
 }
@@ -33,12 +43,17 @@ type once struct {
 	Token, Name, Hint, Note string
 }
 
+// confirm is a revocation to confirm: of one key, or of its whole chain.
+type confirm struct {
+	row
+	Chain bool
+}
+
 // createForm holds what the user entered, to fill the form again after an
 // error.
 type createForm struct {
 	Name     string
 	Scopes   []string
-	Plan     string
 	Lifetime string
 }
 
@@ -53,16 +68,17 @@ type row struct {
 	Scopes                    []string
 	Created, LastUsed, Expiry when
 	// State is the CSS class and StateText the words: active, grace
-	// ("in grace until" Until), disabled, revoked, expired.
+	// ("in grace until" Until), paused, disabled (by the service),
+	// revoked (Until: when), expired.
 	State, StateText string
 	Until            *when
 
-	CanRename, CanRotate, CanDisable, CanEnable, CanRevoke bool
+	CanRename, CanRotate, CanPause, CanResume, CanRevoke, CanRevokeChain bool
 }
 
 // Actions reports whether any action is possible on the key.
 func (r row) Actions() bool {
-	return r.CanRename || r.CanRotate || r.CanDisable || r.CanEnable || r.CanRevoke
+	return r.CanRename || r.CanRotate || r.CanPause || r.CanResume || r.CanRevoke || r.CanRevokeChain
 }
 
 // when is a time shown relative to now, with the exact time in a title.
@@ -150,87 +166,121 @@ func pick(ds []time.Duration, value string) (time.Duration, bool) {
 	return 0, false
 }
 
-func rowOf(k *apikey.Key, now time.Time) row {
+// rowOf shows k at now; a suspended owner may only revoke it.
+func rowOf(k *apikey.Key, now time.Time, suspended bool) row {
 	r := row{
 		ID: k.ID, Name: k.Name, Hint: k.Hint, Plan: k.Plan, Scopes: k.Scopes,
 		Created:  at(k.CreatedAt, now, "—"),
 		LastUsed: at(k.LastUsedAt, now, "never"),
 		Expiry:   at(k.ExpiresAt, now, "never"),
 	}
+	chain := k.RotatedFrom != "" || k.RotatedTo != ""
 	switch {
 	case k.Revoked(now):
-		r.State, r.StateText = "revoked", "revoked"
+		// A revoked key never expires any more: no expiry to show.
+		revoked := at(k.RevokedAt, now, "")
+		r.State, r.StateText, r.Until, r.Expiry = "revoked", "revoked", &revoked, when{Zero: true, Text: "—"}
 	case k.Expired(now):
 		r.State, r.StateText = "expired", "expired"
 	case k.Disabled:
-		r.State, r.StateText = "disabled", "disabled"
-		r.CanRename, r.CanEnable, r.CanRevoke = true, true, true
+		r.State, r.StateText = "disabled", "disabled by the service"
+		r.CanRename, r.CanRevoke, r.CanRevokeChain = true, true, chain
+	case k.Paused:
+		r.State, r.StateText = "paused", "paused"
+		r.CanRename, r.CanResume, r.CanRevoke, r.CanRevokeChain = true, true, true, chain
 	case k.InGrace(now):
 		until := at(k.ExpiresAt, now, "")
 		r.State, r.StateText, r.Until = "grace", "in grace until", &until
 		r.Until.Text = until.Exact
-		r.CanRename, r.CanDisable, r.CanRevoke = true, true, true
+		r.CanRename, r.CanPause, r.CanRevoke, r.CanRevokeChain = true, true, true, chain
 	default:
 		r.State, r.StateText = "active", "active"
-		r.CanRename, r.CanRotate, r.CanDisable, r.CanRevoke = true, true, true, true
+		r.CanRename, r.CanRotate, r.CanPause, r.CanRevoke, r.CanRevokeChain = true, true, true, true, chain
+	}
+	if suspended {
+		r.CanRename, r.CanRotate, r.CanPause, r.CanResume = false, false, false, false
 	}
 	return r
 }
 
-// list renders the page with the owner's keys, newest first.
+// list renders the page with one page of the owner's keys, newest first:
+// the keys after the cursor in the query's after parameter, and only
+// usable ones unless the query has all=1. It reads one page from the
+// store, and the owner's allowance.
 func (p *Page) list(w http.ResponseWriter, r *http.Request, owner string, status int, v *view) {
+	q := r.URL.Query()
+	v.All = q.Get("all") == "1"
+	after, err := selfservice.ParseCursor(q.Get("after"))
+	if err != nil {
+		after, status, v.Error = apikey.Cursor{}, http.StatusBadRequest, "That page of keys does not exist: here are your newest keys."
+	}
+	ctx := r.Context()
+	now := p.m.Now()
+	a, err := p.policy.Allowance(ctx, owner)
 	var keys []*apikey.Key
-	for opts := (apikey.ListOptions{Limit: apikey.MaxListLimit}); ; {
-		page, err := p.m.List(r.Context(), owner, opts)
-		if err != nil && v.Token != nil {
+	if err == nil {
+		opts := apikey.ListOptions{After: after, Limit: p.pageSize + 1} // one more: is there an older page?
+		if !v.All {
+			opts.UsableAt = now
+		}
+		keys, err = p.policy.List(ctx, owner, opts)
+	}
+	if err != nil {
+		if p.log != nil {
+			p.log.ErrorContext(ctx, "keyspage: key store failed", "op", "listed", "error", err)
+		}
+		if v.Token != nil {
 			// The key exists: its token is shown, if not the list.
-			if p.log != nil {
-				p.log.ErrorContext(r.Context(), "keyspage: key store failed", "op", "listed", "error", err)
-			}
 			v.Error = "Your keys cannot be listed right now; reload the page in a moment to see them."
 			p.render(w, status, v)
 			return
 		}
-		if err != nil {
-			p.fail(w, r, owner, "listed", err)
-			return
-		}
-		keys = append(keys, page...)
-		if len(page) < opts.PageSize() {
-			break
-		}
-		opts.After = page[len(page)-1].ID
+		w.Header().Set("Retry-After", "5")
+		p.render(w, http.StatusServiceUnavailable, &view{Error: "The key store is unavailable. Try again in a moment."})
+		return
 	}
-	slices.SortFunc(keys, func(a, b *apikey.Key) int {
-		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), cmp.Compare(a.ID, b.ID))
-	})
-	now := p.m.Now()
+	more := len(keys) > p.pageSize
+	keys = keys[:min(len(keys), p.pageSize)]
+	v.Suspended = a.Suspended
 	v.Keys = make([]row, 0, len(keys))
 	for _, k := range keys {
-		v.Keys = append(v.Keys, rowOf(k, now))
+		v.Keys = append(v.Keys, rowOf(k, now, a.Suspended))
 	}
+	link := func(after apikey.Cursor, all bool) string {
+		u := url.Values{}
+		if !after.IsZero() {
+			u.Set("after", selfservice.FormatCursor(after))
+		}
+		if all {
+			u.Set("all", "1")
+		}
+		if len(u) == 0 {
+			return "./"
+		}
+		return "./?" + u.Encode()
+	}
+	if more {
+		v.Older = link(keys[len(keys)-1].Cursor(), v.All)
+	}
+	if !after.IsZero() {
+		v.Newest = link(apikey.Cursor{}, v.All)
+	}
+	v.Toggle = link(apikey.Cursor{}, !v.All)
 	v.Full = true
-	p.fillForm(v)
+	p.fillForm(v, a.Scopes)
 	p.render(w, status, v)
 }
 
 // fillForm sets the choices of the create and rotate forms, keeping what
-// the user entered in v.Form.
-func (p *Page) fillForm(v *view) {
+// the user entered in v.Form; scopes are those the user may grant.
+func (p *Page) fillForm(v *view, scopes []string) {
 	f := v.Form
-	for _, s := range p.scopes {
+	for _, s := range scopes {
 		v.Scopes = append(v.Scopes, choice{Value: s, Label: s, Selected: slices.Contains(f.Scopes, s)})
 	}
-	for i, s := range p.plans {
-		v.Plans = append(v.Plans, choice{Value: s, Label: s, Selected: s == f.Plan || f.Plan == "" && i == 0})
-	}
 	for i, d := range p.lifetimes {
-		label := "Never"
-		if d > 0 {
-			label = "In " + span(d)
-		}
 		value := seconds(d)
-		v.Lifetimes = append(v.Lifetimes, choice{Value: value, Label: label, Selected: value == f.Lifetime || f.Lifetime == "" && i == 0})
+		v.Lifetimes = append(v.Lifetimes, choice{Value: value, Label: "In " + span(d), Selected: value == f.Lifetime || f.Lifetime == "" && i == 0})
 	}
 	for i, d := range p.graces {
 		label := "No: it stops at once"

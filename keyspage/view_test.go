@@ -66,26 +66,35 @@ func TestRowState(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
-		name    string
-		key     apikey.Key
-		state   string
-		actions []bool // rename, rotate, disable, enable, revoke
+		name      string
+		key       apikey.Key
+		suspended bool
+		state     string
+		actions   []bool // rename, rotate, pause, resume, revoke, revoke chain
 	}{
-		{"active", apikey.Key{}, "active", []bool{true, true, true, false, true}},
-		{"disabled", apikey.Key{Disabled: true}, "disabled", []bool{true, false, false, true, true}},
-		{"in grace", apikey.Key{RotatedTo: "x", ExpiresAt: now.Add(time.Hour)}, "grace", []bool{true, false, true, false, true}},
-		{"rotated, grace over", apikey.Key{RotatedTo: "x", ExpiresAt: now}, "expired", []bool{false, false, false, false, false}},
-		{"expired", apikey.Key{ExpiresAt: now.Add(-time.Second)}, "expired", []bool{false, false, false, false, false}},
-		{"revoked", apikey.Key{RevokedAt: now.Add(-time.Second)}, "revoked", []bool{false, false, false, false, false}},
-		{"revoked wins over disabled", apikey.Key{RevokedAt: now, Disabled: true}, "revoked", []bool{false, false, false, false, false}},
-		{"disabled wins over grace", apikey.Key{Disabled: true, RotatedTo: "x", ExpiresAt: now.Add(time.Hour)}, "disabled", []bool{true, false, false, true, true}},
+		{"active", apikey.Key{}, false, "active", []bool{true, true, true, false, true, false}},
+		{"active in a chain", apikey.Key{RotatedFrom: "x"}, false, "active", []bool{true, true, true, false, true, true}},
+		{"paused", apikey.Key{Paused: true}, false, "paused", []bool{true, false, false, true, true, false}},
+		{"disabled by the service", apikey.Key{Disabled: true}, false, "disabled", []bool{true, false, false, false, true, false}},
+		{"disabled and paused", apikey.Key{Disabled: true, Paused: true}, false, "disabled", []bool{true, false, false, false, true, false}},
+		{"in grace", apikey.Key{RotatedTo: "x", ExpiresAt: now.Add(time.Hour)}, false, "grace", []bool{true, false, true, false, true, true}},
+		{"rotated, grace over", apikey.Key{RotatedTo: "x", ExpiresAt: now}, false, "expired", []bool{false, false, false, false, false, false}},
+		{"expired", apikey.Key{ExpiresAt: now.Add(-time.Second)}, false, "expired", []bool{false, false, false, false, false, false}},
+		{"revoked", apikey.Key{RevokedAt: now.Add(-time.Second), ExpiresAt: now.Add(time.Hour)}, false, "revoked", []bool{false, false, false, false, false, false}},
+		{"revoked wins over disabled", apikey.Key{RevokedAt: now, Disabled: true}, false, "revoked", []bool{false, false, false, false, false, false}},
+		{"disabled wins over grace", apikey.Key{Disabled: true, RotatedTo: "x", ExpiresAt: now.Add(time.Hour)}, false, "disabled", []bool{true, false, false, false, true, true}},
+		{"suspended: revoke only", apikey.Key{RotatedFrom: "x"}, true, "active", []bool{false, false, false, false, true, true}},
+		{"suspended and paused", apikey.Key{Paused: true}, true, "paused", []bool{false, false, false, false, true, false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			k := tt.key
-			r := rowOf(&k, now)
+			r := rowOf(&k, now, tt.suspended)
 			assert.Equal(t, tt.state, r.State)
-			assert.Equal(t, tt.actions, []bool{r.CanRename, r.CanRotate, r.CanDisable, r.CanEnable, r.CanRevoke})
+			assert.Equal(t, tt.actions, []bool{r.CanRename, r.CanRotate, r.CanPause, r.CanResume, r.CanRevoke, r.CanRevokeChain})
+			if tt.state == "revoked" {
+				assert.True(t, r.Expiry.Zero, "a revoked key shows no expiry")
+			}
 		})
 	}
 }

@@ -27,7 +27,8 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyspage"
-	"github.com/gokeys/apikey/memstore"
+	"github.com/gokeys/apikey/selfservice"
+	"github.com/gokeys/apikey/selfservice/selfservicetest"
 )
 
 // server is the example server's wiring: the keys page at /keys/ behind
@@ -35,15 +36,15 @@ import (
 type server struct {
 	*httptest.Server
 	m     *apikey.Manager
-	store apikey.Store
+	store *selfservicetest.Store
 }
 
 var users = map[string]string{"demo": "demo", "eve": "secret"}
 
 func newServer(t *testing.T) *server {
 	t.Helper()
-	store := memstore.New()
-	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", LastUsedInterval: 50 * time.Millisecond})
+	store := selfservicetest.New()
+	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", LastUsedInterval: 50 * time.Millisecond, CacheTTL: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
 	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "example"})
@@ -56,9 +57,10 @@ func newServer(t *testing.T) *server {
 		}
 		return name, nil
 	}
+	policy, err := selfservice.New(m, selfservice.Options{Scopes: []string{"read", "write"}})
+	require.NoError(t, err)
 	page, err := keyspage.New(m, keyspage.Options{
-		Owner: owner, Challenge: `Basic realm="api-keys", charset="UTF-8"`,
-		Scopes: []string{"read", "write"}, Plans: []string{"free", "pro"},
+		Owner: owner, Challenge: `Basic realm="api-keys", charset="UTF-8"`, Policy: policy,
 		Graces: []time.Duration{24 * time.Hour, time.Hour, 7 * 24 * time.Hour, 0},
 	})
 	require.NoError(t, err)
@@ -84,7 +86,7 @@ func (s *server) seed(t *testing.T) {
 	_, staging, err := back(40*24*time.Hour).Issue(ctx, apikey.IssueParams{Owner: "demo", Name: "Staging", Scopes: []string{"read"}, Plan: "free", TTL: 90 * 24 * time.Hour})
 	require.NoError(t, err)
 	require.NoError(t, s.store.MarkUsed(ctx, map[string]time.Time{staging.ID: time.Now().Add(-3 * time.Minute)}))
-	_, laptop, err := back(200*24*time.Hour).Issue(ctx, apikey.IssueParams{Owner: "demo", Name: "Old laptop", Scopes: []string{"read", "write"}, Plan: "free"})
+	_, laptop, err := back(200*24*time.Hour).Issue(ctx, apikey.IssueParams{Owner: "demo", Name: "Old laptop", Scopes: []string{"read", "write"}, Plan: "free", TTL: 365 * 24 * time.Hour})
 	require.NoError(t, err)
 	require.NoError(t, s.m.Revoke(ctx, laptop.ID))
 	_, _, err = s.m.Issue(ctx, apikey.IssueParams{Owner: "eve", Name: "Eve's key"})
@@ -208,7 +210,8 @@ func screenshot(t *testing.T, ctx context.Context, name string, width int64) {
 
 // TestKeysPageInBrowser is the whole life of a key through the page: sign
 // in, create, read the token once, use it, reload, rotate with grace,
-// disable, enable, a refused cross-site post, revoke.
+// pause, resume, a refused cross-site post, revoke, and the revoked key
+// behind the link that shows revoked keys.
 func TestKeysPageInBrowser(t *testing.T) {
 	srv := newServer(t)
 	srv.seed(t)
@@ -237,7 +240,6 @@ func TestKeysPageInBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("new-name"), "Production server"),
 		chromedp.Click(chromedp.CSS(`input[name=scope][value=read]`)),
 		chromedp.Click(chromedp.CSS(`input[name=scope][value=write]`)),
-		chromedp.SetValue(chromedp.ID("new-plan"), "pro"),
 	))
 	require.EqualValues(t, http.StatusCreated, submit(t, ctx, "form.create button[type=submit]"))
 
@@ -283,16 +285,16 @@ func TestKeysPageInBrowser(t *testing.T) {
 	id = srv.id(t, rotated)
 	row = "#key-" + id
 
-	// Disable: refused.
+	// Pause: refused.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" summary"))))
-	require.EqualValues(t, http.StatusOK, submit(t, ctx, row+" form[action=disable] button"))
-	assert.Contains(t, text(t, ctx, "[role=status]"), "The key was disabled")
-	assert.Contains(t, text(t, ctx, row+" .state"), "disabled")
+	require.EqualValues(t, http.StatusOK, submit(t, ctx, row+" form[action=pause] button"))
+	assert.Contains(t, text(t, ctx, "[role=status]"), "The key was paused")
+	assert.Contains(t, text(t, ctx, row+" .state"), "paused")
 	assert.Equal(t, http.StatusUnauthorized, srv.call(t, rotated))
 
-	// Enable: works again.
+	// Resume: works again.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" summary"))))
-	require.EqualValues(t, http.StatusOK, submit(t, ctx, row+" form[action=enable] button"))
+	require.EqualValues(t, http.StatusOK, submit(t, ctx, row+" form[action=resume] button"))
 	assert.Contains(t, text(t, ctx, row+" .state"), "active")
 	used := time.Now().Truncate(time.Millisecond)
 	assert.Equal(t, http.StatusOK, srv.call(t, rotated))
@@ -326,8 +328,11 @@ func TestKeysPageInBrowser(t *testing.T) {
 	assert.Equal(t, http.StatusOK, srv.call(t, rotated), "asking revokes nothing")
 	require.EqualValues(t, http.StatusOK, submit(t, ctx, ".confirm button[type=submit]"))
 	assert.Contains(t, text(t, ctx, "[role=status]"), "The key was revoked")
-	assert.Contains(t, text(t, ctx, row+" .state"), "revoked")
+	assert.False(t, present(t, ctx, row), "revoked keys are hidden by default")
 	assert.Equal(t, http.StatusUnauthorized, srv.call(t, rotated))
+	require.EqualValues(t, http.StatusOK, submit(t, ctx, `a[href="./?all=1"]`))
+	assert.Contains(t, text(t, ctx, row+" .state"), "revoked")
+	assert.Contains(t, text(t, ctx, "table"), "Old laptop")
 }
 
 // TestKeysPageWithoutJavaScript manages a key with scripts disabled: every
@@ -340,7 +345,7 @@ func TestKeysPageWithoutJavaScript(t *testing.T) {
 	require.NoError(t, err)
 
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(keys)))
-	assert.Contains(t, text(t, ctx, "main"), "You have no API keys yet.")
+	assert.Contains(t, text(t, ctx, "main"), "You have no usable API keys.")
 	require.NoError(t, chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.ID("new-name"), "Cron job"),
 		chromedp.Click(chromedp.CSS(`input[name=scope][value=read]`)),
@@ -364,8 +369,8 @@ func TestKeysPageWithoutJavaScript(t *testing.T) {
 		state     string
 		api       int
 	}{
-		{"disable", row + " form[action=disable] button", http.StatusOK, "disabled", http.StatusUnauthorized},
-		{"enable", row + " form[action=enable] button", http.StatusOK, "active", http.StatusOK},
+		{"pause", row + " form[action=pause] button", http.StatusOK, "paused", http.StatusUnauthorized},
+		{"resume", row + " form[action=resume] button", http.StatusOK, "active", http.StatusOK},
 	}
 	for _, s := range steps {
 		require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" summary"))), s.name)
@@ -388,9 +393,13 @@ func TestKeysPageWithoutJavaScript(t *testing.T) {
 	assert.Equal(t, http.StatusOK, srv.call(t, rotated))
 	assert.Equal(t, http.StatusOK, srv.call(t, token), "one day of grace by default")
 
+	// Revoke the whole chain: the successor and the old key in its grace.
 	row = "#key-" + srv.id(t, rotated)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" summary"))))
-	require.EqualValues(t, http.StatusOK, submit(t, ctx, row+" form[action=revoke] button"))
+	require.EqualValues(t, http.StatusOK, submit(t, ctx, row+" form[action=revoke-chain] button"))
+	assert.Contains(t, text(t, ctx, ".confirm h2"), "its whole rotation chain")
 	require.EqualValues(t, http.StatusOK, submit(t, ctx, ".confirm button[type=submit]"))
+	assert.Contains(t, text(t, ctx, "[role=status]"), "every key of its rotation chain")
 	assert.Equal(t, http.StatusUnauthorized, srv.call(t, rotated))
+	assert.Equal(t, http.StatusUnauthorized, srv.call(t, token))
 }

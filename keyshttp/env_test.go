@@ -21,8 +21,8 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyshttp"
+	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
-	"github.com/gokeys/apikey/selfservice/selfservicetest"
 )
 
 var pepper = []apikey.Pepper{{Version: "1", Secret: []byte("0123456789abcdef0123456789abcdef")}}
@@ -54,7 +54,7 @@ type flakyStore struct {
 var errDown = errors.New("connection refused")
 
 func newFlakyStore() *flakyStore {
-	s := selfservicetest.New()
+	s := memstore.New()
 	return &flakyStore{Store: s, customers: s}
 }
 

@@ -24,7 +24,6 @@ import (
 	"github.com/gokeys/apikey/keyspage"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
-	"github.com/gokeys/apikey/selfservice/selfservicetest"
 )
 
 type clock struct {
@@ -43,7 +42,7 @@ func (c *clock) Add(d time.Duration) {
 // Update loses every race while conflict is set. It keeps customer
 // records, so that tests set customers with Manager.SetCustomer.
 type failing struct {
-	*selfservicetest.Store
+	*memstore.Store
 	fail, conflict atomic.Bool
 }
 
@@ -104,7 +103,7 @@ func newFixture(t *testing.T, opts keyspage.Options) *fixture {
 // set.
 func newFixtureWith(t *testing.T, policy *selfservice.Options, opts keyspage.Options) *fixture {
 	t.Helper()
-	f := &fixture{clock: &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}, store: &failing{Store: selfservicetest.New()}}
+	f := &fixture{clock: &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}, store: &failing{Store: memstore.New()}}
 	var err error
 	f.m, err = apikey.New(f.store, apikey.Options{Prefix: "sk_live", Now: f.clock.Now, LastUsedInterval: -1, CacheTTL: -1})
 	require.NoError(t, err)

@@ -18,13 +18,13 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
-	"github.com/gokeys/apikey/selfservice/selfservicetest"
 )
 
 // spy counts the pages of keys read from the store.
 type spy struct {
-	*selfservicetest.Store
+	*memstore.Store
 	lists atomic.Int64
 }
 
@@ -44,7 +44,7 @@ type crowd struct {
 
 func newCrowd(tb testing.TB, n int) *crowd {
 	tb.Helper()
-	c := &crowd{store: &spy{Store: selfservicetest.New()}}
+	c := &crowd{store: &spy{Store: memstore.New()}}
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	now := start.Add(time.Duration(n) * time.Second)
 	var err error

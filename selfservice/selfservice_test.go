@@ -13,7 +13,6 @@ import (
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
-	"github.com/gokeys/apikey/selfservice/selfservicetest"
 )
 
 type clock struct {
@@ -31,7 +30,7 @@ func (c *clock) Add(d time.Duration) {
 func newPolicy(t *testing.T, opts selfservice.Options) (*selfservice.Policy, *apikey.Manager, *clock) {
 	t.Helper()
 	c := &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
-	m, err := apikey.New(selfservicetest.New(), apikey.Options{Now: c.Now, CacheTTL: -1})
+	m, err := apikey.New(memstore.New(), apikey.Options{Now: c.Now, CacheTTL: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
 	p, err := selfservice.New(m, opts)

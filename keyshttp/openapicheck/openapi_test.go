@@ -17,8 +17,8 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyshttp"
+	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
-	"github.com/gokeys/apikey/selfservice/selfservicetest"
 )
 
 // mounted is the Handler mounted under /v1, as a service would, with the
@@ -31,7 +31,7 @@ type mounted struct {
 
 func mount(t *testing.T) *mounted {
 	t.Helper()
-	m, err := apikey.New(selfservicetest.New(), apikey.Options{Prefix: "sk_live", CacheTTL: -1})
+	m, err := apikey.New(memstore.New(), apikey.Options{Prefix: "sk_live", CacheTTL: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
 	policy, err := selfservice.New(m, selfservice.Options{Scopes: []string{"read", "write"}})

@@ -27,8 +27,8 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
-	"github.com/gokeys/apikey/selfservice/selfservicetest"
 )
 
 // server is the example server's wiring: the keys page at /keys/ behind
@@ -36,14 +36,14 @@ import (
 type server struct {
 	*httptest.Server
 	m     *apikey.Manager
-	store *selfservicetest.Store
+	store *memstore.Store
 }
 
 var users = map[string]string{"demo": "demo", "eve": "secret"}
 
 func newServer(t *testing.T) *server {
 	t.Helper()
-	store := selfservicetest.New()
+	store := memstore.New()
 	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", LastUsedInterval: 50 * time.Millisecond, CacheTTL: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })

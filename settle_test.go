@@ -440,3 +440,39 @@ func TestMiddlewareDebit(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, unlimited.Debit(ctx, k, 1, nil), "no Limiter")
 }
+
+// BenchmarkReportedCost compares a request behind Limit whose handler
+// reports its cost with one that does not, on memlimit.
+func BenchmarkReportedCost(b *testing.B) {
+	plans := apikey.Plans{"pro": {apikey.Quota("daily", 1e13, apikey.Day), apikey.Rate("per-second", 1e9, time.Second, 0)}}
+	for _, tc := range []struct {
+		name string
+		opts apikey.MiddlewareOptions
+		h    http.HandlerFunc
+	}{
+		{"Limit", apikey.MiddlewareOptions{}, func(http.ResponseWriter, *http.Request) {}},
+		{"ReportedCosts", apikey.MiddlewareOptions{ReportedCosts: true}, func(w http.ResponseWriter, r *http.Request) {
+			apikey.ReportCost(r.Context(), 3)
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			l, err := memlimit.New(memlimit.Options{})
+			require.NoError(b, err)
+			tc.opts.Limiter = l
+			m := newManager(b, newSpy(), apikey.Options{Plans: plans})
+			mw, err := apikey.NewMiddleware(m, tc.opts)
+			require.NoError(b, err)
+			token, _ := issue(b, m, apikey.IssueParams{Owner: "ann", Plan: "pro"})
+			h := mw.Handler(mw.Limit(tc.h))
+			r := bearer(token)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				w := &headerWriter{h: http.Header{}}
+				for pb.Next() {
+					clear(w.h)
+					h.ServeHTTP(w, r)
+				}
+			})
+		})
+	}
+}

@@ -368,7 +368,11 @@ func TestScriptFlushIsRecovered(t *testing.T) {
 			id := apikey.NewID()
 			for _, want := range []int64{2, 1, 0} {
 				require.NoError(t, c.ScriptFlush(ctx).Err())
-				res, err := l.Allow(ctx, id, q, 1)
+				res, err := l.Peek(ctx, id, q)
+				require.NoError(t, err, "NOSCRIPT not recovered by Peek")
+				require.Equal(t, want, res.Remaining)
+				require.NoError(t, c.ScriptFlush(ctx).Err())
+				res, err = l.Allow(ctx, id, q, 1)
 				require.NoError(t, err, "NOSCRIPT not recovered")
 				require.True(t, res.Allowed)
 				require.Equal(t, want, res.Remaining)

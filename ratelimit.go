@@ -219,7 +219,7 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key, st *
 // policy refuses, or an error wrapping ErrInvalidOptions for a
 // misconfiguration (a negative cost, an invalid limit). A cost of 0, or
 // no Limiter, spends nothing. LimiterFailed receives a nil request for
-// the failures of Spend.
+// the failures of Spend. Debit settles a cost known only after the work.
 func (mw *Middleware) Spend(ctx context.Context, k *Key, cost int64, h http.Header) (err error) {
 	defer func() {
 		if p := recover(); p != nil {

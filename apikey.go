@@ -240,6 +240,7 @@ type Manager struct {
 
 	scratch sync.Pool // *[MaxTokenLength]byte: material handed to the hasher
 	usage   *usageRecorder
+	debits  debitStats // settle.go
 	cache   *cache
 	fleet   *fleet
 	log     *slog.Logger
@@ -779,5 +780,6 @@ func (m *Manager) Close(ctx context.Context) error {
 func (m *Manager) Stats() Stats {
 	s := m.usage.stats()
 	m.fleet.addStats(&s)
+	m.debits.addStats(&s)
 	return s
 }

@@ -58,6 +58,11 @@ type Stats struct {
 	// CacheResets counts whole-cache drops on a notifier's (re)subscription
 	// or on an announcement that any key may have changed.
 	CacheResets uint64
+	// DebitRetries counts the retries of failed debits of costs reported
+	// after the work (see ReportCost); DebitFailures counts the debits
+	// given up after their retries, each logged with its customer and
+	// amount.
+	DebitRetries, DebitFailures uint64
 }
 
 // usageShard is one independently locked part of the pending uses, on its

@@ -114,6 +114,24 @@ type MiddlewareOptions struct {
 	// -Reset (seconds until reset; absent for credits never refilled) of
 	// the tightest limit beside the standard RateLimit headers.
 	LegacyRateLimitHeaders bool
+	// ReportedCosts lets a handler behind Limit report what its request
+	// cost once the work is done, with ReportCost: the request then costs
+	// that instead of Cost, the difference taken from (or refunded to) its
+	// customer's quotas and credits; rates decide admission only. A
+	// request is admitted only while its limits hold its Cost, so a
+	// balance falls below zero only by what admitted requests cost beyond
+	// it: with requests admitted concurrently, never below minus the sum
+	// of their costs. The next request is then refused until the balance
+	// recovers: a quota's debt ends with its window, a debt of credits
+	// stays until they are refilled or granted. It needs a Limiter, and a
+	// FallbackLimiter if set, that implements Debiter.
+	ReportedCosts bool
+	// CostHeader, if set, names a response header or trailer in which a
+	// handler behind Limit reports its request's cost (a decimal integer),
+	// as with ReportCost; Limit reads it and removes it from the response.
+	// A header is settled before the response header is written, a
+	// trailer after the response. Setting it implies ReportedCosts.
+	CostHeader string
 
 	// Logger, if set, logs failures of dependencies and recovered panics.
 	Logger *slog.Logger

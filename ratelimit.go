@@ -78,7 +78,9 @@ func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited
 //
 // Limit writes RateLimit-Policy and RateLimit listing every limit applied
 // (IETF draft-ietf-httpapi-ratelimit-headers), and on 429 Retry-After, the
-// wait until every exhausted limit admits the request.
+// wait until every exhausted limit admits the request. With
+// MiddlewareOptions.ReportedCosts, a request costs what its handler reports
+// after the work (see ReportCost).
 func (mw *Middleware) Limit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		k := FromContext(r.Context())
@@ -87,7 +89,10 @@ func (mw *Middleware) Limit(next http.Handler) http.Handler {
 				mw.Error(w, r, ErrMissingKey)
 				return
 			}
-		} else if mw.rl.limiter != nil && !mw.limit(w, r, k) {
+		} else if mw.rl.post.on {
+			mw.serveSettled(w, r, k, next)
+			return
+		} else if mw.rl.limiter != nil && !mw.limit(w, r, k, nil) {
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -105,6 +110,7 @@ type rateLimits struct {
 	cost      func(*http.Request, *Key) int64
 	timeout   time.Duration
 	now       func() time.Time
+	post      postCosts // costs reported after the work: settle.go
 
 	plans   map[string]*plan // nil: no plans configured
 	def     *plan            // DefaultPlan's, or nil
@@ -127,6 +133,9 @@ func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
 		limiter: opts.Limiter, fallback: opts.FallbackLimiter, failOpen: opts.FailOpen,
 		failed: opts.LimiterFailed, legacy: opts.LegacyRateLimitHeaders,
 		cost: opts.Cost, timeout: opts.LimiterTimeout, now: m.now,
+	}
+	if err := rl.post.init(opts); err != nil {
+		return err
 	}
 	switch {
 	case rl.fallback != nil:
@@ -170,9 +179,10 @@ func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
 	return nil
 }
 
-// limit applies k's limits and writes the RateLimit headers. It reports
-// whether the request may go on; if not, it has answered it.
-func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok bool) {
+// limit applies k's limits and writes the RateLimit headers, noting in
+// st, unless nil, what to settle. It reports whether the request may go
+// on; if not, it has answered it.
+func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key, st *settlement) (ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			mw.logError(r.Context(), "apikey: panic in rate limiting", panicError{p})
@@ -189,7 +199,7 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 			return false
 		}
 	}
-	switch err := mw.spend(r.Context(), r, k, cost, w.Header()); {
+	switch err := mw.spend(r.Context(), r, k, cost, w.Header(), st); {
 	case err == nil:
 		return true
 	case errors.Is(err, ErrInvalidOptions): // a bad limit: not the backend's fault
@@ -209,7 +219,7 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 // policy refuses, or an error wrapping ErrInvalidOptions for a
 // misconfiguration (a negative cost, an invalid limit). A cost of 0, or
 // no Limiter, spends nothing. LimiterFailed receives a nil request for
-// the failures of Spend.
+// the failures of Spend. Debit settles a cost known only after the work.
 func (mw *Middleware) Spend(ctx context.Context, k *Key, cost int64, h http.Header) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -228,14 +238,14 @@ func (mw *Middleware) Spend(ctx context.Context, k *Key, cost int64, h http.Head
 	if h == nil {
 		h = http.Header{}
 	}
-	return mw.spend(ctx, nil, k, cost, h)
+	return mw.spend(ctx, nil, k, cost, h, nil)
 }
 
 // spend takes cost from k's limits and writes the RateLimit headers into
-// h; r, the HTTP request if any, is for LimiterFailed. It returns nil, a
-// sentinel for Error, a *RateLimitError, or an error wrapping
-// ErrInvalidOptions.
-func (mw *Middleware) spend(ctx context.Context, r *http.Request, k *Key, cost int64, h http.Header) error {
+// h; r, the HTTP request if any, is for LimiterFailed; st, unless nil,
+// notes what to settle. It returns nil, a sentinel for Error, a
+// *RateLimitError, or an error wrapping ErrInvalidOptions.
+func (mw *Middleware) spend(ctx context.Context, r *http.Request, k *Key, cost int64, h http.Header, st *settlement) error {
 	rl := &mw.rl
 	c, err := mw.m.customerOf(ctx, k, rl.now())
 	if err != nil {
@@ -257,6 +267,7 @@ func (mw *Middleware) spend(ctx context.Context, r *http.Request, k *Key, cost i
 		return nil
 	}
 	subject := k.Customer()
+	st.limits(subject, ls, rl.limiter)
 	res, err := rl.allow(ctx, subject, ls, cost)
 	if err != nil {
 		switch {
@@ -280,6 +291,7 @@ func (mw *Middleware) spend(ctx context.Context, r *http.Request, k *Key, cost i
 			return nil
 		case failFallback:
 			res, err = rl.fallback.Allow(ctx, subject, ls, cost)
+			st.limits(subject, ls, rl.fallback)
 			if err != nil && rl.failOpen {
 				mw.limited("error", "")
 				return nil
@@ -303,6 +315,7 @@ func (mw *Middleware) spend(ctx context.Context, r *http.Request, k *Key, cost i
 	if !res.Allowed {
 		return &RateLimitError{Result: res}
 	}
+	st.reserve(cost)
 	return nil
 }
 

@@ -17,7 +17,13 @@ type Debiter interface {
 	// subject, without an admission check, atomically; a negative
 	// amount refunds. Rates are not debited: they decide admission only.
 	// A balance may fall below zero: a quota's debt ends with its window,
-	// a credits debt stays until refilled or granted.
+	// a credits debt stays until refilled or granted. A refund never
+	// takes a limit above its count. Debit answers the state of every
+	// limit after the debit as Allow does (a rate's as it stands), with
+	// Allowed true and Remaining the balance, below zero for a debt;
+	// an amount of 0 only reads them. An empty subject, an invalid limit,
+	// two limits with one name and Subject or an amount beyond
+	// ±(10^14-1) give an error wrapping ErrInvalidOptions.
 	Debit(ctx context.Context, subject string, limits []Limit, amount int64) (LimitResult, error)
 }
 

@@ -15,7 +15,7 @@
 // the test cannot control (a real Redis server) sets Config.RealTime; the
 // subtests that need to move time are then skipped and the others avoid
 // depending on it. The subtests of Peek run when the limiter implements
-// apikey.LimitPeeker.
+// apikey.LimitPeeker, those of Debit when it implements apikey.Debiter.
 package limitertest
 
 import (
@@ -143,6 +143,12 @@ func Run(t *testing.T, cfg Config) {
 		{"HistoryDoesNotSlowACall", false, testHistory},
 		{"PeekConsumesNothingAndAgreesWithAllow", false, testPeek},
 		{"PeekConcurrentWithAllowConsumesNothing", false, testPeekConcurrent},
+		{"DebitTakesQuotasAndCreditsNotRates", false, testDebit},
+		{"DebitMayOverdrawAndTheNextRequestIsRefused", false, testDebitOverdraw},
+		{"DebitQuotaDebtEndsWithItsWindow", true, testDebitQuotaDebt},
+		{"DebitCreditsDebtStays", true, testDebitCreditsDebt},
+		{"DebitInvalidIsAnErrorAndDebitsNothing", false, testDebitInvalid},
+		{"PostHocCostsUnderConcurrencyDebitExactlyAndBoundTheDebt", false, testPostHoc},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

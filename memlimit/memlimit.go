@@ -91,6 +91,7 @@ type Limiter struct {
 var (
 	_ apikey.Limiter     = (*Limiter)(nil)
 	_ apikey.LimitPeeker = (*Limiter)(nil)
+	_ apikey.Debiter     = (*Limiter)(nil)
 )
 
 // entry holds the states of one subject, one slot per limit in use.
@@ -387,6 +388,81 @@ func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (
 			}
 			res.States[i] = state(o)
 		}
+	}
+	fill(&res, ls, bi, best)
+	return res, nil
+}
+
+// Debit takes amount from every quota and credits in limits for subject,
+// without an admission check, atomically; see apikey.Debiter. A negative
+// amount refunds, never below what was used in the current window, and a
+// balance may fall below zero. Rates are not debited: their state is
+// reported as it stands. It reports the errors Peek reports, and an error
+// wrapping apikey.ErrInvalidOptions for an amount beyond ±(10^14-1).
+func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
+	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+	}
+	if err := limits.CheckAmount(amount); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w: %w", apikey.ErrInvalidOptions, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+	}
+	if len(ls) == 0 {
+		return apikey.LimitResult{Allowed: true}, nil
+	}
+	t := l.now()
+	mono, wall := int64(t.Sub(l.base)), t.UnixNano()
+	pend := make([]pending, len(ls))
+	res := apikey.LimitResult{States: make([]apikey.LimitState, len(ls))}
+	var added []apikey.Limit
+	var addedPend []pending
+	h := maphash.String(l.seed, subject)
+	sh := &l.shards[h&l.mask]
+	sh.mu.Lock()
+	e := sh.get(h, subject)
+	var best limits.Outcome
+	bi := 0
+	for i := range ls {
+		lim := &ls[i]
+		st, j := e.find(lim)
+		var o limits.Outcome
+		if lim.Kind == apikey.KindRate {
+			o, _ = decide(lim, st, mono, wall, 0) // cost 0: the state as it stands
+		} else {
+			ws, we := limits.Window(uint8(lim.Window), wall)
+			var used int64
+			if st != nil && st.w == ws {
+				used = st.v
+			}
+			used = limits.Debit(used, amount)
+			o = limits.Outcome{Allowed: true, Remaining: lim.Count - used, Reset: we - wall}
+			if lim.Window == apikey.Never {
+				o.Reset = 0
+			}
+			p := pending{slot: j, v: used, w: ws, exp: we}
+			switch {
+			case amount == 0:
+			case st != nil:
+				e.set(st, &p)
+			case used > 0:
+				p.slot = -1
+				added = append(added, *lim)
+				addedPend = append(addedPend, p)
+			}
+		}
+		pend[i].o = o
+		if i == 0 || limits.Tighter(o, best) {
+			best, bi = o, i
+		}
+	}
+	if len(added) > 0 {
+		l.add(sh, h, e, subject, added, addedPend, len(added), mono, wall)
+	}
+	sh.mu.Unlock()
+	for i := range pend {
+		res.States[i] = state(pend[i].o)
 	}
 	fill(&res, ls, bi, best)
 	return res, nil

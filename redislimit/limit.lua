@@ -2,7 +2,7 @@
 -- answers what a call of cost 1 would get, writing nothing.
 --
 -- The caller prepends "local peek = false" (Allow) or "local peek = true"
--- (Peek) to this source.
+-- (Peek), then window.lua, to this source.
 -- KEYS[i]: the state key of limit i (see the package documentation); all
 --   keys of a call share the subject's hash tag, so they are in one slot.
 -- ARGV[1]: cost (>= 1).
@@ -111,33 +111,7 @@ for i = 1, n do
       fix[i], fixes = true, true
     end
   else
-    -- The UTC window holding now, as Unix seconds [ws, we).
-    local ws, we
-    if b == '0' then
-      ws, we = 0, 0
-    elseif b == '4' then
-      -- Month, by Howard Hinnant's civil_from_days and days_from_civil,
-      -- in a year starting in March: mp is the month since March, yoe the
-      -- year of the 400-year era.
-      local z = floor(sec / 86400) + 719468
-      local era = floor(z / 146097)
-      local doe = z - era * 146097
-      local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
-      local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
-      local mp = floor((5 * doy + 2) / 153)
-      ws = (era * 146097 + yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + floor((153 * mp + 2) / 5) - 719468) * 86400
-      mp = mp + 1
-      if mp == 12 then
-        mp, yoe = 0, yoe + 1
-        if yoe == 400 then era, yoe = era + 1, 0 end
-      end
-      we = (era * 146097 + yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + floor((153 * mp + 2) / 5) - 719468) * 86400
-    else
-      local len = 86400
-      if b == '1' then len = 60 elseif b == '2' then len = 3600 end
-      ws = sec - sec % len
-      we = ws + len
-    end
+    local ws, we = window(sec, b)
     local used = 0
     if s1 and tonumber(s1) == we then
       used = tonumber(s2)

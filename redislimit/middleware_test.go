@@ -89,3 +89,51 @@ func TestMiddlewareOutagePolicies(t *testing.T) {
 		})
 	}
 }
+
+// A cost reported after the work is taken from the quota in Redis before
+// the response header is written; when Redis goes away before the debit,
+// it is retried, and given up only once counted.
+func TestMiddlewareReportedCosts(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	rc := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rc.Close() })
+	rl, err := redislimit.New(rc, redislimit.Options{})
+	require.NoError(t, err)
+	plan := []apikey.Limit{apikey.Quota("daily", 10, apikey.Day)}
+	m, err := apikey.New(memstore.New(), apikey.Options{Plans: apikey.Plans{"": plan}})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close(context.Background()) })
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: rl, ReportedCosts: true, LimiterTimeout: 2 * time.Second})
+	require.NoError(t, err)
+	token, k, err := m.Issue(context.Background(), apikey.IssueParams{Owner: "ann"})
+	require.NoError(t, err)
+	var outage atomic.Bool
+	h := mw.Handler(mw.Limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if outage.Load() {
+			mr.Close()
+		}
+		apikey.ReportCost(r.Context(), 4)
+	})))
+	do := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec
+	}
+	rec := do()
+	require.Equal(t, 200, rec.Code)
+	assert.Equal(t, `"daily";r=6;t=`, rec.Header().Get("RateLimit")[:len(`"daily";r=6;t=`)])
+	res, err := rl.Debit(context.Background(), k.Owner, plan, 0)
+	require.NoError(t, err)
+	assert.Equal(t, int64(6), res.Remaining)
+
+	outage.Store(true)
+	rec = do()
+	require.Equal(t, 200, rec.Code, "admitted before the outage")
+	assert.Contains(t, rec.Header().Get("RateLimit"), `"daily";r=5;`, "the balance before the debit")
+	st := m.Stats()
+	assert.Equal(t, uint64(2), st.DebitRetries)
+	assert.Equal(t, uint64(1), st.DebitFailures)
+}

@@ -12,7 +12,9 @@
 // time with Redis's TIME, reads the state of each limit of the call,
 // decides every limit, and, only when all limits allow, writes each new
 // state with its expiry. The servers' own clocks do not matter. Time is
-// counted in integer microseconds. Peek runs a script that only reads.
+// counted in integer microseconds. Peek runs a script that only reads;
+// Debit one that adds a cost known after the response to the quotas and
+// credits of the call, without an admission check.
 //
 // # Storage
 //
@@ -98,6 +100,12 @@ const DefaultCreditsTTL = 2 * 365 * 24 * time.Hour
 //go:embed limit.lua
 var scriptSource string
 
+//go:embed window.lua
+var windowSource string
+
+//go:embed debit.lua
+var debitSource string
+
 // Options configures a Limiter. The zero value is valid.
 type Options struct {
 	// Prefix starts every storage key. It must not contain '{' or '}',
@@ -121,11 +129,13 @@ type Limiter struct {
 	creditsMS int64
 	allow     *redis.Script
 	peek      *redis.Script
+	debit     *redis.Script
 }
 
 var (
 	_ apikey.Limiter     = (*Limiter)(nil)
 	_ apikey.LimitPeeker = (*Limiter)(nil)
+	_ apikey.Debiter     = (*Limiter)(nil)
 )
 
 // New returns a Limiter storing its state through client. It reports an
@@ -153,8 +163,9 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 		client:    client,
 		prefix:    prefix,
 		creditsMS: int64((ttl + time.Millisecond - 1) / time.Millisecond),
-		allow:     redis.NewScript("local peek = false\n" + scriptSource),
-		peek:      redis.NewScript("local peek = true\n" + scriptSource),
+		allow:     redis.NewScript("local peek = false\n" + windowSource + scriptSource),
+		peek:      redis.NewScript("local peek = true\n" + windowSource + scriptSource),
+		debit:     redis.NewScript(windowSource + debitSource),
 	}, nil
 }
 
@@ -191,8 +202,30 @@ func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (
 	return l.run(ctx, l.peek, subject, ls, 1)
 }
 
-// run runs script (Allow's or Peek's) for a call whose arguments are
-// valid.
+// Debit takes amount from every quota and credits in limits for subject,
+// without an admission check, atomically, in one round trip; see
+// apikey.Debiter. A negative amount refunds, never below what was used in
+// the current window, and a balance may fall below zero (down to -2^52).
+// Rates are not debited: their state is reported as it stands. It
+// reports the errors Allow reports, and an error wrapping
+// apikey.ErrInvalidOptions for an amount beyond ±(10^14-1).
+//
+// The script reads and writes only the keys of the call's quotas and
+// credits, with the expiries Allow gives them: a quota's debt ends with
+// its window, a debt of credits never refilled is kept CreditsTTL after
+// the debit.
+func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
+	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
+	}
+	if err := limits.CheckAmount(amount); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w: %w", apikey.ErrInvalidOptions, err)
+	}
+	return l.run(ctx, l.debit, subject, ls, amount)
+}
+
+// run runs script (Allow's, Peek's or Debit's) for a call whose arguments
+// are valid; cost is Debit's amount.
 func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
 	if len(ls) == 0 {
 		return apikey.LimitResult{Allowed: true}, nil

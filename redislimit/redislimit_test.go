@@ -380,6 +380,10 @@ func TestScriptFlushIsRecovered(t *testing.T) {
 			res, err := l.Allow(ctx, id, q, 1)
 			require.NoError(t, err)
 			require.False(t, res.Allowed)
+			require.NoError(t, c.ScriptFlush(ctx).Err())
+			res, err = l.Debit(ctx, id, q, -1)
+			require.NoError(t, err, "NOSCRIPT not recovered by Debit")
+			require.Equal(t, int64(1), res.Remaining)
 		})
 	}
 }

@@ -276,3 +276,25 @@ func WindowSeconds(w uint8, now time.Time) int64 {
 	s, e := Window(w, now.UnixNano())
 	return (e - s) / int64(time.Second)
 }
+
+// MaxUsed bounds what a quota or credits may hold as used, debts
+// included, so that Redis's Lua doubles stay exact (below 2^53).
+const MaxUsed = int64(1) << 52
+
+// ErrAmount is the error of a debit beyond MaxCount either way.
+var ErrAmount = errors.New("amount must be between -(10^14-1) and 10^14-1")
+
+// CheckAmount reports what is wrong with the amount of a debit, or nil.
+func CheckAmount(amount int64) error {
+	if amount < -MaxCount || amount > MaxCount {
+		return ErrAmount
+	}
+	return nil
+}
+
+// Debit returns what a quota or credits has used after a debit of amount
+// (a refund when negative) from used: never below 0, so that a refund
+// never gives back more than was used, and at most MaxUsed.
+func Debit(used, amount int64) int64 {
+	return min(MaxUsed, max(0, used+amount))
+}

@@ -106,3 +106,20 @@ func TestGCRARoundsUp(t *testing.T) {
 	assert.NoError(t, Check("r", KindRate, 3, time.Second, 5, 0))
 	assert.ErrorIs(t, Check("r", KindRate, 1, time.Duration(1)<<62, 1<<20, 0), ErrHorizon)
 }
+
+func TestDebit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ used, amount, want int64 }{
+		{3, 4, 7},
+		{3, -2, 1},
+		{3, -5, 0}, // a refund gives back at most what was used
+		{MaxUsed - 1, MaxCount, MaxUsed},
+		{0, 0, 0},
+	} {
+		assert.Equal(t, tc.want, Debit(tc.used, tc.amount), "%d%+d", tc.used, tc.amount)
+	}
+	assert.NoError(t, CheckAmount(-MaxCount))
+	assert.NoError(t, CheckAmount(MaxCount))
+	assert.ErrorIs(t, CheckAmount(MaxCount+1), ErrAmount)
+	assert.ErrorIs(t, CheckAmount(-MaxCount-1), ErrAmount)
+}

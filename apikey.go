@@ -131,9 +131,10 @@ type Options struct {
 	// (a notified change drops the entry, stale window included).
 	CacheStaleIfError time.Duration
 
-	// Plans, if set, are the plans a key may have: Issue and Update
-	// refuse any other plan name with ErrInvalidOptions, and the
-	// middleware takes each key's limits from here.
+	// Plans, if set, are the plans a key or customer may have: Issue,
+	// Update and SetCustomer refuse any other plan name with an
+	// *InputError, and the middleware takes each customer's limits from
+	// here.
 	Plans Plans
 	// DefaultPlan names the plan (in Plans) whose limits apply to a key
 	// whose plan is not in Plans: a key without a plan, or one whose plan
@@ -146,15 +147,17 @@ type Options struct {
 	// tables, in place of the store's CustomerStore. It returns an error
 	// wrapping ErrNotFound for a customer it has no record of (the zero
 	// record applies), and any other error when it fails (verifications
-	// of the customer's keys then fail with ErrUnavailable). Its answers
-	// are cached for CacheTTL: call Manager.CustomerChanged after
-	// changing a record.
+	// of the customer's keys then fail with ErrUnavailable). A record
+	// with an empty Plan and Revision 0 leaves each key's own Plan in
+	// force. Its answers are cached for CacheTTL: call
+	// Manager.CustomerChanged after changing a record.
 	Customers func(ctx context.Context, id string) (*Customer, error)
 
 	// MaxKeyLifetime, if positive, bounds the life of every key: Issue
 	// refuses an expiry further away (a key without one gets this
-	// lifetime), and Update refuses to move an expiry past CreatedAt plus
-	// it. 0 means no bound.
+	// lifetime), Update refuses to move an expiry past CreatedAt plus it,
+	// and the successor of a key without expiry gets it. 0 means no
+	// bound; a DefaultTTL beyond it is refused.
 	MaxKeyLifetime time.Duration
 
 	// Notifier, if set, publishes every change this Manager makes to a key
@@ -201,7 +204,7 @@ type IssueParams struct {
 	// Limits are the key's own limits (see Key.Limits).
 	Limits []Limit
 	// TTL, if positive, is the key's lifetime; a negative TTL is refused
-	// with ErrInvalidOptions. Without ExpiresAt and TTL,
+	// with an *InputError. Without ExpiresAt and TTL,
 	// Options.DefaultTTL applies.
 	TTL time.Duration
 }
@@ -239,7 +242,8 @@ type Manager struct {
 // New returns a Manager over store. It validates opts and returns an error
 // wrapping ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret under
 // 128 bits, a short pepper, a hasher that cannot take the tokens,
-// invalid Plans or a DefaultPlan not in Plans. It starts one background
+// invalid Plans, a DefaultPlan not in Plans or a DefaultTTL beyond
+// MaxKeyLifetime. It starts one background
 // goroutine for last-used flushes and, with a Notifier, one for its
 // subscription, both stopped by Close.
 func New(store Store, opts Options) (*Manager, error) {
@@ -276,6 +280,9 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	if opts.DefaultTTL < 0 || opts.MaxKeyLifetime < 0 {
 		return nil, fmt.Errorf("%w: negative DefaultTTL or MaxKeyLifetime", ErrInvalidOptions)
+	}
+	if opts.MaxKeyLifetime > 0 && opts.DefaultTTL > opts.MaxKeyLifetime {
+		return nil, fmt.Errorf("%w: DefaultTTL beyond MaxKeyLifetime", ErrInvalidOptions)
 	}
 	if err := opts.Plans.Validate(); err != nil {
 		return nil, err
@@ -329,15 +336,18 @@ func (m *Manager) Now() time.Time { return m.now() }
 // returned exactly once: only its digest is stored. Show it to the user and
 // forget it. Input beyond the documented limits (see MaxNameLength), an
 // unknown plan (when Options.Plans is set), an invalid limit, a prefix the
-// Manager does not accept or an expiry in the past give an error wrapping
-// ErrInvalidOptions.
+// Manager does not accept, an expiry in the past or beyond
+// Options.MaxKeyLifetime, or scopes outside the customer's ceiling give an
+// *InputError (matching ErrInvalidInput). A key with an owner is refused
+// with ErrSuspended while its customer is suspended, and with
+// ErrTooManyKeys at the customer's key cap (see Customer).
 func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error) {
 	now := m.now().UTC().Truncate(time.Microsecond)
 	f := m.formats[m.format.prefix]
 	if p.Prefix != "" {
 		var ok bool
 		if f, ok = m.formats[p.Prefix]; !ok {
-			return "", nil, fmt.Errorf("%w: prefix %q is not accepted by this Manager", ErrInvalidOptions, p.Prefix)
+			return "", nil, &InputError{Field: "prefix", Reason: "not a prefix this Manager accepts"}
 		}
 	}
 	k := &Key{
@@ -357,14 +367,14 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 	switch {
 	case !p.ExpiresAt.IsZero():
 		if !p.ExpiresAt.After(now) {
-			return "", nil, fmt.Errorf("%w: ExpiresAt is not in the future", ErrInvalidOptions)
+			return "", nil, &InputError{Field: "expires_at", Reason: "not in the future"}
 		}
 		if err := validExpiry(p.ExpiresAt); err != nil {
 			return "", nil, err
 		}
 		k.ExpiresAt = p.ExpiresAt.UTC().Truncate(time.Microsecond)
 	case p.TTL < 0:
-		return "", nil, fmt.Errorf("%w: negative TTL", ErrInvalidOptions)
+		return "", nil, &InputError{Field: "ttl", Reason: "negative"}
 	case p.TTL > 0:
 		k.ExpiresAt = now.Add(p.TTL)
 	case m.ttl > 0:
@@ -458,18 +468,24 @@ func (m *Manager) changed(ctx context.Context, id string) {
 
 // Update changes the key id with change, which receives a copy of the
 // stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt and
-// Limits; a change to any other field is refused with ErrInvalidOptions,
-// and so are values beyond the input limits (see MaxNameLength) and, when
-// Options.Plans is set, a plan not in it. An error returned by change is
-// returned as it is, and nothing is written.
+// Limits; a change to any other field is refused with ErrInvalidOptions.
+// Values beyond the input limits (see MaxNameLength), a plan not in
+// Options.Plans, a plan other than the one stored for the key's customer
+// (change that with SetCustomer), scopes outside the customer's ceiling
+// and an expiry beyond Options.MaxKeyLifetime give an *InputError
+// (matching ErrInvalidInput). An error returned by change is returned as
+// it is, and nothing is written.
 //
 // The write is conditional on the record not having changed since it was
 // read (Key.Revision): on a lost race, change runs again on the new record,
 // up to a bounded number of attempts (then the error wraps ErrConflict).
 // So Update never undoes a concurrent Revoke, Rotate, Disable or Update.
-// A revoked key can be updated and stays revoked; a rotated key's expiry,
-// the end of its grace period, can be moved earlier but not later. Update drops m's cache
-// entry of the key and returns the updated key.
+// Nothing changes a revoked key: Update, Disable, Enable, Pause and
+// Unpause refuse it with ErrRevoked and record nothing. An expired key
+// stays expired: moving its expiry gives ErrExpired. A rotated key's
+// expiry, the end of its grace period, can be moved earlier but not
+// later. Update drops m's cache entry of the key and returns the updated
+// key.
 func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
 	if change == nil {
 		return nil, fmt.Errorf("%w: nil change", ErrInvalidOptions)
@@ -484,15 +500,16 @@ func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error
 }
 
 // Disable suspends the key id: verifications fail with ErrDisabled (which
-// the middleware answers exactly like an invalid key) until Enable. It
-// writes through the same conditional update as Update. It returns the
-// updated key.
+// the middleware answers exactly like an invalid key) until Enable.
+// Disabling is the operator's; Pause is the owner's. It writes through
+// the same conditional update as Update, and a revoked key gives
+// ErrRevoked. It returns the updated key.
 func (m *Manager) Disable(ctx context.Context, id string) (*Key, error) {
 	return m.update(ctx, id, eventDisable, func(k *Key) error { k.Disabled = true; return nil })
 }
 
-// Enable lifts Disable. A revoked key stays revoked. It returns the
-// updated key.
+// Enable lifts Disable, not Pause. A revoked key gives ErrRevoked: it
+// stays revoked. It returns the updated key.
 func (m *Manager) Enable(ctx context.Context, id string) (*Key, error) {
 	return m.update(ctx, id, eventEnable, func(k *Key) error { k.Disabled = false; return nil })
 }
@@ -536,13 +553,19 @@ func (m *Manager) validChange(ctx context.Context, before, after *Key) error {
 	if !reflect.DeepEqual(probe, before) {
 		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt and Limits", ErrInvalidOptions)
 	}
-	if m.custs != nil && !slices.Equal(after.Scopes, before.Scopes) {
+	scopes := !slices.Equal(after.Scopes, before.Scopes)
+	plan := after.Plan != before.Plan && after.Plan != "" && m.custs != nil && m.custs.store != nil
+	if m.custs != nil && (scopes || plan) {
 		c, err := m.custs.read(ctx, after.Customer())
 		if err != nil {
 			return storeErr("update", err)
 		}
-		if !within(after, c) {
+		if scopes && !within(after, c) {
 			return &InputError{Field: "scopes", Reason: "outside the customer's scopes"}
+		}
+		// As at Issue: the plan of a customer with a record is his.
+		if plan && c.Revision != 0 && c.Plan != after.Plan {
+			return &InputError{Field: "plan", Reason: "the plan is the customer's: change it on the customer"}
 		}
 	}
 	if after.Name != before.Name {

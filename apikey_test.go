@@ -91,16 +91,20 @@ func TestIssueValidates(t *testing.T) {
 	t.Parallel()
 	c := newClock()
 	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
-	for name, p := range map[string]apikey.IssueParams{
-		"past expiry":      {ExpiresAt: c.Now().Add(-time.Second)},
-		"negative TTL":     {TTL: -time.Second},
-		"empty scope":      {Scopes: []string{""}},
-		"scope with space": {Scopes: []string{"a b"}},
-		"scope with quote": {Scopes: []string{`a"`}},
+	for name, tc := range map[string]struct {
+		field string
+		p     apikey.IssueParams
+	}{
+		"past expiry":      {"expires_at", apikey.IssueParams{ExpiresAt: c.Now().Add(-time.Second)}},
+		"expiry now":       {"expires_at", apikey.IssueParams{ExpiresAt: c.Now()}},
+		"negative TTL":     {"ttl", apikey.IssueParams{TTL: -time.Second}},
+		"empty scope":      {"scopes", apikey.IssueParams{Scopes: []string{""}}},
+		"scope with space": {"scopes", apikey.IssueParams{Scopes: []string{"a b"}}},
+		"scope with quote": {"scopes", apikey.IssueParams{Scopes: []string{`a"`}}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, _, err := m.Issue(context.Background(), p)
-			assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+			_, _, err := m.Issue(context.Background(), tc.p)
+			assertInputError(t, err, tc.field)
 		})
 	}
 }

@@ -56,6 +56,9 @@ type cacheEntry struct {
 	// narrow is key narrowed to its customer's scope ceiling, for the
 	// customer record it was made for (see narrowed).
 	narrow atomic.Pointer[narrowedKey]
+	// probed is when a wrong secret against this verified entry last
+	// cost a store query (Unix nanoseconds), see Manager.lookup.
+	probed atomic.Int64
 }
 
 // maxAge returns how long e may be served: extra is the stale window.
@@ -234,8 +237,10 @@ func (c *cache) upgrade(shard int, id string, old *cacheEntry, sum [sha256.Size]
 	s.mu.Lock()
 	if s.entries[id] == old {
 		e := &cacheEntry{key: old.key, sum: sum, verified: true, check: check, fetched: old.fetched}
-		s.entries[id] = e
-		s.setHot(id, e)
+		// Assigning to an existing string key replaces the map's key with
+		// the one given: the record's id, never a part of the token.
+		s.entries[old.key.ID] = e
+		s.setHot(old.key.ID, e)
 	}
 	s.mu.Unlock()
 }
@@ -322,7 +327,25 @@ func (c *cache) load(ctx context.Context, shard int, id string, get func(context
 // (a Notifier does it for you) to make that change effective here at once.
 func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
 
-// InvalidateAll drops m's whole verification cache, so that no
-// verification starting after it returns uses a record read before; for
-// example after a change notification may have been lost.
-func (m *Manager) InvalidateAll() { m.cache.reset() }
+// InvalidateAll drops m's whole verification cache, customer records
+// included, so that no verification starting after it returns uses a
+// record read before; for example after a change notification may have
+// been lost.
+func (m *Manager) InvalidateAll() {
+	m.cache.reset()
+	if m.custs != nil {
+		m.custs.reset()
+	}
+}
+
+// probe spends the store query that a wrong secret for an id the cache
+// does not hold costs, for a wrong secret against the verified entry e:
+// once per negative TTL per id, so that the store's load never tells
+// whether an id is cached (recently used). The answer is not used.
+func (c *cache) probe(ctx context.Context, shard int, e *cacheEntry, id string, now time.Time, get func(context.Context, string) (*Key, error)) {
+	p, t := e.probed.Load(), now.UnixNano()
+	if c.negTTL > 0 && t-p < int64(c.negTTL) || !e.probed.CompareAndSwap(p, t) {
+		return
+	}
+	c.load(ctx, shard, id, get)
+}

@@ -12,6 +12,11 @@ func FromContext(ctx context.Context) *Key {
 	return k
 }
 
+// NewContext returns ctx carrying k, as FromContext reads it, for a
+// surface other than the HTTP middleware (an RPC interceptor) that
+// verified k with Manager.Verify.
+func NewContext(ctx context.Context, k *Key) context.Context { return newContext(ctx, k) }
+
 // newContext returns ctx carrying k, as FromContext reads it.
 func newContext(ctx context.Context, k *Key) context.Context {
 	return context.WithValue(ctx, contextKey{}, k)

@@ -19,8 +19,10 @@ import (
 // owner (see Key.Customer). Every key of a customer spends from the
 // customer's plan, and no key can hold more than its customer was granted.
 //
-// A customer without a stored record has the zero values: Options.DefaultPlan,
-// no scope ceiling, no key cap, nothing suspended.
+// A customer without a stored record has the zero values: no scope
+// ceiling, no key cap, nothing suspended, and no plan of his own, so that
+// each of his keys spends its own Key.Plan (Options.DefaultPlan when it
+// has none that is configured), as without customer records.
 type Customer struct {
 	// ID identifies the customer: the Owner of his keys.
 	ID string `json:"id"`
@@ -33,7 +35,10 @@ type Customer struct {
 	// ceiling narrows every key at once.
 	Scopes []string `json:"scopes"`
 	// MaxKeys caps the customer's usable keys (not revoked, not expired);
-	// a rotation chain counts once. 0 means no cap.
+	// a rotation chain counts once. 0 means no cap. Concurrent Issues
+	// never exceed it when the store implements CustomerStore (they are
+	// ordered by the record's Revision); with Options.Customers over a
+	// store without it, they may.
 	MaxKeys int `json:"max_keys,omitempty"`
 	// Limits are granted by the operator on top of the plan's: a limit
 	// named like one of the plan's replaces it. They are counted per
@@ -55,12 +60,6 @@ type Customer struct {
 	// for a customer that has no stored record.
 	Revision int64 `json:"revision"`
 }
-
-// CreditsLimit is the name of the limit made of Customer.Credits.
-const CreditsLimit = "credits"
-
-// MaxCustomerKeys is the largest Customer.MaxKeys.
-const MaxCustomerKeys = 100_000
 
 // Clone returns a deep copy of c.
 func (c *Customer) Clone() *Customer {

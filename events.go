@@ -129,7 +129,7 @@ func (m *Manager) logVerify(ctx context.Context, e event) {
 // a failed verification, and counts the others. It is safe for concurrent
 // use; the zero value is ready.
 type logSampler struct {
-	kinds [6]struct {
+	kinds [8]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out
 		suppressed atomic.Uint64 // lines left out since the last one
 		_          [48]byte      // one cache line each
@@ -151,6 +151,10 @@ func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
 		i = 4
 	case "disabled":
 		i = 5
+	case "paused":
+		i = 6
+	case "suspended":
+		i = 7
 	}
 	kind := &s.kinds[i]
 	t := now.UnixNano()

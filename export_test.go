@@ -4,6 +4,7 @@ package apikey
 // documents them on the option fields instead of exporting them.
 const (
 	DefaultBreakerCoolDown = defaultBreakerCoolDown
+	DefaultBreakerFailures = defaultBreakerFailures
 	DefaultLimiterTimeout  = defaultLimiterTimeout
 	DefaultNegativeTTL     = defaultNegativeTTL
 	DefaultPrefix          = defaultPrefix

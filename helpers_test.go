@@ -3,11 +3,14 @@ package apikey_test
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
@@ -189,4 +192,173 @@ func types(events []loggedEvent, verify bool) []string {
 		}
 	}
 	return out
+}
+
+// assertInputError asserts that err is an *apikey.InputError naming field,
+// which matches ErrInvalidInput and not ErrInvalidOptions (a bad input is
+// not a bad configuration) nor ErrUnavailable.
+func assertInputError(t testing.TB, err error, field string, msgAndArgs ...any) bool {
+	t.Helper()
+	var ie *apikey.InputError
+	if !assert.ErrorAs(t, err, &ie, msgAndArgs...) {
+		return false
+	}
+	ok := assert.Equal(t, field, ie.Field, msgAndArgs...)
+	ok = assert.ErrorIs(t, err, apikey.ErrInvalidInput, msgAndArgs...) && ok
+	ok = assert.NotErrorIs(t, err, apikey.ErrInvalidOptions, msgAndArgs...) && ok
+	return assert.NotErrorIs(t, err, apikey.ErrUnavailable, msgAndArgs...) && ok
+}
+
+// custStore is a memstore that keeps customer records (CustomerStore)
+// and Key.Paused. The memstore of this tree does neither yet: once it
+// does both, newCustomerStore returns a plain memstore and the tests run
+// against it unchanged.
+type custStore struct {
+	*memstore.Store
+	mu     sync.RWMutex // orders key writes with the paused flags
+	paused map[string]bool
+	cmu    sync.Mutex
+	custs  map[string]*apikey.Customer
+	gets   atomic.Int64 // GetCustomer calls
+}
+
+var _ apikey.CustomerStore = (*custStore)(nil)
+
+// newCustomerStore returns a store with CustomerStore that keeps Paused.
+func newCustomerStore() apikey.Store {
+	ms := memstore.New()
+	if _, ok := any(ms).(apikey.CustomerStore); ok && keepsPaused(ms) {
+		return ms
+	}
+	return &custStore{Store: ms, paused: map[string]bool{}, custs: map[string]*apikey.Customer{}}
+}
+
+// keepsPaused reports whether s round-trips Key.Paused.
+func keepsPaused(s apikey.Store) bool {
+	ctx := context.Background()
+	k := &apikey.Key{ID: apikey.NewID(), Prefix: "sk", Hash: []byte("x"), CreatedAt: time.Now(), Paused: true}
+	if s.Create(ctx, k) != nil {
+		return false
+	}
+	defer s.Delete(ctx, k.ID)
+	got, err := s.Get(ctx, k.ID)
+	return err == nil && got.Paused
+}
+
+func (s *custStore) withPaused(k *apikey.Key) *apikey.Key {
+	if k != nil {
+		k.Paused = s.paused[k.ID]
+	}
+	return k
+}
+
+func (s *custStore) Create(ctx context.Context, k *apikey.Key) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.Store.Create(ctx, k); err != nil {
+		return err
+	}
+	s.paused[k.ID] = k.Paused
+	return nil
+}
+
+func (s *custStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, err := s.Store.Get(ctx, id)
+	return s.withPaused(k), err
+}
+
+func (s *custStore) Update(ctx context.Context, k *apikey.Key) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.Store.Update(ctx, k); err != nil {
+		return err
+	}
+	s.paused[k.ID] = k.Paused
+	return nil
+}
+
+func (s *custStore) Delete(ctx context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.Store.Delete(ctx, id); err != nil {
+		return err
+	}
+	delete(s.paused, id)
+	return nil
+}
+
+func (s *custStore) List(ctx context.Context, owner string, o apikey.ListOptions) ([]*apikey.Key, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ks, err := s.Store.List(ctx, owner, o)
+	for _, k := range ks {
+		s.withPaused(k)
+	}
+	return ks, err
+}
+
+func (s *custStore) Rotate(ctx context.Context, old *apikey.Key, until time.Time, succ *apikey.Key) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.Store.Rotate(ctx, old, until, succ); err != nil {
+		return err
+	}
+	s.paused[succ.ID] = succ.Paused
+	return nil
+}
+
+func (s *custStore) GetCustomer(ctx context.Context, id string) (*apikey.Customer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.gets.Add(1)
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	c, ok := s.custs[id]
+	if !ok {
+		return nil, apikey.ErrNotFound
+	}
+	return c.Clone(), nil
+}
+
+func (s *custStore) PutCustomer(ctx context.Context, c *apikey.Customer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	old, ok := s.custs[c.ID]
+	switch {
+	case c.Revision == 0 && ok:
+		return apikey.ErrConflict
+	case c.Revision != 0 && !ok:
+		return apikey.ErrNotFound
+	case c.Revision != 0 && old.Revision != c.Revision:
+		return apikey.ErrConflict
+	}
+	n := c.Clone()
+	n.Revision++
+	s.custs[c.ID] = n
+	c.Revision = n.Revision
+	return nil
+}
+
+func (s *custStore) ListCustomers(ctx context.Context, after string, limit int) ([]*apikey.Customer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	out := []*apikey.Customer{}
+	for _, id := range slices.Sorted(maps.Keys(s.custs)) {
+		if id > after && len(out) < limit {
+			out = append(out, s.custs[id].Clone())
+		}
+	}
+	return out, nil
 }

@@ -304,6 +304,41 @@ func TestFailedVerificationsAreSampledInLogs(t *testing.T) {
 	assert.NotContains(t, got[0], "sk_garbage")
 }
 
+// Paused keys and suspended customers are sampled as kinds of their own:
+// a flood of them never hides the line of a failing dependency.
+func TestPausedAndSuspendedAreSampledApart(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil))
+	c := newClock()
+	h := &customerHook{recs: map[string]*apikey.Customer{}, fail: map[string]bool{}}
+	m := newManager(t, newCustomerStore(), apikey.Options{Now: c.Now, Logger: log, Customers: h.get})
+	ctx := context.Background()
+	paused, pk := issue(t, m, apikey.IssueParams{Owner: "ann"})
+	_, err := m.Pause(ctx, pk.ID)
+	require.NoError(t, err)
+	suspended, _ := issue(t, m, apikey.IssueParams{Owner: "sus"})
+	h.set("sus", &apikey.Customer{ID: "sus", Suspended: true, Revision: 1}, false)
+	broken, _ := issue(t, m, apikey.IssueParams{Owner: "broken"})
+	h.set("broken", nil, true)
+	mu.Lock()
+	buf.Reset()
+	mu.Unlock()
+	for range 100 {
+		_, _ = m.Verify(ctx, paused)
+		_, _ = m.Verify(ctx, suspended)
+	}
+	_, err = m.Verify(ctx, broken)
+	require.ErrorIs(t, err, apikey.ErrUnavailable)
+	mu.Lock()
+	defer mu.Unlock()
+	out := buf.String()
+	assert.Equal(t, 3, strings.Count(out, "apikey: verify"), out)
+	for _, outcome := range []error{apikey.ErrPaused, apikey.ErrSuspended, apikey.ErrUnavailable} {
+		assert.Contains(t, out, outcome.Error())
+	}
+}
+
 type lockedWriter struct {
 	w  *bytes.Buffer
 	mu *sync.Mutex

@@ -49,6 +49,10 @@ const (
 	// MaxLimits is the most Key.Limits entries (whose names Limit.Validate
 	// limits to 64 characters).
 	MaxLimits = 16
+	// MaxCustomerKeys is the largest Customer.MaxKeys.
+	MaxCustomerKeys = 100_000
+	// CreditsLimit is the name of the limit made of Customer.Credits.
+	CreditsLimit = "credits"
 	// MaxListLimit is the largest page Store.List must serve
 	// (ListOptions.Limit); larger limits are reduced to it.
 	MaxListLimit = 1000

@@ -67,7 +67,7 @@ func TestTestKeyNeverVerifiesAsLive(t *testing.T) {
 	assert.ErrorIs(t, err, apikey.ErrMalformed, "a live-only Manager does not parse test tokens")
 
 	_, _, err = both.Issue(ctx, apikey.IssueParams{Prefix: "sk_other"})
-	assert.ErrorIs(t, err, apikey.ErrInvalidOptions, "an unknown prefix")
+	assertInputError(t, err, "prefix", "an unknown prefix")
 
 	rot, err := both.Rotate(ctx, testKey.ID, time.Hour)
 	require.NoError(t, err)
@@ -131,12 +131,14 @@ func TestDisableEnable(t *testing.T) {
 
 	require.NoError(t, m.Revoke(ctx, k.ID))
 	_, err = m.Enable(ctx, k.ID)
-	require.NoError(t, err)
+	assert.ErrorIs(t, err, apikey.ErrRevoked, "nothing changes a revoked key")
+	_, err = m.Disable(ctx, k.ID)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
 	_, err = m.Verify(ctx, token)
 	assert.ErrorIs(t, err, apikey.ErrRevoked, "revocation stays permanent")
 
 	events = append(events, log.take()...)
-	assert.Equal(t, []string{"issue", "disable", "enable", "revoke", "enable"}, types(events, false))
+	assert.Equal(t, []string{"issue", "disable", "enable", "revoke"}, types(events, false), "a refused change is not recorded")
 
 	_, err = m.Disable(ctx, apikey.NewID())
 	assert.ErrorIs(t, err, apikey.ErrNotFound)
@@ -144,8 +146,9 @@ func TestDisableEnable(t *testing.T) {
 
 // TestUpdateNeverRevives is the regression test of defect 4: admin A
 // loads a key, admin B revokes it, A saves a plan upgrade. Through the
-// Store the stale write is refused; through Manager.Update the change is
-// made on the fresh record, and the key stays revoked.
+// Store the stale write is refused; through Manager.Update the fresh
+// record is read, and nothing changes a revoked key: ErrRevoked, change
+// never runs, nothing is written and the key stays revoked.
 func TestUpdateNeverRevives(t *testing.T) {
 	t.Parallel()
 	store := memstore.New()
@@ -162,16 +165,22 @@ func TestUpdateNeverRevives(t *testing.T) {
 	_, err = m.Verify(ctx, token)
 	assert.ErrorIs(t, err, apikey.ErrRevoked)
 
+	revoked, err := m.Get(ctx, k.ID)
+	require.NoError(t, err)
 	calls := 0
 	got, err := m.Update(ctx, k.ID, func(k *apikey.Key) error {
 		calls++
 		k.Plan = "pro"
 		return nil
 	})
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+	assert.Nil(t, got)
+	assert.Zero(t, calls, "change ran on a revoked key")
+	stored, err := m.Get(ctx, k.ID)
 	require.NoError(t, err)
-	assert.Equal(t, 1, calls)
-	assert.Equal(t, "pro", got.Plan)
-	assert.False(t, got.RevokedAt.IsZero(), "a revoked key can be updated and stays revoked")
+	assert.Equal(t, revoked.Revision, stored.Revision, "nothing was written")
+	assert.Equal(t, "free", stored.Plan)
+	assert.False(t, stored.RevokedAt.IsZero())
 	_, err = m.Verify(ctx, token)
 	assert.ErrorIs(t, err, apikey.ErrRevoked)
 }
@@ -204,6 +213,8 @@ func TestUpdate(t *testing.T) {
 	assert.Equal(t, []string{"read", "write"}, v.Scopes)
 	assert.True(t, expires.Equal(v.ExpiresAt))
 
+	// A field Update does not change: refused whatever its value, a
+	// misuse of the API rather than bad input.
 	for name, change := range map[string]func(*apikey.Key){
 		"ID":        func(k *apikey.Key) { k.ID = apikey.NewID() },
 		"Owner":     func(k *apikey.Key) { k.Owner = "mallory" },
@@ -214,16 +225,33 @@ func TestUpdate(t *testing.T) {
 		"RotatedTo": func(k *apikey.Key) { k.RotatedTo = apikey.NewID() },
 		"Lineage":   func(k *apikey.Key) { k.Lineage = apikey.NewID() },
 		"Disabled":  func(k *apikey.Key) { k.Disabled = true },
+		"Paused":    func(k *apikey.Key) { k.Paused = true },
 		"Revision":  func(k *apikey.Key) { k.Revision = 99 },
-		"NUL":       func(k *apikey.Key) { k.Name = "a\x00b" },
-		"Plan":      func(k *apikey.Key) { k.Plan = "enterprise" },
-		"Scope":     func(k *apikey.Key) { k.Scopes = []string{"a b"} },
-		"Metadata":  func(k *apikey.Key) { k.Metadata = map[string]string{"k": "\x1b[31m"} },
-		"Limit":     func(k *apikey.Key) { k.Limits = []apikey.Limit{{Name: "x"}} },
 	} {
 		t.Run("Refuses"+name, func(t *testing.T) {
 			_, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { change(k); return nil })
 			assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+			assert.NotErrorIs(t, err, apikey.ErrInvalidInput)
+			stored, err := m.Get(ctx, k.ID)
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), stored.Revision, "nothing was written")
+		})
+	}
+	// A value Update refuses: an *InputError naming the field.
+	for name, tc := range map[string]struct {
+		field  string
+		change func(*apikey.Key)
+	}{
+		"NUL":      {"name", func(k *apikey.Key) { k.Name = "a\x00b" }},
+		"Plan":     {"plan", func(k *apikey.Key) { k.Plan = "enterprise" }},
+		"Scope":    {"scopes", func(k *apikey.Key) { k.Scopes = []string{"a b"} }},
+		"Metadata": {"metadata", func(k *apikey.Key) { k.Metadata = map[string]string{"k": "\x1b[31m"} }},
+		"Limit":    {"limits", func(k *apikey.Key) { k.Limits = []apikey.Limit{{Name: "x"}} }},
+		"Expiry":   {"expires_at", func(k *apikey.Key) { k.ExpiresAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }},
+	} {
+		t.Run("Refuses"+name, func(t *testing.T) {
+			_, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { tc.change(k); return nil })
+			assertInputError(t, err, tc.field)
 			stored, err := m.Get(ctx, k.ID)
 			require.NoError(t, err)
 			assert.Equal(t, int64(2), stored.Revision, "nothing was written")
@@ -493,8 +521,9 @@ func TestEventsOncePerChangeWithoutReads(t *testing.T) {
 }
 
 // TestInputIsValidated is the regression test of defect 7: bad input is
-// ErrInvalidOptions (400 over HTTP), never a store failure, and nothing is
-// stored; values at the limits are accepted.
+// an *InputError naming its field (ErrInvalidInput, 400 over HTTP), never
+// a store failure nor ErrInvalidOptions, and nothing is stored; values at
+// the limits are accepted.
 func TestInputIsValidated(t *testing.T) {
 	t.Parallel()
 	long := func(n int) string { return strings.Repeat("x", n) }
@@ -522,37 +551,49 @@ func TestInputIsValidated(t *testing.T) {
 		return ls
 	}
 	for _, tc := range []struct {
-		name string
-		p    apikey.IssueParams
+		name  string
+		field string
+		p     apikey.IssueParams
 	}{
-		{"NULInName", apikey.IssueParams{Name: "a\x00b"}},
-		{"NULInOwner", apikey.IssueParams{Owner: "a\x00b"}},
-		{"NULInPlan", apikey.IssueParams{Plan: "fr\x00ee"}},
-		{"NULInScope", apikey.IssueParams{Scopes: []string{"a\x00"}}},
-		{"NULInMetadataKey", apikey.IssueParams{Metadata: map[string]string{"k\x00": "v"}}},
-		{"NULInMetadataValue", apikey.IssueParams{Metadata: map[string]string{"k": "v\x00"}}},
-		{"ControlInName", apikey.IssueParams{Name: "bell\a"}},
-		{"C1ControlInOwner", apikey.IssueParams{Owner: "a\u0085b"}},
-		{"NewlineInMetadata", apikey.IssueParams{Metadata: map[string]string{"k": "a\nb"}}},
-		{"InvalidUTF8", apikey.IssueParams{Name: "\xff\xfe"}},
-		{"EmptyMetadataKey", apikey.IssueParams{Metadata: map[string]string{"": "v"}}},
-		{"LongName", apikey.IssueParams{Name: long(apikey.MaxNameLength + 1)}},
-		{"LongOwner", apikey.IssueParams{Owner: long(apikey.MaxOwnerLength + 1)}},
-		{"LongPlan", apikey.IssueParams{Plan: long(apikey.MaxPlanLength + 1)}},
-		{"LongScope", apikey.IssueParams{Scopes: []string{long(apikey.MaxScopeLength + 1)}}},
-		{"ManyScopes", apikey.IssueParams{Scopes: scopes(apikey.MaxScopes + 1)}},
-		{"LongMetadataKey", apikey.IssueParams{Metadata: map[string]string{long(apikey.MaxMetadataKeyLength + 1): "v"}}},
-		{"LongMetadataValue", apikey.IssueParams{Metadata: map[string]string{"k": long(apikey.MaxMetadataValueLength + 1)}}},
-		{"ManyMetadata", apikey.IssueParams{Metadata: meta(apikey.MaxMetadataEntries + 1)}},
-		{"ManyLimits", apikey.IssueParams{Limits: limits(apikey.MaxLimits + 1)}},
-		{"InvalidLimit", apikey.IssueParams{Limits: []apikey.Limit{{Name: "x", Kind: apikey.KindQuota}}}},
-		{"UnknownPlan", apikey.IssueParams{Plan: "enterprise"}},
+		{"NULInName", "name", apikey.IssueParams{Name: "a\x00b"}},
+		{"NULInOwner", "owner", apikey.IssueParams{Owner: "a\x00b"}},
+		{"NULInPlan", "plan", apikey.IssueParams{Plan: "fr\x00ee"}},
+		{"NULInScope", "scopes", apikey.IssueParams{Scopes: []string{"a\x00"}}},
+		{"NULInMetadataKey", "metadata", apikey.IssueParams{Metadata: map[string]string{"k\x00": "v"}}},
+		{"NULInMetadataValue", "metadata", apikey.IssueParams{Metadata: map[string]string{"k": "v\x00"}}},
+		{"ControlInName", "name", apikey.IssueParams{Name: "bell\a"}},
+		{"C1ControlInOwner", "owner", apikey.IssueParams{Owner: "a\u0085b"}},
+		{"NewlineInMetadata", "metadata", apikey.IssueParams{Metadata: map[string]string{"k": "a\nb"}}},
+		{"InvalidUTF8", "name", apikey.IssueParams{Name: "\xff\xfe"}},
+		{"EmptyMetadataKey", "metadata", apikey.IssueParams{Metadata: map[string]string{"": "v"}}},
+		{"LongName", "name", apikey.IssueParams{Name: long(apikey.MaxNameLength + 1)}},
+		{"LongOwner", "owner", apikey.IssueParams{Owner: long(apikey.MaxOwnerLength + 1)}},
+		{"LongPlan", "plan", apikey.IssueParams{Plan: long(apikey.MaxPlanLength + 1)}},
+		{"LongScope", "scopes", apikey.IssueParams{Scopes: []string{long(apikey.MaxScopeLength + 1)}}},
+		{"ManyScopes", "scopes", apikey.IssueParams{Scopes: scopes(apikey.MaxScopes + 1)}},
+		{"LongMetadataKey", "metadata", apikey.IssueParams{Metadata: map[string]string{long(apikey.MaxMetadataKeyLength + 1): "v"}}},
+		{"LongMetadataValue", "metadata", apikey.IssueParams{Metadata: map[string]string{"k": long(apikey.MaxMetadataValueLength + 1)}}},
+		{"ManyMetadata", "metadata", apikey.IssueParams{Metadata: meta(apikey.MaxMetadataEntries + 1)}},
+		{"ManyLimits", "limits", apikey.IssueParams{Limits: limits(apikey.MaxLimits + 1)}},
+		{"InvalidLimit", "limits", apikey.IssueParams{Limits: []apikey.Limit{{Name: "x", Kind: apikey.KindQuota}}}},
+		{"UnknownPlan", "plan", apikey.IssueParams{Plan: "enterprise"}},
+		{"PastExpiry", "expires_at", apikey.IssueParams{ExpiresAt: time.Now().Add(-time.Hour)}},
+		{"ExpiryAfter9999", "expires_at", apikey.IssueParams{ExpiresAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}},
+		{"NegativeTTL", "ttl", apikey.IssueParams{TTL: -time.Second}},
+		{"UnknownPrefix", "prefix", apikey.IssueParams{Prefix: "sk_other"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := m.Issue(ctx, tc.p)
-			assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
-			assert.NotErrorIs(t, err, apikey.ErrUnavailable)
+			assertInputError(t, err, tc.field)
 		})
+	}
+	// An InputError never holds the value it refuses.
+	for _, p := range []apikey.IssueParams{
+		{Name: "hunter2\x00"}, {Owner: "hunter2\n"}, {Metadata: map[string]string{"k": "hunter2\x1b"}}, {Scopes: []string{"hunter2 "}},
+	} {
+		_, _, err := m.Issue(ctx, p)
+		require.Error(t, err)
+		assert.NotContains(t, err.Error(), "hunter2")
 	}
 	list, err := m.List(ctx, "", apikey.ListOptions{})
 	require.NoError(t, err)

@@ -133,7 +133,7 @@ func (m *Manager) countUsable(ctx context.Context, owner string, now time.Time, 
 			return 0, err
 		}
 		for _, k := range page {
-			if k.RotatedTo == "" && Usable(k, now) {
+			if k.RotatedTo == "" && k.Usable(now) {
 				n++
 			}
 		}

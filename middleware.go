@@ -206,7 +206,8 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 // Authenticate extracts the request's key and verifies it, without writing
 // a response and without applying rate limits. It returns the key or an
 // error matching one of ErrMissingKey, ErrBadRequest, ErrMalformed,
-// ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled or ErrUnavailable.
+// ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended
+// or ErrUnavailable.
 func (mw *Middleware) Authenticate(r *http.Request) (*Key, error) {
 	k, _, err := mw.authenticate(r)
 	return k, err

@@ -38,12 +38,18 @@ type limitEnv struct {
 
 func newLimitEnv(t *testing.T, opts apikey.Options, mwOpts apikey.MiddlewareOptions) *limitEnv {
 	t.Helper()
+	return newLimitEnvOver(t, memstore.New(), opts, mwOpts)
+}
+
+// newLimitEnvOver is newLimitEnv over store.
+func newLimitEnvOver(t *testing.T, store apikey.Store, opts apikey.Options, mwOpts apikey.MiddlewareOptions) *limitEnv {
+	t.Helper()
 	e := &limitEnv{c: newClock()} // 12:00 UTC
 	opts.Now = e.c.Now
 	if opts.Plans == nil {
 		opts.Plans = testPlans
 	}
-	e.s = memstore.New()
+	e.s = store
 	e.m = newManager(t, e.s, opts)
 	var err error
 	e.l, err = memlimit.New(memlimit.Options{Now: e.c.Now})
@@ -336,12 +342,16 @@ func TestCost(t *testing.T) {
 	require.Equal(t, 200, at("/").Code)
 }
 
-// A key's own rates and quotas replace its plan's; its credits add to
-// them and are counted per key, even when its owner's other keys share
-// the plan's budget.
+// A key's own limits add to its customer's plan's and are counted per
+// key lineage: credits on one key are that key's, even when its owner's
+// other keys share the plan's budget, and a key's own limit never
+// replaces nor widens the plan's, whatever its name or count.
 func TestKeyLimitsAndCredits(t *testing.T) {
 	t.Parallel()
-	plans := apikey.Plans{"pro": {apikey.Quota("daily", 1000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)}}
+	plans := apikey.Plans{
+		"pro":  {apikey.Quota("daily", 1000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+		"free": {apikey.Quota("daily", 3, apikey.Day)},
+	}
 	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
 	var ran bool
 	h := e.handler(&ran)
@@ -365,8 +375,22 @@ func TestKeyLimitsAndCredits(t *testing.T) {
 	own, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "pro", Limits: []apikey.Limit{apikey.Quota("hourly", 1, apikey.Hour), apikey.Credits("monthly", 5, apikey.Month)}})
 	rec = hit(h, bearer(own))
 	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, `"hourly";q=1;w=3600, "monthly";q=5;w=2592000`, rec.Header().Get("RateLimit-Policy"), "the key's quota replaces the plan's rate and quota")
-	assert.Equal(t, `"hourly";r=0;t=3600, "monthly";r=4;t=302400`, rec.Header().Get("RateLimit"))
+	assert.Equal(t, `"hourly";q=1;w=3600, "monthly";q=5;w=2592000, "daily";q=1000;w=86400, "per-second";q=100;w=1`,
+		rec.Header().Get("RateLimit-Policy"), "the key's quota is added to the plan's rate and quota")
+	assert.Equal(t, `"hourly";r=0;t=3600, "monthly";r=4;t=302400, "daily";r=999;t=43200, "per-second";r=99;t=1`, rec.Header().Get("RateLimit"))
+	rec = hit(h, bearer(own))
+	assert.Equal(t, 429, rec.Code, "the key's own quota narrows the plan")
+	assert.Equal(t, "3600", rec.Header().Get("Retry-After"))
+
+	// A key's own limit named like the plan's, with a larger count, is
+	// counted beside it: the plan still admits 3.
+	wide, _ := issue(t, e.m, apikey.IssueParams{Owner: "cid", Plan: "free", Limits: []apikey.Limit{apikey.Quota("daily", 100, apikey.Day)}})
+	for range 3 {
+		require.Equal(t, 200, hit(h, bearer(wide)).Code)
+	}
+	rec = hit(h, bearer(wide))
+	assert.Equal(t, 429, rec.Code, "a key's own limit widened its plan")
+	assert.Equal(t, `"daily";r=97;t=43200, "daily";r=0;t=43200`, rec.Header().Get("RateLimit"))
 }
 
 // TestLegacyHeadersOfSpentCredits: credits that are never refilled have
@@ -470,8 +494,8 @@ func rotate(t *testing.T, m *apikey.Manager, id string, grace time.Duration) (st
 }
 
 // Every Limiter call has a deadline; after BreakerFailures consecutive
-// failures the policy applies without calling the Limiter, until a probe
-// after BreakerCoolDown succeeds.
+// failures, across three customers, the policy applies without calling
+// the Limiter, until a probe after BreakerCoolDown succeeds.
 func TestLimiterBreaker(t *testing.T) {
 	t.Parallel()
 	spy := &limiterSpy{}
@@ -484,22 +508,28 @@ func TestLimiterBreaker(t *testing.T) {
 			lastErr.Store(&err)
 		},
 	})
-	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
+	var tokens []string
+	for _, owner := range []string{"ann", "bob", "cid"} {
+		token, _ := issue(t, e.m, apikey.IssueParams{Owner: owner, Plan: "free"})
+		tokens = append(tokens, token)
+	}
 	var ran bool
 	h := e.handler(&ran)
+	i := 0
+	next := func() *http.Request { i++; return bearer(tokens[i%len(tokens)]) }
 
-	require.Equal(t, 200, hit(h, bearer(token)).Code)
+	require.Equal(t, 200, hit(h, next()).Code)
 	d := spy.last().deadline
 	assert.Positive(t, d, "no deadline on the Limiter call")
 	assert.LessOrEqual(t, d, apikey.DefaultLimiterTimeout)
 
 	spy.fail.Store(true)
 	for range 3 {
-		require.Equal(t, 503, hit(h, bearer(token)).Code)
+		require.Equal(t, 503, hit(h, next()).Code)
 	}
 	require.EqualValues(t, 4, spy.calls.Load())
 	for range 10 {
-		require.Equal(t, 503, hit(h, bearer(token)).Code)
+		require.Equal(t, 503, hit(h, next()).Code)
 	}
 	assert.EqualValues(t, 4, spy.calls.Load(), "the open circuit called the Limiter")
 	assert.EqualValues(t, 13, policyUses.Load())
@@ -507,16 +537,16 @@ func TestLimiterBreaker(t *testing.T) {
 	assert.ErrorIs(t, *lastErr.Load(), apikey.ErrUnavailable)
 
 	e.c.Add(10 * time.Second) // half open: one probe, which fails
-	require.Equal(t, 503, hit(h, bearer(token)).Code)
-	require.Equal(t, 503, hit(h, bearer(token)).Code)
+	require.Equal(t, 503, hit(h, next()).Code)
+	require.Equal(t, 503, hit(h, next()).Code)
 	assert.EqualValues(t, 5, spy.calls.Load(), "one probe after the cool-down")
 
 	spy.fail.Store(false)
 	e.c.Add(9 * time.Second)
-	require.Equal(t, 503, hit(h, bearer(token)).Code, "the failed probe reopened the circuit")
+	require.Equal(t, 503, hit(h, next()).Code, "the failed probe reopened the circuit")
 	e.c.Add(time.Second)
-	require.Equal(t, 200, hit(h, bearer(token)).Code, "the probe closes the circuit")
-	require.Equal(t, 200, hit(h, bearer(token)).Code)
+	require.Equal(t, 200, hit(h, next()).Code, "the probe closes the circuit")
+	require.Equal(t, 200, hit(h, next()).Code)
 	assert.EqualValues(t, 7, spy.calls.Load())
 }
 
@@ -542,27 +572,37 @@ func TestLimiterBreakerOneProbe(t *testing.T) {
 	assert.EqualValues(t, 2, spy.calls.Load(), "more than one probe")
 }
 
-// A key's own limits set with Update replace its plan's at the next
-// request, over what was already spent.
+// A key's own limits set with Update apply at the next request, beside
+// its plan's and over what was already spent; raising them never widens
+// the plan.
 func TestUpdatedKeyLimitsApply(t *testing.T) {
 	t.Parallel()
 	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
 	token, k := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
 	var ran bool
 	h := e.handler(&ran)
-	for range 3 {
-		require.Equal(t, 200, hit(h, bearer(token)).Code)
+	require.Equal(t, 200, hit(h, bearer(token)).Code)
+	setLimits := func(ls ...apikey.Limit) {
+		t.Helper()
+		_, err := e.m.Update(context.Background(), k.ID, func(k *apikey.Key) error { k.Limits = ls; return nil })
+		require.NoError(t, err)
 	}
-	require.Equal(t, 429, hit(h, bearer(token)).Code)
-	_, err := e.m.Update(context.Background(), k.ID, func(k *apikey.Key) error {
-		k.Limits = []apikey.Limit{apikey.Quota("daily", 10, apikey.Day)}
-		return nil
-	})
-	require.NoError(t, err)
+	setLimits(apikey.Quota("hourly", 2, apikey.Hour))
 	rec := hit(h, bearer(token))
 	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, `"daily";q=10;w=86400`, rec.Header().Get("RateLimit-Policy"))
-	assert.Equal(t, `"daily";r=6;t=43200`, rec.Header().Get("RateLimit"))
+	assert.Equal(t, `"hourly";q=2;w=3600, "daily";q=3;w=86400`, rec.Header().Get("RateLimit-Policy"))
+	assert.Equal(t, `"hourly";r=1;t=3600, "daily";r=1;t=43200`, rec.Header().Get("RateLimit"))
+	require.Equal(t, 200, hit(h, bearer(token)).Code)
+	require.Equal(t, 429, hit(h, bearer(token)).Code)
+
+	setLimits(apikey.Quota("hourly", 1000, apikey.Hour), apikey.Quota("daily", 1000, apikey.Day))
+	rec = hit(h, bearer(token))
+	assert.Equal(t, 429, rec.Code, "the key's own limits widened its plan")
+	assert.Equal(t, `"hourly";r=998;t=3600, "daily";r=1000;t=43200, "daily";r=0;t=43200`, rec.Header().Get("RateLimit"))
+	setLimits()
+	assert.Equal(t, 429, hit(h, bearer(token)).Code)
+	e.c.Add(12 * time.Hour) // the next day
+	assert.Equal(t, 200, hit(h, bearer(token)).Code)
 }
 
 // Requests whose client went away are not failures of the Limiter: they
@@ -571,15 +611,17 @@ func TestLimiterBreakerIgnoresCancelledRequests(t *testing.T) {
 	t.Parallel()
 	spy := &limiterSpy{}
 	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: spy, BreakerFailures: 2})
-	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
+	// Two customers, so that counted failures would open the circuit.
+	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
+	other, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "free"})
 	var ran bool
 	h := e.handler(&ran)
 	spy.block.Store(true)
-	for range 5 {
+	for i := range 5 {
 		ctx, cancel := context.WithCancel(context.Background())
 		f := func() { cancel() }
 		spy.hook.Store(&f) // the client goes away during the call
-		require.Equal(t, 503, hit(h, bearer(token).WithContext(ctx)).Code)
+		require.Equal(t, 503, hit(h, bearer([]string{token, other}[i%2]).WithContext(ctx)).Code)
 	}
 	spy.hook.Store(nil)
 	spy.block.Store(false)

@@ -180,20 +180,66 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 			ok = false
 		}
 	}()
-	rl := &mw.rl
 	cost := int64(1)
-	if rl.cost != nil {
-		if cost = rl.cost(r, k); cost == 0 {
+	if mw.rl.cost != nil {
+		if cost = mw.rl.cost(r, k); cost == 0 {
 			return true
 		} else if cost < 0 {
 			mw.internal(w, r, fmt.Errorf("apikey: Cost returned %d", cost))
 			return false
 		}
 	}
-	c, err := mw.m.customerOf(r.Context(), k, rl.now())
+	switch err := mw.spend(r.Context(), r, k, cost, w.Header()); {
+	case err == nil:
+		return true
+	case errors.Is(err, ErrInvalidOptions): // a bad limit: not the backend's fault
+		mw.internal(w, r, err)
+	default:
+		mw.Error(w, r, err)
+	}
+	return false
+}
+
+// Spend takes cost from the limits of k's customer as Limit does, for a
+// surface other than net/http (an RPC interceptor), so that both share one
+// budget, one circuit breaker and one failure policy. It writes the
+// RateLimit headers into h, unless h is nil. It returns nil when the
+// request may go on, a *RateLimitError when a limit refuses it,
+// ErrUnknownPlan, ErrUnavailable when a dependency failed and the failure
+// policy refuses, or an error wrapping ErrInvalidOptions for a
+// misconfiguration (a negative cost, an invalid limit). A cost of 0, or
+// no Limiter, spends nothing. LimiterFailed receives a nil request for
+// the failures of Spend.
+func (mw *Middleware) Spend(ctx context.Context, k *Key, cost int64, h http.Header) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			mw.logError(ctx, "apikey: panic in rate limiting", panicError{p})
+			err = ErrUnavailable
+		}
+	}()
+	switch {
+	case k == nil:
+		return ErrMissingKey
+	case cost < 0:
+		return fmt.Errorf("%w: negative cost %d", ErrInvalidOptions, cost)
+	case cost == 0 || mw.rl.limiter == nil:
+		return nil
+	}
+	if h == nil {
+		h = http.Header{}
+	}
+	return mw.spend(ctx, nil, k, cost, h)
+}
+
+// spend takes cost from k's limits and writes the RateLimit headers into
+// h; r, the HTTP request if any, is for LimiterFailed. It returns nil, a
+// sentinel for Error, a *RateLimitError, or an error wrapping
+// ErrInvalidOptions.
+func (mw *Middleware) spend(ctx context.Context, r *http.Request, k *Key, cost int64, h http.Header) error {
+	rl := &mw.rl
+	c, err := mw.m.customerOf(ctx, k, rl.now())
 	if err != nil {
-		mw.Error(w, r, ErrUnavailable)
-		return false
+		return ErrUnavailable
 	}
 	p, ls, err := rl.limitsFor(k, c)
 	if err != nil {
@@ -202,25 +248,22 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 			plan = c.Plan
 		}
 		if _, logged := rl.unknown.LoadOrStore(plan, true); !logged && mw.log != nil {
-			mw.log.LogAttrs(r.Context(), slog.LevelError, "apikey: key refused: its customer's plan is not configured and there is no DefaultPlan",
+			mw.log.LogAttrs(ctx, slog.LevelError, "apikey: key refused: its customer's plan is not configured and there is no DefaultPlan",
 				slog.String("plan", plan), slog.String("key_id", k.ID), slog.String("customer", k.Customer()))
 		}
-		mw.Error(w, r, ErrUnknownPlan)
-		return false
+		return ErrUnknownPlan
 	}
 	if len(ls) == 0 {
-		return true
+		return nil
 	}
 	subject := k.Customer()
-	res, err := rl.allow(r.Context(), subject, ls, cost)
+	res, err := rl.allow(ctx, subject, ls, cost)
 	if err != nil {
 		switch {
-		case errors.Is(err, ErrInvalidOptions): // a bad limit on the key: not the backend's fault
-			mw.internal(w, r, err)
-			return false
-		case r.Context().Err() != nil: // the client went away
-			mw.Error(w, r, ErrUnavailable)
-			return false
+		case errors.Is(err, ErrInvalidOptions):
+			return err
+		case ctx.Err() != nil: // the client went away
+			return ErrUnavailable
 		}
 		if rl.failed != nil {
 			rl.failed(r, err)
@@ -229,23 +272,22 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 			met.LimiterFailed(rl.onFailure.String(), err == ErrCircuitOpen)
 		}
 		if err != ErrCircuitOpen {
-			mw.logError(r.Context(), "apikey: limiter failed, policy "+rl.onFailure.String(), err)
+			mw.logError(ctx, "apikey: limiter failed, policy "+rl.onFailure.String(), err)
 		}
 		switch rl.onFailure {
 		case failOpen:
 			mw.limited("error", "")
-			return true
+			return nil
 		case failFallback:
-			res, err = rl.fallback.Allow(r.Context(), subject, ls, cost)
+			res, err = rl.fallback.Allow(ctx, subject, ls, cost)
 			if err != nil && rl.failOpen {
 				mw.limited("error", "")
-				return true
+				return nil
 			}
 		}
 		if err != nil {
 			mw.limited("error", "")
-			mw.Error(w, r, ErrUnavailable)
-			return false
+			return ErrUnavailable
 		}
 	}
 	if res.Allowed {
@@ -257,12 +299,11 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 	if p != nil && len(ls) > 0 && len(p.limits) == len(ls) && &ls[0] == &p.limits[0] {
 		policy = p.policy
 	}
-	rl.headers(w.Header(), policy, ls, res)
+	rl.headers(h, policy, ls, res)
 	if !res.Allowed {
-		mw.Error(w, r, &RateLimitError{Result: res})
-		return false
+		return &RateLimitError{Result: res}
 	}
-	return true
+	return nil
 }
 
 // limited reports a rate-limit decision to Metrics, if set.
@@ -407,8 +448,10 @@ func (rl *rateLimits) allow(parent context.Context, subject string, ls []Limit, 
 // consecutive failures, seen for at least breakerSubjects different
 // subjects (or threshold, if lower), it opens, and admits no call until
 // coolDown has passed; then it admits one call at a time (a probe) until
-// one succeeds. Counting subjects keeps one customer whose calls are slow
-// or failing from opening the circuit for every other customer.
+// one succeeds, and a failed probe opens it again. Counting subjects
+// keeps one customer whose calls are slow or failing from opening the
+// circuit for every other customer: while it is closed, every call is
+// admitted, however many of one subject's calls failed.
 type breaker struct {
 	seed     maphash.Seed
 	mu       sync.Mutex // guards subjects and distinct, on failures only
@@ -419,16 +462,17 @@ type breaker struct {
 	coolDown  int64 // nanoseconds
 	now       func() time.Time
 	fails     atomic.Int64
-	probeAt   atomic.Int64 // Unix nanoseconds from which a probe may run
+	probeAt   atomic.Int64 // 0 while closed; else Unix nanoseconds from which a probe may run
 	probing   atomic.Bool
 }
 
 // admit reports whether to call the Limiter.
 func (b *breaker) admit() bool {
-	if b.threshold <= 0 || b.fails.Load() < b.threshold {
+	at := b.probeAt.Load()
+	if at == 0 { // closed
 		return true
 	}
-	if b.now().UnixNano() < b.probeAt.Load() {
+	if b.now().UnixNano() < at {
 		return false
 	}
 	return b.probing.CompareAndSwap(false, true)
@@ -447,6 +491,9 @@ func (b *breaker) done(ok bool) {
 	if ok {
 		if b.fails.Load() != 0 {
 			b.fails.Store(0)
+		}
+		if b.probeAt.Load() != 0 {
+			b.probeAt.Store(0) // closed
 		}
 		if b.probing.Load() {
 			b.probing.Store(false)
@@ -479,8 +526,10 @@ func (b *breaker) failed(subject string) {
 		b.subjects[b.distinct] = h
 		b.distinct++
 	}
+	// Open, or open again after a failed probe (the count of subjects
+	// is kept while failures go on).
 	if b.fails.Add(1) >= b.threshold && int64(b.distinct) >= min(breakerSubjects, b.threshold) {
-		b.probeAt.Store(b.now().UnixNano() + b.coolDown)
+		b.probeAt.Store(max(1, b.now().UnixNano()+b.coolDown))
 		b.probing.Store(false)
 	}
 }

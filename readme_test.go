@@ -28,7 +28,25 @@ var updateREADME = flag.Bool("update-readme", false, "rewrite the README's quote
 // (and, for Examples, run and checked) source. After changing an example,
 // run go test -run TestREADMESnippets -update-readme to copy it.
 func TestREADMESnippets(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+	for _, doc := range []string{"README.md", "docs/guide.md"} {
+		t.Run(doc, func(t *testing.T) { checkSnippets(t, doc) })
+	}
+}
+
+// The README and BENCHMARKS.md stay short: features link to the guide and
+// to the package docs instead of growing them.
+func TestDocsStayShort(t *testing.T) {
+	for doc, max := range map[string]int{"README.md": 150, "BENCHMARKS.md": 100} {
+		b, err := os.ReadFile(doc)
+		require.NoError(t, err)
+		assert.LessOrEqual(t, strings.Count(string(b), "\n"), max, "%s has more than %d lines", doc, max)
+	}
+}
+
+// checkSnippets checks (or, with -update-readme, rewrites) the quoted Go
+// blocks of doc, a Markdown file named from the repository root.
+func checkSnippets(t *testing.T, doc string) {
+	readme, err := os.ReadFile(doc)
 	require.NoError(t, err)
 	matches := snippetRE.FindAllStringSubmatchIndex(string(readme), -1)
 	require.Equal(t, strings.Count(string(readme), "```go"), len(matches),
@@ -54,7 +72,7 @@ func TestREADMESnippets(t *testing.T) {
 	}
 	if *updateREADME {
 		updated.WriteString(string(readme[last:]))
-		require.NoError(t, os.WriteFile("README.md", []byte(updated.String()), 0o644))
+		require.NoError(t, os.WriteFile(doc, []byte(updated.String()), 0o644))
 	}
 }
 

@@ -38,10 +38,10 @@ type Rotation struct {
 // the rotation was written. Rotating a revoked key fails with ErrRevoked
 // (also when the revocation lands while Rotate runs), an expired one with
 // ErrExpired, an already rotated one with ErrRotated and an unknown one
-// with ErrNotFound.
+// with ErrNotFound; a negative grace gives an *InputError.
 func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*Rotation, error) {
 	if grace < 0 {
-		return nil, fmt.Errorf("%w: negative grace period", ErrInvalidOptions)
+		return nil, &InputError{Field: "grace", Reason: "negative"}
 	}
 	var err error
 	for range maxAttempts {
@@ -101,6 +101,9 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	}
 	if succ.ExpiresAt.IsZero() && m.ttl > 0 {
 		succ.ExpiresAt = now.Add(m.ttl)
+	}
+	if succ.ExpiresAt.IsZero() && m.maxLifetime > 0 {
+		succ.ExpiresAt = now.Add(m.maxLifetime)
 	}
 	prev := old.Clone()
 	prev.ExpiresAt, prev.RotatedAt = until, now

@@ -124,7 +124,7 @@ func TestRotateRefuses(t *testing.T) {
 		assert.ErrorIs(t, err, tc.want)
 	}
 	_, err := m.Rotate(ctx, revoked.ID, -time.Second)
-	assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+	assertInputError(t, err, "grace")
 }
 
 func TestRotateFailingHalfWayChangesNothing(t *testing.T) {

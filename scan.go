@@ -12,6 +12,13 @@ import (
 // bounded by non-token characters and pass the checksum, so random strings
 // are not reported (a random candidate passes the CRC-32 once in four
 // billion).
+//
+// A token also counts as bounded on the left when it follows an escape
+// that ends in letters or digits, as logs write URLs, JSON and strings:
+// a percent escape ("%3D", "%22", or "%253D" encoded twice), a
+// quoted-printable one ("=3D"), or a backslash escape ("\n", "\t",
+// "\x22", "\u0022"). A token glued to the end of any other run of letters,
+// digits and underscores is part of a longer word and is not reported.
 func (f Format) Scan(text string) [][2]int {
 	if f.more != nil {
 		var found [][2]int
@@ -31,7 +38,7 @@ func (f Format) Scan(text string) [][2]int {
 		}
 		i += from
 		from = i + 1
-		if i+n > len(text) || (i > 0 && isTokenByte(text[i-1])) || (i+n < len(text) && isTokenByte(text[i+n])) {
+		if i+n > len(text) || !tokenStarts(text, i) || (i+n < len(text) && isTokenByte(text[i+n])) {
 			continue
 		}
 		if _, err := f.Parse(text[i : i+n]); err != nil {
@@ -40,6 +47,40 @@ func (f Format) Scan(text string) [][2]int {
 		found = append(found, [2]int{i, i + n})
 		from = i + n
 	}
+}
+
+// scanLookbehind is the most bytes before a token that Scan reads to
+// decide that the token starts there: the longest escape it recognises,
+// "\u0022". (cmd/apikey, which scans streams in pieces, keeps more.)
+const scanLookbehind = 6
+
+// tokenStarts reports whether a token may start at text[i]: at the start
+// of text, after a byte that is no token byte, or right after an escape
+// whose last bytes are letters or digits (see Scan). The escape's
+// backslashes are not counted: in text encoded twice ("\\u0022", "%253D")
+// the escape is one of the inner text.
+func tokenStarts(text string, i int) bool {
+	if i == 0 || !isTokenByte(text[i-1]) {
+		return true
+	}
+	before := text[max(0, i-scanLookbehind):i]
+	n := len(before)
+	switch {
+	case n >= 3 && (before[n-3] == '%' || before[n-3] == '=') && isHex(before[n-2]) && isHex(before[n-1]):
+		// %3D, %22 (URLs); =3D, =22 (quoted-printable mail). %253D is
+		// %3D encoded twice: its last three bytes are "53D", caught below.
+		return before[n-3] == '%' || isUpperHex(before[n-2]) && isUpperHex(before[n-1])
+	case n >= 5 && before[n-5:n-2] == "%25" && isHex(before[n-2]) && isHex(before[n-1]):
+		return true
+	case n >= 2 && before[n-2] == '\\' && strings.IndexByte("abfnrtv", before[n-1]) >= 0:
+		return true // \n, \t, \r, ...
+	case n >= 4 && before[n-4] == '\\' && before[n-3] == 'x' && isHex(before[n-2]) && isHex(before[n-1]):
+		return true // \x22 (nginx, C, Python)
+	case n >= 6 && before[n-6] == '\\' && before[n-5] == 'u' &&
+		isHex(before[n-4]) && isHex(before[n-3]) && isHex(before[n-2]) && isHex(before[n-1]):
+		return true // \u0022 (JSON)
+	}
+	return false
 }
 
 // Redact returns text with every token of this format (as found by Scan)
@@ -63,3 +104,7 @@ func (f Format) Redact(text string) string {
 }
 
 func isTokenByte(c byte) bool { return c == '_' || value62(c) >= 0 }
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+
+func isUpperHex(c byte) bool { return '0' <= c && c <= '9' || 'A' <= c && c <= 'F' }

@@ -125,8 +125,9 @@ func (c Cursor) Precedes(k *Key) bool {
 	return k.ID < c.ID
 }
 
-// Usable reports whether k is listed with ListOptions.UsableAt set to at.
-func Usable(k *Key, at time.Time) bool {
+// Usable reports whether k is listed with ListOptions.UsableAt set to at:
+// it is neither revoked nor expired at that time.
+func (k *Key) Usable(at time.Time) bool {
 	return k.RevokedAt.IsZero() && (k.ExpiresAt.IsZero() || k.ExpiresAt.After(at))
 }
 

@@ -29,7 +29,7 @@ func TestUpdateNeverExtendsAGracePeriod(t *testing.T) {
 
 	for name, at := range map[string]time.Time{"later": end.Add(365 * 24 * time.Hour), "never": {}} {
 		_, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = at; return nil })
-		assert.ErrorIs(t, err, apikey.ErrInvalidOptions, name)
+		assertInputError(t, err, "expires_at", name)
 	}
 	got, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = end.Add(-30 * time.Minute); k.Name = "old"; return nil })
 	require.NoError(t, err, "a grace period may end sooner")
@@ -61,7 +61,8 @@ func TestUpdateRacingRotateNeverExtendsAGracePeriod(t *testing.T) {
 		close(start)
 		wg.Wait()
 		require.NoError(t, rerr)
-		if uerr != nil && !errors.Is(uerr, apikey.ErrInvalidOptions) {
+		var ie *apikey.InputError
+		if uerr != nil && (!errors.As(uerr, &ie) || ie.Field != "expires_at") {
 			t.Fatalf("update: %v", uerr)
 		}
 		old, err := m.Get(ctx, k.ID)

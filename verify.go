@@ -259,6 +259,9 @@ func (m *Manager) lookup(ctx context.Context, t Token, shard, slot int, now time
 			answer = cacheNegative
 		}
 		if err := m.check(t, e.key); err != nil {
+			if e.verified {
+				c.probe(ctx, shard, e, t.ID, now, m.store.Get)
+			}
 			return nil, nil, answer, err
 		}
 		if !e.verified { // the right secret after a wrong one

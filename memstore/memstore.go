@@ -124,7 +124,7 @@ func (s *Store) List(ctx context.Context, owner string, opts apikey.ListOptions)
 	defer s.mu.RUnlock()
 	var out []*apikey.Key
 	s.keys.owned(owner, func(slot uint32) {
-		if k := s.keys.decode(slot); opts.After.Precedes(k) && (opts.UsableAt.IsZero() || apikey.Usable(k, opts.UsableAt)) {
+		if k := s.keys.decode(slot); opts.After.Precedes(k) && (opts.UsableAt.IsZero() || k.Usable(opts.UsableAt)) {
 			out = append(out, k)
 		}
 	})

@@ -5,19 +5,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/sqlstore"
 )
 
 // session is what a management subcommand works with.
 type session struct {
 	*cli
-	cfg   *config
-	store *sqlstore.Store
-	m     *apikey.Manager
+	*backend
+	cfg  *config
+	name string // the subcommand's
 }
 
 // runner runs a subcommand on its positional arguments.
@@ -59,38 +59,50 @@ func command(name string, fs *flag.FlagSet) (runner, bool) {
 // manage runs a management subcommand: flags, database, Manager.
 func (c *cli) manage(ctx context.Context, name string, args []string) int {
 	fs := flag.NewFlagSet("apikey "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
 	cfg := c.register(fs)
 	run, ok := command(name, fs)
 	if !ok {
-		fmt.Fprintf(c.stderr, "apikey: unknown subcommand %q\n\n", name)
-		c.usage(c.stderr)
+		fmt.Fprintf(c.stderr, "apikey: unknown subcommand %q; run \"apikey help\"\n", name)
 		return exitUsage
 	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	pos, code, ok := c.parse(fs, args)
+	if !ok {
+		return code
 	}
-	store, db, err := cfg.openStore()
+	b, err := c.connect(cfg)
 	if err != nil {
 		return c.fail(name, err)
 	}
-	defer db.Close()
-	m, err := c.manager(cfg, store)
-	if err != nil {
-		return c.fail(name, err)
-	}
-	defer m.Close(context.WithoutCancel(ctx))
-	return c.fail(name, run(ctx, &session{cli: c, cfg: cfg, store: store, m: m}, pos))
+	err = run(ctx, &session{cli: c, backend: b, cfg: cfg, name: name}, pos)
+	b.close(context.WithoutCancel(ctx))
+	c.warnUnannounced(name, b)
+	return c.fail(name, err)
 }
 
-// fail reports err, if any, and returns its exit code.
+// parse parses the flags and positional arguments of a subcommand. It
+// answers -h with the subcommand's flags on stdout and a bad flag with one
+// line on stderr; ok is false when the subcommand must stop with code.
+func (c *cli) parse(fs *flag.FlagSet, args []string) (pos []string, code int, ok bool) {
+	fs.SetOutput(io.Discard)
+	pos, err := parseInterleaved(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(c.stdout)
+		fmt.Fprintf(c.stdout, "Usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
+		return nil, exitOK, false
+	case err != nil:
+		fmt.Fprintf(c.stderr, "%s: %v; run \"apikey help\"\n", fs.Name(), err)
+		return nil, exitUsage, false
+	}
+	return pos, exitOK, true
+}
+
+// fail reports err in one line, unless it was reported already, and
+// returns its exit code.
 func (c *cli) fail(name string, err error) int {
-	if err != nil {
-		fmt.Fprintf(c.stderr, "apikey %s: %v\n", name, err)
+	if q := (quiet{}); err != nil && !errors.As(err, &q) {
+		fmt.Fprintf(c.stderr, "apikey %s: %s\n", name, message(err))
 	}
 	return exitCode(err)
 }
@@ -180,6 +192,9 @@ func issueCommand(fs *flag.FlagSet) runner {
 		}
 		md, err := metadataFlag(metadata)
 		if err != nil {
+			return err
+		}
+		if err := s.checkPlan(s.cfg, plan); err != nil {
 			return err
 		}
 		p := apikey.IssueParams{Owner: owner, Name: name, Scopes: scopes, Plan: plan, Metadata: md, TTL: ttl, Prefix: keyPrefix}
@@ -275,7 +290,7 @@ func eachID(fn func(ctx context.Context, s *session, id string) (*apikey.Key, er
 		for _, id := range args {
 			k, err := fn(ctx, s, id)
 			if err != nil {
-				fmt.Fprintf(s.stderr, "apikey: %s: %v\n", id, err)
+				fmt.Fprintf(s.stderr, "apikey %s: %s: %s\n", s.name, id, message(err))
 				if firstErr == nil {
 					firstErr = err
 				}
@@ -326,6 +341,11 @@ func updateCommand(fs *flag.FlagSet) runner {
 		md, err := metadataFlag(metadata)
 		if err != nil {
 			return err
+		}
+		if set["plan"] {
+			if err := s.checkPlan(s.cfg, plan); err != nil {
+				return err
+			}
 		}
 		var exp time.Time
 		if expiresAt != "" {

@@ -12,6 +12,15 @@
 //	apikey scan --prefix sk_live .        # exit 1 when a key is found
 //	git diff --cached | apikey scan --prefix sk_live   # as a pre-commit hook
 //
+// Every change is announced to the running services, as their Managers
+// announce changes to each other (apikey.Notifier), so that they drop
+// their cached copy of the key at once: through Redis pub/sub with --redis
+// (APIKEY_REDIS), else through PostgreSQL LISTEN/NOTIFY when the database
+// is PostgreSQL, the choice examples/server makes. Without either, a
+// service honours a change when its cache entry expires. With --plans
+// (APIKEY_PLANS), the services' plans file, issue and update refuse other
+// plans.
+//
 // Run "apikey help" for every subcommand and flag. Exit codes:
 //
 //	0  success; for scan: no key found
@@ -30,6 +39,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Exit codes.
@@ -43,11 +54,19 @@ const (
 )
 
 func main() {
+	// The Redis client logs failed dials itself; the CLI says once, in
+	// its own words, when running services were not told of a change.
+	redis.SetLogger(silent{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 	stop()
 	os.Exit(code)
 }
+
+// silent is a logger that drops everything.
+type silent struct{}
+
+func (silent) Printf(context.Context, string, ...any) {}
 
 // cli is one invocation: its streams and environment.
 type cli struct {
@@ -97,7 +116,8 @@ Leak search:
   scan [--revoke] [--json] [paths...]  find tokens of the prefixes in files, directories
                                        (recursively; .git and binary files skipped) or stdin;
                                        checksums are checked, output is redacted; exit 1 if found.
-                                       --revoke (with a database) revokes the keys found.
+                                       --revoke (with a database) revokes the keys whose tokens
+                                       verify and lists the others as decoys.
   scan --gitleaks-rule                 print gitleaks rules for the token format
 
 Database (one of; flag or environment):
@@ -105,6 +125,13 @@ Database (one of; flag or environment):
   --postgres DSN      APIKEY_POSTGRES_DSN
   --mysql DSN         APIKEY_MYSQL_DSN
   --table NAME        APIKEY_TABLE (default api_keys)
+
+Running services (each change is announced, so they drop their cached copy at once):
+  --redis ADDR        APIKEY_REDIS: announce through Redis pub/sub; without it, through
+                      PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL
+  --notify-channel C  APIKEY_NOTIFY_CHANNEL (default that of redisnotify / pgnotify)
+  --plans FILE        APIKEY_PLANS: the services' plans, JSON {"plan": [limit...]};
+                      issue and update refuse other plans
 
 Format and hashing:
   --prefix P[,P...]   APIKEY_PREFIX: token prefixes, the first issues (default sk)

@@ -390,6 +390,31 @@ func TestScanAcrossChunkBoundaries(t *testing.T) {
 	}
 }
 
+// Tokens right after an escape (%3D, \u0022, \n) are found wherever the
+// chunk boundary falls, the escape included, and a token glued to hex
+// digits without the % is not.
+func TestScanEscapesAcrossChunkBoundaries(t *testing.T) {
+	t.Parallel()
+	f, err := apikey.NewFormat("sk_live", 0)
+	require.NoError(t, err)
+	token, _ := f.New()
+	s := newScanner([]apikey.Format{f})
+	s.chunk = 4 * f.Len()
+	for offset := s.chunk - 2*f.Len(); offset < s.chunk+2*f.Len(); offset++ {
+		pad := strings.Repeat("x\n", offset/2) + strings.Repeat(" ", offset%2)
+		lines := strings.Count(pad, "\n") + 1
+		text := pad + "GET /?next=%2F%3Fkey%3D" + token + "\n" +
+			`{"msg":"{\u0022key\u0022:\u0022` + token + `\u0022}\nx\n` + token + "\"}\n" +
+			"3D" + token + "\n"
+		var got []int
+		require.NoError(t, s.scan(strings.NewReader(text), false, func(line int, m match, tok string) {
+			assert.Equal(t, token, tok)
+			got = append(got, line)
+		}))
+		assert.Equal(t, []int{lines, lines + 1, lines + 1}, got, "offset %d", offset)
+	}
+}
+
 func TestScanStdinAndPaths(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -431,11 +456,24 @@ func TestGitleaksRule(t *testing.T) {
 		require.NoError(t, err)
 		token, _ := f.New()
 		rule := regexp.MustCompile(rules[i][1]) // gitleaks uses Go's regexp
-		assert.Equal(t, token, rule.FindString("key="+token+"\n"), prefix)
-		assert.Empty(t, rule.FindString("key="+token+"x"), "a longer run is not a token")
-		assert.Empty(t, rule.FindString("x"+token), "nor one glued to a word")
+		secret := func(s string) string {       // what gitleaks reports: secretGroup 1
+			if m := rule.FindStringSubmatch(s); m != nil {
+				return m[1]
+			}
+			return ""
+		}
+		for _, before := range []string{"key=", "", "%3D", "%3d", "%253D", "=3D", `\n`, `\"`, `\x22`, `\u0022`, `\\u0022`} {
+			assert.Equal(t, token, secret(before+token+"\n"), "%s: after %q", prefix, before)
+			assert.Len(t, f.Scan(before+token), 1, "Scan agrees: %s: after %q", prefix, before)
+		}
+		for _, before := range []string{"x", "3D", "%3", `\q`, `\u002`} {
+			assert.Empty(t, secret(before+token), "glued to a word: %q", before)
+			assert.Empty(t, f.Scan(before+token), "glued to a word: %q", before)
+		}
+		assert.Empty(t, secret("key="+token+"x"), "a longer run is not a token")
 	}
 	assert.Contains(t, r.stdout, `keywords = ["sk_live_"]`)
+	assert.Equal(t, 2, strings.Count(r.stdout, "\nsecretGroup = 1\n"))
 	assert.Equal(t, exitUsage, h.run("", "scan", "--gitleaks-rule", "dir").code)
 }
 
@@ -509,4 +547,195 @@ func TestRoundTripServers(t *testing.T) {
 			assert.Equal(t, "revoked", h.json(args("show", id)...)["status"])
 		})
 	}
+}
+
+// A decoy, a token with the id of a leaked key, a valid checksum and the
+// wrong secret, does not shield the leaked key from scan --revoke,
+// wherever it appears: every distinct token is verified, and decoys are
+// reported apart from the revocations.
+func TestScanRevokeSeesThroughDecoys(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	require.Equal(t, exitOK, h.run("", "migrate").code)
+	f, err := apikey.NewFormat("sk_live", 0)
+	require.NoError(t, err)
+	decoy := func(id, fill string) string {
+		n := f.Len() - len("sk_live_") - apikey.IDLength - apikey.ChecksumLength
+		tok, err := f.Compose(id, strings.Repeat(fill, n))
+		require.NoError(t, err)
+		return tok
+	}
+	for _, c := range []struct {
+		name   string
+		input  func(token, d1, d2 string) string
+		decoys int // distinct
+	}{
+		{"decoy first", func(token, d1, d2 string) string { return d1 + "\n" + token + "\n" }, 1},
+		{"two decoys first and last, repeated", func(token, d1, d2 string) string {
+			return d1 + "\n" + d1 + "\n" + d2 + "\n" + token + "\n" + d1 + "\n" + token + "\n"
+		}, 2},
+		{"decoy last", func(token, d1, d2 string) string { return token + "\n" + d1 + "\n" }, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			issued := h.json("issue", "--owner", "victim")
+			token, id, hint := issued["key"].(string), issued["id"].(string), issued["hint"].(string)
+			d1, d2 := decoy(id, "A"), decoy(id, "B")
+			in := c.input(token, d1, d2)
+			r := h.run(in, "scan", "--revoke", "--json")
+			assert.Equal(t, exitFound, r.code, r.stderr)
+			var out struct {
+				Found   []finding    `json:"found"`
+				Revoked []revocation `json:"revoked"`
+				Decoys  []revocation `json:"decoys"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+			assert.Len(t, out.Found, strings.Count(in, "\n"), "every occurrence is reported")
+			assert.Equal(t, []revocation{{ID: id, Hint: hint, Owner: "victim", Result: "revoked"}}, out.Revoked)
+			decoys := map[string]bool{}
+			for _, d := range out.Decoys {
+				assert.Equal(t, id, d.ID)
+				assert.Equal(t, "not a key of this database", d.Result)
+				assert.Empty(t, d.Owner)
+				assert.Equal(t, "-", d.Path)
+				assert.Positive(t, d.Line)
+				assert.NotEqual(t, hint, d.Hint)
+				decoys[d.Hint] = true
+			}
+			assert.Len(t, out.Decoys, c.decoys, "each distinct decoy once")
+			assert.Len(t, decoys, c.decoys)
+			_, err := h.manager().Verify(context.Background(), token)
+			assert.ErrorIs(t, err, apikey.ErrRevoked, "the leaked key is revoked")
+			assert.NotContains(t, r.stdout+r.stderr, token)
+			assert.NotContains(t, r.stdout+r.stderr, d1)
+
+			// In text, the decoy's line says where it is.
+			r = h.run(d1+"\n", "scan", "--revoke")
+			assert.Equal(t, exitFound, r.code)
+			assert.Contains(t, r.stdout, id+" "+f.Redact(d1)+": not a key of this database (-:1)\n")
+		})
+	}
+}
+
+// Every failure is one line on stderr, "apikey <subcommand>: ...", once,
+// without the library's "apikey: " prefixes repeated inside it.
+func TestErrorsAreOneCleanLine(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	require.Equal(t, exitOK, h.run("", "migrate").code)
+	id := h.json("issue", "--owner", "o")["id"].(string)
+	plans := filepath.Join(t.TempDir(), "plans.json")
+	require.NoError(t, os.WriteFile(plans, []byte(`{"free": []}`), 0o644))
+	for _, c := range []struct {
+		args  []string
+		code  int
+		lines []string // the lines of stderr, in order
+	}{
+		{[]string{"show", "nosuchid"}, exitNotFound, []string{"apikey show: nosuchid: key not found"}},
+		{[]string{"show", "nosuch", id, "AAAAAAAAAAAAAAAA"}, exitNotFound,
+			[]string{"apikey show: nosuch: key not found", "apikey show: AAAAAAAAAAAAAAAA: key not found"}},
+		{[]string{"disable", "nosuch"}, exitNotFound, []string{"apikey disable: nosuch: key not found"}},
+		{[]string{"enable", "nosuch"}, exitNotFound, []string{"apikey enable: nosuch: key not found"}},
+		{[]string{"revoke", "nosuch"}, exitNotFound, []string{"apikey revoke: nosuch: key not found"}},
+		{[]string{"rotate", "nosuch"}, exitNotFound, []string{"apikey rotate: key not found"}},
+		{[]string{"update", "nosuch", "--name", "x"}, exitNotFound, []string{"apikey update: key not found"}},
+		{[]string{"issue", "--owner", "o", "--ttl", "-1h"}, exitRefused, []string{"apikey issue: invalid options: negative TTL"}},
+		{[]string{"issue"}, exitUsage, []string{"apikey issue: issue needs --owner"}},
+		{[]string{"list", "--owner", "o", "--bogus"}, exitUsage,
+			[]string{`apikey list: flag provided but not defined: -bogus; run "apikey help"`}},
+		{[]string{"scan", "--bogus"}, exitUsage, []string{`apikey scan: flag provided but not defined: -bogus; run "apikey help"`}},
+		{[]string{"frobnicate"}, exitUsage, []string{`apikey: unknown subcommand "frobnicate"; run "apikey help"`}},
+		{[]string{"issue", "--owner", "o", "--plan", "gold", "--plans", plans}, exitUsage,
+			[]string{`apikey issue: unknown plan "gold": the plans of ` + plans + ` are free`}},
+	} {
+		r := h.run("", c.args...)
+		assert.Equal(t, c.code, r.code, "%v", c.args)
+		assert.Equal(t, strings.Join(c.lines, "\n")+"\n", r.stderr, "%v", c.args)
+	}
+	// Failures whose text comes from elsewhere: still one line, one prefix.
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir", "keys.db")
+	for _, args := range [][]string{
+		{"list", "--owner", "o", "--sqlite", missing},
+		{"list", "--owner", "o", "--table", "bad name"},
+		{"issue", "--owner", "o", "--scope", "a b"},
+		{"list", "--owner", "o", "--plans", filepath.Join(t.TempDir(), "missing.json")},
+		{"scan", "--revoke", "--sqlite", missing},
+	} {
+		r := h.run(h.json("issue", "--owner", "leak")["key"].(string), args...)
+		assert.NotEqual(t, exitOK, r.code, "%v", args)
+		lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+		if args[0] == "scan" {
+			require.Len(t, lines, 2, r.stderr)
+			assert.Equal(t, "apikey scan: 1 key(s) found", lines[1])
+			lines = lines[:1]
+		}
+		require.Len(t, lines, 1, "%v: %s", args, r.stderr)
+		assert.True(t, strings.HasPrefix(lines[0], "apikey "+args[0]+": "), lines[0])
+		assert.Equal(t, 1, strings.Count(lines[0], "apikey"), "one prefix: %s", lines[0])
+	}
+	// -h prints the flags on stdout, no error.
+	r := h.run("", "list", "-h")
+	assert.Equal(t, exitOK, r.code)
+	assert.Contains(t, r.stdout, "-owner")
+	assert.Empty(t, r.stderr)
+}
+
+// With --plans, issue and update refuse plans the services do not have
+// (exit 2, one line) and accept theirs; the file is the JSON of
+// apikey.Plans, periods also as durations.
+func TestPlans(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	require.Equal(t, exitOK, h.run("", "migrate").code)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+		return p
+	}
+	plans := write("plans.json", `{
+		"free": [{"name": "daily", "kind": "quota", "count": 100, "window": "day"}],
+		"pro":  [{"name": "daily", "kind": "quota", "count": 10000, "window": "day"},
+		         {"name": "per-second", "kind": "rate", "count": 100, "period": "1s"}],
+		"batch": [{"name": "per-minute", "kind": "rate", "count": 10, "period": 60000000000}]
+	}`)
+	k := h.json("issue", "--owner", "p", "--plan", "pro", "--plans", plans)
+	assert.Equal(t, "pro", k["plan"])
+	id := k["id"].(string)
+	r := h.run("", "issue", "--owner", "p", "--plan", "gold", "--plans", plans)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Equal(t, `apikey issue: unknown plan "gold": the plans of `+plans+" are batch, free, pro\n", r.stderr)
+	assert.Empty(t, r.stdout, "nothing issued")
+	assert.Len(t, h.json("list", "--owner", "p")["keys"], 1)
+
+	h.env["APIKEY_PLANS"] = plans
+	r = h.run("", "update", id, "--plan", "gold")
+	assert.Equal(t, exitUsage, r.code)
+	assert.Equal(t, `apikey update: unknown plan "gold": the plans of `+plans+" are batch, free, pro\n", r.stderr)
+	assert.Equal(t, "batch", h.json("update", id, "--plan", "batch")["plan"])
+	assert.Equal(t, "renamed", h.json("update", id, "--name", "renamed")["name"], "the plan is not checked when unchanged")
+	assert.Equal(t, "", h.json("issue", "--owner", "p")["plan"], "no plan is fine")
+
+	for name, content := range map[string]string{
+		"not json":       `free: []`,
+		"unknown field":  `{"free": [{"name": "daily", "kind": "quota", "count": 1, "window": "day", "per": 1}]}`,
+		"bad kind":       `{"free": [{"name": "daily", "kind": "bucket", "count": 1}]}`,
+		"bad limit":      `{"free": [{"name": "daily", "kind": "quota", "count": 0, "window": "day"}]}`,
+		"bad duration":   `{"free": [{"name": "s", "kind": "rate", "count": 1, "period": "soon"}]}`,
+		"no plans":       `{}`,
+		"two values":     `{"free": []} {}`,
+		"a list":         `[]`,
+		"duplicate name": `{"free": [{"name": "d", "kind": "quota", "count": 1, "window": "day"}, {"name": "d", "kind": "quota", "count": 2, "window": "hour"}]}`,
+	} {
+		file := write(strings.ReplaceAll(name, " ", "-")+".json", content)
+		r := h.run("", "issue", "--owner", "p", "--plan", "free", "--plans", file)
+		assert.Equal(t, exitUsage, r.code, name)
+		assert.True(t, strings.HasPrefix(r.stderr, "apikey issue: --plans "+file+": "), "%s: %s", name, r.stderr)
+		assert.Equal(t, 1, strings.Count(r.stderr, "\n"), "%s: %s", name, r.stderr)
+	}
+	r = h.run("", "issue", "--owner", "p", "--plans", filepath.Join(dir, "missing.json"))
+	assert.Equal(t, exitFailure, r.code, "an unreadable file")
+
+	// Without --plans any plan name is taken, as before.
+	h.env["APIKEY_PLANS"] = ""
+	assert.Equal(t, "gold", h.json("issue", "--owner", "p", "--plan", "gold")["plan"])
 }

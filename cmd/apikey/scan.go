@@ -40,6 +40,11 @@ type scanner struct {
 	chunk   int
 }
 
+// lookbehind is how many bytes before a token the scanner keeps across
+// chunks: at least the longest escape apikey's Scan takes for a token's
+// left boundary ("\u0022", 6 bytes).
+const lookbehind = 16
+
 // errBinary skips a file that looks binary.
 var errBinary = errors.New("binary file")
 
@@ -93,11 +98,17 @@ func (s *scanner) scan(r io.Reader, skipBinary bool, found func(line int, m matc
 		if eof {
 			return nil
 		}
-		// Keep the unscanned tail and the byte before it (the left boundary).
-		keep := limit - 1
-		line += bytes.Count(buf[counted:keep], []byte{'\n'})
+		// Keep the unscanned tail and the bytes before it that tell whether
+		// a token starts there (a boundary or an escape such as %3D).
+		// Lines are counted up to counted, which a token found among those
+		// bytes may have moved past keep.
+		keep := max(0, limit-lookbehind)
+		if counted <= keep {
+			line += bytes.Count(buf[counted:keep], []byte{'\n'})
+			counted = keep
+		}
 		buf = buf[:copy(buf, buf[keep:])]
-		counted, start = 0, 1
+		counted, start = counted-keep, limit-keep
 	}
 }
 
@@ -171,16 +182,12 @@ func (s *scanner) scanPaths(ctx context.Context, paths []string, stdin io.Reader
 // scan runs "apikey scan".
 func (c *cli) scan(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("apikey scan", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
 	cfg := c.register(fs)
 	revoke := fs.Bool("revoke", false, "revoke the keys found (needs a database) and report their owners")
 	rule := fs.Bool("gitleaks-rule", false, "print gitleaks rules for the token format and exit")
-	paths, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	paths, code, ok := c.parse(fs, args)
+	if !ok {
+		return code
 	}
 	formats, err := cfg.formats()
 	if err != nil {
@@ -199,15 +206,15 @@ func (c *cli) scan(ctx context.Context, args []string) int {
 	s := newScanner(formats)
 	found, failed := s.scanPaths(ctx, paths, c.stdin, c.stderr)
 
-	var revoked []revocation
+	var revoked, decoys []revocation
 	if *revoke && len(found) > 0 {
 		var err error
-		if revoked, err = c.revokeFound(ctx, cfg, found); err != nil {
+		if revoked, decoys, err = c.revokeFound(ctx, cfg, found); err != nil {
 			c.fail("scan", err)
 			failed++
 		}
 	}
-	c.report(cfg.json, found, revoked)
+	c.report(cfg.json, found, revoked, decoys)
 	switch {
 	case failed > 0:
 		return exitFailure
@@ -217,47 +224,54 @@ func (c *cli) scan(ctx context.Context, args []string) int {
 	return exitOK
 }
 
-// revocation is what --revoke did with one key found.
+// revocation is what --revoke did with one key found, or, for a decoy,
+// where the token that is no key of the database was found.
 type revocation struct {
 	ID     string `json:"id"`
 	Hint   string `json:"hint"`
 	Owner  string `json:"owner,omitempty"`
 	Result string `json:"result"` // revoked, already revoked, not a key of this database
+	Path   string `json:"path,omitempty"`
+	Line   int    `json:"line,omitempty"`
 }
 
-// revokeFound revokes each distinct key found whose token verifies (or is
-// refused only for its state: expired, disabled). A token that does not
-// match the database, e.g. one forged from a known id with a valid
-// checksum, revokes nothing.
-func (c *cli) revokeFound(ctx context.Context, cfg *config, found []finding) ([]revocation, error) {
-	store, db, err := cfg.openStore()
+// notAKey is the result for a decoy.
+const notAKey = "not a key of this database"
+
+// revokeFound verifies each distinct token found, once, and revokes the
+// key of each that verifies (or is refused only for its state: expired,
+// disabled). A token that does not verify, e.g. one forged from a known id
+// with a valid checksum, revokes nothing and is returned among the decoys:
+// tokens are told apart whole, so a decoy with the id of a real leaked key
+// does not hide that key, wherever it appears. The backend is closed
+// before revokeFound returns, so every revocation has been announced to
+// running services.
+func (c *cli) revokeFound(ctx context.Context, cfg *config, found []finding) (revoked, decoys []revocation, err error) {
+	b, err := c.connect(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer db.Close()
-	m, err := c.manager(cfg, store) // each token verifies under its own prefix
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close(context.WithoutCancel(ctx))
-	var out []revocation
+	defer c.warnUnannounced("scan", b)
+	defer b.close(context.WithoutCancel(ctx))
+	m := b.m // each token verifies under its own prefix
 	seen := map[string]bool{}
 	for _, f := range found {
-		if seen[f.ID] {
+		if seen[f.token] {
 			continue
 		}
-		seen[f.ID] = true
+		seen[f.token] = true
 		r := revocation{ID: f.ID, Hint: f.Hint}
 		k, err := m.Verify(ctx, f.token)
 		switch {
-		case err == nil, errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrDisabled):
+		case err == nil, errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrDisabled),
+			errors.Is(err, apikey.ErrPaused), errors.Is(err, apikey.ErrSuspended): // the secret verified
 			if k == nil {
 				if k, err = m.Get(ctx, f.ID); err != nil {
-					return out, err
+					return revoked, decoys, err
 				}
 			}
 			if err := m.Revoke(ctx, f.ID); err != nil {
-				return out, err
+				return revoked, decoys, err
 			}
 			r.Owner, r.Result = k.Owner, "revoked"
 		case errors.Is(err, apikey.ErrRevoked):
@@ -266,24 +280,32 @@ func (c *cli) revokeFound(ctx context.Context, cfg *config, found []finding) ([]
 			}
 			r.Result = "already revoked"
 		case errors.Is(err, apikey.ErrInvalid), errors.Is(err, apikey.ErrMalformed):
-			r.Result = "not a key of this database"
+			r.Result, r.Path, r.Line = notAKey, f.Path, f.Line
+			decoys = append(decoys, r)
+			continue
 		default:
-			return out, err
+			return revoked, decoys, err
 		}
-		out = append(out, r)
+		revoked = append(revoked, r)
 	}
-	return out, nil
+	return revoked, decoys, nil
 }
 
-// report prints the findings and revocations.
-func (c *cli) report(asJSON bool, found []finding, revoked []revocation) {
+// report prints the findings, the revocations and the decoys.
+func (c *cli) report(asJSON bool, found []finding, revoked, decoys []revocation) {
 	if asJSON {
 		if found == nil {
 			found = []finding{}
 		}
 		out := map[string]any{"found": found}
-		if revoked != nil {
-			out["revoked"] = revoked
+		if revoked != nil || decoys != nil {
+			out["revoked"], out["decoys"] = revoked, decoys
+			if revoked == nil {
+				out["revoked"] = []revocation{}
+			}
+			if decoys == nil {
+				out["decoys"] = []revocation{}
+			}
 		}
 		enc := json.NewEncoder(c.stdout)
 		enc.SetEscapeHTML(false)
@@ -301,10 +323,18 @@ func (c *cli) report(asJSON bool, found []finding, revoked []revocation) {
 		}
 		fmt.Fprintf(c.stdout, "%s %s: %s (owner %s)\n", r.ID, r.Hint, r.Result, owner)
 	}
+	for _, r := range decoys {
+		fmt.Fprintf(c.stdout, "%s %s: %s (%s:%d)\n", r.ID, r.Hint, r.Result, r.Path, r.Line)
+	}
 	if len(found) > 0 {
 		fmt.Fprintf(c.stderr, "apikey scan: %d key(s) found\n", len(found))
 	}
 }
+
+// gitleaksStart is where a token starts in a gitleaks rule, as for
+// apikey's Scan: at a word boundary or right after a percent,
+// quoted-printable or backslash escape (%3D, %253D, =3D, \n, \x22, \u0022).
+const gitleaksStart = `(?:\b|%[0-9A-Fa-f]{2}|%25[0-9A-Fa-f]{2}|=[0-9A-F]{2}|\\[abfnrtv]|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4})`
 
 // gitleaksRules returns a gitleaks configuration with one rule per format.
 // gitleaks cannot check the checksum, so its rule may report a look-alike
@@ -316,10 +346,10 @@ func gitleaksRules(formats []apikey.Format) string {
 	for _, f := range formats {
 		p := f.Prefix()
 		body := f.Len() - len(p) - 1
-		fmt.Fprintf(&b, "\n[[rules]]\nid = %q\ndescription = %q\nregex = '''%s'''\nkeywords = [%q]\nentropy = 3.0\n",
+		fmt.Fprintf(&b, "\n[[rules]]\nid = %q\ndescription = %q\nregex = '''%s'''\nsecretGroup = 1\nkeywords = [%q]\nentropy = 3.0\n",
 			"gokeys-apikey-"+strings.ReplaceAll(p, "_", "-"),
 			"gokeys/apikey API key with prefix "+p,
-			`\b`+regexp.QuoteMeta(p)+`_[0-9A-Za-z]{`+fmt.Sprint(body)+`}\b`,
+			gitleaksStart+`(`+regexp.QuoteMeta(p)+`_[0-9A-Za-z]{`+fmt.Sprint(body)+`})\b`,
 			p+"_")
 	}
 	return b.String()

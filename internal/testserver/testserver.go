@@ -1,7 +1,9 @@
 // Package testserver starts private Redis and PostgreSQL servers on spare
 // ports for tests that must stop and restart them, which the shared
 // servers of a test machine must never be. A test is skipped when the
-// server's binaries are missing, and fails instead when CI=true.
+// server's binaries are missing, and fails instead when CI=true. Each
+// start and stop is logged (t.Logf) with the binary, the port and the time
+// it took, so that a slow or failing test shows what it ran.
 package testserver
 
 import (
@@ -60,6 +62,7 @@ func waitPort(addr string, within time.Duration) error {
 type Redis struct {
 	t    testing.TB
 	Addr string // host:port
+	bin  string // the redis-server binary
 	cmd  *exec.Cmd
 }
 
@@ -67,10 +70,11 @@ type Redis struct {
 // ends.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
 		unavailable(t, "redis-server is not installed")
 	}
-	r := &Redis{t: t, Addr: "127.0.0.1:" + strconv.Itoa(SparePort(t))}
+	r := &Redis{t: t, Addr: "127.0.0.1:" + strconv.Itoa(SparePort(t)), bin: bin}
 	r.Start()
 	t.Cleanup(r.Stop)
 	return r
@@ -81,14 +85,16 @@ func StartRedis(t testing.TB) *Redis {
 func (r *Redis) Start() {
 	r.t.Helper()
 	_, port, _ := net.SplitHostPort(r.Addr)
-	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+	start := time.Now()
+	r.cmd = exec.Command(r.bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
 		"--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
 	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
+		r.t.Fatalf("testserver: %s on %s: %v", r.bin, r.Addr, err)
 	}
 	if err := waitPort(r.Addr, 10*time.Second); err != nil {
-		r.t.Fatalf("redis-server on %s did not start: %v", r.Addr, err)
+		r.t.Fatalf("testserver: %s on %s did not start in %v: %v", r.bin, r.Addr, since(start), err)
 	}
+	r.t.Logf("testserver: started %s on %s (pid %d) in %v", r.bin, r.Addr, r.cmd.Process.Pid, since(start))
 }
 
 // Stop kills the server, as a crash would, and waits for it to exit.
@@ -96,10 +102,16 @@ func (r *Redis) Stop() {
 	if r.cmd == nil {
 		return
 	}
+	r.t.Helper()
+	start := time.Now()
 	_ = r.cmd.Process.Kill()
 	_ = r.cmd.Wait()
 	r.cmd = nil
+	r.t.Logf("testserver: killed %s on %s in %v", r.bin, r.Addr, since(start))
 }
+
+// since is the time elapsed since start, rounded for a log line.
+func since(start time.Time) time.Duration { return time.Since(start).Round(time.Millisecond) }
 
 // Postgres is a private PostgreSQL cluster in a temporary directory, with
 // trust authentication for the user postgres.
@@ -164,7 +176,9 @@ func StartPostgres(t testing.TB) *Postgres {
 		p.asUser = []string{"runuser", "-u", "postgres", "--"}
 	}
 	p.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port)
+	start := time.Now()
 	p.run("initdb", "-D", p.data(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+	t.Logf("testserver: %s created a cluster in %s in %v", filepath.Join(bin, "initdb"), p.data(), since(start))
 	p.Start()
 	t.Cleanup(p.stop)
 	return p
@@ -189,19 +203,23 @@ func (p *Postgres) run(prog string, args ...string) {
 func (p *Postgres) Start() {
 	p.t.Helper()
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50", p.Port, p.dir)
+	start := time.Now()
 	p.run("pg_ctl", "-D", p.data(), "-l", filepath.Join(p.dir, "log"), "-o", opts, "-w", "-t", "60", "start")
 	p.running = true
 	if err := waitPort(fmt.Sprintf("127.0.0.1:%d", p.Port), 10*time.Second); err != nil {
-		p.t.Fatalf("PostgreSQL on port %d did not start: %v", p.Port, err)
+		p.t.Fatalf("testserver: PostgreSQL (%s) on port %d did not start in %v: %v", filepath.Join(p.bin, "postgres"), p.Port, since(start), err)
 	}
+	p.t.Logf("testserver: started PostgreSQL (%s, pg_ctl start) on 127.0.0.1:%d in %v", filepath.Join(p.bin, "postgres"), p.Port, since(start))
 }
 
 // Stop stops the cluster at once (immediate mode: as a crash would, every
 // connection is cut) and waits for it to exit.
 func (p *Postgres) Stop() {
 	p.t.Helper()
+	start := time.Now()
 	p.run("pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop")
 	p.running = false
+	p.t.Logf("testserver: stopped PostgreSQL on 127.0.0.1:%d (immediate) in %v", p.Port, since(start))
 }
 
 func (p *Postgres) stop() {

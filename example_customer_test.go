@@ -1,0 +1,61 @@
+package apikey_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
+)
+
+// The operator decides each customer's plan, scope ceiling and key cap.
+// Every key of the customer spends from that plan, and no key can hold
+// more than the customer was granted.
+func Example_customers() {
+	ctx := context.Background()
+	m, err := apikey.New(memstore.New(), apikey.Options{
+		Plans: apikey.Plans{
+			"free": {apikey.Quota("daily", 100, apikey.Day)},
+			"pro":  {apikey.Quota("daily", 10_000, apikey.Day)},
+		},
+		DefaultPlan: "free", // for customers without a record
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close(ctx)
+
+	// The operator's record of bob: pro, at most 2 keys, read and write.
+	_, err = m.SetCustomer(ctx, "bob", func(c *apikey.Customer) error {
+		c.Plan, c.MaxKeys, c.Scopes = "pro", 2, []string{"read", "write"}
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, _, err = m.Issue(ctx, apikey.IssueParams{Owner: "bob", Scopes: []string{"admin"}})
+	fmt.Println(err)
+
+	token, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "bob", Scopes: []string{"read"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for range 2 { // the second key fits the cap, the third does not
+		_, _, err = m.Issue(ctx, apikey.IssueParams{Owner: "bob", Scopes: []string{"read"}})
+	}
+	fmt.Println(errors.Is(err, apikey.ErrTooManyKeys))
+
+	// Suspending bob refuses every key of his at once.
+	_, err = m.SetCustomer(ctx, "bob", func(c *apikey.Customer) error { c.Suspended = true; return nil })
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = m.Verify(ctx, token)
+	fmt.Println(errors.Is(err, apikey.ErrSuspended))
+	// Output:
+	// apikey: invalid scopes: outside the customer's scopes
+	// true
+	// true
+}

@@ -1,0 +1,591 @@
+package apikey_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
+)
+
+// records is a slog.Handler that keeps the message of every record, at
+// every level.
+type records struct {
+	mu  sync.Mutex
+	msg []string
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *records) WithGroup(string) slog.Handler            { return r }
+
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	r.msg = append(r.msg, rec.Message)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *records) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.msg
+	r.msg = nil
+	return m
+}
+
+// Options.MaxKeyLifetime bounds every key: Issue refuses a longer life
+// (an *InputError on "expires_at") and gives it to a key without expiry,
+// Update cannot move an expiry past it, New refuses a longer DefaultTTL,
+// and the successor of a key without expiry gets it.
+func TestMaxKeyLifetime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	const life = 30 * 24 * time.Hour
+	store := memstore.New()
+	m := newManager(t, store, apikey.Options{Now: c.Now, MaxKeyLifetime: life})
+
+	_, _, err := m.Issue(ctx, apikey.IssueParams{TTL: life + time.Second})
+	assertInputError(t, err, "expires_at")
+	_, _, err = m.Issue(ctx, apikey.IssueParams{ExpiresAt: c.Now().Add(life + time.Microsecond)})
+	assertInputError(t, err, "expires_at")
+	_, k := issue(t, m, apikey.IssueParams{TTL: life})
+	assert.True(t, c.Now().Add(life).Equal(k.ExpiresAt))
+	_, d := issue(t, m, apikey.IssueParams{})
+	assert.True(t, c.Now().Add(life).Equal(d.ExpiresAt), "a key without expiry gets the lifetime")
+
+	_, err = apikey.New(memstore.New(), apikey.Options{MaxKeyLifetime: life, DefaultTTL: life + time.Second})
+	assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+	_, err = apikey.New(memstore.New(), apikey.Options{MaxKeyLifetime: -time.Second})
+	assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+	withTTL := newManager(t, store, apikey.Options{Now: c.Now, MaxKeyLifetime: life, DefaultTTL: life})
+	_, dk := issue(t, withTTL, apikey.IssueParams{})
+	assert.True(t, c.Now().Add(life).Equal(dk.ExpiresAt))
+
+	c.Add(time.Hour)
+	for name, at := range map[string]time.Time{"later": k.CreatedAt.Add(life + time.Microsecond), "never": {}} {
+		_, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = at; return nil })
+		assertInputError(t, err, "expires_at", name)
+	}
+	_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = c.Now().Add(time.Hour); return nil })
+	require.NoError(t, err, "sooner")
+	_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = k.CreatedAt.Add(life); return nil })
+	require.NoError(t, err, "later, within the lifetime")
+
+	// A key issued without expiry before the bound was set: its
+	// successor gets the lifetime.
+	unbounded := newManager(t, store, apikey.Options{Now: c.Now})
+	_, old := issue(t, unbounded, apikey.IssueParams{})
+	require.True(t, old.ExpiresAt.IsZero())
+	_, succ := rotate(t, m, old.ID, time.Hour)
+	assert.True(t, c.Now().Add(life).Equal(succ.ExpiresAt), "the successor outlives MaxKeyLifetime")
+}
+
+// An expired key stays expired: Update cannot revive it, with or without
+// MaxKeyLifetime (which it would otherwise get around), and it is not
+// rotated.
+func TestExpiredKeyIsNeverRevived(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, opts := range map[string]apikey.Options{"Unbounded": {}, "MaxKeyLifetime": {MaxKeyLifetime: 30 * 24 * time.Hour}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c := newClock()
+			opts.Now = c.Now
+			m := newManager(t, memstore.New(), opts)
+			token, k := issue(t, m, apikey.IssueParams{TTL: time.Hour})
+			c.Add(2 * time.Hour)
+			for name, at := range map[string]time.Time{"later": c.Now().Add(24 * time.Hour), "never": {}} {
+				_, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = at; return nil })
+				assert.ErrorIs(t, err, apikey.ErrExpired, name)
+			}
+			_, err := m.Verify(ctx, token)
+			assert.ErrorIs(t, err, apikey.ErrExpired)
+			_, err = m.Rotate(ctx, k.ID, time.Hour)
+			assert.ErrorIs(t, err, apikey.ErrExpired)
+			_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.Name = "archived"; return nil })
+			assert.NoError(t, err, "an expired key can still be renamed")
+		})
+	}
+}
+
+// Pause is the owner's and Disable the operator's: each is lifted only by
+// its own counterpart (Unpause never lifts Disable, Enable never lifts
+// Pause), verification refuses both, and the middleware answers both like
+// an invalid key.
+func TestPauseAndDisable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	log := &eventLog{}
+	m := newManager(t, newCustomerStore(), apikey.Options{Logger: slog.New(log)})
+	token, k := issue(t, m, apikey.IssueParams{Owner: "ann"})
+	verify := func() error { _, err := m.Verify(ctx, token); return err }
+	require.NoError(t, verify()) // cached
+
+	p, err := m.Pause(ctx, k.ID)
+	require.NoError(t, err)
+	assert.True(t, p.Paused)
+	stored, err := m.Get(ctx, k.ID)
+	require.NoError(t, err)
+	assert.True(t, stored.Paused, "Paused is stored")
+	err = verify()
+	assert.ErrorIs(t, err, apikey.ErrPaused, "at once")
+	assert.NotErrorIs(t, err, apikey.ErrDisabled)
+
+	unknown, _ := m.Format().New()
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{})
+	require.NoError(t, err)
+	answer := func(token string) *httptest.ResponseRecorder {
+		var ran bool
+		rec := httptest.NewRecorder()
+		mw.Handler(okHandler(&ran)).ServeHTTP(rec, bearer(token))
+		assert.False(t, ran)
+		return rec
+	}
+	paused, invalid := answer(token), answer(unknown)
+	assert.Equal(t, http.StatusUnauthorized, paused.Code)
+	assert.Equal(t, invalid.Header(), paused.Header(), "byte-identical to an invalid key")
+	assert.Equal(t, invalid.Body.String(), paused.Body.String())
+
+	_, err = m.Unpause(ctx, k.ID)
+	require.NoError(t, err)
+	require.NoError(t, verify())
+
+	_, err = m.Disable(ctx, k.ID)
+	require.NoError(t, err)
+	_, err = m.Unpause(ctx, k.ID)
+	require.NoError(t, err)
+	assert.ErrorIs(t, verify(), apikey.ErrDisabled, "Unpause lifted Disable")
+	_, err = m.Pause(ctx, k.ID)
+	require.NoError(t, err)
+	_, err = m.Enable(ctx, k.ID)
+	require.NoError(t, err)
+	assert.ErrorIs(t, verify(), apikey.ErrPaused, "Enable lifted Pause")
+
+	// A paused key's successor is paused too, until unpaused.
+	rot, err := m.Rotate(ctx, k.ID, time.Hour)
+	require.NoError(t, err)
+	assert.True(t, rot.Key.Paused)
+	_, err = m.Verify(ctx, rot.Token)
+	assert.ErrorIs(t, err, apikey.ErrPaused)
+	_, err = m.Unpause(ctx, rot.Key.ID)
+	require.NoError(t, err)
+	_, err = m.Verify(ctx, rot.Token)
+	require.NoError(t, err)
+
+	assert.Equal(t, []string{"issue", "pause", "resume", "disable", "resume", "pause", "enable", "rotate", "resume"}, types(log.take(), false))
+	_, err = m.Pause(ctx, apikey.NewID())
+	assert.ErrorIs(t, err, apikey.ErrNotFound)
+}
+
+// Nothing changes a revoked key: Update, Disable, Enable, Pause, Unpause
+// and Rotate give ErrRevoked, write nothing and record nothing in the
+// audit log; the change function never runs.
+func TestRevokedKeyNeverChanges(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	log := &records{}
+	m := newManager(t, newCustomerStore(), apikey.Options{Logger: slog.New(log)})
+	token, k := issue(t, m, apikey.IssueParams{Owner: "ann", Name: "ci"})
+	require.NoError(t, m.Revoke(ctx, k.ID))
+	before, err := m.Get(ctx, k.ID)
+	require.NoError(t, err)
+	log.take()
+
+	ran := false
+	for name, op := range map[string]func() (*apikey.Key, error){
+		"Update": func() (*apikey.Key, error) {
+			return m.Update(ctx, k.ID, func(k *apikey.Key) error { ran = true; k.Name = "x"; return nil })
+		},
+		"Disable": func() (*apikey.Key, error) { return m.Disable(ctx, k.ID) },
+		"Enable":  func() (*apikey.Key, error) { return m.Enable(ctx, k.ID) },
+		"Pause":   func() (*apikey.Key, error) { return m.Pause(ctx, k.ID) },
+		"Unpause": func() (*apikey.Key, error) { return m.Unpause(ctx, k.ID) },
+		"Rotate": func() (*apikey.Key, error) {
+			r, err := m.Rotate(ctx, k.ID, time.Hour)
+			if r != nil {
+				return r.Key, err
+			}
+			return nil, err
+		},
+	} {
+		got, err := op()
+		assert.ErrorIs(t, err, apikey.ErrRevoked, name)
+		assert.Nil(t, got, name)
+	}
+	assert.False(t, ran, "Update's change ran on a revoked key")
+	assert.Empty(t, log.take(), "a refused change was recorded")
+	after, err := m.Get(ctx, k.ID)
+	require.NoError(t, err)
+	assert.Equal(t, before, after, "a revoked key changed")
+	_, err = m.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+
+	// Racing a revocation, a change either lands before it or is
+	// refused: the key always ends revoked.
+	for range 100 {
+		_, k := issue(t, m, apikey.IssueParams{Owner: "ann"})
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		var uerr, perr error
+		wg.Go(func() { <-start; assert.NoError(t, m.Revoke(ctx, k.ID)) })
+		wg.Go(func() {
+			<-start
+			_, uerr = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.Name = "x"; return nil })
+		})
+		wg.Go(func() { <-start; _, perr = m.Pause(ctx, k.ID) })
+		close(start)
+		wg.Wait()
+		for _, err := range []error{uerr, perr} {
+			if err != nil {
+				require.ErrorIs(t, err, apikey.ErrRevoked)
+			}
+		}
+		got, err := m.Get(ctx, k.ID)
+		require.NoError(t, err)
+		require.False(t, got.RevokedAt.IsZero(), "a change undid a revocation")
+	}
+}
+
+// RevokeChain revokes every key of a rotation chain, whichever key it is
+// given, and nothing else; revoking one key of a chain revokes only it.
+func TestRevokeChain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, store := range rotationStores() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c := newClock()
+			m := newManager(t, store(), apikey.Options{Now: c.Now})
+			a, ka := issue(t, m, apikey.IssueParams{Owner: "ann"})
+			b, kb := rotate(t, m, ka.ID, time.Hour)
+			cc, kc := rotate(t, m, kb.ID, time.Hour)
+			other, _ := issue(t, m, apikey.IssueParams{Owner: "ann"})
+			for _, token := range []string{b, cc, other} {
+				_, err := m.Verify(ctx, token) // cached
+				require.NoError(t, err)
+			}
+			ids, err := m.RevokeChain(ctx, kb.ID)
+			require.NoError(t, err)
+			assert.Equal(t, []string{ka.ID, kb.ID, kc.ID}, ids)
+			for i, token := range []string{a, b, cc} {
+				_, err := m.Verify(ctx, token)
+				assert.ErrorIs(t, err, apikey.ErrRevoked, "key %c", 'A'+i)
+			}
+			_, err = m.Verify(ctx, other)
+			assert.NoError(t, err, "another chain of the owner")
+			ids, err = m.RevokeChain(ctx, kc.ID)
+			require.NoError(t, err)
+			assert.Empty(t, ids, "nothing left to revoke")
+			_, err = m.RevokeChain(ctx, apikey.NewID())
+			assert.ErrorIs(t, err, apikey.ErrNotFound)
+
+			d, kd := issue(t, m, apikey.IssueParams{})
+			e, _ := rotate(t, m, kd.ID, time.Hour)
+			require.NoError(t, m.Revoke(ctx, kd.ID))
+			_, err = m.Verify(ctx, d)
+			assert.ErrorIs(t, err, apikey.ErrRevoked)
+			_, err = m.Verify(ctx, e)
+			assert.NoError(t, err, "Revoke of one key of a chain revokes only it")
+		})
+	}
+}
+
+// A rotation racing RevokeChain never leaves a working key: whichever
+// wins, every key of the chain, and every token Rotate returned, is
+// refused afterwards.
+func TestRevokeChainRacingRotate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, store := range rotationStores() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			m := newManager(t, store(), apikey.Options{})
+			rotated := 0
+			for trial := range 200 {
+				owner := fmt.Sprintf("o%d", trial)
+				a, ka := issue(t, m, apikey.IssueParams{Owner: owner})
+				b, kb := rotate(t, m, ka.ID, time.Hour)
+				tokens := []string{a, b}
+				from := []string{ka.ID, kb.ID}[trial%2]
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				var rot *apikey.Rotation
+				var rerr, cerr error
+				wg.Go(func() { <-start; yield(trial / 8); _, cerr = m.RevokeChain(ctx, from) })
+				wg.Go(func() {
+					<-start
+					yield(trial)
+					rot, rerr = m.Rotate(ctx, kb.ID, time.Hour)
+				})
+				close(start)
+				wg.Wait()
+				require.NoError(t, cerr)
+				if rerr == nil {
+					rotated++
+					tokens = append(tokens, rot.Token)
+				} else {
+					require.ErrorIs(t, rerr, apikey.ErrRevoked)
+				}
+				for _, token := range tokens {
+					_, err := m.Verify(ctx, token)
+					require.ErrorIs(t, err, apikey.ErrRevoked, "trial %d: a key of the chain still works", trial)
+				}
+				keys, err := m.List(ctx, owner, apikey.ListOptions{})
+				require.NoError(t, err)
+				for _, k := range keys {
+					require.False(t, k.RevokedAt.IsZero(), "trial %d: key %s survived", trial, k.ID)
+				}
+			}
+			t.Logf("%d of 200 rotations landed before the revocation", rotated)
+		})
+	}
+}
+
+// yield lets other goroutines run a number of times that varies with
+// trial, so that the two sides of a race win in turn.
+func yield(trial int) {
+	for range trial % 8 {
+		runtime.Gosched()
+	}
+}
+
+// The Rotator is conditional: a rotation never undoes a Disable that
+// landed between its read and its write. Whichever wins, the stored old
+// key stays disabled, and when the Disable came first (it wrote a key not
+// rotated yet) the successor is disabled too.
+func TestRotateNeverUndoesADisable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, store := range rotationStores() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			m := newManager(t, store(), apikey.Options{CacheTTL: -1})
+			first := 0
+			for trial := range 200 {
+				old, k := issue(t, m, apikey.IssueParams{Owner: "ann"})
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				var rot *apikey.Rotation
+				var dis *apikey.Key
+				var rerr, derr error
+				wg.Go(func() { <-start; yield(trial / 8); rot, rerr = m.Rotate(ctx, k.ID, time.Hour) })
+				wg.Go(func() {
+					<-start
+					yield(trial)
+					dis, derr = m.Disable(ctx, k.ID)
+				})
+				close(start)
+				wg.Wait()
+				require.NoError(t, rerr)
+				require.NoError(t, derr)
+				stored, err := m.Get(ctx, k.ID)
+				require.NoError(t, err)
+				require.True(t, stored.Disabled, "trial %d: the rotation undid the Disable", trial)
+				_, err = m.Verify(ctx, old)
+				require.ErrorIs(t, err, apikey.ErrDisabled)
+				if dis.RotatedTo == "" { // the Disable wrote the key before its rotation
+					first++
+					require.True(t, rot.Key.Disabled, "trial %d: a disabled key rotated into a working one", trial)
+					_, err = m.Verify(ctx, rot.Token)
+					require.ErrorIs(t, err, apikey.ErrDisabled)
+				}
+			}
+			t.Logf("the Disable landed first in %d of 200 trials", first)
+		})
+	}
+}
+
+// hookedRotator is a memstore whose Rotate first runs a hook, once.
+type hookedRotator struct {
+	*memstore.Store
+	before atomic.Pointer[func()]
+}
+
+func (s *hookedRotator) Rotate(ctx context.Context, old *apikey.Key, until time.Time, succ *apikey.Key) error {
+	if f := s.before.Swap(nil); f != nil {
+		(*f)()
+	}
+	return s.Store.Rotate(ctx, old, until, succ)
+}
+
+// The same, deterministically: a Disable lands between the rotation's
+// read and its write (the store's Rotate, or the conditional Update of the
+// old key without it). The rotation starts over from the disabled key.
+func TestRotateAfterAnInterleavedDisable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var m *apikey.Manager
+	var id string
+	disable := func() {
+		_, err := m.Disable(ctx, id)
+		require.NoError(t, err)
+	}
+	check := func(t *testing.T, m *apikey.Manager, old string) {
+		rot, err := m.Rotate(ctx, id, time.Hour)
+		require.NoError(t, err)
+		assert.True(t, rot.Key.Disabled, "the rotation undid the Disable on the successor")
+		_, err = m.Verify(ctx, rot.Token)
+		assert.ErrorIs(t, err, apikey.ErrDisabled)
+		stored, err := m.Get(ctx, id)
+		require.NoError(t, err)
+		assert.True(t, stored.Disabled)
+		_, err = m.Verify(ctx, old)
+		assert.ErrorIs(t, err, apikey.ErrDisabled)
+	}
+	t.Run("Rotator", func(t *testing.T) {
+		store := &hookedRotator{Store: memstore.New()}
+		m = newManager(t, store, apikey.Options{CacheTTL: -1})
+		old, k := issue(t, m, apikey.IssueParams{Owner: "ann"})
+		id = k.ID
+		store.before.Store(&disable)
+		check(t, m, old)
+	})
+	t.Run("GetUpdate", func(t *testing.T) {
+		store := newSpy()
+		var once atomic.Bool
+		store.hook = func(method string) {
+			if method == "Update" && once.CompareAndSwap(false, true) {
+				disable()
+			}
+		}
+		m = newManager(t, store, apikey.Options{CacheTTL: -1})
+		old, k := issue(t, m, apikey.IssueParams{Owner: "ann"})
+		id = k.ID
+		check(t, m, old)
+		assert.True(t, once.Load())
+	})
+}
+
+// Manager.List pages newest first with a Cursor: every key exactly once,
+// also while keys are created during the paging (they sort before the
+// cursor), and UsableAt leaves dead keys out.
+func TestListNewestFirstByCursor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
+	var want []string
+	for i := range 7 {
+		if i%3 != 0 {
+			c.Add(time.Second) // some keys share a CreatedAt: the ID decides
+		}
+		_, k := issue(t, m, apikey.IssueParams{Owner: "ann", TTL: time.Duration(i+1) * time.Hour})
+		want = append([]string{k.ID}, want...)
+	}
+	var got []string
+	for opts := (apikey.ListOptions{Limit: 2}); ; {
+		page, err := m.List(ctx, "ann", opts)
+		require.NoError(t, err)
+		for _, k := range page {
+			got = append(got, k.ID)
+		}
+		if len(page) < 2 {
+			break
+		}
+		opts.After = page[len(page)-1].Cursor()
+		c.Add(time.Second)
+		issue(t, m, apikey.IssueParams{Owner: "ann"}) // newer than every cursor
+	}
+	require.Len(t, got, len(want))
+	for i := 1; i < len(got); i++ {
+		a, b := find(t, m, got[i-1]), find(t, m, got[i])
+		ok := a.CreatedAt.After(b.CreatedAt) || a.CreatedAt.Equal(b.CreatedAt) && a.ID > b.ID
+		assert.True(t, ok, "not newest first at %d", i)
+	}
+	assert.ElementsMatch(t, want, got)
+
+	c.Add(2 * time.Hour) // the two oldest keys expired
+	usable, err := m.List(ctx, "ann", apikey.ListOptions{UsableAt: c.Now(), Limit: apikey.MaxListLimit})
+	require.NoError(t, err)
+	for _, k := range usable {
+		assert.True(t, k.Usable(c.Now()))
+	}
+	all, err := m.List(ctx, "ann", apikey.ListOptions{Limit: apikey.MaxListLimit})
+	require.NoError(t, err)
+	assert.Len(t, usable, len(all)-2)
+}
+
+func find(t *testing.T, m *apikey.Manager, id string) *apikey.Key {
+	t.Helper()
+	k, err := m.Get(context.Background(), id)
+	require.NoError(t, err)
+	return k
+}
+
+// purgeStore is a custStore with a Purger.
+type purgeStore struct {
+	*custStore
+	calls atomic.Int64
+}
+
+func (s *purgeStore) Purge(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	s.calls.Add(1)
+	var ids []string
+	for _, k := range s.All() {
+		dead := !k.RevokedAt.IsZero() && k.RevokedAt.Before(before) || !k.ExpiresAt.IsZero() && k.ExpiresAt.Before(before)
+		if dead && len(ids) < limit {
+			if err := s.Delete(ctx, k.ID); err != nil {
+				return ids, err
+			}
+			ids = append(ids, k.ID)
+		}
+	}
+	return ids, nil
+}
+
+// Purge deletes the keys dead for longer than the retention, in batches,
+// drops them from the cache, and needs a Purger.
+func TestPurge(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	cs, ok := newCustomerStore().(*custStore)
+	if !ok {
+		t.Skip("memstore keeps customers itself: give it a Purger test of its own")
+	}
+	store := &purgeStore{custStore: cs}
+	m := newManager(t, store, apikey.Options{Now: c.Now, CacheTTL: time.Hour})
+	revoked, kr := issue(t, m, apikey.IssueParams{Owner: "ann"})
+	_, err := m.Verify(ctx, revoked)
+	require.NoError(t, err)
+	require.NoError(t, m.Revoke(ctx, kr.ID))
+	issue(t, m, apikey.IssueParams{Owner: "ann", TTL: 30 * time.Minute})
+	live, _ := issue(t, m, apikey.IssueParams{Owner: "ann"})
+	for range 600 {
+		_, k := issue(t, m, apikey.IssueParams{})
+		require.NoError(t, m.Revoke(ctx, k.ID))
+	}
+	c.Add(2 * time.Hour)
+	_, err = m.Purge(ctx, -time.Second)
+	assertInputError(t, err, "retention")
+	n, err := m.Purge(ctx, 3*time.Hour)
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing dead for 3 hours")
+	store.calls.Store(0)
+	n, err = m.Purge(ctx, time.Hour)
+	require.NoError(t, err)
+	assert.Equal(t, 602, n)
+	assert.EqualValues(t, 2, store.calls.Load(), "batches of 500")
+	_, err = m.Verify(ctx, revoked)
+	assert.ErrorIs(t, err, apikey.ErrInvalid, "a purged key is unknown")
+	_, err = m.Verify(ctx, live)
+	assert.NoError(t, err)
+
+	plain := newManager(t, memstore.New(), apikey.Options{})
+	_, err = plain.Purge(ctx, time.Hour)
+	assert.True(t, errors.Is(err, errors.ErrUnsupported))
+}

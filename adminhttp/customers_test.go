@@ -205,8 +205,9 @@ func TestChangesTakeEffectAtTheNextRequest(t *testing.T) {
 }
 
 // GET answers the balance of the customer's limits from the Middleware's
-// Limiter, and credits is the state of his credits grant, whatever the
-// position of that limit among the others.
+// Limiter: what each admits now, one more than a request would leave when
+// it would be allowed. credits is the state of his credits grant,
+// whatever the position of that limit among the others.
 func TestGetAnswersTheBalance(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -215,7 +216,7 @@ func TestGetAnswersTheBalance(t *testing.T) {
 		`{"credits":50,"limits":[{"name":"burst","kind":"rate","count":5,"period_seconds":1}]}`).status)
 	a := e.do("GET", "/admin/customers/bob", "")
 	require.Equal(t, 200, a.status, a.raw)
-	assert.Equal(t, map[string]any{"allowed": true, "limit": "burst", "remaining": 3.0, "reset_seconds": 0.0, "credits": 42.0}, a.body["balance"])
+	assert.Equal(t, map[string]any{"allowed": true, "limit": "burst", "remaining": 4.0, "reset_seconds": 0.0, "credits": 43.0}, a.body["balance"])
 	assert.Contains(t, e.lim.last(), apikey.Credits(apikey.CreditsLimit, 50, apikey.Never), "the Limiter was asked about the grant")
 
 	// Credits alone: a single limit.
@@ -231,11 +232,17 @@ func TestGetAnswersTheBalance(t *testing.T) {
 	require.Equal(t, 200, do(t, h2, "PUT", "/admin/customers/solo", `{"credits":10}`).status)
 	a = do(t, h2, "GET", "/admin/customers/solo", "")
 	require.Equal(t, 200, a.status, a.raw)
-	assert.Equal(t, 9.0, a.body["balance"].(map[string]any)["credits"])
+	assert.Equal(t, 10.0, a.body["balance"].(map[string]any)["credits"])
 
 	// Without a credits grant, credits is null.
 	a = e.do("GET", "/admin/customers/nobody", "")
-	assert.Equal(t, map[string]any{"allowed": true, "limit": "daily", "remaining": 70.0, "reset_seconds": 0.0, "credits": nil}, a.body["balance"])
+	assert.Equal(t, map[string]any{"allowed": true, "limit": "daily", "remaining": 71.0, "reset_seconds": 0.0, "credits": nil}, a.body["balance"])
+
+	// A denied request leaves every limit as it is: nothing is added back.
+	e.lim.deny.Store(true)
+	a = e.do("GET", "/admin/customers/bob", "")
+	assert.Equal(t, map[string]any{"allowed": false, "limit": "burst", "remaining": 3.0, "reset_seconds": 0.0, "credits": 42.0}, a.body["balance"])
+	e.lim.deny.Store(false)
 
 	// A failing Limiter leaves the balance unknown, not the record.
 	e.lim.fail.Store(true)

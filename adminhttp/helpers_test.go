@@ -85,11 +85,12 @@ func (s *customerStore) ListCustomers(ctx context.Context, after string, limit i
 }
 
 // peeker is a Limiter that allows everything and peeks a fixed balance:
-// remaining[name] for each limit (its count when absent). It fails while
-// fail is set, and records the limits of every call.
+// remaining[name] for each limit (its count when absent), allowed unless
+// deny is set. It fails while fail is set, and records the limits of
+// every call.
 type peeker struct {
-	remaining map[string]int64
-	fail      atomic.Bool
+	remaining  map[string]int64
+	fail, deny atomic.Bool
 
 	mu    sync.Mutex
 	calls [][]apikey.Limit
@@ -105,7 +106,7 @@ func (p *peeker) Peek(ctx context.Context, subject string, ls []apikey.Limit) (a
 		return apikey.LimitResult{}, fmt.Errorf("%w: peeker down", apikey.ErrUnavailable)
 	}
 	p.record(ls)
-	res := apikey.LimitResult{Allowed: true, Remaining: -1}
+	res := apikey.LimitResult{Allowed: !p.deny.Load(), Remaining: -1}
 	for _, l := range ls {
 		n, ok := p.remaining[l.Name]
 		if !ok {

@@ -34,12 +34,13 @@ type detailView struct {
 type balanceView struct {
 	// Allowed reports whether a request of the customer would pass now.
 	Allowed bool `json:"allowed"`
-	// Limit, Remaining and ResetSeconds are those of the tightest limit;
-	// Limit is null without any limit.
+	// Limit, Remaining and ResetSeconds are those of the tightest limit:
+	// what it admits now, before the next request. Limit is null without
+	// any limit.
 	Limit        *string `json:"limit"`
 	Remaining    int64   `json:"remaining"`
 	ResetSeconds int64   `json:"reset_seconds"`
-	// Credits is what remains of the customer's credits grant, null
+	// Credits is what remains now of the customer's credits grant, null
 	// without one.
 	Credits *int64 `json:"credits"`
 }
@@ -91,20 +92,28 @@ func limitViews(ls []apikey.Limit) []limitView {
 	return out
 }
 
-// balanceOf reads the answer of Middleware.Balance for c. The credits
-// grant is the last limit Balance peeks when c has one (the plan's
-// limits come first, then the grants).
+// balanceOf reads the answer of Middleware.Balance for c. Balance answers
+// as a request would, after spending one: when it would be allowed, each
+// limit has one more left now. The credits grant is the last limit
+// Balance peeks when c has one (the plan's limits come first, then the
+// grants).
 func balanceOf(c *apikey.Customer, res apikey.LimitResult) *balanceView {
-	b := &balanceView{Allowed: res.Allowed, Remaining: res.Remaining, ResetSeconds: ceilSeconds(res.Reset)}
-	if res.Limit.Name != "" {
-		name := res.Limit.Name
-		b.Limit = &name
+	b := &balanceView{Allowed: res.Allowed}
+	if res.Limit.Name == "" { // no limits
+		return b
 	}
+	var back int64
+	if res.Allowed {
+		back = 1
+	}
+	name := res.Limit.Name
+	b.Limit, b.Remaining, b.ResetSeconds = &name, res.Remaining+back, ceilSeconds(res.Reset)
 	if c.Credits > 0 {
 		n := res.Remaining // a single limit: the result is its state
 		if len(res.States) > 0 {
 			n = res.States[len(res.States)-1].Remaining
 		}
+		n += back
 		b.Credits = &n
 	}
 	return b

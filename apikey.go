@@ -99,6 +99,21 @@ type Options struct {
 	// refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
 
+	// UsageInterval is how often the usage counted in memory (see
+	// Manager.Usage) is added to the store, when the store implements
+	// usage.Store: 10 seconds when 0; negative turns usage recording off.
+	// Flushes write batches of LastUsedBatch records, each under
+	// LastUsedTimeout.
+	UsageInterval time.Duration
+
+	// UsageQueue bounds the (key, hour) counters waiting for a flush:
+	// 100,000 when 0. Requests of further keys are not counted, and
+	// Stats.UsageDropped says how many.
+	UsageQueue int
+
+	// UsageRetention is how long stored usage is kept: 400 days when 0.
+	UsageRetention time.Duration
+
 	// CacheTTL is how long a verified key is served from memory without
 	// asking the store: 5 seconds when 0; negative disables the cache. An
 	// entry holds the record and the SHA-256 of the secret verified

@@ -688,7 +688,7 @@ func TestSetCustomer(t *testing.T) {
 	require.Len(t, page, 2)
 	assert.Equal(t, []string{"cid", "dan"}, []string{page[0].ID, page[1].ID})
 
-	plain := newManager(t, memstore.New(), apikey.Options{})
+	plain := newManager(t, newSpy(), apikey.Options{}) // a Store without CustomerStore
 	_, err = plain.SetCustomer(ctx, "ann", func(*apikey.Customer) error { return nil })
 	assert.ErrorIs(t, err, errors.ErrUnsupported)
 	got, err = plain.Customer(ctx, "ann")

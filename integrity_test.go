@@ -198,7 +198,7 @@ func TestUpdate(t *testing.T) {
 
 	expires := c.Now().Add(48 * time.Hour)
 	got, err := m.Update(ctx, k.ID, func(k *apikey.Key) error {
-		k.Name, k.Plan, k.Scopes = "deploy", "pro", []string{"read", "write"}
+		k.Name, k.Scopes = "deploy", []string{"read", "write"}
 		k.Metadata = map[string]string{"team": "core"}
 		k.ExpiresAt = expires
 		k.Limits = []apikey.Limit{apikey.Rate("burst", 5, time.Second, 0)}
@@ -209,7 +209,7 @@ func TestUpdate(t *testing.T) {
 	assert.Equal(t, int64(2), got.Revision)
 	v, err := m.Verify(ctx, token)
 	require.NoError(t, err)
-	assert.Equal(t, "pro", v.Plan, "Update drops the cache entry")
+	assert.Equal(t, "deploy", v.Name, "Update drops the cache entry")
 	assert.Equal(t, []string{"read", "write"}, v.Scopes)
 	assert.True(t, expires.Equal(v.ExpiresAt))
 

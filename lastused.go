@@ -50,6 +50,11 @@ type Stats struct {
 	// PublishErrors counts ids the Notifier failed to announce; other
 	// instances then notice those changes within their cache TTL.
 	PublishErrors uint64
+	// UsageRecorded counts requests counted for usage; UsageDropped those
+	// not counted because the queue was full. UsageFlushes and
+	// UsageFlushErrors count the usage.Store.AddUsage calls that
+	// succeeded and failed.
+	UsageRecorded, UsageDropped, UsageFlushes, UsageFlushErrors uint64
 	// CacheResets counts whole-cache drops on a notifier's (re)subscription
 	// or on an announcement that any key may have changed.
 	CacheResets uint64

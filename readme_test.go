@@ -99,12 +99,12 @@ func funcText(t *testing.T, f *ast.File, src []byte, name string) string {
 	return ""
 }
 
-// The sample token of the README is a real token: Format.Compose makes it
+// The sample token of the guide is a real token: Format.Compose makes it
 // from its id and secret, it parses, the drawing under it marks its parts,
 // and the hint the README shows is its hint.
 func TestREADMESampleToken(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("README.md")
+	readme, err := os.ReadFile("docs/guide.md")
 	require.NoError(t, err)
 	m := regexp.MustCompile("```\n(sk_live_\\S+)\n(.*)\n").FindStringSubmatch(string(readme))
 	require.NotNil(t, m, "the README shows a sample sk_live_ token in a code block")

@@ -3,6 +3,7 @@ module github.com/gokeys/apikey/examples
 go 1.26.0
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/go-sql-driver/mysql v1.10.1
@@ -12,7 +13,13 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/stretchr/testify v1.12.1
+	google.golang.org/grpc v1.85.0
 	modernc.org/sqlite v1.62.0
+)
+
+require (
+	golang.org/x/net v0.62.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c // indirect
 )
 
 require (
@@ -25,6 +32,7 @@ require (
 	github.com/gokeys/apikey/otelmetrics v0.0.0-00010101000000-000000000000
 	github.com/gokeys/apikey/pgnotify v0.0.0-00010101000000-000000000000
 	github.com/gokeys/apikey/redisnotify v0.0.0-00010101000000-000000000000
+	github.com/gokeys/apikey/rpc v0.0.0-00010101000000-000000000000
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
@@ -53,7 +61,7 @@ require (
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	google.golang.org/protobuf v1.36.12
 	modernc.org/libc v1.80.1 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
@@ -70,3 +78,5 @@ replace github.com/gokeys/apikey/otelmetrics => ../otelmetrics
 replace github.com/gokeys/apikey/pgnotify => ../pgnotify
 
 replace github.com/gokeys/apikey/redisnotify => ../redisnotify
+
+replace github.com/gokeys/apikey/rpc => ../rpc

@@ -14,12 +14,15 @@
 // Each subtest gets a fresh limiter and a fresh Clock. A limiter whose time
 // the test cannot control (a real Redis server) sets Config.RealTime; the
 // subtests that need to move time are then skipped and the others avoid
-// depending on it.
+// depending on it. The subtests of Peek run when the limiter implements
+// apikey.LimitPeeker.
 package limitertest
 
 import (
 	"context"
 	"errors"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -136,6 +139,10 @@ func Run(t *testing.T, cfg Config) {
 		{"CreditsConcurrentUseAdmitsExactly", false, testCreditsConcurrent},
 		{"OverrideReplacesLimitOfSameName", false, testOverride},
 		{"ClockStepBackLocksOutAtMostTheBurstWindow", true, testStepBack},
+		{"ClockStepBackNeverDeniesWithinTheBurst", true, testStepBackWithinBurst},
+		{"HistoryDoesNotSlowACall", false, testHistory},
+		{"PeekConsumesNothingAndAgreesWithAllow", false, testPeek},
+		{"PeekConcurrentWithAllowConsumesNothing", false, testPeekConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -884,4 +891,213 @@ func testStepBack(t *testing.T, e env) {
 
 func date(y int, m time.Month, d, h, min int) time.Time {
 	return time.Date(y, m, d, h, min, 0, 0, time.UTC)
+}
+
+// A clock that steps back never denies a request within a rate's burst,
+// whatever the step and the rate: the time before the step counts as not
+// having passed. Nor does the step grant more than the burst: what was
+// spent before it still counts.
+func testStepBackWithinBurst(t *testing.T, e env) {
+	tests := []struct {
+		name     string
+		limit    apikey.Limit
+		interval time.Duration
+		step     time.Duration
+	}{
+		{"Fast", apikey.Rate("per-second", 100, time.Second, 0), 10 * time.Millisecond, 10 * time.Minute},
+		{"Slow", apikey.Rate("hourly", 10, time.Hour, 0), 6 * time.Minute, 10 * time.Minute},
+		{"StepLongerThanTheBurstWindow", apikey.Rate("hourly", 10, time.Hour, 0), 6 * time.Minute, 24 * time.Hour},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := apikey.NewID()
+			require.True(t, allow(t, e.l, id, 1, tc.limit).Allowed)
+			e.clock.Set(e.clock.Now().Add(-tc.step))
+			for i := int64(1); i < tc.limit.Count; i++ {
+				res := allow(t, e.l, id, 1, tc.limit)
+				require.True(t, res.Allowed, "request %d of a burst of %d denied after the clock stepped back %v", i+1, tc.limit.Count, tc.step)
+				require.Equal(t, tc.limit.Count-1-i, res.Remaining)
+			}
+			res := allow(t, e.l, id, 1, tc.limit)
+			require.False(t, res.Allowed, "the step back granted more than the burst")
+			assert.Equal(t, tc.interval, res.RetryAfter)
+			// A second step back grants nothing either.
+			e.clock.Set(e.clock.Now().Add(-tc.step))
+			res = allow(t, e.l, id, 1, tc.limit)
+			require.False(t, res.Allowed, "a second step back granted more than the burst")
+			assert.Equal(t, tc.interval, res.RetryAfter)
+			// The clock goes on from where it stepped to.
+			e.clock.Advance(tc.interval)
+			assert.True(t, allow(t, e.l, id, 1, tc.limit).Allowed, "one interval after the step")
+			assert.False(t, allow(t, e.l, id, 1, tc.limit).Allowed)
+		})
+	}
+}
+
+// A subject's past limits with a Subject of their own (the credits of
+// every key it ever had) do not slow its calls: a call costs what its own
+// limits cost. The suite times calls of one shape for a subject with 2,000
+// past entries and for a subject with one, in interleaved samples, and
+// compares the fastest sample of each with a generous factor: the noise of
+// a busy machine only adds time, while a cost that grows with the history
+// slows every sample.
+func testHistory(t *testing.T, e env) {
+	const past, batch, samples, factor = 2000, 50, 9, 5
+	credits := func(sub string, n int64) apikey.Limit {
+		c := apikey.Credits("credits", n, apikey.Never)
+		c.Subject = sub
+		return c
+	}
+	old, fresh := apikey.NewID(), apikey.NewID()
+	ls := make([]apikey.Limit, batch)
+	for range past / batch {
+		for j := range ls {
+			ls[j] = credits(apikey.NewID(), 1)
+		}
+		require.True(t, allow(t, e.l, old, 1, ls...).Allowed)
+	}
+	call := func(subject string) []apikey.Limit {
+		return []apikey.Limit{apikey.Quota("daily", limitsMax, apikey.Day), credits(subject+"-key", limitsMax)}
+	}
+	oldCall, freshCall := call(old), call(fresh)
+	run := func(subject string, ls []apikey.Limit, n int) time.Duration {
+		start := time.Now()
+		for range n {
+			res, err := e.l.Allow(context.Background(), subject, ls, 1)
+			if err != nil || !res.Allowed {
+				require.NoError(t, err)
+				require.True(t, res.Allowed)
+			}
+		}
+		return time.Since(start)
+	}
+	// As many calls per sample as take 4ms for the fresh subject, after a
+	// few calls of each.
+	run(old, oldCall, 3)
+	run(fresh, freshCall, 3)
+	n := 1
+	for min(run(fresh, freshCall, n), run(fresh, freshCall, n)) < 4*time.Millisecond && n < 1<<20 {
+		n *= 2
+	}
+	var freshT, oldT []time.Duration
+	runtime.GC() // the setup's garbage
+	for range samples {
+		freshT = append(freshT, run(fresh, freshCall, n))
+		oldT = append(oldT, run(old, oldCall, n))
+	}
+	f, o := slices.Min(freshT), slices.Min(oldT)
+	t.Logf("%d calls: %v for a subject with %d past entries, %v for one with 1 (the fastest of %d samples)", n, o, past, f, samples)
+	assert.LessOrEqual(t, o, factor*f, "a call for a subject with %d past entries took %.1f times as long", past, float64(o)/float64(f))
+}
+
+// limitsMax is the largest count of a limit.
+const limitsMax = 100_000_000_000_000 - 1
+
+// peek calls Peek and requires no error.
+func peek(t *testing.T, p apikey.LimitPeeker, id string, limits ...apikey.Limit) apikey.LimitResult {
+	t.Helper()
+	res, err := p.Peek(context.Background(), id, limits)
+	require.NoError(t, err)
+	return res
+}
+
+// peeker returns the limiter as an apikey.LimitPeeker, or skips the test.
+func peeker(t *testing.T, e env) apikey.LimitPeeker {
+	p, ok := e.l.(apikey.LimitPeeker)
+	if !ok {
+		t.Skip("limitertest: the limiter does not implement apikey.LimitPeeker")
+	}
+	return p
+}
+
+// Peek answers what Allow with a cost of 1 answers next, and consumes
+// nothing, allowed or denied.
+func testPeek(t *testing.T, e env) {
+	p := peeker(t, e)
+	_, err := p.Peek(context.Background(), "", []apikey.Limit{apikey.Quota("q", 1, apikey.Day)})
+	require.ErrorIs(t, err, apikey.ErrInvalidOptions, "empty subject")
+	_, err = p.Peek(context.Background(), apikey.NewID(), []apikey.Limit{apikey.Quota("q", 0, apikey.Day)})
+	require.ErrorIs(t, err, apikey.ErrInvalidOptions, "invalid limit")
+	q := apikey.Quota("q", 1, apikey.Day)
+	_, err = p.Peek(context.Background(), apikey.NewID(), []apikey.Limit{q, q})
+	require.ErrorIs(t, err, apikey.ErrInvalidOptions, "a name twice")
+	assert.True(t, peek(t, p, apikey.NewID()).Allowed, "no limits")
+
+	id := apikey.NewID()
+	c := apikey.Credits("credits", 4, apikey.Never)
+	c.Subject = apikey.NewID()
+	limits := []apikey.Limit{
+		apikey.Quota("daily", 3, apikey.Day),
+		apikey.Rate("hourly", 5, time.Hour, 0),
+		c,
+	}
+	// Each limit alone, then all of them: the quota denies the fourth call.
+	calls := [][]apikey.Limit{limits[:1], limits[1:2], limits[2:], limits}
+	for _, ls := range calls {
+		for i := range 3 {
+			first := peek(t, p, id, ls...)
+			again := peek(t, p, id, ls...)
+			samePeek(t, e, first, again, "a second Peek, call %d of %d limits", i+1, len(ls))
+			res := allow(t, e.l, id, 1, ls...)
+			samePeek(t, e, first, res, "Peek and the next Allow, call %d of %d limits", i+1, len(ls))
+		}
+	}
+	// Every limit has been spent 3 times: the quota denies, consuming
+	// nothing, and Peek says so.
+	res := peek(t, p, id, limits...)
+	require.False(t, res.Allowed)
+	assert.Equal(t, limits[0], res.Limit)
+	assert.Equal(t, []int64{0, 2, 1}, remaining(res))
+	denied := allow(t, e.l, id, 1, limits...)
+	samePeek(t, e, res, denied, "a denied call")
+	res = peek(t, p, id, limits[1:]...)
+	require.True(t, res.Allowed)
+	assert.Equal(t, []int64{1, 0}, remaining(res), "the denied call or Peek consumed something")
+}
+
+// samePeek checks that a Peek answered what b answered. A limiter on real
+// time may answer durations that moved between the calls.
+func samePeek(t *testing.T, e env, a, b apikey.LimitResult, msg string, args ...any) {
+	t.Helper()
+	assert.Equal(t, a.Allowed, b.Allowed, msg, args)
+	assert.Equal(t, a.Limit, b.Limit, msg, args)
+	assert.Equal(t, a.Remaining, b.Remaining, msg, args)
+	assert.Equal(t, remaining(a), remaining(b), msg, args)
+	if !e.real {
+		assert.Equal(t, a, b, msg, args)
+	}
+}
+
+// Peeks concurrent with Allow calls consume nothing: the calls admit
+// exactly the quota.
+func testPeekConcurrent(t *testing.T, e env) {
+	p := peeker(t, e)
+	const workers, each, quota = 8, 25, 20
+	id := apikey.NewID()
+	limits := []apikey.Limit{apikey.Quota("daily", quota, apikey.Day), apikey.Rate("hourly", 1000, time.Hour, 0)}
+	var admitted, errs atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				for range 3 {
+					if res, err := p.Peek(context.Background(), id, limits); err != nil || res.Remaining < 0 {
+						errs.Add(1)
+					}
+				}
+				res, err := e.l.Allow(context.Background(), id, limits, 1)
+				switch {
+				case err != nil:
+					errs.Add(1)
+				case res.Allowed:
+					admitted.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Zero(t, errs.Load())
+	assert.Equal(t, int64(quota), admitted.Load())
+	res := peek(t, p, id, limits[1:]...)
+	assert.Equal(t, int64(1000-quota-1), res.Remaining, "a Peek consumed from the rate")
 }

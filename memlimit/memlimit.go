@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,10 @@ const (
 	minSweep = 64
 	// inlineLimits is how many limits one call handles without allocating.
 	inlineLimits = 4
+	// indexAt is the number of slots above which a subject's slots are
+	// found through a map rather than by a scan, and below which adding a
+	// slot drops the subject's expired slots every time.
+	indexAt = 8
 )
 
 // Options configures a Limiter. The zero value is valid.
@@ -83,22 +88,48 @@ type Limiter struct {
 	shards   []shard
 }
 
-var _ apikey.Limiter = (*Limiter)(nil)
+var (
+	_ apikey.Limiter     = (*Limiter)(nil)
+	_ apikey.LimitPeeker = (*Limiter)(nil)
+)
 
 // entry holds the states of one subject, one slot per limit in use.
 // Keying the shard's map by the subject's hash (the one that chose the
 // shard), with a short slice of slots, hashes the subject once per call
 // and never the limit name.
+//
+// A subject may hold many slots (the credits of every key it ever had):
+// a call then finds its limits through index, and expired slots are
+// dropped when the slots have doubled since the last time or when one may
+// have expired (expMono, expWall), so that a call costs what its own
+// limits cost, whatever the subject's history.
 type entry struct {
 	subject string
 	next    *entry // another subject of the same hash
 	slots   []slot
+	// index maps a limit to its slot when there are more than indexAt
+	// slots; nil otherwise.
+	index map[slotID]int32
+	// compactAt is the number of slots at which add drops expired slots.
+	compactAt int
+	// credits counts the slots of credits.
+	credits int
+	// No slot of a rate expires before expMono, none of a quota or
+	// credits before expWall: lower bounds, exact after a compaction.
+	expMono, expWall int64
+}
+
+// slotID identifies the slot of a limit within its subject's entry.
+type slotID struct {
+	name, sub string
+	kind      apikey.LimitKind
 }
 
 // slot is the stored state of one limit of a subject.
 //
 // For a rate, v is the theoretical arrival time (TAT) in nanoseconds since
-// Limiter.base and exp equals v. For a quota or credits, w is the start of
+// Limiter.base, w the time of the call that wrote it, and exp equals v.
+// For a quota or credits, w is the start of
 // the current window in Unix nanoseconds, v the amount consumed in it, and
 // exp the end of the window in Unix nanoseconds (MaxInt64 for credits
 // never refilled). sub is the limit's own Subject.
@@ -202,7 +233,7 @@ type pending struct {
 	v, w, exp int64
 	o         limits.Outcome
 	t         int64 // a rate's emission interval; 0 for a count
-	fix       bool  // a denied rate whose TAT was capped: store v anyway
+	fix       bool  // a denied rate whose TAT moved (the clock stepped back): store it anyway
 }
 
 // Allow takes cost from every limit in limits for subject; see
@@ -255,8 +286,12 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
 	e := sh.get(h, subject)
+	for i := range ls { // each limit's slot, found once
+		_, j := e.find(&ls[i])
+		pend = append(pend, pending{slot: j})
+	}
 	if lazy {
-		if err := validate(e, subject, ls, cost); err != nil {
+		if err := validate(e, subject, ls, cost, pend); err != nil {
 			sh.mu.Unlock()
 			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
 		}
@@ -266,11 +301,14 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	var best limits.Outcome
 	bi := 0
 	for i := range ls {
-		lim := &ls[i]
-		st, idx := e.find(lim)
-		o, p := decide(lim, st, mono, wall, cost)
+		var st *slot
+		idx := pend[i].slot
+		if idx >= 0 {
+			st = &e.slots[idx]
+		}
+		o, p := decide(&ls[i], st, mono, wall, cost)
 		p.slot = idx
-		pend = append(pend, p)
+		pend[i] = p
 		if i == 0 || limits.Tighter(o, best) {
 			best, bi = o, i
 		}
@@ -279,16 +317,14 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	if !allowed {
 		for i := range pend {
 			if p := &pend[i]; p.fix && p.slot >= 0 {
-				s := &e.slots[p.slot]
-				s.v, s.exp = p.v, p.exp
+				e.set(&e.slots[p.slot], p)
 			}
 		}
 	} else {
 		added := 0
 		for i := range pend {
 			if p := &pend[i]; p.slot >= 0 {
-				s := &e.slots[p.slot]
-				s.v, s.w, s.exp = p.v, p.w, p.exp
+				e.set(&e.slots[p.slot], p)
 			} else {
 				added++
 			}
@@ -304,6 +340,53 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 			o = o.Unspent(cost, pend[i].t)
 		}
 		res.States[i] = state(o)
+	}
+	fill(&res, ls, bi, best)
+	return res, nil
+}
+
+// Peek reports what Allow with a cost of 1 would answer for subject and
+// limits, consuming nothing; see apikey.LimitPeeker. It reports the errors
+// Allow reports. With a single limit, States is nil, as with Allow.
+func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (apikey.LimitResult, error) {
+	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+	}
+	if len(ls) == 0 {
+		return apikey.LimitResult{Allowed: true}, nil
+	}
+	t := l.now()
+	mono, wall := int64(t.Sub(l.base)), t.UnixNano()
+	var buf [inlineLimits]pending
+	pend := buf[:0]
+	h := maphash.String(l.seed, subject)
+	sh := &l.shards[h&l.mask]
+	sh.mu.Lock()
+	e := sh.get(h, subject)
+	var best limits.Outcome
+	bi := 0
+	for i := range ls {
+		st, _ := e.find(&ls[i])
+		o, p := decide(&ls[i], st, mono, wall, 1)
+		pend = append(pend, p)
+		if i == 0 || limits.Tighter(o, best) {
+			best, bi = o, i
+		}
+	}
+	sh.mu.Unlock()
+	var res apikey.LimitResult
+	if len(ls) > 1 {
+		res.States = make([]apikey.LimitState, len(ls))
+		for i := range pend {
+			o := pend[i].o
+			if !best.Allowed {
+				o = o.Unspent(1, pend[i].t)
+			}
+			res.States[i] = state(o)
+		}
 	}
 	fill(&res, ls, bi, best)
 	return res, nil
@@ -334,10 +417,10 @@ func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.
 	switch {
 	case !o.Allowed:
 		if p.fix && st != nil {
-			st.v, st.exp = p.v, p.exp
+			e.set(st, &p)
 		}
 	case st != nil:
-		st.v, st.w, st.exp = p.v, p.w, p.exp
+		e.set(st, &p)
 	default:
 		p.slot = -1
 		l.add(sh, h, e, subject, ls, []pending{p}, 1, mono, wall)
@@ -351,8 +434,9 @@ func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.
 // valid, for limits whose slots in e were written for them: it only checks
 // that no two limits share a name and Subject. Otherwise it validates the
 // call in full and, when it is valid, has the slots of e hold its limits.
-// The caller holds the shard's lock.
-func validate(e *entry, subject string, ls []apikey.Limit, cost int64) error {
+// The slot of ls[i] in e is pend[i].slot (-1 for none). The caller holds
+// the shard's lock.
+func validate(e *entry, subject string, ls []apikey.Limit, cost int64, pend []pending) error {
 	known := true
 	for i := range ls {
 		lim := &ls[i]
@@ -361,7 +445,7 @@ func validate(e *entry, subject string, ls []apikey.Limit, cost int64) error {
 				return apikey.ValidateAllow(subject, ls, cost)
 			}
 		}
-		if st, _ := e.find(lim); st == nil || !st.validated(lim) {
+		if j := pend[i].slot; j < 0 || !e.slots[j].validated(lim) {
 			known = false
 		}
 	}
@@ -372,8 +456,8 @@ func validate(e *entry, subject string, ls []apikey.Limit, cost int64) error {
 		return err
 	}
 	for i := range ls {
-		lim := &ls[i]
-		if st, _ := e.find(lim); st != nil {
+		if j := pend[i].slot; j >= 0 {
+			lim, st := &ls[i], &e.slots[j]
 			st.count, st.burst, st.period, st.window = lim.Count, lim.Burst, lim.Period, lim.Window
 			st.interval = interval(lim)
 		}
@@ -383,7 +467,13 @@ func validate(e *entry, subject string, ls []apikey.Limit, cost int64) error {
 
 // find returns the slot of lim in e and its index, or nil and -1.
 func (e *entry) find(lim *apikey.Limit) (*slot, int) {
-	if e != nil {
+	switch {
+	case e == nil:
+	case e.index != nil:
+		if j, ok := e.index[slotID{lim.Name, lim.Subject, lim.Kind}]; ok {
+			return &e.slots[j], int(j)
+		}
+	default:
 		for j := range e.slots {
 			if s := &e.slots[j]; s.is(lim) {
 				return s, j
@@ -393,26 +483,34 @@ func (e *entry) find(lim *apikey.Limit) (*slot, int) {
 	return nil, -1
 }
 
+// set writes the decision p to s, a slot of e.
+func (e *entry) set(s *slot, p *pending) {
+	s.v, s.w, s.exp = p.v, p.w, p.exp
+	if s.kind == apikey.KindRate {
+		e.expMono = min(e.expMono, p.exp)
+	} else {
+		e.expWall = min(e.expWall, p.exp)
+	}
+}
+
 // decide applies lim to a call of cost given its stored state st.
 func decide(lim *apikey.Limit, st *slot, mono, wall, cost int64) (limits.Outcome, pending) {
 	if lim.Kind == apikey.KindRate {
 		var t, burst int64
-		tat := int64(0)
+		tat, seen := mono, int64(limits.NoState)
 		if st != nil && st.validated(lim) { // the interval is the slot's
-			t, burst, tat = st.interval, lim.Burst, st.v
+			t, burst, tat, seen = st.interval, lim.Burst, st.v, st.w
 			if burst == 0 {
 				burst = lim.Count
 			}
 		} else {
 			t, burst = limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
 			if st != nil {
-				tat = st.v
-			} else {
-				tat = mono
+				tat, seen = st.v, st.w
 			}
 		}
-		o, nt, write := limits.Rate(tat, mono, t, burst, cost)
-		return o, pending{v: nt, exp: nt, o: o, t: t, fix: write && !o.Allowed}
+		o, nt, write := limits.Rate(tat, seen, mono, t, burst, cost)
+		return o, pending{v: nt, w: mono, exp: nt, o: o, t: t, fix: write && !o.Allowed}
 	}
 	ws, we := limits.Window(uint8(lim.Window), wall)
 	var used int64
@@ -456,9 +554,9 @@ func fill(res *apikey.LimitResult, ls []apikey.Limit, i int, o limits.Outcome) {
 // of the key's slots used by this call is expired.
 func (l *Limiter) add(sh *shard, h uint64, e *entry, subject string, ls []apikey.Limit, pend []pending, added int, mono, wall int64) {
 	if e == nil {
-		e = &entry{subject: strings.Clone(subject), slots: make([]slot, 0, added)}
+		e = &entry{subject: strings.Clone(subject), slots: make([]slot, 0, added), expMono: math.MaxInt64, expWall: math.MaxInt64}
 		sh.insert(h, e)
-	} else {
+	} else if len(e.slots) <= indexAt || len(e.slots)+added > e.compactAt || sh.n+added > l.perShard {
 		sh.n -= e.compact(mono, wall)
 	}
 	if sh.n+added > l.perShard {
@@ -471,13 +569,23 @@ func (l *Limiter) add(sh *shard, h uint64, e *entry, subject string, ls []apikey
 	for i := range pend {
 		if p := &pend[i]; p.slot < 0 && (room > 0 || ls[i].Kind == apikey.KindCredits) {
 			lim := &ls[i]
-			e.slots = append(e.slots, slot{name: lim.Name, sub: lim.Subject, kind: lim.Kind, window: lim.Window, v: p.v, w: p.w, exp: p.exp,
+			e.slots = append(e.slots, slot{name: lim.Name, sub: lim.Subject, kind: lim.Kind, window: lim.Window,
 				count: lim.Count, burst: lim.Burst, period: lim.Period, interval: p.t})
+			e.set(&e.slots[len(e.slots)-1], p)
+			if lim.Kind == apikey.KindCredits {
+				e.credits++
+			}
+			if e.index != nil {
+				e.index[slotID{lim.Name, lim.Subject, lim.Kind}] = int32(len(e.slots) - 1)
+			}
 			room--
 			n++
 		}
 	}
 	added = n
+	if e.index == nil && len(e.slots) > indexAt {
+		e.reindex()
+	}
 	if len(e.slots) == 0 {
 		sh.remove(h, e)
 	}
@@ -529,28 +637,51 @@ func (sh *shard) remove(h uint64, e *entry) {
 	}
 }
 
-// credits reports whether e holds credits.
-func (e *entry) credits() bool {
-	for i := range e.slots {
-		if e.slots[i].kind == apikey.KindCredits {
-			return true
-		}
-	}
-	return false
-}
-
 // compact drops the expired slots of e and returns how many it dropped.
+// It reads the slots only when one may have expired.
 func (e *entry) compact(mono, wall int64) int {
+	e.compactAt = max(indexAt, 2*len(e.slots))
+	if e.expMono > mono && e.expWall > wall {
+		return 0
+	}
 	kept := e.slots[:0]
+	e.expMono, e.expWall, e.credits = math.MaxInt64, math.MaxInt64, 0
 	for _, s := range e.slots {
-		if !s.expired(mono, wall) {
-			kept = append(kept, s)
+		if s.expired(mono, wall) {
+			continue
+		}
+		kept = append(kept, s)
+		switch s.kind {
+		case apikey.KindRate:
+			e.expMono = min(e.expMono, s.exp)
+		case apikey.KindCredits:
+			e.credits++
+			fallthrough
+		default:
+			e.expWall = min(e.expWall, s.exp)
 		}
 	}
 	n := len(e.slots) - len(kept)
 	clear(e.slots[len(kept):])
 	e.slots = kept
+	e.compactAt = max(indexAt, 2*len(kept))
+	if n > 0 {
+		e.reindex()
+	}
 	return n
+}
+
+// reindex rebuilds the index of e's slots, or drops it when e holds few.
+func (e *entry) reindex() {
+	if len(e.slots) <= indexAt {
+		e.index = nil
+		return
+	}
+	e.index = make(map[slotID]int32, len(e.slots))
+	for j := range e.slots {
+		s := &e.slots[j]
+		e.index[slotID{s.name, s.sub, s.kind}] = int32(j)
+	}
 }
 
 // evict frees at least need slots of subjects other than own's, when the
@@ -573,7 +704,7 @@ func (sh *shard) evict(own *entry, need int, mono, wall int64) {
 					sh.remove(h, e)
 				}
 				freed += n
-				if victim == nil && len(e.slots) > 0 && !e.credits() {
+				if victim == nil && len(e.slots) > 0 && e.credits == 0 {
 					victim, victimH = e, h
 				}
 				if seen++; seen == evictSample {

@@ -201,3 +201,82 @@ func TestCreditsAreNeverEvicted(t *testing.T) {
 	assert.False(t, allow(t, l, "owner", c), "spent credits came back after eviction")
 	assert.LessOrEqual(t, l.Len(), 65)
 }
+
+// A subject with many states (found through an index) keeps each apart,
+// and its expired states are dropped as new ones arrive, without losing
+// the live ones.
+func TestSubjectWithManyStates(t *testing.T) {
+	t.Parallel()
+	l, clock := newAt(t, 0)
+	credits := func(i int) apikey.Limit {
+		c := apikey.Credits("credits", 2, apikey.Never)
+		c.Subject = fmt.Sprint("key", i)
+		return c
+	}
+	rate := func(i int) apikey.Limit { return apikey.Rate(fmt.Sprint("r", i), 1, time.Second, 1) }
+	for i := range 50 {
+		require.True(t, allow(t, l, "owner", credits(i), rate(i)))
+	}
+	require.Equal(t, 100, l.Len())
+	for i := range 50 {
+		require.False(t, allow(t, l, "owner", rate(i)), "rate %d lost its state", i)
+	}
+	clock.Advance(time.Second) // every rate's state expires
+	for i := 50; i < 300; i++ {
+		require.True(t, allow(t, l, "owner", credits(i)))
+	}
+	assert.Less(t, l.Len(), 300+50, "no expired state was dropped")
+	assert.GreaterOrEqual(t, l.Len(), 300, "a live state was dropped")
+	for i := range 300 {
+		res, err := l.Allow(context.Background(), "owner", []apikey.Limit{credits(i)}, 1)
+		require.NoError(t, err)
+		require.True(t, res.Allowed, "credits %d", i)
+		require.Equal(t, int64(0), res.Remaining, "credits %d lost their state", i)
+		require.False(t, allow(t, l, "owner", credits(i)))
+	}
+	require.True(t, allow(t, l, "owner", rate(0)), "an expired rate is whole again")
+	require.False(t, allow(t, l, "owner", rate(0)))
+}
+
+// A clock that steps back before the limiter was created is one more step
+// back.
+func TestClockStepBackBeforeCreation(t *testing.T) {
+	t.Parallel()
+	l, clock := newAt(t, 0)
+	r := apikey.Rate("r", 10, time.Hour, 0)
+	require.True(t, allow(t, l, "k", r))
+	clock.Set(limitertest.Start().Add(-24 * time.Hour))
+	for range 9 {
+		require.True(t, allow(t, l, "k", r))
+	}
+	require.False(t, allow(t, l, "k", r))
+}
+
+// BenchmarkHistory times one call (a daily quota and a key's credits) for
+// a subject with one past key's credits and for a subject with 10,000: a
+// call costs what its own limits cost, whatever the subject's history.
+func BenchmarkHistory(b *testing.B) {
+	credits := func(key string, n int64) apikey.Limit {
+		l := apikey.Credits("credits", n, apikey.Never)
+		l.Subject = key
+		return l
+	}
+	for _, past := range []int{1, 10_000} {
+		b.Run(fmt.Sprintf("past=%d", past), func(b *testing.B) {
+			l, err := memlimit.New(memlimit.Options{})
+			require.NoError(b, err)
+			ctx := context.Background()
+			for i := range past {
+				_, err := l.Allow(ctx, "owner", []apikey.Limit{credits(fmt.Sprint("key", i), 1)}, 1)
+				require.NoError(b, err)
+			}
+			call := []apikey.Limit{apikey.Quota("daily", 1e13, apikey.Day), credits("key0", 1e13)}
+			b.ReportAllocs()
+			for b.Loop() {
+				if res, err := l.Allow(ctx, "owner", call, 1); err != nil || !res.Allowed {
+					b.Fatal(err, res)
+				}
+			}
+		})
+	}
+}

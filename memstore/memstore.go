@@ -13,28 +13,36 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// Store is a concurrency-safe in-memory apikey.Store. It holds its own
-// copies: mutating a key passed in or returned changes nothing stored.
-// Build it with New; the zero value is not usable.
+// Store is a concurrency-safe in-memory apikey.Store. It also implements
+// apikey.Revoker, apikey.Rotator, apikey.Purger and apikey.CustomerStore.
+// It holds its own copies: mutating a key or customer passed in or
+// returned changes nothing stored. Build it with New; the zero value is
+// not usable.
 //
 // Its records are kept in a form the garbage collector does not have to
 // trace (about one pointer-free allocation per key), so that a million
 // keys add little to every collection of the process; each Get decodes a
 // new copy in one allocation.
 type Store struct {
-	mu   sync.RWMutex
-	keys *table
+	mu        sync.RWMutex
+	keys      *table
+	purgeFrom uint32 // the slot the next Purge looks at first
+
+	cmu       sync.RWMutex
+	customers map[string]*apikey.Customer
 }
 
 var (
-	_ apikey.Store   = (*Store)(nil)
-	_ apikey.Revoker = (*Store)(nil)
-	_ apikey.Rotator = (*Store)(nil)
+	_ apikey.Store         = (*Store)(nil)
+	_ apikey.Revoker       = (*Store)(nil)
+	_ apikey.Rotator       = (*Store)(nil)
+	_ apikey.Purger        = (*Store)(nil)
+	_ apikey.CustomerStore = (*Store)(nil)
 )
 
 // New returns an empty Store.
 func New() *Store {
-	return &Store{keys: newTable()}
+	return &Store{keys: newTable(), customers: map[string]*apikey.Customer{}}
 }
 
 // Create implements apikey.Store.
@@ -115,30 +123,33 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// List implements apikey.Store.
+// List implements apikey.Store: the owner's keys newest first, after
+// the cursor, only the usable ones when opts.UsableAt is set.
 func (s *Store) List(ctx context.Context, owner string, opts apikey.ListOptions) ([]*apikey.Key, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	after := apikey.Cursor{CreatedAt: apikey.UTCMicro(opts.After.CreatedAt), ID: opts.After.ID}
+	at := apikey.UTCMicro(opts.UsableAt)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var out []*apikey.Key
+	out := []*apikey.Key{}
 	s.keys.owned(owner, func(slot uint32) {
-		if k := s.keys.decode(slot); opts.After.Precedes(k) && (opts.UsableAt.IsZero() || k.Usable(opts.UsableAt)) {
+		if k := s.keys.decode(slot); after.Precedes(k) && (at.IsZero() || k.Usable(at)) {
 			out = append(out, k)
 		}
 	})
-	slices.SortFunc(out, func(a, b *apikey.Key) int {
-		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(b.ID, a.ID)
-	})
-	out = out[:min(len(out), opts.PageSize())]
-	if out == nil {
-		out = []*apikey.Key{}
+	slices.SortFunc(out, newestFirst)
+	return out[:min(len(out), opts.PageSize())], nil
+}
+
+// newestFirst orders keys as List returns them: by CreatedAt descending,
+// then by ID descending.
+func newestFirst(a, b *apikey.Key) int {
+	if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+		return c
 	}
-	return out, nil
+	return strings.Compare(b.ID, a.ID)
 }
 
 // MarkUsed implements apikey.Store.
@@ -149,7 +160,7 @@ func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, at := range uses {
-		s.keys.setLastUsed(id, utc(at)) // only if later
+		s.keys.setLastUsed(id, apikey.UTCMicro(at)) // only if later
 	}
 	return nil
 }
@@ -167,7 +178,7 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 	}
 	if k.RevokedAt.IsZero() {
 		c := k.Clone()
-		c.RevokedAt = utc(at)
+		c.RevokedAt = apikey.UTCMicro(at)
 		c.Revision++
 		s.keys.put(c)
 	}
@@ -184,7 +195,7 @@ func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]
 	var ids []string
 	s.keys.owned(owner, func(slot uint32) {
 		if k := s.keys.decode(slot); k.RevokedAt.IsZero() {
-			k.RevokedAt = utc(at)
+			k.RevokedAt = apikey.UTCMicro(at)
 			k.Revision++
 			s.keys.put(k)
 			ids = append(ids, k.ID)
@@ -193,8 +204,11 @@ func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]
 	return ids, nil
 }
 
-// Rotate implements apikey.Rotator.
-func (s *Store) Rotate(ctx context.Context, read *apikey.Key, oldExpiresAt time.Time, successor *apikey.Key) error {
+// Rotate implements apikey.Rotator: under the store's lock it checks the
+// old key (known, not revoked, not rotated, at old.Revision), stores the
+// successor, rotates the old key and ends the grace of the old key's
+// predecessor.
+func (s *Store) Rotate(ctx context.Context, old *apikey.Key, oldExpiresAt time.Time, successor *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -202,35 +216,58 @@ func (s *Store) Rotate(ctx context.Context, read *apikey.Key, oldExpiresAt time.
 	c.Revision = 1
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.keys.get(read.ID)
+	o := s.keys.get(old.ID) // a new copy
 	switch {
-	case old == nil:
+	case o == nil:
 		return apikey.ErrNotFound
-	case !old.RevokedAt.IsZero():
+	case !o.RevokedAt.IsZero():
 		return apikey.ErrRevoked
-	case old.RotatedTo != "":
+	case o.RotatedTo != "":
 		return apikey.ErrRotated
-	case old.Revision != read.Revision:
-		return apikey.ErrConflict
+	case o.Revision != old.Revision:
+		return fmt.Errorf("memstore: rotation of key %s at revision %d, stored %d: %w", old.ID, old.Revision, o.Revision, apikey.ErrConflict)
 	}
 	if err := s.create(c); err != nil {
 		return err
 	}
-	o := old.Clone()
-	if until := utc(oldExpiresAt); o.ExpiresAt.IsZero() || until.Before(o.ExpiresAt) {
+	if until := apikey.UTCMicro(oldExpiresAt); o.ExpiresAt.IsZero() || until.Before(o.ExpiresAt) {
 		o.ExpiresAt = until
 	}
 	o.RotatedTo, o.RotatedAt = c.ID, c.CreatedAt
 	o.Revision++
 	s.keys.put(o)
-	if p := s.keys.get(o.RotatedFrom); p != nil && p.RevokedAt.IsZero() && (p.ExpiresAt.IsZero() || p.ExpiresAt.After(c.CreatedAt)) {
-		p = p.Clone()
-		p.ExpiresAt = c.CreatedAt
+	if p := s.keys.get(o.RotatedFrom); p != nil && !c.CreatedAt.IsZero() && p.RevokedAt.IsZero() &&
+		(p.ExpiresAt.IsZero() || p.ExpiresAt.After(c.CreatedAt)) {
+		p.ExpiresAt = c.CreatedAt // its grace ends: one predecessor in grace at most
 		p.Revision++
 		s.keys.put(p)
 	}
 	successor.Revision = 1
 	return nil
+}
+
+// Purge implements apikey.Purger. A call looks at each key once at most,
+// starting where the previous call stopped, so that emptying a large
+// store in batches looks at each key about twice. A limit of 0 or less
+// deletes nothing.
+func (s *Store) Purge(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return []string{}, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids, next := s.keys.dead(apikey.UTCMicro(before), limit, s.purgeFrom)
+	for _, id := range ids {
+		s.keys.del(id)
+	}
+	s.purgeFrom = next
+	if ids == nil {
+		ids = []string{}
+	}
+	return ids, nil
 }
 
 // Len returns the number of stored keys.
@@ -251,17 +288,10 @@ func (s *Store) All() []*apikey.Key {
 }
 
 // normalize returns a private copy of k with its times in UTC, truncated
-// to the microsecond as the Store contract allows.
+// to the microsecond as the Store contract says.
 func normalize(k *apikey.Key) *apikey.Key {
 	c := k.Clone()
-	c.CreatedAt, c.ExpiresAt, c.LastUsedAt, c.RevokedAt = utc(c.CreatedAt), utc(c.ExpiresAt), utc(c.LastUsedAt), utc(c.RevokedAt)
-	c.RotatedAt = utc(c.RotatedAt)
+	c.CreatedAt, c.ExpiresAt, c.LastUsedAt = apikey.UTCMicro(c.CreatedAt), apikey.UTCMicro(c.ExpiresAt), apikey.UTCMicro(c.LastUsedAt)
+	c.RevokedAt, c.RotatedAt = apikey.UTCMicro(c.RevokedAt), apikey.UTCMicro(c.RotatedAt)
 	return c
-}
-
-func utc(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return t.UTC().Truncate(time.Microsecond)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"slices"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -205,16 +206,69 @@ func (t *table) all(f func(s uint32)) {
 	}
 }
 
+// dead returns the ids of up to limit records revoked or expired before
+// before, looking at every slot once at most, starting at slot from and
+// going round; and the slot to start the next search at. Records are not
+// decoded, only read.
+func (t *table) dead(before time.Time, limit int, from uint32) ([]string, uint32) {
+	var ids []string
+	n := uint32(len(t.recs))
+	for i := range n {
+		s := (from + i) % n
+		if t.recs[s] == nil || !t.deadAt(s, before) {
+			continue
+		}
+		ids = append(ids, t.decodeID(s))
+		if len(ids) == limit {
+			return ids, s + 1
+		}
+	}
+	return ids, 0
+}
+
+// deadAt reports whether the record in slot s was revoked before before,
+// or expired before it.
+func (t *table) deadAt(s uint32, before time.Time) bool {
+	d := decoder{b: t.recs[s][headerLen:]}
+	for range numStrings {
+		d.skip()
+	}
+	if n, ok := d.count(); ok { // Hash
+		d.bytes(n)
+	}
+	if n, ok := d.count(); ok { // Scopes
+		for range n {
+			d.skip()
+		}
+	}
+	if n, ok := d.count(); ok { // Metadata
+		for range 2 * n {
+			d.skip()
+		}
+	}
+	d.time() // CreatedAt
+	expires, revoked := d.time(), d.time()
+	return !revoked.IsZero() && revoked.Before(before) || !expires.IsZero() && expires.Before(before)
+}
+
+// decodeID returns a copy of the id of the record in slot s.
+func (t *table) decodeID(s uint32) string {
+	d := decoder{b: t.recs[s][headerLen:]}
+	return strings.Clone(d.str())
+}
+
 // The record layout: a fixed header, then the other fields in fieldOrder.
 // Strings and byte slices are a uvarint length and the bytes; slices and
 // maps a uvarint count plus one (0 for nil) and their elements; times a
 // flag byte then, if set, a varint of seconds and a uvarint of
-// nanoseconds since the Unix epoch (always UTC).
+// nanoseconds since the Unix epoch (always UTC); a last byte holds the
+// flags Disabled and Paused.
 const (
 	lastUsedOff = 0  // LastUsedAt: flag, 8-byte seconds, 4-byte nanoseconds
 	revisionOff = 16 // Revision, 8 bytes
 	headerLen   = 24
-	ownerField  = 5 // the index of Owner among the leading strings
+	ownerField  = 5  // the index of Owner among the leading strings
+	numStrings  = 10 // the leading strings
 )
 
 func putTime(b []byte, t time.Time) {
@@ -270,11 +324,21 @@ func encode(k *apikey.Key) []byte {
 		b = binary.AppendVarint(b, t.Unix())
 		b = binary.AppendUvarint(b, uint64(t.Nanosecond()))
 	}
+	var flags byte
 	if k.Disabled {
-		return append(b, 1)
+		flags |= flagDisabled
 	}
-	return append(b, 0)
+	if k.Paused {
+		flags |= flagPaused
+	}
+	return append(b, flags)
 }
+
+// The bits of a record's last byte.
+const (
+	flagDisabled = 1 << iota
+	flagPaused
+)
 
 func appendString(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
@@ -333,7 +397,7 @@ func (t *table) decode(s uint32) *apikey.Key {
 	for _, p := range [...]*time.Time{&k.CreatedAt, &k.ExpiresAt, &k.RevokedAt, &k.RotatedAt} {
 		*p = d.time()
 	}
-	k.Disabled = d.b[0] == 1
+	k.Disabled, k.Paused = d.b[0]&flagDisabled != 0, d.b[0]&flagPaused != 0
 	if ls, ok := t.limits[s]; ok {
 		k.Limits = slices.Clone(ls)
 	}

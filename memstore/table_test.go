@@ -28,7 +28,7 @@ func TestEveryKeyFieldIsStored(t *testing.T) {
 	assert.ElementsMatch(t, []string{
 		"ID", "Prefix", "Hint", "Hash", "HashVersion", "Name", "Owner", "Scopes", "Plan", "Metadata",
 		"CreatedAt", "ExpiresAt", "LastUsedAt", "RevokedAt", "RotatedFrom", "RotatedTo", "RotatedAt",
-		"Lineage", "Disabled", "Limits", "Revision",
+		"Lineage", "Disabled", "Paused", "Limits", "Revision",
 	}, fields, "apikey.Key changed: update memstore's encoding and this list")
 }
 
@@ -40,7 +40,7 @@ func fullKey(id string) *apikey.Key {
 		Metadata:  map[string]string{"team": "core", "": "empty"},
 		CreatedAt: at, ExpiresAt: at.Add(time.Hour), LastUsedAt: at.Add(time.Minute), RevokedAt: time.Time{},
 		RotatedFrom: "from", RotatedTo: "to", RotatedAt: at.Add(2 * time.Minute), Lineage: "lineage",
-		Disabled: true, Limits: []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 20)},
+		Disabled: true, Paused: true, Limits: []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 20)},
 	}
 }
 
@@ -114,14 +114,14 @@ func TestOwnerIndex(t *testing.T) {
 		require.NoError(t, s.Create(ctx, &apikey.Key{ID: id, Owner: "alice"}))
 	}
 	require.NoError(t, s.Create(ctx, &apikey.Key{ID: "k5", Owner: "bob"}))
-	assert.Equal(t, []string{"k1", "k2", "k3", "k4"}, ids("alice"))
+	assert.Equal(t, []string{"k4", "k3", "k2", "k1"}, ids("alice"), "one CreatedAt: by ID descending")
 	k, err := s.Get(ctx, "k1")
 	require.NoError(t, err)
 	k.Owner = "bob"
 	require.NoError(t, s.Update(ctx, k))
 	require.NoError(t, s.Delete(ctx, "k3"))
-	assert.Equal(t, []string{"k2", "k4"}, ids("alice"))
-	assert.Equal(t, []string{"k1", "k5"}, ids("bob"))
+	assert.Equal(t, []string{"k4", "k2"}, ids("alice"))
+	assert.Equal(t, []string{"k5", "k1"}, ids("bob"))
 	revoked, err := s.RevokeOwner(ctx, "alice", time.Now())
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{"k2", "k4"}, revoked)

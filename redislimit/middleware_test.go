@@ -48,6 +48,10 @@ func TestMiddlewareOutagePolicies(t *testing.T) {
 			opts := apikey.MiddlewareOptions{
 				Limiter:  rl,
 				FailOpen: tc.failOpen,
+				// The outage is a closed server, which fails at once: a
+				// deadline longer than the default keeps a slow call on a
+				// loaded machine (-race) from counting as one.
+				LimiterTimeout: 2 * time.Second,
 				LimiterFailed: func(r *http.Request, err error) {
 					assert.ErrorIs(t, err, apikey.ErrUnavailable)
 					failures.Add(1)

@@ -9,56 +9,69 @@
 //
 // Each Allow is one round trip: an EVALSHA of a Lua script (EVAL when the
 // server lost the script, after which EVALSHA works again) that reads the
-// time with Redis's TIME, reads the subject's state with one GET, decides
-// every limit of the call, and, only when all limits allow, writes the new
-// state with its expiry in one SET. The servers' own clocks do not matter.
-// Time is counted in integer microseconds.
+// time with Redis's TIME, reads the state of each limit of the call,
+// decides every limit, and, only when all limits allow, writes each new
+// state with its expiry. The servers' own clocks do not matter. Time is
+// counted in integer microseconds. Peek runs a script that only reads.
 //
-// All limits of one call live in one Redis string, named from the call's
-// subject only (a customer or key id, never a secret), and hash-tagged by
-// it, so that a Redis Cluster routes it by the subject and the script
-// touches one hash slot:
+// # Storage
 //
-//	<prefix>{<subject>}
+// Each (subject, limit) has a Redis string of its own, so that a call
+// reads and writes only the keys of its limits: its cost does not depend
+// on the subject's history, such as the credits of every key a customer
+// ever had. The key is named from the call's subject, the limit's kind
+// and name and the limit's own Subject only (a customer or key id, never
+// a secret):
 //
-// It holds a newline, then one line per limit:
+//	<prefix>{<subject>}<kind><length of name>:<name>
+//	<prefix>{<subject>}<kind><length of name>:<name>:<limit Subject>
 //
-//	<entry>=<tat>                    a rate's theoretical arrival time, Unix µs
-//	<entry>=<window end>:<used>      a quota's or credits' window end (Unix s) and count
+// where kind is r, q or c (rate, quota, credits), and '%', '{' and '}' in
+// the subject are written %25, %7B and %7D. The braces are the subject's
+// hash tag: a Redis Cluster routes all keys of a subject, hence of a call,
+// to one slot. No two distinct (subject, kind, name, Subject) share a key.
+// For example, with the default prefix:
 //
-// where the entry is the limit's name, or, for a limit with its own
-// Subject (credits counted per key while the call's subject is the
-// customer), "<name>@<kind><Subject>" (kind r, q or c), for example
-// "\nper-second=1773489600100000\ndaily=1773532800:1\ncalls@cAbC123=0:17\n".
-// A limit's state is thus found again only under the same call subject:
-// with the middleware's default subject, a key's owner, which never
-// changes for a key and its rotations. Changing MiddlewareOptions.LimitKey
-// starts every limit afresh, credits included.
+//	apikey:rl:{acme}r10:per-second   "1773489600100000:1773489600000000"
+//	apikey:rl:{acme}q5:daily          "1773532800:17"
+//	apikey:rl:{acme}c7:credits:AbC123 "0:3"
 //
-// Credits that are never refilled have window end 0 and never expire, nor
-// does the string that holds them: redislimit keeps credits in Redis, and
-// their durability is Redis's (its persistence, replication and eviction
-// policy: use noeviction or volatile-* policies, never allkeys-*).
+// A rate holds its theoretical arrival time and the time of the call that
+// wrote it (Unix µs) and expires when it is whole again; a quota, or
+// credits refilled each day or month, holds its window's end (Unix s) and
+// the count spent in it and expires at the end of the window. A limit's
+// state is found again only under the same call subject: with the
+// middleware's default subject, a key's owner, which never changes for a
+// key and its rotations. Changing MiddlewareOptions.LimitKey starts every
+// limit afresh, credits included.
 //
-// Entries of limits that a call does not name are kept while they matter,
-// so that call sites with different limits for one subject do not reset
-// each other, and are dropped once expired. The window of a quota is
-// stored in the value, not in the key name, because it comes from Redis's
-// clock inside the script while every key a script touches must be named
-// by the caller.
+// # Durability of credits
+//
+// Credits that are never refilled hold window end 0. Their key expires
+// Options.CreditsTTL (by default two years) after their last spend, each
+// spend renewing it: credits left unspent for that long are forgotten,
+// and granted again in full. Beyond that, their durability is Redis's:
+// its persistence, replication and eviction policy are the operator's
+// (use noeviction or a volatile-* policy, never allkeys-*).
+//
+// # Clients
 //
 // It works with Redis 5 and later (and compatible servers) on one node,
 // with Sentinel or in a Cluster, through any redis.UniversalClient. A
-// client for a limiter should fail fast, and the middleware bounds each
-// call anyway (MiddlewareOptions.LimiterTimeout and its circuit breaker):
+// client for a limiter should fail fast, and honour the deadline the
+// middleware gives each call (MiddlewareOptions.LimiterTimeout, behind a
+// circuit breaker), so that a dead or hung server costs a request
+// milliseconds:
 //
 //	client := redis.NewClient(&redis.Options{
-//		Addr:         addr,
-//		DialTimeout:  100 * time.Millisecond,
-//		ReadTimeout:  50 * time.Millisecond,
-//		WriteTimeout: 50 * time.Millisecond,
-//		MaxRetries:   -1, // a retry would only add latency to a denial
-//		PoolTimeout:  50 * time.Millisecond,
+//		Addr:                  addr,
+//		ContextTimeoutEnabled: true, // honour the middleware's LimiterTimeout
+//		DialTimeout:           100 * time.Millisecond,
+//		DialerRetries:         1, // one dial: a refused connection fails at once
+//		ReadTimeout:           50 * time.Millisecond,
+//		WriteTimeout:          50 * time.Millisecond,
+//		PoolTimeout:           50 * time.Millisecond,
+//		MaxRetries:            -1, // no retries: the middleware's breaker and failure policy take over
 //	})
 package redislimit
 
@@ -66,6 +79,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,6 +92,9 @@ import (
 // DefaultPrefix is the default of Options.Prefix.
 const DefaultPrefix = "apikey:rl:"
 
+// DefaultCreditsTTL is the default of Options.CreditsTTL: two years.
+const DefaultCreditsTTL = 2 * 365 * 24 * time.Hour
+
 //go:embed limit.lua
 var scriptSource string
 
@@ -86,22 +103,34 @@ type Options struct {
 	// Prefix starts every storage key. It must not contain '{' or '}',
 	// which would change the Cluster hash tag. Default DefaultPrefix.
 	Prefix string
+
+	// CreditsTTL is how long the state of credits that are never
+	// refilled is kept after their last spend; credits left unspent for
+	// that long are forgotten, and granted again in full. It is rounded
+	// up to a millisecond. Zero means DefaultCreditsTTL; negative is an
+	// error.
+	CreditsTTL time.Duration
 }
 
 // Limiter is an apikey.Limiter on Redis. Create it with New; the zero value
 // is not usable. It is safe for concurrent use, and any number of Limiters,
 // in any number of processes, may share one Redis deployment and prefix.
 type Limiter struct {
-	client redis.UniversalClient
-	prefix string
-	script *redis.Script
+	client    redis.UniversalClient
+	prefix    string
+	creditsMS int64
+	allow     *redis.Script
+	peek      *redis.Script
 }
 
-var _ apikey.Limiter = (*Limiter)(nil)
+var (
+	_ apikey.Limiter     = (*Limiter)(nil)
+	_ apikey.LimitPeeker = (*Limiter)(nil)
+)
 
 // New returns a Limiter storing its state through client. It reports an
-// error wrapping apikey.ErrInvalidOptions when client is nil or the prefix
-// holds '{' or '}'. It does not contact Redis.
+// error wrapping apikey.ErrInvalidOptions when client is nil, the prefix
+// holds '{' or '}' or CreditsTTL is negative. It does not contact Redis.
 func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: redislimit: nil client", apikey.ErrInvalidOptions)
@@ -113,7 +142,20 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 	if strings.ContainsAny(prefix, "{}") {
 		return nil, fmt.Errorf("%w: redislimit: prefix %q contains '{' or '}'", apikey.ErrInvalidOptions, prefix)
 	}
-	return &Limiter{client: client, prefix: prefix, script: redis.NewScript(scriptSource)}, nil
+	ttl := opts.CreditsTTL
+	switch {
+	case ttl < 0:
+		return nil, fmt.Errorf("%w: redislimit: CreditsTTL %v is negative", apikey.ErrInvalidOptions, ttl)
+	case ttl == 0:
+		ttl = DefaultCreditsTTL
+	}
+	return &Limiter{
+		client:    client,
+		prefix:    prefix,
+		creditsMS: int64((ttl + time.Millisecond - 1) / time.Millisecond),
+		allow:     redis.NewScript("local peek = false\n" + scriptSource),
+		peek:      redis.NewScript("local peek = true\n" + scriptSource),
+	}, nil
 }
 
 // Allow takes cost from every limit in limits for subject in one round
@@ -121,8 +163,8 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 //
 // It reports an error wrapping apikey.ErrInvalidOptions when subject is
 // empty, cost is below 1, a limit is invalid (apikey.Limit.Validate, whose
-// bounds keep the script's arithmetic exact), a subject holds a newline or
-// two limits share a name and Subject. It reports an error wrapping
+// bounds keep the script's arithmetic exact) or two limits share a name
+// and Subject. It reports an error wrapping
 // apikey.ErrUnavailable (and the cause, such as a network error or ctx's
 // error) when Redis fails; a denial is never an error.
 //
@@ -133,33 +175,40 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 // rounded up to a whole microsecond, so a limit is never more permissive
 // than configured.
 func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
-	if err := validate(subject, ls, cost); err != nil {
-		return apikey.LimitResult{}, err
+	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
 	}
+	return l.run(ctx, l.allow, subject, ls, cost)
+}
+
+// Peek reports what Allow with a cost of 1 would answer for subject and
+// limits, in one round trip that writes nothing; see apikey.LimitPeeker.
+// It reports the errors Allow reports.
+func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (apikey.LimitResult, error) {
+	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
+		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
+	}
+	return l.run(ctx, l.peek, subject, ls, 1)
+}
+
+// run runs script (Allow's or Peek's) for a call whose arguments are
+// valid.
+func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
 	if len(ls) == 0 {
 		return apikey.LimitResult{Allowed: true}, nil
 	}
-
-	args := make([]any, 1, 1+3*len(ls))
-	args[0] = cost
+	args := make([]any, 2, 2+2*len(ls))
+	args[0], args[1] = cost, l.creditsMS
 	for i := range ls {
 		lim := &ls[i]
-		// The script finds a limit's entry by "\n<entry>=".
-		pat := "\n" + lim.Name + "="
-		if lim.Subject != "" {
-			// The kind's initial (r, q or c) tells the kinds apart.
-			pat = "\n" + lim.Name + "@" + lim.Kind.String()[:1] + lim.Subject + "="
-		}
 		if lim.Kind == apikey.KindRate {
 			t, burst := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
-			args = append(args, pat, t, burst)
+			args = append(args, t, burst)
 		} else {
-			args = append(args, pat, -lim.Count, int64(lim.Window))
+			args = append(args, -lim.Count, int64(lim.Window))
 		}
 	}
-	keys := []string{l.prefix + "{" + subject + "}"}
-
-	vals, err := l.script.Run(ctx, l.client, keys, args...).Int64Slice()
+	vals, err := script.Run(ctx, l.client, l.keys(subject, ls), args...).Int64Slice()
 	if err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
 	}
@@ -185,16 +234,49 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	return res, nil
 }
 
-// validate checks the arguments of Allow, and that no Subject holds a
-// newline (the script's entries are lines).
-func validate(subject string, ls []apikey.Limit, cost int64) error {
-	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
-		return fmt.Errorf("redislimit: %w", err)
-	}
+// keys names the state of each limit of a call for subject, in one hash
+// slot: see the package documentation.
+func (l *Limiter) keys(subject string, ls []apikey.Limit) []string {
+	keys := make([]string, len(ls))
+	b := make([]byte, 0, 64)
+	b = append(b, l.prefix...)
+	b = append(b, '{')
+	b = appendTag(b, subject)
+	b = append(b, '}')
+	base := len(b)
 	for i := range ls {
-		if strings.ContainsRune(ls[i].Subject, '\n') {
-			return fmt.Errorf("%w: redislimit: limit %q: Subject contains a newline", apikey.ErrInvalidOptions, ls[i].Name)
+		lim := &ls[i]
+		b = append(b[:base], "?rqc"[lim.Kind])
+		b = strconv.AppendInt(b, int64(len(lim.Name)), 10)
+		b = append(b, ':')
+		b = append(b, lim.Name...)
+		if lim.Subject != "" {
+			b = append(b, ':')
+			b = append(b, lim.Subject...)
+		}
+		keys[i] = string(b)
+	}
+	return keys
+}
+
+// appendTag appends subject as the hash tag of its keys: '%', '{' and '}'
+// percent-encoded, so that the tag ends at the first '}' and two subjects
+// never share one.
+func appendTag(b []byte, subject string) []byte {
+	if !strings.ContainsAny(subject, "%{}") {
+		return append(b, subject...)
+	}
+	for i := 0; i < len(subject); i++ {
+		switch c := subject[i]; c {
+		case '%':
+			b = append(b, "%25"...)
+		case '{':
+			b = append(b, "%7B"...)
+		case '}':
+			b = append(b, "%7D"...)
+		default:
+			b = append(b, c)
 		}
 	}
-	return nil
+	return b
 }

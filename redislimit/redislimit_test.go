@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -37,7 +38,7 @@ func newMiniredis(t *testing.T, clock *limitertest.Clock) (*miniredis.Miniredis,
 	return mr, c
 }
 
-func newLimiter(t *testing.T, c redis.UniversalClient, prefix string) *redislimit.Limiter {
+func newLimiter(t testing.TB, c redis.UniversalClient, prefix string) *redislimit.Limiter {
 	t.Helper()
 	l, err := redislimit.New(c, redislimit.Options{Prefix: prefix})
 	require.NoError(t, err)
@@ -48,7 +49,7 @@ func newLimiter(t *testing.T, c redis.UniversalClient, prefix string) *redislimi
 // APIKEY_TEST_REDIS_ADDR after checking it answers. It skips the test when
 // the variable is unset, and when the server is unreachable unless CI=true,
 // where it fails.
-func realRedis(t *testing.T) string {
+func realRedis(t testing.TB) string {
 	t.Helper()
 	addr := os.Getenv("APIKEY_TEST_REDIS_ADDR")
 	if addr == "" {
@@ -69,14 +70,21 @@ func realRedis(t *testing.T) string {
 
 // testPrefix returns a prefix of its own for one test run, and deletes its
 // keys at the end of the test.
-func testPrefix(t *testing.T, c redis.UniversalClient) string {
+func testPrefix(t testing.TB, c redis.UniversalClient) string {
 	t.Helper()
 	prefix := "apikey:test:" + rand.Text()[:12] + ":"
 	t.Cleanup(func() {
 		ctx := context.Background()
+		var keys []string
 		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 		for iter.Next(ctx) {
-			c.Del(ctx, iter.Val())
+			if keys = append(keys, iter.Val()); len(keys) == 1000 {
+				c.Unlink(ctx, keys...)
+				keys = keys[:0]
+			}
+		}
+		if len(keys) > 0 {
+			c.Unlink(ctx, keys...)
 		}
 	})
 	return prefix
@@ -122,6 +130,8 @@ func TestNewValidatesOptions(t *testing.T) {
 		{"PrefixWithOpeningBrace", c, "a{b:", false},
 		{"PrefixWithClosingBrace", c, "a}b:", false},
 	}
+	_, err := redislimit.New(c, redislimit.Options{CreditsTTL: -time.Second})
+	require.ErrorIs(t, err, apikey.ErrInvalidOptions, "negative CreditsTTL")
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := redislimit.New(tc.client, redislimit.Options{Prefix: tc.prefix})
@@ -161,83 +171,97 @@ func TestStorageKeys(t *testing.T) {
 	clock := limitertest.NewClock(limitertest.Start())
 	mr, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, "app:")
-	limits := []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 0), apikey.Quota("daily", 100, apikey.Day)}
-	res, err := l.Allow(context.Background(), "abc123", limits, 1)
+	ctx := context.Background()
+	credits := apikey.Credits("credits", 5, apikey.Never)
+	credits.Subject = "AbC"
+	monthly := apikey.Credits("monthly", 5, apikey.Month)
+	monthly.Subject = "AbC"
+	limits := []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 0), apikey.Quota("daily", 100, apikey.Day), credits, monthly}
+	res, err := l.Allow(ctx, "abc123", limits, 1)
 	require.NoError(t, err)
 	require.True(t, res.Allowed)
 
-	// One key per key id, holding every limit; it lives as long as its
-	// longest-lived entry, the quota's, until midnight UTC.
-	const key = "app:{abc123}"
-	assert.Equal(t, []string{key}, mr.Keys())
-	assert.Equal(t, 12*time.Hour, mr.TTL(key))
+	// One key per limit of the subject, each expiring on its own: a rate
+	// when it is whole again, a quota or credits refilled at the end of the
+	// window, credits never refilled after CreditsTTL.
+	now := limitertest.Start().UnixMicro()
 	midnight := time.Date(2026, 3, 15, 0, 0, 0, 0, time.UTC).Unix()
-	tat := limitertest.Start().Add(100 * time.Millisecond).UnixMicro()
-	v, err := mr.Get(key)
-	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprintf("\nper-second=%d\ndaily=%d:1\n", tat, midnight), v)
+	april := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+	want := []struct {
+		key, value string
+		ttl        time.Duration
+	}{
+		{"app:{abc123}r10:per-second", fmt.Sprintf("%d:%d", now+100_000, now), 100 * time.Millisecond},
+		{"app:{abc123}q5:daily", fmt.Sprintf("%d:1", midnight), 12 * time.Hour},
+		{"app:{abc123}c7:credits:AbC", "0:1", redislimit.DefaultCreditsTTL},
+		{"app:{abc123}c7:monthly:AbC", fmt.Sprintf("%d:1", april.Unix()), april.Sub(limitertest.Start())},
+	}
+	var keys []string
+	for _, w := range want {
+		keys = append(keys, w.key)
+		v, err := mr.Get(w.key)
+		require.NoError(t, err, w.key)
+		assert.Equal(t, w.value, v, w.key)
+		assert.Equal(t, w.ttl, mr.TTL(w.key), w.key)
+	}
+	assert.ElementsMatch(t, keys, mr.Keys())
 
-	// A call with other limits keeps the entries it does not name while
-	// they matter, and drops them once expired.
-	hourly := []apikey.Limit{apikey.Quota("hourly", 5, apikey.Hour)}
-	_, err = l.Allow(context.Background(), "abc123", hourly, 1)
+	// A call reads and writes only its own keys.
+	clock.Advance(50 * time.Millisecond)
+	res, err = l.Allow(ctx, "abc123", limits[1:2], 1)
 	require.NoError(t, err)
-	hour := time.Date(2026, 3, 14, 13, 0, 0, 0, time.UTC).Unix()
-	v, err = mr.Get(key)
+	require.Equal(t, int64(98), res.Remaining)
+	v, err := mr.Get(want[0].key)
 	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprintf("\nper-second=%d\ndaily=%d:1\nhourly=%d:1\n", tat, midnight, hour), v)
-	assert.Equal(t, 12*time.Hour, mr.TTL(key))
+	assert.Equal(t, want[0].value, v)
+	assert.Equal(t, 50*time.Millisecond, mr.TTL(want[0].key))
+	assert.Equal(t, want[2].ttl-50*time.Millisecond, mr.TTL(want[2].key))
 
-	clock.Advance(100 * time.Millisecond)
-	_, err = l.Allow(context.Background(), "abc123", hourly, 1)
-	require.NoError(t, err)
-	v, err = mr.Get(key)
-	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprintf("\ndaily=%d:1\nhourly=%d:2\n", midnight, hour), v)
-
-	// Past the hour only the daily quota is left; a new hourly window
-	// starts from zero.
-	clock.Advance(time.Hour)
-	_, err = l.Allow(context.Background(), "abc123", limits[1:], 1)
-	require.NoError(t, err)
-	v, err = mr.Get(key)
-	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprintf("\ndaily=%d:2\n", midnight), v)
-	assert.Equal(t, 12*time.Hour-time.Hour-100*time.Millisecond, mr.TTL(key))
-
-	// The state disappears when it stops mattering.
-	clock.Advance(11 * time.Hour)
-	assert.Empty(t, mr.Keys())
+	// The rate's state disappears when it is whole again, the quota's at
+	// midnight, the monthly credits' at the end of the month.
+	clock.Advance(50 * time.Millisecond)
+	assert.False(t, mr.Exists(want[0].key))
+	clock.Set(time.Unix(midnight, 0))
+	assert.ElementsMatch(t, keys[2:], mr.Keys())
+	clock.Set(april)
+	assert.Equal(t, keys[2:3], mr.Keys())
 }
 
-// TestExpiryIsTheLongestEntry checks that the key outlives every entry,
-// including one the current call does not name.
-func TestExpiryIsTheLongestEntry(t *testing.T) {
+// The state of credits never refilled is kept CreditsTTL after their last
+// spend, each spend renewing it; then it is forgotten.
+func TestCreditsTTL(t *testing.T) {
 	t.Parallel()
 	clock := limitertest.NewClock(limitertest.Start())
 	mr, c := newMiniredis(t, clock)
-	l := newLimiter(t, c, "")
+	l, err := redislimit.New(c, redislimit.Options{CreditsTTL: 30 * 24 * time.Hour})
+	require.NoError(t, err)
 	ctx := context.Background()
-	slow := []apikey.Limit{apikey.Rate("slow", 1, time.Hour, 3)}
-	fast := []apikey.Limit{apikey.Rate("fast", 10, time.Second, 0)}
-	for range 2 {
-		_, err := l.Allow(ctx, "k", slow, 1)
+	credits := []apikey.Limit{apikey.Credits("credits", 2, apikey.Never)}
+	credits[0].Subject = "key"
+	spend := func() apikey.LimitResult {
+		res, err := l.Allow(ctx, "owner", credits, 1)
 		require.NoError(t, err)
+		return res
 	}
-	_, err := l.Allow(ctx, "k", fast, 1)
-	require.NoError(t, err)
-	assert.Equal(t, 2*time.Hour, mr.TTL(redislimit.DefaultPrefix+"{k}"))
-
-	clock.Advance(time.Hour)
-	res, err := l.Allow(ctx, "k", slow, 1)
-	require.NoError(t, err)
+	require.True(t, spend().Allowed)
+	clock.Advance(29 * 24 * time.Hour)
+	require.True(t, spend().Allowed, "credits lost before CreditsTTL")
+	clock.Advance(29 * 24 * time.Hour)
+	require.False(t, spend().Allowed, "the spend did not renew the credits' state")
+	key := redislimit.DefaultPrefix + "{owner}c7:credits:key"
+	assert.Equal(t, 24*time.Hour, mr.TTL(key), "a denied call renewed the state")
+	// 30 days after the last spend, the credits are forgotten: granted
+	// again in full.
+	clock.Advance(24 * time.Hour)
+	assert.False(t, mr.Exists(key))
+	res := spend()
 	require.True(t, res.Allowed)
-	assert.Equal(t, int64(1), res.Remaining, "the slow rate's state was lost")
+	assert.Equal(t, int64(1), res.Remaining)
 }
 
-// TestNames checks that names holding the entry syntax ('=', ':') keep
-// states of their own, a rate's apart from a quota's, and that a newline is
-// rejected.
+// TestNames checks that names and limit Subjects holding the key syntax
+// (':', digits, braces) keep states of their own, a rate's apart from a
+// quota's, and that invalid names are rejected.
 func TestNames(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -261,12 +285,11 @@ func TestNames(t *testing.T) {
 			ctx := context.Background()
 			id := apikey.NewID()
 			// Names that prefix one another, and limits with their own
-			// Subject (whose entry is "<name>@<kind><Subject>"), each have
-			// a state of their own.
+			// Subject, each have a state of their own.
 			var lims []apikey.Limit
 			for _, name := range []string{"a", "a:1", "a/b", "a.b", "a*", "a-1", "A_b", "a:"} {
 				lims = append(lims, apikey.Quota(name, 2, apikey.Day), apikey.Rate(name, 2, time.Hour, 0))
-				for _, sub := range []string{"x", "x=", "x=1", "=", "a b", "ü", "{x}"} {
+				for _, sub := range []string{"x", "x=", "x=1", "=", "a b", "ü", "{x}", "}", "1:a", ":", "a\nb", "\n"} {
 					for _, lim := range []apikey.Limit{apikey.Quota(name, 2, apikey.Day), apikey.Rate(name, 2, time.Hour, 0), apikey.Credits(name, 2, apikey.Never)} {
 						lim.Subject = sub
 						lims = append(lims, lim)
@@ -286,10 +309,6 @@ func TestNames(t *testing.T) {
 				_, err := l.Allow(ctx, id, []apikey.Limit{apikey.Quota(name, 1, apikey.Day)}, 1)
 				require.ErrorIs(t, err, apikey.ErrInvalidOptions, "%q", name)
 			}
-			bad := apikey.Credits("c", 1, apikey.Never)
-			bad.Subject = "a\nb"
-			_, err := l.Allow(ctx, id, []apikey.Limit{bad}, 1)
-			require.ErrorIs(t, err, apikey.ErrInvalidOptions)
 		})
 	}
 }
@@ -349,7 +368,11 @@ func TestScriptFlushIsRecovered(t *testing.T) {
 			id := apikey.NewID()
 			for _, want := range []int64{2, 1, 0} {
 				require.NoError(t, c.ScriptFlush(ctx).Err())
-				res, err := l.Allow(ctx, id, q, 1)
+				res, err := l.Peek(ctx, id, q)
+				require.NoError(t, err, "NOSCRIPT not recovered by Peek")
+				require.Equal(t, want, res.Remaining)
+				require.NoError(t, c.ScriptFlush(ctx).Err())
+				res, err = l.Allow(ctx, id, q, 1)
 				require.NoError(t, err, "NOSCRIPT not recovered")
 				require.True(t, res.Allowed)
 				require.Equal(t, want, res.Remaining)
@@ -447,7 +470,9 @@ func TestInstancesShareAQuota(t *testing.T) {
 	assert.Equal(t, int64(1000-101), res.Remaining)
 }
 
-func TestKeysNeverHoldMoreThanTheKeyID(t *testing.T) {
+// Keys hold nothing but the prefix, the subject, the limits' kinds and
+// names, and their Subjects.
+func TestKeysHoldOnlyTheCallsNames(t *testing.T) {
 	t.Parallel()
 	_, c := newMiniredis(t, limitertest.NewClock(limitertest.Start()))
 	l := newLimiter(t, c, "")
@@ -457,7 +482,230 @@ func TestKeysNeverHoldMoreThanTheKeyID(t *testing.T) {
 	require.NoError(t, err)
 	keys, err := c.Keys(ctx, "*").Result()
 	require.NoError(t, err)
-	assert.Equal(t, []string{redislimit.DefaultPrefix + "{" + id + "}"}, keys)
+	p := redislimit.DefaultPrefix + "{" + id + "}"
+	assert.ElementsMatch(t, []string{p + "q5:daily", p + "r1:r"}, keys)
+}
+
+// hashTag returns what Redis Cluster hashes of key: the part between the
+// first '{' and the first '}' after it, when not empty; else the whole key.
+func hashTag(key string) string {
+	if s := strings.IndexByte(key, '{'); s >= 0 {
+		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
+			return key[s+1 : s+1+e]
+		}
+	}
+	return key
+}
+
+// checkKeys checks that two (subject, limit) pairs have the same key only
+// when they are the same pair, and that a key's hash tag is its subject's
+// alone.
+func checkKeys(t *testing.T, l *redislimit.Limiter, s1 string, l1 apikey.Limit, s2 string, l2 apikey.Limit) {
+	t.Helper()
+	k1, k2 := redislimit.Keys(l, s1, []apikey.Limit{l1})[0], redislimit.Keys(l, s2, []apikey.Limit{l2})[0]
+	same := s1 == s2 && l1.Name == l2.Name && l1.Kind == l2.Kind && l1.Subject == l2.Subject
+	if (k1 == k2) != same {
+		t.Fatalf("(%q, %q %v %q) has key %q, (%q, %q %v %q) has key %q", s1, l1.Name, l1.Kind, l1.Subject, k1, s2, l2.Name, l2.Kind, l2.Subject, k2)
+	}
+	if tag1, tag2 := hashTag(k1), hashTag(k2); (tag1 == tag2) != (s1 == s2) || tag1 == k1 || tag2 == k2 {
+		t.Fatalf("subjects %q and %q have hash tags %q and %q", s1, s2, tag1, tag2)
+	}
+}
+
+// No two distinct (subject, kind, name, limit Subject) share a key, and all
+// keys of a subject share one hash tag that no other subject has, whatever
+// characters they hold.
+func TestKeysNeverCollide(t *testing.T) {
+	t.Parallel()
+	l := newLimiter(t, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), "p:")
+	subjects := []string{"a", "a}", "}a", "}", "{", "{a}", "a{b}c", "%", "%7D", "%7B", "%25", "a%7Db", "a:b", "a}q1:b", "a}}", "a b", "ü"}
+	names := []string{"a", "b", "a1", "a:1", "a:", "q1:a", "a:b", "a%", "a}"}
+	subs := []string{"", "1", ":", "a", "b", "1:a", ":a", "a:b", "}", "{", "\n"}
+	var pairs []struct {
+		subject string
+		limit   apikey.Limit
+	}
+	for _, s := range subjects {
+		for _, n := range names {
+			if !strings.ContainsAny(n, "}") { // not a valid name: skipped
+				for _, u := range subs {
+					for _, lim := range []apikey.Limit{apikey.Rate(n, 1, time.Second, 0), apikey.Quota(n, 1, apikey.Day), apikey.Credits(n, 1, apikey.Never)} {
+						lim.Subject = u
+						pairs = append(pairs, struct {
+							subject string
+							limit   apikey.Limit
+						}{s, lim})
+					}
+				}
+			}
+		}
+	}
+	seen := map[string]int{}
+	for i, p := range pairs {
+		k := redislimit.Keys(l, p.subject, []apikey.Limit{p.limit})[0]
+		if j, ok := seen[k]; ok {
+			checkKeys(t, l, pairs[j].subject, pairs[j].limit, p.subject, p.limit)
+		}
+		seen[k] = i
+		tag := hashTag(k)
+		require.NotEqual(t, k, tag, "%q has no hash tag", k)
+		require.Equal(t, hashTag(redislimit.Keys(l, p.subject, []apikey.Limit{apikey.Quota("z", 1, apikey.Day)})[0]), tag)
+	}
+	require.Len(t, seen, len(pairs))
+	for i := range subjects {
+		for j := range i {
+			checkKeys(t, l, subjects[i], apikey.Quota("a", 1, apikey.Day), subjects[j], apikey.Quota("a", 1, apikey.Day))
+		}
+	}
+}
+
+func FuzzKeysNeverCollide(f *testing.F) {
+	f.Add("a", "a", uint8(1), "", "a", "a", uint8(2), "")
+	f.Add("a}", "b", uint8(2), "1", "a", "b", uint8(2), "}1")
+	f.Add("a", "a:1", uint8(3), "b", "a", "a", uint8(3), "1:b")
+	f.Add("%7D", "a", uint8(3), "", "}", "a", uint8(3), "")
+	l := newLimiter(f, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), "")
+	f.Fuzz(func(t *testing.T, s1, n1 string, k1 uint8, u1, s2, n2 string, k2 uint8, u2 string) {
+		l1 := apikey.Limit{Name: n1, Kind: apikey.LimitKind(k1%3 + 1), Subject: u1}
+		l2 := apikey.Limit{Name: n2, Kind: apikey.LimitKind(k2%3 + 1), Subject: u2}
+		if s1 == "" || s2 == "" || !validName(n1) || !validName(n2) {
+			return
+		}
+		checkKeys(t, l, s1, l1, s2, l2)
+	})
+}
+
+// validName reports whether apikey accepts name for a limit.
+func validName(name string) bool {
+	return apikey.Quota(name, 1, apikey.Day).Validate() == nil
+}
+
+// Peek writes nothing, not even the state of a rate that Allow would move
+// after the clock stepped back.
+func TestPeekWritesNothing(t *testing.T) {
+	t.Parallel()
+	clock := limitertest.NewClock(limitertest.Start())
+	mr, c := newMiniredis(t, clock)
+	l := newLimiter(t, c, "")
+	ctx := context.Background()
+	credits := apikey.Credits("credits", 2, apikey.Never)
+	credits.Subject = "key"
+	limits := []apikey.Limit{apikey.Rate("r", 2, time.Hour, 0), apikey.Quota("q", 2, apikey.Day), credits}
+	for range 2 {
+		res, err := l.Allow(ctx, "owner", limits, 1)
+		require.NoError(t, err)
+		require.True(t, res.Allowed)
+	}
+	snapshot := func() map[string]string {
+		m := map[string]string{}
+		for _, k := range mr.Keys() {
+			v, err := mr.Get(k)
+			require.NoError(t, err)
+			m[k] = fmt.Sprintf("%s %v", v, mr.TTL(k))
+		}
+		return m
+	}
+	before := snapshot()
+	clock.Set(clock.Now().Add(-time.Hour))
+	for _, ls := range [][]apikey.Limit{limits, limits[:1], {apikey.Quota("new", 1, apikey.Day)}} {
+		res, err := l.Peek(ctx, "owner", ls)
+		require.NoError(t, err)
+		require.Equal(t, len(ls) == 1 && ls[0].Name == "new", res.Allowed)
+		assert.Equal(t, before, snapshot())
+	}
+	res, err := l.Allow(ctx, "owner", limits[:1], 1)
+	require.NoError(t, err)
+	require.False(t, res.Allowed)
+	assert.NotEqual(t, before, snapshot(), "Allow did not move the rate's state to the stepped-back clock")
+}
+
+// BenchmarkHistory times one call (a daily quota and a key's credits) for
+// a subject with one past key's credits and for a subject with 10,000, on
+// the Redis of APIKEY_TEST_REDIS_ADDR when set, on miniredis otherwise: a
+// call costs what its own limits cost, whatever the subject's history.
+func BenchmarkHistory(b *testing.B) {
+	var c redis.UniversalClient
+	prefix := ""
+	if os.Getenv("APIKEY_TEST_REDIS_ADDR") != "" {
+		rc := redis.NewClient(&redis.Options{Addr: realRedis(b)})
+		b.Cleanup(func() { _ = rc.Close() })
+		c, prefix = rc, testPrefix(b, rc)
+	} else {
+		mr := miniredis.RunT(b)
+		rc := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		b.Cleanup(func() { _ = rc.Close() })
+		c = rc
+	}
+	l := newLimiter(b, c, prefix)
+	ctx := context.Background()
+	credits := func(key string, n int64) apikey.Limit {
+		l := apikey.Credits("credits", n, apikey.Never)
+		l.Subject = key
+		return l
+	}
+	const batch = 100
+	for _, past := range []int{1, 10_000} {
+		for _, mode := range []string{"serial", "parallel"} {
+			b.Run(fmt.Sprintf("past=%d/mode=%s", past, mode), func(b *testing.B) {
+				subject := apikey.NewID()
+				ls := make([]apikey.Limit, 0, batch)
+				for i := range past {
+					ls = append(ls, credits(apikey.NewID(), 1))
+					if len(ls) == batch || i == past-1 {
+						res, err := l.Allow(ctx, subject, ls, 1)
+						require.NoError(b, err)
+						require.True(b, res.Allowed)
+						ls = ls[:0]
+					}
+				}
+				call := []apikey.Limit{apikey.Quota("daily", 1e13, apikey.Day), credits(apikey.NewID(), 1e13)}
+				do := func() {
+					res, err := l.Allow(ctx, subject, call, 1)
+					if err != nil || !res.Allowed {
+						b.Fatalf("Allow: %v, %+v", err, res)
+					}
+				}
+				b.ReportAllocs()
+				if mode == "serial" {
+					for b.Loop() {
+						do()
+					}
+					return
+				}
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						do()
+					}
+				})
+			})
+		}
+	}
+}
+
+// The client settings the package documentation advises are those of
+// newClient, which compiles and runs in Example.
+func TestPackageDocQuotesNewClient(t *testing.T) {
+	t.Parallel()
+	options := func(file, start, end, prefix string) []string {
+		b, err := os.ReadFile(file)
+		require.NoError(t, err)
+		_, rest, ok := strings.Cut(string(b), start)
+		require.True(t, ok, "%s: no %q", file, start)
+		body, _, ok := strings.Cut(rest, end)
+		require.True(t, ok, "%s: no %q", file, end)
+		var lines []string
+		for line := range strings.Lines(body) {
+			line, ok := strings.CutPrefix(line, prefix)
+			require.True(t, ok, "%s: %q", file, line)
+			lines = append(lines, strings.TrimSpace(line))
+		}
+		return lines
+	}
+	doc := options("redislimit.go", "//\tclient := redis.NewClient(&redis.Options{\n", "//\t})", "//")
+	example := options("example_test.go", "return redis.NewClient(&redis.Options{\n", "\t})", "")
+	assert.Equal(t, example, doc)
+	assert.Contains(t, doc, "ContextTimeoutEnabled: true, // honour the middleware's LimiterTimeout")
 }
 
 func FuzzAllowMiniredis(f *testing.F) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -102,7 +103,7 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 				idArr.WriteByte(c)
 			}
 			idArr.WriteByte('"')
-			atArr.WriteString(uses[id].UTC().Truncate(time.Microsecond).Format(pgArrayTime))
+			atArr.WriteString(apikey.UTCMicro(uses[id]).Format(pgArrayTime))
 		}
 		idArr.WriteByte('}')
 		atArr.WriteByte('}')
@@ -226,12 +227,15 @@ func queryIDs(ctx context.Context, q interface {
 
 // Rotate implements apikey.Rotator in one transaction: a conditional
 // UPDATE of the old key (expires_at, rotated_to, rotated_at, revision;
-// only if it is neither revoked nor rotated, which the row lock makes
-// atomic), then the INSERT of successor. Nothing is written
-// unless both succeed. The old key's state decides the error when the
-// UPDATE matched nothing: apikey.ErrNotFound, apikey.ErrRevoked or
-// apikey.ErrRotated; a successor id that exists gives apikey.ErrConflict.
-func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time, successor *apikey.Key) error {
+// only at old.Revision and if it is neither revoked nor rotated, which the
+// row lock makes atomic), the UPDATE that ends the grace of the old key's
+// predecessor (old.RotatedFrom) unless it is revoked or ends sooner, then
+// the INSERT of successor. Nothing is written unless all succeed. When
+// the first UPDATE matched nothing, the old key's state decides the
+// error: apikey.ErrNotFound, apikey.ErrRevoked, apikey.ErrRotated, or
+// apikey.ErrConflict for a changed revision; a successor id that exists
+// gives apikey.ErrConflict.
+func (s *Store) Rotate(ctx context.Context, old *apikey.Key, oldExpiresAt time.Time, successor *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -242,8 +246,8 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 	var outcome error // a sentinel answer, not a failure
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		outcome = nil
-		until := s.d.timeArg(oldExpiresAt)
-		res, err := tx.ExecContext(ctx, s.q.rotateOld, until, until, successor.ID, s.d.timeArg(successor.CreatedAt), oldID)
+		until, created := s.d.timeArg(oldExpiresAt), s.d.timeArg(successor.CreatedAt)
+		res, err := tx.ExecContext(ctx, s.q.rotateOld, until, until, successor.ID, created, old.ID, old.Revision)
 		if err != nil {
 			return err
 		}
@@ -252,8 +256,14 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 			return err
 		}
 		if n == 0 {
-			if outcome, err = s.rotateRefusal(ctx, tx, oldID); err != nil || outcome != nil {
-				return errors.Join(outcome, err)
+			if outcome, err = s.rotateRefusal(ctx, tx, old.ID); err == nil && outcome == nil {
+				outcome = fmt.Errorf("sqlstore: rotation of key %s at revision %d: %w", old.ID, old.Revision, apikey.ErrConflict)
+			}
+			return errors.Join(outcome, err)
+		}
+		if old.RotatedFrom != "" && created != nil {
+			if _, err := tx.ExecContext(ctx, s.q.endGrace, created, old.RotatedFrom, created); err != nil {
+				return err
 			}
 		}
 		if _, err := tx.ExecContext(ctx, s.q.insert, args...); err != nil {
@@ -275,8 +285,8 @@ func (s *Store) Rotate(ctx context.Context, oldID string, oldExpiresAt time.Time
 }
 
 // rotateRefusal explains why the old key of a rotation was not updated:
-// ErrNotFound, ErrRevoked or ErrRotated; nil if nothing stands in the way
-// (MySQL reports no changed row when the values were already in place).
+// ErrNotFound, ErrRevoked or ErrRotated; nil if none of them, that is if
+// its revision changed.
 func (s *Store) rotateRefusal(ctx context.Context, tx *sql.Tx, id string) (error, error) {
 	var (
 		revoked   = timeCol{d: s.d, t: new(time.Time)}
@@ -294,4 +304,60 @@ func (s *Store) rotateRefusal(ctx context.Context, tx *sql.Tx, id string) (error
 		return apikey.ErrRotated, nil
 	}
 	return nil, nil
+}
+
+// Purge implements apikey.Purger: on PostgreSQL and SQLite one DELETE ...
+// WHERE id IN (SELECT id ... LIMIT ?) RETURNING id. On MySQL, which lacks
+// RETURNING, a SELECT of the ids without locks then a DELETE of those ids
+// that checks the condition again; ids that a concurrent change kept
+// alive are left out of the answer. A limit of 0 or less deletes nothing.
+// No index serves the condition: each call reads the table until it found
+// limit dead keys.
+func (s *Store) Purge(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return []string{}, nil
+	}
+	b := s.d.timeArg(before)
+	if b == nil { // nothing is dead before the zero time
+		return []string{}, nil
+	}
+	if s.d != MySQL {
+		ids, err := queryIDs(ctx, s.db, s.q.purge, b, b, limit, b, b)
+		if err != nil {
+			return nil, s.fail(ctx, "purge", err)
+		}
+		if ids == nil {
+			ids = []string{}
+		}
+		return ids, nil
+	}
+	ids, err := queryIDs(ctx, s.db, s.q.deadIDs, b, b, limit)
+	if err != nil {
+		return nil, s.fail(ctx, "purge", err)
+	}
+	if len(ids) == 0 {
+		return []string{}, nil
+	}
+	in := placeholders(len(ids))
+	args := make([]any, 0, len(ids)+2)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	tb := s.table.quoted(s.d)
+	res, err := s.db.ExecContext(ctx, "DELETE FROM "+tb+" WHERE id IN ("+in+") AND (revoked_at < ? OR expires_at < ?)",
+		append(args, b, b)...)
+	if err != nil {
+		return nil, s.fail(ctx, "purge", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || int(n) < len(ids) {
+		left, err := queryIDs(ctx, s.db, "SELECT id FROM "+tb+" WHERE id IN ("+in+")", args...)
+		if err != nil {
+			return nil, s.fail(ctx, "purge", err)
+		}
+		ids = slices.DeleteFunc(ids, func(id string) bool { return slices.Contains(left, id) })
+	}
+	return ids, nil
 }

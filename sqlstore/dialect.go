@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gokeys/apikey"
 )
 
 // Dialect selects the SQL flavour of a Store: Postgres, MySQL or SQLite.
@@ -78,7 +80,7 @@ func (d Dialect) timeArg(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	t = t.UTC().Truncate(time.Microsecond)
+	t = apikey.UTCMicro(t)
 	switch d {
 	case MySQL:
 		return t.Format("2006-01-02 15:04:05.000000")
@@ -88,11 +90,17 @@ func (d Dialect) timeArg(t time.Time) any {
 	return t
 }
 
-// scanTime converts a time column read by the driver: NULL is the zero
-// time; PostgreSQL gives a time.Time; MySQL gives text, or a time.Time with
-// parseTime=true whose wall clock is the stored UTC time whatever the loc
-// parameter; SQLite gives Unix microseconds.
+// scanTime converts a time column read by the driver, to UTC truncated to
+// the microsecond (apikey.UTCMicro): NULL is the zero time; PostgreSQL
+// gives a time.Time; MySQL gives text, or a time.Time with parseTime=true
+// whose wall clock is the stored UTC time whatever the loc parameter;
+// SQLite gives Unix microseconds.
 func (d Dialect) scanTime(src any) (time.Time, error) {
+	t, err := d.scanRawTime(src)
+	return apikey.UTCMicro(t), err
+}
+
+func (d Dialect) scanRawTime(src any) (time.Time, error) {
 	switch v := src.(type) {
 	case nil:
 		return time.Time{}, nil

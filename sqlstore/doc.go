@@ -23,9 +23,10 @@
 //
 // # Schema
 //
-// Migrate creates the table and its index if they do not exist;
-// Dialect.Schema returns the same statements for migration tools. With the
-// default table name "api_keys":
+// Migrate creates the keys table, its index and the customers table if
+// they do not exist; Dialect.Schema returns the same statements for
+// migration tools. With the default table name "api_keys" (whose
+// customers table is "api_customers"):
 //
 // PostgreSQL:
 //
@@ -50,9 +51,23 @@
 //	    disabled     BOOLEAN NOT NULL DEFAULT FALSE,
 //	    rotated_at   TIMESTAMPTZ NULL,
 //	    lineage      TEXT COLLATE "C" NOT NULL DEFAULT '',
-//	    limits       TEXT NULL
+//	    limits       TEXT NULL,
+//	    paused       BOOLEAN NOT NULL DEFAULT FALSE
 //	);
-//	CREATE INDEX IF NOT EXISTS "api_keys_owner_idx" ON "api_keys" (owner, id);
+//	CREATE INDEX IF NOT EXISTS "api_keys_owner_created_idx" ON "api_keys" (owner, created_at NULLS FIRST, id);
+//	CREATE TABLE IF NOT EXISTS "api_customers" (
+//	    id         TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+//	    plan       TEXT NOT NULL,
+//	    scopes     TEXT NOT NULL,
+//	    max_keys   INTEGER NOT NULL,
+//	    limits     TEXT NULL,
+//	    credits    BIGINT NOT NULL,
+//	    suspended  BOOLEAN NOT NULL,
+//	    metadata   TEXT NOT NULL,
+//	    created_at TIMESTAMPTZ NULL,
+//	    updated_at TIMESTAMPTZ NULL,
+//	    revision   BIGINT NOT NULL
+//	);
 //
 // MySQL and MariaDB (ids compare as bytes: base62 is case-sensitive):
 //
@@ -78,8 +93,23 @@
 //	    rotated_at   DATETIME(6) NULL,
 //	    lineage      VARBINARY(64) NOT NULL DEFAULT '',
 //	    limits       TEXT NULL,
+//	    paused       BOOLEAN NOT NULL DEFAULT FALSE,
 //	    PRIMARY KEY (id),
-//	    KEY owner_id (owner, id)
+//	    KEY owner_created (owner, created_at, id)
+//	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+//	CREATE TABLE IF NOT EXISTS `api_customers` (
+//	    id         VARBINARY(255) NOT NULL,
+//	    plan       VARCHAR(255) NOT NULL,
+//	    scopes     TEXT NOT NULL,
+//	    max_keys   INT NOT NULL,
+//	    limits     TEXT NULL,
+//	    credits    BIGINT NOT NULL,
+//	    suspended  BOOLEAN NOT NULL,
+//	    metadata   TEXT NOT NULL,
+//	    created_at DATETIME(6) NULL,
+//	    updated_at DATETIME(6) NULL,
+//	    revision   BIGINT NOT NULL,
+//	    PRIMARY KEY (id)
 //	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 //
 // SQLite (times are Unix microseconds in UTC):
@@ -105,16 +135,44 @@
 //	    disabled     INTEGER NOT NULL DEFAULT 0,
 //	    rotated_at   INTEGER NULL,
 //	    lineage      TEXT NOT NULL DEFAULT '',
-//	    limits       TEXT NULL
+//	    limits       TEXT NULL,
+//	    paused       INTEGER NOT NULL DEFAULT 0
 //	) WITHOUT ROWID;
-//	CREATE INDEX IF NOT EXISTS "api_keys_owner_idx" ON "api_keys" (owner, id);
+//	CREATE INDEX IF NOT EXISTS "api_keys_owner_created_idx" ON "api_keys" (owner, created_at, id);
+//	CREATE TABLE IF NOT EXISTS "api_customers" (
+//	    id         TEXT NOT NULL PRIMARY KEY,
+//	    plan       TEXT NOT NULL,
+//	    scopes     TEXT NOT NULL,
+//	    max_keys   INTEGER NOT NULL,
+//	    limits     TEXT NULL,
+//	    credits    INTEGER NOT NULL,
+//	    suspended  INTEGER NOT NULL,
+//	    metadata   TEXT NOT NULL,
+//	    created_at INTEGER NULL,
+//	    updated_at INTEGER NULL,
+//	    revision   INTEGER NOT NULL
+//	) WITHOUT ROWID;
 //
-// # Upgrading from the previous release
+// # Upgrading from an earlier release
 //
-// The previous release's table lacks revision, disabled, rotated_at,
-// lineage and limits. Migrate adds them (Dialect.Upgrade returns the
-// ALTER TABLE ... ADD COLUMN statements for migration tools); existing
-// keys get revision 1 and keep verifying.
+// The first release's table lacks revision, disabled, rotated_at, lineage
+// and limits, the previous release's the paused column, the index on
+// (owner, created_at, id) that newest-first listing reads, and the
+// customers table. Migrate adds them all, drops the (owner, id) index that
+// the new one replaces, and creates a customer record for each owner of
+// the existing keys (see Store.BackfillCustomers): without a scope
+// ceiling, so that no key loses a scope, and with the plan of the owner's
+// keys when they all have the same; for an owner whose keys disagree, the
+// plan Options.PlanMap chooses, else none (the Manager's DefaultPlan) and
+// a warning to Options.Logger. Existing keys get revision 1, not disabled
+// and not paused, and keep verifying. Dialect.Upgrade returns the ALTER
+// TABLE and index statements for migration tools; call BackfillCustomers
+// after them.
+//
+// On PostgreSQL the upgrade runs in one transaction, and building the
+// index locks the keys table against writes meanwhile: on a large table,
+// run CREATE INDEX CONCURRENTLY "api_keys_owner_created_idx" ON "api_keys"
+// (owner, created_at NULLS FIRST, id) before the upgrade.
 //
 // # Concurrency
 //
@@ -122,8 +180,17 @@
 // write based on a stale read changes nothing and reports
 // apikey.ErrConflict; revoked_at is written only where it is NULL, by
 // every statement, so no write revives a revoked key; Rotate updates the
-// old row (only if neither revoked nor rotated) and inserts the successor
-// in one transaction, so one of concurrent rotations wins.
+// old row (only at the revision the Manager read, and if neither revoked
+// nor rotated), ends the grace of its predecessor and inserts the
+// successor in one transaction, so one of concurrent rotations wins and
+// none undoes a concurrent change. PutCustomer is conditional on the
+// customer's revision in the same way.
+//
+// List reads one range of the (owner, created_at, id) index backwards:
+// a page after a cursor starts where the previous one ended, whatever was
+// added or deleted meanwhile, and a page of usable keys (UsableAt) is
+// filtered in the WHERE clause. Purge has no index to serve it: each call
+// reads the table until it finds its batch of dead keys.
 //
 // The hash column is variable binary of at most 64 bytes rather than
 // fixed-size, because digests differ in size: 32 bytes for HMAC-SHA-256 and

@@ -74,16 +74,33 @@ func (t tableName) quoted(d Dialect) string {
 	return d.quote(t.schema) + "." + d.quote(t.name)
 }
 
-// index returns the name of the owner index, derived from the table name
-// and kept within maxIdentifier characters: a long table name is cut and
-// completed with a hash of the full name so that two tables never share an
-// index name.
-func (t tableName) index() string {
-	const suffix = "_owner_idx"
-	if len(t.name)+len(suffix) <= maxIdentifier {
-		return t.name + suffix
+// index returns the name of the previous release's owner index (owner,
+// id) on PostgreSQL and SQLite.
+func (t tableName) index() string { return derived(t.name, "_owner_idx") }
+
+// listIndex returns the name of the owner index (owner, created_at, id)
+// on PostgreSQL and SQLite.
+func (t tableName) listIndex() string { return derived(t.name, "_owner_created_idx") }
+
+// customers returns the default name of the customers table of keys
+// table t, in t's schema: its name with a final "keys" replaced by
+// "customers" ("api_keys" gives "api_customers"), else with
+// "_customers" appended.
+func (t tableName) customers() tableName {
+	if base, ok := strings.CutSuffix(t.name, "keys"); ok {
+		return tableName{schema: t.schema, name: derived(base, "customers")}
+	}
+	return tableName{schema: t.schema, name: derived(t.name, "_customers")}
+}
+
+// derived returns name+suffix kept within maxIdentifier characters: a
+// long name is cut and completed with a hash of the full name, so that
+// two names never give the same result.
+func derived(name, suffix string) string {
+	if len(name)+len(suffix) <= maxIdentifier {
+		return name + suffix
 	}
 	h := fnv.New32a()
-	h.Write([]byte(t.name))
-	return fmt.Sprintf("%s_%08x%s", t.name[:maxIdentifier-len(suffix)-9], h.Sum32(), suffix)
+	h.Write([]byte(name))
+	return fmt.Sprintf("%s_%08x%s", name[:maxIdentifier-len(suffix)-9], h.Sum32(), suffix)
 }

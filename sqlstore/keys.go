@@ -132,28 +132,59 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// List implements apikey.Store with keyset paging over the (owner, id)
-// index: WHERE owner = ? AND id > ? ORDER BY id LIMIT ?.
+// List implements apikey.Store with keyset paging over the (owner,
+// created_at, id) index, newest first: WHERE owner = ? AND created_at <= ?
+// AND (created_at < ? OR id < ?) ORDER BY created_at DESC, id DESC LIMIT ?
+// after a cursor, one range of the index read backwards. Keys without a
+// creation time (NULL) come last, read by a second query when the page
+// has room for them. With opts.UsableAt set, the WHERE clause also skips
+// revoked keys and keys expired at that time.
 func (s *Store) List(ctx context.Context, owner string, opts apikey.ListOptions) ([]*apikey.Key, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, s.q.list, owner, opts.After, opts.PageSize())
+	n, u := opts.PageSize(), 0
+	var usable []any
+	if !opts.UsableAt.IsZero() {
+		u, usable = 1, []any{s.d.timeArg(opts.UsableAt)}
+	}
+	args := func(a ...any) []any { return append(append(a, usable...), n) }
+	c := opts.After
+	out := []*apikey.Key{}
+	var err error
+	switch {
+	case c.IsZero():
+		out, err = s.listQuery(ctx, out, s.q.listFirst[u], args(owner)...)
+	case c.CreatedAt.IsZero():
+		out, err = s.listQuery(ctx, out, s.q.listNullBefore[u], args(owner, c.ID)...)
+	default:
+		at := s.d.timeArg(c.CreatedAt)
+		out, err = s.listQuery(ctx, out, s.q.listAfter[u], args(owner, at, at, c.ID)...)
+		if err == nil && len(out) < n {
+			n -= len(out)
+			out, err = s.listQuery(ctx, out, s.q.listNull[u], args(owner)...)
+		}
+	}
 	if err != nil {
 		return nil, s.fail(ctx, "list", err)
 	}
+	return out, nil
+}
+
+// listQuery appends the keys query returns to out.
+func (s *Store) listQuery(ctx context.Context, out []*apikey.Key, query string, args ...any) ([]*apikey.Key, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
-	out := []*apikey.Key{}
 	ks := newKeyScanner(s.d)
 	for rows.Next() {
 		k, err := ks.scan(rows)
 		if err != nil {
-			return nil, s.fail(ctx, "list", err)
+			return nil, err
 		}
 		out = append(out, k)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail(ctx, "list", err)
-	}
-	return out, nil
+	return out, rows.Err()
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,13 +20,52 @@ import (
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/sqlstore"
+	"github.com/gokeys/apikey/storetest"
 )
 
-// previousSchema is the DDL of the previous release (git show
-// cef14d2:sqlstore/schema.go), before the revision, disabled, rotated_at,
-// lineage and limits columns.
-func previousSchema(d sqlstore.Dialect, table string) []string {
+// release names a release whose keys table Migrate upgrades.
+type release int
+
+const (
+	// firstRelease is cef14d2: sixteen columns, no revision, disabled,
+	// rotated_at, lineage or limits.
+	firstRelease release = 1
+	// previousRelease is b0107a9: twenty-one columns, no paused, an
+	// (owner, id) index and no customers table.
+	previousRelease release = 2
+)
+
+func (r release) String() string {
+	return map[release]string{firstRelease: "First", previousRelease: "Previous"}[r]
+}
+
+// releaseSchema is the DDL of release r (git show cef14d2:sqlstore/schema.go,
+// git show b0107a9:sqlstore/schema.go).
+func releaseSchema(d sqlstore.Dialect, table string, r release) []string {
 	q := quoteTable(d, table)
+	more := map[sqlstore.Dialect]string{
+		sqlstore.Postgres: `,
+	revision     BIGINT NOT NULL DEFAULT 1,
+	disabled     BOOLEAN NOT NULL DEFAULT FALSE,
+	rotated_at   TIMESTAMPTZ NULL,
+	lineage      TEXT COLLATE "C" NOT NULL DEFAULT '',
+	limits       TEXT NULL`,
+		sqlstore.MySQL: `,
+	revision     BIGINT NOT NULL DEFAULT 1,
+	disabled     BOOLEAN NOT NULL DEFAULT FALSE,
+	rotated_at   DATETIME(6) NULL,
+	lineage      VARBINARY(64) NOT NULL DEFAULT '',
+	limits       TEXT NULL`,
+		sqlstore.SQLite: `,
+	revision     INTEGER NOT NULL DEFAULT 1,
+	disabled     INTEGER NOT NULL DEFAULT 0,
+	rotated_at   INTEGER NULL,
+	lineage      TEXT NOT NULL DEFAULT '',
+	limits       TEXT NULL`,
+	}[d]
+	if r == firstRelease {
+		more = ""
+	}
 	switch d {
 	case sqlstore.Postgres:
 		return []string{
@@ -42,7 +85,7 @@ func previousSchema(d sqlstore.Dialect, table string) []string {
 	last_used_at TIMESTAMPTZ NULL,
 	revoked_at   TIMESTAMPTZ NULL,
 	rotated_from TEXT COLLATE "C" NOT NULL,
-	rotated_to   TEXT COLLATE "C" NOT NULL
+	rotated_to   TEXT COLLATE "C" NOT NULL` + more + `
 )`,
 			"CREATE INDEX IF NOT EXISTS " + quoteTable(d, table+"_owner_idx") + " ON " + q + " (owner, id)",
 		}
@@ -64,7 +107,7 @@ func previousSchema(d sqlstore.Dialect, table string) []string {
 	last_used_at DATETIME(6) NULL,
 	revoked_at   DATETIME(6) NULL,
 	rotated_from VARBINARY(64) NOT NULL,
-	rotated_to   VARBINARY(64) NOT NULL,
+	rotated_to   VARBINARY(64) NOT NULL` + more + `,
 	PRIMARY KEY (id),
 	KEY owner_id (owner, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
@@ -87,7 +130,7 @@ func previousSchema(d sqlstore.Dialect, table string) []string {
 	last_used_at INTEGER NULL,
 	revoked_at   INTEGER NULL,
 	rotated_from TEXT NOT NULL,
-	rotated_to   TEXT NOT NULL
+	rotated_to   TEXT NOT NULL` + more + `
 ) WITHOUT ROWID`,
 			"CREATE INDEX IF NOT EXISTS " + quoteTable(d, table+"_owner_idx") + " ON " + q + " (owner, id)",
 		}
@@ -95,9 +138,20 @@ func previousSchema(d sqlstore.Dialect, table string) []string {
 	return nil
 }
 
-// previousInsert stores k in a table of the previous release, with its
-// sixteen columns and the previous release's encodings.
-func previousInsert(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string, k *apikey.Key) {
+// createRelease creates the keys table of release r, dropped when the
+// test ends with the customers table Migrate adds.
+func createRelease(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string, r release) {
+	t.Helper()
+	dropTable(t, db, d, table)
+	for _, stmt := range releaseSchema(d, table, r) {
+		_, err := db.ExecContext(context.Background(), stmt)
+		require.NoError(t, err)
+	}
+}
+
+// releaseInsert stores keys in a table of release r, with its columns and
+// the encodings of the time, in statements of up to 100 rows.
+func releaseInsert(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string, r release, keys ...*apikey.Key) {
 	t.Helper()
 	timeArg := func(at time.Time) any {
 		if at.IsZero() {
@@ -112,103 +166,325 @@ func previousInsert(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string, 
 		}
 		return at
 	}
-	scopes, err := json.Marshal(k.Scopes)
-	require.NoError(t, err)
-	meta, err := json.Marshal(k.Metadata)
-	require.NoError(t, err)
-	ph := make([]string, 16)
-	for i := range ph {
-		ph[i] = "?"
-		if d == sqlstore.Postgres {
-			ph[i] = "$" + strconv.Itoa(i+1)
-		}
+	cols := "id, prefix, hint, hash, hash_version, name, owner, scopes, plan, metadata, created_at, expires_at, " +
+		"last_used_at, revoked_at, rotated_from, rotated_to"
+	n := 16
+	if r == previousRelease {
+		cols += ", revision, disabled, rotated_at, lineage, limits"
+		n = 21
 	}
-	_, err = db.ExecContext(context.Background(), "INSERT INTO "+quoteTable(d, table)+
-		" (id, prefix, hint, hash, hash_version, name, owner, scopes, plan, metadata, created_at, expires_at,"+
-		" last_used_at, revoked_at, rotated_from, rotated_to) VALUES ("+strings.Join(ph, ", ")+")",
-		k.ID, k.Prefix, k.Hint, k.Hash, k.HashVersion, k.Name, k.Owner, string(scopes), k.Plan, string(meta),
-		timeArg(k.CreatedAt), timeArg(k.ExpiresAt), timeArg(k.LastUsedAt), timeArg(k.RevokedAt), k.RotatedFrom, k.RotatedTo)
-	require.NoError(t, err)
+	for len(keys) > 0 {
+		part := keys[:min(len(keys), 100)]
+		keys = keys[len(part):]
+		var rows []string
+		var args []any
+		for _, k := range part {
+			scopes, err := json.Marshal(k.Scopes)
+			require.NoError(t, err)
+			meta, err := json.Marshal(k.Metadata)
+			require.NoError(t, err)
+			args = append(args, k.ID, k.Prefix, k.Hint, k.Hash, k.HashVersion, k.Name, k.Owner, string(scopes), k.Plan,
+				string(meta), timeArg(k.CreatedAt), timeArg(k.ExpiresAt), timeArg(k.LastUsedAt), timeArg(k.RevokedAt),
+				k.RotatedFrom, k.RotatedTo)
+			if r == previousRelease {
+				var limits any
+				if k.Limits != nil {
+					b, err := json.Marshal(k.Limits)
+					require.NoError(t, err)
+					limits = string(b)
+				}
+				args = append(args, k.Revision, k.Disabled, timeArg(k.RotatedAt), k.Lineage, limits)
+			}
+			ph := make([]string, n)
+			for i := range ph {
+				ph[i] = "?"
+				if d == sqlstore.Postgres {
+					ph[i] = "$" + strconv.Itoa(len(args)-n+i+1)
+				}
+			}
+			rows = append(rows, "("+strings.Join(ph, ", ")+")")
+		}
+		_, err := db.ExecContext(context.Background(), "INSERT INTO "+quoteTable(d, table)+" ("+cols+") VALUES "+
+			strings.Join(rows, ", "), args...)
+		require.NoError(t, err)
+	}
 }
 
-// TestMigrateUpgradesPreviousRelease creates the previous release's table,
-// stores keys in it, runs Migrate (twice) and checks that those keys keep
-// verifying, and that the new operations work on them.
-func TestMigrateUpgradesPreviousRelease(t *testing.T) {
+// logRecorder keeps the messages and attributes logged to it.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []string
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, b.String())
+	return nil
+}
+
+func (l *logRecorder) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.records)
+}
+
+// TestMigrateUpgradesEarlierReleases creates the keys table of each
+// earlier release, stores keys in it, runs Migrate (twice) and checks that
+// those keys keep verifying through a Manager, that the new operations
+// work on them, and that every owner got a customer record that takes
+// nothing away: no scope ceiling, and the plan of its keys when they
+// agree, none (the Manager's DefaultPlan) and a warning when they do not.
+func TestMigrateUpgradesEarlierReleases(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		for _, r := range []release{firstRelease, previousRelease} {
+			t.Run(r.String(), func(t *testing.T) { testUpgrade(t, b, db, r) })
+		}
+	})
+}
+
+func testUpgrade(t *testing.T, b backend, db *sql.DB, r release) {
+	ctx := context.Background()
+	table := randomTable("old_")
+	createRelease(t, db, b.dialect, table, r)
+
+	// Keys made as the earlier release made them: issued, then copied
+	// row by row into the old table.
+	mem := memstore.New()
+	old, err := apikey.New(mem, apikey.Options{Prefix: "sk_test", Peppers: testPeppers, LastUsedInterval: -1})
+	require.NoError(t, err)
+	issue := func(p apikey.IssueParams) (string, *apikey.Key) {
+		t.Helper()
+		token, k, err := old.Issue(ctx, p)
+		require.NoError(t, err)
+		return token, k
+	}
+	live, liveKey := issue(apikey.IssueParams{Owner: "alice", Name: "live", Scopes: []string{"read", "admin"},
+		Plan: "pro", Metadata: map[string]string{"env": "prod"}})
+	revoked, revokedKey := issue(apikey.IssueParams{Owner: "alice", Name: "revoked", Plan: "pro"})
+	require.NoError(t, old.Revoke(ctx, revokedKey.ID))
+	rotated, rotatedKey := issue(apikey.IssueParams{Owner: "alice", Name: "rotated", Plan: "pro"})
+	rot, err := old.Rotate(ctx, rotatedKey.ID, time.Hour)
+	require.NoError(t, err)
+	free, freeKey := issue(apikey.IssueParams{Owner: "bob", Plan: "free", Scopes: []string{"read"}})
+	_, proKey := issue(apikey.IssueParams{Owner: "bob", Plan: "pro"})
+	_, carolKey := issue(apikey.IssueParams{Owner: "carol"})
+	nobody, nobodyKey := issue(apikey.IssueParams{Plan: "pro"})
+	var rows []*apikey.Key
+	for _, id := range []string{liveKey.ID, revokedKey.ID, rotatedKey.ID, rot.Key.ID, freeKey.ID, proKey.ID, carolKey.ID, nobodyKey.ID} {
+		k, err := mem.Get(ctx, id)
+		require.NoError(t, err)
+		if r == firstRelease {
+			k.RotatedAt, k.Lineage = time.Time{}, "" // the old table has no place for them
+		}
+		rows = append(rows, k)
+	}
+	releaseInsert(t, db, b.dialect, table, r, rows...)
+
+	logs := &logRecorder{}
+	s, err := sqlstore.New(db, b.dialect, sqlstore.Options{Table: table, Logger: slog.New(logs)})
+	require.NoError(t, err)
+	require.NoError(t, s.Migrate(ctx), "Migrate upgrades the earlier release's table")
+	require.NoError(t, s.Migrate(ctx), "and is idempotent")
+	m, err := apikey.New(s, apikey.Options{Prefix: "sk_test", Peppers: testPeppers, LastUsedInterval: -1,
+		CacheTTL: -1, CacheNegativeTTL: -1})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = m.Close(ctx) })
+
+	// The index of newest-first listing replaces the (owner, id) one.
+	owner := ownerIndexes(t, db, b.dialect, table)
+	assert.Len(t, owner, 1, "owner indexes: %v", owner)
+	assert.Contains(t, owner, map[sqlstore.Dialect]string{
+		sqlstore.Postgres: table + "_owner_created_idx", sqlstore.MySQL: "owner_created", sqlstore.SQLite: table + "_owner_created_idx",
+	}[b.dialect])
+
+	// The customers, derived from the keys.
+	cust := func(id string) *apikey.Customer {
+		t.Helper()
+		c, err := s.GetCustomer(ctx, id)
+		require.NoError(t, err, "the customer record of %q", id)
+		return c
+	}
+	alice := cust("alice")
+	assert.Equal(t, "pro", alice.Plan, "the plan all of alice's keys have")
+	assert.Nil(t, alice.Scopes, "no scope ceiling: no key loses a scope")
+	assert.Zero(t, alice.MaxKeys)
+	assert.False(t, alice.Suspended)
+	assert.Equal(t, int64(1), alice.Revision)
+	assert.False(t, alice.CreatedAt.IsZero())
+	bob := cust("bob")
+	assert.Empty(t, bob.Plan, "different plans: none, the DefaultPlan, never the widest")
+	assert.Nil(t, bob.Scopes)
+	assert.Empty(t, cust("carol").Plan)
+	_, err = s.GetCustomer(ctx, "")
+	assert.ErrorIs(t, err, apikey.ErrNotFound, "keys without owner get no record")
+	all, err := s.ListCustomers(ctx, "", 0)
+	require.NoError(t, err)
+	assert.Len(t, all, 3)
+	var warned []string
+	for _, l := range logs.all() {
+		if strings.Contains(l, "different plans") {
+			warned = append(warned, l)
+		}
+	}
+	require.Len(t, warned, 1, "one warning, for bob: %v", logs.all())
+	assert.Contains(t, warned[0], "owner=bob")
+	assert.Contains(t, warned[0], "free")
+
+	// The keys.
+	k, err := m.Verify(ctx, live)
+	require.NoError(t, err, "a key of the earlier release verifies after Migrate")
+	assert.Equal(t, "live", k.Name)
+	assert.Equal(t, []string{"read", "admin"}, k.Scopes, "and keeps every scope")
+	assert.Equal(t, map[string]string{"env": "prod"}, k.Metadata)
+	assert.Equal(t, int64(1), k.Revision)
+	assert.False(t, k.Disabled)
+	assert.False(t, k.Paused)
+	assert.Nil(t, k.Limits)
+	_, err = m.Verify(ctx, revoked)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+	g, err := m.Verify(ctx, rotated)
+	require.NoError(t, err, "a rotated key in its grace period")
+	assert.True(t, g.InGrace(time.Now()))
+	for name, token := range map[string]string{"successor": rot.Token, "bob's": free, "no owner's": nobody} {
+		_, err = m.Verify(ctx, token)
+		require.NoError(t, err, "the %s key", name)
+	}
+	list, err := m.List(ctx, "alice", apikey.ListOptions{UsableAt: time.Now()})
+	require.NoError(t, err)
+	assert.Equal(t, []string{rot.Key.ID, rotatedKey.ID, liveKey.ID}, idsOf(list), "newest first, the revoked key left out")
+
+	u, err := m.Update(ctx, liveKey.ID, func(k *apikey.Key) error { k.Plan = "free"; return nil })
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), u.Revision)
+	_, err = m.Pause(ctx, liveKey.ID)
+	require.NoError(t, err)
+	stored, err := s.Get(ctx, liveKey.ID)
+	require.NoError(t, err)
+	assert.True(t, stored.Paused, "the paused column holds Pause")
+	_, err = m.Unpause(ctx, liveKey.ID)
+	require.NoError(t, err)
+	stored, err = s.Get(ctx, liveKey.ID)
+	require.NoError(t, err)
+	assert.False(t, stored.Paused)
+	_, err = m.Disable(ctx, liveKey.ID)
+	require.NoError(t, err)
+	_, err = m.Verify(ctx, live)
+	assert.ErrorIs(t, err, apikey.ErrDisabled)
+	_, err = m.Enable(ctx, liveKey.ID)
+	require.NoError(t, err)
+	next, err := m.Rotate(ctx, liveKey.ID, time.Minute)
+	require.NoError(t, err)
+	assert.Equal(t, liveKey.ID, next.Key.Lineage)
+	_, err = m.Verify(ctx, next.Token)
+	require.NoError(t, err)
+	_, err = m.Verify(ctx, revoked)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+
+	// The upgrade is done once: an owner added since gets no record
+	// from a later Migrate.
+	_, _, err = m.Issue(ctx, apikey.IssueParams{Owner: "dave"})
+	require.NoError(t, err)
+	require.NoError(t, s.Migrate(ctx))
+	_, err = s.GetCustomer(ctx, "dave")
+	assert.ErrorIs(t, err, apikey.ErrNotFound, "Migrate backfills only when it upgrades")
+	ambiguous, err := s.BackfillCustomers(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, ambiguous, "bob has a record now")
+	assert.Equal(t, int64(1), cust("dave").Revision, "BackfillCustomers adds the owners without record")
+	assert.Equal(t, alice, cust("alice"), "and leaves existing records alone")
+}
+
+// ownerIndexes returns the names of the indexes of table whose name
+// mentions the owner.
+func ownerIndexes(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string) []string {
+	t.Helper()
+	q := map[sqlstore.Dialect]string{
+		sqlstore.Postgres: "SELECT indexname FROM pg_indexes WHERE tablename = $1",
+		sqlstore.MySQL:    "SELECT DISTINCT index_name FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ?",
+		sqlstore.SQLite:   "SELECT name FROM pragma_index_list(?)",
+	}[d]
+	rows, err := db.QueryContext(context.Background(), q, table)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		require.NoError(t, rows.Scan(&name))
+		if strings.Contains(name, "owner") {
+			out = append(out, name)
+		}
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+func idsOf(ks []*apikey.Key) []string {
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = k.ID
+	}
+	return out
+}
+
+// TestMigrateBackfillsInBatches upgrades a table of more owners than one
+// round of the backfill takes, with a PlanMap for the owners whose keys
+// disagree.
+func TestMigrateBackfillsInBatches(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
 		ctx := context.Background()
 		table := randomTable("old_")
-		dropTable(t, db, b.dialect, table)
-		for _, stmt := range previousSchema(b.dialect, table) {
-			_, err := db.ExecContext(ctx, stmt)
-			require.NoError(t, err)
+		createRelease(t, db, b.dialect, table, previousRelease)
+		const owners = 1234
+		var keys []*apikey.Key
+		for i := range owners {
+			k := storetest.NewKey(fmt.Sprintf("owner-%04d", i))
+			k.Revision = 1
+			keys = append(keys, k)
+			if i%100 == 0 { // a second key, of another plan
+				k2 := storetest.NewKey(k.Owner)
+				k2.Plan, k2.Revision = "enterprise", 1
+				keys = append(keys, k2)
+			}
 		}
+		releaseInsert(t, db, b.dialect, table, previousRelease, keys...)
+		var mu sync.Mutex
+		mapped := map[string][]string{}
+		s, err := sqlstore.New(db, b.dialect, sqlstore.Options{Table: table, PlanMap: func(owner string, plans []string) string {
+			mu.Lock()
+			defer mu.Unlock()
+			mapped[owner] = plans
+			return "mapped"
+		}})
+		require.NoError(t, err)
+		require.NoError(t, s.Migrate(ctx))
 
-		// Keys made as the previous release made them: issued, then copied
-		// row by row into the old table.
-		mem := memstore.New()
-		old, err := apikey.New(mem, apikey.Options{Prefix: "sk_test", Peppers: testPeppers, LastUsedInterval: -1})
-		require.NoError(t, err)
-		live, liveKey, err := old.Issue(ctx, apikey.IssueParams{Owner: "alice", Name: "live", Scopes: []string{"read"},
-			Plan: "pro", Metadata: map[string]string{"env": "prod"}})
-		require.NoError(t, err)
-		revoked, revokedKey, err := old.Issue(ctx, apikey.IssueParams{Owner: "alice", Name: "revoked"})
-		require.NoError(t, err)
-		require.NoError(t, old.Revoke(ctx, revokedKey.ID))
-		rotated, rotatedKey, err := old.Issue(ctx, apikey.IssueParams{Owner: "alice", Name: "rotated"})
-		require.NoError(t, err)
-		rot, err := old.Rotate(ctx, rotatedKey.ID, time.Hour)
-		require.NoError(t, err)
-		for _, id := range []string{liveKey.ID, revokedKey.ID, rotatedKey.ID, rot.Key.ID} {
-			k, err := mem.Get(ctx, id)
+		got := map[string]string{}
+		for after := ""; ; {
+			page, err := s.ListCustomers(ctx, after, apikey.MaxListLimit)
 			require.NoError(t, err)
-			k.RotatedAt, k.Lineage = time.Time{}, "" // the old table has no place for them
-			previousInsert(t, db, b.dialect, table, k)
+			for _, c := range page {
+				got[c.ID] = c.Plan
+				assert.Nil(t, c.Scopes)
+			}
+			if len(page) < apikey.MaxListLimit {
+				break
+			}
+			after = page[len(page)-1].ID
 		}
-
-		s, err := sqlstore.New(db, b.dialect, sqlstore.Options{Table: table})
-		require.NoError(t, err)
-		require.NoError(t, s.Migrate(ctx), "Migrate upgrades the previous release's table")
-		require.NoError(t, s.Migrate(ctx), "and is idempotent")
-		m, err := apikey.New(s, apikey.Options{Prefix: "sk_test", Peppers: testPeppers, LastUsedInterval: -1,
-			CacheTTL: -1, CacheNegativeTTL: -1})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = m.Close(ctx) })
-
-		k, err := m.Verify(ctx, live)
-		require.NoError(t, err, "a key of the previous release verifies after Migrate")
-		assert.Equal(t, "live", k.Name)
-		assert.Equal(t, []string{"read"}, k.Scopes)
-		assert.Equal(t, map[string]string{"env": "prod"}, k.Metadata)
-		assert.Equal(t, int64(1), k.Revision)
-		assert.False(t, k.Disabled)
-		assert.Nil(t, k.Limits)
-		_, err = m.Verify(ctx, revoked)
-		assert.ErrorIs(t, err, apikey.ErrRevoked)
-		g, err := m.Verify(ctx, rotated)
-		require.NoError(t, err, "a rotated key in its grace period")
-		assert.True(t, g.InGrace(time.Now()))
-		_, err = m.Verify(ctx, rot.Token)
-		require.NoError(t, err)
-
-		u, err := m.Update(ctx, liveKey.ID, func(k *apikey.Key) error { k.Plan = "free"; return nil })
-		require.NoError(t, err)
-		assert.Equal(t, int64(2), u.Revision)
-		_, err = m.Disable(ctx, liveKey.ID)
-		require.NoError(t, err)
-		_, err = m.Verify(ctx, live)
-		assert.ErrorIs(t, err, apikey.ErrDisabled)
-		_, err = m.Enable(ctx, liveKey.ID)
-		require.NoError(t, err)
-		next, err := m.Rotate(ctx, liveKey.ID, time.Minute)
-		require.NoError(t, err)
-		assert.Equal(t, liveKey.ID, next.Key.Lineage)
-		_, err = m.Verify(ctx, next.Token)
-		require.NoError(t, err)
-		_, err = m.Update(ctx, revokedKey.ID, func(k *apikey.Key) error { k.Name = "still revoked"; return nil })
-		require.NoError(t, err)
-		_, err = m.Verify(ctx, revoked)
-		assert.ErrorIs(t, err, apikey.ErrRevoked)
+		require.Len(t, got, owners)
+		require.Len(t, mapped, (owners+99)/100)
+		for owner, plans := range mapped {
+			assert.Equal(t, []string{"enterprise", "pro"}, plans, owner)
+			assert.Equal(t, "mapped", got[owner], owner)
+		}
+		assert.Equal(t, "pro", got["owner-0001"])
 	})
 }
 
@@ -225,14 +501,23 @@ func TestBadInputIsNotAnOutage(t *testing.T) {
 			"Scope": {Scopes: []string{"read\x00"}}, "Metadata": {Metadata: map[string]string{"k": "\x00"}},
 		} {
 			_, _, err := m.Issue(ctx, p)
-			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, name)
-			assert.NotErrorIs(t, err, apikey.ErrUnavailable, name)
+			assertBadInput(t, err, name)
 		}
 		_, k, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice"})
 		require.NoError(t, err)
 		_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.Name = "a\x00b"; return nil })
-		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+		assertBadInput(t, err, "Update")
 	})
+}
+
+// assertBadInput checks that err refuses the caller's input
+// (apikey.ErrInvalidInput, or apikey.ErrInvalidOptions for the checks
+// that still report it) and is no outage.
+func assertBadInput(t *testing.T, err error, what any) {
+	t.Helper()
+	assert.True(t, errors.Is(err, apikey.ErrInvalidInput) || errors.Is(err, apikey.ErrInvalidOptions),
+		"%v: want invalid input, got %v", what, err)
+	assert.NotErrorIs(t, err, apikey.ErrUnavailable, what)
 }
 
 // TestExpiryBeyondTheColumnsIsBadInput: an expiry that no dialect's column
@@ -246,14 +531,12 @@ func TestExpiryBeyondTheColumnsIsBadInput(t *testing.T) {
 		ctx := context.Background()
 		late := time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("", -5*3600)) // 10000-01-01 in UTC
 		_, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice", ExpiresAt: late})
-		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
-		assert.NotErrorIs(t, err, apikey.ErrUnavailable)
+		assertBadInput(t, err, "Issue")
 		_, k, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice"})
 		require.NoError(t, err)
 		for _, at := range []time.Time{late, time.Date(999, 1, 1, 0, 0, 0, 0, time.UTC)} {
 			_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = at; return nil })
-			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, at)
-			assert.NotErrorIs(t, err, apikey.ErrUnavailable, at)
+			assertBadInput(t, err, at)
 		}
 		last := time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
 		_, k, err = m.Issue(ctx, apikey.IssueParams{Owner: "alice", ExpiresAt: last})
@@ -270,14 +553,16 @@ func TestExpiryBeyondTheColumnsIsBadInput(t *testing.T) {
 func TestConcurrentMigrations(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
 		ctx := context.Background()
-		for _, old := range []bool{false, true} {
+		for _, r := range []release{0, firstRelease, previousRelease} {
 			table := randomTable("mig_")
 			dropTable(t, db, b.dialect, table)
-			if old {
-				for _, stmt := range previousSchema(b.dialect, table) {
-					_, err := db.ExecContext(ctx, stmt)
-					require.NoError(t, err)
+			if r != 0 {
+				createRelease(t, db, b.dialect, table, r)
+				keys := make([]*apikey.Key, 50)
+				for i := range keys {
+					keys[i] = storetest.NewKey(fmt.Sprintf("owner-%d", i%20))
 				}
+				releaseInsert(t, db, b.dialect, table, r, keys...)
 			}
 			const procs = 6
 			errs := make([]error, procs)
@@ -296,7 +581,14 @@ func TestConcurrentMigrations(t *testing.T) {
 			close(start)
 			wg.Wait()
 			for i, err := range errs {
-				assert.NoError(t, err, "process %d, previous table %v", i, old)
+				assert.NoError(t, err, "process %d, table of release %d", i, r)
+			}
+			if r != 0 {
+				s, err := sqlstore.New(db, b.dialect, sqlstore.Options{Table: table})
+				require.NoError(t, err)
+				cs, err := s.ListCustomers(ctx, "", 0)
+				require.NoError(t, err)
+				assert.Len(t, cs, 20, "one record per owner, release %d", r)
 			}
 		}
 	})

@@ -24,7 +24,7 @@ func (s *Store) keyArgs(k *apikey.Key) ([]any, error) {
 	return []any{
 		k.ID, k.Prefix, k.Hint, hashArg(k.Hash), k.HashVersion, k.Name, k.Owner, scopes, k.Plan, meta,
 		s.d.timeArg(k.CreatedAt), s.d.timeArg(k.ExpiresAt), s.d.timeArg(k.LastUsedAt), s.d.timeArg(k.RevokedAt),
-		k.RotatedFrom, k.RotatedTo, int64(1), k.Disabled, s.d.timeArg(k.RotatedAt), k.Lineage, limits,
+		k.RotatedFrom, k.RotatedTo, int64(1), k.Disabled, s.d.timeArg(k.RotatedAt), k.Lineage, limits, k.Paused,
 	}, nil
 }
 
@@ -42,7 +42,7 @@ func (s *Store) updateArgs(k *apikey.Key) ([]any, error) {
 	return []any{
 		k.Prefix, k.Hint, hashArg(k.Hash), k.HashVersion, k.Name, k.Owner, scopes, k.Plan, meta,
 		s.d.timeArg(k.CreatedAt), s.d.timeArg(k.ExpiresAt), s.d.timeArg(k.RevokedAt),
-		k.RotatedFrom, k.RotatedTo, s.d.timeArg(k.RotatedAt), k.Lineage, k.Disabled, limits,
+		k.RotatedFrom, k.RotatedTo, s.d.timeArg(k.RotatedAt), k.Lineage, k.Disabled, limits, k.Paused,
 		used, used, k.ID, k.Revision,
 	}, nil
 }
@@ -131,7 +131,7 @@ func (ks *keyScanner) scan(rows *sql.Rows) (*apikey.Key, error) {
 	ks.dest = [numColumns]any{
 		&k.ID, &k.Prefix, &k.Hint, &k.Hash, &k.HashVersion, &k.Name, &k.Owner, &ks.scopes, &k.Plan, &ks.meta,
 		&ks.times[0], &ks.times[1], &ks.times[2], &ks.times[3], &k.RotatedFrom, &k.RotatedTo,
-		&k.Revision, &k.Disabled, &ks.times[4], &k.Lineage, &ks.limits,
+		&k.Revision, &k.Disabled, &ks.times[4], &k.Lineage, &ks.limits, &k.Paused,
 	}
 	if err := rows.Scan(ks.dest[:]...); err != nil {
 		return nil, err
@@ -153,4 +153,47 @@ func decodeJSON(b []byte, v any) error {
 		return nil
 	}
 	return json.Unmarshal(b, v)
+}
+
+// customerArgs returns the arguments of the customer insert query for c,
+// in the order of customerColumns, with the given revision.
+func (s *Store) customerArgs(c *apikey.Customer, revision int64) ([]any, error) {
+	scopes, err := marshal(c.Scopes)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: encode scopes: %w", err)
+	}
+	meta, err := marshal(c.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: encode metadata: %w", err)
+	}
+	limits, err := encodeLimits(c.Limits)
+	if err != nil {
+		return nil, err
+	}
+	return []any{
+		c.ID, c.Plan, scopes, c.MaxKeys, limits, c.Credits, c.Suspended, meta,
+		s.d.timeArg(c.CreatedAt), s.d.timeArg(c.UpdatedAt), revision,
+	}, nil
+}
+
+// scanCustomer reads the current row of rows, of the customerColumns,
+// into a new record.
+func scanCustomer(d Dialect, rows *sql.Rows) (*apikey.Customer, error) {
+	c := new(apikey.Customer)
+	var scopes, meta, limits sql.RawBytes
+	created, updated := timeCol{d: d, t: &c.CreatedAt}, timeCol{d: d, t: &c.UpdatedAt}
+	if err := rows.Scan(&c.ID, &c.Plan, &scopes, &c.MaxKeys, &limits, &c.Credits, &c.Suspended, &meta,
+		&created, &updated, &c.Revision); err != nil {
+		return nil, err
+	}
+	if err := decodeJSON(scopes, &c.Scopes); err != nil {
+		return nil, fmt.Errorf("scopes of customer %s: %w", c.ID, err)
+	}
+	if err := decodeJSON(meta, &c.Metadata); err != nil {
+		return nil, fmt.Errorf("metadata of customer %s: %w", c.ID, err)
+	}
+	if err := decodeJSON(limits, &c.Limits); err != nil {
+		return nil, fmt.Errorf("limits of customer %s: %w", c.ID, err)
+	}
+	return c, nil
 }

@@ -6,14 +6,22 @@ import "strings"
 // read and write them.
 const columns = "id, prefix, hint, hash, hash_version, name, owner, scopes, plan, metadata, " +
 	"created_at, expires_at, last_used_at, revoked_at, rotated_from, rotated_to, " +
-	"revision, disabled, rotated_at, lineage, limits"
+	"revision, disabled, rotated_at, lineage, limits, paused"
 
 // numColumns is the number of entries in columns.
-const numColumns = 21
+const numColumns = 22
+
+// customerColumns lists the columns of the customers table in the order
+// the queries read and write them.
+const customerColumns = "id, plan, scopes, max_keys, limits, credits, suspended, metadata, created_at, updated_at, revision"
+
+// numCustomerColumns is the number of entries in customerColumns.
+const numCustomerColumns = 11
 
 // Schema returns the statements that create the keys table named table
-// (DefaultTable when empty; see Options.Table for the grammar) and its
-// index, each idempotent (IF NOT EXISTS). Store.Migrate runs them; use
+// (DefaultTable when empty; see Options.Table for the grammar), its index
+// and the customers table (named as Options.CustomerTable says by
+// default), each idempotent (IF NOT EXISTS). Store.Migrate runs them; use
 // Schema to feed your own migration tool instead. An invalid table name
 // gives an error wrapping apikey.ErrInvalidOptions.
 //
@@ -22,31 +30,36 @@ const numColumns = 21
 //   - id, the primary key, and owner, rotated_from and rotated_to compare
 //     bytes (COLLATE "C", VARBINARY, SQLite's default BINARY collation),
 //     so that ids, which are case-sensitive base62, sort in byte order and
-//     "abc" never matches "ABC".
+//     "abc" never matches "ABC". So do the customers' ids.
 //   - hash is a variable-length binary of at most 64 bytes: HMAC-SHA-256
 //     and SHA-256 digests are 32 bytes, bcrypt's are 60.
 //   - scopes and metadata hold JSON text (null, an array of strings, an
-//     object of strings).
+//     object of strings); null and empty differ.
 //   - Times are UTC with microsecond precision, NULL when not set:
 //     TIMESTAMPTZ, DATETIME(6) holding UTC, or INTEGER Unix microseconds
 //     on SQLite (which round-trip exactly and sort in time order).
-//   - An index on (owner, id) serves List's keyset paging and RevokeOwner.
+//   - An index on (owner, created_at, id) serves List's newest-first
+//     keyset paging and RevokeOwner. On PostgreSQL its created_at sorts
+//     NULLs first, so that read backwards it gives List's order, keys
+//     without a creation time last; MySQL and SQLite sort NULLs first
+//     anyway.
 //   - revision counts the writes to a row (apikey.Key.Revision); every
 //     UPDATE but last_used_at's is conditional on it or on revoked_at.
 //   - limits holds the key's own limits as JSON text, NULL when none.
+//   - The customers table holds one apikey.Customer per row, its scopes,
+//     metadata and limits as JSON text like a key's.
 //
-// A table made by the previous release (without revision, disabled,
-// rotated_at, lineage and limits) is upgraded by Upgrade's statements,
+// A table made by an earlier release is upgraded by Upgrade's statements,
 // which Migrate runs too.
 func (d Dialect) Schema(table string) ([]string, error) {
 	t, err := parseTable(table)
 	if err != nil {
 		return nil, err
 	}
-	return d.schema(t), nil
+	return d.schema(t, t.customers()), nil
 }
 
-func (d Dialect) schema(t tableName) []string {
+func (d Dialect) schema(t, ct tableName) []string {
 	q := t.quoted(d)
 	switch d {
 	case Postgres:
@@ -72,9 +85,23 @@ func (d Dialect) schema(t tableName) []string {
 	disabled     BOOLEAN NOT NULL DEFAULT FALSE,
 	rotated_at   TIMESTAMPTZ NULL,
 	lineage      TEXT COLLATE "C" NOT NULL DEFAULT '',
-	limits       TEXT NULL
+	limits       TEXT NULL,
+	paused       BOOLEAN NOT NULL DEFAULT FALSE
 )`,
-			"CREATE INDEX IF NOT EXISTS " + d.quote(t.index()) + " ON " + q + " (owner, id)",
+			d.createListIndex(t),
+			"CREATE TABLE IF NOT EXISTS " + ct.quoted(d) + ` (
+	id         TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	plan       TEXT NOT NULL,
+	scopes     TEXT NOT NULL,
+	max_keys   INTEGER NOT NULL,
+	limits     TEXT NULL,
+	credits    BIGINT NOT NULL,
+	suspended  BOOLEAN NOT NULL,
+	metadata   TEXT NOT NULL,
+	created_at TIMESTAMPTZ NULL,
+	updated_at TIMESTAMPTZ NULL,
+	revision   BIGINT NOT NULL
+)`,
 		}
 	case MySQL:
 		return []string{
@@ -100,15 +127,26 @@ func (d Dialect) schema(t tableName) []string {
 	rotated_at   DATETIME(6) NULL,
 	lineage      VARBINARY(64) NOT NULL DEFAULT '',
 	limits       TEXT NULL,
+	paused       BOOLEAN NOT NULL DEFAULT FALSE,
 	PRIMARY KEY (id),
-	KEY owner_id (owner, id)
+	KEY owner_created (owner, created_at, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+			"CREATE TABLE IF NOT EXISTS " + ct.quoted(d) + ` (
+	id         VARBINARY(255) NOT NULL,
+	plan       VARCHAR(255) NOT NULL,
+	scopes     TEXT NOT NULL,
+	max_keys   INT NOT NULL,
+	limits     TEXT NULL,
+	credits    BIGINT NOT NULL,
+	suspended  BOOLEAN NOT NULL,
+	metadata   TEXT NOT NULL,
+	created_at DATETIME(6) NULL,
+	updated_at DATETIME(6) NULL,
+	revision   BIGINT NOT NULL,
+	PRIMARY KEY (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 		}
 	case SQLite:
-		index := d.quote(t.index())
-		if t.schema != "" { // SQLite names the index's schema, not the table's
-			index = d.quote(t.schema) + "." + index
-		}
 		return []string{
 			"CREATE TABLE IF NOT EXISTS " + q + ` (
 	id           TEXT NOT NULL PRIMARY KEY,
@@ -131,22 +169,69 @@ func (d Dialect) schema(t tableName) []string {
 	disabled     INTEGER NOT NULL DEFAULT 0,
 	rotated_at   INTEGER NULL,
 	lineage      TEXT NOT NULL DEFAULT '',
-	limits       TEXT NULL
+	limits       TEXT NULL,
+	paused       INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID`,
-			"CREATE INDEX IF NOT EXISTS " + index + " ON " + d.quote(t.name) + " (owner, id)",
+			d.createListIndex(t),
+			"CREATE TABLE IF NOT EXISTS " + ct.quoted(d) + ` (
+	id         TEXT NOT NULL PRIMARY KEY,
+	plan       TEXT NOT NULL,
+	scopes     TEXT NOT NULL,
+	max_keys   INTEGER NOT NULL,
+	limits     TEXT NULL,
+	credits    INTEGER NOT NULL,
+	suspended  INTEGER NOT NULL,
+	metadata   TEXT NOT NULL,
+	created_at INTEGER NULL,
+	updated_at INTEGER NULL,
+	revision   INTEGER NOT NULL
+) WITHOUT ROWID`,
 		}
 	}
 	return nil
 }
 
-// Upgrade returns the statements that add the columns of this release to
-// a keys table named table that the previous release created (revision,
-// disabled, rotated_at, lineage, limits), one ALTER TABLE ... ADD COLUMN
-// each. On PostgreSQL they are idempotent (ADD COLUMN IF NOT EXISTS); on
-// MySQL and SQLite a column that exists already makes its statement fail
-// with a duplicate-column error, which Store.Migrate ignores. Existing
-// keys get revision 1, not disabled, no rotation time, no lineage and no
-// limits, and keep verifying.
+// createListIndex returns the statement that creates the owner index
+// (owner, created_at, id) of t, idempotent.
+func (d Dialect) createListIndex(t tableName) string {
+	switch d {
+	case Postgres:
+		return "CREATE INDEX IF NOT EXISTS " + d.quote(t.listIndex()) + " ON " + t.quoted(d) + " (owner, created_at NULLS FIRST, id)"
+	case MySQL: // ER_DUP_KEYNAME if it exists, which Migrate ignores
+		return "ALTER TABLE " + t.quoted(d) + " ADD INDEX owner_created (owner, created_at, id)"
+	}
+	return "CREATE INDEX IF NOT EXISTS " + d.sqliteIndex(t, t.listIndex()) + " ON " + d.quote(t.name) + " (owner, created_at, id)"
+}
+
+// sqliteIndex returns the quoted name of index of t: SQLite names the
+// index's schema, not the table's.
+func (d Dialect) sqliteIndex(t tableName, index string) string {
+	if t.schema != "" {
+		return d.quote(t.schema) + "." + d.quote(index)
+	}
+	return d.quote(index)
+}
+
+// Upgrade returns the statements that bring a keys table named table,
+// made by an earlier release, to this release's layout (the customers
+// table itself is created by Schema's statements):
+//
+//   - the columns added since the first release, one ALTER TABLE ...
+//     ADD COLUMN each: revision, disabled, rotated_at, lineage and limits
+//     (existing keys get revision 1, not disabled, no rotation time, no
+//     lineage and no limits);
+//   - the owner index (owner, created_at, id), and the removal of the
+//     earlier owner index (owner, id), which it replaces;
+//   - last, the paused column (existing keys are not paused).
+//
+// On PostgreSQL they are idempotent (IF NOT EXISTS, IF EXISTS); on MySQL
+// and SQLite a column or index that exists already, or an index that is
+// gone already, makes its statement fail (duplicate column, MySQL errors
+// 1061 and 1091), which Store.Migrate ignores. Existing keys keep
+// verifying. Migrate also creates a customer record for each owner of
+// existing keys (see Store.BackfillCustomers), before it adds the paused
+// column, which marks an upgraded table: run BackfillCustomers yourself
+// if you run these statements with your own tool.
 func (d Dialect) Upgrade(table string) ([]string, error) {
 	t, err := parseTable(table)
 	if err != nil {
@@ -164,25 +249,45 @@ func (d Dialect) upgrade(t tableName) []string {
 		SQLite: {"revision INTEGER NOT NULL DEFAULT 1", "disabled INTEGER NOT NULL DEFAULT 0",
 			"rotated_at INTEGER NULL", "lineage TEXT NOT NULL DEFAULT ''", "limits TEXT NULL"},
 	}[d]
+	paused := map[Dialect]string{
+		Postgres: "paused BOOLEAN NOT NULL DEFAULT FALSE",
+		MySQL:    "paused BOOLEAN NOT NULL DEFAULT FALSE",
+		SQLite:   "paused INTEGER NOT NULL DEFAULT 0",
+	}[d]
 	add := "ADD COLUMN "
 	if d == Postgres {
 		add = "ADD COLUMN IF NOT EXISTS "
 	}
-	out := make([]string, len(cols))
-	for i, c := range cols {
-		out[i] = "ALTER TABLE " + t.quoted(d) + " " + add + c
+	var out []string
+	for _, c := range cols {
+		out = append(out, "ALTER TABLE "+t.quoted(d)+" "+add+c)
 	}
-	return out
+	out = append(out, d.createListIndex(t))
+	switch d {
+	case Postgres:
+		index := d.quote(t.index())
+		if t.schema != "" {
+			index = d.quote(t.schema) + "." + index
+		}
+		out = append(out, "DROP INDEX IF EXISTS "+index)
+	case MySQL: // ER_CANT_DROP_FIELD_OR_KEY if it is gone, which Migrate ignores
+		out = append(out, "ALTER TABLE "+t.quoted(d)+" DROP INDEX owner_id")
+	case SQLite:
+		out = append(out, "DROP INDEX IF EXISTS "+d.sqliteIndex(t, t.index()))
+	}
+	return append(out, "ALTER TABLE "+t.quoted(d)+" "+add+paused)
 }
 
-// isDuplicateColumn reports whether err says that a column to add exists
-// already: MySQL/MariaDB error 1060, SQLite "duplicate column name",
-// PostgreSQL SQLSTATE 42701.
-func (d Dialect) isDuplicateColumn(err error) bool {
+// isDone reports whether err says that the change a Schema or Upgrade
+// statement makes is in place already: a column to add exists
+// (MySQL/MariaDB error 1060, SQLite "duplicate column name", PostgreSQL
+// SQLSTATE 42701), an index to add exists (MySQL 1061) or an index to
+// drop does not (MySQL 1091).
+func (d Dialect) isDone(err error) bool {
 	msg := err.Error()
 	switch d {
 	case MySQL:
-		return strings.Contains(msg, "Error 1060")
+		return strings.Contains(msg, "Error 1060") || strings.Contains(msg, "Error 1061") || strings.Contains(msg, "Error 1091")
 	case SQLite:
 		return strings.Contains(msg, "duplicate column name")
 	}

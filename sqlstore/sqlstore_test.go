@@ -21,11 +21,11 @@ import (
 // trialsEnv overrides the number of trials of each conformance race.
 const trialsEnv = "APIKEY_TEST_TRIALS"
 
-// trials returns the number of trials of each conformance race on b:
-// 1,000 on SQLite, and on the servers in CI (CI=true); 100 on the servers
-// elsewhere (a trial there costs tens of milliseconds of commits); fewer
-// under the race detector; none on the second MySQL configuration (which
-// checks time parsing, not locking). Set APIKEY_TEST_TRIALS to choose.
+// trials returns the most trials of each conformance race on b, each
+// race also bounded by storetest's time budget (storetest.DefaultBudget,
+// after storetest.MinTrials trials): 1,000; 100 under the race detector;
+// none on the second MySQL configuration (which checks time parsing, not
+// locking). Set APIKEY_TEST_TRIALS to choose.
 func trials(t *testing.T, b backend) int {
 	if v := os.Getenv(trialsEnv); v != "" {
 		n, err := strconv.Atoi(v)
@@ -35,16 +35,10 @@ func trials(t *testing.T, b backend) int {
 	switch {
 	case b.name == "MySQLParseTime":
 		return -1
-	case b.dialect == sqlstore.SQLite && raceEnabled:
-		return 100
-	case b.dialect == sqlstore.SQLite:
-		return 1000
 	case raceEnabled:
-		return 30
-	case os.Getenv("CI") == "true":
-		return 1000
+		return storetest.MinTrials
 	}
-	return 100
+	return storetest.DefaultTrials
 }
 
 func TestConformance(t *testing.T) {
@@ -145,6 +139,29 @@ func TestNewValidates(t *testing.T) {
 			}
 		})
 	}
+	t.Run("CustomerTable", func(t *testing.T) {
+		for _, tc := range []struct{ table, customers, want string }{
+			{"", "", "api_customers"},
+			{"auth.api_keys", "", "auth.api_customers"},
+			{"tokens", "", "tokens_customers"},
+			{"keys", "", "customers"},
+			{long, "", ""}, // cut, with a hash
+			{"api_keys", "billing.accounts", "billing.accounts"},
+		} {
+			s, err := sqlstore.New(db, sqlstore.SQLite, sqlstore.Options{Table: tc.table, CustomerTable: tc.customers})
+			require.NoError(t, err)
+			if tc.table == long {
+				assert.LessOrEqual(t, len(s.CustomerTable()), 63, s.CustomerTable())
+				assert.True(t, strings.HasSuffix(s.CustomerTable(), "_customers"), s.CustomerTable())
+				continue
+			}
+			assert.Equal(t, tc.want, s.CustomerTable())
+		}
+		for _, bad := range []string{"a-b", "x.y.z", "api_keys"} {
+			_, err := sqlstore.New(db, sqlstore.SQLite, sqlstore.Options{CustomerTable: bad})
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, bad)
+		}
+	})
 	t.Run("NilDB", func(t *testing.T) {
 		_, err := sqlstore.New(nil, sqlstore.SQLite, sqlstore.Options{})
 		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
@@ -200,13 +217,21 @@ func TestIDsCompareAsBytes(t *testing.T) {
 		_, err = s.Get(ctx, "abcdefghijklmnop ")
 		assert.ErrorIs(t, err, apikey.ErrNotFound, "trailing spaces matter")
 
-		list, err := s.List(ctx, "alice", apikey.ListOptions{After: "Abcdefghijklmnop"})
+		// One CreatedAt: by id descending, in byte order.
+		list, err := s.List(ctx, "alice", apikey.ListOptions{})
 		require.NoError(t, err)
 		var listed []string
 		for _, k := range list {
 			listed = append(listed, k.ID)
 		}
-		assert.Equal(t, []string{"abcdefghijklmnop", "zbcdefghijklmnop"}, listed)
+		assert.Equal(t, []string{"zbcdefghijklmnop", "abcdefghijklmnop", "Abcdefghijklmnop", "ABCDEFGHIJKLMNOP", "0bcdefghijklmnop"}, listed)
+		list, err = s.List(ctx, "alice", apikey.ListOptions{After: list[2].Cursor()})
+		require.NoError(t, err)
+		listed = nil
+		for _, k := range list {
+			listed = append(listed, k.ID)
+		}
+		assert.Equal(t, []string{"ABCDEFGHIJKLMNOP", "0bcdefghijklmnop"}, listed)
 		none, err := s.List(ctx, "ALICE", apikey.ListOptions{})
 		require.NoError(t, err)
 		assert.Empty(t, none, "owners compare as bytes too")

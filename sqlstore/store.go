@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/gokeys/apikey"
 )
@@ -19,7 +20,8 @@ type DB interface {
 	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
 }
 
-// Options configures a Store. The zero value uses the table DefaultTable.
+// Options configures a Store. The zero value uses the tables DefaultTable
+// and "api_customers".
 type Options struct {
 	// Table is the name of the keys table: DefaultTable ("api_keys") when
 	// empty. It must be an identifier (ASCII letters, digits and
@@ -28,31 +30,56 @@ type Options struct {
 	// an attached database (SQLite) of the same grammar: "auth.api_keys".
 	// It is quoted in every statement, so reserved words are fine.
 	Table string
+
+	// CustomerTable is the name of the customers table (see
+	// apikey.CustomerStore), of the same grammar as Table. Empty means
+	// Table's name with a final "keys" replaced by "customers", else with
+	// "_customers" appended, in Table's schema: "api_customers" for
+	// "api_keys", "auth.tokens_customers" for "auth.tokens".
+	CustomerTable string
+
+	// PlanMap, if set, chooses the plan of the customer record that
+	// Migrate (or BackfillCustomers) creates for an owner whose existing
+	// keys have different plans; it gets the owner and the distinct
+	// plans, sorted. Without it such a record gets no plan (the Manager's
+	// DefaultPlan), never silently the widest, and the owner is logged.
+	// An owner whose keys share one plan gets that plan.
+	PlanMap func(owner string, plans []string) string
+
+	// Logger, if set, receives the warnings of Migrate: the owners whose
+	// keys have different plans when PlanMap is not set.
+	Logger *slog.Logger
 }
 
 // Store is an apikey.Store over a SQL database. It also implements
-// apikey.Revoker and apikey.Rotator with single
-// conditional statements or transactions. Build it with New; the zero
-// value is not usable. A Store holds no state besides its configuration
-// and is safe for concurrent use as far as its DB is (*sql.DB is).
+// apikey.Revoker, apikey.Rotator, apikey.Purger and apikey.CustomerStore
+// with single conditional statements or transactions. Build it with New;
+// the zero value is not usable. A Store holds no state besides its
+// configuration and is safe for concurrent use as far as its DB is
+// (*sql.DB is).
 type Store struct {
-	db    DB
-	d     Dialect
-	table tableName
-	q     queries
-	stmts prepared
+	db        DB
+	d         Dialect
+	table     tableName
+	customers tableName
+	planMap   func(owner string, plans []string) string
+	log       *slog.Logger
+	q         queries
+	stmts     prepared
 }
 
 var (
-	_ apikey.Store   = (*Store)(nil)
-	_ apikey.Revoker = (*Store)(nil)
-	_ apikey.Rotator = (*Store)(nil)
+	_ apikey.Store         = (*Store)(nil)
+	_ apikey.Revoker       = (*Store)(nil)
+	_ apikey.Rotator       = (*Store)(nil)
+	_ apikey.Purger        = (*Store)(nil)
+	_ apikey.CustomerStore = (*Store)(nil)
 )
 
 // New returns a Store of dialect d over db. It does no I/O: call Migrate
 // (or run Schema's statements yourself) before use. A nil db, an unknown
-// dialect or an invalid Options.Table give an error wrapping
-// apikey.ErrInvalidOptions.
+// dialect or an invalid Options.Table or Options.CustomerTable (or one
+// naming the keys table) give an error wrapping apikey.ErrInvalidOptions.
 func New(db DB, d Dialect, opts Options) (*Store, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: sqlstore: nil db", apikey.ErrInvalidOptions)
@@ -64,7 +91,19 @@ func New(db DB, d Dialect, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db, d: d, table: t, q: buildQueries(d, t)}, nil
+	ct := t.customers()
+	if opts.CustomerTable != "" {
+		if ct, err = parseTable(opts.CustomerTable); err != nil {
+			return nil, err
+		}
+	}
+	if ct == t {
+		return nil, fmt.Errorf("%w: sqlstore: the customers table is the keys table %s", apikey.ErrInvalidOptions, t)
+	}
+	return &Store{
+		db: db, d: d, table: t, customers: ct, planMap: opts.PlanMap, log: opts.Logger,
+		q: buildQueries(d, t, ct),
+	}, nil
 }
 
 // Dialect returns the dialect of s.
@@ -73,16 +112,32 @@ func (s *Store) Dialect() Dialect { return s.d }
 // Table returns the table name of s as configured, e.g. "api_keys".
 func (s *Store) Table() string { return s.table.String() }
 
-// Schema returns the statements Migrate runs; see Dialect.Schema.
-func (s *Store) Schema() []string { return s.d.schema(s.table) }
+// CustomerTable returns the name of the customers table of s, e.g.
+// "api_customers".
+func (s *Store) CustomerTable() string { return s.customers.String() }
 
-// Migrate creates the keys table and its index unless they exist, and
-// upgrades a table made by the previous release by adding the columns it
-// lacks (see Dialect.Upgrade); existing keys keep verifying. It is
-// idempotent and may run at every start. On PostgreSQL it runs in one
-// transaction under an advisory lock, so that processes starting together
-// do not race; on SQLite it runs in one transaction that takes the write
-// lock first (BEGIN IMMEDIATE), for the same reason.
+// Schema returns the statements Migrate runs on a new database; see
+// Dialect.Schema.
+func (s *Store) Schema() []string { return s.d.schema(s.table, s.customers) }
+
+// Migrate creates the keys table, its index and the customers table
+// unless they exist, and upgrades a keys table made by an earlier release
+// (see Dialect.Upgrade): it adds the columns it lacks and the index, and
+// creates a customer record for each owner of its keys (see
+// BackfillCustomers) before it adds the paused column, which marks the
+// upgrade done; existing keys keep verifying. It is idempotent and may
+// run at every start: on an upgraded table it runs the CREATE ... IF NOT
+// EXISTS statements and one look at the catalog.
+//
+// On PostgreSQL it runs in one transaction under an advisory lock, so
+// that processes starting together do not race, and the upgrade happens
+// entirely or not at all; creating the index there locks the table
+// against writes while it is built: on a large table, create it first
+// with CREATE INDEX CONCURRENTLY and the same name (see Dialect.Upgrade),
+// which Migrate then finds. On SQLite it runs in one transaction that
+// takes the write lock first (BEGIN IMMEDIATE), for the same reason. On
+// MySQL, where DDL commits at once, an upgrade cut short is resumed by the
+// next Migrate.
 func (s *Store) Migrate(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -103,15 +158,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 	}
 	if s.d == MySQL { // DDL commits implicitly in MySQL
-		for _, stmt := range s.Schema() {
-			if _, err := s.db.ExecContext(ctx, stmt); err != nil {
-				return s.fail(ctx, "migrate", err)
-			}
-		}
-		for _, stmt := range s.d.upgrade(s.table) {
-			if _, err := s.db.ExecContext(ctx, stmt); err != nil && (ctx.Err() != nil || !s.d.isDuplicateColumn(err)) {
-				return s.fail(ctx, "migrate", err)
-			}
+		if err := s.migrate(ctx, s.db); err != nil {
+			return s.fail(ctx, "migrate", err)
 		}
 		return nil
 	}
@@ -121,22 +169,78 @@ func (s *Store) Migrate(ctx context.Context) error {
 				return err
 			}
 		}
-		for _, stmt := range s.Schema() {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		for _, stmt := range s.d.upgrade(s.table) {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil && (ctx.Err() != nil || !s.d.isDuplicateColumn(err)) {
-				return err
-			}
-		}
-		return nil
+		return s.migrate(ctx, tx)
 	})
 	if err != nil {
 		return s.fail(ctx, "migrate", err)
 	}
 	return nil
+}
+
+// querier is what Migrate works through: the DB, a transaction or a
+// connection.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// migrate runs Schema's statements and, on a keys table without the
+// paused column, the upgrade: Upgrade's statements but the last, the
+// backfill of customer records, then the last, which adds paused.
+func (s *Store) migrate(ctx context.Context, q querier) error {
+	for _, stmt := range s.Schema() {
+		if _, err := q.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	done, err := s.hasColumn(ctx, q, "paused")
+	if err != nil || done {
+		return err
+	}
+	up := s.d.upgrade(s.table)
+	for i, stmt := range up {
+		if i == len(up)-1 {
+			if _, err := s.backfill(ctx, q); err != nil {
+				return err
+			}
+		}
+		if _, err := q.ExecContext(ctx, stmt); err != nil && (ctx.Err() != nil || !s.d.isDone(err)) {
+			return err
+		}
+	}
+	return nil
+}
+
+// hasColumn reports whether the keys table has the column col.
+func (s *Store) hasColumn(ctx context.Context, q querier, col string) (bool, error) {
+	var (
+		query string
+		args  []any
+	)
+	switch s.d {
+	case Postgres:
+		query = "SELECT COUNT(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped"
+		args = []any{s.table.quoted(s.d), col}
+	case MySQL:
+		var schema any
+		if s.table.schema != "" {
+			schema = s.table.schema
+		}
+		query = "SELECT COUNT(*) FROM information_schema.columns " +
+			"WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND column_name = ?"
+		args = []any{schema, s.table.name, col}
+	default:
+		query, args = "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?", []any{s.table.name, col}
+		if s.table.schema != "" {
+			query, args = "SELECT COUNT(*) FROM pragma_table_info(?, ?) WHERE name = ?", []any{s.table.name, s.table.schema, col}
+		}
+	}
+	var n int
+	if err := q.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
 }
 
 // migrateSQLite runs Migrate on SQLite in a transaction that begins with
@@ -148,20 +252,10 @@ func (s *Store) migrateSQLite(ctx context.Context, conn *sql.Conn) error {
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return s.fail(ctx, "migrate", err)
 	}
-	err := func() error {
-		for _, stmt := range s.Schema() {
-			if _, err := conn.ExecContext(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		for _, stmt := range s.d.upgrade(s.table) {
-			if _, err := conn.ExecContext(ctx, stmt); err != nil && (ctx.Err() != nil || !s.d.isDuplicateColumn(err)) {
-				return err
-			}
-		}
-		_, err := conn.ExecContext(ctx, "COMMIT")
-		return err
-	}()
+	err := s.migrate(ctx, conn)
+	if err == nil {
+		_, err = conn.ExecContext(ctx, "COMMIT")
+	}
 	if err != nil {
 		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
 			// Never hand a connection inside a transaction back to the pool.

@@ -18,55 +18,92 @@ import (
 // takes its fallbacks (Get, Create, Delete and the conditional Update).
 type plainStore struct{ apikey.Store }
 
-// race is one guarantee checked with concurrent callers.
-type race struct {
+// mode is a way a race's Manager sees the store.
+type mode struct {
 	name string
-	// trial runs one trial on m and returns a description of the
-	// violation it saw, or "".
-	trial func(t *testing.T, m *apikey.Manager, n int) string
+	wrap func(apikey.Store) apikey.Store
 }
 
-func runRaces(t *testing.T, newStore func(t *testing.T) apikey.Store, trials int) {
+var (
+	withCapabilities = mode{"Capabilities", func(s apikey.Store) apikey.Store { return s }}
+	asPlainStore     = mode{"PlainStore", func(s apikey.Store) apikey.Store { return plainStore{s} }}
+	bothModes        = []mode{withCapabilities, asPlainStore}
+)
+
+// raceEnv is what a trial works on: a Manager over the store (as its mode
+// shows it) and the store itself.
+type raceEnv struct {
+	m     *apikey.Manager
+	store apikey.Store
+}
+
+// race is one guarantee checked with concurrent callers.
+type race struct {
+	name  string
+	modes []mode
+	// needs, if set, tells whether the store has what the race checks.
+	needs func(apikey.Store) bool
+	// trial runs one trial and returns a description of the violation
+	// it saw, or "".
+	trial func(t *testing.T, e raceEnv, n int) string
+}
+
+func isCustomerStore(s apikey.Store) bool { _, ok := s.(apikey.CustomerStore); return ok }
+
+func runRaces(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Options) {
 	races := []race{
-		{"RaceUpdateVsRevokeNeverRevives", raceUpdateRevoke},
-		{"RaceRotateVsRotateHasOneWinner", raceRotateRotate},
-		{"RaceRotateVsRevokeNeverRevives", raceRotateRevoke},
-		{"RaceRevokeOwnerVsRotateLeavesNoLiveKey", raceRevokeOwnerRotate},
-		{"RaceUpdatesAreNeverLost", raceUpdateUpdate},
+		{"RaceUpdateVsRevokeNeverRevives", bothModes, nil, raceUpdateRevoke},
+		{"RaceRotateVsRotateHasOneWinner", bothModes, nil, raceRotateRotate},
+		{"RaceRotateVsRevokeNeverRevives", bothModes, nil, raceRotateRevoke},
+		{"RaceRevokeOwnerVsRotateLeavesNoLiveKey", bothModes, nil, raceRevokeOwnerRotate},
+		{"RaceUpdatesAreNeverLost", bothModes, nil, raceUpdateUpdate},
+		{"RaceRotateVsDisableLosesNoChange", bothModes, nil, raceRotateDisable},
+		{"RaceRotateVsNarrowingUpdateLosesNoChange", bothModes, nil, raceRotateNarrow},
+		{"RaceCustomerWritesOfOneRevisionHaveOneWinner", []mode{withCapabilities}, isCustomerStore, raceCustomerPuts},
+		{"RaceIssueKeepsTheCustomersKeyCap", []mode{withCapabilities}, isCustomerStore, raceKeyCap},
 	}
 	for _, r := range races {
 		t.Run(r.name, func(t *testing.T) {
-			for _, mode := range []struct {
-				name string
-				wrap func(apikey.Store) apikey.Store
-			}{
-				{"Capabilities", func(s apikey.Store) apikey.Store { return s }},
-				{"PlainStore", func(s apikey.Store) apikey.Store { return plainStore{s} }},
-			} {
-				t.Run(mode.name, func(t *testing.T) {
-					m, err := apikey.New(mode.wrap(newStore(t)), apikey.Options{
-						Prefix: "sk_race", CacheTTL: -1, CacheNegativeTTL: -1, LastUsedInterval: -1,
-					})
+			for _, md := range r.modes {
+				t.Run(md.name, func(t *testing.T) {
+					s := newStore(t)
+					if r.needs != nil && !r.needs(s) {
+						t.Skip("the store lacks the capability")
+					}
+					m, err := apikey.New(md.wrap(s), raceOptions)
 					require.NoError(t, err)
 					t.Cleanup(func() { _ = m.Close(context.Background()) })
-					start, violations := time.Now(), 0
-					for n := range trials {
-						if v := r.trial(t, m, n); v != "" {
-							violations++
-							t.Errorf("trial %d: %s", n, v)
-							if violations >= 5 {
-								t.FailNow()
-							}
-						}
-						if t.Failed() {
-							t.FailNow()
-						}
-					}
-					t.Logf("%d trials, %d violations, %v", trials, violations, time.Since(start).Round(time.Millisecond))
+					runTrials(t, opts, func(n int) string { return r.trial(t, raceEnv{m: m, store: s}, n) })
 				})
 			}
 		})
 	}
+}
+
+// raceOptions configure the Managers of the races: no cache, so that
+// every check reads the store.
+var raceOptions = apikey.Options{Prefix: "sk_race", CacheTTL: -1, CacheNegativeTTL: -1, LastUsedInterval: -1}
+
+// runTrials runs trial until opts.Trials trials ran or opts.Budget is
+// spent (but MinTrials at least), stopping at the fifth violation, and
+// logs how many ran.
+func runTrials(t *testing.T, opts Options, trial func(n int) string) {
+	start, violations, n := time.Now(), 0, 0
+	least := min(MinTrials, opts.Trials)
+	for ; n < opts.Trials && (n < least || time.Since(start) < opts.Budget); n++ {
+		if v := trial(n); v != "" {
+			violations++
+			t.Errorf("trial %d: %s", n, v)
+			if violations >= 5 {
+				t.FailNow()
+			}
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	t.Logf("%d trials (at most %d, budget %v), %d violations, %v", n, opts.Trials, opts.Budget, violations,
+		time.Since(start).Round(time.Millisecond))
 }
 
 // together runs fns concurrently, released at once, and waits for them.
@@ -105,8 +142,8 @@ func mustBeRevoked(m *apikey.Manager, what, token string) string {
 
 // raceUpdateRevoke races updates, a disable and an enable against a
 // revocation: the revoked key must never verify again.
-func raceUpdateRevoke(t *testing.T, m *apikey.Manager, n int) string {
-	ctx := context.Background()
+func raceUpdateRevoke(t *testing.T, e raceEnv, n int) string {
+	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
 	var revokeErr error
 	updErrs := make([]error, 4)
@@ -129,15 +166,15 @@ func raceUpdateRevoke(t *testing.T, m *apikey.Manager, n int) string {
 		return fmt.Sprintf("Revoke failed: %v", revokeErr)
 	}
 	for i, err := range updErrs {
-		if err != nil && !errors.Is(err, apikey.ErrConflict) {
+		if err != nil && !errors.Is(err, apikey.ErrConflict) && !errors.Is(err, apikey.ErrRevoked) {
 			return fmt.Sprintf("update %d failed: %v", i, err)
 		}
 	}
 	if v := mustBeRevoked(m, "the key", token); v != "" {
 		return v
 	}
-	// Changes after the revocation keep it revoked too.
-	if _, err := m.Enable(ctx, k.ID); err != nil {
+	// Changes after the revocation, refused or not, keep it revoked too.
+	if _, err := m.Enable(ctx, k.ID); err != nil && !errors.Is(err, apikey.ErrRevoked) {
 		return fmt.Sprintf("Enable of a revoked key: %v", err)
 	}
 	return mustBeRevoked(m, "the re-enabled key", token)
@@ -145,8 +182,8 @@ func raceUpdateRevoke(t *testing.T, m *apikey.Manager, n int) string {
 
 // raceRotateRotate races rotations of one key: exactly one may succeed,
 // leaving exactly one successor.
-func raceRotateRotate(t *testing.T, m *apikey.Manager, n int) string {
-	ctx := context.Background()
+func raceRotateRotate(t *testing.T, e raceEnv, n int) string {
+	m, ctx := e.m, context.Background()
 	_, k := raceIssue(t, m, n)
 	const rotors = 4
 	rots := make([]*apikey.Rotation, rotors)
@@ -188,8 +225,8 @@ func raceRotateRotate(t *testing.T, m *apikey.Manager, n int) string {
 
 // raceRotateRevoke races a rotation against a revocation of the old key:
 // the old key stays revoked, and a rotation that lost leaves no successor.
-func raceRotateRevoke(t *testing.T, m *apikey.Manager, n int) string {
-	ctx := context.Background()
+func raceRotateRevoke(t *testing.T, e raceEnv, n int) string {
+	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
 	var (
 		rot       *apikey.Rotation
@@ -225,8 +262,8 @@ func raceRotateRevoke(t *testing.T, m *apikey.Manager, n int) string {
 
 // raceRevokeOwnerRotate races RevokeOwner against a rotation of one of
 // the owner's keys: afterwards no key of the owner verifies.
-func raceRevokeOwnerRotate(t *testing.T, m *apikey.Manager, n int) string {
-	ctx := context.Background()
+func raceRevokeOwnerRotate(t *testing.T, e raceEnv, n int) string {
+	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
 	other, _ := raceIssue(t, m, n)
 	var (
@@ -266,8 +303,8 @@ func raceRevokeOwnerRotate(t *testing.T, m *apikey.Manager, n int) string {
 
 // raceUpdateUpdate races updates that each add one metadata entry: none
 // may be lost.
-func raceUpdateUpdate(t *testing.T, m *apikey.Manager, n int) string {
-	ctx := context.Background()
+func raceUpdateUpdate(t *testing.T, e raceEnv, n int) string {
+	m, ctx := e.m, context.Background()
 	_, k := raceIssue(t, m, n)
 	const writers = 4
 	errs := make([]error, writers)
@@ -298,4 +335,104 @@ func raceUpdateUpdate(t *testing.T, m *apikey.Manager, n int) string {
 		return fmt.Sprintf("revision %d after %d updates of a new key", got.Revision, writers)
 	}
 	return ""
+}
+
+// raceRotateDisable races a rotation against a Disable of the old key: no
+// change is lost. When both succeed, the successor is disabled (the
+// rotation read the key after the Disable, or the Disable reached the
+// successor); otherwise the Disable must have failed.
+func raceRotateDisable(t *testing.T, e raceEnv, n int) string {
+	m, ctx := e.m, context.Background()
+	_, k := raceIssue(t, m, n)
+	var (
+		rot            *apikey.Rotation
+		disabled       *apikey.Key
+		rotErr, disErr error
+	)
+	together(
+		func() { rot, rotErr = m.Rotate(ctx, k.ID, time.Hour) },
+		func() { disabled, disErr = m.Disable(ctx, k.ID) },
+	)
+	if rotErr != nil {
+		return fmt.Sprintf("Rotate failed: %v", rotErr)
+	}
+	if disErr != nil {
+		if !errors.Is(disErr, apikey.ErrRotated) && !errors.Is(disErr, apikey.ErrConflict) {
+			return fmt.Sprintf("a Disable that lost to a rotation: want ErrRotated or ErrConflict, got %v", disErr)
+		}
+		return ""
+	}
+	if disabled.RotatedTo != "" {
+		return "" // the Disable landed after the rotation: it disabled the predecessor in grace only
+	}
+	succ, err := m.Get(ctx, rot.Key.ID)
+	require.NoError(t, err)
+	if !succ.Disabled {
+		return "Rotate and Disable both returned nil, and the successor is not disabled: the Disable was lost" + afterRotation(m, k.ID)
+	}
+	if _, err := m.Verify(ctx, rot.Token); !errors.Is(err, apikey.ErrDisabled) {
+		return fmt.Sprintf("the successor of a disabled key: want ErrDisabled, got %v", err)
+	}
+	return ""
+}
+
+// raceRotateNarrow races a rotation against an Update that removes a scope
+// and brings the expiry forward: when both succeed, the successor holds
+// neither the removed scope nor a later expiry; otherwise the Update must
+// have failed.
+func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
+	m, ctx := e.m, context.Background()
+	_, k, err := m.Issue(ctx, apikey.IssueParams{
+		Owner: fmt.Sprintf("race-%d", n), Scopes: []string{"read", "write"}, TTL: 24 * time.Hour,
+	})
+	require.NoError(t, err)
+	shorter := k.CreatedAt.Add(30 * time.Minute)
+	var (
+		rot            *apikey.Rotation
+		updated        *apikey.Key
+		rotErr, updErr error
+	)
+	together(
+		func() { rot, rotErr = m.Rotate(ctx, k.ID, time.Hour) },
+		func() {
+			updated, updErr = m.Update(ctx, k.ID, func(k *apikey.Key) error {
+				k.Scopes, k.ExpiresAt = []string{"read"}, shorter
+				return nil
+			})
+		},
+	)
+	if rotErr != nil {
+		return fmt.Sprintf("Rotate failed: %v", rotErr)
+	}
+	if updErr != nil {
+		if !errors.Is(updErr, apikey.ErrRotated) && !errors.Is(updErr, apikey.ErrConflict) {
+			return fmt.Sprintf("an Update that lost to a rotation: want ErrRotated or ErrConflict, got %v", updErr)
+		}
+		return ""
+	}
+	if updated.RotatedTo != "" {
+		return "" // the Update landed after the rotation: it changed the predecessor in grace only
+	}
+	succ, err := m.Get(ctx, rot.Key.ID)
+	require.NoError(t, err)
+	switch {
+	case succ.HasScope("write"):
+		return "Rotate and Update both returned nil, and the successor still has the removed scope" + afterRotation(m, k.ID)
+	case succ.ExpiresAt.IsZero() || succ.ExpiresAt.After(shorter):
+		return fmt.Sprintf("Rotate and Update both returned nil, and the successor expires at %v, after %v%s",
+			succ.ExpiresAt, shorter, afterRotation(m, k.ID))
+	}
+	return ""
+}
+
+// afterRotation describes the old key after a lost change: the change
+// either landed on it after the rotation and never reached the successor,
+// or the rotation was written over a read from before the change.
+func afterRotation(m *apikey.Manager, id string) string {
+	old, err := m.Get(context.Background(), id)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (the old key: revision %d, disabled %v, scopes %v, rotated to %s)",
+		old.Revision, old.Disabled, old.Scopes, old.RotatedTo)
 }

@@ -9,14 +9,17 @@
 //
 // Each subtest is named after one sentence of the Store contract and gets
 // a fresh store from newStore. The optional capabilities (apikey.Revoker,
-// apikey.Rotator) are tested when the store has them.
+// apikey.Rotator, apikey.Purger, apikey.CustomerStore) are tested when the
+// store has them.
 //
 // The "Race" subtests check the guarantees that only hold under
-// concurrency (a revocation is final, a rotation has one winner, no update
-// is lost) with many goroutines driving an apikey.Manager over the store,
+// concurrency (a revocation is final, a rotation has one winner and never
+// undoes a concurrent change, no update is lost, a customer's key cap
+// holds) with many goroutines driving an apikey.Manager over the store,
 // once with the store's optional capabilities and once through the plain
-// Store interface (the Manager's fallbacks). Each runs Options.Trials
-// trials; RunWith sets the number.
+// Store interface (the Manager's fallbacks). Each race runs trials until
+// it ran Options.Trials of them or spent Options.Budget, whichever comes
+// first, but at least MinTrials; it logs how many it ran.
 package storetest
 
 import (
@@ -35,16 +38,27 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// DefaultTrials is the number of trials of each race when Options.Trials
-// is 0.
+// DefaultTrials is the most trials of each race when Options.Trials is 0.
 const DefaultTrials = 1000
 
-// Options configures RunWith. The zero value runs DefaultTrials trials.
+// DefaultBudget is the time each race may spend on trials when
+// Options.Budget is 0.
+const DefaultBudget = 5 * time.Second
+
+// MinTrials is the fewest trials a race runs, whatever its budget (or
+// Options.Trials, if lower).
+const MinTrials = 100
+
+// Options configures RunWith. The zero value runs each race for at most
+// DefaultTrials trials and DefaultBudget, and at least MinTrials trials.
 type Options struct {
-	// Trials is the number of trials of each race: DefaultTrials when 0.
-	// A store over a remote database may want fewer; a negative value
-	// skips the races.
+	// Trials is the most trials of each race: DefaultTrials when 0. A
+	// negative value skips the races.
 	Trials int
+	// Budget bounds the time of each race: once it is spent, and
+	// MinTrials trials ran, the race starts no further trial.
+	// DefaultBudget when 0.
+	Budget time.Duration
 }
 
 // Run runs the conformance suite with the default Options. newStore must
@@ -60,6 +74,9 @@ func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Option
 	t.Helper()
 	if opts.Trials == 0 {
 		opts.Trials = DefaultTrials
+	}
+	if opts.Budget <= 0 {
+		opts.Budget = DefaultBudget
 	}
 	tests := []struct {
 		name string
@@ -82,20 +99,32 @@ func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Option
 		{"UpdateNeverMovesLastUsedBackward", testUpdateLastUsed},
 		{"DeleteRemovesKey", testDelete},
 		{"DeleteUnknownIDGivesErrNotFound", testDeleteNotFound},
-		{"ListReturnsOnlyTheOwnersKeysOrderedByID", testListOrder},
-		{"ListPagesWithAfterAndLimit", testListPaging},
+		{"ListReturnsOnlyTheOwnersKeysNewestFirst", testListOrder},
+		{"ListPagesWithCursorAndLimit", testListPaging},
+		{"ListPagesAcrossEqualCreationTimes", testListEqualTimes},
+		{"ListPutsKeysWithoutCreationTimeLast", testListZeroCreatedAt},
+		{"ListCursorIsStableWhileKeysAreAdded", testListStable},
+		{"ListUsableAtSkipsRevokedAndExpiredKeys", testListUsable},
 		{"ListOfUnknownOwnerIsEmpty", testListEmpty},
 		{"MarkUsedOnlyMovesForward", testMarkUsed},
 		{"MarkUsedIgnoresUnknownIDs", testMarkUsedUnknown},
 		{"MarkUsedNeverMovesBackwardInLargeConcurrentBatches", testMarkUsedBulk},
 		{"ReturnedValuesAreCopies", testCopies},
 		{"TimesRoundTripInUTCToTheMicrosecond", testTimes},
+		{"TimesAreTruncatedNotRounded", testTimesTruncate},
 		{"ZeroTimesStayZero", testZeroTimes},
 		{"ConcurrentUseIsSafe", testConcurrent},
 		{"CancelledContextIsHonoured", testCancelled},
 		{"RevokerSetsRevokedAtOnce", testRevoker},
 		{"RevokerRevokesAllOfOneOwner", testRevokeOwner},
 		{"RotatorRotatesAllOrNothing", testRotator},
+		{"RotatorIsConditionalOnRevision", testRotatorConditional},
+		{"RotatorEndsThePredecessorsGrace", testRotatorEndsGrace},
+		{"PurgerDeletesDeadKeysInBatches", testPurger},
+		{"CustomerStoreRoundTripsEveryField", testCustomerRoundTrip},
+		{"CustomerStorePutIsConditionalOnRevision", testCustomerConditional},
+		{"CustomerStoreListsByID", testCustomerList},
+		{"CustomerStoreHonoursCancelledContext", testCustomerCancelled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,8 +133,9 @@ func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Option
 			tc.fn(t, s)
 		})
 	}
+	runManagerTests(t, newStore)
 	if opts.Trials > 0 {
-		runRaces(t, newStore, opts.Trials)
+		runRaces(t, newStore, opts)
 	}
 }
 
@@ -120,8 +150,8 @@ func NewKey(owner string) *apikey.Key {
 		Hash: []byte("0123456789abcdef0123456789abcdef"), HashVersion: "hmac-sha256:1",
 		Name: "key " + id[:4], Owner: owner, Scopes: []string{"read", "write"}, Plan: "pro",
 		Metadata:  map[string]string{"env": "test", "team": "core"},
-		CreatedAt: base.UTC().Truncate(time.Microsecond),
-		ExpiresAt: base.Add(90 * 24 * time.Hour).UTC().Truncate(time.Microsecond),
+		CreatedAt: apikey.UTCMicro(base),
+		ExpiresAt: apikey.UTCMicro(base.Add(90 * 24 * time.Hour)),
 		Lineage:   apikey.NewID(),
 		Limits:    []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 20), apikey.Quota("daily", 1000, apikey.Day)},
 	}
@@ -177,6 +207,7 @@ func assertSame(t *testing.T, want, got *apikey.Key) {
 	assert.True(t, want.RotatedAt.Equal(got.RotatedAt), "RotatedAt: want %v, got %v", want.RotatedAt, got.RotatedAt)
 	assert.Equal(t, want.Lineage, got.Lineage, "Lineage")
 	assert.Equal(t, want.Disabled, got.Disabled, "Disabled")
+	assert.Equal(t, want.Paused, got.Paused, "Paused")
 	assert.Equal(t, want.Limits, got.Limits, "Limits")
 }
 
@@ -186,7 +217,7 @@ func testRoundTrip(t *testing.T, s apikey.Store) {
 	k.RevokedAt = k.CreatedAt.Add(2 * time.Hour)
 	k.RotatedFrom, k.RotatedTo = apikey.NewID(), apikey.NewID()
 	k.RotatedAt = k.CreatedAt.Add(30 * time.Minute)
-	k.Disabled = true
+	k.Disabled, k.Paused = true, true
 	mustCreate(t, s, k)
 	got := mustGet(t, s, k.ID)
 	assertSame(t, k, got)
@@ -225,16 +256,17 @@ func testUpdate(t *testing.T, s apikey.Store) {
 	k.ExpiresAt = k.ExpiresAt.Add(time.Hour)
 	k.RevokedAt = k.CreatedAt.Add(time.Minute)
 	k.RotatedTo, k.RotatedAt, k.Lineage = apikey.NewID(), k.CreatedAt.Add(time.Second), apikey.NewID()
-	k.Disabled = true
+	k.Disabled, k.Paused = true, true
 	k.Limits = []apikey.Limit{apikey.Quota("monthly", 5, apikey.Month)}
 	require.NoError(t, s.Update(ctx(t), k))
 	assertSame(t, k, mustGet(t, s, k.ID))
 
-	k.ExpiresAt, k.Disabled, k.Limits = time.Time{}, false, nil
+	k.ExpiresAt, k.Disabled, k.Paused, k.Limits = time.Time{}, false, false, nil
 	require.NoError(t, s.Update(ctx(t), k))
 	got := mustGet(t, s, k.ID)
 	assert.True(t, got.ExpiresAt.IsZero(), "Update can clear ExpiresAt")
 	assert.False(t, got.Disabled, "Update can enable")
+	assert.False(t, got.Paused, "Update can resume")
 	assert.Nil(t, got.Limits, "Update can clear Limits")
 }
 
@@ -385,7 +417,7 @@ func testRotatorOneWinner(t *testing.T, s apikey.Store) {
 			succs[w].RotatedFrom = old.ID
 			wg.Go(func() {
 				<-start
-				errs[w] = r.Rotate(context.Background(), old.ID, base.Add(time.Hour), succs[w])
+				errs[w] = r.Rotate(context.Background(), old.Clone(), base.Add(time.Hour), succs[w])
 			})
 		}
 		close(start)
@@ -397,7 +429,8 @@ func testRotatorOneWinner(t *testing.T, s apikey.Store) {
 				winner = w
 				continue
 			}
-			require.ErrorIs(t, err, apikey.ErrRotated, "round %d", round)
+			require.True(t, errors.Is(err, apikey.ErrRotated) || errors.Is(err, apikey.ErrConflict),
+				"round %d: a losing rotation: want ErrRotated or ErrConflict, got %v", round, err)
 			_, gerr := s.Get(ctx(t), succs[w].ID)
 			require.ErrorIs(t, gerr, apikey.ErrNotFound, "round %d: a losing rotation stored its successor", round)
 		}
@@ -471,6 +504,8 @@ func testDeleteNotFound(t *testing.T, s apikey.Store) {
 	assert.ErrorIs(t, s.Delete(ctx(t), apikey.NewID()), apikey.ErrNotFound)
 }
 
+// createMany creates n keys of owner, all created at the same time, and
+// returns their ids in List's order (ID descending).
 func createMany(t *testing.T, s apikey.Store, owner string, n int) []string {
 	ids := make([]string, n)
 	for i := range ids {
@@ -479,55 +514,8 @@ func createMany(t *testing.T, s apikey.Store, owner string, n int) []string {
 		ids[i] = k.ID
 	}
 	slices.Sort(ids)
+	slices.Reverse(ids)
 	return ids
-}
-
-func ids(ks []*apikey.Key) []string {
-	out := make([]string, len(ks))
-	for i, k := range ks {
-		out[i] = k.ID
-	}
-	return out
-}
-
-func testListOrder(t *testing.T, s apikey.Store) {
-	want := createMany(t, s, "alice", 7)
-	createMany(t, s, "bob", 3)
-	got, err := s.List(ctx(t), "alice", apikey.ListOptions{})
-	require.NoError(t, err)
-	assert.Equal(t, want, ids(got))
-	for _, k := range got {
-		assert.Equal(t, "alice", k.Owner)
-	}
-}
-
-func testListPaging(t *testing.T, s apikey.Store) {
-	want := createMany(t, s, "alice", 11)
-	var got []string
-	opts := apikey.ListOptions{Limit: 4}
-	for pages := 0; ; pages++ {
-		require.Less(t, pages, 5, "paging does not end")
-		page, err := s.List(ctx(t), "alice", opts)
-		require.NoError(t, err)
-		require.LessOrEqual(t, len(page), 4)
-		got = append(got, ids(page)...)
-		if len(page) < 4 {
-			break
-		}
-		opts.After = page[len(page)-1].ID
-	}
-	assert.Equal(t, want, got)
-
-	page, err := s.List(ctx(t), "alice", apikey.ListOptions{After: want[len(want)-1]})
-	require.NoError(t, err)
-	assert.Empty(t, page, "a page after the last id is empty")
-}
-
-func testListEmpty(t *testing.T, s apikey.Store) {
-	createMany(t, s, "alice", 2)
-	got, err := s.List(ctx(t), "nobody", apikey.ListOptions{})
-	require.NoError(t, err)
-	assert.Empty(t, got)
 }
 
 func testMarkUsed(t *testing.T, s apikey.Store) {
@@ -578,7 +566,7 @@ func testMarkUsedBulk(t *testing.T, s apikey.Store) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	start := base.UTC().Truncate(time.Microsecond)
+	start := apikey.UTCMicro(base)
 	first := make(map[string]time.Time, n)
 	for i, id := range keys {
 		first[id] = start.Add(time.Duration(i) * time.Second)
@@ -620,7 +608,7 @@ func testMarkUsedBulk(t *testing.T, s apikey.Store) {
 		if len(page) < opts.PageSize() {
 			break
 		}
-		opts.After = page[len(page)-1].ID
+		opts.After = page[len(page)-1].Cursor()
 	}
 	require.Len(t, got, n, "MarkUsed must not create keys")
 	wrong := 0
@@ -667,10 +655,22 @@ func testTimes(t *testing.T, s apikey.Store) {
 		"CreatedAt": {k.CreatedAt, got.CreatedAt}, "ExpiresAt": {k.ExpiresAt, got.ExpiresAt},
 		"RevokedAt": {k.RevokedAt, got.RevokedAt}, "LastUsedAt": {used, got.LastUsedAt},
 	} {
-		want := pair[0].UTC().Truncate(time.Microsecond)
+		want := apikey.UTCMicro(pair[0])
 		assert.Equal(t, time.UTC, pair[1].Location(), "%s not in UTC", name)
 		assert.True(t, want.Equal(pair[1]), "%s: want %v, got %v", name, want, pair[1])
 	}
+}
+
+// testTimesTruncate: a time is truncated to the microsecond, never
+// rounded (the last microsecond of a second stays in that second).
+func testTimesTruncate(t *testing.T, s apikey.Store) {
+	k := NewKey("alice")
+	k.CreatedAt = time.Date(2026, 12, 31, 23, 59, 59, 999_999_999, time.UTC)
+	k.ExpiresAt = time.Date(2027, 1, 1, 0, 0, 0, 1_500, time.FixedZone("Y", -3600))
+	mustCreate(t, s, k)
+	got := mustGet(t, s, k.ID)
+	assert.True(t, time.Date(2026, 12, 31, 23, 59, 59, 999_999_000, time.UTC).Equal(got.CreatedAt), "CreatedAt: %v", got.CreatedAt)
+	assert.True(t, time.Date(2027, 1, 1, 1, 0, 0, 1_000, time.UTC).Equal(got.ExpiresAt), "ExpiresAt: %v", got.ExpiresAt)
 }
 
 func testZeroTimes(t *testing.T, s apikey.Store) {
@@ -715,7 +715,7 @@ func testConcurrent(t *testing.T, s apikey.Store) {
 		require.NoError(t, err)
 		assert.Len(t, list, rounds)
 	}
-	want := base.Add(time.Duration(workers*rounds-1) * time.Second).UTC().Truncate(time.Microsecond)
+	want := apikey.UTCMicro(base.Add(time.Duration(workers*rounds-1) * time.Second))
 	assert.True(t, want.Equal(mustGet(t, s, shared.ID).LastUsedAt), "the latest use wins")
 }
 
@@ -755,11 +755,11 @@ func testRevoker(t *testing.T, s apikey.Store) {
 	at := base.Add(time.Hour)
 	require.NoError(t, r.Revoke(ctx(t), k.ID, at))
 	got := mustGet(t, s, k.ID)
-	assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(got.RevokedAt))
+	assert.True(t, apikey.UTCMicro(at).Equal(got.RevokedAt))
 	assert.Equal(t, int64(2), got.Revision, "Revoke increments the Revision")
 	require.NoError(t, r.Revoke(ctx(t), k.ID, at.Add(time.Hour)), "revoking twice is not an error")
 	got = mustGet(t, s, k.ID)
-	assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(got.RevokedAt), "the first revocation time stays")
+	assert.True(t, apikey.UTCMicro(at).Equal(got.RevokedAt), "the first revocation time stays")
 	assert.Equal(t, int64(2), got.Revision, "a second Revoke changes nothing")
 	k.Name = "stale"
 	assert.ErrorIs(t, s.Update(ctx(t), k), apikey.ErrConflict, "an Update read before Revoke conflicts")
@@ -780,13 +780,12 @@ func testRevokeOwner(t *testing.T, s apikey.Store) {
 	at := base.Add(time.Hour)
 	got, err := r.RevokeOwner(ctx(t), "alice", at)
 	require.NoError(t, err)
-	slices.Sort(got)
-	assert.Equal(t, mine[1:], got, "returns the ids it revoked, not the already revoked one")
-	assert.True(t, base.UTC().Truncate(time.Microsecond).Equal(mustGet(t, s, mine[0]).RevokedAt))
+	assert.ElementsMatch(t, mine[1:], got, "returns the ids it revoked, not the already revoked one")
+	assert.True(t, apikey.UTCMicro(base).Equal(mustGet(t, s, mine[0]).RevokedAt))
 	assert.Equal(t, int64(2), mustGet(t, s, mine[0]).Revision, "an already revoked key is not written")
 	for _, id := range mine[1:] {
 		got := mustGet(t, s, id)
-		assert.True(t, at.UTC().Truncate(time.Microsecond).Equal(got.RevokedAt))
+		assert.True(t, apikey.UTCMicro(at).Equal(got.RevokedAt))
 		assert.Equal(t, int64(2), got.Revision, "RevokeOwner increments the Revision")
 	}
 	for _, id := range theirs {
@@ -803,31 +802,33 @@ func testRotator(t *testing.T, s apikey.Store) {
 	mustCreate(t, s, old)
 	succ := NewKey("alice")
 	succ.RotatedFrom, succ.Lineage, succ.Revision = old.ID, old.ID, 9
-	succ.CreatedAt = base.Add(time.Minute).UTC().Truncate(time.Microsecond)
+	succ.CreatedAt = apikey.UTCMicro(base.Add(time.Minute))
 	until := base.Add(time.Hour)
-	require.NoError(t, r.Rotate(ctx(t), old.ID, until, succ))
+	require.NoError(t, r.Rotate(ctx(t), old.Clone(), until, succ))
 	assert.Equal(t, int64(1), succ.Revision, "Rotate sets the successor's Revision")
 	gotSucc := mustGet(t, s, succ.ID)
 	assertSame(t, succ, gotSucc)
 	assert.Equal(t, int64(1), gotSucc.Revision, "the successor is stored with Revision 1")
 	gotOld := mustGet(t, s, old.ID)
 	assert.Equal(t, succ.ID, gotOld.RotatedTo)
-	assert.True(t, until.UTC().Truncate(time.Microsecond).Equal(gotOld.ExpiresAt))
+	assert.True(t, apikey.UTCMicro(until).Equal(gotOld.ExpiresAt))
 	assert.True(t, succ.CreatedAt.Equal(gotOld.RotatedAt), "RotatedAt is the successor's CreatedAt: %v", gotOld.RotatedAt)
 	assert.Equal(t, int64(2), gotOld.Revision, "Rotate increments the old key's Revision")
 
 	t.Run("KeepsAnEarlierExpiry", func(t *testing.T) {
 		k := NewKey("alice")
-		k.ExpiresAt = base.Add(time.Minute).UTC().Truncate(time.Microsecond)
+		k.ExpiresAt = apikey.UTCMicro(base.Add(time.Minute))
 		mustCreate(t, s, k)
-		require.NoError(t, r.Rotate(ctx(t), k.ID, base.Add(time.Hour), NewKey("alice")))
+		require.NoError(t, r.Rotate(ctx(t), k.Clone(), base.Add(time.Hour), NewKey("alice")))
 		assert.True(t, k.ExpiresAt.Equal(mustGet(t, s, k.ID).ExpiresAt), "the rotation extended the old key's life")
 	})
 
 	t.Run("AlreadyRotated", func(t *testing.T) {
 		again := NewKey("alice")
-		assert.ErrorIs(t, r.Rotate(ctx(t), old.ID, until, again), apikey.ErrRotated)
-		_, err := s.Get(ctx(t), again.ID)
+		assert.ErrorIs(t, r.Rotate(ctx(t), mustGet(t, s, old.ID), until, again), apikey.ErrRotated)
+		err := r.Rotate(ctx(t), old, until, again) // a stale read too
+		assert.True(t, errors.Is(err, apikey.ErrRotated) || errors.Is(err, apikey.ErrConflict), "want ErrRotated or ErrConflict, got %v", err)
+		_, err = s.Get(ctx(t), again.ID)
 		assert.ErrorIs(t, err, apikey.ErrNotFound, "a failed rotation stores no successor")
 	})
 	t.Run("Revoked", func(t *testing.T) {
@@ -835,19 +836,19 @@ func testRotator(t *testing.T, s apikey.Store) {
 		k.RevokedAt = base
 		mustCreate(t, s, k)
 		next := NewKey("alice")
-		assert.ErrorIs(t, r.Rotate(ctx(t), k.ID, until, next), apikey.ErrRevoked)
+		assert.ErrorIs(t, r.Rotate(ctx(t), k.Clone(), until, next), apikey.ErrRevoked)
 		_, err := s.Get(ctx(t), next.ID)
 		assert.ErrorIs(t, err, apikey.ErrNotFound)
 	})
 	t.Run("NotFound", func(t *testing.T) {
-		assert.ErrorIs(t, r.Rotate(ctx(t), apikey.NewID(), until, NewKey("alice")), apikey.ErrNotFound)
+		assert.ErrorIs(t, r.Rotate(ctx(t), NewKey("alice"), until, NewKey("alice")), apikey.ErrNotFound)
 	})
 	t.Run("SuccessorConflictChangesNothing", func(t *testing.T) {
 		k := NewKey("alice")
 		mustCreate(t, s, k)
 		clash := NewKey("alice")
 		clash.ID = succ.ID
-		assert.ErrorIs(t, r.Rotate(ctx(t), k.ID, until, clash), apikey.ErrConflict)
+		assert.ErrorIs(t, r.Rotate(ctx(t), k.Clone(), until, clash), apikey.ErrConflict)
 		assertSame(t, k, mustGet(t, s, k.ID))
 		assertSame(t, succ, mustGet(t, s, succ.ID))
 	})

@@ -53,6 +53,7 @@ type flags struct {
 	addr, db, postgres, mysql, redis, users, admin string
 	metrics                                        bool
 	cacheTTL                                       time.Duration
+	grpc                                           string // see GRPC.md
 }
 
 func main() {
@@ -66,6 +67,7 @@ func main() {
 	flag.DurationVar(&f.cacheTTL, "cache-ttl", 0, "verification cache TTL (0: the library's default; negative: off)")
 	flag.StringVar(&f.users, "users", "demo:demo,bob:bob", "management users, comma-separated name:password pairs")
 	flag.StringVar(&f.admin, "admin", "", "the operator's name:password for the operator API under /admin/ (off when empty)")
+	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -140,6 +142,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 
 	srv := &http.Server{Addr: f.addr, Handler: fl.routes(a.routes()), ReadHeaderTimeout: 10 * time.Second}
+	stopRPC, err := a.serveRPC(srv, f.grpc, log)
+	if err != nil {
+		return err
+	}
+	defer stopRPC()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("listening", "addr", "http://"+f.addr, "users", strings.Join(mapKeys(users), ","), "operator_api", operator != nil)

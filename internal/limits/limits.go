@@ -153,32 +153,49 @@ type Outcome struct {
 	Retry int64
 }
 
+// NoState is the seen time of a rate with no stored state: earlier than
+// any reading of a clock.
+const NoState = -1 << 63
+
 // Rate applies GCRA to a request of cost at now, with emission interval t
-// and burst b, given the stored theoretical arrival time tat (now or
-// earlier when none). A request is allowed when max(tat, now) + cost*t -
-// now <= b*t. It returns the tat to store and whether to store it: the new
-// one when allowed; when denied, now + b*t if the stored tat was further
-// ahead (the clock stepped back), so that a step back never locks a
-// subject out for longer than its burst window. A cost above the burst can
-// never fit: it waits until the rate is whole, at least one interval.
-func Rate(tat, now, t, b, cost int64) (o Outcome, next int64, write bool) {
+// and burst b, given the stored theoretical arrival time tat and the time
+// seen of the call that stored it (tat = now and seen = NoState when
+// none). A request is allowed when max(tat, now) + cost*t - now <= b*t.
+//
+// A clock that stepped back (now before seen) counts as no time having
+// passed since seen: what was outstanding then, tat - seen, is
+// outstanding now. A step back thus neither denies a subject that has
+// spent less than its burst nor grants more than the burst. A tat further
+// ahead than the burst window (a state written for a smaller burst)
+// counts as now + b*t.
+//
+// Rate returns the tat to store with seen = now and whether to store it:
+// the new one when allowed; when denied, the tat moved to the new clock
+// when it was (so that time counts again from now), unless nothing is
+// outstanding. A cost above the burst can never fit: it waits until the
+// rate is whole, at least one interval.
+func Rate(tat, seen, now, t, b, cost int64) (o Outcome, next int64, write bool) {
 	tau := b * t
+	moved := false
+	if now < seen {
+		tat, moved = now+max(0, tat-seen), true
+	}
 	if tat < now {
 		tat = now
 	}
-	capped := tat > now+tau
-	if capped {
-		tat = now + tau
+	if tat > now+tau {
+		tat, moved = now+tau, true
 	}
+	moved = moved && tat > now
 	d := tat - now
 	remaining := func(d int64) int64 { return max(0, min(b, (tau-d)/t)) }
 	if cost > b {
 		reset := max(d, t)
-		return Outcome{Remaining: remaining(d), Reset: reset, Retry: reset}, tat, capped
+		return Outcome{Remaining: remaining(d), Reset: reset, Retry: reset}, tat, moved
 	}
 	nt := tat + cost*t
 	if nt-now > tau {
-		return Outcome{Remaining: remaining(d), Reset: d, Retry: nt - now - tau}, tat, capped
+		return Outcome{Remaining: remaining(d), Reset: d, Retry: nt - now - tau}, tat, moved
 	}
 	return Outcome{Allowed: true, Remaining: remaining(nt - now), Reset: nt - now}, nt, true
 }

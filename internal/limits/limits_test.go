@@ -32,22 +32,57 @@ func TestWindowSeconds(t *testing.T) {
 	assert.Equal(t, int64(0), e)
 }
 
-// A TAT far ahead of now (the clock stepped back) counts as now + the
-// burst window, and is to be stored so even when the call is denied.
+// A TAT further ahead than the burst window counts as now + the burst
+// window, and is to be stored so even when the call is denied.
 func TestRateCapsTheTAT(t *testing.T) {
 	t.Parallel()
 	const T, B = 10, 3 // burst window 30
-	o, next, write := Rate(1_000_000, 100, T, B, 1)
+	o, next, write := Rate(1_000_000, 90, 100, T, B, 1)
 	assert.False(t, o.Allowed)
 	assert.True(t, write)
 	assert.Equal(t, int64(130), next)
 	assert.Equal(t, int64(10), o.Retry)
-	o, next, write = Rate(next, 110, T, B, 1)
+	o, next, write = Rate(next, 100, 110, T, B, 1)
 	assert.True(t, o.Allowed, "one interval later")
 	assert.True(t, write)
 	assert.Equal(t, int64(140), next)
-	_, _, write = Rate(125, 100, T, B, 3) // within the window, denied: nothing to store
+	_, _, write = Rate(125, 90, 100, T, B, 3) // within the window, denied: nothing to store
 	assert.False(t, write)
+}
+
+// A clock that steps back keeps what was outstanding when the state was
+// written: no lockout within the burst, no burst beyond it.
+func TestRateClockStepBack(t *testing.T) {
+	t.Parallel()
+	const T, B = 10, 3 // burst window 30
+	tests := []struct {
+		name      string
+		tat, seen int64
+		cost      int64
+		allowed   bool
+		next      int64
+		write     bool
+		retry     int64
+	}{
+		{"OneSpent", 1010, 1000, 2, true, 130, true, 0},
+		{"OneSpentTooMuch", 1010, 1000, 3, false, 110, true, 10},
+		{"AllSpent", 1030, 1000, 1, false, 130, true, 10},
+		{"NothingOutstanding", 900, 1000, 3, true, 130, true, 0},
+		{"NothingOutstandingCostAboveBurst", 900, 1000, 4, false, 100, false, 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o, next, write := Rate(tc.tat, tc.seen, 100, T, B, tc.cost)
+			assert.Equal(t, tc.allowed, o.Allowed)
+			assert.Equal(t, tc.next, next)
+			assert.Equal(t, tc.write, write)
+			assert.Equal(t, tc.retry, o.Retry)
+		})
+	}
+	o, next, write := Rate(100, NoState, 100, T, B, 3) // no state
+	assert.True(t, o.Allowed)
+	assert.True(t, write)
+	assert.Equal(t, int64(130), next)
 }
 
 func TestCountNeverRefilled(t *testing.T) {

@@ -1,0 +1,4 @@
+package redislimit
+
+// Keys returns the storage keys of a call's limits.
+var Keys = (*Limiter).keys

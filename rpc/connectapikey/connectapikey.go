@@ -1,0 +1,283 @@
+// Package connectapikey guards Connect handlers (connectrpc.com/connect)
+// with apikey: an interceptor for unary and streaming handlers that reads
+// the key from the request headers, verifies it with Manager.Verify,
+// checks the procedure's scopes and spends its cost with
+// Middleware.Spend, so that the Connect, gRPC and HTTP surfaces of a
+// service refuse the same keys and share each customer's budget, plans,
+// circuit breaker and failure policy. It serves the Connect, gRPC and
+// gRPC-Web protocols alike.
+//
+//	ic, err := connectapikey.New(m, connectapikey.Options{
+//		Middleware: mw, // the HTTP routes' Middleware: one budget
+//		Methods: map[string]connectapikey.Rule{
+//			"/shop.v1.Orders/Create": {Scopes: []string{"write"}},
+//		},
+//	})
+//	if err != nil { ... }
+//	mux.Handle(shopv1connect.NewOrdersHandler(srv, connect.WithInterceptors(ic)))
+//	// In a handler: key := apikey.FromContext(ctx)
+//
+// Refusals carry fixed messages, never a dependency's error text:
+// InvalidArgument (credentials sent in a malformed way, or under two
+// headers), Unauthenticated (no key, or a malformed, invalid, revoked,
+// expired, disabled, paused or suspended one, all alike),
+// PermissionDenied (a missing scope or a denied procedure, with an
+// ErrorInfo detail), ResourceExhausted (with RetryInfo and QuotaFailure
+// details), Unavailable (the store or the Limiter failed) and Internal (a
+// bad cost). The RateLimit headers, and Deprecation and Sunset for a key in
+// its grace period, are sent as response headers.
+package connectapikey
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"connectrpc.com/connect"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/rpc/internal/rpcauth"
+)
+
+// Rule is what calls to a procedure require. The zero value requires a
+// valid key, no scope, and spends a cost of 1.
+type Rule struct {
+	// Scopes are the scopes a key needs, all of them unless AnyScope.
+	Scopes []string
+	// AnyScope is satisfied by any one of Scopes.
+	AnyScope bool
+	// Open lets every call through without a key: a key sent is neither
+	// verified nor spent, and apikey.FromContext returns nil. For the
+	// health and reflection services; it takes no other field.
+	Open bool
+	// Deny refuses every key with PermissionDenied (a call without a
+	// valid key still gets Unauthenticated). Set it on Options.Default to
+	// deny the procedures that Methods does not list.
+	Deny bool
+	// Cost is what a call spends from its customer's limits: 1 when 0;
+	// negative is refused. Options.Cost, if set, replaces it.
+	Cost int64
+	// Unmetered calls spend nothing.
+	Unmetered bool
+	// PerMessage makes a stream spend Cost for each message it receives
+	// from the client, instead of once when it starts. A refused message
+	// fails its Receive with ResourceExhausted. Unary calls spend once
+	// either way.
+	PerMessage bool
+}
+
+// Options configures an Interceptor. The zero value reads the key from
+// "Authorization: Bearer <key>" and "X-API-Key", requires a valid key on
+// every procedure and spends nothing.
+type Options struct {
+	// Middleware, if set, is what calls spend with (Middleware.Spend):
+	// its Limiter, plans, failure policy, FallbackLimiter and circuit
+	// breaker, shared with the HTTP routes it guards, so that one customer
+	// has one budget across both surfaces. Nil: no limits.
+	Middleware *apikey.Middleware
+	// Metadata names the headers the key is read from, in order:
+	// "authorization" (Bearer scheme) and "x-api-key" when empty. A header
+	// other than Authorization holds the bare token. A call that sends
+	// tokens under two of them, or one of them twice, is refused with
+	// InvalidArgument.
+	Metadata []string
+	// HideCredentials removes the key's header from the request headers
+	// the handler sees, so that it cannot be logged or forwarded.
+	HideCredentials bool
+	// Methods maps a procedure ("/pkg.Service/Method") or a service
+	// ("pkg.Service") to its Rule. A procedure's own entry wins over its
+	// service's.
+	Methods map[string]Rule
+	// Default is the Rule of every procedure Methods does not cover. Its
+	// zero value requires a valid key; Rule{Deny: true} refuses them.
+	Default Rule
+	// Cost, if set, gives the cost of a call in place of Rule.Cost, from
+	// its procedure, its request (the request message, a *connect.Request's
+	// Any(); the received message when the rule is PerMessage; nil at the
+	// start of a stream) and its key. 0 spends nothing; a negative cost,
+	// or a panic, is refused with Internal and logged.
+	Cost func(ctx context.Context, procedure string, req any, k *apikey.Key) int64
+	// ErrorDomain is the domain of ErrorInfo details: "apikey" when empty.
+	ErrorDomain string
+	// Logger, if set, logs failures of dependencies and misconfigurations.
+	Logger *slog.Logger
+}
+
+// Interceptor is a connect.Interceptor for handlers; on a client it
+// passes calls through untouched. Build it with New (the zero value is not
+// usable); it is safe for concurrent use.
+type Interceptor struct {
+	g *rpcauth.Guard
+}
+
+var _ connect.Interceptor = (*Interceptor)(nil)
+
+// New returns an Interceptor verifying keys with m. A nil m, a header name
+// that is not a valid lower-case metadata key, a procedure name that is
+// neither "/pkg.Service/Method" nor "pkg.Service", an invalid scope, a
+// negative Cost or an Open rule with other fields give an error wrapping
+// apikey.ErrInvalidOptions.
+func New(m *apikey.Manager, opts Options) (*Interceptor, error) {
+	c := rpcauth.Config{
+		Middleware: opts.Middleware, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
+		Default: rpcauth.Rule(opts.Default), ErrorDomain: opts.ErrorDomain, Logger: opts.Logger,
+	}
+	if opts.Cost != nil {
+		c.Cost = opts.Cost
+	}
+	if opts.Methods != nil {
+		c.Methods = make(map[string]rpcauth.Rule, len(opts.Methods))
+		for name, r := range opts.Methods {
+			c.Methods[name] = rpcauth.Rule(r)
+		}
+	}
+	g, err := rpcauth.New(m, c)
+	if err != nil {
+		return nil, err
+	}
+	return &Interceptor{g: g}, nil
+}
+
+// header reads a call's request headers.
+type header http.Header
+
+func (h header) Values(s *rpcauth.Source) []string { return h[s.Header] }
+
+// WrapUnary authorizes a unary call, spends its cost and calls next with
+// the key in the context.
+func (ic *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		spec := req.Spec()
+		if spec.IsClient {
+			return next(ctx, req)
+		}
+		g := ic.g
+		r := g.Rule(spec.Procedure)
+		if r.Open {
+			return next(ctx, req)
+		}
+		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(req.Header()))
+		if ref != nil {
+			return nil, refusal(ref, nil)
+		}
+		var h http.Header
+		if g.MeteredAtStart(r, false) {
+			h, ref = g.Spend(ctx, spec.Procedure, r, req.Any(), k)
+			if ref != nil {
+				grace(h, k)
+				return nil, refusal(ref, h)
+			}
+		}
+		var out http.Header // the response's headers, when there are any to send
+		if len(h) > 0 || k.RotatedTo != "" {
+			if info, ok := connect.CallInfoForHandlerContext(ctx); ok {
+				out = info.ResponseHeader()
+				copyHeader(out, h)
+				grace(out, k)
+			}
+		}
+		if g.Hide() && from >= 0 {
+			req.Header().Del(g.Sources()[from].Header)
+		}
+		res, err := next(g.WithKey(ctx, k), req)
+		if out == nil && res != nil && (len(h) > 0 || k.RotatedTo != "") { // no call info: a direct call
+			copyHeader(res.Header(), h)
+			grace(res.Header(), k)
+		}
+		return res, err
+	}
+}
+
+// WrapStreamingClient returns next: the Interceptor guards handlers only.
+func (ic *Interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+// WrapStreamingHandler authorizes a stream once at its start and spends
+// its cost then, or for each message received when the procedure's rule
+// is PerMessage.
+func (ic *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		g := ic.g
+		procedure := conn.Spec().Procedure
+		r := g.Rule(procedure)
+		if r.Open {
+			return next(ctx, conn)
+		}
+		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(conn.RequestHeader()))
+		if ref != nil {
+			return refusal(ref, nil)
+		}
+		out := conn.ResponseHeader()
+		grace(out, k)
+		if g.MeteredAtStart(r, true) {
+			h, ref := g.Spend(ctx, procedure, r, nil, k)
+			copyHeader(out, h)
+			if ref != nil {
+				return refusal(ref, nil)
+			}
+		}
+		if g.Hide() && from >= 0 {
+			conn.RequestHeader().Del(g.Sources()[from].Header)
+		}
+		ctx = g.WithKey(ctx, k)
+		if g.MeteredPerMessage(r) {
+			conn = &meteredConn{StreamingHandlerConn: conn, ctx: ctx, g: g, r: r, k: k, procedure: procedure}
+		}
+		return next(ctx, conn)
+	}
+}
+
+// meteredConn spends for each message received.
+type meteredConn struct {
+	connect.StreamingHandlerConn
+	ctx       context.Context
+	g         *rpcauth.Guard
+	r         *rpcauth.Rule
+	k         *apikey.Key
+	procedure string
+}
+
+func (c *meteredConn) Receive(m any) error {
+	if err := c.StreamingHandlerConn.Receive(m); err != nil {
+		return err
+	}
+	if _, ref := c.g.Spend(c.ctx, c.procedure, c.r, m, c.k); ref != nil {
+		return refusal(ref, nil)
+	}
+	return nil
+}
+
+// refusal is the *connect.Error of ref, with meta as its metadata (nil
+// for none) and a Retry-After for a rate-limit refusal.
+func refusal(ref *rpcauth.Refusal, meta http.Header) error {
+	e := connect.NewError(connect.Code(ref.Code), errors.New(ref.Message))
+	for _, d := range ref.Details {
+		if ed, err := connect.NewErrorDetail(d); err == nil {
+			e.AddDetail(ed)
+		}
+	}
+	copyHeader(e.Meta(), meta)
+	if ref.RetryAfter != "" {
+		e.Meta().Set("Retry-After", ref.RetryAfter)
+	}
+	return e
+}
+
+// grace sets Deprecation and Sunset in h for a key in its grace period.
+func grace(h http.Header, k *apikey.Key) {
+	if dep, sun, ok := rpcauth.Grace(k); ok && h != nil {
+		h.Set("Sunset", sun)
+		if dep != "" {
+			h.Set("Deprecation", dep)
+		}
+	}
+}
+
+// copyHeader copies the values of src into dst.
+func copyHeader(dst, src http.Header) {
+	for name, vs := range src {
+		dst[name] = vs
+	}
+}

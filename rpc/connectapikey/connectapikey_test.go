@@ -1,0 +1,46 @@
+package connectapikey_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey/rpc/connectapikey"
+	"github.com/gokeys/apikey/rpc/internal/rpcauth"
+	"github.com/gokeys/apikey/rpc/internal/rpctest"
+)
+
+// options are the Options of a bench configuration.
+func options(c rpcauth.Config) connectapikey.Options {
+	o := connectapikey.Options{Middleware: c.Middleware, Metadata: c.Metadata, HideCredentials: c.HideCredentials,
+		Default: connectapikey.Rule(c.Default), Cost: c.Cost, ErrorDomain: c.ErrorDomain, Logger: c.Logger,
+		Methods: map[string]connectapikey.Rule{}}
+	for name, r := range c.Methods {
+		o.Methods[name] = connectapikey.Rule(r)
+	}
+	return o
+}
+
+func server(t *testing.T, env *rpctest.Env, grpcProtocol bool) rpctest.Driver {
+	ic, err := connectapikey.New(env.M, options(env.Config))
+	require.NoError(t, err)
+	url, client := rpctest.ConnectServer(t, ic)
+	return rpctest.Connect(url, client, grpcProtocol)
+}
+
+// TestCases runs the table both adapters pass, over the Connect protocol
+// and over gRPC, each on TCP with HTTP/2 (h2c).
+func TestCases(t *testing.T) {
+	for _, p := range []struct {
+		name string
+		grpc bool
+	}{{"connect", false}, {"grpc", true}} {
+		t.Run(p.name, func(t *testing.T) {
+			rpctest.Run(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, env, p.grpc) })
+		})
+	}
+}
+
+func TestRevokedDuringStream(t *testing.T) {
+	rpctest.RunRevokedDuringStream(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, env, false) })
+}

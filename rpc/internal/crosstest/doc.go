@@ -1,0 +1,3 @@
+// Package crosstest holds the tests that need both adapters and the HTTP
+// middleware at once.
+package crosstest

@@ -1,0 +1,106 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/gokeys/apikey"
+)
+
+// GetCustomer implements apikey.CustomerStore: one query by primary key.
+// An unknown id gives apikey.ErrNotFound.
+func (s *Store) GetCustomer(ctx context.Context, id string) (*apikey.Customer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cs, err := s.queryCustomers(ctx, s.q.customerGet, id)
+	switch {
+	case err != nil:
+		return nil, s.fail(ctx, "get customer", err)
+	case len(cs) == 0:
+		return nil, apikey.ErrNotFound
+	}
+	return cs[0], nil
+}
+
+// PutCustomer implements apikey.CustomerStore: an INSERT with revision 1
+// when c.Revision is 0 (a duplicate id gives apikey.ErrConflict), else one
+// conditional UPDATE (... WHERE id = ? AND revision = ?) that increments
+// the revision. When the UPDATE changed no row, a lookup tells an unknown
+// id (apikey.ErrNotFound) from a changed one (apikey.ErrConflict).
+func (s *Store) PutCustomer(ctx context.Context, c *apikey.Customer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	args, err := s.customerArgs(c, 1)
+	if err != nil {
+		return err
+	}
+	if c.Revision == 0 {
+		if _, err := s.db.ExecContext(ctx, s.q.customerInsert, args...); err != nil {
+			if ctx.Err() == nil && s.d.isConflict(err) {
+				return fmt.Errorf("sqlstore: customer %s exists: %w", c.ID, apikey.ErrConflict)
+			}
+			return s.fail(ctx, "put customer", err)
+		}
+		c.Revision = 1
+		return nil
+	}
+	// The update's arguments: every column but id and revision, then the
+	// id and the revision read.
+	upd := append(slices.Clone(args[1:numCustomerColumns-1]), c.ID, c.Revision)
+	res, err := s.db.ExecContext(ctx, s.q.customerUpdate, upd...)
+	if err != nil {
+		return s.fail(ctx, "put customer", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.fail(ctx, "put customer", err)
+	}
+	if n == 0 {
+		var one int
+		err := s.db.QueryRowContext(ctx, s.q.customerExists, c.ID).Scan(&one)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return apikey.ErrNotFound
+		case err != nil:
+			return s.fail(ctx, "put customer", err)
+		}
+		return fmt.Errorf("sqlstore: write of customer %s at revision %d: %w", c.ID, c.Revision, apikey.ErrConflict)
+	}
+	c.Revision++
+	return nil
+}
+
+// ListCustomers implements apikey.CustomerStore with keyset paging over
+// the primary key: WHERE id > ? ORDER BY id LIMIT ?.
+func (s *Store) ListCustomers(ctx context.Context, after string, limit int) ([]*apikey.Customer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cs, err := s.queryCustomers(ctx, s.q.customerList, after, apikey.ListOptions{Limit: limit}.PageSize())
+	if err != nil {
+		return nil, s.fail(ctx, "list customers", err)
+	}
+	return cs, nil
+}
+
+func (s *Store) queryCustomers(ctx context.Context, query string, args ...any) ([]*apikey.Customer, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []*apikey.Customer{}
+	for rows.Next() {
+		c, err := scanCustomer(s.d, rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

@@ -90,12 +90,12 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The self-service keys page, for the same users, with the same hook.
-	// It offers no plan: the customer's plan applies.
+	// The self-service keys page, for the same users, with the same hook
+	// and policy. It offers no plan: the customer's plan applies.
 	a.page, err = keyspage.New(cfg.manager, keyspage.Options{
 		Owner:     a.user,
+		Policy:    policy,
 		Challenge: `Basic realm="api-keys", charset="UTF-8"`,
-		Scopes:    []string{"read", "write"},
 		Lifetimes: []time.Duration{defaultLifetime, 30 * 24 * time.Hour, 365 * 24 * time.Hour},
 		Logger:    cfg.log,
 	})

@@ -522,7 +522,7 @@ func TestKeysPage(t *testing.T) {
 	}
 	const form = "name=ci&scope=read&expires=7776000"
 	assert.Equal(t, 403, post("cross-site", form).StatusCode)
-	assert.Equal(t, 400, post("same-origin", form+"&plan=pro").StatusCode, "the page offers no plan")
+	assert.Equal(t, 403, post("same-origin", form+"&plan=pro").StatusCode, "the page offers no plan")
 	res := post("same-origin", form)
 	require.Equal(t, 201, res.StatusCode)
 	body, err := io.ReadAll(res.Body)

@@ -168,7 +168,7 @@ func TestUserCannotGiveHimselfPro(t *testing.T) {
 	res, err := c.srv.Client().Do(req)
 	require.NoError(t, err)
 	res.Body.Close()
-	assert.Equal(t, 400, res.StatusCode, "the keys page offers no plan")
+	assert.Equal(t, 403, res.StatusCode, "the keys page offers no plan")
 	r = c.do("PUT", "/admin/customers/demo", "demo:demo", `{"plan":"pro"}`)
 	assert.Equal(t, 401, r.status, "a user is not the operator")
 

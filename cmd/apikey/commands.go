@@ -53,7 +53,7 @@ func command(name string, fs *flag.FlagSet) (runner, bool) {
 	case "revoke-owner":
 		return runRevokeOwner, true
 	}
-	return nil, false
+	return operatorCommand(name, fs)
 }
 
 // manage runs a management subcommand: flags, database, Manager.

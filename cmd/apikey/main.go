@@ -111,6 +111,15 @@ Key management (needs a database):
   disable ID... / enable ID...         suspend / resume keys
   revoke ID...                         revoke keys (final)
   revoke-owner OWNER                   revoke every key of an owner
+  revoke-chain ID                      revoke a key and its whole rotation chain (after a leak)
+  purge --older-than D                 delete keys revoked or expired more than D (720h, 30d) ago
+
+Customers (the operator's records: plan, scope ceiling, key cap, grants, suspension):
+  customer set ID [--plan P] [--scopes S,S | --unrestricted] [--max-keys N] [--credits N]
+        [--grant NAME=KIND:N/PER]... [--no-grants] [--metadata k=v]... [--no-metadata]
+                                       change a customer (--plan needs --plans)
+  customer show ID... / customer list [--limit N] [--after ID] [--all]
+  customer suspend ID... / customer resume ID...
 
 Leak search:
   scan [--revoke] [--json] [paths...]  find tokens of the prefixes in files, directories

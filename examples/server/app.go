@@ -1,23 +1,25 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"maps"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/adminhttp"
 	"github.com/gokeys/apikey/keyshttp"
 	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // plans are the article's tiers: free is 100 requests per UTC day; pro is
-// 10,000 per UTC day and at most 100 per second.
+// 10,000 per UTC day and at most 100 per second. A customer's plan is the
+// operator's to set (PUT /admin/customers/{id}); free is the default.
 func plans() apikey.Plans {
 	return apikey.Plans{
 		"free": {apikey.Quota("daily", 100, apikey.Day)},
@@ -28,25 +30,32 @@ func plans() apikey.Plans {
 const defaultLifetime = 90 * 24 * time.Hour
 
 // app is the example service: a management API for the current user's keys
-// (HTTP Basic) and routes protected by API keys.
+// (HTTP Basic), routes protected by API keys and, with operator
+// credentials, the operator API over customers.
 type app struct {
-	m     *apikey.Manager
-	mw    *apikey.Middleware
-	keys  *keyshttp.Handler
-	page  *keyspage.Page
-	users map[string][32]byte // name -> SHA-256 of the password
-	log   *slog.Logger
+	m         *apikey.Manager
+	mw        *apikey.Middleware
+	keys      *keyshttp.Handler
+	page      *keyspage.Page
+	admin     *adminhttp.Handler  // nil without operator credentials
+	users     map[string][32]byte // name -> SHA-256 of the password
+	operators map[string][32]byte // the same for the operator API
+	log       *slog.Logger
 }
 
 type appConfig struct {
 	manager  *apikey.Manager
 	limiter  apikey.Limiter
-	fallback apikey.Limiter // used when limiter fails; nil: fail closed
-	users    map[string]string
+	fallback apikey.Limiter    // used when limiter fails; nil: fail closed
+	users    map[string]string // name -> password of the users
+	operator map[string]string // the operator's name -> password; none: no operator API
 	log      *slog.Logger
 }
 
-func newApp(cfg appConfig) (*app, error) {
+func newApp(ctx context.Context, cfg appConfig) (*app, error) {
+	if err := defineCustomers(ctx, cfg.manager); err != nil {
+		return nil, err
+	}
 	opts := apikey.MiddlewareOptions{
 		Realm:                  "example",
 		AllowQuery:             true, // as in the article; see the README for why it is off by default
@@ -62,34 +71,55 @@ func newApp(cfg appConfig) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &app{m: cfg.manager, mw: mw, users: map[string][32]byte{}, log: cfg.log}
-	for name, pw := range cfg.users {
-		a.users[name] = sha256.Sum256([]byte(pw))
-	}
-	a.keys, err = keyshttp.New(cfg.manager, keyshttp.Options{
-		Owner:       a.user,
-		Challenge:   `Basic realm="api-keys", charset="UTF-8"`,
-		Plans:       slices.Sorted(maps.Keys(plans())),
-		DefaultPlan: "free",
-		DefaultTTL:  defaultLifetime,
-		Logger:      cfg.log,
+	a := &app{m: cfg.manager, mw: mw, users: hashed(cfg.users), log: cfg.log}
+	// What a user may do to his own keys: never choose a plan, credits or
+	// limits; those are his customer record's, set by the operator.
+	policy, err := selfservice.New(cfg.manager, selfservice.Options{
+		Scopes:          []string{"read", "write"},
+		DefaultLifetime: defaultLifetime,
 	})
 	if err != nil {
 		return nil, err
 	}
-	// The self-service keys page, for the same users, with the same hook.
+	a.keys, err = keyshttp.New(cfg.manager, keyshttp.Options{
+		Owner:     a.user,
+		Policy:    policy,
+		Challenge: `Basic realm="api-keys", charset="UTF-8"`,
+		Logger:    cfg.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The self-service keys page, for the same users, with the same hook
+	// and policy. It offers no plan: the customer's plan applies.
 	a.page, err = keyspage.New(cfg.manager, keyspage.Options{
 		Owner:     a.user,
+		Policy:    policy,
 		Challenge: `Basic realm="api-keys", charset="UTF-8"`,
-		Scopes:    []string{"read", "write"},
-		Plans:     slices.Sorted(maps.Keys(plans())),
 		Lifetimes: []time.Duration{defaultLifetime, 30 * 24 * time.Hour, 365 * 24 * time.Hour},
 		Logger:    cfg.log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.operator) > 0 {
+		// The operator API checks no credentials itself: a.operatorOnly
+		// does, with the operator's own.
+		a.operators = hashed(cfg.operator)
+		a.admin, err = adminhttp.New(cfg.manager, adminhttp.Options{Middleware: mw, Logger: cfg.log})
+		if err != nil {
+			return nil, err
+		}
+	}
 	return a, nil
+}
+
+func hashed(users map[string]string) map[string][32]byte {
+	out := make(map[string][32]byte, len(users))
+	for name, pw := range users {
+		out[name] = sha256.Sum256([]byte(pw))
+	}
+	return out
 }
 
 func (a *app) routes() http.Handler {
@@ -103,6 +133,11 @@ func (a *app) routes() http.Handler {
 	mux.Handle("GET /openapi.json", a.keys)
 	// The self-service page for the same keys.
 	mux.Handle("/keys/", a.page)
+	// The operator API, only with operator credentials (-admin); else
+	// /admin/ is 404.
+	if a.admin != nil {
+		mux.Handle("/admin/", a.operatorOnly(a.admin))
+	}
 
 	// /protected checks the key but spends nothing; /data spends the
 	// owner's plan, and only once the key is authorized (the scope check
@@ -118,9 +153,13 @@ var errBadUser = errors.New("invalid user credentials")
 
 // user authenticates the management API's caller with HTTP Basic and names
 // them as the owner of the keys they manage.
-func (a *app) user(r *http.Request) (string, error) {
+func (a *app) user(r *http.Request) (string, error) { return basicUser(r, a.users) }
+
+// basicUser returns the name of r's HTTP Basic credentials if they are
+// those of one of users.
+func basicUser(r *http.Request, users map[string][32]byte) (string, error) {
 	name, pw, ok := r.BasicAuth()
-	want, known := a.users[name]
+	want, known := users[name]
 	got := sha256.Sum256([]byte(pw))
 	if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !known {
 		return "", errBadUser
@@ -133,9 +172,11 @@ func (a *app) protected(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"message": "Hello " + k.Owner, "key_id": k.ID, "key_name": k.Name})
 }
 
+// getData answers for the key's customer; the limits his plan spent are
+// in the RateLimit-Policy and RateLimit headers.
 func (a *app) getData(w http.ResponseWriter, r *http.Request) {
 	k := apikey.FromContext(r.Context())
-	writeJSON(w, http.StatusOK, map[string]any{"data": []int{1, 2, 3}, "plan": k.Plan})
+	writeJSON(w, http.StatusOK, map[string]any{"data": []int{1, 2, 3}, "customer": k.Customer()})
 }
 
 func (a *app) postData(w http.ResponseWriter, r *http.Request) {

@@ -50,17 +50,34 @@ func newSQLiteStore(t *testing.T) apikey.Store {
 	return s
 }
 
-// newServer serves the example's handler over store and limiter.
+// operator are the operator's credentials of the test servers.
+const operator = "ops:secret"
+
+// newServer serves the example's handler over store and limiter, with the
+// operator API behind the operator's credentials.
 func newServer(t *testing.T, store apikey.Store, limiter apikey.Limiter, clock *testClock) *httptest.Server {
-	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", Now: clock.Now, Plans: plans(),
-		Peppers: []apikey.Pepper{{Version: "1", Secret: []byte("a test pepper of at least 32 bytes")}}})
-	require.NoError(t, err)
-	t.Cleanup(func() { m.Close(context.Background()) })
-	a, err := newApp(appConfig{manager: m, limiter: limiter, users: map[string]string{"demo": "demo", "eve": "secret"}})
+	return newServerWith(t, store, limiter, clock, map[string]string{"ops": "secret"})
+}
+
+// newServerWith is newServer with the given operator credentials (none:
+// no operator API).
+func newServerWith(t *testing.T, store apikey.Store, limiter apikey.Limiter, clock *testClock, op map[string]string) *httptest.Server {
+	m := newManager(t, store, clock)
+	a, err := newApp(context.Background(), appConfig{manager: m, limiter: limiter, operator: op,
+		users: map[string]string{"demo": "demo", "bob": "bob", "eve": "secret"}})
 	require.NoError(t, err)
 	srv := httptest.NewServer(a.routes())
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// newManager is the example's Manager over store.
+func newManager(t *testing.T, store apikey.Store, clock *testClock) *apikey.Manager {
+	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", Now: clock.Now, Plans: plans(), DefaultPlan: "free",
+		Peppers: []apikey.Pepper{{Version: "1", Secret: []byte("a test pepper of at least 32 bytes")}}})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close(context.Background()) })
+	return m
 }
 
 type client struct {
@@ -128,7 +145,7 @@ func TestServerEndToEnd(t *testing.T) {
 
 	t.Run("bad create requests", func(t *testing.T) {
 		for name, body := range map[string]string{
-			"bad JSON": "{", "unknown plan": `{"plan":"gold"}`, "unknown field": `{"color":"red"}`,
+			"bad JSON":        "{",
 			"past expires_at": `{"expires_at":"2020-01-01T00:00:00Z"}`, "bad scope": `{"scopes":["a b"]}`,
 		} {
 			r := c.do("POST", "/api-keys", "demo:demo", body)
@@ -137,19 +154,26 @@ func TestServerEndToEnd(t *testing.T) {
 		}
 	})
 
-	// Create keys.
+	t.Run("a user chooses no plan, credits, limits or unknown fields", func(t *testing.T) {
+		for _, body := range []string{`{"plan":"pro"}`, `{"credits":1000}`, `{"limits":[]}`, `{"color":"red"}`} {
+			r := c.do("POST", "/api-keys", "demo:demo", body)
+			assert.Equal(t, 403, r.status, body)
+			assert.Equal(t, "application/problem+json", r.header.Get("Content-Type"), body)
+		}
+	})
+
+	// Create keys: demo's are free, bob's pro (their customers' plans).
 	free := c.do("POST", "/api-keys", "demo:demo", "")
 	require.Equal(t, 201, free.status, free.raw)
 	assert.Equal(t, "no-store", free.header.Get("Cache-Control"))
-	for _, field := range []string{"id", "key", "name", "hint", "scopes", "plan", "created_at", "expires_at", "note"} {
+	for _, field := range []string{"id", "key", "name", "hint", "scopes", "created_at", "expires_at", "note"} {
 		assert.Contains(t, free.body, field)
 	}
-	assert.Equal(t, "free", free.body["plan"])
 	assert.Equal(t, clock.Now().Add(90*24*time.Hour).Format(time.RFC3339), free.body["expires_at"])
 	freeKey := free.body["key"].(string)
 	assert.True(t, strings.HasPrefix(freeKey, "sk_live_"))
 
-	pro := c.do("POST", "/api-keys", "demo:demo", `{"name":"ci","scopes":["read","write"],"plan":"pro","expires_in_days":7,"expires_at":"2027-01-01T00:00:00Z"}`)
+	pro := c.do("POST", "/api-keys", "bob:bob", `{"name":"ci","scopes":["read","write"],"expires_in_days":7,"expires_at":"2027-01-01T00:00:00Z"}`)
 	require.Equal(t, 201, pro.status, pro.raw)
 	assert.Equal(t, "2027-01-01T00:00:00Z", pro.body["expires_at"], "expires_at wins over expires_in_days")
 	assert.Equal(t, []any{"read", "write"}, pro.body["scopes"])
@@ -167,11 +191,12 @@ func TestServerEndToEnd(t *testing.T) {
 		r := c.do("GET", "/api-keys", "demo:demo", "")
 		require.Equal(t, 200, r.status)
 		keys := r.body["keys"].([]any)
-		assert.Len(t, keys, 3)
+		assert.Len(t, keys, 2)
 		for _, k := range keys {
 			k := k.(map[string]any)
 			assert.NotEqual(t, eveID, k["id"])
-			for _, field := range []string{"id", "name", "hint", "scopes", "plan", "created_at", "expires_at", "last_used_at", "revoked_at"} {
+			assert.NotEqual(t, proID, k["id"])
+			for _, field := range []string{"id", "name", "hint", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at"} {
 				assert.Contains(t, k, field)
 			}
 		}
@@ -188,7 +213,7 @@ func TestServerEndToEnd(t *testing.T) {
 			c.do("GET", "/protected?api_key="+proKey, "", ""),
 		} {
 			require.Equal(t, 200, r.status, r.raw)
-			assert.Equal(t, "Hello demo", r.body["message"])
+			assert.Equal(t, "Hello bob", r.body["message"])
 			assert.Equal(t, proID, r.body["key_id"])
 			assert.Equal(t, "ci", r.body["key_name"])
 		}
@@ -204,9 +229,9 @@ func TestServerEndToEnd(t *testing.T) {
 	})
 
 	t.Run("free plan: 100 requests per UTC day", func(t *testing.T) {
-		// One GET /data above; /protected is not counted, and POST /data
-		// was refused by its scope check, before Limit, so it spent nothing.
-		used := 1
+		// /protected is not counted, and demo's POST /data was refused by
+		// its scope check, before Limit, so it spent nothing.
+		used := 0
 		for i := used; i < 100; i++ {
 			r := c.do("GET", "/data", "key:"+freeKey, "")
 			require.Equal(t, 200, r.status, "request %d", i+1)
@@ -217,7 +242,9 @@ func TestServerEndToEnd(t *testing.T) {
 		assert.Equal(t, `"daily";q=100;w=86400`, r.header.Get("RateLimit-Policy"))
 		assert.Equal(t, `"daily";r=0;t=43200`, r.header.Get("RateLimit"))
 		assert.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
-		assert.Equal(t, 200, c.do("GET", "/data", "key:"+proKey, "").status, "another key is not affected")
+		r = c.do("GET", "/data", "key:"+proKey, "")
+		assert.Equal(t, 200, r.status, "another customer is not affected")
+		assert.Equal(t, `"daily";q=10000;w=86400, "per-second";q=100;w=1`, r.header.Get("RateLimit-Policy"), "bob is pro")
 
 		clock.Add(12 * time.Hour) // midnight UTC
 		r = c.do("GET", "/data", "key:"+freeKey, "")
@@ -238,11 +265,11 @@ func TestServerEndToEnd(t *testing.T) {
 	})
 
 	t.Run("rotate with grace", func(t *testing.T) {
-		assert.Equal(t, 404, c.do("POST", "/api-keys/"+eveID+"/rotate", "demo:demo", "").status, "another user's key")
-		assert.Equal(t, 404, c.do("POST", "/api-keys/AAAAAAAAAAAAAAAA/rotate", "demo:demo", "").status)
-		assert.Equal(t, 400, c.do("POST", "/api-keys/"+proID+"/rotate", "demo:demo", `{"grace":1}`).status)
+		assert.Equal(t, 404, c.do("POST", "/api-keys/"+eveID+"/rotate", "bob:bob", "").status, "another user's key")
+		assert.Equal(t, 404, c.do("POST", "/api-keys/AAAAAAAAAAAAAAAA/rotate", "bob:bob", "").status)
+		assert.Equal(t, 403, c.do("POST", "/api-keys/"+proID+"/rotate", "bob:bob", `{"grace":1}`).status, "an unknown field")
 
-		r := c.do("POST", "/api-keys/"+proID+"/rotate", "demo:demo", `{"grace_seconds":60}`)
+		r := c.do("POST", "/api-keys/"+proID+"/rotate", "bob:bob", `{"grace_seconds":60}`)
 		require.Equal(t, 200, r.status, r.raw)
 		assert.Equal(t, "rotated", r.body["status"])
 		assert.Equal(t, proID, r.body["old_key_id"])
@@ -258,9 +285,9 @@ func TestServerEndToEnd(t *testing.T) {
 		clock.Add(time.Minute)
 		assert.Equal(t, 401, c.do("GET", "/protected", "key:"+proKey, "").status, "and not after")
 		assert.Equal(t, 200, c.do("GET", "/protected", "key:"+newKey, "").status)
-		assert.Equal(t, 409, c.do("POST", "/api-keys/"+proID+"/rotate", "demo:demo", "").status, "rotated twice")
+		assert.Equal(t, 409, c.do("POST", "/api-keys/"+proID+"/rotate", "bob:bob", "").status, "rotated twice")
 
-		g0 := c.do("POST", "/api-keys/"+r.body["id"].(string)+"/rotate", "demo:demo", "")
+		g0 := c.do("POST", "/api-keys/"+r.body["id"].(string)+"/rotate", "bob:bob", "")
 		require.Equal(t, 200, g0.status)
 		assert.Equal(t, 401, c.do("GET", "/protected", "key:"+newKey, "").status, "grace 0 stops the old key at once")
 	})
@@ -294,9 +321,9 @@ func TestFreePlanPerUser(t *testing.T) {
 		require.Equal(t, 201, r.status, r.raw)
 		return r.body["key"].(string), r.body["id"].(string)
 	}
-	k1, id1 := newKey("demo:demo", `{"plan":"free","scopes":["read"]}`)
-	k2, _ := newKey("demo:demo", `{"plan":"free","scopes":["read","write"]}`)
-	eve, _ := newKey("eve:secret", `{"plan":"free"}`)
+	k1, id1 := newKey("demo:demo", `{"scopes":["read"]}`)
+	k2, _ := newKey("demo:demo", `{"scopes":["read","write"]}`)
+	eve, _ := newKey("eve:secret", `{}`)
 
 	for i := range 10 {
 		r := c.do("GET", "/data", "key:"+k1, "")
@@ -342,29 +369,35 @@ func TestFreePlanPerUser(t *testing.T) {
 	assert.Equal(t, `"daily";r=99;t=86400`, r.header.Get("RateLimit"))
 }
 
-// A key created with credits spends them besides its plan, and the key
-// view lists the credits limit.
+// Credits the operator grants a customer are spent besides his plan, by
+// all of his keys together, and are never refilled.
 func TestCredits(t *testing.T) {
 	t.Parallel()
 	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
 	limiter, err := memlimit.New(memlimit.Options{Now: clock.Now})
 	require.NoError(t, err)
 	c := client{t, newServer(t, newSQLiteStore(t), limiter, clock)}
-	r := c.do("POST", "/api-keys", "demo:demo", `{"plan":"pro","credits":2}`)
-	require.Equal(t, 201, r.status, r.raw)
-	key := r.body["key"].(string)
-	got := c.do("GET", "/api-keys/"+r.body["id"].(string), "demo:demo", "")
-	require.Contains(t, got.raw, `"credits"`, "the key view lists its credits")
-	for _, want := range []string{"1", "0"} {
-		r := c.do("GET", "/data", "key:"+key, "")
-		require.Equal(t, 200, r.status)
-		assert.Equal(t, `"credits";q=2, "daily";q=10000;w=86400, "per-second";q=100;w=1`, r.header.Get("RateLimit-Policy"))
-		assert.Contains(t, r.header.Get("RateLimit"), `"credits";r=`+want+`, `)
+	r := c.do("PUT", "/admin/customers/bob", operator, `{"credits":3}`)
+	require.Equal(t, 200, r.status, r.raw)
+	var keys []string
+	for range 2 {
+		r := c.do("POST", "/api-keys", "bob:bob", "")
+		require.Equal(t, 201, r.status, r.raw)
+		keys = append(keys, r.body["key"].(string))
 	}
-	r = c.do("GET", "/data", "key:"+key, "")
-	assert.Equal(t, 429, r.status)
+	for i, want := range []string{"2", "1", "0"} {
+		r := c.do("GET", "/data", "key:"+keys[i%2], "")
+		require.Equal(t, 200, r.status)
+		assert.Equal(t, `"daily";q=10000;w=86400, "per-second";q=100;w=1, "credits";q=3`, r.header.Get("RateLimit-Policy"))
+		assert.Contains(t, r.header.Get("RateLimit"), `"credits";r=`+want)
+	}
+	r = c.do("GET", "/data", "key:"+keys[1], "")
+	assert.Equal(t, 429, r.status, "the customer's credits, whichever key spends them")
 	assert.Empty(t, r.header.Get("Retry-After"), "credits are never refilled")
-	assert.Equal(t, 200, c.do("GET", "/protected", "key:"+key, "").status)
+	assert.Equal(t, 200, c.do("GET", "/protected", "key:"+keys[0], "").status)
+	r = c.do("GET", "/admin/customers/bob", operator, "")
+	require.Equal(t, 200, r.status, r.raw)
+	assert.Equal(t, 0.0, r.body["balance"].(map[string]any)["credits"])
 }
 
 // Two instances over the same database and Redis enforce one shared limit.
@@ -395,7 +428,7 @@ func TestTwoInstancesShareOneLimit(t *testing.T) {
 }
 
 // The management routes come from keyshttp: the OpenAPI document without
-// credentials, PATCH, disable and enable, and the key view's state fields.
+// credentials, PATCH, pause and resume, and the key view's state fields.
 func TestManagementRoutes(t *testing.T) {
 	t.Parallel()
 	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
@@ -411,58 +444,49 @@ func TestManagementRoutes(t *testing.T) {
 	created := c.do("POST", "/api-keys", "demo:demo", `{"name":"app","scopes":["read"]}`)
 	require.Equal(t, 201, created.status, created.raw)
 	id, token := created.body["id"].(string), created.body["key"].(string)
-	for _, field := range []string{"disabled", "rotated_at", "limits"} {
+	for _, field := range []string{"disabled", "paused", "rotated_at", "limits"} {
 		assert.Contains(t, created.body, field)
 	}
 	assert.Equal(t, false, created.body["disabled"])
 	assert.Nil(t, created.body["rotated_at"])
 
-	r := c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"name":"renamed","plan":"pro"}`)
+	r := c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"name":"renamed"}`)
 	require.Equal(t, 200, r.status, r.raw)
 	assert.Equal(t, "renamed", r.body["name"])
-	assert.Equal(t, "pro", r.body["plan"])
-	// Credits: lifetime uses of a key, shown in its limits.
-	cr := c.do("POST", "/api-keys", "demo:demo", `{"plan":"pro","credits":2}`)
-	require.Equal(t, 201, cr.status, cr.raw)
-	assert.Equal(t, []any{map[string]any{"name": "credits", "kind": "credits", "count": 2.0, "window": "never"}}, cr.body["limits"])
-	for i := range 2 {
-		assert.Equal(t, 200, c.do("GET", "/data", "key:"+cr.body["key"].(string), "").status, "use %d", i+1)
+	// The plan, credits and limits are the customer's: a user sets none.
+	for _, body := range []string{`{"plan":"pro"}`, `{"credits":10}`, `{"plan":"gold"}`} {
+		r := c.do("PATCH", "/api-keys/"+id, "demo:demo", body)
+		assert.Equal(t, 403, r.status, body)
+		assert.NotEmpty(t, r.body["field"], body)
 	}
-	assert.Equal(t, 429, c.do("GET", "/data", "key:"+cr.body["key"].(string), "").status, "credits spent")
-	assert.Equal(t, 400, c.do("POST", "/api-keys", "demo:demo", `{"credits":-1}`).status)
-	assert.Equal(t, 400, c.do("POST", "/api-keys", "demo:demo", `{"credits":"many"}`).status)
-
-	r = c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"credits":10}`)
-	require.Equal(t, 200, r.status, r.raw)
-	assert.Equal(t, []any{map[string]any{"name": "credits", "kind": "credits", "count": 10.0, "window": "never"}}, r.body["limits"])
-	assert.Equal(t, 400, c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"plan":"gold"}`).status)
+	assert.Equal(t, `"daily";q=100;w=86400`, c.do("GET", "/data", "key:"+token, "").header.Get("RateLimit-Policy"), "demo is still free")
 	assert.Equal(t, 400, c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"name":"a\u0000b"}`).status)
 	assert.Equal(t, 404, c.do("PATCH", "/api-keys/"+id, "eve:secret", `{"name":"x"}`).status)
 	got := c.do("GET", "/protected", "key:"+token, "")
 	require.Equal(t, 200, got.status)
 	assert.Equal(t, "renamed", got.body["key_name"])
 
-	assert.Equal(t, 404, c.do("POST", "/api-keys/"+id+"/disable", "eve:secret", "").status)
-	r = c.do("POST", "/api-keys/"+id+"/disable", "demo:demo", "")
+	assert.Equal(t, 404, c.do("POST", "/api-keys/"+id+"/pause", "eve:secret", "").status)
+	r = c.do("POST", "/api-keys/"+id+"/pause", "demo:demo", "")
 	require.Equal(t, 200, r.status, r.raw)
-	assert.Equal(t, true, r.body["disabled"])
+	assert.Equal(t, true, r.body["paused"])
 	refused := c.do("GET", "/protected", "key:"+token, "")
 	assert.Equal(t, 401, refused.status)
-	assert.Equal(t, c.do("GET", "/protected", "key:sk_live_garbage", "").raw, refused.raw, "a disabled key is refused like an invalid one")
-	assert.Equal(t, 404, c.do("POST", "/api-keys/"+id+"/enable", "eve:secret", "").status)
-	r = c.do("POST", "/api-keys/"+id+"/enable", "demo:demo", "")
+	assert.Equal(t, c.do("GET", "/protected", "key:sk_live_garbage", "").raw, refused.raw, "a paused key is refused like an invalid one")
+	assert.Equal(t, 404, c.do("POST", "/api-keys/"+id+"/resume", "eve:secret", "").status)
+	r = c.do("POST", "/api-keys/"+id+"/resume", "demo:demo", "")
 	require.Equal(t, 200, r.status, r.raw)
-	assert.Equal(t, false, r.body["disabled"])
+	assert.Equal(t, false, r.body["paused"])
 	assert.Equal(t, 200, c.do("GET", "/protected", "key:"+token, "").status)
 
 	rot := c.do("POST", "/api-keys/"+id+"/rotate", "demo:demo", `{"grace_seconds":60}`)
 	require.Equal(t, 200, rot.status)
 	assert.NotNil(t, c.do("GET", "/api-keys/"+id, "demo:demo", "").body["rotated_at"])
 
-	// A revoked key stays refused whatever is patched or enabled.
+	// A revoked key stays refused whatever is patched or resumed.
 	require.Equal(t, 204, c.do("DELETE", "/api-keys/"+id, "demo:demo", "").status)
 	c.do("PATCH", "/api-keys/"+id, "demo:demo", `{"expires_at":null,"name":"back?"}`)
-	c.do("POST", "/api-keys/"+id+"/enable", "demo:demo", "")
+	c.do("POST", "/api-keys/"+id+"/resume", "demo:demo", "")
 	assert.Equal(t, 401, c.do("GET", "/protected", "key:"+token, "").status)
 }
 
@@ -485,8 +509,8 @@ func TestKeysPage(t *testing.T) {
 	assert.Contains(t, page.raw, "<h1>API keys</h1>")
 	assert.Contains(t, page.header.Get("Content-Security-Policy"), "frame-ancestors 'none'")
 
-	post := func(site string) *http.Response {
-		req, err := http.NewRequest("POST", srv.URL+"/keys/create", strings.NewReader("name=ci&scope=read&plan=pro&expires=7776000"))
+	post := func(site, form string) *http.Response {
+		req, err := http.NewRequest("POST", srv.URL+"/keys/create", strings.NewReader(form))
 		require.NoError(t, err)
 		req.SetBasicAuth("demo", "demo")
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -496,8 +520,10 @@ func TestKeysPage(t *testing.T) {
 		t.Cleanup(func() { res.Body.Close() })
 		return res
 	}
-	assert.Equal(t, 403, post("cross-site").StatusCode)
-	res := post("same-origin")
+	const form = "name=ci&scope=read&expires=7776000"
+	assert.Equal(t, 403, post("cross-site", form).StatusCode)
+	assert.Equal(t, 403, post("same-origin", form+"&plan=pro").StatusCode, "the page offers no plan")
+	res := post("same-origin", form)
 	require.Equal(t, 201, res.StatusCode)
 	body, err := io.ReadAll(res.Body)
 	require.NoError(t, err)
@@ -533,7 +559,7 @@ func TestManagementRefusesCrossSiteRequests(t *testing.T) {
 	created := c.do("POST", "/api-keys", "demo:demo", `{"name":"app"}`)
 	require.Equal(t, 201, created.status, created.raw)
 	id, token := created.body["id"].(string), created.body["key"].(string)
-	for _, path := range []string{"/api-keys/" + id + "/disable", "/api-keys/" + id + "/rotate", "/api-keys"} {
+	for _, path := range []string{"/api-keys/" + id + "/pause", "/api-keys/" + id + "/rotate", "/api-keys"} {
 		req, err := http.NewRequest("POST", srv.URL+path, nil)
 		require.NoError(t, err)
 		req.SetBasicAuth("demo", "demo")
@@ -545,6 +571,6 @@ func TestManagementRefusesCrossSiteRequests(t *testing.T) {
 		res.Body.Close()
 		assert.Equal(t, http.StatusForbidden, res.StatusCode, path)
 	}
-	assert.Equal(t, 200, c.do("GET", "/protected", "key:"+token, "").status, "neither disabled nor rotated away")
+	assert.Equal(t, 200, c.do("GET", "/protected", "key:"+token, "").status, "neither paused nor rotated away")
 	assert.Len(t, c.do("GET", "/api-keys", "demo:demo", "").body["keys"], 1, "nothing created")
 }

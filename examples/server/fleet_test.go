@@ -116,12 +116,16 @@ func start(t *testing.T, name string, args ...string) *process {
 
 var fleetClient = &http.Client{Timeout: 5 * time.Second}
 
-// create issues a key through p's management API.
-func (p *process) create(t *testing.T) (id, token string) {
+// create issues a key of demo through p's management API.
+func (p *process) create(t *testing.T) (id, token string) { return p.createAs(t, "demo") }
+
+// createAs issues a key of user (whose password is his name) through p's
+// management API.
+func (p *process) createAs(t *testing.T, user string) (id, token string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, p.url+"/api-keys", strings.NewReader(`{"name":"fleet"}`))
 	require.NoError(t, err)
-	req.SetBasicAuth("demo", "demo")
+	req.SetBasicAuth(user, user)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := fleetClient.Do(req)
 	require.NoError(t, err)
@@ -331,4 +335,130 @@ func TestMetricsEndpoint(t *testing.T) {
 	assert.Contains(t, text, `apikey_verification_duration_seconds_count{apikey_cache="hit",apikey_outcome="ok"`)
 	assert.Contains(t, text, `apikey_outcome="malformed"`)
 	assert.NotContains(t, text, token[:20], "no key material in metrics")
+}
+
+// operate sends an operator API request to p; it returns the status.
+func (p *process) operate(method, path, body string) (int, error) {
+	req, err := http.NewRequest(method, p.url+path, strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.SetBasicAuth("ops", "secret")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := fleetClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// policy is the RateLimit-Policy of GET /data on p with token: the
+// limits of the customer's plan, whether or not the request was allowed.
+func (p *process) policy(token string) (string, error) {
+	req, err := http.NewRequest(http.MethodGet, p.url+"/data", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := fleetClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.Header.Get("RateLimit-Policy"), nil
+}
+
+// within polls cond until it holds, for at most d; it returns how long
+// that took from since, or false.
+func within(since time.Time, d time.Duration, cond func() bool) (time.Duration, bool) {
+	for {
+		if cond() {
+			return time.Since(since), true
+		}
+		if time.Since(since) > d {
+			return time.Since(since), false
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+}
+
+// customerPropagation runs n trials of operator changes made through A's
+// operator API and watched on B, which has cached the customer record
+// (its cache TTL is an hour): demo suspended and resumed, bob lowered to
+// free and raised to pro again. Each delay runs from the PUT to B's first
+// answer that honours it.
+func customerPropagation(t *testing.T, a, b *process, n int, label string) {
+	t.Helper()
+	_, demo := a.createAs(t, "demo")
+	_, bob := a.createAs(t, "bob")
+	put := func(id, body string) time.Time {
+		t.Helper()
+		start := time.Now()
+		code, err := a.operate("PUT", "/admin/customers/"+id, body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, code, "PUT %s %s", id, body)
+		return start
+	}
+	status := func(want int) func() bool {
+		return func() bool { code, err := b.protected(demo); return err == nil && code == want }
+	}
+	plan := func(want string) func() bool {
+		return func() bool { got, err := b.policy(bob); return err == nil && got == want }
+	}
+	delays := map[string][]time.Duration{}
+	late := 0
+	for i := range n {
+		require.True(t, status(http.StatusOK)(), "trial %d: B accepts demo's key", i)
+		require.True(t, plan(proPolicy)(), "trial %d: B spends bob's pro plan", i)
+		for _, step := range []struct {
+			name, id, body string
+			honoured       func() bool
+		}{
+			{"suspend", "demo", `{"suspended":true}`, status(http.StatusUnauthorized)},
+			{"resume", "demo", `{"suspended":false}`, status(http.StatusOK)},
+			{"plan", "bob", `{"plan":"free"}`, plan(freePolicy)},
+			{"plan", "bob", `{"plan":"pro"}`, plan(proPolicy)},
+		} {
+			d, ok := within(put(step.id, step.body), 5*bound, step.honoured)
+			if !ok || d > bound {
+				late++
+			}
+			delays[step.name] = append(delays[step.name], d)
+		}
+	}
+	for _, name := range []string{"suspend", "resume", "plan"} {
+		s := slices.Clone(delays[name])
+		slices.Sort(s)
+		rank := func(q float64) time.Duration { return s[max(0, int(math.Ceil(q*float64(len(s))))-1)] }
+		t.Logf("%s: %s on A seen by B: %d changes, p50 %v, p99 %v, max %v", label, name, len(s),
+			rank(0.5).Round(time.Microsecond), rank(0.99).Round(time.Microsecond), s[len(s)-1].Round(time.Microsecond))
+	}
+	assert.Zero(t, late, "%s: operator changes not honoured by B within %v", label, bound)
+}
+
+// Redis: a suspension or a plan change made through A's operator API is
+// honoured by B within the bound, through Redis pub/sub ("customer:"+id).
+func TestOperatorChangesReachTheFleetRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the server")
+	}
+	srv := testserver.StartRedis(t)
+	db := filepath.Join(t.TempDir(), "keys.db")
+	a := start(t, "A", "-db", db, "-redis", srv.Addr, "-admin", "ops:secret")
+	b := start(t, "B", "-db", db, "-redis", srv.Addr, "-admin", "ops:secret")
+	customerPropagation(t, a, b, 25, "redis")
+}
+
+// PostgreSQL: the same through LISTEN/NOTIFY.
+func TestOperatorChangesReachTheFleetPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the server")
+	}
+	srv := testserver.StartPostgres(t)
+	a := start(t, "A", "-postgres", srv.DSN, "-admin", "ops:secret")
+	b := start(t, "B", "-postgres", srv.DSN, "-admin", "ops:secret")
+	customerPropagation(t, a, b, 25, "postgres")
 }

@@ -47,7 +47,7 @@ const (
 )
 
 // rpcRules are the keys' rules on both RPC surfaces: the demo service
-// needs a key and spends one request of the caller's plan, as GET /data
+// needs a key and spends one request of the caller's customer's plan, as GET /data
 // does, a stream once when it starts; health and reflection are open;
 // any other method is refused.
 func rpcRules() (methods map[string]grpcapikey.Rule, def grpcapikey.Rule) {
@@ -189,7 +189,7 @@ func (a *app) grpcServer(log *slog.Logger) (*grpc.Server, error) {
 // messages of a stream (-1 for a unary call).
 func dataReply(ctx context.Context, i int) (*structpb.Struct, error) {
 	k := apikey.FromContext(ctx)
-	fields := map[string]any{"data": []any{1, 2, 3}, "plan": k.Plan}
+	fields := map[string]any{"data": []any{1, 2, 3}, "customer": k.Customer()}
 	if i >= 0 {
 		fields["seq"] = i
 	}

@@ -36,12 +36,12 @@ import (
 func rpcServers(t *testing.T) (url string, cc *grpc.ClientConn, token string) {
 	t.Helper()
 	clock := &testClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
-	m, err := apikey.New(memstore.New(), apikey.Options{Prefix: "sk_live", Now: clock.Now, Plans: plans()})
+	m, err := apikey.New(memstore.New(), apikey.Options{Prefix: "sk_live", Now: clock.Now, Plans: plans(), DefaultPlan: "free"})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
 	limiter, err := memlimit.New(memlimit.Options{Now: clock.Now})
 	require.NoError(t, err)
-	a, err := newApp(appConfig{manager: m, limiter: limiter, users: map[string]string{"demo": "demo"}})
+	a, err := newApp(context.Background(), appConfig{manager: m, limiter: limiter, users: map[string]string{"demo": "demo"}})
 	require.NoError(t, err)
 	log := slog.New(slog.DiscardHandler)
 
@@ -62,7 +62,7 @@ func rpcServers(t *testing.T) (url string, cc *grpc.ClientConn, token string) {
 	require.NoError(t, err)
 	t.Cleanup(func() { cc.Close() })
 
-	token, _, err = m.Issue(context.Background(), apikey.IssueParams{Owner: "demo", Plan: "free"})
+	token, _, err = m.Issue(context.Background(), apikey.IssueParams{Owner: "demo"})
 	require.NoError(t, err)
 	return hs.URL, cc, token
 }
@@ -171,7 +171,7 @@ func TestRPCSharesTheBudgetOfData(t *testing.T) {
 	assert.Equal(t, codes.Unauthenticated, status.Code(err), "no key")
 	res, header, err := get("authorization", "Bearer "+token)
 	require.NoError(t, err)
-	assert.Equal(t, "free", res.GetFields()["plan"].GetStringValue())
+	assert.Equal(t, "demo", res.GetFields()["customer"].GetStringValue())
 	assert.Equal(t, []string{`"daily";r=99;t=43200`}, header.Get("ratelimit"))
 	n, err := watch()
 	require.NoError(t, err)
@@ -180,7 +180,7 @@ func TestRPCSharesTheBudgetOfData(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	var reply map[string]any
 	require.NoError(t, json.Unmarshal([]byte(body), &reply))
-	assert.Equal(t, "free", reply["plan"])
+	assert.Equal(t, "demo", reply["customer"])
 	spent := 3
 	for ; spent < 100; spent++ {
 		switch spent % 4 {

@@ -1,16 +1,24 @@
 // Command server is the article's API-key service built on apikey: a
 // management API and a self-service page at /keys/ for the current user's
-// keys (HTTP Basic), routes protected by API keys, per-plan limits (free:
-// 100 requests per UTC day; pro: 10,000 per UTC day and 100 per second).
+// keys (HTTP Basic), routes protected by API keys, and per-customer plans
+// (free: 100 requests per UTC day; pro: 10,000 per UTC day and 100 per
+// second) that only the operator sets, through the operator API under
+// /admin/ (its own credentials, -admin).
 //
 //	go run ./examples/server                      # SQLite file apikeys.db, limits in memory
+//	go run ./examples/server -admin ops:secret    # and the operator API at /admin/
 //	go run ./examples/server -postgres "$DSN"     # or -mysql "$DSN"
 //	go run ./examples/server -redis 127.0.0.1:6379  # limits and revocations shared by every instance
 //	go run ./examples/server -metrics              # GET /metrics for Prometheus
 //
-// Several instances over one database honour a revocation made through any
-// of them at once: through Redis pub/sub with -redis, else through
-// PostgreSQL LISTEN/NOTIFY with -postgres (see apikey.Notifier).
+// The customers demo (free) and bob (pro) are defined at the first start;
+// later starts leave every customer as the operator left it. A user
+// without a customer record has the free plan.
+//
+// Several instances over one database honour a revocation, a plan change
+// or a suspension made through any of them at once: through Redis pub/sub
+// with -redis, else through PostgreSQL LISTEN/NOTIFY with -postgres (see
+// apikey.Notifier).
 //
 // Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC;
 // without it they are plain SHA-256 and the server warns.
@@ -42,10 +50,10 @@ import (
 )
 
 type flags struct {
-	addr, db, postgres, mysql, redis, users string
-	metrics                                 bool
-	cacheTTL                                time.Duration
-	grpc                                    string // see GRPC.md
+	addr, db, postgres, mysql, redis, users, admin string
+	metrics                                        bool
+	cacheTTL                                       time.Duration
+	grpc                                           string // see GRPC.md
 }
 
 func main() {
@@ -57,7 +65,8 @@ func main() {
 	flag.StringVar(&f.redis, "redis", "", "Redis address for shared rate limits and revocations (in memory when empty)")
 	flag.BoolVar(&f.metrics, "metrics", false, "serve the library's metrics on GET /metrics (Prometheus text format)")
 	flag.DurationVar(&f.cacheTTL, "cache-ttl", 0, "verification cache TTL (0: the library's default; negative: off)")
-	flag.StringVar(&f.users, "users", "demo:demo", "management users, comma-separated name:password pairs")
+	flag.StringVar(&f.users, "users", "demo:demo,bob:bob", "management users, comma-separated name:password pairs")
+	flag.StringVar(&f.admin, "admin", "", "the operator's name:password for the operator API under /admin/ (off when empty)")
 	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -72,7 +81,13 @@ func main() {
 func run(ctx context.Context, f flags, log *slog.Logger) error {
 	users, err := parseUsers(f.users)
 	if err != nil {
-		return err
+		return fmt.Errorf("-users: %w", err)
+	}
+	var operator map[string]string
+	if f.admin != "" {
+		if operator, err = parseUsers(f.admin); err != nil || len(operator) != 1 {
+			return errors.New("-admin must be one name:password")
+		}
 	}
 	store, closeDB, err := openStore(ctx, f)
 	if err != nil {
@@ -85,7 +100,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	defer fl.close()
-	opts := apikey.Options{Prefix: "sk_live", Plans: plans(), Logger: log,
+	opts := apikey.Options{Prefix: "sk_live", Plans: plans(), DefaultPlan: "free", Logger: log,
 		Notifier: fl.notifier, Metrics: fl.metrics, CacheTTL: f.cacheTTL}
 	if p := os.Getenv("APIKEY_PEPPER"); p != "" {
 		opts.Peppers = []apikey.Pepper{{Version: "1", Secret: []byte(p)}}
@@ -108,7 +123,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cfg := appConfig{manager: m, limiter: local, users: users, log: log}
+	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log}
 	if f.redis != "" {
 		// Fail fast: the middleware bounds each call (50 ms) and opens its
 		// circuit breaker after repeated failures, then the fallback decides.
@@ -121,7 +136,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		}
 		cfg.fallback = local // while Redis is down, limits hold per instance
 	}
-	a, err := newApp(cfg)
+	a, err := newApp(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -134,7 +149,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	defer stopRPC()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("listening", "addr", "http://"+f.addr, "users", strings.Join(mapKeys(users), ","))
+	log.Info("listening", "addr", "http://"+f.addr, "users", strings.Join(mapKeys(users), ","), "operator_api", operator != nil)
 	select {
 	case err := <-errc:
 		return err
@@ -149,7 +164,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	return nil
 }
 
-// openStore opens the database the flags name and creates the table.
+// openStore opens the database the flags name and creates the tables of
+// keys and customers.
 func openStore(ctx context.Context, f flags) (apikey.Store, func(), error) {
 	driver, dsn, dialect := "sqlite", "file:"+f.db+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)", sqlstore.SQLite
 	switch {
@@ -182,7 +198,7 @@ func parseUsers(s string) (map[string]string, error) {
 	for _, pair := range strings.Split(s, ",") {
 		name, pw, ok := strings.Cut(strings.TrimSpace(pair), ":")
 		if !ok || name == "" || pw == "" {
-			return nil, fmt.Errorf("-users: %q is not name:password", pair)
+			return nil, fmt.Errorf("%q is not name:password", name)
 		}
 		users[name] = pw
 	}

@@ -410,15 +410,17 @@ func (rl *rateLimits) limitsFor(k *Key, c *Customer) (*plan, []Limit, error) {
 	return p, ls, nil
 }
 
-// Balance returns the state of the limits of customer id without spending
-// anything: those of his plan and his grants, as a request of a key
-// without limits of its own would spend them. It needs a Limiter that
-// implements LimitPeeker.
+// Balance returns what the limits of customer id have left now, without
+// spending anything: those of his plan and his grants, as a request of a
+// key without limits of its own spends them. Remaining may be negative
+// after costs reported post hoc. It needs a Limiter that implements
+// Debiter (read with a debit of 0) or LimitPeeker.
 func (mw *Middleware) Balance(ctx context.Context, id string) (LimitResult, error) {
 	rl := &mw.rl
-	pk, ok := rl.limiter.(LimitPeeker)
-	if !ok {
-		return LimitResult{}, fmt.Errorf("apikey: balance: %w: the Limiter does not implement LimitPeeker", errors.ErrUnsupported)
+	d, debits := rl.limiter.(Debiter)
+	pk, peeks := rl.limiter.(LimitPeeker)
+	if !debits && !peeks {
+		return LimitResult{}, fmt.Errorf("apikey: balance: %w: the Limiter implements neither Debiter nor LimitPeeker", errors.ErrUnsupported)
 	}
 	k := &Key{ID: id, Owner: id}
 	var c *Customer
@@ -432,7 +434,23 @@ func (mw *Middleware) Balance(ctx context.Context, id string) (LimitResult, erro
 	if err != nil || len(ls) == 0 {
 		return LimitResult{Allowed: err == nil}, err
 	}
-	return pk.Peek(ctx, id, ls)
+	if debits { // a debit of 0 reads the balances as they are
+		res, err := d.Debit(ctx, id, ls, 0)
+		res.Allowed = err == nil && res.Remaining > 0 // whether a request of cost 1 would pass
+		for _, st := range res.States {
+			res.Allowed = res.Allowed && st.Remaining > 0
+		}
+		return res, err
+	}
+	res, err := pk.Peek(ctx, id, ls) // what one more request would leave
+	if err != nil || !res.Allowed {
+		return res, err
+	}
+	res.Remaining++
+	for i := range res.States {
+		res.States[i].Remaining++
+	}
+	return res, nil
 }
 
 // allow calls the Limiter through the circuit breaker, within the timeout.

@@ -93,28 +93,21 @@ func limitViews(ls []apikey.Limit) []limitView {
 	return out
 }
 
-// balanceOf reads the answer of Middleware.Balance for c. Balance answers
-// as a request would, after spending one: when it would be allowed, each
-// limit has one more left now. The credits grant is the last limit
-// Balance peeks when c has one (the plan's limits come first, then the
-// grants).
+// balanceOf reads the answer of Middleware.Balance for c: what each limit
+// has left now. The credits grant is the last limit Balance reads when c
+// has one (the plan's limits come first, then the grants).
 func balanceOf(c *apikey.Customer, res apikey.LimitResult) *balanceView {
 	b := &balanceView{Allowed: res.Allowed}
 	if res.Limit.Name == "" { // no limits
 		return b
 	}
-	var back int64
-	if res.Allowed {
-		back = 1
-	}
 	name := res.Limit.Name
-	b.Limit, b.Remaining, b.ResetSeconds = &name, res.Remaining+back, ceilSeconds(res.Reset)
+	b.Limit, b.Remaining, b.ResetSeconds = &name, res.Remaining, ceilSeconds(res.Reset)
 	if c.Credits > 0 {
 		n := res.Remaining // a single limit: the result is its state
 		if len(res.States) > 0 {
 			n = res.States[len(res.States)-1].Remaining
 		}
-		n += back
 		b.Credits = &n
 	}
 	return b

@@ -948,7 +948,7 @@ func testStepBackWithinBurst(t *testing.T, e env) {
 // a busy machine only adds time, while a cost that grows with the history
 // slows every sample.
 func testHistory(t *testing.T, e env) {
-	const past, batch, samples, factor = 2000, 50, 9, 5
+	const past, batch, samples, factor = 2000, 50, 9, 25
 	credits := func(sub string, n int64) apikey.Limit {
 		c := apikey.Credits("credits", n, apikey.Never)
 		c.Subject = sub

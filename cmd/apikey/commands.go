@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/selfservice"
 )
 
 // session is what a management subcommand works with.
@@ -226,7 +227,7 @@ func listCommand(fs *flag.FlagSet) runner {
 	var limit int
 	var all bool
 	fs.StringVar(&owner, "owner", "", "whose keys (required)")
-	fs.StringVar(&after, "after", "", "start after this key id (the next cursor)")
+	fs.StringVar(&after, "after", "", "start after this cursor (the next of a previous page)")
 	fs.IntVar(&limit, "limit", apikey.ListOptions{}.PageSize(), "page size")
 	fs.BoolVar(&all, "all", false, "every page")
 	return func(ctx context.Context, s *session, args []string) error {
@@ -236,9 +237,13 @@ func listCommand(fs *flag.FlagSet) runner {
 		if limit < 1 || limit > apikey.MaxListLimit {
 			return usageError(fmt.Sprintf("--limit must be between 1 and %d", apikey.MaxListLimit))
 		}
+		cursor, err := selfservice.ParseCursor(after)
+		if err != nil {
+			return usageError("--after is not a cursor of apikey list")
+		}
 		var keys []*apikey.Key
 		next := ""
-		for opts := (apikey.ListOptions{After: after, Limit: limit}); ; {
+		for opts := (apikey.ListOptions{After: cursor, Limit: limit}); ; {
 			page, err := s.m.List(ctx, owner, opts)
 			if err != nil {
 				return err
@@ -248,11 +253,11 @@ func listCommand(fs *flag.FlagSet) runner {
 				next = ""
 				break
 			}
-			next = page[len(page)-1].ID
+			opts.After = page[len(page)-1].Cursor()
+			next = selfservice.FormatCursor(opts.After)
 			if !all {
 				break
 			}
-			opts.After = next
 		}
 		now := s.m.Now()
 		views := make([]keyJSON, 0, len(keys))

@@ -638,7 +638,7 @@ func TestErrorsAreOneCleanLine(t *testing.T) {
 		{[]string{"revoke", "nosuch"}, exitNotFound, []string{"apikey revoke: nosuch: key not found"}},
 		{[]string{"rotate", "nosuch"}, exitNotFound, []string{"apikey rotate: key not found"}},
 		{[]string{"update", "nosuch", "--name", "x"}, exitNotFound, []string{"apikey update: key not found"}},
-		{[]string{"issue", "--owner", "o", "--ttl", "-1h"}, exitRefused, []string{"apikey issue: invalid options: negative TTL"}},
+		{[]string{"issue", "--owner", "o", "--ttl", "-1h"}, exitRefused, []string{"apikey issue: invalid ttl: negative"}},
 		{[]string{"issue"}, exitUsage, []string{"apikey issue: issue needs --owner"}},
 		{[]string{"list", "--owner", "o", "--bogus"}, exitUsage,
 			[]string{`apikey list: flag provided but not defined: -bogus; run "apikey help"`}},
@@ -711,7 +711,9 @@ func TestPlans(t *testing.T) {
 	r = h.run("", "update", id, "--plan", "gold")
 	assert.Equal(t, exitUsage, r.code)
 	assert.Equal(t, `apikey update: unknown plan "gold": the plans of `+plans+" are batch, free, pro\n", r.stderr)
-	assert.Equal(t, "batch", h.json("update", id, "--plan", "batch")["plan"])
+	r = h.run("", "update", id, "--plan", "batch")
+	assert.Equal(t, exitRefused, r.code, "a key's plan is its customer's: apikey customer set changes it")
+	assert.Equal(t, "apikey update: invalid plan: the plan is the customer's: change it on the customer\n", r.stderr)
 	assert.Equal(t, "renamed", h.json("update", id, "--name", "renamed")["name"], "the plan is not checked when unchanged")
 	assert.Equal(t, "", h.json("issue", "--owner", "p")["plan"], "no plan is fine")
 
@@ -737,5 +739,5 @@ func TestPlans(t *testing.T) {
 
 	// Without --plans any plan name is taken, as before.
 	h.env["APIKEY_PLANS"] = ""
-	assert.Equal(t, "gold", h.json("issue", "--owner", "p", "--plan", "gold")["plan"])
+	assert.Equal(t, "gold", h.json("issue", "--owner", "q", "--plan", "gold")["plan"], "the first key of a customer without a record sets his plan")
 }

@@ -240,6 +240,7 @@ type Manager struct {
 
 	scratch sync.Pool // *[MaxTokenLength]byte: material handed to the hasher
 	usage   *usageRecorder
+	meter   *meter // nil: usage is not recorded
 	cache   *cache
 	fleet   *fleet
 	log     *slog.Logger
@@ -258,9 +259,10 @@ type Manager struct {
 // wrapping ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret under
 // 128 bits, a short pepper, a hasher that cannot take the tokens,
 // invalid Plans, a DefaultPlan not in Plans or a DefaultTTL beyond
-// MaxKeyLifetime. It starts one background
-// goroutine for last-used flushes and, with a Notifier, one for its
-// subscription, both stopped by Close.
+// MaxKeyLifetime, or a negative UsageQueue. It starts one background
+// goroutine for last-used flushes, one for usage flushes when the store
+// implements usage.Store and, with a Notifier, one for its subscription,
+// all stopped by Close.
 func New(store Store, opts Options) (*Manager, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidOptions)
@@ -295,6 +297,9 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	if opts.DefaultTTL < 0 || opts.MaxKeyLifetime < 0 {
 		return nil, fmt.Errorf("%w: negative DefaultTTL or MaxKeyLifetime", ErrInvalidOptions)
+	}
+	if opts.UsageQueue < 0 {
+		return nil, fmt.Errorf("%w: negative UsageQueue", ErrInvalidOptions)
 	}
 	if opts.MaxKeyLifetime > 0 && opts.DefaultTTL > opts.MaxKeyLifetime {
 		return nil, fmt.Errorf("%w: DefaultTTL beyond MaxKeyLifetime", ErrInvalidOptions)
@@ -331,6 +336,12 @@ func New(store Store, opts Options) (*Manager, error) {
 	if m.usage, err = newUsageRecorder(store, usageOptions{
 		interval: opts.LastUsedInterval, timeout: opts.LastUsedTimeout, max: opts.LastUsedQueue,
 		batch: opts.LastUsedBatch, log: m.log, metrics: m.metrics,
+	}); err != nil {
+		return nil, err
+	}
+	if m.meter, err = newMeter(store, meterOptions{
+		interval: opts.UsageInterval, timeout: opts.LastUsedTimeout, retention: opts.UsageRetention,
+		max: opts.UsageQueue, batch: opts.LastUsedBatch, now: m.now, log: m.log, metrics: m.metrics,
 	}); err != nil {
 		return nil, err
 	}
@@ -762,22 +773,22 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// Close ends the Notifier subscription, stops the background flush and
-// writes every pending last-used time, in batches, retrying failed batches
-// until ctx is done (three attempts when ctx has no deadline). The Manager
-// still verifies after Close, but records no more uses and hears of no
-// more changes.
+// Close ends the Notifier subscription, stops the background flushes and
+// writes every pending last-used time and usage count, in batches,
+// retrying failed batches until ctx is done (three attempts when ctx has
+// no deadline). The Manager still verifies after Close, but records no
+// more uses, counts no more requests and hears of no more changes.
 func (m *Manager) Close(ctx context.Context) error {
 	ferr := m.fleet.close(ctx)
-	if err := m.usage.close(ctx); err != nil {
-		return err
-	}
-	return ferr
+	uerr := m.usage.close(ctx)
+	merr := m.meter.close(ctx)
+	return cmpOr(uerr, cmpOr(merr, ferr))
 }
 
 // Stats returns counters of m's background work.
 func (m *Manager) Stats() Stats {
 	s := m.usage.stats()
+	m.meter.addStats(&s)
 	m.fleet.addStats(&s)
 	return s
 }

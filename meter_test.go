@@ -681,7 +681,9 @@ func TestManagerUsageSeries(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New()
 	m := newManager(t, store, apikey.Options{UsageInterval: -1})
-	at := func(month time.Month, day, hour int) time.Time { return time.Date(2026, month, day, hour, 0, 0, 0, time.UTC) }
+	at := func(month time.Month, day, hour int) time.Time {
+		return time.Date(2026, month, day, hour, 0, 0, 0, time.UTC)
+	}
 	require.NoError(t, store.AddUsage(ctx, []usage.Record{
 		{Customer: "ann", KeyID: "k1", Start: at(1, 31, 23), Allowed: 1},
 		{Customer: "ann", KeyID: "k2", Start: at(2, 1, 0), Allowed: 2, Cost: 5},

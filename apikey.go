@@ -41,8 +41,9 @@ import (
 
 // Options configures a Manager. The zero value is valid and secure: the
 // "sk" prefix, 256-bit secrets, SHA-256 digests (set Peppers for HMAC),
-// keys that never expire, last-used times flushed every 10 seconds and a
-// verification cache of 5 seconds.
+// keys that never expire, last-used times flushed every 10 seconds, usage
+// counted per key and hour (with a store that implements usage.Store) and
+// a verification cache of 5 seconds.
 type Options struct {
 	// Prefix is the token prefix, e.g. "sk_live" or "sk_test";
 	// "sk" when empty. See NewFormat for its grammar.
@@ -99,19 +100,38 @@ type Options struct {
 	// refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
 
-	// UsageInterval is how often the usage counted in memory (see
-	// Manager.Usage) is added to the store, when the store implements
-	// usage.Store: 10 seconds when 0; negative turns usage recording off.
-	// Flushes write batches of LastUsedBatch records, each under
-	// LastUsedTimeout.
+	// UsageInterval is how often the usage counted in memory is added
+	// to the store, when the store implements usage.Store: 10 seconds
+	// when 0; negative turns usage recording off. Each request that
+	// reaches Middleware.Handler with a key whose secret verified is
+	// counted for that key and its customer, in the UTC hour the key
+	// was verified, by outcome: allowed; limited (429 from Limit);
+	// refused (403 from RequireScopes or for an unconfigured plan, or 401
+	// for a revoked, expired, disabled or paused key or a suspended
+	// customer); with the cost Limit spent (or MiddlewareOptions.Cost
+	// when Limit has no Limiter). A wrong secret or an unknown id counts
+	// nothing, so nobody can inflate another's counts; a request
+	// answered 5xx counts nothing either. Each Middleware.Spend call
+	// counts as one request. Counting takes no lock and writes nothing
+	// on the request path. Flushes write batches of LastUsedBatch
+	// records, each under LastUsedTimeout, a failed batch kept for the
+	// next flush without holding up the others; counts are added to the
+	// stored ones, never replace them, so any number of instances may
+	// flush the same key and hour. Close flushes what is pending.
+	// Manager.Usage reads the stored counts by hour, day or month.
 	UsageInterval time.Duration
 
-	// UsageQueue bounds the (key, hour) counters waiting for a flush:
-	// 100,000 when 0. Requests of further keys are not counted, and
-	// Stats.UsageDropped says how many.
+	// UsageQueue bounds the (key, hour) counters held in memory, those
+	// of the current hour and those waiting for or in a flush: 100,000
+	// when 0; negative is refused with ErrInvalidOptions. Requests of
+	// further keys are not counted (nor refused): Stats.UsageDropped
+	// says how many, and so does a Metrics with the optional methods
+	// UsageQueued and UsageFlushed (see Metrics).
 	UsageQueue int
 
-	// UsageRetention is how long stored usage is kept: 400 days when 0.
+	// UsageRetention is how long stored usage is kept: 400 days when 0;
+	// negative keeps it forever. The flush loop purges older hours with
+	// usage.Store.PurgeUsage at most once an hour.
 	UsageRetention time.Duration
 
 	// CacheTTL is how long a verified key is served from memory without
@@ -182,7 +202,10 @@ type Options struct {
 	Notifier Notifier
 
 	// Metrics, if set, receives counters and latencies (see Metrics);
-	// nil, the default, costs nothing.
+	// nil, the default, costs nothing. A Metrics that also has the
+	// methods UsageFlushed(records int, d time.Duration, err error) and
+	// UsageQueued(queued, dropped int) hears of usage recording as
+	// Flushed and UsesQueued hear of last-used times.
 	Metrics Metrics
 
 	// Logger, if set, is the audit trail: it receives one record per

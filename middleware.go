@@ -250,7 +250,10 @@ func (mw *Middleware) authenticate(r *http.Request) (k *Key, now time.Time, stri
 }
 
 // Handler returns next wrapped with authentication. The verified key
-// reaches next through the request's context (FromContext). A request is
+// reaches next through the request's context (FromContext). With usage
+// recording (see Options.UsageInterval), Handler counts the request of a
+// key whose secret verified, and the stages after it settle its outcome;
+// Authenticate counts nothing. A request is
 // never passed on when verification failed, including when a dependency
 // or a hook failed or panicked. Handler spends no limits: put Limit after
 // the checks that may refuse the request (RequireScopes, your own), so

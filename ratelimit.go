@@ -214,7 +214,8 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key) (ok 
 // policy refuses, or an error wrapping ErrInvalidOptions for a
 // misconfiguration (a negative cost, an invalid limit). A cost of 0, or
 // no Limiter, spends nothing. LimiterFailed receives a nil request for
-// the failures of Spend.
+// the failures of Spend. With usage recording, each call with a key and
+// a cost of 0 or more counts as one request (see Options.UsageInterval).
 func (mw *Middleware) Spend(ctx context.Context, k *Key, cost int64, h http.Header) (err error) {
 	if u := mw.m.meter; u != nil && k != nil && cost >= 0 {
 		defer func() { u.spent(k, cost, err) }()

@@ -28,6 +28,7 @@
 package apikey
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -805,7 +806,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	ferr := m.fleet.close(ctx)
 	uerr := m.usage.close(ctx)
 	merr := m.meter.close(ctx)
-	return cmpOr(uerr, cmpOr(merr, ferr))
+	return cmp.Or(uerr, merr, ferr)
 }
 
 // Stats returns counters of m's background work.

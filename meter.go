@@ -1,6 +1,7 @@
 package apikey
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -337,7 +338,9 @@ func (mw *Middleware) meterLimit(r *http.Request, cost int64, err error) {
 }
 
 // meterCost adds the cost of a request of k to its counts when Limit has
-// no Limiter: what MiddlewareOptions.Cost says, 1 by default.
+// no Limiter: what MiddlewareOptions.Cost says, 1 by default. A panic in
+// Cost is logged and counts no cost: without a Limiter, Cost decides
+// nothing else.
 func (mw *Middleware) meterCost(r *http.Request, k *Key) {
 	if mw.m.meter == nil {
 		return
@@ -351,7 +354,9 @@ func (mw *Middleware) meterCost(r *http.Request, k *Key) {
 	if mw.rl.cost != nil {
 		cost = mw.rl.cost(r, k)
 	}
-	mw.addCost(r.Context(), cost)
+	if cost > 0 { // a negative cost is a bug Limit answers 500 with a Limiter
+		mw.addCost(r.Context(), cost)
+	}
 }
 
 // addCost adds amount (a post-hoc cost; negative refunds) to the cost of
@@ -443,7 +448,7 @@ func (u *meter) flush(ctx context.Context, final bool) (int, error) {
 				u.queued.Add(-int64(len(batch)))
 				continue
 			}
-			first = cmpOr(first, err)
+			first = cmp.Or(first, err)
 		}
 		u.requeue(batch)
 		left += len(batch)
@@ -456,14 +461,6 @@ func (u *meter) flush(ctx context.Context, final bool) (int, error) {
 		u.metrics.UsageQueued(int(u.queued.Load()), int(dropped-u.shown.Swap(dropped)))
 	}
 	return left, first
-}
-
-// cmpOr returns a if it is not nil, else b.
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // write calls usage.Store.AddUsage for one batch under its own timeout.

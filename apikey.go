@@ -28,6 +28,7 @@
 package apikey
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,8 +42,9 @@ import (
 
 // Options configures a Manager. The zero value is valid and secure: the
 // "sk" prefix, 256-bit secrets, SHA-256 digests (set Peppers for HMAC),
-// keys that never expire, last-used times flushed every 10 seconds and a
-// verification cache of 5 seconds.
+// keys that never expire, last-used times flushed every 10 seconds, usage
+// counted per key and hour (with a store that implements usage.Store) and
+// a verification cache of 5 seconds.
 type Options struct {
 	// Prefix is the token prefix, e.g. "sk_live" or "sk_test";
 	// "sk" when empty. See NewFormat for its grammar.
@@ -99,19 +101,38 @@ type Options struct {
 	// refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
 
-	// UsageInterval is how often the usage counted in memory (see
-	// Manager.Usage) is added to the store, when the store implements
-	// usage.Store: 10 seconds when 0; negative turns usage recording off.
-	// Flushes write batches of LastUsedBatch records, each under
-	// LastUsedTimeout.
+	// UsageInterval is how often the usage counted in memory is added
+	// to the store, when the store implements usage.Store: 10 seconds
+	// when 0; negative turns usage recording off. Each request that
+	// reaches Middleware.Handler with a key whose secret verified is
+	// counted for that key and its customer, in the UTC hour the key
+	// was verified, by outcome: allowed; limited (429 from Limit);
+	// refused (403 from RequireScopes or for an unconfigured plan, or 401
+	// for a revoked, expired, disabled or paused key or a suspended
+	// customer); with the cost Limit spent (or MiddlewareOptions.Cost
+	// when Limit has no Limiter). A wrong secret or an unknown id counts
+	// nothing, so nobody can inflate another's counts; a request
+	// answered 5xx counts nothing either. Each Middleware.Spend call
+	// counts as one request. Counting takes no lock and writes nothing
+	// on the request path. Flushes write batches of LastUsedBatch
+	// records, each under LastUsedTimeout, a failed batch kept for the
+	// next flush without holding up the others; counts are added to the
+	// stored ones, never replace them, so any number of instances may
+	// flush the same key and hour. Close flushes what is pending.
+	// Manager.Usage reads the stored counts by hour, day or month.
 	UsageInterval time.Duration
 
-	// UsageQueue bounds the (key, hour) counters waiting for a flush:
-	// 100,000 when 0. Requests of further keys are not counted, and
-	// Stats.UsageDropped says how many.
+	// UsageQueue bounds the (key, hour) counters held in memory, those
+	// of the current hour and those waiting for or in a flush: 100,000
+	// when 0; negative is refused with ErrInvalidOptions. Requests of
+	// further keys are not counted (nor refused): Stats.UsageDropped
+	// says how many, and so does a Metrics with the optional methods
+	// UsageQueued and UsageFlushed (see Metrics).
 	UsageQueue int
 
-	// UsageRetention is how long stored usage is kept: 400 days when 0.
+	// UsageRetention is how long stored usage is kept: 400 days when 0;
+	// negative keeps it forever. The flush loop purges older hours with
+	// usage.Store.PurgeUsage at most once an hour.
 	UsageRetention time.Duration
 
 	// CacheTTL is how long a verified key is served from memory without
@@ -182,7 +203,10 @@ type Options struct {
 	Notifier Notifier
 
 	// Metrics, if set, receives counters and latencies (see Metrics);
-	// nil, the default, costs nothing.
+	// nil, the default, costs nothing. A Metrics that also has the
+	// methods UsageFlushed(records int, d time.Duration, err error) and
+	// UsageQueued(queued, dropped int) hears of usage recording as
+	// Flushed and UsesQueued hear of last-used times.
 	Metrics Metrics
 
 	// Logger, if set, is the audit trail: it receives one record per
@@ -241,6 +265,7 @@ type Manager struct {
 	scratch sync.Pool // *[MaxTokenLength]byte: material handed to the hasher
 	usage   *usageRecorder
 	debits  debitStats // settle.go
+	meter   *meter     // nil: usage is not recorded
 	cache   *cache
 	fleet   *fleet
 	log     *slog.Logger
@@ -259,9 +284,10 @@ type Manager struct {
 // wrapping ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret under
 // 128 bits, a short pepper, a hasher that cannot take the tokens,
 // invalid Plans, a DefaultPlan not in Plans or a DefaultTTL beyond
-// MaxKeyLifetime. It starts one background
-// goroutine for last-used flushes and, with a Notifier, one for its
-// subscription, both stopped by Close.
+// MaxKeyLifetime, or a negative UsageQueue. It starts one background
+// goroutine for last-used flushes, one for usage flushes when the store
+// implements usage.Store and, with a Notifier, one for its subscription,
+// all stopped by Close.
 func New(store Store, opts Options) (*Manager, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidOptions)
@@ -296,6 +322,9 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	if opts.DefaultTTL < 0 || opts.MaxKeyLifetime < 0 {
 		return nil, fmt.Errorf("%w: negative DefaultTTL or MaxKeyLifetime", ErrInvalidOptions)
+	}
+	if opts.UsageQueue < 0 {
+		return nil, fmt.Errorf("%w: negative UsageQueue", ErrInvalidOptions)
 	}
 	if opts.MaxKeyLifetime > 0 && opts.DefaultTTL > opts.MaxKeyLifetime {
 		return nil, fmt.Errorf("%w: DefaultTTL beyond MaxKeyLifetime", ErrInvalidOptions)
@@ -332,6 +361,12 @@ func New(store Store, opts Options) (*Manager, error) {
 	if m.usage, err = newUsageRecorder(store, usageOptions{
 		interval: opts.LastUsedInterval, timeout: opts.LastUsedTimeout, max: opts.LastUsedQueue,
 		batch: opts.LastUsedBatch, log: m.log, metrics: m.metrics,
+	}); err != nil {
+		return nil, err
+	}
+	if m.meter, err = newMeter(store, meterOptions{
+		interval: opts.UsageInterval, timeout: opts.LastUsedTimeout, retention: opts.UsageRetention,
+		max: opts.UsageQueue, batch: opts.LastUsedBatch, now: m.now, log: m.log, metrics: m.metrics,
 	}); err != nil {
 		return nil, err
 	}
@@ -763,22 +798,22 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// Close ends the Notifier subscription, stops the background flush and
-// writes every pending last-used time, in batches, retrying failed batches
-// until ctx is done (three attempts when ctx has no deadline). The Manager
-// still verifies after Close, but records no more uses and hears of no
-// more changes.
+// Close ends the Notifier subscription, stops the background flushes and
+// writes every pending last-used time and usage count, in batches,
+// retrying failed batches until ctx is done (three attempts when ctx has
+// no deadline). The Manager still verifies after Close, but records no
+// more uses, counts no more requests and hears of no more changes.
 func (m *Manager) Close(ctx context.Context) error {
 	ferr := m.fleet.close(ctx)
-	if err := m.usage.close(ctx); err != nil {
-		return err
-	}
-	return ferr
+	uerr := m.usage.close(ctx)
+	merr := m.meter.close(ctx)
+	return cmp.Or(uerr, merr, ferr)
 }
 
 // Stats returns counters of m's background work.
 func (m *Manager) Stats() Stats {
 	s := m.usage.stats()
+	m.meter.addStats(&s)
 	m.fleet.addStats(&s)
 	m.debits.addStats(&s)
 	return s

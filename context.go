@@ -19,5 +19,5 @@ func NewContext(ctx context.Context, k *Key) context.Context { return newContext
 
 // newContext returns ctx carrying k, as FromContext reads it.
 func newContext(ctx context.Context, k *Key) context.Context {
-	return context.WithValue(ctx, contextKey{}, k)
+	return &keyContext{Context: ctx, k: k}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -372,6 +374,42 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 		assert.Zero(t, testing.AllocsPerRun(1000, func() { _, _ = m.Verify(ctx, bad) }), "malformed")
 		assert.Zero(t, testing.AllocsPerRun(1000, func() { _, _ = m.Verify(ctx, "sk_garbage") }), "garbage")
 	}
+}
+
+// Counting a request for usage allocates nothing: a cache hit through
+// Handler, and through Handler, RequireScopes and Limit, allocates as much
+// with usage recording on as off (the request's context and the
+// RateLimit header, nothing more); and so does Spend.
+func TestUsageAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	for _, chain := range []bool{false, true} {
+		var allocs [2]float64
+		for i, on := range []bool{false, true} {
+			h, req, w := usagePath(t, on, chain)
+			allocs[i] = testing.AllocsPerRun(1000, func() { h.ServeHTTP(w, req) })
+		}
+		assert.Equal(t, allocs[0], allocs[1], "chain %t: usage off, on", chain)
+	}
+	ctx := context.Background()
+	var allocs [2]float64
+	for i, interval := range []time.Duration{-1, time.Hour} {
+		m := newManager(t, memstore.New(), apikey.Options{UsageInterval: interval, Plans: apikey.Plans{"big": {apikey.Quota("daily", 1e13, apikey.Day)}}})
+		lim, err := memlimit.New(memlimit.Options{})
+		require.NoError(t, err)
+		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})
+		require.NoError(t, err)
+		_, k := issue(t, m, apikey.IssueParams{Owner: "ann", Plan: "big"})
+		h := http.Header{}
+		require.NoError(t, mw.Spend(ctx, k, 1, h))
+		allocs[i] = testing.AllocsPerRun(1000, func() {
+			if err := mw.Spend(ctx, k, 1, h); err != nil {
+				panic(err)
+			}
+		})
+	}
+	assert.Equal(t, allocs[0], allocs[1], "Spend: usage off, on")
 }
 
 type nopMetrics struct{}

@@ -50,10 +50,12 @@ type Stats struct {
 	// PublishErrors counts ids the Notifier failed to announce; other
 	// instances then notice those changes within their cache TTL.
 	PublishErrors uint64
-	// UsageRecorded counts requests counted for usage; UsageDropped those
-	// not counted because the queue was full. UsageFlushes and
+	// UsageRecorded counts requests counted for usage (see
+	// Options.UsageInterval); UsageDropped those not counted because
+	// the queue was full (Options.UsageQueue). UsageFlushes and
 	// UsageFlushErrors count the usage.Store.AddUsage calls that
-	// succeeded and failed.
+	// succeeded and failed; a failed call's counts are kept for the
+	// next flush.
 	UsageRecorded, UsageDropped, UsageFlushes, UsageFlushErrors uint64
 	// CacheResets counts whole-cache drops on a notifier's (re)subscription
 	// or on an announcement that any key may have changed.

@@ -7,6 +7,12 @@ import "time"
 // some on the request path: they must be fast (a counter increment) and
 // safe for concurrent use. Outcomes and cache results are short fixed
 // strings, never key ids, so they are safe as metric attributes.
+//
+// A Metrics may also have the methods UsageFlushed(records int, d
+// time.Duration, err error), called for each usage.Store.AddUsage call,
+// and UsageQueued(queued, dropped int), called after each usage flush
+// with the (key, hour) counters held and the requests left uncounted
+// since the last call (see Options.UsageQueue).
 type Metrics interface {
 	// Verified reports one verification (every call of Manager.Verify,
 	// so every authentication of the middleware): its outcome ("ok",

@@ -227,11 +227,17 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 // ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended
 // or ErrUnavailable.
 func (mw *Middleware) Authenticate(r *http.Request) (*Key, error) {
-	k, _, err := mw.authenticate(r)
-	return k, err
+	k, _, _, err := mw.authenticate(r)
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
-func (mw *Middleware) authenticate(r *http.Request) (k *Key, strip func(*http.Request), err error) {
+// authenticate is Authenticate, also returning the time of the
+// verification, the credential's strip function and, on a refusal for
+// the key's state (its secret verified), the key.
+func (mw *Middleware) authenticate(r *http.Request) (k *Key, now time.Time, strip func(*http.Request), err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			mw.logError(r.Context(), "apikey: panic during authentication", panicError{p})
@@ -242,27 +248,30 @@ func (mw *Middleware) authenticate(r *http.Request) (k *Key, strip func(*http.Re
 	for _, src := range mw.sources {
 		t, s, err := src(r)
 		if err != nil {
-			return nil, nil, ErrBadRequest
+			return nil, now, nil, ErrBadRequest
 		}
 		if t != "" {
 			if token != "" {
-				return nil, nil, ErrBadRequest // two credentials at once
+				return nil, now, nil, ErrBadRequest // two credentials at once
 			}
 			token, strip = t, s
 		}
 	}
 	if token == "" {
-		return nil, nil, ErrMissingKey
+		return nil, now, nil, ErrMissingKey
 	}
-	k, err = mw.m.Verify(r.Context(), token)
+	k, now, err = mw.m.verifyKey(r.Context(), token)
 	if err != nil {
-		return nil, nil, err
+		return k, now, nil, err
 	}
-	return k, strip, nil
+	return k, now, strip, nil
 }
 
 // Handler returns next wrapped with authentication. The verified key
-// reaches next through the request's context (FromContext). A request is
+// reaches next through the request's context (FromContext). With usage
+// recording (see Options.UsageInterval), Handler counts the request of a
+// key whose secret verified, and the stages after it settle its outcome;
+// Authenticate counts nothing. A request is
 // never passed on when verification failed, including when a dependency
 // or a hook failed or panicked. Handler spends no limits: put Limit after
 // the checks that may refuse the request (RequireScopes, your own), so
@@ -271,8 +280,11 @@ func (mw *Middleware) authenticate(r *http.Request) (k *Key, strip func(*http.Re
 //	mux.Handle("POST /data", mw.Handler(mw.RequireScopes("write")(mw.Limit(h))))
 func (mw *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		k, strip, err := mw.authenticate(r)
+		k, now, strip, err := mw.authenticate(r)
 		if err != nil {
+			if k != nil { // a refusal for the key's state
+				mw.m.meter.refuse(k, now)
+			}
 			if mw.optional && err == ErrMissingKey {
 				next.ServeHTTP(w, r)
 				return
@@ -290,7 +302,12 @@ func (mw *Middleware) Handler(next http.Handler) http.Handler {
 			}
 			h.Set("Sunset", k.ExpiresAt.UTC().Format(http.TimeFormat))
 		}
-		r = r.WithContext(newContext(r.Context(), k))
+		c := mw.m.meter.acquire(k, now) // counted allowed; later stages may move it
+		if c != nil {
+			c.allowed.Add(1)
+			defer c.release()
+		}
+		r = r.WithContext(&keyContext{Context: r.Context(), k: k, c: c})
 		if mw.hide && strip != nil {
 			r.Header = r.Header.Clone()
 			strip(r)

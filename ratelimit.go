@@ -89,10 +89,12 @@ func (mw *Middleware) Limit(next http.Handler) http.Handler {
 				mw.Error(w, r, ErrMissingKey)
 				return
 			}
+		} else if mw.rl.limiter == nil {
+			mw.meterCost(r, k)
 		} else if mw.rl.post.on {
 			mw.serveSettled(w, r, k, next)
 			return
-		} else if mw.rl.limiter != nil && !mw.limit(w, r, k, nil) {
+		} else if !mw.limit(w, r, k, nil) {
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -195,11 +197,14 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key, st *
 		if cost = mw.rl.cost(r, k); cost == 0 {
 			return true
 		} else if cost < 0 {
+			mw.meterLimit(r, 0, ErrInvalidOptions)
 			mw.internal(w, r, fmt.Errorf("apikey: Cost returned %d", cost))
 			return false
 		}
 	}
-	switch err := mw.spend(r.Context(), r, k, cost, w.Header(), st); {
+	err := mw.spend(r.Context(), r, k, cost, w.Header(), st)
+	mw.meterLimit(r, cost, err)
+	switch {
 	case err == nil:
 		return true
 	case errors.Is(err, ErrInvalidOptions): // a bad limit: not the backend's fault
@@ -220,7 +225,12 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key, st *
 // misconfiguration (a negative cost, an invalid limit). A cost of 0, or
 // no Limiter, spends nothing. LimiterFailed receives a nil request for
 // the failures of Spend. Debit settles a cost known only after the work.
+// With usage recording, each call with a key and a cost of 0 or more
+// counts as one request (see Options.UsageInterval).
 func (mw *Middleware) Spend(ctx context.Context, k *Key, cost int64, h http.Header) (err error) {
+	if u := mw.m.meter; u != nil && k != nil && cost >= 0 {
+		defer func() { u.spent(k, cost, err) }()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			mw.logError(ctx, "apikey: panic in rate limiting", panicError{p})

@@ -45,6 +45,7 @@ func (mw *Middleware) requireScopes(want *ScopeError) func(http.Handler) http.Ha
 				return
 			}
 			if !hasScopes(k, want) {
+				mw.meterRefused(r)
 				mw.Error(w, r, want)
 				return
 			}

@@ -268,7 +268,7 @@ func (st *settlement) debit(ctx context.Context, amount int64, attempts int) (Li
 		st.mu.Lock()
 		st.settled += amount
 		st.mu.Unlock()
-		st.mw.m.meterCost(st.k, amount)
+		st.mw.meterDebit(ctx, st.k, amount)
 	}
 	return res, err == nil
 }
@@ -378,7 +378,7 @@ func (mw *Middleware) Debit(ctx context.Context, k *Key, amount int64, h http.He
 		return nil
 	}
 	res, err := mw.debit(ctx, rl.limiter, k.Customer(), ls, amount, debitAttempts)
-	mw.m.meterCost(k, amount)
+	mw.meterDebit(ctx, k, amount)
 	switch {
 	case errors.Is(err, ErrInvalidOptions):
 		return err
@@ -391,9 +391,23 @@ func (mw *Middleware) Debit(ctx context.Context, k *Key, amount int64, h http.He
 	return nil
 }
 
-// meterCost records in usage that k's request cost delta more (less when
-// negative) than the Cost counted on admission.
-func (m *Manager) meterCost(k *Key, delta int64) {}
+// meterDebit records in usage that k's request cost delta more (less
+// when negative) than the Cost counted on admission: on the request's own
+// counter when ctx is the request's, else on k's current hour.
+func (mw *Middleware) meterDebit(ctx context.Context, k *Key, delta int64) {
+	u := mw.m.meter
+	if u == nil || delta == 0 {
+		return
+	}
+	if c := counterOf(ctx); c != nil {
+		c.cost.Add(delta)
+		return
+	}
+	if c := u.acquire(k, u.now()); c != nil {
+		c.cost.Add(delta)
+		c.release()
+	}
+}
 
 // debitStats counts the debits of reported costs.
 type debitStats struct {

@@ -39,6 +39,18 @@ const (
 // A successful verification records a use for the next last-used flush;
 // it never writes to the store itself.
 func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
+	k, _, err := m.verifyKey(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// verifyKey is Verify, also returning the time it read from the clock
+// and, on a refusal for the state of a key whose secret verified
+// (ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), the
+// key, so that the refusal is counted for it.
+func (m *Manager) verifyKey(ctx context.Context, token string) (*Key, time.Time, error) {
 	var start time.Time
 	if m.metrics != nil {
 		start = time.Now()
@@ -53,10 +65,13 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 	if m.log != nil {
 		m.emitVerify(ctx, k, id, now, err)
 	}
-	if err != nil {
-		return nil, err
+	switch err {
+	case nil:
+		return k, now, nil
+	case ErrRevoked, ErrExpired, ErrDisabled, ErrPaused, ErrSuspended:
+		return k, now, err
 	}
-	return k, nil
+	return nil, now, err
 }
 
 // verify returns the key of token, the key id, the time it read from the

@@ -14,7 +14,8 @@ import (
 )
 
 // Store is a concurrency-safe in-memory apikey.Store. It also implements
-// apikey.Revoker, apikey.Rotator, apikey.Purger and apikey.CustomerStore.
+// apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore and
+// usage.Store.
 // It holds its own copies: mutating a key or customer passed in or
 // returned changes nothing stored. Build it with New; the zero value is
 // not usable.
@@ -30,6 +31,9 @@ type Store struct {
 
 	cmu       sync.RWMutex
 	customers map[string]*apikey.Customer
+
+	umu   sync.RWMutex
+	usage usageTable
 }
 
 var (

@@ -850,3 +850,25 @@ func medianOf(xs []float64) float64 {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// A cost reported after the response is recorded in usage with the
+// request, the reservation refunded or topped up: usage shows what
+// handlers reported, through the HTTP middleware and through Debit.
+func TestUsageRecordsReportedCosts(t *testing.T) {
+	ctx := context.Background()
+	store := newUsageStore()
+	e := newLimitEnvOver(t, store, apikey.Options{UsageInterval: time.Hour,
+		Plans: apikey.Plans{"big": {apikey.Quota("daily", 1000, apikey.Day)}}},
+		apikey.MiddlewareOptions{ReportedCosts: true})
+	token, k := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "big"})
+	for _, cost := range []int64{7, 0, 3} {
+		h := e.mw.Handler(e.mw.Limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			apikey.ReportCost(r.Context(), cost)
+		})))
+		require.Equal(t, 200, serveStatus(h, token))
+	}
+	require.NoError(t, e.mw.Debit(ctx, k, 5, nil))
+	require.NoError(t, e.m.Close(ctx))
+	sum, _ := stored(t, store, "", k.ID)
+	assert.Equal(t, counts(3, 0, 0, 7+0+3+5), sum, "a request reporting 0 is refunded its reservation of 1")
+}

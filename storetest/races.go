@@ -151,7 +151,7 @@ func raceUpdateRevoke(t *testing.T, e raceEnv, n int) string {
 		return func() {
 			_, updErrs[i] = m.Update(ctx, k.ID, func(k *apikey.Key) error {
 				k.Name = fmt.Sprintf("update %d", i)
-				k.Plan = "pro"
+				k.Scopes = []string{"read", fmt.Sprintf("scope-%d", i)}
 				return nil
 			})
 		}

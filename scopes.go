@@ -1,6 +1,7 @@
 package apikey
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 )
@@ -61,4 +62,27 @@ func hasScopes(k *Key, want *ScopeError) bool {
 		}
 	}
 	return !want.Any
+}
+
+// Authorize is what Handler and RequireScopes decide, for a surface other
+// than net/http (an RPC interceptor): it verifies token and checks that
+// its key has every one of scopes (any one of them when anyScope is
+// set; no scopes means none is needed). It returns the key, or an error
+// as Manager.Verify does, or a *ScopeError. With usage recording, a
+// refusal of a key whose secret verified (its state, its customer's, a
+// missing scope) counts as refused, as over HTTP; an authorized call is
+// counted when Spend takes its cost (a cost of 0 included).
+func (mw *Middleware) Authorize(ctx context.Context, token string, scopes []string, anyScope bool) (*Key, error) {
+	k, now, err := mw.m.verifyKey(ctx, token)
+	if err != nil {
+		if k != nil { // a refusal for the key's state
+			mw.m.meter.refuse(k, now)
+		}
+		return nil, err
+	}
+	if want := (&ScopeError{Scopes: scopes, Any: anyScope}); len(scopes) > 0 && !hasScopes(k, want) {
+		mw.m.meter.refuse(k, now)
+		return nil, want
+	}
+	return k, nil
 }

@@ -7,6 +7,7 @@ package rpcauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -211,12 +212,26 @@ func Authenticate[M Metadata](ctx context.Context, g *Guard, r *Rule, md M) (*ap
 	if err != nil {
 		return nil, -1, g.refuse(ctx, err)
 	}
+	if r.Deny {
+		if _, err := g.m.Verify(ctx, token); err != nil {
+			return nil, -1, g.refuse(ctx, err)
+		}
+		return nil, -1, g.denied()
+	}
+	if g.mw != nil { // the Middleware's decision, counted in usage as over HTTP
+		k, err := g.mw.Authorize(ctx, token, r.Scopes, r.AnyScope)
+		var se *apikey.ScopeError
+		switch {
+		case errors.As(err, &se):
+			return nil, -1, g.scopeRefusal(r)
+		case err != nil:
+			return nil, -1, g.refuse(ctx, err)
+		}
+		return k, from, nil
+	}
 	k, err := g.m.Verify(ctx, token)
 	if err != nil {
 		return nil, -1, g.refuse(ctx, err)
-	}
-	if r.Deny {
-		return nil, -1, g.denied()
 	}
 	if !hasScopes(k, r) {
 		return nil, -1, g.scopeRefusal(r)
@@ -258,6 +273,7 @@ func (g *Guard) Spend(ctx context.Context, method string, r *Rule, req any, k *a
 		}
 	}
 	if cost == 0 {
+		g.mw.Spend(ctx, k, 0, nil) // spends nothing; counts the call in usage
 		return nil, nil
 	}
 	h := make(http.Header, 4)

@@ -27,12 +27,7 @@ func Example_customers() {
 	}
 	defer m.Close(ctx)
 
-	// The operator's record of bob: pro, at most 2 keys, read and write.
-	_, err = m.SetCustomer(ctx, "bob", func(c *apikey.Customer) error {
-		c.Plan, c.MaxKeys, c.Scopes = "pro", 2, []string{"read", "write"}
-		return nil
-	})
-	if err != nil {
+	if err := grantBob(ctx, m); err != nil {
 		log.Fatal(err)
 	}
 	_, _, err = m.Issue(ctx, apikey.IssueParams{Owner: "bob", Scopes: []string{"admin"}})
@@ -58,4 +53,15 @@ func Example_customers() {
 	// apikey: invalid scopes: outside the customer's scopes
 	// true
 	// true
+}
+
+// grantBob is what the operator decides for bob: every key of his spends
+// from the pro plan, holds at most the scopes read and write, and he has
+// at most 2 of them. Owners can narrow this on their keys, never widen it.
+func grantBob(ctx context.Context, m *apikey.Manager) error {
+	_, err := m.SetCustomer(ctx, "bob", func(c *apikey.Customer) error {
+		c.Plan, c.MaxKeys, c.Scopes = "pro", 2, []string{"read", "write"}
+		return nil
+	})
+	return err
 }

@@ -31,8 +31,7 @@ func Example_quickStart() {
 	}
 	defer m.Close(ctx) // flushes last-used times
 
-	// Show the token to its owner once: only its digest is stored, and
-	// key.ID names the key from now on.
+	// Show the token once: only its digest is stored; key.ID names the key.
 	token, key, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice", Scopes: []string{"read"}})
 	if err != nil {
 		log.Fatal(err)
@@ -45,7 +44,6 @@ func Example_quickStart() {
 	mux := http.NewServeMux()
 	mux.Handle("GET /reports", mw.Handler(http.HandlerFunc(reports)))                             // wrap what you have
 	mux.Handle("POST /reports", mw.Handler(mw.RequireScopes("write")(http.HandlerFunc(reports)))) // and require scopes
-	// with chi: r.Use(mw.Handler)
 
 	for _, method := range []string{"GET", "POST"} {
 		req := httptest.NewRequest(method, "/reports", nil)

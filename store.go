@@ -74,11 +74,23 @@ import (
 //
 // Run storetest.Run from your tests to check an implementation.
 type Store interface {
+	// Create stores k with Revision 1 and sets k.Revision to 1; an ID
+	// already stored gives ErrConflict (rule 4). k.Hash is the digest
+	// to keep byte for byte (Key.Hash is left out of JSON, so a store
+	// that serialises keys stores it on its own).
 	Create(ctx context.Context, k *Key) error
+	// Get returns the key id or ErrNotFound (rule 5).
 	Get(ctx context.Context, id string) (*Key, error)
+	// Update replaces the key only over the Revision it was given, or
+	// fails with ErrConflict; it never clears RevokedAt and never moves
+	// LastUsedAt back (rule 6).
 	Update(ctx context.Context, k *Key) error
+	// Delete removes the key id, or fails with ErrNotFound (rule 7).
 	Delete(ctx context.Context, id string) error
+	// List pages through the keys of owner, newest first (rule 8).
 	List(ctx context.Context, owner string, opts ListOptions) ([]*Key, error)
+	// MarkUsed moves LastUsedAt of each id forward to its time, leaving
+	// Revision alone (rule 9).
 	MarkUsed(ctx context.Context, uses map[string]time.Time) error
 }
 

@@ -352,9 +352,10 @@ func TestLegacySubjectsOfAnotherSlot(t *testing.T) {
 
 // BenchmarkLegacy times a call (a daily quota and the customer's credits)
 // for a customer without legacy state and for one whose legacy key holds
-// 100,000 lineages' credits, after the first call carried them, on the
-// Redis of APIKEY_TEST_REDIS_ADDR when set, on miniredis otherwise: the
-// legacy key costs nothing once carried.
+// 100,000 lineages' credits, once the first call carried them (carried)
+// and for credits seen for the first time (first), on the Redis of
+// APIKEY_TEST_REDIS_ADDR when set, on miniredis otherwise: the legacy key
+// costs nothing once carried.
 func BenchmarkLegacy(b *testing.B) {
 	var c redis.UniversalClient
 	prefix := redislimit.DefaultPrefix
@@ -385,13 +386,28 @@ func BenchmarkLegacy(b *testing.B) {
 			res, err := l.Allow(ctx, owner, call, 1)
 			require.NoError(b, err)
 			require.Equal(b, int64(1e13-1-int64(lineages)), res.States[1].Remaining)
-			b.ReportAllocs()
-			for b.Loop() {
-				res, err := l.Allow(ctx, owner, call, 1)
-				if err != nil || !res.Allowed {
-					b.Fatalf("Allow: %v, %+v", err, res)
+			b.Run("carried", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					res, err := l.Allow(ctx, owner, call, 1)
+					if err != nil || !res.Allowed {
+						b.Fatalf("Allow: %v, %+v", err, res)
+					}
 				}
-			}
+			})
+			// The first call of credits never seen: the one that reads
+			// the legacy key.
+			b.Run("first", func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					i++
+					first := []apikey.Limit{call[0], credits(fmt.Sprintf("c%d", i), 1e13, apikey.Never, "")}
+					if _, err := l.Allow(ctx, owner, first, 1); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		})
 	}
 }

@@ -241,10 +241,11 @@ func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (
 // reports the errors Allow reports, and an error wrapping
 // apikey.ErrInvalidOptions for an amount beyond ±(10^14-1).
 //
-// The script reads and writes only the keys of the call's quotas and
-// credits, with the expiries Allow gives them: a quota's debt ends with
-// its window, a debt of credits never refilled is kept CreditsTTL after
-// the debit.
+// The script writes only the keys of the call's quotas and credits, with
+// the expiries Allow gives them: a quota's debt ends with its window, a
+// debt of credits never refilled is kept CreditsTTL after the debit.
+// Credits without a key start from the previous release's string (see
+// Upgrading).
 func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
 	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)

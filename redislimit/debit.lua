@@ -1,8 +1,9 @@
 -- Debits a cost known after a request from the quotas and credits of one
 -- call's limits, atomically and without an admission check, and answers
--- the state of every limit. It follows window.lua.
+-- the state of every limit. It follows window.lua and legacy.lua.
 --
 -- KEYS[i]: the state key of limit i, as for limit.lua.
+-- KEYS[n+1], optional: the subject's legacy key (see legacy.lua).
 -- ARGV[1]: the amount, an integer between -(10^14-1) and 10^14-1; a
 --   negative amount refunds, 0 only reads.
 -- ARGV[2]: how long the state of credits never refilled is kept after
@@ -12,7 +13,8 @@
 -- A quota or credits takes the amount: what it used in its current window
 -- becomes used + amount, never below 0 (a refund gives back at most what
 -- was used) and at most 2^52, so that it may exceed the count (a debt),
--- and is written with the expiry Allow gives it. A rate is read, never
+-- and is written with the expiry Allow gives it. Credits whose key is
+-- missing start from what legacy.lua carries. A rate is read, never
 -- written.
 --
 -- Returns {1, index, remaining, reset, 0} for the tightest limit (1-based
@@ -26,13 +28,14 @@ local sec = tonumber(t[1])
 local now = sec * 1000000 + tonumber(t[2])
 local amount = tonumber(ARGV[1])
 local maxUsed = 4503599627370496 -- 2^52
-local n = #KEYS
+local n = (#ARGV - 2) / 2
 
 local reply = {1, 0, 0, 0, 0}
 local best, brem, breset = 0, 0, 0
 for i = 1, n do
   local a, b = tonumber(ARGV[2 * i + 1]), ARGV[2 * i + 2]
-  local s1, s2 = match(redis.call('GET', KEYS[i]) or '', '^(%d+):(%d+)$')
+  local raw = redis.call('GET', KEYS[i])
+  local s1, s2 = match(raw or '', '^(%d+):(%d+)$')
   local rem, reset
   if a > 0 then
     -- A rate as it stands, as limit.lua reads it (a clock that stepped
@@ -57,7 +60,13 @@ for i = 1, n do
   else
     local ws, we = window(sec, b)
     local used = 0
-    if s1 and tonumber(s1) == we then used = tonumber(s2) end
+    if s1 and tonumber(s1) == we then
+      used = tonumber(s2)
+    elseif not raw then
+      local c = carried(KEYS[i], we, -a)
+      -- Written even at 0, so that the legacy key is read once.
+      if c then used, s1 = c, true end
+    end
     used = used + amount
     if used < 0 then used = 0 elseif used > maxUsed then used = maxUsed end
     rem = -a - used

@@ -2,9 +2,10 @@
 -- answers what a call of cost 1 would get, writing nothing.
 --
 -- The caller prepends "local peek = false" (Allow) or "local peek = true"
--- (Peek), then window.lua, to this source.
+-- (Peek), then window.lua and legacy.lua, to this source.
 -- KEYS[i]: the state key of limit i (see the package documentation); all
 --   keys of a call share the subject's hash tag, so they are in one slot.
+-- KEYS[n+1], optional: the subject's legacy key (see legacy.lua).
 -- ARGV[1]: cost (>= 1).
 -- ARGV[2]: how long the state of credits never refilled is kept after
 --   their last spend, in milliseconds.
@@ -21,9 +22,12 @@
 --          expires at the end of the window. Credits never refilled have
 --          window end 0, and their key expires ARGV[2] ms after the last
 --          spend.
--- A missing key, or a value of another shape, is no state. The script
--- reads and writes only the keys of the call: its cost does not depend on
--- what else the subject holds.
+-- A missing key, or a value of another shape, is no state; except that
+-- the missing key of credits starts from what legacy.lua carries, and
+-- Allow writes it even when it denies, so that the legacy key is read
+-- once. The script reads and writes only the keys of the call (and reads
+-- the legacy key on such a miss): its cost does not depend on what else
+-- the subject holds.
 --
 -- Returns {allowed, index, remaining, reset, retry} for the tightest limit
 -- (1-based index; reset and retry in microseconds), followed by remaining,
@@ -31,7 +35,8 @@
 -- with the longest retry; when allowed, the limit with the fewest
 -- remaining, then the longest reset. Nothing is written unless every
 -- limit allows, except a rate whose state moved to a clock that stepped
--- back (see below).
+-- back (see below) and credits started from the legacy key, each written
+-- as it stands, without this call's cost.
 --
 -- The time is Redis's TIME; Redis 5 and later replicate a script's effects,
 -- so reading it before writing is allowed. Numbers are Lua doubles holding
@@ -47,20 +52,21 @@ local sec = tonumber(t[1])
 local now = sec * 1000000 + tonumber(t[2])
 local cost = 1
 if ARGV[1] ~= '1' then cost = tonumber(ARGV[1]) end
-local n = #KEYS
+local n = (#ARGV - 2) / 2
 
 -- The reply: allowed, best, remaining, reset, retry of the tightest limit
 -- (filled in at the end), then remaining, reset, retry of each limit.
 local reply = {0, 0, 0, 0, 0}
 local spent = {} -- per limit: what allowing cost it (a rate's interval, 0 for a count), or -1 when it denies
 local vals, ttls = {}, {} -- per limit: the value to write and its expiry in milliseconds
-local fix = {} -- per limit: a denied rate whose state moved, to write even when denied
-local fixes = false
+local keep = {} -- per limit: a value and expiry to write even when the call is denied
+local keeps = false
 
 local allowed, best, bok, brem, breset, bretry = 1, 0, 1, 0, 0, 0
 for i = 1, n do
   local a, b = tonumber(ARGV[2 * i + 1]), ARGV[2 * i + 2]
-  local s1, s2 = match(redis.call('GET', KEYS[i]) or '', '^(%d+):(%d+)$')
+  local raw = redis.call('GET', KEYS[i])
+  local s1, s2 = match(raw or '', '^(%d+):(%d+)$')
   local ok, rem, reset, retry = 0, 0, 0, 0
   if a > 0 then
     -- GCRA: allowed when max(TAT, now) + cost*T - now <= B*T.
@@ -107,8 +113,7 @@ for i = 1, n do
     if ok == 0 and moved and d > 0 then
       -- Nothing is spent, but the state moves to the new clock, so that
       -- time counts again from now.
-      vals[i], ttls[i] = format('%.0f:%.0f', tat, now), floor((d + 999) / 1000)
-      fix[i], fixes = true, true
+      keep[i], keeps = {format('%.0f:%.0f', tat, now), floor((d + 999) / 1000)}, true
     end
   else
     local ws, we = window(sec, b)
@@ -119,9 +124,18 @@ for i = 1, n do
       s1 = nil
     end
     rem = -a - used
-    if rem < 0 then rem = 0 end
     reset = we * 1000000 - now
     if we == 0 then reset = 0 end
+    local ttl
+    if we == 0 then ttl = ARGV[2] else ttl = floor((reset + 999) / 1000) end
+    if not raw then
+      local c = carried(KEYS[i], we, -a)
+      if c then
+        used, rem = c, -a - c
+        keep[i], keeps = {format('%.0f:%.0f', we, c), ttl}, true
+      end
+    end
+    if rem < 0 then rem = 0 end
     if cost > rem then
       retry = reset
     else
@@ -132,13 +146,9 @@ for i = 1, n do
       if s1 then
         vals[i] = s1 .. ':' .. format('%.0f', used + cost)
       else
-        vals[i] = format('%.0f:%.0f', we, cost)
+        vals[i] = format('%.0f:%.0f', we, used + cost)
       end
-      if we == 0 then
-        ttls[i] = ARGV[2]
-      else
-        ttls[i] = floor((reset + 999) / 1000)
-      end
+      ttls[i] = ttl
     end
   end
   -- Keep the tightest: a denial before an allowance; among denials the
@@ -179,9 +189,9 @@ if not peek then
     for i = 1, n do
       redis.call('SET', KEYS[i], vals[i], 'PX', ttls[i])
     end
-  elseif fixes then
+  elseif keeps then
     for i = 1, n do
-      if fix[i] then redis.call('SET', KEYS[i], vals[i], 'PX', ttls[i]) end
+      if keep[i] then redis.call('SET', KEYS[i], keep[i][1], 'PX', keep[i][2]) end
     end
   end
 end

@@ -19,9 +19,10 @@
 // # Storage
 //
 // Each (subject, limit) has a Redis string of its own, so that a call
-// reads and writes only the keys of its limits: its cost does not depend
-// on the subject's history, such as the credits of every key a customer
-// ever had. The key is named from the call's subject, the limit's kind
+// reads and writes only the keys of its limits (and, once, the string of
+// the previous release: see Upgrading): its cost does not depend on the
+// subject's history, such as the credits of every key a customer ever
+// had. The key is named from the call's subject, the limit's kind
 // and name and the limit's own Subject only (a customer or key id, never
 // a secret):
 //
@@ -55,6 +56,33 @@
 // and granted again in full. Beyond that, their durability is Redis's:
 // its persistence, replication and eviction policy are the operator's
 // (use noeviction or a volatile-* policy, never allkeys-*).
+//
+// # Upgrading from one key per subject
+//
+// The previous release kept all limits of a subject in one string,
+// <prefix>{<subject>}, and counted a plan's credits per key lineage (a
+// limit Subject); this one counts a plan's credits per customer and a
+// key's own credits per lineage. So that a deploy refills no credits, a
+// call whose credits have no key yet starts them, in the same script,
+// from that legacy string: credits without a limit Subject from the sum
+// of what the subject and each of its lineages spent of credits of that
+// name, credits with a limit Subject from what that Subject spent. Only
+// the counts of the current window are carried (credits never refilled
+// have one window), and at most the credits' count. Quotas and rates are
+// not carried: they start afresh, and would be whole again within their
+// window anyway.
+//
+// The legacy string is read only when a call's credits have no key, and
+// Allow then writes their key, even when it denies, as does a Debit of a
+// non-zero amount; Peek and a Debit of 0 write nothing. A call thus reads
+// it once per credits of a subject, and again only if their key expires
+// (CreditsTTL without a spend). It is never written nor deleted, so that
+// instances of the previous release keep working during a rolling deploy.
+// While both releases run, each counts in its own keys: a customer may
+// spend a quota or rate up to its limit once per release, and credits
+// spent by old instances after the new key was written are not seen by
+// new ones. A subject holding '%', '{' or '}' has its legacy string in
+// another hash slot: its credits are not carried.
 //
 // # Clients
 //
@@ -105,6 +133,9 @@ var windowSource string
 
 //go:embed debit.lua
 var debitSource string
+
+//go:embed legacy.lua
+var legacySource string
 
 // Options configures a Limiter. The zero value is valid.
 type Options struct {
@@ -163,9 +194,9 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 		client:    client,
 		prefix:    prefix,
 		creditsMS: int64((ttl + time.Millisecond - 1) / time.Millisecond),
-		allow:     redis.NewScript("local peek = false\n" + windowSource + scriptSource),
-		peek:      redis.NewScript("local peek = true\n" + windowSource + scriptSource),
-		debit:     redis.NewScript(windowSource + debitSource),
+		allow:     redis.NewScript("local peek = false\n" + windowSource + legacySource + scriptSource),
+		peek:      redis.NewScript("local peek = true\n" + windowSource + legacySource + scriptSource),
+		debit:     redis.NewScript(windowSource + legacySource + debitSource),
 	}, nil
 }
 
@@ -210,10 +241,11 @@ func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (
 // reports the errors Allow reports, and an error wrapping
 // apikey.ErrInvalidOptions for an amount beyond ±(10^14-1).
 //
-// The script reads and writes only the keys of the call's quotas and
-// credits, with the expiries Allow gives them: a quota's debt ends with
-// its window, a debt of credits never refilled is kept CreditsTTL after
-// the debit.
+// The script writes only the keys of the call's quotas and credits, with
+// the expiries Allow gives them: a quota's debt ends with its window, a
+// debt of credits never refilled is kept CreditsTTL after the debit.
+// Credits without a key start from the previous release's string (see
+// Upgrading).
 func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
 	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
@@ -241,7 +273,11 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 			args = append(args, -lim.Count, int64(lim.Window))
 		}
 	}
-	vals, err := script.Run(ctx, l.client, l.keys(subject, ls), args...).Int64Slice()
+	keys := l.keys(subject, ls)
+	if k := l.legacyKey(subject, ls); k != "" {
+		keys = append(keys, k)
+	}
+	vals, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
 	if err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
 	}
@@ -270,7 +306,7 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 // keys names the state of each limit of a call for subject, in one hash
 // slot: see the package documentation.
 func (l *Limiter) keys(subject string, ls []apikey.Limit) []string {
-	keys := make([]string, len(ls))
+	keys := make([]string, len(ls), len(ls)+1) // room for the legacy key
 	b := make([]byte, 0, 64)
 	b = append(b, l.prefix...)
 	b = append(b, '{')
@@ -290,6 +326,24 @@ func (l *Limiter) keys(subject string, ls []apikey.Limit) []string {
 		keys[i] = string(b)
 	}
 	return keys
+}
+
+// legacyKey returns the key under which the previous release kept all
+// limits of subject, when the call holds credits that may be carried from
+// it (see Upgrading in the package documentation), or "" when not. The
+// key must share the hash slot of the call's keys: it is named only when
+// its hash tag, the subject up to its first '}', is the call's tag, that
+// is when subject holds none of '%', '{' and '}'.
+func (l *Limiter) legacyKey(subject string, ls []apikey.Limit) string {
+	for i := range ls {
+		if ls[i].Kind == apikey.KindCredits {
+			if strings.ContainsAny(subject, "%{}") {
+				return ""
+			}
+			return l.prefix + "{" + subject + "}"
+		}
+	}
+	return ""
 }
 
 // appendTag appends subject as the hash tag of its keys: '%', '{' and '}'

@@ -18,6 +18,9 @@ type queries struct {
 	// records from a start (index 1) or from any (index 0), up to an end.
 	usageByKey, usageByCustomer [2]string
 	usagePurge                  string
+	// addUsageChunk is the upsert of a full chunk (usageChunk records),
+	// built once.
+	addUsageChunk string
 }
 
 func buildQueries(d Dialect, t, ct, ut tableName) queries {
@@ -85,6 +88,7 @@ func buildQueries(d Dialect, t, ct, ut tableName) queries {
 		q.usageByKey[i] = sel + "key_id = ?" + f + " AND start < ? ORDER BY start"
 		q.usageByCustomer[i] = sel + "customer = ?" + f + " AND start < ? ORDER BY start, key_id"
 	}
+	q.addUsageChunk = addUsageStatement(d, ut, usageChunk)
 	q.usagePurge = "DELETE FROM " + utb + " WHERE start < ?"
 	if d == MySQL { // in batches: InnoDB locks every row the DELETE reads
 		q.usagePurge += " LIMIT ?"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -120,30 +121,55 @@ func sortUsage(rs []usage.Record) {
 
 // addUsageQuery returns the upsert of rs and its arguments.
 func (s *Store) addUsageQuery(rs []usage.Record) (string, []any) {
+	q := s.q.addUsageChunk
+	if len(rs) != usageChunk {
+		q = addUsageStatement(s.d, s.usage, len(rs))
+	}
+	args := make([]any, 0, numUsageColumns*len(rs))
+	for _, r := range rs {
+		args = append(args, r.KeyID, s.d.timeArg(r.Start), r.Customer, r.Allowed, r.Limited, r.Refused, r.Cost)
+	}
+	return q, args
+}
+
+// addUsageStatement returns the upsert of n records into the usage table
+// ut, with d's placeholders.
+func addUsageStatement(d Dialect, ut tableName, n int) string {
 	var b strings.Builder
-	row := "(" + placeholders(numUsageColumns) + ")"
-	b.Grow(64 + len(rs)*(len(row)+2) + 256)
-	b.WriteString("INSERT INTO " + s.usage.quoted(s.d))
-	if s.d != MySQL {
+	b.Grow(128 + n*(numUsageColumns*7+4) + 256)
+	b.WriteString("INSERT INTO " + ut.quoted(d))
+	if d != MySQL {
 		b.WriteString(" AS u")
 	}
 	b.WriteString(" (" + usageColumns + ") VALUES ")
-	args := make([]any, 0, numUsageColumns*len(rs))
-	for i, r := range rs {
+	p := 0
+	for i := range n {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(row)
-		args = append(args, r.KeyID, s.d.timeArg(r.Start), r.Customer, r.Allowed, r.Limited, r.Refused, r.Cost)
+		b.WriteByte('(')
+		for c := range numUsageColumns {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			p++
+			if d == Postgres {
+				b.WriteByte('$')
+				b.WriteString(strconv.Itoa(p))
+			} else {
+				b.WriteByte('?')
+			}
+		}
+		b.WriteByte(')')
 	}
-	if s.d == MySQL {
+	if d == MySQL {
 		b.WriteString(" ON DUPLICATE KEY UPDATE allowed = allowed + VALUES(allowed), limited = limited + VALUES(limited), " +
 			"refused = refused + VALUES(refused), cost = cost + VALUES(cost)")
 	} else {
 		b.WriteString(" ON CONFLICT (key_id, start) DO UPDATE SET allowed = u.allowed + excluded.allowed, " +
 			"limited = u.limited + excluded.limited, refused = u.refused + excluded.refused, cost = u.cost + excluded.cost")
 	}
-	return s.d.rebind(b.String()), args
+	return b.String()
 }
 
 // Usage implements usage.Store with one query: by the primary key

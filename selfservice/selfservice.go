@@ -180,7 +180,7 @@ func CheckFields(fields ...string) error {
 // record.
 type Allowance struct {
 	// Suspended reports that the operator suspended the customer: he may
-	// list and revoke his keys, nothing else.
+	// list and revoke his keys and read their usage, nothing else.
 	Suspended bool
 	// Scopes are the scopes he may give a key: the customer's ceiling,
 	// or Options.Scopes when the customer has none.

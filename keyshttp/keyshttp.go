@@ -1,6 +1,7 @@
 // Package keyshttp serves the management API of apikey over HTTP: a
 // signed-in user creates, lists, renames, rotates, pauses, resumes and
-// revokes their own keys, and GET /openapi.json describes it all. What a
+// revokes their own keys and reads what they consumed, and GET
+// /openapi.json describes it all. What a
 // user may do is decided by a selfservice.Policy, the same one the keys
 // page (keyspage) uses.
 //
@@ -39,7 +40,8 @@
 // disabled, anything unknown) is refused with 403 whose "field" member
 // names it, before anything else is looked at; beyond the customer's key
 // cap is 409; a change to a revoked or expired key is 409; while the
-// customer is suspended only listing and revoking are allowed (403). A
+// customer is suspended only listing, revoking and reading usage are
+// allowed (403). A
 // request that changes keys and that a browser sent from another origin
 // (cross-site request forgery, which an Owner hook reading a cookie or
 // HTTP Basic credentials would otherwise let through) is refused with 403

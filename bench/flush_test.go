@@ -153,7 +153,11 @@ func flushTable(b *testing.B, db *sql.DB, d sqlstore.Dialect, mem apikey.Store, 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	b.Cleanup(func() { _, _ = db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+table) })
+	b.Cleanup(func() {
+		for _, t := range []string{table, store.CustomerTable(), store.UsageTable()} {
+			_, _ = db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+t)
+		}
+	})
 	if err := store.Migrate(ctx); err != nil {
 		b.Fatal(err)
 	}

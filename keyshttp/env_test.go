@@ -23,6 +23,7 @@ import (
 	"github.com/gokeys/apikey/keyshttp"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
+	"github.com/gokeys/apikey/usage"
 )
 
 var pepper = []apikey.Pepper{{Version: "1", Secret: []byte("0123456789abcdef0123456789abcdef")}}
@@ -44,10 +45,12 @@ func (c *clock) Add(d time.Duration) {
 // conflict is set. It hides the Revoker and Rotator capabilities of the
 // store it wraps, so the Manager's own read-modify-write paths are the
 // ones tested, and keeps its customer records (apikey.CustomerStore), so
-// that tests set customers with Manager.SetCustomer.
+// that tests set customers with Manager.SetCustomer, and its usage
+// (usage.Store).
 type flakyStore struct {
 	apikey.Store
 	customers      apikey.CustomerStore
+	usage          usage.Store
 	down, conflict atomic.Bool
 }
 
@@ -55,7 +58,25 @@ var errDown = errors.New("connection refused")
 
 func newFlakyStore() *flakyStore {
 	s := memstore.New()
-	return &flakyStore{Store: s, customers: s}
+	return &flakyStore{Store: s, customers: s, usage: s}
+}
+
+func (s *flakyStore) AddUsage(ctx context.Context, records []usage.Record) error {
+	if s.down.Load() {
+		return errDown
+	}
+	return s.usage.AddUsage(ctx, records)
+}
+
+func (s *flakyStore) Usage(ctx context.Context, q usage.Query) ([]usage.Record, error) {
+	if s.down.Load() {
+		return nil, errDown
+	}
+	return s.usage.Usage(ctx, q)
+}
+
+func (s *flakyStore) PurgeUsage(ctx context.Context, before time.Time) (int, error) {
+	return s.usage.PurgeUsage(ctx, before)
 }
 
 func (s *flakyStore) Create(ctx context.Context, k *apikey.Key) error {

@@ -45,6 +45,7 @@ func Example() {
 	mux.Handle("/api-keys", h)
 	mux.Handle("/api-keys/", h)
 	mux.Handle("GET /openapi.json", h)
+	mux.Handle("GET /usage", h)
 
 	req := httptest.NewRequest("POST", "/api-keys", strings.NewReader(`{"name":"ci","scopes":["read"]}`))
 	req.Header.Set("X-User", "alice")

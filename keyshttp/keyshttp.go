@@ -1,6 +1,7 @@
 // Package keyshttp serves the management API of apikey over HTTP: a
 // signed-in user creates, lists, renames, rotates, pauses, resumes and
-// revokes their own keys, and GET /openapi.json describes it all. What a
+// revokes their own keys and reads what they consumed, and GET
+// /openapi.json describes it all. What a
 // user may do is decided by a selfservice.Policy, the same one the keys
 // page (keyspage) uses.
 //
@@ -15,6 +16,7 @@
 //	mux.Handle("/api-keys", h)
 //	mux.Handle("/api-keys/", h)
 //	mux.Handle("GET /openapi.json", h)
+//	mux.Handle("GET /usage", h)
 //	// or under a prefix: mux.Handle("/v1/", http.StripPrefix("/v1", h))
 //
 // Routes, relative to where the handler is mounted:
@@ -30,18 +32,34 @@
 //	POST   /api-keys/{id}/enable        deprecated: resume
 //	POST   /api-keys/{id}/revoke-chain  revoke the key and its whole rotation chain; 204
 //	DELETE /api-keys/{id}               revoke; 204
+//	GET    /api-keys/{id}/usage         what the key consumed: ?from=, ?to=, ?step=
+//	GET    /usage                       what all the caller's keys consumed, summed: ?from=, ?to=, ?step=
 //	GET    /openapi.json                the OpenAPI 3.1 document of these routes, for the mount point
 //
 // A request member the user may not set (plan, credits, limits, metadata,
 // disabled, anything unknown) is refused with 403 whose "field" member
 // names it, before anything else is looked at; beyond the customer's key
 // cap is 409; a change to a revoked or expired key is 409; while the
-// customer is suspended only listing and revoking are allowed (403). A
+// customer is suspended only listing, revoking and reading usage are
+// allowed (403). A
 // request that changes keys and that a browser sent from another origin
 // (cross-site request forgery, which an Owner hook reading a cookie or
 // HTTP Basic credentials would otherwise let through) is refused with 403
 // by http.CrossOriginProtection; clients that are not browsers send
 // neither Sec-Fetch-Site nor Origin and are not affected.
+//
+// The usage routes answer {"from", "to", "step", "series": [{"start",
+// "allowed", "limited", "refused", "cost"}, ...]}: one bucket per hour,
+// day or month (step; day when absent), in UTC, empty buckets included,
+// from from (RFC 3339, rounded down to the start of its bucket; when
+// absent, 24 hours, 30 days or 12 months before to, by step) to to (RFC
+// 3339, exclusive, rounded up to a bucket's end; now when absent, so the
+// current bucket is included). Counts are those of
+// apikey.Options.UsageInterval: requests allowed, limited (429) and
+// refused (403 or 401 of a verified key), and the cost spent; they lag
+// by up to one UsageInterval. More than 1,000 buckets, or a to not after
+// from, is a 400 naming the field; a Manager whose store keeps no usage
+// answers 501. A suspended customer may read his usage.
 //
 // A caller only ever sees their own keys: another owner's key is 404, like
 // an unknown one. No response ever carries a digest, and a token appears
@@ -184,6 +202,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusForbidden, "The request was sent from another origin, so it was refused.", "")
 		return
 	}
+	if path == "/usage" {
+		if allow(w, r, http.MethodGet, http.MethodHead) {
+			h.withOwner(w, r, func(w http.ResponseWriter, r *http.Request, owner string) { h.usage(w, r, owner, "") })
+		}
+		return
+	}
 	rest, ok := strings.CutPrefix(path, "/api-keys")
 	if !ok || (rest != "" && rest[0] != '/') {
 		writeProblem(w, http.StatusNotFound, "No such resource.", "")
@@ -227,11 +251,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		op = h.resume
 	case "revoke-chain":
 		op = h.revokeChain
+	case "usage":
+		if !allow(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
+		op = h.usage
 	default:
 		writeProblem(w, http.StatusNotFound, "No such resource.", "")
 		return
 	}
-	if action != "" && !allow(w, r, http.MethodPost) {
+	if action != "" && action != "usage" && !allow(w, r, http.MethodPost) {
 		return
 	}
 	h.withOwner(w, r, func(w http.ResponseWriter, r *http.Request, owner string) { op(w, r, owner, id) })

@@ -407,6 +407,8 @@ func TestRoutes(t *testing.T) {
 		assert.Equal(t, 200, e.do("alice", "GET", "/api-keys/"+id, "").status)
 	})
 
+	usageRoutes(t, e)
+
 	t.Run("every documented status was answered", func(t *testing.T) {
 		for _, op := range e.spec.operations() {
 			assert.True(t, e.spec.seen[op], "%s documented but never answered", op)
@@ -431,6 +433,10 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 		{"GET", "/api-keys/" + id + "/rotate", 405, "POST"},
 		{"DELETE", "/api-keys/" + id + "/revoke-chain", 405, "POST"},
 		{"POST", "/openapi.json", 405, "GET, HEAD"},
+		{"POST", "/usage", 405, "GET, HEAD"},
+		{"DELETE", "/api-keys/" + id + "/usage", 405, "GET, HEAD"},
+		{"GET", "/usage/x", 404, ""},
+		{"GET", "/usagex", 404, ""},
 	} {
 		r := e.do("alice", c.method, c.path, "")
 		assertProblem(t, r, c.status, "", c.method+" "+c.path)

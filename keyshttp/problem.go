@@ -67,7 +67,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &forbidden):
 		writeProblem(w, http.StatusForbidden, fmt.Sprintf("You may not set %s: %s.", forbidden.Field, forbidden.Reason), forbidden.Field)
 	case errors.Is(err, apikey.ErrSuspended):
-		writeProblem(w, http.StatusForbidden, "Your account is suspended: you may list and revoke your keys, nothing else.", "")
+		writeProblem(w, http.StatusForbidden, "Your account is suspended: you may list and revoke your keys and read their usage, nothing else.", "")
 	case errors.As(err, &input):
 		field := input.Field
 		if field == "grace" {

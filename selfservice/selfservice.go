@@ -17,8 +17,10 @@
 // rotation chain. He may never set a plan, credits, limits, metadata or
 // his scope ceiling, lift a suspension the operator set (a key's Disabled,
 // or his customer's Suspended), revive an expired key, extend a key past
-// the maximum lifetime, or change a revoked key. While his customer is
-// suspended he may list and revoke his keys and nothing else.
+// the maximum lifetime, or change a revoked key. He may read the usage of
+// his keys, one key or all of them (Usage). While his customer is
+// suspended he may list and revoke his keys and read their usage, nothing
+// else.
 //
 // Refusals are typed: a field he may not set is a *FieldError (matching
 // ErrForbidden, a 403 over HTTP), checked before anything is read; a
@@ -37,6 +39,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/usage"
 )
 
 // Defaults of Options.
@@ -177,7 +180,7 @@ func CheckFields(fields ...string) error {
 // record.
 type Allowance struct {
 	// Suspended reports that the operator suspended the customer: he may
-	// list and revoke his keys, nothing else.
+	// list and revoke his keys and read their usage, nothing else.
 	Suspended bool
 	// Scopes are the scopes he may give a key: the customer's ceiling,
 	// or Options.Scopes when the customer has none.
@@ -494,4 +497,21 @@ func (p *Policy) RevokeChain(ctx context.Context, owner, id string) ([]string, e
 		return nil, err
 	}
 	return p.m.RevokeChain(ctx, id)
+}
+
+// Usage returns the series of what owner consumed (see
+// apikey.Manager.Usage): summed over all of his keys when q.KeyID is
+// empty, else of his key q.KeyID, revoked or not; another owner's key is
+// apikey.ErrNotFound, like an unknown one. q.Customer is ignored: the
+// customer is always owner (empty: an *apikey.InputError). Reading usage changes nothing, so a
+// suspended customer may too.
+func (p *Policy) Usage(ctx context.Context, owner string, q usage.Query) ([]usage.Record, error) {
+	q.Customer = owner
+	if q.KeyID != "" {
+		if _, err := p.Get(ctx, owner, q.KeyID); err != nil {
+			return nil, err
+		}
+		q.Customer = ""
+	}
+	return p.m.Usage(ctx, q)
 }

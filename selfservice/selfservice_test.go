@@ -13,6 +13,7 @@ import (
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
+	"github.com/gokeys/apikey/usage"
 )
 
 type clock struct {
@@ -223,6 +224,10 @@ func TestAnotherOwnersKey(t *testing.T) {
 		"resume": func(o string) error { _, err := p.Resume(ctx, o, k.ID); return err },
 		"revoke": func(o string) error { return p.Revoke(ctx, o, k.ID) },
 		"chain":  func(o string) error { _, err := p.RevokeChain(ctx, o, k.ID); return err },
+		"usage": func(o string) error {
+			_, err := p.Usage(ctx, o, usage.Query{Customer: "bob", KeyID: k.ID, From: k.CreatedAt, To: k.CreatedAt.Add(time.Hour), Step: usage.Hour})
+			return err
+		},
 	} {
 		for _, owner := range []string{"alice", ""} {
 			assert.ErrorIs(t, op(owner), apikey.ErrNotFound, "%s as %q", name, owner)
@@ -231,4 +236,46 @@ func TestAnotherOwnersKey(t *testing.T) {
 	got, err := m.Get(ctx, k.ID)
 	require.NoError(t, err)
 	assert.Equal(t, k.Revision, got.Revision, "nothing changed")
+}
+
+// An owner reads the usage of all his keys, or of one of them, even while
+// suspended; q.Customer cannot reach another customer's usage.
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	s := memstore.New()
+	m, err := apikey.New(s, apikey.Options{Now: func() time.Time { return now }, CacheTTL: -1})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close(context.Background()) })
+	p, err := selfservice.New(m, selfservice.Options{})
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, a, err := p.Create(ctx, "alice", selfservice.Create{})
+	require.NoError(t, err)
+	_, b, err := p.Create(ctx, "alice", selfservice.Create{})
+	require.NoError(t, err)
+	_, c, err := p.Create(ctx, "bob", selfservice.Create{})
+	require.NoError(t, err)
+	hour := now.Truncate(time.Hour)
+	require.NoError(t, s.AddUsage(ctx, []usage.Record{
+		{Customer: "alice", KeyID: a.ID, Start: hour, Allowed: 3, Limited: 1, Cost: 5},
+		{Customer: "alice", KeyID: b.ID, Start: hour, Allowed: 2, Refused: 4, Cost: 2},
+		{Customer: "bob", KeyID: c.ID, Start: hour, Allowed: 100},
+	}))
+	_, err = m.SetCustomer(ctx, "alice", func(c *apikey.Customer) error { c.Suspended = true; return nil })
+	require.NoError(t, err)
+	q := usage.Query{Customer: "bob", From: hour, To: hour.Add(2 * time.Hour), Step: usage.Hour}
+	all, err := p.Usage(ctx, "alice", q)
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+	assert.Equal(t, hour, all[0].Start)
+	assert.Equal(t, [4]int64{5, 1, 4, 7}, [4]int64{all[0].Allowed, all[0].Limited, all[0].Refused, all[0].Cost})
+	assert.Equal(t, [4]int64{}, [4]int64{all[1].Allowed, all[1].Limited, all[1].Refused, all[1].Cost})
+	q.KeyID = b.ID
+	one, err := p.Usage(ctx, "alice", q)
+	require.NoError(t, err)
+	assert.Equal(t, [4]int64{2, 0, 4, 2}, [4]int64{one[0].Allowed, one[0].Limited, one[0].Refused, one[0].Cost})
+	var ie *apikey.InputError
+	_, err = p.Usage(ctx, "", usage.Query{From: hour, To: hour.Add(time.Hour), Step: usage.Hour})
+	require.ErrorAs(t, err, &ie)
 }

@@ -147,12 +147,12 @@ func newStore(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string) *sqlst
 	return s
 }
 
-// dropTable drops table, and the customers table of a Store of that
-// keys table, when the test ends.
+// dropTable drops table, and the customers and usage tables of a Store
+// of that keys table, when the test ends.
 func dropTable(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string) {
 	tables := []string{table}
 	if s, err := sqlstore.New(db, d, sqlstore.Options{Table: table}); err == nil {
-		tables = append(tables, s.CustomerTable())
+		tables = append(tables, s.CustomerTable(), s.UsageTable())
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

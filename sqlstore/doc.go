@@ -23,10 +23,10 @@
 //
 // # Schema
 //
-// Migrate creates the keys table, its index and the customers table if
-// they do not exist; Dialect.Schema returns the same statements for
-// migration tools. With the default table name "api_keys" (whose
-// customers table is "api_customers"):
+// Migrate creates the keys table, its index, the customers table and the
+// usage table if they do not exist; Dialect.Schema returns the same
+// statements for migration tools. With the default table name "api_keys"
+// (whose customers table is "api_customers" and usage table "api_usage"):
 //
 // PostgreSQL:
 //
@@ -68,6 +68,17 @@
 //	    updated_at TIMESTAMPTZ NULL,
 //	    revision   BIGINT NOT NULL
 //	);
+//	CREATE TABLE IF NOT EXISTS "api_usage" (
+//	    key_id   TEXT COLLATE "C" NOT NULL,
+//	    start    TIMESTAMPTZ NOT NULL,
+//	    customer TEXT COLLATE "C" NOT NULL,
+//	    allowed  BIGINT NOT NULL,
+//	    limited  BIGINT NOT NULL,
+//	    refused  BIGINT NOT NULL,
+//	    cost     BIGINT NOT NULL,
+//	    PRIMARY KEY (key_id, start)
+//	);
+//	CREATE INDEX IF NOT EXISTS "api_usage_customer_idx" ON "api_usage" (customer, start, key_id);
 //
 // MySQL and MariaDB (ids compare as bytes: base62 is case-sensitive):
 //
@@ -111,6 +122,17 @@
 //	    revision   BIGINT NOT NULL,
 //	    PRIMARY KEY (id)
 //	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+//	CREATE TABLE IF NOT EXISTS `api_usage` (
+//	    key_id   VARBINARY(64) NOT NULL,
+//	    start    DATETIME(6) NOT NULL,
+//	    customer VARBINARY(255) NOT NULL,
+//	    allowed  BIGINT NOT NULL,
+//	    limited  BIGINT NOT NULL,
+//	    refused  BIGINT NOT NULL,
+//	    cost     BIGINT NOT NULL,
+//	    PRIMARY KEY (key_id, start),
+//	    KEY customer_start (customer, start, key_id)
+//	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 //
 // SQLite (times are Unix microseconds in UTC):
 //
@@ -152,6 +174,17 @@
 //	    updated_at INTEGER NULL,
 //	    revision   INTEGER NOT NULL
 //	) WITHOUT ROWID;
+//	CREATE TABLE IF NOT EXISTS "api_usage" (
+//	    key_id   TEXT NOT NULL,
+//	    start    INTEGER NOT NULL,
+//	    customer TEXT NOT NULL,
+//	    allowed  INTEGER NOT NULL CHECK (typeof(allowed) = 'integer'),
+//	    limited  INTEGER NOT NULL CHECK (typeof(limited) = 'integer'),
+//	    refused  INTEGER NOT NULL CHECK (typeof(refused) = 'integer'),
+//	    cost     INTEGER NOT NULL CHECK (typeof(cost) = 'integer'),
+//	    PRIMARY KEY (key_id, start)
+//	) WITHOUT ROWID;
+//	CREATE INDEX IF NOT EXISTS "api_usage_customer_idx" ON "api_usage" (customer, start, key_id);
 //
 // # Upgrading from an earlier release
 //
@@ -185,6 +218,13 @@
 // successor in one transaction, so one of concurrent rotations wins and
 // none undoes a concurrent change. PutCustomer is conditional on the
 // customer's revision in the same way.
+//
+// AddUsage adds to the stored counts in the database (allowed = allowed +
+// excluded.allowed), never read-modify-write in Go, so the flushes of any
+// number of instances sum exactly; its rows are written in (key_id,
+// start) order, so that concurrent flushes lock them in the same order,
+// and a call adds all of its records or none. The usage table holds one
+// row per key and hour whatever the number of instances.
 //
 // List reads one range of the (owner, created_at, id) index backwards:
 // a page after a cursor starts where the previous one ended, whatever was

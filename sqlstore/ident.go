@@ -93,6 +93,20 @@ func (t tableName) customers() tableName {
 	return tableName{schema: t.schema, name: derived(t.name, "_customers")}
 }
 
+// usage returns the default name of the usage table of keys table t, in
+// t's schema: its name with a final "keys" replaced by "usage"
+// ("api_keys" gives "api_usage"), else with "_usage" appended.
+func (t tableName) usage() tableName {
+	if base, ok := strings.CutSuffix(t.name, "keys"); ok {
+		return tableName{schema: t.schema, name: derived(base, "usage")}
+	}
+	return tableName{schema: t.schema, name: derived(t.name, "_usage")}
+}
+
+// customerIndex returns the name of the index (customer, start, key_id)
+// of usage table t on PostgreSQL and SQLite.
+func (t tableName) customerIndex() string { return derived(t.name, "_customer_idx") }
+
 // derived returns name+suffix kept within maxIdentifier characters: a
 // long name is cut and completed with a hash of the full name, so that
 // two names never give the same result.

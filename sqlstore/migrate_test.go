@@ -21,6 +21,7 @@ import (
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/sqlstore"
 	"github.com/gokeys/apikey/storetest"
+	"github.com/gokeys/apikey/usage"
 )
 
 // release names a release whose keys table Migrate upgrades.
@@ -259,27 +260,33 @@ func testUpgrade(t *testing.T, b backend, db *sql.DB, r release) {
 	mem := memstore.New()
 	old, err := apikey.New(mem, apikey.Options{Prefix: "sk_test", Peppers: testPeppers, LastUsedInterval: -1})
 	require.NoError(t, err)
-	issue := func(p apikey.IssueParams) (string, *apikey.Key) {
+	// A key's plan, which the earlier releases kept on the key and the
+	// Manager now takes from the customer, is written into the rows.
+	plans := map[string]string{}
+	issue := func(p apikey.IssueParams, plan string) (string, *apikey.Key) {
 		t.Helper()
 		token, k, err := old.Issue(ctx, p)
 		require.NoError(t, err)
+		plans[k.ID] = plan
 		return token, k
 	}
 	live, liveKey := issue(apikey.IssueParams{Owner: "alice", Name: "live", Scopes: []string{"read", "admin"},
-		Plan: "pro", Metadata: map[string]string{"env": "prod"}})
-	revoked, revokedKey := issue(apikey.IssueParams{Owner: "alice", Name: "revoked", Plan: "pro"})
+		Metadata: map[string]string{"env": "prod"}}, "pro")
+	revoked, revokedKey := issue(apikey.IssueParams{Owner: "alice", Name: "revoked"}, "pro")
 	require.NoError(t, old.Revoke(ctx, revokedKey.ID))
-	rotated, rotatedKey := issue(apikey.IssueParams{Owner: "alice", Name: "rotated", Plan: "pro"})
+	rotated, rotatedKey := issue(apikey.IssueParams{Owner: "alice", Name: "rotated"}, "pro")
 	rot, err := old.Rotate(ctx, rotatedKey.ID, time.Hour)
 	require.NoError(t, err)
-	free, freeKey := issue(apikey.IssueParams{Owner: "bob", Plan: "free", Scopes: []string{"read"}})
-	_, proKey := issue(apikey.IssueParams{Owner: "bob", Plan: "pro"})
-	_, carolKey := issue(apikey.IssueParams{Owner: "carol"})
-	nobody, nobodyKey := issue(apikey.IssueParams{Plan: "pro"})
+	plans[rot.Key.ID] = "pro"
+	free, freeKey := issue(apikey.IssueParams{Owner: "bob", Scopes: []string{"read"}}, "free")
+	_, proKey := issue(apikey.IssueParams{Owner: "bob"}, "pro")
+	_, carolKey := issue(apikey.IssueParams{Owner: "carol"}, "")
+	nobody, nobodyKey := issue(apikey.IssueParams{}, "pro")
 	var rows []*apikey.Key
 	for _, id := range []string{liveKey.ID, revokedKey.ID, rotatedKey.ID, rot.Key.ID, freeKey.ID, proKey.ID, carolKey.ID, nobodyKey.ID} {
 		k, err := mem.Get(ctx, id)
 		require.NoError(t, err)
+		k.Plan = plans[id]
 		if r == firstRelease {
 			k.RotatedAt, k.Lineage = time.Time{}, "" // the old table has no place for them
 		}
@@ -337,6 +344,9 @@ func testUpgrade(t *testing.T, b backend, db *sql.DB, r release) {
 	assert.Contains(t, warned[0], "owner=bob")
 	assert.Contains(t, warned[0], "free")
 
+	// The usage table.
+	assertUsageWorks(t, db, b.dialect, s)
+
 	// The keys.
 	k, err := m.Verify(ctx, live)
 	require.NoError(t, err, "a key of the earlier release verifies after Migrate")
@@ -360,7 +370,7 @@ func testUpgrade(t *testing.T, b backend, db *sql.DB, r release) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{rot.Key.ID, rotatedKey.ID, liveKey.ID}, idsOf(list), "newest first, the revoked key left out")
 
-	u, err := m.Update(ctx, liveKey.ID, func(k *apikey.Key) error { k.Plan = "free"; return nil })
+	u, err := m.Update(ctx, liveKey.ID, func(k *apikey.Key) error { k.Name = "renamed"; return nil })
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), u.Revision)
 	_, err = m.Pause(ctx, liveKey.ID)
@@ -404,6 +414,12 @@ func testUpgrade(t *testing.T, b backend, db *sql.DB, r release) {
 // ownerIndexes returns the names of the indexes of table whose name
 // mentions the owner.
 func ownerIndexes(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string) []string {
+	return indexesNamed(t, db, d, table, "owner")
+}
+
+// indexesNamed returns the names of the indexes of table whose name
+// contains part.
+func indexesNamed(t *testing.T, db *sql.DB, d sqlstore.Dialect, table, part string) []string {
 	t.Helper()
 	q := map[sqlstore.Dialect]string{
 		sqlstore.Postgres: "SELECT indexname FROM pg_indexes WHERE tablename = $1",
@@ -417,7 +433,7 @@ func ownerIndexes(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string) []
 	for rows.Next() {
 		var name string
 		require.NoError(t, rows.Scan(&name))
-		if strings.Contains(name, "owner") {
+		if strings.Contains(name, part) {
 			out = append(out, name)
 		}
 	}
@@ -625,5 +641,55 @@ func TestIDsAndOwnersNoStoreCanHold(t *testing.T) {
 			assert.NoError(t, err, "RevokeOwner %q", owner)
 			assert.Empty(t, ids)
 		}
+	})
+}
+
+// assertUsageWorks checks that the usage table of s exists with its
+// customer index, and that AddUsage adds and Usage reads.
+func assertUsageWorks(t *testing.T, db *sql.DB, d sqlstore.Dialect, s *sqlstore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	assert.Equal(t, []string{map[sqlstore.Dialect]string{
+		sqlstore.Postgres: s.UsageTable() + "_customer_idx", sqlstore.MySQL: "customer_start", sqlstore.SQLite: s.UsageTable() + "_customer_idx",
+	}[d]}, indexesNamed(t, db, d, s.UsageTable(), "customer"), "the usage table's customer index")
+	id := apikey.NewID()
+	r := usage.Record{Customer: "alice", KeyID: id, Start: usageHour, Allowed: 2, Limited: 1, Cost: 5}
+	require.NoError(t, s.AddUsage(ctx, []usage.Record{r}))
+	require.NoError(t, s.AddUsage(ctx, []usage.Record{r}))
+	got, err := s.Usage(ctx, usage.Query{KeyID: id, From: usageHour, To: usageHour.Add(time.Hour)})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, int64(4), got[0].Allowed)
+	assert.Equal(t, int64(10), got[0].Cost)
+}
+
+// TestMigrateAddsTheUsageTable upgrades a database of the release before
+// usage recording (8c3c3e8: this release's keys and customers tables, no
+// usage table), made here by migrating and then dropping the usage
+// table, which takes its index along: Migrate (twice) creates the usage
+// table and its index, and the keys and customers stay as they were.
+func TestMigrateAddsTheUsageTable(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		ctx := context.Background()
+		s := newStore(t, db, b.dialect, randomTable("keys_"))
+		m := newManager(t, s)
+		token, k, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice"})
+		require.NoError(t, err)
+		c := storetest.NewCustomer("bob")
+		require.NoError(t, s.PutCustomer(ctx, c))
+		_, err = db.ExecContext(ctx, "DROP TABLE "+quoteTable(b.dialect, s.UsageTable()))
+		require.NoError(t, err)
+		require.Empty(t, indexesNamed(t, db, b.dialect, s.UsageTable(), "customer"), "no usage table before the upgrade")
+
+		require.NoError(t, s.Migrate(ctx), "Migrate adds the usage table")
+		require.NoError(t, s.Migrate(ctx), "and is idempotent")
+		assertUsageWorks(t, db, b.dialect, s)
+		got, err := m.Verify(ctx, token)
+		require.NoError(t, err, "the keys keep verifying")
+		assert.Equal(t, k.ID, got.ID)
+		stored, err := s.GetCustomer(ctx, "bob")
+		require.NoError(t, err)
+		assert.Equal(t, c.Revision, stored.Revision, "the customers are untouched")
+		assert.Equal(t, c.Plan, stored.Plan)
 	})
 }

@@ -13,10 +13,18 @@ type queries struct {
 	listFirst, listAfter, listNull, listNullBefore [2]string
 
 	owners, customerInsert, customerUpdate, customerGet, customerList, customerExists string
+
+	// usageByKey and usageByCustomer select a key's or a customer's
+	// records from a start (index 1) or from any (index 0), up to an end.
+	usageByKey, usageByCustomer [2]string
+	usagePurge                  string
+	// addUsageChunk is the upsert of a full chunk (usageChunk records),
+	// built once.
+	addUsageChunk string
 }
 
-func buildQueries(d Dialect, t, ct tableName) queries {
-	tb, ctb := t.quoted(d), ct.quoted(d)
+func buildQueries(d Dialect, t, ct, ut tableName) queries {
+	tb, ctb, utb := t.quoted(d), ct.quoted(d), ut.quoted(d)
 	// List's order: newest first. NULL (a zero CreatedAt) is the oldest:
 	// last, which is where MySQL and SQLite put NULLs in a descending
 	// order anyway.
@@ -72,6 +80,19 @@ func buildQueries(d Dialect, t, ct tableName) queries {
 		customerList:   "SELECT " + customerColumns + " FROM " + ctb + " WHERE id > ? ORDER BY id LIMIT ?",
 		customerExists: "SELECT 1 FROM " + ctb + " WHERE id = ?",
 	}
+	from := [2]string{"", " AND start >= ?"}
+	for i, f := range from {
+		sel := "SELECT " + usageColumns + " FROM " + utb + " WHERE "
+		// One key: ordered by start alone, which MariaDB reads from the
+		// primary key without a sort.
+		q.usageByKey[i] = sel + "key_id = ?" + f + " AND start < ? ORDER BY start"
+		q.usageByCustomer[i] = sel + "customer = ?" + f + " AND start < ? ORDER BY start, key_id"
+	}
+	q.addUsageChunk = addUsageStatement(d, ut, usageChunk)
+	q.usagePurge = "DELETE FROM " + utb + " WHERE start < ?"
+	if d == MySQL { // in batches: InnoDB locks every row the DELETE reads
+		q.usagePurge += " LIMIT ?"
+	}
 	for i, u := range usable {
 		// The first page: no cursor.
 		q.listFirst[i] = list + u + order
@@ -90,6 +111,7 @@ func buildQueries(d Dialect, t, ct tableName) queries {
 		&q.customerInsert, &q.customerUpdate, &q.customerGet, &q.customerList, &q.customerExists,
 		&q.listFirst[0], &q.listFirst[1], &q.listAfter[0], &q.listAfter[1],
 		&q.listNull[0], &q.listNull[1], &q.listNullBefore[0], &q.listNullBefore[1],
+		&q.usageByKey[0], &q.usageByKey[1], &q.usageByCustomer[0], &q.usageByCustomer[1], &q.usagePurge,
 	} {
 		*s = d.rebind(*s)
 	}

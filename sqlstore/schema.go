@@ -19,9 +19,10 @@ const customerColumns = "id, plan, scopes, max_keys, limits, credits, suspended,
 const numCustomerColumns = 11
 
 // Schema returns the statements that create the keys table named table
-// (DefaultTable when empty; see Options.Table for the grammar), its index
-// and the customers table (named as Options.CustomerTable says by
-// default), each idempotent (IF NOT EXISTS). Store.Migrate runs them; use
+// (DefaultTable when empty; see Options.Table for the grammar), its index,
+// the customers table and the usage table with its index (named as
+// Options.CustomerTable and Options.UsageTable say by default), each
+// idempotent (IF NOT EXISTS). Store.Migrate runs them; use
 // Schema to feed your own migration tool instead. An invalid table name
 // gives an error wrapping apikey.ErrInvalidOptions.
 //
@@ -48,6 +49,11 @@ const numCustomerColumns = 11
 //   - limits holds the key's own limits as JSON text, NULL when none.
 //   - The customers table holds one apikey.Customer per row, its scopes,
 //     metadata and limits as JSON text like a key's.
+//   - The usage table holds one usage.Record per key and hour: its
+//     primary key (key_id, start) serves a key's series and the upserts of
+//     Store.AddUsage, an index on (customer, start, key_id) a customer's.
+//     The counts are 64-bit integers; on SQLite a CHECK keeps a sum that
+//     overflows from turning into a float.
 //
 // A table made by an earlier release is upgraded by Upgrade's statements,
 // which Migrate runs too.
@@ -56,10 +62,14 @@ func (d Dialect) Schema(table string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.schema(t, t.customers()), nil
+	return d.schema(t, t.customers(), t.usage()), nil
 }
 
-func (d Dialect) schema(t, ct tableName) []string {
+func (d Dialect) schema(t, ct, ut tableName) []string {
+	return append(d.keysSchema(t, ct), d.usageSchema(ut)...)
+}
+
+func (d Dialect) keysSchema(t, ct tableName) []string {
 	q := t.quoted(d)
 	switch d {
 	case Postgres:
@@ -186,6 +196,57 @@ func (d Dialect) schema(t, ct tableName) []string {
 	updated_at INTEGER NULL,
 	revision   INTEGER NOT NULL
 ) WITHOUT ROWID`,
+		}
+	}
+	return nil
+}
+
+// usageSchema returns the statements that create the usage table ut and
+// its index (customer, start, key_id), idempotent.
+func (d Dialect) usageSchema(ut tableName) []string {
+	q := ut.quoted(d)
+	switch d {
+	case Postgres:
+		return []string{
+			"CREATE TABLE IF NOT EXISTS " + q + ` (
+	key_id   TEXT COLLATE "C" NOT NULL,
+	start    TIMESTAMPTZ NOT NULL,
+	customer TEXT COLLATE "C" NOT NULL,
+	allowed  BIGINT NOT NULL,
+	limited  BIGINT NOT NULL,
+	refused  BIGINT NOT NULL,
+	cost     BIGINT NOT NULL,
+	PRIMARY KEY (key_id, start)
+)`,
+			"CREATE INDEX IF NOT EXISTS " + d.quote(ut.customerIndex()) + " ON " + q + " (customer, start, key_id)",
+		}
+	case MySQL:
+		return []string{
+			"CREATE TABLE IF NOT EXISTS " + q + ` (
+	key_id   VARBINARY(64) NOT NULL,
+	start    DATETIME(6) NOT NULL,
+	customer VARBINARY(255) NOT NULL,
+	allowed  BIGINT NOT NULL,
+	limited  BIGINT NOT NULL,
+	refused  BIGINT NOT NULL,
+	cost     BIGINT NOT NULL,
+	PRIMARY KEY (key_id, start),
+	KEY customer_start (customer, start, key_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+		}
+	case SQLite:
+		return []string{
+			"CREATE TABLE IF NOT EXISTS " + q + ` (
+	key_id   TEXT NOT NULL,
+	start    INTEGER NOT NULL,
+	customer TEXT NOT NULL,
+	allowed  INTEGER NOT NULL CHECK (typeof(allowed) = 'integer'),
+	limited  INTEGER NOT NULL CHECK (typeof(limited) = 'integer'),
+	refused  INTEGER NOT NULL CHECK (typeof(refused) = 'integer'),
+	cost     INTEGER NOT NULL CHECK (typeof(cost) = 'integer'),
+	PRIMARY KEY (key_id, start)
+) WITHOUT ROWID`,
+			"CREATE INDEX IF NOT EXISTS " + d.sqliteIndex(ut, ut.customerIndex()) + " ON " + d.quote(ut.name) + " (customer, start, key_id)",
 		}
 	}
 	return nil

@@ -162,6 +162,32 @@ func TestNewValidates(t *testing.T) {
 			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, bad)
 		}
 	})
+	t.Run("UsageTable", func(t *testing.T) {
+		for _, tc := range []struct{ table, usage, want string }{
+			{"", "", "api_usage"},
+			{"auth.api_keys", "", "auth.api_usage"},
+			{"tokens", "", "tokens_usage"},
+			{"keys", "", "usage"},
+			{long, "", ""}, // cut, with a hash
+			{"api_keys", "metering.hours", "metering.hours"},
+		} {
+			s, err := sqlstore.New(db, sqlstore.SQLite, sqlstore.Options{Table: tc.table, UsageTable: tc.usage})
+			require.NoError(t, err)
+			if tc.table == long {
+				assert.LessOrEqual(t, len(s.UsageTable()), 63, s.UsageTable())
+				assert.True(t, strings.HasSuffix(s.UsageTable(), "_usage"), s.UsageTable())
+				continue
+			}
+			assert.Equal(t, tc.want, s.UsageTable())
+		}
+		for _, bad := range []sqlstore.Options{
+			{UsageTable: "a-b"}, {UsageTable: "x.y.z"}, {UsageTable: "api_keys"}, {UsageTable: "api_customers"},
+			{CustomerTable: "accounts", UsageTable: "accounts"},
+		} {
+			_, err := sqlstore.New(db, sqlstore.SQLite, bad)
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, "%+v", bad)
+		}
+	})
 	t.Run("NilDB", func(t *testing.T) {
 		_, err := sqlstore.New(nil, sqlstore.SQLite, sqlstore.Options{})
 		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/usage"
 )
 
 // DB is the part of *sql.DB a Store uses; *sql.DB and *sql.Conn satisfy
@@ -20,8 +21,8 @@ type DB interface {
 	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
 }
 
-// Options configures a Store. The zero value uses the tables DefaultTable
-// and "api_customers".
+// Options configures a Store. The zero value uses the tables DefaultTable,
+// "api_customers" and "api_usage".
 type Options struct {
 	// Table is the name of the keys table: DefaultTable ("api_keys") when
 	// empty. It must be an identifier (ASCII letters, digits and
@@ -38,6 +39,13 @@ type Options struct {
 	// "api_keys", "auth.tokens_customers" for "auth.tokens".
 	CustomerTable string
 
+	// UsageTable is the name of the usage table (see usage.Store), of
+	// the same grammar as Table. Empty means Table's name with a final
+	// "keys" replaced by "usage", else with "_usage" appended, in Table's
+	// schema: "api_usage" for "api_keys", "auth.tokens_usage" for
+	// "auth.tokens".
+	UsageTable string
+
 	// PlanMap, if set, chooses the plan of the customer record that
 	// Migrate (or BackfillCustomers) creates for an owner whose existing
 	// keys have different plans; it gets the owner and the distinct
@@ -52,8 +60,8 @@ type Options struct {
 }
 
 // Store is an apikey.Store over a SQL database. It also implements
-// apikey.Revoker, apikey.Rotator, apikey.Purger and apikey.CustomerStore
-// with single conditional statements or transactions. Build it with New;
+// apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore and
+// usage.Store with single conditional statements or transactions. Build it with New;
 // the zero value is not usable. A Store holds no state besides its
 // configuration and is safe for concurrent use as far as its DB is
 // (*sql.DB is).
@@ -62,6 +70,7 @@ type Store struct {
 	d         Dialect
 	table     tableName
 	customers tableName
+	usage     tableName
 	planMap   func(owner string, plans []string) string
 	log       *slog.Logger
 	q         queries
@@ -74,12 +83,14 @@ var (
 	_ apikey.Rotator       = (*Store)(nil)
 	_ apikey.Purger        = (*Store)(nil)
 	_ apikey.CustomerStore = (*Store)(nil)
+	_ usage.Store          = (*Store)(nil)
 )
 
 // New returns a Store of dialect d over db. It does no I/O: call Migrate
 // (or run Schema's statements yourself) before use. A nil db, an unknown
-// dialect or an invalid Options.Table or Options.CustomerTable (or one
-// naming the keys table) give an error wrapping apikey.ErrInvalidOptions.
+// dialect, or an invalid Options.Table, Options.CustomerTable or
+// Options.UsageTable (or two of them naming one table), give an error
+// wrapping apikey.ErrInvalidOptions.
 func New(db DB, d Dialect, opts Options) (*Store, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: sqlstore: nil db", apikey.ErrInvalidOptions)
@@ -97,12 +108,21 @@ func New(db DB, d Dialect, opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
-	if ct == t {
+	ut := t.usage()
+	if opts.UsageTable != "" {
+		if ut, err = parseTable(opts.UsageTable); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case ct == t:
 		return nil, fmt.Errorf("%w: sqlstore: the customers table is the keys table %s", apikey.ErrInvalidOptions, t)
+	case ut == t || ut == ct:
+		return nil, fmt.Errorf("%w: sqlstore: the usage table %s is the keys or the customers table", apikey.ErrInvalidOptions, ut)
 	}
 	return &Store{
-		db: db, d: d, table: t, customers: ct, planMap: opts.PlanMap, log: opts.Logger,
-		q: buildQueries(d, t, ct),
+		db: db, d: d, table: t, customers: ct, usage: ut, planMap: opts.PlanMap, log: opts.Logger,
+		q: buildQueries(d, t, ct, ut),
 	}, nil
 }
 
@@ -116,16 +136,20 @@ func (s *Store) Table() string { return s.table.String() }
 // "api_customers".
 func (s *Store) CustomerTable() string { return s.customers.String() }
 
+// UsageTable returns the name of the usage table of s, e.g. "api_usage".
+func (s *Store) UsageTable() string { return s.usage.String() }
+
 // Schema returns the statements Migrate runs on a new database; see
 // Dialect.Schema.
-func (s *Store) Schema() []string { return s.d.schema(s.table, s.customers) }
+func (s *Store) Schema() []string { return s.d.schema(s.table, s.customers, s.usage) }
 
-// Migrate creates the keys table, its index and the customers table
-// unless they exist, and upgrades a keys table made by an earlier release
-// (see Dialect.Upgrade): it adds the columns it lacks and the index, and
-// creates a customer record for each owner of its keys (see
-// BackfillCustomers) before it adds the paused column, which marks the
-// upgrade done; existing keys keep verifying. It is idempotent and may
+// Migrate creates the keys table, its index, the customers table, and the
+// usage table and its index, unless they exist, and upgrades a keys table
+// made by an earlier release (see Dialect.Upgrade): it adds the columns it
+// lacks and the index, and creates a customer record for each owner of
+// its keys (see BackfillCustomers) before it adds the paused column, which
+// marks the upgrade done; existing keys keep verifying. A database of a
+// release before usage recording gets the usage table the same way. It is idempotent and may
 // run at every start: on an upgraded table it runs the CREATE ... IF NOT
 // EXISTS statements and one look at the catalog.
 //

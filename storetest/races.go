@@ -150,6 +150,8 @@ func raceUpdateRevoke(t *testing.T, e raceEnv, n int) string {
 	update := func(i int) func() {
 		return func() {
 			_, updErrs[i] = m.Update(ctx, k.ID, func(k *apikey.Key) error {
+				// Not the plan: with a customer record, it is the
+				// customer's, and Update refuses to change it.
 				k.Name = fmt.Sprintf("update %d", i)
 				k.Scopes = []string{"read", fmt.Sprintf("scope-%d", i)}
 				return nil

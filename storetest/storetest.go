@@ -9,15 +9,17 @@
 //
 // Each subtest is named after one sentence of the Store contract and gets
 // a fresh store from newStore. The optional capabilities (apikey.Revoker,
-// apikey.Rotator, apikey.Purger, apikey.CustomerStore) are tested when the
-// store has them.
+// apikey.Rotator, apikey.Purger, apikey.CustomerStore, usage.Store) are
+// tested when the store has them.
 //
 // The "Race" subtests check the guarantees that only hold under
 // concurrency (a revocation is final, a rotation has one winner and never
 // undoes a concurrent change, no update is lost, a customer's key cap
 // holds) with many goroutines driving an apikey.Manager over the store,
 // once with the store's optional capabilities and once through the plain
-// Store interface (the Manager's fallbacks). Each race runs trials until
+// Store interface (the Manager's fallbacks); and that concurrent
+// usage.Store.AddUsage calls of overlapping records, as the flushes of
+// several instances make them, sum exactly. Each race runs trials until
 // it ran Options.Trials of them or spent Options.Budget, whichever comes
 // first, but at least MinTrials; it logs how many it ran.
 package storetest
@@ -134,6 +136,7 @@ func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Option
 		})
 	}
 	runManagerTests(t, newStore)
+	runUsageTests(t, newStore, opts)
 	if opts.Trials > 0 {
 		runRaces(t, newStore, opts)
 	}

@@ -181,12 +181,13 @@ func (c *cli) warnUnannounced(name string, b *backend) {
 
 // manager returns a Manager over the backend's store for the configured
 // prefixes and plans, the pepper of the environment, and the backend's
-// notifier. It keeps no cache and records no uses: the command runs once.
+// notifier. It keeps no cache and records neither uses nor usage: the
+// command runs once.
 func (c *cli) manager(cfg *config, b *backend) (*apikey.Manager, error) {
 	prefixes := cfg.prefixList()
 	opts := apikey.Options{
 		Prefix: prefixes[0], Prefixes: prefixes[1:], SecretBits: cfg.secretBits, Plans: b.plans,
-		LastUsedInterval: -1, CacheTTL: -1, CacheNegativeTTL: -1,
+		LastUsedInterval: -1, UsageInterval: -1, CacheTTL: -1, CacheNegativeTTL: -1,
 	}
 	if b.tell != nil {
 		opts.Notifier = b.tell

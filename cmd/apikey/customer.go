@@ -15,7 +15,8 @@ import (
 )
 
 // operatorCommand returns the flags and runner of the operator's
-// subcommands (customer, purge, revoke-chain), or false for another name.
+// subcommands (customer, purge, revoke-chain, usage), or false for another
+// name.
 func operatorCommand(name string, fs *flag.FlagSet) (runner, bool) {
 	switch name {
 	case "customer":
@@ -24,6 +25,8 @@ func operatorCommand(name string, fs *flag.FlagSet) (runner, bool) {
 		return purgeCommand(fs), true
 	case "revoke-chain":
 		return runRevokeChain, true
+	case "usage":
+		return usageCommand(fs), true
 	}
 	return nil, false
 }

@@ -9,6 +9,8 @@
 //	apikey issue --owner partner-42 --name "Partner import" --scope read --ttl 720h
 //	apikey list --owner partner-42
 //	apikey revoke-owner partner-42        # the answer to a leak
+//	apikey usage --customer partner-42 --step month --from 2026-11-01T00:00:00Z \
+//	    --to 2026-12-01T00:00:00Z --format csv > usage.csv   # for billing
 //	apikey scan --prefix sk_live .        # exit 1 when a key is found
 //	git diff --cached | apikey scan --prefix sk_live   # as a pre-commit hook
 //
@@ -27,8 +29,9 @@
 //	1  scan found at least one key
 //	2  usage: unknown subcommand, bad flag or argument
 //	3  no such key
-//	4  refused: invalid input, or the key's state forbids it (revoked,
-//	   rotated, expired, disabled)
+//	4  refused: invalid input (for usage: a range of more than 1,000
+//	   periods, or a --to not after --from), or the key's state forbids
+//	   it (revoked, rotated, expired, disabled)
 //	5  failure: the database or a file could not be used
 package main
 
@@ -121,6 +124,18 @@ Customers (the operator's records: plan, scope ceiling, key cap, grants, suspens
   customer show ID... / customer list [--limit N] [--after ID] [--all]
   customer suspend ID... / customer resume ID...
 
+Usage (what services recorded; see apikey.Options.UsageInterval):
+  usage --customer ID | --key ID [--from T] [--to T] [--step hour|day|month]
+        [--format table|csv|jsonl] [--total]
+                                       one row per key and period (UTC): customer, key_id,
+                                       period_start, period_end, allowed, limited, refused,
+                                       cost; --total: the customer's keys together, key_id
+                                       empty. from is rounded down and to (exclusive) up to
+                                       whole periods; defaults: --step day, --to now, --from
+                                       24h, 30 days or 12 months before --to. At most 1,000
+                                       periods. A customer's key is listed in every period
+                                       once it has any usage in the range.
+
 Leak search:
   scan [--revoke] [--json] [paths...]  find tokens of the prefixes in files, directories
                                        (recursively; .git and binary files skipped) or stdin;
@@ -149,7 +164,7 @@ Format and hashing:
   APIKEY_PEPPER_VERSION  its version label (default 1)
 
 Output:
-  --json              JSON instead of a table
+  --json              JSON instead of a table (usage: --format jsonl)
 
 Exit codes: 0 ok (scan: nothing found), 1 scan found keys, 2 usage, 3 no such key,
 4 refused (invalid input or key state), 5 failure (database or file).

@@ -131,6 +131,9 @@ func (a *app) routes() http.Handler {
 	mux.Handle("/api-keys", a.keys)
 	mux.Handle("/api-keys/", a.keys)
 	mux.Handle("GET /openapi.json", a.keys)
+	// What the user's keys consumed, summed or key by key (GET
+	// /api-keys/{id}/usage, above).
+	mux.Handle("GET /usage", a.keys)
 	// The self-service page for the same keys.
 	mux.Handle("/keys/", a.page)
 	// The operator API, only with operator credentials (-admin); else

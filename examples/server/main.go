@@ -22,6 +22,23 @@
 //
 // Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC;
 // without it they are plain SHA-256 and the server warns.
+//
+// Every request of a verified key is counted, per key and hour, and written
+// to the database every 2 seconds (-usage-interval; the library's default
+// is 10 seconds): allowed, limited (429), refused (403, or 401 for a
+// paused or revoked key) and the cost spent. A user reads his own usage
+// at GET /usage and GET /api-keys/{id}/usage (?from=, ?to= in RFC 3339,
+// ?step=hour|day|month; by default by day over the last 30 days); the
+// operator exports it with the CLI. For example:
+//
+//	go run ./examples/server &
+//	KEY=$(curl -s -u demo:demo -X POST localhost:8080/api-keys -d '{"scopes":["read"]}' | jq -r .key)
+//	for i in $(seq 105); do curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $KEY" localhost:8080/data; done | sort | uniq -c
+//	curl -s -o /dev/null -w '%{http_code}\n' -X POST -H "Authorization: Bearer $KEY" localhost:8080/data  # 403: no write scope
+//	sleep 2
+//	curl -s -u demo:demo 'localhost:8080/usage?step=hour' | jq '.series[-1]'
+//	# {"start": "...", "allowed": 100, "limited": 5, "refused": 1, "cost": 100}
+//	go run ./cmd/apikey usage --sqlite apikeys.db --customer demo --format csv
 package main
 
 import (
@@ -52,7 +69,7 @@ import (
 type flags struct {
 	addr, db, postgres, mysql, redis, users, admin string
 	metrics                                        bool
-	cacheTTL                                       time.Duration
+	cacheTTL, usageInterval                        time.Duration
 	grpc                                           string // see GRPC.md
 }
 
@@ -65,6 +82,7 @@ func main() {
 	flag.StringVar(&f.redis, "redis", "", "Redis address for shared rate limits and revocations (in memory when empty)")
 	flag.BoolVar(&f.metrics, "metrics", false, "serve the library's metrics on GET /metrics (Prometheus text format)")
 	flag.DurationVar(&f.cacheTTL, "cache-ttl", 0, "verification cache TTL (0: the library's default; negative: off)")
+	flag.DurationVar(&f.usageInterval, "usage-interval", 2*time.Second, "how often the usage counted in memory is written to the database (negative: usage is not recorded)")
 	flag.StringVar(&f.users, "users", "demo:demo,bob:bob", "management users, comma-separated name:password pairs")
 	flag.StringVar(&f.admin, "admin", "", "the operator's name:password for the operator API under /admin/ (off when empty)")
 	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
@@ -101,7 +119,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	defer fl.close()
 	opts := apikey.Options{Prefix: "sk_live", Plans: plans(), DefaultPlan: "free", Logger: log,
-		Notifier: fl.notifier, Metrics: fl.metrics, CacheTTL: f.cacheTTL}
+		Notifier: fl.notifier, Metrics: fl.metrics, CacheTTL: f.cacheTTL, UsageInterval: f.usageInterval}
 	if p := os.Getenv("APIKEY_PEPPER"); p != "" {
 		opts.Peppers = []apikey.Pepper{{Version: "1", Secret: []byte(p)}}
 	} else {
@@ -111,7 +129,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer func() { // flush last-used times
+	defer func() { // flush last-used times and usage
 		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := m.Close(flush); err != nil {

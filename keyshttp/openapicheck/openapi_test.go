@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
@@ -19,19 +20,22 @@ import (
 	"github.com/gokeys/apikey/keyshttp"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
+	"github.com/gokeys/apikey/usage"
 )
 
 // mounted is the Handler mounted under /v1, as a service would, with the
 // Owner named by the X-User header.
 type mounted struct {
 	m   *apikey.Manager
+	s   *memstore.Store
 	h   http.Handler
 	doc []byte
 }
 
 func mount(t *testing.T) *mounted {
 	t.Helper()
-	m, err := apikey.New(memstore.New(), apikey.Options{Prefix: "sk_live", CacheTTL: -1})
+	s := memstore.New()
+	m, err := apikey.New(s, apikey.Options{Prefix: "sk_live", CacheTTL: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
 	policy, err := selfservice.New(m, selfservice.Options{Scopes: []string{"read", "write"}})
@@ -52,7 +56,7 @@ func mount(t *testing.T) *mounted {
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "http://example.com/v1/openapi.json", nil))
 	require.Equal(t, 200, rec.Code)
-	return &mounted{m: m, h: mux, doc: rec.Body.Bytes()}
+	return &mounted{m: m, s: s, h: mux, doc: rec.Body.Bytes()}
 }
 
 func newValidator(t *testing.T, doc []byte) validator.Validator {
@@ -158,6 +162,19 @@ func TestAnswersMatchDocument(t *testing.T) {
 	do("alice", "POST", "/api-keys/"+id+"/enable", "", 200)
 	do("alice", "POST", "/api-keys/"+id+"/rotate", `{"grace_seconds":60}`, 200)
 	do("alice", "POST", "/api-keys/"+id+"/rotate", "", 409)
+	hour := time.Now().UTC().Truncate(time.Hour)
+	require.NoError(t, mt.s.AddUsage(context.Background(), []usage.Record{
+		{Customer: "alice", KeyID: id, Start: hour, Allowed: 5, Limited: 2, Refused: 1, Cost: 9},
+		{Customer: "alice", KeyID: id, Start: hour.Add(-3 * time.Hour), Allowed: 1, Cost: 1},
+	}))
+	do("alice", "GET", "/usage", "", 200)
+	do("alice", "GET", "/usage?step=hour&from="+hour.Add(-5*time.Hour).Format(time.RFC3339)+"&to="+hour.Add(time.Hour).Format(time.RFC3339), "", 200)
+	do("alice", "GET", "/usage?step=week", "", 400)
+	do("alice", "GET", "/usage?step=hour&from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "", 400)
+	do("", "GET", "/usage", "", 401)
+	do("alice", "GET", "/api-keys/"+id+"/usage?step=month", "", 200)
+	do("alice", "GET", "/api-keys/"+id+"/usage?from=yesterday", "", 400)
+	do("bob", "GET", "/api-keys/"+id+"/usage", "", 404)
 	do("alice", "POST", "/api-keys/"+id+"/revoke-chain", "", 204)
 	do("alice", "POST", "/api-keys/"+id+"/resume", "", 409)
 	do("alice", "DELETE", "/api-keys/"+id, "", 204)

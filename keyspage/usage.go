@@ -22,12 +22,12 @@ const usageReaders = 4
 
 // The geometry of the usage chart, in CSS pixels down its fixed height;
 // across, positions are percentages of its width, so that it fits any
-// screen without scaling its text.
+// screen without scaling its text. page.html draws the frame with the
+// same numbers: a chart 200 pixels high, its axis at chartBase, the day
+// labels below it; and sparklines of sparkWidth by sparkHeight.
 const (
-	chartHeight = 200
-	chartTop    = 22  // the top of the plot: room for the top grid label
+	chartTop    = 22  // the top of the plot
 	chartBase   = 176 // the baseline of the bars
-	chartDayY   = 194 // the baseline of the day labels
 	sparkWidth  = 100
 	sparkHeight = 24
 )
@@ -56,14 +56,16 @@ type dayBar struct {
 	AY, AH, LY, LH     string // down, in pixels: allowed and limited
 }
 
-// gridLine is a horizontal line of the chart at a round count.
+// gridLine is a horizontal line of the chart at a round count, labelled
+// in the chart's left padding.
 type gridLine struct {
 	Y, LabelY, Text string
 }
 
-// quotaLine is the daily quota drawn across the chart.
+// quotaLine is the daily quota drawn across the chart, and named in its
+// legend.
 type quotaLine struct {
-	Y, LabelY, Text string
+	Y, Text string
 }
 
 // axisLabel is a day named under the bars.
@@ -170,7 +172,7 @@ func chartOf(days []usage.Record, quota int64) *usageView {
 		}
 	}
 	for n := step; step > 0 && n <= top; n += step {
-		u.Grid = append(u.Grid, gridLine{Y: decimal(y(n)), LabelY: decimal(y(n) - 4), Text: count(n)})
+		u.Grid = append(u.Grid, gridLine{Y: decimal(y(n)), LabelY: decimal(y(n) + 4), Text: short(n)})
 	}
 	if len(days) > 0 {
 		first, last := days[0].Start.UTC(), days[len(days)-1].Start.UTC()
@@ -193,7 +195,7 @@ func chartOf(days []usage.Record, quota int64) *usageView {
 		}
 	}
 	if quota > 0 {
-		u.Quota = &quotaLine{Y: decimal(y(quota)), LabelY: decimal(y(quota) - 5), Text: "Daily quota " + count(quota)}
+		u.Quota = &quotaLine{Y: decimal(y(quota)), Text: count(quota)}
 	}
 	return u
 }
@@ -273,6 +275,20 @@ func decimal(f float64) string {
 // percent formats f, a percentage, with at most three decimals.
 func percent(f float64) string {
 	return strconv.FormatFloat(float64(int64(f*1000+0.5))/1000, 'f', -1, 64) + "%"
+}
+
+// short formats n, a round count, in at most five characters: 500,
+// 1.5k, 20k, 2.5M.
+func short(n int64) string {
+	switch {
+	case n >= 1_000_000_000:
+		return strconv.FormatFloat(float64(n)/1e9, 'f', -1, 64) + "G"
+	case n >= 1_000_000:
+		return strconv.FormatFloat(float64(n)/1e6, 'f', -1, 64) + "M"
+	case n >= 1000:
+		return strconv.FormatFloat(float64(n)/1e3, 'f', -1, 64) + "k"
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // count formats n with thousands separators: 12,345.

@@ -45,6 +45,13 @@ func TestCount(t *testing.T) {
 	}
 }
 
+func TestShort(t *testing.T) {
+	t.Parallel()
+	for n, want := range map[int64]string{0: "0", 500: "500", 1000: "1k", 1500: "1.5k", 20_000: "20k", 250_000: "250k", 2_500_000: "2.5M", 5_000_000_000: "5G"} {
+		assert.Equal(t, want, short(n))
+	}
+}
+
 // TestUsageRange is the last 30 UTC days, today included, whatever the
 // time of day and zone.
 func TestUsageRange(t *testing.T) {

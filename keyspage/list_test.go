@@ -219,7 +219,8 @@ func TestTwentyThousandKeys(t *testing.T) {
 }
 
 // BenchmarkKeysPage is GET /keys/ for a user with 20,000 keys, beside the
-// one page the store reads for it (the reference).
+// one page the store reads for it and the customer's usage series it
+// reads (the references).
 func BenchmarkKeysPage(b *testing.B) {
 	c := newCrowd(b, 20_000)
 	b.Run("GET /keys/", func(b *testing.B) {
@@ -233,6 +234,16 @@ func BenchmarkKeysPage(b *testing.B) {
 			size = w.Body.Len()
 		}
 		b.ReportMetric(float64(size), "html-bytes")
+	})
+	b.Run("customer usage", func(b *testing.B) {
+		b.ReportAllocs()
+		ctx := context.Background()
+		now := c.m.Now()
+		for b.Loop() {
+			if _, err := c.m.Usage(ctx, usage.Query{Customer: "alice", From: now.AddDate(0, 0, -29), To: now, Step: usage.Day}); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 	b.Run("store page", func(b *testing.B) {
 		b.ReportAllocs()

@@ -1,8 +1,14 @@
 package keyspage_test
 
 import (
+	"cmp"
+	"context"
 	"errors"
+	"fmt"
+	"log"
 	"net/http"
+	"net/http/httptest"
+	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -58,4 +64,52 @@ func TestMountREADMEExample(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(t.Context()) })
 	require.NoError(t, mount(m, http.NewServeMux()))
+}
+
+// The usage chart draws the daily quota of the customer's plan when
+// DailyQuota says it: here read from the Manager's customer record and the
+// same Plans the Manager limits with.
+func ExampleOptions_dailyQuota() {
+	ctx := context.Background()
+	plans := apikey.Plans{
+		"free": {apikey.Quota("daily", 100, apikey.Day)},
+		"pro":  {apikey.Quota("daily", 10_000, apikey.Day)},
+	}
+	m, err := apikey.New(memstore.New(), apikey.Options{Plans: plans, DefaultPlan: "free"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close(ctx)
+	page, err := keyspage.New(m, keyspage.Options{
+		Owner: currentUser,
+		DailyQuota: func(ctx context.Context, customer string) (int64, bool) {
+			c, err := m.Customer(ctx, customer)
+			if err != nil {
+				return 0, false
+			}
+			for _, l := range plans[cmp.Or(c.Plan, "free")] {
+				if l.Kind == apikey.KindQuota && l.Window == apikey.Day {
+					return l.Count, true
+				}
+			}
+			return 0, false
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = m.SetCustomer(ctx, "bob", func(c *apikey.Customer) error { c.Plan = "pro"; return nil })
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, user := range []string{"alice", "bob"} {
+		r := httptest.NewRequest(http.MethodGet, "/keys/", nil)
+		r.AddCookie(&http.Cookie{Name: "user", Value: user})
+		w := httptest.NewRecorder()
+		page.ServeHTTP(w, r)
+		fmt.Println(user, regexp.MustCompile(`Daily quota: [0-9,]+`).FindString(w.Body.String()))
+	}
+	// Output:
+	// alice Daily quota: 100
+	// bob Daily quota: 10,000
 }

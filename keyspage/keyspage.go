@@ -27,6 +27,13 @@
 // keys, 50 by default): revoked and expired keys are left out unless the
 // user asks for them, and older keys are a link away.
 //
+// When the store keeps usage (usage.Store), the page shows the owner's
+// requests of the last 30 UTC days: a bar chart of those allowed and
+// those limited (429) per day, drawn on the server as inline SVG, with the
+// plan's daily quota as a line when Options.DailyQuota says it, the same
+// numbers in a table, and a sparkline beside each key. It reads them with
+// one Manager.Usage call for the owner and one per key shown.
+//
 // Every response carries a strict Content-Security-Policy (no source but
 // the page's own inline style and script, by hash), frame-ancestors 'none'
 // and X-Frame-Options: DENY. Every form post must come from the page's own
@@ -39,6 +46,7 @@
 package keyspage
 
 import (
+	"context"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
@@ -101,6 +109,13 @@ type Options struct {
 	// http.CrossOriginProtection.AddTrustedOrigin.
 	TrustedOrigins []string
 
+	// DailyQuota, if set, returns the daily quota of customer's plan, in
+	// requests, and whether he has one: the usage chart draws it as a
+	// line. The chart counts requests, not their cost, so give a quota
+	// that counts requests (a plan's apikey.Quota with Window apikey.Day
+	// when each request costs 1). Nil draws no line.
+	DailyQuota func(ctx context.Context, customer string) (int64, bool)
+
 	// Logger, if set, logs failures of the key store. Nil logs nothing.
 	Logger *slog.Logger
 }
@@ -152,6 +167,7 @@ type Page struct {
 	graces    []time.Duration
 	pageSize  int
 	title     string
+	quota     func(context.Context, string) (int64, bool)
 	log       *slog.Logger
 	tmpl      *template.Template
 	csp       string
@@ -176,6 +192,7 @@ func New(m *apikey.Manager, opts Options) (*Page, error) {
 	}
 	p := &Page{
 		m: m, policy: opts.Policy, owner: opts.Owner, challenge: opts.Challenge, title: opts.Title, log: opts.Logger,
+		quota:     opts.DailyQuota,
 		lifetimes: append([]time.Duration(nil), opts.Lifetimes...),
 		graces:    append([]time.Duration(nil), opts.Graces...),
 		pageSize:  opts.PageSize,

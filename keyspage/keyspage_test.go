@@ -24,6 +24,7 @@ import (
 	"github.com/gokeys/apikey/keyspage"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
+	"github.com/gokeys/apikey/usage"
 )
 
 type clock struct {
@@ -38,12 +39,21 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// failing is a Store that fails every call while fail is set, and whose
-// Update loses every race while conflict is set. It keeps customer
+// failing is a Store that fails every call while fail is set (its usage
+// reads while usageFails is), and whose Update loses every race while
+// conflict is set. It keeps customer
 // records, so that tests set customers with Manager.SetCustomer.
 type failing struct {
 	*memstore.Store
-	fail, conflict atomic.Bool
+	fail, conflict, usageFails atomic.Bool
+}
+
+// Usage fails while usageFails is set.
+func (s *failing) Usage(ctx context.Context, q usage.Query) ([]usage.Record, error) {
+	if s.usageFails.Load() {
+		return nil, errDown
+	}
+	return s.Store.Usage(ctx, q)
 }
 
 func (s *failing) Update(ctx context.Context, k *apikey.Key) error {

@@ -20,12 +20,19 @@ import (
 	"github.com/gokeys/apikey/keyspage"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
+	"github.com/gokeys/apikey/usage"
 )
 
-// spy counts the pages of keys read from the store.
+// spy counts the pages of keys and the usage series read from the
+// store.
 type spy struct {
 	*memstore.Store
-	lists atomic.Int64
+	lists, usages atomic.Int64
+}
+
+func (s *spy) Usage(ctx context.Context, q usage.Query) ([]usage.Record, error) {
+	s.usages.Add(1)
+	return s.Store.Usage(ctx, q)
 }
 
 func (s *spy) List(ctx context.Context, owner string, opts apikey.ListOptions) ([]*apikey.Key, error) {
@@ -34,7 +41,8 @@ func (s *spy) List(ctx context.Context, owner string, opts apikey.ListOptions) (
 }
 
 // crowd is a page over a store where alice has n keys, created a second
-// apart, the newest last; every tenth is revoked.
+// apart, the newest last; every tenth is revoked. Each key made requests
+// in the last hour, and the newest 100 every day of the last 30.
 type crowd struct {
 	store *spy
 	m     *apikey.Manager
@@ -67,6 +75,14 @@ func newCrowd(tb testing.TB, n int) *crowd {
 	for i, j := 0, len(c.ids)-1; i < j; i, j = i+1, j-1 {
 		c.ids[i], c.ids[j] = c.ids[j], c.ids[i]
 	}
+	var records []usage.Record
+	for i, id := range c.ids {
+		records = append(records, usage.Record{Customer: "alice", KeyID: id, Start: now.Truncate(time.Hour), Allowed: 3, Limited: 1, Cost: 3})
+		for d := 1; i < 100 && d < 30; d++ {
+			records = append(records, usage.Record{Customer: "alice", KeyID: id, Start: now.Truncate(time.Hour).AddDate(0, 0, -d), Allowed: int64(i + d), Cost: int64(i + d)})
+		}
+	}
+	require.NoError(tb, c.store.AddUsage(ctx, records))
 	policy, err := selfservice.New(c.m, selfservice.Options{Scopes: []string{"read", "write"}})
 	require.NoError(tb, err)
 	page, err := keyspage.New(c.m, keyspage.Options{Policy: policy, Owner: func(r *http.Request) (string, error) {
@@ -82,7 +98,7 @@ func newCrowd(tb testing.TB, n int) *crowd {
 	return c
 }
 
-// get requests path as alice, and returns the recorder and the number of
+// do requests path as alice, and returns the recorder and the number of
 // pages of keys read from the store meanwhile.
 func (c *crowd) do(method, path string, form url.Values) (*httptest.ResponseRecorder, int64) {
 	var r *http.Request
@@ -162,16 +178,22 @@ func TestPagesOfKeys(t *testing.T) {
 	assert.Contains(t, w.Body.String(), "here are your newest keys")
 }
 
-// With 20,000 keys, each request reads one page from the store and
-// answers at most 1 MB of HTML.
+// With 20,000 keys, each request reads one page from the store, one
+// usage series for the customer and one per key shown, and answers at
+// most 1 MB of HTML.
 func TestTwentyThousandKeys(t *testing.T) {
 	t.Parallel()
 	c := newCrowd(t, 20_000)
+	usages := c.store.usages.Load()
 	w, lists := c.do(http.MethodGet, "/keys/", nil)
 	require.Equal(t, http.StatusOK, w.Code)
 	assert.EqualValues(t, 1, lists)
 	assert.LessOrEqual(t, w.Body.Len(), maxPageHT)
 	assert.Len(t, rowIDRE.FindAllString(w.Body.String(), -1), 50)
+	assert.EqualValues(t, 1+50, c.store.usages.Load()-usages, "usage: the customer's and each key's shown")
+	assert.Len(t, sparkRe.FindAllString(w.Body.String(), -1), 50)
+	// 3 a key today, and i+d on day d for the newest 100 (i from 0).
+	assert.True(t, strings.Contains(w.Body.String(), "Last 30 days: 247,050 requests allowed, 20,000 limited (429)."), "the customer's total")
 	t.Logf("GET /keys/: %d bytes", w.Body.Len())
 
 	older := olderRE.FindStringSubmatch(w.Body.String())
@@ -197,7 +219,8 @@ func TestTwentyThousandKeys(t *testing.T) {
 }
 
 // BenchmarkKeysPage is GET /keys/ for a user with 20,000 keys, beside the
-// one page the store reads for it (the reference).
+// one page the store reads for it and the customer's usage series it
+// reads (the references).
 func BenchmarkKeysPage(b *testing.B) {
 	c := newCrowd(b, 20_000)
 	b.Run("GET /keys/", func(b *testing.B) {
@@ -211,6 +234,16 @@ func BenchmarkKeysPage(b *testing.B) {
 			size = w.Body.Len()
 		}
 		b.ReportMetric(float64(size), "html-bytes")
+	})
+	b.Run("customer usage", func(b *testing.B) {
+		b.ReportAllocs()
+		ctx := context.Background()
+		now := c.m.Now()
+		for b.Loop() {
+			if _, err := c.m.Usage(ctx, usage.Query{Customer: "alice", From: now.AddDate(0, 0, -29), To: now, Step: usage.Day}); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 	b.Run("store page", func(b *testing.B) {
 		b.ReportAllocs()

@@ -32,6 +32,12 @@ type view struct {
 	// when there is no such page.
 	Newest, Older, Toggle string
 
+	// Usage is the owner's usage of the last 30 days; nil when the store
+	// keeps none. Sparks reports that the table has a column of
+	// sparklines.
+	Usage  *usageView
+	Sparks bool
+
 	Form      createForm
 	Scopes    []choice
 	Lifetimes []choice
@@ -72,6 +78,9 @@ type row struct {
 	// revoked (Until: when), expired.
 	State, StateText string
 	Until            *when
+	// Spark is the key's usage of the last 30 days; nil when it could
+	// not be read.
+	Spark *spark
 
 	CanRename, CanRotate, CanPause, CanResume, CanRevoke, CanRevokeChain bool
 }
@@ -206,7 +215,8 @@ func rowOf(k *apikey.Key, now time.Time, suspended bool) row {
 // list renders the page with one page of the owner's keys, newest first:
 // the keys after the cursor in the query's after parameter, and only
 // usable ones unless the query has all=1. It reads one page from the
-// store, and the owner's allowance.
+// store, the owner's allowance, and usage: the owner's and each listed
+// key's.
 func (p *Page) list(w http.ResponseWriter, r *http.Request, owner string, status int, v *view) {
 	q := r.URL.Query()
 	v.All = q.Get("all") == "1"
@@ -266,6 +276,7 @@ func (p *Page) list(w http.ResponseWriter, r *http.Request, owner string, status
 		v.Newest = link(apikey.Cursor{}, v.All)
 	}
 	v.Toggle = link(apikey.Cursor{}, !v.All)
+	p.readUsage(ctx, owner, keys, now, v)
 	v.Full = true
 	p.fillForm(v, a.Scopes)
 	p.render(w, status, v)

@@ -7,6 +7,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"fmt"
@@ -15,11 +16,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	cdlog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
@@ -27,27 +32,56 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
+	"github.com/gokeys/apikey/usage"
 )
 
 // server is the example server's wiring: the keys page at /keys/ behind
-// HTTP Basic users, and a route protected by API keys.
+// HTTP Basic users, a route protected by API keys, and a metered route
+// that spends from the customer's daily quota. Its clock follows the
+// wall clock until a test sets it.
 type server struct {
 	*httptest.Server
 	m     *apikey.Manager
 	store *memstore.Store
+	clock *clock
 }
 
 var users = map[string]string{"demo": "demo", "eve": "secret"}
 
+// dailyQuota is the free plan's quota: requests a customer may make per
+// UTC day.
+const dailyQuota = 40
+
+var plans = apikey.Plans{"free": {apikey.Quota("daily", dailyQuota, apikey.Day)}}
+
+// clock is the wall clock, or the time set last.
+type clock struct{ at atomic.Pointer[time.Time] }
+
+func (c *clock) Now() time.Time {
+	if t := c.at.Load(); t != nil {
+		return *t
+	}
+	return time.Now()
+}
+
+func (c *clock) Set(t time.Time) { c.at.Store(&t) }
+
 func newServer(t *testing.T) *server {
 	t.Helper()
 	store := memstore.New()
-	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", LastUsedInterval: 50 * time.Millisecond, CacheTTL: -1})
+	clk := &clock{}
+	m, err := apikey.New(store, apikey.Options{
+		Prefix: "sk_live", Now: clk.Now, LastUsedInterval: 50 * time.Millisecond, UsageInterval: 50 * time.Millisecond, CacheTTL: -1,
+		Plans: plans, DefaultPlan: "free",
+	})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "example"})
+	limiter, err := memlimit.New(memlimit.Options{Now: clk.Now})
+	require.NoError(t, err)
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "example", Limiter: limiter})
 	require.NoError(t, err)
 	owner := func(r *http.Request) (string, error) {
 		name, pw, ok := r.BasicAuth()
@@ -62,14 +96,29 @@ func newServer(t *testing.T) *server {
 	page, err := keyspage.New(m, keyspage.Options{
 		Owner: owner, Challenge: `Basic realm="api-keys", charset="UTF-8"`, Policy: policy,
 		Graces: []time.Duration{24 * time.Hour, time.Hour, 7 * 24 * time.Hour, 0},
+		// The daily quota of the customer's plan, or of the default plan.
+		DailyQuota: func(ctx context.Context, customer string) (int64, bool) {
+			c, err := m.Customer(ctx, customer)
+			if err != nil {
+				return 0, false
+			}
+			for _, l := range plans[cmp.Or(c.Plan, "free")] {
+				if l.Kind == apikey.KindQuota && l.Window == apikey.Day {
+					return l.Count, true
+				}
+			}
+			return 0, false
+		},
 	})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("/keys/", page)
-	mux.Handle("GET /protected", mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "Hello %s\n", apikey.FromContext(r.Context()).Owner)
-	})))
-	srv := &server{Server: httptest.NewServer(mux), m: m, store: store}
+	})
+	mux.Handle("GET /protected", mw.Handler(hello))
+	mux.Handle("GET /metered", mw.Handler(mw.Limit(hello)))
+	srv := &server{Server: httptest.NewServer(mux), m: m, store: store, clock: clk}
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -96,7 +145,13 @@ func (s *server) seed(t *testing.T) {
 // call requests the protected route with token and returns the status.
 func (s *server) call(t *testing.T, token string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, s.URL+"/protected", nil)
+	return s.get(t, "/protected", token)
+}
+
+// get requests path with token and returns the status.
+func (s *server) get(t *testing.T, path, token string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.URL+path, nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+token)
 	res, err := http.DefaultClient.Do(req)
@@ -199,6 +254,13 @@ func screenshot(t *testing.T, ctx context.Context, name string, width int64) {
 	require.NoError(t, err)
 	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900)))
 	require.Greater(t, len(png), 1000)
+	writeShot(t, name, png)
+}
+
+// writeShot writes png to docs/keyspage-<name>.png with
+// UPDATE_SCREENSHOTS=1.
+func writeShot(t *testing.T, name string, png []byte) {
+	t.Helper()
 	if os.Getenv("UPDATE_SCREENSHOTS") != "1" {
 		return
 	}
@@ -402,4 +464,202 @@ func TestKeysPageWithoutJavaScript(t *testing.T) {
 	assert.Contains(t, text(t, ctx, "[role=status]"), "every key of its rotation chain")
 	assert.Equal(t, http.StatusUnauthorized, srv.call(t, rotated))
 	assert.Equal(t, http.StatusUnauthorized, srv.call(t, token))
+}
+
+// traffic is what one day's requests of the metered route answered.
+type traffic struct{ allowed, limited int64 }
+
+// sendTraffic makes requests to the metered route with tokens on each of
+// the last 30 UTC days before today, with the server's clock at that day,
+// and then on today, at today; it returns the answers counted by day
+// (2006-01-02). The customer's plan admits dailyQuota requests a day: the
+// busier days are partly refused with 429.
+func (s *server) sendTraffic(t *testing.T, today time.Time, tokens []string) map[string]traffic {
+	t.Helper()
+	sent := map[string]traffic{}
+	midnight := today.Truncate(24 * time.Hour)
+	for d := 29; d >= 0; d-- {
+		start := midnight.AddDate(0, 0, -d).Add(9 * time.Hour)
+		n := 28 + (d*13)%20 // a working day: 28 to 47 requests
+		if wd := start.Weekday(); wd == time.Saturday || wd == time.Sunday {
+			n = 4 + d%7
+		}
+		if d == 0 {
+			start, n = today.Add(-time.Duration(n)*time.Second), 45
+		}
+		date := start.Format(time.DateOnly)
+		for i := range n {
+			s.clock.Set(start.Add(time.Duration(i) * time.Second))
+			tr := sent[date]
+			switch status := s.get(t, "/metered", tokens[i%len(tokens)]); status {
+			case http.StatusOK:
+				tr.allowed++
+			case http.StatusTooManyRequests:
+				tr.limited++
+			default:
+				t.Fatalf("GET /metered answered %d", status)
+			}
+			sent[date] = tr
+		}
+	}
+	s.clock.Set(today)
+	return sent
+}
+
+// TestUsageInBrowser sends real traffic through the middleware, with a
+// daily quota that refuses some of it, over 30 days, and checks the usage
+// chart Chromium renders: 30 bars of each kind, the quota line, the table
+// of the numbers the traffic got, and a sparkline per key with its total.
+func TestUsageInBrowser(t *testing.T) {
+	srv := newServer(t)
+	srv.seed(t)
+	ctx := context.Background()
+	today := time.Now().UTC().Truncate(time.Second)
+	srv.clock.Set(today.AddDate(0, 0, -31))
+	tokens := map[string]string{}
+	var ids []string
+	for _, name := range []string{"Batch jobs", "Production server"} {
+		token, k, err := srv.m.Issue(ctx, apikey.IssueParams{Owner: "demo", Name: name, Scopes: []string{"read"}, TTL: 90 * 24 * time.Hour})
+		require.NoError(t, err)
+		tokens[k.ID] = token
+		ids = append(ids, k.ID)
+	}
+	sent := srv.sendTraffic(t, today, []string{tokens[ids[1]], tokens[ids[1]], tokens[ids[1]], tokens[ids[0]]})
+	var allowed, limited int64
+	for _, tr := range sent {
+		allowed += tr.allowed
+		limited += tr.limited
+	}
+	require.Len(t, sent, 30)
+	require.Positive(t, limited, "some days went beyond the quota")
+
+	// Wait for the counts to reach the store.
+	from := today.Truncate(24*time.Hour).AddDate(0, 0, -29)
+	require.Eventually(t, func() bool {
+		series, err := srv.m.Usage(ctx, usage.Query{Customer: "demo", From: from, To: today, Step: usage.Day})
+		require.NoError(t, err)
+		var a, l int64
+		for _, r := range series {
+			a, l = a+r.Allowed, l+r.Limited
+		}
+		return a == allowed && l == limited
+	}, 10*time.Second, 20*time.Millisecond)
+
+	bctx := browser(t, "demo")
+	var violations atomic.Int64
+	require.NoError(t, chromedp.Listen(bctx, func(ev any) {
+		if e, ok := ev.(*cdlog.EventEntryAdded); ok && strings.Contains(e.Entry.Text, "Content Security Policy") {
+			violations.Add(1)
+		}
+	}))
+	_, err := chromedp.Call(bctx, cdlog.Enable, cdp.Empty{})
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(bctx, chromedp.Navigate(srv.URL+"/keys/")))
+
+	// The chart: an SVG image with a title and a description, 30 bars of
+	// each kind, the quota line, drawn by the page's own style.
+	assert.Equal(t, "Requests per day, last 30 days", textContent(t, bctx, "figure.chart svg[role=img] > title"))
+	assert.Contains(t, textContent(t, bctx, "figure.chart svg[role=img] > desc"), fmt.Sprintf("Daily quota: %d.", dailyQuota))
+	type chartFacts struct {
+		Allowed, Limited, Quota int
+		Width, Tallest          float64
+		Fill                    string
+	}
+	chart, err := chromedp.Run(bctx, chromedp.Evaluate[chartFacts](`(() => {
+		const svg = document.querySelector("figure.chart svg[role=img]");
+		const bars = [...svg.querySelectorAll("rect.allowed")];
+		return {
+			Allowed: bars.length,
+			Limited: svg.querySelectorAll("rect.limited").length,
+			Quota: svg.querySelectorAll("line.quota").length,
+			Width: svg.getBoundingClientRect().width,
+			Tallest: Math.max(...bars.map(b => b.getBoundingClientRect().height)),
+			Fill: getComputedStyle(bars[0]).fill,
+		};
+	})()`))
+	require.NoError(t, err)
+	assert.Equal(t, 30, chart.Allowed)
+	assert.Equal(t, 30, chart.Limited)
+	assert.Equal(t, 1, chart.Quota)
+	assert.Greater(t, chart.Width, 600.0, "the chart spans the page")
+	assert.Greater(t, chart.Tallest, 50.0, "the bars are drawn")
+	assert.Equal(t, "rgb(10, 88, 202)", chart.Fill, "the stylesheet, allowed by its hash, colours the bars")
+	assert.Contains(t, text(t, bctx, "section.usage"), fmt.Sprintf("of your daily quota of %d", dailyQuota))
+
+	// The table holds the numbers the traffic got, day by day.
+	rows, err := chromedp.Run(bctx, chromedp.Evaluate[[][]string](`[...document.querySelectorAll("table.numbers tbody tr")].map(tr =>
+		[tr.querySelector("th[scope=row] time").getAttribute("datetime"), ...[...tr.querySelectorAll("td")].map(td => td.textContent)])`))
+	require.NoError(t, err)
+	require.Len(t, rows, 30)
+	got := map[string]traffic{}
+	for _, r := range rows {
+		require.Len(t, r, 3)
+		got[r[0]] = traffic{num(t, r[1]), num(t, r[2])}
+	}
+	assert.Equal(t, sent, got)
+	assert.Equal(t, fmt.Sprintf("Total%s%s", commas(allowed), commas(limited)), textContent(t, bctx, "table.numbers tfoot tr"))
+
+	// A sparkline per key, labelled with the key's total.
+	perKey := map[string]int64{}
+	for _, id := range ids {
+		series, err := srv.m.Usage(ctx, usage.Query{KeyID: id, From: from, To: today, Step: usage.Day})
+		require.NoError(t, err)
+		for _, r := range series {
+			perKey[id] += r.Allowed
+		}
+	}
+	assert.Equal(t, allowed, perKey[ids[0]]+perKey[ids[1]])
+	for _, id := range ids {
+		label, err := chromedp.Run(bctx, chromedp.AttributeValue(chromedp.CSS("#key-"+id+" .spark svg[role=img]"), "aria-label"))
+		require.NoError(t, err)
+		assert.Contains(t, label.Value, "last 30 days: "+commas(perKey[id])+" requests allowed", id)
+	}
+	assert.Zero(t, violations.Load(), "no Content-Security-Policy violation")
+
+	// The page fits a phone: nothing wider than the screen.
+	require.NoError(t, chromedp.Do(bctx, chromedp.EmulateViewport(375, 800)))
+	overflow, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > 375`))
+	require.NoError(t, err)
+	assert.False(t, overflow, "no horizontal scroll at 375 px")
+	require.NoError(t, chromedp.Do(bctx, chromedp.EmulateViewport(1280, 900)))
+
+	screenshot(t, bctx, "usage", 1280)
+	elementShot(t, bctx, "section.usage", "usage-375", 375)
+}
+
+// textContent is the text of sel, shown or not (in a closed details, or
+// an SVG title).
+func textContent(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf("document.querySelector(%q).textContent", sel)))
+	require.NoError(t, err, sel)
+	return s
+}
+
+func num(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(strings.ReplaceAll(s, ",", ""), 10, 64)
+	require.NoError(t, err, s)
+	return n
+}
+
+// commas formats n as the page does: 12,345.
+func commas(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// elementShot takes a PNG of the element sel at the given width and, with
+// UPDATE_SCREENSHOTS=1, writes it to docs/keyspage-<name>.png.
+func elementShot(t *testing.T, ctx context.Context, sel, name string, width int64) {
+	t.Helper()
+	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(width, 800)))
+	png, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(sel)))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900)))
+	require.Greater(t, len(png), 1000)
+	writeShot(t, name, png)
 }

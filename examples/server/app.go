@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -98,6 +99,18 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 		Challenge: `Basic realm="api-keys", charset="UTF-8"`,
 		Lifetimes: []time.Duration{defaultLifetime, 30 * 24 * time.Hour, 365 * 24 * time.Hour},
 		Logger:    cfg.log,
+		DailyQuota: func(ctx context.Context, customer string) (int64, bool) { // the chart's quota line
+			c, err := cfg.manager.Customer(ctx, customer)
+			if err != nil {
+				return 0, false
+			}
+			for _, l := range plans()[cmp.Or(c.Plan, "free")] {
+				if l.Kind == apikey.KindQuota && l.Window == apikey.Day {
+					return l.Count, true
+				}
+			}
+			return 0, false
+		},
 	})
 	if err != nil {
 		return nil, err

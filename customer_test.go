@@ -695,3 +695,55 @@ func TestSetCustomer(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, &apikey.Customer{ID: "ann"}, got, "without customer records, the zero record")
 }
+
+// hookedCustomers is a memstore whose GetCustomer runs before, when set,
+// ahead of answering: a change that lands between two reads.
+type hookedCustomers struct {
+	*memstore.Store
+	before atomic.Pointer[func()]
+}
+
+func (s *hookedCustomers) GetCustomer(ctx context.Context, id string) (*apikey.Customer, error) {
+	if f := s.before.Swap(nil); f != nil {
+		(*f)()
+	}
+	return s.Store.GetCustomer(ctx, id)
+}
+
+// An Issue never counts against a key cap it read before a SetCustomer
+// that returned: once the operator lowered the cap (or suspended the
+// customer) while an Issue was under way, that Issue is decided by the
+// new record, and the customer never holds more keys than it allows.
+func TestMaxKeysLoweredDuringIssue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, change := range map[string]func(*apikey.Customer){
+		"cap":     func(c *apikey.Customer) { c.MaxKeys = 1 },
+		"suspend": func(c *apikey.Customer) { c.Suspended = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			store := &hookedCustomers{Store: memstore.New()}
+			m := newManager(t, store, apikey.Options{})
+			setCustomer(t, m, "ann", func(c *apikey.Customer) { c.MaxKeys = 5 })
+			issue(t, m, apikey.IssueParams{Owner: "ann"})
+			issue(t, m, apikey.IssueParams{Owner: "ann"})
+			// The Issue reads the record (cap 5), then the operator's
+			// change lands before the Issue's next read of it.
+			var reads atomic.Int64
+			var hook func()
+			hook = func() {
+				if reads.Add(1) == 2 {
+					setCustomer(t, m, "ann", change)
+					return
+				}
+				store.before.Store(&hook)
+			}
+			store.before.Store(&hook)
+			_, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "ann"})
+			require.Error(t, err, "an Issue passed on a record changed before it decided")
+			keys, err := m.List(ctx, "ann", apikey.ListOptions{})
+			require.NoError(t, err)
+			assert.Len(t, keys, 2)
+		})
+	}
+}

@@ -69,6 +69,9 @@ func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (s
 				}
 				return "", storeErr("issue", err)
 			}
+			if m.custs.store != nil && lock.Revision != c.Revision {
+				continue // the record changed since it was checked: check it again
+			}
 		}
 		n, err := m.countUsable(ctx, k.Owner, now, c.MaxKeys)
 		if err != nil {

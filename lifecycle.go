@@ -15,7 +15,9 @@ import (
 // Revision) after the key is stored: of concurrent Issues that counted
 // the same keys, those whose write loses remove their key and count
 // again, so the cap is never exceeded; the token of a removed key never
-// leaves the Manager.
+// leaves the Manager. The record checked is the Revision the write is
+// conditional on, so that a cap lowered (or a suspension set) by a
+// SetCustomer that returned decides every Issue that counts after it.
 func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (string, error) {
 	if m.custs == nil {
 		return m.create(ctx, f, k, "issue", m.store.Create)

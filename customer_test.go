@@ -701,6 +701,14 @@ func TestSetCustomer(t *testing.T) {
 type hookedCustomers struct {
 	*memstore.Store
 	before atomic.Pointer[func()]
+	create atomic.Pointer[func()] // runs once before the next Create
+}
+
+func (s *hookedCustomers) Create(ctx context.Context, k *apikey.Key) error {
+	if f := s.create.Swap(nil); f != nil {
+		(*f)()
+	}
+	return s.Store.Create(ctx, k)
 }
 
 func (s *hookedCustomers) GetCustomer(ctx context.Context, id string) (*apikey.Customer, error) {
@@ -744,6 +752,37 @@ func TestMaxKeysLoweredDuringIssue(t *testing.T) {
 			keys, err := m.List(ctx, "ann", apikey.ListOptions{})
 			require.NoError(t, err)
 			assert.Len(t, keys, 2)
+		})
+	}
+}
+
+// A suspension, a narrower ceiling or a key cap set by a SetCustomer that
+// returned before an Issue stored its key decides that Issue, also for a
+// customer without a cap: the customer is not handed a key created after
+// the operator's change.
+func TestIssueDecidedByAChangeThatLandsBeforeTheKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		change func(*apikey.Customer)
+		want   error
+	}{
+		"suspend": {func(c *apikey.Customer) { c.Suspended = true }, apikey.ErrSuspended},
+		"ceiling": {func(c *apikey.Customer) { c.Scopes = []string{"read"} }, apikey.ErrInvalidInput},
+		"cap":     {func(c *apikey.Customer) { c.MaxKeys = 1 }, apikey.ErrTooManyKeys},
+	} {
+		t.Run(name, func(t *testing.T) {
+			store := &hookedCustomers{Store: memstore.New()}
+			m := newManager(t, store, apikey.Options{})
+			setCustomer(t, m, "ann", func(c *apikey.Customer) { c.Metadata = map[string]string{"tier": "a"} })
+			issue(t, m, apikey.IssueParams{Owner: "ann"})
+			hook := func() { setCustomer(t, m, "ann", tc.change) }
+			store.create.Store(&hook)
+			_, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "ann", Scopes: []string{"write"}})
+			require.ErrorIs(t, err, tc.want)
+			keys, err := m.List(ctx, "ann", apikey.ListOptions{})
+			require.NoError(t, err)
+			assert.Len(t, keys, 1, "a key issued after the change was left in the store")
 		})
 	}
 }

@@ -186,7 +186,9 @@ type Options struct {
 	// of the customer's keys then fail with ErrUnavailable). A record
 	// with an empty Plan and Revision 0 leaves each key's own Plan in
 	// force. Its answers are cached for CacheTTL: call
-	// Manager.CustomerChanged after changing a record.
+	// Manager.CustomerChanged after changing a record. The Manager keeps
+	// the record returned, so return a new one each time (Customer.Clone),
+	// never one you change afterwards.
 	Customers func(ctx context.Context, id string) (*Customer, error)
 
 	// MaxKeyLifetime, if positive, bounds the life of every key: Issue

@@ -128,6 +128,9 @@ type customers struct {
 	entries sync.Map // id -> *customerEntry
 	n       atomic.Int64
 	epoch   atomic.Uint64
+	// mu orders the writes of entries after a read with invalidations:
+	// a record read before an invalidation is never stored after it.
+	mu sync.Mutex
 }
 
 type customerEntry struct {
@@ -201,19 +204,30 @@ func (cs *customers) lookup(ctx context.Context, id string, now time.Time) (*Cus
 		return nil, fmt.Errorf("apikey: customer: %w: %w", ErrUnavailable, err)
 	}
 	if cs.ttl > 0 {
-		if !ok && cs.n.Add(1) > cs.max {
-			cs.reset()
-			cs.n.Add(1)
-		}
-		cs.entries.Store(id, &customerEntry{c: c, fetched: now})
-		if cs.epoch.Load() != epoch { // invalidated while reading: don't keep it
-			cs.entries.Delete(id)
-		}
+		cs.keep(id, &customerEntry{c: c, fetched: now}, epoch)
 	}
 	return c, nil
 }
 
+// keep caches e for id unless an invalidation happened since epoch, when
+// the read of e began: a lookup starting after the invalidation returned
+// must never find e.
+func (cs *customers) keep(id string, e *customerEntry, epoch uint64) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.epoch.Load() != epoch { // invalidated while reading: don't keep it
+		return
+	}
+	if _, had := cs.entries.Swap(id, e); !had && cs.n.Add(1) > cs.max {
+		cs.entries.Clear()
+		cs.entries.Store(id, e)
+		cs.n.Store(1)
+	}
+}
+
 func (cs *customers) invalidate(id string) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
 	cs.epoch.Add(1)
 	if _, ok := cs.entries.LoadAndDelete(id); ok {
 		cs.n.Add(-1)
@@ -221,6 +235,8 @@ func (cs *customers) invalidate(id string) {
 }
 
 func (cs *customers) reset() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
 	cs.epoch.Add(1)
 	cs.entries.Clear()
 	cs.n.Store(0)

@@ -695,3 +695,94 @@ func TestSetCustomer(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, &apikey.Customer{ID: "ann"}, got, "without customer records, the zero record")
 }
+
+// hookedCustomers is a memstore whose GetCustomer runs before, when set,
+// ahead of answering: a change that lands between two reads.
+type hookedCustomers struct {
+	*memstore.Store
+	before atomic.Pointer[func()]
+	create atomic.Pointer[func()] // runs once before the next Create
+}
+
+func (s *hookedCustomers) Create(ctx context.Context, k *apikey.Key) error {
+	if f := s.create.Swap(nil); f != nil {
+		(*f)()
+	}
+	return s.Store.Create(ctx, k)
+}
+
+func (s *hookedCustomers) GetCustomer(ctx context.Context, id string) (*apikey.Customer, error) {
+	if f := s.before.Swap(nil); f != nil {
+		(*f)()
+	}
+	return s.Store.GetCustomer(ctx, id)
+}
+
+// An Issue never counts against a key cap it read before a SetCustomer
+// that returned: once the operator lowered the cap (or suspended the
+// customer) while an Issue was under way, that Issue is decided by the
+// new record, and the customer never holds more keys than it allows.
+func TestMaxKeysLoweredDuringIssue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, change := range map[string]func(*apikey.Customer){
+		"cap":     func(c *apikey.Customer) { c.MaxKeys = 1 },
+		"suspend": func(c *apikey.Customer) { c.Suspended = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			store := &hookedCustomers{Store: memstore.New()}
+			m := newManager(t, store, apikey.Options{})
+			setCustomer(t, m, "ann", func(c *apikey.Customer) { c.MaxKeys = 5 })
+			issue(t, m, apikey.IssueParams{Owner: "ann"})
+			issue(t, m, apikey.IssueParams{Owner: "ann"})
+			// The Issue reads the record (cap 5), then the operator's
+			// change lands before the Issue's next read of it.
+			var reads atomic.Int64
+			var hook func()
+			hook = func() {
+				if reads.Add(1) == 2 {
+					setCustomer(t, m, "ann", change)
+					return
+				}
+				store.before.Store(&hook)
+			}
+			store.before.Store(&hook)
+			_, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "ann"})
+			require.Error(t, err, "an Issue passed on a record changed before it decided")
+			keys, err := m.List(ctx, "ann", apikey.ListOptions{})
+			require.NoError(t, err)
+			assert.Len(t, keys, 2)
+		})
+	}
+}
+
+// A suspension, a narrower ceiling or a key cap set by a SetCustomer that
+// returned before an Issue stored its key decides that Issue, also for a
+// customer without a cap: the customer is not handed a key created after
+// the operator's change.
+func TestIssueDecidedByAChangeThatLandsBeforeTheKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		change func(*apikey.Customer)
+		want   error
+	}{
+		"suspend": {func(c *apikey.Customer) { c.Suspended = true }, apikey.ErrSuspended},
+		"ceiling": {func(c *apikey.Customer) { c.Scopes = []string{"read"} }, apikey.ErrInvalidInput},
+		"cap":     {func(c *apikey.Customer) { c.MaxKeys = 1 }, apikey.ErrTooManyKeys},
+	} {
+		t.Run(name, func(t *testing.T) {
+			store := &hookedCustomers{Store: memstore.New()}
+			m := newManager(t, store, apikey.Options{})
+			setCustomer(t, m, "ann", func(c *apikey.Customer) { c.Metadata = map[string]string{"tier": "a"} })
+			issue(t, m, apikey.IssueParams{Owner: "ann"})
+			hook := func() { setCustomer(t, m, "ann", tc.change) }
+			store.create.Store(&hook)
+			_, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "ann", Scopes: []string{"write"}})
+			require.ErrorIs(t, err, tc.want)
+			keys, err := m.List(ctx, "ann", apikey.ListOptions{})
+			require.NoError(t, err)
+			assert.Len(t, keys, 1, "a key issued after the change was left in the store")
+		})
+	}
+}

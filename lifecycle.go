@@ -15,7 +15,11 @@ import (
 // Revision) after the key is stored: of concurrent Issues that counted
 // the same keys, those whose write loses remove their key and count
 // again, so the cap is never exceeded; the token of a removed key never
-// leaves the Manager.
+// leaves the Manager. The record checked is the Revision the write is
+// conditional on, so that a cap lowered (or a suspension set) by a
+// SetCustomer that returned decides every Issue that counts after it.
+// Without a cap, the record is read again once the key is stored, and a
+// change that landed meanwhile removes the key and decides again.
 func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (string, error) {
 	if m.custs == nil {
 		return m.create(ctx, f, k, "issue", m.store.Create)
@@ -58,7 +62,21 @@ func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (s
 		case !within(k, c):
 			return "", &InputError{Field: "scopes", Reason: "outside the customer's scopes"}
 		case c.MaxKeys == 0:
-			return m.create(ctx, f, k, "issue", m.store.Create)
+			token, err := m.create(ctx, f, k, "issue", m.store.Create)
+			if err != nil {
+				return "", err
+			}
+			// No write guards the record: read it again, so that a change
+			// that landed before the key did decides this Issue.
+			again, err := m.custs.read(ctx, k.Owner)
+			if err == nil && !again.Suspended && within(k, again) && again.MaxKeys == 0 {
+				return token, nil
+			}
+			m.undoCreate(ctx, k.ID)
+			if err != nil {
+				return "", storeErr("issue", err)
+			}
+			continue
 		}
 		cs, _ := m.store.(CustomerStore)
 		var lock *Customer
@@ -68,6 +86,9 @@ func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (s
 					continue
 				}
 				return "", storeErr("issue", err)
+			}
+			if m.custs.store != nil && lock.Revision != c.Revision {
+				continue // the record changed since it was checked: check it again
 			}
 		}
 		n, err := m.countUsable(ctx, k.Owner, now, c.MaxKeys)

@@ -81,7 +81,8 @@ func (c *Customer) Allows(scope string) bool {
 }
 
 // Customer returns the id of k's customer: its Owner, or its lineage (the
-// first key of its rotation chain) for a key without owner.
+// first key of its rotation chain) for a key without owner. Issue refuses
+// an Owner of the form of a key id, so the two never meet.
 func (k *Key) Customer() string {
 	if k.Owner != "" {
 		return k.Owner

@@ -786,3 +786,17 @@ func TestIssueDecidedByAChangeThatLandsBeforeTheKey(t *testing.T) {
 		})
 	}
 }
+
+// A key without owner is its own customer, named by its lineage: nobody
+// can share it by choosing that id as an Owner.
+func TestOwnerCannotNameAKeysOwnCustomer(t *testing.T) {
+	t.Parallel()
+	m := newManager(t, memstore.New(), apikey.Options{})
+	_, k := issue(t, m, apikey.IssueParams{})
+	_, _, err := m.Issue(context.Background(), apikey.IssueParams{Owner: k.ID})
+	var ie *apikey.InputError
+	require.ErrorAs(t, err, &ie)
+	assert.Equal(t, "owner", ie.Field)
+	_, _, err = m.Issue(context.Background(), apikey.IssueParams{Owner: k.ID[:apikey.IDLength-1]})
+	assert.NoError(t, err, "other owners are fine")
+}

@@ -168,6 +168,11 @@ func (m *Manager) validKey(k *Key) error {
 	if err := validText("owner", k.Owner, MaxOwnerLength); err != nil {
 		return err
 	}
+	if len(k.Owner) == IDLength && isBase62(k.Owner) {
+		// The customer of a key without owner is named by its lineage, a
+		// key id: an owner of that form could share his customer.
+		return &InputError{Field: "owner", Reason: fmt.Sprintf("has the form of a key id (%d base62 characters)", IDLength)}
+	}
 	if err := m.validPlan(k.Plan); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +40,8 @@ const (
 // AddUsage calls. An operation is the whole interval: it ends when the
 // last writer's last batch is written. After each operation, untimed,
 // the table's count of rows and sums of every count in the hour must
-// equal what was sent, exactly.
+// equal what was sent, exactly. Each sub-benchmark writes to tables of
+// its own.
 //
 //	split   the 100,000 keys are split across the writers (25,000 each), as
 //	        when a load balancer keeps a key on one instance
@@ -47,6 +49,11 @@ const (
 //	        interval, four on each row), as with round-robin balancing
 //	first   the first interval of an hour: the rows are inserted
 //	next    a later interval of the hour: the rows exist and are added to
+//
+// APIKEY_BENCH_USAGE_HISTORY=24 writes 24 hours of history first (2.4
+// million rows), so that the table outgrows a small buffer pool: the
+// working set of an interval is the page of each key's latest hour in
+// the primary key (key_id, start).
 //
 // Target: an interval under 2 s on the 2-core development machine.
 // rows/op is the records written in an interval; table-B/row the size of
@@ -78,7 +85,6 @@ func BenchmarkUsageFlush(b *testing.B) {
 			if dsn == "" {
 				b.Skipf("%s not set", db.env)
 			}
-			u := newUsageTable(b, db.driver, dsn, db.dialect)
 			for _, shared := range []bool{false, true} {
 				name := "split"
 				if shared {
@@ -90,6 +96,8 @@ func BenchmarkUsageFlush(b *testing.B) {
 						phase = "next"
 					}
 					b.Run(name+"/"+phase, func(b *testing.B) {
+						u := newUsageTable(b, db.driver, dsn, db.dialect)
+						u.fillHistory(b, ids)
 						calls := usageCalls(ids, shared)
 						sent := 0
 						for _, batches := range calls {
@@ -196,6 +204,28 @@ func newUsageTable(b *testing.B, driver, dsn string, d sqlstore.Dialect) *usageT
 		b.Fatal(err)
 	}
 	return u
+}
+
+// historyEnv names the hours of history written (untimed, split across
+// the writers) before the first operation: none by default.
+const historyEnv = "APIKEY_BENCH_USAGE_HISTORY"
+
+// fillHistory writes the hours of history historyEnv asks for, one
+// interval per hour, so that the table holds what it holds after that
+// many hours of traffic (each key's rows past its latest hour).
+func (u *usageTable) fillHistory(b *testing.B, ids []string) {
+	v := os.Getenv(historyEnv)
+	if v == "" {
+		return
+	}
+	hours, err := strconv.Atoi(v)
+	if err != nil {
+		b.Fatalf("%s: %v", historyEnv, err)
+	}
+	calls := usageCalls(ids, false)
+	for range hours {
+		u.flush(b, calls, u.nextHour(), &usageSums{})
+	}
 }
 
 // nextHour returns an hour no operation used yet.

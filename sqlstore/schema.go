@@ -275,7 +275,7 @@ func (d Dialect) sqliteIndex(t tableName, index string) string {
 
 // Upgrade returns the statements that bring a keys table named table,
 // made by an earlier release, to this release's layout (the customers
-// table itself is created by Schema's statements):
+// and usage tables themselves are created by Schema's statements):
 //
 //   - the columns added since the first release, one ALTER TABLE ...
 //     ADD COLUMN each: revision, disabled, rotated_at, lineage and limits

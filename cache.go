@@ -56,6 +56,9 @@ type cacheEntry struct {
 	// narrow is key narrowed to its customer's scope ceiling, for the
 	// customer record it was made for (see narrowed).
 	narrow atomic.Pointer[narrowedKey]
+	// cust is the customer entry of key's customer last used (see
+	// customers.lookupFor).
+	cust atomic.Pointer[customerMemo]
 	// probed is when a wrong secret against this verified entry last
 	// cost a store query (Unix nanoseconds), see Manager.lookup.
 	probed atomic.Int64

@@ -188,26 +188,64 @@ func (cs *customers) read(ctx context.Context, id string) (c *Customer, err erro
 // within its TTL, else from the source. While the source fails, an entry
 // within TTL plus the stale window answers. The result is shared.
 func (cs *customers) lookup(ctx context.Context, id string, now time.Time) (*Customer, error) {
+	e, _, err := cs.entry(ctx, id, now)
+	if err != nil {
+		return nil, err
+	}
+	return e.c, nil
+}
+
+// entry is lookup's answer as a cache entry, with the epoch read before
+// it was found: while the epoch stays the same, no record has changed
+// since, so the entry may be remembered (see lookupFor).
+func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*customerEntry, uint64, error) {
+	epoch := cs.epoch.Load()
 	v, ok := cs.entries.Load(id)
 	var e *customerEntry
 	if ok {
 		e = v.(*customerEntry)
 		if cs.ttl > 0 && now.Sub(e.fetched) < cs.ttl {
-			return e.c, nil
+			return e, epoch, nil
 		}
 	}
-	epoch := cs.epoch.Load()
 	c, err := cs.read(ctx, id)
 	if err != nil {
 		if e != nil && cs.stale > 0 && now.Sub(e.fetched) < cs.ttl+cs.stale {
-			return e.c, nil
+			return e, epoch, nil
 		}
-		return nil, fmt.Errorf("apikey: customer: %w: %w", ErrUnavailable, err)
+		return nil, 0, fmt.Errorf("apikey: customer: %w: %w", ErrUnavailable, err)
 	}
+	fresh := &customerEntry{c: c, fetched: now}
 	if cs.ttl > 0 {
-		cs.keep(id, &customerEntry{c: c, fetched: now}, epoch)
+		cs.keep(id, fresh, epoch)
 	}
-	return c, nil
+	return fresh, epoch, nil
+}
+
+// customerMemo is the customer entry a key's cache entry last used, and
+// the epoch it was found at.
+type customerMemo struct {
+	e     *customerEntry
+	epoch uint64
+}
+
+// lookupFor is lookup for the key k of the verification cache entry k
+// (nil when the cache is off): while no customer record changed, the
+// entry remembered there answers without a map lookup.
+func (cs *customers) lookupFor(ctx context.Context, ce *cacheEntry, k *Key, now time.Time) (*Customer, error) {
+	if ce != nil && cs.ttl > 0 {
+		if m := ce.cust.Load(); m != nil && m.epoch == cs.epoch.Load() && now.Sub(m.e.fetched) < cs.ttl {
+			return m.e.c, nil
+		}
+	}
+	e, epoch, err := cs.entry(ctx, k.Customer(), now)
+	if err != nil {
+		return nil, err
+	}
+	if ce != nil && cs.ttl > 0 && now.Sub(e.fetched) < cs.ttl {
+		ce.cust.Store(&customerMemo{e: e, epoch: epoch})
+	}
+	return e.c, nil
 }
 
 // keep caches e for id unless an invalidation happened since epoch, when

@@ -800,3 +800,25 @@ func TestOwnerCannotNameAKeysOwnCustomer(t *testing.T) {
 	_, _, err = m.Issue(context.Background(), apikey.IssueParams{Owner: k.ID[:apikey.IDLength-1]})
 	assert.NoError(t, err, "other owners are fine")
 }
+
+// A cache hit remembers its customer's record, but never past a change:
+// a suspension, and lifting it, apply to the very next verification.
+func TestCachedHitSeesEachCustomerChange(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	m := newManager(t, memstore.New(), apikey.Options{CacheTTL: time.Hour})
+	token, _ := issue(t, m, apikey.IssueParams{Owner: "ann"})
+	for i := range 6 {
+		suspended := i%2 == 1
+		_, err := m.SetCustomer(ctx, "ann", func(c *apikey.Customer) error { c.Suspended = suspended; return nil })
+		require.NoError(t, err)
+		for range 3 {
+			_, err = m.Verify(ctx, token)
+			if suspended {
+				require.ErrorIs(t, err, apikey.ErrSuspended, "round %d", i)
+			} else {
+				require.NoError(t, err, "round %d", i)
+			}
+		}
+	}
+}

@@ -124,7 +124,7 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*K
 		return k, k.ID, now, cached, ErrPaused
 	}
 	if m.custs != nil {
-		c, err := m.custs.lookup(ctx, k.Customer(), now)
+		c, err := m.custs.lookupFor(ctx, e, k, now)
 		switch {
 		case err != nil:
 			return k, k.ID, now, cached, err

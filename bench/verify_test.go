@@ -262,7 +262,11 @@ func (fx *sqlFixtures) get(b *testing.B, d sqlstore.Dialect, n int) sqlFixture {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	fx.b.Cleanup(func() { _, _ = db.ExecContext(context.Background(), `DROP TABLE IF EXISTS "`+table+`"`) })
+	fx.b.Cleanup(func() {
+		for _, t := range []string{table, store.CustomerTable(), store.UsageTable()} {
+			_, _ = db.ExecContext(context.Background(), `DROP TABLE IF EXISTS "`+t+`"`)
+		}
+	})
 	if err := store.Migrate(ctx); err != nil {
 		b.Fatal(err)
 	}

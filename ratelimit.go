@@ -122,9 +122,8 @@ type rateLimits struct {
 
 // plan is a plan's limits with what the request path needs precomputed.
 type plan struct {
-	limits  []Limit
-	credits bool     // has credits, which need a Subject per request
-	policy  []string // the RateLimit-Policy value; nil when it depends on the date
+	limits []Limit
+	policy []string // the RateLimit-Policy value; nil when it depends on the date
 }
 
 func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
@@ -165,7 +164,6 @@ func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
 			p := &plan{limits: ls}
 			fixed := true
 			for _, l := range ls {
-				p.credits = p.credits || l.Kind == KindCredits
 				fixed = fixed && l.Window != Month
 			}
 			if fixed {

@@ -1,6 +1,7 @@
 package apikey
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -215,31 +216,41 @@ func (u *usageRecorder) flush(ctx context.Context) (int, error) {
 		clear(s.pending)
 		s.mu.Unlock()
 	}
-	var first error
-	left := 0
-	for start := 0; start < len(uses); start += u.batch {
-		batch := uses[start:min(start+u.batch, len(uses))]
-		if ctx.Err() != nil {
-			u.requeue(batch)
-			left += len(batch)
-			continue
-		}
-		if err := u.write(ctx, batch); err != nil {
-			u.requeue(batch)
-			left += len(batch)
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		u.queued.Add(-int64(len(batch)))
-	}
-	if first == nil && left > 0 {
-		first = storeErr("mark used", ctx.Err())
-	}
+	left, first := writeBatches(ctx, uses, u.batch, u.write, u.requeue, u.written, "mark used")
 	if u.metrics != nil {
 		st := u.stats()
 		u.metrics.UsesQueued(int(u.queued.Load()), int(st.UsesDropped-u.shown.Swap(st.UsesDropped)))
+	}
+	return left, first
+}
+
+// written takes n written items off the queue.
+func (u *usageRecorder) written(n int) { u.queued.Add(-int64(n)) }
+
+// writeBatches writes items with write in batches of size, each on its
+// own, while ctx lasts: a batch that fails, or that ctx no longer lets
+// run, goes back with requeue without holding up the others; written
+// hears of each batch written. It returns
+// how many items went back, and the first error (ctx's, named by op,
+// when no write failed).
+func writeBatches[T any](ctx context.Context, items []T, size int, write func(context.Context, []T) error, requeue func([]T), written func(n int), op string) (int, error) {
+	var first error
+	left := 0
+	for start := 0; start < len(items); start += size {
+		batch := items[start:min(start+size, len(items))]
+		if ctx.Err() == nil {
+			err := write(ctx, batch)
+			if err == nil {
+				written(len(batch))
+				continue
+			}
+			first = cmp.Or(first, err)
+		}
+		requeue(batch)
+		left += len(batch)
+	}
+	if first == nil && left > 0 {
+		first = storeErr(op, ctx.Err())
 	}
 	return left, first
 }

@@ -1,7 +1,6 @@
 package apikey
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -438,30 +437,16 @@ func (u *meter) flush(ctx context.Context, final bool) (int, error) {
 		}
 		s.mu.Unlock()
 	}
-	var first error
-	left := 0
-	for start := 0; start < len(recs); start += u.batch {
-		batch := recs[start:min(start+u.batch, len(recs))]
-		if ctx.Err() == nil {
-			err := u.write(ctx, batch)
-			if err == nil {
-				u.queued.Add(-int64(len(batch)))
-				continue
-			}
-			first = cmp.Or(first, err)
-		}
-		u.requeue(batch)
-		left += len(batch)
-	}
-	if first == nil && left > 0 {
-		first = storeErr("add usage", ctx.Err())
-	}
+	left, first := writeBatches(ctx, recs, u.batch, u.write, u.requeue, u.written, "add usage")
 	if u.metrics != nil {
 		dropped := u.dropped()
 		u.metrics.UsageQueued(int(u.queued.Load()), int(dropped-u.shown.Swap(dropped)))
 	}
 	return left, first
 }
+
+// written takes n written records off the queue.
+func (u *meter) written(n int) { u.queued.Add(-int64(n)) }
 
 // write calls usage.Store.AddUsage for one batch under its own timeout.
 func (u *meter) write(ctx context.Context, batch []usage.Record) error {

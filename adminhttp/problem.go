@@ -1,42 +1,18 @@
 package adminhttp
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/internal/httpjson"
 )
 
-// problemBody is an RFC 9457 problem detail. Field, an extension member,
-// names the request field (JSON member, path segment, query parameter or
-// header) at fault.
-type problemBody struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Field  string `json:"field,omitempty"`
-}
-
-func writeProblem(w http.ResponseWriter, status int, detail, field string) {
-	write(w, status, "application/problem+json",
-		problemBody{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Field: field})
-}
-
-// writeJSON answers v as JSON. Operator answers are never cached.
-func writeJSON(w http.ResponseWriter, status int, v any) { write(w, status, "application/json", v) }
-
-func write(w http.ResponseWriter, status int, contentType string, v any) {
-	hd := w.Header()
-	hd.Set("Content-Type", contentType)
-	hd.Set("Cache-Control", "no-store")
-	hd.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
-}
+// writeProblem and writeJSON write the handler's answers.
+var (
+	writeProblem = httpjson.WriteProblem
+	writeJSON    = httpjson.WriteJSON
+)
 
 // fail answers err: bad input with the field it names, an outcome with its
 // status, anything else as 503 without the dependency's message.

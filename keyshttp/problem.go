@@ -1,24 +1,14 @@
 package keyshttp
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/internal/httpjson"
 	"github.com/gokeys/apikey/selfservice"
 )
-
-// problemBody is an RFC 9457 problem detail. Field, an extension member,
-// names the request field (JSON member or query parameter) at fault.
-type problemBody struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Field  string `json:"field,omitempty"`
-}
 
 // fieldError is bad input: the field at fault and a sentence for people.
 type fieldError struct {
@@ -31,25 +21,11 @@ func (e *fieldError) Error() string { return e.field + ": " + e.detail }
 
 func badField(field, detail string) *fieldError { return &fieldError{field: field, detail: detail} }
 
-func writeProblem(w http.ResponseWriter, status int, detail, field string) {
-	write(w, status, "application/problem+json",
-		problemBody{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Field: field})
-}
-
-// writeJSON answers v as JSON. Management answers are private to their
-// caller and never cached.
-func writeJSON(w http.ResponseWriter, status int, v any) { write(w, status, "application/json", v) }
-
-func write(w http.ResponseWriter, status int, contentType string, v any) {
-	hd := w.Header()
-	hd.Set("Content-Type", contentType)
-	hd.Set("Cache-Control", "no-store")
-	hd.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
-}
+// writeProblem and writeJSON write the handler's answers.
+var (
+	writeProblem = httpjson.WriteProblem
+	writeJSON    = httpjson.WriteJSON
+)
 
 // fail answers err: a field error or an outcome with its status, anything
 // else as 503 without the dependency's message.

@@ -65,7 +65,7 @@ func TestBreakerIgnoresOneFailingSubject(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			l := newSubjectLimiter(slow, "evil")
-			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: l, LimiterTimeout: 5 * time.Millisecond})
+			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: l, Timeout: 5 * time.Millisecond}})
 			evil, _ := issue(t, e.m, apikey.IssueParams{Owner: "evil", Plan: "free"})
 			good, _ := issue(t, e.m, apikey.IssueParams{Owner: "good", Plan: "free"})
 			h := e.mw.Handler(e.mw.Limit(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
@@ -117,7 +117,7 @@ func TestBreakerOpensOnFailuresAcrossSubjects(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := newSubjectLimiter(false, tc.bad...)
-			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: l, BreakerFailures: tc.failures})
+			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: l, BreakerFailures: tc.failures}})
 			tokens := map[string]string{}
 			for _, s := range append(tc.bad, "good") {
 				tokens[s], _ = issue(t, e.m, apikey.IssueParams{Owner: s, Plan: "free"})

@@ -2,7 +2,34 @@ package apikey
 
 import "context"
 
+// contextKey is the context key of a request's verified key.
 type contextKey struct{}
+
+// counterKey is the context key of the usage counter of a request.
+type counterKey struct{}
+
+// keyContext is a context carrying a verified key (see FromContext) and
+// the usage counter of its request: one allocation, as
+// context.WithValue's.
+type keyContext struct {
+	context.Context
+	k *Key
+	c *meterCounter // nil without usage recording
+}
+
+// Value answers the key and the counter, and asks the parent otherwise.
+func (c *keyContext) Value(key any) any {
+	switch key.(type) {
+	case contextKey:
+		return c.k
+	case counterKey:
+		return c.c
+	}
+	return c.Context.Value(key)
+}
+
+// String names the context.
+func (c *keyContext) String() string { return "apikey.keyContext" }
 
 // FromContext returns the key verified for the request whose context is
 // ctx, or nil when there is none (no middleware, or an anonymous request
@@ -15,9 +42,13 @@ func FromContext(ctx context.Context) *Key {
 // NewContext returns ctx carrying k, as FromContext reads it, for a
 // surface other than the HTTP middleware (an RPC interceptor) that
 // verified k with Manager.Verify.
-func NewContext(ctx context.Context, k *Key) context.Context { return newContext(ctx, k) }
-
-// newContext returns ctx carrying k, as FromContext reads it.
-func newContext(ctx context.Context, k *Key) context.Context {
+func NewContext(ctx context.Context, k *Key) context.Context {
 	return &keyContext{Context: ctx, k: k}
+}
+
+// counterOf returns the usage counter of the request whose context is
+// ctx, nil when it has none.
+func counterOf(ctx context.Context) *meterCounter {
+	c, _ := ctx.Value(counterKey{}).(*meterCounter)
+	return c
 }

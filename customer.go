@@ -91,6 +91,14 @@ func (k *Key) Customer() string {
 	return lineage(k)
 }
 
+// lineage is the first key of k's rotation chain.
+func lineage(k *Key) string {
+	if k.Lineage != "" {
+		return k.Lineage
+	}
+	return k.ID
+}
+
 // CustomerStore is an optional Store capability: it keeps customer
 // records. memstore and sqlstore implement it. The Manager reads customers
 // from Options.Customers when set, else from the store's CustomerStore;

@@ -2,7 +2,6 @@ package apikey
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -58,20 +57,9 @@ func (e event) LogValue() slog.Value {
 		attrs = append(attrs, slog.String("owner", e.Owner))
 	}
 	if e.Err != nil {
-		attrs = append(attrs, slog.String("outcome", outcome(e.Err)))
+		attrs = append(attrs, slog.String("outcome", outcomeOf(e.Err)))
 	}
 	return slog.GroupValue(attrs...)
-}
-
-// outcome names a verification error by its sentinel, so that logs never
-// carry a wrapped message from a dependency.
-func outcome(err error) string {
-	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable} {
-		if errors.Is(err, s) {
-			return s.Error()
-		}
-	}
-	return "error"
 }
 
 func (m *Manager) emit(ctx context.Context, e event) {
@@ -110,7 +98,7 @@ func (m *Manager) logVerify(ctx context.Context, e event) {
 	level, suppressed := slog.LevelDebug, uint64(0)
 	if e.Err != nil {
 		var log bool
-		if log, suppressed = m.sampler.allow(outcomeOf(e.Err), e.Time); !log {
+		if log, suppressed = m.sampler.allow(classify(e.Err), e.Time); !log {
 			return
 		}
 		level = slog.LevelWarn
@@ -129,34 +117,17 @@ func (m *Manager) logVerify(ctx context.Context, e event) {
 // a failed verification, and counts the others. It is safe for concurrent
 // use; the zero value is ready.
 type logSampler struct {
-	kinds [8]struct {
+	kinds [numOutcomes]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out
 		suppressed atomic.Uint64 // lines left out since the last one
 		_          [48]byte      // one cache line each
 	}
 }
 
-// allow reports whether a failure of outcome at now may be logged, and how
-// many of its kind were left out before it.
-func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
-	i := 0
-	switch outcome {
-	case "malformed":
-		i = 1
-	case "invalid":
-		i = 2
-	case "expired":
-		i = 3
-	case "revoked":
-		i = 4
-	case "disabled":
-		i = 5
-	case "paused":
-		i = 6
-	case "suspended":
-		i = 7
-	}
-	kind := &s.kinds[i]
+// allow reports whether a failure of outcome o at now may be logged, and
+// how many of its kind were left out before it.
+func (s *logSampler) allow(o outcome, now time.Time) (bool, uint64) {
+	kind := &s.kinds[o]
 	t := now.UnixNano()
 	next := kind.next.Load()
 	if t < next || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {

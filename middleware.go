@@ -1,37 +1,11 @@
 package apikey
 
 import (
-	"encoding/json"
 	"fmt"
-	"github.com/gokeys/apikey/limits"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
-)
-
-// Header names and defaults used by the middleware.
-const (
-	// headerAuthorization carries "Bearer <token>" (RFC 6750 §2.1).
-	headerAuthorization = "Authorization"
-	// headerAPIKey carries the bare token.
-	headerAPIKey = "X-API-Key"
-	// defaultQueryParam is the query parameter read by querySource when
-	// query keys are enabled.
-	defaultQueryParam = "api_key"
-	// defaultRealm is the realm of WWW-Authenticate challenges.
-	defaultRealm = "api"
-	// defaultRetryAfter is the Retry-After of 503 responses.
-	defaultRetryAfter = 5 * time.Second
-	// defaultLimiterTimeout is the deadline of a Limiter call.
-	defaultLimiterTimeout = 50 * time.Millisecond
-	// defaultBreakerFailures is how many consecutive Limiter failures
-	// open the circuit breaker.
-	defaultBreakerFailures = 5
-	// defaultBreakerCoolDown is how long the circuit stays open before a
-	// probe.
-	defaultBreakerCoolDown = 5 * time.Second
 )
 
 // MiddlewareOptions configures a Middleware. The zero value is secure: keys
@@ -69,69 +43,22 @@ type MiddlewareOptions struct {
 	// built-in response is written instead.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
-	// Limiter, if set, is what Limit spends with: each request that
-	// passes Limit takes Cost from the limits of its customer (see
-	// Limit), counted per customer (Key.Customer).
-	// Nil means no limits: Limit passes every request.
-	Limiter limits.Limiter
-	// Cost gives what a request costs: default 1 for every request,
-	// including HEAD and OPTIONS. Return 0 for a request that spends
-	// nothing (it is passed on without RateLimit headers); a negative cost
-	// is a bug answered with 500. A cost above a limit's capacity is
-	// refused with 429 without consuming anything.
+	// Limits configures what Limit, Spend, Debit and Balance spend with:
+	// the Limiter, its failure policy and the RateLimit headers. Its zero
+	// value has no Limiter: Limit passes every request.
+	Limits LimitOptions
+	// Cost gives what a request costs in Limit: 1 when nil, for every
+	// method, HEAD and OPTIONS included. Return 0 for a request that
+	// spends nothing (it is passed on without RateLimit headers). A
+	// negative cost is a bug answered with 500. A cost above a limit's
+	// capacity is refused with 429 without consuming anything.
 	Cost func(*http.Request, *Key) int64
-	// LimiterTimeout bounds every Limiter call: 50 milliseconds when
-	// 0, no deadline but the request's when negative. A call that runs
-	// out of time is a failure of the Limiter. A Limiter that never waits
-	// says so with a method InProcess() bool returning true (memlimit
-	// does); it gets no deadline, which would only cost allocations. The
-	// Limiter's client must honour the deadline: with go-redis, set
-	// ContextTimeoutEnabled.
-	LimiterTimeout time.Duration
-	// FallbackLimiter, if set, decides in place of a failing Limiter (for
-	// example a memlimit.Limiter: limits then hold per process). Without
-	// it, a failing Limiter's requests are answered 503 with Retry-After,
-	// never 429, unless FailOpen is set.
-	FallbackLimiter limits.Limiter
-	// FailOpen lets the requests of a failing Limiter (and of a failing
-	// FallbackLimiter) through, unlimited, instead of answering 503.
-	FailOpen bool
-	// LimiterFailed, if set, is called each time the Limiter's failure is
-	// handled (by FallbackLimiter, FailOpen or a 503), with the backend's
-	// error (or ErrCircuitOpen's, wrapping ErrUnavailable, while the
-	// circuit breaker is open).
-	LimiterFailed func(r *http.Request, err error)
-	// BreakerFailures is how many consecutive Limiter failures open the
-	// circuit breaker: 5 when 0, never when negative.
-	// While open, failures are handled at once, without calling
-	// the Limiter; after BreakerCoolDown one request probes it, and
-	// closes the circuit if it answers.
-	BreakerFailures int
-	// BreakerCoolDown is how long the circuit stays open before a probe:
-	// 5 seconds when 0. The Manager's clock (Options.Now)
-	// measures it.
-	BreakerCoolDown time.Duration
-	// LegacyRateLimitHeaders also sends X-RateLimit-Limit, -Remaining and
-	// -Reset (seconds until reset; absent for credits never refilled) of
-	// the tightest limit beside the standard RateLimit headers.
-	LegacyRateLimitHeaders bool
-	// ReportedCosts lets a handler behind Limit report what its request
-	// cost once the work is done, with ReportCost: the request then costs
-	// that instead of Cost, the difference taken from (or refunded to) its
-	// customer's quotas and credits; rates decide admission only. A
-	// request is admitted only while its limits hold its Cost, so a
-	// balance falls below zero only by what admitted requests cost beyond
-	// it: with requests admitted concurrently, never below minus the sum
-	// of their costs. The next request is then refused until the balance
-	// recovers: a quota's debt ends with its window, a debt of credits
-	// stays until they are refilled or granted. It needs a Limiter, and a
-	// FallbackLimiter if set, that implements limits.Debiter.
-	ReportedCosts bool
 	// CostHeader, if set, names a response header or trailer in which a
 	// handler behind Limit reports its request's cost (a decimal integer),
-	// as with ReportCost; Limit reads it and removes it from the response.
+	// as with ReportCost. Limit reads it and removes it from the response.
 	// A header is settled before the response header is written, a
-	// trailer after the response. Setting it implies ReportedCosts.
+	// trailer after the response. Setting it implies
+	// LimitOptions.ReportedCosts.
 	CostHeader string
 
 	// Logger, if set, logs failures of dependencies and recovered panics.
@@ -146,39 +73,23 @@ type Middleware struct {
 	sources    []KeySource
 	optional   bool
 	hide       bool
-	retryAfter string
-	onError    func(http.ResponseWriter, *http.Request, error)
-	log        *slog.Logger
-
-	rl rateLimits
-
-	challenge string // `Bearer realm="..."`
-	bodies    map[int][]byte
-	planBody  []byte // 403 for ErrUnknownPlan
-
-	hdrMissing, hdrBadRequest, hdrInvalid, hdrRetryAfter []string
-	hdrProblem, hdrNoStore, hdrNoSniff                   []string
+	p          *problems
+	rl         limitStage
+	cost       func(*http.Request, *Key) int64
+	costHeader string // canonical; "" for none
 }
 
 // NewMiddleware returns a Middleware verifying keys with m. A nil m, a nil
-// KeySource, a bad realm, a negative RetryAfter or a negative
-// BreakerCoolDown give an error wrapping ErrInvalidOptions.
+// KeySource, a bad realm, a negative RetryAfter or BreakerCoolDown, or
+// ReportedCosts without a limits.Debiter give an error wrapping
+// ErrInvalidOptions.
 func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	if m == nil {
 		return nil, fmt.Errorf("%w: nil Manager", ErrInvalidOptions)
 	}
-	realm := opts.Realm
-	if realm == "" {
-		realm = defaultRealm
-	}
-	if strings.ContainsAny(realm, "\"\\\r\n") {
-		return nil, fmt.Errorf("%w: realm must not contain quotes, backslashes or line breaks", ErrInvalidOptions)
-	}
-	if opts.RetryAfter < 0 {
-		return nil, fmt.Errorf("%w: negative RetryAfter", ErrInvalidOptions)
-	}
-	if opts.RetryAfter == 0 {
-		opts.RetryAfter = defaultRetryAfter
+	p, err := newProblems(opts.Realm, opts.RetryAfter, opts.ErrorHandler, opts.Logger)
+	if err != nil {
+		return nil, err
 	}
 	sources := append([]KeySource(nil), opts.Sources...)
 	if len(sources) == 0 {
@@ -192,34 +103,23 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 			return nil, fmt.Errorf("%w: nil KeySource", ErrInvalidOptions)
 		}
 	}
-	mw := &Middleware{
-		m: m, sources: sources, optional: opts.Optional, hide: opts.HideCredentials,
-		retryAfter: seconds(opts.RetryAfter), onError: opts.ErrorHandler, log: opts.Logger,
-		challenge: `Bearer realm="` + realm + `"`, bodies: map[int][]byte{},
+	mw := &Middleware{m: m, sources: sources, optional: opts.Optional, hide: opts.HideCredentials, p: p, cost: opts.Cost}
+	if opts.CostHeader != "" {
+		mw.costHeader = http.CanonicalHeaderKey(opts.CostHeader)
+		opts.Limits.ReportedCosts = true
 	}
-	mw.hdrMissing = []string{mw.challenge}
-	mw.hdrBadRequest = []string{mw.challenge + `, error="invalid_request"`}
-	mw.hdrInvalid = []string{mw.challenge + `, error="invalid_token"`}
-	mw.hdrRetryAfter = []string{mw.retryAfter}
-	mw.hdrProblem = []string{"application/problem+json"}
-	mw.hdrNoStore = []string{"no-store"}
-	mw.hdrNoSniff = []string{"nosniff"}
-	if err := mw.rl.init(m, &opts); err != nil {
+	if err := mw.rl.init(m, opts.Limits, p); err != nil {
 		return nil, err
 	}
-	for _, status := range []int{400, 401, 403, 429, 500, 503} {
-		b, err := json.Marshal(problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: problemDetail(status)})
-		if err != nil {
-			return nil, err
-		}
-		mw.bodies[status] = append(b, '\n')
-	}
-	b, err := json.Marshal(problem{Type: "about:blank", Title: http.StatusText(403), Status: 403, Detail: "The API key's plan is not configured on this server."})
-	if err != nil {
-		return nil, err
-	}
-	mw.planBody = append(b, '\n')
 	return mw, nil
+}
+
+// Error writes the response for a refusal: the ErrorHandler's if set,
+// otherwise a problem+json body with fixed text and the status and
+// WWW-Authenticate challenge that err's sentinel calls for. It never echoes
+// the key or err's message.
+func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
+	mw.p.write(w, r, err)
 }
 
 // Authenticate extracts the request's key and verifies it, without writing
@@ -241,7 +141,7 @@ func (mw *Middleware) Authenticate(r *http.Request) (*Key, error) {
 func (mw *Middleware) authenticate(r *http.Request) (k *Key, now time.Time, strip func(*http.Request), err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			mw.logError(r.Context(), "apikey: panic during authentication", panicError{p})
+			mw.p.logError(r.Context(), "apikey: panic during authentication", panicError{p})
 			k, strip, err = nil, nil, ErrUnavailable
 		}
 	}()

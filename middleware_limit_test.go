@@ -55,8 +55,8 @@ func newLimitEnvOver(t *testing.T, store apikey.Store, opts apikey.Options, mwOp
 	var err error
 	e.l, err = memlimit.New(memlimit.Options{Now: e.c.Now})
 	require.NoError(t, err)
-	if mwOpts.Limiter == nil {
-		mwOpts.Limiter = e.l
+	if mwOpts.Limits.Limiter == nil {
+		mwOpts.Limits.Limiter = e.l
 	}
 	e.mw, err = apikey.NewMiddleware(e.m, mwOpts)
 	require.NoError(t, err)
@@ -80,7 +80,7 @@ func hit(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
 
 func TestRateLimitedResponses(t *testing.T) {
 	t.Parallel()
-	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{LegacyRateLimitHeaders: true})
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{LegacyHeaders: true}})
 	free, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
 	pro, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "pro"})
 	var ran bool
@@ -263,7 +263,7 @@ func TestUnknownPlan(t *testing.T) {
 		var buf bytes.Buffer
 		log := slog.New(slog.NewTextHandler(&buf, nil))
 		spy := &limiterSpy{}
-		e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: spy, Logger: log})
+		e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: spy}, Logger: log})
 		token, _ := issueWithPlan(t, e, "gold")
 		var ran bool
 		h := e.handler(&ran)
@@ -403,7 +403,7 @@ func TestKeyLimitsAndCredits(t *testing.T) {
 func TestLegacyHeadersOfSpentCredits(t *testing.T) {
 	t.Parallel()
 	plans := limits.Plans{"pro": {limits.Quota("daily", 1000, limits.Day)}}
-	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{LegacyRateLimitHeaders: true})
+	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{LegacyHeaders: true}})
 	var ran bool
 	h := e.handler(&ran)
 	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro", Limits: []limits.Limit{limits.Credits("credits", 1, limits.Never)}})
@@ -437,7 +437,7 @@ func TestLimitWithoutKey(t *testing.T) {
 func TestLimiterNeverSeesSecrets(t *testing.T) {
 	t.Parallel()
 	spy := &limiterSpy{}
-	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: spy})
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: spy}})
 	token, k := issue(t, e.m, apikey.IssueParams{Plan: "free"})
 	var ran bool
 	hit(e.handler(&ran), bearer(token))
@@ -507,11 +507,10 @@ func TestLimiterBreaker(t *testing.T) {
 	var policyUses atomic.Int64
 	var lastErr atomic.Pointer[error]
 	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{
-		Limiter: spy, BreakerFailures: 3, BreakerCoolDown: 10 * time.Second,
-		LimiterFailed: func(_ *http.Request, err error) {
+		Limits: apikey.LimitOptions{Limiter: spy, BreakerFailures: 3, BreakerCoolDown: 10 * time.Second, OnFailure: func(_ context.Context, err error) {
 			policyUses.Add(1)
 			lastErr.Store(&err)
-		},
+		}},
 	})
 	var tokens []string
 	for _, owner := range []string{"ann", "bob", "cid"} {
@@ -560,7 +559,7 @@ func TestLimiterBreakerOneProbe(t *testing.T) {
 	t.Parallel()
 	spy := &limiterSpy{}
 	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{
-		Limiter: spy, BreakerFailures: 1, LimiterTimeout: 100 * time.Millisecond, FailOpen: true,
+		Limits: apikey.LimitOptions{Limiter: spy, BreakerFailures: 1, Timeout: 100 * time.Millisecond, FailOpen: true},
 	})
 	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
 	var ran atomic.Bool
@@ -615,7 +614,7 @@ func TestUpdatedKeyLimitsApply(t *testing.T) {
 func TestLimiterBreakerIgnoresCancelledRequests(t *testing.T) {
 	t.Parallel()
 	spy := &limiterSpy{}
-	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: spy, BreakerFailures: 2})
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: spy, BreakerFailures: 2}})
 	// Two customers, so that counted failures would open the circuit.
 	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
 	other, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "free"})
@@ -687,13 +686,13 @@ func TestLimiterMetrics(t *testing.T) {
 		code   int
 	}{
 		{"fail-closed", apikey.MiddlewareOptions{}, "fail-closed", 503},
-		{"fail-open", apikey.MiddlewareOptions{FailOpen: true}, "fail-open", 200},
+		{"fail-open", apikey.MiddlewareOptions{Limits: apikey.LimitOptions{FailOpen: true}}, "fail-open", 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			met := &recMetrics{}
 			spy := &limiterSpy{}
-			tc.mw.Limiter, tc.mw.BreakerFailures = spy, 1
+			tc.mw.Limits.Limiter, tc.mw.Limits.BreakerFailures = spy, 1
 			e := newLimitEnv(t, apikey.Options{Metrics: met}, tc.mw)
 			token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
 			var ran bool

@@ -338,7 +338,7 @@ func TestNewMiddlewareValidates(t *testing.T) {
 	f := newFixture(t)
 	for name, opts := range map[string]apikey.MiddlewareOptions{
 		"quote in realm":     {Realm: `a"b`},
-		"negative cool-down": {BreakerCoolDown: -time.Second},
+		"negative cool-down": {Limits: apikey.LimitOptions{BreakerCoolDown: -time.Second}},
 		"nil source":         {Sources: []apikey.KeySource{nil}},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -6,21 +6,6 @@ import (
 	"net/http"
 )
 
-// ScopeError is the refusal of a key that lacks a required scope. It
-// matches ErrInsufficientScope with errors.Is.
-type ScopeError struct {
-	// Scopes are the scopes the route requires.
-	Scopes []string
-	// Any reports whether one of Scopes suffices (otherwise all are needed).
-	Any bool
-}
-
-// Error returns ErrInsufficientScope's message.
-func (e *ScopeError) Error() string { return ErrInsufficientScope.Error() }
-
-// Is makes errors.Is(e, ErrInsufficientScope) true.
-func (e *ScopeError) Is(target error) bool { return target == ErrInsufficientScope }
-
 // RequireScopes returns a middleware that lets a request through only if
 // its key (set by Handler) has every one of scopes, else 403 with
 // error="insufficient_scope". Scopes are compared exactly: there are no
@@ -34,6 +19,8 @@ func (mw *Middleware) RequireAnyScope(scopes ...string) func(http.Handler) http.
 	return mw.requireScopes(&ScopeError{Scopes: scopes, Any: true})
 }
 
+// requireScopes returns the middleware of RequireScopes and
+// RequireAnyScope.
 func (mw *Middleware) requireScopes(want *ScopeError) func(http.Handler) http.Handler {
 	if err := validScopes(want.Scopes); err != nil || len(want.Scopes) == 0 {
 		panic(fmt.Sprintf("apikey: RequireScopes needs valid scopes (%v)", err))
@@ -46,7 +33,7 @@ func (mw *Middleware) requireScopes(want *ScopeError) func(http.Handler) http.Ha
 				return
 			}
 			if !hasScopes(k, want) {
-				mw.meterRefused(r)
+				mw.refused(r)
 				mw.Error(w, r, want)
 				return
 			}
@@ -55,6 +42,18 @@ func (mw *Middleware) requireScopes(want *ScopeError) func(http.Handler) http.Ha
 	}
 }
 
+// refused moves the request of r, counted allowed by Handler, to refused
+// in usage.
+func (mw *Middleware) refused(r *http.Request) {
+	if mw.m.meter == nil {
+		return
+	}
+	if c := counterOf(r.Context()); c != nil {
+		c.move(&c.refused)
+	}
+}
+
+// hasScopes reports whether k has the scopes want requires.
 func hasScopes(k *Key, want *ScopeError) bool {
 	for _, s := range want.Scopes {
 		if k.HasScope(s) == want.Any {

@@ -315,45 +315,6 @@ func (m *Manager) lookup(ctx context.Context, t Token, shard, slot int, now time
 	return k, e, cacheMiss, nil
 }
 
-// outcomeOf names the outcome of a verification for Metrics.Verified.
-func outcomeOf(err error) string {
-	switch err {
-	case nil:
-		return "ok"
-	case ErrMalformed:
-		return "malformed"
-	case ErrInvalid:
-		return "invalid"
-	case ErrExpired:
-		return "expired"
-	case ErrRevoked:
-		return "revoked"
-	case ErrDisabled:
-		return "disabled"
-	case ErrPaused:
-		return "paused"
-	case ErrSuspended:
-		return "suspended"
-	}
-	switch {
-	case errors.Is(err, ErrMalformed):
-		return "malformed"
-	case errors.Is(err, ErrInvalid):
-		return "invalid"
-	case errors.Is(err, ErrExpired):
-		return "expired"
-	case errors.Is(err, ErrRevoked):
-		return "revoked"
-	case errors.Is(err, ErrDisabled):
-		return "disabled"
-	case errors.Is(err, ErrPaused):
-		return "paused"
-	case errors.Is(err, ErrSuspended):
-		return "suspended"
-	}
-	return "unavailable"
-}
-
 // safeGet calls the store, turning a panic into an error so that a broken
 // store can never let a request through.
 func safeGet(ctx context.Context, get func(context.Context, string) (*Key, error), id string) (k *Key, err error) {

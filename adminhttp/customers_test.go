@@ -226,7 +226,7 @@ func TestGetAnswersTheBalance(t *testing.T) {
 	m2, err := apikey.New(e2.store, apikey.Options{}) // no plans
 	require.NoError(t, err)
 	t.Cleanup(func() { m2.Close(context.Background()) })
-	mw2, err := apikey.NewMiddleware(m2, apikey.MiddlewareOptions{Limiter: e2.lim})
+	mw2, err := apikey.NewMiddleware(m2, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: e2.lim}})
 	require.NoError(t, err)
 	h2, err := adminhttp.New(m2, adminhttp.Options{Middleware: mw2})
 	require.NoError(t, err)
@@ -260,7 +260,7 @@ func TestBalanceIsNullWhenUnknown(t *testing.T) {
 	m, err := apikey.New(newCustomerStore(), apikey.Options{Plans: plans(), DefaultPlan: "free"})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
-	blind, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: allowAll{}})
+	blind, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: allowAll{}}})
 	require.NoError(t, err)
 	for name, mw := range map[string]*apikey.Middleware{"no middleware": nil, "no LimitPeeker": blind} {
 		h, err := adminhttp.New(m, adminhttp.Options{Middleware: mw})

@@ -59,15 +59,14 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 		return nil, err
 	}
 	opts := apikey.MiddlewareOptions{
-		Realm:                  "example",
-		AllowQuery:             true, // as in the article; see the README for why it is off by default
-		HideCredentials:        true,
-		Limiter:                cfg.limiter,
-		LegacyRateLimitHeaders: true,
-		Logger:                 cfg.log,
+		Realm:           "example",
+		AllowQuery:      true, // as in the article; see the README for why it is off by default
+		HideCredentials: true,
+		Limits:          apikey.LimitOptions{Limiter: cfg.limiter, LegacyHeaders: true},
+		Logger:          cfg.log,
 	}
 	if cfg.fallback != nil {
-		opts.FallbackLimiter = cfg.fallback
+		opts.Limits.Fallback = cfg.fallback
 	}
 	mw, err := apikey.NewMiddleware(cfg.manager, opts)
 	if err != nil {

@@ -82,7 +82,7 @@ func newServer(t *testing.T) *server {
 	t.Cleanup(func() { m.Close(context.Background()) })
 	limiter, err := memlimit.New(memlimit.Options{Now: clk.Now})
 	require.NoError(t, err)
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "example", Limiter: limiter})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "example", Limits: apikey.LimitOptions{Limiter: limiter}})
 	require.NoError(t, err)
 	owner := func(r *http.Request) (string, error) {
 		name, pw, ok := r.BasicAuth()

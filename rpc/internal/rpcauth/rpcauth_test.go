@@ -126,7 +126,7 @@ func TestCost(t *testing.T) {
 	m := newManager(t)
 	lim, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: lim}})
 	require.NoError(t, err)
 	k := &apikey.Key{ID: "k", Owner: "o", Limits: []limits.Limit{limits.Quota("daily", 10, limits.Day)}}
 	for _, c := range []struct {

@@ -93,9 +93,9 @@ func NewEnv(t testing.TB, variant string) *Env {
 	if e.Limiter, err = memlimit.New(memlimit.Options{Now: now}); err != nil {
 		t.Fatal(err)
 	}
-	opts := apikey.MiddlewareOptions{Limiter: e.Limiter}
+	opts := apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: e.Limiter}}
 	if variant == Failing {
-		opts.Limiter = failing{}
+		opts.Limits.Limiter = failing{}
 	}
 	if variant != NoLimit {
 		if e.MW, err = apikey.NewMiddleware(e.M, opts); err != nil {

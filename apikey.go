@@ -267,7 +267,7 @@ type Manager struct {
 
 	scratch sync.Pool // *[MaxTokenLength]byte: material handed to the hasher
 	usage   *usageRecorder
-	debits  debitStats // settle.go
+	debits  debitStats // debitstats.go
 	meter   *meter     // nil: usage is not recorded
 	cache   *cache
 	fleet   *fleet

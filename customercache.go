@@ -27,7 +27,6 @@ type customers struct {
 	mu sync.Mutex
 }
 
-
 func newCustomers(store Store, hook func(context.Context, string) (*Customer, error), o cacheOptions) *customers {
 	cs, _ := store.(CustomerStore)
 	c := &customers{get: hook, ttl: o.TTL, stale: o.StaleIfError, max: int64(o.MaxEntries)}

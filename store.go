@@ -227,10 +227,6 @@ func safeGet(ctx context.Context, get func(context.Context, string) (*Key, error
 	return k, err
 }
 
-// MaxListLimit is the largest page Store.List must serve
-// (ListOptions.Limit); larger limits are reduced to it.
-const MaxListLimit = 1000
-
 // maxAttempts bounds the attempts of a conditional write (Update, Disable,
 // Enable, a Revoke or Rotate without the store's capability) that keeps
 // losing races with other writers.

@@ -45,6 +45,9 @@ const (
 	MaxCustomerKeys = 100_000
 	// CreditsLimit is the name of the limit made of Customer.Credits.
 	CreditsLimit = "credits"
+	// MaxListLimit is the largest page Store.List must serve
+	// (ListOptions.Limit); larger limits are reduced to it.
+	MaxListLimit = 1000
 )
 
 // Bounds of Key.ExpiresAt: the range of MySQL's DATETIME, in UTC.

@@ -1,14 +1,14 @@
 // Package connectapikey guards Connect handlers (connectrpc.com/connect)
 // with apikey: an interceptor for unary and streaming handlers that reads
 // the key from the request headers, verifies it with Manager.Verify,
-// checks the procedure's scopes and spends its cost with
-// Middleware.Spend, so that the Connect, gRPC and HTTP surfaces of a
-// service refuse the same keys and share each customer's budget, plans,
-// circuit breaker and failure policy. It serves the Connect, gRPC and
+// checks the procedure's scopes and spends its cost with the
+// apikey.LimitOptions of the HTTP Middleware, so that the Connect, gRPC
+// and HTTP surfaces of a service refuse the same keys and share each
+// customer's budget, plans and failure policy. It serves the Connect, gRPC and
 // gRPC-Web protocols alike.
 //
 //	ic, err := connectapikey.New(m, connectapikey.Options{
-//		Middleware: mw, // the HTTP routes' Middleware: one budget
+//		Limits: limitOpts, // the HTTP routes' MiddlewareOptions.Limits: one budget
 //		Methods: map[string]connectapikey.Rule{
 //			"/shop.v1.Orders/Create": {Scopes: []string{"write"}},
 //		},
@@ -71,11 +71,13 @@ type Rule struct {
 // "Authorization: Bearer <key>" and "X-API-Key", requires a valid key on
 // every procedure and spends nothing.
 type Options struct {
-	// Middleware, if set, is what calls spend with (Middleware.Spend):
-	// its Limiter, plans, failure policy, FallbackLimiter and circuit
-	// breaker, shared with the HTTP routes it guards, so that one customer
-	// has one budget across both surfaces. Nil: no limits.
-	Middleware *apikey.Middleware
+	// Limits is what calls spend with (see apikey.Middleware.Spend): the
+	// Limiter, its failure policy and the RateLimit headers, sent as
+	// response header metadata. Give it the LimitOptions of the HTTP
+	// routes' Middleware (the same Limiter), so that one customer has one
+	// budget and one plan across every surface. Each surface has its own
+	// circuit breaker. Without a Limiter, calls spend nothing.
+	Limits apikey.LimitOptions
 	// Metadata names the headers the key is read from, in order:
 	// "authorization" (Bearer scheme) and "x-api-key" when empty. A header
 	// other than Authorization holds the bare token. A call that sends
@@ -120,7 +122,7 @@ var _ connect.Interceptor = (*Interceptor)(nil)
 // apikey.ErrInvalidOptions.
 func New(m *apikey.Manager, opts Options) (*Interceptor, error) {
 	c := rpcauth.Config{
-		Middleware: opts.Middleware, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
+		Limits: opts.Limits, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
 		Default: rpcauth.Rule(opts.Default), ErrorDomain: opts.ErrorDomain, Logger: opts.Logger,
 	}
 	if opts.Cost != nil {

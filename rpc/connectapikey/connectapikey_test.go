@@ -12,7 +12,7 @@ import (
 
 // options are the Options of a bench configuration.
 func options(c rpcauth.Config) connectapikey.Options {
-	o := connectapikey.Options{Middleware: c.Middleware, Metadata: c.Metadata, HideCredentials: c.HideCredentials,
+	o := connectapikey.Options{Limits: c.Limits, Metadata: c.Metadata, HideCredentials: c.HideCredentials,
 		Default: connectapikey.Rule(c.Default), Cost: c.Cost, ErrorDomain: c.ErrorDomain, Logger: c.Logger,
 		Methods: map[string]connectapikey.Rule{}}
 	for name, r := range c.Methods {

@@ -1,12 +1,12 @@
 // Package grpcapikey guards a gRPC server (google.golang.org/grpc) with
 // apikey: unary and streaming server interceptors that read the key from
 // the call's metadata, verify it with Manager.Verify, check the method's
-// scopes and spend its cost with Middleware.Spend, so that the RPC and
-// HTTP surfaces of a service refuse the same keys and share each
-// customer's budget, plans, circuit breaker and failure policy.
+// scopes and spend its cost with the apikey.LimitOptions of the HTTP
+// Middleware, so that the RPC and HTTP surfaces of a service refuse the
+// same keys and share each customer's budget, plans and failure policy.
 //
 //	ic, err := grpcapikey.New(m, grpcapikey.Options{
-//		Middleware: mw, // the HTTP routes' Middleware: one budget
+//		Limits: limitOpts, // the HTTP routes' MiddlewareOptions.Limits: one budget
 //		Methods: map[string]grpcapikey.Rule{
 //			"/shop.v1.Orders/Create":  {Scopes: []string{"write"}},
 //			"grpc.health.v1.Health":   {Open: true},
@@ -78,11 +78,13 @@ type Rule struct {
 // "authorization: Bearer <key>" and "x-api-key", requires a valid key on
 // every method and spends nothing.
 type Options struct {
-	// Middleware, if set, is what calls spend with (Middleware.Spend):
-	// its Limiter, plans, failure policy, FallbackLimiter and
-	// circuit breaker, shared with the HTTP routes it guards, so that one
-	// customer has one budget across both surfaces. Nil: no limits.
-	Middleware *apikey.Middleware
+	// Limits is what calls spend with (see apikey.Middleware.Spend): the
+	// Limiter, its failure policy and the RateLimit headers, sent as
+	// response header metadata. Give it the LimitOptions of the HTTP
+	// routes' Middleware (the same Limiter), so that one customer has one
+	// budget and one plan across every surface. Each surface has its own
+	// circuit breaker. Without a Limiter, calls spend nothing.
+	Limits apikey.LimitOptions
 	// Metadata names the metadata keys the key is read from, in order:
 	// "authorization" (Bearer scheme) and "x-api-key" when empty. A key
 	// other than "authorization" holds the bare token. A call that sends
@@ -125,7 +127,7 @@ type Interceptor struct {
 // apikey.ErrInvalidOptions.
 func New(m *apikey.Manager, opts Options) (*Interceptor, error) {
 	c := rpcauth.Config{
-		Middleware: opts.Middleware, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
+		Limits: opts.Limits, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
 		Default: rpcauth.Rule(opts.Default), Cost: opts.Cost, ErrorDomain: opts.ErrorDomain, Logger: opts.Logger,
 	}
 	if opts.Methods != nil {

@@ -12,7 +12,7 @@ import (
 
 // options are the Options of a bench configuration.
 func options(c rpcauth.Config) grpcapikey.Options {
-	o := grpcapikey.Options{Middleware: c.Middleware, Metadata: c.Metadata, HideCredentials: c.HideCredentials,
+	o := grpcapikey.Options{Limits: c.Limits, Metadata: c.Metadata, HideCredentials: c.HideCredentials,
 		Default: grpcapikey.Rule(c.Default), Cost: c.Cost, ErrorDomain: c.ErrorDomain, Logger: c.Logger,
 		Methods: map[string]grpcapikey.Rule{}}
 	for name, r := range c.Methods {

@@ -1,6 +1,7 @@
 // Package rpcauth is what the gRPC and Connect interceptors share: the
 // compiled configuration, the extraction of a key from request metadata,
-// the decision for one call (Verify, the method's rule, Middleware.Spend)
+// the decision for one call (Verify, the method's rule, Middleware.Spend
+// over the Config's LimitOptions)
 // and the table of refusals. The adapters only move metadata and errors in
 // and out of their framework.
 package rpcauth
@@ -31,7 +32,7 @@ type Rule struct {
 
 // Config is the adapters' Options, less what belongs to one framework.
 type Config struct {
-	Middleware      *apikey.Middleware
+	Limits          apikey.LimitOptions
 	Metadata        []string
 	HideCredentials bool
 	Methods         map[string]Rule
@@ -70,15 +71,22 @@ const defaultDomain = "apikey"
 
 // New compiles c for m. It returns an error wrapping
 // apikey.ErrInvalidOptions for a nil m, a bad metadata key, a bad method
-// name, an invalid scope, a negative cost or a rule that is both Open and
-// something else.
+// name, an invalid scope, a negative cost, a rule that is both Open and
+// something else, or LimitOptions that apikey.NewMiddleware refuses.
 func New(m *apikey.Manager, c Config) (*Guard, error) {
 	if m == nil {
 		return nil, fmt.Errorf("%w: nil Manager", apikey.ErrInvalidOptions)
 	}
 	g := &Guard{
-		m: m, mw: c.Middleware, hide: c.HideCredentials, cost: c.Cost,
+		m: m, hide: c.HideCredentials, cost: c.Cost,
 		domain: c.ErrorDomain, log: c.Logger, rules: make(map[string]*Rule, len(c.Methods)),
+	}
+	if c.Limits.Limiter != nil { // the calls spend as the HTTP Middleware's requests do
+		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: c.Limits, Logger: c.Logger})
+		if err != nil {
+			return nil, err
+		}
+		g.mw = mw
 	}
 	if g.domain == "" {
 		g.domain = defaultDomain

@@ -37,11 +37,11 @@ const (
 	Deny    = "deny"    // Default.Deny: only listed methods
 	Failing = "failing" // a Limiter that fails, fail closed
 	CostFn  = "cost"    // Config.Cost reads "cost" from the request
-	NoLimit = "nolimit" // no Middleware
+	NoLimit = "nolimit" // no Limiter
 )
 
 // Env is a Manager, a Middleware over a memlimit.Limiter and the Config
-// of an interceptor, with keys to issue in every state.
+// of an interceptor with the same LimitOptions, with keys to issue in every state.
 type Env struct {
 	M       *apikey.Manager
 	MW      *apikey.Middleware
@@ -102,7 +102,10 @@ func NewEnv(t testing.TB, variant string) *Env {
 			t.Fatal(err)
 		}
 	}
-	e.Config = rpcauth.Config{Middleware: e.MW, Methods: Methods()}
+	e.Config = rpcauth.Config{Methods: Methods()}
+	if e.MW != nil {
+		e.Config.Limits = opts.Limits
+	}
 	switch variant {
 	case Hide:
 		e.Config.HideCredentials = true

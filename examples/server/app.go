@@ -37,6 +37,7 @@ const defaultLifetime = 90 * 24 * time.Hour
 type app struct {
 	m         *apikey.Manager
 	mw        *apikey.Middleware
+	limits    apikey.LimitOptions // mw's: the RPC surfaces spend with the same
 	keys      *keyshttp.Handler
 	page      *keyspage.Page
 	admin     *adminhttp.Handler  // nil without operator credentials
@@ -72,7 +73,7 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &app{m: cfg.manager, mw: mw, users: hashed(cfg.users), log: cfg.log}
+	a := &app{m: cfg.manager, mw: mw, limits: opts.Limits, users: hashed(cfg.users), log: cfg.log}
 	// What a user may do to his own keys: never choose a plan, credits or
 	// limits; those are his customer record's, set by the operator.
 	policy, err := selfservice.New(cfg.manager, selfservice.Options{

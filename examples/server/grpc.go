@@ -63,11 +63,12 @@ func rpcRules() (methods map[string]grpcapikey.Rule, def grpcapikey.Rule) {
 // the standard health service and server reflection, and its Connect twin
 // on srv (which then also speaks HTTP/2 without TLS, h2c, so that gRPC
 // clients reach the twin too). Both are guarded by the app's Manager and
-// Middleware: the same keys, and the same budget as GET /data. The
+// its Middleware's LimitOptions: the same keys, and the same budget as
+// GET /data. The
 // returned function stops the gRPC server.
 func (a *app) serveRPC(srv *http.Server, addr string, log *slog.Logger) (stop func(), err error) {
 	methods, def := rpcRules()
-	copts := connectapikey.Options{Middleware: a.mw, HideCredentials: true, Logger: log,
+	copts := connectapikey.Options{Limits: a.limits, HideCredentials: true, Logger: log,
 		Default: connectapikey.Rule(def), Methods: map[string]connectapikey.Rule{}}
 	for name, r := range methods {
 		copts.Methods[name] = connectapikey.Rule(r)
@@ -139,7 +140,7 @@ func (a *app) serveRPC(srv *http.Server, addr string, log *slog.Logger) (stop fu
 // reflection, behind the key interceptors.
 func (a *app) grpcServer(log *slog.Logger) (*grpc.Server, error) {
 	methods, def := rpcRules()
-	ic, err := grpcapikey.New(a.m, grpcapikey.Options{Middleware: a.mw, HideCredentials: true,
+	ic, err := grpcapikey.New(a.m, grpcapikey.Options{Limits: a.limits, HideCredentials: true,
 		Methods: methods, Default: def, Logger: log})
 	if err != nil {
 		return nil, err

@@ -412,36 +412,6 @@ func mustMemlimit(t *testing.T) *memlimit.Limiter {
 	return l
 }
 
-// Middleware.Debit gives Spend's surfaces the same settlement: a debit or
-// a refund of the customer's quotas and credits, with the headers of the
-// balance after it.
-func TestMiddlewareDebit(t *testing.T) {
-	t.Parallel()
-	e := newSettleEnv(t, apikey.MiddlewareOptions{})
-	ctx := context.Background()
-	k, err := e.m.Verify(ctx, e.token)
-	require.NoError(t, err)
-	require.NoError(t, e.mw.Spend(ctx, k, 10, nil))
-	h := http.Header{}
-	require.NoError(t, e.mw.Debit(ctx, k, -6, h), "a refund of what Spend charged beyond the cost")
-	assert.Equal(t, `"daily";r=96;t=43200, "per-second";r=990;t=1`, h.Get("RateLimit"))
-	assert.Equal(t, `"daily";q=100;w=86400, "per-second";q=1000;w=1`, h.Get("RateLimit-Policy"))
-	cancelled, cancel := context.WithCancel(ctx)
-	cancel()
-	require.NoError(t, e.mw.Debit(cancelled, k, 200, nil), "a cost is owed when the client went away")
-	assert.Equal(t, int64(-104), e.balance(t))
-	assert.ErrorIs(t, e.mw.Spend(ctx, k, 1, nil), apikey.ErrRateLimited)
-
-	require.ErrorIs(t, e.mw.Debit(ctx, nil, 1, nil), apikey.ErrMissingKey)
-	require.ErrorIs(t, e.mw.Debit(ctx, k, 1e14, nil), apikey.ErrInvalidOptions)
-	spy, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: &limiterSpy{}}})
-	require.NoError(t, err)
-	require.ErrorIs(t, spy.Debit(ctx, k, 1, nil), errors.ErrUnsupported)
-	unlimited, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{})
-	require.NoError(t, err)
-	require.NoError(t, unlimited.Debit(ctx, k, 1, nil), "no Limiter")
-}
-
 // BenchmarkReportedCost compares a request behind Limit whose handler
 // reports its cost with one that does not, on memlimit.
 func BenchmarkReportedCost(b *testing.B) {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -136,79 +135,6 @@ func TestRetryAfterWaitsForEveryLimit(t *testing.T) {
 	assert.Equal(t, "3600", rec.Header().Get("Retry-After"), "noon to 13:00, not the rate's 60s")
 }
 
-func TestMonthWindowIsItsRealLength(t *testing.T) {
-	t.Parallel()
-	plans := limits.Plans{"m": {limits.Quota("monthly", 10, limits.Month)}}
-	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
-	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "m"})
-	var ran bool
-	rec := hit(e.handler(&ran), bearer(token))
-	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, `"monthly";q=10;w=2592000`, rec.Header().Get("RateLimit-Policy"), "November has 30 days")
-	e.c.Add(5 * 24 * time.Hour) // December 2
-	rec = hit(e.handler(&ran), bearer(token))
-	assert.Equal(t, `"monthly";q=10;w=2678400`, rec.Header().Get("RateLimit-Policy"), "December has 31 days")
-	assert.Equal(t, `"monthly";r=9;t=2548800`, rec.Header().Get("RateLimit"))
-}
-
-// All keys of an owner share one budget; a key without owner is counted
-// on its own.
-func TestLimitSubject(t *testing.T) {
-	t.Parallel()
-	t.Run("OwnerByDefault", func(t *testing.T) {
-		e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
-		a, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
-		b, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
-		other, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "free"})
-		var ran bool
-		h := e.handler(&ran)
-		for _, tok := range []string{a, b, a} {
-			require.Equal(t, 200, hit(h, bearer(tok)).Code)
-		}
-		assert.Equal(t, 429, hit(h, bearer(b)).Code, "ann's two keys got more than the plan")
-		assert.Equal(t, 200, hit(h, bearer(other)).Code)
-	})
-	t.Run("KeyWithoutOwner", func(t *testing.T) {
-		e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
-		a, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
-		b, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
-		var ran bool
-		h := e.handler(&ran)
-		for range 3 {
-			require.Equal(t, 200, hit(h, bearer(a)).Code)
-		}
-		assert.Equal(t, 429, hit(h, bearer(a)).Code)
-		assert.Equal(t, 200, hit(h, bearer(b)).Code)
-	})
-}
-
-// A rotation neither resets nor duplicates consumption.
-func TestRotationKeepsTheBudget(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name  string
-		owner string
-		key   func(*apikey.Key) string
-	}{
-		{"Owner", "ann", nil},
-		{"LineageWithoutOwner", "", nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
-			old, k := issue(t, e.m, apikey.IssueParams{Owner: tc.owner, Plan: "free"})
-			var ran bool
-			h := e.handler(&ran)
-			require.Equal(t, 200, hit(h, bearer(old)).Code)
-			require.Equal(t, 200, hit(h, bearer(old)).Code)
-			succ, sk := rotate(t, e.m, k.ID, time.Hour)
-			require.Equal(t, k.ID, sk.Lineage, "the successor continues the lineage")
-			assert.Equal(t, 200, hit(h, bearer(succ)).Code)
-			assert.Equal(t, 429, hit(h, bearer(succ)).Code, "the successor got a fresh budget")
-			assert.Equal(t, 429, hit(h, bearer(old)).Code, "the predecessor in grace got a budget of its own")
-		})
-	}
-}
-
 // Only authorized requests spend: a 401, a 403 for a missing scope and a
 // 403 for a plan not configured leave the budget as it was.
 func TestOnlyAuthorizedRequestsSpend(t *testing.T) {
@@ -257,52 +183,6 @@ func TestOnlyAuthorizedRequestsSpend(t *testing.T) {
 	assert.Equal(t, 429, hit(read, bearer(reader)).Code)
 }
 
-func TestUnknownPlan(t *testing.T) {
-	t.Parallel()
-	t.Run("RefusedAndLoggedOnce", func(t *testing.T) {
-		var buf bytes.Buffer
-		log := slog.New(slog.NewTextHandler(&buf, nil))
-		spy := &limiterSpy{}
-		e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: spy}, Logger: log})
-		token, _ := issueWithPlan(t, e, "gold")
-		var ran bool
-		h := e.handler(&ran)
-		for range 3 {
-			ran = false
-			rec := hit(h, bearer(token))
-			require.Equal(t, http.StatusForbidden, rec.Code)
-			assert.False(t, ran)
-			assert.Equal(t, problemJSON, rec.Header().Get("Content-Type"))
-			assert.Contains(t, rec.Body.String(), "plan is not configured")
-		}
-		assert.Zero(t, spy.calls.Load(), "an unknown plan reached the limiter")
-		assert.Equal(t, 1, strings.Count(buf.String(), "plan is not configured"), buf.String())
-		assert.Contains(t, buf.String(), "plan=gold")
-	})
-	t.Run("DefaultPlan", func(t *testing.T) {
-		e := newLimitEnv(t, apikey.Options{DefaultPlan: "free"}, apikey.MiddlewareOptions{})
-		token, _ := issueWithPlan(t, e, "gold")
-		var ran bool
-		rec := hit(e.handler(&ran), bearer(token))
-		require.Equal(t, 200, rec.Code)
-		assert.Equal(t, `"daily";q=3;w=86400`, rec.Header().Get("RateLimit-Policy"))
-	})
-	t.Run("DefaultPlanMustExist", func(t *testing.T) {
-		_, err := apikey.New(memstore.New(), apikey.Options{Plans: testPlans, DefaultPlan: "gold"})
-		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
-		_, err = apikey.New(memstore.New(), apikey.Options{Plans: limits.Plans{"p": {limits.Quota("a b", 1, limits.Day)}}})
-		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
-	})
-}
-
-// issueWithPlan stores a key whose plan e's Manager does not know, as if
-// the plan had been removed after the key was issued.
-func issueWithPlan(t *testing.T, e *limitEnv, plan string) (string, *apikey.Key) {
-	t.Helper()
-	m := newManager(t, e.s, apikey.Options{Now: e.c.Now, Plans: limits.Plans{plan: nil}})
-	return issue(t, m, apikey.IssueParams{Plan: plan})
-}
-
 func TestCost(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
@@ -345,79 +225,6 @@ func TestCost(t *testing.T) {
 	assert.Equal(t, `"daily";r=1;t=43200`, rec.Header().Get("RateLimit"))
 	require.Equal(t, 429, at("/bulk").Code)
 	require.Equal(t, 200, at("/").Code)
-}
-
-// A key's own limits add to its customer's plan's and are counted per
-// key lineage: credits on one key are that key's, even when its owner's
-// other keys share the plan's budget, and a key's own limit never
-// replaces nor widens the plan's, whatever its name or count.
-func TestKeyLimitsAndCredits(t *testing.T) {
-	t.Parallel()
-	plans := limits.Plans{
-		"pro":  {limits.Quota("daily", 1000, limits.Day), limits.Rate("per-second", 100, time.Second, 0)},
-		"free": {limits.Quota("daily", 3, limits.Day)},
-	}
-	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
-	var ran bool
-	h := e.handler(&ran)
-
-	credited, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro", Limits: []limits.Limit{limits.Credits("credits", 2, limits.Never)}})
-	plain, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro"})
-	rec := hit(h, bearer(credited))
-	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, `"credits";q=2, "daily";q=1000;w=86400, "per-second";q=100;w=1`, rec.Header().Get("RateLimit-Policy"))
-	assert.Equal(t, `"credits";r=1, "daily";r=999;t=43200, "per-second";r=99;t=1`, rec.Header().Get("RateLimit"))
-	rec = hit(h, bearer(plain))
-	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, `"daily";r=998;t=43200, "per-second";r=98;t=1`, rec.Header().Get("RateLimit"), "the owner's budget is shared")
-	require.Equal(t, 200, hit(h, bearer(credited)).Code)
-	rec = hit(h, bearer(credited))
-	require.Equal(t, 429, rec.Code, "credits spent")
-	assert.Empty(t, rec.Header().Get("Retry-After"), "credits never refilled: no wait helps")
-	assert.Equal(t, `"credits";r=0, "daily";r=997;t=43200, "per-second";r=97;t=1`, rec.Header().Get("RateLimit"))
-	assert.Equal(t, 200, hit(h, bearer(plain)).Code, "credits are per key")
-
-	own, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "pro", Limits: []limits.Limit{limits.Quota("hourly", 1, limits.Hour), limits.Credits("monthly", 5, limits.Month)}})
-	rec = hit(h, bearer(own))
-	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, `"hourly";q=1;w=3600, "monthly";q=5;w=2592000, "daily";q=1000;w=86400, "per-second";q=100;w=1`,
-		rec.Header().Get("RateLimit-Policy"), "the key's quota is added to the plan's rate and quota")
-	assert.Equal(t, `"hourly";r=0;t=3600, "monthly";r=4;t=302400, "daily";r=999;t=43200, "per-second";r=99;t=1`, rec.Header().Get("RateLimit"))
-	rec = hit(h, bearer(own))
-	assert.Equal(t, 429, rec.Code, "the key's own quota narrows the plan")
-	assert.Equal(t, "3600", rec.Header().Get("Retry-After"))
-
-	// A key's own limit named like the plan's, with a larger count, is
-	// counted beside it: the plan still admits 3.
-	wide, _ := issue(t, e.m, apikey.IssueParams{Owner: "cid", Plan: "free", Limits: []limits.Limit{limits.Quota("daily", 100, limits.Day)}})
-	for range 3 {
-		require.Equal(t, 200, hit(h, bearer(wide)).Code)
-	}
-	rec = hit(h, bearer(wide))
-	assert.Equal(t, 429, rec.Code, "a key's own limit widened its plan")
-	assert.Equal(t, `"daily";r=97;t=43200, "daily";r=0;t=43200`, rec.Header().Get("RateLimit"))
-}
-
-// TestLegacyHeadersOfSpentCredits: credits that are never refilled have
-// no X-RateLimit-Reset (0 would mean "retry now"), like RateLimit's t.
-func TestLegacyHeadersOfSpentCredits(t *testing.T) {
-	t.Parallel()
-	plans := limits.Plans{"pro": {limits.Quota("daily", 1000, limits.Day)}}
-	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{LegacyHeaders: true}})
-	var ran bool
-	h := e.handler(&ran)
-	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro", Limits: []limits.Limit{limits.Credits("credits", 1, limits.Never)}})
-	require.Equal(t, 200, hit(h, bearer(token)).Code)
-	rec := hit(h, bearer(token))
-	require.Equal(t, 429, rec.Code, "credits spent")
-	assert.Equal(t, "0", rec.Header().Get("X-RateLimit-Remaining"))
-	assert.Empty(t, rec.Header().Values("X-RateLimit-Reset"), "no reset ever admits the request")
-	assert.Empty(t, rec.Header().Get("Retry-After"))
-
-	daily, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "pro"})
-	rec = hit(h, bearer(daily))
-	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, "43200", rec.Header().Get("X-RateLimit-Reset"), "a quota still has its reset")
 }
 
 func TestLimitWithoutKey(t *testing.T) {
@@ -496,141 +303,6 @@ func rotate(t *testing.T, m *apikey.Manager, id string, grace time.Duration) (st
 	rot, err := m.Rotate(context.Background(), id, grace)
 	require.NoError(t, err)
 	return rot.Token, rot.Key
-}
-
-// Every Limiter call has a deadline; after BreakerFailures consecutive
-// failures, across three customers, the policy applies without calling
-// the Limiter, until a probe after BreakerCoolDown succeeds.
-func TestLimiterBreaker(t *testing.T) {
-	t.Parallel()
-	spy := &limiterSpy{}
-	var policyUses atomic.Int64
-	var lastErr atomic.Pointer[error]
-	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{
-		Limits: apikey.LimitOptions{Limiter: spy, BreakerFailures: 3, BreakerCoolDown: 10 * time.Second, OnFailure: func(_ context.Context, err error) {
-			policyUses.Add(1)
-			lastErr.Store(&err)
-		}},
-	})
-	var tokens []string
-	for _, owner := range []string{"ann", "bob", "cid"} {
-		token, _ := issue(t, e.m, apikey.IssueParams{Owner: owner, Plan: "free"})
-		tokens = append(tokens, token)
-	}
-	var ran bool
-	h := e.handler(&ran)
-	i := 0
-	next := func() *http.Request { i++; return bearer(tokens[i%len(tokens)]) }
-
-	require.Equal(t, 200, hit(h, next()).Code)
-	d := spy.last().deadline
-	assert.Positive(t, d, "no deadline on the Limiter call")
-	assert.LessOrEqual(t, d, apikey.DefaultLimiterTimeout)
-
-	spy.fail.Store(true)
-	for range 3 {
-		require.Equal(t, 503, hit(h, next()).Code)
-	}
-	require.EqualValues(t, 4, spy.calls.Load())
-	for range 10 {
-		require.Equal(t, 503, hit(h, next()).Code)
-	}
-	assert.EqualValues(t, 4, spy.calls.Load(), "the open circuit called the Limiter")
-	assert.EqualValues(t, 13, policyUses.Load())
-	assert.ErrorIs(t, *lastErr.Load(), apikey.ErrCircuitOpen)
-	assert.ErrorIs(t, *lastErr.Load(), apikey.ErrUnavailable)
-
-	e.c.Add(10 * time.Second) // half open: one probe, which fails
-	require.Equal(t, 503, hit(h, next()).Code)
-	require.Equal(t, 503, hit(h, next()).Code)
-	assert.EqualValues(t, 5, spy.calls.Load(), "one probe after the cool-down")
-
-	spy.fail.Store(false)
-	e.c.Add(9 * time.Second)
-	require.Equal(t, 503, hit(h, next()).Code, "the failed probe reopened the circuit")
-	e.c.Add(time.Second)
-	require.Equal(t, 200, hit(h, next()).Code, "the probe closes the circuit")
-	require.Equal(t, 200, hit(h, next()).Code)
-	assert.EqualValues(t, 7, spy.calls.Load())
-}
-
-// While the circuit is half open, concurrent requests send one probe.
-func TestLimiterBreakerOneProbe(t *testing.T) {
-	t.Parallel()
-	spy := &limiterSpy{}
-	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{
-		Limits: apikey.LimitOptions{Limiter: spy, BreakerFailures: 1, Timeout: 100 * time.Millisecond, FailOpen: true},
-	})
-	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
-	var ran atomic.Bool
-	h := e.mw.Handler(e.mw.Limit(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran.Store(true) })))
-	spy.block.Store(true) // a hung backend: every call waits for its deadline
-	require.Equal(t, 200, hit(h, bearer(token)).Code, "fail open")
-	require.EqualValues(t, 1, spy.calls.Load())
-	e.c.Add(apikey.DefaultBreakerCoolDown)
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() { assert.Equal(t, 200, hit(h, bearer(token)).Code) })
-	}
-	wg.Wait()
-	assert.EqualValues(t, 2, spy.calls.Load(), "more than one probe")
-}
-
-// A key's own limits set with Update apply at the next request, beside
-// its plan's and over what was already spent; raising them never widens
-// the plan.
-func TestUpdatedKeyLimitsApply(t *testing.T) {
-	t.Parallel()
-	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
-	token, k := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
-	var ran bool
-	h := e.handler(&ran)
-	require.Equal(t, 200, hit(h, bearer(token)).Code)
-	setLimits := func(ls ...limits.Limit) {
-		t.Helper()
-		_, err := e.m.Update(context.Background(), k.ID, func(k *apikey.Key) error { k.Limits = ls; return nil })
-		require.NoError(t, err)
-	}
-	setLimits(limits.Quota("hourly", 2, limits.Hour))
-	rec := hit(h, bearer(token))
-	require.Equal(t, 200, rec.Code)
-	assert.Equal(t, `"hourly";q=2;w=3600, "daily";q=3;w=86400`, rec.Header().Get("RateLimit-Policy"))
-	assert.Equal(t, `"hourly";r=1;t=3600, "daily";r=1;t=43200`, rec.Header().Get("RateLimit"))
-	require.Equal(t, 200, hit(h, bearer(token)).Code)
-	require.Equal(t, 429, hit(h, bearer(token)).Code)
-
-	setLimits(limits.Quota("hourly", 1000, limits.Hour), limits.Quota("daily", 1000, limits.Day))
-	rec = hit(h, bearer(token))
-	assert.Equal(t, 429, rec.Code, "the key's own limits widened its plan")
-	assert.Equal(t, `"hourly";r=998;t=3600, "daily";r=1000;t=43200, "daily";r=0;t=43200`, rec.Header().Get("RateLimit"))
-	setLimits()
-	assert.Equal(t, 429, hit(h, bearer(token)).Code)
-	e.c.Add(12 * time.Hour) // the next day
-	assert.Equal(t, 200, hit(h, bearer(token)).Code)
-}
-
-// Requests whose client went away are not failures of the Limiter: they
-// never open the circuit.
-func TestLimiterBreakerIgnoresCancelledRequests(t *testing.T) {
-	t.Parallel()
-	spy := &limiterSpy{}
-	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: spy, BreakerFailures: 2}})
-	// Two customers, so that counted failures would open the circuit.
-	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
-	other, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "free"})
-	var ran bool
-	h := e.handler(&ran)
-	spy.block.Store(true)
-	for i := range 5 {
-		ctx, cancel := context.WithCancel(context.Background())
-		f := func() { cancel() }
-		spy.hook.Store(&f) // the client goes away during the call
-		require.Equal(t, 503, hit(h, bearer([]string{token, other}[i%2]).WithContext(ctx)).Code)
-	}
-	spy.hook.Store(nil)
-	spy.block.Store(false)
-	require.Equal(t, 200, hit(h, bearer(token)).Code, "the circuit opened for cancelled requests")
-	assert.EqualValues(t, 6, spy.calls.Load())
 }
 
 // headerWriter is a ResponseWriter that keeps one header map, as a server
@@ -774,4 +446,34 @@ func TestCustomerBudgetUnderConcurrency(t *testing.T) {
 	assert.Equal(t, int64(8*40/2), refused.Load(), "missing scope and disabled key")
 	assert.Equal(t, int64(100), ok.Load(), "the customer's daily count across keys and a rotation")
 	assert.Equal(t, int64(8*40/2-100), limited.Load())
+}
+
+// Middleware.Debit gives Spend's surfaces the same settlement: a debit or
+// a refund of the customer's quotas and credits, with the headers of the
+// balance after it.
+func TestMiddlewareDebit(t *testing.T) {
+	t.Parallel()
+	e := newSettleEnv(t, apikey.MiddlewareOptions{})
+	ctx := context.Background()
+	k, err := e.m.Verify(ctx, e.token)
+	require.NoError(t, err)
+	require.NoError(t, e.mw.Spend(ctx, k, 10, nil))
+	h := http.Header{}
+	require.NoError(t, e.mw.Debit(ctx, k, -6, h), "a refund of what Spend charged beyond the cost")
+	assert.Equal(t, `"daily";r=96;t=43200, "per-second";r=990;t=1`, h.Get("RateLimit"))
+	assert.Equal(t, `"daily";q=100;w=86400, "per-second";q=1000;w=1`, h.Get("RateLimit-Policy"))
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	require.NoError(t, e.mw.Debit(cancelled, k, 200, nil), "a cost is owed when the client went away")
+	assert.Equal(t, int64(-104), e.balance(t))
+	assert.ErrorIs(t, e.mw.Spend(ctx, k, 1, nil), apikey.ErrRateLimited)
+
+	require.ErrorIs(t, e.mw.Debit(ctx, nil, 1, nil), apikey.ErrMissingKey)
+	require.ErrorIs(t, e.mw.Debit(ctx, k, 1e14, nil), apikey.ErrInvalidOptions)
+	spy, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: &limiterSpy{}}})
+	require.NoError(t, err)
+	require.ErrorIs(t, spy.Debit(ctx, k, 1, nil), errors.ErrUnsupported)
+	unlimited, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{})
+	require.NoError(t, err)
+	require.NoError(t, unlimited.Debit(ctx, k, 1, nil), "no Limiter")
 }

@@ -1,12 +1,13 @@
 package apikey_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
-	"github.com/pb33f/testify/assert"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
@@ -101,4 +102,49 @@ func TestErrorHandlerGetsSentinels(t *testing.T) {
 	assert.Equal(t, apikey.ErrExpired, got[2])
 	assert.ErrorIs(t, got[3], apikey.ErrInsufficientScope)
 	assert.Equal(t, apikey.ErrUnavailable, got[4], "a dependency's error is never handed on")
+}
+
+// TestErrorAnswersEachOutcome: Error answers every sentinel with its
+// outcome's status, a problem+json body of that status, and the
+// challenge RFC 6750 calls for; a key refused for its state is answered
+// byte for byte like an unknown one.
+func TestErrorAnswersEachOutcome(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	mw := f.middleware(t, apikey.MiddlewareOptions{Realm: "r"})
+	invalid := httptest.NewRecorder()
+	mw.Error(invalid, httptest.NewRequest("GET", "/", nil), apikey.ErrInvalid)
+	for _, tc := range []struct {
+		err    error
+		status int
+		auth   string
+	}{
+		{apikey.ErrMissingKey, 401, `Bearer realm="r"`},
+		{apikey.ErrBadRequest, 400, `Bearer realm="r", error="invalid_request"`},
+		{apikey.ErrMalformed, 401, `Bearer realm="r", error="invalid_token"`},
+		{apikey.ErrExpired, 401, `Bearer realm="r", error="invalid_token"`},
+		{apikey.ErrRevoked, 401, `Bearer realm="r", error="invalid_token"`},
+		{apikey.ErrDisabled, 401, `Bearer realm="r", error="invalid_token"`},
+		{apikey.ErrPaused, 401, `Bearer realm="r", error="invalid_token"`},
+		{apikey.ErrSuspended, 401, `Bearer realm="r", error="invalid_token"`},
+		{apikey.ErrInsufficientScope, 403, `Bearer realm="r", error="insufficient_scope"`},
+		{&apikey.ScopeError{Scopes: []string{"a", "b"}}, 403, `Bearer realm="r", error="insufficient_scope", scope="a b"`},
+		{apikey.ErrUnknownPlan, 403, ""},
+		{&apikey.RateLimitError{}, 429, ""},
+		{apikey.ErrUnavailable, 503, ""},
+		{errors.New("a dependency failed"), 503, ""},
+		{apikey.ErrInvalidOptions, 500, ""},
+	} {
+		rec := httptest.NewRecorder()
+		mw.Error(rec, httptest.NewRequest("GET", "/", nil), tc.err)
+		assert.Equal(t, tc.status, rec.Code, "%v", tc.err)
+		assert.Equal(t, tc.auth, rec.Header().Get("WWW-Authenticate"), "%v", tc.err)
+		assert.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
+		var body struct{ Status int }
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+		assert.Equal(t, tc.status, body.Status)
+		if tc.auth == `Bearer realm="r", error="invalid_token"` {
+			assert.Equal(t, invalid.Body.String(), rec.Body.String(), "%v is answered like an unknown key", tc.err)
+		}
+	}
 }

@@ -38,7 +38,7 @@ type cacheOptions struct {
 // cacheEntry is one immutable cache entry: it is replaced, never changed.
 type cacheEntry struct {
 	// key is the record, shared with every caller of Verify that hits this
-	// entry (see Verify: it is never modified); nil for an unknown id.
+	// entry (see Verify: it is never modified). Nil for an unknown id.
 	key *Key
 	// sum is the SHA-256 of the key material that verified against key;
 	// verified is false when none did (the entry was made by a wrong
@@ -160,7 +160,7 @@ func newCache(o cacheOptions) (*cache, error) {
 	return c, nil
 }
 
-// shardSeed hashes key ids to shards; it is fixed for the process so that
+// shardSeed hashes key ids to shards. It is fixed for the process so that
 // the cache and the last-used recorder agree.
 var shardSeed = maphash.MakeSeed()
 

@@ -129,7 +129,7 @@ func TestIdentifyRefusesWhatIsNoKey(t *testing.T) {
 func TestLeakedRevokesOnceAndRecordsEveryReport(t *testing.T) {
 	t.Parallel()
 	for name, store := range map[string]func() apikey.Store{
-		"Revoker":      func() apikey.Store { return memstore.New() },
+		"Revoker":     func() apikey.Store { return memstore.New() },
 		"conditional": func() apikey.Store { return newSpy() }, // hides the Revoker
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -220,8 +220,10 @@ func (p *Reports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.WriteProblem(w, http.StatusServiceUnavailable, "Reports cannot be taken now; try again later.", "")
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusAccepted)
 	w.Write(p.accepted)
 }

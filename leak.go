@@ -9,17 +9,17 @@ import (
 )
 
 // Identify returns the stored key whose digest matches token, whatever
-// the key's state: a revoked, disabled, paused, expired or rotated key is
+// the key's state. A revoked, disabled, paused, expired or rotated key is
 // returned like a usable one. It is the lookup of a leak response (see
-// Leaked), where a token must be recognised as a key of this store for as
-// long as its record exists; use Verify to authenticate a request.
+// Leaked), which must recognise a token as a key of this store for as long
+// as its record exists. Use Verify to authenticate a request.
 //
-// It fails with ErrMalformed before any store access for a token that
-// does not parse, and with ErrInvalid for an unknown id, a wrong secret or
-// a key issued under another of the accepted prefixes, at the same cost:
-// one store read and one constant-time digest comparison. A store or
-// hasher failure wraps ErrUnavailable. It reads the store every time,
-// never the cache, records no use and logs nothing.
+// A token that does not parse fails with ErrMalformed, before any store
+// access. An unknown id, a wrong secret and a key issued under another of
+// the accepted prefixes fail with ErrInvalid, at the same cost (one store
+// read and one constant-time digest comparison). A store or hasher failure
+// wraps ErrUnavailable. Identify reads the store every time, never the
+// cache. It records no use and logs nothing.
 func (m *Manager) Identify(ctx context.Context, token string) (*Key, error) {
 	if len(token) > MaxTokenLength {
 		return nil, ErrMalformed
@@ -31,7 +31,7 @@ func (m *Manager) Identify(ctx context.Context, token string) (*Key, error) {
 	k, err := safeGet(ctx, m.store.Get, t.ID)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		k = nil // compared with the dummy digest: the same work as a wrong secret
+		k = nil // compared with the dummy digest, the same work as a wrong secret
 	case err != nil:
 		return nil, fmt.Errorf("apikey: identify: %w: %w", ErrUnavailable, err)
 	}
@@ -59,24 +59,25 @@ const eventLeak eventType = "leak"
 
 // Leaked answers the report that token was found where others can read
 // it, at url (empty when unknown). It finds the key whose digest matches
-// token, whatever its state (see Identify), and applies action: "revoke"
-// (or "") revokes the key, "disable" disables it (see Disable), "report"
-// changes nothing. A key already revoked (or, for "disable", already
-// disabled) is left alone, so that a repeated report writes nothing.
+// token, whatever its state (see Identify), and applies action. "revoke"
+// (or "") revokes the key, "disable" disables it (see Disable), and
+// "report" changes nothing. A key already revoked (or, for "disable",
+// already disabled) is left alone, so a repeated report writes nothing.
 // Revoke and Disable publish the change to every instance through the
 // Notifier.
 //
 // Every report of a key is recorded in the audit log (Options.Logger) as
-// the event "leak" (Info level): key_id, owner, url, action and changed
-// (whether this report changed the key). The url is cut to 2,048 bytes
-// and any token in it is replaced by its hint. This event is the one place
-// where a leak is announced, for whatever listens to the Manager's events.
+// the event "leak" at Info level, with key_id, owner, url, action and
+// changed (whether this report changed the key). The url is cut to 2,048
+// bytes, and any token in it is replaced by its hint. This event is the
+// one place where a leak is announced to whatever listens to the
+// Manager's events.
 //
-// It returns the key as it was found, before the action: its RevokedAt
-// and Disabled say what the key was. It fails like Identify when token is
-// no key's (ErrMalformed, ErrInvalid), records nothing then, and wraps
-// ErrUnavailable when the store failed (the report may be repeated: it is
-// idempotent). An unknown action gives ErrInvalidOptions.
+// Leaked returns the key as it was found, before the action. Its RevokedAt
+// and Disabled say what the key already was. A token of no key fails like
+// Identify (ErrMalformed, ErrInvalid) and is not recorded. A store failure
+// wraps ErrUnavailable, and the report may then be made again, since it is
+// idempotent. An unknown action gives ErrInvalidOptions.
 func (m *Manager) Leaked(ctx context.Context, token, url, action string) (*Key, error) {
 	switch action {
 	case "":
@@ -110,16 +111,16 @@ func (m *Manager) Leaked(ctx context.Context, token, url, action string) (*Key, 
 	return k, nil
 }
 
-// leakEvent is the audit event of one report of a leaked key: the fields
-// of an event, and where the token was found and what was done.
+// leakEvent is the audit event of one report of a leaked key. It has the
+// fields of an event, where the token was found and what was done.
 type leakEvent struct {
 	KeyID, Owner string
 	// URL is where the token was found; empty when unknown.
 	URL string
 	// Action is revoke, disable or report.
 	Action string
-	// Changed says whether this report changed the key: false when it was
-	// revoked (or disabled) already, and for the action report.
+	// Changed says whether this report changed the key. It is false when
+	// the key was revoked (or disabled) already, and for the action report.
 	Changed bool
 }
 

@@ -9,8 +9,8 @@ import (
 )
 
 // RemoteAddr returns the address of r's peer, RemoteAddr without its port
-// and zone: the default client address of Reports. Behind a proxy it is
-// the proxy's; set ReportsOptions.ClientAddr to read a trusted
+// and zone. It is the default client address of Reports. Behind a proxy it
+// is the proxy's, so set ReportsOptions.ClientAddr to read a trusted
 // forwarding header instead.
 func RemoteAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)

@@ -36,17 +36,17 @@ const (
 	defaultKeysMaxAge   = 24 * time.Hour
 )
 
-// GitHubOptions configures a GitHub handler. The zero value is ready: it
-// revokes the key of each token, trusts the keys GitHub publishes at
-// DefaultKeysURL, fetched at most once a minute, and refuses bodies over
+// GitHubOptions configures a GitHub handler. The zero value is ready. It
+// revokes the key of each token and trusts the keys GitHub publishes at
+// DefaultKeysURL, fetched at most once a minute. It refuses bodies over
 // 1 MiB and alerts of more than 1,000 tokens.
 type GitHubOptions struct {
-	// Action is what is done to the key of each token: Revoke when zero.
+	// Action is what is done to the key of each token, Revoke when zero.
 	Action Action
 
-	// KeysURL is where GitHub's public keys are fetched: DefaultKeysURL
+	// KeysURL is where GitHub's public keys are fetched, DefaultKeysURL
 	// when empty. The document is {"public_keys": [{"key_identifier",
-	// "key" (PEM), "is_current"}]}; keys other than ECDSA P-256 are
+	// "key" (PEM), "is_current"}]}. Keys other than ECDSA P-256 are
 	// ignored.
 	KeysURL string
 
@@ -56,26 +56,26 @@ type GitHubOptions struct {
 	// copy in tests).
 	Fetch func(ctx context.Context, url string) ([]byte, error)
 
-	// KeysInterval is the least time between two fetches: one minute when
+	// KeysInterval is the least time between two fetches, one minute when
 	// 0. The keys are fetched when an alert names a key not held, and when
-	// the copy held is older than a day; an alert naming an unknown key
+	// the copy held is older than a day. An alert naming an unknown key
 	// while no fetch is allowed is answered 503 with Retry-After.
 	KeysInterval time.Duration
 
-	// MaxBody bounds an alert's body: 1 MiB when 0. A larger one is
+	// MaxBody bounds an alert's body, 1 MiB when 0. A larger one is
 	// answered 413 without being read further.
 	MaxBody int64
 
 	// MaxTokens bounds the tokens of one alert, and so the store reads of
-	// a request: 1,000 when 0. An alert with more is answered 413 and
-	// logged: raise it if GitHub sends larger batches (each token well
-	// formed costs one store read, and one write when it is acted on;
-	// GitHub waits 30 seconds for an answer).
+	// a request, 1,000 when 0. An alert with more is answered 413 and
+	// logged. Raise it if GitHub sends larger batches. Each well-formed
+	// token costs one store read (and one write when it is acted on), and
+	// GitHub waits 30 seconds for an answer.
 	MaxTokens int
 
 	// OnLeak, if set, is called for each token that matched a key, after
-	// the action, on the request's goroutine: notify the key's owner
-	// from it (or hand the work off, to answer GitHub quickly).
+	// the action, on the request's goroutine. Notify the key's owner from
+	// it, or hand the work off to answer GitHub quickly.
 	OnLeak func(ctx context.Context, l Leak)
 
 	// Logger, if set, receives refused alerts (Warn) and failures
@@ -83,31 +83,31 @@ type GitHubOptions struct {
 	// Manager's Logger.
 	Logger *slog.Logger
 
-	// Now is the clock of the key cache: time.Now when nil.
+	// Now is the clock of the key cache, time.Now when nil.
 	Now func() time.Time
 }
 
 // GitHub is the http.Handler of GitHub's secret scanning partner alerts
-// (mount it on POST). For each alert it:
+// (mount it on POST). It answers an alert in four steps.
 //
-//  1. refuses a body over MaxBody (413), a request without the headers
-//     Github-Public-Key-Identifier and Github-Public-Key-Signature (403),
-//     and one whose signature is not an ECDSA P-256 SHA-256 signature of
-//     the raw body by a key GitHub publishes (403), or whose key cannot be
-//     fetched (503);
-//  2. refuses a body that is not a JSON array of objects with a string
-//     token (400) and more than MaxTokens tokens (413);
-//  3. for each token, calls apikey.Manager.Leaked with the token, its url
-//     and the Action: a token that matches a stored key, in any state,
-//     is labelled true_positive (a repeated alert is labelled the same
-//     and changes nothing); a token that matches none, checksum-valid or
-//     not, is labelled false_positive;
-//  4. answers 200 with one {token_hash, token_type, label} per token,
-//     token_hash being the hex SHA-256 of the token, never the token.
+//  1. It refuses a body over MaxBody with 413. It refuses with 403 a
+//     request without the headers Github-Public-Key-Identifier and
+//     Github-Public-Key-Signature, and one whose signature is not an ECDSA
+//     P-256 SHA-256 signature of the raw body by a key GitHub publishes.
+//     It answers 503 when that key cannot be fetched.
+//  2. It refuses with 400 a body that is not a JSON array of objects with
+//     a string token, and with 413 one of more than MaxTokens tokens.
+//  3. For each token, it calls apikey.Manager.Leaked with the token, its
+//     url and the Action. A token that matches a stored key, in any state,
+//     is labelled true_positive, so a repeated alert is labelled the same
+//     (and changes nothing). A token that matches none, checksum-valid or
+//     not, is labelled false_positive.
+//  4. It answers 200 with one {token_hash, token_type, label} per token.
+//     The token_hash is the hex SHA-256 of the token, never the token.
 //
 // Nothing reaches the store before step 3. A store failure is answered
-// 503 (GitHub may send the alert again: what was done stays done). It is
-// safe for concurrent use.
+// 503, and GitHub may send the alert again, since what was done stays
+// done. It is safe for concurrent use.
 type GitHub struct {
 	m         *apikey.Manager
 	action    Action
@@ -167,8 +167,8 @@ type alert struct {
 	Source string  `json:"source"`
 }
 
-// Feedback is one element of the answer to an alert: GitHub's label for
-// one token, which it names by its hash.
+// Feedback is one element of the answer to an alert. It is GitHub's label
+// for one token, named by its hash.
 type Feedback struct {
 	// TokenHash is the hex SHA-256 of the token.
 	TokenHash string `json:"token_hash"`

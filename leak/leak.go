@@ -1,16 +1,17 @@
 // Package leak answers reports of leaked API keys, so that a key pushed to
-// a public repository stops working within seconds of the push:
+// a public repository stops working within seconds of the push. It has two
+// handlers.
 //
-//   - GitHub receives GitHub's secret scanning partner alerts: GitHub
-//     POSTs the tokens of your format it finds in public repositories,
-//     gists, issues and npm packages, signed with ECDSA P-256. The handler
-//     checks the signature, revokes (or disables) the key of each token
-//     and answers GitHub's feedback labels.
+//   - GitHub receives GitHub's secret scanning partner alerts. GitHub POSTs
+//     the tokens of your format it finds in public repositories, gists,
+//     issues and npm packages, signed with ECDSA P-256. The handler checks
+//     the signature, revokes (or disables) the key of each token and
+//     answers GitHub's feedback labels.
 //   - Reports is a public "report a leaked key" endpoint like GitHub's
-//     POST /credentials/revoke: anyone who finds tokens may submit them;
-//     those of a key are revoked, and the answer is 202 whatever matched.
+//     POST /credentials/revoke. Anyone who finds tokens may submit them.
+//     Those of a key are revoked, and the answer is 202 whatever matched.
 //
-// Mounting both takes a few lines:
+// Mounting both takes a few lines.
 //
 //	gh, err := leak.NewGitHub(m, leak.GitHubOptions{}) // GitHub's public keys, revoke
 //	if err != nil { ... }
@@ -20,12 +21,12 @@
 //	mux.Handle("POST /github/secret-scanning", gh)
 //	mux.Handle("POST /credentials/revoke", reports)
 //
-// Both act through apikey.Manager.Leaked: the key is found whatever its
-// state, revoked at most once (a repeated report writes nothing), the
-// change reaches every instance through the Manager's Notifier, and each
+// Both act through apikey.Manager.Leaked. The key is found whatever its
+// state and revoked at most once, so a repeated report writes nothing. The
+// change reaches every instance through the Manager's Notifier. Each
 // report is recorded as the event "leak" of the Manager's audit log, with
-// the URL where the token was found. GitHub registers the token format with
-// GitHub's partner program: see docs/leaks.md.
+// the URL where the token was found. Registering the token format with
+// GitHub's partner program is described in docs/leaks.md.
 //
 // The handlers are safe for concurrent use.
 package leak
@@ -46,10 +47,10 @@ type Action string
 const (
 	// Revoke revokes the key, for good (the default).
 	Revoke Action = "revoke"
-	// Disable disables the key (apikey.Manager.Disable): the operator
-	// can enable it again.
+	// Disable disables the key (apikey.Manager.Disable), which the
+	// operator can enable again.
 	Disable Action = "disable"
-	// Report changes nothing: the leak is only recorded (and told to
+	// Report changes nothing. The leak is only recorded (and told to
 	// OnLeak).
 	Report Action = "report"
 )
@@ -68,22 +69,22 @@ func (a Action) check() (Action, error) {
 
 // Leak is a leaked token that matched a key, as OnLeak hears of it.
 type Leak struct {
-	// Key is the key as it was found, before Action: its RevokedAt and
+	// Key is the key as it was found, before Action. Its RevokedAt and
 	// Disabled say what it already was.
 	Key *apikey.Key
-	// URL is where the token was found: GitHub's url (which may be
-	// empty); empty for Reports.
+	// URL is where the token was found, as GitHub sends it (possibly
+	// empty). It is empty for Reports.
 	URL string
 	// Source is where GitHub found the token ("content", "commit",
-	// "issue_comment", ...); "report" for Reports.
+	// "issue_comment", ...), or "report" for Reports.
 	Source string
 	// Action is what was done to the key.
 	Action Action
 }
 
-// Changed reports whether the report changed the key: it was not revoked
-// (nor, for Disable, disabled) when it was found. A repeated report of
-// the same token changes nothing.
+// Changed reports whether the report changed the key, which was not
+// revoked (nor, for Disable, disabled) when it was found. A repeated
+// report of the same token changes nothing.
 func (l Leak) Changed() bool {
 	switch l.Action {
 	case Revoke:

@@ -27,50 +27,50 @@ const (
 	reportTimeout         = 10 * time.Second // bounds one try
 )
 
-// ReportsOptions configures a Reports handler. The zero value is ready:
-// it revokes the keys of the tokens reported, takes up to 1,000 tokens in
-// a body of at most 256 KiB, and admits 60 requests an hour from each
-// client address (a burst of 60, then one a minute), like GitHub's POST
-// /credentials/revoke.
+// ReportsOptions configures a Reports handler. The zero value is ready.
+// It revokes the keys of the tokens reported and takes up to 1,000 tokens
+// in a body of at most 256 KiB. Like GitHub's POST /credentials/revoke, it
+// admits 60 requests an hour from each client address (a burst of 60, then
+// one a minute).
 type ReportsOptions struct {
-	// Action is what is done to the key of each token: Revoke when zero.
+	// Action is what is done to the key of each token, Revoke when zero.
 	Action Action
 
-	// MaxCredentials is the most tokens one request may hold: 1,000 when
+	// MaxCredentials is the most tokens one request may hold, 1,000 when
 	// 0. More is answered 400.
 	MaxCredentials int
 
-	// MaxBody bounds a request's body: 256 KiB when 0. A larger one is
+	// MaxBody bounds a request's body, 256 KiB when 0. A larger one is
 	// answered 413 without being read further.
 	MaxBody int64
 
 	// Requests is how many requests each client address may make per
-	// Period: 60 when 0, the first ones at once and then one every
-	// Period/Requests. Further requests are answered 429 with
-	// Retry-After, before their body is read. IPv6 addresses are counted
-	// by /64 network.
+	// Period, 60 when 0. The first ones may come at once, then one every
+	// Period/Requests. Further requests are answered 429 with Retry-After,
+	// before their body is read. IPv6 addresses are counted by /64
+	// network.
 	Requests int
-	// Period is the window of Requests: one hour when 0.
+	// Period is the window of Requests, one hour when 0.
 	Period time.Duration
 
-	// MaxAddresses bounds the client addresses tracked: 10,000 when 0.
-	// While that many are still limited, new addresses are answered 429:
-	// memory stays bounded whatever the number of clients.
+	// MaxAddresses bounds the client addresses tracked, 10,000 when 0.
+	// While that many are still limited, new addresses are answered 429,
+	// so memory stays bounded whatever the number of clients.
 	MaxAddresses int
 
-	// ClientAddr returns the client address of a request: RemoteAddr
-	// when nil. Behind a reverse proxy, return the address it forwards
-	// (read from the right of the header your trusted proxies set, never
-	// a header a client could forge), or every client shares the proxy's
-	// budget.
+	// ClientAddr returns the client address of a request, RemoteAddr
+	// when nil. Behind a reverse proxy, return the address it forwards,
+	// read from the right of the header your trusted proxies set (never a
+	// header a client could forge). Otherwise every client shares the
+	// proxy's budget.
 	ClientAddr func(r *http.Request) string
 
-	// Queue is how many accepted requests may wait for processing: 64
+	// Queue is how many accepted requests may wait for processing, 64
 	// when 0. When it is full, requests are answered 503 with Retry-After.
 	Queue int
 
 	// OnLeak, if set, is called for each token that matched a key, after
-	// the action, on the handler's worker goroutine: notify the key's
+	// the action, on the handler's worker goroutine. Notify the key's
 	// owner from it.
 	OnLeak func(ctx context.Context, l Leak)
 
@@ -78,26 +78,25 @@ type ReportsOptions struct {
 	// audit record of each leak goes to the Manager's Logger.
 	Logger *slog.Logger
 
-	// Now is the clock of the rate limit: time.Now when nil.
+	// Now is the clock of the rate limit, time.Now when nil.
 	Now func() time.Time
 }
 
 // Reports is the http.Handler of a public "report a leaked key" endpoint
 // (mount it on POST /credentials/revoke). Anyone may POST
-// {"credentials": ["sk_live_...", ...]}; the answer is 202 Accepted, the
+// {"credentials": ["sk_live_...", ...]}. The answer is 202 Accepted, the
 // same bytes whether or not any token matched a key, and it is given
-// before any token is looked up: the tokens are handled afterwards, one
-// at a time, by a worker goroutine, so neither the answer nor its timing
-// tells whether a token is a key. The worker calls apikey.Manager.Leaked
-// with each distinct token and the Action; a token that is no key's is
-// ignored, and a store failure is retried twice, a second apart, then
-// logged.
+// before any token is looked up. A worker goroutine handles the tokens
+// afterwards, one at a time, so neither the answer nor its timing tells
+// whether a token is a key. The worker calls apikey.Manager.Leaked with
+// each distinct token and the Action. A token that is no key's is
+// ignored. A store failure is retried twice, a second apart, then logged.
 //
-// Requests are refused, before any token is looked at, with 429 beyond
-// the rate of their client address, 413 for a body over MaxBody, 400 for
-// a body that is not {"credentials": [strings]} with at most
-// MaxCredentials tokens, and 503 when the queue is full or the handler is
-// closed. It is safe for concurrent use; Close stops it.
+// Requests are refused before any token is looked at. Beyond the rate of
+// their client address they get 429, a body over MaxBody gets 413, and a
+// body that is not {"credentials": [strings]} with at most MaxCredentials
+// tokens gets 400. When the queue is full or the handler is closed, they
+// get 503. It is safe for concurrent use, and Close stops it.
 type Reports struct {
 	m          *apikey.Manager
 	action     Action
@@ -311,9 +310,9 @@ func (p *Reports) sleep(d time.Duration) bool {
 }
 
 // Close stops taking reports (they are answered 503) and waits until the
-// worker has handled those accepted, or until ctx is done: then it stops
-// the worker, leaving the rest unhandled, and returns ctx.Err(). It is
-// safe to call more than once.
+// worker has handled those accepted. If ctx is done first, it stops the
+// worker, leaves the rest unhandled and returns ctx.Err(). It is safe to
+// call more than once.
 func (p *Reports) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.closed {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 )
 
 // Customer is the operator's record of a customer: whoever owns keys. The
@@ -43,7 +44,7 @@ type Customer struct {
 	// Limits are granted by the operator on top of the plan's: a limit
 	// named like one of the plan's replaces it. They are counted per
 	// customer.
-	Limits []Limit `json:"limits,omitempty"`
+	Limits []limits.Limit `json:"limits,omitempty"`
 	// Credits is a grant of credits that are never refilled, counted per
 	// customer: the limit CreditsLimit. 0 means none. The balance lives
 	// in the Limiter (see Middleware.Balance).

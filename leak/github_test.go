@@ -25,9 +25,9 @@ import (
 // The test plays GitHub: it signs a real alert with a P-256 key it serves
 // from a local metadata endpoint, over HTTP, for a live token; the key is
 // refused by a second instance within a second, and the answer labels the
-// token true_positive.
+// token true_positive. (Not parallel: the bound is on the instances'
+// goroutines, which the package's concurrency tests would starve.)
 func TestGitHubAlertRevokesTheKeyOnEveryInstance(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	gh := newSigner(t)
 	keys := newKeysServer(t, newSigner(t), gh) // an older key and the current one
@@ -35,6 +35,8 @@ func TestGitHubAlertRevokesTheKeyOnEveryInstance(t *testing.T) {
 	store, fleet, audit := memstore.New(), newHub(), &events{}
 	a := newManager(t, store, apikey.Options{Notifier: fleet.notifier(), CacheTTL: time.Hour, Logger: slog.New(audit)})
 	b := newManager(t, store, apikey.Options{Notifier: fleet.notifier(), CacheTTL: time.Hour})
+	require.Eventually(t, func() bool { return fleet.subscribers() == 2 }, 5*time.Second, time.Millisecond,
+		"both instances listen")
 	token, k := issue(t, a, "ann")
 	_, err := b.Verify(ctx, token)
 	require.NoError(t, err, "the second instance holds the key in its cache, for an hour")
@@ -56,17 +58,26 @@ func TestGitHubAlertRevokesTheKeyOnEveryInstance(t *testing.T) {
 	resp, err := srv.Client().Do(req)
 	require.NoError(t, err)
 	answer, err := io.ReadAll(resp.Body)
+	answered := time.Now()
 	resp.Body.Close()
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(answer))
 	assert.JSONEq(t, `[{"token_hash":"`+hashOf(token)+`","token_type":"gokeys_api_key","label":"true_positive"}]`, string(answer))
 	assert.NotContains(t, string(answer), token, "the answer names the token by its hash")
 
+	// The revocation is published before the answer is written: from the
+	// answer on, the second instance refuses the key within the Notifier's
+	// latency. (The alert's own handling is on top: milliseconds, more
+	// under -race on a loaded machine.)
 	require.Eventually(t, func() bool {
 		_, err := b.Verify(ctx, token)
-		return errors.Is(err, apikey.ErrRevoked)
-	}, time.Second, time.Millisecond, "refused by the second instance within a second")
-	t.Logf("refused by the second instance %v after the alert was sent", time.Since(sent).Round(time.Microsecond))
+		return errors.Is(err, apikey.ErrRevoked) || time.Since(answered) > time.Second
+	}, 5*time.Second, 5*time.Millisecond)
+	_, err = b.Verify(ctx, token)
+	require.ErrorIs(t, err, apikey.ErrRevoked)
+	require.Less(t, time.Since(answered), time.Second, "refused by the second instance within a second of the answer")
+	t.Logf("refused by the second instance %v after the alert was sent (answered after %v)",
+		time.Since(sent).Round(time.Microsecond), answered.Sub(sent).Round(time.Microsecond))
 
 	leaks := audit.of("leak")
 	require.Len(t, leaks, 1)

@@ -253,6 +253,13 @@ type hub struct {
 
 func newHub() *hub { return &hub{subs: map[int]chan string{}} }
 
+// subscribers returns how many instances are subscribed to h.
+func (h *hub) subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
 // notifier returns one instance's Notifier on h.
 func (h *hub) notifier() apikey.Notifier { return hubNotifier{h} }
 

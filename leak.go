@@ -35,7 +35,7 @@ func (m *Manager) Identify(ctx context.Context, token string) (*Key, error) {
 	case err != nil:
 		return nil, fmt.Errorf("apikey: identify: %w: %w", ErrUnavailable, err)
 	}
-	if err := m.check(t, k); err != nil {
+	if err := m.digests.check(t, k); err != nil {
 		return nil, err
 	}
 	if k.Prefix != t.Prefix { // a key is only what it was issued as
@@ -103,12 +103,16 @@ func (m *Manager) Leaked(ctx context.Context, token, url, action string) (*Key, 
 	if err != nil && !errors.Is(err, ErrRevoked) && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	if m.log != nil {
-		e := leakEvent{KeyID: k.ID, Owner: k.Owner, URL: m.format.Redact(clip(url, maxLeakURL)),
-			Action: action, Changed: changed}
-		m.log.LogAttrs(ctx, slog.LevelInfo, "apikey: "+string(eventLeak), slog.Any("apikey", e))
-	}
+	m.events.leak(ctx, leakEvent{KeyID: k.ID, Owner: k.Owner, URL: m.format.Redact(clip(url, maxLeakURL)),
+		Action: action, Changed: changed})
 	return k, nil
+}
+
+// leak writes the event of one report of a leaked key, at Info level.
+func (l *eventLog) leak(ctx context.Context, e leakEvent) {
+	if l.log != nil {
+		l.log.LogAttrs(ctx, slog.LevelInfo, "apikey: "+string(eventLeak), slog.Any("apikey", e))
+	}
 }
 
 // leakEvent is the audit event of one report of a leaked key. It has the

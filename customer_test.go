@@ -136,6 +136,7 @@ func TestCustomerCreditsNeverRefill(t *testing.T) {
 			var wg sync.WaitGroup
 			for g := range 8 {
 				wg.Go(func() {
+					h := e.handler(new(bool)) // one per goroutine: the handler records that it ran
 					for i := range 20 {
 						switch code := hit(h, bearer(*tokens[(g+i)%3].Load())).Code; code {
 						case 200:

@@ -1,6 +1,9 @@
 package apikey
 
-import "context"
+import (
+	"context"
+	"sync/atomic"
+)
 
 // contextKey is the context key of a request's verified key.
 type contextKey struct{}
@@ -30,6 +33,24 @@ func (c *keyContext) Value(key any) any {
 
 // String names the context.
 func (c *keyContext) String() string { return "apikey.keyContext" }
+
+// limitContext is a keyContext with room for the value of the request's
+// RateLimit header, for a Middleware with a Limiter: the one allocation of
+// the request's context holds it too.
+type limitContext struct {
+	keyContext
+	hv   headerValue
+	used atomic.Bool // hv was handed out: its bytes are a header value now
+}
+
+// headerBuffer returns the room for a RateLimit header value in ctx, once
+// per request, or nil.
+func headerBuffer(ctx context.Context) *headerValue {
+	if lc, ok := ctx.(*limitContext); ok && !lc.used.Load() && lc.used.CompareAndSwap(false, true) {
+		return &lc.hv
+	}
+	return nil
+}
 
 // FromContext returns the key verified for the request whose context is
 // ctx, or nil when there is none (no middleware, or an anonymous request

@@ -20,15 +20,17 @@ type rateHeaders struct {
 
 // write writes RateLimit-Policy (policy when precomputed) and RateLimit
 // for every limit of ls, and optionally the X-RateLimit-* trio of the
-// tightest limit.
-func (rh rateHeaders) write(h http.Header, policy []string, ls []limits.Limit, res limits.Result) {
+// tightest limit. The RateLimit value is built in v, unless nil; v must
+// never be written again.
+func (rh rateHeaders) write(h http.Header, policy []string, ls []limits.Limit, res limits.Result, v *headerValue) {
 	if policy == nil {
 		var buf [256]byte
 		policy = []string{string(appendPolicy(buf[:0], ls, rh.now()))}
 	}
 	h["Ratelimit-Policy"] = policy
-	// The value and its one-element slice share one allocation.
-	v := new(headerValue)
+	if v == nil { // the value and its one-element slice share one allocation
+		v = new(headerValue)
+	}
 	b := v.b[:0]
 	if len(res.States) == len(ls) {
 		for i := range ls {

@@ -200,7 +200,7 @@ func (s *limitStage) spend(ctx context.Context, k *Key, cost int64, h http.Heade
 	} else {
 		s.limited("denied", res.Limit.Name)
 	}
-	s.headers.write(h, p.policyFor(ls), ls, res)
+	s.headers.write(h, p.policyFor(ls), ls, res, headerBuffer(ctx))
 	if !res.Allowed {
 		return charge{}, &RateLimitError{Result: res}
 	}

@@ -208,7 +208,11 @@ func (mw *Middleware) Handler(next http.Handler) http.Handler {
 			c.allowed.Add(1)
 			defer c.release()
 		}
-		r = r.WithContext(&keyContext{Context: r.Context(), k: k, c: c})
+		if mw.rl.limiter != nil { // room for Limit's RateLimit header in the same allocation
+			r = r.WithContext(&limitContext{keyContext: keyContext{Context: r.Context(), k: k, c: c}})
+		} else {
+			r = r.WithContext(&keyContext{Context: r.Context(), k: k, c: c})
+		}
 		if mw.hide && strip != nil {
 			r.Header = r.Header.Clone()
 			strip(r)

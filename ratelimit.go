@@ -184,7 +184,7 @@ func (mw *Middleware) Debit(ctx context.Context, k *Key, amount int64, h http.He
 		return ErrUnavailable
 	}
 	if h != nil {
-		rl.headers.write(h, nil, ls, balance(res))
+		rl.headers.write(h, nil, ls, balance(res), nil)
 	}
 	return nil
 }

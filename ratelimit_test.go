@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,9 +318,9 @@ func (w *headerWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *headerWriter) WriteHeader(code int)        { w.code = code }
 
 // What Limit allocates per request with memlimit and a two-limit plan:
-// the RateLimit value (its string and slice in one allocation) and
-// memlimit's per-limit states; the RateLimit-Policy value is precomputed,
-// and memlimit gets no deadline.
+// memlimit's per-limit states only. The RateLimit value is built in the
+// allocation of the request's context (Handler's), the RateLimit-Policy
+// value is precomputed, and memlimit gets no deadline.
 func TestLimitAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
@@ -343,7 +344,7 @@ func TestLimitAllocations(t *testing.T) {
 	base := run(plain)
 	lims := run(limited)
 	t.Logf("allocations per request: Handler %v, Handler+Limit %v", base, lims)
-	assert.Equal(t, base+2, lims, "Limit's allocations beyond Handler's")
+	assert.Equal(t, base+1, lims, "Limit's allocations beyond Handler's")
 	assert.Equal(t, `"daily";q=10000000000000;w=86400, "per-second";q=1000000000;w=1`, w.h.Get("RateLimit-Policy"))
 }
 
@@ -476,4 +477,28 @@ func TestMiddlewareDebit(t *testing.T) {
 	unlimited, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{})
 	require.NoError(t, err)
 	require.NoError(t, unlimited.Debit(ctx, k, 1, nil), "no Limiter")
+}
+
+// Two Limit stages on one request: the second never writes over the
+// RateLimit value the first sent, which lives in the request's own
+// allocation.
+func TestLimitTwiceKeepsTheFirstHeader(t *testing.T) {
+	t.Parallel()
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
+	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro"})
+	var first, copied string
+	capture := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			first = w.Header().Get("RateLimit")
+			copied = strings.Clone(first)
+			next.ServeHTTP(w, r)
+		})
+	}
+	var ran bool
+	h := e.mw.Handler(e.mw.Limit(capture(e.mw.Limit(okHandler(&ran)))))
+	rec := hit(h, bearer(token))
+	require.Equal(t, 200, rec.Code)
+	require.True(t, ran)
+	assert.NotEqual(t, first, rec.Header().Get("RateLimit"), "the second stage spent again")
+	assert.Equal(t, copied, first, "the first value is intact")
 }

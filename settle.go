@@ -158,7 +158,7 @@ func (w *settleWriter) before() {
 	}
 	if a := st.due(false); a != 0 {
 		if res, ok := st.debit(w.ctx, a, 1); ok {
-			st.s.headers.write(h, h["Ratelimit-Policy"], st.ls, balance(res))
+			st.s.headers.write(h, h["Ratelimit-Policy"], st.ls, balance(res), nil)
 		}
 	}
 }

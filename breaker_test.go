@@ -107,7 +107,7 @@ func TestBreakerOpensOnFailuresAcrossSubjects(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name     string
-		failures int // MiddlewareOptions.BreakerFailures
+		failures int // LimitOptions.BreakerFailures
 		bad      []string
 		sequence []string // failing calls, in order
 	}{

@@ -12,17 +12,18 @@ import (
 // from "Authorization: Bearer" and X-API-Key only, every request needs a
 // valid key, and no rate limits.
 type MiddlewareOptions struct {
-	// Sources are tried in order; a request that carries keys from two of
-	// them is refused with 400. Default: HeaderSource("Authorization")
-	// (Bearer), then HeaderSource("X-API-Key").
+	// Sources are tried in order. A request that carries keys from two of
+	// them is refused with 400. The default is
+	// HeaderSource("Authorization") (Bearer), then
+	// HeaderSource("X-API-Key").
 	Sources []KeySource
 	// AllowQuery also reads the key from the query parameter QueryParam,
 	// after Sources. It is off by default because URLs leak into logs,
 	// proxies and Referer headers (RFC 6750 §2.3, RFC 9700 §4.3.2).
 	AllowQuery bool
-	// QueryParam names the query parameter; "api_key" when empty.
+	// QueryParam names the query parameter: "api_key" when empty.
 	QueryParam string
-	// Realm is the realm of WWW-Authenticate challenges; "api" when
+	// Realm is the realm of WWW-Authenticate challenges, "api" when
 	// empty. It must not contain '"', '\' or line breaks.
 	Realm string
 	// Optional lets requests with no key at all through, anonymously
@@ -33,8 +34,8 @@ type MiddlewareOptions struct {
 	// cookie) from the request the next handler sees, so that downstream
 	// logging and proxying cannot leak it.
 	HideCredentials bool
-	// RetryAfter is the Retry-After of 503 answers; 5 seconds when
-	// 0; negative is refused. It is sent in whole seconds, rounded up.
+	// RetryAfter is the Retry-After of 503 answers, 5 seconds when 0.
+	// A negative one is refused. It is sent in whole seconds, rounded up.
 	RetryAfter time.Duration
 	// ErrorHandler, if set, writes every refusal instead of the built-in
 	// problem+json responses. It receives a sentinel error (or a

@@ -2,7 +2,6 @@ package redisnotify_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -72,8 +71,6 @@ func TestShardedResubscribesAfterFailover(t *testing.T) {
 	}
 	cluster := testserver.StartRedisCluster(t, time.Second)
 	ns := clusterFleet(t, cluster.Addrs(), 2, redisnotify.Options{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-	admin := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
-	t.Cleanup(func() { admin.Close() })
 	ctx := context.Background()
 	ch := ns[0].Channel()
 
@@ -110,54 +107,21 @@ func TestShardedResubscribesAfterFailover(t *testing.T) {
 	expect("", 5*time.Second)
 	publish("before")
 
-	// shard returns the addresses of the channel's master and of its
-	// replica, once the replica is in sync.
-	shard := func() (master, replica string) {
-		t.Helper()
-		require.Eventually(t, func() bool {
-			admin.ReloadState(ctx)
-			m, err := admin.MasterForKey(ctx, ch)
-			if err != nil {
-				return false
-			}
-			master = m.Options().Addr
-			out, err := testserver.Command(master, "CLUSTER", "NODES")
-			if err != nil {
-				return false
-			}
-			var id string
-			for _, line := range strings.Split(out, "\n") {
-				if f := strings.Fields(line); len(f) > 2 && strings.Contains(f[2], "myself,master") {
-					id = f[0]
-				}
-			}
-			for _, line := range strings.Split(out, "\n") {
-				if f := strings.Fields(line); len(f) > 3 && f[3] == id && f[2] == "slave" {
-					replica, _, _ = strings.Cut(f[1], "@")
-					info, err := testserver.Command(replica, "INFO", "replication")
-					return err == nil && strings.Contains(info, "master_link_status:up")
-				}
-			}
-			return false
-		}, 15*time.Second, 100*time.Millisecond, "the channel's shard has no master with a replica in sync")
-		return master, replica
-	}
-
-	master, replica := shard()
+	master, replica := cluster.Shard(ch, 15*time.Second)
 	start := time.Now()
-	_, err := testserver.Command(replica, "CLUSTER", "FAILOVER")
+	_, err := testserver.Command(replica.Addr, "CLUSTER", "FAILOVER")
 	require.NoError(t, err)
 	expect("", 10*time.Second)
-	t.Logf("CLUSTER FAILOVER %s -> %s: both notifiers subscribed again within %v", master, replica, time.Since(start).Round(time.Millisecond))
+	t.Logf("CLUSTER FAILOVER %s -> %s: both notifiers subscribed again within %v", master.Addr, replica.Addr, time.Since(start).Round(time.Millisecond))
 	publish("after-handover")
 	assert.EqualValues(t, 2, ns[0].Subscriptions())
 	assert.EqualValues(t, 2, ns[1].Subscriptions())
 
-	master, replica = shard()
+	master, replica = cluster.Shard(ch, 15*time.Second)
 	start = time.Now()
-	cluster.Kill(cluster.Node(master))
+	cluster.Kill(master)
 	expect("", 15*time.Second)
-	t.Logf("SIGKILL of %s, %s promoted: both notifiers subscribed again within %v", master, replica, time.Since(start).Round(time.Millisecond))
+	t.Logf("SIGKILL of %s, %s promoted: both notifiers subscribed again within %v", master.Addr, replica.Addr, time.Since(start).Round(time.Millisecond))
 	publish("after-kill")
 	r := notifytest.Propagation(t, ns[0], ns[1], 20, notifytest.Bound)
 	t.Log("redis cluster after two failovers:", r)

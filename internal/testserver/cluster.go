@@ -241,3 +241,96 @@ func Command(addr string, args ...string) (string, error) {
 	}
 	return "", fmt.Errorf("testserver: unexpected reply %q from %s", line, addr)
 }
+
+// Shard returns the master that serves key's hash slot, in its own view,
+// and a replica of it whose link to it is up, waiting up to within for
+// the cluster to settle (after a failover, the nodes learn the new layout
+// over a few hundred milliseconds).
+func (c *RedisCluster) Shard(key string, within time.Duration) (master, replica *ClusterNode) {
+	c.t.Helper()
+	slot := Slot(key)
+	deadline := time.Now().Add(within)
+	for {
+		if master, replica = c.shard(slot); replica != nil {
+			return master, replica
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("testserver: no master of slot %d with a replica in sync within %v", slot, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *RedisCluster) shard(slot int) (master, replica *ClusterNode) {
+	for _, n := range c.Nodes {
+		if n.cmd == nil {
+			continue
+		}
+		out, err := Command(n.Addr, "CLUSTER", "NODES")
+		if err != nil {
+			continue
+		}
+		var id string
+		lines := strings.Split(out, "\n")
+		for _, line := range lines {
+			f := strings.Fields(line)
+			if len(f) < 8 || f[2] != "myself,master" {
+				continue
+			}
+			for _, r := range f[8:] {
+				lo, hi, ok := strings.Cut(r, "-")
+				if !ok {
+					hi = lo
+				}
+				a, err1 := strconv.Atoi(lo)
+				b, err2 := strconv.Atoi(hi)
+				if err1 == nil && err2 == nil && a <= slot && slot <= b {
+					id = f[0]
+				}
+			}
+		}
+		if id == "" {
+			continue
+		}
+		for _, line := range lines {
+			f := strings.Fields(line)
+			if len(f) < 8 || f[2] != "slave" || f[3] != id {
+				continue
+			}
+			addr, _, _ := strings.Cut(f[1], "@")
+			r := c.Node(addr)
+			if r == nil || r.cmd == nil {
+				continue
+			}
+			info, err := Command(addr, "INFO", "replication")
+			_, port, _ := net.SplitHostPort(n.Addr)
+			if err == nil && strings.Contains(info, "master_link_status:up") && strings.Contains(info, "master_port:"+port+"\r") {
+				return n, r
+			}
+		}
+	}
+	return nil, nil
+}
+
+// Slot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of its
+// hash tag (the text between the first '{' and the next '}', when not
+// empty) or of the whole key, modulo 16384.
+func Slot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % 16384
+}

@@ -156,6 +156,7 @@ type Options struct {
 // in any number of processes, may share one Redis deployment and prefix.
 type Limiter struct {
 	client    redis.UniversalClient
+	cluster   *redis.ClusterClient // client, when it is one
 	prefix    string
 	creditsMS int64
 	allow     *redis.Script
@@ -190,8 +191,10 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 	case ttl == 0:
 		ttl = DefaultCreditsTTL
 	}
+	cluster, _ := client.(*redis.ClusterClient)
 	return &Limiter{
 		client:    client,
+		cluster:   cluster,
 		prefix:    prefix,
 		creditsMS: int64((ttl + time.Millisecond - 1) / time.Millisecond),
 		allow:     redis.NewScript("local peek = false\n" + windowSource + legacySource + scriptSource),
@@ -279,6 +282,14 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 	}
 	vals, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
 	if err != nil {
+		if l.cluster != nil {
+			// A master that died answers no MOVED, and go-redis keeps
+			// its layout (for a minute by default): ask it to reload now,
+			// so that calls reach the slot's new master as soon as a
+			// replica has taken over. Reloads run one at a time, at most
+			// one per 200 ms.
+			l.cluster.ReloadState(ctx)
+		}
 		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
 	}
 	// allowed, index of the tightest limit (from 1), remaining, reset,

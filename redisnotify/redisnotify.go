@@ -152,14 +152,17 @@ func (n *Notifier) Publish(ctx context.Context, id string) error {
 	case n.cluster != nil:
 		var c *redis.Client
 		if c, err = n.cluster.MasterForKey(ctx, n.channel); err == nil {
-			if err = c.Publish(ctx, n.channel, id).Err(); err != nil {
-				n.cluster.ReloadState(ctx) // the slot may have a new master
-			}
+			err = c.Publish(ctx, n.channel, id).Err()
 		}
 	default:
 		err = n.client.Publish(ctx, n.channel, id).Err()
 	}
 	if err != nil {
+		if n.cluster != nil {
+			// A master that died answers no MOVED: the client must
+			// reload the layout to find the slot's new master.
+			n.cluster.ReloadState(ctx)
+		}
 		return fmt.Errorf("redisnotify: publish: %w", err)
 	}
 	return nil

@@ -52,9 +52,11 @@ func TestRedisClusterFailover(t *testing.T) {
 	}
 	cluster := testserver.StartRedisCluster(t, nodeTimeout)
 	measureWait(t, cluster)
-	for _, policy := range []string{"fail-closed", "fallback"} {
-		for _, event := range []string{"kill", "handover"} {
-			t.Run(policy+"/"+event, func(t *testing.T) { failoverRun(t, cluster, event, policy) })
+	for round := 1; round <= 3; round++ {
+		for _, policy := range []string{"fail-closed", "fallback"} {
+			for _, event := range []string{"kill", "handover"} {
+				t.Run(fmt.Sprintf("%s/%s/%d", policy, event, round), func(t *testing.T) { failoverRun(t, cluster, event, policy) })
+			}
 		}
 	}
 }
@@ -222,6 +224,19 @@ func failoverRun(t *testing.T, cluster *testserver.RedisCluster, kind, policy st
 		}
 	}()
 	defer func() { stopSub(); <-subDone; <-pubDone }()
+	// heard reports whether B subscribed after since and then received a
+	// message.
+	heard := func(since time.Time) bool {
+		nmu.Lock()
+		defer nmu.Unlock()
+		i := slices.IndexFunc(resubscribed, func(at time.Time) bool { return at.After(since) })
+		return i >= 0 && len(received) > 0 && received[len(received)-1].After(resubscribed[i])
+	}
+	for deadline := time.Now().Add(30 * time.Second); !heard(time.Time{}); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the notifier did not subscribe and receive within 30 s")
+		}
+	}
 
 	var (
 		start    = time.Now()
@@ -329,29 +344,52 @@ func failoverRun(t *testing.T, cluster *testserver.RedisCluster, kind, policy st
 	<-done
 	wg.Wait()
 	deadline.Stop()
-	time.Sleep(200 * time.Millisecond) // the last published messages arrive
+	for deadline := time.Now().Add(30 * time.Second); !heard(failoverAt); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Error("the notifier did not subscribe again and receive within 30 s of the failover's end")
+			break
+		}
+	}
 
-	// The figures. The outage runs from the first call after the failover
-	// began that Redis did not answer to the last one.
+	// The figures.
 	var before, after [numOutcomes]int
 	var breakerOpen int
 	var lats []time.Duration
-	first, last := time.Duration(-1), time.Duration(-1)
+	var answers []time.Duration // when Redis answered the customer, from the last answer before the failover on
 	for _, e := range events {
 		if e.at < 0 {
 			before[e.outcome]++
 			lats = append(lats, e.lat)
+			if e.outcome == admitted || e.outcome == denied {
+				answers = append(answers[:0], 0)
+			}
 			continue
 		}
 		after[e.outcome]++
 		if e.breaker {
 			breakerOpen++
 		}
-		if e.outcome != admitted && e.outcome != denied {
-			if first < 0 || e.at < first {
-				first = e.at
+		if e.outcome == admitted || e.outcome == denied {
+			answers = append(answers, e.at)
+		}
+	}
+	// The outage: the longest time without an answer of Redis for the
+	// customer, and the calls that ended in it.
+	slices.Sort(answers)
+	var from, to time.Duration
+	for i := 1; i < len(answers); i++ {
+		if answers[i]-answers[i-1] > to-from {
+			from, to = answers[i-1], answers[i]
+		}
+	}
+	var in, out int
+	for _, e := range events {
+		if e.at >= 0 && e.outcome != admitted && e.outcome != denied {
+			if e.at > from && e.at < to {
+				in++
+			} else {
+				out++
 			}
-			last = max(last, e.at)
 		}
 	}
 	total := func(o outcome) int { return before[o] + after[o] }
@@ -370,12 +408,8 @@ func failoverRun(t *testing.T, cluster *testserver.RedisCluster, kind, policy st
 		subject, failoverBudget, failoverWorkers, before[admitted], pct(lats, 0.5), pct(lats, 0.99))
 	t.Log(line("before the failover", before))
 	t.Logf("%s; the circuit breaker was open for %d of them", line("from the failover on", after), breakerOpen)
-	if first >= 0 {
-		t.Logf("outage: calls not answered by Redis from %v to %v after the failover began (%v)",
-			first.Round(time.Millisecond), last.Round(time.Millisecond), (last - first).Round(time.Millisecond))
-	} else {
-		t.Log("outage: none, every call was answered by Redis")
-	}
+	t.Logf("outage: no answer of Redis for the customer from %v to %v after the failover began (%v); %d calls not answered by Redis ended in it, %d outside it",
+		from.Round(time.Millisecond), to.Round(time.Millisecond), (to - from).Round(time.Millisecond), in, out)
 	t.Logf("bystander on another shard, from the failover on: answered by Redis %d, 503 %d",
 		bystand[admitted].Load()+bystand[denied].Load(), bystand[failedClosed].Load())
 	over := total(admitted) - failoverBudget

@@ -177,18 +177,23 @@ var errUnsubscribed = errors.New("redisnotify: unsubscribed by the server")
 // on any failure of the connection subscribes again after a backoff,
 // calling changed("") again, until ctx is done.
 //
-// On a cluster, a failed session first asks the cluster client to reload
-// the cluster's layout, so that the next one subscribes on the shard's new
-// master rather than on a node that failed.
+// On a cluster, each new attempt after a failure first reloads the
+// cluster's layout, so that it subscribes on the shard's new master rather
+// than on a node that failed.
 func (n *Notifier) Subscribe(ctx context.Context, changed func(id string)) error {
+	retry := false
 	return backoff.Retry(ctx, n.min, n.max, n.log, "redisnotify: subscription lost; subscribing again",
 		[]slog.Attr{slog.String("channel", n.channel)},
 		func(ctx context.Context, reset func()) error {
-			err := n.session(ctx, changed, reset)
-			if n.cluster != nil && ctx.Err() == nil {
-				n.cluster.ReloadState(ctx)
+			if retry && n.cluster != nil {
+				// ForEachMaster reloads the layout before it returns
+				// (ReloadState would reload it in the background, too
+				// late for this attempt); there is nothing to run on
+				// the masters.
+				_ = n.cluster.ForEachMaster(ctx, func(context.Context, *redis.Client) error { return nil })
 			}
-			return err
+			retry = true
+			return n.session(ctx, changed, reset)
 		})
 }
 

@@ -84,6 +84,20 @@
 // new ones. A subject holding '%', '{' or '}' has its legacy string in
 // another hash slot: its credits are not carried.
 //
+// # Redis Cluster
+//
+// All keys of a call share the subject's hash tag: a call is one script on
+// one shard. While a shard's master fails over, calls for its slots fail
+// with apikey.ErrUnavailable (a refused connection, CLUSTERDOWN or the
+// deadline), and the middleware's failure policy decides; no call is
+// answered from a replica. After a failed call the Limiter asks a
+// *redis.ClusterClient to reload the cluster's layout, so that calls reach
+// the promoted replica at once. Replication is asynchronous: a crash of a
+// master can lose the spends of the calls in flight, which are then
+// admitted again; a handover (CLUSTER FAILOVER) loses none.
+// docs/scale.md gives the measured figures, the bounds and the server
+// settings (cluster-require-full-coverage no).
+//
 // # Clients
 //
 // It works with Redis 5 and later (and compatible servers) on one node,

@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gokeys/apikey/limits"
 	"log/slog"
 	"maps"
 	"reflect"
@@ -171,7 +172,7 @@ type Options struct {
 	// Update and SetCustomer refuse any other plan name with an
 	// *InputError, and the middleware takes each customer's limits from
 	// here.
-	Plans Plans
+	Plans limits.Plans
 	// DefaultPlan names the plan (in Plans) whose limits apply to a key
 	// whose plan is not in Plans: a key without a plan, or one whose plan
 	// was removed. Empty means the middleware's Limit refuses such a key
@@ -243,7 +244,7 @@ type IssueParams struct {
 	// Options.Prefixes.
 	Prefix string
 	// Limits are the key's own limits (see Key.Limits).
-	Limits []Limit
+	Limits []limits.Limit
 	// TTL, if positive, is the key's lifetime; a negative TTL is refused
 	// with an *InputError. Without ExpiresAt and TTL,
 	// Options.DefaultTTL applies.
@@ -274,7 +275,7 @@ type Manager struct {
 	metrics Metrics
 	sampler logSampler // failed verifications in the log
 
-	plans       Plans // a deep copy of Options.Plans
+	plans       limits.Plans // a deep copy of Options.Plans
 	defaultPlan string
 	custs       *customers // nil: no customer records
 	maxLifetime time.Duration
@@ -332,7 +333,7 @@ func New(store Store, opts Options) (*Manager, error) {
 		return nil, fmt.Errorf("%w: DefaultTTL beyond MaxKeyLifetime", ErrInvalidOptions)
 	}
 	if err := opts.Plans.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	if _, ok := opts.Plans[opts.DefaultPlan]; opts.DefaultPlan != "" && !ok {
 		return nil, fmt.Errorf("%w: DefaultPlan %q is not in Plans", ErrInvalidOptions, opts.DefaultPlan)
@@ -343,9 +344,9 @@ func New(store Store, opts Options) (*Manager, error) {
 		maxLifetime: opts.MaxKeyLifetime,
 	}
 	if opts.Plans != nil {
-		m.plans = make(Plans, len(opts.Plans))
+		m.plans = make(limits.Plans, len(opts.Plans))
 		for name, ls := range opts.Plans {
-			m.plans[name] = append([]Limit(nil), ls...)
+			m.plans[name] = append([]limits.Limit(nil), ls...)
 		}
 	}
 	if m.now == nil {

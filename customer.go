@@ -11,7 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 )
 
 // Customer is the operator's record of a customer: whoever owns keys. The
@@ -43,7 +44,7 @@ type Customer struct {
 	// Limits are granted by the operator on top of the plan's: a limit
 	// named like one of the plan's replaces it. They are counted per
 	// customer.
-	Limits []Limit `json:"limits,omitempty"`
+	Limits []limits.Limit `json:"limits,omitempty"`
 	// Credits is a grant of credits that are never refilled, counted per
 	// customer: the limit CreditsLimit. 0 means none. The balance lives
 	// in the Limiter (see Middleware.Balance).
@@ -386,7 +387,7 @@ func (m *Manager) validCustomer(c *Customer) error {
 	if c.MaxKeys < 0 || c.MaxKeys > MaxCustomerKeys {
 		return &InputError{Field: "max_keys", Reason: fmt.Sprintf("must be 0 to %d", MaxCustomerKeys)}
 	}
-	if c.Credits < 0 || c.Credits > limits.MaxCount {
+	if c.Credits < 0 || c.Credits > gcra.MaxCount {
 		return &InputError{Field: "credits", Reason: "must be 0 or more"}
 	}
 	if err := validKeyLimits(c.Limits); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 )
@@ -395,7 +396,7 @@ func TestUsageAllocatesNothing(t *testing.T) {
 	ctx := context.Background()
 	var allocs [2]float64
 	for i, interval := range []time.Duration{-1, time.Hour} {
-		m := newManager(t, memstore.New(), apikey.Options{UsageInterval: interval, Plans: apikey.Plans{"big": {apikey.Quota("daily", 1e13, apikey.Day)}}})
+		m := newManager(t, memstore.New(), apikey.Options{UsageInterval: interval, Plans: limits.Plans{"big": {limits.Quota("daily", 1e13, limits.Day)}}})
 		lim, err := memlimit.New(memlimit.Options{})
 		require.NoError(t, err)
 		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})

@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"fmt"
+	"github.com/gokeys/apikey/limits"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -136,12 +137,13 @@ func validMetadata(md map[string]string) error {
 
 // validKeyLimits checks a key's own limits: at most MaxLimits, each valid
 // (Limit.Validate bounds the name to a 64-character token), no name twice.
-func validKeyLimits(limits []Limit) error {
-	if len(limits) > MaxLimits {
+func validKeyLimits(ls []limits.Limit) error {
+	if len(ls) > MaxLimits {
 		return &InputError{Field: "limits", Reason: fmt.Sprintf("more than %d limits", MaxLimits)}
 	}
-	if err := validLimits(limits); err != nil {
-		return &InputError{Field: "limits", Reason: strings.TrimPrefix(err.Error(), ErrInvalidOptions.Error()+": ")}
+	// A set of limits is valid when a call spending 1 under them is.
+	if err := limits.ValidateAllow("key", ls, 1); err != nil {
+		return &InputError{Field: "limits", Reason: strings.TrimPrefix(err.Error(), limits.ErrInvalid.Error()+": ")}
 	}
 	return nil
 }

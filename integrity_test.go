@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -189,8 +190,8 @@ func TestUpdate(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	c := newClock()
-	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now, Plans: apikey.Plans{
-		"free": {apikey.Quota("daily", 100, apikey.Day)}, "pro": {apikey.Quota("daily", 10_000, apikey.Day)},
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now, Plans: limits.Plans{
+		"free": {limits.Quota("daily", 100, limits.Day)}, "pro": {limits.Quota("daily", 10_000, limits.Day)},
 	}})
 	token, k := issue(t, m, apikey.IssueParams{Owner: "alice", Name: "ci", Plan: "free", Scopes: []string{"read"}})
 	_, err := m.Verify(ctx, token) // cached
@@ -201,7 +202,7 @@ func TestUpdate(t *testing.T) {
 		k.Name, k.Scopes = "deploy", []string{"read", "write"}
 		k.Metadata = map[string]string{"team": "core"}
 		k.ExpiresAt = expires
-		k.Limits = []apikey.Limit{apikey.Rate("burst", 5, time.Second, 0)}
+		k.Limits = []limits.Limit{limits.Rate("burst", 5, time.Second, 0)}
 		return nil
 	})
 	require.NoError(t, err)
@@ -246,7 +247,7 @@ func TestUpdate(t *testing.T) {
 		"Plan":     {"plan", func(k *apikey.Key) { k.Plan = "enterprise" }},
 		"Scope":    {"scopes", func(k *apikey.Key) { k.Scopes = []string{"a b"} }},
 		"Metadata": {"metadata", func(k *apikey.Key) { k.Metadata = map[string]string{"k": "\x1b[31m"} }},
-		"Limit":    {"limits", func(k *apikey.Key) { k.Limits = []apikey.Limit{{Name: "x"}} }},
+		"Limit":    {"limits", func(k *apikey.Key) { k.Limits = []limits.Limit{{Name: "x"}} }},
 		"Expiry":   {"expires_at", func(k *apikey.Key) { k.ExpiresAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }},
 	} {
 		t.Run("Refuses"+name, func(t *testing.T) {
@@ -527,7 +528,7 @@ func TestEventsOncePerChangeWithoutReads(t *testing.T) {
 func TestInputIsValidated(t *testing.T) {
 	t.Parallel()
 	long := func(n int) string { return strings.Repeat("x", n) }
-	m := newManager(t, memstore.New(), apikey.Options{Plans: apikey.Plans{"free": nil, long(apikey.MaxPlanLength): nil}})
+	m := newManager(t, memstore.New(), apikey.Options{Plans: limits.Plans{"free": nil, long(apikey.MaxPlanLength): nil}})
 	ctx := context.Background()
 	scopes := func(n int) []string {
 		s := make([]string, n)
@@ -543,10 +544,10 @@ func TestInputIsValidated(t *testing.T) {
 		}
 		return md
 	}
-	limits := func(n int) []apikey.Limit {
-		ls := make([]apikey.Limit, n)
+	lims := func(n int) []limits.Limit {
+		ls := make([]limits.Limit, n)
 		for i := range ls {
-			ls[i] = apikey.Quota(fmt.Sprintf("q%d", i), 10, apikey.Day)
+			ls[i] = limits.Quota(fmt.Sprintf("q%d", i), 10, limits.Day)
 		}
 		return ls
 	}
@@ -574,8 +575,8 @@ func TestInputIsValidated(t *testing.T) {
 		{"LongMetadataKey", "metadata", apikey.IssueParams{Metadata: map[string]string{long(apikey.MaxMetadataKeyLength + 1): "v"}}},
 		{"LongMetadataValue", "metadata", apikey.IssueParams{Metadata: map[string]string{"k": long(apikey.MaxMetadataValueLength + 1)}}},
 		{"ManyMetadata", "metadata", apikey.IssueParams{Metadata: meta(apikey.MaxMetadataEntries + 1)}},
-		{"ManyLimits", "limits", apikey.IssueParams{Limits: limits(apikey.MaxLimits + 1)}},
-		{"InvalidLimit", "limits", apikey.IssueParams{Limits: []apikey.Limit{{Name: "x", Kind: apikey.KindQuota}}}},
+		{"ManyLimits", "limits", apikey.IssueParams{Limits: lims(apikey.MaxLimits + 1)}},
+		{"InvalidLimit", "limits", apikey.IssueParams{Limits: []limits.Limit{{Name: "x", Kind: limits.KindQuota}}}},
 		{"UnknownPlan", "plan", apikey.IssueParams{Plan: "enterprise"}},
 		{"PastExpiry", "expires_at", apikey.IssueParams{ExpiresAt: time.Now().Add(-time.Hour)}},
 		{"ExpiryAfter9999", "expires_at", apikey.IssueParams{ExpiresAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}},
@@ -602,7 +603,7 @@ func TestInputIsValidated(t *testing.T) {
 	_, k, err := m.Issue(ctx, apikey.IssueParams{
 		Name: long(apikey.MaxNameLength-2) + "é", Owner: long(apikey.MaxOwnerLength), Plan: long(apikey.MaxPlanLength),
 		Scopes: scopes(apikey.MaxScopes), Metadata: map[string]string{long(apikey.MaxMetadataKeyLength): long(apikey.MaxMetadataValueLength)},
-		Limits: limits(apikey.MaxLimits),
+		Limits: lims(apikey.MaxLimits),
 	})
 	require.NoError(t, err, "values at the limits")
 	_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.Metadata = meta(apikey.MaxMetadataEntries); return nil })

@@ -1,6 +1,7 @@
 package apikey
 
 import (
+	"github.com/gokeys/apikey/limits"
 	"log/slog"
 	"maps"
 	"time"
@@ -69,7 +70,7 @@ type Key struct {
 	Paused bool `json:"paused"`
 	// Limits, if set, are the key's own limits: rate and quota limits
 	// replace those of its plan; credits limits add to them.
-	Limits []Limit `json:"limits,omitempty"`
+	Limits []limits.Limit `json:"limits,omitempty"`
 
 	// Revision counts the writes to the record. A Store sets it to 1 on
 	// Create and increments it on every change except MarkUsed; Update
@@ -140,7 +141,7 @@ func (k *Key) Clone() *Key {
 	}
 	c.key.Metadata = maps.Clone(k.Metadata)
 	if k.Limits != nil {
-		c.key.Limits = append(make([]Limit, 0, len(k.Limits)), k.Limits...)
+		c.key.Limits = append(make([]limits.Limit, 0, len(k.Limits)), k.Limits...)
 	}
 	return &c.key
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/internal/testserver"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/redislimit"
@@ -91,7 +92,7 @@ var outcomeNames = [numOutcomes]string{"admitted", "denied", "503", "fallback-ad
 // probe wraps a Limiter and records, through the call's context, whether
 // it answered.
 type probe struct {
-	apikey.Limiter
+	limits.Limiter
 	fallback bool
 }
 
@@ -99,7 +100,7 @@ type probeKey struct{}
 
 type callRecord struct{ primaryFailed, breakerOpen, fallbackUsed bool }
 
-func (p probe) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+func (p probe) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	res, err := p.Limiter.Allow(ctx, subject, ls, cost)
 	if rec, _ := ctx.Value(probeKey{}).(*callRecord); rec != nil {
 		if p.fallback {
@@ -144,7 +145,7 @@ func failoverRun(t *testing.T, cluster *testserver.RedisCluster, kind, policy st
 		t.Fatal(err)
 	}
 	m, err := apikey.New(memstore.New(), apikey.Options{LastUsedInterval: -1,
-		Plans: apikey.Plans{"": {apikey.Quota("budget", failoverBudget, apikey.Day)}}})
+		Plans: limits.Plans{"": {limits.Quota("budget", failoverBudget, limits.Day)}}})
 	if err != nil {
 		t.Fatal(err)
 	}

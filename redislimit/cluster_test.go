@@ -13,6 +13,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/internal/testserver"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 )
 
@@ -50,7 +51,7 @@ func TestClusterFailoverUnderLoad(t *testing.T) {
 			require.NoError(t, err)
 			subject := apikey.NewID()
 			master, _ := cluster.Shard("{"+subject+"}", 30*time.Second)
-			q := []apikey.Limit{apikey.Quota("daily", count, apikey.Day)}
+			q := []limits.Limit{limits.Quota("daily", count, limits.Day)}
 			var allowed, failed, deniedAfter atomic.Int64
 			var killed atomic.Bool
 			var once sync.Once

@@ -346,14 +346,6 @@ func (mw *Middleware) internal(w http.ResponseWriter, r *http.Request, err error
 	w.Write(mw.bodies[http.StatusInternalServerError])
 }
 
-// lineage is the first key of k's rotation chain.
-func lineage(k *Key) string {
-	if k.Lineage != "" {
-		return k.Lineage
-	}
-	return k.ID
-}
-
 // planOf returns the plan of a request of k whose customer record is c
 // (nil without customer records), nil without plans.
 func (rl *rateLimits) planOf(k *Key, c *Customer) (*plan, error) {

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gokeys/apikey/internal/gcra"
@@ -408,14 +407,4 @@ func (mw *Middleware) meterDebit(ctx context.Context, k *Key, delta int64) {
 		c.cost.Add(delta)
 		c.release()
 	}
-}
-
-// debitStats counts the debits of reported costs.
-type debitStats struct {
-	retries, failures atomic.Uint64
-}
-
-// addStats fills the debit counters of s.
-func (d *debitStats) addStats(s *Stats) {
-	s.DebitRetries, s.DebitFailures = d.retries.Load(), d.failures.Load()
 }

@@ -71,7 +71,7 @@ func withToken(k *apikey.Key, token string) any {
 // status says in one word whether the key works at now.
 func status(k *apikey.Key, now time.Time) string {
 	switch {
-	case k.Revoked(now):
+	case k.Revoked():
 		return "revoked"
 	case k.Expired(now):
 		return "expired"

@@ -38,7 +38,7 @@ type cacheOptions struct {
 // cacheEntry is one immutable cache entry: it is replaced, never changed.
 type cacheEntry struct {
 	// key is the record, shared with every caller of Verify that hits this
-	// entry (see Verify: it is never modified); nil for an unknown id.
+	// entry (see Verify: it is never modified). Nil for an unknown id.
 	key *Key
 	// sum is the SHA-256 of the key material that verified against key;
 	// verified is false when none did (the entry was made by a wrong
@@ -48,8 +48,9 @@ type cacheEntry struct {
 	// check is the token's checksum (its CRC-32) with checkKnown set, for
 	// a verified entry: a token of the same prefix, checksum and material
 	// is the very token that verified, so a hit need not recompute them.
-	check   uint64
-	fetched time.Time
+	check uint64
+	// fetched is when key was read from the store (Unix nanoseconds).
+	fetched int64
 	// used is when a use of key was last handed to the last-used recorder
 	// (Unix nanoseconds), the one field that changes: a hit within
 	// usageGranularity of it skips the recorder.
@@ -159,7 +160,7 @@ func newCache(o cacheOptions) (*cache, error) {
 	return c, nil
 }
 
-// shardSeed hashes key ids to shards; it is fixed for the process so that
+// shardSeed hashes key ids to shards. It is fixed for the process so that
 // the cache and the last-used recorder agree.
 var shardSeed = maphash.MakeSeed()
 
@@ -183,7 +184,7 @@ func hotSlot(id string) int {
 // lock, if it is there and fresh.
 func (c *cache) hit(shard, slot int, id string, now time.Time) *cacheEntry {
 	e := c.shards[shard].hot[slot].Load()
-	if e == nil || e.key.ID != id || now.Sub(e.fetched) >= c.ttl {
+	if e == nil || e.key.ID != id || now.UnixNano()-e.fetched >= int64(c.ttl) {
 		return nil
 	}
 	return e
@@ -196,7 +197,7 @@ func (c *cache) get(shard int, id string, now time.Time, extra time.Duration) *c
 	s.mu.RLock()
 	e := s.entries[id]
 	s.mu.RUnlock()
-	if e == nil || now.Sub(e.fetched) >= c.maxAge(e, extra) {
+	if e == nil || now.UnixNano()-e.fetched >= int64(c.maxAge(e, extra)) {
 		return nil
 	}
 	return e
@@ -353,7 +354,7 @@ type narrowedKey struct {
 
 type customerEntry struct {
 	c       *Customer // never nil: the zero record for an unknown id
-	fetched time.Time
+	fetched int64     // Unix nanoseconds
 }
 
 // checkKnown marks cacheEntry.check as set.
@@ -424,7 +425,7 @@ func (c *cache) quick(token string, f *Format, clk *clock) (*cacheEntry, time.Ti
 		return nil, time.Time{}
 	}
 	now := clk.read()
-	if now.Sub(e.fetched) >= c.ttl {
+	if now.UnixNano()-e.fetched >= int64(c.ttl) {
 		return nil, time.Time{}
 	}
 	sum := sha256.Sum256(readOnly(material))
@@ -497,7 +498,7 @@ func (c *cache) lookup(ctx context.Context, t Token, now time.Time, get func(con
 		// An unknown id and a wrong secret are remembered alike, so that
 		// both cost one store query per NegativeTTL.
 		if errors.Is(err, ErrInvalid) && c.negTTL > 0 {
-			e := &cacheEntry{fetched: now}
+			e := &cacheEntry{fetched: now.UnixNano()}
 			id := t.ID
 			if k != nil && k.ID == t.ID {
 				e.key, id = k, k.ID
@@ -506,7 +507,7 @@ func (c *cache) lookup(ctx context.Context, t Token, now time.Time, get func(con
 		}
 		return nil, nil, cacheMiss, err
 	}
-	e := &cacheEntry{key: k, sum: sum, verified: true, check: checkOf(t), fetched: now}
+	e := &cacheEntry{key: k, sum: sum, verified: true, check: checkOf(t), fetched: now.UnixNano()}
 	c.put(shard, k.ID, e, epoch)
 	return k, e, cacheMiss, nil
 }

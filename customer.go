@@ -24,18 +24,18 @@ import (
 type Customer struct {
 	// ID identifies the customer: the Owner of his keys.
 	ID string `json:"id"`
-	// Plan names the customer's plan in Options.Plans; empty means
+	// Plan names the customer's plan in Options.Plans. Empty means
 	// Options.DefaultPlan.
 	Plan string `json:"plan,omitempty"`
 	// Scopes is the scope ceiling: the scopes his keys may hold. Nil means
-	// unrestricted; an empty, non-nil slice allows none. A key's effective
+	// unrestricted. An empty, non-nil slice allows none. A key's effective
 	// scopes are its own scopes within the ceiling, so lowering the
 	// ceiling narrows every key at once.
 	Scopes []string `json:"scopes"`
 	// MaxKeys caps the customer's usable keys (not revoked, not expired);
 	// a rotation chain counts once. 0 means no cap. Concurrent Issues
 	// never exceed it when the store implements CustomerStore (they are
-	// ordered by the record's Revision); with Options.Customers over a
+	// ordered by the record's Revision). With Options.Customers over a
 	// store without it, they may.
 	MaxKeys int `json:"max_keys,omitempty"`
 	// Limits are granted by the operator on top of the plan's: a limit
@@ -49,7 +49,7 @@ type Customer struct {
 	// Suspended refuses every key of the customer until it is cleared.
 	// Only the operator sets or clears it.
 	Suspended bool `json:"suspended"`
-	// Metadata holds application data; never put secrets in it.
+	// Metadata holds application data. Never put secrets in it.
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// CreatedAt and UpdatedAt are set by the Manager.
 	CreatedAt time.Time `json:"created_at,omitzero"`
@@ -97,7 +97,7 @@ func (k *Key) Customer() string {
 // PutCustomer writes c conditionally, like Store.Update: with Revision 0 it
 // creates the record (ErrConflict if it exists), else it replaces the
 // stored record only if the stored Revision equals c.Revision
-// (ErrConflict otherwise, ErrNotFound if there is none); it stores
+// (ErrConflict otherwise, ErrNotFound if there is none). It stores
 // Revision+1 and sets c.Revision to it. Every field round-trips, and a nil
 // Scopes stays nil while an empty Scopes stays empty. ListCustomers
 // returns up to limit customers (100 when 0) with an ID above after, in

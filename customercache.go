@@ -51,19 +51,34 @@ func newCustomers(store Store, hook func(context.Context, string) (*Customer, er
 
 // read returns the record of id from the source, the zero record for an
 // unknown id, never nil without an error.
-func (cs *customers) read(ctx context.Context, id string) (c *Customer, err error) {
+func (cs *customers) read(ctx context.Context, id string) (*Customer, error) {
+	c, err := cs.fetch(ctx, id)
+	if c == nil && err == nil {
+		return &Customer{ID: id}, nil
+	}
+	return c, err
+}
+
+// unknownCustomer is the record the request path shares among all ids
+// without one, so that caching them costs no record each. It is never
+// changed.
+var unknownCustomer = &Customer{}
+
+// fetch returns the record of id from the source, nil without an error
+// for an unknown id.
+func (cs *customers) fetch(ctx context.Context, id string) (c *Customer, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			c, err = nil, panicError{r}
 		}
 	}()
 	if !storable(id) {
-		return &Customer{ID: id}, nil
+		return nil, nil
 	}
 	c, err = cs.get(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return &Customer{ID: id}, nil
+		return nil, nil
 	case err != nil:
 		return nil, err
 	case c == nil:
@@ -92,18 +107,21 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 	var e *customerEntry
 	if ok {
 		e = v.(*customerEntry)
-		if cs.ttl > 0 && now.Sub(e.fetched) < cs.ttl {
+		if cs.ttl > 0 && now.UnixNano()-e.fetched < int64(cs.ttl) {
 			return e, epoch, nil
 		}
 	}
-	c, err := cs.read(ctx, id)
+	c, err := cs.fetch(ctx, id)
+	if c == nil && err == nil {
+		c = unknownCustomer
+	}
 	if err != nil {
-		if e != nil && cs.stale > 0 && now.Sub(e.fetched) < cs.ttl+cs.stale {
+		if e != nil && cs.stale > 0 && now.UnixNano()-e.fetched < int64(cs.ttl+cs.stale) {
 			return e, epoch, nil
 		}
 		return nil, 0, fmt.Errorf("apikey: customer: %w: %w", ErrUnavailable, err)
 	}
-	fresh := &customerEntry{c: c, fetched: now}
+	fresh := &customerEntry{c: c, fetched: now.UnixNano()}
 	if cs.ttl > 0 {
 		cs.keep(id, fresh, epoch)
 	}
@@ -115,7 +133,7 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 // entry remembered there answers without a map lookup.
 func (cs *customers) lookupFor(ctx context.Context, ce *cacheEntry, k *Key, now time.Time) (*Customer, error) {
 	if ce != nil && cs.ttl > 0 {
-		if m := ce.cust.Load(); m != nil && m.epoch == cs.epoch.Load() && now.Sub(m.e.fetched) < cs.ttl {
+		if m := ce.cust.Load(); m != nil && m.epoch == cs.epoch.Load() && now.UnixNano()-m.e.fetched < int64(cs.ttl) {
 			return m.e.c, nil
 		}
 	}
@@ -123,7 +141,7 @@ func (cs *customers) lookupFor(ctx context.Context, ce *cacheEntry, k *Key, now 
 	if err != nil {
 		return nil, err
 	}
-	if ce != nil && cs.ttl > 0 && now.Sub(e.fetched) < cs.ttl {
+	if ce != nil && cs.ttl > 0 && now.UnixNano()-e.fetched < int64(cs.ttl) {
 		ce.cust.Store(&customerMemo{e: e, epoch: epoch})
 	}
 	return e.c, nil

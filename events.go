@@ -35,12 +35,12 @@ const (
 type event struct {
 	// Type is what happened.
 	Type eventType
-	// KeyID is the key concerned; for a verification of a token that did
+	// KeyID is the key concerned. For a verification of a token that did
 	// not parse, it is empty.
 	KeyID string
 	// Owner is the key's owner when the operation read it anyway: always
 	// for issue, rotate, update, disable, enable, a successful
-	// verification and RevokeOwner; empty for delete and for a revoke by a
+	// verification and RevokeOwner. Empty for delete and for a revoke by a
 	// store's Revoker.
 	Owner string
 	// Err is the outcome of a verification: nil on success, otherwise one
@@ -140,7 +140,7 @@ func (l *eventLog) logVerify(ctx context.Context, e event) {
 
 // logSampler lets through at most one log line per second per outcome of
 // a failed verification, and counts the others. It is safe for concurrent
-// use; the zero value is ready.
+// use. The zero value is ready.
 type logSampler struct {
 	kinds [8]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out

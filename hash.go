@@ -49,7 +49,7 @@ const minPepperLength = 32
 // Pepper is a server-side secret that keys the HMAC of every stored digest.
 // Keep it outside the database (an environment variable, a secret manager).
 type Pepper struct {
-	// Version names the pepper; it is stored with every digest it made.
+	// Version names the pepper. It is stored with every digest it made.
 	// It must be non-empty and must not change once digests use it.
 	Version string
 	// Secret is the pepper itself: at least 32 random bytes.
@@ -115,7 +115,7 @@ func (h *hmacHasher) sum(pool *sync.Pool, material, dst []byte) []byte {
 // sha256Hasher hashes with plain, unkeyed SHA-256. It is what a Manager
 // uses when no pepper is configured. Secrets of 128 bits or more cannot be
 // brute-forced from their digests, but anyone who can write to the store
-// can forge digests; prefer a pepper kept outside the database.
+// can forge digests. Prefer a pepper kept outside the database.
 type sha256Hasher struct{}
 
 // Hash implements Hasher.
@@ -167,7 +167,7 @@ func (b *bcryptHasher) Hash(material []byte) ([]byte, string, error) {
 	return d, versionBcrypt, err
 }
 
-// Compare implements Hasher; bcrypt compares in constant time.
+// Compare implements Hasher. Bcrypt compares in constant time.
 func (b *bcryptHasher) Compare(material, digest []byte, version string) (bool, error) {
 	if version != versionBcrypt {
 		return false, ErrUnknownHashVersion

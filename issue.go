@@ -20,14 +20,14 @@ type IssueParams struct {
 	Name string
 	// Owner identifies the user or service the key belongs to.
 	Owner string
-	// Scopes are the permissions granted; each must be a non-empty RFC
+	// Scopes are the permissions granted. Each must be a non-empty RFC
 	// 6749 scope token (printable ASCII without spaces, '"' or '\').
 	Scopes []string
 	// Plan names the key's rate-limit tier.
 	Plan string
 	// Metadata is copied onto the key.
 	Metadata map[string]string
-	// ExpiresAt, if set, is when the key stops working; it must be in the
+	// ExpiresAt, if set, is when the key stops working. It must be in the
 	// future. It wins over TTL.
 	ExpiresAt time.Time
 	// Prefix is the token prefix: Options.Prefix when empty, else one of
@@ -35,7 +35,7 @@ type IssueParams struct {
 	Prefix string
 	// Limits are the key's own limits (see Key.Limits).
 	Limits []limits.Limit
-	// TTL, if positive, is the key's lifetime; a negative TTL is refused
+	// TTL, if positive, is the key's lifetime. A negative TTL is refused
 	// with an *InputError. Without ExpiresAt and TTL,
 	// Options.DefaultTTL applies.
 	TTL time.Duration
@@ -132,7 +132,7 @@ func (m *Manager) create(ctx context.Context, f Format, k *Key, op string, save 
 // concurrency by a conditional write of the customer record (its
 // Revision) after the key is stored: of concurrent Issues that counted
 // the same keys, those whose write loses remove their key and count
-// again, so the cap is never exceeded; the token of a removed key never
+// again, so the cap is never exceeded. The token of a removed key never
 // leaves the Manager. The record checked is the Revision the write is
 // conditional on, so that a cap lowered (or a suspension set) by a
 // SetCustomer that returned decides every Issue that counts after it.

@@ -16,7 +16,7 @@ import (
 // with log/slog shows its ID and Hint, never its Hash. The zero time in a
 // time field means "not set".
 type Key struct {
-	// ID is the public key id, the token's id part; unique in the store.
+	// ID is the public key id, the token's id part. Unique in the store.
 	ID string `json:"id"`
 	// Prefix is the token prefix the key was issued with, e.g. "sk_live".
 	Prefix string `json:"prefix"`
@@ -36,17 +36,17 @@ type Key struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// Plan names the rate-limit tier of the key (see Plans).
 	Plan string `json:"plan,omitempty"`
-	// Metadata holds application data; never put secrets in it.
+	// Metadata holds application data. Never put secrets in it.
 	Metadata map[string]string `json:"metadata,omitempty"`
 
 	// CreatedAt is when the key was issued.
 	CreatedAt time.Time `json:"created_at"`
-	// ExpiresAt is when the key stops working; zero means never.
+	// ExpiresAt is when the key stops working. Zero means never.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// LastUsedAt is the last successful verification known to the store.
 	// It is written in batches, so it may lag by the flush interval.
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
-	// RevokedAt is when the key was revoked; zero means not revoked.
+	// RevokedAt is when the key was revoked. Zero means not revoked.
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 
 	// RotatedFrom is the ID of the key this one replaced.
@@ -70,7 +70,7 @@ type Key struct {
 	// Disabled, which is the operator's.
 	Paused bool `json:"paused"`
 	// Limits, if set, are the key's own limits: rate and quota limits
-	// replace those of its plan; credits limits add to them.
+	// replace those of its plan. Credits limits add to them.
 	Limits []limits.Limit `json:"limits,omitempty"`
 
 	// Revision counts the writes to the record. A Store sets it to 1 on

@@ -125,7 +125,7 @@ func (m *Manager) changed(ctx context.Context, id string) {
 
 // Update changes the key id with change, which receives a copy of the
 // stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt and
-// Limits; a change to any other field is refused with ErrInvalidOptions.
+// Limits. A change to any other field is refused with ErrInvalidOptions.
 // Values beyond the input limits (see MaxNameLength), a plan not in
 // Options.Plans, a plan other than the one stored for the key's customer
 // (change that with SetCustomer), scopes outside the customer's ceiling
@@ -272,7 +272,7 @@ func (m *Manager) validChange(ctx context.Context, before, after *Key) error {
 
 // Revoke revokes the key with the given id, for good: no later operation
 // (Update, Enable, Rotate, concurrent or not) makes it work again. It takes
-// effect at once for every verification through m; other Managers over
+// effect at once for every verification through m. Other Managers over
 // the same store notice within their cache TTL, or at once with a Notifier
 // (see Notifier). Revoking a revoked key is not an error. The event carries the owner only when it was read anyway
 // (stores without Revoker).
@@ -322,7 +322,7 @@ func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner s
 // nothing. Guarantees when it returns nil: every key of owner that existed
 // when it was called, and every successor made by a Rotate that ran
 // concurrently, is revoked (a rotation needs an unrevoked key, and each
-// pass sees the successors of the keys the previous pass revoked); and no
+// pass sees the successors of the keys the previous pass revoked). And no
 // rotation of a revoked key can ever succeed afterwards. A key created by a
 // concurrent plain Issue that is stored after the final pass may survive:
 // revoke it, or stop issuing to the owner first. When keys of owner keep
@@ -388,7 +388,7 @@ func (m *Manager) revokeOwnerPass(ctx context.Context, owner string, now time.Ti
 	}
 }
 
-// Delete removes the key with the given id from the store; prefer Revoke,
+// Delete removes the key with the given id from the store. Prefer Revoke,
 // which keeps the record for audits. Its event carries no owner.
 func (m *Manager) Delete(ctx context.Context, id string) error {
 	if !storable(id) {

@@ -13,19 +13,19 @@ type Stats struct {
 	UsesDropped uint64
 	// Flushes counts MarkUsed calls that succeeded.
 	Flushes uint64
-	// FlushErrors counts MarkUsed calls that failed; their uses are kept
+	// FlushErrors counts MarkUsed calls that failed. Their uses are kept
 	// for the next flush while the queue has room.
 	FlushErrors uint64
 	// Published counts ids announced through the Notifier.
 	Published uint64
-	// PublishErrors counts ids the Notifier failed to announce; other
+	// PublishErrors counts ids the Notifier failed to announce. Other
 	// instances then notice those changes within their cache TTL.
 	PublishErrors uint64
 	// UsageRecorded counts requests counted for usage (see
 	// Options.UsageInterval); UsageDropped those not counted because
 	// the queue was full (Options.UsageQueue). UsageFlushes and
 	// UsageFlushErrors count the usage.Store.AddUsage calls that
-	// succeeded and failed; a failed call's counts are kept for the
+	// succeeded and failed. A failed call's counts are kept for the
 	// next flush.
 	UsageRecorded, UsageDropped, UsageFlushes, UsageFlushErrors uint64
 	// CacheResets counts whole-cache drops on a notifier's (re)subscription

@@ -34,7 +34,7 @@ const (
 	MaxScopeLength = 128
 	// MaxMetadataEntries is the most Key.Metadata entries.
 	MaxMetadataEntries = 32
-	// MaxMetadataKeyLength is the longest metadata key; keys are not empty.
+	// MaxMetadataKeyLength is the longest metadata key. Keys are not empty.
 	MaxMetadataKeyLength = 64
 	// MaxMetadataValueLength is the longest metadata value.
 	MaxMetadataValueLength = 512
@@ -46,7 +46,7 @@ const (
 	// CreditsLimit is the name of the limit made of Customer.Credits.
 	CreditsLimit = "credits"
 	// MaxListLimit is the largest page Store.List must serve
-	// (ListOptions.Limit); larger limits are reduced to it.
+	// (ListOptions.Limit). Larger limits are reduced to it.
 	MaxListLimit = 1000
 )
 
@@ -56,7 +56,7 @@ var (
 	maxExpiry = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
 )
 
-// validExpiry checks an expiry against the range every store holds; the
+// validExpiry checks an expiry against the range every store holds. The
 // zero time (no expiry) passes.
 func validExpiry(t time.Time) error {
 	if !t.IsZero() && (t.Before(minExpiry) || t.After(maxExpiry)) {
@@ -139,7 +139,7 @@ func validKeyLimits(ls []limits.Limit) error {
 	return nil
 }
 
-// validPlan checks a plan name; with Options.Plans set, it must be one of
+// validPlan checks a plan name. With Options.Plans set, it must be one of
 // them (the empty plan always passes).
 func validPlan(plans limits.Plans, plan string) error {
 	if err := validText("plan", plan, MaxPlanLength); err != nil {

@@ -19,7 +19,7 @@ import (
 //
 // The returned key is shared: with the cache on, it is the cached record,
 // returned to every verification of the same key until the entry is
-// replaced, so that a hit allocates nothing. Treat it as read-only; call
+// replaced, so that a hit allocates nothing. Treat it as read-only. Call
 // Clone for a copy you may change. (Changing it would change what every
 // other request sees, until the entry expires.)
 //
@@ -72,8 +72,8 @@ type verification struct {
 
 // verify is the verification pipeline, one stage after the other: the
 // cache answers a token it has verified, byte for byte, or it does not;
-// the token is parsed; its key is loaded through the cache, which checks
-// the digest and remembers the answer; the key's state and customer decide.
+// the token is parsed. Its key is loaded through the cache, which checks
+// the digest and remembers the answer. The key's state and customer decide.
 // start, when not zero, is a reading of time.Now to use instead of reading
 // the clock again, if the Manager's clock is time.Now.
 func (m *Manager) verify(ctx context.Context, token string, start time.Time) verification {

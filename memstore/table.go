@@ -355,8 +355,8 @@ func appendCount(b []byte, n int, isNil bool) []byte {
 // decoded is a key and room for its small slices, allocated at once.
 type decoded struct {
 	key    apikey.Key
-	scopes [4]string
-	hash   [64]byte
+	scopes [2]string
+	hash   [32]byte
 }
 
 // decode returns a new key from the record in slot s. Its strings alias

@@ -75,6 +75,7 @@ func (f *fixture) middleware(t *testing.T, opts apikey.MiddlewareOptions) *apike
 func okHandler(ran *bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		*ran = true
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8") // not sniffed: a key id may start like a BMP file
 		k := apikey.FromContext(r.Context())
 		if k == nil {
 			io.WriteString(w, "anonymous")

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"reflect"
 	"slices"
 	"sync"
@@ -244,6 +245,9 @@ type IssueParams struct {
 	Prefix string
 	// Limits are the key's own limits (see Key.Limits).
 	Limits []Limit
+	// AllowedIPs, if set, restrict the key to these IP ranges, which must
+	// lie within its customer's (see Key.AllowedIPs).
+	AllowedIPs []netip.Prefix
 	// TTL, if positive, is the key's lifetime; a negative TTL is refused
 	// with an *InputError. Without ExpiresAt and TTL,
 	// Options.DefaultTTL applies.
@@ -390,8 +394,8 @@ func (m *Manager) Now() time.Time { return m.now() }
 // forget it. Input beyond the documented limits (see MaxNameLength), an
 // unknown plan (when Options.Plans is set), an invalid limit, a prefix the
 // Manager does not accept, an expiry in the past or beyond
-// Options.MaxKeyLifetime, or scopes outside the customer's ceiling give an
-// *InputError (matching ErrInvalidInput). A key with an owner is refused
+// Options.MaxKeyLifetime, scopes outside the customer's ceiling, or IP
+// ranges that are invalid or outside the customer's give an *InputError (matching ErrInvalidInput). A key with an owner is refused
 // with ErrSuspended while its customer is suspended, and with
 // ErrTooManyKeys at the customer's key cap (see Customer).
 func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error) {
@@ -406,7 +410,7 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 	k := &Key{
 		Prefix: f.prefix, Name: p.Name, Owner: p.Owner, Plan: p.Plan,
 		Scopes: append([]string(nil), p.Scopes...), CreatedAt: now,
-		Metadata: maps.Clone(p.Metadata), Limits: slices.Clone(p.Limits),
+		Metadata: maps.Clone(p.Metadata), Limits: slices.Clone(p.Limits), AllowedIPs: slices.Clone(p.AllowedIPs),
 	}
 	for i := range k.Limits {
 		k.Limits[i].Subject = "" // set per request, never stored
@@ -520,12 +524,13 @@ func (m *Manager) changed(ctx context.Context, id string) {
 }
 
 // Update changes the key id with change, which receives a copy of the
-// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt and
-// Limits; a change to any other field is refused with ErrInvalidOptions.
+// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt,
+// Limits and AllowedIPs; a change to any other field is refused with
+// ErrInvalidOptions.
 // Values beyond the input limits (see MaxNameLength), a plan not in
 // Options.Plans, a plan other than the one stored for the key's customer
-// (change that with SetCustomer), scopes outside the customer's ceiling
-// and an expiry beyond Options.MaxKeyLifetime give an *InputError
+// (change that with SetCustomer), scopes outside the customer's ceiling,
+// new IP ranges outside the customer's and an expiry beyond Options.MaxKeyLifetime give an *InputError
 // (matching ErrInvalidInput). An error returned by change is returned as
 // it is, and nothing is written.
 //
@@ -602,9 +607,12 @@ func (m *Manager) update(ctx context.Context, id string, t eventType, change fun
 func (m *Manager) validChange(ctx context.Context, before, after *Key) error {
 	probe := after.Clone()
 	probe.Name, probe.Scopes, probe.Plan, probe.Metadata = before.Name, before.Scopes, before.Plan, before.Metadata
-	probe.ExpiresAt, probe.Limits = before.ExpiresAt, before.Limits
+	probe.ExpiresAt, probe.Limits, probe.AllowedIPs = before.ExpiresAt, before.Limits, before.AllowedIPs
 	if !reflect.DeepEqual(probe, before) {
-		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt and Limits", ErrInvalidOptions)
+		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt, Limits and AllowedIPs", ErrInvalidOptions)
+	}
+	if err := m.validIPChange(ctx, before, after); err != nil {
+		return err
 	}
 	scopes := !slices.Equal(after.Scopes, before.Scopes)
 	plan := after.Plan != before.Plan && after.Plan != "" && m.custs != nil && m.custs.store != nil

@@ -66,7 +66,7 @@ func (e event) LogValue() slog.Value {
 // outcome names a verification error by its sentinel, so that logs never
 // carry a wrapped message from a dependency.
 func outcome(err error) string {
-	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable} {
+	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrIPNotAllowed, ErrUnavailable} {
 		if errors.Is(err, s) {
 			return s.Error()
 		}
@@ -129,7 +129,7 @@ func (m *Manager) logVerify(ctx context.Context, e event) {
 // a failed verification, and counts the others. It is safe for concurrent
 // use; the zero value is ready.
 type logSampler struct {
-	kinds [8]struct {
+	kinds [9]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out
 		suppressed atomic.Uint64 // lines left out since the last one
 		_          [48]byte      // one cache line each
@@ -155,6 +155,8 @@ func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
 		i = 6
 	case "suspended":
 		i = 7
+	case "ip_not_allowed":
+		i = 8
 	}
 	kind := &s.kinds[i]
 	t := now.UnixNano()

@@ -19,7 +19,9 @@ import (
 // conditional on, so that a cap lowered (or a suspension set) by a
 // SetCustomer that returned decides every Issue that counts after it.
 // Without a cap, the record is read again once the key is stored, and a
-// change that landed meanwhile removes the key and decides again.
+// change that landed meanwhile removes the key and decides again. A
+// key's IP ranges must lie within the customer's; ranges the customer
+// loses later are enforced at verification (see effectiveIPs).
 func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (string, error) {
 	if m.custs == nil {
 		return m.create(ctx, f, k, "issue", m.store.Create)
@@ -61,6 +63,8 @@ func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (s
 			return "", fmt.Errorf("apikey: issue: %w", ErrSuspended)
 		case !within(k, c):
 			return "", &InputError{Field: "scopes", Reason: "outside the customer's scopes"}
+		case !ipsWithin(k, c):
+			return "", errIPsOutside()
 		case c.MaxKeys == 0:
 			token, err := m.create(ctx, f, k, "issue", m.store.Create)
 			if err != nil {

@@ -38,8 +38,11 @@ const (
 //
 // A successful verification records a use for the next last-used flush;
 // it never writes to the store itself.
+//
+// Verify knows no client address: a key restricted to IP ranges is
+// refused with ErrIPNotAllowed (see VerifyFrom).
 func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
-	k, _, err := m.verifyKey(ctx, token)
+	k, _, err := m.verifyKey(ctx, token, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -50,12 +53,12 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 // and, on a refusal for the state of a key whose secret verified
 // (ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), the
 // key, so that the refusal is counted for it.
-func (m *Manager) verifyKey(ctx context.Context, token string) (*Key, time.Time, error) {
+func (m *Manager) verifyKey(ctx context.Context, token string, from *origin) (*Key, time.Time, error) {
 	var start time.Time
 	if m.metrics != nil {
 		start = time.Now()
 	}
-	k, id, now, cached, err := m.verify(ctx, token, start)
+	k, id, now, cached, err := m.verify(ctx, token, start, from)
 	if err == nil && k == nil { // unreachable: a last defence for the contract
 		err = fmt.Errorf("apikey: verify: %w: no key and no error", ErrUnavailable)
 	}
@@ -78,8 +81,8 @@ func (m *Manager) verifyKey(ctx context.Context, token string) (*Key, time.Time,
 // clock (zero when the token did not parse: garbage costs no clock
 // reading) and how the cache answered. start, when not zero, is a reading
 // of time.Now to use instead of reading the clock again, if the Manager's
-// clock is time.Now.
-func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*Key, string, time.Time, string, error) {
+// clock is time.Now. from is where the request came from (nil: unknown).
+func (m *Manager) verify(ctx context.Context, token string, start time.Time, from *origin) (*Key, string, time.Time, string, error) {
 	if len(token) > MaxTokenLength {
 		return nil, "", time.Time{}, cacheNone, ErrMalformed
 	}
@@ -130,9 +133,12 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*K
 			return k, k.ID, now, cached, err
 		case c.Suspended:
 			return k, k.ID, now, cached, ErrSuspended
-		case !within(k, c):
+		case !within(k, c) || !confined(k, c):
 			k = narrowed(e, k, c)
 		}
+	}
+	if len(k.AllowedIPs) != 0 && !from.allows(k.AllowedIPs) {
+		return k, k.ID, now, cached, ErrIPNotAllowed // spends nothing, records no use
 	}
 	if m.usage != nil {
 		// A key verified many times a millisecond is recorded once per
@@ -334,6 +340,8 @@ func outcomeOf(err error) string {
 		return "paused"
 	case ErrSuspended:
 		return "suspended"
+	case ErrIPNotAllowed:
+		return "ip_not_allowed"
 	}
 	switch {
 	case errors.Is(err, ErrMalformed):
@@ -350,6 +358,8 @@ func outcomeOf(err error) string {
 		return "paused"
 	case errors.Is(err, ErrSuspended):
 		return "suspended"
+	case errors.Is(err, ErrIPNotAllowed):
+		return "ip_not_allowed"
 	}
 	return "unavailable"
 }

@@ -52,7 +52,8 @@
 //	    rotated_at   TIMESTAMPTZ NULL,
 //	    lineage      TEXT COLLATE "C" NOT NULL DEFAULT '',
 //	    limits       TEXT NULL,
-//	    paused       BOOLEAN NOT NULL DEFAULT FALSE
+//	    paused       BOOLEAN NOT NULL DEFAULT FALSE,
+//	    allowed_ips  TEXT NULL
 //	);
 //	CREATE INDEX IF NOT EXISTS "api_keys_owner_created_idx" ON "api_keys" (owner, created_at NULLS FIRST, id);
 //	CREATE TABLE IF NOT EXISTS "api_customers" (
@@ -66,6 +67,7 @@
 //	    metadata   TEXT NOT NULL,
 //	    created_at TIMESTAMPTZ NULL,
 //	    updated_at TIMESTAMPTZ NULL,
+//	    allowed_ips TEXT NULL,
 //	    revision   BIGINT NOT NULL
 //	);
 //	CREATE TABLE IF NOT EXISTS "api_usage" (
@@ -105,6 +107,7 @@
 //	    lineage      VARBINARY(64) NOT NULL DEFAULT '',
 //	    limits       TEXT NULL,
 //	    paused       BOOLEAN NOT NULL DEFAULT FALSE,
+//	    allowed_ips  TEXT NULL,
 //	    PRIMARY KEY (id),
 //	    KEY owner_created (owner, created_at, id)
 //	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -119,6 +122,7 @@
 //	    metadata   TEXT NOT NULL,
 //	    created_at DATETIME(6) NULL,
 //	    updated_at DATETIME(6) NULL,
+//	    allowed_ips TEXT NULL,
 //	    revision   BIGINT NOT NULL,
 //	    PRIMARY KEY (id)
 //	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -158,7 +162,8 @@
 //	    rotated_at   INTEGER NULL,
 //	    lineage      TEXT NOT NULL DEFAULT '',
 //	    limits       TEXT NULL,
-//	    paused       INTEGER NOT NULL DEFAULT 0
+//	    paused       INTEGER NOT NULL DEFAULT 0,
+//	    allowed_ips  TEXT NULL
 //	) WITHOUT ROWID;
 //	CREATE INDEX IF NOT EXISTS "api_keys_owner_created_idx" ON "api_keys" (owner, created_at, id);
 //	CREATE TABLE IF NOT EXISTS "api_customers" (
@@ -172,6 +177,7 @@
 //	    metadata   TEXT NOT NULL,
 //	    created_at INTEGER NULL,
 //	    updated_at INTEGER NULL,
+//	    allowed_ips TEXT NULL,
 //	    revision   INTEGER NOT NULL
 //	) WITHOUT ROWID;
 //	CREATE TABLE IF NOT EXISTS "api_usage" (
@@ -201,6 +207,11 @@
 // and not paused, and keep verifying. Dialect.Upgrade returns the ALTER
 // TABLE and index statements for migration tools; call BackfillCustomers
 // after them.
+//
+// The release before IP restrictions lacks the allowed_ips column of the
+// keys and of the customers table: Migrate adds both in place (ALTER
+// TABLE ... ADD COLUMN, NULL), so that existing keys and customers are
+// not restricted and keep verifying, without a backfill.
 //
 // On PostgreSQL the upgrade runs in one transaction, and building the
 // index locks the keys table against writes meanwhile: on a large table,

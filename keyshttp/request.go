@@ -55,8 +55,8 @@ type createRequest struct {
 // patchRequest is the body of PATCH /api-keys/{id}: every member is
 // optional, and only those present change.
 type patchRequest struct {
-	Name      optional[string]    `json:"name"`
-	Scopes    optional[[]string]  `json:"scopes"`
+	Name       optional[string]    `json:"name"`
+	Scopes     optional[[]string]  `json:"scopes"`
 	ExpiresAt  optional[time.Time] `json:"expires_at"`
 	AllowedIPs optional[[]string]  `json:"allowed_ips"`
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -165,6 +166,8 @@ type Key struct {
 	// scope ceiling is "read"), or a token that is none: "malformed",
 	// "invalid" (well formed, unknown), "long".
 	State string
+	// AllowedIPs restrict the key to IP ranges.
+	AllowedIPs []netip.Prefix
 }
 
 // NewCustomer returns the id of a new customer whose record is c (its ID
@@ -212,7 +215,7 @@ func (e *Env) Issue(t testing.TB, k Key) (token string, key *apikey.Key) {
 	if plan == "" {
 		plan = "free"
 	}
-	token, key, err := e.M.Issue(ctx, apikey.IssueParams{Owner: owner, Scopes: k.Scopes, Plan: plan})
+	token, key, err := e.M.Issue(ctx, apikey.IssueParams{Owner: owner, Scopes: k.Scopes, Plan: plan, AllowedIPs: k.AllowedIPs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/adminhttp"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/keyshttp"
 	"github.com/gokeys/apikey/keyspage"
 	"github.com/gokeys/apikey/selfservice"
@@ -42,6 +43,7 @@ type app struct {
 	users     map[string][32]byte // name -> SHA-256 of the password
 	operators map[string][32]byte // the same for the operator API
 	log       *slog.Logger
+	proxies   *ipallow.Proxies
 }
 
 type appConfig struct {
@@ -51,6 +53,7 @@ type appConfig struct {
 	users    map[string]string // name -> password of the users
 	operator map[string]string // the operator's name -> password; none: no operator API
 	log      *slog.Logger
+	proxies  *ipallow.Proxies // -trusted-proxies; nil: the client is the peer
 }
 
 func newApp(ctx context.Context, cfg appConfig) (*app, error) {
@@ -64,6 +67,7 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 		Limiter:                cfg.limiter,
 		LegacyRateLimitHeaders: true,
 		Logger:                 cfg.log,
+		TrustedProxies:         cfg.proxies, // for keys restricted to IP ranges
 	}
 	if cfg.fallback != nil {
 		opts.FallbackLimiter = cfg.fallback
@@ -72,7 +76,7 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &app{m: cfg.manager, mw: mw, users: hashed(cfg.users), log: cfg.log}
+	a := &app{m: cfg.manager, mw: mw, users: hashed(cfg.users), log: cfg.log, proxies: cfg.proxies}
 	// What a user may do to his own keys: never choose a plan, credits or
 	// limits; those are his customer record's, set by the operator.
 	policy, err := selfservice.New(cfg.manager, selfservice.Options{

@@ -10,6 +10,12 @@
 //	go run ./examples/server -postgres "$DSN"     # or -mysql "$DSN"
 //	go run ./examples/server -redis 127.0.0.1:6379  # limits and revocations shared by every instance
 //	go run ./examples/server -metrics              # GET /metrics for Prometheus
+//	go run ./examples/server -trusted-proxies 10.0.0.0/8  # behind a load balancer that sets X-Forwarded-For
+//
+// A key may be restricted to IP ranges: "allowed_ips": ["203.0.113.0/24"]
+// on POST /api-keys and PATCH /api-keys/{id}, shown in the key view; the
+// operator restricts a customer with PUT /admin/customers/{id}. A request
+// from elsewhere gets 403 (see README.md).
 //
 // The customers demo (free) and bob (pro) are defined at the first start;
 // later starts leave every customer as the operator left it. A user
@@ -61,6 +67,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/sqlstore"
@@ -71,6 +78,7 @@ type flags struct {
 	metrics                                        bool
 	cacheTTL, usageInterval                        time.Duration
 	grpc                                           string // see GRPC.md
+	trustedProxies, proxyHeader                    string // see README.md, IP restrictions
 }
 
 func main() {
@@ -86,6 +94,8 @@ func main() {
 	flag.StringVar(&f.users, "users", "demo:demo,bob:bob", "management users, comma-separated name:password pairs")
 	flag.StringVar(&f.admin, "admin", "", "the operator's name:password for the operator API under /admin/ (off when empty)")
 	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
+	flag.StringVar(&f.trustedProxies, "trusted-proxies", "", "the proxies (CIDR,…) whose forwarding header names the client, for keys restricted to IP ranges (none: the client is the peer)")
+	flag.StringVar(&f.proxyHeader, "proxy-header", ipallow.XForwardedFor, "the header the trusted proxies append the client to: X-Forwarded-For or Forwarded")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -141,7 +151,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log}
+	proxies, err := parseProxies(f.trustedProxies, f.proxyHeader)
+	if err != nil {
+		return err
+	}
+	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log, proxies: proxies}
 	if f.redis != "" {
 		// Fail fast: the middleware bounds each call (50 ms) and opens its
 		// circuit breaker after repeated failures, then the fallback decides.
@@ -180,6 +194,23 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	return nil
+}
+
+// parseProxies reads -trusted-proxies and -proxy-header; nil without
+// trusted proxies.
+func parseProxies(cidrs, header string) (*ipallow.Proxies, error) {
+	if strings.TrimSpace(cidrs) == "" {
+		return nil, nil
+	}
+	ranges, err := ipallow.Parse(strings.Split(strings.ReplaceAll(cidrs, " ", ""), ",")...)
+	if err != nil {
+		return nil, fmt.Errorf("-trusted-proxies: %w", err)
+	}
+	p, err := ipallow.NewProxies(header, ranges)
+	if err != nil {
+		return nil, fmt.Errorf("-proxy-header: %w", err)
+	}
+	return p, nil
 }
 
 // openStore opens the database the flags name and creates the tables of

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/ipallow"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/usage"
@@ -32,11 +33,11 @@ func ranges(t testing.TB, s ...string) []netip.Prefix {
 
 // countingLimiter counts the calls of the Limiter it wraps.
 type countingLimiter struct {
-	apikey.Limiter
+	limits.Limiter
 	calls atomic.Int64
 }
 
-func (l *countingLimiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+func (l *countingLimiter) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	l.calls.Add(1)
 	return l.Limiter.Allow(ctx, subject, ls, cost)
 }
@@ -61,7 +62,7 @@ func TestIPRestrictionRefusesAndSpendsNothing(t *testing.T) {
 	clk := newClock()
 	store := memstore.New()
 	m := newManager(t, store, apikey.Options{
-		Now: clk.Now, Plans: apikey.Plans{"pro": {apikey.Quota("daily", 100, apikey.Day)}}, DefaultPlan: "pro",
+		Now: clk.Now, Plans: limits.Plans{"pro": {limits.Quota("daily", 100, limits.Day)}}, DefaultPlan: "pro",
 		LastUsedInterval: time.Hour, UsageInterval: time.Hour,
 	})
 	mem, err := memlimit.New(memlimit.Options{Now: clk.Now})

@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // table holds a Store's records in a shape the garbage collector barely
@@ -36,7 +37,7 @@ type table struct {
 	ids    map[[apikey.IDLength]byte]uint32
 	other  map[string]uint32
 	owners map[uint64]ownerSlots
-	limits map[uint32][]apikey.Limit // the few records with Limits
+	limits map[uint32][]limits.Limit // the few records with Limits
 	ips    map[uint32][]netip.Prefix // the few records with AllowedIPs
 	seed   maphash.Seed
 }
@@ -50,7 +51,7 @@ type ownerSlots struct {
 func newTable() *table {
 	return &table{
 		ids: map[[apikey.IDLength]byte]uint32{}, other: map[string]uint32{},
-		owners: map[uint64]ownerSlots{}, limits: map[uint32][]apikey.Limit{}, ips: map[uint32][]netip.Prefix{},
+		owners: map[uint64]ownerSlots{}, limits: map[uint32][]limits.Limit{}, ips: map[uint32][]netip.Prefix{},
 		seed: maphash.MakeSeed(),
 	}
 }
@@ -364,8 +365,8 @@ func appendCount(b []byte, n int, isNil bool) []byte {
 // decoded is a key and room for its small slices, allocated at once.
 type decoded struct {
 	key    apikey.Key
-	scopes [4]string
-	hash   [64]byte
+	scopes [2]string
+	hash   [32]byte
 }
 
 // decode returns a new key from the record in slot s. Its strings alias

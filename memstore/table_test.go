@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -41,7 +42,7 @@ func fullKey(id string) *apikey.Key {
 		Metadata:  map[string]string{"team": "core", "": "empty"},
 		CreatedAt: at, ExpiresAt: at.Add(time.Hour), LastUsedAt: at.Add(time.Minute), RevokedAt: time.Time{},
 		RotatedFrom: "from", RotatedTo: "to", RotatedAt: at.Add(2 * time.Minute), Lineage: "lineage",
-		Disabled: true, Paused: true, Limits: []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 20)},
+		Disabled: true, Paused: true, Limits: []limits.Limit{limits.Rate("per-second", 10, time.Second, 20)},
 		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")},
 	}
 }
@@ -55,7 +56,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	for _, k := range []*apikey.Key{
 		fullKey("AAAAAAAAAAAAAAAA"),
 		fullKey("a-longer-id-than-usual"),
-		{ID: "BBBBBBBBBBBBBBBB", Scopes: []string{}, Metadata: map[string]string{}, Hash: []byte{}, Limits: []apikey.Limit{}, AllowedIPs: []netip.Prefix{}},
+		{ID: "BBBBBBBBBBBBBBBB", Scopes: []string{}, Metadata: map[string]string{}, Hash: []byte{}, Limits: []limits.Limit{}, AllowedIPs: []netip.Prefix{}},
 		{ID: "x"},
 	} {
 		require.NoError(t, s.Create(ctx, k))

@@ -39,6 +39,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // DefaultTrials is the most trials of each race when Options.Trials is 0.
@@ -157,7 +158,7 @@ func NewKey(owner string) *apikey.Key {
 		CreatedAt: apikey.UTCMicro(base),
 		ExpiresAt: apikey.UTCMicro(base.Add(90 * 24 * time.Hour)),
 		Lineage:   apikey.NewID(),
-		Limits:    []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 20), apikey.Quota("daily", 1000, apikey.Day)},
+		Limits:    []limits.Limit{limits.Rate("per-second", 10, time.Second, 20), limits.Quota("daily", 1000, limits.Day)},
 		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("203.0.113.0/24"),
 			netip.MustParsePrefix("2001:db8::/32")},
 	}
@@ -268,7 +269,7 @@ func testUpdate(t *testing.T, s apikey.Store) {
 	k.RevokedAt = k.CreatedAt.Add(time.Minute)
 	k.RotatedTo, k.RotatedAt, k.Lineage = apikey.NewID(), k.CreatedAt.Add(time.Second), apikey.NewID()
 	k.Disabled, k.Paused = true, true
-	k.Limits = []apikey.Limit{apikey.Quota("monthly", 5, apikey.Month)}
+	k.Limits = []limits.Limit{limits.Quota("monthly", 5, limits.Month)}
 	k.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/26")}
 	require.NoError(t, s.Update(ctx(t), k))
 	assertSame(t, k, mustGet(t, s, k.ID))
@@ -390,9 +391,9 @@ func LimitsKey(owner string) *apikey.Key {
 		key := fmt.Sprintf("%02d", i) + fill(apikey.MaxMetadataKeyLength-2, `"\`)
 		k.Metadata[key] = fill(apikey.MaxMetadataValueLength-3, `"\<>'`) + "€"
 	}
-	k.Limits = make([]apikey.Limit, apikey.MaxLimits)
+	k.Limits = make([]limits.Limit, apikey.MaxLimits)
 	for i := range k.Limits {
-		k.Limits[i] = apikey.Rate(fmt.Sprintf("l%02d", i)+fill(61, "a'|~:/"), 1<<40, time.Hour, 1<<41)
+		k.Limits[i] = limits.Rate(fmt.Sprintf("l%02d", i)+fill(61, "a'|~:/"), 1<<40, time.Hour, 1<<41)
 	}
 	k.AllowedIPs = make([]netip.Prefix, apikey.MaxAllowedIPs)
 	for i := range k.AllowedIPs { // the longest text: full IPv6 addresses

@@ -16,16 +16,17 @@ import (
 	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/keyshttp"
 	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/selfservice"
 )
 
 // plans are the article's tiers: free is 100 requests per UTC day; pro is
 // 10,000 per UTC day and at most 100 per second. A customer's plan is the
 // operator's to set (PUT /admin/customers/{id}); free is the default.
-func plans() apikey.Plans {
-	return apikey.Plans{
-		"free": {apikey.Quota("daily", 100, apikey.Day)},
-		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+func plans() limits.Plans {
+	return limits.Plans{
+		"free": {limits.Quota("daily", 100, limits.Day)},
+		"pro":  {limits.Quota("daily", 10_000, limits.Day), limits.Rate("per-second", 100, time.Second, 0)},
 	}
 }
 
@@ -40,6 +41,7 @@ type app struct {
 	keys      *keyshttp.Handler
 	page      *keyspage.Page
 	admin     *adminhttp.Handler  // nil without operator credentials
+	leaks     *leaks              // POST /github/secret-scanning, POST /credentials/revoke
 	users     map[string][32]byte // name -> SHA-256 of the password
 	operators map[string][32]byte // the same for the operator API
 	log       *slog.Logger
@@ -48,12 +50,13 @@ type app struct {
 
 type appConfig struct {
 	manager  *apikey.Manager
-	limiter  apikey.Limiter
-	fallback apikey.Limiter    // used when limiter fails; nil: fail closed
+	limiter  limits.Limiter
+	fallback limits.Limiter    // used when limiter fails; nil: fail closed
 	users    map[string]string // name -> password of the users
 	operator map[string]string // the operator's name -> password; none: no operator API
 	log      *slog.Logger
 	proxies  *ipallow.Proxies // -trusted-proxies; nil: the client is the peer
+	keysURL  string           // GitHub's public keys for secret scanning alerts; GitHub's when empty
 }
 
 func newApp(ctx context.Context, cfg appConfig) (*app, error) {
@@ -77,6 +80,9 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 		return nil, err
 	}
 	a := &app{m: cfg.manager, mw: mw, users: hashed(cfg.users), log: cfg.log, proxies: cfg.proxies}
+	if a.leaks, err = newLeaks(cfg.manager, cfg.keysURL, cfg.proxies, cfg.log); err != nil {
+		return nil, err
+	}
 	// What a user may do to his own keys: never choose a plan, credits or
 	// limits; those are his customer record's, set by the operator.
 	policy, err := selfservice.New(cfg.manager, selfservice.Options{
@@ -109,7 +115,7 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 				return 0, false
 			}
 			for _, l := range plans()[cmp.Or(c.Plan, "free")] {
-				if l.Kind == apikey.KindQuota && l.Window == apikey.Day {
+				if l.Kind == limits.KindQuota && l.Window == limits.Day {
 					return l.Count, true
 				}
 			}
@@ -165,6 +171,9 @@ func (a *app) routes() http.Handler {
 	mux.Handle("GET /protected", a.mw.Handler(http.HandlerFunc(a.protected)))
 	mux.Handle("GET /data", a.mw.Handler(a.mw.Limit(http.HandlerFunc(a.getData))))
 	mux.Handle("POST /data", a.mw.Handler(a.mw.RequireScopes("write")(a.mw.Limit(http.HandlerFunc(a.postData)))))
+
+	// Leaked keys: GitHub's alerts and anyone's reports revoke them.
+	a.leaks.mount(mux)
 	return mux
 }
 

@@ -26,6 +26,14 @@
 // with -redis, else through PostgreSQL LISTEN/NOTIFY with -postgres (see
 // apikey.Notifier).
 //
+// Leaked keys are revoked within seconds: POST /github/secret-scanning
+// receives GitHub's secret scanning alerts (signed by the keys published at
+// -github-keys-url, GitHub's by default; register the route and the
+// sk_live_ format with GitHub's partner program), and POST
+// /credentials/revoke takes anyone's {"credentials": ["sk_live_..."]},
+// answered 202 whatever matched. Both revoke on every instance and record
+// the event "leak" in the log, with the URL where the key was found.
+//
 // Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC;
 // without it they are plain SHA-256 and the server warns.
 //
@@ -68,6 +76,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/ipallow"
+	"github.com/gokeys/apikey/leak"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/sqlstore"
@@ -79,6 +88,7 @@ type flags struct {
 	cacheTTL, usageInterval                        time.Duration
 	grpc                                           string // see GRPC.md
 	trustedProxies, proxyHeader                    string // see README.md, IP restrictions
+	githubKeysURL                                  string
 }
 
 func main() {
@@ -96,6 +106,7 @@ func main() {
 	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
 	flag.StringVar(&f.trustedProxies, "trusted-proxies", "", "the proxies (CIDR,…) whose forwarding header names the client, for keys restricted to IP ranges (none: the client is the peer)")
 	flag.StringVar(&f.proxyHeader, "proxy-header", ipallow.XForwardedFor, "the header the trusted proxies append the client to: X-Forwarded-For or Forwarded")
+	flag.StringVar(&f.githubKeysURL, "github-keys-url", leak.DefaultKeysURL, "where the public keys that sign GitHub's secret scanning alerts (POST /github/secret-scanning) are read")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -155,7 +166,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log, proxies: proxies}
+	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log, keysURL: f.githubKeysURL,
+		proxies: proxies}
 	if f.redis != "" {
 		// Fail fast: the middleware bounds each call (50 ms) and opens its
 		// circuit breaker after repeated failures, then the fallback decides.
@@ -172,6 +184,13 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer func() { // finish the leak reports accepted, before the Manager closes
+		finish, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.leaks.close(finish); err != nil {
+			log.Error("leak reports left unhandled", "error", err)
+		}
+	}()
 
 	srv := &http.Server{Addr: f.addr, Handler: fl.routes(a.routes()), ReadHeaderTimeout: 10 * time.Second}
 	stopRPC, err := a.serveRPC(srv, f.grpc, log)

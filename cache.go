@@ -35,7 +35,7 @@ type cacheOptions struct {
 	MaxEntries                     int
 }
 
-// cacheEntry is one immutable cache entry: it is replaced, never changed.
+// cacheEntry is one immutable cache entry. It is replaced, never changed.
 type cacheEntry struct {
 	// key is the record, shared with every caller of Verify that hits this
 	// entry (see Verify: it is never modified). Nil for an unknown id.
@@ -82,7 +82,7 @@ type call struct {
 }
 
 // cacheShards is the number of independently locked parts of the cache
-// (and of the last-used recorder): verifications of different keys on
+// (and of the last-used recorder). Verifications of different keys on
 // different cores rarely meet on a lock.
 const cacheShards = 64
 
@@ -94,10 +94,10 @@ const hotSlots = 256
 // that two cores working on neighbouring shards do not share a line.
 //
 // hot is a direct-mapped table of verified entries, read with one atomic
-// load and no lock, so that cores verifying the same keys share no
-// written cache line: a hit finds its entry there, anything else (a slot
-// taken by another key, a failed lookup's entry) goes through entries
-// under mu. Every write to hot is made under mu, together with the write
+// load and no lock. So cores verifying the same keys share no written
+// cache line. A hit finds its entry there. Anything else (a slot taken by
+// another key, a failed lookup's entry) goes through entries under mu.
+// Every write to hot is made under mu, together with the write
 // to entries, so hot never holds an entry that entries no longer has.
 type cacheShard struct {
 	mu       sync.RWMutex
@@ -122,10 +122,10 @@ func (s *cacheShard) setHot(id string, e *cacheEntry) {
 
 // cache is the Manager's verification cache. A nil cache caches nothing.
 //
-// Invalidation works by epochs: every invalidation bumps epoch, and a
-// lookup that started at an older epoch does not store what it fetched,
-// so no verification starting after an invalidation returned can see a
-// record read before it.
+// Invalidation works by epochs. Every invalidation bumps epoch. A lookup
+// that started at an older epoch does not store what it fetched. So no
+// verification starting after an invalidation returned can see a record
+// read before it.
 type cache struct {
 	ttl, negTTL, stale time.Duration
 	max                int64
@@ -345,7 +345,7 @@ type customerMemo struct {
 }
 
 // narrowedKey is a key with only the scopes within the ceiling of the
-// customer record c, kept by the cache entry of the key so that a hit
+// customer record c. The cache entry of the key keeps it, so that a hit
 // allocates nothing while the record is the same.
 type narrowedKey struct {
 	c *Customer
@@ -376,7 +376,7 @@ const (
 	cacheNone     = "none"     // refused before any lookup (malformed)
 )
 
-// clock reads a Manager's clock once: start, when not zero, is a reading
+// clock reads a Manager's clock once. When not zero, start is a reading
 // of time.Now to use instead if the clock is time.Now (real).
 type clock struct {
 	start time.Time

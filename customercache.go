@@ -11,7 +11,7 @@ import (
 
 // customers reads customer records for the request path, through a cache
 // invalidated by changes and notifications. A nil *customers is the legacy
-// mode: no customer records at all.
+// mode, with no customer records at all.
 type customers struct {
 	get   func(context.Context, string) (*Customer, error)
 	store CustomerStore // nil when the application answers (Options.Customers)

@@ -27,9 +27,9 @@ const (
 	defaultLastUsedTimeout = 5 * time.Second
 )
 
-// usageGranularity is the resolution of last-used times of cached keys: a
-// key verified many times within it is recorded once, so LastUsedAt may
-// be up to this much older than the true last use.
+// usageGranularity is the resolution of last-used times of cached keys. A
+// key verified many times within it is recorded once. So LastUsedAt may be
+// up to this much older than the true last use.
 const usageGranularity = time.Millisecond
 
 // usageShard is one independently locked part of the pending uses, on its
@@ -43,13 +43,13 @@ type usageShard struct {
 	_        [128 - 8 - 8 - 8 - 8 - 8]byte
 }
 
-// usageRecorder coalesces uses in memory, one time per key, in shards so
-// that verifications on different cores rarely meet on a lock, and writes
-// them with Store.MarkUsed in batches of bounded size, each under its own
-// timeout. A batch that fails goes back to the queue without holding up
-// the others, so a slow or failing store never makes a flush retry more
-// than one batch at a time (no livelock), and the queue never holds more
-// than its bound. A nil recorder records nothing.
+// usageRecorder coalesces uses in memory, one time per key. It keeps them
+// in shards so that verifications on different cores rarely meet on a
+// lock. It writes them with Store.MarkUsed in batches of bounded size,
+// each under its own timeout. A batch that fails goes back to the queue
+// without holding up the others. So a slow or failing store never makes a
+// flush retry more than one batch at a time (no livelock). The queue never
+// holds more than its bound. A nil recorder records nothing.
 type usageRecorder struct {
 	store    Store
 	interval time.Duration

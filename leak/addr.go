@@ -49,11 +49,11 @@ func clip(s string, n int) string {
 }
 
 // addrLimiter admits at most n requests per period from each bucket, with
-// a burst of n (GCRA: an idle bucket starts full and refills one request
-// every period/n). It tracks at most max buckets: when that many are
-// still limited, requests from new buckets are refused until some refill,
-// so its memory is bounded whatever the number of addresses. It is safe
-// for concurrent use.
+// a burst of n. It is a GCRA, so an idle bucket starts full and refills one
+// request every period/n. It tracks at most max buckets. When that many
+// are still limited, requests from new buckets are refused until some
+// refill. So its memory is bounded whatever the number of addresses. It is
+// safe for concurrent use.
 type addrLimiter struct {
 	every  time.Duration // period / n
 	period time.Duration

@@ -50,9 +50,9 @@ type keysDocument struct {
 
 // keyring caches GitHub's public keys by identifier. It fetches the
 // document when a request names a key it does not hold, or when its copy
-// is older than maxAge, and never more than once per interval, however
-// many requests ask (a flood of unknown identifiers costs one fetch per
-// interval). A failed fetch keeps the keys it had. It is safe for
+// is older than maxAge. It never fetches more than once per interval,
+// however many requests ask. So a flood of unknown identifiers costs one
+// fetch per interval. A failed fetch keeps the keys it had. It is safe for
 // concurrent use.
 type keyring struct {
 	url      string

@@ -30,8 +30,8 @@ var (
 	bothModes        = []mode{withCapabilities, asPlainStore}
 )
 
-// raceEnv is what a trial works on: a Manager over the store (as its mode
-// shows it) and the store itself.
+// raceEnv is what a trial works on. It holds a Manager over the store (as
+// its mode shows it) and the store itself.
 type raceEnv struct {
 	m     *apikey.Manager
 	store apikey.Store
@@ -82,8 +82,8 @@ func runRaces(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Optio
 	}
 }
 
-// raceOptions configure the Managers of the races: no cache, so that
-// every check reads the store.
+// raceOptions configure the Managers of the races. They have no cache, so
+// that every check reads the store.
 var raceOptions = apikey.Options{Prefix: "sk_race", CacheTTL: -1, CacheNegativeTTL: -1, LastUsedInterval: -1}
 
 // runTrials runs trial until opts.Trials trials ran or opts.Budget is

@@ -251,7 +251,7 @@ func testUsageCancelled(t *testing.T, us usage.Store) {
 	assert.Empty(t, mustUsage(t, us, usage.Query{KeyID: id, From: hour(0), To: hour(1)}), "a cancelled AddUsage adds nothing")
 }
 
-// The race of concurrent flushes: usageWriters instances each flush
+// The race of concurrent flushes. usageWriters instances each flush
 // usageFlushes times, concurrently, records of the same usageKeys keys and
 // usageHours hours, shuffled, some twice in one call.
 const (

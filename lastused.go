@@ -178,8 +178,8 @@ type use struct {
 }
 
 // flush writes the pending uses in batches. A batch that fails goes back
-// into the queue (newer uses recorded meanwhile win) for the next flush;
-// the other batches go on. It returns the first error, and how many uses
+// into the queue (newer uses recorded meanwhile win) for the next flush.
+// The other batches go on. It returns the first error, and how many uses
 // are left to write.
 func (u *usageRecorder) flush(ctx context.Context) (int, error) {
 	u.flushMu.Lock()
@@ -209,11 +209,10 @@ func (u *usageRecorder) flush(ctx context.Context) (int, error) {
 func (u *usageRecorder) written(n int) { u.queued.Add(-int64(n)) }
 
 // writeBatches writes items with write in batches of size, each on its
-// own, while ctx lasts: a batch that fails, or that ctx no longer lets
-// run, goes back with requeue without holding up the others; written
-// hears of each batch written. It returns
-// how many items went back, and the first error (ctx's, named by op,
-// when no write failed).
+// own, while ctx lasts. A batch that fails, or that ctx no longer lets
+// run, goes back with requeue without holding up the others. written
+// hears of each batch written. It returns how many items went back, and
+// the first error (ctx's, named by op, when no write failed).
 func writeBatches[T any](ctx context.Context, items []T, size int, write func(context.Context, []T) error, requeue func([]T), written func(n int), op string) (int, error) {
 	var first error
 	left := 0

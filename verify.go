@@ -71,9 +71,9 @@ type verification struct {
 	err    error
 }
 
-// verify is the verification pipeline, one stage after the other: the
-// cache answers a token it has verified, byte for byte, or it does not;
-// the token is parsed. Its key is loaded through the cache, which checks
+// verify is the verification pipeline, one stage after the other. The
+// cache answers a token it has verified, byte for byte, or it does not.
+// The token is parsed. Its key is loaded through the cache, which checks
 // the digest and remembers the answer. The key's state and customer decide.
 // start, when not zero, is a reading of time.Now to use instead of reading
 // the clock again, if the Manager's clock is time.Now.

@@ -128,7 +128,7 @@ func (r *keyring) lookup(id string) (*ecdsa.PublicKey, bool) {
 }
 
 // load fetches and parses the document. Keys that are not ECDSA P-256
-// public keys in PEM are left out; a document without any is an error.
+// public keys in PEM are left out. A document without any is an error.
 func (r *keyring) load(ctx context.Context) (map[string]*ecdsa.PublicKey, error) {
 	body, err := r.fetch(ctx, r.url)
 	if err != nil {

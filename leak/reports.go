@@ -301,7 +301,7 @@ func (p *Reports) handle(token string) {
 	}
 }
 
-// sleep waits d, or less if the worker is stopped; it reports whether it
+// sleep waits d, or less if the worker is stopped. It reports whether it
 // waited d.
 func (p *Reports) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)

@@ -35,7 +35,7 @@ func createAt(t *testing.T, s apikey.Store, owner string, at time.Time) *apikey.
 }
 
 // listAll pages through owner's keys with opts (its Limit the page size)
-// and returns their ids; it fails the test if a page is larger than asked
+// and returns their ids. It fails the test if a page is larger than asked
 // or the paging does not end.
 func listAll(t *testing.T, s apikey.Store, owner string, opts apikey.ListOptions) []string {
 	t.Helper()

@@ -341,10 +341,10 @@ func raceUpdateUpdate(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceRotateDisable races a rotation against a Disable of the old key: no
+// raceRotateDisable races a rotation against a Disable of the old key. No
 // change is lost. When both succeed, the successor is disabled (the
 // rotation read the key after the Disable, or the Disable reached the
-// successor); otherwise the Disable must have failed.
+// successor). Otherwise the Disable must have failed.
 func raceRotateDisable(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	_, k := raceIssue(t, m, n)
@@ -381,8 +381,8 @@ func raceRotateDisable(t *testing.T, e raceEnv, n int) string {
 }
 
 // raceRotateNarrow races a rotation against an Update that removes a scope
-// and brings the expiry forward: when both succeed, the successor holds
-// neither the removed scope nor a later expiry; otherwise the Update must
+// and brings the expiry forward. When both succeed, the successor holds
+// neither the removed scope nor a later expiry. Otherwise the Update must
 // have failed.
 func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()

@@ -66,7 +66,7 @@ type cacheEntry struct {
 	probed atomic.Int64
 }
 
-// maxAge returns how long e may be served: extra is the stale window.
+// maxAge returns how long e may be served. extra is the stale window.
 func (c *cache) maxAge(e *cacheEntry, extra time.Duration) time.Duration {
 	if !e.verified {
 		return c.negTTL
@@ -107,8 +107,8 @@ type cacheShard struct {
 	_        [128 - 24 - 8 - 8 - 8]byte
 }
 
-// setHot records in the hot table that id's entry is now e (nil: none),
-// with s.mu held.
+// setHot records in the hot table that id's entry is now e, or none when
+// e is nil. s.mu must be held.
 func (s *cacheShard) setHot(id string, e *cacheEntry) {
 	slot := &s.hot[hotSlot(id)]
 	if e != nil && e.verified {
@@ -190,8 +190,9 @@ func (c *cache) hit(shard, slot int, id string, now time.Time) *cacheEntry {
 	return e
 }
 
-// get returns the entry for id if it is still fresh: younger than the
-// negative TTL for a failed lookup, than the TTL plus extra for a key.
+// get returns the entry for id if it is still fresh. A failed lookup's
+// entry must be younger than the negative TTL, a key's younger than the
+// TTL plus extra.
 func (c *cache) get(shard int, id string, now time.Time, extra time.Duration) *cacheEntry {
 	s := &c.shards[shard]
 	s.mu.RLock()
@@ -326,9 +327,9 @@ func (c *cache) load(ctx context.Context, shard int, id string, get func(context
 }
 
 // probe spends the store query that a wrong secret for an id the cache
-// does not hold costs, for a wrong secret against the verified entry e:
-// once per negative TTL per id, so that the store's load never tells
-// whether an id is cached (recently used). The answer is not used.
+// does not hold costs, for a wrong secret against the verified entry e.
+// It does so once per negative TTL per id, so that the store's load never
+// tells whether an id is cached (recently used). The answer is not used.
 func (c *cache) probe(ctx context.Context, shard int, e *cacheEntry, id string, now time.Time, get func(context.Context, string) (*Key, error)) {
 	p, t := e.probed.Load(), now.UnixNano()
 	if c.negTTL > 0 && t-p < int64(c.negTTL) || !e.probed.CompareAndSwap(p, t) {
@@ -392,14 +393,14 @@ func (c *clock) read() time.Time {
 	return c.start
 }
 
-// quick answers a token that is byte for byte one that verified and is
-// still in the hot table: the same prefix, checksum (the entry remembers
+// quick answers a token that is byte for byte one that verified and is still
+// in the hot table. It has the same prefix, checksum (the entry remembers
 // it) and material (its SHA-256 is the entry's). Such a token is well
 // formed, since the one that made the entry was parsed in full, so neither
 // the base62 check nor the CRC-32 is repeated. Any other token gets nil,
-// after no more than a lock-free probe of the hot table. The clock is
-// read, and the material hashed, only for a token whose id and checksum
-// match an entry. A nil cache answers nothing.
+// after no more than a lock-free probe of the hot table. The clock is read,
+// and the material hashed, only for a token whose id and checksum match an
+// entry. A nil cache answers nothing.
 func (c *cache) quick(token string, f *Format, clk *clock) (*cacheEntry, time.Time) {
 	if c == nil {
 		return nil, time.Time{}
@@ -438,9 +439,9 @@ func (c *cache) quick(token string, f *Format, clk *clock) (*cacheEntry, time.Ti
 // lookup finds the key of t and checks its secret with d, through the
 // cache, and says how the cache answered. It returns a key or an error,
 // never both nil, and the cache entry that answered on a hit. The cache
-// decides here which of its answers it trusts: a verified entry for the
-// same material, a remembered failure, or a stale entry while the store
-// fails. A nil cache asks the store every time.
+// decides here which of its answers it trusts. They are a verified entry
+// for the same material, a remembered failure, or a stale entry while the
+// store fails. A nil cache asks the store every time.
 func (c *cache) lookup(ctx context.Context, t Token, now time.Time, get func(context.Context, string) (*Key, error), d *digests) (*Key, *cacheEntry, string, error) {
 	if c == nil {
 		k, err := safeGet(ctx, get, t.ID)

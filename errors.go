@@ -100,7 +100,7 @@ var (
 	ErrUnknownHashVersion = errors.New("apikey: unknown hash version")
 )
 
-// storeErr wraps a store error for the caller: outcomes (not found,
+// storeErr wraps a store error for the caller. Outcomes (not found,
 // conflict, revoked, rotated) keep their sentinel. Anything else is a
 // failure of the store and wraps ErrUnavailable.
 func storeErr(op string, err error) error {

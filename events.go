@@ -96,11 +96,11 @@ func (l *eventLog) emit(ctx context.Context, e event) {
 	}
 }
 
-// verify reports a verification to the Logger: successes at Debug
-// level, failures at Warn level but sampled, at most one line per second
-// per outcome, each line counting the failures
-// of its outcome left out since the previous one. A flood of garbage
-// tokens thus costs no log line per request.
+// verify reports a verification to the Logger. Successes go at Debug level.
+// Failures go at Warn level but sampled, at most one line per second per
+// outcome. Each line counts the failures of its outcome left out since the
+// previous one. A flood of garbage tokens thus costs no log line per
+// request.
 func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time, err error) {
 	if l.log == nil {
 		return

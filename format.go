@@ -281,7 +281,7 @@ func hint(prefix, token string) string {
 	return prefix + "_..." + token[len(token)-hintSuffix:]
 }
 
-// crc32String computes the IEEE CRC-32 of s without copying it: the
+// crc32String computes the IEEE CRC-32 of s without copying it. The
 // checksum only reads its input, so a byte view of the string is safe.
 func crc32String(s string) uint32 {
 	return crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(s), len(s)))

@@ -127,15 +127,15 @@ func (m *Manager) create(ctx context.Context, f Format, k *Key, op string, save 
 	}
 }
 
-// issue stores the new key k of format f and returns its token. A key
-// with an owner is checked against its customer: not suspended, scopes
-// within the ceiling, and under the key cap. The cap is kept under
-// concurrency by a conditional write of the customer record (its
-// Revision) after the key is stored: of concurrent Issues that counted
-// the same keys, those whose write loses remove their key and count
-// again, so the cap is never exceeded. The token of a removed key never
-// leaves the Manager. The record checked is the Revision the write is
-// conditional on, so that a cap lowered (or a suspension set) by a
+// issue stores the new key k of format f and returns its token. A key with
+// an owner is checked against its customer. The customer must not be
+// suspended, the scopes must be within the ceiling, and the key under the
+// key cap. The cap is kept under concurrency by a conditional write of the
+// customer record (its Revision) after the key is stored. Of concurrent
+// Issues that counted the same keys, those whose write loses remove their
+// key and count again, so the cap is never exceeded. The token of a removed
+// key never leaves the Manager. The record checked is the Revision the write
+// is conditional on, so that a cap lowered (or a suspension set) by a
 // SetCustomer that returned decides every Issue that counts after it.
 // Without a cap, the record is read again once the key is stored, and a
 // change that landed meanwhile removes the key and decides again.

@@ -113,8 +113,8 @@ func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
 	return u, nil
 }
 
-// record notes a use of id at at. id must not be part of a token: it is
-// kept until the next flush.
+// record notes a use of id at at. id must not be part of a token, because
+// it is kept until the next flush.
 func (u *usageRecorder) record(shard int, id string, at time.Time) {
 	if u == nil {
 		return

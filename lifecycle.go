@@ -288,7 +288,7 @@ func (m *Manager) Revoke(ctx context.Context, id string) error {
 	return nil
 }
 
-// revoke revokes key id at now: with the store's Revoker, or with a
+// revoke revokes key id at now, with the store's Revoker or with a
 // conditional Update retried on conflict. It returns the owner when it
 // read the key, and whether it found the key already revoked.
 func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner string, already bool, err error) {

@@ -340,7 +340,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*Key, error) {
 }
 
 // get reads the key id from the store. A store that answers neither a key
-// nor an error is failing: that is an error, never passed on as (nil, nil).
+// nor an error is failing. That is an error, never passed on as (nil, nil).
 func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
 	if !storable(id) {
 		return nil, ErrNotFound

@@ -55,11 +55,11 @@ func (f Format) Scan(text string) [][2]int {
 // pieces, keeps more.)
 const scanLookbehind = 6
 
-// tokenStarts reports whether a token may start at text[i]: at the start
-// of text, after a byte that is no token byte, or right after an escape
-// whose last bytes are letters or digits (see Scan). The escape's
-// backslashes are not counted: in text encoded twice ("\\u0022", "%253D")
-// the escape is one of the inner text.
+// tokenStarts reports whether a token may start at text[i]. It may start
+// at the start of text, after a byte that is no token byte, or right after
+// an escape whose last bytes are letters or digits (see Scan). The
+// escape's backslashes are not counted. In text encoded twice ("\\u0022",
+// "%253D") the escape is one of the inner text.
 func tokenStarts(text string, i int) bool {
 	if i == 0 || !isTokenByte(text[i-1]) {
 		return true

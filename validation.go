@@ -65,9 +65,9 @@ func validExpiry(t time.Time) error {
 	return nil
 }
 
-// storable reports whether s is a value every store can hold and query:
-// valid UTF-8 without NUL (PostgreSQL refuses either even in a query). An
-// id or owner that is not names no key.
+// storable reports whether s is a value every store can hold and query.
+// Such a value is valid UTF-8 without NUL (PostgreSQL refuses either even
+// in a query). An id or owner that is not names no key.
 func storable(s string) bool {
 	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
@@ -126,8 +126,9 @@ func validMetadata(md map[string]string) error {
 	return nil
 }
 
-// validKeyLimits checks a key's own limits: at most MaxLimits, each valid
-// (Limit.Validate bounds the name to a 64-character token), no name twice.
+// validKeyLimits checks a key's own limits. There are at most MaxLimits,
+// each valid (Limit.Validate bounds the name to a 64-character token), and
+// no name twice.
 func validKeyLimits(ls []limits.Limit) error {
 	if len(ls) > MaxLimits {
 		return &InputError{Field: "limits", Reason: fmt.Sprintf("more than %d limits", MaxLimits)}

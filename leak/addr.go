@@ -23,9 +23,9 @@ func RemoteAddr(r *http.Request) string {
 	return host
 }
 
-// bucketOf returns the rate-limit bucket of a client address: the address
-// itself for IPv4 (an IPv4-mapped IPv6 address is its IPv4 address), its
-// /64 network for IPv6 (one client often holds a whole /64), and the
+// bucketOf returns the rate-limit bucket of a client address. It is the
+// address itself for IPv4 (an IPv4-mapped IPv6 address is its IPv4 address),
+// its /64 network for IPv6 (one client often holds a whole /64), and the
 // string itself, cut to 64 bytes, when it is no IP address.
 func bucketOf(addr string) string {
 	a, err := netip.ParseAddr(addr)
@@ -93,7 +93,7 @@ func (l *addrLimiter) allow(b string, now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
-// sweep forgets the buckets that are full again: forgetting them changes
+// sweep forgets the buckets that are full again. Forgetting them changes
 // nothing.
 func (l *addrLimiter) sweep(now time.Time) {
 	l.swept = now

@@ -29,13 +29,13 @@ const fetchTimeout = 10 * time.Second
 
 // Errors of the signature check, each answered with its own status.
 var (
-	// errUnsigned: a header is missing or is not what GitHub sends.
+	// errUnsigned means a header is missing or is not what GitHub sends.
 	errUnsigned = errors.New("leak: request not signed")
-	// errBadSignature: the signature does not verify, or names a key
+	// errBadSignature means the signature does not verify, or names a key
 	// GitHub does not publish.
 	errBadSignature = errors.New("leak: bad signature")
-	// errKeysUnavailable: the public keys could not be fetched, so the
-	// signature could not be checked.
+	// errKeysUnavailable means the public keys could not be fetched, so
+	// the signature could not be checked.
 	errKeysUnavailable = errors.New("leak: GitHub's public keys are unavailable")
 )
 
@@ -70,7 +70,7 @@ type keyring struct {
 }
 
 // key returns the public key named id. An id it does not hold is
-// errKeysUnavailable while no fetch is allowed (the key may be new: the
+// errKeysUnavailable while no fetch is allowed (the key may be new, so the
 // sender should retry), and errBadSignature once a fetch made for it did
 // not find it either. A stale key is used while a fetch fails or is not
 // allowed yet.
@@ -168,7 +168,7 @@ func parseKey(s string) *ecdsa.PublicKey {
 	return k
 }
 
-// verify checks the signature GitHub sent with body: sig is the base64
+// verify checks the signature GitHub sent with body. sig is the base64
 // of an ASN.1 ECDSA signature of body's SHA-256, by the key named id.
 func (r *keyring) verify(ctx context.Context, id, sig string, body []byte) error {
 	if !validKeyID(id) || sig == "" || len(sig) > 256 {
@@ -190,8 +190,8 @@ func (r *keyring) verify(ctx context.Context, id, sig string, body []byte) error
 }
 
 // validKeyID reports whether id looks like a key identifier (GitHub's are
-// 64 hex digits): 1 to 128 letters, digits, '-' or '_'. Anything else is
-// refused without a fetch.
+// 64 hex digits). That is 1 to 128 letters, digits, '-' or '_'. Anything
+// else is refused without a fetch.
 func validKeyID(id string) bool {
 	if id == "" || len(id) > 128 {
 		return false
@@ -205,8 +205,8 @@ func validKeyID(id string) bool {
 	return true
 }
 
-// httpFetch is the default fetch: a GET of url that must answer 200 with
-// at most 1 MiB, within 10 seconds.
+// httpFetch is the default fetch. It is a GET of url that must answer 200
+// with at most 1 MiB, within 10 seconds.
 func httpFetch(ctx context.Context, url string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()

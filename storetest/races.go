@@ -143,7 +143,7 @@ func mustBeRevoked(m *apikey.Manager, what, token string) string {
 }
 
 // raceUpdateRevoke races updates, a disable and an enable against a
-// revocation: the revoked key must never verify again.
+// revocation. The revoked key must never verify again.
 func raceUpdateRevoke(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
@@ -184,7 +184,7 @@ func raceUpdateRevoke(t *testing.T, e raceEnv, n int) string {
 	return mustBeRevoked(m, "the re-enabled key", token)
 }
 
-// raceRotateRotate races rotations of one key: exactly one may succeed,
+// raceRotateRotate races rotations of one key. Exactly one may succeed,
 // leaving exactly one successor.
 func raceRotateRotate(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
@@ -227,8 +227,8 @@ func raceRotateRotate(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceRotateRevoke races a rotation against a revocation of the old key:
-// the old key stays revoked, and a rotation that lost leaves no successor.
+// raceRotateRevoke races a rotation against a revocation of the old key.
+// The old key stays revoked, and a rotation that lost leaves no successor.
 func raceRotateRevoke(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
@@ -265,7 +265,7 @@ func raceRotateRevoke(t *testing.T, e raceEnv, n int) string {
 }
 
 // raceRevokeOwnerRotate races RevokeOwner against a rotation of one of
-// the owner's keys: afterwards no key of the owner verifies.
+// the owner's keys. Afterwards no key of the owner verifies.
 func raceRevokeOwnerRotate(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
@@ -305,7 +305,7 @@ func raceRevokeOwnerRotate(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceUpdateUpdate races updates that each add one metadata entry: none
+// raceUpdateUpdate races updates that each add one metadata entry. None
 // may be lost.
 func raceUpdateUpdate(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
@@ -429,7 +429,7 @@ func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// afterRotation describes the old key after a lost change: the change
+// afterRotation describes the old key after a lost change. The change
 // either landed on it after the rotation and never reached the successor,
 // or the rotation was written over a read from before the change.
 func afterRotation(m *apikey.Manager, id string) string {

@@ -10,8 +10,8 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// testRotatorConditional: a rotation based on a stale read of the old key
-// writes nothing, so that it never undoes a change made since.
+// testRotatorConditional checks that a rotation based on a stale read of
+// the old key writes nothing, so that it never undoes a change made since.
 func testRotatorConditional(t *testing.T, s apikey.Store) {
 	r, ok := s.(apikey.Rotator)
 	if !ok {

@@ -550,7 +550,7 @@ func testMarkUsedUnknown(t *testing.T, s apikey.Store) {
 
 // testMarkUsedBulk sends batches larger than a store is likely to write in
 // one statement, from several goroutines at once, each batch mixing times
-// before and after the stored one and unknown ids: every key must end at
+// before and after the stored one and unknown ids. Every key must end at
 // the latest time any batch gave it, never earlier.
 func testMarkUsedBulk(t *testing.T, s apikey.Store) {
 	const n, workers = 2100, 4
@@ -666,8 +666,8 @@ func testTimes(t *testing.T, s apikey.Store) {
 	}
 }
 
-// testTimesTruncate: a time is truncated to the microsecond, never
-// rounded (the last microsecond of a second stays in that second).
+// testTimesTruncate checks that a time is truncated to the microsecond,
+// never rounded (the last microsecond of a second stays in that second).
 func testTimesTruncate(t *testing.T, s apikey.Store) {
 	k := NewKey("alice")
 	k.CreatedAt = time.Date(2026, 12, 31, 23, 59, 59, 999_999_999, time.UTC)

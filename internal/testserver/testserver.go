@@ -126,8 +126,8 @@ type Postgres struct {
 	running bool
 }
 
-// pgBin finds the directory of initdb and pg_ctl: on PATH, else the newest
-// /usr/lib/postgresql/*/bin.
+// pgBin finds the directory of initdb and pg_ctl. It looks on PATH, else
+// in the newest /usr/lib/postgresql/*/bin.
 func pgBin() string {
 	if p, err := exec.LookPath("pg_ctl"); err == nil {
 		if _, err := exec.LookPath("initdb"); err == nil {

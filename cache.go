@@ -46,13 +46,13 @@ type cacheEntry struct {
 	sum      [sha256.Size]byte
 	verified bool
 	// check is the token's checksum (its CRC-32) with checkKnown set, for
-	// a verified entry: a token of the same prefix, checksum and material
+	// a verified entry. A token of the same prefix, checksum and material
 	// is the very token that verified, so a hit need not recompute them.
 	check uint64
 	// fetched is when key was read from the store (Unix nanoseconds).
 	fetched int64
 	// used is when a use of key was last handed to the last-used recorder
-	// (Unix nanoseconds), the one field that changes: a hit within
+	// (Unix nanoseconds). It is the one field that changes. A hit within
 	// usageGranularity of it skips the recorder.
 	used atomic.Int64
 	// narrow is key narrowed to its customer's scope ceiling, for the

@@ -22,8 +22,8 @@ type customers struct {
 	entries sync.Map // id -> *customerEntry
 	n       atomic.Int64
 	epoch   atomic.Uint64
-	// mu orders the writes of entries after a read with invalidations:
-	// a record read before an invalidation is never stored after it.
+	// mu orders the writes of entries after a read with invalidations. A
+	// record read before an invalidation is never stored after it.
 	mu sync.Mutex
 }
 

@@ -61,8 +61,8 @@ type usageRecorder struct {
 
 	shards [cacheShards]usageShard
 
-	// queued counts the keys held, pending or in a batch being written:
-	// it changes only when a key enters or leaves, not on every use.
+	// queued counts the keys held, pending or in a batch being written.
+	// It changes only when a key enters or leaves, not on every use.
 	queued                   atomic.Int64
 	flushes, failures, shown atomic.Uint64
 

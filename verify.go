@@ -34,9 +34,9 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 	return k, nil
 }
 
-// verifyKey is Verify, also returning the time it read from the clock
-// and, on a refusal for the state of a key whose secret verified
-// (ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), the
+// verifyKey is Verify, also returning the time it read from the clock.
+// On a refusal for the state of a key whose secret verified (ErrRevoked,
+// ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), it also returns the
 // key, so that the refusal is counted for it.
 func (m *Manager) verifyKey(ctx context.Context, token string) (*Key, time.Time, error) {
 	var start time.Time

@@ -23,10 +23,11 @@ func RemoteAddr(r *http.Request) string {
 	return host
 }
 
-// bucketOf returns the rate-limit bucket of a client address. It is the
-// address itself for IPv4 (an IPv4-mapped IPv6 address is its IPv4 address),
-// its /64 network for IPv6 (one client often holds a whole /64), and the
-// string itself, cut to 64 bytes, when it is no IP address.
+// bucketOf returns the rate-limit bucket of a client address. For IPv4 it
+// is the address itself (an IPv4-mapped IPv6 address is its IPv4
+// address). For IPv6 it is its /64 network, since one client often holds a
+// whole /64. When it is no IP address, it is the string itself, cut to 64
+// bytes.
 func bucketOf(addr string) string {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {

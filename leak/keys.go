@@ -70,10 +70,10 @@ type keyring struct {
 }
 
 // key returns the public key named id. An id it does not hold is
-// errKeysUnavailable while no fetch is allowed (the key may be new, so the
-// sender should retry), and errBadSignature once a fetch made for it did
-// not find it either. A stale key is used while a fetch fails or is not
-// allowed yet.
+// errKeysUnavailable while no fetch is allowed. The key may be new, so the
+// sender should retry. Such an id is errBadSignature once a fetch made for
+// it did not find it either. A stale key is used while a fetch fails or is
+// not allowed yet.
 func (r *keyring) key(ctx context.Context, id string) (*ecdsa.PublicKey, error) {
 	if k, fresh := r.lookup(id); k != nil && fresh {
 		return k, nil

@@ -52,7 +52,7 @@ type createRequest struct {
 	AllowedIPs    optional[[]string]  `json:"allowed_ips"`
 }
 
-// patchRequest is the body of PATCH /api-keys/{id}: every member is
+// patchRequest is the body of PATCH /api-keys/{id}. Every member is
 // optional, and only those present change.
 type patchRequest struct {
 	Name       optional[string]    `json:"name"`

@@ -119,7 +119,7 @@ func (l *eventLog) leak(ctx context.Context, e leakEvent) {
 // fields of an event, where the token was found and what was done.
 type leakEvent struct {
 	KeyID, Owner string
-	// URL is where the token was found; empty when unknown.
+	// URL is where the token was found. It is empty when unknown.
 	URL string
 	// Action is revoke, disable or report.
 	Action string

@@ -31,9 +31,9 @@ func plans() limits.Plans {
 
 const defaultLifetime = 90 * 24 * time.Hour
 
-// app is the example service: a management API for the current user's keys
-// (HTTP Basic), routes protected by API keys and, with operator
-// credentials, the operator API over customers.
+// app is the example service. It has a management API for the current
+// user's keys (HTTP Basic) and routes protected by API keys. With operator
+// credentials, it also has the operator API over customers.
 type app struct {
 	m         *apikey.Manager
 	mw        *apikey.Middleware

@@ -9,11 +9,12 @@ import (
 	"github.com/gokeys/apikey/leak"
 )
 
-// leaks are the two ways a leaked key reaches the service and is revoked:
-// GitHub's secret scanning alerts at POST /github/secret-scanning (signed
-// by GitHub; register the route and the sk_live_ format with GitHub's
-// partner program), and anyone's report at POST /credentials/revoke
-// (answered 202 whatever matched, 60 requests an hour per address). Each
+// leaks are the two ways a leaked key reaches the service and is revoked.
+// The first is GitHub's secret scanning alerts at POST
+// /github/secret-scanning, signed by GitHub. Register the route and the
+// sk_live_ format with GitHub's partner program. The second is anyone's
+// report at POST /credentials/revoke. It is answered 202 whatever matched,
+// and takes 60 requests an hour per address. Each
 // revocation reaches every instance through the Notifier, and each leak is
 // recorded as the event "leak" of the Manager's log, with its URL.
 type leaks struct {

@@ -1,9 +1,10 @@
-// Command server is the article's API-key service built on apikey: a
-// management API and a self-service page at /keys/ for the current user's
-// keys (HTTP Basic), routes protected by API keys, and per-customer plans
-// (free: 100 requests per UTC day; pro: 10,000 per UTC day and 100 per
-// second) that only the operator sets, through the operator API under
-// /admin/ (its own credentials, -admin).
+// Command server is the article's API-key service built on apikey. It has
+// a management API and a self-service page at /keys/ for the current
+// user's keys (HTTP Basic), and routes protected by API keys. It has
+// per-customer plans that only the operator sets, through the operator API
+// under /admin/ (its own credentials, -admin). The free plan allows 100
+// requests per UTC day. The pro plan allows 10,000 per UTC day and 100 per
+// second.
 //
 //	go run ./examples/server                      # SQLite file apikeys.db, limits in memory
 //	go run ./examples/server -admin ops:secret    # and the operator API at /admin/
@@ -12,33 +13,36 @@
 //	go run ./examples/server -redis-cluster 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002  # the same on a Redis Cluster
 //	go run ./examples/server -metrics              # GET /metrics for Prometheus
 //
-// The customers demo (free) and bob (pro) are defined at the first start;
-// later starts leave every customer as the operator left it. A user
+// The customers demo (free) and bob (pro) are defined at the first start.
+// Later starts leave every customer as the operator left it. A user
 // without a customer record has the free plan.
 //
 // Several instances over one database honour a revocation, a plan change
-// or a suspension made through any of them at once: through Redis pub/sub
-// with -redis (sharded pub/sub with -redis-cluster), else through
-// PostgreSQL LISTEN/NOTIFY with -postgres (see apikey.Notifier).
+// or a suspension made through any of them at once. They learn of it
+// through Redis pub/sub with -redis (sharded pub/sub with
+// -redis-cluster). Else they learn of it through PostgreSQL LISTEN/NOTIFY
+// with -postgres (see apikey.Notifier).
 //
-// Leaked keys are revoked within seconds: POST /github/secret-scanning
-// receives GitHub's secret scanning alerts (signed by the keys published at
-// -github-keys-url, GitHub's by default; register the route and the
-// sk_live_ format with GitHub's partner program), and POST
-// /credentials/revoke takes anyone's {"credentials": ["sk_live_..."]},
+// Leaked keys are revoked within seconds. POST /github/secret-scanning
+// receives GitHub's secret scanning alerts. They are signed by the keys
+// published at -github-keys-url, GitHub's by default. Register the route
+// and the sk_live_ format with GitHub's partner program. POST
+// /credentials/revoke takes anyone's report, a JSON object whose
+// "credentials" member lists the tokens, such as ["sk_live_..."]. It is
 // answered 202 whatever matched. Both revoke on every instance and record
 // the event "leak" in the log, with the URL where the key was found.
 //
-// Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC;
-// without it they are plain SHA-256 and the server warns.
+// Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC.
+// Without it they are plain SHA-256 and the server warns.
 //
-// Every request of a verified key is counted, per key and hour, and written
-// to the database every 2 seconds (-usage-interval; the library's default
-// is 10 seconds): allowed, limited (429), refused (403, or 401 for a
-// paused or revoked key) and the cost spent. A user reads his own usage
-// at GET /usage and GET /api-keys/{id}/usage (?from=, ?to= in RFC 3339,
-// ?step=hour|day|month; by default by day over the last 30 days); the
-// operator exports it with the CLI. For example:
+// Every request of a verified key is counted, per key and hour. The counts
+// are written to the database every 2 seconds (-usage-interval), where the
+// library's default is 10 seconds. They are the requests allowed, limited
+// (429) and refused (403, or 401 for a paused or revoked key), and the
+// cost spent. A user reads his own usage at GET /usage and GET
+// /api-keys/{id}/usage. These take ?from= and ?to= in RFC 3339 and
+// ?step=hour|day|month. By default they answer by day over the last 30
+// days. The operator exports usage with the CLI, as in this example.
 //
 //	go run ./examples/server &
 //	KEY=$(curl -s -u demo:demo -X POST localhost:8080/api-keys -d '{"scopes":["read"]}' | jq -r .key)

@@ -38,7 +38,7 @@ type cacheOptions struct {
 // cacheEntry is one immutable cache entry. It is replaced, never changed.
 type cacheEntry struct {
 	// key is the record, shared with every caller of Verify that hits this
-	// entry (see Verify, it is never modified). Nil for an unknown id.
+	// entry (see Verify). It is never modified. Nil for an unknown id.
 	key *Key
 	// sum is the SHA-256 of the key material that verified against key.
 	// verified is false when none did (the entry was made by a wrong

@@ -10,8 +10,9 @@ import (
 // them. None of their messages ever contains a token or a secret.
 var (
 	// ErrMalformed reports a token that does not follow the token grammar.
-	// It has a wrong prefix, a wrong length, a character outside base62 or
-	// a bad checksum. It is decided before any hashing or store access.
+	// Such a token has a wrong prefix, a wrong length, a character outside
+	// base62 or a bad checksum. It is decided before any hashing or store
+	// access.
 	ErrMalformed = errors.New("apikey: malformed token")
 
 	// ErrInvalid reports a well-formed token that does not match a stored
@@ -50,8 +51,9 @@ var (
 	// (Customer.MaxKeys).
 	ErrTooManyKeys = errors.New("apikey: customer has the most keys allowed")
 
-	// ErrInvalidInput is matched by every *InputError. That is a value sent
-	// by a caller (a name, a scope, an expiry) that the Manager refuses.
+	// ErrInvalidInput is matched by every *InputError. An InputError
+	// reports a value sent by a caller (a name, a scope, an expiry) that
+	// the Manager refuses.
 	ErrInvalidInput = errors.New("apikey: invalid input")
 
 	// ErrRotated reports an attempt to rotate a key that already has a
@@ -78,8 +80,8 @@ var (
 	ErrMissingKey = errors.New("apikey: missing key")
 
 	// ErrBadRequest reports a request whose credentials are malformed as a
-	// request. It carries two credentials at once, an empty Bearer token or
-	// a token longer than MaxTokenLength.
+	// request. Such a request carries two credentials at once, an empty
+	// Bearer token or a token longer than MaxTokenLength.
 	ErrBadRequest = errors.New("apikey: invalid request")
 
 	// ErrInsufficientScope reports an authenticated key that lacks a scope

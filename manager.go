@@ -228,7 +228,7 @@ type Manager struct {
 
 // New returns a Manager over store. It validates opts. The error wraps
 // ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret
-// under 128 bits or a short pepper. So it does for a hasher that cannot
+// under 128 bits or a short pepper. It does too for a hasher that cannot
 // take the tokens, invalid Plans, a DefaultPlan not in Plans, a DefaultTTL
 // beyond MaxKeyLifetime or a negative UsageQueue. It starts one background
 // goroutine for last-used flushes, one for usage flushes when the store

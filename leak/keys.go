@@ -190,8 +190,8 @@ func (r *keyring) verify(ctx context.Context, id, sig string, body []byte) error
 }
 
 // validKeyID reports whether id looks like a key identifier (GitHub's are
-// 64 hex digits). That is 1 to 128 letters, digits, '-' or '_'. Anything
-// else is refused without a fetch.
+// 64 hex digits). Such an id is 1 to 128 letters, digits, '-' or '_'.
+// Anything else is refused without a fetch.
 func validKeyID(id string) bool {
 	if id == "" || len(id) > 128 {
 		return false

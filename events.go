@@ -108,7 +108,9 @@ func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time,
 	if now.IsZero() {
 		now = l.now()
 	}
-	if k == nil && id != "" {
+	if k != nil {
+		id = k.ID // the record's, not the token's
+	} else if id != "" {
 		id = strings.Clone(id) // part of the token: keep none of it
 	}
 	e := event{Type: eventVerify, KeyID: id, Err: err, Time: now}

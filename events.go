@@ -174,7 +174,8 @@ func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
 	kind := &s.kinds[i]
 	t := now.UnixNano()
 	next := kind.next.Load()
-	if t < next || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
+	// A t more than a second before next is a clock stepped back.
+	if t < next && next-t <= int64(time.Second) || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
 		kind.suppressed.Add(1)
 		return false, 0
 	}

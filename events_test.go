@@ -124,3 +124,40 @@ func TestVerifyEventsKeepNoPartOfAToken(t *testing.T) {
 	assert.NotEmpty(t, kept.recs)
 	kept.mu.Unlock()
 }
+
+// A clock stepped back does not silence the log of failed verifications
+// until it catches up: a flood after the step still logs a line.
+func TestFailedVerificationLogsSurviveAClockSteppedBack(t *testing.T) {
+	ctx := context.Background()
+	kept := &keptRecords{}
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now, Logger: slog.New(kept)})
+	unknown, _ := m.Format().New()
+	warnings := func() int {
+		kept.mu.Lock()
+		defer kept.mu.Unlock()
+		n := 0
+		for _, r := range kept.recs {
+			if r.Level == slog.LevelWarn {
+				n++
+			}
+		}
+		kept.recs = nil
+		return n
+	}
+	_, err := m.Verify(ctx, unknown)
+	require.ErrorIs(t, err, apikey.ErrInvalid)
+	require.Equal(t, 1, warnings())
+
+	c.Add(-time.Hour)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 50 {
+				_, _ = m.Verify(ctx, unknown)
+			}
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, 1, warnings(), "one line per second, by any reading of the clock")
+}

@@ -35,10 +35,10 @@ type detailView struct {
 type balanceView struct {
 	// Allowed reports whether a request of the customer would pass now.
 	Allowed bool `json:"allowed"`
-	// Limit and Remaining are those of the tightest limit. They tell what
-	// it admits now, before the next request. ResetSeconds is the time until it
-	// would be whole again after one more request. Limit is null without
-	// any limit.
+	// Limit and Remaining are those of the tightest limit. They tell what it
+	// admits now, before the next request. ResetSeconds is the time until it
+	// would be whole again after one more request. Limit is null without any
+	// limit.
 	Limit        *string `json:"limit"`
 	Remaining    int64   `json:"remaining"`
 	ResetSeconds int64   `json:"reset_seconds"`

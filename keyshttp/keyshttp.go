@@ -99,8 +99,8 @@ type Options struct {
 	Owner func(*http.Request) (string, error)
 
 	// Policy decides what the owner may do. Pass the same one to keyspage.
-	// When nil, it is selfservice.New(m, selfservice.Options{}), which offers no
-	// scopes beyond a customer's ceiling and keys that live at most 366
+	// When nil, it is selfservice.New(m, selfservice.Options{}), which offers
+	// no scopes beyond a customer's ceiling and keys that live at most 366
 	// days. It must act through the Handler's Manager.
 	Policy *selfservice.Policy
 

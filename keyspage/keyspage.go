@@ -75,11 +75,11 @@ type Options struct {
 	// before the page and decides who the user is. Required.
 	Owner func(*http.Request) (string, error)
 
-	// Policy decides what the user may do, and which scopes the create
-	// form offers (those granted to him). Pass the same one to keyshttp.
-	// When nil, it is selfservice.New(m, selfservice.Options{}), which offers no
-	// scopes beyond a customer's ceiling and keys that live at most 366
-	// days. It must act through the Page's Manager.
+	// Policy decides what the user may do, and which scopes the create form
+	// offers (those granted to him). Pass the same one to keyshttp. When nil,
+	// it is selfservice.New(m, selfservice.Options{}), which offers no scopes
+	// beyond a customer's ceiling and keys that live at most 366 days. It must
+	// act through the Page's Manager.
 	Policy *selfservice.Policy
 
 	// Challenge, if set, is the WWW-Authenticate header of a 401, e.g.

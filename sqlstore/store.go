@@ -61,10 +61,10 @@ type Options struct {
 
 // Store is an apikey.Store over a SQL database. It also implements
 // apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore and
-// usage.Store with single conditional statements or transactions. Build it with New.
-// The zero value is not usable. A Store holds no state besides its
-// configuration and is safe for concurrent use as far as its DB is
-// (*sql.DB is).
+// usage.Store with single conditional statements or transactions. Build it
+// with New. The zero value is not usable. A Store holds no state besides its
+// configuration and is safe for concurrent use as far as its DB is (*sql.DB
+// is).
 type Store struct {
 	db        DB
 	d         Dialect
@@ -144,15 +144,14 @@ func (s *Store) UsageTable() string { return s.usage.String() }
 func (s *Store) Schema() []string { return s.d.schema(s.table, s.customers, s.usage) }
 
 // Migrate creates the keys table, its index, the customers table, and the
-// usage table and its index, unless they exist. It also upgrades a keys
-// table made by an earlier release (see Dialect.Upgrade). It adds the
-// columns the table lacks and the index. It creates a customer record for
-// each owner of its keys (see BackfillCustomers) before it adds the
-// paused column, which marks the upgrade done. Existing keys keep
-// verifying. A database of a release before usage recording gets the usage table the same way.
-// It is idempotent and may run at every start. On an upgraded table it
-// runs the CREATE ... IF NOT EXISTS statements and one look at the
-// catalog.
+// usage table and its index, unless they exist. It also upgrades a keys table
+// made by an earlier release (see Dialect.Upgrade). It adds the columns the
+// table lacks and the index. It creates a customer record for each owner of
+// its keys (see BackfillCustomers) before it adds the paused column, which
+// marks the upgrade done. Existing keys keep verifying. A database of a
+// release before usage recording gets the usage table the same way. It is
+// idempotent and may run at every start. On an upgraded table it runs the
+// CREATE ... IF NOT EXISTS statements and one look at the catalog.
 //
 // On PostgreSQL it runs in one transaction under an advisory lock. So
 // processes starting together do not race, and the upgrade happens

@@ -73,9 +73,9 @@ type Rule struct {
 	PerMessage bool
 }
 
-// Options configures an Interceptor. The zero value reads the key from
-// the Authorization header ("Bearer <key>") and "X-API-Key", requires a valid key on
-// every procedure and spends nothing.
+// Options configures an Interceptor. The zero value reads the key from the
+// Authorization header ("Bearer <key>") and "X-API-Key", requires a valid key
+// on every procedure and spends nothing.
 type Options struct {
 	// Middleware, if set, is what calls spend with (Middleware.Spend).
 	// Calls use its Limiter, plans, failure policy, FallbackLimiter and

@@ -90,8 +90,8 @@ type Options struct {
 	// customer has one budget across both surfaces. When nil, there are
 	// no limits.
 	Middleware *apikey.Middleware
-	// Metadata names the metadata keys the key is read from, in order.
-	// When empty, they are "authorization" (Bearer scheme) and "x-api-key". A key
+	// Metadata names the metadata keys the key is read from, in order. When
+	// empty, they are "authorization" (Bearer scheme) and "x-api-key". A key
 	// other than "authorization" holds the bare token. A call that sends
 	// tokens under two of them, or one of them twice, is refused with
 	// InvalidArgument.

@@ -66,7 +66,7 @@ func (e event) LogValue() slog.Value {
 // outcome names a verification error by its sentinel, so that logs never
 // carry a wrapped message from a dependency.
 func outcome(err error) string {
-	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable} {
+	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrIPNotAllowed, ErrUnavailable} {
 		if errors.Is(err, s) {
 			return s.Error()
 		}
@@ -144,7 +144,7 @@ func (l *eventLog) logVerify(ctx context.Context, e event) {
 // a failed verification, and counts the others. It is safe for concurrent
 // use. The zero value is ready.
 type logSampler struct {
-	kinds [8]struct {
+	kinds [9]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out
 		suppressed atomic.Uint64 // lines left out since the last one
 		_          [48]byte      // one cache line each
@@ -170,6 +170,8 @@ func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
 		i = 6
 	case "suspended":
 		i = 7
+	case "ip_not_allowed":
+		i = 8
 	}
 	kind := &s.kinds[i]
 	t := now.UnixNano()
@@ -201,6 +203,8 @@ func outcomeOf(err error) string {
 		return "paused"
 	case ErrSuspended:
 		return "suspended"
+	case ErrIPNotAllowed:
+		return "ip_not_allowed"
 	}
 	switch {
 	case errors.Is(err, ErrMalformed):
@@ -217,6 +221,8 @@ func outcomeOf(err error) string {
 		return "paused"
 	case errors.Is(err, ErrSuspended):
 		return "suspended"
+	case errors.Is(err, ErrIPNotAllowed):
+		return "ip_not_allowed"
 	}
 	return "unavailable"
 }

@@ -18,9 +18,12 @@ type customerView struct {
 	Credits   int64             `json:"credits"`
 	Suspended bool              `json:"suspended"`
 	Metadata  map[string]string `json:"metadata"`
-	CreatedAt *time.Time        `json:"created_at"`
-	UpdatedAt *time.Time        `json:"updated_at"`
-	Revision  int64             `json:"revision"`
+	// AllowedIPs are the IP ranges (CIDR) the customer's keys may be used
+	// from; empty: any address.
+	AllowedIPs []string   `json:"allowed_ips"`
+	CreatedAt  *time.Time `json:"created_at"`
+	UpdatedAt  *time.Time `json:"updated_at"`
+	Revision   int64      `json:"revision"`
 }
 
 // detailView is the answer to GET /admin/customers/{id}. It holds the
@@ -71,6 +74,10 @@ func view(c *apikey.Customer) customerView {
 	}
 	if v.Metadata == nil {
 		v.Metadata = map[string]string{}
+	}
+	v.AllowedIPs = make([]string, len(c.AllowedIPs))
+	for i, p := range c.AllowedIPs {
+		v.AllowedIPs[i] = p.String()
 	}
 	return v
 }

@@ -108,7 +108,9 @@ func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time,
 	if now.IsZero() {
 		now = l.now()
 	}
-	if k == nil && id != "" {
+	if k != nil {
+		id = k.ID // the record's, not the token's
+	} else if id != "" {
 		id = strings.Clone(id) // part of the token: keep none of it
 	}
 	e := event{Type: eventVerify, KeyID: id, Err: err, Time: now}
@@ -174,7 +176,8 @@ func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
 	kind := &s.kinds[i]
 	t := now.UnixNano()
 	next := kind.next.Load()
-	if t < next || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
+	// A t more than a second before next is a clock stepped back.
+	if t < next && next-t <= int64(time.Second) || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
 		kind.suppressed.Add(1)
 		return false, 0
 	}

@@ -27,24 +27,24 @@ const (
 	eventVerify   eventType = "verify"
 )
 
-// event reports one operation on a key to Options.Logger: one event per
-// change (a RevokeOwner that revokes three keys reports three revoke
-// events) and one per verification. Reporting costs no store access. It
-// carries ids, never a token, secret or digest.
+// event reports one operation on a key to Options.Logger. There is one
+// event per change (a RevokeOwner that revokes three keys reports three
+// revoke events) and one per verification. Reporting costs no store
+// access. It carries ids, never a token, secret or digest.
 type event struct {
 	// Type is what happened.
 	Type eventType
 	// KeyID is the key concerned. For a verification of a token that did
 	// not parse, it is empty.
 	KeyID string
-	// Owner is the key's owner when the operation read it anyway: always
-	// for issue, rotate, update, disable, enable, a successful
-	// verification and RevokeOwner. Empty for delete and for a revoke by a
-	// store's Revoker.
+	// Owner is the key's owner when the operation read it anyway. It is
+	// always set for issue, rotate, update, disable, enable, a successful
+	// verification and RevokeOwner. It is empty for delete and for a
+	// revoke by a store's Revoker.
 	Owner string
-	// Err is the outcome of a verification: nil on success, otherwise one
-	// of the sentinel errors (possibly wrapped): ErrDisabled for a disabled
-	// key, which the middleware answers like ErrInvalid.
+	// Err is the outcome of a verification. It is nil on success,
+	// otherwise one of the sentinel errors (possibly wrapped). A disabled
+	// key gives ErrDisabled, which the middleware answers like ErrInvalid.
 	Err error
 	// Time is when it happened, by the Manager's clock.
 	Time time.Time
@@ -84,11 +84,11 @@ func (l *eventLog) emit(ctx context.Context, e event) {
 	}
 }
 
-// verify reports a verification to the Logger: successes at Debug
-// level, failures at Warn level but sampled, at most one line per second
-// per outcome, each line counting the failures
-// of its outcome left out since the previous one. A flood of garbage
-// tokens thus costs no log line per request.
+// verify reports a verification to the Logger. Successes go at Debug level.
+// Failures go at Warn level but sampled, at most one line per second per
+// outcome. Each line counts the failures of its outcome left out since the
+// previous one. A flood of garbage tokens thus costs no log line per
+// request.
 func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time, err error) {
 	if l.log == nil {
 		return
@@ -96,7 +96,9 @@ func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time,
 	if now.IsZero() {
 		now = l.now()
 	}
-	if k == nil && id != "" {
+	if k != nil {
+		id = k.ID // the record's, not the token's
+	} else if id != "" {
 		id = strings.Clone(id) // part of the token: keep none of it
 	}
 	e := event{Type: eventVerify, KeyID: id, Err: err, Time: now}
@@ -143,7 +145,8 @@ func (s *logSampler) allow(o outcome, now time.Time) (bool, uint64) {
 	kind := &s.kinds[o]
 	t := now.UnixNano()
 	next := kind.next.Load()
-	if t < next || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
+	// A t more than a second before next is a clock stepped back.
+	if t < next && next-t <= int64(time.Second) || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
 		kind.suppressed.Add(1)
 		return false, 0
 	}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/gokeys/apikey/ipallow"
 )
 
 // MiddlewareOptions configures a Middleware. The zero value is secure: keys
@@ -62,6 +64,12 @@ type MiddlewareOptions struct {
 	// LimitOptions.ReportedCosts.
 	CostHeader string
 
+	// TrustedProxies, if set, are the proxies whose forwarding header
+	// names the client of a request, for keys restricted to IP ranges
+	// (see ipallow.Proxies). Nil: the client is the request's RemoteAddr,
+	// and forwarding headers are ignored.
+	TrustedProxies *ipallow.Proxies
+
 	// Logger, if set, logs failures of dependencies and recovered panics.
 	Logger *slog.Logger
 }
@@ -74,6 +82,7 @@ type Middleware struct {
 	sources    []KeySource
 	optional   bool
 	hide       bool
+	proxies    *ipallow.Proxies
 	p          *problems
 	rl         limitStage
 	cost       func(*http.Request, *Key) int64
@@ -104,7 +113,10 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 			return nil, fmt.Errorf("%w: nil KeySource", ErrInvalidOptions)
 		}
 	}
-	mw := &Middleware{m: m, sources: sources, optional: opts.Optional, hide: opts.HideCredentials, p: p, cost: opts.Cost}
+	mw := &Middleware{
+		m: m, sources: sources, optional: opts.Optional, hide: opts.HideCredentials,
+		proxies: opts.TrustedProxies, p: p, cost: opts.Cost,
+	}
 	if opts.CostHeader != "" {
 		mw.costHeader = http.CanonicalHeaderKey(opts.CostHeader)
 		opts.Limits.ReportedCosts = true
@@ -126,8 +138,8 @@ func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
 // Authenticate extracts the request's key and verifies it, without writing
 // a response and without applying rate limits. It returns the key or an
 // error matching one of ErrMissingKey, ErrBadRequest, ErrMalformed,
-// ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended
-// or ErrUnavailable.
+// ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended,
+// ErrIPNotAllowed or ErrUnavailable.
 func (mw *Middleware) Authenticate(r *http.Request) (*Key, error) {
 	k, _, _, err := mw.authenticate(r)
 	if err != nil {
@@ -162,7 +174,7 @@ func (mw *Middleware) authenticate(r *http.Request) (k *Key, now time.Time, stri
 	if token == "" {
 		return nil, now, nil, ErrMissingKey
 	}
-	k, now, err = mw.m.verifyKey(r.Context(), token)
+	k, now, err = mw.m.verifyKey(r.Context(), token, &origin{r: r, proxies: mw.proxies})
 	if err != nil {
 		return k, now, nil, err
 	}

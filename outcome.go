@@ -23,6 +23,7 @@ const (
 	outcomeDisabled
 	outcomePaused
 	outcomeSuspended
+	outcomeIPNotAllowed
 	outcomeUnavailable
 	outcomeMissingKey
 	outcomeBadRequest
@@ -77,14 +78,16 @@ const (
 // its state (expired, revoked, disabled, paused, suspended) is answered
 // exactly like an unknown one.
 var outcomes = [numOutcomes]outcomeRow{
-	outcomeOK:          {nil, "ok", http.StatusOK, noChallenge, ""},
-	outcomeMalformed:   {ErrMalformed, "malformed", http.StatusUnauthorized, invalidToken, detailKeyRequired},
-	outcomeInvalid:     {ErrInvalid, "invalid", http.StatusUnauthorized, invalidToken, detailKeyRequired},
-	outcomeExpired:     {ErrExpired, "expired", http.StatusUnauthorized, invalidToken, detailKeyRequired},
-	outcomeRevoked:     {ErrRevoked, "revoked", http.StatusUnauthorized, invalidToken, detailKeyRequired},
-	outcomeDisabled:    {ErrDisabled, "disabled", http.StatusUnauthorized, invalidToken, detailKeyRequired},
-	outcomePaused:      {ErrPaused, "paused", http.StatusUnauthorized, invalidToken, detailKeyRequired},
-	outcomeSuspended:   {ErrSuspended, "suspended", http.StatusUnauthorized, invalidToken, detailKeyRequired},
+	outcomeOK:        {nil, "ok", http.StatusOK, noChallenge, ""},
+	outcomeMalformed: {ErrMalformed, "malformed", http.StatusUnauthorized, invalidToken, detailKeyRequired},
+	outcomeInvalid:   {ErrInvalid, "invalid", http.StatusUnauthorized, invalidToken, detailKeyRequired},
+	outcomeExpired:   {ErrExpired, "expired", http.StatusUnauthorized, invalidToken, detailKeyRequired},
+	outcomeRevoked:   {ErrRevoked, "revoked", http.StatusUnauthorized, invalidToken, detailKeyRequired},
+	outcomeDisabled:  {ErrDisabled, "disabled", http.StatusUnauthorized, invalidToken, detailKeyRequired},
+	outcomePaused:    {ErrPaused, "paused", http.StatusUnauthorized, invalidToken, detailKeyRequired},
+	outcomeSuspended: {ErrSuspended, "suspended", http.StatusUnauthorized, invalidToken, detailKeyRequired},
+	outcomeIPNotAllowed: {ErrIPNotAllowed, "ip_not_allowed", http.StatusForbidden, noChallenge,
+		"The API key may not be used from this IP address: it is restricted to other IP ranges."},
 	outcomeUnavailable: {ErrUnavailable, "unavailable", http.StatusServiceUnavailable, noChallenge, detailUnavailable},
 	outcomeMissingKey:  {ErrMissingKey, "missing_key", http.StatusUnauthorized, bareChallenge, detailKeyRequired},
 	outcomeBadRequest:  {ErrBadRequest, "bad_request", http.StatusBadRequest, invalidRequest, "The request carries its credentials in a malformed way."},

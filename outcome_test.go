@@ -35,6 +35,7 @@ func TestOutcomeNames(t *testing.T) {
 		{apikey.ErrDisabled, "disabled"},
 		{apikey.ErrPaused, "paused"},
 		{apikey.ErrSuspended, "suspended"},
+		{apikey.ErrIPNotAllowed, "ip_not_allowed"},
 		{apikey.ErrUnavailable, "unavailable"},
 		{apikey.ErrMissingKey, "missing_key"},
 		{apikey.ErrBadRequest, "bad_request"},

@@ -130,6 +130,7 @@ func TestErrorAnswersEachOutcome(t *testing.T) {
 		{apikey.ErrInsufficientScope, 403, `Bearer realm="r", error="insufficient_scope"`},
 		{&apikey.ScopeError{Scopes: []string{"a", "b"}}, 403, `Bearer realm="r", error="insufficient_scope", scope="a b"`},
 		{apikey.ErrUnknownPlan, 403, ""},
+		{apikey.ErrIPNotAllowed, 403, ""},
 		{&apikey.RateLimitError{}, 429, ""},
 		{apikey.ErrUnavailable, 503, ""},
 		{errors.New("a dependency failed"), 503, ""},

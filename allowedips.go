@@ -56,14 +56,6 @@ func (m *Manager) VerifyFrom(ctx context.Context, token string, addr netip.Addr)
 	return k, nil
 }
 
-// AuthorizeFrom is Authorize for a call from the client address addr, as
-// VerifyFrom is Verify's: an RPC interceptor passes the peer's address,
-// through its own ipallow.Proxies if calls come through proxies. A
-// refusal for the address (ErrIPNotAllowed) counts nothing in usage.
-func (mw *Middleware) AuthorizeFrom(ctx context.Context, token string, addr netip.Addr, scopes []string, anyScope bool) (*Key, error) {
-	return mw.authorize(ctx, token, &origin{addr: addr}, scopes, anyScope)
-}
-
 // noAddress returns the ranges of a key whose own ranges and its
 // customer's have no address in common: one invalid prefix, which holds
 // no address.

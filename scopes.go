@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 )
 
 // RequireScopes returns a middleware that lets a request through only if
@@ -77,6 +78,16 @@ func (mw *Middleware) Authorize(ctx context.Context, token string, scopes []stri
 	return mw.authorize(ctx, token, nil, scopes, anyScope)
 }
 
+// AuthorizeFrom is Authorize for a call from the client address addr, as
+// VerifyFrom is Verify's: an RPC interceptor passes the peer's address,
+// through its own ipallow.Proxies if calls come through proxies. A
+// refusal for the address (ErrIPNotAllowed) counts nothing in usage.
+func (mw *Middleware) AuthorizeFrom(ctx context.Context, token string, addr netip.Addr, scopes []string, anyScope bool) (*Key, error) {
+	return mw.authorize(ctx, token, &origin{addr: addr}, scopes, anyScope)
+}
+
+// authorize is Authorize for a call from the client address in from
+// (nil when unknown).
 func (mw *Middleware) authorize(ctx context.Context, token string, from *origin, scopes []string, anyScope bool) (*Key, error) {
 	k, now, err := mw.m.verifyKey(ctx, token, from)
 	if err != nil {

@@ -101,6 +101,17 @@ type Options struct {
 	// refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
 
+	// LastUsedGranularity is the resolution of stored last-used times:
+	// one minute when 0; negative writes every use a flush holds. A key
+	// whose stored LastUsedAt is within it of a new use is not written
+	// again, so a fleet writes a busy key about once per granularity
+	// whatever its number of instances. The Manager skips the uses it
+	// knows to be that fresh, and a store that implements
+	// usage.LastUsedStore (memstore and sqlstore do) skips the others in
+	// its conditional write. Key.LastUsedAt then lags the last use by at
+	// most LastUsedGranularity plus LastUsedInterval plus one flush.
+	LastUsedGranularity time.Duration
+
 	// UsageInterval is how often the usage counted in memory is added
 	// to the store, when the store implements usage.Store: 10 seconds
 	// when 0; negative turns usage recording off. Each request that
@@ -362,7 +373,7 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	if m.usage, err = newUsageRecorder(store, usageOptions{
 		interval: opts.LastUsedInterval, timeout: opts.LastUsedTimeout, max: opts.LastUsedQueue,
-		batch: opts.LastUsedBatch, log: m.log, metrics: m.metrics,
+		batch: opts.LastUsedBatch, granularity: opts.LastUsedGranularity, log: m.log, metrics: m.metrics,
 	}); err != nil {
 		return nil, err
 	}

@@ -46,6 +46,10 @@ type Stats struct {
 	// FlushErrors counts MarkUsed calls that failed; their uses are kept
 	// for the next flush while the queue has room.
 	FlushErrors uint64
+	// UsesWritten counts the keys whose stored last-used time flushes
+	// changed, as a store that implements usage.LastUsedStore reports
+	// them (rows written); with another store, every key flushed counts.
+	UsesWritten uint64
 	// Published counts ids announced through the Notifier.
 	Published uint64
 	// PublishErrors counts ids the Notifier failed to announce; other
@@ -92,8 +96,11 @@ type usageRecorder struct {
 	max      int64
 	batch    int
 	timeout  time.Duration
-	log      *slog.Logger
-	metrics  Metrics
+	// granularity is the resolution of stored last-used times; 0 writes
+	// every use (see Options.LastUsedGranularity).
+	granularity time.Duration
+	log         *slog.Logger
+	metrics     Metrics
 
 	shards [cacheShards]usageShard
 
@@ -101,6 +108,7 @@ type usageRecorder struct {
 	// it changes only when a key enters or leaves, not on every use.
 	queued                   atomic.Int64
 	flushes, failures, shown atomic.Uint64
+	rows                     atomic.Uint64 // keys the store reported written
 
 	flushMu  sync.Mutex // one flush at a time
 	stopOnce sync.Once
@@ -112,10 +120,10 @@ type usageRecorder struct {
 
 // usageOptions are the Options fields of last-used tracking.
 type usageOptions struct {
-	interval, timeout time.Duration
-	max, batch        int
-	log               *slog.Logger
-	metrics           Metrics
+	interval, timeout, granularity time.Duration
+	max, batch                     int
+	log                            *slog.Logger
+	metrics                        Metrics
 }
 
 func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
@@ -127,7 +135,7 @@ func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
 	}
 	u := &usageRecorder{
 		store: store, interval: o.interval, max: int64(o.max), batch: o.batch, timeout: o.timeout,
-		log: o.log, metrics: o.metrics, stop: make(chan struct{}), done: make(chan struct{}),
+		granularity: granularity(o.granularity), log: o.log, metrics: o.metrics, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if u.interval == 0 {
 		u.interval = defaultLastUsedInterval
@@ -304,9 +312,11 @@ func (u *usageRecorder) markUsed(ctx context.Context, uses map[string]time.Time)
 			err = storeErr("mark used", panicError{r})
 		}
 	}()
-	if err := u.store.MarkUsed(ctx, uses); err != nil {
+	n, err := u.markUsedIn(ctx, uses)
+	if err != nil {
 		return storeErr("mark used", err)
 	}
+	u.rows.Add(uint64(n))
 	return nil
 }
 
@@ -352,7 +362,7 @@ func (u *usageRecorder) stats() Stats {
 	if u == nil {
 		return Stats{}
 	}
-	st := Stats{Flushes: u.flushes.Load(), FlushErrors: u.failures.Load()}
+	st := Stats{Flushes: u.flushes.Load(), FlushErrors: u.failures.Load(), UsesWritten: u.rows.Load()}
 	for i := range u.shards {
 		s := &u.shards[i]
 		s.mu.Lock()

@@ -134,7 +134,7 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time) (*K
 			k = narrowed(e, k, c)
 		}
 	}
-	if m.usage != nil {
+	if !m.usage.fresh(k, now) {
 		// A key verified many times a millisecond is recorded once per
 		// millisecond, without touching the recorder's locks.
 		if t := now.UnixNano(); e == nil || uint64(t-e.used.Load()) >= uint64(usageGranularity) {

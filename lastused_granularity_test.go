@@ -31,13 +31,13 @@ func issueMany(t *testing.T, store apikey.Store, n int) ([]string, []string) {
 // and once per instance and interval with none: 16 x 6 times as often.
 func TestLastUsedGranularityBoundsAFleetsWrites(t *testing.T) {
 	t.Parallel()
-	const keys, instances, steps = 200, 16, 18 // three minutes
+	const keys, instances, steps = 100, 16, 12 // two minutes
 	for _, tc := range []struct {
 		name        string
 		granularity time.Duration
 		want        uint64
 	}{
-		{"default", 0, keys * 3},
+		{"default", 0, keys * 2},
 		{"none", -1, keys * instances * steps},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -55,8 +55,8 @@ type Result struct {
 	// Written counts the rows the store reported written
 	// (Stats.UsesWritten).
 	Written uint64
-	// Statements counts the store calls of the flushes (one per batch).
-	Statements uint64
+	// Calls counts the store calls of the flushes (one per batch).
+	Calls      uint64
 	// Flushing is the real time spent waiting for the flushes.
 	Flushing time.Duration
 	// End is the virtual time after the last interval.
@@ -188,7 +188,7 @@ func Run(ctx context.Context, c Config) (Result, error) {
 		r.Written += st.UsesWritten
 		in.mu.Lock()
 		r.Sent += in.sent
-		r.Statements += in.calls
+		r.Calls += in.calls
 		in.mu.Unlock()
 	}
 	return r, nil

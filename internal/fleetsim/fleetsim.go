@@ -56,7 +56,7 @@ type Result struct {
 	// (Stats.UsesWritten).
 	Written uint64
 	// Calls counts the store calls of the flushes (one per batch).
-	Calls      uint64
+	Calls uint64
 	// Flushing is the real time spent waiting for the flushes.
 	Flushing time.Duration
 	// End is the virtual time after the last interval.

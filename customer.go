@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 )
 
 // Customer is the operator's record of a customer: whoever owns keys. The
@@ -386,7 +386,7 @@ func (m *Manager) validCustomer(c *Customer) error {
 	if c.MaxKeys < 0 || c.MaxKeys > MaxCustomerKeys {
 		return &InputError{Field: "max_keys", Reason: fmt.Sprintf("must be 0 to %d", MaxCustomerKeys)}
 	}
-	if c.Credits < 0 || c.Credits > limits.MaxCount {
+	if c.Credits < 0 || c.Credits > gcra.MaxCount {
 		return &InputError{Field: "credits", Reason: "must be 0 or more"}
 	}
 	if err := validKeyLimits(c.Limits); err != nil {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 )
 
 // A Limiter decides whether a subject may make a request under a set of
@@ -217,9 +217,9 @@ func (l Limit) Validate() error { return l.check() }
 
 // check is Validate without copying l.
 func (l *Limit) check() error {
-	err := limits.Check(l.Name, uint8(l.Kind), l.Count, l.Period, l.Burst, uint8(l.Window))
+	err := gcra.Check(l.Name, uint8(l.Kind), l.Count, l.Period, l.Burst, uint8(l.Window))
 	if err == nil && l.Kind == KindCredits && l.Window != Never && l.Window != Day && l.Window != Month {
-		err = limits.ErrWindow
+		err = gcra.ErrWindow
 	}
 	if err != nil {
 		return fmt.Errorf("%w: limit %q: %w", ErrInvalidOptions, l.Name, err)

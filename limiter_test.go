@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 )
 
 // Limits are stored as JSON: kinds and windows by name, Subject never.
@@ -86,12 +86,12 @@ func TestLimitValidate(t *testing.T) {
 // The internal arithmetic numbers kinds and windows as the API does.
 func TestLimitConstants(t *testing.T) {
 	t.Parallel()
-	assert.EqualValues(t, limits.KindRate, apikey.KindRate)
-	assert.EqualValues(t, limits.KindQuota, apikey.KindQuota)
-	assert.EqualValues(t, limits.KindCredits, apikey.KindCredits)
-	assert.EqualValues(t, limits.Never, apikey.Never)
-	assert.EqualValues(t, limits.Minute, apikey.Minute)
-	assert.EqualValues(t, limits.Hour, apikey.Hour)
-	assert.EqualValues(t, limits.Day, apikey.Day)
-	assert.EqualValues(t, limits.Month, apikey.Month)
+	assert.EqualValues(t, gcra.KindRate, apikey.KindRate)
+	assert.EqualValues(t, gcra.KindQuota, apikey.KindQuota)
+	assert.EqualValues(t, gcra.KindCredits, apikey.KindCredits)
+	assert.EqualValues(t, gcra.Never, apikey.Never)
+	assert.EqualValues(t, gcra.Minute, apikey.Minute)
+	assert.EqualValues(t, gcra.Hour, apikey.Hour)
+	assert.EqualValues(t, gcra.Day, apikey.Day)
+	assert.EqualValues(t, gcra.Month, apikey.Month)
 }

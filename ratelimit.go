@@ -13,7 +13,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 )
 
 // failurePolicy is what the middleware does when the Limiter fails, as
@@ -633,7 +633,7 @@ func appendPolicy(b []byte, ls []Limit, now time.Time) []byte {
 		if l.Kind == KindRate {
 			w = max(1, ceilSeconds(l.Period))
 		} else {
-			w = limits.WindowSeconds(uint8(l.Window), now)
+			w = gcra.WindowSeconds(uint8(l.Window), now)
 		}
 		if w > 0 {
 			b = append(b, ";w="...)

@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 )
 
 // A request's cost is settled after its work: Limit charges Cost on
@@ -119,7 +119,7 @@ func (st *settlement) reserve(cost int64) {
 func (st *settlement) add(n int64) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.closed || st.ls == nil || n < 0 || n > limits.MaxCount-st.reported {
+	if st.closed || st.ls == nil || n < 0 || n > gcra.MaxCount-st.reported {
 		return false
 	}
 	st.reported += n
@@ -232,7 +232,7 @@ func (w *settleWriter) take(h http.Header) {
 		delete(h, name)
 		for _, v := range vs {
 			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil || n < 0 || n > limits.MaxCount {
+			if err != nil || n < 0 || n > gcra.MaxCount {
 				st.mw.logError(w.ctx, "apikey: cost header ignored", fmt.Errorf("%s: %q is not a cost", p.header, v))
 				continue
 			}
@@ -357,8 +357,8 @@ func (mw *Middleware) Debit(ctx context.Context, k *Key, amount int64, h http.He
 	switch {
 	case k == nil:
 		return ErrMissingKey
-	case limits.CheckAmount(amount) != nil:
-		return fmt.Errorf("%w: amount %d: %w", ErrInvalidOptions, amount, limits.ErrAmount)
+	case gcra.CheckAmount(amount) != nil:
+		return fmt.Errorf("%w: amount %d: %w", ErrInvalidOptions, amount, gcra.ErrAmount)
 	case amount == 0 || rl.limiter == nil:
 		return nil
 	}

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 )
 
 // DefaultMaxKeys is the default of Options.MaxKeys.
@@ -232,7 +232,7 @@ func (l *Limiter) Len() int {
 type pending struct {
 	slot      int
 	v, w, exp int64
-	o         limits.Outcome
+	o         gcra.Outcome
 	t         int64 // a rate's emission interval; 0 for a count
 	fix       bool  // a denied rate whose TAT moved (the clock stepped back): store it anyway
 }
@@ -299,7 +299,7 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	}
 
 	res.States = make([]apikey.LimitState, len(ls))
-	var best limits.Outcome
+	var best gcra.Outcome
 	bi := 0
 	for i := range ls {
 		var st *slot
@@ -310,7 +310,7 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 		o, p := decide(&ls[i], st, mono, wall, cost)
 		p.slot = idx
 		pend[i] = p
-		if i == 0 || limits.Tighter(o, best) {
+		if i == 0 || gcra.Tighter(o, best) {
 			best, bi = o, i
 		}
 	}
@@ -367,13 +367,13 @@ func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
 	e := sh.get(h, subject)
-	var best limits.Outcome
+	var best gcra.Outcome
 	bi := 0
 	for i := range ls {
 		st, _ := e.find(&ls[i])
 		o, p := decide(&ls[i], st, mono, wall, 1)
 		pend = append(pend, p)
-		if i == 0 || limits.Tighter(o, best) {
+		if i == 0 || gcra.Tighter(o, best) {
 			best, bi = o, i
 		}
 	}
@@ -403,7 +403,7 @@ func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, 
 	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
 	}
-	if err := limits.CheckAmount(amount); err != nil {
+	if err := gcra.CheckAmount(amount); err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w: %w", apikey.ErrInvalidOptions, err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -422,22 +422,22 @@ func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, 
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
 	e := sh.get(h, subject)
-	var best limits.Outcome
+	var best gcra.Outcome
 	bi := 0
 	for i := range ls {
 		lim := &ls[i]
 		st, j := e.find(lim)
-		var o limits.Outcome
+		var o gcra.Outcome
 		if lim.Kind == apikey.KindRate {
 			o, _ = decide(lim, st, mono, wall, 0) // cost 0: the state as it stands
 		} else {
-			ws, we := limits.Window(uint8(lim.Window), wall)
+			ws, we := gcra.Window(uint8(lim.Window), wall)
 			var used int64
 			if st != nil && st.w == ws {
 				used = st.v
 			}
-			used = limits.Debit(used, amount)
-			o = limits.Outcome{Allowed: true, Remaining: lim.Count - used, Reset: we - wall}
+			used = gcra.Debit(used, amount)
+			o = gcra.Outcome{Allowed: true, Remaining: lim.Count - used, Reset: we - wall}
 			if lim.Window == apikey.Never {
 				o.Reset = 0
 			}
@@ -453,7 +453,7 @@ func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, 
 			}
 		}
 		pend[i].o = o
-		if i == 0 || limits.Tighter(o, best) {
+		if i == 0 || gcra.Tighter(o, best) {
 			best, bi = o, i
 		}
 	}
@@ -570,25 +570,25 @@ func (e *entry) set(s *slot, p *pending) {
 }
 
 // decide applies lim to a call of cost given its stored state st.
-func decide(lim *apikey.Limit, st *slot, mono, wall, cost int64) (limits.Outcome, pending) {
+func decide(lim *apikey.Limit, st *slot, mono, wall, cost int64) (gcra.Outcome, pending) {
 	if lim.Kind == apikey.KindRate {
 		var t, burst int64
-		tat, seen := mono, int64(limits.NoState)
+		tat, seen := mono, int64(gcra.NoState)
 		if st != nil && st.validated(lim) { // the interval is the slot's
 			t, burst, tat, seen = st.interval, lim.Burst, st.v, st.w
 			if burst == 0 {
 				burst = lim.Count
 			}
 		} else {
-			t, burst = limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
+			t, burst = gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
 			if st != nil {
 				tat, seen = st.v, st.w
 			}
 		}
-		o, nt, write := limits.Rate(tat, seen, mono, t, burst, cost)
+		o, nt, write := gcra.Rate(tat, seen, mono, t, burst, cost)
 		return o, pending{v: nt, w: mono, exp: nt, o: o, t: t, fix: write && !o.Allowed}
 	}
-	ws, we := limits.Window(uint8(lim.Window), wall)
+	ws, we := gcra.Window(uint8(lim.Window), wall)
 	var used int64
 	if st != nil && st.w == ws {
 		used = st.v
@@ -597,7 +597,7 @@ func decide(lim *apikey.Limit, st *slot, mono, wall, cost int64) (limits.Outcome
 	if lim.Window == apikey.Never {
 		reset = 0
 	}
-	o := limits.Count(lim.Count, used, cost, reset)
+	o := gcra.Count(lim.Count, used, cost, reset)
 	return o, pending{v: used + cost, w: ws, exp: we, o: o}
 }
 
@@ -607,16 +607,16 @@ func interval(lim *apikey.Limit) int64 {
 	if lim.Kind != apikey.KindRate {
 		return 0
 	}
-	t, _ := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
+	t, _ := gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
 	return t
 }
 
-func state(o limits.Outcome) apikey.LimitState {
+func state(o gcra.Outcome) apikey.LimitState {
 	return apikey.LimitState{Remaining: o.Remaining, Reset: time.Duration(o.Reset), RetryAfter: time.Duration(o.Retry)}
 }
 
 // fill sets the headline fields of res from the tightest limit, ls[i].
-func fill(res *apikey.LimitResult, ls []apikey.Limit, i int, o limits.Outcome) {
+func fill(res *apikey.LimitResult, ls []apikey.Limit, i int, o gcra.Outcome) {
 	res.Allowed, res.Limit, res.Remaining, res.Reset = o.Allowed, ls[i], o.Remaining, time.Duration(o.Reset)
 	if !o.Allowed {
 		res.RetryAfter = time.Duration(o.Retry)

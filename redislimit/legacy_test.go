@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 	"github.com/gokeys/apikey/limitertest"
 	"github.com/gokeys/apikey/redislimit"
 )
@@ -66,7 +66,7 @@ func (b *backend) oldAllow(t *testing.T, subject string, ls []apikey.Limit, cost
 			pat = "\n" + lim.Name + "@" + lim.Kind.String()[:1] + lim.Subject + "="
 		}
 		if lim.Kind == apikey.KindRate {
-			tt, burst := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
+			tt, burst := gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
 			args = append(args, pat, tt, burst)
 		} else {
 			args = append(args, pat, -lim.Count, int64(lim.Window))

@@ -116,7 +116,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 )
 
 // DefaultPrefix is the default of Options.Prefix.
@@ -250,7 +250,7 @@ func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, 
 	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
 	}
-	if err := limits.CheckAmount(amount); err != nil {
+	if err := gcra.CheckAmount(amount); err != nil {
 		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w: %w", apikey.ErrInvalidOptions, err)
 	}
 	return l.run(ctx, l.debit, subject, ls, amount)
@@ -267,7 +267,7 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 	for i := range ls {
 		lim := &ls[i]
 		if lim.Kind == apikey.KindRate {
-			t, burst := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
+			t, burst := gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
 			args = append(args, t, burst)
 		} else {
 			args = append(args, -lim.Count, int64(lim.Window))

@@ -2,7 +2,7 @@
 // validation and headers, memlimit and redislimit: the bounds a limit must
 // keep, GCRA, UTC calendar windows and the choice of the tightest limit.
 // It works on plain numbers so that the core can import it.
-package limits
+package gcra
 
 import (
 	"errors"

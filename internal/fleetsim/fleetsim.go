@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,7 +37,7 @@ type Config struct {
 	// Interval is the virtual flush interval: 10 seconds (the default
 	// of Options.LastUsedInterval) when 0.
 	Interval time.Duration
-	// Steps is the number of intervals simulated.
+	// Steps is the number of intervals Run simulates.
 	Steps int
 	// Start is the virtual time of the first interval; it must be
 	// after the keys' creation.
@@ -57,6 +58,8 @@ type Result struct {
 	Written uint64
 	// Calls counts the store calls of the flushes (one per batch).
 	Calls uint64
+	// Writing is the time the store calls took (Metrics.Flushed).
+	Writing time.Duration
 	// Flushing is the real time spent waiting for the flushes.
 	Flushing time.Duration
 	// End is the virtual time after the last interval.
@@ -72,6 +75,7 @@ type instance struct {
 	queued  int // the last one's queue
 	sent    uint64
 	calls   uint64
+	writing time.Duration
 	failed  error
 	heard   chan struct{} // signalled on each report
 }
@@ -84,10 +88,11 @@ func (in *instance) Limited(string, string)                 {}
 func (in *instance) LimiterFailed(string, bool)             {}
 
 // Flushed implements apikey.Metrics.
-func (in *instance) Flushed(keys int, _ time.Duration, err error) {
+func (in *instance) Flushed(keys int, d time.Duration, err error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.calls++
+	in.writing += d
 	if err != nil {
 		in.failed = err
 		return
@@ -132,20 +137,29 @@ func (in *instance) waitFlushed(ctx context.Context) error {
 	}
 }
 
-// Run simulates c.Steps flush intervals of the fleet and closes its
-// Managers.
-func Run(ctx context.Context, c Config) (Result, error) {
+// Fleet is a simulation in progress: its Managers keep their caches and
+// queues from one Run to the next.
+type Fleet struct {
+	c        Config
+	ins      []*instance
+	step     int
+	verified int
+	flushing time.Duration
+}
+
+// New starts the Managers of a fleet; c.Steps is not used.
+func New(c Config) (*Fleet, error) {
 	if c.Instances == 0 {
 		c.Instances = 16
 	}
 	if c.Interval == 0 {
 		c.Interval = 10 * time.Second
 	}
-	if c.Store == nil || len(c.Tokens) == 0 || c.Steps <= 0 || c.Start.IsZero() {
-		return Result{}, errors.New("fleetsim: a store, tokens, steps and a start are needed")
+	if c.Store == nil || len(c.Tokens) == 0 || c.Start.IsZero() {
+		return nil, errors.New("fleetsim: a store, tokens and a start are needed")
 	}
-	fleet := make([]*instance, c.Instances)
-	for i := range fleet {
+	f := &Fleet{c: c}
+	for range c.Instances {
 		in := &instance{heard: make(chan struct{}, 1)}
 		in.now.Store(c.Start.UnixNano())
 		o := c.Options
@@ -153,43 +167,94 @@ func Run(ctx context.Context, c Config) (Result, error) {
 		o.LastUsedInterval, o.UsageInterval = 2*time.Millisecond, -1
 		m, err := apikey.New(c.Store, o)
 		if err != nil {
-			return Result{}, err
+			f.Close()
+			return nil, err
 		}
 		in.m = m
-		fleet[i] = in
+		f.ins = append(f.ins, in)
 	}
-	defer func() {
-		for _, in := range fleet {
-			in.m.Close(context.Background())
-		}
-	}()
-	var r Result
-	for step := range c.Steps {
-		for i, in := range fleet {
+	return f, nil
+}
+
+// Close closes the Managers.
+func (f *Fleet) Close() {
+	for _, in := range f.ins {
+		in.m.Close(context.Background())
+	}
+}
+
+// Run simulates steps more flush intervals and returns what the fleet
+// did since New.
+func (f *Fleet) Run(ctx context.Context, steps int) (Result, error) {
+	c := f.c
+	for range steps {
+		for i, in := range f.ins {
 			phase := time.Duration(i) * c.Interval / time.Duration(c.Instances)
-			in.now.Store(c.Start.Add(time.Duration(step)*c.Interval + phase).UnixNano())
-			for _, token := range c.Tokens {
-				if _, err := in.m.Verify(ctx, token); err != nil {
-					return r, fmt.Errorf("fleetsim: instance %d, step %d: %w", i, step, err)
-				}
-				r.Verified++
+			in.now.Store(c.Start.Add(time.Duration(f.step)*c.Interval + phase).UnixNano())
+			if err := verifyAll(ctx, in.m, c.Tokens); err != nil {
+				return Result{}, fmt.Errorf("fleetsim: instance %d, step %d: %w", i, f.step, err)
 			}
+			f.verified += len(c.Tokens)
 			start := time.Now()
 			if err := in.waitFlushed(ctx); err != nil {
-				return r, err
+				return Result{}, err
 			}
-			r.Flushing += time.Since(start)
+			f.flushing += time.Since(start)
 		}
+		f.step++
 	}
-	r.End = c.Start.Add(time.Duration(c.Steps) * c.Interval)
-	for _, in := range fleet {
+	r := Result{Verified: f.verified, Flushing: f.flushing, End: c.Start.Add(time.Duration(f.step) * c.Interval)}
+	for _, in := range f.ins {
 		st := in.m.Stats()
 		r.Recorded += st.UsesRecorded
 		r.Written += st.UsesWritten
 		in.mu.Lock()
 		r.Sent += in.sent
 		r.Calls += in.calls
+		r.Writing += in.writing
 		in.mu.Unlock()
 	}
 	return r, nil
+}
+
+// Sub returns what r counts beyond earlier, a Result of the same Fleet.
+func (r Result) Sub(earlier Result) Result {
+	return Result{
+		Verified: r.Verified - earlier.Verified, Recorded: r.Recorded - earlier.Recorded,
+		Sent: r.Sent - earlier.Sent, Written: r.Written - earlier.Written, Calls: r.Calls - earlier.Calls,
+		Writing: r.Writing - earlier.Writing, Flushing: r.Flushing - earlier.Flushing, End: r.End,
+	}
+}
+
+// Run simulates c.Steps flush intervals of a new fleet and closes it.
+func Run(ctx context.Context, c Config) (Result, error) {
+	if c.Steps <= 0 {
+		return Result{}, errors.New("fleetsim: no steps")
+	}
+	f, err := New(c)
+	if err != nil {
+		return Result{}, err
+	}
+	defer f.Close()
+	return f.Run(ctx, c.Steps)
+}
+
+// verifyAll verifies every token with m, from as many goroutines as
+// there are processors.
+func verifyAll(ctx context.Context, m *apikey.Manager, tokens []string) error {
+	workers := runtime.GOMAXPROCS(0)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(tokens); i += workers {
+				if _, err := m.Verify(ctx, tokens[i]); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -86,7 +86,9 @@ type Options struct {
 
 	// LastUsedQueue bounds the number of distinct keys waiting for a
 	// flush or being written: 100,000 when 0. Uses of further
-	// keys are dropped (and counted, see Stats) until the next flush.
+	// keys are dropped (and counted, see Stats) until a flush writes
+	// some. While the store fails, queued keys wait (a new use only
+	// moves a queued key's time), so no use of them is lost.
 	LastUsedQueue int
 
 	// LastUsedBatch is the most keys one Store.MarkUsed call writes:

@@ -3,8 +3,12 @@ package bench
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -187,4 +191,89 @@ func (s *memReadStore) MarkUsedGranular(ctx context.Context, uses map[string]tim
 	}
 	_, err = s.mem.MarkUsedGranular(ctx, uses, granularity)
 	return n, err
+}
+
+// queueKeys is the number of distinct keys BenchmarkQueueMemory queues:
+// the default bound of both queues (Options.LastUsedQueue, UsageQueue).
+const queueKeys = 100_000
+
+// downStore is a store whose writes of uses and counts fail, as while
+// its database is down; reads are served from memory.
+type downStore struct{ *memstore.Store }
+
+var errDown = errors.New("database is down")
+
+func (downStore) MarkUsed(context.Context, map[string]time.Time) error { return errDown }
+func (downStore) MarkUsedGranular(context.Context, map[string]time.Time, time.Duration) (int, error) {
+	return 0, errDown
+}
+func (downStore) AddUsage(context.Context, []usage.Record) error { return errDown }
+
+// BenchmarkQueueMemory measures what waits in memory while the database
+// is down: a Manager whose store fails every write of last-used times
+// and usage counts serves one request of each of queueKeys distinct keys,
+// so that both queues reach their default bound. It reports the heap the
+// queues hold per key (B/key), after a garbage collection:
+//
+//	last-used  Manager.Verify: one pending last-used time per key
+//	both       Middleware.Handler: that and one usage counter per key
+//	           (and hour)
+//
+// The cache is off, so that only the queues hold memory.
+func BenchmarkQueueMemory(b *testing.B) {
+	mem := memstore.New()
+	tokens, err := fillStore(context.Background(), mem, hmacHasher(b), queueKeys)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	for _, mode := range []string{"last-used", "both"} {
+		b.Run(mode, func(b *testing.B) {
+			var perKey float64
+			for b.Loop() {
+				m, err := apikey.New(downStore{mem}, apikey.Options{
+					Peppers: []apikey.Pepper{benchPepper}, CacheTTL: -1,
+					LastUsedInterval: time.Hour, UsageInterval: time.Hour,
+					LastUsedQueue: queueKeys, UsageQueue: queueKeys,
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				h := mw.Handler(ok)
+				before := heapAlloc()
+				for _, token := range tokens {
+					if mode == "last-used" {
+						if _, err := m.Verify(context.Background(), token); err != nil {
+							b.Fatal(err)
+						}
+						continue
+					}
+					req := httptest.NewRequest(http.MethodGet, "/", nil)
+					req.Header.Set("Authorization", "Bearer "+token)
+					h.ServeHTTP(httptest.NewRecorder(), req)
+				}
+				perKey = float64(heapAlloc()-before) / queueKeys
+				st := m.Stats()
+				if st.UsesRecorded != queueKeys || st.UsesDropped != 0 || (mode == "both") != (st.UsageRecorded == queueKeys) {
+					b.Fatalf("not every key queued: %+v", st)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+				_ = m.Close(ctx) // the store is down: what was pending is lost here
+				cancel()
+			}
+			b.ReportMetric(perKey, "B/key")
+		})
+	}
+}
+
+// heapAlloc returns the bytes of live heap objects after a collection.
+func heapAlloc() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

@@ -130,3 +130,9 @@ func (e *InputError) Error() string { return "apikey: invalid " + e.Field + ": "
 
 // Is makes errors.Is(e, ErrInvalidInput) true.
 func (e *InputError) Is(target error) bool { return target == ErrInvalidInput }
+
+// panicError carries a recovered panic as an error.
+type panicError struct{ v any }
+
+// Error describes the panic.
+func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }

@@ -322,3 +322,16 @@ func randomBase62(n int) string {
 	}
 	return string(out)
 }
+
+// Sizes of tokens.
+const (
+	// IDLength is the length of every key id the Manager issues, in base62
+	// characters.
+	IDLength = 16
+	// ChecksumLength is the length of a token's checksum, in base62
+	// characters.
+	ChecksumLength = 6
+	// MaxTokenLength is the length of the longest token any configuration
+	// produces. Longer input is rejected before it is looked at further.
+	MaxTokenLength = maxPrefixLength + 1 + IDLength + maxSecretLength + ChecksumLength
+)

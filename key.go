@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"maps"
 	"time"
+
+	"github.com/gokeys/apikey/limits"
 )
 
 // Key is the stored record of one API key. It is plain data: a Store fills
@@ -69,7 +71,7 @@ type Key struct {
 	Paused bool `json:"paused"`
 	// Limits, if set, are the key's own limits: rate and quota limits
 	// replace those of its plan; credits limits add to them.
-	Limits []Limit `json:"limits,omitempty"`
+	Limits []limits.Limit `json:"limits,omitempty"`
 
 	// Revision counts the writes to the record. A Store sets it to 1 on
 	// Create and increments it on every change except MarkUsed; Update
@@ -99,10 +101,10 @@ func (k *Key) HasScope(scope string) bool {
 }
 
 // Revoked reports whether the key is revoked. A revocation takes effect
-// whatever now is: RevokedAt may lie in the future of a clock that runs
+// whatever the time: RevokedAt may lie in the future of a clock that runs
 // behind the revoking Manager's (or that stepped back), and the key is
-// refused all the same. now is not used.
-func (k *Key) Revoked(now time.Time) bool { return !k.RevokedAt.IsZero() }
+// refused all the same.
+func (k *Key) Revoked() bool { return !k.RevokedAt.IsZero() }
 
 // Expired reports whether the key is expired at time now.
 func (k *Key) Expired(now time.Time) bool { return !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) }
@@ -140,7 +142,15 @@ func (k *Key) Clone() *Key {
 	}
 	c.key.Metadata = maps.Clone(k.Metadata)
 	if k.Limits != nil {
-		c.key.Limits = append(make([]Limit, 0, len(k.Limits)), k.Limits...)
+		c.key.Limits = append(make([]limits.Limit, 0, len(k.Limits)), k.Limits...)
 	}
 	return &c.key
+}
+
+// lineage is the first key of k's rotation chain.
+func lineage(k *Key) string {
+	if k.Lineage != "" {
+		return k.Lineage
+	}
+	return k.ID
 }

@@ -26,10 +26,9 @@ func granularity(o time.Duration) time.Duration {
 
 // fresh reports whether k's stored last use, as the Manager read it, is
 // already within the granularity of a use at now: stored times only move
-// forward, so writing this use would change nothing. A nil recorder
-// records nothing, so every use is fresh to it.
+// forward, so the store would not write this use.
 func (u *usageRecorder) fresh(k *Key, now time.Time) bool {
-	return u == nil || !k.LastUsedAt.IsZero() && now.Sub(k.LastUsedAt) < u.granularity
+	return !k.LastUsedAt.IsZero() && now.Sub(k.LastUsedAt) < u.granularity
 }
 
 // markUsedIn writes one batch of uses to the store: with

@@ -49,7 +49,7 @@ func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*
 		r, err = m.rotate(ctx, id, grace)
 		if err == nil {
 			m.changed(ctx, id)
-			m.emit(ctx, event{Type: eventRotate, KeyID: id, Owner: r.Previous.Owner, Time: r.Key.CreatedAt})
+			m.events.emit(ctx, event{Type: eventRotate, KeyID: id, Owner: r.Previous.Owner, Time: r.Key.CreatedAt})
 			return r, nil
 		}
 		if !errors.Is(err, errLostRace) {

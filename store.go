@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -217,3 +218,23 @@ type Purger interface {
 	// Fewer than limit ids means none is left.
 	Purge(ctx context.Context, before time.Time, limit int) ([]string, error)
 }
+
+// safeGet calls the store, turning a panic into an error so that a broken
+// store can never let a request through.
+func safeGet(ctx context.Context, get func(context.Context, string) (*Key, error), id string) (k *Key, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			k, err = nil, panicError{r}
+		}
+	}()
+	k, err = get(ctx, id)
+	if err == nil && k == nil {
+		err = errors.New("store returned no key and no error")
+	}
+	return k, err
+}
+
+// maxAttempts bounds the attempts of a conditional write (Update, Disable,
+// Enable, a Revoke or Rotate without the store's capability) that keeps
+// losing races with other writers.
+const maxAttempts = 10

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // table holds a Store's records in a shape the garbage collector barely
@@ -35,7 +36,7 @@ type table struct {
 	ids    map[[apikey.IDLength]byte]uint32
 	other  map[string]uint32
 	owners map[uint64]ownerSlots
-	limits map[uint32][]apikey.Limit // the few records with Limits
+	limits map[uint32][]limits.Limit // the few records with Limits
 	seed   maphash.Seed
 }
 
@@ -48,7 +49,7 @@ type ownerSlots struct {
 func newTable() *table {
 	return &table{
 		ids: map[[apikey.IDLength]byte]uint32{}, other: map[string]uint32{},
-		owners: map[uint64]ownerSlots{}, limits: map[uint32][]apikey.Limit{}, seed: maphash.MakeSeed(),
+		owners: map[uint64]ownerSlots{}, limits: map[uint32][]limits.Limit{}, seed: maphash.MakeSeed(),
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 
 // customers reads customer records for the request path, through a cache
 // invalidated by changes and notifications. A nil *customers is the legacy
-// mode: no customer records at all.
+// mode, with no customer records at all.
 type customers struct {
 	get   func(context.Context, string) (*Customer, error)
 	store CustomerStore // nil when the application answers (Options.Customers)
@@ -22,8 +22,8 @@ type customers struct {
 	entries sync.Map // id -> *customerEntry
 	n       atomic.Int64
 	epoch   atomic.Uint64
-	// mu orders the writes of entries after a read with invalidations:
-	// a record read before an invalidation is never stored after it.
+	// mu orders the writes of entries after a read with invalidations. A
+	// record read before an invalidation is never stored after it.
 	mu sync.Mutex
 }
 
@@ -51,19 +51,34 @@ func newCustomers(store Store, hook func(context.Context, string) (*Customer, er
 
 // read returns the record of id from the source, the zero record for an
 // unknown id, never nil without an error.
-func (cs *customers) read(ctx context.Context, id string) (c *Customer, err error) {
+func (cs *customers) read(ctx context.Context, id string) (*Customer, error) {
+	c, err := cs.fetch(ctx, id)
+	if c == nil && err == nil {
+		return &Customer{ID: id}, nil
+	}
+	return c, err
+}
+
+// unknownCustomer is the record the request path shares among all ids
+// without one, so that caching them costs no record each. It is never
+// changed.
+var unknownCustomer = &Customer{}
+
+// fetch returns the record of id from the source, nil without an error
+// for an unknown id.
+func (cs *customers) fetch(ctx context.Context, id string) (c *Customer, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			c, err = nil, panicError{r}
 		}
 	}()
 	if !storable(id) {
-		return &Customer{ID: id}, nil
+		return nil, nil
 	}
 	c, err = cs.get(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return &Customer{ID: id}, nil
+		return nil, nil
 	case err != nil:
 		return nil, err
 	case c == nil:
@@ -72,8 +87,8 @@ func (cs *customers) read(ctx context.Context, id string) (c *Customer, err erro
 	return c, nil
 }
 
-// lookup returns the customer id for the request path: from the cache
-// within its TTL, else from the source. While the source fails, an entry
+// lookup returns the customer id for the request path. It reads the cache
+// within its TTL, else the source. While the source fails, an entry
 // within TTL plus the stale window answers. The result is shared.
 func (cs *customers) lookup(ctx context.Context, id string, now time.Time) (*Customer, error) {
 	e, _, err := cs.entry(ctx, id, now)
@@ -84,7 +99,7 @@ func (cs *customers) lookup(ctx context.Context, id string, now time.Time) (*Cus
 }
 
 // entry is lookup's answer as a cache entry, with the epoch read before
-// it was found: while the epoch stays the same, no record has changed
+// it was found. While the epoch stays the same, no record has changed
 // since, so the entry may be remembered (see lookupFor).
 func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*customerEntry, uint64, error) {
 	epoch := cs.epoch.Load()
@@ -92,18 +107,21 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 	var e *customerEntry
 	if ok {
 		e = v.(*customerEntry)
-		if cs.ttl > 0 && now.Sub(e.fetched) < cs.ttl {
+		if cs.ttl > 0 && now.UnixNano()-e.fetched < int64(cs.ttl) {
 			return e, epoch, nil
 		}
 	}
-	c, err := cs.read(ctx, id)
+	c, err := cs.fetch(ctx, id)
+	if c == nil && err == nil {
+		c = unknownCustomer
+	}
 	if err != nil {
-		if e != nil && cs.stale > 0 && now.Sub(e.fetched) < cs.ttl+cs.stale {
+		if e != nil && cs.stale > 0 && now.UnixNano()-e.fetched < int64(cs.ttl+cs.stale) {
 			return e, epoch, nil
 		}
 		return nil, 0, fmt.Errorf("apikey: customer: %w: %w", ErrUnavailable, err)
 	}
-	fresh := &customerEntry{c: c, fetched: now}
+	fresh := &customerEntry{c: c, fetched: now.UnixNano()}
 	if cs.ttl > 0 {
 		cs.keep(id, fresh, epoch)
 	}
@@ -111,11 +129,11 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 }
 
 // lookupFor is lookup for the key k of the verification cache entry k
-// (nil when the cache is off): while no customer record changed, the
+// (nil when the cache is off). While no customer record changed, the
 // entry remembered there answers without a map lookup.
 func (cs *customers) lookupFor(ctx context.Context, ce *cacheEntry, k *Key, now time.Time) (*Customer, error) {
 	if ce != nil && cs.ttl > 0 {
-		if m := ce.cust.Load(); m != nil && m.epoch == cs.epoch.Load() && now.Sub(m.e.fetched) < cs.ttl {
+		if m := ce.cust.Load(); m != nil && m.epoch == cs.epoch.Load() && now.UnixNano()-m.e.fetched < int64(cs.ttl) {
 			return m.e.c, nil
 		}
 	}
@@ -123,14 +141,14 @@ func (cs *customers) lookupFor(ctx context.Context, ce *cacheEntry, k *Key, now 
 	if err != nil {
 		return nil, err
 	}
-	if ce != nil && cs.ttl > 0 && now.Sub(e.fetched) < cs.ttl {
+	if ce != nil && cs.ttl > 0 && now.UnixNano()-e.fetched < int64(cs.ttl) {
 		ce.cust.Store(&customerMemo{e: e, epoch: epoch})
 	}
 	return e.c, nil
 }
 
 // keep caches e for id unless an invalidation happened since epoch, when
-// the read of e began: a lookup starting after the invalidation returned
+// the read of e began. A lookup starting after the invalidation returned
 // must never find e.
 func (cs *customers) keep(id string, e *customerEntry, epoch uint64) {
 	cs.mu.Lock()

@@ -12,8 +12,8 @@ import (
 var errNoCustomerStore = fmt.Errorf("apikey: %w: the store keeps no customers (CustomerStore)", errors.ErrUnsupported)
 
 // Customer returns the current record of customer id, read from its
-// source without the cache: the zero record (Revision 0) when none is
-// stored. Without a customer source it is always the zero record.
+// source without the cache. It is the zero record (Revision 0) when none
+// is stored. Without a customer source it is always the zero record.
 func (m *Manager) Customer(ctx context.Context, id string) (*Customer, error) {
 	if m.custs == nil {
 		return &Customer{ID: id}, nil
@@ -30,7 +30,7 @@ func (m *Manager) Customer(ctx context.Context, id string) (*Customer, error) {
 // may set every field but ID, CreatedAt, UpdatedAt and Revision. The write
 // is conditional on the record not having changed since it was read, and
 // is retried on a lost race like Update. Invalid values give an
-// *InputError; change's own error is returned as it is. The change reaches
+// *InputError. The error change returns is returned as it is. The change reaches
 // every verification through m at once, and other instances through the
 // Notifier. It needs a store that implements CustomerStore.
 func (m *Manager) SetCustomer(ctx context.Context, id string, change func(*Customer) error) (*Customer, error) {
@@ -89,7 +89,7 @@ func (m *Manager) Customers(ctx context.Context, after string, limit int) ([]*Cu
 }
 
 // CustomerChanged tells m, and through the Notifier every instance, that
-// the record of customer id changed. SetCustomer calls it; an application
+// the record of customer id changed. SetCustomer calls it. An application
 // that answers Options.Customers from its own records calls it after
 // changing one.
 func (m *Manager) CustomerChanged(ctx context.Context, id string) {

@@ -28,24 +28,24 @@ const (
 	eventVerify   eventType = "verify"
 )
 
-// event reports one operation on a key to Options.Logger: one event per
-// change (a RevokeOwner that revokes three keys reports three revoke
-// events) and one per verification. Reporting costs no store access. It
-// carries ids, never a token, secret or digest.
+// event reports one operation on a key to Options.Logger. There is one
+// event per change (a RevokeOwner that revokes three keys reports three
+// revoke events) and one per verification. Reporting costs no store
+// access. It carries ids, never a token, secret or digest.
 type event struct {
 	// Type is what happened.
 	Type eventType
-	// KeyID is the key concerned; for a verification of a token that did
+	// KeyID is the key concerned. For a verification of a token that did
 	// not parse, it is empty.
 	KeyID string
-	// Owner is the key's owner when the operation read it anyway: always
-	// for issue, rotate, update, disable, enable, a successful
-	// verification and RevokeOwner; empty for delete and for a revoke by a
-	// store's Revoker.
+	// Owner is the key's owner when the operation read it anyway. It is
+	// always set for issue, rotate, update, disable, enable, a successful
+	// verification and RevokeOwner. It is empty for delete and for a
+	// revoke by a store's Revoker.
 	Owner string
-	// Err is the outcome of a verification: nil on success, otherwise one
-	// of the sentinel errors (possibly wrapped): ErrDisabled for a disabled
-	// key, which the middleware answers like ErrInvalid.
+	// Err is the outcome of a verification. It is nil on success,
+	// otherwise one of the sentinel errors (possibly wrapped). A disabled
+	// key gives ErrDisabled, which the middleware answers like ErrInvalid.
 	Err error
 	// Time is when it happened, by the Manager's clock.
 	Time time.Time
@@ -96,11 +96,11 @@ func (l *eventLog) emit(ctx context.Context, e event) {
 	}
 }
 
-// verify reports a verification to the Logger: successes at Debug
-// level, failures at Warn level but sampled, at most one line per second
-// per outcome, each line counting the failures
-// of its outcome left out since the previous one. A flood of garbage
-// tokens thus costs no log line per request.
+// verify reports a verification to the Logger. Successes go at Debug level.
+// Failures go at Warn level but sampled, at most one line per second per
+// outcome. Each line counts the failures of its outcome left out since the
+// previous one. A flood of garbage tokens thus costs no log line per
+// request.
 func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time, err error) {
 	if l.log == nil {
 		return
@@ -140,7 +140,7 @@ func (l *eventLog) logVerify(ctx context.Context, e event) {
 
 // logSampler lets through at most one log line per second per outcome of
 // a failed verification, and counts the others. It is safe for concurrent
-// use; the zero value is ready.
+// use. The zero value is ready.
 type logSampler struct {
 	kinds [8]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out

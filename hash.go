@@ -27,8 +27,8 @@ type Hasher interface {
 
 	// Compare reports whether material matches digest, which Hash produced
 	// under version. An error means the comparison could not be made (for
-	// example an unknown version: a configuration fault), never that the
-	// material is wrong.
+	// example an unknown version, which is a configuration fault), never
+	// that the material is wrong.
 	Compare(material, digest []byte, version string) (bool, error)
 }
 
@@ -49,22 +49,22 @@ const minPepperLength = 32
 // Pepper is a server-side secret that keys the HMAC of every stored digest.
 // Keep it outside the database (an environment variable, a secret manager).
 type Pepper struct {
-	// Version names the pepper; it is stored with every digest it made.
+	// Version names the pepper. It is stored with every digest it made.
 	// It must be non-empty and must not change once digests use it.
 	Version string
-	// Secret is the pepper itself: at least 32 random bytes.
+	// Secret is the pepper itself, at least 32 random bytes.
 	Secret []byte
 }
 
-// hmacHasher is the default Hasher: HMAC-SHA-256 keyed by a pepper.
+// hmacHasher is the default Hasher, HMAC-SHA-256 keyed by a pepper.
 type hmacHasher struct {
 	current  string
 	versions map[string]*sync.Pool // pepper version -> pool of hash.Hash
 }
 
-// NewHMACHasher returns the Hasher a Manager builds from Options.Peppers:
-// HMAC-SHA-256 keyed by current for new digests, and by any of older to
-// verify digests they made, so that a pepper can be rotated without
+// NewHMACHasher returns the Hasher a Manager builds from Options.Peppers.
+// It is HMAC-SHA-256 keyed by current for new digests, and by any of older
+// to verify digests they made. So a pepper can be rotated without
 // breaking keys. Each pepper needs a distinct, non-empty version and at
 // least 32 bytes. The Hasher is safe for concurrent use and
 // does not allocate to compare.
@@ -115,7 +115,7 @@ func (h *hmacHasher) sum(pool *sync.Pool, material, dst []byte) []byte {
 // sha256Hasher hashes with plain, unkeyed SHA-256. It is what a Manager
 // uses when no pepper is configured. Secrets of 128 bits or more cannot be
 // brute-forced from their digests, but anyone who can write to the store
-// can forge digests; prefer a pepper kept outside the database.
+// can forge digests. Prefer a pepper kept outside the database.
 type sha256Hasher struct{}
 
 // Hash implements Hasher.
@@ -145,8 +145,8 @@ const bcryptMaxInput = 72
 // cost (bcrypt.DefaultCost when 0), for those who want a slow KDF on top
 // of high-entropy secrets. Verification still finds the record by id, so
 // it costs one bcrypt comparison, never a scan. bcrypt reads at most 72
-// bytes: longer material is rejected with ErrMalformed, never truncated,
-// and New refuses a configuration whose tokens would exceed it (512-bit
+// bytes. Longer material is rejected with ErrMalformed, never truncated.
+// New refuses a configuration whose tokens would exceed it (512-bit
 // secrets). The Hasher is safe for concurrent use.
 func NewBcryptHasher(cost int) (Hasher, error) {
 	if cost == 0 {
@@ -167,7 +167,7 @@ func (b *bcryptHasher) Hash(material []byte) ([]byte, string, error) {
 	return d, versionBcrypt, err
 }
 
-// Compare implements Hasher; bcrypt compares in constant time.
+// Compare implements Hasher. Bcrypt compares in constant time.
 func (b *bcryptHasher) Compare(material, digest []byte, version string) (bool, error) {
 	if version != versionBcrypt {
 		return false, ErrUnknownHashVersion

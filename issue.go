@@ -12,7 +12,7 @@ import (
 	"github.com/gokeys/apikey/limits"
 )
 
-// IssueParams describes a key to issue. All fields are optional: the zero
+// IssueParams describes a key to issue. All fields are optional. The zero
 // value issues a key under Options.Prefix with no owner, scopes, plan or
 // metadata, expiring after Options.DefaultTTL (never by default).
 type IssueParams struct {
@@ -20,36 +20,37 @@ type IssueParams struct {
 	Name string
 	// Owner identifies the user or service the key belongs to.
 	Owner string
-	// Scopes are the permissions granted; each must be a non-empty RFC
+	// Scopes are the permissions granted. Each must be a non-empty RFC
 	// 6749 scope token (printable ASCII without spaces, '"' or '\').
 	Scopes []string
 	// Plan names the key's rate-limit tier.
 	Plan string
 	// Metadata is copied onto the key.
 	Metadata map[string]string
-	// ExpiresAt, if set, is when the key stops working; it must be in the
+	// ExpiresAt, if set, is when the key stops working. It must be in the
 	// future. It wins over TTL.
 	ExpiresAt time.Time
-	// Prefix is the token prefix: Options.Prefix when empty, else one of
-	// Options.Prefixes.
+	// Prefix is the token prefix. It is Options.Prefix when empty, else one
+	// of Options.Prefixes.
 	Prefix string
 	// Limits are the key's own limits (see Key.Limits).
 	Limits []limits.Limit
-	// TTL, if positive, is the key's lifetime; a negative TTL is refused
+	// TTL, if positive, is the key's lifetime. A negative TTL is refused
 	// with an *InputError. Without ExpiresAt and TTL,
 	// Options.DefaultTTL applies.
 	TTL time.Duration
 }
 
 // Issue creates a key and returns its token and record. The token is
-// returned exactly once: only its digest is stored. Show it to the user and
-// forget it. Input beyond the documented limits (see MaxNameLength), an
-// unknown plan (when Options.Plans is set), an invalid limit, a prefix the
-// Manager does not accept, an expiry in the past or beyond
-// Options.MaxKeyLifetime, or scopes outside the customer's ceiling give an
-// *InputError (matching ErrInvalidInput). A key with an owner is refused
-// with ErrSuspended while its customer is suspended, and with
-// ErrTooManyKeys at the customer's key cap (see Customer).
+// returned exactly once, and only its digest is stored. Show it to the user
+// and forget it. Bad input gives an *InputError (matching ErrInvalidInput).
+// Bad input is input beyond the documented limits (see MaxNameLength), an
+// unknown plan (when Options.Plans is set), an invalid limit or a prefix
+// the Manager does not accept. So is an expiry in the past or beyond
+// Options.MaxKeyLifetime, or scopes outside the customer's ceiling. A key
+// with an owner is refused with ErrSuspended while its customer is
+// suspended, and with ErrTooManyKeys at the customer's key cap (see
+// Customer).
 func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error) {
 	now := m.now().UTC().Truncate(time.Microsecond)
 	f := m.formats[m.format.prefix]
@@ -126,15 +127,15 @@ func (m *Manager) create(ctx context.Context, f Format, k *Key, op string, save 
 	}
 }
 
-// issue stores the new key k of format f and returns its token. A key
-// with an owner is checked against its customer: not suspended, scopes
-// within the ceiling, and under the key cap. The cap is kept under
-// concurrency by a conditional write of the customer record (its
-// Revision) after the key is stored: of concurrent Issues that counted
-// the same keys, those whose write loses remove their key and count
-// again, so the cap is never exceeded; the token of a removed key never
-// leaves the Manager. The record checked is the Revision the write is
-// conditional on, so that a cap lowered (or a suspension set) by a
+// issue stores the new key k of format f and returns its token. A key with
+// an owner is checked against its customer. The customer must not be
+// suspended, the scopes must be within the ceiling, and the key under the
+// key cap. The cap is kept under concurrency by a conditional write of the
+// customer record (its Revision) after the key is stored. Of concurrent
+// Issues that counted the same keys, those whose write loses remove their
+// key and count again, so the cap is never exceeded. The token of a removed
+// key never leaves the Manager. The record checked is the Revision the write
+// is conditional on, so that a cap lowered (or a suspension set) by a
 // SetCustomer that returned decides every Issue that counts after it.
 // Without a cap, the record is read again once the key is stored, and a
 // change that landed meanwhile removes the key and decides again.

@@ -8,7 +8,7 @@ import (
 	"github.com/gokeys/apikey/limits"
 )
 
-// Key is the stored record of one API key. It is plain data: a Store fills
+// Key is the stored record of one API key. It is plain data. A Store fills
 // its exported fields and needs no methods. It never holds the token or its
 // secret, only their digest.
 //
@@ -16,14 +16,14 @@ import (
 // with log/slog shows its ID and Hint, never its Hash. The zero time in a
 // time field means "not set".
 type Key struct {
-	// ID is the public key id, the token's id part; unique in the store.
+	// ID is the public key id, the token's id part. Unique in the store.
 	ID string `json:"id"`
 	// Prefix is the token prefix the key was issued with, e.g. "sk_live".
 	Prefix string `json:"prefix"`
-	// Hint identifies the key to people: the prefix and the token's last
-	// four characters, e.g. "sk_live_...a9Zq".
+	// Hint identifies the key to people. It is the prefix and the token's
+	// last four characters, e.g. "sk_live_...a9Zq".
 	Hint string `json:"hint"`
-	// Hash is the digest of the key material; HashVersion names the hasher
+	// Hash is the digest of the key material. HashVersion names the hasher
 	// and pepper version that made it.
 	Hash        []byte `json:"-"`
 	HashVersion string `json:"-"`
@@ -36,17 +36,17 @@ type Key struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// Plan names the rate-limit tier of the key (see Plans).
 	Plan string `json:"plan,omitempty"`
-	// Metadata holds application data; never put secrets in it.
+	// Metadata holds application data. Never put secrets in it.
 	Metadata map[string]string `json:"metadata,omitempty"`
 
 	// CreatedAt is when the key was issued.
 	CreatedAt time.Time `json:"created_at"`
-	// ExpiresAt is when the key stops working; zero means never.
+	// ExpiresAt is when the key stops working. Zero means never.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// LastUsedAt is the last successful verification known to the store.
 	// It is written in batches, so it may lag by the flush interval.
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
-	// RevokedAt is when the key was revoked; zero means not revoked.
+	// RevokedAt is when the key was revoked. Zero means not revoked.
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 
 	// RotatedFrom is the ID of the key this one replaced.
@@ -55,26 +55,26 @@ type Key struct {
 	RotatedTo string `json:"rotated_to,omitempty"`
 	// RotatedAt is when the key was rotated (when RotatedTo was set).
 	RotatedAt time.Time `json:"rotated_at,omitzero"`
-	// Lineage is the ID of the first key of this key's rotation chain:
-	// a successor inherits it from the key it replaces, so that limits
+	// Lineage is the ID of the first key of this key's rotation chain.
+	// A successor inherits it from the key it replaces, so that limits
 	// counted per key survive a rotation. Empty means the key's own ID.
 	Lineage string `json:"lineage,omitempty"`
 
-	// Disabled suspends the key: it is refused like an invalid key until
+	// Disabled suspends the key. It is refused like an invalid key until
 	// enabled again (see Manager.Disable). Unlike revocation it is
 	// reversible.
 	Disabled bool `json:"disabled"`
-	// Paused is set and cleared by the key's owner (see Manager.Pause):
-	// the key is refused like a disabled key. It is a state of its own,
+	// Paused is set and cleared by the key's owner (see Manager.Pause).
+	// The key is refused like a disabled key. It is a state of its own,
 	// so that an owner can resume what he paused but never lift
 	// Disabled, which is the operator's.
 	Paused bool `json:"paused"`
-	// Limits, if set, are the key's own limits: rate and quota limits
-	// replace those of its plan; credits limits add to them.
+	// Limits, if set, are the key's own limits. Rate and quota limits
+	// replace those of its plan. Credits limits add to them.
 	Limits []limits.Limit `json:"limits,omitempty"`
 
 	// Revision counts the writes to the record. A Store sets it to 1 on
-	// Create and increments it on every change except MarkUsed; Update
+	// Create and increments it on every change except MarkUsed. Update
 	// writes only over the Revision it was given (optimistic concurrency).
 	Revision int64 `json:"revision"`
 }
@@ -101,8 +101,8 @@ func (k *Key) HasScope(scope string) bool {
 }
 
 // Revoked reports whether the key is revoked. A revocation takes effect
-// whatever the time: RevokedAt may lie in the future of a clock that runs
-// behind the revoking Manager's (or that stepped back), and the key is
+// whatever the time. RevokedAt may lie in the future of a clock that runs
+// behind the revoking Manager's (or that stepped back). The key is
 // refused all the same.
 func (k *Key) Revoked() bool { return !k.RevokedAt.IsZero() }
 
@@ -113,7 +113,7 @@ func (k *Key) Expired(now time.Time) bool { return !k.ExpiresAt.IsZero() && !now
 // until its ExpiresAt.
 func (k *Key) InGrace(now time.Time) bool { return k.RotatedTo != "" && !k.Expired(now) }
 
-// Clone returns a deep copy of k: changing the copy's slices and maps does
+// Clone returns a deep copy of k. Changing the copy's slices and maps does
 // not change k. Small keys are copied in a single allocation.
 func (k *Key) Clone() *Key {
 	if k == nil {

@@ -11,13 +11,13 @@ import (
 	"github.com/gokeys/apikey/limits"
 )
 
-// Options configures a Manager. The zero value is valid and secure: the
-// "sk" prefix, 256-bit secrets, SHA-256 digests (set Peppers for HMAC),
-// keys that never expire, last-used times flushed every 10 seconds, usage
-// counted per key and hour (with a store that implements usage.Store) and
-// a verification cache of 5 seconds.
+// Options configures a Manager. The zero value is valid and secure. It
+// gives the "sk" prefix, 256-bit secrets and SHA-256 digests (set Peppers
+// for HMAC). Keys never expire, last-used times are flushed every 10
+// seconds, and usage is counted per key and hour when the store
+// implements usage.Store. Verified keys are cached for 5 seconds.
 type Options struct {
-	// Prefix is the token prefix, e.g. "sk_live" or "sk_test";
+	// Prefix is the token prefix, e.g. "sk_live" or "sk_test". It is
 	// "sk" when empty. See NewFormat for its grammar.
 	Prefix string
 
@@ -26,14 +26,14 @@ type Options struct {
 	// Every key verifies only under the prefix it was issued with.
 	Prefixes []string
 
-	// SecretBits is the entropy of a secret: 256 when 0, between 128 and
-	// 512.
+	// SecretBits is the entropy of a secret, between 128 and 512. It is
+	// 256 when 0.
 	SecretBits int
 
 	// Peppers key the default HMAC-SHA-256 hasher. Peppers[0] hashes new
-	// keys; the others only verify keys they hashed earlier, so a pepper
-	// can be rotated. Each needs 32 bytes or more. Without peppers (and
-	// without Hasher), digests are plain SHA-256, which anyone able to
+	// keys. The others only verify keys they hashed earlier, so that a
+	// pepper can be rotated. Each needs 32 bytes or more. Without peppers
+	// and without Hasher, digests are plain SHA-256, which anyone able to
 	// write to the store can forge.
 	Peppers []Pepper
 
@@ -41,173 +41,179 @@ type Options struct {
 	// Peppers must be empty when Hasher is set.
 	Hasher Hasher
 
-	// Now returns the current time; time.Now when nil. Expiry, grace
+	// Now returns the current time. It is time.Now when nil. Expiry, grace
 	// periods and last-used times all read it.
 	Now func() time.Time
 
 	// DefaultTTL is the lifetime of keys issued without an explicit
-	// expiry; 0 means they never expire.
+	// expiry. With 0 they never expire.
 	DefaultTTL time.Duration
 
 	// LastUsedInterval is how often recorded uses are flushed to the store
-	// with Store.MarkUsed: 10 seconds when 0, so that Key.LastUsedAt lags
-	// the true last use by at most this plus one flush. A negative value
-	// turns last-used tracking off.
+	// with Store.MarkUsed, 10 seconds when 0. Key.LastUsedAt lags the true
+	// last use by at most this plus one flush. A negative value turns
+	// last-used tracking off.
 	LastUsedInterval time.Duration
 
 	// LastUsedQueue bounds the number of distinct keys waiting for a
-	// flush or being written: 100,000 when 0. Uses of further
-	// keys are dropped (and counted, see Stats) until a flush writes
-	// some. While the store fails, queued keys wait (a new use only
-	// moves a queued key's time), so no use of them is lost.
+	// flush or being written, 100,000 when 0. Uses of further keys are
+	// dropped (and counted, see Stats) until a flush writes some. While
+	// the store fails, queued keys wait, and a new use only moves a queued
+	// key's time, so no use of them is lost.
 	LastUsedQueue int
 
-	// LastUsedBatch is the most keys one Store.MarkUsed call writes:
-	// 1,000 when 0. A flush writes its keys in batches of
-	// this size; a batch that fails is retried at the next flush without
-	// holding up the others.
+	// LastUsedBatch is the most keys one Store.MarkUsed call writes, 1,000
+	// when 0. A flush writes its keys in batches of this size. A batch
+	// that fails is retried at the next flush without holding up the
+	// others.
 	LastUsedBatch int
 
-	// LastUsedTimeout bounds each Store.MarkUsed call:
-	// 5 seconds when 0, whatever LastUsedInterval is.
-	// Negative LastUsedQueue, LastUsedBatch or LastUsedTimeout values are
-	// refused with ErrInvalidOptions.
+	// LastUsedTimeout bounds each Store.MarkUsed call, 5 seconds when 0,
+	// whatever LastUsedInterval is. Negative LastUsedQueue, LastUsedBatch
+	// or LastUsedTimeout values are refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
 
-	// LastUsedGranularity is the resolution of stored last-used times:
-	// one minute when 0; negative writes every use a flush holds. A key
+	// LastUsedGranularity is the resolution of stored last-used times,
+	// one minute when 0. Negative writes every use a flush holds. A key
 	// whose stored LastUsedAt is within it of a new use is not written
-	// again, so a fleet writes a busy key about once per granularity
+	// again. A fleet thus writes a busy key about once per granularity,
 	// whatever its number of instances. The Manager skips the uses it
-	// knows to be that fresh, and a store that implements
-	// usage.LastUsedStore (memstore and sqlstore do) skips the others in
-	// its conditional write. Key.LastUsedAt then lags the last use by at
-	// most LastUsedGranularity plus LastUsedInterval plus one flush.
+	// knows to be that fresh. A store that implements usage.LastUsedStore
+	// (memstore and sqlstore do) skips the others in its conditional
+	// write. Key.LastUsedAt then lags the last use by at most
+	// LastUsedGranularity plus LastUsedInterval plus one flush.
 	LastUsedGranularity time.Duration
 
-	// UsageInterval is how often the usage counted in memory is added
-	// to the store, when the store implements usage.Store: 10 seconds
-	// when 0; negative turns usage recording off. Each request that
-	// reaches Middleware.Handler with a key whose secret verified is
-	// counted for that key and its customer, in the UTC hour the key
-	// was verified, by outcome: allowed; limited (429 from Limit);
-	// refused (403 from RequireScopes or for an unconfigured plan, or 401
-	// for a revoked, expired, disabled or paused key or a suspended
-	// customer); with the cost Limit spent (or MiddlewareOptions.Cost
-	// when Limit has no Limiter). A wrong secret or an unknown id counts
-	// nothing, so nobody can inflate another's counts; a request
-	// answered 5xx counts nothing either. Each Middleware.Spend call
-	// counts as one request. Counting takes no lock and writes nothing
-	// on the request path. Flushes write batches of LastUsedBatch
-	// records, each under LastUsedTimeout, a failed batch kept for the
-	// next flush without holding up the others; counts are added to the
-	// stored ones, never replace them, so any number of instances may
-	// flush the same key and hour. Close flushes what is pending.
-	// Manager.Usage reads the stored counts by hour, day or month.
+	// UsageInterval is how often the usage counted in memory is added to
+	// the store, when the store implements usage.Store. It is 10 seconds
+	// when 0, and negative turns usage recording off.
+	//
+	// Each request that reaches Middleware.Handler with a key whose
+	// secret verified is counted for that key and its customer, in the
+	// UTC hour the key was verified. It counts as allowed, as limited (429
+	// from Limit) or as refused (403 from RequireScopes or for an
+	// unconfigured plan, or 401 for a key or customer in a refused state).
+	// The cost Limit spent is added, or MiddlewareOptions.Cost when Limit
+	// has no Limiter. A wrong secret or an unknown id counts nothing, so
+	// nobody can inflate another's counts. A request answered 5xx counts
+	// nothing either. Each Middleware.Spend call counts as one request.
+	//
+	// Counting takes no lock and writes nothing on the request path.
+	// Flushes write batches of LastUsedBatch records, each under
+	// LastUsedTimeout. A failed batch is kept for the next flush without
+	// holding up the others. Counts are added to the stored ones and never
+	// replace them, so any number of instances may flush the same key and
+	// hour. Close flushes what is pending. Manager.Usage reads the stored
+	// counts by hour, day or month.
 	UsageInterval time.Duration
 
-	// UsageQueue bounds the (key, hour) counters held in memory, those
-	// of the current hour and those waiting for or in a flush: 100,000
-	// when 0; negative is refused with ErrInvalidOptions. Requests of
-	// further keys are not counted (nor refused): Stats.UsageDropped
-	// says how many, and so does a Metrics with the optional methods
-	// UsageQueued and UsageFlushed (see Metrics).
+	// UsageQueue bounds the (key, hour) counters held in memory, those of
+	// the current hour and those waiting for or in a flush. It is 100,000
+	// when 0, and negative is refused with ErrInvalidOptions. Requests of
+	// further keys are neither counted nor refused. Stats.UsageDropped
+	// says how many there were, and so does a Metrics with the optional
+	// methods UsageQueued and UsageFlushed (see Metrics).
 	UsageQueue int
 
-	// UsageRetention is how long stored usage is kept: 400 days when 0;
-	// negative keeps it forever. The flush loop purges older hours with
+	// UsageRetention is how long stored usage is kept, 400 days when 0.
+	// Negative keeps it forever. The flush loop purges older hours with
 	// usage.Store.PurgeUsage at most once an hour.
 	UsageRetention time.Duration
 
 	// CacheTTL is how long a verified key is served from memory without
-	// asking the store: 5 seconds when 0; negative disables the cache. An
-	// entry holds the record and the SHA-256 of the secret verified
-	// against it, so a hit costs one SHA-256 and a map lookup: no store
-	// query, no bcrypt, no allocation; expiry, revocation and suspension
-	// are still checked on every verification. It is also the bound on
-	// how long a revocation made through another Manager (another process)
-	// can go unnoticed by this one when no Notifier tells it sooner
-	// (CacheTTL+CacheStaleIfError while the store fails); revocations
-	// through this Manager take effect at once.
+	// asking the store. It is 5 seconds when 0, and negative disables the
+	// cache. An entry holds the record and the SHA-256 of the secret
+	// verified against it. A hit thus costs one SHA-256 and a map lookup,
+	// with no store query, no bcrypt and no allocation. Expiry, revocation
+	// and suspension are still checked on every verification.
+	//
+	// CacheTTL also bounds how long a revocation made through another
+	// Manager (another process) can go unnoticed here when no Notifier
+	// tells sooner. While the store fails, the bound is
+	// CacheTTL+CacheStaleIfError. Revocations through this Manager take
+	// effect at once.
 	CacheTTL time.Duration
 
-	// CacheNegativeTTL is how long a failed lookup (an unknown id, or a
-	// known id with a wrong secret: both alike, so that an attacker learns
-	// nothing from the load he causes and cannot bypass the cache) is
-	// answered ErrInvalid without asking the store: one second when 0;
-	// negative disables it.
+	// CacheNegativeTTL is how long a failed lookup is answered ErrInvalid
+	// without asking the store, one second when 0. Negative disables it.
+	// An unknown id and a known id with a wrong secret are remembered
+	// alike, so that an attacker learns nothing from the load he causes
+	// and cannot bypass the cache.
 	CacheNegativeTTL time.Duration
 
-	// CacheMaxEntries bounds the cache: 100,000 entries when 0. When full,
-	// an arbitrary entry is evicted for each new one.
+	// CacheMaxEntries bounds the cache, 100,000 entries when 0. When it is
+	// full, an arbitrary entry is evicted for each new one.
 	CacheMaxEntries int
 
-	// CacheStaleIfError lets a key verified within CacheTTL+CacheStaleIfError
-	// keep working while the store fails (a key not seen in that window
-	// gets ErrUnavailable). 0, the default, never serves stale entries.
-	// The trade-off: while the store fails, a key revoked, disabled or
-	// rotated out through another Manager keeps working here for up to
-	// CacheTTL+CacheStaleIfError unless a Notifier has told this Manager
-	// (a notified change drops the entry, stale window included).
+	// CacheStaleIfError lets a key verified within
+	// CacheTTL+CacheStaleIfError keep working while the store fails. A key
+	// not seen in that window gets ErrUnavailable. 0, the default, never
+	// serves stale entries. This is a trade-off. While the store fails, a
+	// key revoked, disabled or rotated out through another Manager keeps
+	// working here for up to CacheTTL+CacheStaleIfError, unless a
+	// Notifier has told this Manager. A notified change drops the entry,
+	// stale window included.
 	CacheStaleIfError time.Duration
 
-	// Plans, if set, are the plans a key or customer may have: Issue,
+	// Plans, if set, are the plans a key or customer may have. Issue,
 	// Update and SetCustomer refuse any other plan name with an
-	// *InputError, and the middleware takes each customer's limits from
-	// here.
+	// *InputError. The middleware takes each customer's limits from here.
 	Plans limits.Plans
 	// DefaultPlan names the plan (in Plans) whose limits apply to a key
-	// whose plan is not in Plans: a key without a plan, or one whose plan
-	// was removed. Empty means the middleware's Limit refuses such a key
-	// (403, the plan logged once): an unknown plan never means unlimited.
+	// whose plan is not in Plans, such as a key without a plan or one
+	// whose plan was removed. When it is empty, the middleware's Limit
+	// refuses such a key with 403 and logs the plan once. An unknown plan
+	// never means unlimited.
 	DefaultPlan string
 
-	// Customers, if set, answers the customer records (see Customer)
-	// from the application's own records, for example its billing
-	// tables, in place of the store's CustomerStore. It returns an error
-	// wrapping ErrNotFound for a customer it has no record of (the zero
-	// record applies), and any other error when it fails (verifications
-	// of the customer's keys then fail with ErrUnavailable). A record
-	// with an empty Plan and Revision 0 leaves each key's own Plan in
-	// force. Its answers are cached for CacheTTL: call
-	// Manager.CustomerChanged after changing a record. The Manager keeps
-	// the record returned, so return a new one each time (Customer.Clone),
-	// never one you change afterwards.
+	// Customers, if set, answers the customer records (see Customer) from
+	// the application's own records, for example its billing tables, in
+	// place of the store's CustomerStore. For a customer it has no record
+	// of, it returns an error wrapping ErrNotFound, and the zero record
+	// applies. Any other error means it failed, and verifications of the
+	// customer's keys then fail with ErrUnavailable. A record with an empty
+	// Plan and Revision 0 leaves each key's own Plan in force.
+	//
+	// Its answers are cached for CacheTTL. Call Manager.CustomerChanged
+	// after changing a record. The Manager keeps the record returned, so
+	// return a new one each time (Customer.Clone), never one you change
+	// afterwards.
 	Customers func(ctx context.Context, id string) (*Customer, error)
 
-	// MaxKeyLifetime, if positive, bounds the life of every key: Issue
-	// refuses an expiry further away (a key without one gets this
-	// lifetime), Update refuses to move an expiry past CreatedAt plus it,
-	// and the successor of a key without expiry gets it. 0 means no
-	// bound; a DefaultTTL beyond it is refused.
+	// MaxKeyLifetime, if positive, bounds the life of every key. Issue
+	// refuses an expiry further away, and a key without one gets this
+	// lifetime. Update refuses to move an expiry past CreatedAt plus it.
+	// The successor of a key without expiry gets it. 0 means no bound. A
+	// DefaultTTL beyond it is refused.
 	MaxKeyLifetime time.Duration
 
 	// Notifier, if set, publishes every change this Manager makes to a key
-	// and drops the cache entries of keys changed by other instances; see
-	// Notifier for the resulting guarantee. Nil: other instances notice a
-	// change within their cache TTL.
+	// and drops the cache entries of keys changed by other instances. See
+	// Notifier for the resulting guarantee. Without it, other instances
+	// notice a change within their cache TTL.
 	Notifier Notifier
 
-	// Metrics, if set, receives counters and latencies (see Metrics);
-	// nil, the default, costs nothing. A Metrics that also has the
-	// methods UsageFlushed(records int, d time.Duration, err error) and
+	// Metrics, if set, receives counters and latencies (see Metrics). Nil,
+	// the default, costs nothing. A Metrics that also has the methods
+	// UsageFlushed(records int, d time.Duration, err error) and
 	// UsageQueued(queued, dropped int) hears of usage recording as
 	// Flushed and UsesQueued hear of last-used times.
 	Metrics Metrics
 
-	// Logger, if set, is the audit trail: it receives one record per
-	// change of a key (issue, rotate, update, disable, enable, revoke,
-	// delete; Info level) and per verification (Debug level; failures at
-	// Warn, at most one line per second per outcome, counting the ones
-	// left out), each with the group "apikey" of event, key_id, owner and
-	// outcome, never a token or secret; and background failures. Records
-	// cost no store access. Nil logs nothing.
+	// Logger, if set, is the audit trail. It receives one record at Info
+	// level per change of a key (issue, rotate, update, disable, enable,
+	// revoke, delete). It receives one record per verification at Debug
+	// level. Failures are logged at Warn, at most one line per second per
+	// outcome, counting the ones left out. Each record has the group
+	// "apikey" of event, key_id, owner and outcome, never a token or
+	// secret. Background failures are logged too. Records cost no store
+	// access. Nil logs nothing.
 	Logger *slog.Logger
 }
 
-// Manager issues, verifies and manages keys in a Store. Build it with New
-// (the zero value is not usable); it is safe for concurrent use. Call Close
-// to flush last-used times.
+// Manager issues, verifies and manages keys in a Store. Build it with New,
+// because the zero value is not usable. It is safe for concurrent use. Call
+// Close to flush last-used times.
 type Manager struct {
 	store   Store
 	format  Format            // parses every accepted prefix
@@ -233,11 +239,11 @@ type Manager struct {
 	realClock bool // now is time.Now
 }
 
-// New returns a Manager over store. It validates opts and returns an error
-// wrapping ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret under
-// 128 bits, a short pepper, a hasher that cannot take the tokens,
-// invalid Plans, a DefaultPlan not in Plans or a DefaultTTL beyond
-// MaxKeyLifetime, or a negative UsageQueue. It starts one background
+// New returns a Manager over store. It validates opts. The error wraps
+// ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret
+// under 128 bits or a short pepper. It does too for a hasher that cannot
+// take the tokens, invalid Plans, a DefaultPlan not in Plans, a DefaultTTL
+// beyond MaxKeyLifetime or a negative UsageQueue. It starts one background
 // goroutine for last-used flushes, one for usage flushes when the store
 // implements usage.Store and, with a Notifier, one for its subscription,
 // all stopped by Close.
@@ -347,7 +353,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*Key, error) {
 }
 
 // get reads the key id from the store. A store that answers neither a key
-// nor an error is failing: that is an error, never passed on as (nil, nil).
+// nor an error is failing. That is an error, never passed on as (nil, nil).
 func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
 	if !storable(id) {
 		return nil, ErrNotFound
@@ -359,7 +365,7 @@ func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
 	return k, err
 }
 
-// List returns a page of owner's keys ordered by ID; see Store.List.
+// List returns a page of owner's keys ordered by ID. See Store.List.
 func (m *Manager) List(ctx context.Context, owner string, opts ListOptions) ([]*Key, error) {
 	if !storable(owner) {
 		return []*Key{}, nil // no key has this owner: Issue refuses it
@@ -386,14 +392,14 @@ func (m *Manager) Close(ctx context.Context) error {
 // Invalidate drops id from m's verification cache, so that no
 // verification starting after Invalidate returns uses a record read
 // before. Revoke, RevokeOwner, Rotate, Delete, Update, Disable and Enable
-// call it; call it yourself when another process tells you a key changed
-// (a Notifier does it for you) to make that change effective here at once.
+// call it. Call it yourself when another process tells you a key changed,
+// to make that change effective here at once. A Notifier does it for you.
 func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
 
 // InvalidateAll drops m's whole verification cache, customer records
 // included, so that no verification starting after it returns uses a
-// record read before; for example after a change notification may have
-// been lost.
+// record read before. Call it, for example, after a change notification
+// may have been lost.
 func (m *Manager) InvalidateAll() {
 	m.cache.reset()
 	if m.custs != nil {

@@ -7,16 +7,16 @@ import (
 	"time"
 )
 
-// Rotation is the result of a successful Manager.Rotate: everything the
-// caller needs, so that no second read (which could fail after the
-// rotation happened) is required.
+// Rotation is the result of a successful Manager.Rotate. It holds
+// everything the caller needs, so that no second read (which could fail
+// after the rotation happened) is required.
 type Rotation struct {
-	// Token is the successor's token: its only appearance.
+	// Token is the successor's token, in its only appearance.
 	Token string
 	// Key is the successor.
 	Key *Key
-	// Previous is the old key after the rotation: its RotatedTo, its
-	// RotatedAt and its new ExpiresAt, the end of its grace period.
+	// Previous is the old key after the rotation. It has its RotatedTo,
+	// its RotatedAt and its new ExpiresAt, the end of its grace period.
 	Previous *Key
 }
 
@@ -25,20 +25,20 @@ type Rotation struct {
 // inherits prefix, name, owner, scopes, plan, metadata, limits and the
 // Disabled state, continues the old key's Lineage, and never outlives the
 // original's expiry. The old key keeps working until now+grace (a zero
-// grace stops it at once) and is refused after; during the grace period
+// grace stops it at once) and is refused after. During the grace period
 // Key.InGrace reports true and the middleware sends Deprecation (the
 // rotation time, Key.RotatedAt) and Sunset headers. The two records link to
 // each other through RotatedTo and RotatedFrom.
 //
 // The rotation happens entirely or not at all, and of concurrent rotations
-// of one key exactly one succeeds: in one transaction when the store
-// implements Rotator; otherwise by creating the successor, then writing
-// the old key with a conditional Update at the revision read, and deleting
-// the successor again if that write lost. The token is returned only when
-// the rotation was written. Rotating a revoked key fails with ErrRevoked
-// (also when the revocation lands while Rotate runs), an expired one with
-// ErrExpired, an already rotated one with ErrRotated and an unknown one
-// with ErrNotFound; a negative grace gives an *InputError.
+// of one key exactly one succeeds. It runs in one transaction when the store
+// implements Rotator. Otherwise it works by creating the successor, then
+// writing the old key with a conditional Update at the revision read, and
+// deleting the successor again if that write lost. The token is returned
+// only when the rotation was written. Rotating a revoked key fails with
+// ErrRevoked (also when the revocation lands while Rotate runs), an expired
+// one with ErrExpired, an already rotated one with ErrRotated and an unknown
+// one with ErrNotFound. A negative grace gives an *InputError.
 func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*Rotation, error) {
 	if grace < 0 {
 		return nil, &InputError{Field: "grace", Reason: "negative"}
@@ -64,8 +64,8 @@ func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*
 }
 
 // errLostRace reports a rotation whose conditional write lost to another
-// change that does not forbid rotating (an Update, a Disable): Rotate tries
-// again.
+// change that does not forbid rotating (an Update, a Disable). Rotate
+// tries again.
 var errLostRace = errors.New("apikey: lost a race")
 
 func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*Rotation, error) {

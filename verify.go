@@ -7,24 +7,25 @@ import (
 )
 
 // Verify checks a token and returns its key. It fails with ErrMalformed,
-// ErrInvalid (unknown id, wrong secret and a key issued under another of
-// the accepted prefixes alike, at the same cost, store queries included),
-// ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or ErrSuspended (the
-// key's customer is suspended), checked in that order. It fails with an
-// error wrapping ErrUnavailable when the store or the hasher failed, which is never a verdict on the key. It never returns
-// a nil key without an error.
+// ErrInvalid, ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or
+// ErrSuspended (the key's customer is suspended), checked in that order.
+// ErrInvalid covers an unknown id, a wrong secret and a key issued under
+// another of the accepted prefixes alike, at the same cost, store queries
+// included. It fails with an error wrapping ErrUnavailable when the store
+// or the hasher failed, which is never a verdict on the key. It never
+// returns a nil key without an error.
 //
 // When the customer's scope ceiling excludes some of the key's scopes, the
 // returned key holds only the scopes within it.
 //
-// The returned key is shared: with the cache on, it is the cached record,
+// The returned key is shared. With the cache on, it is the cached record,
 // returned to every verification of the same key until the entry is
-// replaced, so that a hit allocates nothing. Treat it as read-only; call
+// replaced, so that a hit allocates nothing. Treat it as read-only. Call
 // Clone for a copy you may change. (Changing it would change what every
 // other request sees, until the entry expires.)
 //
-// A successful verification records a use for the next last-used flush;
-// it never writes to the store itself.
+// A successful verification records a use for the next last-used flush.
+// It never writes to the store itself.
 func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 	k, _, err := m.verifyKey(ctx, token)
 	if err != nil {
@@ -33,9 +34,9 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 	return k, nil
 }
 
-// verifyKey is Verify, also returning the time it read from the clock
-// and, on a refusal for the state of a key whose secret verified
-// (ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), the
+// verifyKey is Verify, also returning the time it read from the clock.
+// On a refusal for the state of a key whose secret verified (ErrRevoked,
+// ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), it also returns the
 // key, so that the refusal is counted for it.
 func (m *Manager) verifyKey(ctx context.Context, token string) (*Key, time.Time, error) {
 	var start time.Time
@@ -70,10 +71,10 @@ type verification struct {
 	err    error
 }
 
-// verify is the verification pipeline, one stage after the other: the
-// cache answers a token it has verified, byte for byte, or it does not;
-// the token is parsed; its key is loaded through the cache, which checks
-// the digest and remembers the answer; the key's state and customer decide.
+// verify is the verification pipeline, one stage after the other. The
+// cache answers a token it has verified, byte for byte, or it does not.
+// The token is parsed. Its key is loaded through the cache, which checks
+// the digest and remembers the answer. The key's state and customer decide.
 // start, when not zero, is a reading of time.Now to use instead of reading
 // the clock again, if the Manager's clock is time.Now.
 func (m *Manager) verify(ctx context.Context, token string, start time.Time) verification {

@@ -22,7 +22,7 @@ type optional[T any] struct {
 	v         T
 }
 
-// putRequest is the body of PUT /admin/customers/{id}: every member is
+// putRequest is the body of PUT /admin/customers/{id}. Every member is
 // optional, and each one sent replaces that field of the record.
 type putRequest struct {
 	Plan      optional[string]

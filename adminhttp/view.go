@@ -8,7 +8,7 @@ import (
 )
 
 // customerView is a customer record as the API shows it. Every member is
-// always present; scopes null means no ceiling, and unset times are null.
+// always present. Scopes null means no ceiling, and unset times are null.
 type customerView struct {
 	ID        string            `json:"id"`
 	Plan      string            `json:"plan"`
@@ -23,8 +23,8 @@ type customerView struct {
 	Revision  int64             `json:"revision"`
 }
 
-// detailView is the answer to GET /admin/customers/{id}: the record and
-// the balance of its limits.
+// detailView is the answer to GET /admin/customers/{id}. It holds the
+// record and the balance of its limits.
 type detailView struct {
 	customerView
 	Balance *balanceView `json:"balance"`
@@ -35,8 +35,8 @@ type detailView struct {
 type balanceView struct {
 	// Allowed reports whether a request of the customer would pass now.
 	Allowed bool `json:"allowed"`
-	// Limit and Remaining are those of the tightest limit: what it admits
-	// now, before the next request. ResetSeconds is the time until it
+	// Limit and Remaining are those of the tightest limit. They tell what
+	// it admits now, before the next request. ResetSeconds is the time until it
 	// would be whole again after one more request. Limit is null without
 	// any limit.
 	Limit        *string `json:"limit"`
@@ -47,7 +47,7 @@ type balanceView struct {
 	Credits *int64 `json:"credits"`
 }
 
-// limitView is one limit granted to a customer; limitRequest's shape.
+// limitView is one limit granted to a customer, in limitRequest's shape.
 type limitView struct {
 	Name          string `json:"name"`
 	Kind          string `json:"kind"`

@@ -49,7 +49,7 @@ type createRequest struct {
 	ExpiresInDays optional[int64]     `json:"expires_in_days"`
 }
 
-// patchRequest is the body of PATCH /api-keys/{id}: every member is
+// patchRequest is the body of PATCH /api-keys/{id}. Every member is
 // optional, and only those present change.
 type patchRequest struct {
 	Name      optional[string]    `json:"name"`

@@ -22,17 +22,17 @@ type view struct {
 	Full    bool     // whether the table and the create form are shown
 	Keys    []row
 
-	// Suspended reports that the service suspended the user's account:
-	// he may revoke his keys, nothing else.
+	// Suspended reports that the service suspended the user's account. He
+	// may revoke his keys, nothing else.
 	Suspended bool
 	// All reports that revoked and expired keys are shown.
 	All bool
 	// Newest and Older link to the first page and to the next page of
-	// older keys; Toggle shows or hides revoked and expired keys. Empty
+	// older keys. Toggle shows or hides revoked and expired keys. Empty
 	// when there is no such page.
 	Newest, Older, Toggle string
 
-	// Usage is the owner's usage of the last 30 days; nil when the store
+	// Usage is the owner's usage of the last 30 days, nil when the store
 	// keeps none. Sparks reports that the table has a column of
 	// sparklines.
 	Usage  *usageView
@@ -49,7 +49,7 @@ type once struct {
 	Token, Name, Hint, Note string
 }
 
-// confirm is a revocation to confirm: of one key, or of its whole chain.
+// confirm is a revocation to confirm, of one key or of its whole chain.
 type confirm struct {
 	row
 	Chain bool
@@ -73,12 +73,12 @@ type row struct {
 	ID, Name, Hint, Plan      string
 	Scopes                    []string
 	Created, LastUsed, Expiry when
-	// State is the CSS class and StateText the words: active, grace
-	// ("in grace until" Until), paused, disabled (by the service),
-	// revoked (Until: when), expired.
+	// State is the CSS class and StateText the words. The states are
+	// active, grace ("in grace until" Until), paused, disabled (by the
+	// service), revoked (Until is when) and expired.
 	State, StateText string
 	Until            *when
-	// Spark is the key's usage of the last 30 days; nil when it could
+	// Spark is the key's usage of the last 30 days, nil when it could
 	// not be read.
 	Spark *spark
 

@@ -27,12 +27,12 @@ var ErrInvalid = errors.New("limits: invalid")
 // the customer's limits. A key's own limits carry their own Subject, the
 // key's lineage, so that they belong to a key and its rotations.
 //
-// How to implement a Limiter:
+// To implement a Limiter, follow these rules.
 //
 //  1. Be safe for concurrent use.
-//  2. Decide all limits of one call together, atomically: if any denies,
-//     none of them consumes anything, and concurrent calls never admit
-//     more than a limit allows.
+//  2. Decide all limits of one call together, atomically. If any denies,
+//     none of them consumes anything. Concurrent calls never admit more
+//     than a limit allows.
 //  3. Take the limits from the call, not from configuration, so that a
 //     plan change applies to the next request.
 //  4. Keep state per subject and limit (name and kind). A limit with a
@@ -41,8 +41,9 @@ var ErrInvalid = errors.New("limits: invalid")
 //     hash slot). Never derive storage names from anything but these.
 //  5. Answer one State per limit, in the order of the call, when the
 //     call has more than one limit.
-//  6. Return an error (wrapping ErrUnavailable) only when the backend
-//     failed; a denial is a result with Allowed false, not an error.
+//  6. Return an error (wrapping apikey.ErrUnavailable) only when the
+//     backend failed. A denial is a result with Allowed false, not an
+//     error.
 //  7. Honour ctx.
 //
 // Run limitertest.Run from your tests to check an implementation.
@@ -52,9 +53,9 @@ type Limiter interface {
 	// subject, a cost below 1, an invalid limit (see Limit.Validate) or
 	// two limits with one name and Subject give an error wrapping
 	// ErrInvalid. A cost above a limit's capacity (a rate's burst, a
-	// quota's or credits' count) can never be allowed: it is denied,
+	// quota's or credits' count) can never be allowed. It is denied,
 	// consuming nothing, with RetryAfter equal to Reset (for a rate, at
-	// least one emission interval), after which it is still denied.
+	// least one emission interval). After that it is still denied.
 	Allow(ctx context.Context, subject string, limits []Limit, cost int64) (Result, error)
 }
 
@@ -80,14 +81,14 @@ type Window uint8
 
 // The windows of a quota and the refills of credits.
 const (
-	Never Window = iota // credits only: never refilled
+	Never Window = iota // credits only, never refilled
 	Minute
 	Hour
 	Day
 	Month
 )
 
-// kindName and windowName name the kinds and windows; "" when unknown.
+// kindName and windowName name the kinds and windows, "" when unknown.
 func kindName(k Kind) string {
 	switch k {
 	case KindRate:
@@ -123,7 +124,7 @@ var (
 	_ encoding.TextUnmarshaler = (*Window)(nil)
 )
 
-// String names the kind: "rate", "quota" or "credits".
+// String names the kind, "rate", "quota" or "credits".
 func (k Kind) String() string { return nameOf(k, kindName, "Kind") }
 
 // MarshalText encodes a known kind by its name.
@@ -134,7 +135,7 @@ func (k *Kind) UnmarshalText(b []byte) error {
 	return unmarshalName(k, b, KindRate, KindCredits, kindName, "limit kind")
 }
 
-// String names the window: "never", "minute", "hour", "day" or "month".
+// String names the window, "never", "minute", "hour", "day" or "month".
 func (w Window) String() string { return nameOf(w, windowName, "Window") }
 
 // MarshalText encodes a known window by its name.
@@ -176,26 +177,26 @@ func unmarshalName[T ~uint8](v *T, b []byte, lo, hi T, name func(T) string, what
 // below (Period in nanoseconds), which is how stores keep Key.Limits.
 type Limit struct {
 	// Name identifies the limit in storage and in the RateLimit headers,
-	// e.g. "per-second" or "daily": a letter then up to 63 letters, digits
-	// or !#$%&'*+-.^_`|~:/ (a structured-field token). Limits of one call
-	// need distinct names.
+	// e.g. "per-second" or "daily". It is a letter then up to 63 letters,
+	// digits or !#$%&'*+-.^_`|~:/ (a structured-field token). Limits of
+	// one call need distinct names.
 	Name string `json:"name"`
 	// Kind is KindRate, KindQuota or KindCredits.
 	Kind Kind `json:"kind"`
-	// Count is N: requests per Period (rate), per Window (quota), or the
-	// credits granted (credits). At most 10^14-1, and a rate at most one
-	// per nanosecond.
+	// Count is the number of requests per Period (rate) or per Window
+	// (quota), or the credits granted (credits). It is at most 10^14-1,
+	// and a rate admits at most one request per nanosecond.
 	Count int64 `json:"count"`
 	// Period is the period of a rate.
 	Period time.Duration `json:"period,omitempty"`
-	// Burst is how many requests a rate admits at once; Count when 0.
+	// Burst is how many requests a rate admits at once, Count when 0.
 	Burst int64 `json:"burst,omitempty"`
 	// Window is the window of a quota, or when credits are refilled to
-	// Count (Never, the zero value: never).
+	// Count. Never, the zero value, never refills them.
 	Window Window `json:"window,omitzero"`
 	// Subject, if set, counts the limit for this subject instead of the
-	// call's (within the call's subject: see Limiter). The middleware
-	// sets it to the key's Lineage for credits; it is not stored.
+	// call's, within the call's subject (see Limiter). The middleware sets
+	// it to the key's Lineage for a key's own limits. It is not stored.
 	Subject string `json:"-"`
 }
 
@@ -205,7 +206,7 @@ func Rate(name string, n int64, period time.Duration, burst int64) Limit {
 	return Limit{Name: name, Kind: KindRate, Count: n, Period: period, Burst: burst}
 }
 
-// Quota returns a quota of n requests per calendar window: "100 per day"
+// Quota returns a quota of n requests per calendar window. "100 per day"
 // admits at most 100 between two UTC midnights.
 func Quota(name string, n int64, w Window) Limit {
 	return Limit{Name: name, Kind: KindQuota, Count: n, Window: w}
@@ -218,10 +219,11 @@ func Credits(name string, n int64, refill Window) Limit {
 }
 
 // Validate reports whether l is well formed, with an error wrapping
-// ErrInvalid: a valid name, a count between 1 and 10^14-1, a known
-// kind and window (credits refill Never, Day or Month), and for a rate a
-// positive period, at most one request per nanosecond and a burst window
-// (burst times period/count) below 2^50 microseconds.
+// ErrInvalid. A valid limit has a valid name, a count between 1 and
+// 10^14-1, and a known kind and window. Credits refill Never, Day or
+// Month. A rate has a positive period, at most one request per
+// nanosecond and a burst window (burst times period/count) below 2^50
+// microseconds.
 func (l Limit) Validate() error { return l.check() }
 
 // check is Validate without copying l.
@@ -236,40 +238,41 @@ func (l *Limit) check() error {
 	return nil
 }
 
-// Result is a Limiter's answer: plain data, owned by the caller.
+// Result is a Limiter's answer. It is plain data, owned by the caller.
 type Result struct {
 	// Allowed reports whether the request may proceed (and was counted).
 	Allowed bool
-	// Limit is the tightest limit: the one that denied (the longest wait
-	// when several did), or the one with the fewest requests remaining
-	// (then the longest Reset).
+	// Limit is the tightest limit. It is the one that denied (the longest
+	// wait when several did), or else the one with the fewest requests
+	// remaining (then the longest Reset).
 	Limit Limit
 	// Remaining is what the tightest limit still admits after this call.
 	Remaining int64
-	// Reset is the time until the tightest limit is fully available again
-	// (for a quota, the end of its window; for a rate, until its burst is
-	// whole again; for credits never refilled, 0).
+	// Reset is the time until the tightest limit is fully available
+	// again. For a quota it is the end of its window. For a rate it is
+	// when its burst is whole again. For credits never refilled it is 0.
 	Reset time.Duration
 	// RetryAfter, when denied, is the time until the same call could be
-	// allowed: the longest wait of the denying limits (for a quota, the end
-	// of its window; for a rate, until it has room for the cost), 0 when
-	// only credits that are never refilled deny. Zero when allowed.
+	// allowed. It is the longest wait of the denying limits. A quota waits
+	// for the end of its window, and a rate until it has room for the
+	// cost. It is 0 when only credits that are never refilled deny, and
+	// when allowed.
 	RetryAfter time.Duration
 	// States holds the state of every limit of the call, in its order,
-	// when the call has more than one limit; with a single limit it may
-	// be nil, the fields above being that limit's state.
+	// when the call has more than one limit. With a single limit it may be
+	// nil, the fields above being that limit's state.
 	States []State
 }
 
-// State is the state of one limit after a Limiter call: plain data.
+// State is the state of one limit after a Limiter call. It is plain data.
 type State struct {
 	// Remaining is what the limit still admits.
 	Remaining int64
-	// Reset is the time until the limit is fully available again; 0 for
-	// credits never refilled.
+	// Reset is the time until the limit is fully available again. It is 0
+	// for credits never refilled.
 	Reset time.Duration
 	// RetryAfter is, when the limit denied the call, the wait until it
-	// would admit it; 0 otherwise.
+	// would admit it. It is 0 otherwise.
 	RetryAfter time.Duration
 }
 
@@ -309,10 +312,10 @@ func validLimits(ls []Limit) error {
 	return nil
 }
 
-// ValidateAllow checks the arguments of a Limiter's Allow as the
-// Limiter contract states them, with an error wrapping ErrInvalid:
-// a non-empty subject, a cost of at least 1, every limit valid and no two
-// with one name and Subject. Limiters call it.
+// ValidateAllow checks the arguments of a Limiter's Allow as the Limiter
+// contract states them, with an error wrapping ErrInvalid. The subject
+// must not be empty, the cost must be at least 1, every limit must be
+// valid, and no two may share a name and Subject. Limiters call it.
 func ValidateAllow(subject string, limits []Limit, cost int64) error {
 	switch {
 	case subject == "":
@@ -338,15 +341,17 @@ type Peeker interface {
 // memlimit and redislimit implement it.
 type Debiter interface {
 	// Debit takes amount from the quotas and credits among limits for
-	// subject, without an admission check, atomically; a negative
-	// amount refunds. Rates are not debited: they decide admission only.
-	// A balance may fall below zero: a quota's debt ends with its window,
-	// a credits debt stays until refilled or granted. A refund never
-	// takes a limit above its count. Debit answers the state of every
-	// limit after the debit as Allow does (a rate's as it stands), with
-	// Allowed true and Remaining the balance, below zero for a debt;
-	// an amount of 0 only reads them. An empty subject, an invalid limit,
-	// two limits with one name and Subject or an amount beyond
-	// ±(10^14-1) give an error wrapping ErrInvalid.
+	// subject, atomically and without an admission check. A negative
+	// amount refunds. Rates are not debited, since they decide admission
+	// only. A balance may fall below zero. A quota's debt ends with its
+	// window, and a credits debt stays until refilled or granted. A refund
+	// never takes a limit above its count.
+	//
+	// Debit answers the state of every limit after the debit as Allow
+	// does (a rate's as it stands), with Allowed true. Remaining is the
+	// balance, below zero for a debt. An amount of 0 only reads them. An
+	// empty subject, an invalid limit, two limits with one name and
+	// Subject or an amount beyond ±(10^14-1) give an error wrapping
+	// ErrInvalid.
 	Debit(ctx context.Context, subject string, limits []Limit, amount int64) (Result, error)
 }

@@ -13,8 +13,8 @@ import (
 )
 
 // table holds a Store's records in a shape the garbage collector barely
-// has to trace, so that a process holding a million keys does not pay for
-// them at every collection:
+// has to trace. So a process holding a million keys does not pay for them
+// at every collection. The shape follows these rules.
 //
 //   - each record is encoded into one []byte (no pointers inside, so the
 //     collector marks it without scanning it);
@@ -26,9 +26,9 @@ import (
 //     the others (a hash collision only costs a check: every record knows
 //     its owner).
 //
-// Decoded keys alias the record's bytes for their strings: a record is
+// Decoded keys alias the record's bytes for their strings. A record is
 // never written after it is encoded (a change encodes a new one), so those
-// strings never change. A table is not safe for concurrent use: the Store
+// strings never change. A table is not safe for concurrent use. The Store
 // locks around it.
 type table struct {
 	recs   [][]byte // by slot; nil when the slot is free
@@ -261,12 +261,12 @@ func (t *table) decodeID(s uint32) string {
 	return strings.Clone(d.str())
 }
 
-// The record layout: a fixed header, then the other fields in fieldOrder.
-// Strings and byte slices are a uvarint length and the bytes; slices and
-// maps a uvarint count plus one (0 for nil) and their elements; times a
-// flag byte then, if set, a varint of seconds and a uvarint of
-// nanoseconds since the Unix epoch (always UTC); a last byte holds the
-// flags Disabled and Paused.
+// The record layout is a fixed header, then the other fields in
+// fieldOrder. Strings and byte slices are a uvarint length and the bytes.
+// Slices and maps are a uvarint count plus one (0 for nil) and their
+// elements. Times are a flag byte then, if set, a varint of seconds and a
+// uvarint of nanoseconds since the Unix epoch (always UTC). A last byte
+// holds the flags Disabled and Paused.
 const (
 	lastUsedOff = 0  // LastUsedAt: flag, 8-byte seconds, 4-byte nanoseconds
 	revisionOff = 16 // Revision, 8 bytes
@@ -358,8 +358,8 @@ func appendCount(b []byte, n int, isNil bool) []byte {
 // decoded is a key and room for its small slices, allocated at once.
 type decoded struct {
 	key    apikey.Key
-	scopes [4]string
-	hash   [64]byte
+	scopes [2]string
+	hash   [32]byte
 }
 
 // decode returns a new key from the record in slot s. Its strings alias

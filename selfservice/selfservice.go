@@ -1,5 +1,5 @@
 // Package selfservice is the policy of what the owner of API keys may do
-// to them himself: the one set of rules behind the management API
+// to them himself. It is the one set of rules behind the management API
 // (keyshttp), the keys page (keyspage) and any other owner-facing code.
 //
 //	policy, err := selfservice.New(manager, selfservice.Options{
@@ -9,26 +9,34 @@
 //	api, err := keyshttp.New(manager, keyshttp.Options{Owner: currentUser, Policy: policy})
 //	page, err := keyspage.New(manager, keyspage.Options{Owner: currentUser, Policy: policy})
 //
-// It denies by default. An owner may create keys up to his customer's key
-// cap (apikey.Customer.MaxKeys, which the Manager enforces:
-// apikey.ErrTooManyKeys), give them scopes within what his customer was
-// granted, choose an expiry within the maximum key lifetime, and rename,
-// rotate, pause, resume and revoke his keys, one at a time or a whole
-// rotation chain. He may never set a plan, credits, limits, metadata or
-// his scope ceiling, lift a suspension the operator set (a key's Disabled,
-// or his customer's Suspended), revive an expired key, extend a key past
-// the maximum lifetime, or change a revoked key. He may read the usage of
-// his keys, one key or all of them (Usage). While his customer is
-// suspended he may list and revoke his keys and read their usage, nothing
-// else.
+// It denies by default. An owner may do the following.
 //
-// Refusals are typed: a field he may not set is a *FieldError (matching
-// ErrForbidden, a 403 over HTTP), checked before anything is read; a
-// suspension matches ErrForbidden and apikey.ErrSuspended; a bad value is
-// an *apikey.InputError (400); the key's state answers
-// apikey.ErrRevoked, apikey.ErrExpired or apikey.ErrRotated (409); another
-// owner's key is apikey.ErrNotFound, like an unknown one. A request that
-// would change nothing writes nothing and records no event.
+//   - Create keys up to his customer's key cap (apikey.Customer.MaxKeys).
+//     The Manager enforces the cap with apikey.ErrTooManyKeys.
+//   - Give them scopes within what his customer was granted.
+//   - Choose an expiry within the maximum key lifetime.
+//   - Rename, rotate, pause, resume and revoke his keys, one at a time or a
+//     whole rotation chain.
+//   - Read the usage of his keys, one key or all of them (Usage).
+//
+// He may never set a plan, credits, limits, metadata or his scope ceiling.
+// He may never lift a suspension the operator set (a key's Disabled, or
+// his customer's Suspended). He may never revive an expired key, extend a
+// key past the maximum lifetime, or change a revoked key. While his
+// customer is suspended he may list and revoke his keys and read their
+// usage, nothing else.
+//
+// Refusals are typed, as below.
+//
+//   - A field he may not set is a *FieldError (matching ErrForbidden, a 403
+//     over HTTP), checked before anything is read.
+//   - A suspension matches ErrForbidden and apikey.ErrSuspended.
+//   - A bad value is an *apikey.InputError (400).
+//   - The key's state answers apikey.ErrRevoked, apikey.ErrExpired or
+//     apikey.ErrRotated (409).
+//   - Another owner's key is apikey.ErrNotFound, like an unknown one.
+//
+// A request that would change nothing writes nothing and records no event.
 package selfservice
 
 import (
@@ -45,10 +53,10 @@ import (
 // Defaults of Options.
 const (
 	// DefaultMaxLifetime is the longest life of a key an owner creates
-	// when Options.MaxLifetime is 0: 366 days.
+	// when Options.MaxLifetime is 0, 366 days.
 	DefaultMaxLifetime = 366 * 24 * time.Hour
 	// DefaultMaxGrace is the longest grace period of a rotation when
-	// Options.MaxGrace is 0: 30 days.
+	// Options.MaxGrace is 0, 30 days.
 	DefaultMaxGrace = 30 * 24 * time.Hour
 )
 
@@ -66,26 +74,25 @@ const (
 type Options struct {
 	// Scopes are the scopes an owner may give his keys when his customer
 	// has no scope ceiling (apikey.Customer.Scopes nil). When the
-	// operator set a ceiling, the ceiling is the list instead. Nil: no
-	// scopes.
+	// operator set a ceiling, the ceiling is the list instead. When nil,
+	// there are no scopes.
 	Scopes []string
 
-	// MaxLifetime bounds the life of a key an owner creates or changes:
-	// its expiry lies at most MaxLifetime after its creation, and a key
+	// MaxLifetime bounds the life of a key an owner creates or changes.
+	// Its expiry lies at most MaxLifetime after its creation, and a key
 	// without expiry is never allowed. 366 days when 0.
 	MaxLifetime time.Duration
 
-	// DefaultLifetime is the life of a key created without an expiry:
+	// DefaultLifetime is the life of a key created without an expiry,
 	// MaxLifetime when 0. It must not exceed MaxLifetime.
 	DefaultLifetime time.Duration
 
-	// MaxGrace is the longest grace period of a rotation: 30 days when
-	// 0.
+	// MaxGrace is the longest grace period of a rotation, 30 days when 0.
 	MaxGrace time.Duration
 }
 
 // Policy decides, and carries out, what an owner does to his keys. Build
-// it with New; it is safe for concurrent use. Every method takes the
+// it with New. It is safe for concurrent use. Every method takes the
 // owner as the caller authenticated him and acts only on his keys.
 type Policy struct {
 	m               *apikey.Manager
@@ -134,8 +141,8 @@ func New(m *apikey.Manager, opts Options) (*Policy, error) {
 }
 
 // ScopeToken reports whether s is an RFC 6749 scope token, the grammar
-// apikey.Manager accepts: printable ASCII without space, '"' and '\', at
-// most apikey.MaxScopeLength bytes.
+// apikey.Manager accepts. Such a token is printable ASCII without space,
+// '"' and '\', at most apikey.MaxScopeLength bytes.
 func ScopeToken(s string) bool {
 	if s == "" || len(s) > apikey.MaxScopeLength {
 		return false
@@ -160,11 +167,11 @@ func (p *Policy) DefaultLifetime() time.Duration { return p.defaultLifetime }
 // MaxGrace returns the longest grace period of a rotation.
 func (p *Policy) MaxGrace() time.Duration { return p.maxGrace }
 
-// CheckFields returns a *FieldError naming the first of fields that an
-// owner may not set on a key: every field but FieldName, FieldScopes and
-// FieldExpiresAt. A caller passes the names of the fields a request
-// carries, before reading their values, so that a request trying a field
-// it may not set is refused as such, never silently ignored.
+// CheckFields returns a *FieldError naming the first of fields that an owner
+// may not set on a key. He may set FieldName, FieldScopes and
+// FieldExpiresAt, and no other field. A caller passes the names of the
+// fields a request carries, before reading their values, so that a request
+// trying a field it may not set is refused as such, never silently ignored.
 func CheckFields(fields ...string) error {
 	for _, f := range fields {
 		switch f {
@@ -179,13 +186,13 @@ func CheckFields(fields ...string) error {
 // Allowance is what an owner may do at the moment, from his customer
 // record.
 type Allowance struct {
-	// Suspended reports that the operator suspended the customer: he may
+	// Suspended reports that the operator suspended the customer. He may
 	// list and revoke his keys and read their usage, nothing else.
 	Suspended bool
-	// Scopes are the scopes he may give a key: the customer's ceiling,
-	// or Options.Scopes when the customer has none.
+	// Scopes are the scopes he may give a key. They are the customer's
+	// ceiling, or Options.Scopes when the customer has none.
 	Scopes []string
-	// MaxKeys is the most usable keys he may hold (0: no cap); the
+	// MaxKeys is the most usable keys he may hold, with 0 for no cap. The
 	// Manager enforces it.
 	MaxKeys int
 }
@@ -233,7 +240,7 @@ func (p *Policy) active(ctx context.Context, owner string) (*Allowance, error) {
 // Create describes a key an owner asks for.
 type Create struct {
 	// Fields names every field the request carried, as the request named
-	// it (an expiry given as a lifetime counts as FieldExpiresAt); Create
+	// it. An expiry given as a lifetime counts as FieldExpiresAt. Create
 	// refuses the request with a *FieldError if one may not be set. Nil
 	// for a request made of this struct's fields only.
 	Fields []string
@@ -241,8 +248,8 @@ type Create struct {
 	Name string
 	// Scopes must be within the owner's Allowance.
 	Scopes []string
-	// ExpiresAt, if set, is when the key stops working: in the future
-	// and at most MaxLifetime away. It wins over TTL.
+	// ExpiresAt, if set, is when the key stops working. It must be in the
+	// future and at most MaxLifetime away. It wins over TTL.
 	ExpiresAt time.Time
 	// TTL, if positive, is the key's lifetime, at most MaxLifetime.
 	// Without ExpiresAt and TTL the key lives DefaultLifetime.
@@ -305,7 +312,7 @@ func (p *Policy) beyondLifetime() error {
 	return &apikey.InputError{Field: FieldExpiresAt, Reason: fmt.Sprintf("beyond the maximum key lifetime (%s)", p.maxLifetime)}
 }
 
-// Get returns owner's key id; another owner's key is apikey.ErrNotFound,
+// Get returns owner's key id. Another owner's key is apikey.ErrNotFound,
 // like an unknown one.
 func (p *Policy) Get(ctx context.Context, owner, id string) (*apikey.Key, error) {
 	k, err := p.m.Get(ctx, id)
@@ -329,17 +336,17 @@ func (p *Policy) List(ctx context.Context, owner string, opts apikey.ListOptions
 
 // Change describes changes to a key.
 type Change struct {
-	// Fields names the fields the request sets: FieldName, FieldScopes,
-	// FieldExpiresAt; only those change. Any other is refused with a
-	// *FieldError before anything is read.
+	// Fields names the fields the request sets, among FieldName,
+	// FieldScopes and FieldExpiresAt. Only those change. Any other is
+	// refused with a *FieldError before anything is read.
 	Fields []string
 	// Name is the new name.
 	Name string
 	// Scopes are the new scopes, within the owner's Allowance.
 	Scopes []string
-	// ExpiresAt is the new expiry: in the future and at most MaxLifetime
-	// after the key's creation. Zero (no expiry) is refused, and so is
-	// any change to an expired key.
+	// ExpiresAt is the new expiry. It must be in the future and at most
+	// MaxLifetime after the key's creation. Zero (no expiry) is refused, and
+	// so is any change to an expired key.
 	ExpiresAt time.Time
 }
 
@@ -413,7 +420,7 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 }
 
 // Rotate replaces owner's key id with a successor (see
-// apikey.Manager.Rotate); the old key keeps working for grace, at most
+// apikey.Manager.Rotate). The old key keeps working for grace, at most
 // MaxGrace. A chain keeps at most one predecessor working.
 func (p *Policy) Rotate(ctx context.Context, owner, id string, grace time.Duration) (*apikey.Rotation, error) {
 	if grace < 0 || grace > p.maxGrace {
@@ -428,7 +435,7 @@ func (p *Policy) Rotate(ctx context.Context, owner, id string, grace time.Durati
 	return p.m.Rotate(ctx, id, grace)
 }
 
-// Pause pauses owner's key id: it is refused until Resume. Pausing a
+// Pause pauses owner's key id. It is refused until Resume. Pausing a
 // paused key writes nothing.
 func (p *Policy) Pause(ctx context.Context, owner, id string) (*apikey.Key, error) {
 	k, err := p.Get(ctx, owner, id)
@@ -445,8 +452,8 @@ func (p *Policy) Pause(ctx context.Context, owner, id string) (*apikey.Key, erro
 }
 
 // Resume lifts Pause. A key the operator disabled is refused with a
-// *FieldError naming "disabled": only the operator enables it. Resuming a
-// key that is not paused writes nothing.
+// *FieldError naming "disabled", because only the operator enables it.
+// Resuming a key that is not paused writes nothing.
 func (p *Policy) Resume(ctx context.Context, owner, id string) (*apikey.Key, error) {
 	k, err := p.Get(ctx, owner, id)
 	if err != nil {
@@ -479,7 +486,7 @@ func (p *Policy) changeable(ctx context.Context, owner string, k *apikey.Key) er
 	return nil
 }
 
-// Revoke revokes owner's key id, for good; a suspended customer may too.
+// Revoke revokes owner's key id, for good. A suspended customer may too.
 // Revoking a revoked key is not an error and writes nothing.
 func (p *Policy) Revoke(ctx context.Context, owner, id string) error {
 	k, err := p.Get(ctx, owner, id)
@@ -490,7 +497,7 @@ func (p *Policy) Revoke(ctx context.Context, owner, id string) error {
 }
 
 // RevokeChain revokes owner's key id and every key of its rotation chain,
-// and returns the ids it revoked (see apikey.Manager.RevokeChain); a
+// and returns the ids it revoked (see apikey.Manager.RevokeChain). A
 // suspended customer may too.
 func (p *Policy) RevokeChain(ctx context.Context, owner, id string) ([]string, error) {
 	if _, err := p.Get(ctx, owner, id); err != nil {
@@ -500,11 +507,12 @@ func (p *Policy) RevokeChain(ctx context.Context, owner, id string) ([]string, e
 }
 
 // Usage returns the series of what owner consumed (see
-// apikey.Manager.Usage): summed over all of his keys when q.KeyID is
-// empty, else of his key q.KeyID, revoked or not; another owner's key is
-// apikey.ErrNotFound, like an unknown one. q.Customer is ignored: the
-// customer is always owner (empty: an *apikey.InputError). Reading usage changes nothing, so a
-// suspended customer may too.
+// apikey.Manager.Usage). It is summed over all of his keys when q.KeyID is
+// empty, else it is the series of his key q.KeyID, revoked or not. Another
+// owner's key is apikey.ErrNotFound, like an unknown one. q.Customer is
+// ignored, because the customer is always owner. An empty owner gives an
+// *apikey.InputError. Reading usage changes nothing, so a suspended
+// customer may too.
 func (p *Policy) Usage(ctx context.Context, owner string, q usage.Query) ([]usage.Record, error) {
 	q.Customer = owner
 	if q.KeyID != "" {

@@ -18,15 +18,16 @@ const customerColumns = "id, plan, scopes, max_keys, limits, credits, suspended,
 // numCustomerColumns is the number of entries in customerColumns.
 const numCustomerColumns = 11
 
-// Schema returns the statements that create the keys table named table
-// (DefaultTable when empty; see Options.Table for the grammar), its index,
-// the customers table and the usage table with its index (named as
-// Options.CustomerTable and Options.UsageTable say by default), each
-// idempotent (IF NOT EXISTS). Store.Migrate runs them; use
-// Schema to feed your own migration tool instead. An invalid table name
-// gives an error wrapping apikey.ErrInvalidOptions.
+// Schema returns the statements that create the keys table named table,
+// its index, the customers table and the usage table with its index. The
+// table is DefaultTable when empty (see Options.Table for the grammar).
+// The other tables are named as Options.CustomerTable and
+// Options.UsageTable say by default. Each statement is idempotent (IF NOT
+// EXISTS). Store.Migrate runs them. Use Schema to feed your own migration
+// tool instead. An invalid table name gives an error wrapping
+// apikey.ErrInvalidOptions.
 //
-// The layout, in every dialect:
+// The layout is the same in every dialect.
 //
 //   - id, the primary key, and owner, rotated_from and rotated_to compare
 //     bytes (COLLATE "C", VARBINARY, SQLite's default BINARY collation),
@@ -274,8 +275,9 @@ func (d Dialect) sqliteIndex(t tableName, index string) string {
 }
 
 // Upgrade returns the statements that bring a keys table named table,
-// made by an earlier release, to this release's layout (the customers
-// and usage tables themselves are created by Schema's statements):
+// made by an earlier release, to this release's layout. The customers and
+// usage tables themselves are created by Schema's statements. Upgrade
+// returns these statements, in this order.
 //
 //   - the columns added since the first release, one ALTER TABLE ...
 //     ADD COLUMN each: revision, disabled, rotated_at, lineage and limits
@@ -285,14 +287,15 @@ func (d Dialect) sqliteIndex(t tableName, index string) string {
 //     earlier owner index (owner, id), which it replaces;
 //   - last, the paused column (existing keys are not paused).
 //
-// On PostgreSQL they are idempotent (IF NOT EXISTS, IF EXISTS); on MySQL
-// and SQLite a column or index that exists already, or an index that is
-// gone already, makes its statement fail (duplicate column, MySQL errors
-// 1061 and 1091), which Store.Migrate ignores. Existing keys keep
-// verifying. Migrate also creates a customer record for each owner of
-// existing keys (see Store.BackfillCustomers), before it adds the paused
-// column, which marks an upgraded table: run BackfillCustomers yourself
-// if you run these statements with your own tool.
+// On PostgreSQL they are idempotent (IF NOT EXISTS, IF EXISTS). On MySQL
+// and SQLite, a column or index that exists already makes its statement
+// fail, and so does an index that is gone already. These failures
+// (duplicate column, MySQL errors 1061 and 1091) are ignored by
+// Store.Migrate. Existing keys keep verifying. Migrate also creates a
+// customer record for each owner of existing keys (see
+// Store.BackfillCustomers). It does so before it adds the paused column,
+// which marks an upgraded table. Run BackfillCustomers yourself if you run
+// these statements with your own tool.
 func (d Dialect) Upgrade(table string) ([]string, error) {
 	t, err := parseTable(table)
 	if err != nil {

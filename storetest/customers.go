@@ -221,8 +221,8 @@ func testCustomerCancelled(t *testing.T, s apikey.Store) {
 	assert.ErrorIs(t, err, apikey.ErrNotFound, "a cancelled write writes nothing")
 }
 
-// raceCustomerPuts races writers of one customer record at one Revision:
-// exactly one succeeds, the others get ErrConflict, and the record holds
+// raceCustomerPuts races writers of one customer record at one Revision.
+// Exactly one succeeds, the others get ErrConflict, and the record holds
 // the winner's write.
 func raceCustomerPuts(t *testing.T, e raceEnv, n int) string {
 	cs := e.store.(apikey.CustomerStore)
@@ -272,7 +272,7 @@ func raceCustomerPuts(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceKeyCap races Issues for one customer whose cap is 3 keys: exactly 3
+// raceKeyCap races Issues for one customer whose cap is 3 keys. Exactly 3
 // succeed, the others get ErrTooManyKeys, no other usable key is left in
 // the store, and a revocation makes room for exactly one more.
 func raceKeyCap(t *testing.T, e raceEnv, n int) string {

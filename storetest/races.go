@@ -30,8 +30,8 @@ var (
 	bothModes        = []mode{withCapabilities, asPlainStore}
 )
 
-// raceEnv is what a trial works on: a Manager over the store (as its mode
-// shows it) and the store itself.
+// raceEnv is what a trial works on. It holds a Manager over the store (as
+// its mode shows it) and the store itself.
 type raceEnv struct {
 	m     *apikey.Manager
 	store apikey.Store
@@ -59,6 +59,8 @@ func runRaces(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Optio
 		{"RaceUpdatesAreNeverLost", bothModes, nil, raceUpdateUpdate},
 		{"RaceRotateVsDisableLosesNoChange", bothModes, nil, raceRotateDisable},
 		{"RaceRotateVsNarrowingUpdateLosesNoChange", bothModes, nil, raceRotateNarrow},
+		{"RaceLeakReportsRevokeOnce", bothModes, nil, raceLeakReports},
+		{"RaceLeakRevokeVsDisableEndsRevoked", bothModes, nil, raceLeakRevokeVsDisable},
 		{"RaceCustomerWritesOfOneRevisionHaveOneWinner", []mode{withCapabilities}, isCustomerStore, raceCustomerPuts},
 		{"RaceIssueKeepsTheCustomersKeyCap", []mode{withCapabilities}, isCustomerStore, raceKeyCap},
 	}
@@ -80,8 +82,8 @@ func runRaces(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Optio
 	}
 }
 
-// raceOptions configure the Managers of the races: no cache, so that
-// every check reads the store.
+// raceOptions configure the Managers of the races. They have no cache, so
+// that every check reads the store.
 var raceOptions = apikey.Options{Prefix: "sk_race", CacheTTL: -1, CacheNegativeTTL: -1, LastUsedInterval: -1}
 
 // runTrials runs trial until opts.Trials trials ran or opts.Budget is
@@ -141,7 +143,7 @@ func mustBeRevoked(m *apikey.Manager, what, token string) string {
 }
 
 // raceUpdateRevoke races updates, a disable and an enable against a
-// revocation: the revoked key must never verify again.
+// revocation. The revoked key must never verify again.
 func raceUpdateRevoke(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
@@ -182,7 +184,7 @@ func raceUpdateRevoke(t *testing.T, e raceEnv, n int) string {
 	return mustBeRevoked(m, "the re-enabled key", token)
 }
 
-// raceRotateRotate races rotations of one key: exactly one may succeed,
+// raceRotateRotate races rotations of one key. Exactly one may succeed,
 // leaving exactly one successor.
 func raceRotateRotate(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
@@ -225,8 +227,8 @@ func raceRotateRotate(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceRotateRevoke races a rotation against a revocation of the old key:
-// the old key stays revoked, and a rotation that lost leaves no successor.
+// raceRotateRevoke races a rotation against a revocation of the old key.
+// The old key stays revoked, and a rotation that lost leaves no successor.
 func raceRotateRevoke(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
@@ -263,7 +265,7 @@ func raceRotateRevoke(t *testing.T, e raceEnv, n int) string {
 }
 
 // raceRevokeOwnerRotate races RevokeOwner against a rotation of one of
-// the owner's keys: afterwards no key of the owner verifies.
+// the owner's keys. Afterwards no key of the owner verifies.
 func raceRevokeOwnerRotate(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
@@ -303,7 +305,7 @@ func raceRevokeOwnerRotate(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceUpdateUpdate races updates that each add one metadata entry: none
+// raceUpdateUpdate races updates that each add one metadata entry. None
 // may be lost.
 func raceUpdateUpdate(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
@@ -339,10 +341,10 @@ func raceUpdateUpdate(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceRotateDisable races a rotation against a Disable of the old key: no
+// raceRotateDisable races a rotation against a Disable of the old key. No
 // change is lost. When both succeed, the successor is disabled (the
 // rotation read the key after the Disable, or the Disable reached the
-// successor); otherwise the Disable must have failed.
+// successor). Otherwise the Disable must have failed.
 func raceRotateDisable(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	_, k := raceIssue(t, m, n)
@@ -379,8 +381,8 @@ func raceRotateDisable(t *testing.T, e raceEnv, n int) string {
 }
 
 // raceRotateNarrow races a rotation against an Update that removes a scope
-// and brings the expiry forward: when both succeed, the successor holds
-// neither the removed scope nor a later expiry; otherwise the Update must
+// and brings the expiry forward. When both succeed, the successor holds
+// neither the removed scope nor a later expiry. Otherwise the Update must
 // have failed.
 func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
@@ -427,7 +429,7 @@ func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// afterRotation describes the old key after a lost change: the change
+// afterRotation describes the old key after a lost change. The change
 // either landed on it after the rotation and never reached the successor,
 // or the rotation was written over a read from before the change.
 func afterRotation(m *apikey.Manager, id string) string {

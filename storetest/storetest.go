@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite of apikey.Store. A Store
-// implementation calls Run from one test:
+// implementation calls Run from one test, as below.
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) apikey.Store {
@@ -13,17 +13,17 @@
 // usage.LastUsedStore) are tested when the store has them.
 //
 // The "Race" subtests check the guarantees that only hold under
-// concurrency (a revocation is final, a rotation has one winner and never
-// undoes a concurrent change, no update is lost, a customer's key cap
-// holds) with many goroutines driving an apikey.Manager over the store,
-// once with the store's optional capabilities and once through the plain
-// Store interface (the Manager's fallbacks); and that concurrent
-// usage.Store.AddUsage calls of overlapping records, as the flushes of
-// several instances make them, sum exactly. When the flushes of a fleet
-// call usage.LastUsedStore.MarkUsedGranular at once, each key must be
-// written once per granularity, as the counts they return say. Each race
-// runs trials until it ran Options.Trials of them or spent
-// Options.Budget, whichever comes first, but at least MinTrials; it logs
+// concurrency. A revocation is final, a rotation has one winner and never
+// undoes a concurrent change, no update is lost, and a customer's key cap
+// holds. Many goroutines drive an apikey.Manager over the store to check
+// them. They do it once with the store's optional capabilities and once
+// through the plain Store interface (the Manager's fallbacks). The races
+// also check that concurrent usage.Store.AddUsage calls of overlapping
+// records, as the flushes of several instances make them, sum exactly.
+// When the flushes of a fleet call usage.LastUsedStore.MarkUsedGranular at
+// once, each key must be written once per granularity, as the counts they
+// return say. Each race runs trials until it ran Options.Trials of them or
+// spent Options.Budget, whichever comes first, but at least MinTrials. It logs
 // how many it ran.
 package storetest
 
@@ -58,17 +58,17 @@ const MinTrials = 100
 // Options configures RunWith. The zero value runs each race for at most
 // DefaultTrials trials and DefaultBudget, and at least MinTrials trials.
 type Options struct {
-	// Trials is the most trials of each race: DefaultTrials when 0. A
+	// Trials is the most trials of each race, DefaultTrials when 0. A
 	// negative value skips the races.
 	Trials int
-	// Budget bounds the time of each race: once it is spent, and
-	// MinTrials trials ran, the race starts no further trial.
-	// DefaultBudget when 0.
+	// Budget bounds the time of each race. Once it is spent, and MinTrials
+	// trials ran, the race starts no further trial. It is DefaultBudget
+	// when 0.
 	Budget time.Duration
 }
 
 // Run runs the conformance suite with the default Options. newStore must
-// return a fresh, empty store for each call; register its cleanup with
+// return a fresh, empty store for each call. Register its cleanup with
 // t.Cleanup.
 func Run(t *testing.T, newStore func(t *testing.T) apikey.Store) {
 	t.Helper()
@@ -553,7 +553,7 @@ func testMarkUsedUnknown(t *testing.T, s apikey.Store) {
 
 // testMarkUsedBulk sends batches larger than a store is likely to write in
 // one statement, from several goroutines at once, each batch mixing times
-// before and after the stored one and unknown ids: every key must end at
+// before and after the stored one and unknown ids. Every key must end at
 // the latest time any batch gave it, never earlier.
 func testMarkUsedBulk(t *testing.T, s apikey.Store) {
 	const n, workers = 2100, 4
@@ -669,8 +669,8 @@ func testTimes(t *testing.T, s apikey.Store) {
 	}
 }
 
-// testTimesTruncate: a time is truncated to the microsecond, never
-// rounded (the last microsecond of a second stays in that second).
+// testTimesTruncate checks that a time is truncated to the microsecond,
+// never rounded (the last microsecond of a second stays in that second).
 func testTimesTruncate(t *testing.T, s apikey.Store) {
 	k := NewKey("alice")
 	k.CreatedAt = time.Date(2026, 12, 31, 23, 59, 59, 999_999_999, time.UTC)

@@ -313,7 +313,7 @@ func eachID(fn func(ctx context.Context, s *session, id string) (*apikey.Key, er
 	}
 }
 
-// quiet is an error already reported; it only sets the exit code.
+// quiet is an error already reported. It only sets the exit code.
 type quiet struct{ error }
 
 func (q quiet) Unwrap() error { return q.error }

@@ -33,7 +33,7 @@ func operatorCommand(name string, fs *flag.FlagSet) (runner, bool) {
 }
 
 // customerJSON is a customer record as the CLI prints it, in the shape of
-// adminhttp's answers: scopes null means no ceiling.
+// adminhttp's answers. Scopes null means no ceiling.
 type customerJSON struct {
 	ID        string            `json:"id"`
 	Plan      string            `json:"plan"`

@@ -15,15 +15,16 @@
 //	git diff --cached | apikey scan --prefix sk_live   # as a pre-commit hook
 //
 // Every change is announced to the running services, as their Managers
-// announce changes to each other (apikey.Notifier), so that they drop
-// their cached copy of the key at once: through Redis pub/sub with --redis
-// (APIKEY_REDIS), else through PostgreSQL LISTEN/NOTIFY when the database
-// is PostgreSQL, the choice examples/server makes. Without either, a
-// service honours a change when its cache entry expires. With --plans
-// (APIKEY_PLANS), the services' plans file, issue and update refuse other
-// plans.
+// announce changes to each other (apikey.Notifier). So they drop their
+// cached copy of the key at once. The announcement goes through Redis
+// pub/sub with --redis (APIKEY_REDIS). Else it goes through PostgreSQL
+// LISTEN/NOTIFY when the database is PostgreSQL, the choice
+// examples/server makes. Without either, a service honours a change when
+// its cache entry expires. With --plans (APIKEY_PLANS), the services'
+// plans file, issue and update refuse other plans.
 //
-// Run "apikey help" for every subcommand and flag. Exit codes:
+// Run "apikey help" for every subcommand and flag. The exit codes are
+// these.
 //
 //	0  success; for scan: no key found
 //	1  scan found at least one key
@@ -71,7 +72,7 @@ type silent struct{}
 
 func (silent) Printf(context.Context, string, ...any) {}
 
-// cli is one invocation: its streams and environment.
+// cli is one invocation, with its streams and environment.
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer

@@ -12,7 +12,7 @@ import (
 	"github.com/gokeys/apikey/limits"
 )
 
-// keyJSON is a key as the CLI prints it: never its digest.
+// keyJSON is a key as the CLI prints it, never with its digest.
 type keyJSON struct {
 	ID          string            `json:"id"`
 	Prefix      string            `json:"prefix"`

@@ -28,7 +28,7 @@ import (
 	"github.com/gokeys/apikey/rpc/grpcapikey"
 )
 
-// The demo service, the RPC twin of GET /data:
+// The demo service is the RPC twin of GET /data.
 //
 //	package apikey.demo.v1;
 //	service Data {
@@ -36,8 +36,8 @@ import (
 //	  rpc Watch(google.protobuf.Empty) returns (stream google.protobuf.Struct);
 //	}
 //
-// It is written by hand (no protoc): its descriptor is built below, so that
-// server reflection describes it to grpcurl, and both methods take and
+// It is written by hand, without protoc. Its descriptor is built below, so
+// that server reflection describes it to grpcurl. Both methods take and
 // return well-known types, which every client already knows.
 const (
 	dataService = "apikey.demo.v1.Data"

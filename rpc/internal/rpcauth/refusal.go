@@ -13,7 +13,7 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// Code is a status code; gRPC's and Connect's share their numbers.
+// Code is a status code. The codes of gRPC and Connect share their numbers.
 type Code uint32
 
 // The codes of refusals.
@@ -26,9 +26,9 @@ const (
 	Unauthenticated   Code = 16
 )
 
-// The messages of refusals: the HTTP middleware's problem details, so that
-// a customer reads the same sentence on every surface, and one per code
-// for keys (malformed, invalid, revoked, expired, disabled, paused and
+// The messages of refusals are the HTTP middleware's problem details. So a
+// customer reads the same sentence on every surface. Keys get one message
+// per code (malformed, invalid, revoked, expired, disabled, paused and
 // suspended alike).
 const (
 	msgBadRequest      = "The request carries its credentials in a malformed way."
@@ -48,8 +48,9 @@ const (
 	ReasonDenied = "METHOD_NOT_ALLOWED"
 )
 
-// Refusal is a call refused: its code, its fixed message and its details
-// (errdetails messages). It never carries a dependency's error text.
+// Refusal is a call refused. It holds the code, the fixed message and the
+// details (errdetails messages). It never carries a dependency's error
+// text.
 type Refusal struct {
 	Code    Code
 	Message string

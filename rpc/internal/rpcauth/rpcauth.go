@@ -1,8 +1,8 @@
-// Package rpcauth is what the gRPC and Connect interceptors share: the
-// compiled configuration, the extraction of a key from request metadata,
-// the decision for one call (Verify, the method's rule, Middleware.Spend)
-// and the table of refusals. The adapters only move metadata and errors in
-// and out of their framework.
+// Package rpcauth is what the gRPC and Connect interceptors share. It holds
+// the compiled configuration and the extraction of a key from request
+// metadata. It also holds the decision for one call (Verify, the method's
+// rule, Middleware.Spend) and the table of refusals. The adapters only move
+// metadata and errors in and out of their framework.
 package rpcauth
 
 import (
@@ -43,12 +43,12 @@ type Config struct {
 
 // Source is one metadata key a token is read from.
 type Source struct {
-	// Key is the gRPC metadata key: lower case.
+	// Key is the gRPC metadata key, in lower case.
 	Key string
 	// Header is the canonical HTTP header name of Key.
 	Header string
 	// Bearer reports whether the value is "Bearer <token>"
-	// (authorization); otherwise it is the bare token.
+	// (authorization). Otherwise it is the bare token.
 	Bearer bool
 }
 
@@ -179,8 +179,8 @@ func validMethodName(n string) bool {
 	return ok && svc != "" && method != "" && !strings.Contains(method, "/")
 }
 
-// Rule returns the rule of the full method name method: its own, else its
-// service's, else the default.
+// Rule returns the rule of the full method name method. That is its own,
+// else its service's, else the default.
 func (g *Guard) Rule(method string) *Rule {
 	if len(method) == 0 || method[0] != '/' {
 		return g.def
@@ -249,7 +249,7 @@ func hasScopes(k *apikey.Key, r *Rule) bool {
 }
 
 // MeteredAtStart reports whether a call with rule r spends when it
-// starts: every unary call, and a stream unless r.PerMessage.
+// starts. Every unary call does, and a stream does unless r.PerMessage.
 func (g *Guard) MeteredAtStart(r *Rule, stream bool) bool {
 	return g.mw != nil && !r.Unmetered && !(stream && r.PerMessage)
 }
@@ -261,7 +261,7 @@ func (g *Guard) MeteredPerMessage(r *Rule) bool {
 }
 
 // Spend takes the cost of a call to method with rule r (req is the
-// request message: nil at a stream's start) from k's limits with
+// request message, nil at a stream's start) from k's limits with
 // Middleware.Spend. It returns the RateLimit headers to send (nil when
 // nothing was spent) and a refusal or nil.
 func (g *Guard) Spend(ctx context.Context, method string, r *Rule, req any, k *apikey.Key) (http.Header, *Refusal) {

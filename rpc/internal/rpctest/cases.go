@@ -25,32 +25,32 @@ type Case struct {
 	Env string
 	// Key is the key issued for the case (of a customer of its own).
 	Key Key
-	// MD builds the request metadata from the token; bearer when nil.
+	// MD builds the request metadata from the token. It is bearer when nil.
 	MD func(token string) map[string][]string
-	// Method is called; a stream when it is one of the streaming methods,
-	// with N messages (or N replies asked of Watch).
+	// Method is called. It is a stream when it is one of the streaming
+	// methods, with N messages (or N replies asked of Watch).
 	Method string
 	N      int
-	// Request is the unary request; an empty Struct when nil.
+	// Request is the unary request, an empty Struct when nil.
 	Request map[string]any
 	// Before are unary calls made first with the same metadata (to spend).
 	Before []string
 
-	// Want is the code; 0 is OK.
+	// Want is the code, where 0 is OK.
 	Want rpcauth.Code
-	// Replies is the number of replies (unary calls: 1 when OK).
+	// Replies is the number of replies (1 for an OK unary call).
 	Replies int
 	// SeesKey reports whether the handler saw the case's key.
 	SeesKey bool
 	// Check, if set, checks the outcome further.
 	Check func(t *testing.T, key *apikey.Key, o Outcome)
 	// Remaining, if not 0, is the daily quota that a unary call to Echo
-	// made after the case reports as left (the call spending one more):
-	// it pins what the case spent. -1 means none left.
+	// made after the case reports as left (the call spending one more).
+	// It pins what the case spent. -1 means none left.
 	Remaining int
 }
 
-// Bearer is the metadata of "authorization: Bearer <token>".
+// Bearer is the metadata of an "authorization" key of "Bearer <token>".
 func Bearer(token string) map[string][]string {
 	return map[string][]string{"authorization": {"Bearer " + token}}
 }

@@ -184,7 +184,7 @@ func hotSlot(id string) int {
 // lock, if it is there and fresh.
 func (c *cache) hit(shard, slot int, id string, now time.Time) *cacheEntry {
 	e := c.shards[shard].hot[slot].Load()
-	if e == nil || e.key.ID != id || now.UnixNano()-e.fetched >= int64(c.ttl) {
+	if e == nil || e.key.ID != id || uint64(now.UnixNano()-e.fetched) >= uint64(c.ttl) {
 		return nil
 	}
 	return e
@@ -198,7 +198,7 @@ func (c *cache) get(shard int, id string, now time.Time, extra time.Duration) *c
 	s.mu.RLock()
 	e := s.entries[id]
 	s.mu.RUnlock()
-	if e == nil || now.UnixNano()-e.fetched >= int64(c.maxAge(e, extra)) {
+	if e == nil || uint64(now.UnixNano()-e.fetched) >= uint64(c.maxAge(e, extra)) {
 		return nil
 	}
 	return e
@@ -332,7 +332,7 @@ func (c *cache) load(ctx context.Context, shard int, id string, get func(context
 // tells whether an id is cached (recently used). The answer is not used.
 func (c *cache) probe(ctx context.Context, shard int, e *cacheEntry, id string, now time.Time, get func(context.Context, string) (*Key, error)) {
 	p, t := e.probed.Load(), now.UnixNano()
-	if c.negTTL > 0 && t-p < int64(c.negTTL) || !e.probed.CompareAndSwap(p, t) {
+	if c.negTTL > 0 && uint64(t-p) < uint64(c.negTTL) || !e.probed.CompareAndSwap(p, t) {
 		return
 	}
 	c.load(ctx, shard, id, get)
@@ -426,7 +426,7 @@ func (c *cache) quick(token string, f *Format, clk *clock) (*cacheEntry, time.Ti
 		return nil, time.Time{}
 	}
 	now := clk.read()
-	if now.UnixNano()-e.fetched >= int64(c.ttl) {
+	if uint64(now.UnixNano()-e.fetched) >= uint64(c.ttl) {
 		return nil, time.Time{}
 	}
 	sum := sha256.Sum256(readOnly(material))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -46,6 +47,11 @@ type Customer struct {
 	// customer as the limit CreditsLimit. 0 means none. The balance lives
 	// in the Limiter (see Middleware.Balance).
 	Credits int64 `json:"credits,omitempty"`
+	// AllowedIPs, if set, are the only IP ranges the customer's keys may
+	// be used from; nil or empty means any address. A key's own ranges
+	// must lie within them when they are set, and narrowing them narrows
+	// every key at once (see docs/ip-restrictions.md).
+	AllowedIPs []netip.Prefix `json:"allowed_ips,omitempty"`
 	// Suspended refuses every key of the customer until it is cleared.
 	// Only the operator sets or clears it.
 	Suspended bool `json:"suspended"`
@@ -69,6 +75,7 @@ func (c *Customer) Clone() *Customer {
 		d.Scopes = append(make([]string, 0, len(c.Scopes)), c.Scopes...)
 	}
 	d.Limits = slices.Clone(c.Limits)
+	d.AllowedIPs = slices.Clone(c.AllowedIPs)
 	d.Metadata = maps.Clone(c.Metadata)
 	return &d
 }
@@ -134,6 +141,9 @@ func validCustomer(c *Customer, plans limits.Plans) error {
 	if err := validKeyLimits(c.Limits); err != nil {
 		return err
 	}
+	if err := validIPs(&c.AllowedIPs); err != nil {
+		return err
+	}
 	for i := range c.Limits {
 		c.Limits[i].Subject = ""
 		if c.Credits > 0 && c.Limits[i].Name == CreditsLimit {
@@ -156,10 +166,12 @@ func within(k *Key, c *Customer) bool {
 	return true
 }
 
-// narrow returns a copy of k holding only the scopes within c's ceiling.
+// narrow returns a copy of k holding only the scopes within c's ceiling,
+// and only the addresses within c's ranges.
 func narrow(k *Key, c *Customer) *Key {
 	n := k.Clone()
 	n.Scopes = slices.DeleteFunc(n.Scopes, func(s string) bool { return !c.Allows(s) })
+	n.AllowedIPs = effectiveIPs(k, c)
 	return n
 }
 

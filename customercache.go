@@ -107,7 +107,7 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 	var e *customerEntry
 	if ok {
 		e = v.(*customerEntry)
-		if cs.ttl > 0 && now.UnixNano()-e.fetched < int64(cs.ttl) {
+		if cs.ttl > 0 && uint64(now.UnixNano()-e.fetched) < uint64(cs.ttl) {
 			return e, epoch, nil
 		}
 	}
@@ -116,7 +116,7 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 		c = unknownCustomer
 	}
 	if err != nil {
-		if e != nil && cs.stale > 0 && now.UnixNano()-e.fetched < int64(cs.ttl+cs.stale) {
+		if e != nil && cs.stale > 0 && uint64(now.UnixNano()-e.fetched) < uint64(cs.ttl+cs.stale) {
 			return e, epoch, nil
 		}
 		return nil, 0, fmt.Errorf("apikey: customer: %w: %w", ErrUnavailable, err)
@@ -133,7 +133,7 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 // entry remembered there answers without a map lookup.
 func (cs *customers) lookupFor(ctx context.Context, ce *cacheEntry, k *Key, now time.Time) (*Customer, error) {
 	if ce != nil && cs.ttl > 0 {
-		if m := ce.cust.Load(); m != nil && m.epoch == cs.epoch.Load() && now.UnixNano()-m.e.fetched < int64(cs.ttl) {
+		if m := ce.cust.Load(); m != nil && m.epoch == cs.epoch.Load() && uint64(now.UnixNano()-m.e.fetched) < uint64(cs.ttl) {
 			return m.e.c, nil
 		}
 	}
@@ -141,7 +141,7 @@ func (cs *customers) lookupFor(ctx context.Context, ce *cacheEntry, k *Key, now 
 	if err != nil {
 		return nil, err
 	}
-	if ce != nil && cs.ttl > 0 && now.UnixNano()-e.fetched < int64(cs.ttl) {
+	if ce != nil && cs.ttl > 0 && uint64(now.UnixNano()-e.fetched) < uint64(cs.ttl) {
 		ce.cust.Store(&customerMemo{e: e, epoch: epoch})
 	}
 	return e.c, nil

@@ -40,6 +40,13 @@ var (
 	// ErrInvalid.
 	ErrSuspended = errors.New("apikey: customer suspended")
 
+	// ErrIPNotAllowed reports a valid key used from an address outside
+	// its IP ranges or its customer's (Key.AllowedIPs,
+	// Customer.AllowedIPs). The middleware answers it with 403; unlike the
+	// refusals above, that tells the caller the key is valid (see
+	// docs/ip-restrictions.md). Metrics and logs name it "ip_not_allowed".
+	ErrIPNotAllowed = errors.New("apikey: client address not allowed for this key")
+
 	// ErrTooManyKeys reports an Issue beyond the customer's key cap
 	// (Customer.MaxKeys).
 	ErrTooManyKeys = errors.New("apikey: customer has the most keys allowed")

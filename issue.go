@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -35,6 +36,9 @@ type IssueParams struct {
 	Prefix string
 	// Limits are the key's own limits (see Key.Limits).
 	Limits []limits.Limit
+	// AllowedIPs, if set, restrict the key to these IP ranges, which must
+	// lie within its customer's (see Key.AllowedIPs).
+	AllowedIPs []netip.Prefix
 	// TTL, if positive, is the key's lifetime. A negative TTL is refused
 	// with an *InputError. Without ExpiresAt and TTL,
 	// Options.DefaultTTL applies.
@@ -47,7 +51,8 @@ type IssueParams struct {
 // Bad input is input beyond the documented limits (see MaxNameLength), an
 // unknown plan (when Options.Plans is set), an invalid limit or a prefix
 // the Manager does not accept. So is an expiry in the past or beyond
-// Options.MaxKeyLifetime, or scopes outside the customer's ceiling. A key
+// Options.MaxKeyLifetime, scopes outside the customer's ceiling, or IP
+// ranges that are invalid or outside the customer's. A key
 // with an owner is refused with ErrSuspended while its customer is
 // suspended, and with ErrTooManyKeys at the customer's key cap (see
 // Customer).
@@ -63,7 +68,7 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 	k := &Key{
 		Prefix: f.prefix, Name: p.Name, Owner: p.Owner, Plan: p.Plan,
 		Scopes: append([]string(nil), p.Scopes...), CreatedAt: now,
-		Metadata: maps.Clone(p.Metadata), Limits: slices.Clone(p.Limits),
+		Metadata: maps.Clone(p.Metadata), Limits: slices.Clone(p.Limits), AllowedIPs: slices.Clone(p.AllowedIPs),
 	}
 	for i := range k.Limits {
 		k.Limits[i].Subject = "" // set per request, never stored
@@ -138,7 +143,9 @@ func (m *Manager) create(ctx context.Context, f Format, k *Key, op string, save 
 // is conditional on, so that a cap lowered (or a suspension set) by a
 // SetCustomer that returned decides every Issue that counts after it.
 // Without a cap, the record is read again once the key is stored, and a
-// change that landed meanwhile removes the key and decides again.
+// change that landed meanwhile removes the key and decides again. A
+// key's IP ranges must lie within the customer's; ranges the customer
+// loses later are enforced at verification (see effectiveIPs).
 func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (string, error) {
 	if m.custs == nil {
 		return m.create(ctx, f, k, "issue", m.store.Create)
@@ -180,6 +187,8 @@ func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (s
 			return "", fmt.Errorf("apikey: issue: %w", ErrSuspended)
 		case !within(k, c):
 			return "", &InputError{Field: "scopes", Reason: "outside the customer's scopes"}
+		case !ipsWithin(k, c):
+			return "", errIPsOutside()
 		case c.MaxKeys == 0:
 			token, err := m.create(ctx, f, k, "issue", m.store.Create)
 			if err != nil {

@@ -3,6 +3,8 @@ package apikey
 import (
 	"log/slog"
 	"maps"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/gokeys/apikey/limits"
@@ -72,6 +74,10 @@ type Key struct {
 	// Limits, if set, are the key's own limits. Rate and quota limits
 	// replace those of its plan. Credits limits add to them.
 	Limits []limits.Limit `json:"limits,omitempty"`
+	// AllowedIPs, if set, are the only IP ranges the key may be used from,
+	// within its customer's (Customer.AllowedIPs); nil or empty means any
+	// address its customer may use. See docs/ip-restrictions.md.
+	AllowedIPs []netip.Prefix `json:"allowed_ips,omitempty"`
 
 	// Revision counts the writes to the record. A Store sets it to 1 on
 	// Create and increments it on every change except MarkUsed. Update
@@ -144,6 +150,7 @@ func (k *Key) Clone() *Key {
 	if k.Limits != nil {
 		c.key.Limits = append(make([]limits.Limit, 0, len(k.Limits)), k.Limits...)
 	}
+	c.key.AllowedIPs = slices.Clone(k.AllowedIPs)
 	return &c.key
 }
 

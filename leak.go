@@ -103,7 +103,7 @@ func (m *Manager) Leaked(ctx context.Context, token, url, action string) (*Key, 
 	if err != nil && !errors.Is(err, ErrRevoked) && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	m.events.leak(ctx, leakEvent{KeyID: k.ID, Owner: k.Owner, URL: m.format.Redact(clip(url, maxLeakURL)),
+	m.events.leak(ctx, leakEvent{KeyID: k.ID, Owner: k.Owner, URL: clip(m.format.Redact(url), maxLeakURL),
 		Action: action, Changed: changed})
 	return k, nil
 }

@@ -124,13 +124,15 @@ func (m *Manager) changed(ctx context.Context, id string) {
 }
 
 // Update changes the key id with change, which receives a copy of the
-// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt and
-// Limits. A change to any other field is refused with ErrInvalidOptions.
+// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt,
+// Limits and AllowedIPs. A change to any other field is refused with
+// ErrInvalidOptions.
 // Bad values give an *InputError (matching ErrInvalidInput). Bad values
 // are values beyond the input limits (see MaxNameLength), a plan not in
 // Options.Plans and scopes outside the customer's ceiling. So are a plan
 // other than the one stored for the key's customer (change that with
-// SetCustomer) and an expiry beyond Options.MaxKeyLifetime. An error
+// SetCustomer), new IP ranges outside the customer's, and an expiry
+// beyond Options.MaxKeyLifetime. An error
 // returned by change is returned as it is, and nothing is written.
 //
 // The write is conditional on the record not having changed since it was
@@ -206,9 +208,12 @@ func (m *Manager) update(ctx context.Context, id string, t eventType, change fun
 func (m *Manager) validChange(ctx context.Context, before, after *Key) error {
 	probe := after.Clone()
 	probe.Name, probe.Scopes, probe.Plan, probe.Metadata = before.Name, before.Scopes, before.Plan, before.Metadata
-	probe.ExpiresAt, probe.Limits = before.ExpiresAt, before.Limits
+	probe.ExpiresAt, probe.Limits, probe.AllowedIPs = before.ExpiresAt, before.Limits, before.AllowedIPs
 	if !reflect.DeepEqual(probe, before) {
-		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt and Limits", ErrInvalidOptions)
+		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt, Limits and AllowedIPs", ErrInvalidOptions)
+	}
+	if err := m.validIPChange(ctx, before, after); err != nil {
+		return err
 	}
 	scopes := !slices.Equal(after.Scopes, before.Scopes)
 	plan := after.Plan != before.Plan && after.Plan != "" && m.custs != nil && m.custs.store != nil

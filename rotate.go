@@ -96,7 +96,7 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	}
 	succ := &Key{
 		Prefix: old.Prefix, Name: old.Name, Owner: old.Owner, Scopes: old.Scopes, Plan: old.Plan,
-		Metadata: old.Metadata, Limits: old.Limits, Disabled: old.Disabled, Paused: old.Paused,
+		Metadata: old.Metadata, Limits: old.Limits, AllowedIPs: old.AllowedIPs, Disabled: old.Disabled, Paused: old.Paused,
 		CreatedAt: now, ExpiresAt: old.ExpiresAt, RotatedFrom: old.ID, Lineage: lineage,
 	}
 	if succ.ExpiresAt.IsZero() && m.ttl > 0 {

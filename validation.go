@@ -41,6 +41,9 @@ const (
 	// MaxLimits is the most Key.Limits entries (whose names Limit.Validate
 	// limits to 64 characters).
 	MaxLimits = 16
+	// MaxAllowedIPs is the most ranges in Key.AllowedIPs and
+	// Customer.AllowedIPs.
+	MaxAllowedIPs = 64
 	// MaxCustomerKeys is the largest Customer.MaxKeys.
 	MaxCustomerKeys = 100_000
 	// CreditsLimit is the name of the limit made of Customer.Credits.
@@ -174,6 +177,9 @@ func validKey(k *Key, plans limits.Plans) error {
 		return err
 	}
 	if err := validMetadata(k.Metadata); err != nil {
+		return err
+	}
+	if err := validIPs(&k.AllowedIPs); err != nil {
 		return err
 	}
 	return validKeyLimits(k.Limits)

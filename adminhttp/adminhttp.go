@@ -15,7 +15,8 @@
 //	GET /admin/customers        the stored customers by id: ?limit= and ?after=, "next" cursor
 //	GET /admin/customers/{id}   one customer, with the balance of his limits
 //	PUT /admin/customers/{id}   merge plan, scopes, max_keys, limits, credits,
-//	                            suspended and metadata into the record; 200 with it
+//	                            suspended, metadata and allowed_ips (CIDR
+//	                            ranges) into the record; 200 with it
 //	GET /admin/openapi.json     the OpenAPI 3.1 document of these routes
 //
 // A change reaches every verification of the Manager at once and the

@@ -24,7 +24,7 @@
 //	POST   /api-keys                    create; 201 with the token, its only appearance
 //	GET    /api-keys                    the caller's keys, newest first: ?limit=, ?after=, ?usable=true
 //	GET    /api-keys/{id}               one key
-//	PATCH  /api-keys/{id}               change name, scopes, expires_at
+//	PATCH  /api-keys/{id}               change name, scopes, expires_at, allowed_ips
 //	POST   /api-keys/{id}/rotate        {"grace_seconds": n}: 200 with the new token
 //	POST   /api-keys/{id}/pause         the owner pauses the key (reversible)
 //	POST   /api-keys/{id}/resume        lift the owner's pause, never the operator's Disabled
@@ -39,7 +39,8 @@
 // A request member the user may not set (plan, credits, limits, metadata,
 // disabled, anything unknown) is refused with 403. Its "field" member
 // names it, and this check comes before anything else is looked at. A
-// creation beyond the customer's key cap is 409. A change to a revoked or
+// creation beyond the customer's key cap is 409. IP ranges outside the
+// customer's (allowed_ips, CIDR strings) are 403. A change to a revoked or
 // expired key is 409. While the customer is suspended, only listing,
 // revoking and reading usage are allowed (403). A browser may send a
 // request that changes keys from another origin. That is cross-site
@@ -99,8 +100,8 @@ type Options struct {
 	Owner func(*http.Request) (string, error)
 
 	// Policy decides what the owner may do. Pass the same one to keyspage.
-	// When nil, it is selfservice.New(m, selfservice.Options{}), which offers no
-	// scopes beyond a customer's ceiling and keys that live at most 366
+	// When nil, it is selfservice.New(m, selfservice.Options{}), which offers
+	// no scopes beyond a customer's ceiling and keys that live at most 366
 	// days. It must act through the Handler's Manager.
 	Policy *selfservice.Policy
 

@@ -27,6 +27,7 @@ type keyView struct {
 	RotatedAt   *time.Time        `json:"rotated_at"`
 	RotatedFrom *string           `json:"rotated_from"`
 	RotatedTo   *string           `json:"rotated_to"`
+	AllowedIPs  []string          `json:"allowed_ips"`
 }
 
 // limitView is one of a key's own limits.
@@ -77,6 +78,10 @@ func view(k *apikey.Key) keyView {
 	}
 	if v.Metadata == nil {
 		v.Metadata = map[string]string{}
+	}
+	v.AllowedIPs = make([]string, len(k.AllowedIPs))
+	for i, p := range k.AllowedIPs {
+		v.AllowedIPs[i] = p.String()
 	}
 	return v
 }

@@ -1,8 +1,8 @@
 // Package keyspage serves a self-service "API keys" page that a service
 // mounts next to its own pages, for its signed-in users. The page shows a
 // table of the user's keys, newest first and a page at a time. Plain HTML
-// forms create, rename, rotate, pause, resume and revoke them (one key or
-// a whole rotation chain). What a user may do is decided by a
+// forms create, rename, restrict to IP ranges, rotate, pause, resume and
+// revoke them (one key or a whole rotation chain). What a user may do is decided by a
 // selfservice.Policy, the same one the management API (keyshttp) uses. It
 // uses the standard library only.
 //
@@ -75,11 +75,11 @@ type Options struct {
 	// before the page and decides who the user is. Required.
 	Owner func(*http.Request) (string, error)
 
-	// Policy decides what the user may do, and which scopes the create
-	// form offers (those granted to him). Pass the same one to keyshttp.
-	// When nil, it is selfservice.New(m, selfservice.Options{}), which offers no
-	// scopes beyond a customer's ceiling and keys that live at most 366
-	// days. It must act through the Page's Manager.
+	// Policy decides what the user may do, and which scopes the create form
+	// offers (those granted to him). Pass the same one to keyshttp. When nil,
+	// it is selfservice.New(m, selfservice.Options{}), which offers no scopes
+	// beyond a customer's ceiling and keys that live at most 366 days. It must
+	// act through the Page's Manager.
 	Policy *selfservice.Policy
 
 	// Challenge, if set, is the WWW-Authenticate header of a 401, e.g.
@@ -152,6 +152,7 @@ var pageJS string
 //	GET  .../               the page: ?after= an older page, ?all=1 with revoked and expired keys
 //	POST .../create         issue a key; the response shows its token once
 //	POST .../rename         set a key's name
+//	POST .../ips            set the IP ranges a key may be used from
 //	POST .../rotate         rotate a key with the chosen grace period; the
 //	                        response shows the successor's token once
 //	POST .../pause          pause a key
@@ -335,6 +336,8 @@ func (p *Page) post(action string) func(http.ResponseWriter, *http.Request, stri
 		return p.create
 	case "rename":
 		return p.rename
+	case "ips":
+		return p.restrict
 	case "rotate":
 		return p.rotate
 	case "pause":
@@ -354,6 +357,8 @@ func message(done string) string {
 	switch done {
 	case "renamed":
 		return "The key was renamed."
+	case "restricted":
+		return "The key's IP ranges were changed."
 	case "paused":
 		return "The key was paused: it is refused until you resume it."
 	case "resumed":

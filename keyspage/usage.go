@@ -32,8 +32,8 @@ const (
 	sparkHeight = 24
 )
 
-// usageView is the usage section. It shows the owner's requests per day over the
-// last usageDays days, as bars and as a table of the same numbers.
+// usageView is the usage section. It shows the owner's requests per day over
+// the last usageDays days, as bars and as a table of the same numbers.
 type usageView struct {
 	// Failed reports that usage could not be read. A note then replaces
 	// the chart.

@@ -3,9 +3,11 @@ package keyspage
 import (
 	"bytes"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gokeys/apikey"
@@ -58,9 +60,10 @@ type confirm struct {
 // createForm holds what the user entered, to fill the form again after an
 // error.
 type createForm struct {
-	Name     string
-	Scopes   []string
-	Lifetime string
+	Name       string
+	Scopes     []string
+	Lifetime   string
+	AllowedIPs string
 }
 
 type choice struct {
@@ -70,8 +73,10 @@ type choice struct {
 
 // row is one key in the table.
 type row struct {
-	ID, Name, Hint, Plan      string
-	Scopes                    []string
+	ID, Name, Hint, Plan string
+	Scopes               []string
+	// IPs are the key's own IP ranges, comma-separated; "" for none.
+	IPs                       string
 	Created, LastUsed, Expiry when
 	// State is the CSS class and StateText the words. The states are
 	// active, grace ("in grace until" Until), paused, disabled (by the
@@ -178,7 +183,7 @@ func pick(ds []time.Duration, value string) (time.Duration, bool) {
 // rowOf shows k at now; a suspended owner may only revoke it.
 func rowOf(k *apikey.Key, now time.Time, suspended bool) row {
 	r := row{
-		ID: k.ID, Name: k.Name, Hint: k.Hint, Plan: k.Plan, Scopes: k.Scopes,
+		ID: k.ID, Name: k.Name, Hint: k.Hint, Plan: k.Plan, Scopes: k.Scopes, IPs: joinIPs(k.AllowedIPs),
 		Created:  at(k.CreatedAt, now, "—"),
 		LastUsed: at(k.LastUsedAt, now, "never"),
 		Expiry:   at(k.ExpiresAt, now, "never"),
@@ -210,6 +215,15 @@ func rowOf(k *apikey.Key, now time.Time, suspended bool) row {
 		r.CanRename, r.CanRotate, r.CanPause, r.CanResume = false, false, false, false
 	}
 	return r
+}
+
+// joinIPs writes ranges as the IP ranges field takes them.
+func joinIPs(ips []netip.Prefix) string {
+	s := make([]string, len(ips))
+	for i, p := range ips {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // list renders the page with one page of the owner's keys, newest first:

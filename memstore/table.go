@@ -3,6 +3,7 @@ package memstore
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -37,6 +38,7 @@ type table struct {
 	other  map[string]uint32
 	owners map[uint64]ownerSlots
 	limits map[uint32][]limits.Limit // the few records with Limits
+	ips    map[uint32][]netip.Prefix // the few records with AllowedIPs
 	seed   maphash.Seed
 }
 
@@ -49,7 +51,8 @@ type ownerSlots struct {
 func newTable() *table {
 	return &table{
 		ids: map[[apikey.IDLength]byte]uint32{}, other: map[string]uint32{},
-		owners: map[uint64]ownerSlots{}, limits: map[uint32][]limits.Limit{}, seed: maphash.MakeSeed(),
+		owners: map[uint64]ownerSlots{}, limits: map[uint32][]limits.Limit{}, ips: map[uint32][]netip.Prefix{},
+		seed: maphash.MakeSeed(),
 	}
 }
 
@@ -120,6 +123,11 @@ func (t *table) put(k *apikey.Key) {
 	} else {
 		delete(t.limits, s)
 	}
+	if k.AllowedIPs != nil {
+		t.ips[s] = slices.Clone(k.AllowedIPs)
+	} else {
+		delete(t.ips, s)
+	}
 }
 
 // del removes the record of id and reports whether there was one.
@@ -135,6 +143,7 @@ func (t *table) del(id string) bool {
 		delete(t.other, id)
 	}
 	delete(t.limits, s)
+	delete(t.ips, s)
 	t.recs[s] = nil
 	t.free = append(t.free, s)
 	return true
@@ -292,7 +301,8 @@ func getTime(b []byte) time.Time {
 	return time.Unix(int64(binary.LittleEndian.Uint64(b[1:])), int64(binary.LittleEndian.Uint32(b[9:]))).UTC()
 }
 
-// encode returns the record of k (its Limits are kept beside it).
+// encode returns the record of k (its Limits and AllowedIPs, which hold
+// pointers, are kept beside it).
 func encode(k *apikey.Key) []byte {
 	n := headerLen + 16*8 + len(k.ID) + len(k.Prefix) + len(k.Hint) + len(k.HashVersion) + len(k.Name) +
 		len(k.Owner) + len(k.Plan) + len(k.RotatedFrom) + len(k.RotatedTo) + len(k.Lineage) + len(k.Hash) + 3*14
@@ -404,6 +414,9 @@ func (t *table) decode(s uint32) *apikey.Key {
 	k.Disabled, k.Paused = d.b[0]&flagDisabled != 0, d.b[0]&flagPaused != 0
 	if ls, ok := t.limits[s]; ok {
 		k.Limits = slices.Clone(ls)
+	}
+	if ips, ok := t.ips[s]; ok {
+		k.AllowedIPs = slices.Clone(ips)
 	}
 	return k
 }

@@ -14,12 +14,16 @@
 //   - Create keys up to his customer's key cap (apikey.Customer.MaxKeys).
 //     The Manager enforces the cap with apikey.ErrTooManyKeys.
 //   - Give them scopes within what his customer was granted.
+//   - Restrict them to IP ranges within his customer's
+//     (apikey.Customer.AllowedIPs; any range when it has none), or lift
+//     such a restriction of his own.
 //   - Choose an expiry within the maximum key lifetime.
 //   - Rename, rotate, pause, resume and revoke his keys, one at a time or a
 //     whole rotation chain.
 //   - Read the usage of his keys, one key or all of them (Usage).
 //
-// He may never set a plan, credits, limits, metadata or his scope ceiling.
+// He may never set a plan, credits, limits, metadata, his scope ceiling or
+// his customer's IP ranges.
 // He may never lift a suspension the operator set (a key's Disabled, or
 // his customer's Suspended). He may never revive an expired key, extend a
 // key past the maximum lifetime, or change a revoked key. While his
@@ -43,10 +47,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/usage"
 )
 
@@ -63,9 +70,10 @@ const (
 // The fields of a key an owner may set, as requests name them. Every
 // other field is refused with a *FieldError.
 const (
-	FieldName      = "name"
-	FieldScopes    = "scopes"
-	FieldExpiresAt = "expires_at"
+	FieldName       = "name"
+	FieldScopes     = "scopes"
+	FieldExpiresAt  = "expires_at"
+	FieldAllowedIPs = "allowed_ips"
 )
 
 // Options configures a Policy. The zero value offers no scopes (unless the
@@ -168,14 +176,14 @@ func (p *Policy) DefaultLifetime() time.Duration { return p.defaultLifetime }
 func (p *Policy) MaxGrace() time.Duration { return p.maxGrace }
 
 // CheckFields returns a *FieldError naming the first of fields that an owner
-// may not set on a key. He may set FieldName, FieldScopes and
-// FieldExpiresAt, and no other field. A caller passes the names of the
+// may not set on a key. He may set FieldName, FieldScopes,
+// FieldExpiresAt and FieldAllowedIPs, and no other field. A caller passes the names of the
 // fields a request carries, before reading their values, so that a request
 // trying a field it may not set is refused as such, never silently ignored.
 func CheckFields(fields ...string) error {
 	for _, f := range fields {
 		switch f {
-		case FieldName, FieldScopes, FieldExpiresAt:
+		case FieldName, FieldScopes, FieldExpiresAt, FieldAllowedIPs:
 		default:
 			return forbidden(f)
 		}
@@ -195,6 +203,9 @@ type Allowance struct {
 	// MaxKeys is the most usable keys he may hold, with 0 for no cap. The
 	// Manager enforces it.
 	MaxKeys int
+	// AllowedIPs are the IP ranges his keys may be restricted to: the
+	// customer's. Empty: any address.
+	AllowedIPs []netip.Prefix
 }
 
 // Allowance reads owner's customer record and returns what he may do.
@@ -203,7 +214,7 @@ func (p *Policy) Allowance(ctx context.Context, owner string) (*Allowance, error
 	if err != nil {
 		return nil, err
 	}
-	a := &Allowance{Suspended: c.Suspended, Scopes: slices.Clone(p.scopes), MaxKeys: c.MaxKeys}
+	a := &Allowance{Suspended: c.Suspended, Scopes: slices.Clone(p.scopes), MaxKeys: c.MaxKeys, AllowedIPs: c.AllowedIPs}
 	if c.Scopes != nil {
 		a.Scopes = slices.Clone(c.Scopes)
 	}
@@ -223,6 +234,26 @@ func (a *Allowance) checkScopes(scopes []string) error {
 		}
 	}
 	return nil
+}
+
+// errIPs refuses a range outside those the owner's customer may use.
+func errIPs() error {
+	return &FieldError{Field: FieldAllowedIPs, Reason: "a range outside those the account may use"}
+}
+
+// checkIPs puts ranges in canonical form, refusing an invalid one
+// (*apikey.InputError) or one outside the customer's (*FieldError).
+func (a *Allowance) checkIPs(ranges []netip.Prefix) ([]netip.Prefix, error) {
+	n, err := ipallow.Normalize(ranges)
+	switch {
+	case len(ranges) > apikey.MaxAllowedIPs:
+		return nil, &apikey.InputError{Field: FieldAllowedIPs, Reason: fmt.Sprintf("more than %d ranges", apikey.MaxAllowedIPs)}
+	case err != nil:
+		return nil, &apikey.InputError{Field: FieldAllowedIPs, Reason: strings.TrimPrefix(err.Error(), ipallow.ErrInvalidRange.Error()+": ")}
+	case len(a.AllowedIPs) > 0 && !ipallow.Within(n, a.AllowedIPs):
+		return nil, errIPs()
+	}
+	return n, nil
 }
 
 // active returns owner's allowance, refusing a suspended customer.
@@ -254,6 +285,9 @@ type Create struct {
 	// TTL, if positive, is the key's lifetime, at most MaxLifetime.
 	// Without ExpiresAt and TTL the key lives DefaultLifetime.
 	TTL time.Duration
+	// AllowedIPs, if set, restrict the key to these IP ranges, within
+	// the owner's Allowance.
+	AllowedIPs []netip.Prefix
 }
 
 // Create issues a key for owner and returns its token (its only
@@ -293,6 +327,9 @@ func (p *Policy) Create(ctx context.Context, owner string, c Create) (string, *a
 	if err := a.checkScopes(c.Scopes); err != nil {
 		return "", nil, err
 	}
+	if params.AllowedIPs, err = a.checkIPs(c.AllowedIPs); err != nil {
+		return "", nil, err
+	}
 	token, k, err := p.m.Issue(ctx, params)
 	var ie *apikey.InputError
 	switch {
@@ -302,6 +339,8 @@ func (p *Policy) Create(ctx context.Context, owner string, c Create) (string, *a
 		// Every scope was granted and is a valid token: the ceiling was
 		// lowered meanwhile.
 		return "", nil, &FieldError{Field: FieldScopes, Reason: "a scope outside those granted to the customer"}
+	case errors.As(err, &ie) && ie.Field == FieldAllowedIPs:
+		return "", nil, errIPs() // valid ranges: the customer's were narrowed meanwhile
 	case err != nil:
 		return "", nil, err
 	}
@@ -348,6 +387,10 @@ type Change struct {
 	// MaxLifetime after the key's creation. Zero (no expiry) is refused, and
 	// so is any change to an expired key.
 	ExpiresAt time.Time
+	// AllowedIPs are the key's new IP ranges, within the owner's
+	// Allowance; empty lifts the key's own restriction (his customer's
+	// ranges still hold).
+	AllowedIPs []netip.Prefix
 }
 
 // errUnchanged stops an update that would change nothing.
@@ -374,6 +417,12 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 			return nil, err
 		}
 	}
+	var ips []netip.Prefix
+	if set(FieldAllowedIPs) {
+		if ips, err = a.checkIPs(c.AllowedIPs); err != nil {
+			return nil, err
+		}
+	}
 	if set(FieldExpiresAt) && c.ExpiresAt.IsZero() {
 		return nil, &apikey.InputError{Field: FieldExpiresAt, Reason: "a key must expire: the expiry cannot be removed"}
 	}
@@ -390,6 +439,9 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 		if set(FieldScopes) {
 			k.Scopes = slices.Clone(c.Scopes)
 		}
+		if set(FieldAllowedIPs) {
+			k.AllowedIPs = slices.Clone(ips)
+		}
 		if set(FieldExpiresAt) {
 			exp := apikey.UTCMicro(c.ExpiresAt)
 			switch {
@@ -402,7 +454,8 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 			}
 			k.ExpiresAt = exp
 		}
-		if k.Name == current.Name && slices.Equal(k.Scopes, current.Scopes) && k.ExpiresAt.Equal(current.ExpiresAt) {
+		if k.Name == current.Name && slices.Equal(k.Scopes, current.Scopes) && k.ExpiresAt.Equal(current.ExpiresAt) &&
+			slices.Equal(k.AllowedIPs, current.AllowedIPs) {
 			return errUnchanged
 		}
 		return nil
@@ -413,6 +466,8 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 		return current, nil
 	case errors.As(err, &ie) && ie.Field == FieldScopes:
 		return nil, &FieldError{Field: FieldScopes, Reason: "a scope outside those granted to the customer"}
+	case errors.As(err, &ie) && ie.Field == FieldAllowedIPs:
+		return nil, errIPs()
 	case err != nil:
 		return nil, err
 	}

@@ -11,8 +11,8 @@ import (
 )
 
 // Dialect selects the SQL flavour of a Store, which is Postgres, MySQL or
-// SQLite. The zero value is not a dialect, and New rejects it. A Dialect is a plain
-// value, safe for concurrent use.
+// SQLite. The zero value is not a dialect, and New rejects it. A Dialect is a
+// plain value, safe for concurrent use.
 type Dialect uint8
 
 // The supported dialects.

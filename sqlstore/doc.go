@@ -57,7 +57,8 @@
 //	    rotated_at   TIMESTAMPTZ NULL,
 //	    lineage      TEXT COLLATE "C" NOT NULL DEFAULT '',
 //	    limits       TEXT NULL,
-//	    paused       BOOLEAN NOT NULL DEFAULT FALSE
+//	    paused       BOOLEAN NOT NULL DEFAULT FALSE,
+//	    allowed_ips  TEXT NULL
 //	);
 //	CREATE INDEX IF NOT EXISTS "api_keys_owner_created_idx" ON "api_keys" (owner, created_at NULLS FIRST, id);
 //	CREATE TABLE IF NOT EXISTS "api_customers" (
@@ -71,6 +72,7 @@
 //	    metadata   TEXT NOT NULL,
 //	    created_at TIMESTAMPTZ NULL,
 //	    updated_at TIMESTAMPTZ NULL,
+//	    allowed_ips TEXT NULL,
 //	    revision   BIGINT NOT NULL
 //	);
 //	CREATE TABLE IF NOT EXISTS "api_usage" (
@@ -111,6 +113,7 @@
 //	    lineage      VARBINARY(64) NOT NULL DEFAULT '',
 //	    limits       TEXT NULL,
 //	    paused       BOOLEAN NOT NULL DEFAULT FALSE,
+//	    allowed_ips  TEXT NULL,
 //	    PRIMARY KEY (id),
 //	    KEY owner_created (owner, created_at, id)
 //	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -125,6 +128,7 @@
 //	    metadata   TEXT NOT NULL,
 //	    created_at DATETIME(6) NULL,
 //	    updated_at DATETIME(6) NULL,
+//	    allowed_ips TEXT NULL,
 //	    revision   BIGINT NOT NULL,
 //	    PRIMARY KEY (id)
 //	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -164,7 +168,8 @@
 //	    rotated_at   INTEGER NULL,
 //	    lineage      TEXT NOT NULL DEFAULT '',
 //	    limits       TEXT NULL,
-//	    paused       INTEGER NOT NULL DEFAULT 0
+//	    paused       INTEGER NOT NULL DEFAULT 0,
+//	    allowed_ips  TEXT NULL
 //	) WITHOUT ROWID;
 //	CREATE INDEX IF NOT EXISTS "api_keys_owner_created_idx" ON "api_keys" (owner, created_at, id);
 //	CREATE TABLE IF NOT EXISTS "api_customers" (
@@ -178,6 +183,7 @@
 //	    metadata   TEXT NOT NULL,
 //	    created_at INTEGER NULL,
 //	    updated_at INTEGER NULL,
+//	    allowed_ips TEXT NULL,
 //	    revision   INTEGER NOT NULL
 //	) WITHOUT ROWID;
 //	CREATE TABLE IF NOT EXISTS "api_usage" (
@@ -207,6 +213,11 @@
 // Existing keys get revision 1, not disabled and not paused, and keep
 // verifying. Dialect.Upgrade returns the ALTER TABLE and index statements
 // for migration tools. Call BackfillCustomers after them.
+//
+// The release before IP restrictions lacks the allowed_ips column of the
+// keys and of the customers table. Migrate adds both in place (ALTER
+// TABLE ... ADD COLUMN, NULL), without a backfill. Existing keys and
+// customers are then not restricted, and keep verifying.
 //
 // On PostgreSQL the upgrade runs in one transaction. Building the index
 // locks the keys table against writes meanwhile. On a large table, run

@@ -61,10 +61,10 @@ type Options struct {
 
 // Store is an apikey.Store over a SQL database. It also implements
 // apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore and
-// usage.Store with single conditional statements or transactions. Build it with New.
-// The zero value is not usable. A Store holds no state besides its
-// configuration and is safe for concurrent use as far as its DB is
-// (*sql.DB is).
+// usage.Store with single conditional statements or transactions. Build it
+// with New. The zero value is not usable. A Store holds no state besides its
+// configuration and is safe for concurrent use as far as its DB is (*sql.DB
+// is).
 type Store struct {
 	db        DB
 	d         Dialect
@@ -144,15 +144,15 @@ func (s *Store) UsageTable() string { return s.usage.String() }
 func (s *Store) Schema() []string { return s.d.schema(s.table, s.customers, s.usage) }
 
 // Migrate creates the keys table, its index, the customers table, and the
-// usage table and its index, unless they exist. It also upgrades a keys
-// table made by an earlier release (see Dialect.Upgrade). It adds the
-// columns the table lacks and the index. It creates a customer record for
-// each owner of its keys (see BackfillCustomers) before it adds the
-// paused column, which marks the upgrade done. Existing keys keep
-// verifying. A database of a release before usage recording gets the usage table the same way.
-// It is idempotent and may run at every start. On an upgraded table it
-// runs the CREATE ... IF NOT EXISTS statements and one look at the
-// catalog.
+// usage table and its index, unless they exist. It also upgrades a keys table
+// made by an earlier release (see Dialect.Upgrade). It adds the columns the
+// table lacks and the index. It creates a customer record for each owner of
+// its keys (see BackfillCustomers) before it adds the paused column. It adds
+// the allowed_ips columns last, which marks the upgrade done. Existing keys
+// keep verifying. A database of a release before usage recording gets the
+// usage table the same way. It is idempotent and may run at every start. On
+// an upgraded table it runs the CREATE ... IF NOT EXISTS statements and one
+// look at the catalog.
 //
 // On PostgreSQL it runs in one transaction under an advisory lock. So
 // processes starting together do not race, and the upgrade happens
@@ -211,21 +211,30 @@ type querier interface {
 }
 
 // migrate runs Schema's statements and, on a keys table without the
-// paused column, the upgrade: Upgrade's statements but the last, the
-// backfill of customer records, then the last, which adds paused.
+// allowed_ips column, the upgrade: on a table without the paused column
+// too, Upgrade's statements up to the one that adds paused, the backfill
+// of customer records, then that one; then the statements that add
+// allowed_ips, to the keys table last.
 func (s *Store) migrate(ctx context.Context, q querier) error {
 	for _, stmt := range s.Schema() {
 		if _, err := q.ExecContext(ctx, stmt); err != nil {
 			return err
 		}
 	}
-	done, err := s.hasColumn(ctx, q, "paused")
+	done, err := s.hasColumn(ctx, q, "allowed_ips")
 	if err != nil || done {
 		return err
 	}
-	up := s.d.upgrade(s.table)
+	paused, err := s.hasColumn(ctx, q, "paused")
+	if err != nil {
+		return err
+	}
+	up := s.d.upgrade(s.table, s.customers)
+	if paused {
+		up = up[len(up)-upgradeIPs:]
+	}
 	for i, stmt := range up {
-		if i == len(up)-1 {
+		if !paused && i == len(up)-upgradeIPs-1 {
 			if _, err := s.backfill(ctx, q); err != nil {
 				return err
 			}

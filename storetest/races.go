@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -380,17 +382,20 @@ func raceRotateDisable(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceRotateNarrow races a rotation against an Update that removes a scope
-// and brings the expiry forward. When both succeed, the successor holds
-// neither the removed scope nor a later expiry. Otherwise the Update must
-// have failed.
+// raceRotateNarrow races a rotation against an Update that removes a
+// scope, brings the expiry forward and narrows the IP ranges. When both
+// succeed, the successor holds neither the removed scope, nor a later
+// expiry, nor the wider ranges: it is refused from an address outside the
+// narrowed ones. Otherwise the Update must have failed.
 func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	_, k, err := m.Issue(ctx, apikey.IssueParams{
 		Owner: fmt.Sprintf("race-%d", n), Scopes: []string{"read", "write"}, TTL: 24 * time.Hour,
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 	})
 	require.NoError(t, err)
 	shorter := k.CreatedAt.Add(30 * time.Minute)
+	narrower := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}
 	var (
 		rot            *apikey.Rotation
 		updated        *apikey.Key
@@ -400,7 +405,7 @@ func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 		func() { rot, rotErr = m.Rotate(ctx, k.ID, time.Hour) },
 		func() {
 			updated, updErr = m.Update(ctx, k.ID, func(k *apikey.Key) error {
-				k.Scopes, k.ExpiresAt = []string{"read"}, shorter
+				k.Scopes, k.ExpiresAt, k.AllowedIPs = []string{"read"}, shorter, narrower
 				return nil
 			})
 		},
@@ -425,6 +430,12 @@ func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 	case succ.ExpiresAt.IsZero() || succ.ExpiresAt.After(shorter):
 		return fmt.Sprintf("Rotate and Update both returned nil, and the successor expires at %v, after %v%s",
 			succ.ExpiresAt, shorter, afterRotation(m, k.ID))
+	case !slices.Equal(succ.AllowedIPs, narrower):
+		return fmt.Sprintf("Rotate and Update both returned nil, and the successor has the IP ranges %v, not %v%s",
+			succ.AllowedIPs, narrower, afterRotation(m, k.ID))
+	}
+	if _, err := m.VerifyFrom(ctx, rot.Token, netip.MustParseAddr("10.2.0.1")); !errors.Is(err, apikey.ErrIPNotAllowed) {
+		return fmt.Sprintf("the successor of a narrowed key, from outside the narrowed range: want ErrIPNotAllowed, got %v", err)
 	}
 	return ""
 }

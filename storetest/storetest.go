@@ -31,6 +31,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -162,6 +163,8 @@ func NewKey(owner string) *apikey.Key {
 		ExpiresAt: apikey.UTCMicro(base.Add(90 * 24 * time.Hour)),
 		Lineage:   apikey.NewID(),
 		Limits:    []limits.Limit{limits.Rate("per-second", 10, time.Second, 20), limits.Quota("daily", 1000, limits.Day)},
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("203.0.113.0/24"),
+			netip.MustParsePrefix("2001:db8::/32")},
 	}
 }
 
@@ -217,6 +220,10 @@ func assertSame(t *testing.T, want, got *apikey.Key) {
 	assert.Equal(t, want.Disabled, got.Disabled, "Disabled")
 	assert.Equal(t, want.Paused, got.Paused, "Paused")
 	assert.Equal(t, want.Limits, got.Limits, "Limits")
+	assert.Equal(t, len(want.AllowedIPs), len(got.AllowedIPs), "AllowedIPs")
+	if len(want.AllowedIPs) > 0 {
+		assert.Equal(t, want.AllowedIPs, got.AllowedIPs, "AllowedIPs")
+	}
 }
 
 func testRoundTrip(t *testing.T, s apikey.Store) {
@@ -232,11 +239,12 @@ func testRoundTrip(t *testing.T, s apikey.Store) {
 	assert.Equal(t, int64(1), got.Revision, "Revision")
 
 	plain := NewKey("alice")
-	plain.Limits, plain.Lineage = nil, ""
+	plain.Limits, plain.Lineage, plain.AllowedIPs = nil, "", nil
 	mustCreate(t, s, plain)
 	got = mustGet(t, s, plain.ID)
 	assertSame(t, plain, got)
 	assert.Nil(t, got.Limits, "no limits come back as nil")
+	assert.Empty(t, got.AllowedIPs, "no IP ranges come back empty")
 }
 
 func testConflict(t *testing.T, s apikey.Store) {
@@ -266,16 +274,18 @@ func testUpdate(t *testing.T, s apikey.Store) {
 	k.RotatedTo, k.RotatedAt, k.Lineage = apikey.NewID(), k.CreatedAt.Add(time.Second), apikey.NewID()
 	k.Disabled, k.Paused = true, true
 	k.Limits = []limits.Limit{limits.Quota("monthly", 5, limits.Month)}
+	k.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/26")}
 	require.NoError(t, s.Update(ctx(t), k))
 	assertSame(t, k, mustGet(t, s, k.ID))
 
-	k.ExpiresAt, k.Disabled, k.Paused, k.Limits = time.Time{}, false, false, nil
+	k.ExpiresAt, k.Disabled, k.Paused, k.Limits, k.AllowedIPs = time.Time{}, false, false, nil, nil
 	require.NoError(t, s.Update(ctx(t), k))
 	got := mustGet(t, s, k.ID)
 	assert.True(t, got.ExpiresAt.IsZero(), "Update can clear ExpiresAt")
 	assert.False(t, got.Disabled, "Update can enable")
 	assert.False(t, got.Paused, "Update can resume")
 	assert.Nil(t, got.Limits, "Update can clear Limits")
+	assert.Empty(t, got.AllowedIPs, "Update can clear AllowedIPs")
 }
 
 func testCreateRevision(t *testing.T, s apikey.Store) {
@@ -388,6 +398,10 @@ func LimitsKey(owner string) *apikey.Key {
 	k.Limits = make([]limits.Limit, apikey.MaxLimits)
 	for i := range k.Limits {
 		k.Limits[i] = limits.Rate(fmt.Sprintf("l%02d", i)+fill(61, "a'|~:/"), 1<<40, time.Hour, 1<<41)
+	}
+	k.AllowedIPs = make([]netip.Prefix, apikey.MaxAllowedIPs)
+	for i := range k.AllowedIPs { // the longest text: full IPv6 addresses
+		k.AllowedIPs[i] = netip.MustParsePrefix(fmt.Sprintf("2001:db8:abcd:ef01:2345:6789:abcd:%04x/128", 0xff00+i))
 	}
 	return k
 }

@@ -103,13 +103,14 @@ func (c *cli) usage(w io.Writer) {
 Key management (needs a database):
   migrate                              create or upgrade the keys table
   issue --owner O [--name N] [--scope S]... [--plan P] [--metadata k=v]...
-        [--ttl D | --expires-at T] [--credits N] [--key-prefix P]
+        [--ttl D | --expires-at T] [--credits N] [--key-prefix P] [--allowed-ips CIDR,CIDR]
                                        issue a key; prints its token once
   list --owner O [--limit N] [--after ID] [--all]
                                        an owner's keys, never a token
   show ID                              one key
   update ID [--name N] [--scope S]... [--no-scopes] [--plan P] [--metadata k=v]...
         [--no-metadata] [--expires-at T | --no-expiry] [--credits N | --no-credits]
+        [--allowed-ips CIDR,CIDR | --no-allowed-ips]
                                        change a key
   rotate ID [--grace D]                replace a key; prints the new token once
   disable ID... / enable ID...         suspend / resume keys
@@ -118,9 +119,10 @@ Key management (needs a database):
   revoke-chain ID                      revoke a key and its whole rotation chain (after a leak)
   purge --older-than D                 delete keys revoked or expired more than D (720h, 30d) ago
 
-Customers (the operator's records: plan, scope ceiling, key cap, grants, suspension):
+Customers (the operator's records: plan, scope ceiling, key cap, grants, IP ranges, suspension):
   customer set ID [--plan P] [--scopes S,S | --unrestricted] [--max-keys N] [--credits N]
         [--grant NAME=KIND:N/PER]... [--no-grants] [--metadata k=v]... [--no-metadata]
+        [--allowed-ips CIDR,CIDR | --no-allowed-ips]
                                        change a customer (--plan needs --plans)
   customer show ID... / customer list [--limit N] [--after ID] [--all]
   customer suspend ID... / customer resume ID...

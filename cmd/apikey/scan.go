@@ -265,7 +265,8 @@ func (c *cli) revokeFound(ctx context.Context, cfg *config, found []finding) (re
 		k, err := m.Verify(ctx, f.token)
 		switch {
 		case err == nil, errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrDisabled),
-			errors.Is(err, apikey.ErrPaused), errors.Is(err, apikey.ErrSuspended): // the secret verified
+			errors.Is(err, apikey.ErrPaused), errors.Is(err, apikey.ErrSuspended),
+			errors.Is(err, apikey.ErrIPNotAllowed): // the secret verified (scan knows no client address)
 			if k == nil {
 				if k, err = m.Get(ctx, f.ID); err != nil {
 					return revoked, decoys, err

@@ -67,7 +67,7 @@ func rpcRules() (methods map[string]grpcapikey.Rule, def grpcapikey.Rule) {
 // returned function stops the gRPC server.
 func (a *app) serveRPC(srv *http.Server, addr string, log *slog.Logger) (stop func(), err error) {
 	methods, def := rpcRules()
-	copts := connectapikey.Options{Middleware: a.mw, HideCredentials: true, Logger: log,
+	copts := connectapikey.Options{Middleware: a.mw, HideCredentials: true, Logger: log, TrustedProxies: a.proxies,
 		Default: connectapikey.Rule(def), Methods: map[string]connectapikey.Rule{}}
 	for name, r := range methods {
 		copts.Methods[name] = connectapikey.Rule(r)
@@ -140,7 +140,7 @@ func (a *app) serveRPC(srv *http.Server, addr string, log *slog.Logger) (stop fu
 func (a *app) grpcServer(log *slog.Logger) (*grpc.Server, error) {
 	methods, def := rpcRules()
 	ic, err := grpcapikey.New(a.m, grpcapikey.Options{Middleware: a.mw, HideCredentials: true,
-		Methods: methods, Default: def, Logger: log})
+		Methods: methods, Default: def, Logger: log, TrustedProxies: a.proxies})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/leak"
 )
 
@@ -24,7 +25,7 @@ type leaks struct {
 
 // newLeaks builds both endpoints for m; keysURL is where GitHub's public
 // keys are read (-github-keys-url).
-func newLeaks(m *apikey.Manager, keysURL string, log *slog.Logger) (*leaks, error) {
+func newLeaks(m *apikey.Manager, keysURL string, proxies *ipallow.Proxies, log *slog.Logger) (*leaks, error) {
 	// Where a real service would email the owner; here, a log line.
 	notify := func(ctx context.Context, l leak.Leak) {
 		if log != nil && l.Changed() {
@@ -36,7 +37,11 @@ func newLeaks(m *apikey.Manager, keysURL string, log *slog.Logger) (*leaks, erro
 	if err != nil {
 		return nil, err
 	}
-	reports, err := leak.NewReports(m, leak.ReportsOptions{OnLeak: notify, Logger: log})
+	ropts := leak.ReportsOptions{OnLeak: notify, Logger: log}
+	if proxies != nil { // rate-limit the client the trusted proxies name, not the proxy
+		ropts.ClientAddr = func(r *http.Request) string { return proxies.ClientAddr(r).String() }
+	}
+	reports, err := leak.NewReports(m, ropts)
 	if err != nil {
 		return nil, err
 	}

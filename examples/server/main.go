@@ -12,6 +12,12 @@
 //	go run ./examples/server -redis 127.0.0.1:6379  # limits and revocations shared by every instance
 //	go run ./examples/server -redis-cluster 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002  # the same on a Redis Cluster
 //	go run ./examples/server -metrics              # GET /metrics for Prometheus
+//	go run ./examples/server -trusted-proxies 10.0.0.0/8  # behind a load balancer that sets X-Forwarded-For
+//
+// A key may be restricted to IP ranges: "allowed_ips": ["203.0.113.0/24"]
+// on POST /api-keys and PATCH /api-keys/{id}, shown in the key view; the
+// operator restricts a customer with PUT /admin/customers/{id}. A request
+// from elsewhere gets 403 (see README.md).
 //
 // The customers demo (free) and bob (pro) are defined at the first start.
 // Later starts leave every customer as the operator left it. A user
@@ -74,6 +80,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/leak"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/redislimit"
@@ -86,6 +93,7 @@ type flags struct {
 	metrics                                        bool
 	cacheTTL, usageInterval                        time.Duration
 	grpc                                           string // see GRPC.md
+	trustedProxies, proxyHeader                    string // see README.md, IP restrictions
 	githubKeysURL                                  string
 }
 
@@ -113,6 +121,8 @@ func main() {
 	flag.StringVar(&f.users, "users", "demo:demo,bob:bob", "management users, comma-separated name:password pairs")
 	flag.StringVar(&f.admin, "admin", "", "the operator's name:password for the operator API under /admin/ (off when empty)")
 	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
+	flag.StringVar(&f.trustedProxies, "trusted-proxies", "", "the proxies (CIDR,…) whose forwarding header names the client, for keys restricted to IP ranges (none: the client is the peer)")
+	flag.StringVar(&f.proxyHeader, "proxy-header", ipallow.XForwardedFor, "the header the trusted proxies append the client to: X-Forwarded-For or Forwarded")
 	flag.StringVar(&f.githubKeysURL, "github-keys-url", leak.DefaultKeysURL, "where the public keys that sign GitHub's secret scanning alerts (POST /github/secret-scanning) are read")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -172,7 +182,12 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log, keysURL: f.githubKeysURL}
+	proxies, err := parseProxies(f.trustedProxies, f.proxyHeader)
+	if err != nil {
+		return err
+	}
+	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log, keysURL: f.githubKeysURL,
+		proxies: proxies}
 	if client := limiterClient(f); client != nil {
 		defer client.Close()
 		if cfg.limiter, err = redislimit.New(client, redislimit.Options{}); err != nil {
@@ -233,6 +248,23 @@ func limiterClient(f flags) redis.UniversalClient {
 			WriteTimeout: 50 * time.Millisecond, PoolTimeout: 50 * time.Millisecond, MaxRetries: -1})
 	}
 	return nil
+}
+
+// parseProxies reads -trusted-proxies and -proxy-header; nil without
+// trusted proxies.
+func parseProxies(cidrs, header string) (*ipallow.Proxies, error) {
+	if strings.TrimSpace(cidrs) == "" {
+		return nil, nil
+	}
+	ranges, err := ipallow.Parse(strings.Split(strings.ReplaceAll(cidrs, " ", ""), ",")...)
+	if err != nil {
+		return nil, fmt.Errorf("-trusted-proxies: %w", err)
+	}
+	p, err := ipallow.NewProxies(header, ranges)
+	if err != nil {
+		return nil, fmt.Errorf("-proxy-header: %w", err)
+	}
+	return p, nil
 }
 
 // openStore opens the database the flags name and creates the tables of

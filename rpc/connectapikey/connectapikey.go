@@ -43,6 +43,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/rpc/internal/rpcauth"
 )
 
@@ -73,9 +74,9 @@ type Rule struct {
 	PerMessage bool
 }
 
-// Options configures an Interceptor. The zero value reads the key from
-// the Authorization header ("Bearer <key>") and "X-API-Key", requires a valid key on
-// every procedure and spends nothing.
+// Options configures an Interceptor. The zero value reads the key from the
+// Authorization header ("Bearer <key>") and "X-API-Key", requires a valid key
+// on every procedure and spends nothing.
 type Options struct {
 	// Middleware, if set, is what calls spend with (Middleware.Spend).
 	// Calls use its Limiter, plans, failure policy, FallbackLimiter and
@@ -110,6 +111,11 @@ type Options struct {
 	ErrorDomain string
 	// Logger, if set, logs failures of dependencies and misconfigurations.
 	Logger *slog.Logger
+	// TrustedProxies, if set, are the proxies whose forwarding metadata
+	// names the client, for keys restricted to IP ranges (see
+	// ipallow.Proxies; its Header, in lower case, is the metadata key).
+	// Nil: the client is the connection's peer.
+	TrustedProxies *ipallow.Proxies
 }
 
 // Interceptor is a connect.Interceptor for handlers. On a client it
@@ -130,6 +136,7 @@ func New(m *apikey.Manager, opts Options) (*Interceptor, error) {
 	c := rpcauth.Config{
 		Middleware: opts.Middleware, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
 		Default: rpcauth.Rule(opts.Default), ErrorDomain: opts.ErrorDomain, Logger: opts.Logger,
+		TrustedProxies: opts.TrustedProxies,
 	}
 	if opts.Cost != nil {
 		c.Cost = opts.Cost
@@ -165,7 +172,7 @@ func (ic *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if r.Open {
 			return next(ctx, req)
 		}
-		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(req.Header()))
+		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(req.Header()), ipallow.ParseRemoteAddr(req.Peer().Addr))
 		if ref != nil {
 			return nil, refusal(ref, nil)
 		}
@@ -214,7 +221,7 @@ func (ic *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) c
 		if r.Open {
 			return next(ctx, conn)
 		}
-		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(conn.RequestHeader()))
+		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(conn.RequestHeader()), ipallow.ParseRemoteAddr(conn.Peer().Addr))
 		if ref != nil {
 			return refusal(ref, nil)
 		}

@@ -40,16 +40,20 @@ package grpcapikey
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/rpc/internal/rpcauth"
 )
 
@@ -90,8 +94,8 @@ type Options struct {
 	// customer has one budget across both surfaces. When nil, there are
 	// no limits.
 	Middleware *apikey.Middleware
-	// Metadata names the metadata keys the key is read from, in order.
-	// When empty, they are "authorization" (Bearer scheme) and "x-api-key". A key
+	// Metadata names the metadata keys the key is read from, in order. When
+	// empty, they are "authorization" (Bearer scheme) and "x-api-key". A key
 	// other than "authorization" holds the bare token. A call that sends
 	// tokens under two of them, or one of them twice, is refused with
 	// InvalidArgument.
@@ -117,6 +121,11 @@ type Options struct {
 	ErrorDomain string
 	// Logger, if set, logs failures of dependencies and misconfigurations.
 	Logger *slog.Logger
+	// TrustedProxies, if set, are the proxies whose forwarding metadata
+	// names the client, for keys restricted to IP ranges (see
+	// ipallow.Proxies; its Header, in lower case, is the metadata key).
+	// Nil: the client is the connection's peer.
+	TrustedProxies *ipallow.Proxies
 }
 
 // Interceptor holds the unary and streaming server interceptors. Build it
@@ -136,6 +145,7 @@ func New(m *apikey.Manager, opts Options) (*Interceptor, error) {
 	c := rpcauth.Config{
 		Middleware: opts.Middleware, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
 		Default: rpcauth.Rule(opts.Default), Cost: opts.Cost, ErrorDomain: opts.ErrorDomain, Logger: opts.Logger,
+		TrustedProxies: opts.TrustedProxies,
 	}
 	if opts.Methods != nil {
 		c.Methods = make(map[string]rpcauth.Rule, len(opts.Methods))
@@ -199,6 +209,19 @@ func (in incoming) Values(s *rpcauth.Source) []string {
 	return nil
 }
 
+// peerAddr returns the address of the call's peer, or the zero Addr
+// (which no IP range holds) when it is unknown.
+func peerAddr(ctx context.Context) netip.Addr {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return netip.Addr{}
+	}
+	if a, ok := p.Addr.(*net.TCPAddr); ok {
+		return a.AddrPort().Addr()
+	}
+	return ipallow.ParseRemoteAddr(p.Addr.String())
+}
+
 // Unary is a grpc.UnaryServerInterceptor. It authorizes the call, spends
 // its cost and calls handler with the key in the context.
 func (ic *Interceptor) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -207,7 +230,7 @@ func (ic *Interceptor) Unary(ctx context.Context, req any, info *grpc.UnaryServe
 	if r.Open {
 		return handler(ctx, req)
 	}
-	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx))
+	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx), peerAddr(ctx))
 	if ref != nil {
 		return nil, refusal(ref)
 	}
@@ -234,7 +257,7 @@ func (ic *Interceptor) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 		return handler(srv, ss)
 	}
 	ctx := ss.Context()
-	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx))
+	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx), peerAddr(ctx))
 	if ref != nil {
 		return refusal(ref)
 	}

@@ -36,6 +36,7 @@ const (
 	msgScope           = "The API key lacks a scope this resource requires."
 	msgPlan            = "The API key's plan is not configured on this server."
 	msgDenied          = "The API key may not call this method."
+	msgIP              = "The API key may not be used from this IP address: it is restricted to other IP ranges."
 	msgRateLimited     = "The API key's rate limit is exceeded."
 	msgInternal        = "The server could not process the request."
 	msgUnavailable     = "Authentication is temporarily unavailable."
@@ -46,6 +47,7 @@ const (
 	ReasonScope  = "INSUFFICIENT_SCOPE"
 	ReasonPlan   = "PLAN_NOT_CONFIGURED"
 	ReasonDenied = "METHOD_NOT_ALLOWED"
+	ReasonIP     = "IP_NOT_ALLOWED"
 )
 
 // Refusal is a call refused. It holds the code, the fixed message and the
@@ -74,6 +76,9 @@ func (g *Guard) refuse(ctx context.Context, err error) *Refusal {
 		errors.Is(err, apikey.ErrRevoked), errors.Is(err, apikey.ErrDisabled),
 		errors.Is(err, apikey.ErrPaused), errors.Is(err, apikey.ErrSuspended):
 		return &Refusal{Code: Unauthenticated, Message: msgUnauthenticated}
+	case errors.Is(err, apikey.ErrIPNotAllowed):
+		return &Refusal{Code: PermissionDenied, Message: msgIP,
+			Details: []proto.Message{&errdetails.ErrorInfo{Reason: ReasonIP, Domain: g.domain}}}
 	case errors.Is(err, apikey.ErrUnknownPlan):
 		return &Refusal{Code: PermissionDenied, Message: msgPlan,
 			Details: []proto.Message{&errdetails.ErrorInfo{Reason: ReasonPlan, Domain: g.domain}}}

@@ -2,6 +2,7 @@ package rpctest
 
 import (
 	"context"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,6 +180,17 @@ func Cases() []Case {
 		{Name: "grace in a stream", Key: Key{State: "grace"}, Method: Watch, N: 1, Replies: 1, SeesKey: true,
 			Check: header("Sunset", Now.Add(time.Hour).Format("Mon, 02 Jan 2006 15:04:05 GMT"))},
 		{Name: "open stream", MD: func(string) map[string][]string { return nil }, Method: PublicWatch, N: 2, Replies: 2},
+		// The peer (loopback, or no IP address over bufconn) lies outside
+		// the key's ranges, whatever the forwarding metadata says: no
+		// proxy is trusted. Nothing is spent.
+		{Name: "outside the key's IP ranges", Key: Key{AllowedIPs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}},
+			Method: Echo, Want: rpcauth.PermissionDenied, Check: all(
+				message("The API key may not be used from this IP address: it is restricted to other IP ranges."),
+				errorInfo(rpcauth.ReasonIP, nil))},
+		{Name: "spoofed forwarding metadata", Key: Key{AllowedIPs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}},
+			MD: func(tok string) map[string][]string {
+				return with(with(Bearer(tok), "x-forwarded-for", "203.0.113.9"), "forwarded", "for=203.0.113.9")
+			}, Method: Echo, Want: rpcauth.PermissionDenied, Check: errorInfo(rpcauth.ReasonIP, nil)},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,6 +169,8 @@ type Key struct {
 	// "read"). Or it is a token that is none, one of "malformed", "invalid"
 	// (well formed, unknown) and "long".
 	State string
+	// AllowedIPs restrict the key to IP ranges.
+	AllowedIPs []netip.Prefix
 }
 
 // NewCustomer returns the id of a new customer whose record is c (its ID
@@ -215,7 +218,7 @@ func (e *Env) Issue(t testing.TB, k Key) (token string, key *apikey.Key) {
 	if plan == "" {
 		plan = "free"
 	}
-	token, key, err := e.M.Issue(ctx, apikey.IssueParams{Owner: owner, Scopes: k.Scopes, Plan: plan})
+	token, key, err := e.M.Issue(ctx, apikey.IssueParams{Owner: owner, Scopes: k.Scopes, Plan: plan, AllowedIPs: k.AllowedIPs})
 	if err != nil {
 		t.Fatal(err)
 	}

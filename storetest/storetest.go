@@ -9,8 +9,8 @@
 //
 // Each subtest is named after one sentence of the Store contract and gets
 // a fresh store from newStore. The optional capabilities (apikey.Revoker,
-// apikey.Rotator, apikey.Purger, apikey.CustomerStore, usage.Store) are
-// tested when the store has them.
+// apikey.Rotator, apikey.Purger, apikey.CustomerStore, usage.Store,
+// usage.LastUsedStore) are tested when the store has them.
 //
 // The "Race" subtests check the guarantees that only hold under
 // concurrency. A revocation is final, a rotation has one winner and never
@@ -20,8 +20,10 @@
 // through the plain Store interface (the Manager's fallbacks). The races
 // also check that concurrent usage.Store.AddUsage calls of overlapping
 // records, as the flushes of several instances make them, sum exactly.
-// Each race runs trials until it ran Options.Trials of them or spent
-// Options.Budget, whichever comes first, but at least MinTrials. It logs
+// When the flushes of a fleet call usage.LastUsedStore.MarkUsedGranular at
+// once, each key must be written once per granularity, as the counts they
+// return say. Each race runs trials until it ran Options.Trials of them or
+// spent Options.Budget, whichever comes first, but at least MinTrials. It logs
 // how many it ran.
 package storetest
 
@@ -140,6 +142,7 @@ func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Option
 	}
 	runManagerTests(t, newStore)
 	runUsageTests(t, newStore, opts)
+	runLastUsedTests(t, newStore, opts)
 	if opts.Trials > 0 {
 		runRaces(t, newStore, opts)
 	}

@@ -38,6 +38,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/gokeys/apikey/outbox"
 )
 
 // Options configures a Manager. The zero value is valid and secure: the
@@ -211,6 +213,15 @@ type Options struct {
 	// Flushed and UsesQueued hear of last-used times.
 	Metrics Metrics
 
+	// Outbox, if set, writes an event for webhooks (see package outbox)
+	// in the same atomic step as each change it reports: a key created,
+	// rotated, revoked, disabled or enabled, leaked or about to expire, a
+	// customer suspended; and, in bulk every UsageInterval, a customer's
+	// credits low or quota exhausted, as the Limiter's answers show them.
+	// The store must implement outbox.Store; package webhook delivers the
+	// events. Nil writes none.
+	Outbox *outbox.Policy
+
 	// Logger, if set, is the audit trail: it receives one record per
 	// change of a key (issue, rotate, update, disable, enable, revoke,
 	// delete; Info level) and per verification (Debug level; failures at
@@ -270,6 +281,7 @@ type Manager struct {
 	meter   *meter     // nil: usage is not recorded
 	cache   *cache
 	fleet   *fleet
+	hooks   *webhooks // outbox.go; nil: no events
 	log     *slog.Logger
 	metrics Metrics
 	sampler logSampler // failed verifications in the log
@@ -374,6 +386,10 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	cacheOpts := cacheOptions{TTL: opts.CacheTTL, StaleIfError: opts.CacheStaleIfError, MaxEntries: opts.CacheMaxEntries}
 	m.custs = newCustomers(store, opts.Customers, cacheOpts)
+	interval := opts.UsageInterval // request-path events go with the usage counts
+	if m.hooks, err = newWebhooks(store, opts.Outbox, queueOptions{interval: interval, timeout: opts.LastUsedTimeout, now: m.now, log: m.log}); err != nil {
+		return nil, err
+	}
 	m.fleet = startFleet(opts.Notifier, m.cache, m.custs, m.log)
 	return m, nil
 }
@@ -580,11 +596,12 @@ func (m *Manager) update(ctx context.Context, id string, t eventType, change fun
 		if !k.RevokedAt.IsZero() { // nothing changes a revoked key
 			return nil, fmt.Errorf("apikey: %s: %w", op, ErrRevoked)
 		}
+		before := m.hooks.snapshot(k)
 		if err := change(k); err != nil {
 			return nil, err
 		}
 		k.ExpiresAt = UTCMicro(k.ExpiresAt)
-		if err = m.store.Update(ctx, k); err == nil {
+		if err = m.store.Update(m.hooks.updated(ctx, t, before, k, m.now()), k); err == nil {
 			m.changed(ctx, id)
 			m.emit(ctx, event{Type: t, KeyID: id, Owner: k.Owner, Time: m.now()})
 			return k.Clone(), nil
@@ -692,7 +709,14 @@ func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner s
 		return "", false, ErrNotFound
 	}
 	if r, ok := m.store.(Revoker); ok {
-		return "", false, r.Revoke(ctx, id, now)
+		if m.hooks == nil {
+			return "", false, r.Revoke(ctx, id, now)
+		}
+		k, err := m.get(ctx, id) // what key.revoked describes
+		if err != nil || !k.RevokedAt.IsZero() {
+			return "", err == nil, err
+		}
+		return k.Owner, false, r.Revoke(m.hooks.revoked(ctx, k, now), id, now)
 	}
 	for range maxAttempts {
 		var k *Key
@@ -703,7 +727,7 @@ func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner s
 			return k.Owner, true, nil
 		}
 		k.RevokedAt = now
-		if err = m.store.Update(ctx, k); err == nil || !isConflict(err) {
+		if err = m.store.Update(m.hooks.revoked(ctx, k, now), k); err == nil || !isConflict(err) {
 			return k.Owner, false, err
 		}
 	}
@@ -755,7 +779,7 @@ func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, erro
 // revokeOwnerPass revokes the unrevoked keys of owner it sees and returns
 // their ids.
 func (m *Manager) revokeOwnerPass(ctx context.Context, owner string, now time.Time) ([]string, error) {
-	if r, ok := m.store.(Revoker); ok {
+	if r, ok := m.store.(Revoker); ok && m.hooks == nil { // with events, key by key: each with its key.revoked
 		return r.RevokeOwner(ctx, owner, now)
 	}
 	var ids []string
@@ -790,7 +814,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if !storable(id) {
 		return fmt.Errorf("apikey: delete: %w", ErrNotFound)
 	}
-	err := m.store.Delete(ctx, id)
+	err := m.store.Delete(m.hooks.deleted(ctx, id), id)
 	if err != nil {
 		m.cache.invalidate(id)
 		return storeErr("delete", err)
@@ -809,7 +833,11 @@ func (m *Manager) Close(ctx context.Context) error {
 	ferr := m.fleet.close(ctx)
 	uerr := m.usage.close(ctx)
 	merr := m.meter.close(ctx)
-	return cmp.Or(uerr, merr, ferr)
+	var eerr error
+	if m.hooks != nil {
+		eerr = m.hooks.queue.close(ctx)
+	}
+	return cmp.Or(uerr, merr, eerr, ferr)
 }
 
 // Stats returns counters of m's background work.
@@ -818,5 +846,8 @@ func (m *Manager) Stats() Stats {
 	m.meter.addStats(&s)
 	m.fleet.addStats(&s)
 	m.debits.addStats(&s)
+	if m.hooks != nil {
+		m.hooks.queue.addStats(&s)
+	}
 	return s
 }

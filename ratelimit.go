@@ -310,6 +310,7 @@ func (mw *Middleware) spend(ctx context.Context, r *http.Request, k *Key, cost i
 			return ErrUnavailable
 		}
 	}
+	mw.m.hooks.observe(subject, ls, res, rl.now()) // credits low, quota exhausted: outbox_queue.go
 	if res.Allowed {
 		mw.limited("allowed", res.Limit.Name)
 	} else {

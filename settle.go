@@ -300,6 +300,7 @@ func (mw *Middleware) debit(ctx context.Context, l Limiter, subject string, ls [
 			cancel()
 		}
 		if err == nil {
+			mw.m.hooks.observe(subject, ls, res, rl.now())
 			return res, nil
 		}
 		if errors.Is(err, ErrInvalidOptions) {

@@ -137,6 +137,7 @@ func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Option
 	}
 	runManagerTests(t, newStore)
 	runUsageTests(t, newStore, opts)
+	runOutboxTests(t, newStore, opts)
 	if opts.Trials > 0 {
 		runRaces(t, newStore, opts)
 	}

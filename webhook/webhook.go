@@ -283,16 +283,21 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
-// Poll makes one round: it claims the due events of every endpoint, as
-// many as the endpoint has free slots, delivers them and waits for the
-// attempts to end. It returns how many attempts it made. Use it instead
-// of Run to drive delivery yourself (a cron job, a test with its own
-// clock).
+// Poll delivers the events due now: it claims those of every endpoint,
+// as many as the endpoint has free slots, delivers them and waits for the
+// attempts to end, in rounds until an endpoint has no more due. It
+// returns how many attempts it made. Use it instead of Run to drive
+// delivery yourself (a cron job, a test with its own clock).
 func (d *Dispatcher) Poll(ctx context.Context) (int, error) {
 	before := d.attempts.Load()
-	var wg sync.WaitGroup
-	d.round(ctx, &wg)
-	wg.Wait()
+	for ctx.Err() == nil {
+		var wg sync.WaitGroup
+		full := d.round(ctx, &wg)
+		wg.Wait()
+		if !full {
+			break
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return int(d.attempts.Load() - before), err
 	}

@@ -20,8 +20,9 @@ const numCustomerColumns = 11
 
 // Schema returns the statements that create the keys table named table
 // (DefaultTable when empty; see Options.Table for the grammar), its index,
-// the customers table and the usage table with its index (named as
-// Options.CustomerTable and Options.UsageTable say by default), each
+// the customers table, the usage table with its index and the outbox
+// table with its index (named as Options.CustomerTable,
+// Options.UsageTable and Options.OutboxTable say by default), each
 // idempotent (IF NOT EXISTS). Store.Migrate runs them; use
 // Schema to feed your own migration tool instead. An invalid table name
 // gives an error wrapping apikey.ErrInvalidOptions.
@@ -54,6 +55,11 @@ const numCustomerColumns = 11
 //     Store.AddUsage, an index on (customer, start, key_id) a customer's.
 //     The counts are 64-bit integers; on SQLite a CHECK keeps a sum that
 //     overflows from turning into a float.
+//   - The outbox table holds one outbox.Event per (id, endpoint), its
+//     primary key; an index on (endpoint, state, due_at) serves the
+//     claims of due events. The payload is binary (BYTEA, MEDIUMBLOB,
+//     BLOB), sent byte for byte; the state is text ("pending",
+//     "delivered", "dead"); claim is empty when none holds the event.
 //
 // A table made by an earlier release is upgraded by Upgrade's statements,
 // which Migrate runs too.
@@ -62,7 +68,7 @@ func (d Dialect) Schema(table string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.schema(t, t.customers(), t.usage()), nil
+	return append(d.schema(t, t.customers(), t.usage()), d.outboxSchema(t.outbox())...), nil
 }
 
 func (d Dialect) schema(t, ct, ut tableName) []string {

@@ -25,6 +25,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -273,7 +274,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-d.wake:
 		}
-		full := d.round(ctx, &wg)
+		full, _ := d.round(ctx, &wg)
 		d.purge(ctx)
 		wait := d.poll
 		if full {
@@ -292,22 +293,22 @@ func (d *Dispatcher) Poll(ctx context.Context) (int, error) {
 	before := d.attempts.Load()
 	for ctx.Err() == nil {
 		var wg sync.WaitGroup
-		full := d.round(ctx, &wg)
+		full, err := d.round(ctx, &wg)
 		wg.Wait()
+		if err != nil {
+			return int(d.attempts.Load() - before), err
+		}
 		if !full {
 			break
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return int(d.attempts.Load() - before), err
-	}
-	return int(d.attempts.Load() - before), nil
+	return int(d.attempts.Load() - before), ctx.Err()
 }
 
 // round claims and starts the due events of each endpoint, within its
-// free slots. It reports whether an endpoint filled its slots.
-func (d *Dispatcher) round(ctx context.Context, wg *sync.WaitGroup) bool {
-	full := false
+// free slots. It reports whether an endpoint filled its slots, and the
+// first failure of a claim.
+func (d *Dispatcher) round(ctx context.Context, wg *sync.WaitGroup) (full bool, first error) {
 	for _, ep := range d.endpoints {
 		free := cap(ep.slots) - int(ep.inflight.Load())
 		if free <= 0 {
@@ -320,6 +321,7 @@ func (d *Dispatcher) round(ctx context.Context, wg *sync.WaitGroup) bool {
 		if err != nil {
 			if ctx.Err() == nil {
 				d.storeFailed(ctx, "claim", err)
+				first = cmp.Or(first, err)
 			}
 			continue
 		}
@@ -342,7 +344,7 @@ func (d *Dispatcher) round(ctx context.Context, wg *sync.WaitGroup) bool {
 			}()
 		}
 	}
-	return full
+	return full, first
 }
 
 // claim calls Store.Claim, turning a panic into an error.
@@ -382,11 +384,7 @@ func (d *Dispatcher) deliver(ctx context.Context, ep *endpoint, e outbox.Event) 
 			r.State, r.Next = outbox.Pending, r.At.Add(max(d.backoff(e.Attempts), retryAfter))
 		}
 	}
-	// Record the outcome even if ctx ended: a delivery recorded as
-	// such is not sent again.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	serr := d.settle(sctx, r)
+	serr := d.record(ctx, r, e.LeaseUntil)
 	switch {
 	case errors.Is(serr, outbox.ErrLost):
 		d.lost.Add(1)
@@ -416,6 +414,27 @@ func (d *Dispatcher) deliver(ctx context.Context, ep *endpoint, e outbox.Event) 
 				}
 			})
 		}
+	}
+}
+
+// record settles r, even if ctx ended (a delivery recorded as such is not
+// sent again), trying again after a failure while the lease lasts: an
+// outcome not recorded makes the event be sent again once the lease ends.
+func (d *Dispatcher) record(ctx context.Context, r outbox.Result, lease time.Time) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.lease)
+	defer cancel()
+	wait := 50 * time.Millisecond
+	for {
+		err := d.settle(ctx, r)
+		if err == nil || errors.Is(err, outbox.ErrLost) || !d.now().Add(wait).Before(lease) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
 	}
 }
 

@@ -2,11 +2,11 @@ package storetest
 
 import (
 	"bytes"
-	"log/slog"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"

@@ -23,10 +23,11 @@
 //
 // # Schema
 //
-// Migrate creates the keys table, its index, the customers table and the
-// usage table if they do not exist; Dialect.Schema returns the same
-// statements for migration tools. With the default table name "api_keys"
-// (whose customers table is "api_customers" and usage table "api_usage"):
+// Migrate creates the keys table, its index, the customers table, the
+// usage table and the outbox table if they do not exist; Dialect.Schema
+// returns the same statements for migration tools. With the default table
+// name "api_keys" (whose customers table is "api_customers", usage table
+// "api_usage" and outbox table "api_outbox"):
 //
 // PostgreSQL:
 //
@@ -79,6 +80,22 @@
 //	    PRIMARY KEY (key_id, start)
 //	);
 //	CREATE INDEX IF NOT EXISTS "api_usage_customer_idx" ON "api_usage" (customer, start, key_id);
+//	CREATE TABLE IF NOT EXISTS "api_outbox" (
+//	    id           TEXT COLLATE "C" NOT NULL,
+//	    endpoint     TEXT COLLATE "C" NOT NULL,
+//	    type         TEXT NOT NULL,
+//	    payload      BYTEA NOT NULL,
+//	    created_at   TIMESTAMPTZ NOT NULL,
+//	    due_at       TIMESTAMPTZ NOT NULL,
+//	    state        TEXT NOT NULL,
+//	    attempts     INTEGER NOT NULL,
+//	    attempted_at TIMESTAMPTZ NULL,
+//	    last_error   TEXT NOT NULL,
+//	    claim        TEXT NOT NULL,
+//	    lease_until  TIMESTAMPTZ NULL,
+//	    PRIMARY KEY (id, endpoint)
+//	);
+//	CREATE INDEX IF NOT EXISTS "api_outbox_due_idx" ON "api_outbox" (endpoint, state, due_at);
 //
 // MySQL and MariaDB (ids compare as bytes: base62 is case-sensitive):
 //
@@ -133,6 +150,22 @@
 //	    PRIMARY KEY (key_id, start),
 //	    KEY customer_start (customer, start, key_id)
 //	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+//	CREATE TABLE IF NOT EXISTS `api_outbox` (
+//	    id           VARBINARY(64) NOT NULL,
+//	    endpoint     VARBINARY(64) NOT NULL,
+//	    type         VARCHAR(64) NOT NULL,
+//	    payload      MEDIUMBLOB NOT NULL,
+//	    created_at   DATETIME(6) NOT NULL,
+//	    due_at       DATETIME(6) NOT NULL,
+//	    state        VARCHAR(16) NOT NULL,
+//	    attempts     INT NOT NULL,
+//	    attempted_at DATETIME(6) NULL,
+//	    last_error   TEXT NOT NULL,
+//	    claim        VARBINARY(64) NOT NULL,
+//	    lease_until  DATETIME(6) NULL,
+//	    PRIMARY KEY (id, endpoint),
+//	    KEY endpoint_due (endpoint, state, due_at)
+//	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 //
 // SQLite (times are Unix microseconds in UTC):
 //
@@ -185,6 +218,22 @@
 //	    PRIMARY KEY (key_id, start)
 //	) WITHOUT ROWID;
 //	CREATE INDEX IF NOT EXISTS "api_usage_customer_idx" ON "api_usage" (customer, start, key_id);
+//	CREATE TABLE IF NOT EXISTS "api_outbox" (
+//	    id           TEXT NOT NULL,
+//	    endpoint     TEXT NOT NULL,
+//	    type         TEXT NOT NULL,
+//	    payload      BLOB NOT NULL,
+//	    created_at   INTEGER NOT NULL,
+//	    due_at       INTEGER NOT NULL,
+//	    state        TEXT NOT NULL,
+//	    attempts     INTEGER NOT NULL,
+//	    attempted_at INTEGER NULL,
+//	    last_error   TEXT NOT NULL,
+//	    claim        TEXT NOT NULL,
+//	    lease_until  INTEGER NULL,
+//	    PRIMARY KEY (id, endpoint)
+//	) WITHOUT ROWID;
+//	CREATE INDEX IF NOT EXISTS "api_outbox_due_idx" ON "api_outbox" (endpoint, state, due_at);
 //
 // # Upgrading from an earlier release
 //
@@ -241,6 +290,25 @@
 // SHA-256, 60 for bcrypt. Zero times are stored as NULL. Scopes and
 // metadata are JSON text. On MySQL, owner holds at most 255 bytes and
 // times must lie between the years 1000 and 9999 (DATETIME's range).
+//
+// # Outbox
+//
+// A write whose context carries an outbox.Change (Create, Update, Delete,
+// Revoke, Rotate, PutCustomer: the Manager's writes with Options.Outbox)
+// runs in one transaction that also deletes the change's cancelled
+// pending events and inserts its events (INSERT ... ON CONFLICT DO
+// NOTHING, or ON DUPLICATE KEY UPDATE id = id on MySQL), so that a change
+// and its events commit together or not at all; a write without one is
+// the single statement it always was. Claim leases due events in one
+// statement on PostgreSQL (a CTE that picks them FOR UPDATE SKIP LOCKED,
+// so that concurrent claims skip each other's rows) and on SQLite (whose
+// write lock serialises it); on MySQL in a READ COMMITTED transaction
+// that locks the rows it picks (SELECT ... FOR UPDATE), so that
+// concurrent claims wait for each other rather than share an event, and
+// no gap lock blocks the appends meanwhile. Settle is one UPDATE
+// conditional on the claim, run again after a deadlock. The index
+// (endpoint, state, due_at) serves the claims; PurgeEvents reads the
+// table.
 //
 // Verification reads one row by primary key. When the DB can prepare
 // statements (*sql.DB can), that query is prepared on first use and kept:

@@ -418,15 +418,16 @@ func (d *Dispatcher) deliver(ctx context.Context, ep *endpoint, e outbox.Event) 
 }
 
 // record settles r, even if ctx ended (a delivery recorded as such is not
-// sent again), trying again after a failure while the lease lasts: an
-// outcome not recorded makes the event be sent again once the lease ends.
+// sent again), trying again a few times after a failure, within the
+// lease: an outcome not recorded makes the event be sent again once the
+// lease ends.
 func (d *Dispatcher) record(ctx context.Context, r outbox.Result, lease time.Time) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.lease)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.timeout)
 	defer cancel()
 	wait := 50 * time.Millisecond
-	for {
+	for attempt := 1; ; attempt++ {
 		err := d.settle(ctx, r)
-		if err == nil || errors.Is(err, outbox.ErrLost) || !d.now().Add(wait).Before(lease) {
+		if err == nil || errors.Is(err, outbox.ErrLost) || attempt == settleAttempts || !d.now().Add(wait).Before(lease) {
 			return err
 		}
 		select {
@@ -434,9 +435,12 @@ func (d *Dispatcher) record(ctx context.Context, r outbox.Result, lease time.Tim
 			return err
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 2*time.Second)
+		wait *= 2
 	}
 }
+
+// settleAttempts is how many times record tries to settle an outcome.
+const settleAttempts = 4
 
 // settle calls Store.Settle, turning a panic into an error.
 func (d *Dispatcher) settle(ctx context.Context, r outbox.Result) (err error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/outbox"
 )
 
@@ -98,13 +99,13 @@ func newEventQueue(w *webhooks, o queueOptions) *eventQueue {
 // for subject with limits ls shows: a customer's quota with nothing left,
 // his credits at or below the threshold. It costs a loop over ls when
 // nothing is raised, and takes no lock then.
-func (w *webhooks) observe(subject string, ls []Limit, res LimitResult, now time.Time) {
+func (w *webhooks) observe(subject string, ls []limits.Limit, res limits.Result, now time.Time) {
 	if w == nil {
 		return
 	}
 	for i := range ls {
 		l := &ls[i]
-		if l.Subject != "" || (l.Kind != KindQuota && l.Kind != KindCredits) {
+		if l.Subject != "" || (l.Kind != limits.KindQuota && l.Kind != limits.KindCredits) {
 			continue // a key's own limits are not the customer's
 		}
 		var remaining int64
@@ -116,7 +117,7 @@ func (w *webhooks) observe(subject string, ls []Limit, res LimitResult, now time
 		default:
 			continue // the Limiter reported only another limit
 		}
-		if l.Kind == KindQuota {
+		if l.Kind == limits.KindQuota {
 			if remaining <= 0 {
 				w.queue.raise(outbox.CustomerQuotaExhausted, subject, l, remaining, 0, now)
 			}
@@ -130,15 +131,15 @@ func (w *webhooks) observe(subject string, ls []Limit, res LimitResult, now time
 
 // raise queues the event typ of customer's limit l, unless this instance
 // raised it already in the same window.
-func (q *eventQueue) raise(typ, customer string, l *Limit, remaining, threshold int64, now time.Time) {
+func (q *eventQueue) raise(typ, customer string, l *limits.Limit, remaining, threshold int64, now time.Time) {
 	var start, end int64
-	if l.Window != Never {
+	if l.Window != limits.Never {
 		start, end = gcra.Window(uint8(l.Window), now.UnixNano())
 	}
 	key := occurrence{typ: 1, customer: customer, limit: l.Name, window: start}
 	if typ == outbox.CustomerCreditsLow {
 		key.typ = 2
-		if l.Window == Never {
+		if l.Window == limits.Never {
 			key.window = l.Count // a new grant is a new occurrence
 		}
 	}
@@ -156,7 +157,7 @@ func (q *eventQueue) raise(typ, customer string, l *Limit, remaining, threshold 
 		return
 	}
 	lim := &outbox.Limit{Name: l.Name, Kind: l.Kind.String(), Count: l.Count, Remaining: remaining, Threshold: threshold}
-	if l.Window != Never {
+	if l.Window != limits.Never {
 		lim.WindowStart, lim.WindowEnd = time.Unix(0, start).UTC(), time.Unix(0, end).UTC()
 	}
 	id := eventID(typ, customer, l.Name, strconv.FormatInt(key.window, 10))

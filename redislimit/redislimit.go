@@ -1,4 +1,4 @@
-// Package redislimit is an apikey.Limiter shared through Redis: rates by
+// Package redislimit is an limits.Limiter shared through Redis: rates by
 // GCRA, quotas per UTC calendar window and credits, decided for all
 // servers of an application at once.
 //
@@ -117,6 +117,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 )
 
 // DefaultPrefix is the default of Options.Prefix.
@@ -151,7 +152,7 @@ type Options struct {
 	CreditsTTL time.Duration
 }
 
-// Limiter is an apikey.Limiter on Redis. Create it with New; the zero value
+// Limiter is an limits.Limiter on Redis. Create it with New; the zero value
 // is not usable. It is safe for concurrent use, and any number of Limiters,
 // in any number of processes, may share one Redis deployment and prefix.
 type Limiter struct {
@@ -164,9 +165,9 @@ type Limiter struct {
 }
 
 var (
-	_ apikey.Limiter     = (*Limiter)(nil)
-	_ apikey.LimitPeeker = (*Limiter)(nil)
-	_ apikey.Debiter     = (*Limiter)(nil)
+	_ limits.Limiter = (*Limiter)(nil)
+	_ limits.Peeker  = (*Limiter)(nil)
+	_ limits.Debiter = (*Limiter)(nil)
 )
 
 // New returns a Limiter storing its state through client. It reports an
@@ -201,10 +202,10 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 }
 
 // Allow takes cost from every limit in limits for subject in one round
-// trip; see apikey.Limiter.
+// trip; see limits.Limiter.
 //
 // It reports an error wrapping apikey.ErrInvalidOptions when subject is
-// empty, cost is below 1, a limit is invalid (apikey.Limit.Validate, whose
+// empty, cost is below 1, a limit is invalid (limits.Limit.Validate, whose
 // bounds keep the script's arithmetic exact) or two limits share a name
 // and Subject. It reports an error wrapping
 // apikey.ErrUnavailable (and the cause, such as a network error or ctx's
@@ -216,26 +217,26 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 // Rates have microsecond resolution: the emission interval period/count is
 // rounded up to a whole microsecond, so a limit is never more permissive
 // than configured.
-func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
+func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, cost); err != nil {
+		return limits.Result{}, fmt.Errorf("redislimit: %w", err)
 	}
 	return l.run(ctx, l.allow, subject, ls, cost)
 }
 
 // Peek reports what Allow with a cost of 1 would answer for subject and
-// limits, in one round trip that writes nothing; see apikey.LimitPeeker.
+// limits, in one round trip that writes nothing; see limits.Peeker.
 // It reports the errors Allow reports.
-func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
+func (l *Limiter) Peek(ctx context.Context, subject string, ls []limits.Limit) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, 1); err != nil {
+		return limits.Result{}, fmt.Errorf("redislimit: %w", err)
 	}
 	return l.run(ctx, l.peek, subject, ls, 1)
 }
 
 // Debit takes amount from every quota and credits in limits for subject,
 // without an admission check, atomically, in one round trip; see
-// apikey.Debiter. A negative amount refunds, never below what was used in
+// limits.Debiter. A negative amount refunds, never below what was used in
 // the current window, and a balance may fall below zero (down to -2^52).
 // Rates are not debited: their state is reported as it stands. It
 // reports the errors Allow reports, and an error wrapping
@@ -246,27 +247,27 @@ func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (
 // debt of credits never refilled is kept CreditsTTL after the debit.
 // Credits without a key start from the previous release's string (see
 // Upgrading).
-func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
+func (l *Limiter) Debit(ctx context.Context, subject string, ls []limits.Limit, amount int64) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, 1); err != nil {
+		return limits.Result{}, fmt.Errorf("redislimit: %w", err)
 	}
 	if err := gcra.CheckAmount(amount); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w: %w", apikey.ErrInvalidOptions, err)
+		return limits.Result{}, fmt.Errorf("redislimit: %w: %w", limits.ErrInvalid, err)
 	}
 	return l.run(ctx, l.debit, subject, ls, amount)
 }
 
 // run runs script (Allow's, Peek's or Debit's) for a call whose arguments
 // are valid; cost is Debit's amount.
-func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	if len(ls) == 0 {
-		return apikey.LimitResult{Allowed: true}, nil
+		return limits.Result{Allowed: true}, nil
 	}
 	args := make([]any, 2, 2+2*len(ls))
 	args[0], args[1] = cost, l.creditsMS
 	for i := range ls {
 		lim := &ls[i]
-		if lim.Kind == apikey.KindRate {
+		if lim.Kind == limits.KindRate {
 			t, burst := gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
 			args = append(args, t, burst)
 		} else {
@@ -279,33 +280,33 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 	}
 	vals, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
 	if err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
+		return limits.Result{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
 	}
 	// allowed, index of the tightest limit (from 1), remaining, reset,
 	// retry, then remaining, reset, retry of each limit.
 	if len(vals) != 5+3*len(ls) || vals[1] < 1 || vals[1] > int64(len(ls)) {
-		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: unexpected script reply %v", apikey.ErrUnavailable, vals)
+		return limits.Result{}, fmt.Errorf("%w: redislimit: unexpected script reply %v", apikey.ErrUnavailable, vals)
 	}
-	res := apikey.LimitResult{
+	res := limits.Result{
 		Allowed:   vals[0] == 1,
 		Limit:     ls[vals[1]-1],
 		Remaining: vals[2],
 		Reset:     time.Duration(vals[3]) * time.Microsecond,
-		States:    make([]apikey.LimitState, len(ls)),
+		States:    make([]limits.State, len(ls)),
 	}
 	if !res.Allowed {
 		res.RetryAfter = time.Duration(vals[4]) * time.Microsecond
 	}
 	for i := range res.States {
 		v := vals[5+3*i:]
-		res.States[i] = apikey.LimitState{Remaining: v[0], Reset: time.Duration(v[1]) * time.Microsecond, RetryAfter: time.Duration(v[2]) * time.Microsecond}
+		res.States[i] = limits.State{Remaining: v[0], Reset: time.Duration(v[1]) * time.Microsecond, RetryAfter: time.Duration(v[2]) * time.Microsecond}
 	}
 	return res, nil
 }
 
 // keys names the state of each limit of a call for subject, in one hash
 // slot: see the package documentation.
-func (l *Limiter) keys(subject string, ls []apikey.Limit) []string {
+func (l *Limiter) keys(subject string, ls []limits.Limit) []string {
 	keys := make([]string, len(ls), len(ls)+1) // room for the legacy key
 	b := make([]byte, 0, 64)
 	b = append(b, l.prefix...)
@@ -334,9 +335,9 @@ func (l *Limiter) keys(subject string, ls []apikey.Limit) []string {
 // key must share the hash slot of the call's keys: it is named only when
 // its hash tag, the subject up to its first '}', is the call's tag, that
 // is when subject holds none of '%', '{' and '}'.
-func (l *Limiter) legacyKey(subject string, ls []apikey.Limit) string {
+func (l *Limiter) legacyKey(subject string, ls []limits.Limit) string {
 	for i := range ls {
-		if ls[i].Kind == apikey.KindCredits {
+		if ls[i].Kind == limits.KindCredits {
 			if strings.ContainsAny(subject, "%{}") {
 				return ""
 			}

@@ -52,8 +52,9 @@ func runDeliveryTests(t *testing.T, newStore func(t *testing.T) apikey.Store) {
 const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 // receiver is a webhook endpoint that verifies every request and counts,
-// per webhook id, the requests and the acknowledgements (2xx answers to a
-// client still waiting), and notes two attempts of one id at once.
+// per webhook id, the requests and the acknowledgements (2xx answers
+// written to a client still waiting), and notes two attempts of one id at
+// once.
 type receiver struct {
 	t      *testing.T
 	v      *webhook.Verifier
@@ -156,12 +157,14 @@ func (r *receiver) handle(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	if status >= 200 && status <= 299 && req.Context().Err() == nil {
+	w.WriteHeader(status)
+	// An acknowledgement is a 2xx that went out on the connection: a
+	// receiver taken down as it answers (a restart) acknowledged nothing.
+	if status >= 200 && status <= 299 && http.NewResponseController(w).Flush() == nil && req.Context().Err() == nil {
 		r.mu.Lock()
 		r.acks[id]++
 		r.mu.Unlock()
 	}
-	w.WriteHeader(status)
 }
 
 // check asserts that every id of want was acknowledged exactly once, none

@@ -20,6 +20,14 @@
 // with -redis, else through PostgreSQL LISTEN/NOTIFY with -postgres (see
 // apikey.Notifier).
 //
+// Leaked keys are revoked within seconds: POST /github/secret-scanning
+// receives GitHub's secret scanning alerts (signed by the keys published at
+// -github-keys-url, GitHub's by default; register the route and the
+// sk_live_ format with GitHub's partner program), and POST
+// /credentials/revoke takes anyone's {"credentials": ["sk_live_..."]},
+// answered 202 whatever matched. Both revoke on every instance and record
+// the event "leak" in the log, with the URL where the key was found.
+//
 // Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC;
 // without it they are plain SHA-256 and the server warns.
 //
@@ -61,6 +69,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/leak"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/sqlstore"
@@ -71,6 +80,7 @@ type flags struct {
 	metrics                                        bool
 	cacheTTL, usageInterval                        time.Duration
 	grpc                                           string // see GRPC.md
+	githubKeysURL                                  string
 }
 
 func main() {
@@ -86,6 +96,7 @@ func main() {
 	flag.StringVar(&f.users, "users", "demo:demo,bob:bob", "management users, comma-separated name:password pairs")
 	flag.StringVar(&f.admin, "admin", "", "the operator's name:password for the operator API under /admin/ (off when empty)")
 	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
+	flag.StringVar(&f.githubKeysURL, "github-keys-url", leak.DefaultKeysURL, "where the public keys that sign GitHub's secret scanning alerts (POST /github/secret-scanning) are read")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -141,7 +152,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log}
+	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log, keysURL: f.githubKeysURL}
 	if f.redis != "" {
 		// Fail fast: the middleware bounds each call (50 ms) and opens its
 		// circuit breaker after repeated failures, then the fallback decides.
@@ -158,6 +169,13 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer func() { // finish the leak reports accepted, before the Manager closes
+		finish, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.leaks.close(finish); err != nil {
+			log.Error("leak reports left unhandled", "error", err)
+		}
+	}()
 
 	srv := &http.Server{Addr: f.addr, Handler: fl.routes(a.routes()), ReadHeaderTimeout: 10 * time.Second}
 	stopRPC, err := a.serveRPC(srv, f.grpc, log)

@@ -78,13 +78,35 @@ func (w *webhooks) events(typ, id string, at, due time.Time, data outbox.Data) [
 	return evs
 }
 
-// with returns ctx carrying c for the next store write, ctx itself when c
-// does nothing.
+// with returns ctx carrying c, and the events ctx asks to go along (see
+// along), for the next store write; ctx itself when that is nothing.
 func (w *webhooks) with(ctx context.Context, c *outbox.Change) context.Context {
-	if w == nil || c == nil || len(c.Append)+len(c.Cancel) == 0 {
+	if w == nil {
+		return ctx
+	}
+	if evs, _ := ctx.Value(alongKey{}).([]outbox.Event); len(evs) > 0 {
+		if c == nil {
+			c = &outbox.Change{}
+		}
+		c.Append = append(c.Append, evs...)
+	}
+	if c == nil || len(c.Append)+len(c.Cancel) == 0 {
 		return ctx
 	}
 	return outbox.WithChange(ctx, c)
+}
+
+// alongKey is the context key of events that go along with the next
+// change's write.
+type alongKey struct{}
+
+// along returns ctx asking the write of the next change made with it to
+// carry evs too.
+func (w *webhooks) along(ctx context.Context, evs []outbox.Event) context.Context {
+	if w == nil || len(evs) == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, alongKey{}, evs)
 }
 
 // keyData describes k in an event.
@@ -210,6 +232,29 @@ func (w *webhooks) customerSet(ctx context.Context, before, after *Customer) con
 	rev := strconv.FormatInt(after.Revision+1, 10)
 	return w.with(ctx, &outbox.Change{Append: w.events(outbox.CustomerSuspended,
 		eventID(outbox.CustomerSuspended, after.ID, rev), after.UpdatedAt, time.Time{}, outbox.Data{Customer: after.ID})})
+}
+
+// leakedEvents returns the key.leaked events of a report that k's token
+// was found at url (already cut and redacted), answered with action: one
+// per key and url, so that a repeated report is one event.
+func (w *webhooks) leakedEvents(k *Key, url, action string, now time.Time) []outbox.Event {
+	if w == nil {
+		return nil
+	}
+	return w.events(outbox.KeyLeaked, eventID(outbox.KeyLeaked, k.ID, url), now, time.Time{},
+		outbox.Data{Key: keyData(k), URL: url, Action: action})
+}
+
+// appendLeaked writes the key.leaked events evs when no write carried
+// them (a report, a key revoked already): appending them again is a no-op.
+func (w *webhooks) appendLeaked(ctx context.Context, evs []outbox.Event) error {
+	if w == nil || len(evs) == 0 {
+		return nil
+	}
+	if err := w.store.Append(ctx, evs); err != nil {
+		return storeErr("leaked", err)
+	}
+	return nil
 }
 
 // outboxStore returns m's store as an outbox, or an error wrapping

@@ -24,8 +24,10 @@
 //   - key.revoked: Key.
 //   - key.disabled, key.enabled: Key, by the operator (Manager.Disable,
 //     Manager.Enable).
-//   - key.leaked: Key, URL (where the token was found) and Action
-//     (revoked, disabled or reported).
+//   - key.leaked: Key, URL (where the token was found, any token in it
+//     replaced by its hint) and Action (revoke, disable or report: what
+//     the report asked; Key says what the key was before); once per key
+//     and URL.
 //   - key.expiring: Key, due Policy.ExpiringLead before the key expires;
 //     once per key and expiry.
 //   - customer.credits_low: Customer and Limit, when a customer's credits

@@ -27,8 +27,8 @@ type Data struct {
 	Customer string `json:"customer,omitempty"`
 	// URL is where a leaked token was found (key.leaked).
 	URL string `json:"url,omitempty"`
-	// Action is what was done to a leaked key: "revoked", "disabled" or
-	// "reported" (key.leaked).
+	// Action is what the report of a leaked key asked: "revoke",
+	// "disable" or "report" (key.leaked).
 	Action string `json:"action,omitempty"`
 	// Limit is the limit concerned, for customer.credits_low and
 	// customer.quota_exhausted.

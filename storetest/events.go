@@ -208,3 +208,37 @@ func testManagerEventsSecretFree(t *testing.T, s apikey.Store, os outbox.Store) 
 	}
 	assert.GreaterOrEqual(t, n, 3, "created, rotated, revoked")
 }
+
+func testManagerLeakEvents(t *testing.T, s apikey.Store, os outbox.Store) {
+	c := ctx(t)
+	m := eventManager(t, s, func() time.Time { return t0 }, outbox.Policy{})
+	token, k, err := m.Issue(c, apikey.IssueParams{Owner: "dave"})
+	require.NoError(t, err)
+	url := "https://github.com/acme/app/blob/main/.env"
+	for range 2 { // the same alert twice
+		_, err = m.Leaked(c, token, url, "")
+		require.NoError(t, err)
+	}
+	leaked := eventsOfType(t, os, outbox.DefaultEndpoint, outbox.KeyLeaked)
+	require.Len(t, leaked, 1, "key.leaked once per key and url")
+	assert.Equal(t, k.ID, leaked[0].P.Data.Key.ID)
+	assert.Equal(t, url, leaked[0].P.Data.URL)
+	assert.Equal(t, "revoke", leaked[0].P.Data.Action)
+	assert.Equal(t, []string{k.ID}, keyIDs(eventsOfType(t, os, outbox.DefaultEndpoint, outbox.KeyRevoked)),
+		"the revocation has its event too")
+
+	_, err = m.Leaked(c, token, "https://gist.github.com/x/"+token, "report")
+	require.NoError(t, err)
+	leaked = eventsOfType(t, os, outbox.DefaultEndpoint, outbox.KeyLeaked)
+	require.Len(t, leaked, 2, "another url is another report")
+	for _, e := range leaked {
+		assert.NotContains(t, e.P.Data.URL, token, "the token in a url is redacted")
+	}
+
+	token2, k2, err := m.Issue(c, apikey.IssueParams{Owner: "dave"})
+	require.NoError(t, err)
+	_, err = m.Leaked(c, token2, url, "disable")
+	require.NoError(t, err)
+	assert.Equal(t, []string{k2.ID}, keyIDs(eventsOfType(t, os, outbox.DefaultEndpoint, outbox.KeyDisabled)))
+	assert.Contains(t, keyIDs(eventsOfType(t, os, outbox.DefaultEndpoint, outbox.KeyLeaked)), k2.ID)
+}

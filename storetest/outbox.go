@@ -42,6 +42,7 @@ func runOutboxTests(t *testing.T, newStore func(t *testing.T) apikey.Store, opts
 		{"OutboxHonoursCancelledContext", testOutboxCancelled},
 		{"ManagerWritesAnEventWithEachChange", testManagerEvents},
 		{"ManagerEventsNeverCarryATokenOrDigest", testManagerEventsSecretFree},
+		{"ManagerLeakedWritesKeyLeakedWithItsAction", testManagerLeakEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

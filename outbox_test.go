@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -211,4 +212,43 @@ func TestRedeliver(t *testing.T) {
 	_, err = newManager(t, newSpy(), apikey.Options{}).Redeliver(context.Background(), evs[0].ID)
 	assert.ErrorIs(t, err, errors.ErrUnsupported)
 	_ = k
+}
+
+// BenchmarkLimitOutbox serves requests through Handler and Limit (memstore,
+// memlimit, a daily quota) without Options.Outbox, with it, and with it for
+// a customer whose quota is exhausted (every request raises
+// customer.quota_exhausted, which the instance keeps once).
+func BenchmarkLimitOutbox(b *testing.B) {
+	for _, bc := range []struct {
+		name      string
+		outbox    bool
+		exhausted bool
+	}{{"Off", false, false}, {"On", true, false}, {"OffExhausted", false, true}, {"OnExhausted", true, true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			count := int64(1_000_000_000_000)
+			if bc.exhausted {
+				count = 1
+			}
+			opts := apikey.Options{Plans: limits.Plans{"p": {limits.Quota("daily", count, limits.Day)}}, UsageInterval: -1}
+			if bc.outbox {
+				opts.Outbox = &outbox.Policy{}
+			}
+			m := newManager(b, memstore.New(), opts)
+			token, _ := issue(b, m, apikey.IssueParams{Owner: "alice", Plan: "p"})
+			l, err := memlimit.New(memlimit.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: l})
+			if err != nil {
+				b.Fatal(err)
+			}
+			want := http.StatusOK
+			if bc.exhausted {
+				want = http.StatusTooManyRequests
+				hit(mw.Handler(mw.Limit(benchHandler)), bearer(token))
+			}
+			serve(b, mw.Handler(mw.Limit(benchHandler)), "Bearer "+token, want)
+		})
+	}
 }

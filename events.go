@@ -28,24 +28,24 @@ const (
 	eventVerify   eventType = "verify"
 )
 
-// event reports one operation on a key to Options.Logger: one event per
-// change (a RevokeOwner that revokes three keys reports three revoke
-// events) and one per verification. Reporting costs no store access. It
-// carries ids, never a token, secret or digest.
+// event reports one operation on a key to Options.Logger. There is one
+// event per change (a RevokeOwner that revokes three keys reports three
+// revoke events) and one per verification. Reporting costs no store
+// access. It carries ids, never a token, secret or digest.
 type event struct {
 	// Type is what happened.
 	Type eventType
 	// KeyID is the key concerned. For a verification of a token that did
 	// not parse, it is empty.
 	KeyID string
-	// Owner is the key's owner when the operation read it anyway: always
-	// for issue, rotate, update, disable, enable, a successful
-	// verification and RevokeOwner. Empty for delete and for a revoke by a
-	// store's Revoker.
+	// Owner is the key's owner when the operation read it anyway. It is
+	// always set for issue, rotate, update, disable, enable, a successful
+	// verification and RevokeOwner. It is empty for delete and for a
+	// revoke by a store's Revoker.
 	Owner string
-	// Err is the outcome of a verification: nil on success, otherwise one
-	// of the sentinel errors (possibly wrapped): ErrDisabled for a disabled
-	// key, which the middleware answers like ErrInvalid.
+	// Err is the outcome of a verification. It is nil on success,
+	// otherwise one of the sentinel errors (possibly wrapped). A disabled
+	// key gives ErrDisabled, which the middleware answers like ErrInvalid.
 	Err error
 	// Time is when it happened, by the Manager's clock.
 	Time time.Time
@@ -66,7 +66,7 @@ func (e event) LogValue() slog.Value {
 // outcome names a verification error by its sentinel, so that logs never
 // carry a wrapped message from a dependency.
 func outcome(err error) string {
-	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable} {
+	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrIPNotAllowed, ErrUnavailable} {
 		if errors.Is(err, s) {
 			return s.Error()
 		}
@@ -96,11 +96,11 @@ func (l *eventLog) emit(ctx context.Context, e event) {
 	}
 }
 
-// verify reports a verification to the Logger: successes at Debug
-// level, failures at Warn level but sampled, at most one line per second
-// per outcome, each line counting the failures
-// of its outcome left out since the previous one. A flood of garbage
-// tokens thus costs no log line per request.
+// verify reports a verification to the Logger. Successes go at Debug level.
+// Failures go at Warn level but sampled, at most one line per second per
+// outcome. Each line counts the failures of its outcome left out since the
+// previous one. A flood of garbage tokens thus costs no log line per
+// request.
 func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time, err error) {
 	if l.log == nil {
 		return
@@ -108,7 +108,9 @@ func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time,
 	if now.IsZero() {
 		now = l.now()
 	}
-	if k == nil && id != "" {
+	if k != nil {
+		id = k.ID // the record's, not the token's
+	} else if id != "" {
 		id = strings.Clone(id) // part of the token: keep none of it
 	}
 	e := event{Type: eventVerify, KeyID: id, Err: err, Time: now}
@@ -142,7 +144,7 @@ func (l *eventLog) logVerify(ctx context.Context, e event) {
 // a failed verification, and counts the others. It is safe for concurrent
 // use. The zero value is ready.
 type logSampler struct {
-	kinds [8]struct {
+	kinds [9]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out
 		suppressed atomic.Uint64 // lines left out since the last one
 		_          [48]byte      // one cache line each
@@ -168,11 +170,14 @@ func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
 		i = 6
 	case "suspended":
 		i = 7
+	case "ip_not_allowed":
+		i = 8
 	}
 	kind := &s.kinds[i]
 	t := now.UnixNano()
 	next := kind.next.Load()
-	if t < next || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
+	// A t more than a second before next is a clock stepped back.
+	if t < next && next-t <= int64(time.Second) || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
 		kind.suppressed.Add(1)
 		return false, 0
 	}
@@ -198,6 +203,8 @@ func outcomeOf(err error) string {
 		return "paused"
 	case ErrSuspended:
 		return "suspended"
+	case ErrIPNotAllowed:
+		return "ip_not_allowed"
 	}
 	switch {
 	case errors.Is(err, ErrMalformed):
@@ -214,6 +221,8 @@ func outcomeOf(err error) string {
 		return "paused"
 	case errors.Is(err, ErrSuspended):
 		return "suspended"
+	case errors.Is(err, ErrIPNotAllowed):
+		return "ip_not_allowed"
 	}
 	return "unavailable"
 }

@@ -27,9 +27,9 @@ const (
 	defaultLastUsedTimeout = 5 * time.Second
 )
 
-// usageGranularity is the resolution of last-used times of cached keys: a
-// key verified many times within it is recorded once, so LastUsedAt may
-// be up to this much older than the true last use.
+// usageGranularity is the resolution of last-used times of cached keys. A
+// key verified many times within it is recorded once. So LastUsedAt may be
+// up to this much older than the true last use.
 const usageGranularity = time.Millisecond
 
 // usageShard is one independently locked part of the pending uses, on its
@@ -43,13 +43,13 @@ type usageShard struct {
 	_        [128 - 8 - 8 - 8 - 8 - 8]byte
 }
 
-// usageRecorder coalesces uses in memory, one time per key, in shards so
-// that verifications on different cores rarely meet on a lock, and writes
-// them with Store.MarkUsed in batches of bounded size, each under its own
-// timeout. A batch that fails goes back to the queue without holding up
-// the others, so a slow or failing store never makes a flush retry more
-// than one batch at a time (no livelock), and the queue never holds more
-// than its bound. A nil recorder records nothing.
+// usageRecorder coalesces uses in memory, one time per key. It keeps them
+// in shards so that verifications on different cores rarely meet on a
+// lock. It writes them with Store.MarkUsed in batches of bounded size,
+// each under its own timeout. A batch that fails goes back to the queue
+// without holding up the others. So a slow or failing store never makes a
+// flush retry more than one batch at a time (no livelock). The queue never
+// holds more than its bound. A nil recorder records nothing.
 type usageRecorder struct {
 	store    Store
 	interval time.Duration
@@ -61,8 +61,8 @@ type usageRecorder struct {
 
 	shards [cacheShards]usageShard
 
-	// queued counts the keys held, pending or in a batch being written:
-	// it changes only when a key enters or leaves, not on every use.
+	// queued counts the keys held, pending or in a batch being written.
+	// It changes only when a key enters or leaves, not on every use.
 	queued                   atomic.Int64
 	flushes, failures, shown atomic.Uint64
 
@@ -113,8 +113,8 @@ func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
 	return u, nil
 }
 
-// record notes a use of id at at. id must not be part of a token: it is
-// kept until the next flush.
+// record notes a use of id at at. id must not be part of a token, because
+// it is kept until the next flush.
 func (u *usageRecorder) record(shard int, id string, at time.Time) {
 	if u == nil {
 		return
@@ -178,8 +178,8 @@ type use struct {
 }
 
 // flush writes the pending uses in batches. A batch that fails goes back
-// into the queue (newer uses recorded meanwhile win) for the next flush;
-// the other batches go on. It returns the first error, and how many uses
+// into the queue (newer uses recorded meanwhile win) for the next flush.
+// The other batches go on. It returns the first error, and how many uses
 // are left to write.
 func (u *usageRecorder) flush(ctx context.Context) (int, error) {
 	u.flushMu.Lock()
@@ -209,11 +209,10 @@ func (u *usageRecorder) flush(ctx context.Context) (int, error) {
 func (u *usageRecorder) written(n int) { u.queued.Add(-int64(n)) }
 
 // writeBatches writes items with write in batches of size, each on its
-// own, while ctx lasts: a batch that fails, or that ctx no longer lets
-// run, goes back with requeue without holding up the others; written
-// hears of each batch written. It returns
-// how many items went back, and the first error (ctx's, named by op,
-// when no write failed).
+// own, while ctx lasts. A batch that fails, or that ctx no longer lets
+// run, goes back with requeue without holding up the others. written
+// hears of each batch written. It returns how many items went back, and
+// the first error (ctx's, named by op, when no write failed).
 func writeBatches[T any](ctx context.Context, items []T, size int, write func(context.Context, []T) error, requeue func([]T), written func(n int), op string) (int, error) {
 	var first error
 	left := 0

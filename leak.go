@@ -95,7 +95,7 @@ func (m *Manager) Leaked(ctx context.Context, token, url, action string) (*Key, 
 	if err != nil {
 		return nil, err
 	}
-	url = m.format.Redact(clip(url, maxLeakURL))
+	url = clip(m.format.Redact(url), maxLeakURL)            // redacted first: a token cut in two would escape the redaction
 	leaked := m.hooks.leakedEvents(k, url, action, m.now()) // key.leaked goes with the action's write
 	ctx = m.hooks.along(ctx, leaked)
 	changed := false
@@ -129,7 +129,7 @@ func (l *eventLog) leak(ctx context.Context, e leakEvent) {
 // fields of an event, where the token was found and what was done.
 type leakEvent struct {
 	KeyID, Owner string
-	// URL is where the token was found; empty when unknown.
+	// URL is where the token was found. It is empty when unknown.
 	URL string
 	// Action is revoke, disable or report.
 	Action string

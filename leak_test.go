@@ -261,3 +261,33 @@ func TestLeakedConcurrentReportsRevokeOnce(t *testing.T) {
 		})
 	}
 }
+
+// A hostile report whose URL is cut inside another key's token must not
+// put the front of that token (its id and most of its secret) in the
+// audit log: the URL is redacted before it is cut.
+func TestLeakedNeverLogsATokenCutByTheURLLimit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	log := &leakLog{}
+	m := newManager(t, memstore.New(), apikey.Options{Prefix: "sk_live", Logger: slog.New(log)})
+	token, _ := issue(t, m, apikey.IssueParams{})
+	other, _ := issue(t, m, apikey.IssueParams{})
+	front := other[:len(other)-8] // prefix, id and all but the end of the secret
+
+	head := "https://example.com/?x="
+	url := head + strings.Repeat("a", 2048-len(head)-len(front)-1) + "&" + other
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			_, err := m.Leaked(ctx, token, url, "report")
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	leaks := log.of("leak")
+	require.Len(t, leaks, 4)
+	for _, l := range leaks {
+		assert.NotContains(t, l["url"], front[len("sk_live_"):])
+		assert.LessOrEqual(t, len(l["url"]), 2048)
+	}
+}

@@ -27,8 +27,8 @@ type Options struct {
 	// Every key verifies only under the prefix it was issued with.
 	Prefixes []string
 
-	// SecretBits is the entropy of a secret: 256 when 0, between 128 and
-	// 512.
+	// SecretBits is the entropy of a secret, between 128 and 512. It is
+	// 256 when 0.
 	SecretBits int
 
 	// Peppers key the default HMAC-SHA-256 hasher. Peppers[0] hashes new
@@ -209,9 +209,9 @@ type Options struct {
 	Outbox *outbox.Policy
 }
 
-// Manager issues, verifies and manages keys in a Store. Build it with New
-// (the zero value is not usable); it is safe for concurrent use. Call Close
-// to flush last-used times.
+// Manager issues, verifies and manages keys in a Store. Build it with New,
+// because the zero value is not usable. It is safe for concurrent use. Call
+// Close to flush last-used times.
 type Manager struct {
 	store   Store
 	format  Format            // parses every accepted prefix
@@ -238,11 +238,11 @@ type Manager struct {
 	realClock bool // now is time.Now
 }
 
-// New returns a Manager over store. It validates opts and returns an error
-// wrapping ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret under
-// 128 bits, a short pepper, a hasher that cannot take the tokens,
-// invalid Plans, a DefaultPlan not in Plans or a DefaultTTL beyond
-// MaxKeyLifetime, or a negative UsageQueue. It starts one background
+// New returns a Manager over store. It validates opts. The error wraps
+// ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret
+// under 128 bits or a short pepper. It does too for a hasher that cannot
+// take the tokens, invalid Plans, a DefaultPlan not in Plans, a DefaultTTL
+// beyond MaxKeyLifetime or a negative UsageQueue. It starts one background
 // goroutine for last-used flushes, one for usage flushes when the store
 // implements usage.Store and, with a Notifier, one for its subscription,
 // all stopped by Close.
@@ -356,7 +356,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*Key, error) {
 }
 
 // get reads the key id from the store. A store that answers neither a key
-// nor an error is failing: that is an error, never passed on as (nil, nil).
+// nor an error is failing. That is an error, never passed on as (nil, nil).
 func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
 	if !storable(id) {
 		return nil, ErrNotFound
@@ -368,7 +368,7 @@ func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
 	return k, err
 }
 
-// List returns a page of owner's keys ordered by ID; see Store.List.
+// List returns a page of owner's keys ordered by ID. See Store.List.
 func (m *Manager) List(ctx context.Context, owner string, opts ListOptions) ([]*Key, error) {
 	if !storable(owner) {
 		return []*Key{}, nil // no key has this owner: Issue refuses it
@@ -399,14 +399,14 @@ func (m *Manager) Close(ctx context.Context) error {
 // Invalidate drops id from m's verification cache, so that no
 // verification starting after Invalidate returns uses a record read
 // before. Revoke, RevokeOwner, Rotate, Delete, Update, Disable and Enable
-// call it; call it yourself when another process tells you a key changed
-// (a Notifier does it for you) to make that change effective here at once.
+// call it. Call it yourself when another process tells you a key changed,
+// to make that change effective here at once. A Notifier does it for you.
 func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
 
 // InvalidateAll drops m's whole verification cache, customer records
 // included, so that no verification starting after it returns uses a
-// record read before; for example after a change notification may have
-// been lost.
+// record read before. Call it, for example, after a change notification
+// may have been lost.
 func (m *Manager) InvalidateAll() {
 	m.cache.reset()
 	if m.custs != nil {

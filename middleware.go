@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gokeys/apikey/ipallow"
 )
 
 // Header names and defaults used by the middleware.
@@ -134,6 +136,12 @@ type MiddlewareOptions struct {
 	// trailer after the response. Setting it implies ReportedCosts.
 	CostHeader string
 
+	// TrustedProxies, if set, are the proxies whose forwarding header
+	// names the client of a request, for keys restricted to IP ranges
+	// (see ipallow.Proxies). Nil: the client is the request's RemoteAddr,
+	// and forwarding headers are ignored.
+	TrustedProxies *ipallow.Proxies
+
 	// Logger, if set, logs failures of dependencies and recovered panics.
 	Logger *slog.Logger
 }
@@ -152,9 +160,12 @@ type Middleware struct {
 
 	rl rateLimits
 
+	proxies *ipallow.Proxies
+
 	challenge string // `Bearer realm="..."`
 	bodies    map[int][]byte
 	planBody  []byte // 403 for ErrUnknownPlan
+	ipBody    []byte // 403 for ErrIPNotAllowed
 
 	hdrMissing, hdrBadRequest, hdrInvalid, hdrRetryAfter []string
 	hdrProblem, hdrNoStore, hdrNoSniff                   []string
@@ -195,7 +206,8 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	mw := &Middleware{
 		m: m, sources: sources, optional: opts.Optional, hide: opts.HideCredentials,
 		retryAfter: seconds(opts.RetryAfter), onError: opts.ErrorHandler, log: opts.Logger,
-		challenge: `Bearer realm="` + realm + `"`, bodies: map[int][]byte{},
+		challenge: `Bearer realm="` + realm + `"`, bodies: map[int][]byte{}, proxies: opts.TrustedProxies,
+		ipBody: ipProblem(),
 	}
 	mw.hdrMissing = []string{mw.challenge}
 	mw.hdrBadRequest = []string{mw.challenge + `, error="invalid_request"`}
@@ -225,8 +237,8 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 // Authenticate extracts the request's key and verifies it, without writing
 // a response and without applying rate limits. It returns the key or an
 // error matching one of ErrMissingKey, ErrBadRequest, ErrMalformed,
-// ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended
-// or ErrUnavailable.
+// ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended,
+// ErrIPNotAllowed or ErrUnavailable.
 func (mw *Middleware) Authenticate(r *http.Request) (*Key, error) {
 	k, _, _, err := mw.authenticate(r)
 	if err != nil {
@@ -261,7 +273,7 @@ func (mw *Middleware) authenticate(r *http.Request) (k *Key, now time.Time, stri
 	if token == "" {
 		return nil, now, nil, ErrMissingKey
 	}
-	k, now, err = mw.m.verifyKey(r.Context(), token)
+	k, now, err = mw.m.verifyKey(r.Context(), token, &origin{r: r, proxies: mw.proxies})
 	if err != nil {
 		return k, now, nil, err
 	}

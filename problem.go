@@ -63,7 +63,7 @@ func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
 		h["Retry-After"] = mw.hdrRetryAfter
 	case ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended: // one identical answer
 		h["Www-Authenticate"] = mw.hdrInvalid
-	case ErrUnknownPlan:
+	case ErrUnknownPlan, ErrIPNotAllowed:
 		status = http.StatusForbidden
 	case ErrInsufficientScope:
 		status = http.StatusForbidden
@@ -88,6 +88,10 @@ func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
 		w.Write(mw.planBody)
 		return
 	}
+	if s == ErrIPNotAllowed {
+		w.Write(mw.ipBody)
+		return
+	}
 	w.Write(mw.bodies[status])
 }
 
@@ -108,7 +112,7 @@ func (mw *Middleware) custom(w http.ResponseWriter, r *http.Request, err error) 
 // never see a dependency's message.
 func sentinel(err error) error {
 	switch err {
-	case ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable, ErrUnknownPlan:
+	case ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable, ErrUnknownPlan, ErrIPNotAllowed:
 		return err
 	}
 	var se *ScopeError
@@ -119,7 +123,7 @@ func sentinel(err error) error {
 	case errors.As(err, &rl):
 		return rl
 	}
-	for _, s := range []error{ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrInsufficientScope, ErrRateLimited, ErrUnknownPlan, ErrUnavailable} {
+	for _, s := range []error{ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrInsufficientScope, ErrRateLimited, ErrUnknownPlan, ErrIPNotAllowed, ErrUnavailable} {
 		if errors.Is(err, s) {
 			return s
 		}

@@ -71,9 +71,15 @@ func hasScopes(k *Key, want *ScopeError) bool {
 // as Manager.Verify does, or a *ScopeError. With usage recording, a
 // refusal of a key whose secret verified (its state, its customer's, a
 // missing scope) counts as refused, as over HTTP; an authorized call is
-// counted when Spend takes its cost (a cost of 0 included).
+// counted when Spend takes its cost (a cost of 0 included). Authorize
+// knows no client address: a key restricted to IP ranges is refused with
+// ErrIPNotAllowed (see AuthorizeFrom).
 func (mw *Middleware) Authorize(ctx context.Context, token string, scopes []string, anyScope bool) (*Key, error) {
-	k, now, err := mw.m.verifyKey(ctx, token)
+	return mw.authorize(ctx, token, nil, scopes, anyScope)
+}
+
+func (mw *Middleware) authorize(ctx context.Context, token string, from *origin, scopes []string, anyScope bool) (*Key, error) {
+	k, now, err := mw.m.verifyKey(ctx, token, from)
 	if err != nil {
 		if k != nil { // a refusal for the key's state
 			mw.m.meter.refuse(k, now)

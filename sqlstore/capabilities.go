@@ -14,10 +14,10 @@ import (
 )
 
 // MarkUsed implements apikey.Store. It writes the batch in bulk, one
-// statement per chunk of ids (see markUsedChunk), each statement a join of
-// the table with the batch's (id, time) pairs that sets last_used_at only
-// where that moves it forward, so a use never moves it back and unknown
-// ids change nothing:
+// statement per chunk of ids (see markUsedChunk). Each statement joins the
+// table with the batch's (id, time) pairs. It sets last_used_at only where
+// that moves it forward. So a use never moves it back and unknown ids
+// change nothing. The statements per dialect are these.
 //
 //   - PostgreSQL: UPDATE ... FROM unnest($1::text[], $2::timestamptz[]),
 //     two array parameters whatever the chunk size;
@@ -25,8 +25,8 @@ import (
 //     SELECT ?, ? UNION ALL ... rows;
 //   - SQLite: UPDATE ... FROM (VALUES (?, ?), ...).
 //
-// Each statement commits on its own, and runs again when the database
-// aborted it to break a deadlock: a failed chunk leaves the earlier ones
+// Each statement commits on its own. It runs again when the database
+// aborted it to break a deadlock. A failed chunk leaves the earlier ones
 // written, which is safe because writing a use again changes nothing.
 // Within a statement, ids are in sorted order so that concurrent flushes
 // lock rows in the same order.
@@ -147,7 +147,7 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 const pgArrayTime = "2006-01-02T15:04:05.999999Z07:00"
 
 // Revoke implements apikey.Revoker with one conditional UPDATE (... SET
-// revoked_at = ? WHERE id = ? AND revoked_at IS NULL): the first
+// revoked_at = ? WHERE id = ? AND revoked_at IS NULL). So the first
 // revocation time stays. When no row changed, a lookup tells an unknown
 // id (apikey.ErrNotFound) from a revoked key (no error, and the
 // outbox.Change of its context is not applied).
@@ -164,10 +164,10 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 	})
 }
 
-// RevokeOwner implements apikey.Revoker: one UPDATE ... RETURNING id
-// on PostgreSQL and SQLite; on MySQL, which lacks it, a transaction that
-// locks the owner's unrevoked keys (SELECT ... FOR UPDATE) and revokes
-// exactly those.
+// RevokeOwner implements apikey.Revoker. On PostgreSQL and SQLite it runs
+// one UPDATE ... RETURNING id. MySQL lacks RETURNING, so there it runs a
+// transaction that locks the owner's unrevoked keys (SELECT ... FOR
+// UPDATE) and revokes exactly those.
 func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -229,16 +229,17 @@ func queryIDs(ctx context.Context, q interface {
 	return ids, rows.Err()
 }
 
-// Rotate implements apikey.Rotator in one transaction: a conditional
-// UPDATE of the old key (expires_at, rotated_to, rotated_at, revision;
-// only at old.Revision and if it is neither revoked nor rotated, which the
-// row lock makes atomic), the UPDATE that ends the grace of the old key's
-// predecessor (old.RotatedFrom) unless it is revoked or ends sooner, then
-// the INSERT of successor, and the outbox.Change its context carries.
-// Nothing is written unless all succeed. When
-// the first UPDATE matched nothing, the old key's state decides the
-// error: apikey.ErrNotFound, apikey.ErrRevoked, apikey.ErrRotated, or
-// apikey.ErrConflict for a changed revision; a successor id that exists
+// Rotate implements apikey.Rotator in one transaction. It first runs a
+// conditional UPDATE of the old key's expires_at, rotated_to, rotated_at
+// and revision. That UPDATE applies only at old.Revision and if the key is
+// neither revoked nor rotated, which the row lock makes atomic. The next
+// UPDATE ends the grace of the old key's predecessor (old.RotatedFrom),
+// unless it is revoked or ends sooner. Last comes the INSERT of successor,
+// then the outbox.Change its context carries. Nothing is written unless
+// all succeed. When the first UPDATE matched
+// nothing, the old key's state decides the error. It is
+// apikey.ErrNotFound, apikey.ErrRevoked, apikey.ErrRotated, or
+// apikey.ErrConflict for a changed revision. A successor id that exists
 // gives apikey.ErrConflict.
 func (s *Store) Rotate(ctx context.Context, old *apikey.Key, oldExpiresAt time.Time, successor *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
@@ -321,13 +322,13 @@ func (s *Store) rotateRefusal(ctx context.Context, tx *sql.Tx, id string) (error
 	return nil, nil
 }
 
-// Purge implements apikey.Purger: on PostgreSQL and SQLite one DELETE ...
-// WHERE id IN (SELECT id ... LIMIT ?) RETURNING id. On MySQL, which lacks
-// RETURNING, a SELECT of the ids without locks then a DELETE of those ids
-// that checks the condition again; ids that a concurrent change kept
-// alive are left out of the answer. A limit of 0 or less deletes nothing.
-// No index serves the condition: each call reads the table until it found
-// limit dead keys.
+// Purge implements apikey.Purger. On PostgreSQL and SQLite it runs one
+// DELETE ... WHERE id IN (SELECT id ... LIMIT ?) RETURNING id. MySQL lacks
+// RETURNING. There it runs a SELECT of the ids without locks, then a
+// DELETE of those ids that checks the condition again. Ids that a
+// concurrent change kept alive are left out of the answer. A limit of 0 or
+// less deletes nothing. No index serves the condition. So each call reads
+// the table until it found limit dead keys.
 func (s *Store) Purge(ctx context.Context, before time.Time, limit int) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

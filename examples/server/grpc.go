@@ -28,7 +28,7 @@ import (
 	"github.com/gokeys/apikey/rpc/grpcapikey"
 )
 
-// The demo service, the RPC twin of GET /data:
+// The demo service is the RPC twin of GET /data.
 //
 //	package apikey.demo.v1;
 //	service Data {
@@ -36,8 +36,8 @@ import (
 //	  rpc Watch(google.protobuf.Empty) returns (stream google.protobuf.Struct);
 //	}
 //
-// It is written by hand (no protoc): its descriptor is built below, so that
-// server reflection describes it to grpcurl, and both methods take and
+// It is written by hand, without protoc. Its descriptor is built below, so
+// that server reflection describes it to grpcurl. Both methods take and
 // return well-known types, which every client already knows.
 const (
 	dataService = "apikey.demo.v1.Data"
@@ -67,7 +67,7 @@ func rpcRules() (methods map[string]grpcapikey.Rule, def grpcapikey.Rule) {
 // returned function stops the gRPC server.
 func (a *app) serveRPC(srv *http.Server, addr string, log *slog.Logger) (stop func(), err error) {
 	methods, def := rpcRules()
-	copts := connectapikey.Options{Middleware: a.mw, HideCredentials: true, Logger: log,
+	copts := connectapikey.Options{Middleware: a.mw, HideCredentials: true, Logger: log, TrustedProxies: a.proxies,
 		Default: connectapikey.Rule(def), Methods: map[string]connectapikey.Rule{}}
 	for name, r := range methods {
 		copts.Methods[name] = connectapikey.Rule(r)
@@ -140,7 +140,7 @@ func (a *app) serveRPC(srv *http.Server, addr string, log *slog.Logger) (stop fu
 func (a *app) grpcServer(log *slog.Logger) (*grpc.Server, error) {
 	methods, def := rpcRules()
 	ic, err := grpcapikey.New(a.m, grpcapikey.Options{Middleware: a.mw, HideCredentials: true,
-		Methods: methods, Default: def, Logger: log})
+		Methods: methods, Default: def, Logger: log, TrustedProxies: a.proxies})
 	if err != nil {
 		return nil, err
 	}

@@ -67,8 +67,8 @@ const eventLeak eventType = "leak"
 // Notifier.
 //
 // With Options.Outbox, every report of a key writes the event key.leaked,
-// once per key and url: in the same write as the revocation or the
-// disabling it makes, else on its own. A report is then answered only
+// once per key and url. It goes in the same write as the revocation or
+// the disabling the report makes, else on its own. A report is then answered only
 // once its event is written.
 //
 // Every report of a key is recorded in the audit log (Options.Logger) as

@@ -199,13 +199,13 @@ type Options struct {
 	Logger *slog.Logger
 
 	// Outbox, if set, writes an event for webhooks (see package outbox)
-	// in the same atomic step as each change it reports: a key created,
-	// rotated, revoked, disabled or enabled, leaked or about to expire, a
-	// customer suspended. The events of the request path (a customer's
-	// credits low, his quota exhausted, as the Limiter's answers show
-	// them) are written in bulk every UsageInterval. The store must
-	// implement outbox.Store; package webhook delivers the events. Nil
-	// writes none.
+	// in the same atomic step as each change it reports. The changes are
+	// a key created, rotated, revoked, disabled or enabled, leaked or
+	// about to expire, and a customer suspended. The events of the request
+	// path (a customer's credits low, his quota exhausted, as the
+	// Limiter's answers show them) are written in bulk every
+	// UsageInterval. The store must implement outbox.Store. Package
+	// webhook delivers the events. Nil writes none.
 	Outbox *outbox.Policy
 }
 

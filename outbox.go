@@ -15,7 +15,7 @@ import (
 )
 
 // webhooks writes the events of a Manager's changes to its store's outbox
-// (Options.Outbox), in the same atomic step as each change: it builds an
+// (Options.Outbox), in the same atomic step as each change. It builds an
 // outbox.Change and hands it to the one store write that makes the
 // change, through that write's context. A nil *webhooks writes nothing.
 type webhooks struct {
@@ -272,7 +272,7 @@ func (m *Manager) outboxStore(op string) (outbox.Store, error) {
 // Redeliver makes the event id (the webhook-id) pending again for every
 // endpoint, due at once with no attempts, whether it was delivered or is
 // dead, and returns for how many endpoints. An attempt under way is left
-// to finish. An unknown id gives ErrNotFound; a store without an outbox
+// to finish. An unknown id gives ErrNotFound. A store without an outbox
 // gives an error wrapping errors.ErrUnsupported.
 func (m *Manager) Redeliver(ctx context.Context, id string) (int, error) {
 	s, err := m.outboxStore("redeliver")

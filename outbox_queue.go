@@ -59,12 +59,12 @@ type seenShard struct {
 	_  [40]byte
 }
 
-// maxSeen bounds each seenShard; a full one is emptied, which at worst
+// maxSeen bounds each seenShard. A full one is emptied, which at worst
 // raises an event again (the outbox keeps it once).
 const maxSeen = 4096
 
-// occurrence identifies a raised event: the type, the customer, the limit
-// and its window (or count, for credits never refilled).
+// occurrence identifies a raised event by its type, customer, limit and
+// window (or count, for credits never refilled).
 type occurrence struct {
 	typ      uint8
 	customer string

@@ -38,9 +38,9 @@ type Stats struct {
 	// amount.
 	DebitRetries, DebitFailures uint64
 	// EventsWritten counts the events of the request path (see
-	// Options.Outbox) appended to the outbox; EventsDropped those left
-	// out because the queue was full; EventFlushErrors the appends that
-	// failed, whose events are kept for the next flush.
+	// Options.Outbox) appended to the outbox. EventsDropped counts those
+	// left out because the queue was full. EventFlushErrors counts the
+	// appends that failed, whose events are kept for the next flush.
 	EventsWritten, EventsDropped, EventFlushErrors uint64
 }
 

@@ -18,9 +18,9 @@ var _ outbox.Store = (*Store)(nil)
 // eventKey identifies an event of the outbox.
 type eventKey struct{ id, endpoint string }
 
-// events is the outbox of a Store: its own lock, taken after the lock of
-// keys or customers by a write that carries a Change, so that the change
-// and its events are one step for every reader.
+// events is the outbox of a Store, under its own lock. A write that
+// carries a Change takes it after the lock of keys or customers, so that
+// the change and its events are one step for every reader.
 type events struct {
 	mu   sync.Mutex
 	rows map[eventKey]*outbox.Event

@@ -1,14 +1,14 @@
 // Package outbox holds the vocabulary of the events a Manager writes for
-// webhooks: the Event, the Store capability that keeps them until they are
-// delivered, and the Policy that says which events to write. Package
-// webhook delivers them.
+// webhooks. An Event is one webhook for one endpoint. The Store capability
+// keeps events until they are delivered. The Policy says which events to
+// write. Package webhook delivers them.
 //
-// An event is written in the same atomic step as the change it reports:
-// the Manager hands it to the store's write through the write's context
-// (WithChange), and a store that implements Store appends it in the
-// transaction of that write (memstore under its lock, sqlstore in one SQL
-// transaction). A change that is written therefore always has its event,
-// and one that fails never has one, whatever crashes afterwards.
+// An event is written in the same atomic step as the change it reports.
+// The Manager hands it to the store's write through the write's context
+// (WithChange). A store that implements Store appends it in the
+// transaction of that write. Memstore does it under its lock, and sqlstore
+// in one SQL transaction. A change that is written therefore always has
+// its event, and one that fails never has one, whatever crashes afterwards.
 //
 //	m, err := apikey.New(store, apikey.Options{Outbox: &outbox.Policy{}})
 //	d, err := webhook.New(store.(outbox.Store), webhook.Options{
@@ -16,25 +16,26 @@
 //	})
 //	go d.Run(ctx)
 //
-// The events, their type and what their data holds:
+// The events and the fields of their Data follow.
 //
-//   - key.created: Key, the new key.
-//   - key.rotated: Key, the old key (its ExpiresAt the end of its grace
-//     period), and Successor, the new one.
-//   - key.revoked: Key.
-//   - key.disabled, key.enabled: Key, by the operator (Manager.Disable,
-//     Manager.Enable).
-//   - key.leaked: Key, URL (where the token was found, any token in it
-//     replaced by its hint) and Action (revoke, disable or report: what
-//     the report asked; Key says what the key was before); once per key
-//     and URL.
-//   - key.expiring: Key, due Policy.ExpiringLead before the key expires;
-//     once per key and expiry.
-//   - customer.credits_low: Customer and Limit, when a customer's credits
-//     fall to or below the threshold of Policy.CreditsLow.
-//   - customer.quota_exhausted: Customer and Limit, once per quota and
-//     window, when a customer's quota has nothing left.
-//   - customer.suspended: Customer, when the operator suspends him.
+//   - key.created sets Key, the new key.
+//   - key.rotated sets Key, the old key, and Successor, the new one. The
+//     old key's ExpiresAt is the end of its grace period.
+//   - key.revoked sets Key.
+//   - key.disabled and key.enabled set Key. They report the operator's
+//     Manager.Disable and Manager.Enable.
+//   - key.leaked sets Key, URL and Action. URL is where the token was
+//     found, any token in it replaced by its hint. Action is what the
+//     report asked (revoke, disable or report). There is one per key and
+//     URL.
+//   - key.expiring sets Key. It is due Policy.ExpiringLead before the key
+//     expires, once per key.
+//   - customer.credits_low sets Customer and Limit. It is raised when a
+//     customer's credits fall to or below the threshold of
+//     Policy.CreditsLow.
+//   - customer.quota_exhausted sets Customer and Limit. It is raised once
+//     per quota and window, when a customer's quota has nothing left.
+//   - customer.suspended sets Customer, when the operator suspends him.
 //
 // No event carries a token, a secret or a digest.
 package outbox
@@ -71,9 +72,9 @@ func Types() []string {
 const (
 	// MaxIDLength bounds Event.ID, Event.Endpoint and Event.Type.
 	MaxIDLength = 64
-	// MaxPayload bounds Event.Payload, in bytes: a webhook body is small.
+	// MaxPayload bounds Event.Payload, in bytes. A webhook body is small.
 	MaxPayload = 64 << 10
-	// MaxError bounds Event.LastError, in bytes; a longer error is cut.
+	// MaxError bounds Event.LastError, in bytes. A longer error is cut.
 	MaxError = 1000
 )
 
@@ -81,8 +82,8 @@ const (
 var (
 	// ErrNotFound reports an event id the outbox does not hold.
 	ErrNotFound = errors.New("outbox: no such event")
-	// ErrLost reports a Settle of a claim the event no longer carries:
-	// its lease ended and another claim took it, or it was cancelled.
+	// ErrLost reports a Settle of a claim the event no longer carries.
+	// Its lease ended and another claim took it, or it was cancelled.
 	ErrLost = errors.New("outbox: claim lost")
 	// ErrInvalid reports an event or an argument a Store refuses.
 	ErrInvalid = errors.New("outbox: invalid event")
@@ -98,53 +99,53 @@ const (
 	// Delivered events were acknowledged by their endpoint (a 2xx).
 	Delivered State = "delivered"
 	// Dead events failed every attempt allowed, or their endpoint
-	// answered 410 Gone; Redeliver makes them pending again.
+	// answered 410 Gone. Redeliver makes them pending again.
 	Dead State = "dead"
 )
 
 // Event is one webhook for one endpoint, with its delivery state. It is
-// plain data: a Store fills its fields.
+// plain data, and a Store fills its fields.
 type Event struct {
-	// ID is the webhook-id: the same for every attempt and every
+	// ID is the webhook-id. It is the same for every attempt and every
 	// endpoint of one event, so that a receiver can drop a repeat. It is
 	// derived from what happened (the key and the change), so that
-	// appending one event twice stores it once. Letters, digits, '_' and
-	// '-', at most MaxIDLength bytes.
+	// appending one event twice stores it once. It holds letters, digits,
+	// '_' and '-', at most MaxIDLength bytes.
 	ID string `json:"id"`
 	// Endpoint names the endpoint the event is for (see
-	// Policy.Endpoints); (ID, Endpoint) is unique in an outbox.
+	// Policy.Endpoints). (ID, Endpoint) is unique in an outbox.
 	Endpoint string `json:"endpoint"`
 	// Type is the event type, e.g. KeyRevoked.
 	Type string `json:"type"`
-	// Payload is the body sent, byte for byte: a JSON Payload.
+	// Payload is the body sent, byte for byte, a JSON Payload.
 	Payload []byte `json:"payload"`
 	// CreatedAt is when the event was written.
 	CreatedAt time.Time `json:"created_at"`
-	// DueAt is the earliest time of the next attempt: when the event
-	// happened, when a retry is due, or, for key.expiring, the lead
+	// DueAt is the earliest time of the next attempt. It is when the
+	// event happened, when a retry is due, or, for key.expiring, the lead
 	// time before the expiry.
 	DueAt time.Time `json:"due_at"`
-	// State is the delivery state; Pending when appended.
+	// State is the delivery state, Pending when appended.
 	State State `json:"state"`
-	// Attempts counts the claims of the event: each is one attempt,
+	// Attempts counts the claims of the event. Each is one attempt,
 	// whether or not it ended (an instance that crashed mid-delivery
 	// spent one).
 	Attempts int `json:"attempts"`
-	// AttemptedAt is when the last attempt ended; zero before the first.
+	// AttemptedAt is when the last attempt ended, zero before the first.
 	AttemptedAt time.Time `json:"attempted_at,omitzero"`
 	// LastError says why the last attempt failed, e.g. "503 Service
-	// Unavailable"; empty after a success.
+	// Unavailable". It is empty after a success.
 	LastError string `json:"last_error,omitempty"`
 	// Claim and LeaseUntil are the current claim and the end of its
-	// lease; empty and zero when none holds the event.
+	// lease. They are empty and zero when none holds the event.
 	Claim      string    `json:"claim,omitempty"`
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
 }
 
 // Validate reports whether e can be appended, with an error wrapping
-// ErrInvalid: an ID of letters, digits, '_' and '-', an Endpoint and a
-// Type of 1 to MaxIDLength bytes, and a Payload of at most MaxPayload
-// bytes.
+// ErrInvalid. The ID must hold letters, digits, '_' and '-'. The Endpoint
+// and the Type must hold 1 to MaxIDLength bytes. The Payload must hold at
+// most MaxPayload bytes.
 func (e *Event) Validate() error {
 	switch {
 	case e.ID == "" || len(e.ID) > MaxIDLength || !isID(e.ID):
@@ -182,7 +183,7 @@ type Result struct {
 	At time.Time
 	// Next is when a Pending event is due again.
 	Next time.Time
-	// Error says why the attempt failed; empty when Delivered.
+	// Error says why the attempt failed. It is empty when Delivered.
 	Error string
 }
 
@@ -193,7 +194,7 @@ type Query struct {
 	ID string
 	// State, if set, selects the events in that state.
 	State State
-	// Limit is the most events returned: 100 when 0 or negative, at
+	// Limit is the most events returned, 100 when 0 or negative, and at
 	// most 1,000.
 	Limit int
 }
@@ -209,21 +210,21 @@ func (q Query) PageSize() int {
 	return q.Limit
 }
 
-// Store is an optional apikey.Store capability: an outbox of events that
+// Store is an optional apikey.Store capability, an outbox of events that
 // waits for their delivery. memstore and sqlstore implement it.
 //
-// How to implement a Store:
+// How to implement a Store.
 //
 //  1. Be safe for concurrent use, by many instances at once when the
 //     storage is shared.
-//  2. Atomic with the change: when the context of a write of the key
-//     store (Create, Update, Delete, apikey.Revoker.Revoke,
-//     apikey.Rotator.Rotate, apikey.CustomerStore.PutCustomer) carries a
-//     Change (ChangeFrom), apply it in the same atomic step as the
-//     write: append its events as Append does and delete the pending
-//     events of its Cancel ids, all or nothing with the write. A write
-//     that fails, or that changes nothing (a Revoke of a revoked key),
-//     applies none of it. Other methods ignore it.
+//  2. Be atomic with the change. The context of a write of the key store
+//     (Create, Update, Delete, apikey.Revoker.Revoke,
+//     apikey.Rotator.Rotate, apikey.CustomerStore.PutCustomer) may carry
+//     a Change (ChangeFrom). Apply it in the same atomic step as the
+//     write, all or nothing with it. First delete the pending events of
+//     its Cancel ids that no claim holds, then append its events as
+//     Append does. A write that fails, or that changes nothing (a Revoke
+//     of a revoked key), applies none of it. Other methods ignore it.
 //  3. Append adds events as Pending, with no attempts and no claim, due
 //     at DueAt (at CreatedAt when zero). An event whose (ID, Endpoint)
 //     is stored already, in any state, is left as it is: ids are
@@ -247,11 +248,11 @@ func (q Query) PageSize() int {
 //     by ID and Endpoint).
 //  8. PurgeEvents deletes up to limit Delivered or Dead events whose
 //     AttemptedAt is before before, and returns how many it deleted.
-//  9. Times come back in UTC, truncated to the microsecond; Payload
-//     round-trips byte for byte; values returned are the caller's.
+//  9. Times come back in UTC, truncated to the microsecond. Payload
+//     round-trips byte for byte. Values returned are the caller's.
 //  10. Honour ctx.
 //
-// Run storetest.Run from your tests: it checks the outbox of a store that
+// Run storetest.Run from your tests. It checks the outbox of a store that
 // implements Store.
 type Store interface {
 	Append(ctx context.Context, events []Event) error
@@ -262,9 +263,9 @@ type Store interface {
 	PurgeEvents(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
-// Change is what one write of the key store also does to the outbox: the
-// events to append and the ids of pending events to cancel (a scheduled
-// key.expiring whose key changed). See Store, rule 2.
+// Change is what one write of the key store also does to the outbox. It
+// holds the events to append and the ids of pending events to cancel (a
+// scheduled key.expiring whose key changed). See Store, rule 2.
 type Change struct {
 	Append []Event
 	Cancel []string

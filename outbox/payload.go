@@ -3,8 +3,8 @@ package outbox
 import "time"
 
 // Payload is the JSON body of every webhook, as the Standard Webhooks
-// specification recommends it: the event's type, when it happened, and
-// its data. A receiver decodes it after verifying the signature (see
+// specification recommends it. It holds the event's type, when it
+// happened, and its data. A receiver decodes it after verifying the signature (see
 // webhook.Verifier).
 type Payload struct {
 	// Type is the event type, e.g. "key.revoked".
@@ -12,8 +12,8 @@ type Payload struct {
 	// Timestamp is when the event happened, in UTC, by the clock of the
 	// Manager that wrote it (not when it was delivered).
 	Timestamp time.Time `json:"timestamp"`
-	// Data holds what the event is about; see the package documentation
-	// for which fields each type sets.
+	// Data holds what the event is about. The package documentation says
+	// which fields each type sets.
 	Data Data `json:"data"`
 }
 
@@ -27,7 +27,7 @@ type Data struct {
 	Customer string `json:"customer,omitempty"`
 	// URL is where a leaked token was found (key.leaked).
 	URL string `json:"url,omitempty"`
-	// Action is what the report of a leaked key asked: "revoke",
+	// Action is what the report of a leaked key asked, "revoke",
 	// "disable" or "report" (key.leaked).
 	Action string `json:"action,omitempty"`
 	// Limit is the limit concerned, for customer.credits_low and
@@ -35,7 +35,8 @@ type Data struct {
 	Limit *Limit `json:"limit,omitempty"`
 }
 
-// Key describes a key in an event: never its token, secret or digest.
+// Key describes a key in an event, never with its token, secret or
+// digest.
 type Key struct {
 	ID       string `json:"id"`
 	Prefix   string `json:"prefix,omitempty"`
@@ -57,7 +58,7 @@ type Limit struct {
 	// Name and Kind ("quota" or "credits") name the limit.
 	Name string `json:"name"`
 	Kind string `json:"kind"`
-	// Count is the limit's count: requests per window, or credits
+	// Count is the limit's count, requests per window or credits
 	// granted.
 	Count int64 `json:"count"`
 	// Remaining is what was left when the event was raised.
@@ -65,7 +66,7 @@ type Limit struct {
 	// Threshold is the balance at or below which credits are low.
 	Threshold int64 `json:"threshold,omitempty"`
 	// WindowStart and WindowEnd bound the quota's window, or the credits'
-	// refill period; zero (left out) for credits never refilled.
+	// refill period. They are zero (left out) for credits never refilled.
 	WindowStart time.Time `json:"window_start,omitzero"`
 	WindowEnd   time.Time `json:"window_end,omitzero"`
 }

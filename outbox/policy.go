@@ -15,33 +15,34 @@ const DefaultEndpoint = "default"
 // endpoint "default", key.expiring seven days ahead and
 // customer.credits_low at a tenth of a grant.
 type Policy struct {
-	// Endpoints names the endpoints to deliver to: each event is written
+	// Endpoints names the endpoints to deliver to. Each event is written
 	// once per endpoint, with one delivery state each. Empty means
 	// DefaultEndpoint. Every process that changes keys (services, the
 	// apikey CLI) needs the same names.
 	Endpoints []string
 
-	// Types lists the event types to write; nil writes all of them
+	// Types lists the event types to write. Nil writes all of them
 	// (Types()). An unknown type is refused.
 	Types []string
 
 	// ExpiringLead is how long before a key's expiry its key.expiring
-	// event is due: 7 days when 0; negative writes none. The event is
-	// scheduled when the expiry is set (Issue, Rotate, Update), due at
-	// once for a key that expires sooner; a later change of the expiry
-	// replaces it, a revocation or a rotation cancels it.
+	// event is due. It is 7 days when 0, and negative writes none. The
+	// event is scheduled when the expiry is set (Issue, Rotate, Update).
+	// It is due at once for a key that expires sooner. A later change of
+	// the expiry replaces it until it is sent. A revocation, a rotation
+	// or a deletion cancels it.
 	ExpiringLead time.Duration
 
 	// CreditsLow is the balance at or below which a customer's credits
 	// (Customer.Credits, or a credits limit of his plan) raise
-	// customer.credits_low: 0 means a tenth of the grant; negative
+	// customer.credits_low. 0 means a tenth of the grant, and negative
 	// raises none.
 	CreditsLow int64
 
 	// Queue bounds the events raised on the request path (credits low,
-	// quota exhausted) that wait in memory for the next flush: 10,000
-	// when 0. Further ones are dropped and counted; they are raised again
-	// by the next request that sees the same state.
+	// quota exhausted) that wait in memory for the next flush. It is
+	// 10,000 when 0. Further ones are dropped and counted. They are raised
+	// again by the next request that sees the same state.
 	Queue int
 }
 

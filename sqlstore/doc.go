@@ -307,22 +307,24 @@
 //
 // # Outbox
 //
-// A write whose context carries an outbox.Change (Create, Update, Delete,
-// Revoke, Rotate, PutCustomer: the Manager's writes with Options.Outbox)
-// runs in one transaction that also deletes the change's cancelled
-// pending events and inserts its events (INSERT ... ON CONFLICT DO
-// NOTHING, or ON DUPLICATE KEY UPDATE id = id on MySQL), so that a change
-// and its events commit together or not at all; a write without one is
-// the single statement it always was. Claim leases due events in one
-// statement on PostgreSQL (a CTE that picks them FOR UPDATE SKIP LOCKED,
-// so that concurrent claims skip each other's rows) and on SQLite (whose
-// write lock serialises it); on MySQL in a READ COMMITTED transaction
-// that locks the rows it picks (SELECT ... FOR UPDATE), so that
-// concurrent claims wait for each other rather than share an event, and
-// no gap lock blocks the appends meanwhile. Settle is one UPDATE
-// conditional on the claim, run again after a deadlock. The index
-// (endpoint, state, due_at) serves the claims; PurgeEvents reads the
-// table.
+// The Manager's writes with Options.Outbox (Create, Update, Delete,
+// Revoke, Rotate, PutCustomer) carry an outbox.Change in their context.
+// Such a write runs in one transaction that also deletes the change's
+// cancelled pending events and inserts its events. The INSERT skips an
+// event stored already (ON CONFLICT DO NOTHING, or ON DUPLICATE KEY
+// UPDATE id = id on MySQL). A change and its events thus commit together
+// or not at all. A write without a change is the single statement it
+// always was.
+//
+// Claim leases due events in one statement on PostgreSQL, a CTE that
+// picks them FOR UPDATE SKIP LOCKED, so that concurrent claims skip each
+// other's rows. On SQLite the same statement is serialised by the write
+// lock. On MySQL a READ COMMITTED transaction locks the rows it picks
+// (SELECT ... FOR UPDATE). Concurrent claims there wait for each other
+// rather than share an event, and no gap lock blocks the appends
+// meanwhile. Settle is one UPDATE conditional on the claim, run again
+// after a deadlock. The index (endpoint, state, due_at) serves the
+// claims, and PurgeEvents reads the table.
 //
 // Verification reads one row by primary key. When the DB can prepare
 // statements (*sql.DB can), that query is prepared on first use and kept.

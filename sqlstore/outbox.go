@@ -21,7 +21,7 @@ const outboxColumns = "id, endpoint, type, payload, created_at, due_at, state, a
 // numOutboxColumns is the number of entries in outboxColumns.
 const numOutboxColumns = 12
 
-// outboxChunk is the most events one INSERT of Append writes: 6,000
+// outboxChunk is the most events one INSERT of Append writes, 6,000
 // parameters.
 const outboxChunk = 500
 
@@ -214,9 +214,10 @@ func validEvents(evs []outbox.Event) ([]outbox.Event, error) {
 	return out, nil
 }
 
-// Append implements outbox.Store: INSERT ... ON CONFLICT DO NOTHING
-// (PostgreSQL, SQLite) or ON DUPLICATE KEY UPDATE id = id (MySQL), 500
-// events per statement, in one transaction when there are more.
+// Append implements outbox.Store with INSERT ... ON CONFLICT DO NOTHING
+// (PostgreSQL, SQLite) or ON DUPLICATE KEY UPDATE id = id (MySQL). It
+// writes 500 events per statement, in one transaction when there are
+// more.
 func (s *Store) Append(ctx context.Context, evs []outbox.Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -288,12 +289,12 @@ func (s *Store) write(ctx context.Context, op string, fn func(q querier) (change
 	return nil
 }
 
-// Claim implements outbox.Store: on PostgreSQL one UPDATE of the rows a
-// subquery picks with FOR UPDATE SKIP LOCKED, RETURNING them, so that
-// concurrent claims skip each other's rows; on SQLite the same UPDATE,
-// which the database's write lock serialises; on MySQL a transaction that
-// locks the due rows (SELECT ... FOR UPDATE, which makes concurrent
-// claims wait for each other), leases them and reads them back.
+// Claim implements outbox.Store. On PostgreSQL it is one UPDATE of the
+// rows a CTE picks with FOR UPDATE SKIP LOCKED, RETURNING them, so that
+// concurrent claims skip each other's rows. On SQLite it is the same
+// UPDATE, which the database's write lock serialises. On MySQL it is a
+// transaction that locks the due rows (SELECT ... FOR UPDATE), leases
+// them and reads them back. Concurrent claims there wait for each other.
 func (s *Store) Claim(ctx context.Context, endpoint, claim string, now, until time.Time, limit int) ([]outbox.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -367,8 +368,8 @@ func (s *Store) queryEvents(ctx context.Context, q querier, query string, args .
 	return out, rows.Err()
 }
 
-// Settle implements outbox.Store: one UPDATE conditional on the claim,
-// run again when the database aborted it to break a deadlock.
+// Settle implements outbox.Store with one UPDATE conditional on the
+// claim. It runs again when the database aborted it to break a deadlock.
 func (s *Store) Settle(ctx context.Context, r outbox.Result) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -401,9 +402,9 @@ func (s *Store) Settle(ctx context.Context, r outbox.Result) error {
 	return nil
 }
 
-// Redeliver implements outbox.Store: one UPDATE of the unleased events of
-// id (on MySQL, which counts changed rows rather than matched ones, after
-// counting them in the same transaction).
+// Redeliver implements outbox.Store with one UPDATE of the unleased
+// events of id. MySQL counts changed rows rather than matched ones, so
+// there it counts them first, in the same transaction.
 func (s *Store) Redeliver(ctx context.Context, id string, at time.Time) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -446,7 +447,7 @@ func (s *Store) Redeliver(ctx context.Context, id string, at time.Time) (int, er
 	return n, nil
 }
 
-// Events implements outbox.Store: one query, newest first.
+// Events implements outbox.Store with one query, newest first.
 func (s *Store) Events(ctx context.Context, q outbox.Query) ([]outbox.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -468,8 +469,8 @@ func (s *Store) Events(ctx context.Context, q outbox.Query) ([]outbox.Event, err
 	return evs, nil
 }
 
-// PurgeEvents implements outbox.Store: one DELETE of at most limit
-// settled events. No index serves it: it reads the table.
+// PurgeEvents implements outbox.Store with one DELETE of at most limit
+// settled events. No index serves it, so it reads the table.
 func (s *Store) PurgeEvents(ctx context.Context, before time.Time, limit int) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err

@@ -49,7 +49,7 @@ type Options struct {
 	// OutboxTable is the name of the outbox table (see outbox.Store), of
 	// the same grammar as Table. Empty means Table's name with a final
 	// "keys" replaced by "outbox", else with "_outbox" appended, in
-	// Table's schema: "api_outbox" for "api_keys".
+	// Table's schema. It is "api_outbox" for "api_keys".
 	OutboxTable string
 
 	// PlanMap, if set, chooses the plan of the customer record that

@@ -26,8 +26,8 @@ var (
 	// webhook-timestamp or webhook-signature.
 	ErrMissingHeader = errors.New("webhook: missing webhook header")
 	// ErrTimestamp reports a webhook-timestamp that is not a Unix time in
-	// seconds, or is further from now than the tolerance: a replay, or a
-	// clock far off.
+	// seconds, or is further from now than the tolerance. It is a replay,
+	// or a clock far off.
 	ErrTimestamp = errors.New("webhook: timestamp outside the tolerance")
 	// ErrSignature reports a request none of whose signatures is that of
 	// the body under any of the secrets.
@@ -115,9 +115,10 @@ func signature(keys [][]byte, id, ts string, body []byte) string {
 }
 
 // Sign returns the webhook-signature value of a webhook with the given
-// id, timestamp and body: one "v1,<base64 HMAC-SHA256 of id.timestamp.body>"
-// per secret, space-separated, so that a receiver holding any one of
-// them verifies it (secret rotation). A malformed secret gives ErrSecret.
+// id, timestamp and body. It holds one "v1,<base64 HMAC-SHA256 of
+// id.timestamp.body>" per secret, space-separated. A receiver holding any
+// one of the secrets verifies it, which makes secret rotation possible. A
+// malformed secret gives ErrSecret.
 func Sign(id string, ts time.Time, body []byte, secrets ...string) (string, error) {
 	keys, err := parseSecrets(secrets)
 	if err != nil {
@@ -134,10 +135,10 @@ const DefaultTolerance = 5 * time.Minute
 // timestamps within DefaultTolerance of time.Now.
 type VerifierOptions struct {
 	// Tolerance is how far, either way, a webhook-timestamp may be from
-	// now: DefaultTolerance when 0. A replayed request older than that is
-	// refused.
+	// now. It is DefaultTolerance when 0. A replayed request older than
+	// that is refused.
 	Tolerance time.Duration
-	// Now returns the current time; time.Now when nil.
+	// Now returns the current time, time.Now when nil.
 	Now func() time.Time
 }
 
@@ -150,7 +151,7 @@ type Verifier struct {
 }
 
 // NewVerifier returns a Verifier that accepts a webhook signed with any
-// of secrets ("whsec_<base64>"): during a rotation, give the new secret
+// of secrets ("whsec_<base64>"). During a rotation, give the new secret
 // and the old one. A malformed secret, or none, gives an error wrapping
 // ErrSecret.
 func NewVerifier(secrets []string, opts VerifierOptions) (*Verifier, error) {
@@ -168,14 +169,14 @@ func NewVerifier(secrets []string, opts VerifierOptions) (*Verifier, error) {
 	return v, nil
 }
 
-// Verify checks a webhook's headers and raw body: all three headers
-// present (ErrMissingHeader), a webhook-timestamp within the tolerance of
-// now (ErrTimestamp), and one of the "v1," signatures of webhook-signature
-// equal, compared in constant time, to the HMAC-SHA256 of
-// "id.timestamp.body" under one of the secrets (ErrSignature). Verify the
-// body as received, before decoding it: JSON encoded again may differ.
-// Then use webhook-id to drop a webhook already processed: delivery is at
-// least once.
+// Verify checks a webhook's headers and raw body. All three headers must
+// be present (ErrMissingHeader). The webhook-timestamp must be within the
+// tolerance of now (ErrTimestamp). One of the "v1," signatures of
+// webhook-signature must equal the HMAC-SHA256 of "id.timestamp.body"
+// under one of the secrets, compared in constant time (ErrSignature).
+// Verify the body as received, before decoding it, since JSON encoded
+// again may differ. Then use webhook-id to drop a webhook already
+// processed, since delivery is at least once.
 func (v *Verifier) Verify(h http.Header, body []byte) error {
 	id, ts, sigs := h.Get(HeaderID), h.Get(HeaderTimestamp), h.Get(HeaderSignature)
 	if id == "" || ts == "" || sigs == "" {

@@ -3,12 +3,12 @@
 // Webhooks specification says, and verifies them on the receiving side.
 //
 // A Dispatcher delivers at least once, from any number of instances over
-// one store: each attempt holds a lease on its event, so that two
-// instances never deliver one event at once, and the lease of an instance
-// that crashed ends after Options.Lease, when any instance retries. A
+// one store. Each attempt holds a lease on its event, so that two
+// instances never deliver one event at once. The lease of an instance that
+// crashed ends after Options.Lease, and then any instance retries. A
 // failed attempt is retried on a schedule with jitter (1 s, 5 s, 30 s, 5
-// min, ... by default) until Options.MaxAttempts, after which the event is
-// dead until Manager.Redeliver.
+// min, ... by default) until Options.MaxAttempts. The event is then dead
+// until Manager.Redeliver.
 //
 //	d, err := webhook.New(store, webhook.Options{
 //		Endpoints: []webhook.Endpoint{{URL: "https://example.com/hooks", Secrets: []string{"whsec_..."}}},
@@ -18,10 +18,11 @@
 //	go d.Run(ctx) // until ctx is done
 //
 // Every request is a POST of the event's JSON (an outbox.Payload) with
-// the headers webhook-id (the same for every attempt: receivers drop
-// repeats by it), webhook-timestamp (the attempt's Unix time) and
-// webhook-signature, "v1,<base64 HMAC-SHA256 of id.timestamp.body>" once
-// per secret of the endpoint. A receiver checks them with a Verifier.
+// three headers. The webhook-id is the same for every attempt, and
+// receivers drop repeats by it. The webhook-timestamp is the attempt's
+// Unix time. The webhook-signature holds "v1,<base64 HMAC-SHA256 of
+// id.timestamp.body>" once per secret of the endpoint. A receiver checks
+// them with a Verifier.
 package webhook
 
 import (
@@ -48,9 +49,9 @@ import (
 )
 
 // DefaultSchedule is the wait before each retry when Options.Schedule is
-// nil: the first retry within seconds, then longer and longer waits over
-// about three days, as the specification suggests. Each wait is drawn
-// within 20% of its value (jitter).
+// nil. The first retry comes within seconds, then longer and longer waits
+// span about three days, as the specification suggests. Each wait is
+// drawn within 20% of its value (jitter).
 func DefaultSchedule() []time.Duration {
 	return []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 5 * time.Minute, 30 * time.Minute,
 		2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour}
@@ -58,18 +59,18 @@ func DefaultSchedule() []time.Duration {
 
 // Endpoint is a receiver of webhooks.
 type Endpoint struct {
-	// Name is the endpoint's name in outbox.Policy.Endpoints:
+	// Name is the endpoint's name in outbox.Policy.Endpoints,
 	// outbox.DefaultEndpoint when empty.
 	Name string
-	// URL receives a POST per attempt: http or https.
+	// URL receives a POST per attempt, over http or https.
 	URL string
-	// Secrets sign every attempt, each adding a signature ("whsec_"
-	// followed by the base64 of 24 to 64 bytes; see NewSecret). To rotate,
-	// give the new secret and the old one until every receiver has the
-	// new one.
+	// Secrets sign every attempt, each adding a signature. A secret is
+	// "whsec_" followed by the base64 of 24 to 64 bytes (see NewSecret).
+	// To rotate, give the new secret and the old one until every receiver
+	// has the new one.
 	Secrets []string
 	// Concurrency bounds the attempts to this endpoint in flight from
-	// one instance: 4 when 0.
+	// one instance. It is 4 when 0.
 	Concurrency int
 }
 
@@ -78,31 +79,33 @@ type Options struct {
 	// Endpoints are the receivers. Each delivers the events written for
 	// its Name, and leaves those of other names to other dispatchers.
 	Endpoints []Endpoint
-	// Schedule is the wait before each retry: Schedule[i] after the
-	// (i+1)-th failed attempt, the last entry for every later one, each
-	// drawn within 20% of its value. DefaultSchedule when nil. A
-	// Retry-After in a 429 or 503 answer waits longer when it says so.
+	// Schedule is the wait before each retry. Schedule[i] follows the
+	// (i+1)-th failed attempt, and the last entry every later one. Each
+	// wait is drawn within 20% of its value. It is DefaultSchedule when
+	// nil. A Retry-After in a 429 or 503 answer waits longer when it says
+	// so.
 	Schedule []time.Duration
-	// MaxAttempts is how many attempts an event gets before it is dead:
+	// MaxAttempts is how many attempts an event gets before it is dead,
 	// len(Schedule)+1 when 0. An answer 410 Gone makes it dead at once.
 	MaxAttempts int
-	// Timeout bounds one attempt: 15 seconds when 0.
+	// Timeout bounds one attempt. It is 15 seconds when 0.
 	Timeout time.Duration
-	// Lease is how long an attempt holds its event: 1 minute when 0,
-	// and more than Timeout. It is how long after a crash the event
-	// waits before another instance retries it.
+	// Lease is how long an attempt holds its event. It is 1 minute when
+	// 0, and must be more than Timeout. It is how long after a crash the
+	// event waits before another instance retries it.
 	Lease time.Duration
-	// Poll is how often the outbox is asked for due events: every
+	// Poll is how often the outbox is asked for due events, every
 	// second when 0. A retry due sooner is made on time.
 	Poll time.Duration
 	// Retention is how long delivered and dead events are kept, for
-	// Redeliver and audits: 30 days when 0; negative keeps them.
+	// Redeliver and audits. It is 30 days when 0, and negative keeps them.
 	Retention time.Duration
-	// Client sends the requests; when nil, a client that follows no
-	// redirect (a 3xx is a failed attempt, as the specification says).
+	// Client sends the requests. When nil, a client that follows no
+	// redirect does, since a 3xx is a failed attempt for the
+	// specification.
 	Client *http.Client
-	// Now returns the current time; time.Now when nil. Leases, due times
-	// and webhook-timestamp read it: the instances' clocks must agree
+	// Now returns the current time, time.Now when nil. Leases, due times
+	// and webhook-timestamp read it. The instances' clocks must agree
 	// within a fraction of Lease.
 	Now func() time.Time
 	// Logger, if set, receives failed attempts (Warn), dead events
@@ -123,11 +126,11 @@ const (
 	maxResponse        = 64 << 10 // read of an answer, for the connection's reuse
 )
 
-// Stats counts a Dispatcher's attempts since New: plain data.
+// Stats counts a Dispatcher's attempts since New. It is plain data.
 type Stats struct {
-	// Attempts counts the requests sent; Delivered those acknowledged
-	// (2xx) and recorded as such; Failed those that failed and were
-	// scheduled again; Dead the events given up.
+	// Attempts counts the requests sent. Delivered counts those
+	// acknowledged (2xx) and recorded as such. Failed counts those that
+	// failed and were scheduled again. Dead counts the events given up.
 	Attempts, Delivered, Failed, Dead uint64
 	// Lost counts outcomes not recorded because the event's lease had
 	// passed to another claim (or the event was cancelled meanwhile).
@@ -146,7 +149,7 @@ type endpoint struct {
 }
 
 // Dispatcher delivers the events of an outbox to their endpoints. Build it
-// with New; it is safe for concurrent use, and any number of Dispatchers
+// with New. It is safe for concurrent use, and any number of Dispatchers
 // may deliver from one outbox.
 type Dispatcher struct {
 	store     outbox.Store
@@ -168,10 +171,10 @@ type Dispatcher struct {
 }
 
 // New returns a Dispatcher of the events of store. Bad Options give an
-// error wrapping apikey.ErrInvalidOptions: no endpoint, two with one
-// name, a URL that is not absolute http(s), a malformed secret (or none),
-// a negative value, a Lease not longer than Timeout, or a negative or
-// zero wait in Schedule. New starts nothing: call Run.
+// error wrapping apikey.ErrInvalidOptions. They are no endpoint, two with
+// one name, a URL that is not absolute http(s), or a malformed secret (or
+// none). So are a negative value, a Lease not longer than Timeout, and a
+// wait in Schedule that is not positive. New starts nothing, Run does.
 func New(store outbox.Store, opts Options) (*Dispatcher, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: webhook: %s", apikey.ErrInvalidOptions, fmt.Sprintf(format, args...))
@@ -284,9 +287,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
-// Poll delivers the events due now: it claims those of every endpoint,
-// as many as the endpoint has free slots, delivers them and waits for the
-// attempts to end, in rounds until an endpoint has no more due. It
+// Poll delivers the events due now. It claims those of every endpoint, as
+// many as the endpoint has free slots, delivers them and waits for the
+// attempts to end. It goes on in rounds until no endpoint has more due. It
 // returns how many attempts it made. Use it instead of Run to drive
 // delivery yourself (a cron job, a test with its own clock).
 func (d *Dispatcher) Poll(ctx context.Context) (int, error) {

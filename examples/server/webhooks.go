@@ -12,15 +12,15 @@ import (
 )
 
 // webhooks sends the Manager's events to -webhook-url, signed with
-// -webhook-secret as the Standard Webhooks specification says: key.created,
-// key.rotated, key.revoked, key.disabled and key.enabled, key.leaked (with
-// the URL where GitHub found the token), key.expiring (7 days ahead),
-// customer.suspended, customer.credits_low and customer.quota_exhausted.
-// The Manager writes each event in the database's outbox in the same
-// transaction as its change; every instance delivers them, none twice at
-// once, retrying with backoff (1 s, 5 s, 30 s, ...), so that an event
-// survives a crash of any instance and an endpoint that is down. See
-// README.md for a receiver that verifies the signatures.
+// -webhook-secret as the Standard Webhooks specification says. The events
+// are key.created, key.rotated, key.revoked, key.disabled, key.enabled,
+// key.leaked (with the URL where GitHub found the token), key.expiring (7
+// days ahead), customer.suspended, customer.credits_low and
+// customer.quota_exhausted. The Manager writes each event in the
+// database's outbox in the same transaction as its change. Every instance
+// delivers them, none twice at once, retrying with backoff (1 s, 5 s, 30
+// s, ...). So an event survives a crash of any instance and an endpoint
+// that is down. README.md shows a receiver that verifies the signatures.
 type webhooks struct {
 	d    *webhook.Dispatcher
 	stop context.CancelFunc

@@ -1,4 +1,4 @@
-// Command webhookreceiver receives the webhooks of examples/server: it
+// Command webhookreceiver receives the webhooks of examples/server. It
 // verifies each signature, drops a webhook id it has processed already,
 // and prints the event.
 //
@@ -45,7 +45,7 @@ type receiver struct {
 }
 
 // ServeHTTP answers 2xx once the event is processed, so that the sender
-// stops retrying; anything else makes it retry with backoff.
+// stops retrying. Anything else makes it retry with backoff.
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, outbox.MaxPayload))
 	if err != nil {

@@ -9,8 +9,15 @@
 //
 // Each subtest is named after one sentence of the Store contract and gets
 // a fresh store from newStore. The optional capabilities (apikey.Revoker,
-// apikey.Rotator, apikey.Purger, apikey.CustomerStore, usage.Store) are
-// tested when the store has them.
+// apikey.Rotator, apikey.Purger, apikey.CustomerStore, usage.Store,
+// outbox.Store) are tested when the store has them.
+//
+// For an outbox.Store, the suite also delivers a Manager's events with
+// webhook.Dispatcher through what must lose none of them. These are a
+// crash between the change and the delivery, a receiver down for an hour
+// (an injected clock), two instances delivering at once, and an instance
+// killed mid-attempt. Their receiver fails, is slow and restarts. Each
+// webhook id must be acknowledged exactly once.
 //
 // The "Race" subtests check the guarantees that only hold under
 // concurrency. A revocation is final, a rotation has one winner and never
@@ -19,7 +26,8 @@
 // them. They do it once with the store's optional capabilities and once
 // through the plain Store interface (the Manager's fallbacks). The races
 // also check that concurrent usage.Store.AddUsage calls of overlapping
-// records, as the flushes of several instances make them, sum exactly.
+// records, as the flushes of several instances make them, sum exactly, and
+// that concurrent outbox claims never share an event.
 // Each race runs trials until it ran Options.Trials of them or spent
 // Options.Budget, whichever comes first, but at least MinTrials. It logs
 // how many it ran.

@@ -56,8 +56,11 @@ type usageRecorder struct {
 	max      int64
 	batch    int
 	timeout  time.Duration
-	log      *slog.Logger
-	metrics  Metrics
+	// granularity is the resolution of stored last-used times; 0 writes
+	// every use (see Options.LastUsedGranularity).
+	granularity time.Duration
+	log         *slog.Logger
+	metrics     Metrics
 
 	shards [cacheShards]usageShard
 
@@ -65,6 +68,7 @@ type usageRecorder struct {
 	// It changes only when a key enters or leaves, not on every use.
 	queued                   atomic.Int64
 	flushes, failures, shown atomic.Uint64
+	rows                     atomic.Uint64 // keys the store reported written
 
 	flushMu  sync.Mutex // one flush at a time
 	stopOnce sync.Once
@@ -76,10 +80,10 @@ type usageRecorder struct {
 
 // usageOptions are the Options fields of last-used tracking.
 type usageOptions struct {
-	interval, timeout time.Duration
-	max, batch        int
-	log               *slog.Logger
-	metrics           Metrics
+	interval, timeout, granularity time.Duration
+	max, batch                     int
+	log                            *slog.Logger
+	metrics                        Metrics
 }
 
 func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
@@ -91,7 +95,7 @@ func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
 	}
 	u := &usageRecorder{
 		store: store, interval: o.interval, max: int64(o.max), batch: o.batch, timeout: o.timeout,
-		log: o.log, metrics: o.metrics, stop: make(chan struct{}), done: make(chan struct{}),
+		granularity: granularity(o.granularity), log: o.log, metrics: o.metrics, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if u.interval == 0 {
 		u.interval = defaultLastUsedInterval
@@ -142,14 +146,15 @@ func (u *usageRecorder) record(shard int, id string, at time.Time) {
 
 // recordUse records a verified use of key id at now. e, the key's cache
 // entry if any, lets a key verified many times a millisecond be recorded
-// once per millisecond, without taking the recorder's locks.
+// once per millisecond, without taking the recorder's locks, and a key
+// whose stored last use is within the granularity not at all.
 func (u *usageRecorder) recordUse(e *cacheEntry, id string, now time.Time) {
 	if u == nil {
 		return
 	}
 	t := now.UnixNano()
 	if e != nil {
-		if uint64(t-e.used.Load()) < uint64(usageGranularity) {
+		if uint64(t-e.used.Load()) < uint64(usageGranularity) || u.fresh(e.key, now) {
 			return
 		}
 		e.used.Store(t)
@@ -284,9 +289,11 @@ func (u *usageRecorder) markUsed(ctx context.Context, uses map[string]time.Time)
 			err = storeErr("mark used", panicError{r})
 		}
 	}()
-	if err := u.store.MarkUsed(ctx, uses); err != nil {
+	n, err := u.markUsedIn(ctx, uses)
+	if err != nil {
 		return storeErr("mark used", err)
 	}
+	u.rows.Add(uint64(n))
 	return nil
 }
 
@@ -332,7 +339,7 @@ func (u *usageRecorder) stats() Stats {
 	if u == nil {
 		return Stats{}
 	}
-	st := Stats{Flushes: u.flushes.Load(), FlushErrors: u.failures.Load()}
+	st := Stats{Flushes: u.flushes.Load(), FlushErrors: u.failures.Load(), UsesWritten: u.rows.Load()}
 	for i := range u.shards {
 		s := &u.shards[i]
 		s.mu.Lock()

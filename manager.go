@@ -58,7 +58,9 @@ type Options struct {
 
 	// LastUsedQueue bounds the number of distinct keys waiting for a
 	// flush or being written, 100,000 when 0. Uses of further keys are
-	// dropped (and counted, see Stats) until the next flush.
+	// dropped (and counted, see Stats) until a flush writes some. While
+	// the store fails, queued keys wait, and a new use only moves a queued
+	// key's time, so no use of them is lost.
 	LastUsedQueue int
 
 	// LastUsedBatch is the most keys one Store.MarkUsed call writes, 1,000
@@ -71,6 +73,17 @@ type Options struct {
 	// whatever LastUsedInterval is. Negative LastUsedQueue, LastUsedBatch
 	// or LastUsedTimeout values are refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
+
+	// LastUsedGranularity is the resolution of stored last-used times,
+	// one minute when 0. Negative writes every use a flush holds. A key
+	// whose stored LastUsedAt is within it of a new use is not written
+	// again. A fleet thus writes a busy key about once per granularity,
+	// whatever its number of instances. The Manager skips the uses it
+	// knows to be that fresh. A store that implements usage.LastUsedStore
+	// (memstore and sqlstore do) skips the others in its conditional
+	// write. Key.LastUsedAt then lags the last use by at most
+	// LastUsedGranularity plus LastUsedInterval plus one flush.
+	LastUsedGranularity time.Duration
 
 	// UsageInterval is how often the usage counted in memory is added to
 	// the store, when the store implements usage.Store. It is 10 seconds
@@ -319,7 +332,7 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	if m.usage, err = newUsageRecorder(store, usageOptions{
 		interval: opts.LastUsedInterval, timeout: opts.LastUsedTimeout, max: opts.LastUsedQueue,
-		batch: opts.LastUsedBatch, log: m.log, metrics: m.metrics,
+		batch: opts.LastUsedBatch, granularity: opts.LastUsedGranularity, log: m.log, metrics: m.metrics,
 	}); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,10 @@ type Stats struct {
 	// FlushErrors counts MarkUsed calls that failed. Their uses are kept
 	// for the next flush while the queue has room.
 	FlushErrors uint64
+	// UsesWritten counts the keys whose stored last-used time flushes
+	// changed, as a store that implements usage.LastUsedStore reports
+	// them (rows written). With another store, every key flushed counts.
+	UsesWritten uint64
 	// Published counts ids announced through the Notifier.
 	Published uint64
 	// PublishErrors counts ids the Notifier failed to announce. Other

@@ -48,7 +48,13 @@ import (
 //  9. MarkUsed sets LastUsedAt of each id in uses to its time, but only if
 //     that moves LastUsedAt forward. Unknown ids are ignored. It is called
 //     in batches from a background flush, never on the request path. It is
-//     the only write that leaves Revision unchanged.
+//     the only write that leaves Revision unchanged. Every instance of a
+//     fleet flushes the keys it saw, so a store that writes each of them
+//     costs one row per key, instance and flush. Implement
+//     usage.LastUsedStore as well. Its conditional write (last_used_at
+//     unset or older than the use minus the granularity) lets a fleet
+//     write a busy key about once per Options.LastUsedGranularity, and it
+//     reports the rows it wrote.
 //  10. Values returned are the caller's. Mutating them must not change what
 //     is stored, and mutating a key after passing it in must not either.
 //  11. Times come back in UTC, truncated to the microsecond. The Manager
@@ -68,9 +74,10 @@ import (
 //     leave unchanged keys alone), never clear a RevokedAt, and Rotate has
 //     exactly one winner among concurrent rotations of one key.
 //
-// Optional capabilities (Revoker, Rotator) are separate
-// interfaces found by type assertion. The Manager falls back to Get,
-// Create, Delete and the conditional Update without them, with the same
+// Optional capabilities (Revoker, Rotator, Purger, CustomerStore,
+// usage.Store, usage.LastUsedStore) are separate interfaces found by type
+// assertion. Without a Revoker or a Rotator, the Manager falls back to
+// Get, Create, Delete and the conditional Update, with the same
 // guarantees.
 //
 // Run storetest.Run from your tests to check an implementation.

@@ -15,8 +15,8 @@ import (
 
 // Store is a concurrency-safe in-memory apikey.Store. It also implements
 // apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore,
-// usage.Store and outbox.Store. A write whose context carries an
-// outbox.Change applies it under the write's lock.
+// usage.Store, usage.LastUsedStore and outbox.Store. A write whose
+// context carries an outbox.Change applies it under the write's lock.
 // It holds its own copies. Mutating a key or customer passed in or
 // returned changes nothing stored. Build it with New. The zero value is
 // not usable.
@@ -176,15 +176,27 @@ func newestFirst(a, b *apikey.Key) int {
 
 // MarkUsed implements apikey.Store.
 func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	_, err := s.MarkUsedGranular(ctx, uses, 0)
+	return err
+}
+
+// MarkUsedGranular implements usage.LastUsedStore: it sets a key's last
+// use only where the stored one is unset or more than granularity
+// earlier, and returns how many keys it changed.
+func (s *Store) MarkUsedGranular(ctx context.Context, uses map[string]time.Time, granularity time.Duration) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	n := 0
 	for id, at := range uses {
-		s.keys.setLastUsed(id, apikey.UTCMicro(at)) // only if later
+		at = apikey.UTCMicro(at)
+		if s.keys.setLastUsed(id, at, at.Add(-max(granularity, 0))) {
+			n++
+		}
 	}
-	return nil
+	return n, nil
 }
 
 // Revoke implements apikey.Revoker.

@@ -149,18 +149,21 @@ func (t *table) del(id string) bool {
 	return true
 }
 
-// setLastUsed sets the last use of id to at if it is later, in place: the
-// record's header holds no bytes that a decoded key aliases.
-func (t *table) setLastUsed(id string, at time.Time) {
+// setLastUsed sets the last use of id to at if the stored one is unset or
+// before cut (at itself, or earlier), in place: the record's header holds
+// no bytes that a decoded key aliases. It reports whether it wrote.
+func (t *table) setLastUsed(id string, at, cut time.Time) bool {
 	s, ok := t.slot(id)
 	if !ok {
-		return
+		return false
 	}
 	h := t.recs[s][:headerLen]
-	if prev := getTime(h[lastUsedOff:]); !at.After(prev) {
-		return
+	prev := getTime(h[lastUsedOff:])
+	if !at.After(prev) || !prev.IsZero() && !prev.Before(cut) {
+		return false
 	}
 	putTime(h[lastUsedOff:], at)
+	return true
 }
 
 func (t *table) indexOwner(owner string, s uint32) {

@@ -9,7 +9,10 @@ import (
 	"github.com/gokeys/apikey/usage"
 )
 
-var _ usage.Store = (*Store)(nil)
+var (
+	_ usage.Store         = (*Store)(nil)
+	_ usage.LastUsedStore = (*Store)(nil)
+)
 
 // hourUsage is the usage of one key in one hour.
 type hourUsage struct {

@@ -11,7 +11,10 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/outbox"
+	"github.com/gokeys/apikey/usage"
 )
+
+var _ usage.LastUsedStore = (*Store)(nil)
 
 // MarkUsed implements apikey.Store. It writes the batch in bulk, one
 // statement per chunk of ids (see markUsedChunk). Each statement joins the
@@ -31,42 +34,71 @@ import (
 // Within a statement, ids are in sorted order so that concurrent flushes
 // lock rows in the same order.
 func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	_, err := s.MarkUsedGranular(ctx, uses, 0)
+	return err
+}
+
+// MarkUsedGranular implements usage.LastUsedStore with the statements of
+// MarkUsed, whose condition becomes last_used_at IS NULL OR last_used_at
+// < the use's time minus granularity: a row already within granularity
+// of a use is neither written nor locked. It returns the rows written,
+// as the database reports them (RowsAffected). In a statement that
+// waits for a row locked by a concurrent flush, PostgreSQL and InnoDB
+// evaluate the condition again on the row as that flush left it, so of
+// concurrent flushes of one key within granularity at most one writes
+// it.
+func (s *Store) MarkUsedGranular(ctx context.Context, uses map[string]time.Time, granularity time.Duration) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	if len(uses) == 0 {
-		return nil
+		return 0, nil
 	}
+	granularity = max(granularity, 0).Truncate(time.Microsecond)
 	ids := make([]string, 0, len(uses))
 	for id := range uses {
 		ids = append(ids, id)
 	}
 	if len(ids) == 1 {
-		a := s.d.timeArg(uses[ids[0]])
-		if _, err := s.db.ExecContext(ctx, s.q.markUsed, a, ids[0], a); err != nil {
-			return s.fail(ctx, "mark used", err)
+		at := uses[ids[0]]
+		res, err := s.db.ExecContext(ctx, s.q.markUsed, s.d.timeArg(at), ids[0], s.d.timeArg(at.Add(-granularity)))
+		if err != nil {
+			return 0, s.fail(ctx, "mark used", err)
 		}
-		return nil
+		return rowsAffected(res), nil
 	}
 	slices.Sort(ids)
+	written := 0
 	for part := range slices.Chunk(ids, markUsedChunk(s.d)) {
-		q, args := s.markUsedQuery(part, uses)
-		if err := s.execRetrying(ctx, q, args...); err != nil {
-			return s.fail(ctx, "mark used", err)
+		q, args := s.markUsedQuery(part, uses, granularity)
+		res, err := s.execRetrying(ctx, q, args...)
+		if err != nil {
+			return written, s.fail(ctx, "mark used", err)
 		}
+		written += rowsAffected(res)
 	}
-	return nil
+	return written, nil
+}
+
+// rowsAffected is the number of rows res changed, 0 when the driver does
+// not tell.
+func rowsAffected(res sql.Result) int {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0
+	}
+	return int(n)
 }
 
 // execRetrying runs one statement, again (up to 3 times in all) when the
 // database aborted it to break a deadlock, as a flush of another instance
 // or a concurrent conditional write on the same rows can make it do.
-func (s *Store) execRetrying(ctx context.Context, q string, args ...any) error {
+func (s *Store) execRetrying(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
-		_, err := s.db.ExecContext(ctx, q, args...)
+		res, err := s.db.ExecContext(ctx, q, args...)
 		if err == nil || attempt == attempts || ctx.Err() != nil || !s.d.isRetryable(err) {
-			return err
+			return res, err
 		}
 	}
 }
@@ -82,8 +114,10 @@ func markUsedChunk(d Dialect) int {
 }
 
 // markUsedQuery returns the statement and arguments that move
-// last_used_at of ids forward to uses[id].
-func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, []any) {
+// last_used_at of ids forward to uses[id] where it is unset or earlier
+// than uses[id] minus granularity (whole microseconds).
+func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time, granularity time.Duration) (string, []any) {
+	micros := granularity.Microseconds()
 	tb := s.table.quoted(s.d)
 	switch s.d {
 	case Postgres:
@@ -110,8 +144,8 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 		atArr.WriteByte('}')
 		q := "UPDATE " + tb + " AS t SET last_used_at = v.at " +
 			"FROM unnest($1::text[], $2::timestamptz[]) AS v(id, at) " +
-			`WHERE t.id = v.id COLLATE "C" AND (t.last_used_at IS NULL OR t.last_used_at < v.at)`
-		return q, []any{idArr.String(), atArr.String()}
+			`WHERE t.id = v.id COLLATE "C" AND (t.last_used_at IS NULL OR t.last_used_at < v.at - $3::bigint * interval '1 microsecond')`
+		return q, []any{idArr.String(), atArr.String(), micros}
 	case MySQL:
 		var b strings.Builder
 		b.WriteString("UPDATE " + tb + " AS t JOIN (")
@@ -125,8 +159,8 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 			args = append(args, id, s.d.timeArg(uses[id]))
 		}
 		b.WriteString(") AS v ON t.id = v.id SET t.last_used_at = v.at " +
-			"WHERE t.last_used_at IS NULL OR t.last_used_at < v.at")
-		return b.String(), args
+			"WHERE t.last_used_at IS NULL OR t.last_used_at < v.at - INTERVAL ? MICROSECOND")
+		return b.String(), append(args, micros)
 	default: // SQLite
 		var b strings.Builder
 		b.WriteString("UPDATE " + tb + " AS t SET last_used_at = v.column2 FROM (VALUES ")
@@ -138,8 +172,8 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 			b.WriteString("(?, ?)")
 			args = append(args, id, s.d.timeArg(uses[id]))
 		}
-		b.WriteString(") AS v WHERE t.id = v.column1 AND (t.last_used_at IS NULL OR t.last_used_at < v.column2)")
-		return b.String(), args
+		b.WriteString(") AS v WHERE t.id = v.column1 AND (t.last_used_at IS NULL OR t.last_used_at < v.column2 - ?)")
+		return b.String(), append(args, micros)
 	}
 }
 

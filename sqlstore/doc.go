@@ -20,7 +20,10 @@
 // database. Verification costs one primary-key lookup, and none while the
 // Manager's cache holds the key. Last-used times are written in bulk, one
 // statement per chunk of ids (see Store.MarkUsed). 100,000 keys take well
-// under 2 s on PostgreSQL and MariaDB.
+// under 2 s on PostgreSQL and MariaDB. They are written at the Manager's
+// granularity (Store.MarkUsedGranular). A row whose last_used_at is within
+// it of a use is left alone, so sixteen instances using the same 10,000
+// keys write 10,000 rows a minute, not 960,000.
 //
 // # Schema
 //

@@ -52,7 +52,7 @@ func (s *Store) AddUsage(ctx context.Context, records []usage.Record) error {
 	}
 	if len(rs) <= usageChunk {
 		q, args := s.addUsageQuery(rs)
-		if err := s.execRetrying(ctx, q, args...); err != nil {
+		if _, err := s.execRetrying(ctx, q, args...); err != nil {
 			return s.fail(ctx, "add usage", err)
 		}
 		return nil

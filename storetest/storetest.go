@@ -10,7 +10,7 @@
 // Each subtest is named after one sentence of the Store contract and gets
 // a fresh store from newStore. The optional capabilities (apikey.Revoker,
 // apikey.Rotator, apikey.Purger, apikey.CustomerStore, usage.Store,
-// outbox.Store) are tested when the store has them.
+// usage.LastUsedStore, outbox.Store) are tested when the store has them.
 //
 // For an outbox.Store, the suite also delivers a Manager's events with
 // webhook.Dispatcher through what must lose none of them. These are a
@@ -26,9 +26,11 @@
 // them. They do it once with the store's optional capabilities and once
 // through the plain Store interface (the Manager's fallbacks). The races
 // also check that concurrent usage.Store.AddUsage calls of overlapping
-// records, as the flushes of several instances make them, sum exactly, and
-// that concurrent outbox claims never share an event.
-// Each race runs trials until it ran Options.Trials of them or spent
+// records, as the flushes of several instances make them, sum exactly.
+// When the flushes of a fleet call usage.LastUsedStore.MarkUsedGranular at
+// once, each key must be written once per granularity, as the counts they
+// return say. Concurrent outbox claims must never share an event. Each
+// race runs trials until it ran Options.Trials of them or spent
 // Options.Budget, whichever comes first, but at least MinTrials. It logs
 // how many it ran.
 package storetest
@@ -149,6 +151,7 @@ func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Option
 	runManagerTests(t, newStore)
 	runUsageTests(t, newStore, opts)
 	runOutboxTests(t, newStore, opts)
+	runLastUsedTests(t, newStore, opts)
 	if opts.Trials > 0 {
 		runRaces(t, newStore, opts)
 	}

@@ -1,7 +1,8 @@
 // Package usage holds the vocabulary of usage recording. It describes what
 // each key and customer consumed, hour by hour (see
 // apikey.Options.UsageInterval and apikey.Manager.Usage). It also holds the
-// Store capability that keeps it.
+// Store capability that keeps it, and the one that writes last-used times
+// at a granularity.
 package usage
 
 import (
@@ -65,4 +66,22 @@ type Store interface {
 	AddUsage(ctx context.Context, records []Record) error
 	Usage(ctx context.Context, q Query) ([]Record, error)
 	PurgeUsage(ctx context.Context, before time.Time) (int, error)
+}
+
+// LastUsedStore is an optional apikey.Store capability. It writes
+// last-used times at a granularity (see apikey.Options.LastUsedGranularity),
+// so that the instances of a fleet write a busy key about once per
+// granularity, not once per instance and flush. memstore and sqlstore
+// implement it.
+//
+// MarkUsedGranular sets the LastUsedAt of each id in uses to its time
+// only where the stored LastUsedAt is unset or earlier than that time
+// minus granularity, and returns how many keys it changed (rows
+// written). Unknown ids are ignored and Revision is left alone, as in
+// apikey.Store.MarkUsed. With a granularity of 0 it is MarkUsed, and any
+// later time is written. The check and the write are one atomic step per
+// key. Of concurrent calls that give one key times within granularity of
+// each other, at most one writes it.
+type LastUsedStore interface {
+	MarkUsedGranular(ctx context.Context, uses map[string]time.Time, granularity time.Duration) (written int, err error)
 }

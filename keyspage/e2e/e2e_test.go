@@ -76,7 +76,7 @@ func newServer(t *testing.T) *server {
 	clk := &clock{}
 	m, err := apikey.New(store, apikey.Options{
 		Prefix: "sk_live", Now: clk.Now, LastUsedInterval: 50 * time.Millisecond, UsageInterval: 50 * time.Millisecond, CacheTTL: -1,
-		Plans: plans, DefaultPlan: "free",
+		Plans: plans, DefaultPlan: "free", LastUsedGranularity: -1, // each use shown as it happens
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })

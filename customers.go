@@ -64,7 +64,7 @@ func (m *Manager) SetCustomer(ctx context.Context, id string, change func(*Custo
 			c.CreatedAt = now
 		}
 		c.UpdatedAt = now
-		if err = cs.store.PutCustomer(ctx, c); err == nil {
+		if err = cs.store.PutCustomer(m.hooks.customerSet(ctx, before, c), c); err == nil {
 			m.CustomerChanged(ctx, id)
 			m.events.emit(ctx, event{Type: eventCustomer, Owner: id, Time: now})
 			return c.Clone(), nil

@@ -148,10 +148,10 @@ func (m *Manager) create(ctx context.Context, f Format, k *Key, op string, save 
 // loses later are enforced at verification (see effectiveIPs).
 func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (string, error) {
 	if m.custs == nil {
-		return m.create(ctx, f, k, "issue", m.store.Create)
+		return m.create(ctx, f, k, "issue", m.createAnnounced)
 	}
 	if k.Owner == "" { // its own customer
-		token, err := m.create(ctx, f, k, "issue", m.store.Create)
+		token, err := m.create(ctx, f, k, "issue", m.createAnnounced)
 		if err != nil || k.Plan == "" || m.custs.store == nil {
 			return token, err
 		}
@@ -190,7 +190,7 @@ func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (s
 		case !ipsWithin(k, c):
 			return "", errIPsOutside()
 		case c.MaxKeys == 0:
-			token, err := m.create(ctx, f, k, "issue", m.store.Create)
+			token, err := m.create(ctx, f, k, "issue", m.createAnnounced)
 			if err != nil {
 				return "", err
 			}
@@ -226,11 +226,15 @@ func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (s
 		if n >= c.MaxKeys {
 			return "", fmt.Errorf("apikey: issue: %w (%d)", ErrTooManyKeys, c.MaxKeys)
 		}
-		token, err := m.create(ctx, f, k, "issue", m.store.Create)
+		save := m.store.Create // the write of the record below decides, and carries key.created
+		if cs == nil {
+			save = m.createAnnounced
+		}
+		token, err := m.create(ctx, f, k, "issue", save)
 		if err != nil || cs == nil {
 			return token, err
 		}
-		if err = cs.PutCustomer(ctx, lock); err == nil {
+		if err = cs.PutCustomer(m.hooks.created(ctx, k), lock); err == nil {
 			return token, nil
 		}
 		m.undoCreate(ctx, k.ID)
@@ -239,6 +243,11 @@ func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (s
 		}
 	}
 	return "", fmt.Errorf("apikey: issue: %w: the customer's keys kept changing", ErrConflict)
+}
+
+// createAnnounced stores the new key k with its key.created event.
+func (m *Manager) createAnnounced(ctx context.Context, k *Key) error {
+	return m.store.Create(m.hooks.created(ctx, k), k)
 }
 
 // capLock reads the stored record of customer id, whose Revision guards
@@ -262,7 +271,7 @@ func (m *Manager) capLock(ctx context.Context, cs CustomerStore, id string) (*Cu
 func (m *Manager) undoCreate(ctx context.Context, id string) {
 	undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := m.store.Delete(undo, id); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := m.store.Delete(m.hooks.uncreated(undo, id), id); err != nil && !errors.Is(err, ErrNotFound) {
 		if _, _, err := m.revoke(undo, id, m.now().UTC().Truncate(time.Microsecond)); err != nil {
 			if m.log != nil {
 				m.log.LogAttrs(undo, slog.LevelError, "apikey: a key over the customer's cap could not be removed",

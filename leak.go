@@ -66,6 +66,11 @@ const eventLeak eventType = "leak"
 // Revoke and Disable publish the change to every instance through the
 // Notifier.
 //
+// With Options.Outbox, every report of a key writes the event key.leaked,
+// once per key and url. It goes in the same write as the revocation or
+// the disabling the report makes, else on its own. A report is then answered only
+// once its event is written.
+//
 // Every report of a key is recorded in the audit log (Options.Logger) as
 // the event "leak" at Info level, with key_id, owner, url, action and
 // changed (whether this report changed the key). The url is cut to 2,048
@@ -90,6 +95,9 @@ func (m *Manager) Leaked(ctx context.Context, token, url, action string) (*Key, 
 	if err != nil {
 		return nil, err
 	}
+	url = clip(m.format.Redact(url), maxLeakURL)            // redacted first: a token cut in two would escape the redaction
+	leaked := m.hooks.leakedEvents(k, url, action, m.now()) // key.leaked goes with the action's write
+	ctx = m.hooks.along(ctx, leaked)
 	changed := false
 	switch {
 	case action == leakRevoke && k.RevokedAt.IsZero():
@@ -103,8 +111,10 @@ func (m *Manager) Leaked(ctx context.Context, token, url, action string) (*Key, 
 	if err != nil && !errors.Is(err, ErrRevoked) && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	m.events.leak(ctx, leakEvent{KeyID: k.ID, Owner: k.Owner, URL: clip(m.format.Redact(url), maxLeakURL),
-		Action: action, Changed: changed})
+	if err := m.hooks.appendLeaked(ctx, leaked); err != nil { // when no write carried it
+		return nil, err
+	}
+	m.events.leak(ctx, leakEvent{KeyID: k.ID, Owner: k.Owner, URL: url, Action: action, Changed: changed})
 	return k, nil
 }
 

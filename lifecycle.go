@@ -186,11 +186,12 @@ func (m *Manager) update(ctx context.Context, id string, t eventType, change fun
 		if !k.RevokedAt.IsZero() { // nothing changes a revoked key
 			return nil, fmt.Errorf("apikey: %s: %w", op, ErrRevoked)
 		}
+		before := m.hooks.snapshot(k)
 		if err := change(k); err != nil {
 			return nil, err
 		}
 		k.ExpiresAt = UTCMicro(k.ExpiresAt)
-		if err = m.store.Update(ctx, k); err == nil {
+		if err = m.store.Update(m.hooks.updated(ctx, t, before, k, m.now()), k); err == nil {
 			m.changed(ctx, id)
 			m.events.emit(ctx, event{Type: t, KeyID: id, Owner: k.Owner, Time: m.now()})
 			return k.Clone(), nil
@@ -301,7 +302,14 @@ func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner s
 		return "", false, ErrNotFound
 	}
 	if r, ok := m.store.(Revoker); ok {
-		return "", false, r.Revoke(ctx, id, now)
+		if m.hooks == nil {
+			return "", false, r.Revoke(ctx, id, now)
+		}
+		k, err := m.get(ctx, id) // what key.revoked describes
+		if err != nil || !k.RevokedAt.IsZero() {
+			return "", err == nil, err
+		}
+		return k.Owner, false, r.Revoke(m.hooks.revoked(ctx, k, now), id, now)
 	}
 	for range maxAttempts {
 		var k *Key
@@ -312,7 +320,7 @@ func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner s
 			return k.Owner, true, nil
 		}
 		k.RevokedAt = now
-		if err = m.store.Update(ctx, k); err == nil || !isConflict(err) {
+		if err = m.store.Update(m.hooks.revoked(ctx, k, now), k); err == nil || !isConflict(err) {
 			return k.Owner, false, err
 		}
 	}
@@ -364,7 +372,7 @@ func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, erro
 // revokeOwnerPass revokes the unrevoked keys of owner it sees and returns
 // their ids.
 func (m *Manager) revokeOwnerPass(ctx context.Context, owner string, now time.Time) ([]string, error) {
-	if r, ok := m.store.(Revoker); ok {
+	if r, ok := m.store.(Revoker); ok && m.hooks == nil { // with events, key by key: each with its key.revoked
 		return r.RevokeOwner(ctx, owner, now)
 	}
 	var ids []string
@@ -399,7 +407,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if !storable(id) {
 		return fmt.Errorf("apikey: delete: %w", ErrNotFound)
 	}
-	err := m.store.Delete(ctx, id)
+	err := m.store.Delete(m.hooks.deleted(ctx, id), id)
 	if err != nil {
 		m.cache.invalidate(id)
 		return storeErr("delete", err)

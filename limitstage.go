@@ -195,6 +195,7 @@ func (s *limitStage) spend(ctx context.Context, k *Key, cost int64, h http.Heade
 			return ch, nil
 		}
 	}
+	s.m.hooks.observe(ch.subject, ls, res, s.m.now()) // credits low, quota exhausted: outbox_queue.go
 	if res.Allowed {
 		s.limited("allowed", res.Limit.Name)
 	} else {

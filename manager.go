@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey/limits"
+	"github.com/gokeys/apikey/outbox"
 )
 
 // Options configures a Manager. The zero value is valid and secure. It
@@ -209,6 +210,16 @@ type Options struct {
 	// secret. Background failures are logged too. Records cost no store
 	// access. Nil logs nothing.
 	Logger *slog.Logger
+
+	// Outbox, if set, writes an event for webhooks (see package outbox)
+	// in the same atomic step as each change it reports. The changes are
+	// a key created, rotated, revoked, disabled or enabled, leaked or
+	// about to expire, and a customer suspended. The events of the request
+	// path (a customer's credits low, his quota exhausted, as the
+	// Limiter's answers show them) are written in bulk every
+	// UsageInterval. The store must implement outbox.Store. Package
+	// webhook delivers the events. Nil writes none.
+	Outbox *outbox.Policy
 }
 
 // Manager issues, verifies and manages keys in a Store. Build it with New,
@@ -227,6 +238,7 @@ type Manager struct {
 	meter   *meter     // nil: usage is not recorded
 	cache   *cache
 	fleet   *fleet
+	hooks   *webhooks // outbox.go; nil: no events
 	log     *slog.Logger
 	metrics Metrics
 	events  eventLog
@@ -332,6 +344,10 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	cacheOpts := cacheOptions{TTL: opts.CacheTTL, StaleIfError: opts.CacheStaleIfError, MaxEntries: opts.CacheMaxEntries}
 	m.custs = newCustomers(store, opts.Customers, cacheOpts)
+	// Request-path events go with the usage counts, every UsageInterval.
+	if m.hooks, err = newWebhooks(store, opts.Outbox, queueOptions{interval: opts.UsageInterval, timeout: opts.LastUsedTimeout, now: m.now, log: m.log}); err != nil {
+		return nil, err
+	}
 	m.fleet = startFleet(opts.Notifier, m.cache, m.custs, m.log)
 	return m, nil
 }
@@ -386,7 +402,11 @@ func (m *Manager) Close(ctx context.Context) error {
 	ferr := m.fleet.close(ctx)
 	uerr := m.usage.close(ctx)
 	merr := m.meter.close(ctx)
-	return cmp.Or(uerr, merr, ferr)
+	var eerr error
+	if m.hooks != nil {
+		eerr = m.hooks.queue.close(ctx)
+	}
+	return cmp.Or(uerr, merr, eerr, ferr)
 }
 
 // Invalidate drops id from m's verification cache, so that no
@@ -413,5 +433,8 @@ func (m *Manager) Stats() Stats {
 	m.meter.addStats(&s)
 	m.fleet.addStats(&s)
 	m.debits.addStats(&s)
+	if m.hooks != nil {
+		m.hooks.queue.addStats(&s)
+	}
 	return s
 }

@@ -109,7 +109,11 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	prev.ExpiresAt, prev.RotatedAt = until, now
 
 	if r, ok := m.store.(Rotator); ok {
-		save := func(ctx context.Context, k *Key) error { return r.Rotate(ctx, old, until, k) }
+		save := func(ctx context.Context, k *Key) error {
+			after := prev.Clone()
+			after.RotatedTo = k.ID
+			return r.Rotate(m.hooks.rotated(ctx, after, k), old, until, k)
+		}
 		token, err := m.create(ctx, f, succ, "rotate", save)
 		if isConflict(err) { // the key changed since it was read: read it again
 			return nil, errLostRace
@@ -130,7 +134,7 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 		return nil, err
 	}
 	prev.RotatedTo = succ.ID
-	err = m.store.Update(ctx, prev) // conditional on the revision read
+	err = m.store.Update(m.hooks.rotated(ctx, prev, succ), prev) // conditional on the revision read
 	if err == nil {
 		m.endGrace(ctx, old.RotatedFrom, now)
 		return &Rotation{Token: token, Key: succ.Clone(), Previous: prev}, nil

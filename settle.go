@@ -258,6 +258,7 @@ func (s *limitStage) debit(ctx context.Context, l limits.Limiter, subject string
 			cancel()
 		}
 		if err == nil {
+			s.m.hooks.observe(subject, ls, res, s.m.now())
 			return res, nil
 		}
 		if errors.Is(err, limits.ErrInvalid) {

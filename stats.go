@@ -41,6 +41,11 @@ type Stats struct {
 	// given up after their retries, each logged with its customer and
 	// amount.
 	DebitRetries, DebitFailures uint64
+	// EventsWritten counts the events of the request path (see
+	// Options.Outbox) appended to the outbox. EventsDropped counts those
+	// left out because the queue was full. EventFlushErrors counts the
+	// appends that failed, whose events are kept for the next flush.
+	EventsWritten, EventsDropped, EventFlushErrors uint64
 }
 
 // debitStats counts the debits of reported costs.

@@ -154,7 +154,7 @@ func flushTable(b *testing.B, db *sql.DB, d sqlstore.Dialect, mem apikey.Store, 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	b.Cleanup(func() {
-		for _, t := range []string{table, store.CustomerTable(), store.UsageTable()} {
+		for _, t := range []string{table, store.CustomerTable(), store.UsageTable(), store.OutboxTable()} {
 			_, _ = db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+t)
 		}
 	})

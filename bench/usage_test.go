@@ -194,7 +194,7 @@ func newUsageTable(b *testing.B, driver, dsn string, d sqlstore.Dialect) *usageT
 	s := u.stores[0]
 	u.table = s.UsageTable()
 	b.Cleanup(func() {
-		for _, t := range []string{s.Table(), s.CustomerTable(), s.UsageTable()} {
+		for _, t := range []string{s.Table(), s.CustomerTable(), s.UsageTable(), s.OutboxTable()} {
 			_, _ = u.db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+t)
 		}
 	})

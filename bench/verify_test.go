@@ -263,7 +263,7 @@ func (fx *sqlFixtures) get(b *testing.B, d sqlstore.Dialect, n int) sqlFixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	fx.b.Cleanup(func() {
-		for _, t := range []string{table, store.CustomerTable(), store.UsageTable()} {
+		for _, t := range []string{table, store.CustomerTable(), store.UsageTable(), store.OutboxTable()} {
 			_, _ = db.ExecContext(context.Background(), `DROP TABLE IF EXISTS "`+t+`"`)
 		}
 	})

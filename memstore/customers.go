@@ -29,6 +29,10 @@ func (s *Store) PutCustomer(ctx context.Context, c *apikey.Customer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	ch, err := change(ctx)
+	if err != nil {
+		return err
+	}
 	n := c.Clone()
 	n.CreatedAt, n.UpdatedAt = apikey.UTCMicro(n.CreatedAt), apikey.UTCMicro(n.UpdatedAt)
 	s.cmu.Lock()
@@ -44,6 +48,7 @@ func (s *Store) PutCustomer(ctx context.Context, c *apikey.Customer) error {
 	}
 	n.Revision = c.Revision + 1
 	s.customers[c.ID] = n
+	s.apply(ch)
 	c.Revision = n.Revision
 	return nil
 }

@@ -15,7 +15,8 @@ import (
 
 // Store is a concurrency-safe in-memory apikey.Store. It also implements
 // apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore,
-// usage.Store and usage.LastUsedStore.
+// usage.Store, usage.LastUsedStore and outbox.Store. A write whose
+// context carries an outbox.Change applies it under the write's lock.
 // It holds its own copies. Mutating a key or customer passed in or
 // returned changes nothing stored. Build it with New. The zero value is
 // not usable.
@@ -34,6 +35,8 @@ type Store struct {
 
 	umu   sync.RWMutex
 	usage usageTable
+
+	out events // outbox.go
 }
 
 var (
@@ -54,6 +57,10 @@ func (s *Store) Create(ctx context.Context, k *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	ch, err := change(ctx)
+	if err != nil {
+		return err
+	}
 	c := normalize(k)
 	c.Revision = 1
 	s.mu.Lock()
@@ -61,6 +68,7 @@ func (s *Store) Create(ctx context.Context, k *apikey.Key) error {
 	if err := s.create(c); err != nil {
 		return err
 	}
+	s.apply(ch)
 	k.Revision = 1
 	return nil
 }
@@ -92,6 +100,10 @@ func (s *Store) Update(ctx context.Context, k *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	ch, err := change(ctx)
+	if err != nil {
+		return err
+	}
 	c := normalize(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -110,6 +122,7 @@ func (s *Store) Update(ctx context.Context, k *apikey.Key) error {
 	}
 	c.Revision = old.Revision + 1
 	s.keys.put(c) // a new owner is indexed as such
+	s.apply(ch)
 	k.Revision = c.Revision
 	return nil
 }
@@ -119,11 +132,16 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	ch, err := change(ctx)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.keys.del(id) {
 		return apikey.ErrNotFound
 	}
+	s.apply(ch)
 	return nil
 }
 
@@ -186,6 +204,10 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	ch, err := change(ctx)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := s.keys.get(id)
@@ -197,6 +219,7 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 		c.RevokedAt = apikey.UTCMicro(at)
 		c.Revision++
 		s.keys.put(c)
+		s.apply(ch)
 	}
 	return nil
 }
@@ -226,6 +249,10 @@ func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]
 // predecessor.
 func (s *Store) Rotate(ctx context.Context, old *apikey.Key, oldExpiresAt time.Time, successor *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ch, err := change(ctx)
+	if err != nil {
 		return err
 	}
 	c := normalize(successor)
@@ -258,6 +285,7 @@ func (s *Store) Rotate(ctx context.Context, old *apikey.Key, oldExpiresAt time.T
 		p.Revision++
 		s.keys.put(p)
 	}
+	s.apply(ch)
 	successor.Revision = 1
 	return nil
 }

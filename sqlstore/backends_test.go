@@ -152,7 +152,7 @@ func newStore(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string) *sqlst
 func dropTable(t *testing.T, db *sql.DB, d sqlstore.Dialect, table string) {
 	tables := []string{table}
 	if s, err := sqlstore.New(db, d, sqlstore.Options{Table: table}); err == nil {
-		tables = append(tables, s.CustomerTable(), s.UsageTable())
+		tables = append(tables, s.CustomerTable(), s.UsageTable(), s.OutboxTable())
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/outbox"
 	"github.com/gokeys/apikey/usage"
 )
 
@@ -182,16 +183,19 @@ const pgArrayTime = "2006-01-02T15:04:05.999999Z07:00"
 // Revoke implements apikey.Revoker with one conditional UPDATE (... SET
 // revoked_at = ? WHERE id = ? AND revoked_at IS NULL). So the first
 // revocation time stays. When no row changed, a lookup tells an unknown
-// id (apikey.ErrNotFound) from a revoked key (no error).
+// id (apikey.ErrNotFound) from a revoked key (no error, and the
+// outbox.Change of its context is not applied).
 func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, s.q.revoke, s.d.timeArg(at), id)
-	if err != nil {
-		return s.fail(ctx, "revoke", err)
-	}
-	return s.affected(ctx, "revoke", res, id)
+	return s.write(ctx, "revoke", func(q querier) (bool, error) {
+		res, err := q.ExecContext(ctx, s.q.revoke, s.d.timeArg(at), id)
+		if err != nil {
+			return false, s.fail(ctx, "revoke", err)
+		}
+		return s.affected(ctx, q, "revoke", res, id)
+	})
 }
 
 // RevokeOwner implements apikey.Revoker. On PostgreSQL and SQLite it runs
@@ -264,8 +268,9 @@ func queryIDs(ctx context.Context, q interface {
 // and revision. That UPDATE applies only at old.Revision and if the key is
 // neither revoked nor rotated, which the row lock makes atomic. The next
 // UPDATE ends the grace of the old key's predecessor (old.RotatedFrom),
-// unless it is revoked or ends sooner. Last comes the INSERT of successor.
-// Nothing is written unless all succeed. When the first UPDATE matched
+// unless it is revoked or ends sooner. Last comes the INSERT of successor,
+// then the outbox.Change its context carries. Nothing is written unless
+// all succeed. When the first UPDATE matched
 // nothing, the old key's state decides the error. It is
 // apikey.ErrNotFound, apikey.ErrRevoked, apikey.ErrRotated, or
 // apikey.ErrConflict for a changed revision. A successor id that exists
@@ -277,6 +282,13 @@ func (s *Store) Rotate(ctx context.Context, old *apikey.Key, oldExpiresAt time.T
 	args, err := s.keyArgs(successor)
 	if err != nil {
 		return err
+	}
+	change := outbox.ChangeFrom(ctx)
+	var evs []outbox.Event
+	if change != nil {
+		if evs, err = validEvents(change.Append); err != nil {
+			return err
+		}
 	}
 	var outcome error // a sentinel answer, not a failure
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
@@ -306,6 +318,9 @@ func (s *Store) Rotate(ctx context.Context, old *apikey.Key, oldExpiresAt time.T
 				outcome = apikey.ErrConflict
 			}
 			return err
+		}
+		if change != nil {
+			return s.applyChange(ctx, tx, change, evs)
 		}
 		return nil
 	})

@@ -41,11 +41,17 @@ func (s *Store) PutCustomer(ctx context.Context, c *apikey.Customer) error {
 		return err
 	}
 	if c.Revision == 0 {
-		if _, err := s.db.ExecContext(ctx, s.q.customerInsert, args...); err != nil {
-			if ctx.Err() == nil && s.d.isConflict(err) {
-				return fmt.Errorf("sqlstore: customer %s exists: %w", c.ID, apikey.ErrConflict)
+		err := s.write(ctx, "put customer", func(q querier) (bool, error) {
+			if _, err := q.ExecContext(ctx, s.q.customerInsert, args...); err != nil {
+				if ctx.Err() == nil && s.d.isConflict(err) {
+					return false, fmt.Errorf("sqlstore: customer %s exists: %w", c.ID, apikey.ErrConflict)
+				}
+				return false, s.fail(ctx, "put customer", err)
 			}
-			return s.fail(ctx, "put customer", err)
+			return true, nil
+		})
+		if err != nil {
+			return err
 		}
 		c.Revision = 1
 		return nil
@@ -53,24 +59,30 @@ func (s *Store) PutCustomer(ctx context.Context, c *apikey.Customer) error {
 	// The update's arguments: every column but id and revision, then the
 	// id and the revision read.
 	upd := append(slices.Clone(args[1:numCustomerColumns-1]), c.ID, c.Revision)
-	res, err := s.db.ExecContext(ctx, s.q.customerUpdate, upd...)
-	if err != nil {
-		return s.fail(ctx, "put customer", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return s.fail(ctx, "put customer", err)
-	}
-	if n == 0 {
-		var one int
-		err := s.db.QueryRowContext(ctx, s.q.customerExists, c.ID).Scan(&one)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return apikey.ErrNotFound
-		case err != nil:
-			return s.fail(ctx, "put customer", err)
+	err = s.write(ctx, "put customer", func(q querier) (bool, error) {
+		res, err := q.ExecContext(ctx, s.q.customerUpdate, upd...)
+		if err != nil {
+			return false, s.fail(ctx, "put customer", err)
 		}
-		return fmt.Errorf("sqlstore: write of customer %s at revision %d: %w", c.ID, c.Revision, apikey.ErrConflict)
+		n, err := res.RowsAffected()
+		if err != nil {
+			return false, s.fail(ctx, "put customer", err)
+		}
+		if n == 0 {
+			var one int
+			err := q.QueryRowContext(ctx, s.q.customerExists, c.ID).Scan(&one)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				return false, apikey.ErrNotFound
+			case err != nil:
+				return false, s.fail(ctx, "put customer", err)
+			}
+			return false, fmt.Errorf("sqlstore: write of customer %s at revision %d: %w", c.ID, c.Revision, apikey.ErrConflict)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
 	c.Revision++
 	return nil

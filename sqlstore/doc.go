@@ -27,11 +27,11 @@
 //
 // # Schema
 //
-// Migrate creates the keys table, its index, the customers table and the
-// usage table if they do not exist. Dialect.Schema returns the same
-// statements for migration tools. The statements below use the default
-// table name "api_keys", whose customers table is "api_customers" and
-// usage table "api_usage".
+// Migrate creates the keys table, its index, the customers table, the
+// usage table and the outbox table if they do not exist. Dialect.Schema
+// returns the same statements for migration tools. The statements below
+// use the default table name "api_keys", whose customers table is
+// "api_customers", usage table "api_usage" and outbox table "api_outbox".
 //
 // The PostgreSQL statements are these.
 //
@@ -86,6 +86,22 @@
 //	    PRIMARY KEY (key_id, start)
 //	);
 //	CREATE INDEX IF NOT EXISTS "api_usage_customer_idx" ON "api_usage" (customer, start, key_id);
+//	CREATE TABLE IF NOT EXISTS "api_outbox" (
+//	    id           TEXT COLLATE "C" NOT NULL,
+//	    endpoint     TEXT COLLATE "C" NOT NULL,
+//	    type         TEXT NOT NULL,
+//	    payload      BYTEA NOT NULL,
+//	    created_at   TIMESTAMPTZ NOT NULL,
+//	    due_at       TIMESTAMPTZ NOT NULL,
+//	    state        TEXT NOT NULL,
+//	    attempts     INTEGER NOT NULL,
+//	    attempted_at TIMESTAMPTZ NULL,
+//	    last_error   TEXT NOT NULL,
+//	    claim        TEXT NOT NULL,
+//	    lease_until  TIMESTAMPTZ NULL,
+//	    PRIMARY KEY (id, endpoint)
+//	);
+//	CREATE INDEX IF NOT EXISTS "api_outbox_due_idx" ON "api_outbox" (endpoint, state, due_at);
 //
 // The MySQL and MariaDB statements follow. Their ids compare as bytes
 // because base62 is case-sensitive.
@@ -143,6 +159,22 @@
 //	    PRIMARY KEY (key_id, start),
 //	    KEY customer_start (customer, start, key_id)
 //	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+//	CREATE TABLE IF NOT EXISTS `api_outbox` (
+//	    id           VARBINARY(64) NOT NULL,
+//	    endpoint     VARBINARY(64) NOT NULL,
+//	    type         VARCHAR(64) NOT NULL,
+//	    payload      MEDIUMBLOB NOT NULL,
+//	    created_at   DATETIME(6) NOT NULL,
+//	    due_at       DATETIME(6) NOT NULL,
+//	    state        VARCHAR(16) NOT NULL,
+//	    attempts     INT NOT NULL,
+//	    attempted_at DATETIME(6) NULL,
+//	    last_error   TEXT NOT NULL,
+//	    claim        VARBINARY(64) NOT NULL,
+//	    lease_until  DATETIME(6) NULL,
+//	    PRIMARY KEY (id, endpoint),
+//	    KEY endpoint_due (endpoint, state, due_at)
+//	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 //
 // The SQLite statements follow. Their times are Unix microseconds in UTC.
 //
@@ -197,6 +229,22 @@
 //	    PRIMARY KEY (key_id, start)
 //	) WITHOUT ROWID;
 //	CREATE INDEX IF NOT EXISTS "api_usage_customer_idx" ON "api_usage" (customer, start, key_id);
+//	CREATE TABLE IF NOT EXISTS "api_outbox" (
+//	    id           TEXT NOT NULL,
+//	    endpoint     TEXT NOT NULL,
+//	    type         TEXT NOT NULL,
+//	    payload      BLOB NOT NULL,
+//	    created_at   INTEGER NOT NULL,
+//	    due_at       INTEGER NOT NULL,
+//	    state        TEXT NOT NULL,
+//	    attempts     INTEGER NOT NULL,
+//	    attempted_at INTEGER NULL,
+//	    last_error   TEXT NOT NULL,
+//	    claim        TEXT NOT NULL,
+//	    lease_until  INTEGER NULL,
+//	    PRIMARY KEY (id, endpoint)
+//	) WITHOUT ROWID;
+//	CREATE INDEX IF NOT EXISTS "api_outbox_due_idx" ON "api_outbox" (endpoint, state, due_at);
 //
 // # Upgrading from an earlier release
 //
@@ -259,6 +307,27 @@
 // NULL. Scopes and metadata are JSON text. On MySQL, owner holds at most
 // 255 bytes and times must lie between the years 1000 and 9999
 // (DATETIME's range).
+//
+// # Outbox
+//
+// The Manager's writes with Options.Outbox (Create, Update, Delete,
+// Revoke, Rotate, PutCustomer) carry an outbox.Change in their context.
+// Such a write runs in one transaction that also deletes the change's
+// cancelled pending events and inserts its events. The INSERT skips an
+// event stored already (ON CONFLICT DO NOTHING, or ON DUPLICATE KEY
+// UPDATE id = id on MySQL). A change and its events thus commit together
+// or not at all. A write without a change is the single statement it
+// always was.
+//
+// Claim leases due events in one statement on PostgreSQL, a CTE that
+// picks them FOR UPDATE SKIP LOCKED, so that concurrent claims skip each
+// other's rows. On SQLite the same statement is serialised by the write
+// lock. On MySQL a READ COMMITTED transaction locks the rows it picks
+// (SELECT ... FOR UPDATE). Concurrent claims there wait for each other
+// rather than share an event, and no gap lock blocks the appends
+// meanwhile. Settle is one UPDATE conditional on the claim, run again
+// after a deadlock. The index (endpoint, state, due_at) serves the
+// claims, and PurgeEvents reads the table.
 //
 // Verification reads one row by primary key. When the DB can prepare
 // statements (*sql.DB can), that query is prepared on first use and kept.

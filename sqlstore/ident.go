@@ -103,6 +103,20 @@ func (t tableName) usage() tableName {
 	return tableName{schema: t.schema, name: derived(t.name, "_usage")}
 }
 
+// outbox returns the default name of the outbox table of keys table t,
+// in t's schema: its name with a final "keys" replaced by "outbox"
+// ("api_keys" gives "api_outbox"), else with "_outbox" appended.
+func (t tableName) outbox() tableName {
+	if base, ok := strings.CutSuffix(t.name, "keys"); ok {
+		return tableName{schema: t.schema, name: derived(base, "outbox")}
+	}
+	return tableName{schema: t.schema, name: derived(t.name, "_outbox")}
+}
+
+// dueIndex returns the name of the index (endpoint, state, due_at) of
+// outbox table t on PostgreSQL and SQLite.
+func (t tableName) dueIndex() string { return derived(t.name, "_due_idx") }
+
 // customerIndex returns the name of the index (customer, start, key_id)
 // of usage table t on PostgreSQL and SQLite.
 func (t tableName) customerIndex() string { return derived(t.name, "_customer_idx") }

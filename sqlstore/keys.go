@@ -19,11 +19,17 @@ func (s *Store) Create(ctx context.Context, k *apikey.Key) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.db.ExecContext(ctx, s.q.insert, args...); err != nil {
-		if ctx.Err() == nil && s.d.isConflict(err) {
-			return apikey.ErrConflict
+	err = s.write(ctx, "create", func(q querier) (bool, error) {
+		if _, err := q.ExecContext(ctx, s.q.insert, args...); err != nil {
+			if ctx.Err() == nil && s.d.isConflict(err) {
+				return false, apikey.ErrConflict
+			}
+			return false, s.fail(ctx, "create", err)
 		}
-		return s.fail(ctx, "create", err)
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
 	k.Revision = 1
 	return nil
@@ -69,47 +75,54 @@ func (s *Store) Update(ctx context.Context, k *apikey.Key) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, s.q.update, args...)
-	if err != nil {
-		return s.fail(ctx, "update", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return s.fail(ctx, "update", err)
-	}
-	if n == 0 {
-		ok, err := s.exists(ctx, s.db, k.ID)
-		switch {
-		case err != nil:
-			return s.fail(ctx, "update", err)
-		case !ok:
-			return apikey.ErrNotFound
+	err = s.write(ctx, "update", func(q querier) (bool, error) {
+		res, err := q.ExecContext(ctx, s.q.update, args...)
+		if err != nil {
+			return false, s.fail(ctx, "update", err)
 		}
-		return fmt.Errorf("sqlstore: update of key %s at revision %d: %w", k.ID, k.Revision, apikey.ErrConflict)
+		n, err := res.RowsAffected()
+		if err != nil {
+			return false, s.fail(ctx, "update", err)
+		}
+		if n == 0 {
+			ok, err := s.exists(ctx, q, k.ID)
+			switch {
+			case err != nil:
+				return false, s.fail(ctx, "update", err)
+			case !ok:
+				return false, apikey.ErrNotFound
+			}
+			return false, fmt.Errorf("sqlstore: update of key %s at revision %d: %w", k.ID, k.Revision, apikey.ErrConflict)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
 	k.Revision++
 	return nil
 }
 
 // affected turns an UPDATE that changed no row into apikey.ErrNotFound if
-// the id is unknown. MySQL counts changed rows, not matched ones, so an
-// update that writes the stored values changes none of a present key.
-func (s *Store) affected(ctx context.Context, op string, res sql.Result, id string) error {
+// the id is unknown, reading through q, and reports whether it changed a
+// row. MySQL counts changed rows, not matched ones, so an update that
+// writes the stored values changes none of a present key.
+func (s *Store) affected(ctx context.Context, q querier, op string, res sql.Result, id string) (bool, error) {
 	n, err := res.RowsAffected()
 	if err != nil {
-		return s.fail(ctx, op, err)
+		return false, s.fail(ctx, op, err)
 	}
 	if n > 0 {
-		return nil
+		return true, nil
 	}
-	ok, err := s.exists(ctx, s.db, id)
+	ok, err := s.exists(ctx, q, id)
 	switch {
 	case err != nil:
-		return s.fail(ctx, op, err)
+		return false, s.fail(ctx, op, err)
 	case !ok:
-		return apikey.ErrNotFound
+		return false, apikey.ErrNotFound
 	}
-	return nil
+	return false, nil
 }
 
 // Delete implements apikey.Store with one DELETE. An unknown id gives
@@ -118,18 +131,20 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, s.q.delete, id)
-	if err != nil {
-		return s.fail(ctx, "delete", err)
-	}
-	n, err := res.RowsAffected()
-	switch {
-	case err != nil:
-		return s.fail(ctx, "delete", err)
-	case n == 0:
-		return apikey.ErrNotFound
-	}
-	return nil
+	return s.write(ctx, "delete", func(q querier) (bool, error) {
+		res, err := q.ExecContext(ctx, s.q.delete, id)
+		if err != nil {
+			return false, s.fail(ctx, "delete", err)
+		}
+		n, err := res.RowsAffected()
+		switch {
+		case err != nil:
+			return false, s.fail(ctx, "delete", err)
+		case n == 0:
+			return false, apikey.ErrNotFound
+		}
+		return true, nil
+	})
 }
 
 // List implements apikey.Store with keyset paging over the (owner,

@@ -19,10 +19,11 @@ const customerColumns = "id, plan, scopes, max_keys, limits, credits, suspended,
 const numCustomerColumns = 12
 
 // Schema returns the statements that create the keys table named table,
-// its index, the customers table and the usage table with its index. The
-// table is DefaultTable when empty (see Options.Table for the grammar).
-// The other tables are named as Options.CustomerTable and
-// Options.UsageTable say by default. Each statement is idempotent (IF NOT
+// its index, the customers table, the usage table with its index and the
+// outbox table with its index. The table is DefaultTable when empty (see
+// Options.Table for the grammar). The other tables are named as
+// Options.CustomerTable, Options.UsageTable and Options.OutboxTable say by
+// default. Each statement is idempotent (IF NOT
 // EXISTS). Store.Migrate runs them. Use Schema to feed your own migration
 // tool instead. An invalid table name gives an error wrapping
 // apikey.ErrInvalidOptions.
@@ -57,6 +58,11 @@ const numCustomerColumns = 12
 //     Store.AddUsage, an index on (customer, start, key_id) a customer's.
 //     The counts are 64-bit integers; on SQLite a CHECK keeps a sum that
 //     overflows from turning into a float.
+//   - The outbox table holds one outbox.Event per (id, endpoint), its
+//     primary key; an index on (endpoint, state, due_at) serves the
+//     claims of due events. The payload is binary (BYTEA, MEDIUMBLOB,
+//     BLOB), sent byte for byte; the state is text ("pending",
+//     "delivered", "dead"); claim is empty when none holds the event.
 //
 // A table made by an earlier release is upgraded by Upgrade's statements,
 // which Migrate runs too.
@@ -65,7 +71,7 @@ func (d Dialect) Schema(table string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.schema(t, t.customers(), t.usage()), nil
+	return append(d.schema(t, t.customers(), t.usage()), d.outboxSchema(t.outbox())...), nil
 }
 
 func (d Dialect) schema(t, ct, ut tableName) []string {

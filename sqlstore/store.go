@@ -22,7 +22,7 @@ type DB interface {
 }
 
 // Options configures a Store. The zero value uses the tables DefaultTable,
-// "api_customers" and "api_usage".
+// "api_customers", "api_usage" and "api_outbox".
 type Options struct {
 	// Table is the name of the keys table, DefaultTable ("api_keys") when
 	// empty. It must be an identifier of ASCII letters, digits and
@@ -46,6 +46,12 @@ type Options struct {
 	// "auth.tokens_usage".
 	UsageTable string
 
+	// OutboxTable is the name of the outbox table (see outbox.Store), of
+	// the same grammar as Table. Empty means Table's name with a final
+	// "keys" replaced by "outbox", else with "_outbox" appended, in
+	// Table's schema. It is "api_outbox" for "api_keys".
+	OutboxTable string
+
 	// PlanMap, if set, chooses the plan of the customer record that
 	// Migrate (or BackfillCustomers) creates for an owner whose existing
 	// keys have different plans. It gets the owner and the distinct
@@ -60,8 +66,10 @@ type Options struct {
 }
 
 // Store is an apikey.Store over a SQL database. It also implements
-// apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore and
-// usage.Store with single conditional statements or transactions. Build it
+// apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore,
+// usage.Store and outbox.Store with single conditional statements or
+// transactions. A write whose context carries an outbox.Change runs in a
+// transaction that also applies the change (see outbox.Store). Build it
 // with New. The zero value is not usable. A Store holds no state besides its
 // configuration and is safe for concurrent use as far as its DB is (*sql.DB
 // is).
@@ -71,9 +79,11 @@ type Store struct {
 	table     tableName
 	customers tableName
 	usage     tableName
+	outbox    tableName
 	planMap   func(owner string, plans []string) string
 	log       *slog.Logger
 	q         queries
+	oq        outboxQueries
 	stmts     prepared
 }
 
@@ -114,15 +124,23 @@ func New(db DB, d Dialect, opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
+	ot := t.outbox()
+	if opts.OutboxTable != "" {
+		if ot, err = parseTable(opts.OutboxTable); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case ct == t:
 		return nil, fmt.Errorf("%w: sqlstore: the customers table is the keys table %s", apikey.ErrInvalidOptions, t)
 	case ut == t || ut == ct:
 		return nil, fmt.Errorf("%w: sqlstore: the usage table %s is the keys or the customers table", apikey.ErrInvalidOptions, ut)
+	case ot == t || ot == ct || ot == ut:
+		return nil, fmt.Errorf("%w: sqlstore: the outbox table %s is the keys, customers or usage table", apikey.ErrInvalidOptions, ot)
 	}
 	return &Store{
-		db: db, d: d, table: t, customers: ct, usage: ut, planMap: opts.PlanMap, log: opts.Logger,
-		q: buildQueries(d, t, ct, ut),
+		db: db, d: d, table: t, customers: ct, usage: ut, outbox: ot, planMap: opts.PlanMap, log: opts.Logger,
+		q: buildQueries(d, t, ct, ut), oq: buildOutboxQueries(d, ot),
 	}, nil
 }
 
@@ -139,12 +157,19 @@ func (s *Store) CustomerTable() string { return s.customers.String() }
 // UsageTable returns the name of the usage table of s, e.g. "api_usage".
 func (s *Store) UsageTable() string { return s.usage.String() }
 
+// OutboxTable returns the name of the outbox table of s, e.g.
+// "api_outbox".
+func (s *Store) OutboxTable() string { return s.outbox.String() }
+
 // Schema returns the statements Migrate runs on a new database. See
 // Dialect.Schema.
-func (s *Store) Schema() []string { return s.d.schema(s.table, s.customers, s.usage) }
+func (s *Store) Schema() []string {
+	return append(s.d.schema(s.table, s.customers, s.usage), s.d.outboxSchema(s.outbox)...)
+}
 
-// Migrate creates the keys table, its index, the customers table, and the
-// usage table and its index, unless they exist. It also upgrades a keys table
+// Migrate creates the keys table, its index, the customers table, the
+// usage table and its index, and the outbox table and its index, unless
+// they exist. It also upgrades a keys table
 // made by an earlier release (see Dialect.Upgrade). It adds the columns the
 // table lacks and the index. It creates a customer record for each owner of
 // its keys (see BackfillCustomers) before it adds the paused column. It adds
@@ -316,17 +341,22 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 // or a serialization conflict (which InnoDB does when RevokeOwner and
 // Rotate lock an owner's rows in opposite orders) runs again, a few times.
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return s.inTxWith(ctx, nil, fn)
+}
+
+// inTxWith is inTx with the transaction options opts.
+func (s *Store) inTxWith(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
 	const attempts = 5
 	for attempt := 1; ; attempt++ {
-		err := s.tx(ctx, fn)
+		err := s.tx(ctx, opts, fn)
 		if err == nil || attempt == attempts || ctx.Err() != nil || !s.d.isRetryable(err) {
 			return err
 		}
 	}
 }
 
-func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+func (s *Store) tx(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,14 @@
 // Each subtest is named after one sentence of the Store contract and gets
 // a fresh store from newStore. The optional capabilities (apikey.Revoker,
 // apikey.Rotator, apikey.Purger, apikey.CustomerStore, usage.Store,
-// usage.LastUsedStore) are tested when the store has them.
+// usage.LastUsedStore, outbox.Store) are tested when the store has them.
+//
+// For an outbox.Store, the suite also delivers a Manager's events with
+// webhook.Dispatcher through what must lose none of them. These are a
+// crash between the change and the delivery, a receiver down for an hour
+// (an injected clock), two instances delivering at once, and an instance
+// killed mid-attempt. Their receiver fails, is slow and restarts. Each
+// webhook id must be acknowledged exactly once.
 //
 // The "Race" subtests check the guarantees that only hold under
 // concurrency. A revocation is final, a rotation has one winner and never
@@ -22,8 +29,9 @@
 // records, as the flushes of several instances make them, sum exactly.
 // When the flushes of a fleet call usage.LastUsedStore.MarkUsedGranular at
 // once, each key must be written once per granularity, as the counts they
-// return say. Each race runs trials until it ran Options.Trials of them or
-// spent Options.Budget, whichever comes first, but at least MinTrials. It logs
+// return say. Concurrent outbox claims must never share an event. Each
+// race runs trials until it ran Options.Trials of them or spent
+// Options.Budget, whichever comes first, but at least MinTrials. It logs
 // how many it ran.
 package storetest
 
@@ -142,6 +150,7 @@ func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Option
 	}
 	runManagerTests(t, newStore)
 	runUsageTests(t, newStore, opts)
+	runOutboxTests(t, newStore, opts)
 	runLastUsedTests(t, newStore, opts)
 	if opts.Trials > 0 {
 		runRaces(t, newStore, opts)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/limits"
+	"github.com/gokeys/apikey/outbox"
 	"github.com/gokeys/apikey/pgnotify"
 	"github.com/gokeys/apikey/redisnotify"
 	"github.com/gokeys/apikey/sqlstore"
@@ -35,6 +36,7 @@ type config struct {
 	sqlite, postgres, mysql, table string
 	redis, channel                 string
 	plansFile                      string
+	webhooks                       string // the services' webhook endpoints
 	prefixes                       string
 	secretBits                     int
 	json                           bool
@@ -51,6 +53,7 @@ func (c *cli) register(fs *flag.FlagSet) *config {
 	fs.StringVar(&cfg.redis, "redis", c.getenv("APIKEY_REDIS"), "Redis `address` whose pub/sub tells running services of every change (env APIKEY_REDIS)")
 	fs.StringVar(&cfg.channel, "notify-channel", c.getenv("APIKEY_NOTIFY_CHANNEL"), "the services' notification `channel` (env APIKEY_NOTIFY_CHANNEL; default that of redisnotify or pgnotify)")
 	fs.StringVar(&cfg.plansFile, "plans", c.getenv("APIKEY_PLANS"), "JSON `file` of the services' plans; issue and update refuse other plans (env APIKEY_PLANS)")
+	fs.StringVar(&cfg.webhooks, "webhook-endpoints", c.getenv("APIKEY_WEBHOOK_ENDPOINTS"), "the services' webhook endpoint `names`, comma-separated; changes are written with their events (env APIKEY_WEBHOOK_ENDPOINTS)")
 	fs.StringVar(&cfg.prefixes, "prefix", c.getenv("APIKEY_PREFIX"), "token `prefixes`, comma-separated; the first issues (env APIKEY_PREFIX; default sk)")
 	fs.IntVar(&cfg.secretBits, "secret-bits", bits, "secret entropy in bits (env APIKEY_SECRET_BITS; default 256)")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON instead of a table")
@@ -192,6 +195,9 @@ func (c *cli) manager(cfg *config, b *backend) (*apikey.Manager, error) {
 	}
 	if b.tell != nil {
 		opts.Notifier = b.tell
+	}
+	if cfg.webhooks != "" {
+		opts.Outbox = &outbox.Policy{Endpoints: strings.Split(cfg.webhooks, ",")}
 	}
 	if p := c.getenv("APIKEY_PEPPER"); p != "" {
 		version := c.getenv("APIKEY_PEPPER_VERSION")

@@ -28,6 +28,8 @@ func operatorCommand(name string, fs *flag.FlagSet) (runner, bool) {
 		return runRevokeChain, true
 	case "usage":
 		return usageCommand(fs), true
+	case "webhook":
+		return webhookCommand(fs), true
 	}
 	return nil, false
 }

@@ -11,6 +11,7 @@
 //	apikey revoke-owner partner-42        # the answer to a leak
 //	apikey usage --customer partner-42 --step month --from 2026-11-01T00:00:00Z \
 //	    --to 2026-12-01T00:00:00Z --format csv > usage.csv   # for billing
+//	apikey webhook redeliver msg_...      # a dead webhook, sent again
 //	apikey scan --prefix sk_live .        # exit 1 when a key is found
 //	git diff --cached | apikey scan --prefix sk_live   # as a pre-commit hook
 //
@@ -93,6 +94,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitOK
 	case "scan":
 		return c.scan(ctx, args)
+	case "webhook":
+		if len(args) > 0 && args[0] == "secret" {
+			return c.webhookSecret(args[1:])
+		}
 	}
 	return c.manage(ctx, name, args)
 }
@@ -127,6 +132,12 @@ Customers (the operator's records: plan, scope ceiling, key cap, grants, IP rang
   customer show ID... / customer list [--limit N] [--after ID] [--all]
   customer suspend ID... / customer resume ID...
 
+Webhooks (the events services deliver from the outbox; see examples/server/README.md):
+  webhook list [ID] [--state pending|delivered|dead] [--limit N] [--payload]
+                                       the newest events, or those of one webhook id
+  webhook redeliver ID...              send events again, delivered or dead, at once
+  webhook secret                       print a new signing secret (whsec_...)
+
 Usage (what services recorded; see apikey.Options.UsageInterval):
   usage --customer ID | --key ID [--from T] [--to T] [--step hour|day|month]
         [--format table|csv|jsonl] [--total]
@@ -159,6 +170,9 @@ Running services (each change is announced, so they drop their cached copy at on
   --notify-channel C  APIKEY_NOTIFY_CHANNEL (default that of redisnotify / pgnotify)
   --plans FILE        APIKEY_PLANS: the services' plans, JSON {"plan": [limit...]};
                       issue and update refuse other plans
+  --webhook-endpoints NAMES  APIKEY_WEBHOOK_ENDPOINTS: the services' webhook endpoints
+                      (outbox.Policy.Endpoints, comma-separated; "default" for one):
+                      each change is written with its events, as the services write them
 
 Format and hashing:
   --prefix P[,P...]   APIKEY_PREFIX: token prefixes, the first issues (default sk)

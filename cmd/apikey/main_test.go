@@ -529,7 +529,9 @@ func TestRoundTripServers(t *testing.T) {
 			db, err := sql.Open(c.driver, dsn)
 			require.NoError(t, err)
 			t.Cleanup(func() {
-				db.Exec("DROP TABLE " + table)
+				for _, tb := range []string{table, table + "_customers", table + "_usage", table + "_outbox"} {
+					db.Exec("DROP TABLE IF EXISTS " + tb)
+				}
 				db.Close()
 			})
 			h := newHarness(t)

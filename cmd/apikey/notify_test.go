@@ -138,7 +138,9 @@ func TestRevokeTellsServicesThroughPostgres(t *testing.T) {
 	db, err := sql.Open("pgx", dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		db.Exec("DROP TABLE " + table)
+		for _, tb := range []string{table, table + "_customers", table + "_usage", table + "_outbox"} {
+			db.Exec("DROP TABLE IF EXISTS " + tb)
+		}
 		db.Close()
 	})
 	h := newHarness(t)

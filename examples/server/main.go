@@ -38,6 +38,14 @@
 // answered 202 whatever matched. Both revoke on every instance and record
 // the event "leak" in the log, with the URL where the key was found.
 //
+// With -webhook-url and -webhook-secret, every change of a key or customer
+// is sent there as a signed webhook (key.created, key.revoked, key.leaked,
+// customer.quota_exhausted, ...). Each event is written in the database
+// with its change and delivered at least once by any instance. README.md
+// shows a receiver that verifies the signatures.
+//
+//	go run ./examples/server -webhook-url https://example.com/hooks -webhook-secret "$(go run ./cmd/apikey webhook secret)"
+//
 // Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC.
 // Without it they are plain SHA-256 and the server warns.
 //
@@ -95,6 +103,7 @@ type flags struct {
 	grpc                                           string // see GRPC.md
 	trustedProxies, proxyHeader                    string // see README.md, IP restrictions
 	githubKeysURL                                  string
+	webhookURL, webhookSecret                      string // see webhooks.go
 }
 
 func main() {
@@ -124,7 +133,12 @@ func main() {
 	flag.StringVar(&f.trustedProxies, "trusted-proxies", "", "the proxies (CIDR,…) whose forwarding header names the client, for keys restricted to IP ranges (none: the client is the peer)")
 	flag.StringVar(&f.proxyHeader, "proxy-header", ipallow.XForwardedFor, "the header the trusted proxies append the client to: X-Forwarded-For or Forwarded")
 	flag.StringVar(&f.githubKeysURL, "github-keys-url", leak.DefaultKeysURL, "where the public keys that sign GitHub's secret scanning alerts (POST /github/secret-scanning) are read")
+	flag.StringVar(&f.webhookURL, "webhook-url", "", "send the key and customer events to this URL, signed as Standard Webhooks (off when empty)")
+	flag.StringVar(&f.webhookSecret, "webhook-secret", "", "the webhooks' signing secret, whsec_ and base64 (or the environment's APIKEY_WEBHOOK_SECRET)")
 	flag.Parse()
+	if f.webhookSecret == "" {
+		f.webhookSecret = os.Getenv("APIKEY_WEBHOOK_SECRET")
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -160,12 +174,18 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	defer fl.close()
 	opts := apikey.Options{Prefix: "sk_live", Plans: plans(), DefaultPlan: "free", Logger: log,
-		Notifier: fl.notifier, Metrics: fl.metrics, CacheTTL: f.cacheTTL, UsageInterval: f.usageInterval}
+		Notifier: fl.notifier, Metrics: fl.metrics, CacheTTL: f.cacheTTL, UsageInterval: f.usageInterval,
+		Outbox: outboxPolicy(f)}
 	if p := os.Getenv("APIKEY_PEPPER"); p != "" {
 		opts.Peppers = []apikey.Pepper{{Version: "1", Secret: []byte(p)}}
 	} else {
 		log.Warn("APIKEY_PEPPER is not set: key digests are plain SHA-256; set a 32+ byte pepper in production")
 	}
+	hooks, err := startWebhooks(store, f, log)
+	if err != nil {
+		return err
+	}
+	defer hooks.close()
 	m, err := apikey.New(store, opts)
 	if err != nil {
 		return err

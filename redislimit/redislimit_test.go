@@ -97,6 +97,14 @@ func TestConformanceMiniredis(t *testing.T) {
 			_, c := newMiniredis(t, clock)
 			return newLimiter(t, c, "")
 		},
+		Fleet: func(t *testing.T, clock *limitertest.Clock, n int) []apikey.Limiter {
+			_, c := newMiniredis(t, clock)
+			ls := make([]apikey.Limiter, n)
+			for i := range ls {
+				ls[i] = newLimiter(t, c, "")
+			}
+			return ls
+		},
 	})
 }
 
@@ -109,6 +117,13 @@ func TestConformanceRedis(t *testing.T) {
 	limitertest.Run(t, limitertest.Config{
 		New: func(t *testing.T, _ *limitertest.Clock) apikey.Limiter {
 			return newLimiter(t, c, prefix)
+		},
+		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []apikey.Limiter {
+			ls := make([]apikey.Limiter, n)
+			for i := range ls {
+				ls[i] = newLimiter(t, c, prefix)
+			}
+			return ls
 		},
 		RealTime: true,
 	})

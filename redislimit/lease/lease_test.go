@@ -1,6 +1,7 @@
 package lease_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/internal/limits"
 	"github.com/gokeys/apikey/limitertest"
 	"github.com/gokeys/apikey/redislimit/lease"
 )
@@ -69,6 +71,28 @@ func realRedis(t testing.TB) string {
 	return addr
 }
 
+// underAdmission is what a Limiter with opts holds back: a leased rate's
+// reserve (its lease life in emission intervals), for at most a lease's
+// life and a sweep.
+func underAdmission(opts lease.Options) limitertest.UnderAdmission {
+	life := cmp.Or(opts.Lifetime, lease.DefaultLifetime)
+	reserve := cmp.Or(opts.RateReserve, lease.DefaultRateReserve)
+	return limitertest.UnderAdmission{
+		Units: func(l apikey.Limit) int64 {
+			if l.Kind != apikey.KindRate {
+				return 0
+			}
+			t, b := limits.GCRA(l.Count, l.Period, l.Burst, time.Microsecond)
+			d := min(life.Microseconds(), int64(reserve*float64(b)*float64(t)))
+			if d < 16*t {
+				return 0
+			}
+			return (d+t-1)/t + 1
+		},
+		Hold: life + life/4,
+	}
+}
+
 func TestConformanceMiniredis(t *testing.T) {
 	t.Parallel()
 	limitertest.Run(t, limitertest.Config{
@@ -76,6 +100,15 @@ func TestConformanceMiniredis(t *testing.T) {
 			_, c := newMiniredis(t, clock)
 			return newLimiter(t, c, lease.Options{Now: clock.Now})
 		},
+		Fleet: func(t *testing.T, clock *limitertest.Clock, n int) []apikey.Limiter {
+			_, c := newMiniredis(t, clock)
+			ls := make([]apikey.Limiter, n)
+			for i := range ls {
+				ls[i] = newLimiter(t, c, lease.Options{Now: clock.Now})
+			}
+			return ls
+		},
+		UnderAdmission: underAdmission(lease.Options{}),
 	})
 }
 
@@ -88,7 +121,15 @@ func TestConformanceRedis(t *testing.T) {
 		New: func(t *testing.T, _ *limitertest.Clock) apikey.Limiter {
 			return newLimiter(t, c, lease.Options{Prefix: prefix})
 		},
-		RealTime: true,
+		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []apikey.Limiter {
+			ls := make([]apikey.Limiter, n)
+			for i := range ls {
+				ls[i] = newLimiter(t, c, lease.Options{Prefix: prefix})
+			}
+			return ls
+		},
+		RealTime:       true,
+		UnderAdmission: underAdmission(lease.Options{}),
 	})
 }
 

@@ -10,10 +10,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 )
 
-// tallyPeeker gives a memlimit a LimitPeeker while memlimit has none of
+// tallyPeeker gives a memlimit a limits.Peeker while memlimit has none of
 // its own: it tallies what memlimit allowed per subject, limit and limit
 // Subject, which answers quotas and credits within one window.
 type tallyPeeker struct {
@@ -22,7 +23,7 @@ type tallyPeeker struct {
 	spent map[[3]string]int64
 }
 
-func (p *tallyPeeker) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+func (p *tallyPeeker) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	res, err := p.Limiter.Allow(ctx, subject, ls, cost)
 	if err == nil && res.Allowed {
 		p.mu.Lock()
@@ -34,13 +35,13 @@ func (p *tallyPeeker) Allow(ctx context.Context, subject string, ls []apikey.Lim
 	return res, err
 }
 
-func (p *tallyPeeker) Peek(ctx context.Context, subject string, ls []apikey.Limit) (apikey.LimitResult, error) {
+func (p *tallyPeeker) Peek(ctx context.Context, subject string, ls []limits.Limit) (limits.Result, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	res := apikey.LimitResult{Allowed: true}
+	res := limits.Result{Allowed: true}
 	for i, l := range ls {
 		rem := max(0, l.Count-p.spent[[3]string{subject, l.Name, l.Subject}])
-		res.States = append(res.States, apikey.LimitState{Remaining: rem})
+		res.States = append(res.States, limits.State{Remaining: rem})
 		if i == 0 || rem < res.Remaining {
 			res.Limit, res.Remaining = l, rem
 		}
@@ -49,17 +50,17 @@ func (p *tallyPeeker) Peek(ctx context.Context, subject string, ls []apikey.Limi
 	return res, nil
 }
 
-// peeking returns l itself when memlimit implements LimitPeeker, else l
+// peeking returns l itself when memlimit implements limits.Peeker, else l
 // with a tally.
-func peeking(l *memlimit.Limiter) apikey.Limiter {
-	if _, ok := any(l).(apikey.LimitPeeker); ok {
+func peeking(l *memlimit.Limiter) limits.Limiter {
+	if _, ok := any(l).(limits.Peeker); ok {
 		return l
 	}
 	return &tallyPeeker{Limiter: l, spent: map[[3]string]int64{}}
 }
 
 // remaining lists the Remaining of every limit of res.
-func remaining(res apikey.LimitResult) []int64 {
+func remaining(res limits.Result) []int64 {
 	var r []int64
 	for _, s := range res.States {
 		r = append(r, s.Remaining)
@@ -69,17 +70,17 @@ func remaining(res apikey.LimitResult) []int64 {
 
 // Balance reports what a customer has left of his plan and his grants,
 // as his keys spend them (one budget for all, credits never refilled by a
-// new key), without spending anything; it needs a LimitPeeker.
+// new key), without spending anything; it needs a limits.Peeker.
 func TestBalance(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	plans := apikey.Plans{"basic": {apikey.Quota("daily", 100, apikey.Day)}}
+	plans := limits.Plans{"basic": {limits.Quota("daily", 100, limits.Day)}}
 	e := newLimitEnvOver(t, newCustomerStore(), apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
 	mw, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limiter: peeking(e.l)})
 	require.NoError(t, err)
 	var ran bool
 	h := mw.Handler(mw.Limit(okHandler(&ran)))
-	balance := func(id string) apikey.LimitResult {
+	balance := func(id string) limits.Result {
 		t.Helper()
 		res, err := mw.Balance(ctx, id)
 		require.NoError(t, err)
@@ -94,7 +95,7 @@ func TestBalance(t *testing.T) {
 		balance("ann") // spends nothing
 	}
 	k1, key1 := issue(t, e.m, apikey.IssueParams{Owner: "ann"})
-	k2, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Limits: []apikey.Limit{apikey.Quota("own", 50, apikey.Day)}})
+	k2, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Limits: []limits.Limit{limits.Quota("own", 50, limits.Day)}})
 	rec := hit(h, bearer(k1))
 	require.Equal(t, 200, rec.Code)
 	assert.Equal(t, `"daily";r=99;t=43200, "credits";r=4`, rec.Header().Get("RateLimit"), "Balance spent")
@@ -125,7 +126,7 @@ func TestBalance(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(100), res.Remaining)
 
-	// Without a LimitPeeker; with a failing customer source.
+	// Without a limits.Peeker; with a failing customer source.
 	spyMW, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limiter: &limiterSpy{}})
 	require.NoError(t, err)
 	_, err = spyMW.Balance(ctx, "ann")

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // subjectLimiter allows every call, except those of the subjects in bad:
@@ -33,19 +34,19 @@ func newSubjectLimiter(slow bool, bad ...string) *subjectLimiter {
 	return l
 }
 
-func (l *subjectLimiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+func (l *subjectLimiter) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	l.mu.Lock()
 	l.calls[subject]++
 	bad := l.bad[subject]
 	l.mu.Unlock()
 	if !bad {
-		return apikey.LimitResult{Allowed: true, Limit: ls[0], Remaining: 1}, nil
+		return limits.Result{Allowed: true, Limit: ls[0], Remaining: 1}, nil
 	}
 	if l.slow {
 		<-ctx.Done()
-		return apikey.LimitResult{}, errors.Join(apikey.ErrUnavailable, ctx.Err())
+		return limits.Result{}, errors.Join(apikey.ErrUnavailable, ctx.Err())
 	}
-	return apikey.LimitResult{}, errors.Join(apikey.ErrUnavailable, errors.New("evil: connection reset"))
+	return limits.Result{}, errors.Join(apikey.ErrUnavailable, errors.New("evil: connection reset"))
 }
 
 func (l *subjectLimiter) callsOf(subject string) int {

@@ -3,6 +3,7 @@ package apikey
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -37,7 +38,7 @@ type cacheOptions struct {
 // cacheEntry is one immutable cache entry: it is replaced, never changed.
 type cacheEntry struct {
 	// key is the record, shared with every caller of Verify that hits this
-	// entry (see Verify: it is never modified); nil for an unknown id.
+	// entry (see Verify: it is never modified). Nil for an unknown id.
 	key *Key
 	// sum is the SHA-256 of the key material that verified against key;
 	// verified is false when none did (the entry was made by a wrong
@@ -47,8 +48,9 @@ type cacheEntry struct {
 	// check is the token's checksum (its CRC-32) with checkKnown set, for
 	// a verified entry: a token of the same prefix, checksum and material
 	// is the very token that verified, so a hit need not recompute them.
-	check   uint64
-	fetched time.Time
+	check uint64
+	// fetched is when key was read from the store (Unix nanoseconds).
+	fetched int64
 	// used is when a use of key was last handed to the last-used recorder
 	// (Unix nanoseconds), the one field that changes: a hit within
 	// usageGranularity of it skips the recorder.
@@ -158,7 +160,7 @@ func newCache(o cacheOptions) (*cache, error) {
 	return c, nil
 }
 
-// shardSeed hashes key ids to shards; it is fixed for the process so that
+// shardSeed hashes key ids to shards. It is fixed for the process so that
 // the cache and the last-used recorder agree.
 var shardSeed = maphash.MakeSeed()
 
@@ -182,7 +184,7 @@ func hotSlot(id string) int {
 // lock, if it is there and fresh.
 func (c *cache) hit(shard, slot int, id string, now time.Time) *cacheEntry {
 	e := c.shards[shard].hot[slot].Load()
-	if e == nil || e.key.ID != id || now.Sub(e.fetched) >= c.ttl {
+	if e == nil || e.key.ID != id || now.UnixNano()-e.fetched >= int64(c.ttl) {
 		return nil
 	}
 	return e
@@ -195,7 +197,7 @@ func (c *cache) get(shard int, id string, now time.Time, extra time.Duration) *c
 	s.mu.RLock()
 	e := s.entries[id]
 	s.mu.RUnlock()
-	if e == nil || now.Sub(e.fetched) >= c.maxAge(e, extra) {
+	if e == nil || now.UnixNano()-e.fetched >= int64(c.maxAge(e, extra)) {
 		return nil
 	}
 	return e
@@ -323,24 +325,6 @@ func (c *cache) load(ctx context.Context, shard int, id string, get func(context
 	}
 }
 
-// Invalidate drops id from m's verification cache, so that no
-// verification starting after Invalidate returns uses a record read
-// before. Revoke, RevokeOwner, Rotate, Delete, Update, Disable and Enable
-// call it; call it yourself when another process tells you a key changed
-// (a Notifier does it for you) to make that change effective here at once.
-func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
-
-// InvalidateAll drops m's whole verification cache, customer records
-// included, so that no verification starting after it returns uses a
-// record read before; for example after a change notification may have
-// been lost.
-func (m *Manager) InvalidateAll() {
-	m.cache.reset()
-	if m.custs != nil {
-		m.custs.reset()
-	}
-}
-
 // probe spends the store query that a wrong secret for an id the cache
 // does not hold costs, for a wrong secret against the verified entry e:
 // once per negative TTL per id, so that the store's load never tells
@@ -351,4 +335,179 @@ func (c *cache) probe(ctx context.Context, shard int, e *cacheEntry, id string, 
 		return
 	}
 	c.load(ctx, shard, id, get)
+}
+
+// customerMemo is the customer entry a key's cache entry last used, and
+// the epoch it was found at.
+type customerMemo struct {
+	e     *customerEntry
+	epoch uint64
+}
+
+// narrowedKey is a key with only the scopes within the ceiling of the
+// customer record c, kept by the cache entry of the key so that a hit
+// allocates nothing while the record is the same.
+type narrowedKey struct {
+	c *Customer
+	k *Key
+}
+
+type customerEntry struct {
+	c       *Customer // never nil: the zero record for an unknown id
+	fetched int64     // Unix nanoseconds
+}
+
+// checkKnown marks cacheEntry.check as set.
+const checkKnown = 1 << 32
+
+// checkOf returns the cacheEntry.check of a parsed token.
+func checkOf(t Token) uint64 {
+	v, _ := decodeChecksum(t.raw[len(t.raw)-ChecksumLength:])
+	return uint64(v) | checkKnown
+}
+
+// How the cache answered a verification, as reported to Metrics.Verified.
+const (
+	cacheHit      = "hit"      // a verified entry answered
+	cacheMiss     = "miss"     // the store was asked
+	cacheNegative = "negative" // a remembered failed lookup answered
+	cacheStale    = "stale"    // the store failed and a stale entry answered
+	cacheOff      = "off"      // the cache is disabled
+	cacheNone     = "none"     // refused before any lookup (malformed)
+)
+
+// clock reads a Manager's clock once: start, when not zero, is a reading
+// of time.Now to use instead if the clock is time.Now (real).
+type clock struct {
+	start time.Time
+	now   func() time.Time
+	real  bool
+}
+
+// read returns the time.
+func (c *clock) read() time.Time {
+	if c.start.IsZero() || !c.real {
+		return c.now()
+	}
+	return c.start
+}
+
+// quick answers a token that is byte for byte one that verified and is
+// still in the hot table: the same prefix, checksum (the entry remembers
+// it) and material (its SHA-256 is the entry's). Such a token is well
+// formed, since the one that made the entry was parsed in full, so neither
+// the base62 check nor the CRC-32 is repeated. Any other token gets nil,
+// after no more than a lock-free probe of the hot table. The clock is
+// read, and the material hashed, only for a token whose id and checksum
+// match an entry. A nil cache answers nothing.
+func (c *cache) quick(token string, f *Format, clk *clock) (*cacheEntry, time.Time) {
+	if c == nil {
+		return nil, time.Time{}
+	}
+	prefix := f.prefix
+	if f.more != nil {
+		prefix = f.prefixOf(token)
+	}
+	p := len(prefix)
+	if len(token) != p+1+IDLength+f.secretLen+ChecksumLength || p == 0 || token[:p] != prefix || token[p] != '_' {
+		return nil, time.Time{}
+	}
+	n := len(token) - ChecksumLength
+	want, ok := decodeChecksum(token[n:])
+	if !ok {
+		return nil, time.Time{}
+	}
+	material := token[p+1 : n]
+	id := material[:IDLength]
+	shard, slot := locate(id)
+	e := c.shards[shard].hot[slot].Load()
+	if e == nil || e.check != uint64(want)|checkKnown || e.key.ID != id || e.key.Prefix != prefix {
+		return nil, time.Time{}
+	}
+	now := clk.read()
+	if now.UnixNano()-e.fetched >= int64(c.ttl) {
+		return nil, time.Time{}
+	}
+	sum := sha256.Sum256(readOnly(material))
+	if subtle.ConstantTimeCompare(e.sum[:], sum[:]) != 1 {
+		return nil, time.Time{}
+	}
+	return e, now
+}
+
+// lookup finds the key of t and checks its secret with d, through the
+// cache, and says how the cache answered. It returns a key or an error,
+// never both nil, and the cache entry that answered on a hit. The cache
+// decides here which of its answers it trusts: a verified entry for the
+// same material, a remembered failure, or a stale entry while the store
+// fails. A nil cache asks the store every time.
+func (c *cache) lookup(ctx context.Context, t Token, now time.Time, get func(context.Context, string) (*Key, error), d *digests) (*Key, *cacheEntry, string, error) {
+	if c == nil {
+		k, err := safeGet(ctx, get, t.ID)
+		if errors.Is(err, ErrNotFound) {
+			k = nil
+		} else if err != nil {
+			return nil, nil, cacheOff, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
+		}
+		if err := d.check(t, k); err != nil {
+			return nil, nil, cacheOff, err
+		}
+		return k, nil, cacheOff, nil
+	}
+
+	shard, slot := locate(t.ID)
+	sum := sha256.Sum256(readOnly(t.material))
+	if e := c.hit(shard, slot, t.ID, now); e != nil && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+		return e.key, e, cacheHit, nil // no lock taken
+	}
+	if e := c.get(shard, t.ID, now, 0); e != nil {
+		if e.verified && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+			return e.key, e, cacheHit, nil
+		}
+		// Another secret than the one verified, or an entry made by a
+		// failed lookup: the full comparison, as uncached, minus the store.
+		answer := cacheHit
+		if !e.verified {
+			answer = cacheNegative
+		}
+		if err := d.check(t, e.key); err != nil {
+			if e.verified {
+				c.probe(ctx, shard, e, t.ID, now, get)
+			}
+			return nil, nil, answer, err
+		}
+		if !e.verified { // the right secret after a wrong one
+			c.upgrade(shard, t.ID, e, sum, checkOf(t))
+		}
+		return e.key, e, answer, nil
+	}
+
+	k, epoch, err := c.load(ctx, shard, t.ID, get)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		k = nil
+	case err != nil:
+		if c.stale > 0 {
+			if e := c.get(shard, t.ID, now, c.stale); e != nil && e.verified && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+				return e.key, e, cacheStale, nil
+			}
+		}
+		return nil, nil, cacheMiss, fmt.Errorf("apikey: lookup: %w: %w", ErrUnavailable, err)
+	}
+	if err := d.check(t, k); err != nil {
+		// An unknown id and a wrong secret are remembered alike, so that
+		// both cost one store query per NegativeTTL.
+		if errors.Is(err, ErrInvalid) && c.negTTL > 0 {
+			e := &cacheEntry{fetched: now.UnixNano()}
+			id := t.ID
+			if k != nil && k.ID == t.ID {
+				e.key, id = k, k.ID
+			}
+			c.put(shard, id, e, epoch)
+		}
+		return nil, nil, cacheMiss, err
+	}
+	e := &cacheEntry{key: k, sum: sum, verified: true, check: checkOf(t), fetched: now.UnixNano()}
+	c.put(shard, k.ID, e, epoch)
+	return k, e, cacheMiss, nil
 }

@@ -3,11 +3,14 @@ package apikey_test
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -108,7 +111,7 @@ func TestRevocationBound(t *testing.T) {
 func TestRevokeIsImmediateUnderConcurrency(t *testing.T) {
 	t.Parallel()
 	for round := range 20 {
-		store := &spinStore{Store: memstore.New(), spins: round % 4 * 20_000}
+		store := spinSpy(round % 4 * 20_000)
 		m := newManager(t, store, apikey.Options{})
 		tokens := make([]string, 4)
 		ids := make([]string, 4)
@@ -179,45 +182,28 @@ func (c *counter) await(n int64) {
 	}
 }
 
-// spinStore computes for a while in Get, widening the window between a
-// lookup and its use under real concurrency. (It neither sleeps nor
-// yields: a yielding goroutine can wait long behind busy ones.)
-type spinStore struct {
-	apikey.Store
-	spins int
+// spinSpy returns a spy that computes for a while in Get, widening the
+// window between a lookup and its use under real concurrency. (It neither
+// sleeps nor yields: a yielding goroutine can wait long behind busy ones.)
+func spinSpy(spins int) *spyStore {
+	return spyGet(func(ctx context.Context, id string, next func(context.Context, string) (*apikey.Key, error)) (*apikey.Key, error) {
+		x := uint64(len(id))
+		for i := range spins {
+			x = x*6364136223846793005 + uint64(i)
+		}
+		spinSink.Store(x)
+		return next(ctx, id)
+	})
 }
 
 var spinSink atomic.Uint64
-
-func (s *spinStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
-	x := uint64(len(id))
-	for i := range s.spins {
-		x = x*6364136223846793005 + uint64(i)
-	}
-	spinSink.Store(x)
-	return s.Store.Get(ctx, id)
-}
-
-// slowStore takes delay for Get; used in synctest bubbles, where the delay
-// passes in the bubble's fake time once every goroutine waits.
-type slowStore struct {
-	apikey.Store
-	delay time.Duration
-	gets  atomic.Int64
-}
-
-func (s *slowStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
-	s.gets.Add(1)
-	time.Sleep(s.delay)
-	return s.Store.Get(ctx, id)
-}
 
 // All 50 verifications miss the cache at once; the store's Get returns only
 // once every one of them waits, and they all share that one query.
 func TestConcurrentMissesCollapse(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		store := &slowStore{Store: memstore.New(), delay: 50 * time.Millisecond}
+		store := slowSpy(50 * time.Millisecond)
 		m := newManager(t, store, apikey.Options{})
 		token, _ := issue(t, m, apikey.IssueParams{})
 		var wg sync.WaitGroup
@@ -280,7 +266,10 @@ func TestStaleIfError(t *testing.T) {
 // bubble fails the test if a goroutine it started is left blocked.
 func TestStalledStoreHonoursDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := &stallStore{Store: memstore.New()}
+		store := spyGet(func(ctx context.Context, _ string, _ func(context.Context, string) (*apikey.Key, error)) (*apikey.Key, error) {
+			<-ctx.Done() // a store that hangs until the caller gives up
+			return nil, ctx.Err()
+		})
 		m := newManager(t, store, apikey.Options{})
 		token, _ := issue(t, m, apikey.IssueParams{})
 		var wg sync.WaitGroup
@@ -299,13 +288,6 @@ func TestStalledStoreHonoursDeadline(t *testing.T) {
 	})
 }
 
-type stallStore struct{ apikey.Store }
-
-func (s *stallStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
-	<-ctx.Done()
-	return nil, ctx.Err()
-}
-
 // Fault injection: corrupt rows never authenticate.
 func TestCorruptRowsNeverAuthenticate(t *testing.T) {
 	t.Parallel()
@@ -322,32 +304,25 @@ func TestCorruptRowsNeverAuthenticate(t *testing.T) {
 		{"nil record", nil, apikey.ErrUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			store := &corruptStore{Store: memstore.New(), corrupt: tc.corrupt}
+			var on atomic.Bool
+			store := spyGet(func(ctx context.Context, id string, next func(context.Context, string) (*apikey.Key, error)) (*apikey.Key, error) {
+				k, err := next(ctx, id)
+				if err != nil || !on.Load() {
+					return k, err
+				}
+				if tc.corrupt == nil {
+					return nil, nil
+				}
+				tc.corrupt(k)
+				return k, nil
+			})
 			m := newManager(t, store, apikey.Options{})
 			token, _ := issue(t, m, apikey.IssueParams{})
-			store.on.Store(true)
+			on.Store(true)
 			_, err := m.Verify(context.Background(), token)
 			assert.ErrorIs(t, err, tc.want)
 		})
 	}
-}
-
-type corruptStore struct {
-	apikey.Store
-	on      atomic.Bool
-	corrupt func(*apikey.Key)
-}
-
-func (s *corruptStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
-	k, err := s.Store.Get(ctx, id)
-	if err != nil || !s.on.Load() {
-		return k, err
-	}
-	if s.corrupt == nil {
-		return nil, nil
-	}
-	s.corrupt(k)
-	return k, nil
 }
 
 // A cache hit skips the base62 check and the CRC-32 only for the very token
@@ -408,4 +383,78 @@ func TestStaleIfErrorServesRevokedThroughAnotherManager(t *testing.T) {
 	c.Add(time.Minute)
 	_, err = mb.Verify(ctx, tok)
 	require.ErrorIs(t, err, apikey.ErrUnavailable)
+}
+
+// Wrong secrets cost the same store queries whether or not the cache holds
+// the id: one per id per negative-cache period, so that the store's load
+// never tells an attacker which ids were used recently. The right secret
+// is never refused because of them.
+func TestWrongSecretsCostTheSameStoreQueriesCachedOrNot(t *testing.T) {
+	t.Parallel()
+	c := newClock()
+	spy := newSpy()
+	m := newManager(t, spy, apikey.Options{Now: c.Now, CacheTTL: time.Hour, CacheNegativeTTL: time.Second})
+	ctx := context.Background()
+	cachedToken, cached := issue(t, m, apikey.IssueParams{})
+	_, cold := issue(t, m, apikey.IssueParams{})
+	_, err := m.Verify(ctx, cachedToken) // cached is now in the cache, cold is not
+	require.NoError(t, err)
+
+	queries := func(id string, secrets int, sameSecret bool) int64 {
+		before := spy.calls.Load()
+		wrong := rebuild(t, m.Format(), id, "")
+		for range secrets {
+			if !sameSecret {
+				wrong = rebuild(t, m.Format(), id, "")
+			}
+			_, err := m.Verify(ctx, wrong)
+			require.ErrorIs(t, err, apikey.ErrInvalid)
+		}
+		return spy.calls.Load() - before
+	}
+	unknown := rebuild(t, m.Format(), strings.Repeat("Z", apikey.IDLength), "")
+	unknownID, err := m.Format().Parse(unknown)
+	require.NoError(t, err)
+
+	for _, sameSecret := range []bool{true, false} {
+		c.Add(2 * time.Second) // a new negative-cache period
+		got := map[string]int64{
+			"cached":  queries(cached.ID, 20, sameSecret),
+			"cold":    queries(cold.ID, 20, sameSecret),
+			"unknown": queries(unknownID.ID, 20, sameSecret),
+		}
+		assert.Equal(t, map[string]int64{"cached": 1, "cold": 1, "unknown": 1}, got, "same secret: %v", sameSecret)
+	}
+
+	_, err = m.Verify(ctx, cachedToken)
+	assert.NoError(t, err, "the right secret after wrong ones")
+}
+
+// No byte of a request's token outlives the request in the cache: after a
+// wrong secret then the right one for the same id (which re-keys the
+// entry), the token's memory is collected.
+func TestCacheKeepsNoPartOfAToken(t *testing.T) {
+	m := newManager(t, newSpy(), apikey.Options{CacheTTL: time.Hour, CacheNegativeTTL: time.Hour})
+	ctx := context.Background()
+	token, k := issue(t, m, apikey.IssueParams{})
+	tok, err := m.Format().Parse(token)
+	require.NoError(t, err)
+	var collected atomic.Int32
+	verifyCopy := func(s string) {
+		buf := strings.Clone(s) // the request's own memory
+		runtime.AddCleanup(unsafe.StringData(buf), func(c *atomic.Int32) { c.Add(1) }, &collected)
+		m.Verify(ctx, buf)
+	}
+	verifyCopy(rebuild(t, m.Format(), k.ID, "")) // a wrong secret first: a negative entry
+	verifyCopy(rebuild(t, m.Format(), tok.ID, tok.Secret))
+	_, err = m.Verify(ctx, token)
+	require.NoError(t, err)
+	for range 20 {
+		runtime.GC()
+		if collected.Load() == 2 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.EqualValues(t, 2, collected.Load(), "a token's memory is still referenced after its request")
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -92,11 +93,11 @@ func TestCustomerCreditsNeverRefill(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name  string
-		plans apikey.Plans
+		plans limits.Plans
 		set   func(*apikey.Customer)
 	}{
-		{"PlanCredits", apikey.Plans{"trial": {apikey.Credits("trial", 3, apikey.Never)}}, func(c *apikey.Customer) { c.Plan = "trial" }},
-		{"CreditsGrant", apikey.Plans{"basic": {apikey.Quota("daily", 1000, apikey.Day)}}, func(c *apikey.Customer) { c.Plan, c.Credits = "basic", 3 }},
+		{"PlanCredits", limits.Plans{"trial": {limits.Credits("trial", 3, limits.Never)}}, func(c *apikey.Customer) { c.Plan = "trial" }},
+		{"CreditsGrant", limits.Plans{"basic": {limits.Quota("daily", 1000, limits.Day)}}, func(c *apikey.Customer) { c.Plan, c.Credits = "basic", 3 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -621,14 +622,14 @@ func TestSetCustomer(t *testing.T) {
 		"scopes":   func(c *apikey.Customer) { c.Scopes = []string{""} },
 		"max_keys": func(c *apikey.Customer) { c.MaxKeys = -1 },
 		"credits":  func(c *apikey.Customer) { c.Credits = -1 },
-		"limits":   func(c *apikey.Customer) { c.Limits = []apikey.Limit{{Name: "x"}} },
+		"limits":   func(c *apikey.Customer) { c.Limits = []limits.Limit{{Name: "x"}} },
 		"metadata": func(c *apikey.Customer) { c.Metadata = map[string]string{"": "v"} },
 	} {
 		_, err := m.SetCustomer(ctx, "ann", func(c *apikey.Customer) error { change(c); return nil })
 		assertInputError(t, err, field)
 	}
 	_, err = m.SetCustomer(ctx, "ann", func(c *apikey.Customer) error {
-		c.Credits, c.Limits = 5, []apikey.Limit{apikey.Credits(apikey.CreditsLimit, 1, apikey.Never)}
+		c.Credits, c.Limits = 5, []limits.Limit{limits.Credits(apikey.CreditsLimit, 1, limits.Never)}
 		return nil
 	})
 	assertInputError(t, err, "limits", "a limit named like the credits grant")

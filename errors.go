@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Sentinel errors. Callers branch on them with errors.Is; the package wraps
+// Sentinel errors. Callers branch on them with errors.Is. The package wraps
 // them with context (for example "apikey: lookup: ...") but never replaces
 // them. None of their messages ever contains a token or a secret.
 var (
@@ -64,7 +64,7 @@ var (
 
 	// ErrUnavailable wraps every failure of a dependency (the store, the
 	// hasher's configuration, a limiter backend). It is never reported as
-	// an invalid key; the middleware answers it with 503.
+	// an invalid key. The middleware answers it with 503.
 	ErrUnavailable = errors.New("apikey: service unavailable")
 
 	// ErrMissingKey reports a request that carries no key at all.
@@ -87,7 +87,7 @@ var (
 	ErrUnknownPlan = errors.New("apikey: plan not configured")
 
 	// ErrCircuitOpen reports a Limiter call skipped because the circuit
-	// breaker is open; it wraps ErrUnavailable.
+	// breaker is open. It wraps ErrUnavailable.
 	ErrCircuitOpen = fmt.Errorf("%w: limiter circuit open", ErrUnavailable)
 
 	// ErrInvalidOptions reports a configuration rejected by a constructor,
@@ -101,7 +101,7 @@ var (
 )
 
 // storeErr wraps a store error for the caller: outcomes (not found,
-// conflict, revoked, rotated) keep their sentinel; anything else is a
+// conflict, revoked, rotated) keep their sentinel. Anything else is a
 // failure of the store and wraps ErrUnavailable.
 func storeErr(op string, err error) error {
 	for _, s := range []error{ErrNotFound, ErrConflict, ErrRevoked, ErrRotated, ErrExpired, ErrInvalidOptions, ErrInvalidInput, ErrTooManyKeys, ErrSuspended} {
@@ -130,3 +130,9 @@ func (e *InputError) Error() string { return "apikey: invalid " + e.Field + ": "
 
 // Is makes errors.Is(e, ErrInvalidInput) true.
 func (e *InputError) Is(target error) bool { return target == ErrInvalidInput }
+
+// panicError carries a recovered panic as an error.
+type panicError struct{ v any }
+
+// Error describes the panic.
+func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }

@@ -35,12 +35,12 @@ const (
 type event struct {
 	// Type is what happened.
 	Type eventType
-	// KeyID is the key concerned; for a verification of a token that did
+	// KeyID is the key concerned. For a verification of a token that did
 	// not parse, it is empty.
 	KeyID string
 	// Owner is the key's owner when the operation read it anyway: always
 	// for issue, rotate, update, disable, enable, a successful
-	// verification and RevokeOwner; empty for delete and for a revoke by a
+	// verification and RevokeOwner. Empty for delete and for a revoke by a
 	// store's Revoker.
 	Owner string
 	// Err is the outcome of a verification: nil on success, otherwise one
@@ -74,8 +74,17 @@ func outcome(err error) string {
 	return "error"
 }
 
-func (m *Manager) emit(ctx context.Context, e event) {
-	if m.log != nil {
+// eventLog writes events to a Manager's Options.Logger. Its zero value
+// (no logger) writes nothing.
+type eventLog struct {
+	log     *slog.Logger
+	now     func() time.Time
+	sampler logSampler // failed verifications
+}
+
+// emit writes e.
+func (l *eventLog) emit(ctx context.Context, e event) {
+	if l.log != nil {
 		level, msg := slog.LevelInfo, "apikey: "+string(e.Type)
 		if e.Type == eventVerify {
 			level = slog.LevelDebug
@@ -83,18 +92,21 @@ func (m *Manager) emit(ctx context.Context, e event) {
 				level = slog.LevelWarn
 			}
 		}
-		m.log.LogAttrs(ctx, level, msg, slog.Any("apikey", e))
+		l.log.LogAttrs(ctx, level, msg, slog.Any("apikey", e))
 	}
 }
 
-// emitVerify reports a verification to the Logger: successes at Debug
+// verify reports a verification to the Logger: successes at Debug
 // level, failures at Warn level but sampled, at most one line per second
 // per outcome, each line counting the failures
 // of its outcome left out since the previous one. A flood of garbage
 // tokens thus costs no log line per request.
-func (m *Manager) emitVerify(ctx context.Context, k *Key, id string, now time.Time, err error) {
+func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time, err error) {
+	if l.log == nil {
+		return
+	}
 	if now.IsZero() {
-		now = m.now()
+		now = l.now()
 	}
 	if k == nil && id != "" {
 		id = strings.Clone(id) // part of the token: keep none of it
@@ -103,31 +115,32 @@ func (m *Manager) emitVerify(ctx context.Context, k *Key, id string, now time.Ti
 	if k != nil {
 		e.Owner = k.Owner
 	}
-	m.logVerify(ctx, e)
+	l.logVerify(ctx, e)
 }
 
-func (m *Manager) logVerify(ctx context.Context, e event) {
+// logVerify writes a verification event, sampling failures.
+func (l *eventLog) logVerify(ctx context.Context, e event) {
 	level, suppressed := slog.LevelDebug, uint64(0)
 	if e.Err != nil {
 		var log bool
-		if log, suppressed = m.sampler.allow(outcomeOf(e.Err), e.Time); !log {
+		if log, suppressed = l.sampler.allow(outcomeOf(e.Err), e.Time); !log {
 			return
 		}
 		level = slog.LevelWarn
 	}
-	if !m.log.Enabled(ctx, level) {
+	if !l.log.Enabled(ctx, level) {
 		return
 	}
 	if suppressed > 0 {
-		m.log.LogAttrs(ctx, level, "apikey: verify", slog.Any("apikey", e), slog.Uint64("suppressed", suppressed))
+		l.log.LogAttrs(ctx, level, "apikey: verify", slog.Any("apikey", e), slog.Uint64("suppressed", suppressed))
 		return
 	}
-	m.log.LogAttrs(ctx, level, "apikey: verify", slog.Any("apikey", e))
+	l.log.LogAttrs(ctx, level, "apikey: verify", slog.Any("apikey", e))
 }
 
 // logSampler lets through at most one log line per second per outcome of
 // a failed verification, and counts the others. It is safe for concurrent
-// use; the zero value is ready.
+// use. The zero value is ready.
 type logSampler struct {
 	kinds [8]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out
@@ -164,4 +177,43 @@ func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
 		return false, 0
 	}
 	return true, kind.suppressed.Swap(0)
+}
+
+// outcomeOf names the outcome of a verification for Metrics.Verified.
+func outcomeOf(err error) string {
+	switch err {
+	case nil:
+		return "ok"
+	case ErrMalformed:
+		return "malformed"
+	case ErrInvalid:
+		return "invalid"
+	case ErrExpired:
+		return "expired"
+	case ErrRevoked:
+		return "revoked"
+	case ErrDisabled:
+		return "disabled"
+	case ErrPaused:
+		return "paused"
+	case ErrSuspended:
+		return "suspended"
+	}
+	switch {
+	case errors.Is(err, ErrMalformed):
+		return "malformed"
+	case errors.Is(err, ErrInvalid):
+		return "invalid"
+	case errors.Is(err, ErrExpired):
+		return "expired"
+	case errors.Is(err, ErrRevoked):
+		return "revoked"
+	case errors.Is(err, ErrDisabled):
+		return "disabled"
+	case errors.Is(err, ErrPaused):
+		return "paused"
+	case errors.Is(err, ErrSuspended):
+		return "suspended"
+	}
+	return "unavailable"
 }

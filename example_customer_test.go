@@ -7,6 +7,7 @@ import (
 	"log"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -16,9 +17,9 @@ import (
 func Example_customers() {
 	ctx := context.Background()
 	m, err := apikey.New(memstore.New(), apikey.Options{
-		Plans: apikey.Plans{
-			"free": {apikey.Quota("daily", 100, apikey.Day)},
-			"pro":  {apikey.Quota("daily", 10_000, apikey.Day)},
+		Plans: limits.Plans{
+			"free": {limits.Quota("daily", 100, limits.Day)},
+			"pro":  {limits.Quota("daily", 10_000, limits.Day)},
 		},
 		DefaultPlan: "free", // for customers without a record
 	})

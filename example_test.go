@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 )
@@ -72,9 +73,9 @@ func reports(w http.ResponseWriter, r *http.Request) {
 func ExamplePlans() {
 	ctx := context.Background()
 	noon := func() time.Time { return time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC) } // a fixed clock for the output
-	m, err := apikey.New(memstore.New(), apikey.Options{Now: noon, Plans: apikey.Plans{
-		"free": {apikey.Quota("daily", 3, apikey.Day)},
-		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+	m, err := apikey.New(memstore.New(), apikey.Options{Now: noon, Plans: limits.Plans{
+		"free": {limits.Quota("daily", 3, limits.Day)},
+		"pro":  {limits.Quota("daily", 10_000, limits.Day), limits.Rate("per-second", 100, time.Second, 0)},
 	}})
 	if err != nil {
 		log.Fatal(err)

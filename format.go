@@ -64,7 +64,7 @@ func (t Token) Hint() string { return hint(t.Prefix, t.raw) }
 
 // Format is the token grammar of one secret size and one prefix (which
 // New and Compose use), optionally accepting further prefixes in Parse and
-// Scan (see WithPrefixes). The zero value is not usable; build one with
+// Scan (see WithPrefixes). The zero value is not usable. Build one with
 // NewFormat. A Format is immutable and safe for concurrent use.
 type Format struct {
 	prefix    string
@@ -167,7 +167,7 @@ func (f Format) New() (string, Token) {
 }
 
 // Compose returns the token of this format with the given id and secret,
-// adding the checksum; for tests and for importing keys made elsewhere. The
+// adding the checksum. For tests and for importing keys made elsewhere. The
 // id must be IDLength and the secret the format's length of base62.
 func (f Format) Compose(id, secret string) (string, error) {
 	if len(id) != IDLength || len(secret) != f.secretLen || !isBase62(id) || !isBase62(secret) {
@@ -240,7 +240,7 @@ func (f Format) build(id, secret string) (string, Token) {
 // a prefix the format does not accept, a wrong length, characters outside
 // base62 and a bad checksum with ErrMalformed, without allocating and
 // before any hashing or store access. Token.Prefix is the prefix the token
-// carries (one of Prefixes); the checksum covers it, so a token cannot be
+// carries (one of Prefixes). The checksum covers it, so a token cannot be
 // moved to another prefix without the secret being checked against the
 // key, which is bound to its own prefix (see Manager.Verify).
 func (f Format) Parse(token string) (Token, error) {
@@ -322,3 +322,16 @@ func randomBase62(n int) string {
 	}
 	return string(out)
 }
+
+// Sizes of tokens.
+const (
+	// IDLength is the length of every key id the Manager issues, in base62
+	// characters.
+	IDLength = 16
+	// ChecksumLength is the length of a token's checksum, in base62
+	// characters.
+	ChecksumLength = 6
+	// MaxTokenLength is the length of the longest token any configuration
+	// produces. Longer input is rejected before it is looked at further.
+	MaxTokenLength = maxPrefixLength + 1 + IDLength + maxSecretLength + ChecksumLength
+)

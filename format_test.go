@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
 )
 
 func TestFormatRoundTrip(t *testing.T) {
@@ -175,4 +176,50 @@ func FuzzScan(f *testing.F) {
 		red := format.Redact(s)
 		require.Empty(t, format.Scan(red), "redacted text still holds a token")
 	})
+}
+
+func TestPrefixesValidate(t *testing.T) {
+	t.Parallel()
+	for name, prefixes := range map[string][]string{
+		"Duplicate":      {"sk_live"},
+		"BadCharacter":   {"sk-test"},
+		"TwiceInTheList": {"sk_test", "sk_test"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := apikey.New(memstore.New(), apikey.Options{Prefix: "sk_live", Prefixes: prefixes})
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+		})
+	}
+}
+
+func TestFormatWithPrefixes(t *testing.T) {
+	t.Parallel()
+	live, err := apikey.NewFormat("sk_live", 0)
+	require.NoError(t, err)
+	both, err := live.WithPrefixes("sk_test", "pk")
+	require.NoError(t, err)
+	assert.Equal(t, "sk_live", both.Prefix(), "New and Compose keep the first prefix")
+	assert.Equal(t, []string{"sk_live", "sk_test", "pk"}, both.Prefixes())
+	text := ""
+	for _, p := range both.Prefixes() {
+		f, err := apikey.NewFormat(p, 0)
+		require.NoError(t, err)
+		token, _ := f.New()
+		parsed, err := both.Parse(token)
+		require.NoError(t, err, p)
+		assert.Equal(t, p, parsed.Prefix)
+		_, err = live.Parse(token)
+		if p != "sk_live" {
+			assert.ErrorIs(t, err, apikey.ErrMalformed, "a single-prefix Format refuses the others")
+		}
+		text += " token " + token + ","
+	}
+	found := both.Scan(text)
+	require.Len(t, found, 3, "Scan finds every accepted prefix")
+	assert.Less(t, found[0][0], found[1][0])
+	second, err := both.Parse(text[found[1][0]:found[1][1]])
+	require.NoError(t, err)
+	assert.NotContains(t, both.Redact(text), "sk_test_"+second.ID)
+	_, err = live.WithPrefixes("sk_live")
+	assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
 }

@@ -9,6 +9,7 @@ import (
 	"hash"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -48,7 +49,7 @@ const minPepperLength = 32
 // Pepper is a server-side secret that keys the HMAC of every stored digest.
 // Keep it outside the database (an environment variable, a secret manager).
 type Pepper struct {
-	// Version names the pepper; it is stored with every digest it made.
+	// Version names the pepper. It is stored with every digest it made.
 	// It must be non-empty and must not change once digests use it.
 	Version string
 	// Secret is the pepper itself: at least 32 random bytes.
@@ -114,7 +115,7 @@ func (h *hmacHasher) sum(pool *sync.Pool, material, dst []byte) []byte {
 // sha256Hasher hashes with plain, unkeyed SHA-256. It is what a Manager
 // uses when no pepper is configured. Secrets of 128 bits or more cannot be
 // brute-forced from their digests, but anyone who can write to the store
-// can forge digests; prefer a pepper kept outside the database.
+// can forge digests. Prefer a pepper kept outside the database.
 type sha256Hasher struct{}
 
 // Hash implements Hasher.
@@ -166,7 +167,7 @@ func (b *bcryptHasher) Hash(material []byte) ([]byte, string, error) {
 	return d, versionBcrypt, err
 }
 
-// Compare implements Hasher; bcrypt compares in constant time.
+// Compare implements Hasher. Bcrypt compares in constant time.
 func (b *bcryptHasher) Compare(material, digest []byte, version string) (bool, error) {
 	if version != versionBcrypt {
 		return false, ErrUnknownHashVersion
@@ -190,4 +191,55 @@ func maxMaterial(h Hasher) int {
 		return bcryptMaxInput
 	}
 	return 0
+}
+
+// readOnly returns the bytes of s without copying them, for a function
+// that only reads its argument and keeps no reference to it.
+func readOnly(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// verdict turns a Hasher's comparison of the material of a token of id
+// with k's digest into check's answer.
+func verdict(ok bool, err error, id string, k *Key) error {
+	switch {
+	case err != nil:
+		return fmt.Errorf("apikey: compare: %w: %w", ErrUnavailable, err)
+	case !ok || k == nil || k.ID != id:
+		return ErrInvalid
+	}
+	return nil
+}
+
+// digests compares the material of tokens with the digests of keys, as
+// the Manager's Hasher made them.
+type digests struct {
+	hasher Hasher
+	// dummy is the digest an unknown id is compared against, so that it
+	// costs the same work as a wrong secret.
+	dummy        []byte
+	dummyVersion string
+	scratch      sync.Pool // *[MaxTokenLength]byte: material handed to the hasher
+}
+
+// check compares t's material with the digest of k (the dummy digest when
+// k is nil) and reports ErrInvalid on a mismatch.
+func (d *digests) check(t Token, k *Key) error {
+	digest, version := d.dummy, d.dummyVersion
+	if k != nil {
+		digest, version = k.Hash, k.HashVersion
+	}
+	switch h := d.hasher.(type) {
+	case *hmacHasher: // the hashers of this package only read the material
+		ok, err := h.Compare(readOnly(t.material), digest, version)
+		return verdict(ok, err, t.ID, k)
+	case sha256Hasher:
+		ok, err := h.Compare(readOnly(t.material), digest, version)
+		return verdict(ok, err, t.ID, k)
+	}
+	buf, _ := d.scratch.Get().(*[MaxTokenLength]byte)
+	if buf == nil {
+		buf = new([MaxTokenLength]byte)
+	}
+	ok, err := d.hasher.Compare(append(buf[:0], t.material...), digest, version)
+	d.scratch.Put(buf)
+	return verdict(ok, err, t.ID, k)
 }

@@ -40,15 +40,35 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// spyStore wraps a Store, counts its calls and can be made to fail.
+// spyStore is the one configurable test Store: it wraps a Store (a
+// memstore, keeping none of its optional capabilities), counts the calls
+// made to it, can be made to fail, and can replace what Get does.
 type spyStore struct {
 	apikey.Store
-	calls atomic.Int64
+	calls atomic.Int64 // every call
+	gets  atomic.Int64 // calls of Get
 	fail  atomic.Pointer[error]
 	hook  func(method string) // called before each method, if set
+	// get, if set, answers Get in place of the wrapped store, whose Get
+	// it receives as next.
+	get func(ctx context.Context, id string, next func(context.Context, string) (*apikey.Key, error)) (*apikey.Key, error)
 }
 
 func newSpy() *spyStore { return &spyStore{Store: memstore.New()} }
+
+// spyGet returns a spy over a memstore whose Get is get.
+func spyGet(get func(ctx context.Context, id string, next func(context.Context, string) (*apikey.Key, error)) (*apikey.Key, error)) *spyStore {
+	return &spyStore{Store: memstore.New(), get: get}
+}
+
+// slowSpy returns a spy whose Get takes delay (in a synctest bubble, the
+// delay passes in the bubble's time once every goroutine waits).
+func slowSpy(delay time.Duration) *spyStore {
+	return spyGet(func(ctx context.Context, id string, next func(context.Context, string) (*apikey.Key, error)) (*apikey.Key, error) {
+		time.Sleep(delay)
+		return next(ctx, id)
+	})
+}
 
 func (s *spyStore) before(method string) error {
 	s.calls.Add(1)
@@ -77,8 +97,12 @@ func (s *spyStore) Create(ctx context.Context, k *apikey.Key) error {
 }
 
 func (s *spyStore) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	s.gets.Add(1)
 	if err := s.before("Get"); err != nil {
 		return nil, err
+	}
+	if s.get != nil {
+		return s.get(ctx, id, s.Store.Get)
 	}
 	return s.Store.Get(ctx, id)
 }

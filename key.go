@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"maps"
 	"time"
+
+	"github.com/gokeys/apikey/limits"
 )
 
 // Key is the stored record of one API key. It is plain data: a Store fills
@@ -14,7 +16,7 @@ import (
 // with log/slog shows its ID and Hint, never its Hash. The zero time in a
 // time field means "not set".
 type Key struct {
-	// ID is the public key id, the token's id part; unique in the store.
+	// ID is the public key id, the token's id part. Unique in the store.
 	ID string `json:"id"`
 	// Prefix is the token prefix the key was issued with, e.g. "sk_live".
 	Prefix string `json:"prefix"`
@@ -34,17 +36,17 @@ type Key struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// Plan names the rate-limit tier of the key (see Plans).
 	Plan string `json:"plan,omitempty"`
-	// Metadata holds application data; never put secrets in it.
+	// Metadata holds application data. Never put secrets in it.
 	Metadata map[string]string `json:"metadata,omitempty"`
 
 	// CreatedAt is when the key was issued.
 	CreatedAt time.Time `json:"created_at"`
-	// ExpiresAt is when the key stops working; zero means never.
+	// ExpiresAt is when the key stops working. Zero means never.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// LastUsedAt is the last successful verification known to the store.
 	// It is written in batches, so it may lag by the flush interval.
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
-	// RevokedAt is when the key was revoked; zero means not revoked.
+	// RevokedAt is when the key was revoked. Zero means not revoked.
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 
 	// RotatedFrom is the ID of the key this one replaced.
@@ -68,8 +70,8 @@ type Key struct {
 	// Disabled, which is the operator's.
 	Paused bool `json:"paused"`
 	// Limits, if set, are the key's own limits: rate and quota limits
-	// replace those of its plan; credits limits add to them.
-	Limits []Limit `json:"limits,omitempty"`
+	// replace those of its plan. Credits limits add to them.
+	Limits []limits.Limit `json:"limits,omitempty"`
 
 	// Revision counts the writes to the record. A Store sets it to 1 on
 	// Create and increments it on every change except MarkUsed; Update
@@ -99,10 +101,10 @@ func (k *Key) HasScope(scope string) bool {
 }
 
 // Revoked reports whether the key is revoked. A revocation takes effect
-// whatever now is: RevokedAt may lie in the future of a clock that runs
+// whatever the time: RevokedAt may lie in the future of a clock that runs
 // behind the revoking Manager's (or that stepped back), and the key is
-// refused all the same. now is not used.
-func (k *Key) Revoked(now time.Time) bool { return !k.RevokedAt.IsZero() }
+// refused all the same.
+func (k *Key) Revoked() bool { return !k.RevokedAt.IsZero() }
 
 // Expired reports whether the key is expired at time now.
 func (k *Key) Expired(now time.Time) bool { return !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) }
@@ -140,7 +142,15 @@ func (k *Key) Clone() *Key {
 	}
 	c.key.Metadata = maps.Clone(k.Metadata)
 	if k.Limits != nil {
-		c.key.Limits = append(make([]Limit, 0, len(k.Limits)), k.Limits...)
+		c.key.Limits = append(make([]limits.Limit, 0, len(k.Limits)), k.Limits...)
 	}
 	return &c.key
+}
+
+// lineage is the first key of k's rotation chain.
+func lineage(k *Key) string {
+	if k.Lineage != "" {
+		return k.Lineage
+	}
+	return k.ID
 }

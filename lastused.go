@@ -32,42 +32,6 @@ const (
 // be up to this much older than the true last use.
 const usageGranularity = time.Millisecond
 
-// Stats counts a Manager's background work: last-used tracking and, with
-// a Notifier, the changes it published and the cache drops it applied.
-// Manager.Stats returns a snapshot: plain data, counting since New.
-type Stats struct {
-	// UsesRecorded counts successful verifications recorded for a flush
-	// (a cached key verified many times within a millisecond counts once).
-	UsesRecorded uint64
-	// UsesDropped counts uses not recorded because the queue was full.
-	UsesDropped uint64
-	// Flushes counts MarkUsed calls that succeeded.
-	Flushes uint64
-	// FlushErrors counts MarkUsed calls that failed; their uses are kept
-	// for the next flush while the queue has room.
-	FlushErrors uint64
-	// Published counts ids announced through the Notifier.
-	Published uint64
-	// PublishErrors counts ids the Notifier failed to announce; other
-	// instances then notice those changes within their cache TTL.
-	PublishErrors uint64
-	// UsageRecorded counts requests counted for usage (see
-	// Options.UsageInterval); UsageDropped those not counted because
-	// the queue was full (Options.UsageQueue). UsageFlushes and
-	// UsageFlushErrors count the usage.Store.AddUsage calls that
-	// succeeded and failed; a failed call's counts are kept for the
-	// next flush.
-	UsageRecorded, UsageDropped, UsageFlushes, UsageFlushErrors uint64
-	// CacheResets counts whole-cache drops on a notifier's (re)subscription
-	// or on an announcement that any key may have changed.
-	CacheResets uint64
-	// DebitRetries counts the retries of failed debits of costs reported
-	// after the work (see ReportCost); DebitFailures counts the debits
-	// given up after their retries, each logged with its customer and
-	// amount.
-	DebitRetries, DebitFailures uint64
-}
-
 // usageShard is one independently locked part of the pending uses, on its
 // own cache lines.
 type usageShard struct {
@@ -174,6 +138,23 @@ func (u *usageRecorder) record(shard int, id string, at time.Time) {
 		s.recorded++
 	}
 	s.mu.Unlock()
+}
+
+// recordUse records a verified use of key id at now. e, the key's cache
+// entry if any, lets a key verified many times a millisecond be recorded
+// once per millisecond, without taking the recorder's locks.
+func (u *usageRecorder) recordUse(e *cacheEntry, id string, now time.Time) {
+	if u == nil {
+		return
+	}
+	t := now.UnixNano()
+	if e != nil {
+		if uint64(t-e.used.Load()) < uint64(usageGranularity) {
+			return
+		}
+		e.used.Store(t)
+	}
+	u.record(shardOf(id), id, now)
 }
 
 func (u *usageRecorder) loop() {

@@ -4,166 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
 	"time"
 )
-
-// issue stores the new key k of format f and returns its token. A key
-// with an owner is checked against its customer: not suspended, scopes
-// within the ceiling, and under the key cap. The cap is kept under
-// concurrency by a conditional write of the customer record (its
-// Revision) after the key is stored: of concurrent Issues that counted
-// the same keys, those whose write loses remove their key and count
-// again, so the cap is never exceeded; the token of a removed key never
-// leaves the Manager. The record checked is the Revision the write is
-// conditional on, so that a cap lowered (or a suspension set) by a
-// SetCustomer that returned decides every Issue that counts after it.
-// Without a cap, the record is read again once the key is stored, and a
-// change that landed meanwhile removes the key and decides again.
-func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (string, error) {
-	if m.custs == nil {
-		return m.create(ctx, f, k, "issue", m.store.Create)
-	}
-	if k.Owner == "" { // its own customer
-		token, err := m.create(ctx, f, k, "issue", m.store.Create)
-		if err != nil || k.Plan == "" || m.custs.store == nil {
-			return token, err
-		}
-		c := &Customer{ID: k.ID, Plan: k.Plan, CreatedAt: now, UpdatedAt: now}
-		if err := m.custs.store.PutCustomer(ctx, c); err != nil {
-			m.undoCreate(ctx, k.ID)
-			return "", storeErr("issue", err)
-		}
-		return token, nil
-	}
-	var err error
-	for range maxAttempts {
-		var c *Customer
-		if c, err = m.custs.read(ctx, k.Owner); err != nil {
-			return "", storeErr("issue", err)
-		}
-		if k.Plan != "" && c.Plan != k.Plan && m.custs.store != nil {
-			if c.Revision != 0 {
-				return "", &InputError{Field: "plan", Reason: "the plan is the customer's: change it on the customer"}
-			}
-			// The first key of a customer without a record sets his plan.
-			c = &Customer{ID: k.Owner, Plan: k.Plan, CreatedAt: now, UpdatedAt: now}
-			if err = m.custs.store.PutCustomer(ctx, c); err != nil {
-				if isConflict(err) {
-					continue
-				}
-				return "", storeErr("issue", err)
-			}
-			m.CustomerChanged(ctx, k.Owner)
-		}
-		switch {
-		case c.Suspended:
-			return "", fmt.Errorf("apikey: issue: %w", ErrSuspended)
-		case !within(k, c):
-			return "", &InputError{Field: "scopes", Reason: "outside the customer's scopes"}
-		case c.MaxKeys == 0:
-			token, err := m.create(ctx, f, k, "issue", m.store.Create)
-			if err != nil {
-				return "", err
-			}
-			// No write guards the record: read it again, so that a change
-			// that landed before the key did decides this Issue.
-			again, err := m.custs.read(ctx, k.Owner)
-			if err == nil && !again.Suspended && within(k, again) && again.MaxKeys == 0 {
-				return token, nil
-			}
-			m.undoCreate(ctx, k.ID)
-			if err != nil {
-				return "", storeErr("issue", err)
-			}
-			continue
-		}
-		cs, _ := m.store.(CustomerStore)
-		var lock *Customer
-		if cs != nil {
-			if lock, err = m.capLock(ctx, cs, k.Owner); err != nil {
-				if isConflict(err) {
-					continue
-				}
-				return "", storeErr("issue", err)
-			}
-			if m.custs.store != nil && lock.Revision != c.Revision {
-				continue // the record changed since it was checked: check it again
-			}
-		}
-		n, err := m.countUsable(ctx, k.Owner, now, c.MaxKeys)
-		if err != nil {
-			return "", storeErr("issue", err)
-		}
-		if n >= c.MaxKeys {
-			return "", fmt.Errorf("apikey: issue: %w (%d)", ErrTooManyKeys, c.MaxKeys)
-		}
-		token, err := m.create(ctx, f, k, "issue", m.store.Create)
-		if err != nil || cs == nil {
-			return token, err
-		}
-		if err = cs.PutCustomer(ctx, lock); err == nil {
-			return token, nil
-		}
-		m.undoCreate(ctx, k.ID)
-		if !isConflict(err) {
-			return "", storeErr("issue", err)
-		}
-	}
-	return "", fmt.Errorf("apikey: issue: %w: the customer's keys kept changing", ErrConflict)
-}
-
-// capLock reads the stored record of customer id, whose Revision guards
-// the key cap, creating an empty one when there is none (a customer
-// answered by Options.Customers).
-func (m *Manager) capLock(ctx context.Context, cs CustomerStore, id string) (*Customer, error) {
-	c, err := cs.GetCustomer(ctx, id)
-	if !errors.Is(err, ErrNotFound) {
-		return c, err
-	}
-	now := m.now().UTC().Truncate(time.Microsecond)
-	c = &Customer{ID: id, CreatedAt: now, UpdatedAt: now}
-	if err := cs.PutCustomer(ctx, c); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// undoCreate removes a key whose token was never handed out, revoking it
-// when it cannot be removed.
-func (m *Manager) undoCreate(ctx context.Context, id string) {
-	undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := m.store.Delete(undo, id); err != nil && !errors.Is(err, ErrNotFound) {
-		if _, _, err := m.revoke(undo, id, m.now().UTC().Truncate(time.Microsecond)); err != nil {
-			if m.log != nil {
-				m.log.LogAttrs(undo, slog.LevelError, "apikey: a key over the customer's cap could not be removed",
-					slog.String("key_id", id), slog.String("error", err.Error()))
-			}
-		}
-	}
-}
-
-// countUsable counts the usable rotation chains of owner at now (keys not
-// revoked, not expired, not rotated), stopping at max.
-func (m *Manager) countUsable(ctx context.Context, owner string, now time.Time, max int) (int, error) {
-	n := 0
-	for opts := (ListOptions{Limit: MaxListLimit, UsableAt: now}); ; {
-		page, err := m.store.List(ctx, owner, opts)
-		if err != nil {
-			return 0, err
-		}
-		for _, k := range page {
-			if k.RotatedTo == "" && k.Usable(now) {
-				n++
-			}
-		}
-		if n >= max || len(page) < opts.PageSize() {
-			return n, nil
-		}
-		opts.After = page[len(page)-1].Cursor()
-	}
-}
 
 // Pause pauses the key id on its owner's behalf: verifications fail with
 // ErrPaused until Unpause. Pausing is the owner's; Disable is the
@@ -209,7 +54,7 @@ func (m *Manager) RevokeChain(ctx context.Context, id string) ([]string, error) 
 		if err == nil && !already && k.RevokedAt.IsZero() {
 			ids = append(ids, k.ID)
 			m.changed(ctx, k.ID)
-			m.emit(ctx, event{Type: eventRevoke, KeyID: k.ID, Owner: k.Owner, Time: now})
+			m.events.emit(ctx, event{Type: eventRevoke, KeyID: k.ID, Owner: k.Owner, Time: now})
 		}
 		// Read again: a rotation that landed before the revocation set
 		// RotatedTo, and none can land after it.
@@ -257,7 +102,7 @@ func (m *Manager) Purge(ctx context.Context, retention time.Duration) (int, erro
 			return n, storeErr("purge", err)
 		}
 		if len(ids) > 0 {
-			m.emit(ctx, event{Type: eventPurge, Time: before})
+			m.events.emit(ctx, event{Type: eventPurge, Time: before})
 		}
 		if len(ids) < purgeBatch {
 			return n, nil
@@ -267,3 +112,294 @@ func (m *Manager) Purge(ctx context.Context, retention time.Duration) (int, erro
 
 // purgeBatch is the most keys one Purger.Purge call deletes.
 const purgeBatch = 500
+
+// maxOwnerPasses bounds the passes of RevokeOwner.
+const maxOwnerPasses = 64
+
+// changed forgets what m knows about key id after a write, and tells the
+// other Managers of the fleet (see Notifier).
+func (m *Manager) changed(ctx context.Context, id string) {
+	m.cache.invalidate(id)
+	m.fleet.publish(ctx, id)
+}
+
+// Update changes the key id with change, which receives a copy of the
+// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt and
+// Limits. A change to any other field is refused with ErrInvalidOptions.
+// Values beyond the input limits (see MaxNameLength), a plan not in
+// Options.Plans, a plan other than the one stored for the key's customer
+// (change that with SetCustomer), scopes outside the customer's ceiling
+// and an expiry beyond Options.MaxKeyLifetime give an *InputError
+// (matching ErrInvalidInput). An error returned by change is returned as
+// it is, and nothing is written.
+//
+// The write is conditional on the record not having changed since it was
+// read (Key.Revision): on a lost race, change runs again on the new record,
+// up to a bounded number of attempts (then the error wraps ErrConflict).
+// So Update never undoes a concurrent Revoke, Rotate, Disable or Update.
+// Nothing changes a revoked key: Update, Disable, Enable, Pause and
+// Unpause refuse it with ErrRevoked and record nothing. An expired key
+// stays expired: moving its expiry gives ErrExpired. A rotated key's
+// expiry, the end of its grace period, can be moved earlier but not
+// later. Update drops m's cache entry of the key and returns the updated
+// key.
+func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error) (*Key, error) {
+	if change == nil {
+		return nil, fmt.Errorf("%w: nil change", ErrInvalidOptions)
+	}
+	return m.update(ctx, id, eventUpdate, func(k *Key) error {
+		before := k.Clone()
+		if err := change(k); err != nil {
+			return err
+		}
+		return m.validChange(ctx, before, k)
+	})
+}
+
+// Disable suspends the key id: verifications fail with ErrDisabled (which
+// the middleware answers exactly like an invalid key) until Enable.
+// Disabling is the operator's; Pause is the owner's. It writes through
+// the same conditional update as Update, and a revoked key gives
+// ErrRevoked. It returns the updated key.
+func (m *Manager) Disable(ctx context.Context, id string) (*Key, error) {
+	return m.update(ctx, id, eventDisable, func(k *Key) error { k.Disabled = true; return nil })
+}
+
+// Enable lifts Disable, not Pause. A revoked key gives ErrRevoked: it
+// stays revoked. It returns the updated key.
+func (m *Manager) Enable(ctx context.Context, id string) (*Key, error) {
+	return m.update(ctx, id, eventEnable, func(k *Key) error { k.Disabled = false; return nil })
+}
+
+// update applies change to key id with a conditional Store.Update,
+// retrying on ErrConflict, and reports the change as an event of type t.
+func (m *Manager) update(ctx context.Context, id string, t eventType, change func(*Key) error) (*Key, error) {
+	op := string(t)
+	var err error
+	for range maxAttempts {
+		var k *Key
+		if k, err = m.get(ctx, id); err != nil {
+			return nil, storeErr(op, err)
+		}
+		if !k.RevokedAt.IsZero() { // nothing changes a revoked key
+			return nil, fmt.Errorf("apikey: %s: %w", op, ErrRevoked)
+		}
+		if err := change(k); err != nil {
+			return nil, err
+		}
+		k.ExpiresAt = UTCMicro(k.ExpiresAt)
+		if err = m.store.Update(ctx, k); err == nil {
+			m.changed(ctx, id)
+			m.events.emit(ctx, event{Type: t, KeyID: id, Owner: k.Owner, Time: m.now()})
+			return k.Clone(), nil
+		}
+		if !isConflict(err) {
+			break
+		}
+	}
+	m.cache.invalidate(id) // a failed write may still have landed
+	return nil, storeErr(op, err)
+}
+
+// validChange refuses changes Update does not allow, and checks the
+// allowed fields that changed against the input limits.
+func (m *Manager) validChange(ctx context.Context, before, after *Key) error {
+	probe := after.Clone()
+	probe.Name, probe.Scopes, probe.Plan, probe.Metadata = before.Name, before.Scopes, before.Plan, before.Metadata
+	probe.ExpiresAt, probe.Limits = before.ExpiresAt, before.Limits
+	if !reflect.DeepEqual(probe, before) {
+		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt and Limits", ErrInvalidOptions)
+	}
+	scopes := !slices.Equal(after.Scopes, before.Scopes)
+	plan := after.Plan != before.Plan && after.Plan != "" && m.custs != nil && m.custs.store != nil
+	if m.custs != nil && (scopes || plan) {
+		c, err := m.custs.read(ctx, after.Customer())
+		if err != nil {
+			return storeErr("update", err)
+		}
+		if scopes && !within(after, c) {
+			return &InputError{Field: "scopes", Reason: "outside the customer's scopes"}
+		}
+		// As at Issue: the plan of a customer with a record is his.
+		if plan && c.Revision != 0 && c.Plan != after.Plan {
+			return &InputError{Field: "plan", Reason: "the plan is the customer's: change it on the customer"}
+		}
+	}
+	if after.Name != before.Name {
+		if err := validText("name", after.Name, MaxNameLength); err != nil {
+			return err
+		}
+	}
+	if after.Plan != before.Plan {
+		if err := validPlan(m.plans, after.Plan); err != nil {
+			return err
+		}
+	}
+	if !slices.Equal(after.Scopes, before.Scopes) {
+		if err := validScopes(after.Scopes); err != nil {
+			return err
+		}
+	}
+	if !maps.Equal(after.Metadata, before.Metadata) {
+		if err := validMetadata(after.Metadata); err != nil {
+			return err
+		}
+	}
+	if !slices.Equal(after.Limits, before.Limits) {
+		if err := validKeyLimits(after.Limits); err != nil {
+			return err
+		}
+	}
+	if !after.ExpiresAt.Equal(before.ExpiresAt) {
+		if err := validExpiry(after.ExpiresAt); err != nil {
+			return err
+		}
+		// A rotated key's expiry is the end of its grace period: it may
+		// end sooner, never later (nor never).
+		if before.RotatedTo != "" && (after.ExpiresAt.IsZero() || after.ExpiresAt.After(before.ExpiresAt)) {
+			return &InputError{Field: "expires_at", Reason: "the key was rotated: its grace period can be shortened, not extended"}
+		}
+		// An expired key stays expired.
+		if before.Expired(m.now()) {
+			return fmt.Errorf("apikey: update: %w", ErrExpired)
+		}
+		if m.maxLifetime > 0 && (after.ExpiresAt.IsZero() || after.ExpiresAt.Sub(before.CreatedAt) > m.maxLifetime) {
+			return &InputError{Field: "expires_at", Reason: "beyond the maximum key lifetime"}
+		}
+	}
+	return nil
+}
+
+// Revoke revokes the key with the given id, for good: no later operation
+// (Update, Enable, Rotate, concurrent or not) makes it work again. It takes
+// effect at once for every verification through m. Other Managers over
+// the same store notice within their cache TTL, or at once with a Notifier
+// (see Notifier). Revoking a revoked key is not an error. The event carries the owner only when it was read anyway
+// (stores without Revoker).
+func (m *Manager) Revoke(ctx context.Context, id string) error {
+	now := m.now().UTC().Truncate(time.Microsecond)
+	owner, _, err := m.revoke(ctx, id, now)
+	if err != nil {
+		m.cache.invalidate(id)
+		return storeErr("revoke", err)
+	}
+	m.changed(ctx, id)
+	m.events.emit(ctx, event{Type: eventRevoke, KeyID: id, Owner: owner, Time: now})
+	return nil
+}
+
+// revoke revokes key id at now: with the store's Revoker, or with a
+// conditional Update retried on conflict. It returns the owner when it
+// read the key, and whether it found the key already revoked.
+func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner string, already bool, err error) {
+	if !storable(id) {
+		return "", false, ErrNotFound
+	}
+	if r, ok := m.store.(Revoker); ok {
+		return "", false, r.Revoke(ctx, id, now)
+	}
+	for range maxAttempts {
+		var k *Key
+		if k, err = m.get(ctx, id); err != nil {
+			return "", false, err
+		}
+		if !k.RevokedAt.IsZero() {
+			return k.Owner, true, nil
+		}
+		k.RevokedAt = now
+		if err = m.store.Update(ctx, k); err == nil || !isConflict(err) {
+			return k.Owner, false, err
+		}
+	}
+	return "", false, err
+}
+
+// RevokeOwner revokes every key of owner (the answer to a leak) and returns
+// the ids it revoked, with one event per key.
+//
+// It works in passes (one Revoker.RevokeOwner call, or a List of every page and a
+// Revoke of each unrevoked key) and repeats them until a pass revokes
+// nothing. Guarantees when it returns nil: every key of owner that existed
+// when it was called, and every successor made by a Rotate that ran
+// concurrently, is revoked (a rotation needs an unrevoked key, and each
+// pass sees the successors of the keys the previous pass revoked). And no
+// rotation of a revoked key can ever succeed afterwards. A key created by a
+// concurrent plain Issue that is stored after the final pass may survive:
+// revoke it, or stop issuing to the owner first. When keys of owner keep
+// being created, it gives up after a bounded number of passes with an
+// error wrapping ErrConflict.
+func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, error) {
+	if !storable(owner) {
+		return nil, nil // no key has this owner: Issue refuses it
+	}
+	now := m.now().UTC().Truncate(time.Microsecond)
+	var all []string
+	for range maxOwnerPasses {
+		ids, err := m.revokeOwnerPass(ctx, owner, now)
+		for _, id := range ids {
+			m.cache.invalidate(id)
+		}
+		if len(ids) > 0 {
+			m.fleet.publish(ctx, ids...)
+		}
+		for _, id := range ids {
+			m.events.emit(ctx, event{Type: eventRevoke, KeyID: id, Owner: owner, Time: now})
+		}
+		all = append(all, ids...)
+		if err != nil {
+			return all, storeErr("revoke owner", err)
+		}
+		if len(ids) == 0 {
+			return all, nil
+		}
+	}
+	return all, fmt.Errorf("apikey: revoke owner: %w: keys kept being created during %d passes", ErrConflict, maxOwnerPasses)
+}
+
+// revokeOwnerPass revokes the unrevoked keys of owner it sees and returns
+// their ids.
+func (m *Manager) revokeOwnerPass(ctx context.Context, owner string, now time.Time) ([]string, error) {
+	if r, ok := m.store.(Revoker); ok {
+		return r.RevokeOwner(ctx, owner, now)
+	}
+	var ids []string
+	for opts := (ListOptions{Limit: MaxListLimit}); ; {
+		page, err := m.store.List(ctx, owner, opts)
+		if err != nil {
+			return ids, err
+		}
+		for _, k := range page {
+			if !k.RevokedAt.IsZero() {
+				continue
+			}
+			_, already, err := m.revoke(ctx, k.ID, now)
+			switch {
+			case errors.Is(err, ErrNotFound): // deleted meanwhile
+			case err != nil:
+				return ids, err
+			case !already:
+				ids = append(ids, k.ID)
+			}
+		}
+		if len(page) < opts.PageSize() {
+			return ids, nil
+		}
+		opts.After = page[len(page)-1].Cursor()
+	}
+}
+
+// Delete removes the key with the given id from the store. Prefer Revoke,
+// which keeps the record for audits. Its event carries no owner.
+func (m *Manager) Delete(ctx context.Context, id string) error {
+	if !storable(id) {
+		return fmt.Errorf("apikey: delete: %w", ErrNotFound)
+	}
+	err := m.store.Delete(ctx, id)
+	if err != nil {
+		m.cache.invalidate(id)
+		return storeErr("delete", err)
+	}
+	m.changed(ctx, id)
+	m.events.emit(ctx, event{Type: eventDelete, KeyID: id, Time: m.now()})
+	return nil
+}

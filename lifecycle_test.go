@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -588,4 +589,346 @@ func TestPurge(t *testing.T) {
 	plain := newManager(t, memstore.New(), apikey.Options{})
 	_, err = plain.Purge(ctx, time.Hour)
 	assert.True(t, errors.Is(err, errors.ErrUnsupported))
+}
+
+// TestUpdateNeverExtendsAGracePeriod: once a key is rotated, its expiry
+// is the end of its grace period; an Update may end it sooner but never
+// later, or the old token would keep working beside its successor.
+func TestUpdateNeverExtendsAGracePeriod(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now})
+	token, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	rot, err := m.Rotate(ctx, k.ID, time.Hour)
+	require.NoError(t, err)
+	end := rot.Previous.ExpiresAt
+
+	for name, at := range map[string]time.Time{"later": end.Add(365 * 24 * time.Hour), "never": {}} {
+		_, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = at; return nil })
+		assertInputError(t, err, "expires_at", name)
+	}
+	got, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = end.Add(-30 * time.Minute); k.Name = "old"; return nil })
+	require.NoError(t, err, "a grace period may end sooner")
+	assert.True(t, got.ExpiresAt.Equal(end.Add(-30*time.Minute)))
+	c.Add(31 * time.Minute)
+	_, err = m.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrExpired)
+}
+
+// TestUpdateRacingRotateNeverExtendsAGracePeriod races an Update that
+// moves a key's expiry a year later against a Rotate with a one-hour
+// grace: whichever wins, the old key stops at the end of its grace.
+func TestUpdateRacingRotateNeverExtendsAGracePeriod(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	// Without the store's Rotator, the Manager's own conditional writes race.
+	m := newManager(t, struct{ apikey.Store }{memstore.New()}, apikey.Options{Now: c.Now, CacheTTL: -1})
+	for range 200 {
+		_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+		var wg sync.WaitGroup
+		var rerr, uerr error
+		start := make(chan struct{})
+		wg.Go(func() { <-start; _, rerr = m.Rotate(ctx, k.ID, time.Hour) })
+		wg.Go(func() {
+			<-start
+			_, uerr = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.ExpiresAt = c.Now().Add(365 * 24 * time.Hour); return nil })
+		})
+		close(start)
+		wg.Wait()
+		require.NoError(t, rerr)
+		var ie *apikey.InputError
+		if uerr != nil && (!errors.As(uerr, &ie) || ie.Field != "expires_at") {
+			t.Fatalf("update: %v", uerr)
+		}
+		old, err := m.Get(ctx, k.ID)
+		require.NoError(t, err)
+		require.NotEmpty(t, old.RotatedTo)
+		assert.False(t, old.ExpiresAt.After(c.Now().Add(time.Hour)), "the old key's grace ends at %v", old.ExpiresAt)
+	}
+}
+
+// nilStore answers Get with neither a key nor an error, breaking the
+// Store contract.
+type nilStore struct{ *memstore.Store }
+
+func (nilStore) Get(context.Context, string) (*apikey.Key, error) { return nil, nil }
+
+// TestNoKeyAndNoErrorFromTheStoreIsAFailure: no management call returns
+// (nil, nil) or panics on a store that answers neither; each reports
+// ErrUnavailable.
+func TestNoKeyAndNoErrorFromTheStoreIsAFailure(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := nilStore{memstore.New()}
+	m := newManager(t, struct{ apikey.Store }{s}, apikey.Options{})
+	_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	for name, call := range map[string]func() (*apikey.Key, error){
+		"Get": func() (*apikey.Key, error) { return m.Get(ctx, k.ID) },
+		"Update": func() (*apikey.Key, error) {
+			return m.Update(ctx, k.ID, func(k *apikey.Key) error { k.Name = "x"; return nil })
+		},
+		"Disable": func() (*apikey.Key, error) { return m.Disable(ctx, k.ID) },
+		"Enable":  func() (*apikey.Key, error) { return m.Enable(ctx, k.ID) },
+		"Rotate": func() (*apikey.Key, error) {
+			r, err := m.Rotate(ctx, k.ID, 0)
+			if r != nil {
+				return r.Key, err
+			}
+			return nil, err
+		},
+		"Revoke": func() (*apikey.Key, error) { return nil, m.Revoke(ctx, k.ID) },
+	} {
+		got, err := call()
+		assert.Nil(t, got, name)
+		assert.ErrorIs(t, err, apikey.ErrUnavailable, name)
+	}
+}
+
+// TestRevocationIgnoresClockSkew: a revocation made by a Manager whose
+// clock runs ahead (another instance of the fleet, or this one before its
+// clock stepped back) refuses the key at once everywhere: RevokedAt in
+// the reader's future is still a revocation.
+func TestRevocationIgnoresClockSkew(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := memstore.New()
+	behind := newClock()
+	ahead := &clock{t: behind.Now().Add(5 * time.Second)}
+	reader := newManager(t, store, apikey.Options{Now: behind.Now, CacheTTL: -1})
+	revoker := newManager(t, store, apikey.Options{Now: ahead.Now})
+	token, k := issue(t, reader, apikey.IssueParams{Owner: "alice"})
+	require.NoError(t, revoker.Revoke(ctx, k.ID))
+	_, err := reader.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrRevoked, "revoked 5 s ahead of this clock")
+	got, err := reader.Get(ctx, k.ID)
+	require.NoError(t, err)
+	assert.True(t, got.Revoked())
+	_, err = reader.Rotate(ctx, k.ID, time.Hour)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+}
+
+func TestDisableEnable(t *testing.T) {
+	t.Parallel()
+	log := &eventLog{}
+	m := newManager(t, memstore.New(), apikey.Options{Logger: slog.New(log)})
+	ctx := context.Background()
+	token, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	unknown, _ := m.Format().New()
+
+	d, err := m.Disable(ctx, k.ID)
+	require.NoError(t, err)
+	assert.True(t, d.Disabled)
+	_, err = m.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrDisabled, "distinguishable in Go")
+	assert.NotErrorIs(t, err, apikey.ErrInvalid)
+	events := log.take()
+	last := events[len(events)-1]
+	assert.Equal(t, "verify", last.Type)
+	assert.Equal(t, apikey.ErrDisabled.Error(), last.Outcome, "events carry it")
+
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{})
+	require.NoError(t, err)
+	answer := func(token string) *httptest.ResponseRecorder {
+		var ran bool
+		rec := httptest.NewRecorder()
+		mw.Handler(okHandler(&ran)).ServeHTTP(rec, bearer(token))
+		require.False(t, ran)
+		return rec
+	}
+	disabled, invalid := answer(token), answer(unknown)
+	assert.Equal(t, 401, disabled.Code)
+	assert.Equal(t, invalid.Header(), disabled.Header(), "byte-identical to an invalid key")
+	assert.Equal(t, invalid.Body.String(), disabled.Body.String(), "byte-identical to an invalid key")
+
+	e, err := m.Enable(ctx, k.ID)
+	require.NoError(t, err)
+	assert.False(t, e.Disabled)
+	_, err = m.Verify(ctx, token)
+	require.NoError(t, err, "Enable restores the key")
+
+	require.NoError(t, m.Revoke(ctx, k.ID))
+	_, err = m.Enable(ctx, k.ID)
+	assert.ErrorIs(t, err, apikey.ErrRevoked, "nothing changes a revoked key")
+	_, err = m.Disable(ctx, k.ID)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+	_, err = m.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrRevoked, "revocation stays permanent")
+
+	events = append(events, log.take()...)
+	assert.Equal(t, []string{"issue", "disable", "enable", "revoke"}, types(events, false), "a refused change is not recorded")
+
+	_, err = m.Disable(ctx, apikey.NewID())
+	assert.ErrorIs(t, err, apikey.ErrNotFound)
+}
+
+// A stale write never revives a revoked key. Admin A
+// loads a key, admin B revokes it, A saves a plan upgrade. Through the
+// Store the stale write is refused; through Manager.Update the fresh
+// record is read, and nothing changes a revoked key: ErrRevoked, change
+// never runs, nothing is written and the key stays revoked.
+func TestUpdateNeverRevives(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	m := newManager(t, store, apikey.Options{})
+	ctx := context.Background()
+	token, k := issue(t, m, apikey.IssueParams{Owner: "alice", Plan: "free"})
+
+	loadedByA, err := m.Get(ctx, k.ID)
+	require.NoError(t, err)
+	require.NoError(t, m.Revoke(ctx, k.ID)) // admin B
+	loadedByA.Plan = "pro"
+	err = store.Update(ctx, loadedByA)
+	assert.ErrorIs(t, err, apikey.ErrConflict, "a write based on a stale read is refused")
+	_, err = m.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+
+	revoked, err := m.Get(ctx, k.ID)
+	require.NoError(t, err)
+	calls := 0
+	got, err := m.Update(ctx, k.ID, func(k *apikey.Key) error {
+		calls++
+		k.Plan = "pro"
+		return nil
+	})
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+	assert.Nil(t, got)
+	assert.Zero(t, calls, "change ran on a revoked key")
+	stored, err := m.Get(ctx, k.ID)
+	require.NoError(t, err)
+	assert.Equal(t, revoked.Revision, stored.Revision, "nothing was written")
+	assert.Equal(t, "free", stored.Plan)
+	assert.False(t, stored.RevokedAt.IsZero())
+	_, err = m.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+}
+
+func TestUpdate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now, Plans: limits.Plans{
+		"free": {limits.Quota("daily", 100, limits.Day)}, "pro": {limits.Quota("daily", 10_000, limits.Day)},
+	}})
+	token, k := issue(t, m, apikey.IssueParams{Owner: "alice", Name: "ci", Plan: "free", Scopes: []string{"read"}})
+	_, err := m.Verify(ctx, token) // cached
+	require.NoError(t, err)
+
+	expires := c.Now().Add(48 * time.Hour)
+	got, err := m.Update(ctx, k.ID, func(k *apikey.Key) error {
+		k.Name, k.Scopes = "deploy", []string{"read", "write"}
+		k.Metadata = map[string]string{"team": "core"}
+		k.ExpiresAt = expires
+		k.Limits = []limits.Limit{limits.Rate("burst", 5, time.Second, 0)}
+		return nil
+	})
+	require.NoError(t, err)
+	assert.Equal(t, "deploy", got.Name)
+	assert.Equal(t, int64(2), got.Revision)
+	v, err := m.Verify(ctx, token)
+	require.NoError(t, err)
+	assert.Equal(t, "deploy", v.Name, "Update drops the cache entry")
+	assert.Equal(t, []string{"read", "write"}, v.Scopes)
+	assert.True(t, expires.Equal(v.ExpiresAt))
+
+	// A field Update does not change: refused whatever its value, a
+	// misuse of the API rather than bad input.
+	for name, change := range map[string]func(*apikey.Key){
+		"ID":        func(k *apikey.Key) { k.ID = apikey.NewID() },
+		"Owner":     func(k *apikey.Key) { k.Owner = "mallory" },
+		"Prefix":    func(k *apikey.Key) { k.Prefix = "sk_live" },
+		"Hash":      func(k *apikey.Key) { k.Hash = []byte("x") },
+		"RevokedAt": func(k *apikey.Key) { k.RevokedAt = time.Time{}.Add(time.Hour) },
+		"CreatedAt": func(k *apikey.Key) { k.CreatedAt = k.CreatedAt.Add(time.Hour) },
+		"RotatedTo": func(k *apikey.Key) { k.RotatedTo = apikey.NewID() },
+		"Lineage":   func(k *apikey.Key) { k.Lineage = apikey.NewID() },
+		"Disabled":  func(k *apikey.Key) { k.Disabled = true },
+		"Paused":    func(k *apikey.Key) { k.Paused = true },
+		"Revision":  func(k *apikey.Key) { k.Revision = 99 },
+	} {
+		t.Run("Refuses"+name, func(t *testing.T) {
+			_, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { change(k); return nil })
+			assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
+			assert.NotErrorIs(t, err, apikey.ErrInvalidInput)
+			stored, err := m.Get(ctx, k.ID)
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), stored.Revision, "nothing was written")
+		})
+	}
+	// A value Update refuses: an *InputError naming the field.
+	for name, tc := range map[string]struct {
+		field  string
+		change func(*apikey.Key)
+	}{
+		"NUL":      {"name", func(k *apikey.Key) { k.Name = "a\x00b" }},
+		"Plan":     {"plan", func(k *apikey.Key) { k.Plan = "enterprise" }},
+		"Scope":    {"scopes", func(k *apikey.Key) { k.Scopes = []string{"a b"} }},
+		"Metadata": {"metadata", func(k *apikey.Key) { k.Metadata = map[string]string{"k": "\x1b[31m"} }},
+		"Limit":    {"limits", func(k *apikey.Key) { k.Limits = []limits.Limit{{Name: "x"}} }},
+		"Expiry":   {"expires_at", func(k *apikey.Key) { k.ExpiresAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }},
+	} {
+		t.Run("Refuses"+name, func(t *testing.T) {
+			_, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { tc.change(k); return nil })
+			assertInputError(t, err, tc.field)
+			stored, err := m.Get(ctx, k.ID)
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), stored.Revision, "nothing was written")
+		})
+	}
+	t.Run("ChangeError", func(t *testing.T) {
+		mine := errors.New("mine")
+		_, err := m.Update(ctx, k.ID, func(*apikey.Key) error { return mine })
+		assert.Same(t, mine, err)
+	})
+	t.Run("Unknown", func(t *testing.T) {
+		_, err := m.Update(ctx, apikey.NewID(), func(*apikey.Key) error { return nil })
+		assert.ErrorIs(t, err, apikey.ErrNotFound)
+	})
+}
+
+// conflictingStore makes the first n conditional Updates lose a race: a
+// concurrent writer changes the key just before them.
+type conflictingStore struct {
+	*memstore.Store
+	mu    sync.Mutex
+	races int
+}
+
+func (s *conflictingStore) Update(ctx context.Context, k *apikey.Key) error {
+	s.mu.Lock()
+	race := s.races > 0
+	s.races--
+	s.mu.Unlock()
+	if race {
+		other, err := s.Store.Get(ctx, k.ID)
+		if err != nil {
+			return err
+		}
+		other.Metadata = map[string]string{"other": "writer"}
+		if err := s.Store.Update(ctx, other); err != nil {
+			return err
+		}
+	}
+	return s.Store.Update(ctx, k)
+}
+
+func TestUpdateRetriesOnConflict(t *testing.T) {
+	t.Parallel()
+	store := &conflictingStore{Store: memstore.New()}
+	m := newManager(t, store, apikey.Options{})
+	ctx := context.Background()
+	_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+
+	store.races = 3
+	calls := 0
+	got, err := m.Update(ctx, k.ID, func(k *apikey.Key) error { calls++; k.Name = "renamed"; return nil })
+	require.NoError(t, err)
+	assert.Equal(t, 4, calls, "change runs again on the fresh record")
+	assert.Equal(t, "renamed", got.Name)
+	assert.Equal(t, "writer", got.Metadata["other"], "the concurrent write is kept")
+
+	store.races = 1000
+	_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.Name = "never"; return nil })
+	assert.ErrorIs(t, err, apikey.ErrConflict, "a bounded number of attempts")
 }

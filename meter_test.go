@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/usage"
@@ -112,7 +113,7 @@ func serveAt(h http.Handler, path, token string) int {
 func TestUsageCountsEachOutcome(t *testing.T) {
 	ctx := context.Background()
 	store := newUsageStore()
-	plans := apikey.Plans{"free": {apikey.Quota("daily", 3, apikey.Day)}}
+	plans := limits.Plans{"free": {limits.Quota("daily", 3, limits.Day)}}
 	cost := func(r *http.Request, _ *apikey.Key) int64 {
 		if r.URL.Query().Get("big") != "" {
 			return 2
@@ -233,15 +234,15 @@ func TestUsageCountsSpend(t *testing.T) {
 // issueGold issues a key of plan "gold" into store, through a Manager
 // that has the plan: the Managers of the tests do not.
 func issueGold(t *testing.T, store apikey.Store, p apikey.IssueParams) (string, *apikey.Key) {
-	m := newManager(t, store, apikey.Options{Plans: apikey.Plans{"gold": {apikey.Quota("daily", 9, apikey.Day)}}, UsageInterval: -1})
+	m := newManager(t, store, apikey.Options{Plans: limits.Plans{"gold": {limits.Quota("daily", 9, limits.Day)}}, UsageInterval: -1})
 	return issue(t, m, p)
 }
 
 // failingLimiter always fails.
 type failingLimiter struct{}
 
-func (failingLimiter) Allow(context.Context, string, []apikey.Limit, int64) (apikey.LimitResult, error) {
-	return apikey.LimitResult{}, errors.New("limiter down")
+func (failingLimiter) Allow(context.Context, string, []limits.Limit, int64) (limits.Result, error) {
+	return limits.Result{}, errors.New("limiter down")
 }
 
 // A client that does not hold a key's secret cannot make it count
@@ -533,7 +534,7 @@ func TestUsageSumsUnderConcurrency(t *testing.T) {
 	store := memstore.New()
 	clk := &hourlyClock{}
 	clk.t.Store(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC).UnixNano())
-	plans := apikey.Plans{"tiny": {apikey.Credits("credits", 150, apikey.Never)}, "big": {apikey.Quota("daily", 1<<40, apikey.Day)}}
+	plans := limits.Plans{"tiny": {limits.Credits("credits", 150, limits.Never)}, "big": {limits.Quota("daily", 1<<40, limits.Day)}}
 	lim, err := memlimit.New(memlimit.Options{Now: clk.Now})
 	require.NoError(t, err)
 	cost := func(r *http.Request, _ *apikey.Key) int64 {
@@ -778,7 +779,7 @@ func usagePath(tb testing.TB, on, chain bool) (http.Handler, *http.Request, *dis
 	}
 	m := newManager(tb, memstore.New(), apikey.Options{
 		UsageInterval: interval, CacheTTL: time.Hour,
-		Plans: apikey.Plans{"big": {apikey.Quota("daily", 1e13, apikey.Day)}},
+		Plans: limits.Plans{"big": {limits.Quota("daily", 1e13, limits.Day)}},
 	})
 	lim, err := memlimit.New(memlimit.Options{})
 	require.NoError(tb, err)
@@ -858,7 +859,7 @@ func TestUsageRecordsReportedCosts(t *testing.T) {
 	ctx := context.Background()
 	store := newUsageStore()
 	e := newLimitEnvOver(t, store, apikey.Options{UsageInterval: time.Hour,
-		Plans: apikey.Plans{"big": {apikey.Quota("daily", 1000, apikey.Day)}}},
+		Plans: limits.Plans{"big": {limits.Quota("daily", 1000, limits.Day)}}},
 		apikey.MiddlewareOptions{ReportedCosts: true})
 	token, k := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "big"})
 	for _, cost := range []int64{7, 0, 3} {

@@ -28,7 +28,7 @@ type Metrics interface {
 	Verified(outcome, cache string, d time.Duration)
 	// Limited reports one rate-limit decision of the middleware: its
 	// outcome ("allowed" or "denied", with the name of the tightest limit,
-	// LimitResult.Limit; "error", with an empty name, when no Limiter
+	// limits.Result.Limit; "error", with an empty name, when no Limiter
 	// answered, whatever the failure policy then did). Requests without
 	// limits, with a zero Cost, refused for an unconfigured plan or a
 	// misconfigured limit, or whose client went away before the Limiter

@@ -3,6 +3,7 @@ package apikey
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/gokeys/apikey/limits"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -72,7 +73,7 @@ type MiddlewareOptions struct {
 	// passes Limit takes Cost from the limits of its customer (see
 	// Limit), counted per customer (Key.Customer).
 	// Nil means no limits: Limit passes every request.
-	Limiter Limiter
+	Limiter limits.Limiter
 	// Cost gives what a request costs: default 1 for every request,
 	// including HEAD and OPTIONS. Return 0 for a request that spends
 	// nothing (it is passed on without RateLimit headers); a negative cost
@@ -91,7 +92,7 @@ type MiddlewareOptions struct {
 	// example a memlimit.Limiter: limits then hold per process). Without
 	// it, a failing Limiter's requests are answered 503 with Retry-After,
 	// never 429, unless FailOpen is set.
-	FallbackLimiter Limiter
+	FallbackLimiter limits.Limiter
 	// FailOpen lets the requests of a failing Limiter (and of a failing
 	// FallbackLimiter) through, unlimited, instead of answering 503.
 	FailOpen bool
@@ -124,7 +125,7 @@ type MiddlewareOptions struct {
 	// of their costs. The next request is then refused until the balance
 	// recovers: a quota's debt ends with its window, a debt of credits
 	// stays until they are refilled or granted. It needs a Limiter, and a
-	// FallbackLimiter if set, that implements Debiter.
+	// FallbackLimiter if set, that implements limits.Debiter.
 	ReportedCosts bool
 	// CostHeader, if set, names a response header or trailer in which a
 	// handler behind Limit reports its request's cost (a decimal integer),

@@ -17,13 +17,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 )
 
-var testPlans = apikey.Plans{
-	"free": {apikey.Quota("daily", 3, apikey.Day)},
-	"pro":  {apikey.Quota("daily", 1000, apikey.Day), apikey.Rate("per-second", 2, time.Second, 0)},
+var testPlans = limits.Plans{
+	"free": {limits.Quota("daily", 3, limits.Day)},
+	"pro":  {limits.Quota("daily", 1000, limits.Day), limits.Rate("per-second", 2, time.Second, 0)},
 }
 
 // limitEnv is a Manager with testPlans, a memlimit on the same clock, and
@@ -124,7 +125,7 @@ func TestRateLimitedResponses(t *testing.T) {
 // and a quota both exhausted, the quota's.
 func TestRetryAfterWaitsForEveryLimit(t *testing.T) {
 	t.Parallel()
-	plans := apikey.Plans{"p": {apikey.Rate("per-minute", 1, time.Minute, 0), apikey.Quota("hourly", 1, apikey.Hour)}}
+	plans := limits.Plans{"p": {limits.Rate("per-minute", 1, time.Minute, 0), limits.Quota("hourly", 1, limits.Hour)}}
 	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
 	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "p"})
 	var ran bool
@@ -137,7 +138,7 @@ func TestRetryAfterWaitsForEveryLimit(t *testing.T) {
 
 func TestMonthWindowIsItsRealLength(t *testing.T) {
 	t.Parallel()
-	plans := apikey.Plans{"m": {apikey.Quota("monthly", 10, apikey.Month)}}
+	plans := limits.Plans{"m": {limits.Quota("monthly", 10, limits.Month)}}
 	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
 	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "m"})
 	var ran bool
@@ -289,7 +290,7 @@ func TestUnknownPlan(t *testing.T) {
 	t.Run("DefaultPlanMustExist", func(t *testing.T) {
 		_, err := apikey.New(memstore.New(), apikey.Options{Plans: testPlans, DefaultPlan: "gold"})
 		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
-		_, err = apikey.New(memstore.New(), apikey.Options{Plans: apikey.Plans{"p": {apikey.Quota("a b", 1, apikey.Day)}}})
+		_, err = apikey.New(memstore.New(), apikey.Options{Plans: limits.Plans{"p": {limits.Quota("a b", 1, limits.Day)}}})
 		assert.ErrorIs(t, err, apikey.ErrInvalidOptions)
 	})
 }
@@ -298,7 +299,7 @@ func TestUnknownPlan(t *testing.T) {
 // the plan had been removed after the key was issued.
 func issueWithPlan(t *testing.T, e *limitEnv, plan string) (string, *apikey.Key) {
 	t.Helper()
-	m := newManager(t, e.s, apikey.Options{Now: e.c.Now, Plans: apikey.Plans{plan: nil}})
+	m := newManager(t, e.s, apikey.Options{Now: e.c.Now, Plans: limits.Plans{plan: nil}})
 	return issue(t, m, apikey.IssueParams{Plan: plan})
 }
 
@@ -352,15 +353,15 @@ func TestCost(t *testing.T) {
 // replaces nor widens the plan's, whatever its name or count.
 func TestKeyLimitsAndCredits(t *testing.T) {
 	t.Parallel()
-	plans := apikey.Plans{
-		"pro":  {apikey.Quota("daily", 1000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
-		"free": {apikey.Quota("daily", 3, apikey.Day)},
+	plans := limits.Plans{
+		"pro":  {limits.Quota("daily", 1000, limits.Day), limits.Rate("per-second", 100, time.Second, 0)},
+		"free": {limits.Quota("daily", 3, limits.Day)},
 	}
 	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
 	var ran bool
 	h := e.handler(&ran)
 
-	credited, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro", Limits: []apikey.Limit{apikey.Credits("credits", 2, apikey.Never)}})
+	credited, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro", Limits: []limits.Limit{limits.Credits("credits", 2, limits.Never)}})
 	plain, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro"})
 	rec := hit(h, bearer(credited))
 	require.Equal(t, 200, rec.Code)
@@ -376,7 +377,7 @@ func TestKeyLimitsAndCredits(t *testing.T) {
 	assert.Equal(t, `"credits";r=0, "daily";r=997;t=43200, "per-second";r=97;t=1`, rec.Header().Get("RateLimit"))
 	assert.Equal(t, 200, hit(h, bearer(plain)).Code, "credits are per key")
 
-	own, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "pro", Limits: []apikey.Limit{apikey.Quota("hourly", 1, apikey.Hour), apikey.Credits("monthly", 5, apikey.Month)}})
+	own, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "pro", Limits: []limits.Limit{limits.Quota("hourly", 1, limits.Hour), limits.Credits("monthly", 5, limits.Month)}})
 	rec = hit(h, bearer(own))
 	require.Equal(t, 200, rec.Code)
 	assert.Equal(t, `"hourly";q=1;w=3600, "monthly";q=5;w=2592000, "daily";q=1000;w=86400, "per-second";q=100;w=1`,
@@ -388,7 +389,7 @@ func TestKeyLimitsAndCredits(t *testing.T) {
 
 	// A key's own limit named like the plan's, with a larger count, is
 	// counted beside it: the plan still admits 3.
-	wide, _ := issue(t, e.m, apikey.IssueParams{Owner: "cid", Plan: "free", Limits: []apikey.Limit{apikey.Quota("daily", 100, apikey.Day)}})
+	wide, _ := issue(t, e.m, apikey.IssueParams{Owner: "cid", Plan: "free", Limits: []limits.Limit{limits.Quota("daily", 100, limits.Day)}})
 	for range 3 {
 		require.Equal(t, 200, hit(h, bearer(wide)).Code)
 	}
@@ -401,11 +402,11 @@ func TestKeyLimitsAndCredits(t *testing.T) {
 // no X-RateLimit-Reset (0 would mean "retry now"), like RateLimit's t.
 func TestLegacyHeadersOfSpentCredits(t *testing.T) {
 	t.Parallel()
-	plans := apikey.Plans{"pro": {apikey.Quota("daily", 1000, apikey.Day)}}
+	plans := limits.Plans{"pro": {limits.Quota("daily", 1000, limits.Day)}}
 	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{LegacyRateLimitHeaders: true})
 	var ran bool
 	h := e.handler(&ran)
-	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro", Limits: []apikey.Limit{apikey.Credits("credits", 1, apikey.Never)}})
+	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro", Limits: []limits.Limit{limits.Credits("credits", 1, limits.Never)}})
 	require.Equal(t, 200, hit(h, bearer(token)).Code)
 	rec := hit(h, bearer(token))
 	require.Equal(t, 429, rec.Code, "credits spent")
@@ -457,16 +458,16 @@ type limiterSpy struct {
 
 type spyCall struct {
 	subject  string
-	limits   []apikey.Limit
+	lims     []limits.Limit
 	deadline time.Duration // until ctx's deadline at the call; 0 without
 }
 
-func (l *limiterSpy) Allow(ctx context.Context, subject string, limits []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+func (l *limiterSpy) Allow(ctx context.Context, subject string, lims []limits.Limit, cost int64) (limits.Result, error) {
 	l.calls.Add(1)
 	if f := l.hook.Load(); f != nil {
 		(*f)()
 	}
-	c := spyCall{subject: subject, limits: append([]apikey.Limit(nil), limits...)}
+	c := spyCall{subject: subject, lims: append([]limits.Limit(nil), lims...)}
 	if d, ok := ctx.Deadline(); ok {
 		c.deadline = time.Until(d)
 	}
@@ -475,12 +476,12 @@ func (l *limiterSpy) Allow(ctx context.Context, subject string, limits []apikey.
 	l.mu.Unlock()
 	if l.block.Load() {
 		<-ctx.Done()
-		return apikey.LimitResult{}, errors.Join(apikey.ErrUnavailable, ctx.Err())
+		return limits.Result{}, errors.Join(apikey.ErrUnavailable, ctx.Err())
 	}
 	if l.fail.Load() {
-		return apikey.LimitResult{}, errors.Join(apikey.ErrUnavailable, errors.New("connection refused"))
+		return limits.Result{}, errors.Join(apikey.ErrUnavailable, errors.New("connection refused"))
 	}
-	return apikey.LimitResult{Allowed: true, Limit: limits[0], Remaining: 1}, nil
+	return limits.Result{Allowed: true, Limit: lims[0], Remaining: 1}, nil
 }
 
 func (l *limiterSpy) last() spyCall {
@@ -586,12 +587,12 @@ func TestUpdatedKeyLimitsApply(t *testing.T) {
 	var ran bool
 	h := e.handler(&ran)
 	require.Equal(t, 200, hit(h, bearer(token)).Code)
-	setLimits := func(ls ...apikey.Limit) {
+	setLimits := func(ls ...limits.Limit) {
 		t.Helper()
 		_, err := e.m.Update(context.Background(), k.ID, func(k *apikey.Key) error { k.Limits = ls; return nil })
 		require.NoError(t, err)
 	}
-	setLimits(apikey.Quota("hourly", 2, apikey.Hour))
+	setLimits(limits.Quota("hourly", 2, limits.Hour))
 	rec := hit(h, bearer(token))
 	require.Equal(t, 200, rec.Code)
 	assert.Equal(t, `"hourly";q=2;w=3600, "daily";q=3;w=86400`, rec.Header().Get("RateLimit-Policy"))
@@ -599,7 +600,7 @@ func TestUpdatedKeyLimitsApply(t *testing.T) {
 	require.Equal(t, 200, hit(h, bearer(token)).Code)
 	require.Equal(t, 429, hit(h, bearer(token)).Code)
 
-	setLimits(apikey.Quota("hourly", 1000, apikey.Hour), apikey.Quota("daily", 1000, apikey.Day))
+	setLimits(limits.Quota("hourly", 1000, limits.Hour), limits.Quota("daily", 1000, limits.Day))
 	rec = hit(h, bearer(token))
 	assert.Equal(t, 429, rec.Code, "the key's own limits widened its plan")
 	assert.Equal(t, `"hourly";r=998;t=3600, "daily";r=1000;t=43200, "daily";r=0;t=43200`, rec.Header().Get("RateLimit"))
@@ -652,7 +653,7 @@ func TestLimitAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	plans := apikey.Plans{"pro": {apikey.Quota("daily", 1e13, apikey.Day), apikey.Rate("per-second", 1e9, time.Second, 0)}}
+	plans := limits.Plans{"pro": {limits.Quota("daily", 1e13, limits.Day), limits.Rate("per-second", 1e9, time.Second, 0)}}
 	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
 	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "pro"})
 	r := bearer(token)
@@ -669,9 +670,9 @@ func TestLimitAllocations(t *testing.T) {
 		})
 	}
 	base := run(plain)
-	limits := run(limited)
-	t.Logf("allocations per request: Handler %v, Handler+Limit %v", base, limits)
-	assert.Equal(t, base+2, limits, "Limit's allocations beyond Handler's")
+	lims := run(limited)
+	t.Logf("allocations per request: Handler %v, Handler+Limit %v", base, lims)
+	assert.Equal(t, base+2, lims, "Limit's allocations beyond Handler's")
 	assert.Equal(t, `"daily";q=10000000000000;w=86400, "per-second";q=1000000000;w=1`, w.h.Get("RateLimit-Policy"))
 }
 
@@ -730,7 +731,7 @@ func TestLimiterMetrics(t *testing.T) {
 // authorized requests spend it.
 func TestCustomerBudgetUnderConcurrency(t *testing.T) {
 	t.Parallel()
-	plans := apikey.Plans{"free": {apikey.Quota("daily", 100, apikey.Day)}}
+	plans := limits.Plans{"free": {limits.Quota("daily", 100, limits.Day)}}
 	e := newLimitEnv(t, apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
 	a, ak := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free", Scopes: []string{"read"}})
 	b, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free", Scopes: []string{"read"}})

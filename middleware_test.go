@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -447,4 +448,34 @@ func FuzzMiddleware(f *testing.F) {
 			t.Fatalf("a key that was not issued got 200 (authz=%q key=%q query=%q)", authz, xkey, query)
 		}
 	})
+}
+
+// Deprecation carries when the key was rotated, the same on every
+// response, and Deprecation and Sunset come with a 429 too.
+func TestDeprecationIsTheRotationTime(t *testing.T) {
+	t.Parallel()
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{})
+	token, k := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"}) // 3 a day
+	rotatedAt := e.c.Now()
+	rot, err := e.m.Rotate(context.Background(), k.ID, 2*time.Hour)
+	require.NoError(t, err)
+	assert.True(t, rotatedAt.Equal(rot.Previous.RotatedAt))
+	want := "@" + strconv.FormatInt(rotatedAt.Unix(), 10)
+	sunset := rotatedAt.Add(2 * time.Hour).Format(http.TimeFormat)
+
+	var ran bool
+	h := e.handler(&ran)
+	for i := range 4 {
+		e.c.Add(7 * time.Minute)
+		rec := hit(h, bearer(token))
+		if i < 3 {
+			assert.Equal(t, 200, rec.Code)
+		} else {
+			assert.Equal(t, 429, rec.Code, "the free plan's fourth request")
+		}
+		assert.Equal(t, want, rec.Header().Get("Deprecation"), "request %d", i)
+		assert.Equal(t, sunset, rec.Header().Get("Sunset"), "request %d", i)
+	}
+	rec := hit(h, bearer(rot.Token))
+	assert.Empty(t, rec.Header().Get("Deprecation"), "the successor is not deprecated")
 }

@@ -10,7 +10,7 @@ import (
 // A Notifier carries key changes between the Managers of a fleet, so that
 // a revocation made on one instance empties the verification cache of all
 // the others at once instead of after their cache TTL. Set it in
-// Options.Notifier; redisnotify (Redis pub/sub) and pgnotify (PostgreSQL
+// Options.Notifier. Redisnotify (Redis pub/sub) and pgnotify (PostgreSQL
 // LISTEN/NOTIFY) implement it.
 //
 // How to implement a Notifier:
@@ -32,7 +32,7 @@ import (
 //
 // With a Notifier, a Manager publishes the id after every Revoke,
 // RevokeOwner, Rotate, Delete, Update, Disable and Enable whose store write
-// succeeded, before the method returns; and every Manager, from New until
+// succeeded, before the method returns. And every Manager, from New until
 // Close, subscribes and drops the cache entry of each id it receives (and
 // its whole cache on ""). A change made through one instance is therefore
 // honoured by another:
@@ -61,7 +61,7 @@ const (
 	// so that a change whose caller went away is still announced.
 	publishTimeout = 5 * time.Second
 	// maxPublishIDs is the largest number of ids published one by one
-	// after one change; beyond it (RevokeOwner of a large owner) a single
+	// after one change. Beyond it (RevokeOwner of a large owner) a single
 	// "" tells every instance to drop its whole cache.
 	maxPublishIDs = 100
 	// resubscribeMin and resubscribeMax bound the wait before calling a

@@ -297,7 +297,7 @@ func TestNotifierRevokeIsImmediateAcrossInstances(t *testing.T) {
 	t.Parallel()
 	for round := range 10 {
 		h := newHub()
-		store := &slowStore{Store: memstore.New(), delay: time.Duration(round%3) * 100 * time.Microsecond}
+		store := slowSpy(time.Duration(round%3) * 100 * time.Microsecond)
 		ms := fleetOf(t, 2, store, h)
 		a, b := ms[0], ms[1]
 		tokens := make([]string, 4)

@@ -13,7 +13,8 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 )
 
 // failurePolicy is what the middleware does when the Limiter fails, as
@@ -42,7 +43,7 @@ func (p failurePolicy) String() string {
 // matches ErrRateLimited with errors.Is.
 type RateLimitError struct {
 	// Result is the limiter's answer.
-	Result LimitResult
+	Result limits.Result
 }
 
 // Error returns ErrRateLimited's message.
@@ -103,8 +104,8 @@ func (mw *Middleware) Limit(next http.Handler) http.Handler {
 
 // rateLimits is the rate limiting configuration of a Middleware.
 type rateLimits struct {
-	limiter   Limiter
-	fallback  Limiter
+	limiter   limits.Limiter
+	fallback  limits.Limiter
 	onFailure failurePolicy
 	failOpen  bool // also after the fallback failed
 	failed    func(*http.Request, error)
@@ -122,7 +123,7 @@ type rateLimits struct {
 
 // plan is a plan's limits with what the request path needs precomputed.
 type plan struct {
-	limits []Limit
+	limits []limits.Limit
 	policy []string // the RateLimit-Policy value; nil when it depends on the date
 }
 
@@ -164,7 +165,7 @@ func (rl *rateLimits) init(m *Manager, opts *MiddlewareOptions) error {
 			p := &plan{limits: ls}
 			fixed := true
 			for _, l := range ls {
-				fixed = fixed && l.Window != Month
+				fixed = fixed && l.Window != limits.Month
 			}
 			if fixed {
 				p.policy = []string{string(appendPolicy(nil, ls, time.Time{}))}
@@ -205,7 +206,7 @@ func (mw *Middleware) limit(w http.ResponseWriter, r *http.Request, k *Key, st *
 	switch {
 	case err == nil:
 		return true
-	case errors.Is(err, ErrInvalidOptions): // a bad limit: not the backend's fault
+	case errors.Is(err, limits.ErrInvalid): // a bad limit: not the backend's fault
 		mw.internal(w, r, err)
 	default:
 		mw.Error(w, r, err)
@@ -279,8 +280,8 @@ func (mw *Middleware) spend(ctx context.Context, r *http.Request, k *Key, cost i
 	res, err := rl.allow(ctx, subject, ls, cost)
 	if err != nil {
 		switch {
-		case errors.Is(err, ErrInvalidOptions):
-			return err
+		case errors.Is(err, limits.ErrInvalid):
+			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		case ctx.Err() != nil: // the client went away
 			return ErrUnavailable
 		}
@@ -345,14 +346,6 @@ func (mw *Middleware) internal(w http.ResponseWriter, r *http.Request, err error
 	w.Write(mw.bodies[http.StatusInternalServerError])
 }
 
-// lineage is the first key of k's rotation chain.
-func lineage(k *Key) string {
-	if k.Lineage != "" {
-		return k.Lineage
-	}
-	return k.ID
-}
-
 // planOf returns the plan of a request of k whose customer record is c
 // (nil without customer records), nil without plans.
 func (rl *rateLimits) planOf(k *Key, c *Customer) (*plan, error) {
@@ -375,7 +368,7 @@ func (rl *rateLimits) planOf(k *Key, c *Customer) (*plan, error) {
 // limitsFor returns the plan (nil without plans) and the limits of a
 // request of k whose customer record is c; they are the plan's limits
 // themselves when neither the customer nor the key adds any.
-func (rl *rateLimits) limitsFor(k *Key, c *Customer) (*plan, []Limit, error) {
+func (rl *rateLimits) limitsFor(k *Key, c *Customer) (*plan, []limits.Limit, error) {
 	p, err := rl.planOf(k, c)
 	if err != nil {
 		return nil, nil, err
@@ -387,7 +380,7 @@ func (rl *rateLimits) limitsFor(k *Key, c *Customer) (*plan, []Limit, error) {
 		}
 		return p, p.limits, nil
 	}
-	ls := make([]Limit, 0, len(k.Limits)+8)
+	ls := make([]limits.Limit, 0, len(k.Limits)+8)
 	line := lineage(k)
 	for _, l := range k.Limits {
 		l.Subject = line
@@ -412,7 +405,7 @@ func (rl *rateLimits) limitsFor(k *Key, c *Customer) (*plan, []Limit, error) {
 	if c != nil {
 		ls = append(ls, c.Limits...)
 		if c.Credits > 0 {
-			ls = append(ls, Credits(CreditsLimit, c.Credits, Never))
+			ls = append(ls, limits.Credits(CreditsLimit, c.Credits, limits.Never))
 		}
 	}
 	return p, ls, nil
@@ -422,25 +415,25 @@ func (rl *rateLimits) limitsFor(k *Key, c *Customer) (*plan, []Limit, error) {
 // spending anything: those of his plan and his grants, as a request of a
 // key without limits of its own spends them. Remaining may be negative
 // after costs reported post hoc. It needs a Limiter that implements
-// Debiter (read with a debit of 0) or LimitPeeker.
-func (mw *Middleware) Balance(ctx context.Context, id string) (LimitResult, error) {
+// limits.Debiter (read with a debit of 0) or limits.Peeker.
+func (mw *Middleware) Balance(ctx context.Context, id string) (limits.Result, error) {
 	rl := &mw.rl
-	d, debits := rl.limiter.(Debiter)
-	pk, peeks := rl.limiter.(LimitPeeker)
+	d, debits := rl.limiter.(limits.Debiter)
+	pk, peeks := rl.limiter.(limits.Peeker)
 	if !debits && !peeks {
-		return LimitResult{}, fmt.Errorf("apikey: balance: %w: the Limiter implements neither Debiter nor LimitPeeker", errors.ErrUnsupported)
+		return limits.Result{}, fmt.Errorf("apikey: balance: %w: the Limiter implements neither Debiter nor limits.Peeker", errors.ErrUnsupported)
 	}
 	k := &Key{ID: id, Owner: id}
 	var c *Customer
 	if mw.m.custs != nil {
 		var err error
 		if c, err = mw.m.custs.read(ctx, id); err != nil {
-			return LimitResult{}, fmt.Errorf("apikey: balance: %w: %w", ErrUnavailable, err)
+			return limits.Result{}, fmt.Errorf("apikey: balance: %w: %w", ErrUnavailable, err)
 		}
 	}
 	_, ls, err := rl.limitsFor(k, c)
 	if err != nil || len(ls) == 0 {
-		return LimitResult{Allowed: err == nil}, err
+		return limits.Result{Allowed: err == nil}, err
 	}
 	if debits { // a debit of 0 reads the balances as they are
 		res, err := d.Debit(ctx, id, ls, 0)
@@ -462,10 +455,10 @@ func (mw *Middleware) Balance(ctx context.Context, id string) (LimitResult, erro
 }
 
 // allow calls the Limiter through the circuit breaker, within the timeout.
-func (rl *rateLimits) allow(parent context.Context, subject string, ls []Limit, cost int64) (LimitResult, error) {
+func (rl *rateLimits) allow(parent context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	ctx := parent
 	if !rl.breaker.admit() {
-		return LimitResult{}, ErrCircuitOpen
+		return limits.Result{}, ErrCircuitOpen
 	}
 	if rl.timeout > 0 {
 		var cancel context.CancelFunc
@@ -473,7 +466,7 @@ func (rl *rateLimits) allow(parent context.Context, subject string, ls []Limit, 
 		defer cancel()
 	}
 	res, err := rl.limiter.Allow(ctx, subject, ls, cost)
-	if err == nil || errors.Is(err, ErrInvalidOptions) {
+	if err == nil || errors.Is(err, limits.ErrInvalid) {
 		rl.breaker.done(true)
 	} else if parent.Err() == nil {
 		rl.breaker.failed(subject)
@@ -576,7 +569,7 @@ func (b *breaker) failed(subject string) {
 // headers writes RateLimit-Policy (policy when precomputed) and RateLimit
 // for every limit of ls, and optionally the X-RateLimit-* trio of the
 // tightest limit.
-func (rl *rateLimits) headers(h http.Header, policy []string, ls []Limit, res LimitResult) {
+func (rl *rateLimits) headers(h http.Header, policy []string, ls []limits.Limit, res limits.Result) {
 	if policy == nil {
 		var buf [256]byte
 		policy = []string{string(appendPolicy(buf[:0], ls, rl.now()))}
@@ -603,7 +596,7 @@ func (rl *rateLimits) headers(h http.Header, policy []string, ls []Limit, res Li
 		h.Set("X-RateLimit-Remaining", strconv.FormatInt(res.Remaining, 10))
 		// Credits that are never refilled have no reset: 0 would invite a
 		// retry at once, as RateLimit omits its t for them.
-		if l := &res.Limit; res.Reset > 0 || l.Kind != KindCredits || l.Window != Never {
+		if l := &res.Limit; res.Reset > 0 || l.Kind != limits.KindCredits || l.Window != limits.Never {
 			h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilSeconds(res.Reset), 10))
 		}
 	}
@@ -619,7 +612,7 @@ type headerValue struct {
 // W the window in seconds (a rate's period rounded up; a quota's calendar
 // window at now, a month its real length), without w for credits never
 // refilled.
-func appendPolicy(b []byte, ls []Limit, now time.Time) []byte {
+func appendPolicy(b []byte, ls []limits.Limit, now time.Time) []byte {
 	for i := range ls {
 		l := &ls[i]
 		if i > 0 {
@@ -630,10 +623,10 @@ func appendPolicy(b []byte, ls []Limit, now time.Time) []byte {
 		b = append(b, `";q=`...)
 		b = strconv.AppendInt(b, l.Count, 10)
 		w := int64(0)
-		if l.Kind == KindRate {
+		if l.Kind == limits.KindRate {
 			w = max(1, ceilSeconds(l.Period))
 		} else {
-			w = limits.WindowSeconds(uint8(l.Window), now)
+			w = gcra.WindowSeconds(uint8(l.Window), now)
 		}
 		if w > 0 {
 			b = append(b, ";w="...)
@@ -645,7 +638,7 @@ func appendPolicy(b []byte, ls []Limit, now time.Time) []byte {
 
 // appendState appends the RateLimit item of limit l: `"name";r=R;t=T`,
 // without t when it never resets.
-func appendState(b []byte, i int, l *Limit, remaining int64, reset time.Duration) []byte {
+func appendState(b []byte, i int, l *limits.Limit, remaining int64, reset time.Duration) []byte {
 	if i > 0 {
 		b = append(b, ", "...)
 	}
@@ -653,7 +646,7 @@ func appendState(b []byte, i int, l *Limit, remaining int64, reset time.Duration
 	b = append(b, l.Name...)
 	b = append(b, `";r=`...)
 	b = strconv.AppendInt(b, remaining, 10)
-	if reset > 0 || l.Kind != KindCredits || l.Window != Never {
+	if reset > 0 || l.Kind != limits.KindCredits || l.Window != limits.Never {
 		b = append(b, ";t="...)
 		b = strconv.AppendInt(b, ceilSeconds(reset), 10)
 	}

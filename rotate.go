@@ -25,20 +25,20 @@ type Rotation struct {
 // inherits prefix, name, owner, scopes, plan, metadata, limits and the
 // Disabled state, continues the old key's Lineage, and never outlives the
 // original's expiry. The old key keeps working until now+grace (a zero
-// grace stops it at once) and is refused after; during the grace period
+// grace stops it at once) and is refused after. During the grace period
 // Key.InGrace reports true and the middleware sends Deprecation (the
 // rotation time, Key.RotatedAt) and Sunset headers. The two records link to
 // each other through RotatedTo and RotatedFrom.
 //
 // The rotation happens entirely or not at all, and of concurrent rotations
 // of one key exactly one succeeds: in one transaction when the store
-// implements Rotator; otherwise by creating the successor, then writing
+// implements Rotator. Otherwise by creating the successor, then writing
 // the old key with a conditional Update at the revision read, and deleting
 // the successor again if that write lost. The token is returned only when
 // the rotation was written. Rotating a revoked key fails with ErrRevoked
 // (also when the revocation lands while Rotate runs), an expired one with
 // ErrExpired, an already rotated one with ErrRotated and an unknown one
-// with ErrNotFound; a negative grace gives an *InputError.
+// with ErrNotFound. A negative grace gives an *InputError.
 func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*Rotation, error) {
 	if grace < 0 {
 		return nil, &InputError{Field: "grace", Reason: "negative"}
@@ -49,7 +49,7 @@ func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*
 		r, err = m.rotate(ctx, id, grace)
 		if err == nil {
 			m.changed(ctx, id)
-			m.emit(ctx, event{Type: eventRotate, KeyID: id, Owner: r.Previous.Owner, Time: r.Key.CreatedAt})
+			m.events.emit(ctx, event{Type: eventRotate, KeyID: id, Owner: r.Previous.Owner, Time: r.Key.CreatedAt})
 			return r, nil
 		}
 		if !errors.Is(err, errLostRace) {

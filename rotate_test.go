@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,4 +185,76 @@ func TestGraceHeaders(t *testing.T) {
 	assert.Equal(t, 200, rec.Code)
 	assert.Empty(t, rec.Header().Get("Sunset"))
 	assert.Empty(t, rec.Header().Get("Deprecation"))
+}
+
+// On a store without Rotator, a revocation landing between the rotation's
+// read and its write wins; the successor is removed and no token is
+// returned.
+func TestRotateFallbackNeverUndoesRevoke(t *testing.T) {
+	t.Parallel()
+	spy := newSpy() // no Rotator, no Revoker
+	m := newManager(t, spy, apikey.Options{})
+	ctx := context.Background()
+	token, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	var once sync.Once
+	spy.hook = func(method string) {
+		if method == "Create" { // the successor: revoke the old key now
+			once.Do(func() {
+				got, err := spy.Store.Get(ctx, k.ID)
+				require.NoError(t, err)
+				got.RevokedAt = time.Now()
+				require.NoError(t, spy.Store.Update(ctx, got))
+			})
+		}
+	}
+	rot, err := m.Rotate(ctx, k.ID, time.Hour)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+	assert.Nil(t, rot, "no token for a rotation that lost")
+	spy.hook = nil
+	list, err := m.List(ctx, "alice", apikey.ListOptions{})
+	require.NoError(t, err)
+	assert.Len(t, list, 1, "the successor was removed")
+	_, err = m.Verify(ctx, token)
+	assert.ErrorIs(t, err, apikey.ErrRevoked, "the revocation stands")
+}
+
+// failAfterRotate is a store whose reads fail once a rotation was written.
+type failAfterRotate struct {
+	*memstore.Store
+	down atomic.Bool
+}
+
+func (s *failAfterRotate) Get(ctx context.Context, id string) (*apikey.Key, error) {
+	if s.down.Load() {
+		return nil, errors.New("connection reset")
+	}
+	return s.Store.Get(ctx, id)
+}
+
+func (s *failAfterRotate) Rotate(ctx context.Context, old *apikey.Key, until time.Time, succ *apikey.Key) error {
+	err := s.Store.Rotate(ctx, old, until, succ)
+	s.down.Store(true)
+	return err
+}
+
+// A rotation that happened returns its token, the successor and the old
+// key's new expiry, even when the store cannot be read any more.
+func TestRotationNeedsNoSecondRead(t *testing.T) {
+	t.Parallel()
+	store := &failAfterRotate{Store: memstore.New()}
+	c := newClock()
+	m := newManager(t, store, apikey.Options{Now: c.Now})
+	_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	rot, err := m.Rotate(context.Background(), k.ID, time.Hour)
+	require.NoError(t, err)
+	assert.NotEmpty(t, rot.Token)
+	assert.Equal(t, k.ID, rot.Key.RotatedFrom)
+	assert.Equal(t, c.Now().Add(time.Hour), rot.Previous.ExpiresAt)
+	assert.Equal(t, rot.Key.ID, rot.Previous.RotatedTo)
+	assert.Equal(t, c.Now(), rot.Previous.RotatedAt)
+	store.down.Store(false)
+	stored, err := store.Get(context.Background(), k.ID)
+	require.NoError(t, err)
+	assert.True(t, stored.ExpiresAt.Equal(rot.Previous.ExpiresAt), "Previous is what was stored")
+	assert.Equal(t, stored.Revision, rot.Previous.Revision)
 }

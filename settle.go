@@ -9,16 +9,16 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 )
 
 // A request's cost is settled after its work: Limit charges Cost on
 // admission (the reservation), the handler reports what the request really
 // cost (ReportCost, MiddlewareOptions.CostHeader), and the difference is
-// debited from the customer's quotas and credits with Debiter.Debit, or
+// debited from the customer's quotas and credits with limits.Debiter, or
 // refunded when negative. It is settled when the handler writes its
 // response header, if it reported a cost by then, so that the RateLimit
 // headers show the balance after it, and when the handler returns.
@@ -76,9 +76,9 @@ func (p *postCosts) init(opts *MiddlewareOptions) error {
 		p.header = http.CanonicalHeaderKey(opts.CostHeader)
 		p.trailer = http.TrailerPrefix + p.header
 	}
-	_, ok := opts.Limiter.(Debiter)
-	if _, fb := opts.FallbackLimiter.(Debiter); !ok || (opts.FallbackLimiter != nil && !fb) {
-		return fmt.Errorf("%w: ReportedCosts needs a Limiter, and a FallbackLimiter if set, that implements Debiter", ErrInvalidOptions)
+	_, ok := opts.Limiter.(limits.Debiter)
+	if _, fb := opts.FallbackLimiter.(limits.Debiter); !ok || (opts.FallbackLimiter != nil && !fb) {
+		return fmt.Errorf("%w: ReportedCosts needs a Limiter, and a FallbackLimiter if set, that implements limits.Debiter", ErrInvalidOptions)
 	}
 	return nil
 }
@@ -89,9 +89,9 @@ type settlement struct {
 	mw       *Middleware
 	k        *Key
 	subject  string
-	ls       []Limit // nil: nothing to settle
-	on       Limiter // the Limiter that decided the request
-	reserved int64   // Cost, charged on admission
+	ls       []limits.Limit // nil: nothing to settle
+	on       limits.Limiter // the Limiter that decided the request
+	reserved int64          // Cost, charged on admission
 
 	mu       sync.Mutex
 	reported int64 // the total reported
@@ -102,7 +102,7 @@ type settlement struct {
 
 // limits notes the limits of the request and the Limiter deciding them.
 // st may be nil.
-func (st *settlement) limits(subject string, ls []Limit, on Limiter) {
+func (st *settlement) limits(subject string, ls []limits.Limit, on limits.Limiter) {
 	if st != nil {
 		st.subject, st.ls, st.on, st.reserved = subject, ls, on, 0
 	}
@@ -119,7 +119,7 @@ func (st *settlement) reserve(cost int64) {
 func (st *settlement) add(n int64) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.closed || st.ls == nil || n < 0 || n > limits.MaxCount-st.reported {
+	if st.closed || st.ls == nil || n < 0 || n > gcra.MaxCount-st.reported {
 		return false
 	}
 	st.reported += n
@@ -232,7 +232,7 @@ func (w *settleWriter) take(h http.Header) {
 		delete(h, name)
 		for _, v := range vs {
 			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil || n < 0 || n > limits.MaxCount {
+			if err != nil || n < 0 || n > gcra.MaxCount {
 				st.mw.logError(w.ctx, "apikey: cost header ignored", fmt.Errorf("%s: %q is not a cost", p.header, v))
 				continue
 			}
@@ -262,7 +262,7 @@ func untrailer(vs []string, name string) []string {
 // decided the request, trying up to attempts times, and records it in
 // usage. It reports whether the Limiter took it; a debit given up after
 // debitAttempts is counted and logged.
-func (st *settlement) debit(ctx context.Context, amount int64, attempts int) (LimitResult, bool) {
+func (st *settlement) debit(ctx context.Context, amount int64, attempts int) (limits.Result, bool) {
 	res, err := st.mw.debit(ctx, st.on, st.subject, st.ls, amount, attempts)
 	if err == nil || attempts == debitAttempts {
 		st.mu.Lock()
@@ -277,8 +277,8 @@ func (st *settlement) debit(ctx context.Context, amount int64, attempts int) (Li
 // l, trying up to attempts times while l's failures are its own (not a
 // bad argument) and, for the Limiter, its circuit is closed. A debit of
 // debitAttempts attempts that fails is counted and logged.
-func (mw *Middleware) debit(ctx context.Context, l Limiter, subject string, ls []Limit, amount int64, attempts int) (LimitResult, error) {
-	rl, d := &mw.rl, l.(Debiter)
+func (mw *Middleware) debit(ctx context.Context, l limits.Limiter, subject string, ls []limits.Limit, amount int64, attempts int) (limits.Result, error) {
+	rl, d := &mw.rl, l.(limits.Debiter)
 	pause := debitBackoff
 	var err error
 	for i := range attempts {
@@ -294,7 +294,7 @@ func (mw *Middleware) debit(ctx context.Context, l Limiter, subject string, ls [
 		if rl.timeout > 0 && l == rl.limiter {
 			c, cancel = context.WithTimeout(ctx, rl.timeout)
 		}
-		var res LimitResult
+		var res limits.Result
 		res, err = debitOnce(c, d, subject, ls, amount)
 		if cancel != nil {
 			cancel()
@@ -302,7 +302,7 @@ func (mw *Middleware) debit(ctx context.Context, l Limiter, subject string, ls [
 		if err == nil {
 			return res, nil
 		}
-		if errors.Is(err, ErrInvalidOptions) {
+		if errors.Is(err, limits.ErrInvalid) {
 			break
 		}
 	}
@@ -313,11 +313,11 @@ func (mw *Middleware) debit(ctx context.Context, l Limiter, subject string, ls [
 				slog.String("customer", subject), slog.Int64("amount", amount), slog.String("error", err.Error()))
 		}
 	}
-	return LimitResult{}, err
+	return limits.Result{}, err
 }
 
 // debitOnce calls d.Debit, turning a panic into an error.
-func debitOnce(ctx context.Context, d Debiter, subject string, ls []Limit, amount int64) (res LimitResult, err error) {
+func debitOnce(ctx context.Context, d limits.Debiter, subject string, ls []limits.Limit, amount int64) (res limits.Result, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = panicError{p}
@@ -328,7 +328,7 @@ func debitOnce(ctx context.Context, d Debiter, subject string, ls []Limit, amoun
 
 // balance returns res as the RateLimit headers show it: no remaining below
 // zero.
-func balance(res LimitResult) LimitResult {
+func balance(res limits.Result) limits.Result {
 	res.Remaining = max(0, res.Remaining)
 	for i := range res.States {
 		res.States[i].Remaining = max(0, res.States[i].Remaining)
@@ -357,12 +357,12 @@ func (mw *Middleware) Debit(ctx context.Context, k *Key, amount int64, h http.He
 	switch {
 	case k == nil:
 		return ErrMissingKey
-	case limits.CheckAmount(amount) != nil:
-		return fmt.Errorf("%w: amount %d: %w", ErrInvalidOptions, amount, limits.ErrAmount)
+	case gcra.CheckAmount(amount) != nil:
+		return fmt.Errorf("%w: amount %d: %w", ErrInvalidOptions, amount, gcra.ErrAmount)
 	case amount == 0 || rl.limiter == nil:
 		return nil
 	}
-	if _, ok := rl.limiter.(Debiter); !ok {
+	if _, ok := rl.limiter.(limits.Debiter); !ok {
 		return fmt.Errorf("apikey: debit: %w: the Limiter does not implement Debiter", errors.ErrUnsupported)
 	}
 	ctx = context.WithoutCancel(ctx)
@@ -380,8 +380,8 @@ func (mw *Middleware) Debit(ctx context.Context, k *Key, amount int64, h http.He
 	res, err := mw.debit(ctx, rl.limiter, k.Customer(), ls, amount, debitAttempts)
 	mw.meterDebit(ctx, k, amount)
 	switch {
-	case errors.Is(err, ErrInvalidOptions):
-		return err
+	case errors.Is(err, limits.ErrInvalid):
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	case err != nil:
 		return ErrUnavailable
 	}
@@ -407,14 +407,4 @@ func (mw *Middleware) meterDebit(ctx context.Context, k *Key, delta int64) {
 		c.cost.Add(delta)
 		c.release()
 	}
-}
-
-// debitStats counts the debits of reported costs.
-type debitStats struct {
-	retries, failures atomic.Uint64
-}
-
-// addStats fills the debit counters of s.
-func (d *debitStats) addStats(s *Stats) {
-	s.DebitRetries, s.DebitFailures = d.retries.Load(), d.failures.Load()
 }

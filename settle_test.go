@@ -19,14 +19,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 )
 
 // meteredPlans has a quota that costs reported after the work spend,
 // and a rate they do not.
-var meteredPlans = apikey.Plans{"metered": {
-	apikey.Quota("daily", 100, apikey.Day),
-	apikey.Rate("per-second", 1000, time.Second, 0),
+var meteredPlans = limits.Plans{"metered": {
+	limits.Quota("daily", 100, limits.Day),
+	limits.Rate("per-second", 1000, time.Second, 0),
 }}
 
 // settleEnv is a limitEnv with meteredPlans, reported costs, CostHeader
@@ -287,17 +288,17 @@ type flakyDebiter struct {
 	debits     atomic.Int64
 }
 
-func (l *flakyDebiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+func (l *flakyDebiter) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	if l.failAllow.Load() {
-		return apikey.LimitResult{}, errors.Join(apikey.ErrUnavailable, errors.New("connection refused"))
+		return limits.Result{}, errors.Join(apikey.ErrUnavailable, errors.New("connection refused"))
 	}
 	return l.Limiter.Allow(ctx, subject, ls, cost)
 }
 
-func (l *flakyDebiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
+func (l *flakyDebiter) Debit(ctx context.Context, subject string, ls []limits.Limit, amount int64) (limits.Result, error) {
 	l.debits.Add(1)
 	if n := l.failDebits.Load(); n < 0 || n > 0 && l.failDebits.CompareAndSwap(n, n-1) {
-		return apikey.LimitResult{}, errors.Join(apikey.ErrUnavailable, errors.New("connection reset"))
+		return limits.Result{}, errors.Join(apikey.ErrUnavailable, errors.New("connection reset"))
 	}
 	return l.Limiter.Debit(ctx, subject, ls, amount)
 }
@@ -444,7 +445,7 @@ func TestMiddlewareDebit(t *testing.T) {
 // BenchmarkReportedCost compares a request behind Limit whose handler
 // reports its cost with one that does not, on memlimit.
 func BenchmarkReportedCost(b *testing.B) {
-	plans := apikey.Plans{"pro": {apikey.Quota("daily", 1e13, apikey.Day), apikey.Rate("per-second", 1e9, time.Second, 0)}}
+	plans := limits.Plans{"pro": {limits.Quota("daily", 1e13, limits.Day), limits.Rate("per-second", 1e9, time.Second, 0)}}
 	for _, tc := range []struct {
 		name string
 		opts apikey.MiddlewareOptions

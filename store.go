@@ -2,11 +2,12 @@ package apikey
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
 // Store keeps keys. The library ships memstore (in memory) and sqlstore
-// (PostgreSQL, MySQL/MariaDB, SQLite); applications may write their own.
+// (PostgreSQL, MySQL/MariaDB, SQLite). Applications may write their own.
 //
 // How to implement a Store:
 //
@@ -35,7 +36,7 @@ import (
 //     (revocation is monotonic: once a key is revoked, no write of any
 //     method makes it unrevoked). The check and the write are one atomic
 //     step: of two Updates given the same Revision, exactly one succeeds.
-//  7. Delete removes the key with the given id; an unknown id gives
+//  7. Delete removes the key with the given id. An unknown id gives
 //     ErrNotFound.
 //  8. List returns the keys of one owner newest first: by CreatedAt
 //     descending, then ID descending (byte order). It starts after the
@@ -68,13 +69,13 @@ import (
 //     exactly one winner among concurrent rotations of one key.
 //
 // Optional capabilities (Revoker, Rotator) are separate
-// interfaces found by type assertion; the Manager falls back to Get,
+// interfaces found by type assertion. The Manager falls back to Get,
 // Create, Delete and the conditional Update without them, with the same
 // guarantees.
 //
 // Run storetest.Run from your tests to check an implementation.
 type Store interface {
-	// Create stores k with Revision 1 and sets k.Revision to 1; an ID
+	// Create stores k with Revision 1 and sets k.Revision to 1. An ID
 	// already stored gives ErrConflict (rule 4). k.Hash is the digest
 	// to keep byte for byte (Key.Hash is left out of JSON, so a store
 	// that serialises keys stores it on its own).
@@ -82,7 +83,7 @@ type Store interface {
 	// Get returns the key id or ErrNotFound (rule 5).
 	Get(ctx context.Context, id string) (*Key, error)
 	// Update replaces the key only over the Revision it was given, or
-	// fails with ErrConflict; it never clears RevokedAt and never moves
+	// fails with ErrConflict. It never clears RevokedAt and never moves
 	// LastUsedAt back (rule 6).
 	Update(ctx context.Context, k *Key) error
 	// Delete removes the key id, or fails with ErrNotFound (rule 7).
@@ -101,7 +102,7 @@ const defaultListLimit = 100
 // 100 keys, newest first.
 type ListOptions struct {
 	// After is the cursor: the position of the last key of the previous
-	// page (see Key.Cursor); the zero Cursor for the first page.
+	// page (see Key.Cursor). The zero Cursor for the first page.
 	After Cursor
 	// Limit is the page size: 100 when 0 or negative, at most
 	// MaxListLimit.
@@ -144,7 +145,7 @@ func (k *Key) Usable(at time.Time) bool {
 }
 
 // UTCMicro returns t in UTC truncated to the microsecond, the precision
-// every Store keeps; the zero time stays zero.
+// every Store keeps. The zero time stays zero.
 func UTCMicro(t time.Time) time.Time {
 	if t.IsZero() {
 		return time.Time{}
@@ -210,3 +211,23 @@ type Purger interface {
 	// Fewer than limit ids means none is left.
 	Purge(ctx context.Context, before time.Time, limit int) ([]string, error)
 }
+
+// safeGet calls the store, turning a panic into an error so that a broken
+// store can never let a request through.
+func safeGet(ctx context.Context, get func(context.Context, string) (*Key, error), id string) (k *Key, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			k, err = nil, panicError{r}
+		}
+	}()
+	k, err = get(ctx, id)
+	if err == nil && k == nil {
+		err = errors.New("store returned no key and no error")
+	}
+	return k, err
+}
+
+// maxAttempts bounds the attempts of a conditional write (Update, Disable,
+// Enable, a Revoke or Rotate without the store's capability) that keeps
+// losing races with other writers.
+const maxAttempts = 10

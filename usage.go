@@ -9,24 +9,6 @@ import (
 	"github.com/gokeys/apikey/usage"
 )
 
-// A Debiter is a Limiter that can settle a request's cost after its
-// response, when only then is it known (tokens generated, rows scanned).
-// memlimit and redislimit implement it.
-type Debiter interface {
-	// Debit takes amount from the quotas and credits among limits for
-	// subject, without an admission check, atomically; a negative
-	// amount refunds. Rates are not debited: they decide admission only.
-	// A balance may fall below zero: a quota's debt ends with its window,
-	// a credits debt stays until refilled or granted. A refund never
-	// takes a limit above its count. Debit answers the state of every
-	// limit after the debit as Allow does (a rate's as it stands), with
-	// Allowed true and Remaining the balance, below zero for a debt;
-	// an amount of 0 only reads them. An empty subject, an invalid limit,
-	// two limits with one name and Subject or an amount beyond
-	// ±(10^14-1) give an error wrapping ErrInvalidOptions.
-	Debit(ctx context.Context, subject string, limits []Limit, amount int64) (LimitResult, error)
-}
-
 // maxUsagePoints is the most buckets one Manager.Usage series holds.
 const maxUsagePoints = 1000
 

@@ -52,7 +52,7 @@ const (
 type Options struct {
 	// Middleware, if set, answers the balance of a customer's limits in
 	// GET /admin/customers/{id} (see apikey.Middleware.Balance), which
-	// needs its Limiter to implement apikey.LimitPeeker. Without it, or
+	// needs its Limiter to implement limits.Peeker. Without it, or
 	// when the Limiter cannot peek or fails, "balance" is null.
 	Middleware *apikey.Middleware
 

@@ -15,14 +15,15 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/adminhttp"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
 // plans are a free and a pro tier; free is the default.
-func plans() apikey.Plans {
-	return apikey.Plans{
-		"free": {apikey.Quota("daily", 100, apikey.Day)},
-		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+func plans() limits.Plans {
+	return limits.Plans{
+		"free": {limits.Quota("daily", 100, limits.Day)},
+		"pro":  {limits.Quota("daily", 10_000, limits.Day), limits.Rate("per-second", 100, time.Second, 0)},
 	}
 }
 

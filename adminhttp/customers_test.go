@@ -16,6 +16,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/adminhttp"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -54,7 +55,7 @@ func TestPutMergesIntoTheRecord(t *testing.T) {
 	c, err := e.m.Customer(context.Background(), "bob")
 	require.NoError(t, err)
 	assert.Equal(t, &apikey.Customer{ID: "bob", Plan: "pro", Scopes: []string{"read", "write"}, MaxKeys: 3,
-		Limits:  []apikey.Limit{apikey.Rate("burst", 10, time.Second, 20), apikey.Quota("monthly", 9000, apikey.Month)},
+		Limits:  []limits.Limit{limits.Rate("burst", 10, time.Second, 20), limits.Quota("monthly", 9000, limits.Month)},
 		Credits: 500, Suspended: true, Metadata: map[string]string{"crm": "42"},
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Revision: 2}, c)
 
@@ -193,7 +194,7 @@ func TestChangesTakeEffectAtTheNextRequest(t *testing.T) {
 
 	require.Equal(t, 200, e.do("PUT", "/admin/customers/demo", `{"credits":7}`).status)
 	require.Equal(t, http.StatusNoContent, e.call(token))
-	assert.Equal(t, append(plans()["pro"], apikey.Credits(apikey.CreditsLimit, 7, apikey.Never)), e.lim.last())
+	assert.Equal(t, append(plans()["pro"], limits.Credits(apikey.CreditsLimit, 7, limits.Never)), e.lim.last())
 
 	// Lowering the scope ceiling narrows his keys at once.
 	scoped, _, err := e.m.Issue(ctx, apikey.IssueParams{Owner: "demo", Scopes: []string{"read", "write"}})
@@ -217,7 +218,7 @@ func TestGetAnswersTheBalance(t *testing.T) {
 	a := e.do("GET", "/admin/customers/bob", "")
 	require.Equal(t, 200, a.status, a.raw)
 	assert.Equal(t, map[string]any{"allowed": true, "limit": "burst", "remaining": 4.0, "reset_seconds": 0.0, "credits": 43.0}, a.body["balance"])
-	assert.Contains(t, e.lim.last(), apikey.Credits(apikey.CreditsLimit, 50, apikey.Never), "the Limiter was asked about the grant")
+	assert.Contains(t, e.lim.last(), limits.Credits(apikey.CreditsLimit, 50, limits.Never), "the Limiter was asked about the grant")
 
 	// Credits alone: a single limit.
 	e2 := newEnv(t)
@@ -274,8 +275,8 @@ func TestBalanceIsNullWhenUnknown(t *testing.T) {
 // allowAll is a Limiter that cannot peek.
 type allowAll struct{}
 
-func (allowAll) Allow(context.Context, string, []apikey.Limit, int64) (apikey.LimitResult, error) {
-	return apikey.LimitResult{Allowed: true}, nil
+func (allowAll) Allow(context.Context, string, []limits.Limit, int64) (limits.Result, error) {
+	return limits.Result{Allowed: true}, nil
 }
 
 func TestListPages(t *testing.T) {
@@ -386,7 +387,7 @@ func TestConcurrentChangesOfDifferentFieldsAllLand(t *testing.T) {
 	assert.EqualValues(t, 9, c.Credits)
 	assert.True(t, c.Suspended)
 	assert.Equal(t, map[string]string{"a": "b"}, c.Metadata)
-	assert.Equal(t, []apikey.Limit{apikey.Quota("m", 5, apikey.Month)}, c.Limits)
+	assert.Equal(t, []limits.Limit{limits.Quota("m", 5, limits.Month)}, c.Limits)
 	assert.EqualValues(t, 7*20, c.Revision)
 }
 

@@ -11,14 +11,15 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/adminhttp"
+	"github.com/gokeys/apikey/limits"
 )
 
 func Example() {
 	// newCustomerStore is a store that keeps customer records
 	// (apikey.CustomerStore), as sqlstore does.
-	m, err := apikey.New(newCustomerStore(), apikey.Options{DefaultPlan: "free", Plans: apikey.Plans{
-		"free": {apikey.Quota("daily", 100, apikey.Day)},
-		"pro":  {apikey.Quota("daily", 10_000, apikey.Day)},
+	m, err := apikey.New(newCustomerStore(), apikey.Options{DefaultPlan: "free", Plans: limits.Plans{
+		"free": {limits.Quota("daily", 100, limits.Day)},
+		"pro":  {limits.Quota("daily", 10_000, limits.Day)},
 	}})
 	if err != nil {
 		panic(err)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -93,20 +94,20 @@ type peeker struct {
 	fail, deny atomic.Bool
 
 	mu    sync.Mutex
-	calls [][]apikey.Limit
+	calls [][]limits.Limit
 }
 
-func (p *peeker) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+func (p *peeker) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	p.record(ls)
-	return apikey.LimitResult{Allowed: true}, nil
+	return limits.Result{Allowed: true}, nil
 }
 
-func (p *peeker) Peek(ctx context.Context, subject string, ls []apikey.Limit) (apikey.LimitResult, error) {
+func (p *peeker) Peek(ctx context.Context, subject string, ls []limits.Limit) (limits.Result, error) {
 	if p.fail.Load() {
-		return apikey.LimitResult{}, fmt.Errorf("%w: peeker down", apikey.ErrUnavailable)
+		return limits.Result{}, fmt.Errorf("%w: peeker down", apikey.ErrUnavailable)
 	}
 	p.record(ls)
-	res := apikey.LimitResult{Allowed: !p.deny.Load(), Remaining: -1}
+	res := limits.Result{Allowed: !p.deny.Load(), Remaining: -1}
 	for _, l := range ls {
 		n, ok := p.remaining[l.Name]
 		if !ok {
@@ -115,7 +116,7 @@ func (p *peeker) Peek(ctx context.Context, subject string, ls []apikey.Limit) (a
 		if res.Remaining < 0 || n < res.Remaining {
 			res.Limit, res.Remaining = l, n
 		}
-		res.States = append(res.States, apikey.LimitState{Remaining: n})
+		res.States = append(res.States, limits.State{Remaining: n})
 	}
 	if len(ls) < 2 {
 		res.States = nil
@@ -123,14 +124,14 @@ func (p *peeker) Peek(ctx context.Context, subject string, ls []apikey.Limit) (a
 	return res, nil
 }
 
-func (p *peeker) record(ls []apikey.Limit) {
+func (p *peeker) record(ls []limits.Limit) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.calls = append(p.calls, slices.Clone(ls))
 }
 
 // last returns the limits of the last call.
-func (p *peeker) last() []apikey.Limit {
+func (p *peeker) last() []limits.Limit {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.calls) == 0 {
@@ -141,5 +142,5 @@ func (p *peeker) last() []apikey.Limit {
 
 var (
 	_ apikey.CustomerStore = (*customerStore)(nil)
-	_ apikey.LimitPeeker   = (*peeker)(nil)
+	_ limits.Peeker        = (*peeker)(nil)
 )

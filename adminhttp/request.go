@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // optional is a JSON member that may be absent, null or a value.
@@ -154,7 +155,7 @@ func (req *putRequest) change() (func(*apikey.Customer), error) {
 			seen[s] = true
 		}
 	}
-	var ls []apikey.Limit
+	var ls []limits.Limit
 	if req.Limits.set && !req.Limits.null {
 		var err error
 		if ls, err = limitsOf(req.Limits.v); err != nil {
@@ -191,14 +192,14 @@ func (req *putRequest) change() (func(*apikey.Customer), error) {
 
 // limitsOf translates the limits of a request; the Manager validates
 // them.
-func limitsOf(in []limitRequest) ([]apikey.Limit, error) {
-	out := make([]apikey.Limit, 0, len(in))
+func limitsOf(in []limitRequest) ([]limits.Limit, error) {
+	out := make([]limits.Limit, 0, len(in))
 	for i, l := range in {
-		var kind apikey.LimitKind
+		var kind limits.Kind
 		if err := kind.UnmarshalText([]byte(l.Kind)); err != nil {
 			return nil, &apikey.InputError{Field: "limits", Reason: fmt.Sprintf("limit %d: kind must be rate, quota or credits", i)}
 		}
-		var window apikey.Window
+		var window limits.Window
 		if l.Window != "" {
 			if err := window.UnmarshalText([]byte(l.Window)); err != nil {
 				return nil, &apikey.InputError{Field: "limits", Reason: fmt.Sprintf("limit %d: window must be minute, hour, day, month or never", i)}
@@ -208,20 +209,20 @@ func limitsOf(in []limitRequest) ([]apikey.Limit, error) {
 			return nil, &apikey.InputError{Field: "limits", Reason: fmt.Sprintf("limit %d: period_seconds out of range", i)}
 		}
 		switch kind {
-		case apikey.KindRate:
+		case limits.KindRate:
 			if l.PeriodSeconds == 0 || l.Window != "" {
 				return nil, &apikey.InputError{Field: "limits", Reason: fmt.Sprintf("limit %d: a rate takes period_seconds and no window", i)}
 			}
-		case apikey.KindQuota:
+		case limits.KindQuota:
 			if l.Window == "" || l.PeriodSeconds != 0 || l.Burst != 0 {
 				return nil, &apikey.InputError{Field: "limits", Reason: fmt.Sprintf("limit %d: a quota takes a window and no period_seconds or burst", i)}
 			}
-		case apikey.KindCredits:
+		case limits.KindCredits:
 			if l.PeriodSeconds != 0 || l.Burst != 0 {
 				return nil, &apikey.InputError{Field: "limits", Reason: fmt.Sprintf("limit %d: credits take no period_seconds or burst", i)}
 			}
 		}
-		out = append(out, apikey.Limit{Name: l.Name, Kind: kind, Count: l.Count,
+		out = append(out, limits.Limit{Name: l.Name, Kind: kind, Count: l.Count,
 			Period: time.Duration(l.PeriodSeconds) * time.Second, Burst: l.Burst, Window: window})
 	}
 	return out, nil

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // customerView is a customer record as the API shows it. Every member is
@@ -74,18 +75,18 @@ func view(c *apikey.Customer) customerView {
 	return v
 }
 
-func limitViews(ls []apikey.Limit) []limitView {
+func limitViews(ls []limits.Limit) []limitView {
 	out := make([]limitView, 0, len(ls))
 	for _, l := range ls {
 		lv := limitView{Name: l.Name, Kind: l.Kind.String(), Count: l.Count}
 		switch l.Kind {
-		case apikey.KindRate:
+		case limits.KindRate:
 			p, b := int64(l.Period/time.Second), l.Burst
 			if b == 0 {
 				b = l.Count
 			}
 			lv.PeriodSeconds, lv.Burst = &p, &b
-		case apikey.KindQuota, apikey.KindCredits:
+		case limits.KindQuota, limits.KindCredits:
 			lv.Window = l.Window.String()
 		}
 		out = append(out, lv)
@@ -96,7 +97,7 @@ func limitViews(ls []apikey.Limit) []limitView {
 // balanceOf reads the answer of Middleware.Balance for c: what each limit
 // has left now. The credits grant is the last limit Balance reads when c
 // has one (the plan's limits come first, then the grants).
-func balanceOf(c *apikey.Customer, res apikey.LimitResult) *balanceView {
+func balanceOf(c *apikey.Customer, res limits.Result) *balanceView {
 	b := &balanceView{Allowed: res.Allowed}
 	if res.Limit.Name == "" { // no limits
 		return b

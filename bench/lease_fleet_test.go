@@ -15,8 +15,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/redislimit/lease"
 )
@@ -45,7 +45,7 @@ const (
 )
 
 // fleetLimit is the customers' limit.
-var fleetLimit = apikey.Rate("per-100ms", fleetCount, fleetWindow, 0)
+var fleetLimit = limits.Rate("per-100ms", fleetCount, fleetWindow, 0)
 
 // stream is the demand of one customer on one instance, in requests per
 // second.
@@ -92,18 +92,18 @@ func scenarios() []scenario {
 // fleetLimiter builds the instances of one fleet.
 type fleetLimiter struct {
 	name string
-	new  func(t *testing.T, c *redis.Client, prefix string) apikey.Limiter
+	new  func(t *testing.T, c *redis.Client, prefix string) limits.Limiter
 }
 
 var fleetLimiters = []fleetLimiter{
-	{"lease", func(t *testing.T, c *redis.Client, prefix string) apikey.Limiter {
+	{"lease", func(t *testing.T, c *redis.Client, prefix string) limits.Limiter {
 		l, err := lease.New(c, lease.Options{Prefix: prefix})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}},
-	{"redislimit", func(t *testing.T, c *redis.Client, prefix string) apikey.Limiter {
+	{"redislimit", func(t *testing.T, c *redis.Client, prefix string) limits.Limiter {
 		l, err := redislimit.New(c, redislimit.Options{Prefix: prefix})
 		if err != nil {
 			t.Fatal(err)
@@ -232,7 +232,7 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 	ctx := context.Background()
 	prefix := "apikey:bench:" + rand.Text()[:12] + ":"
 	clients := make([]*redis.Client, fleetInstances)
-	ls := make([]apikey.Limiter, fleetInstances)
+	ls := make([]limits.Limiter, fleetInstances)
 	for i := range ls {
 		clients[i] = redis.NewClient(&redis.Options{Addr: addr, PoolSize: 4 * fleetGoroutines * len(sc.customers)})
 		ls[i] = fl.new(t, clients[i], prefix)
@@ -260,7 +260,7 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 		}
 	}
 	recs := make([]genRecord, len(gens))
-	limit := []apikey.Limit{fleetLimit}
+	limit := []limits.Limit{fleetLimit}
 	start := time.Now()
 	end := start.Add(time.Duration(windows) * fleetWindow)
 	var wg sync.WaitGroup
@@ -311,7 +311,7 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 		admitted:  make([]int64, len(sc.customers)),
 		calls1:    make([]int64, len(sc.customers)),
 	}
-	tt, b := limits.GCRA(fleetLimit.Count, fleetLimit.Period, fleetLimit.Burst, time.Microsecond)
+	tt, b := gcra.GCRA(fleetLimit.Count, fleetLimit.Period, fleetLimit.Burst, time.Microsecond)
 	for c := range sc.customers {
 		var adm []span
 		for g, gen := range gens {

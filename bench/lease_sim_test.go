@@ -12,8 +12,8 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/limitertest"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/redislimit/lease"
 )
@@ -38,7 +38,7 @@ func TestLeaseSimulated(t *testing.T) {
 		windows = n
 	}
 	t.Logf("16 instances, minute quotas of 100,000 and 3,000,000 credits, %d simulated minutes for lease, 1 for redislimit", windows)
-	simulate(t, "lease", windows, func(c redis.UniversalClient, clock *limitertest.Clock) apikey.Limiter {
+	simulate(t, "lease", windows, func(c redis.UniversalClient, clock *limitertest.Clock) limits.Limiter {
 		l, err := lease.New(c, lease.Options{Now: clock.Now})
 		if err != nil {
 			t.Fatal(err)
@@ -46,7 +46,7 @@ func TestLeaseSimulated(t *testing.T) {
 		t.Cleanup(func() { _ = l.Close(context.Background()) })
 		return l
 	})
-	simulate(t, "redislimit", 1, func(c redis.UniversalClient, _ *limitertest.Clock) apikey.Limiter {
+	simulate(t, "redislimit", 1, func(c redis.UniversalClient, _ *limitertest.Clock) limits.Limiter {
 		l, err := redislimit.New(c, redislimit.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -57,7 +57,7 @@ func TestLeaseSimulated(t *testing.T) {
 
 // simulate runs windows simulated minutes of the load on a fleet built
 // by newLimiter, and logs what it admitted.
-func simulate(t *testing.T, name string, windows int, newLimiter func(redis.UniversalClient, *limitertest.Clock) apikey.Limiter) {
+func simulate(t *testing.T, name string, windows int, newLimiter func(redis.UniversalClient, *limitertest.Clock) limits.Limiter) {
 	const (
 		instances = 16
 		quota     = 100_000
@@ -75,16 +75,16 @@ func simulate(t *testing.T, name string, windows int, newLimiter func(redis.Univ
 		mr.SetTime(now)
 		mr.FastForward(d)
 	})
-	ls := make([]apikey.Limiter, instances)
+	ls := make([]limits.Limiter, instances)
 	for i := range ls {
 		c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 		t.Cleanup(func() { _ = c.Close() })
 		ls[i] = newLimiter(c, clock)
 	}
-	q := apikey.Quota("per-minute", quota, apikey.Minute)
-	cr := apikey.Credits("credits", credits, apikey.Never)
+	q := limits.Quota("per-minute", quota, limits.Minute)
+	cr := limits.Credits("credits", credits, limits.Never)
 	cr.Subject = "key-b"
-	calls := [][]apikey.Limit{{q}, {q, cr}}
+	calls := [][]limits.Limit{{q}, {q, cr}}
 	var harmonic float64
 	for i := range instances {
 		harmonic += 1 / float64(i+1)

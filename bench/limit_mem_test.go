@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 )
 
@@ -29,7 +29,7 @@ func limitIDs() []string {
 
 // limitHuge is a rate high enough that every request is allowed, so both
 // sides measure the cost of an allowed request: one per nanosecond, the
-// most apikey.Limit.Validate accepts.
+// most limits.Limit.Validate accepts.
 const limitHuge = 1_000_000_000
 
 // BenchmarkMemLimiter compares memlimit, with one Rate limit per key, to
@@ -60,9 +60,9 @@ func BenchmarkMemLimiter(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			limits := []apikey.Limit{apikey.Rate("per-second", limitHuge, time.Second, 0)}
+			lims := []limits.Limit{limits.Rate("per-second", limitHuge, time.Second, 0)}
 			allow := func(id string) bool {
-				res, err := l.Allow(ctx, id, limits, 1)
+				res, err := l.Allow(ctx, id, lims, 1)
 				return err == nil && res.Allowed
 			}
 			for _, id := range ids {

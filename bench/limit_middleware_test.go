@@ -11,16 +11,17 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/redislimit"
 )
 
 // benchPlans is a two-limit plan whose limits never deny in a benchmark.
-func benchPlans() apikey.Plans {
-	return apikey.Plans{"pro": {
-		apikey.Quota("daily", 1e13, apikey.Day),
-		apikey.Rate("per-second", limitHuge, time.Second, 0),
+func benchPlans() limits.Plans {
+	return limits.Plans{"pro": {
+		limits.Quota("daily", 1e13, limits.Day),
+		limits.Rate("per-second", limitHuge, time.Second, 0),
 	}}
 }
 

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/redislimit"
 )
@@ -50,9 +51,9 @@ func BenchmarkLimitPaired(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		limits := []apikey.Limit{apikey.Rate("per-second", limitHuge, time.Second, 0)}
+		lims := []limits.Limit{limits.Rate("per-second", limitHuge, time.Second, 0)}
 		mem := func(id string) {
-			if res, err := l.Allow(ctx, id, limits, 1); err != nil || !res.Allowed {
+			if res, err := l.Allow(ctx, id, lims, 1); err != nil || !res.Allowed {
 				b.Fatal("memlimit denied", err)
 			}
 		}
@@ -84,9 +85,9 @@ func BenchmarkLimitPaired(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		limits := []apikey.Limit{apikey.Rate("per-second", 1_000_000, time.Second, 0), apikey.Quota("daily", 1e13, apikey.Day)}
+		lims := []limits.Limit{limits.Rate("per-second", 1_000_000, time.Second, 0), limits.Quota("daily", 1e13, limits.Day)}
 		two := func(id string) {
-			if res, err := l.Allow(ctx, id, limits, 1); err != nil || !res.Allowed {
+			if res, err := l.Allow(ctx, id, lims, 1); err != nil || !res.Allowed {
 				b.Fatal("redislimit denied", err)
 			}
 		}

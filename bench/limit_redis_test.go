@@ -10,7 +10,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 )
 
@@ -81,12 +81,12 @@ func BenchmarkRedisLimiter(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			limits := []apikey.Limit{
-				apikey.Rate("per-second", 1_000_000, time.Second, 0),
-				apikey.Quota("daily", limitHuge, apikey.Day),
+			lims := []limits.Limit{
+				limits.Rate("per-second", 1_000_000, time.Second, 0),
+				limits.Quota("daily", limitHuge, limits.Day),
 			}
 			runLimit(b, mode, ids, func(id string) bool {
-				res, err := l.Allow(ctx, id, limits, 1)
+				res, err := l.Allow(ctx, id, lims, 1)
 				return err == nil && res.Allowed
 			})
 		})

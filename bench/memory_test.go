@@ -5,7 +5,9 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 
+	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -73,4 +75,51 @@ func BenchmarkMemstoreGC(b *testing.B) {
 			runtime.KeepAlive(s)
 		})
 	}
+}
+
+// BenchmarkCacheMemory measures the heap the verification cache holds per
+// key: a Manager over a memstore of 100,000 (APIKEY_BENCH_FULL=1:
+// 1,000,000) keys verifies every token once, and HeapAlloc after a GC is
+// compared with what it was before. The store's own records are not
+// counted, nor the tokens. One operation fills one cache; run it with
+// -benchtime 1x.
+func BenchmarkCacheMemory(b *testing.B) {
+	n := 100_000
+	if benchFull() {
+		n = bigKeys
+	}
+	ctx := context.Background()
+	s := memstore.New()
+	var tokens []string
+	var err error
+	withoutGC(func() { tokens, err = fillStore(ctx, s, hmacHasher(b), n) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	var perKey float64
+	for b.Loop() {
+		m, err := apikey.New(s, apikey.Options{Hasher: hmacHasher(b), CacheTTL: time.Hour, CacheMaxEntries: n})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		withoutGC(func() {
+			for _, t := range tokens {
+				if _, err = m.Verify(ctx, t); err != nil {
+					break
+				}
+			}
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perKey = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
+		runtime.KeepAlive(m)
+		m.Close(ctx)
+	}
+	b.ReportMetric(perKey, "B/key")
 }

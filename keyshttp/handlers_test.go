@@ -13,6 +13,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyshttp"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/selfservice"
 )
 
@@ -28,7 +29,7 @@ func TestOwnerMayNotSetWhatTheOperatorGrants(t *testing.T) {
 	// The operator's grants: credits and a limit of the key, credits of
 	// the customer.
 	_, err := e.m.Update(ctx, id, func(k *apikey.Key) error {
-		k.Limits = []apikey.Limit{apikey.Credits("credits", 10, apikey.Never)}
+		k.Limits = []limits.Limit{limits.Credits("credits", 10, limits.Never)}
 		return nil
 	})
 	require.NoError(t, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyshttp"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/usage"
@@ -216,7 +217,7 @@ func usageRoutes(t *testing.T, e *env) {
 func TestUsageCountsRealRequests(t *testing.T) {
 	t.Parallel()
 	m, err := apikey.New(memstore.New(), apikey.Options{Prefix: "sk_live", CacheTTL: -1, UsageInterval: 5 * time.Millisecond,
-		Plans: apikey.Plans{"small": {apikey.Quota("daily", 40, apikey.Day)}}, DefaultPlan: "small"})
+		Plans: limits.Plans{"small": {limits.Quota("daily", 40, limits.Day)}}, DefaultPlan: "small"})
 	require.NoError(t, err)
 	lim, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)

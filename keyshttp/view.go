@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // keyView is a key as the API shows it: never its token or digest. Every
@@ -80,21 +81,21 @@ func view(k *apikey.Key) keyView {
 	return v
 }
 
-func limitViews(ls []apikey.Limit) []limitView {
+func limitViews(ls []limits.Limit) []limitView {
 	out := make([]limitView, 0, len(ls))
 	for _, l := range ls {
 		lv := limitView{Name: l.Name, Count: l.Count}
 		switch l.Kind {
-		case apikey.KindRate:
+		case limits.KindRate:
 			lv.Kind = "rate"
 			p, b := int64(l.Period/time.Second), l.Burst
 			if b == 0 {
 				b = l.Count
 			}
 			lv.PeriodSeconds, lv.Burst = &p, &b
-		case apikey.KindQuota:
+		case limits.KindQuota:
 			lv.Kind, lv.Window = "quota", l.Window.String()
-		case apikey.KindCredits:
+		case limits.KindCredits:
 			lv.Kind, lv.Window = "credits", l.Window.String()
 		default:
 			lv.Kind = "other"

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
 )
@@ -71,9 +72,9 @@ func TestMountREADMEExample(t *testing.T) {
 // same Plans the Manager limits with.
 func ExampleOptions_dailyQuota() {
 	ctx := context.Background()
-	plans := apikey.Plans{
-		"free": {apikey.Quota("daily", 100, apikey.Day)},
-		"pro":  {apikey.Quota("daily", 10_000, apikey.Day)},
+	plans := limits.Plans{
+		"free": {limits.Quota("daily", 100, limits.Day)},
+		"pro":  {limits.Quota("daily", 10_000, limits.Day)},
 	}
 	m, err := apikey.New(memstore.New(), apikey.Options{Plans: plans, DefaultPlan: "free"})
 	if err != nil {
@@ -88,7 +89,7 @@ func ExampleOptions_dailyQuota() {
 				return 0, false
 			}
 			for _, l := range plans[cmp.Or(c.Plan, "free")] {
-				if l.Kind == apikey.KindQuota && l.Window == apikey.Day {
+				if l.Kind == limits.KindQuota && l.Window == limits.Day {
 					return l.Count, true
 				}
 			}

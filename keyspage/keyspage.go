@@ -112,7 +112,7 @@ type Options struct {
 	// DailyQuota, if set, returns the daily quota of customer's plan, in
 	// requests, and whether he has one: the usage chart draws it as a
 	// line. The chart counts requests, not their cost, so give a quota
-	// that counts requests (a plan's apikey.Quota with Window apikey.Day
+	// that counts requests (a plan's limits.Quota with Window limits.Day
 	// when each request costs 1). Nil draws no line.
 	DailyQuota func(ctx context.Context, customer string) (int64, bool)
 

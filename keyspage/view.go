@@ -185,7 +185,7 @@ func rowOf(k *apikey.Key, now time.Time, suspended bool) row {
 	}
 	chain := k.RotatedFrom != "" || k.RotatedTo != ""
 	switch {
-	case k.Revoked(now):
+	case k.Revoked():
 		// A revoked key never expires any more: no expiry to show.
 		revoked := at(k.RevokedAt, now, "")
 		r.State, r.StateText, r.Until, r.Expiry = "revoked", "revoked", &revoked, when{Zero: true, Text: "—"}

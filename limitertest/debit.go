@@ -12,21 +12,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
-// debiter returns the limiter as an apikey.Debiter, or skips the test.
-func debiter(t *testing.T, e env) apikey.Debiter {
-	d, ok := e.l.(apikey.Debiter)
+// debiter returns the limiter as an limits.Debiter, or skips the test.
+func debiter(t *testing.T, e env) limits.Debiter {
+	d, ok := e.l.(limits.Debiter)
 	if !ok {
-		t.Skip("limitertest: the limiter does not implement apikey.Debiter")
+		t.Skip("limitertest: the limiter does not implement limits.Debiter")
 	}
 	return d
 }
 
 // debit calls Debit and requires no error.
-func debit(t *testing.T, d apikey.Debiter, id string, amount int64, limits ...apikey.Limit) apikey.LimitResult {
+func debit(t *testing.T, d limits.Debiter, id string, amount int64, lims ...limits.Limit) limits.Result {
 	t.Helper()
-	res, err := d.Debit(context.Background(), id, limits, amount)
+	res, err := d.Debit(context.Background(), id, lims, amount)
 	require.NoError(t, err)
 	return res
 }
@@ -36,9 +37,9 @@ func debit(t *testing.T, d apikey.Debiter, id string, amount int64, limits ...ap
 func testDebit(t *testing.T, e env) {
 	d := debiter(t, e)
 	id := apikey.NewID()
-	c := apikey.Credits("credits", 5, apikey.Never)
+	c := limits.Credits("credits", 5, limits.Never)
 	c.Subject = apikey.NewID()
-	ls := []apikey.Limit{apikey.Quota("daily", 10, apikey.Day), c, apikey.Rate("hourly", 10, time.Hour, 0)}
+	ls := []limits.Limit{limits.Quota("daily", 10, limits.Day), c, limits.Rate("hourly", 10, time.Hour, 0)}
 	require.True(t, allow(t, e.l, id, 1, ls...).Allowed)
 
 	res := debit(t, d, id, 3, ls...)
@@ -74,7 +75,7 @@ func testDebit(t *testing.T, e env) {
 func testDebitOverdraw(t *testing.T, e env) {
 	d := debiter(t, e)
 	id := apikey.NewID()
-	q := apikey.Quota("daily", 5, apikey.Day)
+	q := limits.Quota("daily", 5, limits.Day)
 	require.True(t, allow(t, e.l, id, 5, q).Allowed)
 	res := debit(t, d, id, 4, q)
 	assert.Equal(t, int64(-4), res.Remaining, "a debt")
@@ -93,7 +94,7 @@ func testDebitOverdraw(t *testing.T, e env) {
 	assert.Equal(t, int64(5), debit(t, d, fresh, -3, q).Remaining, "a refund with nothing used")
 	require.True(t, allow(t, e.l, fresh, 5, q).Allowed)
 
-	c := apikey.Credits("credits", 2, apikey.Never)
+	c := limits.Credits("credits", 2, limits.Never)
 	c.Subject = apikey.NewID()
 	assert.Equal(t, int64(-1), debit(t, d, id, 3, c).Remaining)
 	res = allow(t, e.l, id, 1, c)
@@ -106,9 +107,9 @@ func testDebitOverdraw(t *testing.T, e env) {
 func testDebitQuotaDebt(t *testing.T, e env) {
 	d := debiter(t, e)
 	id := apikey.NewID()
-	c := apikey.Credits("credits", 5, apikey.Day)
+	c := limits.Credits("credits", 5, limits.Day)
 	c.Subject = apikey.NewID()
-	ls := []apikey.Limit{apikey.Quota("daily", 5, apikey.Day), c}
+	ls := []limits.Limit{limits.Quota("daily", 5, limits.Day), c}
 	res := debit(t, d, id, 12, ls...)
 	assert.Equal(t, []int64{-7, -7}, remaining(res))
 	assert.Equal(t, 12*time.Hour, res.Reset)
@@ -126,7 +127,7 @@ func testDebitQuotaDebt(t *testing.T, e env) {
 func testDebitCreditsDebt(t *testing.T, e env) {
 	d := debiter(t, e)
 	id := apikey.NewID()
-	c := apikey.Credits("credits", 5, apikey.Never)
+	c := limits.Credits("credits", 5, limits.Never)
 	c.Subject = apikey.NewID()
 	assert.Equal(t, int64(-3), debit(t, d, id, 8, c).Remaining)
 	e.clock.Advance(400 * 24 * time.Hour)
@@ -143,27 +144,27 @@ func testDebitCreditsDebt(t *testing.T, e env) {
 func testDebitInvalid(t *testing.T, e env) {
 	d := debiter(t, e)
 	id := apikey.NewID()
-	q := apikey.Quota("daily", 5, apikey.Day)
+	q := limits.Quota("daily", 5, limits.Day)
 	for _, tc := range []struct {
 		name    string
 		subject string
-		limits  []apikey.Limit
+		lims    []limits.Limit
 		amount  int64
 	}{
-		{"EmptySubject", "", []apikey.Limit{q}, 1},
-		{"InvalidLimit", id, []apikey.Limit{q, apikey.Quota("bad", 0, apikey.Day)}, 1},
-		{"LimitNameTwice", id, []apikey.Limit{q, q}, 1},
-		{"AmountTooLarge", id, []apikey.Limit{q}, limitsMax + 1},
-		{"RefundTooLarge", id, []apikey.Limit{q}, -limitsMax - 1},
+		{"EmptySubject", "", []limits.Limit{q}, 1},
+		{"InvalidLimit", id, []limits.Limit{q, limits.Quota("bad", 0, limits.Day)}, 1},
+		{"LimitNameTwice", id, []limits.Limit{q, q}, 1},
+		{"AmountTooLarge", id, []limits.Limit{q}, limitsMax + 1},
+		{"RefundTooLarge", id, []limits.Limit{q}, -limitsMax - 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := d.Debit(context.Background(), tc.subject, tc.limits, tc.amount)
-			require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+			_, err := d.Debit(context.Background(), tc.subject, tc.lims, tc.amount)
+			require.ErrorIs(t, err, limits.ErrInvalid)
 		})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := d.Debit(ctx, id, []apikey.Limit{q}, 1)
+	_, err := d.Debit(ctx, id, []limits.Limit{q}, 1)
 	require.Error(t, err, "a cancelled context")
 	assert.Equal(t, int64(5), debit(t, d, id, 0, q).Remaining, "an invalid call debited")
 	assert.Equal(t, int64(5-limitsMax), debit(t, d, id, limitsMax, q).Remaining, "the largest amount")
@@ -178,9 +179,9 @@ func testPostHoc(t *testing.T, e env) {
 	d := debiter(t, e)
 	const workers, each, quota, credits, burst = 64, 25, 6000, 4000, 1_000_000
 	id := apikey.NewID()
-	c := apikey.Credits("credits", credits, apikey.Never)
+	c := limits.Credits("credits", credits, limits.Never)
 	c.Subject = apikey.NewID()
-	ls := []apikey.Limit{apikey.Quota("daily", quota, apikey.Day), c, apikey.Rate("slow", burst, 10_000*time.Hour, 0)}
+	ls := []limits.Limit{limits.Quota("daily", quota, limits.Day), c, limits.Rate("slow", burst, 10_000*time.Hour, 0)}
 
 	// inflight sums the costs of the requests between the start of their
 	// Allow and the end of their Debit; peak is its highest value.

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // fleetSize is the number of instances of the fleet subtests.
@@ -39,7 +40,7 @@ func runFleet(t *testing.T, cfg Config) {
 
 // fleet is what a fleet subtest works with.
 type fleet struct {
-	ls    []apikey.Limiter
+	ls    []limits.Limiter
 	clock *Clock
 	real  bool
 	under UnderAdmission
@@ -63,23 +64,23 @@ func (f fleet) advance(d time.Duration) {
 func testFleetLimit(t *testing.T, f fleet) {
 	const steps, workers, each = 20, 2, 10
 	id := apikey.NewID()
-	q := apikey.Quota("daily", 1000, apikey.Day)
-	c := apikey.Credits("credits", 600, apikey.Never)
+	q := limits.Quota("daily", 1000, limits.Day)
+	c := limits.Credits("credits", 600, limits.Never)
 	c.Subject = apikey.NewID()
-	r := apikey.Rate("per-second", 1000, time.Second, 0) // T = 1ms, B = 1000
-	calls := [][]apikey.Limit{{q}, {c}, {r}, {q, r, c}}
+	r := limits.Rate("per-second", 1000, time.Second, 0) // T = 1ms, B = 1000
+	calls := [][]limits.Limit{{q}, {c}, {r}, {q, r, c}}
 
 	var mu sync.Mutex
 	var errs atomic.Int64
 	spent := map[string]int64{} // units admitted per limit
 	var rate []int64            // the rate's admissions: the step (ms since start) of each unit
 	step := time.Duration(0)    // the time of the current step since the start
-	record := func(ls []apikey.Limit, cost int64) {
+	record := func(ls []limits.Limit, cost int64) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, l := range ls {
 			spent[l.Name] += cost
-			if l.Kind == apikey.KindRate {
+			if l.Kind == limits.KindRate {
 				for range cost {
 					rate = append(rate, step.Milliseconds())
 				}
@@ -131,7 +132,7 @@ func testFleetLimit(t *testing.T, f fleet) {
 
 	// The idle fleet: after Hold, every unit can be spent by someone.
 	f.advance(f.under.Hold)
-	for _, l := range []apikey.Limit{q, c} {
+	for _, l := range []limits.Limit{q, c} {
 		n := spent[l.Name] + f.drain(t, id, l, l.Count-spent[l.Name])
 		assert.LessOrEqual(t, n, l.Count, "%s: the fleet admitted more than the count", l.Name)
 		assert.GreaterOrEqual(t, n, l.Count-f.under.units(l), "%s: units stayed held by idle instances", l.Name)
@@ -142,14 +143,14 @@ func testFleetLimit(t *testing.T, f fleet) {
 // admitted or, when the fleet holds some back, 5 s and Hold passed, moving
 // time for what idle instances hold to come back. It returns what was
 // admitted.
-func (f fleet) drain(t *testing.T, id string, l apikey.Limit, left int64) int64 {
+func (f fleet) drain(t *testing.T, id string, l limits.Limit, left int64) int64 {
 	t.Helper()
 	var n int64
 	deadline := time.Now().Add(5*time.Second + f.under.Hold)
 	for {
 		for _, in := range f.ls {
 			for n < left {
-				res, err := in.Allow(context.Background(), id, []apikey.Limit{l}, 1)
+				res, err := in.Allow(context.Background(), id, []limits.Limit{l}, 1)
 				require.NoError(t, err)
 				if !res.Allowed {
 					break
@@ -160,7 +161,7 @@ func (f fleet) drain(t *testing.T, id string, l apikey.Limit, left int64) int64 
 		if n >= left-f.under.units(l) || time.Now().After(deadline) {
 			// One more round finds any excess.
 			for _, in := range f.ls {
-				res, err := in.Allow(context.Background(), id, []apikey.Limit{l}, 1)
+				res, err := in.Allow(context.Background(), id, []limits.Limit{l}, 1)
 				require.NoError(t, err)
 				if res.Allowed {
 					n++
@@ -177,14 +178,14 @@ func (f fleet) drain(t *testing.T, id string, l apikey.Limit, left int64) int64 
 // call, whatever the instances hold of it.
 func testFleetChange(t *testing.T, f fleet) {
 	id := apikey.NewID()
-	q := apikey.Quota("daily", 1000, apikey.Day)
+	q := limits.Quota("daily", 1000, limits.Day)
 	var wg sync.WaitGroup
 	var admitted, errs atomic.Int64
-	spend := func(q apikey.Limit) {
+	spend := func(q limits.Limit) {
 		for _, l := range f.ls {
 			wg.Go(func() {
 				for range 50 {
-					res, err := l.Allow(context.Background(), id, []apikey.Limit{q}, 1)
+					res, err := l.Allow(context.Background(), id, []limits.Limit{q}, 1)
 					switch {
 					case err != nil:
 						errs.Add(1)
@@ -201,10 +202,10 @@ func testFleetChange(t *testing.T, f fleet) {
 	require.Zero(t, errs.Load())
 	require.Equal(t, int64(fleetSize*50), admitted.Load())
 	admitted.Store(0)
-	spend(apikey.Quota("daily", 200, apikey.Day))
+	spend(limits.Quota("daily", 200, limits.Day))
 	require.Zero(t, errs.Load())
 	assert.Zero(t, admitted.Load(), "an instance admitted under a limit lowered below what was spent")
-	raised := apikey.Quota("daily", 500, apikey.Day)
+	raised := limits.Quota("daily", 500, limits.Day)
 	spend(raised)
 	require.Zero(t, errs.Load())
 	f.advance(f.under.Hold)

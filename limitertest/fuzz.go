@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // Seed is one input of a fuzz target over Fuzz.
@@ -38,14 +38,14 @@ func FuzzSeeds() []Seed {
 // or cost is an error wrapping ErrInvalidOptions, a valid one is never an
 // error, never panics, and answers within the limit's bounds. Call it from
 // a fuzz target seeded with FuzzSeeds.
-func Fuzz(t *testing.T, l apikey.Limiter, kind uint8, name string, count, period, burst int64, window uint8, cost int64) {
-	lim := apikey.Limit{Name: name, Kind: apikey.LimitKind(kind), Count: count, Period: time.Duration(period), Burst: burst, Window: apikey.Window(window)}
+func Fuzz(t *testing.T, l limits.Limiter, kind uint8, name string, count, period, burst int64, window uint8, cost int64) {
+	lim := limits.Limit{Name: name, Kind: limits.Kind(kind), Count: count, Period: time.Duration(period), Burst: burst, Window: limits.Window(window)}
 	verr := lim.Validate()
 	for range 2 {
-		res, err := l.Allow(context.Background(), "fuzz", []apikey.Limit{lim}, cost)
+		res, err := l.Allow(context.Background(), "fuzz", []limits.Limit{lim}, cost)
 		switch {
 		case verr != nil || cost < 1:
-			if !errors.Is(err, apikey.ErrInvalidOptions) {
+			if !errors.Is(err, limits.ErrInvalid) {
 				t.Fatalf("%+v cost %d: Validate says %v, Allow %v", lim, cost, verr, err)
 			}
 			return
@@ -53,7 +53,7 @@ func Fuzz(t *testing.T, l apikey.Limiter, kind uint8, name string, count, period
 			t.Fatalf("%+v cost %d: valid, but Allow failed: %v", lim, cost, err)
 		}
 		capacity := count
-		if lim.Kind == apikey.KindRate && burst > 0 {
+		if lim.Kind == limits.KindRate && burst > 0 {
 			capacity = burst
 		}
 		if res.Remaining < 0 || res.Remaining > capacity || res.Reset < 0 || res.RetryAfter < 0 {

@@ -1,9 +1,9 @@
-// Package limitertest is the conformance suite of apikey.Limiter. An
+// Package limitertest is the conformance suite of limits.Limiter. An
 // implementation calls Run from one test:
 //
 //	func TestConformance(t *testing.T) {
 //		limitertest.Run(t, limitertest.Config{
-//			New: func(t *testing.T, clock *limitertest.Clock) apikey.Limiter {
+//			New: func(t *testing.T, clock *limitertest.Clock) limits.Limiter {
 //				l, err := mylimit.New(mylimit.Options{Now: clock.Now})
 //				require.NoError(t, err)
 //				return l
@@ -15,7 +15,7 @@
 // the test cannot control (a real Redis server) sets Config.RealTime; the
 // subtests that need to move time are then skipped and the others avoid
 // depending on it. The subtests of Peek run when the limiter implements
-// apikey.LimitPeeker, those of Debit when it implements apikey.Debiter.
+// limits.Peeker, those of Debit when it implements limits.Debiter.
 package limitertest
 
 import (
@@ -32,6 +32,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // Start returns the time a Clock shows when a subtest begins,
@@ -87,7 +88,7 @@ type Config struct {
 	// New returns a fresh limiter whose time follows clock; it registers
 	// its cleanup with t.Cleanup. Required. Key ids are random in every
 	// subtest, so limiters may share a backend.
-	New func(t *testing.T, clock *Clock) apikey.Limiter
+	New func(t *testing.T, clock *Clock) limits.Limiter
 
 	// RealTime reports that the limiter ignores clock and reads real time.
 	// The subtests that move time are then skipped, and the others do not
@@ -98,7 +99,7 @@ type Config struct {
 	// instances of one application do, whose time follows clock; the
 	// fleet subtests then run. They never accept more admissions than a
 	// limit allows, from all instances together.
-	Fleet func(t *testing.T, clock *Clock, n int) []apikey.Limiter
+	Fleet func(t *testing.T, clock *Clock, n int) []limits.Limiter
 
 	// UnderAdmission states what the limiter may leave unadmitted by
 	// design; the zero value demands exactness.
@@ -114,7 +115,7 @@ type UnderAdmission struct {
 	// back from its subject for good: a rate whose leases hold back part
 	// of its burst admits that many fewer at once, and reports that many
 	// fewer remaining. Nil means none.
-	Units func(l apikey.Limit) int64
+	Units func(l limits.Limit) int64
 
 	// Hold is how long units an idle instance holds may stay unavailable
 	// to the other instances of a fleet, after which they may all be
@@ -123,7 +124,7 @@ type UnderAdmission struct {
 }
 
 // units returns what ua lets a limiter hold back of l.
-func (ua UnderAdmission) units(l apikey.Limit) int64 {
+func (ua UnderAdmission) units(l limits.Limit) int64 {
 	if ua.Units == nil {
 		return 0
 	}
@@ -132,7 +133,7 @@ func (ua UnderAdmission) units(l apikey.Limit) int64 {
 
 // env is what a subtest works with.
 type env struct {
-	l     apikey.Limiter
+	l     limits.Limiter
 	clock *Clock
 	real  bool
 	under UnderAdmission
@@ -203,17 +204,17 @@ func Run(t *testing.T, cfg Config) {
 }
 
 // allow calls Allow and requires no error.
-func allow(t *testing.T, l apikey.Limiter, id string, cost int64, limits ...apikey.Limit) apikey.LimitResult {
+func allow(t *testing.T, l limits.Limiter, id string, cost int64, lims ...limits.Limit) limits.Result {
 	t.Helper()
-	res, err := l.Allow(context.Background(), id, limits, cost)
+	res, err := l.Allow(context.Background(), id, lims, cost)
 	require.NoError(t, err)
 	return res
 }
 
 func testNoLimits(t *testing.T, e env) {
 	id := apikey.NewID()
-	for _, limits := range [][]apikey.Limit{nil, {}} {
-		res := allow(t, e.l, id, 1, limits...)
+	for _, lims := range [][]limits.Limit{nil, {}} {
+		res := allow(t, e.l, id, 1, lims...)
 		assert.True(t, res.Allowed)
 		assert.Zero(t, res.RetryAfter)
 	}
@@ -221,11 +222,11 @@ func testNoLimits(t *testing.T, e env) {
 
 func testBadCost(t *testing.T, e env) {
 	id := apikey.NewID()
-	q := apikey.Quota("daily", 5, apikey.Day)
+	q := limits.Quota("daily", 5, limits.Day)
 	for _, cost := range []int64{0, -1, -1 << 62} {
-		for _, limits := range [][]apikey.Limit{nil, {q}} {
-			_, err := e.l.Allow(context.Background(), id, limits, cost)
-			require.ErrorIs(t, err, apikey.ErrInvalidOptions, "cost %d", cost)
+		for _, lims := range [][]limits.Limit{nil, {q}} {
+			_, err := e.l.Allow(context.Background(), id, lims, cost)
+			require.ErrorIs(t, err, limits.ErrInvalid, "cost %d", cost)
 		}
 	}
 	res := allow(t, e.l, id, 1, q)
@@ -233,30 +234,30 @@ func testBadCost(t *testing.T, e env) {
 }
 
 func testInvalidLimits(t *testing.T, e env) {
-	good := apikey.Quota("good", 1, apikey.Day)
+	good := limits.Quota("good", 1, limits.Day)
 	tests := []struct {
-		name   string
-		limits []apikey.Limit
+		name string
+		lims []limits.Limit
 	}{
-		{"NoName", []apikey.Limit{apikey.Quota("", 1, apikey.Day)}},
-		{"ZeroCount", []apikey.Limit{apikey.Quota("q", 0, apikey.Day)}},
-		{"NegativeCount", []apikey.Limit{apikey.Rate("r", -1, time.Second, 0)}},
-		{"ZeroPeriod", []apikey.Limit{apikey.Rate("r", 1, 0, 0)}},
-		{"NegativePeriod", []apikey.Limit{apikey.Rate("r", 1, -time.Second, 0)}},
-		{"NegativeBurst", []apikey.Limit{apikey.Rate("r", 1, time.Second, -1)}},
-		{"ZeroWindow", []apikey.Limit{apikey.Quota("q", 1, 0)}},
-		{"UnknownWindow", []apikey.Limit{apikey.Quota("q", 1, apikey.Month+1)}},
-		{"ZeroKind", []apikey.Limit{{Name: "x", Count: 1, Period: time.Second, Window: apikey.Day}}},
-		{"UnknownKind", []apikey.Limit{{Name: "x", Kind: 9, Count: 1, Period: time.Second, Window: apikey.Day}}},
-		{"DuplicateName", []apikey.Limit{apikey.Quota("q", 5, apikey.Day), apikey.Rate("q", 5, time.Second, 0)}},
+		{"NoName", []limits.Limit{limits.Quota("", 1, limits.Day)}},
+		{"ZeroCount", []limits.Limit{limits.Quota("q", 0, limits.Day)}},
+		{"NegativeCount", []limits.Limit{limits.Rate("r", -1, time.Second, 0)}},
+		{"ZeroPeriod", []limits.Limit{limits.Rate("r", 1, 0, 0)}},
+		{"NegativePeriod", []limits.Limit{limits.Rate("r", 1, -time.Second, 0)}},
+		{"NegativeBurst", []limits.Limit{limits.Rate("r", 1, time.Second, -1)}},
+		{"ZeroWindow", []limits.Limit{limits.Quota("q", 1, 0)}},
+		{"UnknownWindow", []limits.Limit{limits.Quota("q", 1, limits.Month+1)}},
+		{"ZeroKind", []limits.Limit{{Name: "x", Count: 1, Period: time.Second, Window: limits.Day}}},
+		{"UnknownKind", []limits.Limit{{Name: "x", Kind: 9, Count: 1, Period: time.Second, Window: limits.Day}}},
+		{"DuplicateName", []limits.Limit{limits.Quota("q", 5, limits.Day), limits.Rate("q", 5, time.Second, 0)}},
 	}
 	id := apikey.NewID()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.l.Allow(context.Background(), id, tc.limits, 1)
-			require.ErrorIs(t, err, apikey.ErrInvalidOptions)
-			_, err = e.l.Allow(context.Background(), id, append([]apikey.Limit{good}, tc.limits...), 1)
-			require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+			_, err := e.l.Allow(context.Background(), id, tc.lims, 1)
+			require.ErrorIs(t, err, limits.ErrInvalid)
+			_, err = e.l.Allow(context.Background(), id, append([]limits.Limit{good}, tc.lims...), 1)
+			require.ErrorIs(t, err, limits.ErrInvalid)
 		})
 	}
 	res := allow(t, e.l, id, 1, good)
@@ -267,33 +268,33 @@ func testInvalidLimits(t *testing.T, e env) {
 	// may skip validating the very limit it stored, never a changed one).
 	t.Run("AfterValidState", func(t *testing.T) {
 		sub := apikey.NewID()
-		rate := apikey.Rate("r", 5, time.Second, 0)
-		quota := apikey.Quota("q", 5, apikey.Day)
+		rate := limits.Rate("r", 5, time.Second, 0)
+		quota := limits.Quota("q", 5, limits.Day)
 		for range 2 {
 			assert.True(t, allow(t, e.l, sub, 1, rate).Allowed)
 			assert.True(t, allow(t, e.l, sub, 1, quota).Allowed)
 		}
-		for name, bad := range map[string]apikey.Limit{
-			"RateZeroCount":   apikey.Rate("r", 0, time.Second, 0),
-			"RateZeroPeriod":  apikey.Rate("r", 5, 0, 0),
-			"RateBadBurst":    apikey.Rate("r", 5, time.Second, -1),
-			"RateTooFast":     apikey.Rate("r", 5, time.Nanosecond, 0),
-			"QuotaZeroCount":  apikey.Quota("q", 0, apikey.Day),
-			"QuotaBadWindow":  apikey.Quota("q", 5, apikey.Month+1),
-			"QuotaZeroWindow": apikey.Quota("q", 5, 0),
+		for name, bad := range map[string]limits.Limit{
+			"RateZeroCount":   limits.Rate("r", 0, time.Second, 0),
+			"RateZeroPeriod":  limits.Rate("r", 5, 0, 0),
+			"RateBadBurst":    limits.Rate("r", 5, time.Second, -1),
+			"RateTooFast":     limits.Rate("r", 5, time.Nanosecond, 0),
+			"QuotaZeroCount":  limits.Quota("q", 0, limits.Day),
+			"QuotaBadWindow":  limits.Quota("q", 5, limits.Month+1),
+			"QuotaZeroWindow": limits.Quota("q", 5, 0),
 		} {
-			_, err := e.l.Allow(context.Background(), sub, []apikey.Limit{bad}, 1)
-			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, name)
+			_, err := e.l.Allow(context.Background(), sub, []limits.Limit{bad}, 1)
+			assert.ErrorIs(t, err, limits.ErrInvalid, name)
 			other := quota
 			if bad.Name == quota.Name {
 				other = rate
 			}
-			_, err = e.l.Allow(context.Background(), sub, []apikey.Limit{other, bad}, 1)
-			assert.ErrorIs(t, err, apikey.ErrInvalidOptions, name+" with another")
+			_, err = e.l.Allow(context.Background(), sub, []limits.Limit{other, bad}, 1)
+			assert.ErrorIs(t, err, limits.ErrInvalid, name+" with another")
 		}
 		// The same valid limit twice is a duplicate, however known.
-		_, err := e.l.Allow(context.Background(), sub, []apikey.Limit{quota, quota}, 1)
-		assert.ErrorIs(t, err, apikey.ErrInvalidOptions, "twice")
+		_, err := e.l.Allow(context.Background(), sub, []limits.Limit{quota, quota}, 1)
+		assert.ErrorIs(t, err, limits.ErrInvalid, "twice")
 		// The valid limits were not spent by the rejected calls.
 		res := allow(t, e.l, sub, 1, quota)
 		assert.Equal(t, int64(2), res.Remaining)
@@ -302,7 +303,7 @@ func testInvalidLimits(t *testing.T, e env) {
 
 func testQuotaExact(t *testing.T, e env) {
 	id := apikey.NewID()
-	q := apikey.Quota("daily", 100, apikey.Day)
+	q := limits.Quota("daily", 100, limits.Day)
 	for i := range int64(100) {
 		res := allow(t, e.l, id, 1, q)
 		require.True(t, res.Allowed, "request %d", i+1)
@@ -329,25 +330,25 @@ func testQuotaExact(t *testing.T, e env) {
 func testQuotaBoundary(t *testing.T, e env) {
 	tests := []struct {
 		name     string
-		window   apikey.Window
+		window   limits.Window
 		boundary time.Time
 		next     time.Time // the end of the window that starts at boundary
 	}{
-		{"Minute", apikey.Minute, date(2026, 3, 14, 12, 35), date(2026, 3, 14, 12, 36)},
-		{"Hour", apikey.Hour, date(2026, 3, 14, 13, 0), date(2026, 3, 14, 14, 0)},
-		{"Day", apikey.Day, date(2026, 3, 15, 0, 0), date(2026, 3, 16, 0, 0)},
-		{"MonthOf31To28Days", apikey.Month, date(2026, 2, 1, 0, 0), date(2026, 3, 1, 0, 0)},
-		{"MonthOf28To31Days", apikey.Month, date(2026, 3, 1, 0, 0), date(2026, 4, 1, 0, 0)},
-		{"MonthOf30To31Days", apikey.Month, date(2026, 5, 1, 0, 0), date(2026, 6, 1, 0, 0)},
-		{"LeapFebruary", apikey.Month, date(2028, 3, 1, 0, 0), date(2028, 4, 1, 0, 0)},
-		{"IntoLeapFebruary", apikey.Month, date(2028, 2, 1, 0, 0), date(2028, 3, 1, 0, 0)},
-		{"NewYear", apikey.Month, date(2027, 1, 1, 0, 0), date(2027, 2, 1, 0, 0)},
-		{"Century", apikey.Month, date(2100, 3, 1, 0, 0), date(2100, 4, 1, 0, 0)},
+		{"Minute", limits.Minute, date(2026, 3, 14, 12, 35), date(2026, 3, 14, 12, 36)},
+		{"Hour", limits.Hour, date(2026, 3, 14, 13, 0), date(2026, 3, 14, 14, 0)},
+		{"Day", limits.Day, date(2026, 3, 15, 0, 0), date(2026, 3, 16, 0, 0)},
+		{"MonthOf31To28Days", limits.Month, date(2026, 2, 1, 0, 0), date(2026, 3, 1, 0, 0)},
+		{"MonthOf28To31Days", limits.Month, date(2026, 3, 1, 0, 0), date(2026, 4, 1, 0, 0)},
+		{"MonthOf30To31Days", limits.Month, date(2026, 5, 1, 0, 0), date(2026, 6, 1, 0, 0)},
+		{"LeapFebruary", limits.Month, date(2028, 3, 1, 0, 0), date(2028, 4, 1, 0, 0)},
+		{"IntoLeapFebruary", limits.Month, date(2028, 2, 1, 0, 0), date(2028, 3, 1, 0, 0)},
+		{"NewYear", limits.Month, date(2027, 1, 1, 0, 0), date(2027, 2, 1, 0, 0)},
+		{"Century", limits.Month, date(2100, 3, 1, 0, 0), date(2100, 4, 1, 0, 0)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			id := apikey.NewID()
-			q := apikey.Quota("q", 3, tc.window)
+			q := limits.Quota("q", 3, tc.window)
 			e.clock.Set(tc.boundary.Add(-500 * time.Millisecond))
 			for i := range int64(3) {
 				res := allow(t, e.l, id, 1, q)
@@ -372,7 +373,7 @@ func testQuotaBoundary(t *testing.T, e env) {
 
 func testQuotaCalendar(t *testing.T, e env) {
 	id := apikey.NewID()
-	q := apikey.Quota("daily", 2, apikey.Day)
+	q := limits.Quota("daily", 2, limits.Day)
 	e.clock.Set(date(2026, 3, 14, 0, 0).Add(time.Millisecond))
 	require.True(t, allow(t, e.l, id, 2, q).Allowed)
 	e.clock.Set(date(2026, 3, 14, 23, 59).Add(59 * time.Second))
@@ -387,7 +388,7 @@ func testQuotaCalendar(t *testing.T, e env) {
 func testAllOrNothing(t *testing.T, e env) {
 	t.Run("QuotaDeniesQuotaUntouched", func(t *testing.T) {
 		id := apikey.NewID()
-		big, small := apikey.Quota("big", 10, apikey.Day), apikey.Quota("small", 2, apikey.Day)
+		big, small := limits.Quota("big", 10, limits.Day), limits.Quota("small", 2, limits.Day)
 		for range 2 {
 			require.True(t, allow(t, e.l, id, 1, big, small).Allowed)
 		}
@@ -402,7 +403,7 @@ func testAllOrNothing(t *testing.T, e env) {
 	})
 	t.Run("RateDeniesQuotaUntouched", func(t *testing.T) {
 		id := apikey.NewID()
-		r, q := apikey.Rate("hourly", 1, time.Hour, 1), apikey.Quota("daily", 10, apikey.Day)
+		r, q := limits.Rate("hourly", 1, time.Hour, 1), limits.Quota("daily", 10, limits.Day)
 		require.True(t, allow(t, e.l, id, 1, r, q).Allowed)
 		for range 3 {
 			res := allow(t, e.l, id, 1, q, r)
@@ -415,7 +416,7 @@ func testAllOrNothing(t *testing.T, e env) {
 	})
 	t.Run("QuotaDeniesRateUntouched", func(t *testing.T) {
 		id := apikey.NewID()
-		r, q := apikey.Rate("hourly", 5, time.Hour, 5), apikey.Quota("daily", 1, apikey.Day)
+		r, q := limits.Rate("hourly", 5, time.Hour, 5), limits.Quota("daily", 1, limits.Day)
 		require.True(t, allow(t, e.l, id, 1, r, q).Allowed)
 		for range 3 {
 			res := allow(t, e.l, id, 1, r, q)
@@ -431,14 +432,14 @@ func testAllOrNothing(t *testing.T, e env) {
 func testRateBurst(t *testing.T, e env) {
 	tests := []struct {
 		name   string
-		limit  apikey.Limit
+		limit  limits.Limit
 		burst  int64
 		period time.Duration // emission interval
 	}{
-		{"BurstDefaultsToCount", apikey.Rate("r", 10, time.Hour, 0), 10, 6 * time.Minute},
-		{"BurstBelowCount", apikey.Rate("r", 10, time.Hour, 3), 3, 6 * time.Minute},
-		{"BurstAboveCount", apikey.Rate("r", 2, time.Hour, 5), 5, 30 * time.Minute},
-		{"BurstOfOne", apikey.Rate("r", 1, time.Hour, 1), 1, time.Hour},
+		{"BurstDefaultsToCount", limits.Rate("r", 10, time.Hour, 0), 10, 6 * time.Minute},
+		{"BurstBelowCount", limits.Rate("r", 10, time.Hour, 3), 3, 6 * time.Minute},
+		{"BurstAboveCount", limits.Rate("r", 2, time.Hour, 5), 5, 30 * time.Minute},
+		{"BurstOfOne", limits.Rate("r", 1, time.Hour, 1), 1, time.Hour},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -467,7 +468,7 @@ func testRateBurst(t *testing.T, e env) {
 
 func testRateSmooth(t *testing.T, e env) {
 	id := apikey.NewID()
-	r := apikey.Rate("r", 10, time.Second, 2) // one every 100ms
+	r := limits.Rate("r", 10, time.Second, 2) // one every 100ms
 	require.True(t, allow(t, e.l, id, 1, r).Allowed)
 	require.True(t, allow(t, e.l, id, 1, r).Allowed)
 	res := allow(t, e.l, id, 1, r)
@@ -502,8 +503,8 @@ func testRateSmooth(t *testing.T, e env) {
 
 func testRateRemaining(t *testing.T, e env) {
 	id := apikey.NewID()
-	r := apikey.Rate("r", 5, time.Second, 0) // T = 200ms, B = 5
-	var res apikey.LimitResult
+	r := limits.Rate("r", 5, time.Second, 0) // T = 200ms, B = 5
+	var res limits.Result
 	for range 3 {
 		res = allow(t, e.l, id, 1, r)
 	}
@@ -529,7 +530,7 @@ func testRateRemaining(t *testing.T, e env) {
 func testCost(t *testing.T, e env) {
 	t.Run("Quota", func(t *testing.T) {
 		id := apikey.NewID()
-		q := apikey.Quota("q", 10, apikey.Day)
+		q := limits.Quota("q", 10, limits.Day)
 		for _, want := range []int64{6, 2} {
 			res := allow(t, e.l, id, 4, q)
 			require.True(t, res.Allowed)
@@ -545,7 +546,7 @@ func testCost(t *testing.T, e env) {
 	})
 	t.Run("Rate", func(t *testing.T) {
 		id := apikey.NewID()
-		r := apikey.Rate("r", 10, time.Hour, 0) // T = 6m
+		r := limits.Rate("r", 10, time.Hour, 0) // T = 6m
 		res := allow(t, e.l, id, 3, r)
 		require.True(t, res.Allowed)
 		require.Equal(t, int64(7), res.Remaining)
@@ -567,12 +568,12 @@ func testCost(t *testing.T, e env) {
 func testCostAboveCapacity(t *testing.T, e env) {
 	tests := []struct {
 		name  string
-		limit apikey.Limit
+		limit limits.Limit
 		cap   int64
 	}{
-		{"Quota", apikey.Quota("q", 5, apikey.Day), 5},
-		{"Rate", apikey.Rate("r", 10, time.Hour, 5), 5},
-		{"RateDefaultBurst", apikey.Rate("r", 5, time.Hour, 0), 5},
+		{"Quota", limits.Quota("q", 5, limits.Day), 5},
+		{"Rate", limits.Rate("r", 10, time.Hour, 5), 5},
+		{"RateDefaultBurst", limits.Rate("r", 5, time.Hour, 0), 5},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -594,14 +595,14 @@ func testCostAboveCapacity(t *testing.T, e env) {
 
 func testTightest(t *testing.T, e env) {
 	id := apikey.NewID()
-	q := apikey.Quota("daily", 100, apikey.Day)
-	r := apikey.Rate("hourly", 10, time.Hour, 0)
+	q := limits.Quota("daily", 100, limits.Day)
+	r := limits.Rate("hourly", 10, time.Hour, 0)
 	res := allow(t, e.l, id, 1, q, r)
 	require.True(t, res.Allowed)
 	assert.Equal(t, r, res.Limit, "the limit with the fewest remaining")
 	assert.Equal(t, int64(9), res.Remaining)
 
-	small := apikey.Quota("small", 3, apikey.Day)
+	small := limits.Quota("small", 3, limits.Day)
 	res = allow(t, e.l, id, 1, q, r, small)
 	require.True(t, res.Allowed)
 	assert.Equal(t, small, res.Limit)
@@ -609,8 +610,8 @@ func testTightest(t *testing.T, e env) {
 
 	// Both deny: the longer wait is reported.
 	id = apikey.NewID()
-	q1 := apikey.Quota("daily", 1, apikey.Day)
-	r1 := apikey.Rate("hourly", 1, time.Hour, 1)
+	q1 := limits.Quota("daily", 1, limits.Day)
+	r1 := limits.Rate("hourly", 1, time.Hour, 1)
 	require.True(t, allow(t, e.l, id, 1, r1, q1).Allowed)
 	res = allow(t, e.l, id, 1, r1, q1)
 	require.False(t, res.Allowed)
@@ -622,8 +623,8 @@ func testTightest(t *testing.T, e env) {
 
 func testKeys(t *testing.T, e env) {
 	a, b := apikey.NewID(), apikey.NewID()
-	q := apikey.Quota("daily", 2, apikey.Day)
-	r := apikey.Rate("hourly", 2, time.Hour, 0)
+	q := limits.Quota("daily", 2, limits.Day)
+	r := limits.Rate("hourly", 2, time.Hour, 0)
 	require.True(t, allow(t, e.l, a, 2, q).Allowed)
 	require.True(t, allow(t, e.l, a, 2, r).Allowed)
 	require.False(t, allow(t, e.l, a, 1, q).Allowed)
@@ -635,18 +636,18 @@ func testKeys(t *testing.T, e env) {
 
 func testNames(t *testing.T, e env) {
 	id := apikey.NewID()
-	require.True(t, allow(t, e.l, id, 1, apikey.Quota("a", 1, apikey.Day)).Allowed)
-	require.False(t, allow(t, e.l, id, 1, apikey.Quota("a", 1, apikey.Day)).Allowed)
-	require.True(t, allow(t, e.l, id, 1, apikey.Quota("b", 1, apikey.Day)).Allowed)
-	require.True(t, allow(t, e.l, id, 1, apikey.Rate("a", 1, time.Hour, 1)).Allowed,
+	require.True(t, allow(t, e.l, id, 1, limits.Quota("a", 1, limits.Day)).Allowed)
+	require.False(t, allow(t, e.l, id, 1, limits.Quota("a", 1, limits.Day)).Allowed)
+	require.True(t, allow(t, e.l, id, 1, limits.Quota("b", 1, limits.Day)).Allowed)
+	require.True(t, allow(t, e.l, id, 1, limits.Rate("a", 1, time.Hour, 1)).Allowed,
 		"a rate shares state with a quota of the same name")
 }
 
 func testPlanChange(t *testing.T, e env) {
 	id := apikey.NewID()
-	require.True(t, allow(t, e.l, id, 5, apikey.Quota("daily", 5, apikey.Day)).Allowed)
-	require.False(t, allow(t, e.l, id, 1, apikey.Quota("daily", 5, apikey.Day)).Allowed)
-	res := allow(t, e.l, id, 1, apikey.Quota("daily", 10, apikey.Day))
+	require.True(t, allow(t, e.l, id, 5, limits.Quota("daily", 5, limits.Day)).Allowed)
+	require.False(t, allow(t, e.l, id, 1, limits.Quota("daily", 5, limits.Day)).Allowed)
+	res := allow(t, e.l, id, 1, limits.Quota("daily", 10, limits.Day))
 	require.True(t, res.Allowed, "a raised count is not applied")
 	assert.Equal(t, int64(4), res.Remaining, "the window's consumption was lost")
 }
@@ -655,11 +656,11 @@ func testConcurrent(t *testing.T, e env) {
 	const workers, each = 16, 25
 	tests := []struct {
 		name  string
-		limit apikey.Limit
+		limit limits.Limit
 		want  int64
 	}{
-		{"Quota", apikey.Quota("daily", 100, apikey.Day), 100},
-		{"Rate", apikey.Rate("hourly", 60, time.Hour, 0), 60},
+		{"Quota", limits.Quota("daily", 100, limits.Day), 100},
+		{"Rate", limits.Rate("hourly", 60, time.Hour, 0), 60},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -670,7 +671,7 @@ func testConcurrent(t *testing.T, e env) {
 				wg.Go(func() {
 					own := apikey.NewID()
 					for range each {
-						res, err := e.l.Allow(context.Background(), id, []apikey.Limit{tc.limit}, 1)
+						res, err := e.l.Allow(context.Background(), id, []limits.Limit{tc.limit}, 1)
 						if err != nil {
 							errs.Add(1)
 							continue
@@ -678,7 +679,7 @@ func testConcurrent(t *testing.T, e env) {
 						if res.Allowed {
 							admitted.Add(1)
 						}
-						if res, err := e.l.Allow(context.Background(), own, []apikey.Limit{tc.limit}, 1); err != nil || !res.Allowed {
+						if res, err := e.l.Allow(context.Background(), own, []limits.Limit{tc.limit}, 1); err != nil || !res.Allowed {
 							errs.Add(1)
 						}
 					}
@@ -694,20 +695,20 @@ func testConcurrent(t *testing.T, e env) {
 func testCancelled(t *testing.T, e env) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := e.l.Allow(ctx, apikey.NewID(), []apikey.Limit{apikey.Quota("daily", 1, apikey.Day)}, 1)
+	_, err := e.l.Allow(ctx, apikey.NewID(), []limits.Limit{limits.Quota("daily", 1, limits.Day)}, 1)
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, context.Canceled), "error %v does not wrap context.Canceled", err)
 }
 
 func testEmptySubject(t *testing.T, e env) {
-	_, err := e.l.Allow(context.Background(), "", []apikey.Limit{apikey.Quota("daily", 1, apikey.Day)}, 1)
-	require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+	_, err := e.l.Allow(context.Background(), "", []limits.Limit{limits.Quota("daily", 1, limits.Day)}, 1)
+	require.ErrorIs(t, err, limits.ErrInvalid)
 }
 
 // Subjects of any shape (an owner name, an email, a key id) are counted
 // apart.
 func testSubjects(t *testing.T, e env) {
-	q := apikey.Quota("daily", 1, apikey.Day)
+	q := limits.Quota("daily", 1, limits.Day)
 	base := apikey.NewID()
 	subjects := []string{base, base + "x", "user:" + base, base + "@example.com", base + " {tag}", base + "=1", base + "\u00fc"}
 	for _, s := range subjects {
@@ -724,12 +725,12 @@ func testSubjects(t *testing.T, e env) {
 func testLimitSubjects(t *testing.T, e env) {
 	id := apikey.NewID()
 	keyA, keyB := apikey.NewID(), apikey.NewID()
-	credits := func(key string) apikey.Limit {
-		l := apikey.Credits("credits", 2, apikey.Never)
+	credits := func(key string) limits.Limit {
+		l := limits.Credits("credits", 2, limits.Never)
 		l.Subject = key
 		return l
 	}
-	plain := apikey.Quota("credits", 2, apikey.Day)
+	plain := limits.Quota("credits", 2, limits.Day)
 	res := allow(t, e.l, id, 2, credits(keyA))
 	require.True(t, res.Allowed)
 	assert.Equal(t, int64(0), res.Remaining)
@@ -740,7 +741,7 @@ func testLimitSubjects(t *testing.T, e env) {
 	res = allow(t, e.l, id, 1, plain)
 	require.True(t, res.Allowed, "a quota of the same name shares state with credits")
 	assert.Equal(t, int64(1), res.Remaining)
-	rate := apikey.Rate("credits", 1, time.Hour, 1)
+	rate := limits.Rate("credits", 1, time.Hour, 1)
 	rate.Subject = keyA
 	require.True(t, allow(t, e.l, id, 1, rate).Allowed, "a rate with a Subject shares state with credits")
 	res = allow(t, e.l, apikey.NewID(), 1, credits(keyA))
@@ -757,9 +758,9 @@ func testLimitSubjects(t *testing.T, e env) {
 // denied call reports the limits that would have allowed as unspent.
 func testStates(t *testing.T, e env) {
 	id := apikey.NewID()
-	q := apikey.Quota("daily", 10, apikey.Day)
-	r := apikey.Rate("hourly", 4, time.Hour, 0) // T = 15m
-	c := apikey.Credits("credits", 3, apikey.Never)
+	q := limits.Quota("daily", 10, limits.Day)
+	r := limits.Rate("hourly", 4, time.Hour, 0) // T = 15m
+	c := limits.Credits("credits", 3, limits.Never)
 	res := allow(t, e.l, id, 1, q, r, c)
 	require.True(t, res.Allowed)
 	require.Len(t, res.States, 3)
@@ -785,7 +786,7 @@ func testStates(t *testing.T, e env) {
 	assert.Equal(t, []int64{7, 1, 0}, remaining(res))
 }
 
-func remaining(res apikey.LimitResult) []int64 {
+func remaining(res limits.Result) []int64 {
 	var out []int64
 	for _, s := range res.States {
 		out = append(out, s.Remaining)
@@ -795,7 +796,7 @@ func remaining(res apikey.LimitResult) []int64 {
 
 func testCreditsNever(t *testing.T, e env) {
 	id := apikey.NewID()
-	c := apikey.Credits("credits", 3, apikey.Never)
+	c := limits.Credits("credits", 3, limits.Never)
 	for i := range int64(3) {
 		res := allow(t, e.l, id, 1, c)
 		require.True(t, res.Allowed)
@@ -819,19 +820,19 @@ func testCreditsNever(t *testing.T, e env) {
 func testCreditsRefill(t *testing.T, e env) {
 	tests := []struct {
 		name     string
-		refill   apikey.Window
+		refill   limits.Window
 		boundary time.Time
 		next     time.Time
 	}{
-		{"Day", apikey.Day, date(2026, 3, 15, 0, 0), date(2026, 3, 16, 0, 0)},
-		{"Month", apikey.Month, date(2026, 4, 1, 0, 0), date(2026, 5, 1, 0, 0)},
-		{"February", apikey.Month, date(2028, 2, 1, 0, 0), date(2028, 3, 1, 0, 0)},
-		{"NewYear", apikey.Month, date(2027, 1, 1, 0, 0), date(2027, 2, 1, 0, 0)},
+		{"Day", limits.Day, date(2026, 3, 15, 0, 0), date(2026, 3, 16, 0, 0)},
+		{"Month", limits.Month, date(2026, 4, 1, 0, 0), date(2026, 5, 1, 0, 0)},
+		{"February", limits.Month, date(2028, 2, 1, 0, 0), date(2028, 3, 1, 0, 0)},
+		{"NewYear", limits.Month, date(2027, 1, 1, 0, 0), date(2027, 2, 1, 0, 0)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			id := apikey.NewID()
-			c := apikey.Credits("credits", 2, tc.refill)
+			c := limits.Credits("credits", 2, tc.refill)
 			c.Subject = apikey.NewID()
 			e.clock.Set(tc.boundary.Add(-time.Second))
 			require.True(t, allow(t, e.l, id, 2, c).Allowed)
@@ -850,9 +851,9 @@ func testCreditsRefill(t *testing.T, e env) {
 
 func testCreditsAllOrNothing(t *testing.T, e env) {
 	id := apikey.NewID()
-	c := apikey.Credits("credits", 5, apikey.Never)
+	c := limits.Credits("credits", 5, limits.Never)
 	c.Subject = apikey.NewID()
-	q := apikey.Quota("daily", 1, apikey.Day)
+	q := limits.Quota("daily", 1, limits.Day)
 	require.True(t, allow(t, e.l, id, 1, q, c).Allowed)
 	for range 3 {
 		res := allow(t, e.l, id, 1, q, c)
@@ -864,8 +865,8 @@ func testCreditsAllOrNothing(t *testing.T, e env) {
 	assert.Equal(t, int64(3), res.Remaining, "a call denied by the quota spent credits")
 
 	other := apikey.NewID()
-	big := apikey.Quota("daily", 100, apikey.Day)
-	c = apikey.Credits("credits", 3, apikey.Never)
+	big := limits.Quota("daily", 100, limits.Day)
+	c = limits.Credits("credits", 3, limits.Never)
 	c.Subject = apikey.NewID()
 	require.True(t, allow(t, e.l, other, 3, big, c).Allowed)
 	res = allow(t, e.l, other, 1, big, c)
@@ -879,16 +880,16 @@ func testCreditsAllOrNothing(t *testing.T, e env) {
 func testCreditsConcurrent(t *testing.T, e env) {
 	const workers, each = 16, 20
 	key := apikey.NewID()
-	c := apikey.Credits("credits", 50, apikey.Never)
+	c := limits.Credits("credits", 50, limits.Never)
 	c.Subject = key
-	q := apikey.Quota("daily", 1000, apikey.Day)
+	q := limits.Quota("daily", 1000, limits.Day)
 	id := apikey.NewID()
 	var admitted, errs atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for range each {
-				res, err := e.l.Allow(context.Background(), id, []apikey.Limit{q, c}, 1)
+				res, err := e.l.Allow(context.Background(), id, []limits.Limit{q, c}, 1)
 				switch {
 				case err != nil:
 					errs.Add(1)
@@ -909,10 +910,10 @@ func testCreditsConcurrent(t *testing.T, e env) {
 // kind: the next call applies it to the state so far.
 func testOverride(t *testing.T, e env) {
 	id := apikey.NewID()
-	require.True(t, allow(t, e.l, id, 3, apikey.Quota("daily", 5, apikey.Day)).Allowed)
-	res := allow(t, e.l, id, 1, apikey.Quota("daily", 3, apikey.Day))
+	require.True(t, allow(t, e.l, id, 3, limits.Quota("daily", 5, limits.Day)).Allowed)
+	res := allow(t, e.l, id, 1, limits.Quota("daily", 3, limits.Day))
 	require.False(t, res.Allowed, "a lowered count does not apply to what was spent")
-	res = allow(t, e.l, id, 1, apikey.Quota("daily", 100, apikey.Day))
+	res = allow(t, e.l, id, 1, limits.Quota("daily", 100, limits.Day))
 	require.True(t, res.Allowed)
 	assert.Equal(t, int64(96), res.Remaining)
 }
@@ -922,7 +923,7 @@ func testOverride(t *testing.T, e env) {
 // burst window.
 func testStepBack(t *testing.T, e env) {
 	id := apikey.NewID()
-	r := apikey.Rate("per-second", 2, time.Second, 0) // burst window 1s
+	r := limits.Rate("per-second", 2, time.Second, 0) // burst window 1s
 	require.True(t, allow(t, e.l, id, 2, r).Allowed)
 	e.clock.Set(e.clock.Now().Add(-time.Hour))
 	res := allow(t, e.l, id, 1, r)
@@ -945,13 +946,13 @@ func date(y int, m time.Month, d, h, min int) time.Time {
 func testStepBackWithinBurst(t *testing.T, e env) {
 	tests := []struct {
 		name     string
-		limit    apikey.Limit
+		limit    limits.Limit
 		interval time.Duration
 		step     time.Duration
 	}{
-		{"Fast", apikey.Rate("per-second", 100, time.Second, 0), 10 * time.Millisecond, 10 * time.Minute},
-		{"Slow", apikey.Rate("hourly", 10, time.Hour, 0), 6 * time.Minute, 10 * time.Minute},
-		{"StepLongerThanTheBurstWindow", apikey.Rate("hourly", 10, time.Hour, 0), 6 * time.Minute, 24 * time.Hour},
+		{"Fast", limits.Rate("per-second", 100, time.Second, 0), 10 * time.Millisecond, 10 * time.Minute},
+		{"Slow", limits.Rate("hourly", 10, time.Hour, 0), 6 * time.Minute, 10 * time.Minute},
+		{"StepLongerThanTheBurstWindow", limits.Rate("hourly", 10, time.Hour, 0), 6 * time.Minute, 24 * time.Hour},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -988,24 +989,24 @@ func testStepBackWithinBurst(t *testing.T, e env) {
 // slows every sample.
 func testHistory(t *testing.T, e env) {
 	const past, batch, samples, factor = 2000, 50, 9, 25
-	credits := func(sub string, n int64) apikey.Limit {
-		c := apikey.Credits("credits", n, apikey.Never)
+	credits := func(sub string, n int64) limits.Limit {
+		c := limits.Credits("credits", n, limits.Never)
 		c.Subject = sub
 		return c
 	}
 	old, fresh := apikey.NewID(), apikey.NewID()
-	ls := make([]apikey.Limit, batch)
+	ls := make([]limits.Limit, batch)
 	for range past / batch {
 		for j := range ls {
 			ls[j] = credits(apikey.NewID(), 1)
 		}
 		require.True(t, allow(t, e.l, old, 1, ls...).Allowed)
 	}
-	call := func(subject string) []apikey.Limit {
-		return []apikey.Limit{apikey.Quota("daily", limitsMax, apikey.Day), credits(subject+"-key", limitsMax)}
+	call := func(subject string) []limits.Limit {
+		return []limits.Limit{limits.Quota("daily", limitsMax, limits.Day), credits(subject+"-key", limitsMax)}
 	}
 	oldCall, freshCall := call(old), call(fresh)
-	run := func(subject string, ls []apikey.Limit, n int) time.Duration {
+	run := func(subject string, ls []limits.Limit, n int) time.Duration {
 		start := time.Now()
 		for range n {
 			res, err := e.l.Allow(context.Background(), subject, ls, 1)
@@ -1039,18 +1040,18 @@ func testHistory(t *testing.T, e env) {
 const limitsMax = 100_000_000_000_000 - 1
 
 // peek calls Peek and requires no error.
-func peek(t *testing.T, p apikey.LimitPeeker, id string, limits ...apikey.Limit) apikey.LimitResult {
+func peek(t *testing.T, p limits.Peeker, id string, lims ...limits.Limit) limits.Result {
 	t.Helper()
-	res, err := p.Peek(context.Background(), id, limits)
+	res, err := p.Peek(context.Background(), id, lims)
 	require.NoError(t, err)
 	return res
 }
 
-// peeker returns the limiter as an apikey.LimitPeeker, or skips the test.
-func peeker(t *testing.T, e env) apikey.LimitPeeker {
-	p, ok := e.l.(apikey.LimitPeeker)
+// peeker returns the limiter as an limits.Peeker, or skips the test.
+func peeker(t *testing.T, e env) limits.Peeker {
+	p, ok := e.l.(limits.Peeker)
 	if !ok {
-		t.Skip("limitertest: the limiter does not implement apikey.LimitPeeker")
+		t.Skip("limitertest: the limiter does not implement limits.Peeker")
 	}
 	return p
 }
@@ -1059,25 +1060,25 @@ func peeker(t *testing.T, e env) apikey.LimitPeeker {
 // nothing, allowed or denied.
 func testPeek(t *testing.T, e env) {
 	p := peeker(t, e)
-	_, err := p.Peek(context.Background(), "", []apikey.Limit{apikey.Quota("q", 1, apikey.Day)})
-	require.ErrorIs(t, err, apikey.ErrInvalidOptions, "empty subject")
-	_, err = p.Peek(context.Background(), apikey.NewID(), []apikey.Limit{apikey.Quota("q", 0, apikey.Day)})
-	require.ErrorIs(t, err, apikey.ErrInvalidOptions, "invalid limit")
-	q := apikey.Quota("q", 1, apikey.Day)
-	_, err = p.Peek(context.Background(), apikey.NewID(), []apikey.Limit{q, q})
-	require.ErrorIs(t, err, apikey.ErrInvalidOptions, "a name twice")
+	_, err := p.Peek(context.Background(), "", []limits.Limit{limits.Quota("q", 1, limits.Day)})
+	require.ErrorIs(t, err, limits.ErrInvalid, "empty subject")
+	_, err = p.Peek(context.Background(), apikey.NewID(), []limits.Limit{limits.Quota("q", 0, limits.Day)})
+	require.ErrorIs(t, err, limits.ErrInvalid, "invalid limit")
+	q := limits.Quota("q", 1, limits.Day)
+	_, err = p.Peek(context.Background(), apikey.NewID(), []limits.Limit{q, q})
+	require.ErrorIs(t, err, limits.ErrInvalid, "a name twice")
 	assert.True(t, peek(t, p, apikey.NewID()).Allowed, "no limits")
 
 	id := apikey.NewID()
-	c := apikey.Credits("credits", 4, apikey.Never)
+	c := limits.Credits("credits", 4, limits.Never)
 	c.Subject = apikey.NewID()
-	limits := []apikey.Limit{
-		apikey.Quota("daily", 3, apikey.Day),
-		apikey.Rate("hourly", 5, time.Hour, 0),
+	lims := []limits.Limit{
+		limits.Quota("daily", 3, limits.Day),
+		limits.Rate("hourly", 5, time.Hour, 0),
 		c,
 	}
 	// Each limit alone, then all of them: the quota denies the fourth call.
-	calls := [][]apikey.Limit{limits[:1], limits[1:2], limits[2:], limits}
+	calls := [][]limits.Limit{lims[:1], lims[1:2], lims[2:], lims}
 	for _, ls := range calls {
 		for i := range 3 {
 			first := peek(t, p, id, ls...)
@@ -1089,20 +1090,20 @@ func testPeek(t *testing.T, e env) {
 	}
 	// Every limit has been spent 3 times: the quota denies, consuming
 	// nothing, and Peek says so.
-	res := peek(t, p, id, limits...)
+	res := peek(t, p, id, lims...)
 	require.False(t, res.Allowed)
-	assert.Equal(t, limits[0], res.Limit)
+	assert.Equal(t, lims[0], res.Limit)
 	assert.Equal(t, []int64{0, 2, 1}, remaining(res))
-	denied := allow(t, e.l, id, 1, limits...)
+	denied := allow(t, e.l, id, 1, lims...)
 	samePeek(t, e, res, denied, "a denied call")
-	res = peek(t, p, id, limits[1:]...)
+	res = peek(t, p, id, lims[1:]...)
 	require.True(t, res.Allowed)
 	assert.Equal(t, []int64{1, 0}, remaining(res), "the denied call or Peek consumed something")
 }
 
 // samePeek checks that a Peek answered what b answered. A limiter on real
 // time may answer durations that moved between the calls.
-func samePeek(t *testing.T, e env, a, b apikey.LimitResult, msg string, args ...any) {
+func samePeek(t *testing.T, e env, a, b limits.Result, msg string, args ...any) {
 	t.Helper()
 	m := append([]any{msg}, args...)
 	assert.Equal(t, a.Allowed, b.Allowed, m...)
@@ -1121,18 +1122,18 @@ func testPeekConcurrent(t *testing.T, e env) {
 	const workers, each, quota = 8, 25, 20
 	id := apikey.NewID()
 	// A rate slow enough that a slow run sees none of it refilled.
-	limits := []apikey.Limit{apikey.Quota("daily", quota, apikey.Day), apikey.Rate("slow", 1000, 100*time.Hour, 0)}
+	lims := []limits.Limit{limits.Quota("daily", quota, limits.Day), limits.Rate("slow", 1000, 100*time.Hour, 0)}
 	var admitted, errs atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for range each {
 				for range 3 {
-					if res, err := p.Peek(context.Background(), id, limits); err != nil || res.Remaining < 0 {
+					if res, err := p.Peek(context.Background(), id, lims); err != nil || res.Remaining < 0 {
 						errs.Add(1)
 					}
 				}
-				res, err := e.l.Allow(context.Background(), id, limits, 1)
+				res, err := e.l.Allow(context.Background(), id, lims, 1)
 				switch {
 				case err != nil:
 					errs.Add(1)
@@ -1145,6 +1146,6 @@ func testPeekConcurrent(t *testing.T, e env) {
 	wg.Wait()
 	require.Zero(t, errs.Load())
 	assert.Equal(t, int64(quota), admitted.Load())
-	res := peek(t, p, id, limits[1:]...)
+	res := peek(t, p, id, lims[1:]...)
 	assert.Equal(t, int64(1000-quota-1), res.Remaining, "a Peek consumed from the rate")
 }

@@ -1,4 +1,4 @@
-// Package memlimit is an in-process apikey.Limiter: rates by GCRA, quotas
+// Package memlimit is an in-process limits.Limiter: rates by GCRA, quotas
 // per UTC calendar window and credits, kept in memory.
 //
 // Pick it for a single server, for tests, or as the fallback of
@@ -22,7 +22,8 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 )
 
 // DefaultMaxKeys is the default of Options.MaxKeys.
@@ -75,7 +76,7 @@ type Options struct {
 	MaxKeys int
 }
 
-// Limiter is an in-memory apikey.Limiter. Create it with New; the zero value
+// Limiter is an in-memory limits.Limiter. Create it with New; the zero value
 // is not usable. It is safe for concurrent use: states are split over
 // sharded mutexes by subject, and all limits of one call are decided under
 // one lock.
@@ -89,9 +90,9 @@ type Limiter struct {
 }
 
 var (
-	_ apikey.Limiter     = (*Limiter)(nil)
-	_ apikey.LimitPeeker = (*Limiter)(nil)
-	_ apikey.Debiter     = (*Limiter)(nil)
+	_ limits.Limiter = (*Limiter)(nil)
+	_ limits.Peeker  = (*Limiter)(nil)
+	_ limits.Debiter = (*Limiter)(nil)
 )
 
 // entry holds the states of one subject, one slot per limit in use.
@@ -123,7 +124,7 @@ type entry struct {
 // slotID identifies the slot of a limit within its subject's entry.
 type slotID struct {
 	name, sub string
-	kind      apikey.LimitKind
+	kind      limits.Kind
 }
 
 // slot is the stored state of one limit of a subject.
@@ -136,11 +137,11 @@ type slotID struct {
 // never refilled). sub is the limit's own Subject.
 type slot struct {
 	name, sub string
-	kind      apikey.LimitKind
-	window    apikey.Window
+	kind      limits.Kind
+	window    limits.Window
 	v, w, exp int64
 	// The rest of the limit the slot was last written for, which
-	// apikey.ValidateAllow accepted: a call with the same limit need not
+	// limits.ValidateAllow accepted: a call with the same limit need not
 	// validate it again (see allowOne).
 	count, burst int64
 	period       time.Duration
@@ -150,19 +151,19 @@ type slot struct {
 
 // validated reports whether lim, which s holds (s.is(lim)), is the limit s
 // was last written for, and so a valid one.
-func (s *slot) validated(lim *apikey.Limit) bool {
+func (s *slot) validated(lim *limits.Limit) bool {
 	return s.count == lim.Count && s.period == lim.Period && s.burst == lim.Burst && s.window == lim.Window
 }
 
 // is reports whether s holds the state of lim.
-func (s *slot) is(lim *apikey.Limit) bool {
+func (s *slot) is(lim *limits.Limit) bool {
 	return s.name == lim.Name && s.kind == lim.Kind && s.sub == lim.Subject
 }
 
 // expired reports whether a slot no longer matters: a rate whose TAT has
 // passed, or a quota whose window has ended.
 func (s *slot) expired(mono, wall int64) bool {
-	if s.kind == apikey.KindRate {
+	if s.kind == limits.KindRate {
 		return s.exp <= mono
 	}
 	return s.exp <= wall
@@ -232,28 +233,28 @@ func (l *Limiter) Len() int {
 type pending struct {
 	slot      int
 	v, w, exp int64
-	o         limits.Outcome
+	o         gcra.Outcome
 	t         int64 // a rate's emission interval; 0 for a count
 	fix       bool  // a denied rate whose TAT moved (the clock stepped back): store it anyway
 }
 
 // Allow takes cost from every limit in limits for subject; see
-// apikey.Limiter. It reports an error wrapping apikey.ErrInvalidOptions when
+// limits.Limiter. It reports an error wrapping apikey.ErrInvalidOptions when
 // subject is empty, cost is below 1, a limit is invalid or two limits share
 // a name and Subject, and the context's error when ctx is done. A cost
 // above a limit's capacity (its burst for a rate, its count for a quota or
 // credits) can never be allowed: it is denied with RetryAfter equal to
 // Reset, which for a rate is at least one emission interval.
-func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (res apikey.LimitResult, err error) {
+func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (res limits.Result, err error) {
 	if len(ls) == 1 && subject != "" && cost >= 1 {
 		// The limit itself is validated by allowOne, unless it is the one
 		// its slot was written for.
 		if err := ctx.Err(); err != nil {
-			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+			return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 		}
 		t := l.now()
 		if err := l.allowOne(&res, subject, ls, cost, int64(t.Sub(l.base)), t.UnixNano()); err != nil {
-			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+			return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 		}
 		return res, nil
 	}
@@ -262,15 +263,15 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	// (or a bad subject or cost) are validated first.
 	lazy := subject != "" && cost >= 1 && len(ls) <= inlineLimits
 	if !lazy {
-		if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
-			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+		if err := limits.ValidateAllow(subject, ls, cost); err != nil {
+			return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+		return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 	}
 	if len(ls) == 0 {
-		return apikey.LimitResult{Allowed: true}, nil
+		return limits.Result{Allowed: true}, nil
 	}
 
 	t := l.now()
@@ -294,12 +295,12 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 	if lazy {
 		if err := validate(e, subject, ls, cost, pend); err != nil {
 			sh.mu.Unlock()
-			return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+			return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 		}
 	}
 
-	res.States = make([]apikey.LimitState, len(ls))
-	var best limits.Outcome
+	res.States = make([]limits.State, len(ls))
+	var best gcra.Outcome
 	bi := 0
 	for i := range ls {
 		var st *slot
@@ -310,7 +311,7 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 		o, p := decide(&ls[i], st, mono, wall, cost)
 		p.slot = idx
 		pend[i] = p
-		if i == 0 || limits.Tighter(o, best) {
+		if i == 0 || gcra.Tighter(o, best) {
 			best, bi = o, i
 		}
 	}
@@ -347,17 +348,17 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 }
 
 // Peek reports what Allow with a cost of 1 would answer for subject and
-// limits, consuming nothing; see apikey.LimitPeeker. It reports the errors
+// limits, consuming nothing; see limits.Peeker. It reports the errors
 // Allow reports. With a single limit, States is nil, as with Allow.
-func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+func (l *Limiter) Peek(ctx context.Context, subject string, ls []limits.Limit) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, 1); err != nil {
+		return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+		return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 	}
 	if len(ls) == 0 {
-		return apikey.LimitResult{Allowed: true}, nil
+		return limits.Result{Allowed: true}, nil
 	}
 	t := l.now()
 	mono, wall := int64(t.Sub(l.base)), t.UnixNano()
@@ -367,20 +368,20 @@ func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
 	e := sh.get(h, subject)
-	var best limits.Outcome
+	var best gcra.Outcome
 	bi := 0
 	for i := range ls {
 		st, _ := e.find(&ls[i])
 		o, p := decide(&ls[i], st, mono, wall, 1)
 		pend = append(pend, p)
-		if i == 0 || limits.Tighter(o, best) {
+		if i == 0 || gcra.Tighter(o, best) {
 			best, bi = o, i
 		}
 	}
 	sh.mu.Unlock()
-	var res apikey.LimitResult
+	var res limits.Result
 	if len(ls) > 1 {
-		res.States = make([]apikey.LimitState, len(ls))
+		res.States = make([]limits.State, len(ls))
 		for i := range pend {
 			o := pend[i].o
 			if !best.Allowed {
@@ -394,51 +395,51 @@ func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (
 }
 
 // Debit takes amount from every quota and credits in limits for subject,
-// without an admission check, atomically; see apikey.Debiter. A negative
+// without an admission check, atomically; see limits.Debiter. A negative
 // amount refunds, never below what was used in the current window, and a
 // balance may fall below zero. Rates are not debited: their state is
 // reported as it stands. It reports the errors Peek reports, and an error
-// wrapping apikey.ErrInvalidOptions for an amount beyond ±(10^14-1).
-func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+// wrapping limits.ErrInvalid for an amount beyond ±(10^14-1).
+func (l *Limiter) Debit(ctx context.Context, subject string, ls []limits.Limit, amount int64) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, 1); err != nil {
+		return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 	}
-	if err := limits.CheckAmount(amount); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w: %w", apikey.ErrInvalidOptions, err)
+	if err := gcra.CheckAmount(amount); err != nil {
+		return limits.Result{}, fmt.Errorf("memlimit: %w: %w", limits.ErrInvalid, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("memlimit: %w", err)
+		return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 	}
 	if len(ls) == 0 {
-		return apikey.LimitResult{Allowed: true}, nil
+		return limits.Result{Allowed: true}, nil
 	}
 	t := l.now()
 	mono, wall := int64(t.Sub(l.base)), t.UnixNano()
 	pend := make([]pending, len(ls))
-	res := apikey.LimitResult{States: make([]apikey.LimitState, len(ls))}
-	var added []apikey.Limit
+	res := limits.Result{States: make([]limits.State, len(ls))}
+	var added []limits.Limit
 	var addedPend []pending
 	h := maphash.String(l.seed, subject)
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
 	e := sh.get(h, subject)
-	var best limits.Outcome
+	var best gcra.Outcome
 	bi := 0
 	for i := range ls {
 		lim := &ls[i]
 		st, j := e.find(lim)
-		var o limits.Outcome
-		if lim.Kind == apikey.KindRate {
+		var o gcra.Outcome
+		if lim.Kind == limits.KindRate {
 			o, _ = decide(lim, st, mono, wall, 0) // cost 0: the state as it stands
 		} else {
-			ws, we := limits.Window(uint8(lim.Window), wall)
+			ws, we := gcra.Window(uint8(lim.Window), wall)
 			var used int64
 			if st != nil && st.w == ws {
 				used = st.v
 			}
-			used = limits.Debit(used, amount)
-			o = limits.Outcome{Allowed: true, Remaining: lim.Count - used, Reset: we - wall}
-			if lim.Window == apikey.Never {
+			used = gcra.Debit(used, amount)
+			o = gcra.Outcome{Allowed: true, Remaining: lim.Count - used, Reset: we - wall}
+			if lim.Window == limits.Never {
 				o.Reset = 0
 			}
 			p := pending{slot: j, v: used, w: ws, exp: we}
@@ -453,7 +454,7 @@ func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, 
 			}
 		}
 		pend[i].o = o
-		if i == 0 || limits.Tighter(o, best) {
+		if i == 0 || gcra.Tighter(o, best) {
 			best, bi = o, i
 		}
 	}
@@ -472,7 +473,7 @@ func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, 
 // deciding several limits together needs. The caller checked subject and
 // cost; allowOne validates the limit (before deciding anything) unless its
 // slot was last written for the same limit, which was valid then.
-func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.Limit, cost, mono, wall int64) error {
+func (l *Limiter) allowOne(res *limits.Result, subject string, ls []limits.Limit, cost, mono, wall int64) error {
 	lim := &ls[0]
 	h := maphash.String(l.seed, subject)
 	sh := &l.shards[h&l.mask]
@@ -480,7 +481,7 @@ func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.
 	e := sh.get(h, subject)
 	st, _ := e.find(lim)
 	if st == nil || !st.validated(lim) {
-		if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
+		if err := limits.ValidateAllow(subject, ls, cost); err != nil {
 			sh.mu.Unlock()
 			return err
 		}
@@ -506,19 +507,19 @@ func (l *Limiter) allowOne(res *apikey.LimitResult, subject string, ls []apikey.
 	return nil
 }
 
-// validate is apikey.ValidateAllow of a call whose subject and cost are
+// validate is limits.ValidateAllow of a call whose subject and cost are
 // valid, for limits whose slots in e were written for them: it only checks
 // that no two limits share a name and Subject. Otherwise it validates the
 // call in full and, when it is valid, has the slots of e hold its limits.
 // The slot of ls[i] in e is pend[i].slot (-1 for none). The caller holds
 // the shard's lock.
-func validate(e *entry, subject string, ls []apikey.Limit, cost int64, pend []pending) error {
+func validate(e *entry, subject string, ls []limits.Limit, cost int64, pend []pending) error {
 	known := true
 	for i := range ls {
 		lim := &ls[i]
 		for j := range i {
 			if o := &ls[j]; o.Name == lim.Name && o.Subject == lim.Subject {
-				return apikey.ValidateAllow(subject, ls, cost)
+				return limits.ValidateAllow(subject, ls, cost)
 			}
 		}
 		if j := pend[i].slot; j < 0 || !e.slots[j].validated(lim) {
@@ -528,7 +529,7 @@ func validate(e *entry, subject string, ls []apikey.Limit, cost int64, pend []pe
 	if known {
 		return nil
 	}
-	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
+	if err := limits.ValidateAllow(subject, ls, cost); err != nil {
 		return err
 	}
 	for i := range ls {
@@ -542,7 +543,7 @@ func validate(e *entry, subject string, ls []apikey.Limit, cost int64, pend []pe
 }
 
 // find returns the slot of lim in e and its index, or nil and -1.
-func (e *entry) find(lim *apikey.Limit) (*slot, int) {
+func (e *entry) find(lim *limits.Limit) (*slot, int) {
 	switch {
 	case e == nil:
 	case e.index != nil:
@@ -562,7 +563,7 @@ func (e *entry) find(lim *apikey.Limit) (*slot, int) {
 // set writes the decision p to s, a slot of e.
 func (e *entry) set(s *slot, p *pending) {
 	s.v, s.w, s.exp = p.v, p.w, p.exp
-	if s.kind == apikey.KindRate {
+	if s.kind == limits.KindRate {
 		e.expMono = min(e.expMono, p.exp)
 	} else {
 		e.expWall = min(e.expWall, p.exp)
@@ -570,53 +571,53 @@ func (e *entry) set(s *slot, p *pending) {
 }
 
 // decide applies lim to a call of cost given its stored state st.
-func decide(lim *apikey.Limit, st *slot, mono, wall, cost int64) (limits.Outcome, pending) {
-	if lim.Kind == apikey.KindRate {
+func decide(lim *limits.Limit, st *slot, mono, wall, cost int64) (gcra.Outcome, pending) {
+	if lim.Kind == limits.KindRate {
 		var t, burst int64
-		tat, seen := mono, int64(limits.NoState)
+		tat, seen := mono, int64(gcra.NoState)
 		if st != nil && st.validated(lim) { // the interval is the slot's
 			t, burst, tat, seen = st.interval, lim.Burst, st.v, st.w
 			if burst == 0 {
 				burst = lim.Count
 			}
 		} else {
-			t, burst = limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
+			t, burst = gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
 			if st != nil {
 				tat, seen = st.v, st.w
 			}
 		}
-		o, nt, write := limits.Rate(tat, seen, mono, t, burst, cost)
+		o, nt, write := gcra.Rate(tat, seen, mono, t, burst, cost)
 		return o, pending{v: nt, w: mono, exp: nt, o: o, t: t, fix: write && !o.Allowed}
 	}
-	ws, we := limits.Window(uint8(lim.Window), wall)
+	ws, we := gcra.Window(uint8(lim.Window), wall)
 	var used int64
 	if st != nil && st.w == ws {
 		used = st.v
 	}
 	reset := we - wall
-	if lim.Window == apikey.Never {
+	if lim.Window == limits.Never {
 		reset = 0
 	}
-	o := limits.Count(lim.Count, used, cost, reset)
+	o := gcra.Count(lim.Count, used, cost, reset)
 	return o, pending{v: used + cost, w: ws, exp: we, o: o}
 }
 
 // interval returns the emission interval of lim in nanoseconds, for a
 // rate (0 otherwise).
-func interval(lim *apikey.Limit) int64 {
-	if lim.Kind != apikey.KindRate {
+func interval(lim *limits.Limit) int64 {
+	if lim.Kind != limits.KindRate {
 		return 0
 	}
-	t, _ := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
+	t, _ := gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Nanosecond)
 	return t
 }
 
-func state(o limits.Outcome) apikey.LimitState {
-	return apikey.LimitState{Remaining: o.Remaining, Reset: time.Duration(o.Reset), RetryAfter: time.Duration(o.Retry)}
+func state(o gcra.Outcome) limits.State {
+	return limits.State{Remaining: o.Remaining, Reset: time.Duration(o.Reset), RetryAfter: time.Duration(o.Retry)}
 }
 
 // fill sets the headline fields of res from the tightest limit, ls[i].
-func fill(res *apikey.LimitResult, ls []apikey.Limit, i int, o limits.Outcome) {
+func fill(res *limits.Result, ls []limits.Limit, i int, o gcra.Outcome) {
 	res.Allowed, res.Limit, res.Remaining, res.Reset = o.Allowed, ls[i], o.Remaining, time.Duration(o.Reset)
 	if !o.Allowed {
 		res.RetryAfter = time.Duration(o.Retry)
@@ -628,7 +629,7 @@ func fill(res *apikey.LimitResult, ls []apikey.Limit, i int, o limits.Outcome) {
 // and sweeps expired states when the shard has doubled since the last
 // sweep. The caller holds sh.mu and has updated the existing slots, so none
 // of the key's slots used by this call is expired.
-func (l *Limiter) add(sh *shard, h uint64, e *entry, subject string, ls []apikey.Limit, pend []pending, added int, mono, wall int64) {
+func (l *Limiter) add(sh *shard, h uint64, e *entry, subject string, ls []limits.Limit, pend []pending, added int, mono, wall int64) {
 	if e == nil {
 		e = &entry{subject: strings.Clone(subject), slots: make([]slot, 0, added), expMono: math.MaxInt64, expWall: math.MaxInt64}
 		sh.insert(h, e)
@@ -643,12 +644,12 @@ func (l *Limiter) add(sh *shard, h uint64, e *entry, subject string, ls []apikey
 	// credits, which are always kept.
 	room, n := l.perShard-sh.n, 0
 	for i := range pend {
-		if p := &pend[i]; p.slot < 0 && (room > 0 || ls[i].Kind == apikey.KindCredits) {
+		if p := &pend[i]; p.slot < 0 && (room > 0 || ls[i].Kind == limits.KindCredits) {
 			lim := &ls[i]
 			e.slots = append(e.slots, slot{name: lim.Name, sub: lim.Subject, kind: lim.Kind, window: lim.Window,
 				count: lim.Count, burst: lim.Burst, period: lim.Period, interval: p.t})
 			e.set(&e.slots[len(e.slots)-1], p)
-			if lim.Kind == apikey.KindCredits {
+			if lim.Kind == limits.KindCredits {
 				e.credits++
 			}
 			if e.index != nil {
@@ -728,9 +729,9 @@ func (e *entry) compact(mono, wall int64) int {
 		}
 		kept = append(kept, s)
 		switch s.kind {
-		case apikey.KindRate:
+		case limits.KindRate:
 			e.expMono = min(e.expMono, s.exp)
-		case apikey.KindCredits:
+		case limits.KindCredits:
 			e.credits++
 			fallthrough
 		default:

@@ -11,13 +11,14 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/limitertest"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 )
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	limitertest.Run(t, limitertest.Config{
-		New: func(t *testing.T, clock *limitertest.Clock) apikey.Limiter {
+		New: func(t *testing.T, clock *limitertest.Clock) limits.Limiter {
 			l, err := memlimit.New(memlimit.Options{Now: clock.Now})
 			require.NoError(t, err)
 			return l
@@ -28,7 +29,7 @@ func TestConformance(t *testing.T) {
 func TestConformanceRealClock(t *testing.T) {
 	t.Parallel()
 	limitertest.Run(t, limitertest.Config{
-		New: func(t *testing.T, _ *limitertest.Clock) apikey.Limiter {
+		New: func(t *testing.T, _ *limitertest.Clock) limits.Limiter {
 			l, err := memlimit.New(memlimit.Options{})
 			require.NoError(t, err)
 			return l
@@ -47,8 +48,8 @@ func TestRateTooLongIsInvalid(t *testing.T) {
 	t.Parallel()
 	l, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)
-	_, err = l.Allow(context.Background(), "k", []apikey.Limit{apikey.Rate("r", 1, 1<<62, 4)}, 1)
-	require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+	_, err = l.Allow(context.Background(), "k", []limits.Limit{limits.Rate("r", 1, 1<<62, 4)}, 1)
+	require.ErrorIs(t, err, limits.ErrInvalid)
 }
 
 // newAt returns a limiter with MaxKeys maxKeys on a manual clock.
@@ -60,9 +61,9 @@ func newAt(t *testing.T, maxKeys int) (*memlimit.Limiter, *limitertest.Clock) {
 	return l, clock
 }
 
-func allow(t *testing.T, l *memlimit.Limiter, id string, limits ...apikey.Limit) bool {
+func allow(t *testing.T, l *memlimit.Limiter, id string, lims ...limits.Limit) bool {
 	t.Helper()
-	res, err := l.Allow(context.Background(), id, limits, 1)
+	res, err := l.Allow(context.Background(), id, lims, 1)
 	require.NoError(t, err)
 	return res.Allowed
 }
@@ -70,8 +71,8 @@ func allow(t *testing.T, l *memlimit.Limiter, id string, limits ...apikey.Limit)
 func TestCapEvictsExpiredStatesFirst(t *testing.T) {
 	t.Parallel()
 	l, clock := newAt(t, 10)
-	daily := apikey.Quota("daily", 1, apikey.Day)
-	minute := apikey.Quota("minute", 1, apikey.Minute)
+	daily := limits.Quota("daily", 1, limits.Day)
+	minute := limits.Quota("minute", 1, limits.Minute)
 	for i := range 5 {
 		require.True(t, allow(t, l, fmt.Sprint("day", i), daily))
 		require.True(t, allow(t, l, fmt.Sprint("min", i), minute))
@@ -91,7 +92,7 @@ func TestCapEvictsExpiredStatesFirst(t *testing.T) {
 func TestCapEvictsLiveStateAndNeverFails(t *testing.T) {
 	t.Parallel()
 	l, _ := newAt(t, 10)
-	daily := apikey.Quota("daily", 1, apikey.Day)
+	daily := limits.Quota("daily", 1, limits.Day)
 	for i := range 10 {
 		require.True(t, allow(t, l, fmt.Sprint("k", i), daily))
 	}
@@ -111,7 +112,7 @@ func TestCapIsHonouredAcrossShards(t *testing.T) {
 	t.Parallel()
 	const maxKeys = 5000
 	l, _ := newAt(t, maxKeys)
-	r := apikey.Rate("r", 10, time.Hour, 0)
+	r := limits.Rate("r", 10, time.Hour, 0)
 	for i := range 3 * maxKeys {
 		require.True(t, allow(t, l, fmt.Sprint("k", i), r))
 	}
@@ -122,7 +123,7 @@ func TestCapIsHonouredAcrossShards(t *testing.T) {
 func TestExpiredStatesAreSwept(t *testing.T) {
 	t.Parallel()
 	l, clock := newAt(t, 0)
-	r := apikey.Rate("r", 10, time.Second, 0)
+	r := limits.Rate("r", 10, time.Second, 0)
 	for i := range 5000 {
 		require.True(t, allow(t, l, fmt.Sprint("old", i), r))
 	}
@@ -142,19 +143,19 @@ func TestAllowDoesNotAllocate(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name   string
-		limits []apikey.Limit
+		lims   []limits.Limit
 		allocs float64 // the States of a call with several limits
 	}{
-		{"Rate", []apikey.Limit{apikey.Rate("r", 1e9, time.Second, 0)}, 0},
-		{"RateAndQuota", []apikey.Limit{apikey.Rate("r", 1e9, time.Second, 0), apikey.Quota("q", 1<<40, apikey.Day)}, 1},
-		{"QuotaMonth", []apikey.Limit{apikey.Quota("m", 1<<40, apikey.Month)}, 0},
+		{"Rate", []limits.Limit{limits.Rate("r", 1e9, time.Second, 0)}, 0},
+		{"RateAndQuota", []limits.Limit{limits.Rate("r", 1e9, time.Second, 0), limits.Quota("q", 1<<40, limits.Day)}, 1},
+		{"QuotaMonth", []limits.Limit{limits.Quota("m", 1<<40, limits.Month)}, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := l.Allow(ctx, "key", tc.limits, 1)
+			_, err := l.Allow(ctx, "key", tc.lims, 1)
 			require.NoError(t, err)
 			allocs := testing.AllocsPerRun(1000, func() {
-				_, _ = l.Allow(ctx, "key", tc.limits, 1)
+				_, _ = l.Allow(ctx, "key", tc.lims, 1)
 			})
 			assert.Equal(t, tc.allocs, allocs)
 		})
@@ -164,13 +165,13 @@ func TestAllowDoesNotAllocate(t *testing.T) {
 func TestCapSmallerThanOneKeysLimits(t *testing.T) {
 	t.Parallel()
 	l, _ := newAt(t, 2)
-	limits := []apikey.Limit{
-		apikey.Quota("a", 1, apikey.Day), apikey.Quota("b", 1, apikey.Day), apikey.Quota("c", 1, apikey.Day),
+	lims := []limits.Limit{
+		limits.Quota("a", 1, limits.Day), limits.Quota("b", 1, limits.Day), limits.Quota("c", 1, limits.Day),
 	}
-	require.True(t, allow(t, l, "k", limits...))
+	require.True(t, allow(t, l, "k", lims...))
 	assert.Equal(t, 2, l.Len())
-	assert.False(t, allow(t, l, "k", limits...), "the limits that fit are counted")
-	require.True(t, allow(t, l, "other", limits[0]))
+	assert.False(t, allow(t, l, "k", lims...), "the limits that fit are counted")
+	require.True(t, allow(t, l, "other", lims[0]))
 	assert.LessOrEqual(t, l.Len(), 2)
 }
 
@@ -190,11 +191,11 @@ func FuzzAllow(f *testing.F) {
 func TestCreditsAreNeverEvicted(t *testing.T) {
 	t.Parallel()
 	l, _ := newAt(t, 64)
-	c := apikey.Credits("credits", 2, apikey.Never)
+	c := limits.Credits("credits", 2, limits.Never)
 	c.Subject = "key"
 	require.True(t, allow(t, l, "owner", c))
 	require.True(t, allow(t, l, "owner", c))
-	r := apikey.Rate("r", 10, time.Hour, 0)
+	r := limits.Rate("r", 10, time.Hour, 0)
 	for i := range 1000 {
 		require.True(t, allow(t, l, fmt.Sprint("other", i), r))
 	}
@@ -208,12 +209,12 @@ func TestCreditsAreNeverEvicted(t *testing.T) {
 func TestSubjectWithManyStates(t *testing.T) {
 	t.Parallel()
 	l, clock := newAt(t, 0)
-	credits := func(i int) apikey.Limit {
-		c := apikey.Credits("credits", 2, apikey.Never)
+	credits := func(i int) limits.Limit {
+		c := limits.Credits("credits", 2, limits.Never)
 		c.Subject = fmt.Sprint("key", i)
 		return c
 	}
-	rate := func(i int) apikey.Limit { return apikey.Rate(fmt.Sprint("r", i), 1, time.Second, 1) }
+	rate := func(i int) limits.Limit { return limits.Rate(fmt.Sprint("r", i), 1, time.Second, 1) }
 	for i := range 50 {
 		require.True(t, allow(t, l, "owner", credits(i), rate(i)))
 	}
@@ -228,7 +229,7 @@ func TestSubjectWithManyStates(t *testing.T) {
 	assert.Less(t, l.Len(), 300+50, "no expired state was dropped")
 	assert.GreaterOrEqual(t, l.Len(), 300, "a live state was dropped")
 	for i := range 300 {
-		res, err := l.Allow(context.Background(), "owner", []apikey.Limit{credits(i)}, 1)
+		res, err := l.Allow(context.Background(), "owner", []limits.Limit{credits(i)}, 1)
 		require.NoError(t, err)
 		require.True(t, res.Allowed, "credits %d", i)
 		require.Equal(t, int64(0), res.Remaining, "credits %d lost their state", i)
@@ -243,7 +244,7 @@ func TestSubjectWithManyStates(t *testing.T) {
 func TestClockStepBackBeforeCreation(t *testing.T) {
 	t.Parallel()
 	l, clock := newAt(t, 0)
-	r := apikey.Rate("r", 10, time.Hour, 0)
+	r := limits.Rate("r", 10, time.Hour, 0)
 	require.True(t, allow(t, l, "k", r))
 	clock.Set(limitertest.Start().Add(-24 * time.Hour))
 	for range 9 {
@@ -256,8 +257,8 @@ func TestClockStepBackBeforeCreation(t *testing.T) {
 // a subject with one past key's credits and for a subject with 10,000: a
 // call costs what its own limits cost, whatever the subject's history.
 func BenchmarkHistory(b *testing.B) {
-	credits := func(key string, n int64) apikey.Limit {
-		l := apikey.Credits("credits", n, apikey.Never)
+	credits := func(key string, n int64) limits.Limit {
+		l := limits.Credits("credits", n, limits.Never)
 		l.Subject = key
 		return l
 	}
@@ -267,10 +268,10 @@ func BenchmarkHistory(b *testing.B) {
 			require.NoError(b, err)
 			ctx := context.Background()
 			for i := range past {
-				_, err := l.Allow(ctx, "owner", []apikey.Limit{credits(fmt.Sprint("key", i), 1)}, 1)
+				_, err := l.Allow(ctx, "owner", []limits.Limit{credits(fmt.Sprint("key", i), 1)}, 1)
 				require.NoError(b, err)
 			}
-			call := []apikey.Limit{apikey.Quota("daily", 1e13, apikey.Day), credits("key0", 1e13)}
+			call := []limits.Limit{limits.Quota("daily", 1e13, limits.Day), credits("key0", 1e13)}
 			b.ReportAllocs()
 			for b.Loop() {
 				if res, err := l.Allow(ctx, "owner", call, 1); err != nil || !res.Allowed {

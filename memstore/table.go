@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // table holds a Store's records in a shape the garbage collector barely
@@ -35,7 +36,7 @@ type table struct {
 	ids    map[[apikey.IDLength]byte]uint32
 	other  map[string]uint32
 	owners map[uint64]ownerSlots
-	limits map[uint32][]apikey.Limit // the few records with Limits
+	limits map[uint32][]limits.Limit // the few records with Limits
 	seed   maphash.Seed
 }
 
@@ -48,7 +49,7 @@ type ownerSlots struct {
 func newTable() *table {
 	return &table{
 		ids: map[[apikey.IDLength]byte]uint32{}, other: map[string]uint32{},
-		owners: map[uint64]ownerSlots{}, limits: map[uint32][]apikey.Limit{}, seed: maphash.MakeSeed(),
+		owners: map[uint64]ownerSlots{}, limits: map[uint32][]limits.Limit{}, seed: maphash.MakeSeed(),
 	}
 }
 
@@ -354,8 +355,8 @@ func appendCount(b []byte, n int, isNil bool) []byte {
 // decoded is a key and room for its small slices, allocated at once.
 type decoded struct {
 	key    apikey.Key
-	scopes [4]string
-	hash   [64]byte
+	scopes [2]string
+	hash   [32]byte
 }
 
 // decode returns a new key from the record in slot s. Its strings alias

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -40,7 +41,7 @@ func fullKey(id string) *apikey.Key {
 		Metadata:  map[string]string{"team": "core", "": "empty"},
 		CreatedAt: at, ExpiresAt: at.Add(time.Hour), LastUsedAt: at.Add(time.Minute), RevokedAt: time.Time{},
 		RotatedFrom: "from", RotatedTo: "to", RotatedAt: at.Add(2 * time.Minute), Lineage: "lineage",
-		Disabled: true, Paused: true, Limits: []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 20)},
+		Disabled: true, Paused: true, Limits: []limits.Limit{limits.Rate("per-second", 10, time.Second, 20)},
 	}
 }
 
@@ -53,7 +54,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	for _, k := range []*apikey.Key{
 		fullKey("AAAAAAAAAAAAAAAA"),
 		fullKey("a-longer-id-than-usual"),
-		{ID: "BBBBBBBBBBBBBBBB", Scopes: []string{}, Metadata: map[string]string{}, Hash: []byte{}, Limits: []apikey.Limit{}},
+		{ID: "BBBBBBBBBBBBBBBB", Scopes: []string{}, Metadata: map[string]string{}, Hash: []byte{}, Limits: []limits.Limit{}},
 		{ID: "x"},
 	} {
 		require.NoError(t, s.Create(ctx, k))

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/otelmetrics"
@@ -220,7 +221,7 @@ func TestMiddlewareRun(t *testing.T) {
 	mx, reader := setup(t, otelmetrics.Options{})
 	m, err := apikey.New(memstore.New(), apikey.Options{
 		Metrics: mx, LastUsedInterval: -1,
-		Plans: apikey.Plans{"free": {apikey.Quota("daily", 2, apikey.Day)}},
+		Plans: limits.Plans{"free": {limits.Quota("daily", 2, limits.Day)}},
 	})
 	require.NoError(t, err)
 	ctx := context.Background()

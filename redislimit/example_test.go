@@ -8,7 +8,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 )
 
@@ -45,11 +45,11 @@ func Example() {
 		panic(err)
 	}
 
-	credits := apikey.Credits("credits", 2, apikey.Never)
+	credits := limits.Credits("credits", 2, limits.Never)
 	credits.Subject = "key-lineage" // the middleware sets the key's Lineage
-	limits := []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 0), credits}
+	lims := []limits.Limit{limits.Rate("per-second", 10, time.Second, 0), credits}
 	for range 3 {
-		res, err := limiter.Allow(context.Background(), "customer-42", limits, 1)
+		res, err := limiter.Allow(context.Background(), "customer-42", lims, 1)
 		if err != nil {
 			panic(err) // Redis failed: wraps apikey.ErrUnavailable
 		}

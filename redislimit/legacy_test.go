@@ -17,8 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 	"github.com/gokeys/apikey/limitertest"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 )
 
@@ -57,7 +58,7 @@ func eachBackend(t *testing.T, f func(t *testing.T, b *backend)) {
 
 // oldAllow is Allow of the previous release: its script with its
 // arguments, writing the legacy key of subject.
-func (b *backend) oldAllow(t *testing.T, subject string, ls []apikey.Limit, cost int64) bool {
+func (b *backend) oldAllow(t *testing.T, subject string, ls []limits.Limit, cost int64) bool {
 	t.Helper()
 	args := []any{cost}
 	for _, lim := range ls {
@@ -65,8 +66,8 @@ func (b *backend) oldAllow(t *testing.T, subject string, ls []apikey.Limit, cost
 		if lim.Subject != "" {
 			pat = "\n" + lim.Name + "@" + lim.Kind.String()[:1] + lim.Subject + "="
 		}
-		if lim.Kind == apikey.KindRate {
-			tt, burst := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
+		if lim.Kind == limits.KindRate {
+			tt, burst := gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
 			args = append(args, pat, tt, burst)
 		} else {
 			args = append(args, pat, -lim.Count, int64(lim.Window))
@@ -96,14 +97,14 @@ func (b *backend) get(t *testing.T, key string) string {
 }
 
 // credits returns credits of name counted for sub (the limit's Subject).
-func credits(name string, n int64, refill apikey.Window, sub string) apikey.Limit {
-	l := apikey.Credits(name, n, refill)
+func credits(name string, n int64, refill limits.Window, sub string) limits.Limit {
+	l := limits.Credits(name, n, refill)
 	l.Subject = sub
 	return l
 }
 
 // remaining returns what each limit has left, read by a Debit of 0.
-func remaining(t *testing.T, l *redislimit.Limiter, subject string, ls []apikey.Limit) []int64 {
+func remaining(t *testing.T, l *redislimit.Limiter, subject string, ls []limits.Limit) []int64 {
 	t.Helper()
 	res, err := l.Debit(context.Background(), subject, ls, 0)
 	require.NoError(t, err)
@@ -123,17 +124,17 @@ func remaining(t *testing.T, l *redislimit.Limiter, subject string, ls []apikey.
 func spendLegacy(t *testing.T, b *backend, owner string, lineages []string) {
 	t.Helper()
 	for i, lin := range lineages {
-		ls := []apikey.Limit{credits("credits", 10, apikey.Never, lin)}
+		ls := []limits.Limit{credits("credits", 10, limits.Never, lin)}
 		if i == 0 {
-			ls = append(ls, credits("key-credits", 5, apikey.Never, lin), apikey.Rate("per-hour", 2, time.Hour, 0), apikey.Quota("daily", 3, apikey.Day))
+			ls = append(ls, credits("key-credits", 5, limits.Never, lin), limits.Rate("per-hour", 2, time.Hour, 0), limits.Quota("daily", 3, limits.Day))
 		}
 		for range 2 {
 			require.True(t, b.oldAllow(t, owner, ls, 1))
 		}
 	}
-	require.True(t, b.oldAllow(t, owner, []apikey.Limit{credits("key-credits", 5, apikey.Never, lineages[0])}, 1))
-	require.True(t, b.oldAllow(t, owner, []apikey.Limit{credits("grant", 10, apikey.Never, "")}, 1))
-	require.True(t, b.oldAllow(t, owner, []apikey.Limit{credits("grant", 10, apikey.Never, lineages[2])}, 1))
+	require.True(t, b.oldAllow(t, owner, []limits.Limit{credits("key-credits", 5, limits.Never, lineages[0])}, 1))
+	require.True(t, b.oldAllow(t, owner, []limits.Limit{credits("grant", 10, limits.Never, "")}, 1))
+	require.True(t, b.oldAllow(t, owner, []limits.Limit{credits("grant", 10, limits.Never, lineages[2])}, 1))
 }
 
 // The credits a customer spent under the previous release's single key
@@ -153,9 +154,9 @@ func TestLegacyCreditsCarried(t *testing.T) {
 		require.Contains(t, legacy, "\nkey-credits@c"+lin[0]+"=0:3\n")
 		legacyTTL := b.c.PTTL(ctx, b.legacyKey(owner)).Val()
 
-		plan := credits("credits", 10, apikey.Never, "")
-		own := credits("key-credits", 5, apikey.Never, lin[0])
-		call := []apikey.Limit{plan, own, credits("grant", 10, apikey.Never, ""), apikey.Rate("per-hour", 2, time.Hour, 0), apikey.Quota("daily", 3, apikey.Day)}
+		plan := credits("credits", 10, limits.Never, "")
+		own := credits("key-credits", 5, limits.Never, lin[0])
+		call := []limits.Limit{plan, own, credits("grant", 10, limits.Never, ""), limits.Rate("per-hour", 2, time.Hour, 0), limits.Quota("daily", 3, limits.Day)}
 		assert.Equal(t, []int64{4, 2, 8, 2, 3}, remaining(t, l, owner, call), "plan 6 spent, key 3, grant 2; rate and quota afresh")
 		res, err := l.Peek(ctx, owner, call[:2])
 		require.NoError(t, err)
@@ -164,11 +165,11 @@ func TestLegacyCreditsCarried(t *testing.T) {
 		assert.Empty(t, b.get(t, redislimit.Keys(l, owner, call)[0]), "Peek or a Debit of 0 wrote")
 
 		// Another lineage's own credits had no legacy entry: whole.
-		assert.Equal(t, []int64{5}, remaining(t, l, owner, []apikey.Limit{credits("key-credits", 5, apikey.Never, lin[1])}))
+		assert.Equal(t, []int64{5}, remaining(t, l, owner, []limits.Limit{credits("key-credits", 5, limits.Never, lin[1])}))
 		// A customer without legacy state is unaffected.
 		assert.Equal(t, []int64{10, 5}, remaining(t, l, apikey.NewID(), call[:2]))
 		// A lower count caps what is carried: nothing left, no debt.
-		assert.Equal(t, []int64{0}, remaining(t, l, owner, []apikey.Limit{credits("credits", 5, apikey.Never, "")}))
+		assert.Equal(t, []int64{0}, remaining(t, l, owner, []limits.Limit{credits("credits", 5, limits.Never, "")}))
 
 		// The plan admits the 4 credits left, then denies.
 		res, err = l.Allow(ctx, owner, call[:1], 4)
@@ -193,16 +194,16 @@ func TestLegacyRefilledCredits(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, b *backend) {
 		l := b.limiter(t)
-		monthly := credits("monthly", 10, apikey.Month, "")
+		monthly := credits("monthly", 10, limits.Month, "")
 		current, past := apikey.NewID(), apikey.NewID()
 		for _, owner := range []string{current, past} {
 			// Credits never refilled keep the legacy key past the month.
-			old := []apikey.Limit{credits("monthly", 10, apikey.Month, "lin"), credits("credits", 10, apikey.Never, "lin")}
+			old := []limits.Limit{credits("monthly", 10, limits.Month, "lin"), credits("credits", 10, limits.Never, "lin")}
 			for range 3 {
 				require.True(t, b.oldAllow(t, owner, old, 1))
 			}
 		}
-		assert.Equal(t, []int64{7}, remaining(t, l, current, []apikey.Limit{monthly}), "the current window's count is not carried")
+		assert.Equal(t, []int64{7}, remaining(t, l, current, []limits.Limit{monthly}), "the current window's count is not carried")
 
 		// The window of past's legacy count has passed: on miniredis the
 		// clock moves to the next month, on Redis the legacy count is
@@ -220,7 +221,7 @@ func TestLegacyRefilledCredits(t *testing.T) {
 			require.NotEqual(t, v, w, "%q holds no count of this month", v)
 			require.NoError(t, b.c.Set(context.Background(), b.legacyKey(past), w, 0).Err())
 		}
-		assert.Equal(t, []int64{10}, remaining(t, l, past, []apikey.Limit{monthly}), "a past window's count was carried")
+		assert.Equal(t, []int64{10}, remaining(t, l, past, []limits.Limit{monthly}), "a past window's count was carried")
 	})
 }
 
@@ -235,11 +236,11 @@ func TestLegacyCarriedOnce(t *testing.T) {
 		l := b.limiter(t)
 		owner, lin := apikey.NewID(), []string{apikey.NewID(), apikey.NewID(), apikey.NewID()}
 		spendLegacy(t, b, owner, lin)
-		plan := []apikey.Limit{credits("credits", 10, apikey.Never, "")}
+		plan := []limits.Limit{credits("credits", 10, limits.Never, "")}
 		key := redislimit.Keys(l, owner, plan)[0]
 
 		// A Debit carries the grant's 2 and takes 3.
-		grant := []apikey.Limit{credits("grant", 10, apikey.Never, "")}
+		grant := []limits.Limit{credits("grant", 10, limits.Never, "")}
 		res, err := l.Debit(ctx, owner, grant, 3)
 		require.NoError(t, err)
 		assert.Equal(t, int64(5), res.Remaining)
@@ -254,7 +255,7 @@ func TestLegacyCarriedOnce(t *testing.T) {
 		assert.Equal(t, []int64{10}, remaining(t, l, owner, plan))
 
 		// An Allow denied by what is carried still writes it.
-		all := []apikey.Limit{credits("key-credits", 3, apikey.Never, lin[0])}
+		all := []limits.Limit{credits("key-credits", 3, limits.Never, lin[0])}
 		res, err = l.Allow(ctx, owner, all, 1)
 		require.NoError(t, err)
 		assert.False(t, res.Allowed)
@@ -276,7 +277,7 @@ func TestLegacyReadOnlyOnAMiss(t *testing.T) {
 		l := b.limiter(t)
 		owner, lin := apikey.NewID(), []string{apikey.NewID(), apikey.NewID(), apikey.NewID()}
 		spendLegacy(t, b, owner, lin)
-		call := []apikey.Limit{credits("credits", 10, apikey.Never, ""), credits("key-credits", 8, apikey.Never, lin[0]), apikey.Quota("daily", 10, apikey.Day)}
+		call := []limits.Limit{credits("credits", 10, limits.Never, ""), credits("key-credits", 8, limits.Never, lin[0]), limits.Quota("daily", 10, limits.Day)}
 		res, err := l.Allow(ctx, owner, call, 1)
 		require.NoError(t, err)
 		require.True(t, res.Allowed)
@@ -297,10 +298,10 @@ func TestLegacyReadOnlyOnAMiss(t *testing.T) {
 
 		// Credits whose key is missing do read it: the list makes the
 		// call fail, which is how the calls above would have failed.
-		_, err = l.Allow(ctx, owner, []apikey.Limit{credits("other", 1, apikey.Never, "")}, 1)
+		_, err = l.Allow(ctx, owner, []limits.Limit{credits("other", 1, limits.Never, "")}, 1)
 		require.ErrorIs(t, err, apikey.ErrUnavailable)
 		// A quota never reads it.
-		_, err = l.Allow(ctx, owner, []apikey.Limit{apikey.Quota("other", 1, apikey.Day)}, 1)
+		_, err = l.Allow(ctx, owner, []limits.Limit{limits.Quota("other", 1, limits.Day)}, 1)
 		require.NoError(t, err)
 	})
 }
@@ -313,7 +314,7 @@ func TestLegacyConcurrentFirstCalls(t *testing.T) {
 		owner, lin := apikey.NewID(), []string{apikey.NewID(), apikey.NewID(), apikey.NewID()}
 		spendLegacy(t, b, owner, lin)
 		instances := []*redislimit.Limiter{b.limiter(t), b.limiter(t), b.limiter(t), b.limiter(t)}
-		plan := []apikey.Limit{credits("credits", 10, apikey.Never, "")}
+		plan := []limits.Limit{credits("credits", 10, limits.Never, "")}
 		var allowed atomic.Int64
 		var wg sync.WaitGroup
 		start := make(chan struct{})
@@ -344,8 +345,8 @@ func TestLegacySubjectsOfAnotherSlot(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		l := b.limiter(t)
 		for _, owner := range []string{"a{" + apikey.NewID(), apikey.NewID() + "}", "%" + apikey.NewID()} {
-			require.True(t, b.oldAllow(t, owner, []apikey.Limit{credits("credits", 10, apikey.Never, "lin")}, 1))
-			assert.Equal(t, []int64{10}, remaining(t, l, owner, []apikey.Limit{credits("credits", 10, apikey.Never, "")}), owner)
+			require.True(t, b.oldAllow(t, owner, []limits.Limit{credits("credits", 10, limits.Never, "lin")}, 1))
+			assert.Equal(t, []int64{10}, remaining(t, l, owner, []limits.Limit{credits("credits", 10, limits.Never, "")}), owner)
 		}
 	})
 }
@@ -382,7 +383,7 @@ func BenchmarkLegacy(b *testing.B) {
 				}
 				require.NoError(b, c.Set(ctx, prefix+"{"+owner+"}", v.String(), 0).Err())
 			}
-			call := []apikey.Limit{apikey.Quota("daily", 1e13, apikey.Day), credits("credits", 1e13, apikey.Never, "")}
+			call := []limits.Limit{limits.Quota("daily", 1e13, limits.Day), credits("credits", 1e13, limits.Never, "")}
 			res, err := l.Allow(ctx, owner, call, 1)
 			require.NoError(b, err)
 			require.Equal(b, int64(1e13-1-int64(lineages)), res.States[1].Remaining)
@@ -402,7 +403,7 @@ func BenchmarkLegacy(b *testing.B) {
 				i := 0
 				for b.Loop() {
 					i++
-					first := []apikey.Limit{call[0], credits(fmt.Sprintf("c%d", i), 1e13, apikey.Never, "")}
+					first := []limits.Limit{call[0], credits(fmt.Sprintf("c%d", i), 1e13, limits.Never, "")}
 					if _, err := l.Allow(ctx, owner, first, 1); err != nil {
 						b.Fatal(err)
 					}

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/redislimit"
@@ -41,7 +42,7 @@ func TestMiddlewareOutagePolicies(t *testing.T) {
 			require.NoError(t, err)
 			fallback, err := memlimit.New(memlimit.Options{})
 			require.NoError(t, err)
-			m, err := apikey.New(memstore.New(), apikey.Options{Plans: apikey.Plans{"": {apikey.Quota("daily", 2, apikey.Day)}}})
+			m, err := apikey.New(memstore.New(), apikey.Options{Plans: limits.Plans{"": {limits.Quota("daily", 2, limits.Day)}}})
 			require.NoError(t, err)
 			t.Cleanup(func() { m.Close(context.Background()) })
 			var failures atomic.Int64
@@ -100,8 +101,8 @@ func TestMiddlewareReportedCosts(t *testing.T) {
 	t.Cleanup(func() { rc.Close() })
 	rl, err := redislimit.New(rc, redislimit.Options{})
 	require.NoError(t, err)
-	plan := []apikey.Limit{apikey.Quota("daily", 10, apikey.Day)}
-	m, err := apikey.New(memstore.New(), apikey.Options{Plans: apikey.Plans{"": plan}})
+	plan := []limits.Limit{limits.Quota("daily", 10, limits.Day)}
+	m, err := apikey.New(memstore.New(), apikey.Options{Plans: limits.Plans{"": plan}})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
 	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: rl, ReportedCosts: true, LimiterTimeout: 2 * time.Second})

@@ -1,4 +1,4 @@
-// Package redislimit is an apikey.Limiter shared through Redis: rates by
+// Package redislimit is an limits.Limiter shared through Redis: rates by
 // GCRA, quotas per UTC calendar window and credits, decided for all
 // servers of an application at once.
 //
@@ -115,7 +115,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit/internal/storage"
 )
 
@@ -149,7 +150,7 @@ type Options struct {
 	CreditsTTL time.Duration
 }
 
-// Limiter is an apikey.Limiter on Redis. Create it with New; the zero value
+// Limiter is an limits.Limiter on Redis. Create it with New; the zero value
 // is not usable. It is safe for concurrent use, and any number of Limiters,
 // in any number of processes, may share one Redis deployment and prefix.
 type Limiter struct {
@@ -162,9 +163,9 @@ type Limiter struct {
 }
 
 var (
-	_ apikey.Limiter     = (*Limiter)(nil)
-	_ apikey.LimitPeeker = (*Limiter)(nil)
-	_ apikey.Debiter     = (*Limiter)(nil)
+	_ limits.Limiter = (*Limiter)(nil)
+	_ limits.Peeker  = (*Limiter)(nil)
+	_ limits.Debiter = (*Limiter)(nil)
 )
 
 // New returns a Limiter storing its state through client. It reports an
@@ -199,10 +200,10 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 }
 
 // Allow takes cost from every limit in limits for subject in one round
-// trip; see apikey.Limiter.
+// trip; see limits.Limiter.
 //
 // It reports an error wrapping apikey.ErrInvalidOptions when subject is
-// empty, cost is below 1, a limit is invalid (apikey.Limit.Validate, whose
+// empty, cost is below 1, a limit is invalid (limits.Limit.Validate, whose
 // bounds keep the script's arithmetic exact) or two limits share a name
 // and Subject. It reports an error wrapping
 // apikey.ErrUnavailable (and the cause, such as a network error or ctx's
@@ -214,26 +215,26 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 // Rates have microsecond resolution: the emission interval period/count is
 // rounded up to a whole microsecond, so a limit is never more permissive
 // than configured.
-func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
+func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, cost); err != nil {
+		return limits.Result{}, fmt.Errorf("redislimit: %w", err)
 	}
 	return l.run(ctx, l.allow, subject, ls, cost)
 }
 
 // Peek reports what Allow with a cost of 1 would answer for subject and
-// limits, in one round trip that writes nothing; see apikey.LimitPeeker.
+// limits, in one round trip that writes nothing; see limits.Peeker.
 // It reports the errors Allow reports.
-func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
+func (l *Limiter) Peek(ctx context.Context, subject string, ls []limits.Limit) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, 1); err != nil {
+		return limits.Result{}, fmt.Errorf("redislimit: %w", err)
 	}
 	return l.run(ctx, l.peek, subject, ls, 1)
 }
 
 // Debit takes amount from every quota and credits in limits for subject,
 // without an admission check, atomically, in one round trip; see
-// apikey.Debiter. A negative amount refunds, never below what was used in
+// limits.Debiter. A negative amount refunds, never below what was used in
 // the current window, and a balance may fall below zero (down to -2^52).
 // Rates are not debited: their state is reported as it stands. It
 // reports the errors Allow reports, and an error wrapping
@@ -244,28 +245,28 @@ func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (
 // debt of credits never refilled is kept CreditsTTL after the debit.
 // Credits without a key start from the previous release's string (see
 // Upgrading).
-func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w", err)
+func (l *Limiter) Debit(ctx context.Context, subject string, ls []limits.Limit, amount int64) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, 1); err != nil {
+		return limits.Result{}, fmt.Errorf("redislimit: %w", err)
 	}
-	if err := limits.CheckAmount(amount); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("redislimit: %w: %w", apikey.ErrInvalidOptions, err)
+	if err := gcra.CheckAmount(amount); err != nil {
+		return limits.Result{}, fmt.Errorf("redislimit: %w: %w", limits.ErrInvalid, err)
 	}
 	return l.run(ctx, l.debit, subject, ls, amount)
 }
 
 // run runs script (Allow's, Peek's or Debit's) for a call whose arguments
 // are valid; cost is Debit's amount.
-func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
+func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	if len(ls) == 0 {
-		return apikey.LimitResult{Allowed: true}, nil
+		return limits.Result{Allowed: true}, nil
 	}
 	args := make([]any, 2, 2+2*len(ls))
 	args[0], args[1] = cost, l.creditsMS
 	for i := range ls {
 		lim := &ls[i]
-		if lim.Kind == apikey.KindRate {
-			t, burst := limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
+		if lim.Kind == limits.KindRate {
+			t, burst := gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
 			args = append(args, t, burst)
 		} else {
 			args = append(args, -lim.Count, int64(lim.Window))
@@ -277,38 +278,38 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 	}
 	vals, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
 	if err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
+		return limits.Result{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
 	}
 	// allowed, index of the tightest limit (from 1), remaining, reset,
 	// retry, then remaining, reset, retry of each limit.
 	if len(vals) != 5+3*len(ls) || vals[1] < 1 || vals[1] > int64(len(ls)) {
-		return apikey.LimitResult{}, fmt.Errorf("%w: redislimit: unexpected script reply %v", apikey.ErrUnavailable, vals)
+		return limits.Result{}, fmt.Errorf("%w: redislimit: unexpected script reply %v", apikey.ErrUnavailable, vals)
 	}
-	res := apikey.LimitResult{
+	res := limits.Result{
 		Allowed:   vals[0] == 1,
 		Limit:     ls[vals[1]-1],
 		Remaining: vals[2],
 		Reset:     time.Duration(vals[3]) * time.Microsecond,
-		States:    make([]apikey.LimitState, len(ls)),
+		States:    make([]limits.State, len(ls)),
 	}
 	if !res.Allowed {
 		res.RetryAfter = time.Duration(vals[4]) * time.Microsecond
 	}
 	for i := range res.States {
 		v := vals[5+3*i:]
-		res.States[i] = apikey.LimitState{Remaining: v[0], Reset: time.Duration(v[1]) * time.Microsecond, RetryAfter: time.Duration(v[2]) * time.Microsecond}
+		res.States[i] = limits.State{Remaining: v[0], Reset: time.Duration(v[1]) * time.Microsecond, RetryAfter: time.Duration(v[2]) * time.Microsecond}
 	}
 	return res, nil
 }
 
 // keys names the state of each limit of a call for subject, in one hash
 // slot: see the package documentation.
-func (l *Limiter) keys(subject string, ls []apikey.Limit) []string {
+func (l *Limiter) keys(subject string, ls []limits.Limit) []string {
 	return storage.Keys(l.prefix, subject, ls)
 }
 
 // legacyKey returns the key of the previous release for a call holding
 // credits that may be carried from it, or "": see storage.LegacyKey.
-func (l *Limiter) legacyKey(subject string, ls []apikey.Limit) string {
+func (l *Limiter) legacyKey(subject string, ls []limits.Limit) string {
 	return storage.LegacyKey(l.prefix, subject, ls)
 }

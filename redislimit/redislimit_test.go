@@ -18,6 +18,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/limitertest"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 )
 
@@ -93,13 +94,13 @@ func testPrefix(t testing.TB, c redis.UniversalClient) string {
 func TestConformanceMiniredis(t *testing.T) {
 	t.Parallel()
 	limitertest.Run(t, limitertest.Config{
-		New: func(t *testing.T, clock *limitertest.Clock) apikey.Limiter {
+		New: func(t *testing.T, clock *limitertest.Clock) limits.Limiter {
 			_, c := newMiniredis(t, clock)
 			return newLimiter(t, c, "")
 		},
-		Fleet: func(t *testing.T, clock *limitertest.Clock, n int) []apikey.Limiter {
+		Fleet: func(t *testing.T, clock *limitertest.Clock, n int) []limits.Limiter {
 			_, c := newMiniredis(t, clock)
-			ls := make([]apikey.Limiter, n)
+			ls := make([]limits.Limiter, n)
 			for i := range ls {
 				ls[i] = newLimiter(t, c, "")
 			}
@@ -115,11 +116,11 @@ func TestConformanceRedis(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	prefix := testPrefix(t, c)
 	limitertest.Run(t, limitertest.Config{
-		New: func(t *testing.T, _ *limitertest.Clock) apikey.Limiter {
+		New: func(t *testing.T, _ *limitertest.Clock) limits.Limiter {
 			return newLimiter(t, c, prefix)
 		},
-		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []apikey.Limiter {
-			ls := make([]apikey.Limiter, n)
+		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []limits.Limiter {
+			ls := make([]limits.Limiter, n)
 			for i := range ls {
 				ls[i] = newLimiter(t, c, prefix)
 			}
@@ -167,16 +168,16 @@ func TestAllowValidatesArguments(t *testing.T) {
 	tests := []struct {
 		name  string
 		id    string
-		limit apikey.Limit
+		limit limits.Limit
 	}{
-		{"EmptyKeyID", "", apikey.Quota("q", 1, apikey.Day)},
-		{"HugeQuota", "k", apikey.Quota("q", 1<<50, apikey.Day)},
-		{"RateTooLong", "k", apikey.Rate("r", 1, 1000*time.Hour, 1<<40)},
+		{"EmptyKeyID", "", limits.Quota("q", 1, limits.Day)},
+		{"HugeQuota", "k", limits.Quota("q", 1<<50, limits.Day)},
+		{"RateTooLong", "k", limits.Rate("r", 1, 1000*time.Hour, 1<<40)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := l.Allow(context.Background(), tc.id, []apikey.Limit{tc.limit}, 1)
-			require.ErrorIs(t, err, apikey.ErrInvalidOptions)
+			_, err := l.Allow(context.Background(), tc.id, []limits.Limit{tc.limit}, 1)
+			require.ErrorIs(t, err, limits.ErrInvalid)
 		})
 	}
 }
@@ -187,12 +188,12 @@ func TestStorageKeys(t *testing.T) {
 	mr, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, "app:")
 	ctx := context.Background()
-	credits := apikey.Credits("credits", 5, apikey.Never)
+	credits := limits.Credits("credits", 5, limits.Never)
 	credits.Subject = "AbC"
-	monthly := apikey.Credits("monthly", 5, apikey.Month)
+	monthly := limits.Credits("monthly", 5, limits.Month)
 	monthly.Subject = "AbC"
-	limits := []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 0), apikey.Quota("daily", 100, apikey.Day), credits, monthly}
-	res, err := l.Allow(ctx, "abc123", limits, 1)
+	lims := []limits.Limit{limits.Rate("per-second", 10, time.Second, 0), limits.Quota("daily", 100, limits.Day), credits, monthly}
+	res, err := l.Allow(ctx, "abc123", lims, 1)
 	require.NoError(t, err)
 	require.True(t, res.Allowed)
 
@@ -223,7 +224,7 @@ func TestStorageKeys(t *testing.T) {
 
 	// A call reads and writes only its own keys.
 	clock.Advance(50 * time.Millisecond)
-	res, err = l.Allow(ctx, "abc123", limits[1:2], 1)
+	res, err = l.Allow(ctx, "abc123", lims[1:2], 1)
 	require.NoError(t, err)
 	require.Equal(t, int64(98), res.Remaining)
 	v, err := mr.Get(want[0].key)
@@ -251,9 +252,9 @@ func TestCreditsTTL(t *testing.T) {
 	l, err := redislimit.New(c, redislimit.Options{CreditsTTL: 30 * 24 * time.Hour})
 	require.NoError(t, err)
 	ctx := context.Background()
-	credits := []apikey.Limit{apikey.Credits("credits", 2, apikey.Never)}
+	credits := []limits.Limit{limits.Credits("credits", 2, limits.Never)}
 	credits[0].Subject = "key"
-	spend := func() apikey.LimitResult {
+	spend := func() limits.Result {
 		res, err := l.Allow(ctx, "owner", credits, 1)
 		require.NoError(t, err)
 		return res
@@ -301,11 +302,11 @@ func TestNames(t *testing.T) {
 			id := apikey.NewID()
 			// Names that prefix one another, and limits with their own
 			// Subject, each have a state of their own.
-			var lims []apikey.Limit
+			var lims []limits.Limit
 			for _, name := range []string{"a", "a:1", "a/b", "a.b", "a*", "a-1", "A_b", "a:"} {
-				lims = append(lims, apikey.Quota(name, 2, apikey.Day), apikey.Rate(name, 2, time.Hour, 0))
+				lims = append(lims, limits.Quota(name, 2, limits.Day), limits.Rate(name, 2, time.Hour, 0))
 				for _, sub := range []string{"x", "x=", "x=1", "=", "a b", "ü", "{x}", "}", "1:a", ":", "a\nb", "\n"} {
-					for _, lim := range []apikey.Limit{apikey.Quota(name, 2, apikey.Day), apikey.Rate(name, 2, time.Hour, 0), apikey.Credits(name, 2, apikey.Never)} {
+					for _, lim := range []limits.Limit{limits.Quota(name, 2, limits.Day), limits.Rate(name, 2, time.Hour, 0), limits.Credits(name, 2, limits.Never)} {
 						lim.Subject = sub
 						lims = append(lims, lim)
 					}
@@ -313,7 +314,7 @@ func TestNames(t *testing.T) {
 			}
 			for _, want := range []int64{1, 0} {
 				for _, lim := range lims {
-					res, err := l.Allow(ctx, id, []apikey.Limit{lim}, 1)
+					res, err := l.Allow(ctx, id, []limits.Limit{lim}, 1)
 					require.NoError(t, err, "%q@%q", lim.Name, lim.Subject)
 					require.True(t, res.Allowed, "%q@%q", lim.Name, lim.Subject)
 					require.Equal(t, want, res.Remaining, "%q@%q (%v) does not have a state of its own", lim.Name, lim.Subject, lim.Kind)
@@ -321,8 +322,8 @@ func TestNames(t *testing.T) {
 			}
 
 			for _, name := range []string{"a\nb", "\n", "a\n", "a=", "=a", "a b", "ü", "1", "", "a@b", `a"`} {
-				_, err := l.Allow(ctx, id, []apikey.Limit{apikey.Quota(name, 1, apikey.Day)}, 1)
-				require.ErrorIs(t, err, apikey.ErrInvalidOptions, "%q", name)
+				_, err := l.Allow(ctx, id, []limits.Limit{limits.Quota(name, 1, limits.Day)}, 1)
+				require.ErrorIs(t, err, limits.ErrInvalid, "%q", name)
 			}
 		})
 	}
@@ -338,7 +339,7 @@ func TestMonthWindows(t *testing.T) {
 	_, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, "")
 	ctx := context.Background()
-	q := []apikey.Limit{apikey.Quota("monthly", 1, apikey.Month)}
+	q := []limits.Limit{limits.Quota("monthly", 1, limits.Month)}
 	for m := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC); m.Year() <= 2101; m = m.AddDate(0, 1, 0) {
 		if m.Year() == 2031 {
 			m = time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -379,7 +380,7 @@ func TestScriptFlushIsRecovered(t *testing.T) {
 			c, prefix := tc.client(t)
 			l := newLimiter(t, c, prefix)
 			ctx := context.Background()
-			q := []apikey.Limit{apikey.Quota("daily", 3, apikey.Day)}
+			q := []limits.Limit{limits.Quota("daily", 3, limits.Day)}
 			id := apikey.NewID()
 			for _, want := range []int64{2, 1, 0} {
 				require.NoError(t, c.ScriptFlush(ctx).Err())
@@ -415,16 +416,16 @@ func TestOutageIsErrUnavailable(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	l := newLimiter(t, c, "")
 	ctx := context.Background()
-	limits := []apikey.Limit{apikey.Quota("daily", 100, apikey.Day), apikey.Rate("r", 10, time.Second, 0)}
+	lims := []limits.Limit{limits.Quota("daily", 100, limits.Day), limits.Rate("r", 10, time.Second, 0)}
 
-	res, err := l.Allow(ctx, "k", limits, 1)
+	res, err := l.Allow(ctx, "k", lims, 1)
 	require.NoError(t, err)
 	require.True(t, res.Allowed)
 
 	mr.Close()
 	for range 3 {
 		start := time.Now()
-		_, err = l.Allow(ctx, "k", limits, 1)
+		_, err = l.Allow(ctx, "k", lims, 1)
 		require.Error(t, err)
 		assert.ErrorIs(t, err, apikey.ErrUnavailable)
 		assert.Less(t, time.Since(start), time.Second, "the failure is not prompt")
@@ -439,7 +440,7 @@ func TestCancelledContextDuringCallIsUnavailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
 	defer cancel()
 	<-ctx.Done()
-	_, err := l.Allow(ctx, "k", []apikey.Limit{apikey.Quota("daily", 1, apikey.Day)}, 1)
+	_, err := l.Allow(ctx, "k", []limits.Limit{limits.Quota("daily", 1, limits.Day)}, 1)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorIs(t, err, apikey.ErrUnavailable)
 }
@@ -455,7 +456,7 @@ func TestInstancesShareAQuota(t *testing.T) {
 	prefix := testPrefix(t, admin)
 
 	id := apikey.NewID()
-	limits := []apikey.Limit{apikey.Quota("daily", 100, apikey.Day), apikey.Rate("hourly", 1000, time.Hour, 0)}
+	lims := []limits.Limit{limits.Quota("daily", 100, limits.Day), limits.Rate("hourly", 1000, time.Hour, 0)}
 	var admitted, errs atomic.Int64
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -467,7 +468,7 @@ func TestInstancesShareAQuota(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				for range attempts {
-					res, err := l.Allow(context.Background(), id, limits, 1)
+					res, err := l.Allow(context.Background(), id, lims, 1)
 					switch {
 					case err != nil:
 						errs.Add(1)
@@ -484,7 +485,7 @@ func TestInstancesShareAQuota(t *testing.T) {
 	assert.Equal(t, int64(100), admitted.Load(), "of %d attempts", instances*4*attempts)
 
 	// The rate counted exactly the admitted requests.
-	res, err := newLimiter(t, admin, prefix).Allow(context.Background(), id, limits[1:], 1)
+	res, err := newLimiter(t, admin, prefix).Allow(context.Background(), id, lims[1:], 1)
 	require.NoError(t, err)
 	assert.Equal(t, int64(1000-101), res.Remaining)
 }
@@ -497,7 +498,7 @@ func TestKeysHoldOnlyTheCallsNames(t *testing.T) {
 	l := newLimiter(t, c, "")
 	ctx := context.Background()
 	id := apikey.NewID()
-	_, err := l.Allow(ctx, id, []apikey.Limit{apikey.Quota("daily", 1, apikey.Day), apikey.Rate("r", 1, time.Second, 0)}, 1)
+	_, err := l.Allow(ctx, id, []limits.Limit{limits.Quota("daily", 1, limits.Day), limits.Rate("r", 1, time.Second, 0)}, 1)
 	require.NoError(t, err)
 	keys, err := c.Keys(ctx, "*").Result()
 	require.NoError(t, err)
@@ -519,9 +520,9 @@ func hashTag(key string) string {
 // checkKeys checks that two (subject, limit) pairs have the same key only
 // when they are the same pair, and that a key's hash tag is its subject's
 // alone.
-func checkKeys(t *testing.T, l *redislimit.Limiter, s1 string, l1 apikey.Limit, s2 string, l2 apikey.Limit) {
+func checkKeys(t *testing.T, l *redislimit.Limiter, s1 string, l1 limits.Limit, s2 string, l2 limits.Limit) {
 	t.Helper()
-	k1, k2 := redislimit.Keys(l, s1, []apikey.Limit{l1})[0], redislimit.Keys(l, s2, []apikey.Limit{l2})[0]
+	k1, k2 := redislimit.Keys(l, s1, []limits.Limit{l1})[0], redislimit.Keys(l, s2, []limits.Limit{l2})[0]
 	same := s1 == s2 && l1.Name == l2.Name && l1.Kind == l2.Kind && l1.Subject == l2.Subject
 	if (k1 == k2) != same {
 		t.Fatalf("(%q, %q %v %q) has key %q, (%q, %q %v %q) has key %q", s1, l1.Name, l1.Kind, l1.Subject, k1, s2, l2.Name, l2.Kind, l2.Subject, k2)
@@ -542,17 +543,17 @@ func TestKeysNeverCollide(t *testing.T) {
 	subs := []string{"", "1", ":", "a", "b", "1:a", ":a", "a:b", "}", "{", "\n"}
 	var pairs []struct {
 		subject string
-		limit   apikey.Limit
+		limit   limits.Limit
 	}
 	for _, s := range subjects {
 		for _, n := range names {
 			if !strings.ContainsAny(n, "}") { // not a valid name: skipped
 				for _, u := range subs {
-					for _, lim := range []apikey.Limit{apikey.Rate(n, 1, time.Second, 0), apikey.Quota(n, 1, apikey.Day), apikey.Credits(n, 1, apikey.Never)} {
+					for _, lim := range []limits.Limit{limits.Rate(n, 1, time.Second, 0), limits.Quota(n, 1, limits.Day), limits.Credits(n, 1, limits.Never)} {
 						lim.Subject = u
 						pairs = append(pairs, struct {
 							subject string
-							limit   apikey.Limit
+							limit   limits.Limit
 						}{s, lim})
 					}
 				}
@@ -561,19 +562,19 @@ func TestKeysNeverCollide(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for i, p := range pairs {
-		k := redislimit.Keys(l, p.subject, []apikey.Limit{p.limit})[0]
+		k := redislimit.Keys(l, p.subject, []limits.Limit{p.limit})[0]
 		if j, ok := seen[k]; ok {
 			checkKeys(t, l, pairs[j].subject, pairs[j].limit, p.subject, p.limit)
 		}
 		seen[k] = i
 		tag := hashTag(k)
 		require.NotEqual(t, k, tag, "%q has no hash tag", k)
-		require.Equal(t, hashTag(redislimit.Keys(l, p.subject, []apikey.Limit{apikey.Quota("z", 1, apikey.Day)})[0]), tag)
+		require.Equal(t, hashTag(redislimit.Keys(l, p.subject, []limits.Limit{limits.Quota("z", 1, limits.Day)})[0]), tag)
 	}
 	require.Len(t, seen, len(pairs))
 	for i := range subjects {
 		for j := range i {
-			checkKeys(t, l, subjects[i], apikey.Quota("a", 1, apikey.Day), subjects[j], apikey.Quota("a", 1, apikey.Day))
+			checkKeys(t, l, subjects[i], limits.Quota("a", 1, limits.Day), subjects[j], limits.Quota("a", 1, limits.Day))
 		}
 	}
 }
@@ -585,8 +586,8 @@ func FuzzKeysNeverCollide(f *testing.F) {
 	f.Add("%7D", "a", uint8(3), "", "}", "a", uint8(3), "")
 	l := newLimiter(f, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), "")
 	f.Fuzz(func(t *testing.T, s1, n1 string, k1 uint8, u1, s2, n2 string, k2 uint8, u2 string) {
-		l1 := apikey.Limit{Name: n1, Kind: apikey.LimitKind(k1%3 + 1), Subject: u1}
-		l2 := apikey.Limit{Name: n2, Kind: apikey.LimitKind(k2%3 + 1), Subject: u2}
+		l1 := limits.Limit{Name: n1, Kind: limits.Kind(k1%3 + 1), Subject: u1}
+		l2 := limits.Limit{Name: n2, Kind: limits.Kind(k2%3 + 1), Subject: u2}
 		if s1 == "" || s2 == "" || !validName(n1) || !validName(n2) {
 			return
 		}
@@ -596,7 +597,7 @@ func FuzzKeysNeverCollide(f *testing.F) {
 
 // validName reports whether apikey accepts name for a limit.
 func validName(name string) bool {
-	return apikey.Quota(name, 1, apikey.Day).Validate() == nil
+	return limits.Quota(name, 1, limits.Day).Validate() == nil
 }
 
 // Peek writes nothing, not even the state of a rate that Allow would move
@@ -607,11 +608,11 @@ func TestPeekWritesNothing(t *testing.T) {
 	mr, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, "")
 	ctx := context.Background()
-	credits := apikey.Credits("credits", 2, apikey.Never)
+	credits := limits.Credits("credits", 2, limits.Never)
 	credits.Subject = "key"
-	limits := []apikey.Limit{apikey.Rate("r", 2, time.Hour, 0), apikey.Quota("q", 2, apikey.Day), credits}
+	lims := []limits.Limit{limits.Rate("r", 2, time.Hour, 0), limits.Quota("q", 2, limits.Day), credits}
 	for range 2 {
-		res, err := l.Allow(ctx, "owner", limits, 1)
+		res, err := l.Allow(ctx, "owner", lims, 1)
 		require.NoError(t, err)
 		require.True(t, res.Allowed)
 	}
@@ -626,13 +627,13 @@ func TestPeekWritesNothing(t *testing.T) {
 	}
 	before := snapshot()
 	clock.Set(clock.Now().Add(-time.Hour))
-	for _, ls := range [][]apikey.Limit{limits, limits[:1], {apikey.Quota("new", 1, apikey.Day)}} {
+	for _, ls := range [][]limits.Limit{lims, lims[:1], {limits.Quota("new", 1, limits.Day)}} {
 		res, err := l.Peek(ctx, "owner", ls)
 		require.NoError(t, err)
 		require.Equal(t, len(ls) == 1 && ls[0].Name == "new", res.Allowed)
 		assert.Equal(t, before, snapshot())
 	}
-	res, err := l.Allow(ctx, "owner", limits[:1], 1)
+	res, err := l.Allow(ctx, "owner", lims[:1], 1)
 	require.NoError(t, err)
 	require.False(t, res.Allowed)
 	assert.NotEqual(t, before, snapshot(), "Allow did not move the rate's state to the stepped-back clock")
@@ -657,8 +658,8 @@ func BenchmarkHistory(b *testing.B) {
 	}
 	l := newLimiter(b, c, prefix)
 	ctx := context.Background()
-	credits := func(key string, n int64) apikey.Limit {
-		l := apikey.Credits("credits", n, apikey.Never)
+	credits := func(key string, n int64) limits.Limit {
+		l := limits.Credits("credits", n, limits.Never)
 		l.Subject = key
 		return l
 	}
@@ -667,7 +668,7 @@ func BenchmarkHistory(b *testing.B) {
 		for _, mode := range []string{"serial", "parallel"} {
 			b.Run(fmt.Sprintf("past=%d/mode=%s", past, mode), func(b *testing.B) {
 				subject := apikey.NewID()
-				ls := make([]apikey.Limit, 0, batch)
+				ls := make([]limits.Limit, 0, batch)
 				for i := range past {
 					ls = append(ls, credits(apikey.NewID(), 1))
 					if len(ls) == batch || i == past-1 {
@@ -677,7 +678,7 @@ func BenchmarkHistory(b *testing.B) {
 						ls = ls[:0]
 					}
 				}
-				call := []apikey.Limit{apikey.Quota("daily", 1e13, apikey.Day), credits(apikey.NewID(), 1e13)}
+				call := []limits.Limit{limits.Quota("daily", 1e13, limits.Day), credits(apikey.NewID(), 1e13)}
 				do := func() {
 					res, err := l.Allow(ctx, subject, call, 1)
 					if err != nil || !res.Allowed {

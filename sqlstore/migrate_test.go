@@ -504,7 +504,7 @@ func TestMigrateBackfillsInBatches(t *testing.T) {
 	})
 }
 
-// TestBadInputIsNotAnOutage is defect 7 on every database: a NUL byte,
+// Bad input is no outage on any database: a NUL byte,
 // which PostgreSQL cannot store, is refused by the Manager as invalid
 // input before the store sees it, never reported as ErrUnavailable.
 func TestBadInputIsNotAnOutage(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // keyArgs returns the arguments of the insert query for k, in the order
@@ -70,7 +71,7 @@ func encodeJSON(k *apikey.Key) (string, string, error) {
 }
 
 // encodeLimits encodes limits as JSON text, or NULL when there are none.
-func encodeLimits(l []apikey.Limit) (any, error) {
+func encodeLimits(l []limits.Limit) (any, error) {
 	if l == nil {
 		return nil, nil
 	}

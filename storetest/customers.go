@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 func customerStore(t *testing.T, s apikey.Store) apikey.CustomerStore {
@@ -28,7 +29,7 @@ func customerStore(t *testing.T, s apikey.Store) apikey.CustomerStore {
 func NewCustomer(id string) *apikey.Customer {
 	return &apikey.Customer{
 		ID: id, Plan: "pro", Scopes: []string{"read", "write"}, MaxKeys: 5,
-		Limits:  []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 20), apikey.Quota("monthly", 100_000, apikey.Month)},
+		Limits:  []limits.Limit{limits.Rate("per-second", 10, time.Second, 20), limits.Quota("monthly", 100_000, limits.Month)},
 		Credits: 1_000_000, Suspended: true, Metadata: map[string]string{"billing": "cus_123", "tier": "gold"},
 		CreatedAt: base, UpdatedAt: base.Add(time.Minute),
 	}
@@ -95,7 +96,7 @@ func testCustomerRoundTrip(t *testing.T, s apikey.Store) {
 		NewCustomer("acme"),
 		{ID: "no ceiling"}, // nil Scopes: unrestricted
 		{ID: "no scope", Scopes: []string{}, Suspended: true}, // empty Scopes: none allowed
-		{ID: "empty", Scopes: []string{}, Limits: []apikey.Limit{}, Metadata: map[string]string{}},
+		{ID: "empty", Scopes: []string{}, Limits: []limits.Limit{}, Metadata: map[string]string{}},
 		limitsCustomer(strings.Repeat("o", apikey.MaxOwnerLength)),
 		limitsCustomer(strings.Repeat("é", apikey.MaxOwnerLength/2)),
 	} {

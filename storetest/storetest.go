@@ -38,6 +38,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // DefaultTrials is the most trials of each race when Options.Trials is 0.
@@ -156,7 +157,7 @@ func NewKey(owner string) *apikey.Key {
 		CreatedAt: apikey.UTCMicro(base),
 		ExpiresAt: apikey.UTCMicro(base.Add(90 * 24 * time.Hour)),
 		Lineage:   apikey.NewID(),
-		Limits:    []apikey.Limit{apikey.Rate("per-second", 10, time.Second, 20), apikey.Quota("daily", 1000, apikey.Day)},
+		Limits:    []limits.Limit{limits.Rate("per-second", 10, time.Second, 20), limits.Quota("daily", 1000, limits.Day)},
 	}
 }
 
@@ -260,7 +261,7 @@ func testUpdate(t *testing.T, s apikey.Store) {
 	k.RevokedAt = k.CreatedAt.Add(time.Minute)
 	k.RotatedTo, k.RotatedAt, k.Lineage = apikey.NewID(), k.CreatedAt.Add(time.Second), apikey.NewID()
 	k.Disabled, k.Paused = true, true
-	k.Limits = []apikey.Limit{apikey.Quota("monthly", 5, apikey.Month)}
+	k.Limits = []limits.Limit{limits.Quota("monthly", 5, limits.Month)}
 	require.NoError(t, s.Update(ctx(t), k))
 	assertSame(t, k, mustGet(t, s, k.ID))
 
@@ -380,9 +381,9 @@ func LimitsKey(owner string) *apikey.Key {
 		key := fmt.Sprintf("%02d", i) + fill(apikey.MaxMetadataKeyLength-2, `"\`)
 		k.Metadata[key] = fill(apikey.MaxMetadataValueLength-3, `"\<>'`) + "€"
 	}
-	k.Limits = make([]apikey.Limit, apikey.MaxLimits)
+	k.Limits = make([]limits.Limit, apikey.MaxLimits)
 	for i := range k.Limits {
-		k.Limits[i] = apikey.Rate(fmt.Sprintf("l%02d", i)+fill(61, "a'|~:/"), 1<<40, time.Hour, 1<<41)
+		k.Limits[i] = limits.Rate(fmt.Sprintf("l%02d", i)+fill(61, "a'|~:/"), 1<<40, time.Hour, 1<<41)
 	}
 	return k
 }

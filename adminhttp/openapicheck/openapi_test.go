@@ -24,6 +24,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/adminhttp"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -58,9 +59,9 @@ func TestAnswersMatchDocument(t *testing.T) {
 	t.Parallel()
 	v := newValidator(t)
 	store := &customerStore{Store: memstore.New(), customers: map[string]*apikey.Customer{}}
-	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", DefaultPlan: "free", Plans: apikey.Plans{
-		"free": {apikey.Quota("daily", 100, apikey.Day)},
-		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+	m, err := apikey.New(store, apikey.Options{Prefix: "sk_live", DefaultPlan: "free", Plans: limits.Plans{
+		"free": {limits.Quota("daily", 100, limits.Day)},
+		"pro":  {limits.Quota("daily", 10_000, limits.Day), limits.Rate("per-second", 100, time.Second, 0)},
 	}})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
@@ -237,17 +238,17 @@ func (s *customerStore) ListCustomers(ctx context.Context, after string, limit i
 // peeker allows everything and peeks every limit whole.
 type peeker struct{}
 
-func (peeker) Allow(context.Context, string, []apikey.Limit, int64) (apikey.LimitResult, error) {
-	return apikey.LimitResult{Allowed: true}, nil
+func (peeker) Allow(context.Context, string, []limits.Limit, int64) (limits.Result, error) {
+	return limits.Result{Allowed: true}, nil
 }
 
-func (peeker) Peek(_ context.Context, _ string, ls []apikey.Limit) (apikey.LimitResult, error) {
-	res := apikey.LimitResult{Allowed: true}
+func (peeker) Peek(_ context.Context, _ string, ls []limits.Limit) (limits.Result, error) {
+	res := limits.Result{Allowed: true}
 	for i, l := range ls {
 		if i == 0 {
 			res.Limit, res.Remaining = l, l.Count
 		}
-		res.States = append(res.States, apikey.LimitState{Remaining: l.Count, Reset: time.Hour})
+		res.States = append(res.States, limits.State{Remaining: l.Count, Reset: time.Hour})
 	}
 	return res, nil
 }

@@ -24,6 +24,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/pgnotify"
 	"github.com/gokeys/apikey/redisnotify"
 	"github.com/gokeys/apikey/sqlstore"
@@ -125,7 +126,7 @@ func (cfg *config) openStore() (*sqlstore.Store, io.Closer, error) {
 type backend struct {
 	store   *sqlstore.Store
 	m       *apikey.Manager
-	plans   apikey.Plans // nil without --plans
+	plans   limits.Plans // nil without --plans
 	tell    *announcer   // nil without a notifier
 	closers []func()
 }
@@ -278,7 +279,7 @@ func (a *announcer) failures() (int, error) {
 }
 
 // loadPlans reads the plans of --plans: a JSON object from plan names to
-// their limits, as apikey.Plans encodes them, with periods also accepted
+// their limits, as limits.Plans encodes them, with periods also accepted
 // as duration strings:
 //
 //	{"free": [{"name": "daily", "kind": "quota", "count": 100, "window": "day"}],
@@ -286,7 +287,7 @@ func (a *announcer) failures() (int, error) {
 //	          {"name": "per-second", "kind": "rate", "count": 100, "period": "1s"}]}
 //
 // It returns nil without --plans.
-func (cfg *config) loadPlans() (apikey.Plans, error) {
+func (cfg *config) loadPlans() (limits.Plans, error) {
 	if cfg.plansFile == "" {
 		return nil, nil
 	}
@@ -307,11 +308,11 @@ func (cfg *config) loadPlans() (apikey.Plans, error) {
 	if len(file) == 0 {
 		return nil, bad(errors.New("no plans"))
 	}
-	plans := make(apikey.Plans, len(file))
+	plans := make(limits.Plans, len(file))
 	for name, ls := range file {
-		plans[name] = make([]apikey.Limit, 0, len(ls))
+		plans[name] = make([]limits.Limit, 0, len(ls))
 		for _, l := range ls {
-			plans[name] = append(plans[name], apikey.Limit{Name: l.Name, Kind: l.Kind, Count: l.Count,
+			plans[name] = append(plans[name], limits.Limit{Name: l.Name, Kind: l.Kind, Count: l.Count,
 				Period: time.Duration(l.Period), Burst: l.Burst, Window: l.Window})
 		}
 	}
@@ -323,15 +324,15 @@ func (cfg *config) loadPlans() (apikey.Plans, error) {
 
 // planLimit is one limit of the plans file.
 type planLimit struct {
-	Name   string           `json:"name"`
-	Kind   apikey.LimitKind `json:"kind"`
-	Count  int64            `json:"count"`
-	Period duration         `json:"period"`
-	Burst  int64            `json:"burst"`
-	Window apikey.Window    `json:"window"`
+	Name   string        `json:"name"`
+	Kind   limits.Kind   `json:"kind"`
+	Count  int64         `json:"count"`
+	Period duration      `json:"period"`
+	Burst  int64         `json:"burst"`
+	Window limits.Window `json:"window"`
 }
 
-// duration is a period in nanoseconds, as apikey.Limit encodes it, or a
+// duration is a period in nanoseconds, as limits.Limit encodes it, or a
 // string time.ParseDuration reads ("1s", "1m").
 type duration time.Duration
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // operatorCommand returns the flags and runner of the operator's
@@ -67,7 +68,7 @@ func customerView(c *apikey.Customer) customerJSON {
 	for _, l := range c.Limits {
 		g := grantJSON{Name: l.Name, Kind: l.Kind.String(), Count: l.Count}
 		switch l.Kind {
-		case apikey.KindRate:
+		case limits.KindRate:
 			p, b := int64(l.Period/time.Second), l.Burst
 			if b == 0 {
 				b = l.Count
@@ -252,7 +253,7 @@ func (s *session) setCustomer(ctx context.Context, ids []string, set map[string]
 			}
 		}
 	}
-	var ls []apikey.Limit
+	var ls []limits.Limit
 	for _, g := range ch.grants {
 		l, err := parseGrant(g)
 		if err != nil {
@@ -385,9 +386,9 @@ func (s *session) listCustomers(ctx context.Context, args []string, after string
 // parseGrant parses a --grant value: NAME=rate:N/DURATION[:BURST],
 // NAME=quota:N/WINDOW or NAME=credits:N[/REFILL]. The Manager checks the
 // limit itself.
-func parseGrant(v string) (apikey.Limit, error) {
-	bad := func(why string) (apikey.Limit, error) {
-		return apikey.Limit{}, usageError(fmt.Sprintf("--grant %q: %s; e.g. burst=rate:10/1s:20, monthly=quota:9000/month, extra=credits:100", v, why))
+func parseGrant(v string) (limits.Limit, error) {
+	bad := func(why string) (limits.Limit, error) {
+		return limits.Limit{}, usageError(fmt.Sprintf("--grant %q: %s; e.g. burst=rate:10/1s:20, monthly=quota:9000/month, extra=credits:100", v, why))
 	}
 	name, spec, ok := strings.Cut(v, "=")
 	kind, rest, ok2 := strings.Cut(spec, ":")
@@ -415,9 +416,9 @@ func parseGrant(v string) (apikey.Limit, error) {
 				return bad("the burst is not an integer")
 			}
 		}
-		return apikey.Rate(name, n, d, b), nil
+		return limits.Rate(name, n, d, b), nil
 	case "quota", "credits":
-		var w apikey.Window
+		var w limits.Window
 		if kind == "quota" && !hasPer {
 			return bad("a quota needs a window: minute, hour, day or month")
 		}
@@ -427,23 +428,23 @@ func parseGrant(v string) (apikey.Limit, error) {
 			}
 		}
 		if kind == "quota" {
-			return apikey.Quota(name, n, w), nil
+			return limits.Quota(name, n, w), nil
 		}
-		return apikey.Credits(name, n, w), nil
+		return limits.Credits(name, n, w), nil
 	}
 	return bad("the kind must be rate, quota or credits")
 }
 
 // grantSpec writes a limit as --grant takes it.
-func grantSpec(l apikey.Limit) string {
+func grantSpec(l limits.Limit) string {
 	switch l.Kind {
-	case apikey.KindRate:
+	case limits.KindRate:
 		s := fmt.Sprintf("%s=rate:%d/%s", l.Name, l.Count, l.Period)
 		if l.Burst != 0 {
 			s += ":" + strconv.FormatInt(l.Burst, 10)
 		}
 		return s
-	case apikey.KindQuota:
+	case limits.KindQuota:
 		return fmt.Sprintf("%s=quota:%d/%s", l.Name, l.Count, l.Window)
 	}
 	return fmt.Sprintf("%s=credits:%d/%s", l.Name, l.Count, l.Window)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redisnotify"
 	"github.com/gokeys/apikey/sqlstore"
 )
@@ -66,8 +67,8 @@ func TestCustomerCommands(t *testing.T) {
 	stored, err := m.Customer(ctx, "bob")
 	require.NoError(t, err)
 	assert.Equal(t, "pro", stored.Plan, "the services read what the CLI wrote")
-	assert.Equal(t, []apikey.Limit{apikey.Rate("burst", 10, time.Second, 20), apikey.Quota("monthly", 9000, apikey.Month),
-		apikey.Credits("extra", 5, apikey.Day)}, stored.Limits)
+	assert.Equal(t, []limits.Limit{limits.Rate("burst", 10, time.Second, 20), limits.Quota("monthly", 9000, limits.Month),
+		limits.Credits("extra", 5, limits.Day)}, stored.Limits)
 
 	c = h.json("customer", "set", "bob", "--max-keys", "1")
 	assert.Equal(t, "pro", c["plan"], "fields not given keep their value")

@@ -681,7 +681,7 @@ func TestErrorsAreOneCleanLine(t *testing.T) {
 
 // With --plans, issue and update refuse plans the services do not have
 // (exit 2, one line) and accept theirs; the file is the JSON of
-// apikey.Plans, periods also as durations.
+// limits.Plans, periods also as durations.
 func TestPlans(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // keyJSON is a key as the CLI prints it: never its digest.
@@ -70,7 +71,7 @@ func withToken(k *apikey.Key, token string) any {
 // status says in one word whether the key works at now.
 func status(k *apikey.Key, now time.Time) string {
 	switch {
-	case k.Revoked(now):
+	case k.Revoked():
 		return "revoked"
 	case k.Expired(now):
 		return "expired"
@@ -202,15 +203,15 @@ func keyRows(t *table, k *apikey.Key, now time.Time) {
 
 // withCredits returns ls with its credits limit set to n lifetime uses,
 // or removed when n is negative.
-func withCredits(ls []apikey.Limit, n int64) []apikey.Limit {
-	out := make([]apikey.Limit, 0, len(ls)+1)
+func withCredits(ls []limits.Limit, n int64) []limits.Limit {
+	out := make([]limits.Limit, 0, len(ls)+1)
 	for _, l := range ls {
 		if l.Name != "credits" {
 			out = append(out, l)
 		}
 	}
 	if n >= 0 {
-		out = append(out, apikey.Credits("credits", n, apikey.Never))
+		out = append(out, limits.Credits("credits", n, limits.Never))
 	}
 	if len(out) == 0 {
 		return nil

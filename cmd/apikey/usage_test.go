@@ -20,6 +20,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyshttp"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/sqlstore"
 	"github.com/gokeys/apikey/usage"
@@ -223,7 +224,7 @@ func TestUsageExportAgreesWithRequests(t *testing.T) {
 	m, err := apikey.New(h.store(), apikey.Options{Prefix: "sk_live", Prefixes: []string{"sk_test"}, CacheTTL: -1,
 		Peppers:       []apikey.Pepper{{Version: "1", Secret: []byte(testPepper)}},
 		UsageInterval: 5 * time.Millisecond,
-		Plans:         apikey.Plans{"small": {apikey.Quota("daily", 40, apikey.Day)}}, DefaultPlan: "small"})
+		Plans:         limits.Plans{"small": {limits.Quota("daily", 40, limits.Day)}}, DefaultPlan: "small"})
 	require.NoError(t, err)
 	lim, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)

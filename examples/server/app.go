@@ -15,16 +15,17 @@ import (
 	"github.com/gokeys/apikey/adminhttp"
 	"github.com/gokeys/apikey/keyshttp"
 	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/selfservice"
 )
 
 // plans are the article's tiers: free is 100 requests per UTC day; pro is
 // 10,000 per UTC day and at most 100 per second. A customer's plan is the
 // operator's to set (PUT /admin/customers/{id}); free is the default.
-func plans() apikey.Plans {
-	return apikey.Plans{
-		"free": {apikey.Quota("daily", 100, apikey.Day)},
-		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+func plans() limits.Plans {
+	return limits.Plans{
+		"free": {limits.Quota("daily", 100, limits.Day)},
+		"pro":  {limits.Quota("daily", 10_000, limits.Day), limits.Rate("per-second", 100, time.Second, 0)},
 	}
 }
 
@@ -46,8 +47,8 @@ type app struct {
 
 type appConfig struct {
 	manager  *apikey.Manager
-	limiter  apikey.Limiter
-	fallback apikey.Limiter    // used when limiter fails; nil: fail closed
+	limiter  limits.Limiter
+	fallback limits.Limiter    // used when limiter fails; nil: fail closed
 	users    map[string]string // name -> password of the users
 	operator map[string]string // the operator's name -> password; none: no operator API
 	log      *slog.Logger
@@ -105,7 +106,7 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 				return 0, false
 			}
 			for _, l := range plans()[cmp.Or(c.Plan, "free")] {
-				if l.Kind == apikey.KindQuota && l.Window == apikey.Day {
+				if l.Kind == limits.KindQuota && l.Window == limits.Day {
 					return l.Count, true
 				}
 			}

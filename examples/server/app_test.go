@@ -22,6 +22,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/sqlstore"
@@ -55,13 +56,13 @@ const operator = "ops:secret"
 
 // newServer serves the example's handler over store and limiter, with the
 // operator API behind the operator's credentials.
-func newServer(t *testing.T, store apikey.Store, limiter apikey.Limiter, clock *testClock) *httptest.Server {
+func newServer(t *testing.T, store apikey.Store, limiter limits.Limiter, clock *testClock) *httptest.Server {
 	return newServerWith(t, store, limiter, clock, map[string]string{"ops": "secret"})
 }
 
 // newServerWith is newServer with the given operator credentials (none:
 // no operator API).
-func newServerWith(t *testing.T, store apikey.Store, limiter apikey.Limiter, clock *testClock, op map[string]string) *httptest.Server {
+func newServerWith(t *testing.T, store apikey.Store, limiter limits.Limiter, clock *testClock, op map[string]string) *httptest.Server {
 	m := newManager(t, store, clock)
 	a, err := newApp(context.Background(), appConfig{manager: m, limiter: limiter, operator: op,
 		users: map[string]string{"demo": "demo", "bob": "bob", "eve": "secret"}})

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 )
 
@@ -207,6 +207,6 @@ func TestOperatorReadsTheBalance(t *testing.T) {
 // allowAll is a Limiter that allows everything.
 type allowAll struct{}
 
-func (allowAll) Allow(context.Context, string, []apikey.Limit, int64) (apikey.LimitResult, error) {
-	return apikey.LimitResult{Allowed: true}, nil
+func (allowAll) Allow(context.Context, string, []limits.Limit, int64) (limits.Result, error) {
+	return limits.Result{Allowed: true}, nil
 }

@@ -32,6 +32,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/keyspage"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/selfservice"
@@ -55,7 +56,7 @@ var users = map[string]string{"demo": "demo", "eve": "secret"}
 // UTC day.
 const dailyQuota = 40
 
-var plans = apikey.Plans{"free": {apikey.Quota("daily", dailyQuota, apikey.Day)}}
+var plans = limits.Plans{"free": {limits.Quota("daily", dailyQuota, limits.Day)}}
 
 // clock is the wall clock, or the time set last.
 type clock struct{ at atomic.Pointer[time.Time] }
@@ -103,7 +104,7 @@ func newServer(t *testing.T) *server {
 				return 0, false
 			}
 			for _, l := range plans[cmp.Or(c.Plan, "free")] {
-				if l.Kind == apikey.KindQuota && l.Window == apikey.Day {
+				if l.Kind == limits.KindQuota && l.Window == limits.Day {
 					return l.Count, true
 				}
 			}

@@ -8,7 +8,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/redislimit/lease"
 )
@@ -20,7 +20,7 @@ func BenchmarkAllow(b *testing.B) {
 	mr := miniredis.RunT(b)
 	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	b.Cleanup(func() { _ = c.Close() })
-	ls := []apikey.Limit{apikey.Quota("daily", 1e12, apikey.Day), apikey.Rate("per-second", 1e8, time.Second, 0)}
+	ls := []limits.Limit{limits.Quota("daily", 1e12, limits.Day), limits.Rate("per-second", 1e8, time.Second, 0)}
 	ctx := context.Background()
 	leased, err := lease.New(c, lease.Options{})
 	if err != nil {
@@ -33,7 +33,7 @@ func BenchmarkAllow(b *testing.B) {
 	}
 	for _, tc := range []struct {
 		name string
-		l    apikey.Limiter
+		l    limits.Limiter
 	}{{"lease", leased}, {"redislimit", plain}} {
 		b.Run(tc.name+"/serial", func(b *testing.B) {
 			b.ReportAllocs()

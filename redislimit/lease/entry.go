@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit/internal/storage"
 )
 
@@ -50,7 +50,7 @@ type subject struct {
 
 // entryKey identifies a limit of a subject, as its storage key does.
 type entryKey struct {
-	kind          apikey.LimitKind
+	kind          limits.Kind
 	name, subject string
 }
 
@@ -83,7 +83,7 @@ func (l *Limiter) peekSubject(name string) *subject {
 // entry is what an instance holds of one limit of a subject, and what it
 // last learnt of the limit's state in Redis.
 type entry struct {
-	lim apikey.Limit
+	lim limits.Limit
 	key string
 	gen uint64 // counts the changes of the limit
 
@@ -129,7 +129,7 @@ type pool struct {
 // match returns the entries of a call's limits, in order, appended to buf:
 // created when new, reset when the limit changed, with their ended leases
 // set aside to be given back.
-func (s *subject) match(l *Limiter, buf []*entry, ls []apikey.Limit, now time.Time) []*entry {
+func (s *subject) match(l *Limiter, buf []*entry, ls []limits.Limit, now time.Time) []*entry {
 	for i := range ls {
 		lim := &ls[i]
 		k := entryKey{lim.Kind, lim.Name, lim.Subject}
@@ -151,16 +151,16 @@ func (s *subject) match(l *Limiter, buf []*entry, ls []apikey.Limit, now time.Ti
 
 // sameLimit reports whether a and b, of one name, kind and Subject, count
 // alike.
-func sameLimit(a, b *apikey.Limit) bool {
+func sameLimit(a, b *limits.Limit) bool {
 	return a.Count == b.Count && a.Period == b.Period && a.Burst == b.Burst && a.Window == b.Window
 }
 
 // set takes the arithmetic of lim.
-func (e *entry) set(l *Limiter, lim apikey.Limit) {
+func (e *entry) set(l *Limiter, lim limits.Limit) {
 	e.lim = lim
 	e.t, e.b, e.d, e.life, e.lease = 0, 0, 0, l.life, true
-	if lim.Kind == apikey.KindRate {
-		e.t, e.b = limits.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
+	if lim.Kind == limits.KindRate {
+		e.t, e.b = gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
 		d := min(l.life.Microseconds(), int64(l.reserve*float64(e.b)*float64(e.t)))
 		e.d, e.lease = d, d >= minIntervals*e.t
 		e.life = time.Duration(d) * time.Microsecond
@@ -170,7 +170,7 @@ func (e *entry) set(l *Limiter, lim apikey.Limit) {
 // change applies a changed limit (a plan change): what is held under the
 // old one is given back, or lost for a rate, whose interval changed, and
 // demand is measured afresh.
-func (e *entry) change(l *Limiter, lim apikey.Limit, now time.Time) {
+func (e *entry) change(l *Limiter, lim limits.Limit, now time.Time) {
 	for _, p := range e.pools {
 		if e.t == 0 {
 			e.giveBack(l, p.units, p.tag)
@@ -305,7 +305,7 @@ func decide(es []*entry, cost int64, now time.Time) verdict {
 
 // spend admits a call from what its entries hold, and leases again in
 // the background when what they hold runs low.
-func (l *Limiter) spend(s *subject, es []*entry, ls []apikey.Limit, cost int64, now time.Time) apikey.LimitResult {
+func (l *Limiter) spend(s *subject, es []*entry, ls []limits.Limit, cost int64, now time.Time) limits.Result {
 	var buf [4]outcome
 	out := buf[:0]
 	low := false
@@ -324,7 +324,7 @@ func (l *Limiter) spend(s *subject, es []*entry, ls []apikey.Limit, cost int64, 
 
 // refuse denies a call that a limit is known not to have room for, and
 // asks Redis again in the background when the time came.
-func (l *Limiter) refuse(s *subject, es []*entry, ls []apikey.Limit, cost int64, now time.Time) apikey.LimitResult {
+func (l *Limiter) refuse(s *subject, es []*entry, ls []limits.Limit, cost int64, now time.Time) limits.Result {
 	var buf [4]outcome
 	out := buf[:0]
 	again := false
@@ -384,7 +384,7 @@ func (e *entry) outcomeWith(now time.Time, u, cost int64) outcome {
 }
 
 // outcome is the state of one limit after a call.
-type outcome limits.Outcome
+type outcome gcra.Outcome
 
 // noDebt returns o with a debt shown as nothing left, as Allow shows it.
 func (o outcome) noDebt() outcome {
@@ -427,7 +427,7 @@ func (l *Limiter) want(e *entry, now time.Time, cost int64) int64 {
 }
 
 // held returns what this instance holds of each limit of a call.
-func (l *Limiter) held(name string, ls []apikey.Limit) []int64 {
+func (l *Limiter) held(name string, ls []limits.Limit) []int64 {
 	out := make([]int64, len(ls))
 	s := l.peekSubject(name)
 	if s == nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit/internal/storage"
 )
 
@@ -52,7 +53,7 @@ func (l *Limiter) seal(s *subject, f *flight, debit []int64) {
 	if f.peek {
 		f.args[1] = "1"
 	}
-	lims := make([]apikey.Limit, n)
+	lims := make([]limits.Limit, n)
 	for i, e := range f.es {
 		f.gens[i], f.keys[i], lims[i] = e.gen, e.key, e.lim
 		var tag string
@@ -127,7 +128,7 @@ func (l *Limiter) land(s *subject, f *flight, at time.Time, vals []int64, err er
 		}
 		e.known, e.at, e.rem = true, at, rem
 		e.resetAt = at.Add(micros(reset))
-		if e.t == 0 && e.lim.Window == apikey.Never {
+		if e.t == 0 && e.lim.Window == limits.Never {
 			e.resetAt = time.Time{}
 		}
 		if granted > 0 {
@@ -170,7 +171,7 @@ func micros(n int64) time.Duration { return time.Duration(n) * time.Microsecond 
 // that holds less gives it back and spends the cost in Redis, a rate that
 // holds less spends it in Redis. The subject's lock is held on entry and
 // released on return.
-func (l *Limiter) ask(ctx context.Context, s *subject, es []*entry, ls []apikey.Limit, cost int64, now time.Time) (apikey.LimitResult, error) {
+func (l *Limiter) ask(ctx context.Context, s *subject, es []*entry, ls []limits.Limit, cost int64, now time.Time) (limits.Result, error) {
 	defer s.mu.Unlock()
 	f := newFlight(es)
 	for i, e := range es {
@@ -206,7 +207,7 @@ func (l *Limiter) ask(ctx context.Context, s *subject, es []*entry, ls []apikey.
 		}
 	}
 	if err != nil {
-		return apikey.LimitResult{}, wrap(err)
+		return limits.Result{}, wrap(err)
 	}
 	var buf [4]outcome
 	out := buf[:0]
@@ -279,7 +280,7 @@ func (l *Limiter) giveBackAll() {
 }
 
 // debit runs Debit for valid arguments: see Limiter.Debit.
-func (l *Limiter) debit(ctx context.Context, name string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
+func (l *Limiter) debit(ctx context.Context, name string, ls []limits.Limit, amount int64) (limits.Result, error) {
 	s := l.subject(name)
 	s.mu.Lock()
 	for s.dead {
@@ -319,7 +320,7 @@ func (l *Limiter) debit(ctx context.Context, name string, ls []apikey.Limit, amo
 			for i, e := range es {
 				e.put(f.taken[i], f.ends[i])
 			}
-			return apikey.LimitResult{}, wrap(err)
+			return limits.Result{}, wrap(err)
 		}
 	}
 	var obuf [4]outcome
@@ -331,7 +332,7 @@ func (l *Limiter) debit(ctx context.Context, name string, ls []apikey.Limit, amo
 }
 
 // peek runs Peek for valid arguments with limits: see Limiter.Peek.
-func (l *Limiter) peek(ctx context.Context, name string, ls []apikey.Limit) (apikey.LimitResult, error) {
+func (l *Limiter) peek(ctx context.Context, name string, ls []limits.Limit) (limits.Result, error) {
 	for {
 		s := l.subject(name)
 		s.mu.Lock()
@@ -345,7 +346,7 @@ func (l *Limiter) peek(ctx context.Context, name string, ls []apikey.Limit) (api
 			case <-f.done:
 				continue
 			case <-ctx.Done():
-				return apikey.LimitResult{}, fmt.Errorf("%w: lease: %w", apikey.ErrUnavailable, ctx.Err())
+				return limits.Result{}, fmt.Errorf("%w: lease: %w", apikey.ErrUnavailable, ctx.Err())
 			}
 		}
 		now := l.now()
@@ -363,7 +364,7 @@ func (l *Limiter) peek(ctx context.Context, name string, ls []apikey.Limit) (api
 		l.land(s, f, now, vals, err)
 		defer s.mu.Unlock()
 		if err != nil {
-			return apikey.LimitResult{}, wrap(err)
+			return limits.Result{}, wrap(err)
 		}
 		// What Allow of cost 1 would answer: each limit spends from what
 		// the entry holds, or else from Redis if Redis had room.

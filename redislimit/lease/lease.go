@@ -1,4 +1,4 @@
-// Package lease is an apikey.Limiter on Redis that decides most requests
+// Package lease is an limits.Limiter on Redis that decides most requests
 // in memory: each instance leases part of a customer's remaining budget
 // from Redis, spends it locally, and gives back what it did not spend. The
 // fleet never admits more than a limit allows, because every unit is
@@ -96,7 +96,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/redislimit/internal/storage"
 )
@@ -153,7 +154,7 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Limiter is an apikey.Limiter on Redis that leases budgets to decide
+// Limiter is an limits.Limiter on Redis that leases budgets to decide
 // locally. Create it with New and stop it with Close; the zero value is
 // not usable. It is safe for concurrent use. Any number of Limiters, in
 // any number of processes, may share one Redis deployment and prefix with
@@ -180,9 +181,9 @@ type Limiter struct {
 }
 
 var (
-	_ apikey.Limiter     = (*Limiter)(nil)
-	_ apikey.LimitPeeker = (*Limiter)(nil)
-	_ apikey.Debiter     = (*Limiter)(nil)
+	_ limits.Limiter = (*Limiter)(nil)
+	_ limits.Peeker  = (*Limiter)(nil)
+	_ limits.Debiter = (*Limiter)(nil)
 )
 
 // New returns a Limiter storing its state through client, and starts its
@@ -239,15 +240,15 @@ func cmp[T comparable](v, def T) T {
 }
 
 // Allow takes cost from every limit in limits for subject; see
-// apikey.Limiter. It decides from what this instance holds when every
+// limits.Limiter. It decides from what this instance holds when every
 // limit holds enough, and asks Redis otherwise (see the package
 // documentation). It reports the errors redislimit's Allow reports.
-func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, cost int64) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, cost); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("lease: %w", err)
+func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, cost); err != nil {
+		return limits.Result{}, fmt.Errorf("lease: %w", err)
 	}
 	if len(ls) == 0 {
-		return apikey.LimitResult{Allowed: true}, nil
+		return limits.Result{Allowed: true}, nil
 	}
 	l.stats.calls.Add(1)
 	var buf [4]*entry
@@ -287,12 +288,12 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 			case <-f.done:
 				continue
 			case <-ctx.Done():
-				return apikey.LimitResult{}, fmt.Errorf("%w: lease: %w", apikey.ErrUnavailable, ctx.Err())
+				return limits.Result{}, fmt.Errorf("%w: lease: %w", apikey.ErrUnavailable, ctx.Err())
 			}
 		}
 		if err := ctx.Err(); err != nil {
 			s.mu.Unlock()
-			return apikey.LimitResult{}, fmt.Errorf("%w: lease: %w", apikey.ErrUnavailable, err)
+			return limits.Result{}, fmt.Errorf("%w: lease: %w", apikey.ErrUnavailable, err)
 		}
 		if !waited {
 			waited = true
@@ -303,36 +304,36 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []apikey.Limit, 
 }
 
 // Peek reports what Allow with a cost of 1 would answer for subject and
-// limits, without consuming anything; see apikey.LimitPeeker. It reads
+// limits, without consuming anything; see limits.Peeker. It reads
 // Redis in one round trip, after any other of this instance for subject,
 // and counts what this instance holds. It reports the errors Allow
 // reports.
-func (l *Limiter) Peek(ctx context.Context, subject string, ls []apikey.Limit) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("lease: %w", err)
+func (l *Limiter) Peek(ctx context.Context, subject string, ls []limits.Limit) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, 1); err != nil {
+		return limits.Result{}, fmt.Errorf("lease: %w", err)
 	}
 	if len(ls) == 0 {
-		return apikey.LimitResult{Allowed: true}, nil
+		return limits.Result{Allowed: true}, nil
 	}
 	return l.peek(ctx, subject, ls)
 }
 
 // Debit takes amount from every quota and credits in limits for subject,
-// without an admission check; see apikey.Debiter. A positive amount is
+// without an admission check; see limits.Debiter. A positive amount is
 // taken first from what this instance holds of each, and the rest from
 // Redis in one round trip (none when the instance holds enough); a
 // negative amount is refunded in Redis, as redislimit's Debit does. The
 // answer is Redis's state plus what this instance holds. It reports the
 // errors redislimit's Debit reports.
-func (l *Limiter) Debit(ctx context.Context, subject string, ls []apikey.Limit, amount int64) (apikey.LimitResult, error) {
-	if err := apikey.ValidateAllow(subject, ls, 1); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("lease: %w", err)
+func (l *Limiter) Debit(ctx context.Context, subject string, ls []limits.Limit, amount int64) (limits.Result, error) {
+	if err := limits.ValidateAllow(subject, ls, 1); err != nil {
+		return limits.Result{}, fmt.Errorf("lease: %w", err)
 	}
-	if err := limits.CheckAmount(amount); err != nil {
-		return apikey.LimitResult{}, fmt.Errorf("lease: %w: %w", apikey.ErrInvalidOptions, err)
+	if err := gcra.CheckAmount(amount); err != nil {
+		return limits.Result{}, fmt.Errorf("lease: %w: %w", limits.ErrInvalid, err)
 	}
 	if len(ls) == 0 {
-		return apikey.LimitResult{Allowed: true}, nil
+		return limits.Result{Allowed: true}, nil
 	}
 	return l.debit(ctx, subject, ls, amount)
 }
@@ -402,22 +403,22 @@ func wrap(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, apikey.ErrUnavailable), errors.Is(err, apikey.ErrInvalidOptions):
+	case errors.Is(err, apikey.ErrUnavailable), errors.Is(err, limits.ErrInvalid), errors.Is(err, apikey.ErrInvalidOptions):
 		return fmt.Errorf("lease: %w", err)
 	}
 	return fmt.Errorf("%w: lease: %w", apikey.ErrUnavailable, err)
 }
 
 // result builds a LimitResult from the outcome of each limit of a call.
-func result(ls []apikey.Limit, out []outcome, allowed bool) apikey.LimitResult {
+func result(ls []limits.Limit, out []outcome, allowed bool) limits.Result {
 	best := 0
 	for i := 1; i < len(out); i++ {
-		if limits.Tighter(limits.Outcome(out[i]), limits.Outcome(out[best])) {
+		if gcra.Tighter(gcra.Outcome(out[i]), gcra.Outcome(out[best])) {
 			best = i
 		}
 	}
 	b := out[best]
-	res := apikey.LimitResult{
+	res := limits.Result{
 		Allowed:   allowed,
 		Limit:     ls[best],
 		Remaining: b.Remaining,
@@ -427,9 +428,9 @@ func result(ls []apikey.Limit, out []outcome, allowed bool) apikey.LimitResult {
 		res.RetryAfter = time.Duration(b.Retry)
 	}
 	if len(out) > 1 {
-		res.States = make([]apikey.LimitState, len(out))
+		res.States = make([]limits.State, len(out))
 		for i, o := range out {
-			res.States[i] = apikey.LimitState{Remaining: o.Remaining, Reset: time.Duration(o.Reset), RetryAfter: time.Duration(o.Retry)}
+			res.States[i] = limits.State{Remaining: o.Remaining, Reset: time.Duration(o.Reset), RetryAfter: time.Duration(o.Retry)}
 		}
 	}
 	return res

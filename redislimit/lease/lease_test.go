@@ -12,9 +12,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 	"github.com/gokeys/apikey/limitertest"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit/lease"
 )
 
@@ -78,11 +78,11 @@ func underAdmission(opts lease.Options) limitertest.UnderAdmission {
 	life := cmp.Or(opts.Lifetime, lease.DefaultLifetime)
 	reserve := cmp.Or(opts.RateReserve, lease.DefaultRateReserve)
 	return limitertest.UnderAdmission{
-		Units: func(l apikey.Limit) int64 {
-			if l.Kind != apikey.KindRate {
+		Units: func(l limits.Limit) int64 {
+			if l.Kind != limits.KindRate {
 				return 0
 			}
-			t, b := limits.GCRA(l.Count, l.Period, l.Burst, time.Microsecond)
+			t, b := gcra.GCRA(l.Count, l.Period, l.Burst, time.Microsecond)
 			d := min(life.Microseconds(), int64(reserve*float64(b)*float64(t)))
 			if d < 16*t {
 				return 0
@@ -96,13 +96,13 @@ func underAdmission(opts lease.Options) limitertest.UnderAdmission {
 func TestConformanceMiniredis(t *testing.T) {
 	t.Parallel()
 	limitertest.Run(t, limitertest.Config{
-		New: func(t *testing.T, clock *limitertest.Clock) apikey.Limiter {
+		New: func(t *testing.T, clock *limitertest.Clock) limits.Limiter {
 			_, c := newMiniredis(t, clock)
 			return newLimiter(t, c, lease.Options{Now: clock.Now})
 		},
-		Fleet: func(t *testing.T, clock *limitertest.Clock, n int) []apikey.Limiter {
+		Fleet: func(t *testing.T, clock *limitertest.Clock, n int) []limits.Limiter {
 			_, c := newMiniredis(t, clock)
-			ls := make([]apikey.Limiter, n)
+			ls := make([]limits.Limiter, n)
 			for i := range ls {
 				ls[i] = newLimiter(t, c, lease.Options{Now: clock.Now})
 			}
@@ -118,11 +118,11 @@ func TestConformanceRedis(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	prefix := testPrefix(t, c)
 	limitertest.Run(t, limitertest.Config{
-		New: func(t *testing.T, _ *limitertest.Clock) apikey.Limiter {
+		New: func(t *testing.T, _ *limitertest.Clock) limits.Limiter {
 			return newLimiter(t, c, lease.Options{Prefix: prefix})
 		},
-		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []apikey.Limiter {
-			ls := make([]apikey.Limiter, n)
+		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []limits.Limiter {
+			ls := make([]limits.Limiter, n)
 			for i := range ls {
 				ls[i] = newLimiter(t, c, lease.Options{Prefix: prefix})
 			}

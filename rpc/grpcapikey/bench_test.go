@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/rpc/grpcapikey"
 	"github.com/gokeys/apikey/rpc/internal/rpctest"
 )
@@ -95,7 +96,7 @@ func BenchmarkUnary(b *testing.B) {
 	}
 	b.Run("apikey+limit", func(b *testing.B) { // Middleware.Spend over a memlimit.Limiter
 		env := rpctest.NewEnv(b, rpctest.Default)
-		owner := env.NewCustomer(&apikey.Customer{Limits: []apikey.Limit{apikey.Quota("daily", 1<<40, apikey.Day)}})
+		owner := env.NewCustomer(&apikey.Customer{Limits: []limits.Limit{limits.Quota("daily", 1<<40, limits.Day)}})
 		token, _ := env.IssueTo(b, owner)
 		ic, err := grpcapikey.New(env.M, grpcapikey.Options{Middleware: env.MW})
 		if err != nil {

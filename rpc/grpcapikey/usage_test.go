@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/rpc/grpcapikey"
@@ -24,7 +25,7 @@ func TestUsageCountsCalls(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New()
 	m, err := apikey.New(store, apikey.Options{Prefix: "sk_test", UsageInterval: time.Hour,
-		Plans: apikey.Plans{"free": {apikey.Quota("daily", 1000, apikey.Day)}}, DefaultPlan: "free"})
+		Plans: limits.Plans{"free": {limits.Quota("daily", 1000, limits.Day)}}, DefaultPlan: "free"})
 	require.NoError(t, err)
 	l, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 )
 
 // Window is the Lua source of window(sec, w), the UTC window of a quota or
@@ -28,7 +28,7 @@ var Legacy string
 // Keys names the state of each limit of a call for subject, in one hash
 // slot: see redislimit's package documentation. The slice has room for one
 // more key (the legacy key).
-func Keys(prefix, subject string, ls []apikey.Limit) []string {
+func Keys(prefix, subject string, ls []limits.Limit) []string {
 	keys := make([]string, len(ls), len(ls)+1)
 	b := make([]byte, 0, 64)
 	b = append(b, prefix...)
@@ -57,9 +57,9 @@ func Keys(prefix, subject string, ls []apikey.Limit) []string {
 // not. The key must share the hash slot of the call's keys: it is named
 // only when its hash tag, the subject up to its first '}', is the call's
 // tag, that is when subject holds none of '%', '{' and '}'.
-func LegacyKey(prefix, subject string, ls []apikey.Limit) string {
+func LegacyKey(prefix, subject string, ls []limits.Limit) string {
 	for i := range ls {
-		if ls[i].Kind == apikey.KindCredits {
+		if ls[i].Kind == limits.KindCredits {
 			if strings.ContainsAny(subject, "%{}") {
 				return ""
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/rpc/connectapikey"
 	"github.com/gokeys/apikey/rpc/grpcapikey"
 	"github.com/gokeys/apikey/rpc/internal/rpcauth"
@@ -31,7 +32,7 @@ func TestOneBudgetAcrossSurfaces(t *testing.T) {
 		calls   = 6 // per caller
 	)
 	env := rpctest.NewEnv(t, rpctest.Default)
-	owner := env.NewCustomer(&apikey.Customer{Limits: []apikey.Limit{apikey.Quota("daily", budget, apikey.Day)}})
+	owner := env.NewCustomer(&apikey.Customer{Limits: []limits.Limit{limits.Quota("daily", budget, limits.Day)}})
 	grpcToken, _ := env.IssueTo(t, owner)
 	connectToken, _ := env.IssueTo(t, owner)
 	httpToken, _ := env.IssueTo(t, owner)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 )
 
@@ -127,7 +128,7 @@ func TestCost(t *testing.T) {
 	require.NoError(t, err)
 	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})
 	require.NoError(t, err)
-	k := &apikey.Key{ID: "k", Owner: "o", Limits: []apikey.Limit{apikey.Quota("daily", 10, apikey.Day)}}
+	k := &apikey.Key{ID: "k", Owner: "o", Limits: []limits.Limit{limits.Quota("daily", 10, limits.Day)}}
 	for _, c := range []struct {
 		name   string
 		cost   func(context.Context, string, any, *apikey.Key) int64

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/rpc/internal/rpcauth"
@@ -74,9 +75,9 @@ func NewEnv(t testing.TB, variant string) *Env {
 	t.Helper()
 	e := &Env{Store: &store{Store: memstore.New(), paused: map[string]bool{}}, custs: map[string]*apikey.Customer{}, broken: map[string]bool{}}
 	now := func() time.Time { return Now }
-	plans := apikey.Plans{
-		"free": {apikey.Quota("daily", FreeQuota, apikey.Day)},
-		"tiny": {apikey.Quota("daily", TinyQuota, apikey.Day)},
+	plans := limits.Plans{
+		"free": {limits.Quota("daily", FreeQuota, limits.Day)},
+		"tiny": {limits.Quota("daily", TinyQuota, limits.Day)},
 	}
 	var err error
 	e.M, err = apikey.New(e.Store, apikey.Options{Prefix: "sk_test", Now: now, Plans: plans, Customers: e.customer})
@@ -148,8 +149,8 @@ func (e *Env) customer(_ context.Context, id string) (*apikey.Customer, error) {
 // failing is a Limiter whose backend is down.
 type failing struct{}
 
-func (failing) Allow(context.Context, string, []apikey.Limit, int64) (apikey.LimitResult, error) {
-	return apikey.LimitResult{}, fmt.Errorf("%w: redis: %s", apikey.ErrUnavailable, Secret)
+func (failing) Allow(context.Context, string, []limits.Limit, int64) (limits.Result, error) {
+	return limits.Result{}, fmt.Errorf("%w: redis: %s", apikey.ErrUnavailable, Secret)
 }
 
 // Key describes a key to issue.

@@ -1,8 +1,8 @@
-// Package limits holds the arithmetic shared by the core's Limit
+// Package gcra holds the arithmetic shared by the core's Limit
 // validation and headers, memlimit and redislimit: the bounds a limit must
 // keep, GCRA, UTC calendar windows and the choice of the tightest limit.
 // It works on plain numbers so that the core can import it.
-package limits
+package gcra
 
 import (
 	"errors"
@@ -10,14 +10,14 @@ import (
 	"time"
 )
 
-// Kinds, as apikey.LimitKind.
+// Kinds, as limits.Kind.
 const (
 	KindRate    = 1
 	KindQuota   = 2
 	KindCredits = 3
 )
 
-// Windows, as apikey.Window; Never is a credits limit that is never
+// Windows, as limits.Window; Never is a credits limit that is never
 // refilled.
 const (
 	Never  = 0

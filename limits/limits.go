@@ -1,13 +1,22 @@
-package apikey
+// Package limits is the vocabulary of rate limits, quotas and credits
+// shared by the apikey middleware and the Limiters that decide them
+// (memlimit in process, redislimit through Redis). A Limit is plain data.
+// A Limiter decides a call against a set of them. Plans name sets of limits.
+package limits
 
 import (
 	"context"
 	"encoding"
+	"errors"
 	"fmt"
 	"time"
 
-	"github.com/gokeys/apikey/internal/limits"
+	"github.com/gokeys/apikey/internal/gcra"
 )
+
+// ErrInvalid is wrapped by every error about a malformed limit, plan or
+// Limiter call.
+var ErrInvalid = errors.New("limits: invalid")
 
 // A Limiter decides whether a subject may make a request under a set of
 // limits. The library ships memlimit (in process) and redislimit (shared
@@ -18,22 +27,23 @@ import (
 // the customer's limits. A key's own limits carry their own Subject, the
 // key's lineage, so that they belong to a key and its rotations.
 //
-// How to implement a Limiter:
+// To implement a Limiter, follow these rules.
 //
 //  1. Be safe for concurrent use.
-//  2. Decide all limits of one call together, atomically: if any denies,
-//     none of them consumes anything, and concurrent calls never admit
-//     more than a limit allows.
+//  2. Decide all limits of one call together, atomically. If any denies,
+//     none of them consumes anything. Concurrent calls never admit more
+//     than a limit allows.
 //  3. Take the limits from the call, not from configuration, so that a
 //     plan change applies to the next request.
 //  4. Keep state per subject and limit (name and kind). A limit with a
 //     Subject keeps its state per (call subject, limit, limit Subject), so
 //     that everything one call decides can live in one place (one Redis
 //     hash slot). Never derive storage names from anything but these.
-//  5. Answer one LimitState per limit, in the order of the call, when the
+//  5. Answer one State per limit, in the order of the call, when the
 //     call has more than one limit.
-//  6. Return an error (wrapping ErrUnavailable) only when the backend
-//     failed; a denial is a result with Allowed false, not an error.
+//  6. Return an error (wrapping apikey.ErrUnavailable) only when the
+//     backend failed. A denial is a result with Allowed false, not an
+//     error.
 //  7. Honour ctx.
 //
 // Run limitertest.Run from your tests to check an implementation.
@@ -42,20 +52,20 @@ type Limiter interface {
 	// subject. With no limits it allows and consumes nothing. An empty
 	// subject, a cost below 1, an invalid limit (see Limit.Validate) or
 	// two limits with one name and Subject give an error wrapping
-	// ErrInvalidOptions. A cost above a limit's capacity (a rate's burst, a
-	// quota's or credits' count) can never be allowed: it is denied,
+	// ErrInvalid. A cost above a limit's capacity (a rate's burst, a
+	// quota's or credits' count) can never be allowed. It is denied,
 	// consuming nothing, with RetryAfter equal to Reset (for a rate, at
-	// least one emission interval), after which it is still denied.
-	Allow(ctx context.Context, subject string, limits []Limit, cost int64) (LimitResult, error)
+	// least one emission interval). After that it is still denied.
+	Allow(ctx context.Context, subject string, limits []Limit, cost int64) (Result, error)
 }
 
-// LimitKind is the algorithm of a Limit. In JSON it is "rate", "quota" or
+// Kind is the algorithm of a Limit. In JSON it is "rate", "quota" or
 // "credits".
-type LimitKind uint8
+type Kind uint8
 
 const (
 	// KindRate is a smooth rate, N per period with a burst, by GCRA.
-	KindRate LimitKind = iota + 1
+	KindRate Kind = iota + 1
 	// KindQuota is a count per calendar window aligned to UTC boundaries.
 	KindQuota
 	// KindCredits is a number of uses, never refilled or refilled to
@@ -71,15 +81,15 @@ type Window uint8
 
 // The windows of a quota and the refills of credits.
 const (
-	Never Window = iota // credits only: never refilled
+	Never Window = iota // credits only, never refilled
 	Minute
 	Hour
 	Day
 	Month
 )
 
-// kindName and windowName name the kinds and windows; "" when unknown.
-func kindName(k LimitKind) string {
+// kindName and windowName name the kinds and windows, "" when unknown.
+func kindName(k Kind) string {
 	switch k {
 	case KindRate:
 		return "rate"
@@ -108,20 +118,20 @@ func windowName(w Window) string {
 }
 
 var (
-	_ encoding.TextMarshaler   = LimitKind(0)
-	_ encoding.TextUnmarshaler = (*LimitKind)(nil)
+	_ encoding.TextMarshaler   = Kind(0)
+	_ encoding.TextUnmarshaler = (*Kind)(nil)
 	_ encoding.TextMarshaler   = Window(0)
 	_ encoding.TextUnmarshaler = (*Window)(nil)
 )
 
 // String names the kind: "rate", "quota" or "credits".
-func (k LimitKind) String() string { return nameOf(k, kindName, "LimitKind") }
+func (k Kind) String() string { return nameOf(k, kindName, "Kind") }
 
 // MarshalText encodes a known kind by its name.
-func (k LimitKind) MarshalText() ([]byte, error) { return marshalName(k, kindName, "limit kind") }
+func (k Kind) MarshalText() ([]byte, error) { return marshalName(k, kindName, "limit kind") }
 
 // UnmarshalText decodes a kind's name.
-func (k *LimitKind) UnmarshalText(b []byte) error {
+func (k *Kind) UnmarshalText(b []byte) error {
 	return unmarshalName(k, b, KindRate, KindCredits, kindName, "limit kind")
 }
 
@@ -136,7 +146,7 @@ func (w *Window) UnmarshalText(b []byte) error {
 	return unmarshalName(w, b, Never, Month, windowName, "window")
 }
 
-// nameOf, marshalName and unmarshalName give LimitKind and Window their
+// nameOf, marshalName and unmarshalName give Kind and Window their
 // names.
 func nameOf[T ~uint8](v T, name func(T) string, typ string) string {
 	if n := name(v); n != "" {
@@ -149,7 +159,7 @@ func marshalName[T ~uint8](v T, name func(T) string, what string) ([]byte, error
 	if n := name(v); n != "" {
 		return []byte(n), nil
 	}
-	return nil, fmt.Errorf("%w: unknown %s %d", ErrInvalidOptions, what, uint8(v))
+	return nil, fmt.Errorf("%w: unknown %s %d", ErrInvalid, what, uint8(v))
 }
 
 func unmarshalName[T ~uint8](v *T, b []byte, lo, hi T, name func(T) string, what string) error {
@@ -159,7 +169,7 @@ func unmarshalName[T ~uint8](v *T, b []byte, lo, hi T, name func(T) string, what
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: unknown %s %q", ErrInvalidOptions, what, b)
+	return fmt.Errorf("%w: unknown %s %q", ErrInvalid, what, b)
 }
 
 // Limit is one rate limit, quota or credits limit. Build it with Rate,
@@ -167,26 +177,26 @@ func unmarshalName[T ~uint8](v *T, b []byte, lo, hi T, name func(T) string, what
 // below (Period in nanoseconds), which is how stores keep Key.Limits.
 type Limit struct {
 	// Name identifies the limit in storage and in the RateLimit headers,
-	// e.g. "per-second" or "daily": a letter then up to 63 letters, digits
-	// or !#$%&'*+-.^_`|~:/ (a structured-field token). Limits of one call
-	// need distinct names.
+	// e.g. "per-second" or "daily". It is a letter then up to 63 letters,
+	// digits or !#$%&'*+-.^_`|~:/ (a structured-field token). Limits of
+	// one call need distinct names.
 	Name string `json:"name"`
 	// Kind is KindRate, KindQuota or KindCredits.
-	Kind LimitKind `json:"kind"`
-	// Count is N: requests per Period (rate), per Window (quota), or the
-	// credits granted (credits). At most 10^14-1, and a rate at most one
-	// per nanosecond.
+	Kind Kind `json:"kind"`
+	// Count is the number of requests per Period (rate) or per Window
+	// (quota), or the credits granted (credits). It is at most 10^14-1,
+	// and a rate admits at most one request per nanosecond.
 	Count int64 `json:"count"`
 	// Period is the period of a rate.
 	Period time.Duration `json:"period,omitempty"`
-	// Burst is how many requests a rate admits at once; Count when 0.
+	// Burst is how many requests a rate admits at once, Count when 0.
 	Burst int64 `json:"burst,omitempty"`
 	// Window is the window of a quota, or when credits are refilled to
-	// Count (Never, the zero value: never).
+	// Count. Never, the zero value, never refills them.
 	Window Window `json:"window,omitzero"`
 	// Subject, if set, counts the limit for this subject instead of the
-	// call's (within the call's subject: see Limiter). The middleware
-	// sets it to the key's Lineage for credits; it is not stored.
+	// call's, within the call's subject (see Limiter). The middleware sets
+	// it to the key's Lineage for a key's own limits. It is not stored.
 	Subject string `json:"-"`
 }
 
@@ -196,7 +206,7 @@ func Rate(name string, n int64, period time.Duration, burst int64) Limit {
 	return Limit{Name: name, Kind: KindRate, Count: n, Period: period, Burst: burst}
 }
 
-// Quota returns a quota of n requests per calendar window: "100 per day"
+// Quota returns a quota of n requests per calendar window. "100 per day"
 // admits at most 100 between two UTC midnights.
 func Quota(name string, n int64, w Window) Limit {
 	return Limit{Name: name, Kind: KindQuota, Count: n, Window: w}
@@ -209,67 +219,69 @@ func Credits(name string, n int64, refill Window) Limit {
 }
 
 // Validate reports whether l is well formed, with an error wrapping
-// ErrInvalidOptions: a valid name, a count between 1 and 10^14-1, a known
-// kind and window (credits refill Never, Day or Month), and for a rate a
-// positive period, at most one request per nanosecond and a burst window
-// (burst times period/count) below 2^50 microseconds.
+// ErrInvalid. A valid limit has a valid name, a count between 1 and
+// 10^14-1, and a known kind and window. Credits refill Never, Day or
+// Month. A rate has a positive period, at most one request per
+// nanosecond and a burst window (burst times period/count) below 2^50
+// microseconds.
 func (l Limit) Validate() error { return l.check() }
 
 // check is Validate without copying l.
 func (l *Limit) check() error {
-	err := limits.Check(l.Name, uint8(l.Kind), l.Count, l.Period, l.Burst, uint8(l.Window))
+	err := gcra.Check(l.Name, uint8(l.Kind), l.Count, l.Period, l.Burst, uint8(l.Window))
 	if err == nil && l.Kind == KindCredits && l.Window != Never && l.Window != Day && l.Window != Month {
-		err = limits.ErrWindow
+		err = gcra.ErrWindow
 	}
 	if err != nil {
-		return fmt.Errorf("%w: limit %q: %w", ErrInvalidOptions, l.Name, err)
+		return fmt.Errorf("%w: limit %q: %w", ErrInvalid, l.Name, err)
 	}
 	return nil
 }
 
-// LimitResult is a Limiter's answer: plain data, owned by the caller.
-type LimitResult struct {
+// Result is a Limiter's answer. It is plain data, owned by the caller.
+type Result struct {
 	// Allowed reports whether the request may proceed (and was counted).
 	Allowed bool
-	// Limit is the tightest limit: the one that denied (the longest wait
-	// when several did), or the one with the fewest requests remaining
-	// (then the longest Reset).
+	// Limit is the tightest limit. It is the one that denied (the longest
+	// wait when several did), or else the one with the fewest requests
+	// remaining (then the longest Reset).
 	Limit Limit
 	// Remaining is what the tightest limit still admits after this call.
 	Remaining int64
-	// Reset is the time until the tightest limit is fully available again
-	// (for a quota, the end of its window; for a rate, until its burst is
-	// whole again; for credits never refilled, 0).
+	// Reset is the time until the tightest limit is fully available
+	// again. For a quota it is the end of its window. For a rate it is
+	// when its burst is whole again. For credits never refilled it is 0.
 	Reset time.Duration
 	// RetryAfter, when denied, is the time until the same call could be
-	// allowed: the longest wait of the denying limits (for a quota, the end
-	// of its window; for a rate, until it has room for the cost), 0 when
-	// only credits that are never refilled deny. Zero when allowed.
+	// allowed. It is the longest wait of the denying limits. A quota waits
+	// for the end of its window, and a rate until it has room for the
+	// cost. It is 0 when only credits that are never refilled deny, and
+	// when allowed.
 	RetryAfter time.Duration
 	// States holds the state of every limit of the call, in its order,
-	// when the call has more than one limit; with a single limit it may
-	// be nil, the fields above being that limit's state.
-	States []LimitState
+	// when the call has more than one limit. With a single limit it may be
+	// nil, the fields above being that limit's state.
+	States []State
 }
 
-// LimitState is the state of one limit after a Limiter call: plain data.
-type LimitState struct {
+// State is the state of one limit after a Limiter call. It is plain data.
+type State struct {
 	// Remaining is what the limit still admits.
 	Remaining int64
-	// Reset is the time until the limit is fully available again; 0 for
-	// credits never refilled.
+	// Reset is the time until the limit is fully available again. It is 0
+	// for credits never refilled.
 	Reset time.Duration
 	// RetryAfter is, when the limit denied the call, the wait until it
-	// would admit it; 0 otherwise.
+	// would admit it. It is 0 otherwise.
 	RetryAfter time.Duration
 }
 
 // Plans maps a plan name (Key.Plan) to its limits. Set them in
 // Options.Plans.
 //
-//	apikey.Plans{
-//		"free": {apikey.Quota("daily", 100, apikey.Day)},
-//		"pro":  {apikey.Quota("daily", 10_000, apikey.Day), apikey.Rate("per-second", 100, time.Second, 0)},
+//	limits.Plans{
+//		"free": {limits.Quota("daily", 100, limits.Day)},
+//		"pro":  {limits.Quota("daily", 10_000, limits.Day), limits.Rate("per-second", 100, time.Second, 0)},
 //	}
 type Plans map[string][]Limit
 
@@ -293,33 +305,53 @@ func validLimits(ls []Limit) error {
 		}
 		for j := range i {
 			if o := &ls[j]; o.Name == l.Name && o.Subject == l.Subject {
-				return fmt.Errorf("%w: limit name %q used twice", ErrInvalidOptions, l.Name)
+				return fmt.Errorf("%w: limit name %q used twice", ErrInvalid, l.Name)
 			}
 		}
 	}
 	return nil
 }
 
-// ValidateAllow checks the arguments of a Limiter's Allow as the
-// Limiter contract states them, with an error wrapping ErrInvalidOptions:
-// a non-empty subject, a cost of at least 1, every limit valid and no two
-// with one name and Subject. Limiters call it.
+// ValidateAllow checks the arguments of a Limiter's Allow as the Limiter
+// contract states them, with an error wrapping ErrInvalid. The subject
+// must not be empty, the cost must be at least 1, every limit must be
+// valid, and no two may share a name and Subject. Limiters call it.
 func ValidateAllow(subject string, limits []Limit, cost int64) error {
 	switch {
 	case subject == "":
-		return fmt.Errorf("%w: empty subject", ErrInvalidOptions)
+		return fmt.Errorf("%w: empty subject", ErrInvalid)
 	case cost < 1:
-		return fmt.Errorf("%w: cost %d is below 1", ErrInvalidOptions, cost)
+		return fmt.Errorf("%w: cost %d is below 1", ErrInvalid, cost)
 	}
 	return validLimits(limits)
 }
 
-// A LimitPeeker is a Limiter that can also report the state of limits
+// A Peeker is a Limiter that can also report the state of limits
 // without spending anything, for example to show a customer the balance
 // of his credits. memlimit and redislimit implement it.
-type LimitPeeker interface {
+type Peeker interface {
 	// Peek answers what Allow with a cost of 1 would answer for the
 	// same subject and limits (Allowed, Remaining, Reset and States),
 	// without consuming anything.
-	Peek(ctx context.Context, subject string, limits []Limit) (LimitResult, error)
+	Peek(ctx context.Context, subject string, limits []Limit) (Result, error)
+}
+
+// A Debiter is a Limiter that can settle a request's cost after its
+// response, when only then is it known (tokens generated, rows scanned).
+// memlimit and redislimit implement it.
+type Debiter interface {
+	// Debit takes amount from the quotas and credits among limits for
+	// subject, atomically and without an admission check. A negative
+	// amount refunds. Rates are not debited, since they decide admission
+	// only. A balance may fall below zero. A quota's debt ends with its
+	// window, and a credits debt stays until refilled or granted. A refund
+	// never takes a limit above its count.
+	//
+	// Debit answers the state of every limit after the debit as Allow
+	// does (a rate's as it stands), with Allowed true. Remaining is the
+	// balance, below zero for a debt. An amount of 0 only reads them. An
+	// empty subject, an invalid limit, two limits with one name and
+	// Subject or an amount beyond ±(10^14-1) give an error wrapping
+	// ErrInvalid.
+	Debit(ctx context.Context, subject string, limits []Limit, amount int64) (Result, error)
 }

@@ -18,20 +18,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 )
-
-// getCounter wraps a Store and counts its Get calls.
-type getCounter struct {
-	apikey.Store
-	gets atomic.Int64
-}
-
-func (s *getCounter) Get(ctx context.Context, id string) (*apikey.Key, error) {
-	s.gets.Add(1)
-	return s.Store.Get(ctx, id)
-}
 
 // A known id with a wrong secret costs the store exactly what an unknown
 // id costs (both bounded by the negative cache), and both get the same
@@ -49,7 +39,7 @@ func TestWrongSecretCostsLikeUnknownID(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const n = 10
 			c := newClock()
-			store := &getCounter{Store: memstore.New()}
+			store := newSpy()
 			m := newManager(t, store, apikey.Options{Now: c.Now, CacheTTL: tc.cache.CacheTTL, CacheNegativeTTL: tc.cache.CacheNegativeTTL})
 			token, _ := issue(t, m, apikey.IssueParams{})
 			tok, err := m.Format().Parse(token)
@@ -148,7 +138,7 @@ func TestInvalidateAll(t *testing.T) {
 // a record read before it, whatever runs concurrently.
 func TestInvalidateAllIsImmediateUnderConcurrency(t *testing.T) {
 	for trial := range 50 {
-		store := &spinStore{Store: memstore.New(), spins: trial % 5 * 20_000}
+		store := spinSpy(trial % 5 * 20_000)
 		m := newManager(t, store, apikey.Options{})
 		token, k := issue(t, m, apikey.IssueParams{})
 		var stop atomic.Bool
@@ -395,7 +385,7 @@ func TestUsageAllocatesNothing(t *testing.T) {
 	ctx := context.Background()
 	var allocs [2]float64
 	for i, interval := range []time.Duration{-1, time.Hour} {
-		m := newManager(t, memstore.New(), apikey.Options{UsageInterval: interval, Plans: apikey.Plans{"big": {apikey.Quota("daily", 1e13, apikey.Day)}}})
+		m := newManager(t, memstore.New(), apikey.Options{UsageInterval: interval, Plans: limits.Plans{"big": {limits.Quota("daily", 1e13, limits.Day)}}})
 		lim, err := memlimit.New(memlimit.Options{})
 		require.NoError(t, err)
 		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})
@@ -497,4 +487,58 @@ func TestManyKeysHitsAndChanges(t *testing.T) {
 		_, err := m.Verify(ctx, token)
 		require.Equal(t, apikey.ErrRevoked, err, "key %d", i)
 	}
+}
+
+// A cross-prefix forgery is refused. A token issued under sk_test, recomposed with
+// sk_live's checksum, is refused by a Manager accepting both prefixes and
+// by a live-only Manager over the same store and pepper.
+func TestTestKeyNeverVerifiesAsLive(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	both := newManager(t, store, apikey.Options{Prefix: "sk_live", Prefixes: []string{"sk_test"}})
+	liveOnly := newManager(t, store, apikey.Options{Prefix: "sk_live"})
+	ctx := context.Background()
+
+	testToken, testKey, err := both.Issue(ctx, apikey.IssueParams{Owner: "alice", Prefix: "sk_test"})
+	require.NoError(t, err)
+	assert.Equal(t, "sk_test", testKey.Prefix)
+	liveToken, liveKey, err := both.Issue(ctx, apikey.IssueParams{Owner: "alice"})
+	require.NoError(t, err)
+	assert.Equal(t, "sk_live", liveKey.Prefix, "Issue defaults to Options.Prefix")
+
+	parsed, err := both.Format().Parse(testToken)
+	require.NoError(t, err)
+	assert.Equal(t, "sk_test", parsed.Prefix, "Parse reports the prefix")
+	live, err := apikey.NewFormat("sk_live", 0)
+	require.NoError(t, err)
+	forged, err := live.Compose(parsed.ID, parsed.Secret)
+	require.NoError(t, err)
+	_, err = live.Parse(forged)
+	require.NoError(t, err, "the forged token is well-formed")
+
+	for name, m := range map[string]*apikey.Manager{"BothPrefixes": both, "LiveOnly": liveOnly} {
+		t.Run(name, func(t *testing.T) {
+			for range 2 { // the second time from the cache
+				_, err := m.Verify(ctx, forged)
+				assert.ErrorIs(t, err, apikey.ErrInvalid, "a test key verified as live")
+			}
+			k, err := m.Verify(ctx, liveToken)
+			require.NoError(t, err)
+			assert.Equal(t, "sk_live", k.Prefix, "handlers see the prefix to route test traffic")
+		})
+	}
+	k, err := both.Verify(ctx, testToken)
+	require.NoError(t, err, "the test key works under its own prefix")
+	assert.Equal(t, "sk_test", k.Prefix)
+	_, err = liveOnly.Verify(ctx, testToken)
+	assert.ErrorIs(t, err, apikey.ErrMalformed, "a live-only Manager does not parse test tokens")
+
+	_, _, err = both.Issue(ctx, apikey.IssueParams{Prefix: "sk_other"})
+	assertInputError(t, err, "prefix", "an unknown prefix")
+
+	rot, err := both.Rotate(ctx, testKey.ID, time.Hour)
+	require.NoError(t, err)
+	assert.Equal(t, "sk_test", rot.Key.Prefix, "a test key rotates into a test key")
+	_, err = both.Verify(ctx, rot.Token)
+	require.NoError(t, err)
 }

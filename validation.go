@@ -5,9 +5,11 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/gokeys/apikey/limits"
 )
 
-// Sizes of tokens, and input limits. Issue and Update refuse a key beyond
+// Input limits. Issue and Update refuse a key beyond
 // the input limits with an error wrapping ErrInvalidInput (an *InputError), so that bad
 // input is reported as such (400 over HTTP) and never reaches a store as a
 // failure. Every store of this module, in every sqlstore dialect, holds
@@ -20,16 +22,6 @@ import (
 // set, lies within the years 1000 to 9999 in UTC (what MySQL's DATETIME
 // holds).
 const (
-	// IDLength is the length of every key id the Manager issues, in base62
-	// characters.
-	IDLength = 16
-	// ChecksumLength is the length of a token's checksum, in base62
-	// characters.
-	ChecksumLength = 6
-	// MaxTokenLength is the length of the longest token any configuration
-	// produces. Longer input is rejected before it is looked at further.
-	MaxTokenLength = maxPrefixLength + 1 + IDLength + maxSecretLength + ChecksumLength
-
 	// MaxNameLength is the longest Key.Name.
 	MaxNameLength = 256
 	// MaxOwnerLength is the longest Key.Owner.
@@ -42,7 +34,7 @@ const (
 	MaxScopeLength = 128
 	// MaxMetadataEntries is the most Key.Metadata entries.
 	MaxMetadataEntries = 32
-	// MaxMetadataKeyLength is the longest metadata key; keys are not empty.
+	// MaxMetadataKeyLength is the longest metadata key. Keys are not empty.
 	MaxMetadataKeyLength = 64
 	// MaxMetadataValueLength is the longest metadata value.
 	MaxMetadataValueLength = 512
@@ -54,7 +46,7 @@ const (
 	// CreditsLimit is the name of the limit made of Customer.Credits.
 	CreditsLimit = "credits"
 	// MaxListLimit is the largest page Store.List must serve
-	// (ListOptions.Limit); larger limits are reduced to it.
+	// (ListOptions.Limit). Larger limits are reduced to it.
 	MaxListLimit = 1000
 )
 
@@ -64,7 +56,7 @@ var (
 	maxExpiry = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
 )
 
-// validExpiry checks an expiry against the range every store holds; the
+// validExpiry checks an expiry against the range every store holds. The
 // zero time (no expiry) passes.
 func validExpiry(t time.Time) error {
 	if !t.IsZero() && (t.Before(minExpiry) || t.After(maxExpiry)) {
@@ -136,24 +128,25 @@ func validMetadata(md map[string]string) error {
 
 // validKeyLimits checks a key's own limits: at most MaxLimits, each valid
 // (Limit.Validate bounds the name to a 64-character token), no name twice.
-func validKeyLimits(limits []Limit) error {
-	if len(limits) > MaxLimits {
+func validKeyLimits(ls []limits.Limit) error {
+	if len(ls) > MaxLimits {
 		return &InputError{Field: "limits", Reason: fmt.Sprintf("more than %d limits", MaxLimits)}
 	}
-	if err := validLimits(limits); err != nil {
-		return &InputError{Field: "limits", Reason: strings.TrimPrefix(err.Error(), ErrInvalidOptions.Error()+": ")}
+	// A set of limits is valid when a call spending 1 under them is.
+	if err := limits.ValidateAllow("key", ls, 1); err != nil {
+		return &InputError{Field: "limits", Reason: strings.TrimPrefix(err.Error(), limits.ErrInvalid.Error()+": ")}
 	}
 	return nil
 }
 
-// validPlan checks a plan name; with Options.Plans set, it must be one of
+// validPlan checks a plan name. With Options.Plans set, it must be one of
 // them (the empty plan always passes).
-func (m *Manager) validPlan(plan string) error {
+func validPlan(plans limits.Plans, plan string) error {
 	if err := validText("plan", plan, MaxPlanLength); err != nil {
 		return err
 	}
-	if m.plans != nil && plan != "" {
-		if _, ok := m.plans[plan]; !ok {
+	if plans != nil && plan != "" {
+		if _, ok := plans[plan]; !ok {
 			return &InputError{Field: "plan", Reason: "not a configured plan"}
 		}
 	}
@@ -161,7 +154,7 @@ func (m *Manager) validPlan(plan string) error {
 }
 
 // validKey checks the fields of k a caller chooses, as Issue takes them.
-func (m *Manager) validKey(k *Key) error {
+func validKey(k *Key, plans limits.Plans) error {
 	if err := validText("name", k.Name, MaxNameLength); err != nil {
 		return err
 	}
@@ -173,7 +166,7 @@ func (m *Manager) validKey(k *Key) error {
 		// key id: an owner of that form could share his customer.
 		return &InputError{Field: "owner", Reason: fmt.Sprintf("has the form of a key id (%d base62 characters)", IDLength)}
 	}
-	if err := m.validPlan(k.Plan); err != nil {
+	if err := validPlan(plans, k.Plan); err != nil {
 		return err
 	}
 	if err := validScopes(k.Scopes); err != nil {

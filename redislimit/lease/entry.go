@@ -187,8 +187,17 @@ func (e *entry) change(l *Limiter, lim limits.Limit, now time.Time) {
 }
 
 // refresh sets aside the leases that ended, to be given back, and forgets
-// a count's state when its window ended.
+// a count's state when its window ended. A clock that went back before
+// the last round trip (Options.Now is not monotonic) ends every lease and
+// forgets the state.
 func (e *entry) refresh(l *Limiter, now time.Time) {
+	if e.known && now.Before(e.at) {
+		for _, p := range e.pools {
+			e.giveBack(l, p.units, p.tag)
+		}
+		e.pools = e.pools[:0]
+		e.known, e.starved = false, false
+	}
 	n := 0
 	for n < len(e.pools) && !now.Before(e.pools[n].end) {
 		n++
@@ -266,17 +275,34 @@ func (e *entry) add(l *Limiter, p pool) {
 	l.stats.leased.Add(p.units)
 }
 
-// short reports whether the entry is known not to have cost: it holds
-// less, and Redis had less than the rest at the last round trip, which is
-// believed until until.
+// short reports whether the entry is known not to have room for cost:
+// Redis denied or had nothing more at the last round trip, and what the
+// entry holds plus what Redis had left then (a cold rate's grown with
+// time since) is less than cost; believed until until.
 func (e *entry) short(cost int64, now time.Time) bool {
-	return e.starved && e.known && now.Before(e.until) && e.units()+max(0, e.rem) < cost
+	if !e.starved || !e.known || !now.Before(e.until) {
+		return false
+	}
+	avail := max(0, e.rem)
+	if e.t > 0 && !e.hot {
+		avail = e.rateLeft(now)
+	}
+	return e.units()+avail < cost
 }
 
-// stale reports whether the entry was starved and the time to ask Redis
-// again came.
+// rateLeft returns what a rate had left at now, from its state at the
+// last round trip: what this instance alone knows of it, never less than
+// Redis has.
+func (e *entry) rateLeft(now time.Time) int64 {
+	d := max(0, e.resetAt.Sub(now).Microseconds())
+	return max(0, min(e.b, (e.b*e.t-d)/e.t))
+}
+
+// stale reports whether a hot entry was starved, holds less than cost,
+// and the time to ask Redis again came: it is asked in the background
+// while calls are refused.
 func (e *entry) stale(cost int64, now time.Time) bool {
-	return e.starved && e.known && !now.Before(e.until) && e.units() < cost
+	return e.hot && e.starved && e.known && !now.Before(e.until) && e.units() < cost
 }
 
 // verdict is what an instance can decide of a call alone.
@@ -294,7 +320,7 @@ func decide(es []*entry, cost int64, now time.Time) verdict {
 	for _, e := range es {
 		switch {
 		case e.units() >= cost:
-		case e.short(cost, now), e.stale(cost, now):
+		case e.short(cost, now) || e.stale(cost, now):
 			return refuse
 		default:
 			v = remote
@@ -331,18 +357,20 @@ func (l *Limiter) refuse(s *subject, es []*entry, ls []limits.Limit, cost int64,
 	for _, e := range es {
 		e.asked += cost
 		o := e.outcome(now).noDebt()
-		if e.units() < cost && e.starved {
-			o.Allowed = false
-			switch {
-			case e.t > 0:
-				o.Retry = max(int64(e.until.Sub(now)), e.t*int64(time.Microsecond))
-			case !e.resetAt.IsZero():
+		switch {
+		case e.stale(cost, now):
+			// Until the background round trip lands.
+			o.Allowed, o.Retry = false, max(int64(e.life/rateRecheck), e.t*int64(time.Microsecond))
+			if e.t == 0 && !e.resetAt.IsZero() {
 				o.Retry = max(0, int64(e.resetAt.Sub(now)))
+			} else if e.t == 0 {
+				o.Retry = 0
 			}
-			if !now.Before(e.until) {
-				again = true
-				e.until = now.Add(e.life) // until the answer lands
-			}
+			again = true
+			e.until = now.Add(e.life)
+		case e.short(cost, now):
+			o.Allowed = false
+			o.Retry, o.Reset = e.retry(cost, now, o.Reset)
 		}
 		out = append(out, o)
 	}
@@ -350,6 +378,29 @@ func (l *Limiter) refuse(s *subject, es []*entry, ls []limits.Limit, cost int64,
 		l.flyAsync(s, es, now)
 	}
 	return result(ls, out, false)
+}
+
+// retry returns, for an entry short of cost, the wait until cost could
+// fit and the entry's reset (reset unless a cost above a rate's burst
+// waits until it is whole): a count's window end (0 for credits never
+// refilled), a hot rate's next round trip, a cold rate's time until cost
+// fits as Redis's Allow computes it.
+func (e *entry) retry(cost int64, now time.Time, reset int64) (int64, int64) {
+	us := int64(time.Microsecond)
+	switch {
+	case e.t == 0 && e.resetAt.IsZero():
+		return 0, reset
+	case e.t == 0:
+		return max(0, int64(e.resetAt.Sub(now))), reset
+	case e.hot:
+		return max(int64(e.until.Sub(now)), e.t*us), reset
+	}
+	d := max(0, e.resetAt.Sub(now).Microseconds())
+	if cost > e.b {
+		r := max(d, e.t) * us
+		return r, r
+	}
+	return max(0, d+cost*e.t-e.b*e.t) * us, reset
 }
 
 // outcome returns the entry's state as an allowing outcome: what Redis

@@ -142,13 +142,18 @@ func (l *Limiter) land(s *subject, f *flight, at time.Time, vals []int64, err er
 			}
 			e.add(l, pool{units: granted, end: end, tag: tag})
 		}
+		// Starved: Redis denied the spend, or had less than a hot entry
+		// asked for. A cold rate's denial is exact until its retry; a hot
+		// rate is asked again after half a lease's life, a count after an
+		// eighth (or at the end of its window), in case other instances
+		// gave units back.
 		switch {
 		case f.peek:
-		case !e.hot:
-			e.starved = false
-		case e.t > 0 && (ok == 0 || granted < f.want[i]):
+		case e.t > 0 && ok == 0 && !e.hot:
+			e.starved, e.until = true, at.Add(micros(retry))
+		case e.t > 0 && e.hot && (ok == 0 || granted < f.want[i]):
 			e.starved, e.until = true, at.Add(max(micros(retry), e.life/rateRecheck))
-		case e.t == 0 && (ok == 0 || rem <= 0):
+		case e.t == 0 && (ok == 0 || e.hot && rem <= 0):
 			e.starved, e.until = true, at.Add(e.life/recheck)
 			if !e.resetAt.IsZero() && e.resetAt.Before(e.until) {
 				e.until = e.resetAt

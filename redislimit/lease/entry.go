@@ -343,7 +343,7 @@ func (l *Limiter) spend(s *subject, es []*entry, ls []limits.Limit, cost int64, 
 		low = low || (e.hot && !e.starved && float64(e.units()) < e.lambda*e.lead(rtt).Seconds())
 	}
 	if low && s.flying == nil {
-		l.flyAsync(s, es, now)
+		l.flyAsync(s, es, now, true)
 	}
 	return result(ls, out, true)
 }
@@ -375,7 +375,7 @@ func (l *Limiter) refuse(s *subject, es []*entry, ls []limits.Limit, cost int64,
 		out = append(out, o)
 	}
 	if again && s.flying == nil {
-		l.flyAsync(s, es, now)
+		l.flyAsync(s, es, now, true)
 	}
 	return result(ls, out, false)
 }

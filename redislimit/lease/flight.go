@@ -229,13 +229,16 @@ func (l *Limiter) ask(ctx context.Context, s *subject, es []*entry, ls []limits.
 	return result(ls, out, allowed), nil
 }
 
-// flyAsync leases for es in the background, giving back what they set
-// aside, when there is anything to do. The subject's lock is held.
-func (l *Limiter) flyAsync(s *subject, es []*entry, now time.Time) {
+// flyAsync gives back what es set aside in the background, and leases
+// for them when lease is set, when there is anything to do. The
+// subject's lock is held.
+func (l *Limiter) flyAsync(s *subject, es []*entry, now time.Time, lease bool) {
 	f := newFlight(es)
 	any := false
 	for i, e := range es {
-		f.want[i] = l.want(e, now, 0)
+		if lease {
+			f.want[i] = l.want(e, now, 0)
+		}
 		any = any || f.want[i] > 0 || e.back > 0
 	}
 	if !any {
@@ -269,7 +272,7 @@ func (l *Limiter) drain(s *subject, now time.Time) {
 		}
 	}
 	if len(es) > 0 && s.flying == nil {
-		l.flyAsync(s, es, now)
+		l.flyAsync(s, es, now, false)
 	}
 }
 

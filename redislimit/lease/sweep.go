@@ -41,7 +41,7 @@ func (l *Limiter) sweepShard(sh *shard) {
 			}
 		}
 		if len(backs) > 0 && s.flying == nil {
-			l.flyAsync(s, backs, now)
+			l.flyAsync(s, backs, now, false)
 		}
 		if s.flying == nil && !held && len(backs) == 0 && now.Sub(s.seen) > 2*l.life {
 			s.dead = true

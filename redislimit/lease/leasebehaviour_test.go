@@ -14,8 +14,8 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/internal/gcra"
-	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/limitertest"
+	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/redislimit/lease"
 )

@@ -39,8 +39,9 @@ type backend struct {
 	old    *redis.Script
 }
 
-// eachBackend runs f on miniredis and on the Redis of
-// APIKEY_TEST_REDIS_ADDR (skipped when unset).
+// eachBackend runs f on miniredis, on the Redis of APIKEY_TEST_REDIS_ADDR
+// and on the Redis Cluster of APIKEY_TEST_REDIS_CLUSTER (each skipped
+// when its variable is unset).
 func eachBackend(t *testing.T, f func(t *testing.T, b *backend)) {
 	t.Run("Miniredis", func(t *testing.T) {
 		t.Parallel()
@@ -52,6 +53,11 @@ func eachBackend(t *testing.T, f func(t *testing.T, b *backend)) {
 		t.Parallel()
 		c := redis.NewClient(&redis.Options{Addr: realRedis(t)})
 		t.Cleanup(func() { _ = c.Close() })
+		f(t, &backend{c: c, prefix: testPrefix(t, c), old: redis.NewScript(legacyScript)})
+	})
+	t.Run("RedisCluster", func(t *testing.T) {
+		t.Parallel()
+		c := realCluster(t)
 		f(t, &backend{c: c, prefix: testPrefix(t, c), old: redis.NewScript(legacyScript)})
 	})
 }

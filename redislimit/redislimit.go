@@ -84,6 +84,20 @@
 // new ones. A subject holding '%', '{' or '}' has its legacy string in
 // another hash slot: its credits are not carried.
 //
+// # Redis Cluster
+//
+// All keys of a call share the subject's hash tag: a call is one script on
+// one shard. While a shard's master fails over, calls for its slots fail
+// with apikey.ErrUnavailable (a refused connection, CLUSTERDOWN or the
+// deadline), and the middleware's failure policy decides; no call is
+// answered from a replica. After a failed call the Limiter asks a
+// *redis.ClusterClient to reload the cluster's layout, so that calls reach
+// the promoted replica at once. Replication is asynchronous: a crash of a
+// master can lose the spends of the calls in flight, which are then
+// admitted again; a handover (CLUSTER FAILOVER) loses none.
+// docs/scale.md gives the measured figures, the bounds and the server
+// settings (cluster-require-full-coverage no).
+//
 // # Clients
 //
 // It works with Redis 5 and later (and compatible servers) on one node,
@@ -155,6 +169,7 @@ type Options struct {
 // in any number of processes, may share one Redis deployment and prefix.
 type Limiter struct {
 	client    redis.UniversalClient
+	cluster   *redis.ClusterClient // client, when it is one
 	prefix    string
 	creditsMS int64
 	allow     *redis.Script
@@ -189,8 +204,10 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 	case ttl == 0:
 		ttl = DefaultCreditsTTL
 	}
+	cluster, _ := client.(*redis.ClusterClient)
 	return &Limiter{
 		client:    client,
+		cluster:   cluster,
 		prefix:    prefix,
 		creditsMS: int64((ttl + time.Millisecond - 1) / time.Millisecond),
 		allow:     redis.NewScript("local peek = false\n" + nlimits + storage.Window + storage.Legacy + scriptSource),
@@ -278,6 +295,14 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 	}
 	vals, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
 	if err != nil {
+		if l.cluster != nil {
+			// A master that died answers no MOVED, and go-redis keeps
+			// its layout (for a minute by default): ask it to reload now,
+			// so that calls reach the slot's new master as soon as a
+			// replica has taken over. Reloads run one at a time, at most
+			// one per 200 ms.
+			l.cluster.ReloadState(ctx)
+		}
 		return limits.Result{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
 	}
 	// allowed, index of the tightest limit (from 1), remaining, reset,

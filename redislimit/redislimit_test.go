@@ -70,25 +70,36 @@ func realRedis(t testing.TB) string {
 }
 
 // testPrefix returns a prefix of its own for one test run, and deletes its
-// keys at the end of the test.
+// keys at the end of the test (on every master of a cluster).
 func testPrefix(t testing.TB, c redis.UniversalClient) string {
 	t.Helper()
 	prefix := "apikey:test:" + rand.Text()[:12] + ":"
 	t.Cleanup(func() {
 		ctx := context.Background()
-		var keys []string
-		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			if keys = append(keys, iter.Val()); len(keys) == 1000 {
-				c.Unlink(ctx, keys...)
-				keys = keys[:0]
-			}
+		if cc, ok := c.(*redis.ClusterClient); ok {
+			_ = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+				deleteKeys(ctx, node, prefix)
+				return nil
+			})
+			return
 		}
-		if len(keys) > 0 {
-			c.Unlink(ctx, keys...)
-		}
+		deleteKeys(ctx, c, prefix)
 	})
 	return prefix
+}
+
+// deleteKeys deletes the keys of prefix on one server, one per command so
+// that no command spans two cluster slots.
+func deleteKeys(ctx context.Context, c redis.Cmdable, prefix string) {
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	pipe := c.Pipeline()
+	for iter.Next(ctx) {
+		pipe.Unlink(ctx, iter.Val())
+		if pipe.Len() == 1000 {
+			_, _ = pipe.Exec(ctx)
+		}
+	}
+	_, _ = pipe.Exec(ctx)
 }
 
 func TestConformanceMiniredis(t *testing.T) {
@@ -125,6 +136,18 @@ func TestConformanceRedis(t *testing.T) {
 				ls[i] = newLimiter(t, c, prefix)
 			}
 			return ls
+		},
+		RealTime: true,
+	})
+}
+
+func TestConformanceRedisCluster(t *testing.T) {
+	t.Parallel()
+	c := realCluster(t)
+	prefix := testPrefix(t, c)
+	limitertest.Run(t, limitertest.Config{
+		New: func(t *testing.T, _ *limitertest.Clock) limits.Limiter {
+			return newLimiter(t, c, prefix)
 		},
 		RealTime: true,
 	})
@@ -293,6 +316,10 @@ func TestNames(t *testing.T) {
 			t.Cleanup(func() { _ = c.Close() })
 			return c, testPrefix(t, c)
 		}},
+		{"RedisCluster", func(t *testing.T) (redis.UniversalClient, string) {
+			c := realCluster(t)
+			return c, testPrefix(t, c)
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -372,6 +399,10 @@ func TestScriptFlushIsRecovered(t *testing.T) {
 		{"Redis", func(t *testing.T) (redis.UniversalClient, string) {
 			c := redis.NewClient(&redis.Options{Addr: realRedis(t)})
 			t.Cleanup(func() { _ = c.Close() })
+			return c, testPrefix(t, c)
+		}},
+		{"RedisCluster", func(t *testing.T) (redis.UniversalClient, string) {
+			c := realCluster(t)
 			return c, testPrefix(t, c)
 		}},
 	}

@@ -2,6 +2,7 @@ package redisnotify_test
 
 import (
 	"context"
+	"fmt"
 	"log"
 
 	"github.com/redis/go-redis/v9"
@@ -27,4 +28,24 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer m.Close(context.Background()) // also ends the subscription
+}
+
+// On a Redis Cluster the Notifier uses sharded pub/sub: only the shard that
+// owns the channel's hash slot carries its messages.
+func ExampleNotifier_Sharded() {
+	client := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs: []string{"127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"},
+	})
+	defer client.Close()
+	n, err := redisnotify.New(client, redisnotify.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// During a rolling deploy from a release that used PUBLISH.
+	plain, err := redisnotify.New(client, redisnotify.Options{PlainPubSub: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(n.Sharded(), plain.Sharded())
+	// Output: true false
 }

@@ -13,6 +13,26 @@
 // It works with any redis.UniversalClient (a single node, Sentinel or
 // Cluster). Pub/sub delivers a message only to the subscribers connected
 // when it is published; apikey.Notifier explains why that is enough.
+//
+// # Redis Cluster
+//
+// With a *redis.ClusterClient it uses sharded pub/sub (SPUBLISH and
+// SSUBSCRIBE, Redis 7 and later): a message goes to the shard that owns
+// the channel's hash slot, and only that shard's master and replicas carry
+// it, where a plain PUBLISH would be copied to every node of the cluster.
+// A failover of that shard, or the move of its slot, ends the
+// subscription (the node answers SUNSUBSCRIBE, or the connection drops).
+// Subscribe then asks the client to reload the cluster's layout and
+// subscribes again, calling changed("") as after any lost subscription.
+// docs/scale.md gives the time this takes.
+//
+// Options.PlainPubSub keeps plain PUBLISH and SUBSCRIBE on a cluster: for
+// servers older than Redis 7, and for a rolling deploy from a release that
+// published with PUBLISH. Instances of one fleet must agree: a message
+// sent with SPUBLISH never reaches a SUBSCRIBE, nor the reverse. Plain
+// messages are still published on the master of the channel's hash slot,
+// so that they arrive in the order they were sent: the cluster bus copies
+// them to every node, and two nodes would not keep their order.
 package redisnotify
 
 import (
@@ -57,6 +77,11 @@ type Options struct {
 	HealthCheck time.Duration
 	// Logger, if set, logs lost subscriptions. Nil logs nothing.
 	Logger *slog.Logger
+	// PlainPubSub makes a Notifier on a *redis.ClusterClient use plain
+	// PUBLISH and SUBSCRIBE instead of sharded pub/sub (see Redis
+	// Cluster above). False by default; other clients always use plain
+	// pub/sub.
+	PlainPubSub bool
 }
 
 // Notifier publishes and receives key changes on one Redis channel. Build
@@ -65,6 +90,8 @@ type Options struct {
 // until its context ends. Closing the client is the caller's business.
 type Notifier struct {
 	client   redis.UniversalClient
+	cluster  *redis.ClusterClient // client, when it is one
+	sharded  bool                 // SPUBLISH and SSUBSCRIBE
 	channel  string
 	min, max time.Duration
 	health   time.Duration
@@ -87,6 +114,9 @@ func New(client redis.UniversalClient, opts Options) (*Notifier, error) {
 	if n.channel == "" {
 		n.channel = DefaultChannel
 	}
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		n.cluster, n.sharded = cc, !opts.PlainPubSub
+	}
 	if n.min == 0 {
 		n.min = DefaultMinBackoff
 	}
@@ -105,37 +135,91 @@ func New(client redis.UniversalClient, opts Options) (*Notifier, error) {
 // Channel returns the channel n publishes and subscribes on.
 func (n *Notifier) Channel() string { return n.channel }
 
+// Sharded reports whether n uses sharded pub/sub (SPUBLISH and
+// SSUBSCRIBE): true for a *redis.ClusterClient unless Options.PlainPubSub.
+func (n *Notifier) Sharded() bool { return n.sharded }
+
 // Subscriptions returns how many times a Subscribe of n has (re)subscribed.
 func (n *Notifier) Subscriptions() uint64 { return n.subscriptions.Load() }
 
-// Publish implements apikey.Notifier with one PUBLISH of id on the channel.
+// Publish implements apikey.Notifier with one PUBLISH of id on the
+// channel, or one SPUBLISH when n is Sharded.
 func (n *Notifier) Publish(ctx context.Context, id string) error {
-	if err := n.client.Publish(ctx, n.channel, id).Err(); err != nil {
+	var err error
+	switch {
+	case n.sharded:
+		err = n.cluster.SPublish(ctx, n.channel, id).Err()
+	case n.cluster != nil:
+		var c *redis.Client
+		if c, err = n.cluster.MasterForKey(ctx, n.channel); err == nil {
+			err = c.Publish(ctx, n.channel, id).Err()
+		}
+	default:
+		err = n.client.Publish(ctx, n.channel, id).Err()
+	}
+	if err != nil {
+		if n.cluster != nil {
+			// A master that died answers no MOVED: the client must
+			// reload the layout to find the slot's new master.
+			n.cluster.ReloadState(ctx)
+		}
 		return fmt.Errorf("redisnotify: publish: %w", err)
 	}
 	return nil
 }
 
+// errUnsubscribed ends a session the server unsubscribed: a sharded
+// channel whose slot changed owner (a failover or a resharding).
+var errUnsubscribed = errors.New("redisnotify: unsubscribed by the server")
+
 // Subscribe implements apikey.Notifier: it subscribes to the channel,
 // calls changed("") once subscribed and changed(id) for every message, and
 // on any failure of the connection subscribes again after a backoff,
 // calling changed("") again, until ctx is done.
+//
+// On a cluster, each new attempt after a failure first reloads the
+// cluster's layout, so that it subscribes on the shard's new master rather
+// than on a node that failed.
 func (n *Notifier) Subscribe(ctx context.Context, changed func(id string)) error {
+	retry := false
 	return backoff.Retry(ctx, n.min, n.max, n.log, "redisnotify: subscription lost; subscribing again",
 		[]slog.Attr{slog.String("channel", n.channel)},
-		func(ctx context.Context, reset func()) error { return n.session(ctx, changed, reset) })
+		func(ctx context.Context, reset func()) error {
+			if retry && n.cluster != nil {
+				// ForEachMaster reloads the layout before it returns
+				// (ReloadState would reload it in the background, too
+				// late for this attempt); there is nothing to run on
+				// the masters.
+				_ = n.cluster.ForEachMaster(ctx, func(context.Context, *redis.Client) error { return nil })
+			}
+			retry = true
+			return n.session(ctx, changed, reset)
+		})
 }
 
 // session subscribes once and delivers messages until the connection
 // fails (its error is returned) or ctx is done. Once subscribed it calls
 // reset, so that the next wait is the minimum backoff.
 func (n *Notifier) session(ctx context.Context, changed func(string), reset func()) error {
-	ps := n.client.Subscribe(ctx)
+	var ps *redis.PubSub
+	subscribed, unsubscribed := "subscribe", "unsubscribe"
+	if n.sharded {
+		ps = n.cluster.SSubscribe(ctx)
+		subscribed, unsubscribed = "ssubscribe", "sunsubscribe"
+	} else {
+		ps = n.client.Subscribe(ctx)
+	}
 	defer ps.Close()
 	// A blocked read does not watch ctx: closing the connection ends it.
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
 	defer stop()
-	if err := ps.Subscribe(ctx, n.channel); err != nil {
+	var err error
+	if n.sharded {
+		err = ps.SSubscribe(ctx, n.channel)
+	} else {
+		err = ps.Subscribe(ctx, n.channel)
+	}
+	if err != nil {
 		return err
 	}
 	pinged := false
@@ -162,10 +246,14 @@ func (n *Notifier) session(ctx context.Context, changed func(string), reset func
 		case *redis.Subscription:
 			// Also sent when go-redis resubscribed on a new connection by
 			// itself: messages may have been lost in between.
-			if m.Kind == "subscribe" && m.Channel == n.channel {
+			switch {
+			case m.Channel != n.channel:
+			case m.Kind == subscribed:
 				n.subscriptions.Add(1)
 				reset()
 				changed("")
+			case m.Kind == unsubscribed:
+				return errUnsubscribed
 			}
 		case *redis.Message:
 			if m.Channel == n.channel {

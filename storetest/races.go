@@ -59,6 +59,8 @@ func runRaces(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Optio
 		{"RaceUpdatesAreNeverLost", bothModes, nil, raceUpdateUpdate},
 		{"RaceRotateVsDisableLosesNoChange", bothModes, nil, raceRotateDisable},
 		{"RaceRotateVsNarrowingUpdateLosesNoChange", bothModes, nil, raceRotateNarrow},
+		{"RaceLeakReportsRevokeOnce", bothModes, nil, raceLeakReports},
+		{"RaceLeakRevokeVsDisableEndsRevoked", bothModes, nil, raceLeakRevokeVsDisable},
 		{"RaceCustomerWritesOfOneRevisionHaveOneWinner", []mode{withCapabilities}, isCustomerStore, raceCustomerPuts},
 		{"RaceIssueKeepsTheCustomersKeyCap", []mode{withCapabilities}, isCustomerStore, raceKeyCap},
 	}

@@ -40,6 +40,7 @@ type app struct {
 	keys      *keyshttp.Handler
 	page      *keyspage.Page
 	admin     *adminhttp.Handler  // nil without operator credentials
+	leaks     *leaks              // POST /github/secret-scanning, POST /credentials/revoke
 	users     map[string][32]byte // name -> SHA-256 of the password
 	operators map[string][32]byte // the same for the operator API
 	log       *slog.Logger
@@ -52,6 +53,7 @@ type appConfig struct {
 	users    map[string]string // name -> password of the users
 	operator map[string]string // the operator's name -> password; none: no operator API
 	log      *slog.Logger
+	keysURL  string // GitHub's public keys for secret scanning alerts; GitHub's when empty
 }
 
 func newApp(ctx context.Context, cfg appConfig) (*app, error) {
@@ -74,6 +76,9 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 		return nil, err
 	}
 	a := &app{m: cfg.manager, mw: mw, users: hashed(cfg.users), log: cfg.log}
+	if a.leaks, err = newLeaks(cfg.manager, cfg.keysURL, cfg.log); err != nil {
+		return nil, err
+	}
 	// What a user may do to his own keys: never choose a plan, credits or
 	// limits; those are his customer record's, set by the operator.
 	policy, err := selfservice.New(cfg.manager, selfservice.Options{
@@ -162,6 +167,9 @@ func (a *app) routes() http.Handler {
 	mux.Handle("GET /protected", a.mw.Handler(http.HandlerFunc(a.protected)))
 	mux.Handle("GET /data", a.mw.Handler(a.mw.Limit(http.HandlerFunc(a.getData))))
 	mux.Handle("POST /data", a.mw.Handler(a.mw.RequireScopes("write")(a.mw.Limit(http.HandlerFunc(a.postData)))))
+
+	// Leaked keys: GitHub's alerts and anyone's reports revoke them.
+	a.leaks.mount(mux)
 	return mux
 }
 

@@ -21,8 +21,9 @@ import (
 
 // fleet is what running several instances takes: a Notifier, so that a
 // change made through one instance empties the caches of all the others
-// at once (Redis pub/sub with -redis, else PostgreSQL LISTEN/NOTIFY with
-// -postgres; none for SQLite or MySQL alone), and, with -metrics, the
+// at once (Redis pub/sub with -redis, sharded pub/sub with -redis-cluster,
+// else PostgreSQL LISTEN/NOTIFY with -postgres; none for SQLite or MySQL
+// alone), and, with -metrics, the
 // library's metrics in Prometheus form on GET /metrics.
 type fleet struct {
 	notifier apikey.Notifier
@@ -34,9 +35,15 @@ type fleet struct {
 func newFleet(ctx context.Context, f flags, log *slog.Logger) (*fleet, error) {
 	fl := &fleet{}
 	switch {
-	case f.redis != "":
-		client := redis.NewClient(&redis.Options{Addr: f.redis, DialTimeout: time.Second,
-			ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond})
+	case f.redis != "" || len(f.redisCluster) > 0:
+		var client redis.UniversalClient
+		if f.redis != "" {
+			client = redis.NewClient(&redis.Options{Addr: f.redis, DialTimeout: time.Second,
+				ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond})
+		} else {
+			client = redis.NewClusterClient(&redis.ClusterOptions{Addrs: f.redisCluster, DialTimeout: time.Second,
+				ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond})
+		}
 		fl.closers = append(fl.closers, func() { client.Close() })
 		n, err := redisnotify.New(client, redisnotify.Options{Logger: log})
 		if err != nil {

@@ -9,6 +9,7 @@
 //	go run ./examples/server -admin ops:secret    # and the operator API at /admin/
 //	go run ./examples/server -postgres "$DSN"     # or -mysql "$DSN"
 //	go run ./examples/server -redis 127.0.0.1:6379  # limits and revocations shared by every instance
+//	go run ./examples/server -redis-cluster 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002  # the same on a Redis Cluster
 //	go run ./examples/server -metrics              # GET /metrics for Prometheus
 //
 // The customers demo (free) and bob (pro) are defined at the first start;
@@ -17,8 +18,16 @@
 //
 // Several instances over one database honour a revocation, a plan change
 // or a suspension made through any of them at once: through Redis pub/sub
-// with -redis, else through PostgreSQL LISTEN/NOTIFY with -postgres (see
-// apikey.Notifier).
+// with -redis (sharded pub/sub with -redis-cluster), else through
+// PostgreSQL LISTEN/NOTIFY with -postgres (see apikey.Notifier).
+//
+// Leaked keys are revoked within seconds: POST /github/secret-scanning
+// receives GitHub's secret scanning alerts (signed by the keys published at
+// -github-keys-url, GitHub's by default; register the route and the
+// sk_live_ format with GitHub's partner program), and POST
+// /credentials/revoke takes anyone's {"credentials": ["sk_live_..."]},
+// answered 202 whatever matched. Both revoke on every instance and record
+// the event "leak" in the log, with the URL where the key was found.
 //
 // Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC;
 // without it they are plain SHA-256 and the server warns.
@@ -61,6 +70,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/leak"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/redislimit"
 	"github.com/gokeys/apikey/sqlstore"
@@ -68,9 +78,11 @@ import (
 
 type flags struct {
 	addr, db, postgres, mysql, redis, users, admin string
+	redisCluster                                   []string // -redis-cluster
 	metrics                                        bool
 	cacheTTL, usageInterval                        time.Duration
 	grpc                                           string // see GRPC.md
+	githubKeysURL                                  string
 }
 
 func main() {
@@ -80,12 +92,24 @@ func main() {
 	flag.StringVar(&f.postgres, "postgres", "", "PostgreSQL DSN, e.g. postgres://user@127.0.0.1:5432/db")
 	flag.StringVar(&f.mysql, "mysql", "", "MySQL/MariaDB DSN, e.g. root@tcp(127.0.0.1:3306)/db")
 	flag.StringVar(&f.redis, "redis", "", "Redis address for shared rate limits and revocations (in memory when empty)")
+	flag.Func("redis-cluster", "Redis Cluster nodes (comma-separated host:port) for shared rate limits and revocations, in place of -redis", func(v string) error {
+		for _, addr := range strings.Split(v, ",") {
+			if addr = strings.TrimSpace(addr); addr != "" {
+				f.redisCluster = append(f.redisCluster, addr)
+			}
+		}
+		if len(f.redisCluster) == 0 {
+			return errors.New("no address")
+		}
+		return nil
+	})
 	flag.BoolVar(&f.metrics, "metrics", false, "serve the library's metrics on GET /metrics (Prometheus text format)")
 	flag.DurationVar(&f.cacheTTL, "cache-ttl", 0, "verification cache TTL (0: the library's default; negative: off)")
 	flag.DurationVar(&f.usageInterval, "usage-interval", 2*time.Second, "how often the usage counted in memory is written to the database (negative: usage is not recorded)")
 	flag.StringVar(&f.users, "users", "demo:demo,bob:bob", "management users, comma-separated name:password pairs")
 	flag.StringVar(&f.admin, "admin", "", "the operator's name:password for the operator API under /admin/ (off when empty)")
 	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
+	flag.StringVar(&f.githubKeysURL, "github-keys-url", leak.DefaultKeysURL, "where the public keys that sign GitHub's secret scanning alerts (POST /github/secret-scanning) are read")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -100,6 +124,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	users, err := parseUsers(f.users)
 	if err != nil {
 		return fmt.Errorf("-users: %w", err)
+	}
+	if f.redis != "" && len(f.redisCluster) > 0 {
+		return errors.New("use -redis or -redis-cluster, not both")
 	}
 	var operator map[string]string
 	if f.admin != "" {
@@ -141,13 +168,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log}
-	if f.redis != "" {
-		// Fail fast: the middleware bounds each call (50 ms) and opens its
-		// circuit breaker after repeated failures, then the fallback decides.
-		client := redis.NewClient(&redis.Options{Addr: f.redis, ContextTimeoutEnabled: true,
-			DialTimeout: 100 * time.Millisecond, DialerRetries: 1, ReadTimeout: 50 * time.Millisecond,
-			WriteTimeout: 50 * time.Millisecond, PoolTimeout: 50 * time.Millisecond, MaxRetries: -1})
+	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log, keysURL: f.githubKeysURL}
+	if client := limiterClient(f); client != nil {
 		defer client.Close()
 		if cfg.limiter, err = redislimit.New(client, redislimit.Options{}); err != nil {
 			return err
@@ -158,6 +180,13 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer func() { // finish the leak reports accepted, before the Manager closes
+		finish, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.leaks.close(finish); err != nil {
+			log.Error("leak reports left unhandled", "error", err)
+		}
+	}()
 
 	srv := &http.Server{Addr: f.addr, Handler: fl.routes(a.routes()), ReadHeaderTimeout: 10 * time.Second}
 	stopRPC, err := a.serveRPC(srv, f.grpc, log)
@@ -178,6 +207,26 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	return nil
+}
+
+// limiterClient returns a client of the Redis (-redis) or Redis Cluster
+// (-redis-cluster) that holds the rate limits, or nil for none. It fails
+// fast: the middleware bounds each call (50 ms) and opens its circuit
+// breaker after repeated failures, then the fallback decides. On a
+// cluster, a MOVED reply (a slot served by a new master after a failover)
+// is followed at once, within the same 50 ms.
+func limiterClient(f flags) redis.UniversalClient {
+	switch {
+	case f.redis != "":
+		return redis.NewClient(&redis.Options{Addr: f.redis, ContextTimeoutEnabled: true,
+			DialTimeout: 100 * time.Millisecond, DialerRetries: 1, ReadTimeout: 50 * time.Millisecond,
+			WriteTimeout: 50 * time.Millisecond, PoolTimeout: 50 * time.Millisecond, MaxRetries: -1})
+	case len(f.redisCluster) > 0:
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: f.redisCluster, ContextTimeoutEnabled: true,
+			DialTimeout: 100 * time.Millisecond, DialerRetries: 1, ReadTimeout: 50 * time.Millisecond,
+			WriteTimeout: 50 * time.Millisecond, PoolTimeout: 50 * time.Millisecond, MaxRetries: -1})
 	}
 	return nil
 }

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/leak"
+)
+
+// leaks are the two ways a leaked key reaches the service and is revoked:
+// GitHub's secret scanning alerts at POST /github/secret-scanning (signed
+// by GitHub; register the route and the sk_live_ format with GitHub's
+// partner program), and anyone's report at POST /credentials/revoke
+// (answered 202 whatever matched, 60 requests an hour per address). Each
+// revocation reaches every instance through the Notifier, and each leak is
+// recorded as the event "leak" of the Manager's log, with its URL.
+type leaks struct {
+	github  *leak.GitHub
+	reports *leak.Reports
+}
+
+// newLeaks builds both endpoints for m; keysURL is where GitHub's public
+// keys are read (-github-keys-url).
+func newLeaks(m *apikey.Manager, keysURL string, log *slog.Logger) (*leaks, error) {
+	// Where a real service would email the owner; here, a log line.
+	notify := func(ctx context.Context, l leak.Leak) {
+		if log != nil && l.Changed() {
+			log.LogAttrs(ctx, slog.LevelInfo, "notify the owner: a key of theirs leaked and was revoked",
+				slog.String("owner", l.Key.Owner), slog.String("key_id", l.Key.ID), slog.String("url", l.URL))
+		}
+	}
+	gh, err := leak.NewGitHub(m, leak.GitHubOptions{KeysURL: keysURL, OnLeak: notify, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	reports, err := leak.NewReports(m, leak.ReportsOptions{OnLeak: notify, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &leaks{github: gh, reports: reports}, nil
+}
+
+func (l *leaks) mount(mux *http.ServeMux) {
+	mux.Handle("POST /github/secret-scanning", l.github)
+	mux.Handle("POST /credentials/revoke", l.reports)
+}
+
+// close finishes the reports accepted.
+func (l *leaks) close(ctx context.Context) error { return l.reports.Close(ctx) }

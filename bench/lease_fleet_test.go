@@ -89,21 +89,24 @@ func scenarios() []scenario {
 	return []scenario{uniform, skewed}
 }
 
-// fleetLimiter builds the instances of one fleet.
+// fleetLimiter builds the instances of one fleet; goroutines share each
+// stream of demand, enough that redislimit, whose calls wait a round
+// trip, can keep up while Redis does.
 type fleetLimiter struct {
-	name string
-	new  func(t *testing.T, c *redis.Client, prefix string) limits.Limiter
+	name       string
+	goroutines int
+	new        func(t *testing.T, c *redis.Client, prefix string) limits.Limiter
 }
 
 var fleetLimiters = []fleetLimiter{
-	{"lease", func(t *testing.T, c *redis.Client, prefix string) limits.Limiter {
+	{"lease", 1, func(t *testing.T, c *redis.Client, prefix string) limits.Limiter {
 		l, err := lease.New(c, lease.Options{Prefix: prefix})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}},
-	{"redislimit", func(t *testing.T, c *redis.Client, prefix string) limits.Limiter {
+	{"redislimit", 16, func(t *testing.T, c *redis.Client, prefix string) limits.Limiter {
 		l, err := redislimit.New(c, redislimit.Options{Prefix: prefix})
 		if err != nil {
 			t.Fatal(err)
@@ -125,15 +128,15 @@ func TestLeaseFleet(t *testing.T) {
 		}
 		windows = n
 	}
-	proxy := startProxy(t, addr, time.Millisecond)
+	proxy := startProxyProcess(t, addr, time.Millisecond)
 	t.Logf("%d instances, a rate of %d per %v (burst %d) per customer, %d windows per scenario and limiter in turns of %d, Redis %s through a proxy adding 1 ms each way (round trip %v), GOMAXPROCS %d",
-		fleetInstances, fleetCount, fleetWindow, fleetCount, windows, min(windows, fleetBlock), addr, proxyRTT(t, proxy.Addr()), runtime.GOMAXPROCS(0))
+		fleetInstances, fleetCount, fleetWindow, fleetCount, windows, min(windows, fleetBlock), addr, proxyRTT(t, proxy), runtime.GOMAXPROCS(0))
 	for _, sc := range scenarios() {
 		total := map[string]*fleetResult{}
 		for done := 0; done < windows; done += fleetBlock {
 			n := min(fleetBlock, windows-done)
 			for _, fl := range fleetLimiters {
-				r := runFleet(t, proxy.Addr(), sc, fl, n)
+				r := runFleet(t, proxy, sc, fl, n)
 				if total[fl.name] == nil {
 					total[fl.name] = r
 				} else {
@@ -222,10 +225,6 @@ type genRecord struct {
 	lat                   histogram
 }
 
-// fleetGoroutines is how many goroutines share a stream, so that plain
-// redislimit, whose calls wait a round trip, can keep up.
-const fleetGoroutines = 8
-
 // runFleet runs one turn of windows of a scenario on a fresh fleet with
 // fresh customers.
 func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows int) *fleetResult {
@@ -234,7 +233,7 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 	clients := make([]*redis.Client, fleetInstances)
 	ls := make([]limits.Limiter, fleetInstances)
 	for i := range ls {
-		clients[i] = redis.NewClient(&redis.Options{Addr: addr, PoolSize: 4 * fleetGoroutines * len(sc.customers)})
+		clients[i] = redis.NewClient(&redis.Options{Addr: addr, PoolSize: 4 * fl.goroutines * len(sc.customers)})
 		ls[i] = fl.new(t, clients[i], prefix)
 	}
 	defer func() {
@@ -254,8 +253,8 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 	var gens []generator
 	for i, ss := range sc.streams {
 		for _, s := range ss {
-			for range fleetGoroutines {
-				gens = append(gens, generator{i, s.customer, s.rate / fleetGoroutines})
+			for range fl.goroutines {
+				gens = append(gens, generator{i, s.customer, s.rate / float64(fl.goroutines)})
 			}
 		}
 	}

@@ -1,9 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -151,4 +156,54 @@ func TestDelayProxy(t *testing.T) {
 			t.Fatalf("got %v, sent %v", buf, msg)
 		}
 	}
+}
+
+// startProxyProcess runs a delayProxy to target in a process of its own
+// (this test binary, running TestProxyProcess), so that the goroutines of
+// a busy benchmark never delay its timers, and returns its address. The
+// process ends with the test.
+func startProxyProcess(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestProxyProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), "APIKEY_BENCH_PROXY_TARGET="+target, "APIKEY_BENCH_PROXY_DELAY="+delay.String())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if addr, ok := strings.CutPrefix(sc.Text(), "proxy listening on "); ok {
+			go func() { _, _ = io.Copy(io.Discard, stdout) }()
+			return addr
+		}
+	}
+	t.Fatalf("the proxy process did not start: %v", sc.Err())
+	return ""
+}
+
+// TestProxyProcess is the proxy process of startProxyProcess: it serves
+// until its standard input closes.
+func TestProxyProcess(t *testing.T) {
+	target := os.Getenv("APIKEY_BENCH_PROXY_TARGET")
+	if target == "" {
+		t.Skip("the proxy process of startProxyProcess")
+	}
+	delay, err := time.ParseDuration(os.Getenv("APIKEY_BENCH_PROXY_DELAY"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, target, delay)
+	fmt.Println("proxy listening on " + p.Addr())
+	_, _ = io.Copy(io.Discard, os.Stdin)
 }

@@ -81,6 +81,11 @@ func (l *Limiter) seal(s *subject, f *flight, debit []int64) {
 func (l *Limiter) run(ctx context.Context, f *flight) ([]int64, error) {
 	start := time.Now()
 	vals, err := l.script.Run(ctx, l.client, f.keys, f.args...).Int64Slice()
+	if err != nil && l.cluster != nil {
+		// As redislimit: a dead master answers no MOVED, so the layout
+		// is reloaded for calls to reach the promoted replica at once.
+		l.cluster.ReloadState(ctx)
+	}
 	if err == nil {
 		// A smoothed round trip, for when to lease again.
 		rtt := l.rtt.Load()

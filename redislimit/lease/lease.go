@@ -161,6 +161,7 @@ type Options struct {
 // each other and with redislimit Limiters.
 type Limiter struct {
 	client    redis.UniversalClient
+	cluster   *redis.ClusterClient // client, when it is one
 	plain     *redislimit.Limiter
 	prefix    string
 	creditsMS int64
@@ -204,8 +205,10 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 	case !(opts.RateReserve >= 0 && opts.RateReserve <= 0.5):
 		return nil, fmt.Errorf("%w: lease: RateReserve %v is not between 0 and 0.5", apikey.ErrInvalidOptions, opts.RateReserve)
 	}
+	cluster, _ := client.(*redis.ClusterClient)
 	l := &Limiter{
 		client:   client,
+		cluster:  cluster,
 		plain:    plain,
 		prefix:   cmp(opts.Prefix, redislimit.DefaultPrefix),
 		script:   redis.NewScript(nlimits + storage.Window + storage.Legacy + leaseSource),

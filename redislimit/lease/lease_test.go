@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/internal/testserver"
 	"github.com/gokeys/apikey/limitertest"
 	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/redislimit/lease"
@@ -153,4 +154,25 @@ func testPrefix(t testing.TB, c redis.UniversalClient) string {
 		}
 	})
 	return prefix
+}
+
+func TestConformanceRedisCluster(t *testing.T) {
+	t.Parallel()
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testserver.RedisClusterAddrs(t)})
+	t.Cleanup(func() { _ = c.Close() })
+	prefix := testPrefix(t, c)
+	limitertest.Run(t, limitertest.Config{
+		New: func(t *testing.T, _ *limitertest.Clock) limits.Limiter {
+			return newLimiter(t, c, lease.Options{Prefix: prefix})
+		},
+		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []limits.Limiter {
+			ls := make([]limits.Limiter, n)
+			for i := range ls {
+				ls[i] = newLimiter(t, c, lease.Options{Prefix: prefix})
+			}
+			return ls
+		},
+		RealTime:       true,
+		UnderAdmission: underAdmission(lease.Options{}),
+	})
 }

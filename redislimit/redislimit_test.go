@@ -149,6 +149,13 @@ func TestConformanceRedisCluster(t *testing.T) {
 		New: func(t *testing.T, _ *limitertest.Clock) limits.Limiter {
 			return newLimiter(t, c, prefix)
 		},
+		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []limits.Limiter {
+			ls := make([]limits.Limiter, n)
+			for i := range ls {
+				ls[i] = newLimiter(t, c, prefix)
+			}
+			return ls
+		},
 		RealTime: true,
 	})
 }

@@ -450,9 +450,9 @@ func (e *entry) lead(rtt time.Duration) time.Duration {
 }
 
 // want returns how many units to lease for the entry: what its demand
-// spends in hold of a lease's life, less what it holds, at most maxLease
-// and twice the last lease plus cost. A limit with less demand is not
-// leased.
+// spends in hold of a lease's life (or until a count's window ends), less
+// what it holds, at most maxLease and twice the last lease plus cost. A
+// limit with less demand is not leased.
 func (l *Limiter) want(e *entry, now time.Time, cost int64) int64 {
 	span := now.Sub(e.mark)
 	if span >= minSpan || (e.lambda == 0 && e.asked > cost) {
@@ -464,7 +464,12 @@ func (l *Limiter) want(e *entry, now time.Time, cost int64) int64 {
 		}
 		e.asked, e.mark = 0, now
 	}
-	target := int64(math.Ceil(e.lambda * hold * e.life.Seconds()))
+	span = time.Duration(hold * float64(e.life))
+	if e.t == 0 && e.known && !e.resetAt.IsZero() {
+		// No more than the window's end leaves time to spend.
+		span = min(span, e.resetAt.Sub(now))
+	}
+	target := int64(math.Ceil(e.lambda * span.Seconds()))
 	e.hot = e.lease && target >= 2 && !l.closed.Load()
 	if !e.hot {
 		return 0

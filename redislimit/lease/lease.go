@@ -1,11 +1,11 @@
-// Package lease is an limits.Limiter on Redis that decides most requests
+// Package lease is a limits.Limiter on Redis that decides most requests
 // in memory: each instance leases part of a customer's remaining budget
 // from Redis, spends it locally, and gives back what it did not spend. The
 // fleet never admits more than a limit allows, because every unit is
 // reserved in Redis before an instance spends it.
 //
-// It counts in the keys redislimit uses, with the same scripts' layout, so
-// that redislimit's Peek and Debit, the middleware's Balance and plain
+// It counts in the keys redislimit uses, with the same layout, so that
+// redislimit's Peek and Debit, the middleware's Balance and plain
 // redislimit instances see the same budgets:
 //
 //	client := redis.NewClient(&redis.Options{Addr: addr})
@@ -16,67 +16,75 @@
 //	defer limiter.Close(ctx) // gives back what is leased
 //	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: limiter})
 //
+// docs/scale.md ("Leased limits") gives the measured figures.
+//
 // # Leases
 //
 // A customer's first request on an instance is decided by Redis, as
 // redislimit decides it, in one round trip. Once the instance sees demand
 // for a limit (at least two units per lease), each round trip also leases
-// units of it: what the instance's demand would spend in 0.8 of a lease's
-// life, at most Options.MaxLease, doubling from one lease to the next. The
-// instance then admits requests from what it holds, without Redis, and
-// leases again in the background when what it holds would last less than
-// two round trips, so that a request rarely waits. What an instance holds
-// is given back when the lease ends (Options.Lifetime), when the limit
-// changes (a plan change), and on Close. A quota's lease also ends with
-// its window.
+// units of it. A lease holds what the instance's demand would spend in 0.8
+// of a lease's life, at most Options.MaxLease, at most twice the last
+// lease. The instance then admits requests from what it holds, without
+// Redis. It leases again in the background when what it holds would last
+// less than two round trips, so that a request rarely waits. What an
+// instance holds is given back when the lease ends (Options.Lifetime),
+// when the limit changes (a plan change), and on Close.
 //
-// Quotas and credits lease naturally: a lease adds its units to the count
-// used in the current window, at most half of what remains, and an
-// instance spends them only within that window. So the units spent in a
-// window never exceed its count, whatever the instances do and whenever
-// they do it.
+// Quotas and credits lease naturally. A lease adds its units to the count
+// used in the current window, at most half of what remains. An instance
+// spends them only within that window: its lease ends before the window
+// does. So the units spent in a window never exceed its count, whatever
+// the instances do and whenever they do it.
 //
-// A rate (GCRA, N per period with a burst B) needs more care: a unit
+// A rate (GCRA, N per period with a burst B) needs more care. A unit
 // reserved at time r and spent later could join units reserved after it
-// and exceed the burst. A rate's lease therefore lives d = min(Lifetime,
-// Options.RateReserve × B × T), where T is the emission interval, and its
+// and exceed the burst. So a rate's lease lives d = min(Lifetime,
+// Options.RateReserve × B × T), where T is the emission interval. Its
 // units are placed in the rate's state at r + d, as if they arrived when
-// the lease ends: the state becomes max(TAT, r+d) + g×T. Redis's Allow
-// places its units at r. Every unit is spent between r and r + d. Then in
-// any span [a, b] the units spent number at most B + (b−a)/T, which is
-// what one exact GCRA admits: take the first and the last reservation of
-// the units spent in [a, b], at x ≥ a−d (placed at x+d ≥ a) or x ≥ a
-// (placed at x); the state after the last is at least the first's place
-// plus T for each unit reserved between them, and the last admitted only
-// if that state is at most its own time (≤ b) plus B×T. This holds for
-// leases and Allow's spends in any order, plain redislimit instances
-// included. A rate is leased only when d spans at least 16 emission
-// intervals; slower rates are decided by Redis on every request.
+// the lease ends: the state becomes max(TAT, r+d) + g×T, at most r + B×T.
+// Redis's Allow places its units at r. Every unit is spent between its
+// reservation r and r + d.
+//
+// Then in any span [a, b] the units spent number at most B + (b−a)/T,
+// which is what one exact GCRA admits. Take the first reservation x of the
+// units spent in [a, b]: it is placed at x+d ≥ a (a lease, x ≥ a−d) or at
+// x ≥ a (Allow). Each reservation up to the last adds T to the state, so
+// the state after the last is at least a plus T per unit. The last was
+// admitted only if that state is at most its own time, at most b, plus
+// B×T. This holds for leases and Allow's spends in any order, plain
+// redislimit instances included. A rate is leased only when d spans at
+// least 16 emission intervals; slower rates are decided by Redis.
 //
 // # What it costs
 //
 // The fleet never over-admits; it may under-admit:
 //
-//   - Units leased by an instance that goes idle are unavailable to the
-//     others until they are given back: at most one lease per instance
-//     and limit (a lease holds at most MaxLease units and half of what
-//     remains) for at most Lifetime, or, when an instance dies, until the
-//     quota's window ends. Credits never refilled that a dead instance
-//     held are lost: at most its lease.
-//   - A rate's units that are not spent within d are lost, unless nothing
-//     was reserved after them. While a customer's leases are active, the
-//     rate admits at once only B − d/T of its burst (an eighth less by
-//     default); it still admits N per period.
-//   - While a limit is exhausted for the whole fleet, an instance asks
-//     Redis again in the background at most every Lifetime/8 (a quota,
-//     credits) or d/2 (a rate), and refuses meanwhile.
+//   - An instance holds of each limit about what its demand spends in 0.8
+//     Lifetime, at most three leases. When it goes idle, the others cannot
+//     spend those units until they come back: within Lifetime and a
+//     quarter (the sweep). When it dies, a quota's come back when its
+//     window ends; credits never refilled are lost.
+//   - A count's units leased and not spent when its window ends are lost
+//     for that window. Leases shrink as a window ends, to what demand
+//     spends before it.
+//   - A rate's units not spent within d are lost, unless nothing was
+//     reserved after them. While a customer's leases are active, the rate
+//     admits at once only B − d/T of its burst (an eighth less by
+//     default). It still admits N per period.
+//   - When Redis denies a limit, the instance believes it: a rate's until
+//     its retry, a count's for Lifetime/8 or until its window ends. Units
+//     given back meanwhile by other instances wait that long.
+//   - While a limit is exhausted for the whole fleet, an instance with
+//     demand asks Redis again in the background every Lifetime/8 (a
+//     count) or d/2 (a rate), and refuses meanwhile.
 //
-// Remaining and Reset are estimates: what Redis had left at the last round
-// trip of this instance, plus what it holds. They are exact for a single
-// instance. A quota's window follows Redis's clock as seen through this
-// instance's monotonic clock, measured from before each round trip, so
-// that a lease always ends before its window does; a step of Redis's
-// clock can move a window's end by the step.
+// Remaining and Reset are estimates: what Redis had left at this
+// instance's last round trip, plus what it holds. They are exact for a
+// single instance. A window's end follows Redis's clock, seen through this
+// instance's monotonic clock from before each round trip. So a lease
+// always ends before its window does; a step of Redis's clock moves a
+// window's end by the step.
 //
 // Debit takes a cost known after the response from what the instance
 // holds first, then from Redis: a debt arises only from costs beyond the

@@ -25,7 +25,7 @@ const (
 	lead         = 2
 	recheck      = 8
 	rateRecheck  = 2
-	minIntervals = 16
+	minIntervals = 32
 	minSpan      = time.Millisecond
 	maxPools     = 3
 )
@@ -464,7 +464,9 @@ func (l *Limiter) want(e *entry, now time.Time, cost int64) int64 {
 		}
 		e.asked, e.mark = 0, now
 	}
-	span = time.Duration(hold * float64(e.life))
+	// What lands is spent after what is held, which lasts about the
+	// lead: all of it before the lease ends.
+	span = min(time.Duration(hold*float64(e.life)), e.life-e.lead(time.Duration(l.rtt.Load())))
 	if e.t == 0 && e.known && !e.resetAt.IsZero() {
 		// No more than the window's end leaves time to spend.
 		span = min(span, e.resetAt.Sub(now))

@@ -79,7 +79,7 @@ func (l *Limiter) seal(s *subject, f *flight, debit []int64) {
 
 // run makes the round trip.
 func (l *Limiter) run(ctx context.Context, f *flight) ([]int64, error) {
-	start := time.Now()
+	start := l.now()
 	vals, err := l.script.Run(ctx, l.client, f.keys, f.args...).Int64Slice()
 	if err != nil && l.cluster != nil {
 		// As redislimit: a dead master answers no MOVED, so the layout
@@ -89,7 +89,7 @@ func (l *Limiter) run(ctx context.Context, f *flight) ([]int64, error) {
 	if err == nil {
 		// A smoothed round trip, for when to lease again.
 		rtt := l.rtt.Load()
-		l.rtt.Store(rtt + (int64(time.Since(start))-rtt)/8)
+		l.rtt.Store(rtt + (max(0, int64(l.now().Sub(start)))-rtt)/8)
 		if len(vals) != 1+7*len(f.es) {
 			err = fmt.Errorf("unexpected script reply %v", vals)
 		}

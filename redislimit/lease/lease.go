@@ -54,7 +54,7 @@
 // admitted only if that state is at most its own time, at most b, plus
 // B×T. This holds for leases and Allow's spends in any order, plain
 // redislimit instances included. A rate is leased only when d spans at
-// least 16 emission intervals; slower rates are decided by Redis.
+// least 32 emission intervals; slower rates are decided by Redis.
 //
 // # What it costs
 //
@@ -70,7 +70,7 @@
 //     spends before it.
 //   - A rate's units not spent within d are lost, unless nothing was
 //     reserved after them. While a customer's leases are active, the rate
-//     admits at once only B − d/T of its burst (an eighth less by
+//     admits at once only B − d/T of its burst (a quarter less by
 //     default). It still admits N per period.
 //   - When Redis denies a limit, the instance believes it: a rate's until
 //     its retry, a count's for Lifetime/8 or until its window ends. Units
@@ -114,7 +114,7 @@ import (
 const DefaultLifetime = time.Second
 
 // DefaultRateReserve is the default of Options.RateReserve.
-const DefaultRateReserve = 0.125
+const DefaultRateReserve = 0.25
 
 // DefaultMaxLease is the default of Options.MaxLease.
 const DefaultMaxLease = 10_000
@@ -148,9 +148,9 @@ type Options struct {
 	// RateReserve is the share of a rate's burst window (burst × period
 	// / count) that its leases live, at most Lifetime: the rate then
 	// admits at once that share less of its burst while leases are
-	// active. A rate whose lease would span fewer than 16 emission
+	// active. A rate whose lease would span fewer than 32 emission
 	// intervals is not leased. Between 0 and 0.5; default
-	// DefaultRateReserve (1/8).
+	// DefaultRateReserve (1/4).
 	RateReserve float64
 
 	// MaxLease is the most units one lease holds. Default

@@ -85,7 +85,7 @@ func underAdmission(opts lease.Options) limitertest.UnderAdmission {
 			}
 			t, b := gcra.GCRA(l.Count, l.Period, l.Burst, time.Microsecond)
 			d := min(life.Microseconds(), int64(reserve*float64(b)*float64(t)))
-			if d < 16*t {
+			if d < 32*t {
 				return 0
 			}
 			return (d+t-1)/t + 1

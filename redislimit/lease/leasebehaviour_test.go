@@ -250,14 +250,14 @@ func TestCloseGivesBack(t *testing.T) {
 	assert.Zero(t, l.Stats().Leased-s.Leased, "a closed Limiter leased")
 }
 
-// A rate that a lease's life spans fewer than 16 intervals of is decided
+// A rate that a lease's life spans fewer than 32 intervals of is decided
 // by Redis on every call, as redislimit decides it.
 func TestSlowRateIsNotLeased(t *testing.T) {
 	t.Parallel()
 	clock := limitertest.NewClock(limitertest.Start())
 	_, c := newMiniredis(t, clock)
 	l := newLimiter(t, c, lease.Options{Now: clock.Now})
-	r := limits.Rate("per-second", 10, time.Second, 0) // 16 intervals: 1.6 s > 1 s
+	r := limits.Rate("per-second", 10, time.Second, 0) // 32 intervals: 3.2 s > 1 s
 	admitted := hot(t, l, clock, "acme", 100, r)
 	assert.Equal(t, int64(10), admitted, "the burst, and nothing in the 99 ms after it")
 	s := l.Stats()

@@ -145,7 +145,7 @@ func TestLeaseFleet(t *testing.T) {
 			}
 		}
 		for _, fl := range fleetLimiters {
-			total[fl.name].report(t, sc, fl.name)
+			total[fl.name].report(t, sc, fl.name, windows)
 		}
 	}
 }
@@ -193,7 +193,13 @@ func (r *fleetResult) add(o *fleetResult) {
 }
 
 // report logs one line per customer and one for the fleet.
-func (r *fleetResult) report(t *testing.T, sc scenario, name string) {
+func (r *fleetResult) report(t *testing.T, sc scenario, name string, windows int) {
+	var offered float64
+	for _, ss := range sc.streams {
+		for _, s := range ss {
+			offered += s.rate * (time.Duration(windows) * fleetWindow).Seconds()
+		}
+	}
 	for c, desc := range sc.customers {
 		w := slices.Clone(r.perWindow[c])
 		slices.Sort(w)
@@ -206,8 +212,8 @@ func (r *fleetResult) report(t *testing.T, sc scenario, name string) {
 		t.Logf("%-8s %-10s %-36s calls %9d admitted %9d windows %4d: admitted/limit min %5.1f%% p5 %5.1f%% median %5.1f%% max %5.1f%%; over-admissions %d",
 			sc.name, name, desc, r.calls1[c], r.admitted[c], len(w), pct(0), pct(0.05), pct(0.5), pct(1), r.over[c])
 	}
-	t.Logf("%-8s %-10s fleet: calls %d, errors %d, Redis round trips per call %.4f, calls that waited for Redis %.3f%%, leased units lost %d; Allow latency p50 %v p99 %v p99.9 %v max %v",
-		sc.name, name, r.calls, r.errs, float64(r.trips)/float64(r.calls), 100*float64(r.waited)/float64(r.calls), r.lost,
+	t.Logf("%-8s %-10s fleet: calls %d (%.1f%% of the demand), errors %d, Redis round trips per call %.4f, calls that waited for Redis %.3f%%, leased units lost %d; Allow latency p50 %v p99 %v p99.9 %v max %v",
+		sc.name, name, r.calls, 100*float64(r.calls)/offered, r.errs, float64(r.trips)/float64(r.calls), 100*float64(r.waited)/float64(r.calls), r.lost,
 		r.lat.quantile(0.5), r.lat.quantile(0.99), r.lat.quantile(0.999), r.lat.quantile(1))
 }
 

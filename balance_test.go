@@ -76,7 +76,7 @@ func TestBalance(t *testing.T) {
 	ctx := context.Background()
 	plans := limits.Plans{"basic": {limits.Quota("daily", 100, limits.Day)}}
 	e := newLimitEnvOver(t, newCustomerStore(), apikey.Options{Plans: plans}, apikey.MiddlewareOptions{})
-	mw, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limiter: peeking(e.l)})
+	mw, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: peeking(e.l)}})
 	require.NoError(t, err)
 	var ran bool
 	h := mw.Handler(mw.Limit(okHandler(&ran)))
@@ -120,20 +120,20 @@ func TestBalance(t *testing.T) {
 	_, err = mw.Balance(ctx, "bob")
 	assert.ErrorIs(t, err, apikey.ErrUnknownPlan)
 	withDefault := newLimitEnvOver(t, newCustomerStore(), apikey.Options{Plans: plans, DefaultPlan: "basic"}, apikey.MiddlewareOptions{})
-	dmw, err := apikey.NewMiddleware(withDefault.m, apikey.MiddlewareOptions{Limiter: peeking(withDefault.l)})
+	dmw, err := apikey.NewMiddleware(withDefault.m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: peeking(withDefault.l)}})
 	require.NoError(t, err)
 	res, err = dmw.Balance(ctx, "bob")
 	require.NoError(t, err)
 	assert.Equal(t, int64(100), res.Remaining)
 
 	// Without a limits.Peeker; with a failing customer source.
-	spyMW, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limiter: &limiterSpy{}})
+	spyMW, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: &limiterSpy{}}})
 	require.NoError(t, err)
 	_, err = spyMW.Balance(ctx, "ann")
 	assert.ErrorIs(t, err, errors.ErrUnsupported)
 	hook := &customerHook{recs: map[string]*apikey.Customer{}, fail: map[string]bool{"ann": true}}
 	failing := newLimitEnvOver(t, newCustomerStore(), apikey.Options{Plans: plans, Customers: hook.get}, apikey.MiddlewareOptions{})
-	fmw, err := apikey.NewMiddleware(failing.m, apikey.MiddlewareOptions{Limiter: peeking(failing.l)})
+	fmw, err := apikey.NewMiddleware(failing.m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: peeking(failing.l)}})
 	require.NoError(t, err)
 	_, err = fmw.Balance(ctx, "ann")
 	assert.ErrorIs(t, err, apikey.ErrUnavailable)

@@ -65,7 +65,7 @@ func TestBreakerIgnoresOneFailingSubject(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			l := newSubjectLimiter(slow, "evil")
-			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: l, LimiterTimeout: 5 * time.Millisecond})
+			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: l, Timeout: 5 * time.Millisecond}})
 			evil, _ := issue(t, e.m, apikey.IssueParams{Owner: "evil", Plan: "free"})
 			good, _ := issue(t, e.m, apikey.IssueParams{Owner: "good", Plan: "free"})
 			h := e.mw.Handler(e.mw.Limit(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
@@ -107,7 +107,7 @@ func TestBreakerOpensOnFailuresAcrossSubjects(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name     string
-		failures int // MiddlewareOptions.BreakerFailures
+		failures int // LimitOptions.BreakerFailures
 		bad      []string
 		sequence []string // failing calls, in order
 	}{
@@ -117,7 +117,7 @@ func TestBreakerOpensOnFailuresAcrossSubjects(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := newSubjectLimiter(false, tc.bad...)
-			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limiter: l, BreakerFailures: tc.failures})
+			e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: l, BreakerFailures: tc.failures}})
 			tokens := map[string]string{}
 			for _, s := range append(tc.bad, "good") {
 				tokens[s], _ = issue(t, e.m, apikey.IssueParams{Owner: s, Plan: "free"})
@@ -142,4 +142,106 @@ func TestBreakerOpensOnFailuresAcrossSubjects(t *testing.T) {
 			assert.Equal(t, 200, hit(h, bearer(tokens["good"])).Code)
 		})
 	}
+}
+
+// Every Limiter call has a deadline; after BreakerFailures consecutive
+// failures, across three customers, the policy applies without calling
+// the Limiter, until a probe after BreakerCoolDown succeeds.
+func TestLimiterBreaker(t *testing.T) {
+	t.Parallel()
+	spy := &limiterSpy{}
+	var policyUses atomic.Int64
+	var lastErr atomic.Pointer[error]
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{
+		Limits: apikey.LimitOptions{Limiter: spy, BreakerFailures: 3, BreakerCoolDown: 10 * time.Second, OnFailure: func(_ context.Context, err error) {
+			policyUses.Add(1)
+			lastErr.Store(&err)
+		}},
+	})
+	var tokens []string
+	for _, owner := range []string{"ann", "bob", "cid"} {
+		token, _ := issue(t, e.m, apikey.IssueParams{Owner: owner, Plan: "free"})
+		tokens = append(tokens, token)
+	}
+	var ran bool
+	h := e.handler(&ran)
+	i := 0
+	next := func() *http.Request { i++; return bearer(tokens[i%len(tokens)]) }
+
+	require.Equal(t, 200, hit(h, next()).Code)
+	d := spy.last().deadline
+	assert.Positive(t, d, "no deadline on the Limiter call")
+	assert.LessOrEqual(t, d, apikey.DefaultLimiterTimeout)
+
+	spy.fail.Store(true)
+	for range 3 {
+		require.Equal(t, 503, hit(h, next()).Code)
+	}
+	require.EqualValues(t, 4, spy.calls.Load())
+	for range 10 {
+		require.Equal(t, 503, hit(h, next()).Code)
+	}
+	assert.EqualValues(t, 4, spy.calls.Load(), "the open circuit called the Limiter")
+	assert.EqualValues(t, 13, policyUses.Load())
+	assert.ErrorIs(t, *lastErr.Load(), apikey.ErrCircuitOpen)
+	assert.ErrorIs(t, *lastErr.Load(), apikey.ErrUnavailable)
+
+	e.c.Add(10 * time.Second) // half open: one probe, which fails
+	require.Equal(t, 503, hit(h, next()).Code)
+	require.Equal(t, 503, hit(h, next()).Code)
+	assert.EqualValues(t, 5, spy.calls.Load(), "one probe after the cool-down")
+
+	spy.fail.Store(false)
+	e.c.Add(9 * time.Second)
+	require.Equal(t, 503, hit(h, next()).Code, "the failed probe reopened the circuit")
+	e.c.Add(time.Second)
+	require.Equal(t, 200, hit(h, next()).Code, "the probe closes the circuit")
+	require.Equal(t, 200, hit(h, next()).Code)
+	assert.EqualValues(t, 7, spy.calls.Load())
+}
+
+// While the circuit is half open, concurrent requests send one probe.
+func TestLimiterBreakerOneProbe(t *testing.T) {
+	t.Parallel()
+	spy := &limiterSpy{}
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{
+		Limits: apikey.LimitOptions{Limiter: spy, BreakerFailures: 1, Timeout: 100 * time.Millisecond, FailOpen: true},
+	})
+	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
+	var ran atomic.Bool
+	h := e.mw.Handler(e.mw.Limit(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran.Store(true) })))
+	spy.block.Store(true) // a hung backend: every call waits for its deadline
+	require.Equal(t, 200, hit(h, bearer(token)).Code, "fail open")
+	require.EqualValues(t, 1, spy.calls.Load())
+	e.c.Add(apikey.DefaultBreakerCoolDown)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() { assert.Equal(t, 200, hit(h, bearer(token)).Code) })
+	}
+	wg.Wait()
+	assert.EqualValues(t, 2, spy.calls.Load(), "more than one probe")
+}
+
+// Requests whose client went away are not failures of the Limiter: they
+// never open the circuit.
+func TestLimiterBreakerIgnoresCancelledRequests(t *testing.T) {
+	t.Parallel()
+	spy := &limiterSpy{}
+	e := newLimitEnv(t, apikey.Options{}, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: spy, BreakerFailures: 2}})
+	// Two customers, so that counted failures would open the circuit.
+	token, _ := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "free"})
+	other, _ := issue(t, e.m, apikey.IssueParams{Owner: "bob", Plan: "free"})
+	var ran bool
+	h := e.handler(&ran)
+	spy.block.Store(true)
+	for i := range 5 {
+		ctx, cancel := context.WithCancel(context.Background())
+		f := func() { cancel() }
+		spy.hook.Store(&f) // the client goes away during the call
+		require.Equal(t, 503, hit(h, bearer([]string{token, other}[i%2]).WithContext(ctx)).Code)
+	}
+	spy.hook.Store(nil)
+	spy.block.Store(false)
+	require.Equal(t, 200, hit(h, bearer(token)).Code, "the circuit opened for cancelled requests")
+	assert.EqualValues(t, 6, spy.calls.Load())
 }

@@ -35,24 +35,24 @@ type cacheOptions struct {
 	MaxEntries                     int
 }
 
-// cacheEntry is one immutable cache entry: it is replaced, never changed.
+// cacheEntry is one immutable cache entry. It is replaced, never changed.
 type cacheEntry struct {
 	// key is the record, shared with every caller of Verify that hits this
-	// entry (see Verify: it is never modified). Nil for an unknown id.
+	// entry (see Verify). It is never modified. Nil for an unknown id.
 	key *Key
-	// sum is the SHA-256 of the key material that verified against key;
+	// sum is the SHA-256 of the key material that verified against key.
 	// verified is false when none did (the entry was made by a wrong
 	// secret), and then the entry lives NegativeTTL only.
 	sum      [sha256.Size]byte
 	verified bool
 	// check is the token's checksum (its CRC-32) with checkKnown set, for
-	// a verified entry: a token of the same prefix, checksum and material
+	// a verified entry. A token of the same prefix, checksum and material
 	// is the very token that verified, so a hit need not recompute them.
 	check uint64
 	// fetched is when key was read from the store (Unix nanoseconds).
 	fetched int64
 	// used is when a use of key was last handed to the last-used recorder
-	// (Unix nanoseconds), the one field that changes: a hit within
+	// (Unix nanoseconds). It is the one field that changes. A hit within
 	// usageGranularity of it skips the recorder.
 	used atomic.Int64
 	// narrow is key narrowed to its customer's scope ceiling, for the
@@ -66,7 +66,7 @@ type cacheEntry struct {
 	probed atomic.Int64
 }
 
-// maxAge returns how long e may be served: extra is the stale window.
+// maxAge returns how long e may be served. extra is the stale window.
 func (c *cache) maxAge(e *cacheEntry, extra time.Duration) time.Duration {
 	if !e.verified {
 		return c.negTTL
@@ -82,7 +82,7 @@ type call struct {
 }
 
 // cacheShards is the number of independently locked parts of the cache
-// (and of the last-used recorder): verifications of different keys on
+// (and of the last-used recorder). Verifications of different keys on
 // different cores rarely meet on a lock.
 const cacheShards = 64
 
@@ -94,10 +94,10 @@ const hotSlots = 256
 // that two cores working on neighbouring shards do not share a line.
 //
 // hot is a direct-mapped table of verified entries, read with one atomic
-// load and no lock, so that cores verifying the same keys share no
-// written cache line: a hit finds its entry there, anything else (a slot
-// taken by another key, a failed lookup's entry) goes through entries
-// under mu. Every write to hot is made under mu, together with the write
+// load and no lock. So cores verifying the same keys share no written
+// cache line. A hit finds its entry there. Anything else (a slot taken by
+// another key, a failed lookup's entry) goes through entries under mu.
+// Every write to hot is made under mu, together with the write
 // to entries, so hot never holds an entry that entries no longer has.
 type cacheShard struct {
 	mu       sync.RWMutex
@@ -107,8 +107,8 @@ type cacheShard struct {
 	_        [128 - 24 - 8 - 8 - 8]byte
 }
 
-// setHot records in the hot table that id's entry is now e (nil: none),
-// with s.mu held.
+// setHot records in the hot table that id's entry is now e, or none when
+// e is nil. s.mu must be held.
 func (s *cacheShard) setHot(id string, e *cacheEntry) {
 	slot := &s.hot[hotSlot(id)]
 	if e != nil && e.verified {
@@ -122,10 +122,10 @@ func (s *cacheShard) setHot(id string, e *cacheEntry) {
 
 // cache is the Manager's verification cache. A nil cache caches nothing.
 //
-// Invalidation works by epochs: every invalidation bumps epoch, and a
-// lookup that started at an older epoch does not store what it fetched,
-// so no verification starting after an invalidation returned can see a
-// record read before it.
+// Invalidation works by epochs. Every invalidation bumps epoch. A lookup
+// that started at an older epoch does not store what it fetched. So no
+// verification starting after an invalidation returned can see a record
+// read before it.
 type cache struct {
 	ttl, negTTL, stale time.Duration
 	max                int64
@@ -184,20 +184,21 @@ func hotSlot(id string) int {
 // lock, if it is there and fresh.
 func (c *cache) hit(shard, slot int, id string, now time.Time) *cacheEntry {
 	e := c.shards[shard].hot[slot].Load()
-	if e == nil || e.key.ID != id || now.UnixNano()-e.fetched >= int64(c.ttl) {
+	if e == nil || e.key.ID != id || uint64(now.UnixNano()-e.fetched) >= uint64(c.ttl) {
 		return nil
 	}
 	return e
 }
 
-// get returns the entry for id if it is still fresh: younger than the
-// negative TTL for a failed lookup, than the TTL plus extra for a key.
+// get returns the entry for id if it is still fresh. A failed lookup's
+// entry must be younger than the negative TTL, a key's younger than the
+// TTL plus extra.
 func (c *cache) get(shard int, id string, now time.Time, extra time.Duration) *cacheEntry {
 	s := &c.shards[shard]
 	s.mu.RLock()
 	e := s.entries[id]
 	s.mu.RUnlock()
-	if e == nil || now.UnixNano()-e.fetched >= int64(c.maxAge(e, extra)) {
+	if e == nil || uint64(now.UnixNano()-e.fetched) >= uint64(c.maxAge(e, extra)) {
 		return nil
 	}
 	return e
@@ -326,12 +327,12 @@ func (c *cache) load(ctx context.Context, shard int, id string, get func(context
 }
 
 // probe spends the store query that a wrong secret for an id the cache
-// does not hold costs, for a wrong secret against the verified entry e:
-// once per negative TTL per id, so that the store's load never tells
-// whether an id is cached (recently used). The answer is not used.
+// does not hold costs, for a wrong secret against the verified entry e.
+// It does so once per negative TTL per id, so that the store's load never
+// tells whether an id is cached (recently used). The answer is not used.
 func (c *cache) probe(ctx context.Context, shard int, e *cacheEntry, id string, now time.Time, get func(context.Context, string) (*Key, error)) {
 	p, t := e.probed.Load(), now.UnixNano()
-	if c.negTTL > 0 && t-p < int64(c.negTTL) || !e.probed.CompareAndSwap(p, t) {
+	if c.negTTL > 0 && uint64(t-p) < uint64(c.negTTL) || !e.probed.CompareAndSwap(p, t) {
 		return
 	}
 	c.load(ctx, shard, id, get)
@@ -345,7 +346,7 @@ type customerMemo struct {
 }
 
 // narrowedKey is a key with only the scopes within the ceiling of the
-// customer record c, kept by the cache entry of the key so that a hit
+// customer record c. The cache entry of the key keeps it, so that a hit
 // allocates nothing while the record is the same.
 type narrowedKey struct {
 	c *Customer
@@ -376,7 +377,7 @@ const (
 	cacheNone     = "none"     // refused before any lookup (malformed)
 )
 
-// clock reads a Manager's clock once: start, when not zero, is a reading
+// clock reads a Manager's clock once. When not zero, start is a reading
 // of time.Now to use instead if the clock is time.Now (real).
 type clock struct {
 	start time.Time
@@ -392,14 +393,14 @@ func (c *clock) read() time.Time {
 	return c.start
 }
 
-// quick answers a token that is byte for byte one that verified and is
-// still in the hot table: the same prefix, checksum (the entry remembers
+// quick answers a token that is byte for byte one that verified and is still
+// in the hot table. It has the same prefix, checksum (the entry remembers
 // it) and material (its SHA-256 is the entry's). Such a token is well
 // formed, since the one that made the entry was parsed in full, so neither
 // the base62 check nor the CRC-32 is repeated. Any other token gets nil,
-// after no more than a lock-free probe of the hot table. The clock is
-// read, and the material hashed, only for a token whose id and checksum
-// match an entry. A nil cache answers nothing.
+// after no more than a lock-free probe of the hot table. The clock is read,
+// and the material hashed, only for a token whose id and checksum match an
+// entry. A nil cache answers nothing.
 func (c *cache) quick(token string, f *Format, clk *clock) (*cacheEntry, time.Time) {
 	if c == nil {
 		return nil, time.Time{}
@@ -425,7 +426,7 @@ func (c *cache) quick(token string, f *Format, clk *clock) (*cacheEntry, time.Ti
 		return nil, time.Time{}
 	}
 	now := clk.read()
-	if now.UnixNano()-e.fetched >= int64(c.ttl) {
+	if uint64(now.UnixNano()-e.fetched) >= uint64(c.ttl) {
 		return nil, time.Time{}
 	}
 	sum := sha256.Sum256(readOnly(material))
@@ -438,9 +439,9 @@ func (c *cache) quick(token string, f *Format, clk *clock) (*cacheEntry, time.Ti
 // lookup finds the key of t and checks its secret with d, through the
 // cache, and says how the cache answered. It returns a key or an error,
 // never both nil, and the cache entry that answered on a hit. The cache
-// decides here which of its answers it trusts: a verified entry for the
-// same material, a remembered failure, or a stale entry while the store
-// fails. A nil cache asks the store every time.
+// decides here which of its answers it trusts. They are a verified entry
+// for the same material, a remembered failure, or a stale entry while the
+// store fails. A nil cache asks the store every time.
 func (c *cache) lookup(ctx context.Context, t Token, now time.Time, get func(context.Context, string) (*Key, error), d *digests) (*Key, *cacheEntry, string, error) {
 	if c == nil {
 		k, err := safeGet(ctx, get, t.ID)

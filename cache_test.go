@@ -458,3 +458,58 @@ func TestCacheKeepsNoPartOfAToken(t *testing.T) {
 	}
 	assert.EqualValues(t, 2, collected.Load(), "a token's memory is still referenced after its request")
 }
+
+// A clock stepped back (an NTP correction, a VM resumed) must not stretch
+// the revocation bound: an entry read "in the future" of the clock is
+// no fresher than one read TTL ago, so it is read again.
+func TestRevocationBoundSurvivesAClockSteppedBack(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	c := newClock()
+	here := newManager(t, store, apikey.Options{Now: c.Now, CacheTTL: 5 * time.Second})
+	there := newManager(t, store, apikey.Options{Now: c.Now})
+	token, k := issue(t, here, apikey.IssueParams{})
+	_, err := here.Verify(context.Background(), token)
+	require.NoError(t, err)
+
+	c.Add(-time.Hour)
+	require.NoError(t, there.Revoke(context.Background(), k.ID))
+	c.Add(5 * time.Second)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			_, err := here.Verify(context.Background(), token)
+			assert.ErrorIs(t, err, apikey.ErrRevoked, "a TTL after the revocation, by any reading of the clock")
+		})
+	}
+	wg.Wait()
+}
+
+// A clock stepped back does not silence the store query a wrong secret for
+// a cached id costs: the store's load still never tells whether an id is
+// cached.
+func TestWrongSecretsCostAStoreQueryAfterAClockSteppedBack(t *testing.T) {
+	t.Parallel()
+	c := newClock()
+	spy := newSpy()
+	m := newManager(t, spy, apikey.Options{Now: c.Now, CacheTTL: time.Hour, CacheNegativeTTL: time.Second})
+	ctx := context.Background()
+	token, k := issue(t, m, apikey.IssueParams{})
+	_, err := m.Verify(ctx, token)
+	require.NoError(t, err)
+	c.Add(time.Minute)
+	_, err = m.Verify(ctx, rebuild(t, m.Format(), k.ID, ""))
+	require.ErrorIs(t, err, apikey.ErrInvalid)
+
+	c.Add(-30 * time.Second) // still within the entry's TTL
+	before := spy.calls.Load()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			_, err := m.Verify(ctx, rebuild(t, m.Format(), k.ID, ""))
+			assert.ErrorIs(t, err, apikey.ErrInvalid)
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, int64(1), spy.calls.Load()-before, "one store query per negative TTL, as for an id not cached")
+}

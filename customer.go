@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -12,40 +13,45 @@ import (
 	"github.com/gokeys/apikey/limits"
 )
 
-// Customer is the operator's record of a customer: whoever owns keys. The
+// Customer is the operator's record of a customer, whoever owns keys. The
 // customer of a key is its Owner, or the key's lineage for a key without
 // owner (see Key.Customer). Every key of a customer spends from the
 // customer's plan, and no key can hold more than its customer was granted.
 //
-// A customer without a stored record has the zero values: no scope
-// ceiling, no key cap, nothing suspended, and no plan of his own, so that
-// each of his keys spends its own Key.Plan (Options.DefaultPlan when it
-// has none that is configured), as without customer records.
+// A customer without a stored record has the zero values. He has no scope
+// ceiling, no key cap, nothing suspended and no plan of his own. So each
+// of his keys spends its own Key.Plan, as without customer records. A key
+// without a configured plan spends Options.DefaultPlan.
 type Customer struct {
-	// ID identifies the customer: the Owner of his keys.
+	// ID identifies the customer. It is the Owner of his keys.
 	ID string `json:"id"`
 	// Plan names the customer's plan in Options.Plans. Empty means
 	// Options.DefaultPlan.
 	Plan string `json:"plan,omitempty"`
-	// Scopes is the scope ceiling: the scopes his keys may hold. Nil means
+	// Scopes is the scope ceiling, the scopes his keys may hold. Nil means
 	// unrestricted. An empty, non-nil slice allows none. A key's effective
 	// scopes are its own scopes within the ceiling, so lowering the
 	// ceiling narrows every key at once.
 	Scopes []string `json:"scopes"`
-	// MaxKeys caps the customer's usable keys (not revoked, not expired);
-	// a rotation chain counts once. 0 means no cap. Concurrent Issues
+	// MaxKeys caps the customer's usable keys (not revoked, not expired).
+	// A rotation chain counts once. 0 means no cap. Concurrent Issues
 	// never exceed it when the store implements CustomerStore (they are
 	// ordered by the record's Revision). With Options.Customers over a
 	// store without it, they may.
 	MaxKeys int `json:"max_keys,omitempty"`
-	// Limits are granted by the operator on top of the plan's: a limit
+	// Limits are granted by the operator on top of the plan's. A limit
 	// named like one of the plan's replaces it. They are counted per
 	// customer.
 	Limits []limits.Limit `json:"limits,omitempty"`
 	// Credits is a grant of credits that are never refilled, counted per
-	// customer: the limit CreditsLimit. 0 means none. The balance lives
+	// customer as the limit CreditsLimit. 0 means none. The balance lives
 	// in the Limiter (see Middleware.Balance).
 	Credits int64 `json:"credits,omitempty"`
+	// AllowedIPs, if set, are the only IP ranges the customer's keys may
+	// be used from; nil or empty means any address. A key's own ranges
+	// must lie within them when they are set, and narrowing them narrows
+	// every key at once (see docs/ip-restrictions.md).
+	AllowedIPs []netip.Prefix `json:"allowed_ips,omitempty"`
 	// Suspended refuses every key of the customer until it is cleared.
 	// Only the operator sets or clears it.
 	Suspended bool `json:"suspended"`
@@ -54,8 +60,8 @@ type Customer struct {
 	// CreatedAt and UpdatedAt are set by the Manager.
 	CreatedAt time.Time `json:"created_at,omitzero"`
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
-	// Revision counts the writes to the record, as Key.Revision does: 0
-	// for a customer that has no stored record.
+	// Revision counts the writes to the record, as Key.Revision does. It
+	// is 0 for a customer that has no stored record.
 	Revision int64 `json:"revision"`
 }
 
@@ -69,6 +75,7 @@ func (c *Customer) Clone() *Customer {
 		d.Scopes = append(make([]string, 0, len(c.Scopes)), c.Scopes...)
 	}
 	d.Limits = slices.Clone(c.Limits)
+	d.AllowedIPs = slices.Clone(c.AllowedIPs)
 	d.Metadata = maps.Clone(c.Metadata)
 	return &d
 }
@@ -78,9 +85,9 @@ func (c *Customer) Allows(scope string) bool {
 	return c == nil || c.Scopes == nil || slices.Contains(c.Scopes, scope)
 }
 
-// Customer returns the id of k's customer: its Owner, or its lineage (the
-// first key of its rotation chain) for a key without owner. Issue refuses
-// an Owner of the form of a key id, so the two never meet.
+// Customer returns the id of k's customer. That is its Owner, or its
+// lineage (the first key of its rotation chain) for a key without owner.
+// Issue refuses an Owner of the form of a key id, so the two never meet.
 func (k *Key) Customer() string {
 	if k.Owner != "" {
 		return k.Owner
@@ -88,18 +95,19 @@ func (k *Key) Customer() string {
 	return lineage(k)
 }
 
-// CustomerStore is an optional Store capability: it keeps customer
+// CustomerStore is an optional Store capability that keeps customer
 // records. memstore and sqlstore implement it. The Manager reads customers
-// from Options.Customers when set, else from the store's CustomerStore;
-// without either every customer has the zero record.
+// from Options.Customers when set, else from the store's CustomerStore.
+// Without either, every customer has the zero record.
 //
 // GetCustomer returns the record of id or an error wrapping ErrNotFound.
-// PutCustomer writes c conditionally, like Store.Update: with Revision 0 it
-// creates the record (ErrConflict if it exists), else it replaces the
-// stored record only if the stored Revision equals c.Revision
-// (ErrConflict otherwise, ErrNotFound if there is none). It stores
-// Revision+1 and sets c.Revision to it. Every field round-trips, and a nil
-// Scopes stays nil while an empty Scopes stays empty. ListCustomers
+// PutCustomer writes c conditionally, like Store.Update. With Revision 0
+// it creates the record, with ErrConflict if it exists. Otherwise it
+// replaces the stored record only if the stored Revision equals
+// c.Revision. It gives ErrConflict if not, and ErrNotFound if there is
+// none. It stores Revision+1 and sets c.Revision to it. Every field
+// round-trips, and a nil Scopes stays nil while an empty Scopes stays
+// empty. ListCustomers
 // returns up to limit customers (100 when 0) with an ID above after, in
 // ascending byte order. Values returned are the caller's.
 //
@@ -133,6 +141,9 @@ func validCustomer(c *Customer, plans limits.Plans) error {
 	if err := validKeyLimits(c.Limits); err != nil {
 		return err
 	}
+	if err := validIPs(&c.AllowedIPs); err != nil {
+		return err
+	}
 	for i := range c.Limits {
 		c.Limits[i].Subject = ""
 		if c.Credits > 0 && c.Limits[i].Name == CreditsLimit {
@@ -155,10 +166,12 @@ func within(k *Key, c *Customer) bool {
 	return true
 }
 
-// narrow returns a copy of k holding only the scopes within c's ceiling.
+// narrow returns a copy of k holding only the scopes within c's ceiling,
+// and only the addresses within c's ranges.
 func narrow(k *Key, c *Customer) *Key {
 	n := k.Clone()
 	n.Scopes = slices.DeleteFunc(n.Scopes, func(s string) bool { return !c.Allows(s) })
+	n.AllowedIPs = effectiveIPs(k, c)
 	return n
 }
 

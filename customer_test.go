@@ -136,6 +136,7 @@ func TestCustomerCreditsNeverRefill(t *testing.T) {
 			var wg sync.WaitGroup
 			for g := range 8 {
 				wg.Go(func() {
+					h := e.handler(new(bool)) // one per goroutine: the handler records that it ran
 					for i := range 20 {
 						switch code := hit(h, bearer(*tokens[(g+i)%3].Load())).Code; code {
 						case 200:
@@ -822,4 +823,31 @@ func TestCachedHitSeesEachCustomerChange(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A clock stepped back does not stretch CacheTTL for customer records:
+// a suspension through another Manager is seen a TTL later whatever the
+// clock read when the record was cached.
+func TestSuspensionBoundSurvivesAClockSteppedBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	store := newCustomerStore()
+	const ttl = 5 * time.Second
+	a := newManager(t, store, apikey.Options{Now: c.Now, CacheTTL: ttl})
+	b := newManager(t, store, apikey.Options{Now: c.Now, CacheTTL: ttl})
+	token, _ := issue(t, a, apikey.IssueParams{Owner: "ann"})
+	_, err := b.Verify(ctx, token)
+	require.NoError(t, err)
+	c.Add(-time.Hour)
+	setCustomer(t, a, "ann", func(c *apikey.Customer) { c.Suspended = true })
+	c.Add(ttl)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			_, err := b.Verify(ctx, token)
+			assert.ErrorIs(t, err, apikey.ErrSuspended, "the suspension went unnoticed past CacheTTL")
+		})
+	}
+	wg.Wait()
 }

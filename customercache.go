@@ -11,7 +11,7 @@ import (
 
 // customers reads customer records for the request path, through a cache
 // invalidated by changes and notifications. A nil *customers is the legacy
-// mode: no customer records at all.
+// mode, with no customer records at all.
 type customers struct {
 	get   func(context.Context, string) (*Customer, error)
 	store CustomerStore // nil when the application answers (Options.Customers)
@@ -22,8 +22,8 @@ type customers struct {
 	entries sync.Map // id -> *customerEntry
 	n       atomic.Int64
 	epoch   atomic.Uint64
-	// mu orders the writes of entries after a read with invalidations:
-	// a record read before an invalidation is never stored after it.
+	// mu orders the writes of entries after a read with invalidations. A
+	// record read before an invalidation is never stored after it.
 	mu sync.Mutex
 }
 
@@ -87,8 +87,8 @@ func (cs *customers) fetch(ctx context.Context, id string) (c *Customer, err err
 	return c, nil
 }
 
-// lookup returns the customer id for the request path: from the cache
-// within its TTL, else from the source. While the source fails, an entry
+// lookup returns the customer id for the request path. It reads the cache
+// within its TTL, else the source. While the source fails, an entry
 // within TTL plus the stale window answers. The result is shared.
 func (cs *customers) lookup(ctx context.Context, id string, now time.Time) (*Customer, error) {
 	e, _, err := cs.entry(ctx, id, now)
@@ -99,7 +99,7 @@ func (cs *customers) lookup(ctx context.Context, id string, now time.Time) (*Cus
 }
 
 // entry is lookup's answer as a cache entry, with the epoch read before
-// it was found: while the epoch stays the same, no record has changed
+// it was found. While the epoch stays the same, no record has changed
 // since, so the entry may be remembered (see lookupFor).
 func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*customerEntry, uint64, error) {
 	epoch := cs.epoch.Load()
@@ -107,7 +107,7 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 	var e *customerEntry
 	if ok {
 		e = v.(*customerEntry)
-		if cs.ttl > 0 && now.UnixNano()-e.fetched < int64(cs.ttl) {
+		if cs.ttl > 0 && uint64(now.UnixNano()-e.fetched) < uint64(cs.ttl) {
 			return e, epoch, nil
 		}
 	}
@@ -116,7 +116,7 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 		c = unknownCustomer
 	}
 	if err != nil {
-		if e != nil && cs.stale > 0 && now.UnixNano()-e.fetched < int64(cs.ttl+cs.stale) {
+		if e != nil && cs.stale > 0 && uint64(now.UnixNano()-e.fetched) < uint64(cs.ttl+cs.stale) {
 			return e, epoch, nil
 		}
 		return nil, 0, fmt.Errorf("apikey: customer: %w: %w", ErrUnavailable, err)
@@ -129,11 +129,11 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 }
 
 // lookupFor is lookup for the key k of the verification cache entry k
-// (nil when the cache is off): while no customer record changed, the
+// (nil when the cache is off). While no customer record changed, the
 // entry remembered there answers without a map lookup.
 func (cs *customers) lookupFor(ctx context.Context, ce *cacheEntry, k *Key, now time.Time) (*Customer, error) {
 	if ce != nil && cs.ttl > 0 {
-		if m := ce.cust.Load(); m != nil && m.epoch == cs.epoch.Load() && now.UnixNano()-m.e.fetched < int64(cs.ttl) {
+		if m := ce.cust.Load(); m != nil && m.epoch == cs.epoch.Load() && uint64(now.UnixNano()-m.e.fetched) < uint64(cs.ttl) {
 			return m.e.c, nil
 		}
 	}
@@ -141,14 +141,14 @@ func (cs *customers) lookupFor(ctx context.Context, ce *cacheEntry, k *Key, now 
 	if err != nil {
 		return nil, err
 	}
-	if ce != nil && cs.ttl > 0 && now.UnixNano()-e.fetched < int64(cs.ttl) {
+	if ce != nil && cs.ttl > 0 && uint64(now.UnixNano()-e.fetched) < uint64(cs.ttl) {
 		ce.cust.Store(&customerMemo{e: e, epoch: epoch})
 	}
 	return e.c, nil
 }
 
 // keep caches e for id unless an invalidation happened since epoch, when
-// the read of e began: a lookup starting after the invalidation returned
+// the read of e began. A lookup starting after the invalidation returned
 // must never find e.
 func (cs *customers) keep(id string, e *customerEntry, epoch uint64) {
 	cs.mu.Lock()

@@ -12,8 +12,8 @@ import (
 var errNoCustomerStore = fmt.Errorf("apikey: %w: the store keeps no customers (CustomerStore)", errors.ErrUnsupported)
 
 // Customer returns the current record of customer id, read from its
-// source without the cache: the zero record (Revision 0) when none is
-// stored. Without a customer source it is always the zero record.
+// source without the cache. It is the zero record (Revision 0) when none
+// is stored. Without a customer source it is always the zero record.
 func (m *Manager) Customer(ctx context.Context, id string) (*Customer, error) {
 	if m.custs == nil {
 		return &Customer{ID: id}, nil

@@ -1,12 +1,12 @@
 // Package apikey issues, stores and verifies API keys for net/http services.
 //
-// A token looks like sk_live_4f8Gq2Lx9TbN0cRw<secret><checksum>: a prefix, a
-// public key id, a high-entropy secret and a CRC-32 checksum. Garbage is
-// rejected by the checksum before any store access, the record is found by
-// its id in O(1), and the secret is checked against an HMAC-SHA-256 digest
-// keyed by a server-side pepper, in constant time. Stores never see a
-// token, only its digest, and nothing is written to the store on the
-// request path: last-used times are coalesced and flushed in batches.
+// A token looks like sk_live_4f8Gq2Lx9TbN0cRw<secret><checksum>. It is a
+// prefix, a public key id, a high-entropy secret and a CRC-32 checksum.
+// The checksum rejects garbage before any store access. The record is
+// found by its id in O(1). The secret is checked in constant time against
+// an HMAC-SHA-256 digest keyed by a server-side pepper. Stores never see a
+// token, only its digest. Nothing is written to the store on the request
+// path, because last-used times are coalesced and flushed in batches.
 //
 //	store := memstore.New()
 //	m, err := apikey.New(store, apikey.Options{

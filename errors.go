@@ -9,14 +9,15 @@ import (
 // them with context (for example "apikey: lookup: ...") but never replaces
 // them. None of their messages ever contains a token or a secret.
 var (
-	// ErrMalformed reports a token that does not follow the token grammar:
-	// wrong prefix, wrong length, a character outside base62 or a bad
-	// checksum. It is decided before any hashing or store access.
+	// ErrMalformed reports a token that does not follow the token grammar.
+	// Such a token has a wrong prefix, a wrong length, a character outside
+	// base62 or a bad checksum. It is decided before any hashing or store
+	// access.
 	ErrMalformed = errors.New("apikey: malformed token")
 
 	// ErrInvalid reports a well-formed token that does not match a stored
-	// key: its id is unknown or its secret is wrong. The two cases are
-	// deliberately indistinguishable, in the error and in its timing.
+	// key, because its id is unknown or its secret is wrong. The two cases
+	// are deliberately indistinguishable, in the error and in its timing.
 	ErrInvalid = errors.New("apikey: invalid key")
 
 	// ErrExpired reports a key whose expiry time has passed, including a
@@ -39,12 +40,20 @@ var (
 	// ErrInvalid.
 	ErrSuspended = errors.New("apikey: customer suspended")
 
+	// ErrIPNotAllowed reports a valid key used from an address outside
+	// its IP ranges or its customer's (Key.AllowedIPs,
+	// Customer.AllowedIPs). The middleware answers it with 403; unlike the
+	// refusals above, that tells the caller the key is valid (see
+	// docs/ip-restrictions.md). Metrics and logs name it "ip_not_allowed".
+	ErrIPNotAllowed = errors.New("apikey: client address not allowed for this key")
+
 	// ErrTooManyKeys reports an Issue beyond the customer's key cap
 	// (Customer.MaxKeys).
 	ErrTooManyKeys = errors.New("apikey: customer has the most keys allowed")
 
-	// ErrInvalidInput is matched by every *InputError: a value sent by a
-	// caller (a name, a scope, an expiry) that the Manager refuses.
+	// ErrInvalidInput is matched by every *InputError. An InputError
+	// reports a value sent by a caller (a name, a scope, an expiry) that
+	// the Manager refuses.
 	ErrInvalidInput = errors.New("apikey: invalid input")
 
 	// ErrRotated reports an attempt to rotate a key that already has a
@@ -59,7 +68,7 @@ var (
 	// the same id already exists (Create, Rotator.Rotate), and by a
 	// conditional Store.Update when the key changed since it was read (its
 	// Revision differs). The Manager retries the latter a bounded number of
-	// times; Manager.Update returns it only when every attempt lost a race.
+	// times. Manager.Update returns it only when every attempt lost a race.
 	ErrConflict = errors.New("apikey: key id already exists or key changed since read")
 
 	// ErrUnavailable wraps every failure of a dependency (the store, the
@@ -71,8 +80,8 @@ var (
 	ErrMissingKey = errors.New("apikey: missing key")
 
 	// ErrBadRequest reports a request whose credentials are malformed as a
-	// request: two credentials at once, an empty Bearer token or a token
-	// longer than MaxTokenLength.
+	// request. Such a request carries two credentials at once, an empty
+	// Bearer token or a token longer than MaxTokenLength.
 	ErrBadRequest = errors.New("apikey: invalid request")
 
 	// ErrInsufficientScope reports an authenticated key that lacks a scope
@@ -100,7 +109,7 @@ var (
 	ErrUnknownHashVersion = errors.New("apikey: unknown hash version")
 )
 
-// storeErr wraps a store error for the caller: outcomes (not found,
+// storeErr wraps a store error for the caller. Outcomes (not found,
 // conflict, revoked, rotated) keep their sentinel. Anything else is a
 // failure of the store and wraps ErrUnavailable.
 func storeErr(op string, err error) error {
@@ -114,9 +123,9 @@ func storeErr(op string, err error) error {
 
 func isConflict(err error) bool { return errors.Is(err, ErrConflict) }
 
-// InputError reports a value a caller sent that the Manager refuses: the
-// field it was in and why. It matches ErrInvalidInput with errors.Is. Its
-// message never holds the value itself.
+// InputError reports a value a caller sent that the Manager refuses. It
+// gives the field the value was in and why. It matches ErrInvalidInput
+// with errors.Is. Its message never holds the value itself.
 type InputError struct {
 	// Field names the field, as in JSON (e.g. "name", "scopes",
 	// "expires_at").

@@ -2,7 +2,6 @@ package apikey
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -28,24 +27,24 @@ const (
 	eventVerify   eventType = "verify"
 )
 
-// event reports one operation on a key to Options.Logger: one event per
-// change (a RevokeOwner that revokes three keys reports three revoke
-// events) and one per verification. Reporting costs no store access. It
-// carries ids, never a token, secret or digest.
+// event reports one operation on a key to Options.Logger. There is one
+// event per change (a RevokeOwner that revokes three keys reports three
+// revoke events) and one per verification. Reporting costs no store
+// access. It carries ids, never a token, secret or digest.
 type event struct {
 	// Type is what happened.
 	Type eventType
 	// KeyID is the key concerned. For a verification of a token that did
 	// not parse, it is empty.
 	KeyID string
-	// Owner is the key's owner when the operation read it anyway: always
-	// for issue, rotate, update, disable, enable, a successful
-	// verification and RevokeOwner. Empty for delete and for a revoke by a
-	// store's Revoker.
+	// Owner is the key's owner when the operation read it anyway. It is
+	// always set for issue, rotate, update, disable, enable, a successful
+	// verification and RevokeOwner. It is empty for delete and for a
+	// revoke by a store's Revoker.
 	Owner string
-	// Err is the outcome of a verification: nil on success, otherwise one
-	// of the sentinel errors (possibly wrapped): ErrDisabled for a disabled
-	// key, which the middleware answers like ErrInvalid.
+	// Err is the outcome of a verification. It is nil on success,
+	// otherwise one of the sentinel errors (possibly wrapped). A disabled
+	// key gives ErrDisabled, which the middleware answers like ErrInvalid.
 	Err error
 	// Time is when it happened, by the Manager's clock.
 	Time time.Time
@@ -58,20 +57,9 @@ func (e event) LogValue() slog.Value {
 		attrs = append(attrs, slog.String("owner", e.Owner))
 	}
 	if e.Err != nil {
-		attrs = append(attrs, slog.String("outcome", outcome(e.Err)))
+		attrs = append(attrs, slog.String("outcome", outcomeOf(e.Err)))
 	}
 	return slog.GroupValue(attrs...)
-}
-
-// outcome names a verification error by its sentinel, so that logs never
-// carry a wrapped message from a dependency.
-func outcome(err error) string {
-	for _, s := range []error{ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable} {
-		if errors.Is(err, s) {
-			return s.Error()
-		}
-	}
-	return "error"
 }
 
 // eventLog writes events to a Manager's Options.Logger. Its zero value
@@ -96,11 +84,11 @@ func (l *eventLog) emit(ctx context.Context, e event) {
 	}
 }
 
-// verify reports a verification to the Logger: successes at Debug
-// level, failures at Warn level but sampled, at most one line per second
-// per outcome, each line counting the failures
-// of its outcome left out since the previous one. A flood of garbage
-// tokens thus costs no log line per request.
+// verify reports a verification to the Logger. Successes go at Debug level.
+// Failures go at Warn level but sampled, at most one line per second per
+// outcome. Each line counts the failures of its outcome left out since the
+// previous one. A flood of garbage tokens thus costs no log line per
+// request.
 func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time, err error) {
 	if l.log == nil {
 		return
@@ -108,7 +96,9 @@ func (l *eventLog) verify(ctx context.Context, k *Key, id string, now time.Time,
 	if now.IsZero() {
 		now = l.now()
 	}
-	if k == nil && id != "" {
+	if k != nil {
+		id = k.ID // the record's, not the token's
+	} else if id != "" {
 		id = strings.Clone(id) // part of the token: keep none of it
 	}
 	e := event{Type: eventVerify, KeyID: id, Err: err, Time: now}
@@ -123,7 +113,7 @@ func (l *eventLog) logVerify(ctx context.Context, e event) {
 	level, suppressed := slog.LevelDebug, uint64(0)
 	if e.Err != nil {
 		var log bool
-		if log, suppressed = l.sampler.allow(outcomeOf(e.Err), e.Time); !log {
+		if log, suppressed = l.sampler.allow(classify(e.Err), e.Time); !log {
 			return
 		}
 		level = slog.LevelWarn
@@ -142,78 +132,23 @@ func (l *eventLog) logVerify(ctx context.Context, e event) {
 // a failed verification, and counts the others. It is safe for concurrent
 // use. The zero value is ready.
 type logSampler struct {
-	kinds [8]struct {
+	kinds [numOutcomes]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out
 		suppressed atomic.Uint64 // lines left out since the last one
 		_          [48]byte      // one cache line each
 	}
 }
 
-// allow reports whether a failure of outcome at now may be logged, and how
-// many of its kind were left out before it.
-func (s *logSampler) allow(outcome string, now time.Time) (bool, uint64) {
-	i := 0
-	switch outcome {
-	case "malformed":
-		i = 1
-	case "invalid":
-		i = 2
-	case "expired":
-		i = 3
-	case "revoked":
-		i = 4
-	case "disabled":
-		i = 5
-	case "paused":
-		i = 6
-	case "suspended":
-		i = 7
-	}
-	kind := &s.kinds[i]
+// allow reports whether a failure of outcome o at now may be logged, and
+// how many of its kind were left out before it.
+func (s *logSampler) allow(o outcome, now time.Time) (bool, uint64) {
+	kind := &s.kinds[o]
 	t := now.UnixNano()
 	next := kind.next.Load()
-	if t < next || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
+	// A t more than a second before next is a clock stepped back.
+	if t < next && next-t <= int64(time.Second) || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
 		kind.suppressed.Add(1)
 		return false, 0
 	}
 	return true, kind.suppressed.Swap(0)
-}
-
-// outcomeOf names the outcome of a verification for Metrics.Verified.
-func outcomeOf(err error) string {
-	switch err {
-	case nil:
-		return "ok"
-	case ErrMalformed:
-		return "malformed"
-	case ErrInvalid:
-		return "invalid"
-	case ErrExpired:
-		return "expired"
-	case ErrRevoked:
-		return "revoked"
-	case ErrDisabled:
-		return "disabled"
-	case ErrPaused:
-		return "paused"
-	case ErrSuspended:
-		return "suspended"
-	}
-	switch {
-	case errors.Is(err, ErrMalformed):
-		return "malformed"
-	case errors.Is(err, ErrInvalid):
-		return "invalid"
-	case errors.Is(err, ErrExpired):
-		return "expired"
-	case errors.Is(err, ErrRevoked):
-		return "revoked"
-	case errors.Is(err, ErrDisabled):
-		return "disabled"
-	case errors.Is(err, ErrPaused):
-		return "paused"
-	case errors.Is(err, ErrSuspended):
-		return "suspended"
-	}
-	return "unavailable"
 }

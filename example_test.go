@@ -85,7 +85,7 @@ func ExamplePlans() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: limiter})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: limiter}})
 	if err != nil {
 		log.Fatal(err)
 	}

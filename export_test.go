@@ -13,3 +13,6 @@ const (
 	VersionBcrypt          = versionBcrypt
 	VersionSHA256          = versionSHA256
 )
+
+// OutcomeOf names the outcome of err, as logs and Metrics.Verified do.
+var OutcomeOf = outcomeOf

@@ -39,7 +39,7 @@ const (
 const base62Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 // Token is a parsed token. Its fields are substrings of the parsed text.
-// Token values hold the secret: never log or store them.
+// Token values hold the secret. Never log or store them.
 type Token struct {
 	// Prefix is the token's prefix, without the separating underscore.
 	Prefix string
@@ -58,8 +58,9 @@ func (Token) String() string { return "[REDACTED]" }
 // GoString returns "[REDACTED]".
 func (Token) GoString() string { return "[REDACTED]" }
 
-// Hint returns the display hint of the token: its prefix and its last four
-// characters, which belong to the checksum and reveal nothing of the secret.
+// Hint returns the display hint of the token. It is the prefix and the
+// last four characters, which belong to the checksum and reveal nothing of
+// the secret.
 func (t Token) Hint() string { return hint(t.Prefix, t.raw) }
 
 // Format is the token grammar of one secret size and one prefix (which
@@ -108,7 +109,7 @@ func validPrefix(p string) error {
 // secretLength is the number of base62 characters that carry bits of entropy.
 func secretLength(bits int) int { return int(math.Ceil(float64(bits) / math.Log2(62))) }
 
-// Prefix returns the prefix of tokens of this format: the one New and
+// Prefix returns the prefix of tokens of this format, the one New and
 // Compose use.
 func (f Format) Prefix() string { return f.prefix }
 
@@ -116,7 +117,7 @@ func (f Format) Prefix() string { return f.prefix }
 func (f Format) Prefixes() []string { return append([]string{f.prefix}, f.more...) }
 
 // WithPrefixes returns a Format that also parses and scans tokens of the
-// given prefixes (same secret size); New and Compose keep using f's
+// given prefixes (same secret size). New and Compose keep using f's
 // Prefix. Parse reports in Token.Prefix which prefix a token carries. A
 // prefix that breaks the grammar of NewFormat or is given twice gives an
 // error wrapping ErrInvalidOptions.
@@ -178,7 +179,7 @@ func (f Format) Compose(id, secret string) (string, error) {
 }
 
 // base62Values maps a byte to its base62 value, or to 0xff (high bit set)
-// for a byte outside the alphabet: one load per byte, no branch.
+// for a byte outside the alphabet. It costs one load per byte, no branch.
 const base62Values = "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
 	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
 	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" +
@@ -197,9 +198,9 @@ const base62Values = "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x
 	"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
 
 func isBase62(s string) bool {
-	// Eight bytes at a time: a byte is base62 when it is ASCII and in one
-	// of the ranges 0-9, A-Z, a-z (SWAR range tests, no carry between
-	// bytes since every byte is below 0x80 when they count).
+	// Eight bytes at a time. A byte is base62 when it is ASCII and in one
+	// of the ranges 0-9, A-Z, a-z. SWAR range tests find it, with no carry
+	// between bytes since every byte is below 0x80 when they count.
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	in := func(x uint64, lo, hi byte) uint64 {
 		return (x + (0x80-uint64(lo))*ones) &^ (x + (0x7f-uint64(hi))*ones)
@@ -280,7 +281,7 @@ func hint(prefix, token string) string {
 	return prefix + "_..." + token[len(token)-hintSuffix:]
 }
 
-// crc32String computes the IEEE CRC-32 of s without copying it: the
+// crc32String computes the IEEE CRC-32 of s without copying it. The
 // checksum only reads its input, so a byte view of the string is safe.
 func crc32String(s string) uint32 {
 	return crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(s), len(s)))

@@ -27,8 +27,8 @@ type Hasher interface {
 
 	// Compare reports whether material matches digest, which Hash produced
 	// under version. An error means the comparison could not be made (for
-	// example an unknown version: a configuration fault), never that the
-	// material is wrong.
+	// example an unknown version, which is a configuration fault), never
+	// that the material is wrong.
 	Compare(material, digest []byte, version string) (bool, error)
 }
 
@@ -52,19 +52,19 @@ type Pepper struct {
 	// Version names the pepper. It is stored with every digest it made.
 	// It must be non-empty and must not change once digests use it.
 	Version string
-	// Secret is the pepper itself: at least 32 random bytes.
+	// Secret is the pepper itself, at least 32 random bytes.
 	Secret []byte
 }
 
-// hmacHasher is the default Hasher: HMAC-SHA-256 keyed by a pepper.
+// hmacHasher is the default Hasher, HMAC-SHA-256 keyed by a pepper.
 type hmacHasher struct {
 	current  string
 	versions map[string]*sync.Pool // pepper version -> pool of hash.Hash
 }
 
-// NewHMACHasher returns the Hasher a Manager builds from Options.Peppers:
-// HMAC-SHA-256 keyed by current for new digests, and by any of older to
-// verify digests they made, so that a pepper can be rotated without
+// NewHMACHasher returns the Hasher a Manager builds from Options.Peppers.
+// It is HMAC-SHA-256 keyed by current for new digests, and by any of older
+// to verify digests they made. So a pepper can be rotated without
 // breaking keys. Each pepper needs a distinct, non-empty version and at
 // least 32 bytes. The Hasher is safe for concurrent use and
 // does not allocate to compare.
@@ -145,8 +145,8 @@ const bcryptMaxInput = 72
 // cost (bcrypt.DefaultCost when 0), for those who want a slow KDF on top
 // of high-entropy secrets. Verification still finds the record by id, so
 // it costs one bcrypt comparison, never a scan. bcrypt reads at most 72
-// bytes: longer material is rejected with ErrMalformed, never truncated,
-// and New refuses a configuration whose tokens would exceed it (512-bit
+// bytes. Longer material is rejected with ErrMalformed, never truncated.
+// New refuses a configuration whose tokens would exceed it (512-bit
 // secrets). The Hasher is safe for concurrent use.
 func NewBcryptHasher(cost int) (Hasher, error) {
 	if cost == 0 {

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/gokeys/apikey/limits"
 )
 
-// IssueParams describes a key to issue. All fields are optional: the zero
+// IssueParams describes a key to issue. All fields are optional. The zero
 // value issues a key under Options.Prefix with no owner, scopes, plan or
 // metadata, expiring after Options.DefaultTTL (never by default).
 type IssueParams struct {
@@ -30,11 +31,14 @@ type IssueParams struct {
 	// ExpiresAt, if set, is when the key stops working. It must be in the
 	// future. It wins over TTL.
 	ExpiresAt time.Time
-	// Prefix is the token prefix: Options.Prefix when empty, else one of
-	// Options.Prefixes.
+	// Prefix is the token prefix. It is Options.Prefix when empty, else one
+	// of Options.Prefixes.
 	Prefix string
 	// Limits are the key's own limits (see Key.Limits).
 	Limits []limits.Limit
+	// AllowedIPs, if set, restrict the key to these IP ranges, which must
+	// lie within its customer's (see Key.AllowedIPs).
+	AllowedIPs []netip.Prefix
 	// TTL, if positive, is the key's lifetime. A negative TTL is refused
 	// with an *InputError. Without ExpiresAt and TTL,
 	// Options.DefaultTTL applies.
@@ -42,14 +46,16 @@ type IssueParams struct {
 }
 
 // Issue creates a key and returns its token and record. The token is
-// returned exactly once: only its digest is stored. Show it to the user and
-// forget it. Input beyond the documented limits (see MaxNameLength), an
-// unknown plan (when Options.Plans is set), an invalid limit, a prefix the
-// Manager does not accept, an expiry in the past or beyond
-// Options.MaxKeyLifetime, or scopes outside the customer's ceiling give an
-// *InputError (matching ErrInvalidInput). A key with an owner is refused
-// with ErrSuspended while its customer is suspended, and with
-// ErrTooManyKeys at the customer's key cap (see Customer).
+// returned exactly once, and only its digest is stored. Show it to the user
+// and forget it. Bad input gives an *InputError (matching ErrInvalidInput).
+// Bad input is input beyond the documented limits (see MaxNameLength), an
+// unknown plan (when Options.Plans is set), an invalid limit or a prefix
+// the Manager does not accept. So is an expiry in the past or beyond
+// Options.MaxKeyLifetime, scopes outside the customer's ceiling, or IP
+// ranges that are invalid or outside the customer's. A key
+// with an owner is refused with ErrSuspended while its customer is
+// suspended, and with ErrTooManyKeys at the customer's key cap (see
+// Customer).
 func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error) {
 	now := m.now().UTC().Truncate(time.Microsecond)
 	f := m.formats[m.format.prefix]
@@ -62,7 +68,7 @@ func (m *Manager) Issue(ctx context.Context, p IssueParams) (string, *Key, error
 	k := &Key{
 		Prefix: f.prefix, Name: p.Name, Owner: p.Owner, Plan: p.Plan,
 		Scopes: append([]string(nil), p.Scopes...), CreatedAt: now,
-		Metadata: maps.Clone(p.Metadata), Limits: slices.Clone(p.Limits),
+		Metadata: maps.Clone(p.Metadata), Limits: slices.Clone(p.Limits), AllowedIPs: slices.Clone(p.AllowedIPs),
 	}
 	for i := range k.Limits {
 		k.Limits[i].Subject = "" // set per request, never stored
@@ -126,18 +132,20 @@ func (m *Manager) create(ctx context.Context, f Format, k *Key, op string, save 
 	}
 }
 
-// issue stores the new key k of format f and returns its token. A key
-// with an owner is checked against its customer: not suspended, scopes
-// within the ceiling, and under the key cap. The cap is kept under
-// concurrency by a conditional write of the customer record (its
-// Revision) after the key is stored: of concurrent Issues that counted
-// the same keys, those whose write loses remove their key and count
-// again, so the cap is never exceeded. The token of a removed key never
-// leaves the Manager. The record checked is the Revision the write is
-// conditional on, so that a cap lowered (or a suspension set) by a
+// issue stores the new key k of format f and returns its token. A key with
+// an owner is checked against its customer. The customer must not be
+// suspended, the scopes must be within the ceiling, and the key under the
+// key cap. The cap is kept under concurrency by a conditional write of the
+// customer record (its Revision) after the key is stored. Of concurrent
+// Issues that counted the same keys, those whose write loses remove their
+// key and count again, so the cap is never exceeded. The token of a removed
+// key never leaves the Manager. The record checked is the Revision the write
+// is conditional on, so that a cap lowered (or a suspension set) by a
 // SetCustomer that returned decides every Issue that counts after it.
 // Without a cap, the record is read again once the key is stored, and a
-// change that landed meanwhile removes the key and decides again.
+// change that landed meanwhile removes the key and decides again. A
+// key's IP ranges must lie within the customer's; ranges the customer
+// loses later are enforced at verification (see effectiveIPs).
 func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (string, error) {
 	if m.custs == nil {
 		return m.create(ctx, f, k, "issue", m.store.Create)
@@ -179,6 +187,8 @@ func (m *Manager) issue(ctx context.Context, f Format, k *Key, now time.Time) (s
 			return "", fmt.Errorf("apikey: issue: %w", ErrSuspended)
 		case !within(k, c):
 			return "", &InputError{Field: "scopes", Reason: "outside the customer's scopes"}
+		case !ipsWithin(k, c):
+			return "", errIPsOutside()
 		case c.MaxKeys == 0:
 			token, err := m.create(ctx, f, k, "issue", m.store.Create)
 			if err != nil {

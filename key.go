@@ -3,12 +3,14 @@ package apikey
 import (
 	"log/slog"
 	"maps"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/gokeys/apikey/limits"
 )
 
-// Key is the stored record of one API key. It is plain data: a Store fills
+// Key is the stored record of one API key. It is plain data. A Store fills
 // its exported fields and needs no methods. It never holds the token or its
 // secret, only their digest.
 //
@@ -20,10 +22,10 @@ type Key struct {
 	ID string `json:"id"`
 	// Prefix is the token prefix the key was issued with, e.g. "sk_live".
 	Prefix string `json:"prefix"`
-	// Hint identifies the key to people: the prefix and the token's last
-	// four characters, e.g. "sk_live_...a9Zq".
+	// Hint identifies the key to people. It is the prefix and the token's
+	// last four characters, e.g. "sk_live_...a9Zq".
 	Hint string `json:"hint"`
-	// Hash is the digest of the key material; HashVersion names the hasher
+	// Hash is the digest of the key material. HashVersion names the hasher
 	// and pepper version that made it.
 	Hash        []byte `json:"-"`
 	HashVersion string `json:"-"`
@@ -55,26 +57,30 @@ type Key struct {
 	RotatedTo string `json:"rotated_to,omitempty"`
 	// RotatedAt is when the key was rotated (when RotatedTo was set).
 	RotatedAt time.Time `json:"rotated_at,omitzero"`
-	// Lineage is the ID of the first key of this key's rotation chain:
-	// a successor inherits it from the key it replaces, so that limits
+	// Lineage is the ID of the first key of this key's rotation chain.
+	// A successor inherits it from the key it replaces, so that limits
 	// counted per key survive a rotation. Empty means the key's own ID.
 	Lineage string `json:"lineage,omitempty"`
 
-	// Disabled suspends the key: it is refused like an invalid key until
+	// Disabled suspends the key. It is refused like an invalid key until
 	// enabled again (see Manager.Disable). Unlike revocation it is
 	// reversible.
 	Disabled bool `json:"disabled"`
-	// Paused is set and cleared by the key's owner (see Manager.Pause):
-	// the key is refused like a disabled key. It is a state of its own,
+	// Paused is set and cleared by the key's owner (see Manager.Pause).
+	// The key is refused like a disabled key. It is a state of its own,
 	// so that an owner can resume what he paused but never lift
 	// Disabled, which is the operator's.
 	Paused bool `json:"paused"`
-	// Limits, if set, are the key's own limits: rate and quota limits
+	// Limits, if set, are the key's own limits. Rate and quota limits
 	// replace those of its plan. Credits limits add to them.
 	Limits []limits.Limit `json:"limits,omitempty"`
+	// AllowedIPs, if set, are the only IP ranges the key may be used from,
+	// within its customer's (Customer.AllowedIPs); nil or empty means any
+	// address its customer may use. See docs/ip-restrictions.md.
+	AllowedIPs []netip.Prefix `json:"allowed_ips,omitempty"`
 
 	// Revision counts the writes to the record. A Store sets it to 1 on
-	// Create and increments it on every change except MarkUsed; Update
+	// Create and increments it on every change except MarkUsed. Update
 	// writes only over the Revision it was given (optimistic concurrency).
 	Revision int64 `json:"revision"`
 }
@@ -101,8 +107,8 @@ func (k *Key) HasScope(scope string) bool {
 }
 
 // Revoked reports whether the key is revoked. A revocation takes effect
-// whatever the time: RevokedAt may lie in the future of a clock that runs
-// behind the revoking Manager's (or that stepped back), and the key is
+// whatever the time. RevokedAt may lie in the future of a clock that runs
+// behind the revoking Manager's (or that stepped back). The key is
 // refused all the same.
 func (k *Key) Revoked() bool { return !k.RevokedAt.IsZero() }
 
@@ -113,7 +119,7 @@ func (k *Key) Expired(now time.Time) bool { return !k.ExpiresAt.IsZero() && !now
 // until its ExpiresAt.
 func (k *Key) InGrace(now time.Time) bool { return k.RotatedTo != "" && !k.Expired(now) }
 
-// Clone returns a deep copy of k: changing the copy's slices and maps does
+// Clone returns a deep copy of k. Changing the copy's slices and maps does
 // not change k. Small keys are copied in a single allocation.
 func (k *Key) Clone() *Key {
 	if k == nil {
@@ -144,6 +150,7 @@ func (k *Key) Clone() *Key {
 	if k.Limits != nil {
 		c.key.Limits = append(make([]limits.Limit, 0, len(k.Limits)), k.Limits...)
 	}
+	c.key.AllowedIPs = slices.Clone(k.AllowedIPs)
 	return &c.key
 }
 

@@ -27,9 +27,9 @@ const (
 	defaultLastUsedTimeout = 5 * time.Second
 )
 
-// usageGranularity is the resolution of last-used times of cached keys: a
-// key verified many times within it is recorded once, so LastUsedAt may
-// be up to this much older than the true last use.
+// usageGranularity is the resolution of last-used times of cached keys. A
+// key verified many times within it is recorded once. So LastUsedAt may be
+// up to this much older than the true last use.
 const usageGranularity = time.Millisecond
 
 // usageShard is one independently locked part of the pending uses, on its
@@ -43,28 +43,32 @@ type usageShard struct {
 	_        [128 - 8 - 8 - 8 - 8 - 8]byte
 }
 
-// usageRecorder coalesces uses in memory, one time per key, in shards so
-// that verifications on different cores rarely meet on a lock, and writes
-// them with Store.MarkUsed in batches of bounded size, each under its own
-// timeout. A batch that fails goes back to the queue without holding up
-// the others, so a slow or failing store never makes a flush retry more
-// than one batch at a time (no livelock), and the queue never holds more
-// than its bound. A nil recorder records nothing.
+// usageRecorder coalesces uses in memory, one time per key. It keeps them
+// in shards so that verifications on different cores rarely meet on a
+// lock. It writes them with Store.MarkUsed in batches of bounded size,
+// each under its own timeout. A batch that fails goes back to the queue
+// without holding up the others. So a slow or failing store never makes a
+// flush retry more than one batch at a time (no livelock). The queue never
+// holds more than its bound. A nil recorder records nothing.
 type usageRecorder struct {
 	store    Store
 	interval time.Duration
 	max      int64
 	batch    int
 	timeout  time.Duration
-	log      *slog.Logger
-	metrics  Metrics
+	// granularity is the resolution of stored last-used times; 0 writes
+	// every use (see Options.LastUsedGranularity).
+	granularity time.Duration
+	log         *slog.Logger
+	metrics     Metrics
 
 	shards [cacheShards]usageShard
 
-	// queued counts the keys held, pending or in a batch being written:
-	// it changes only when a key enters or leaves, not on every use.
+	// queued counts the keys held, pending or in a batch being written.
+	// It changes only when a key enters or leaves, not on every use.
 	queued                   atomic.Int64
 	flushes, failures, shown atomic.Uint64
+	rows                     atomic.Uint64 // keys the store reported written
 
 	flushMu  sync.Mutex // one flush at a time
 	stopOnce sync.Once
@@ -76,10 +80,10 @@ type usageRecorder struct {
 
 // usageOptions are the Options fields of last-used tracking.
 type usageOptions struct {
-	interval, timeout time.Duration
-	max, batch        int
-	log               *slog.Logger
-	metrics           Metrics
+	interval, timeout, granularity time.Duration
+	max, batch                     int
+	log                            *slog.Logger
+	metrics                        Metrics
 }
 
 func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
@@ -91,7 +95,7 @@ func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
 	}
 	u := &usageRecorder{
 		store: store, interval: o.interval, max: int64(o.max), batch: o.batch, timeout: o.timeout,
-		log: o.log, metrics: o.metrics, stop: make(chan struct{}), done: make(chan struct{}),
+		granularity: granularity(o.granularity), log: o.log, metrics: o.metrics, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if u.interval == 0 {
 		u.interval = defaultLastUsedInterval
@@ -113,8 +117,8 @@ func newUsageRecorder(store Store, o usageOptions) (*usageRecorder, error) {
 	return u, nil
 }
 
-// record notes a use of id at at. id must not be part of a token: it is
-// kept until the next flush.
+// record notes a use of id at at. id must not be part of a token, because
+// it is kept until the next flush.
 func (u *usageRecorder) record(shard int, id string, at time.Time) {
 	if u == nil {
 		return
@@ -142,14 +146,15 @@ func (u *usageRecorder) record(shard int, id string, at time.Time) {
 
 // recordUse records a verified use of key id at now. e, the key's cache
 // entry if any, lets a key verified many times a millisecond be recorded
-// once per millisecond, without taking the recorder's locks.
+// once per millisecond, without taking the recorder's locks, and a key
+// whose stored last use is within the granularity not at all.
 func (u *usageRecorder) recordUse(e *cacheEntry, id string, now time.Time) {
 	if u == nil {
 		return
 	}
 	t := now.UnixNano()
 	if e != nil {
-		if uint64(t-e.used.Load()) < uint64(usageGranularity) {
+		if uint64(t-e.used.Load()) < uint64(usageGranularity) || u.fresh(e.key, now) {
 			return
 		}
 		e.used.Store(t)
@@ -178,8 +183,8 @@ type use struct {
 }
 
 // flush writes the pending uses in batches. A batch that fails goes back
-// into the queue (newer uses recorded meanwhile win) for the next flush;
-// the other batches go on. It returns the first error, and how many uses
+// into the queue (newer uses recorded meanwhile win) for the next flush.
+// The other batches go on. It returns the first error, and how many uses
 // are left to write.
 func (u *usageRecorder) flush(ctx context.Context) (int, error) {
 	u.flushMu.Lock()
@@ -209,11 +214,10 @@ func (u *usageRecorder) flush(ctx context.Context) (int, error) {
 func (u *usageRecorder) written(n int) { u.queued.Add(-int64(n)) }
 
 // writeBatches writes items with write in batches of size, each on its
-// own, while ctx lasts: a batch that fails, or that ctx no longer lets
-// run, goes back with requeue without holding up the others; written
-// hears of each batch written. It returns
-// how many items went back, and the first error (ctx's, named by op,
-// when no write failed).
+// own, while ctx lasts. A batch that fails, or that ctx no longer lets
+// run, goes back with requeue without holding up the others. written
+// hears of each batch written. It returns how many items went back, and
+// the first error (ctx's, named by op, when no write failed).
 func writeBatches[T any](ctx context.Context, items []T, size int, write func(context.Context, []T) error, requeue func([]T), written func(n int), op string) (int, error) {
 	var first error
 	left := 0
@@ -285,9 +289,11 @@ func (u *usageRecorder) markUsed(ctx context.Context, uses map[string]time.Time)
 			err = storeErr("mark used", panicError{r})
 		}
 	}()
-	if err := u.store.MarkUsed(ctx, uses); err != nil {
+	n, err := u.markUsedIn(ctx, uses)
+	if err != nil {
 		return storeErr("mark used", err)
 	}
+	u.rows.Add(uint64(n))
 	return nil
 }
 
@@ -333,7 +339,7 @@ func (u *usageRecorder) stats() Stats {
 	if u == nil {
 		return Stats{}
 	}
-	st := Stats{Flushes: u.flushes.Load(), FlushErrors: u.failures.Load()}
+	st := Stats{Flushes: u.flushes.Load(), FlushErrors: u.failures.Load(), UsesWritten: u.rows.Load()}
 	for i := range u.shards {
 		s := &u.shards[i]
 		s.mu.Lock()

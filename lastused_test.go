@@ -176,7 +176,7 @@ func TestEvents(t *testing.T) {
 	assert.Equal(t, k.ID, events[1].KeyID)
 	assert.Equal(t, "alice", events[1].Owner)
 	assert.Empty(t, events[1].Outcome, "a success has no outcome")
-	assert.Equal(t, apikey.ErrMalformed.Error(), events[2].Outcome)
+	assert.Equal(t, "malformed", events[2].Outcome, "named as Metrics.Verified names it")
 	assert.Equal(t, "alice", events[3].Owner)
 	assert.Equal(t, "alice", events[4].Owner)
 }

@@ -103,7 +103,7 @@ func (m *Manager) Leaked(ctx context.Context, token, url, action string) (*Key, 
 	if err != nil && !errors.Is(err, ErrRevoked) && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	m.events.leak(ctx, leakEvent{KeyID: k.ID, Owner: k.Owner, URL: m.format.Redact(clip(url, maxLeakURL)),
+	m.events.leak(ctx, leakEvent{KeyID: k.ID, Owner: k.Owner, URL: clip(m.format.Redact(url), maxLeakURL),
 		Action: action, Changed: changed})
 	return k, nil
 }
@@ -119,7 +119,7 @@ func (l *eventLog) leak(ctx context.Context, e leakEvent) {
 // fields of an event, where the token was found and what was done.
 type leakEvent struct {
 	KeyID, Owner string
-	// URL is where the token was found; empty when unknown.
+	// URL is where the token was found. It is empty when unknown.
 	URL string
 	// Action is revoke, disable or report.
 	Action string

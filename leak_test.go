@@ -97,7 +97,11 @@ func TestIdentifyRefusesWhatIsNoKey(t *testing.T) {
 	f := m.Format()
 
 	calls := spy.calls.Load()
-	for _, bad := range []string{"", "sk_live_nope", token[:len(token)-1] + "x", strings.Repeat("a", apikey.MaxTokenLength+1)} {
+	last := "x" // a last character other than the token's: its checksum fails
+	if strings.HasSuffix(token, last) {
+		last = "y"
+	}
+	for _, bad := range []string{"", "sk_live_nope", token[:len(token)-1] + last, strings.Repeat("a", apikey.MaxTokenLength+1)} {
 		_, err := m.Identify(ctx, bad)
 		assert.ErrorIs(t, err, apikey.ErrMalformed)
 	}
@@ -259,5 +263,35 @@ func TestLeakedConcurrentReportsRevokeOnce(t *testing.T) {
 				assert.Equal(t, k.Revision+1, got.Revision, "revoked by exactly one write")
 			}
 		})
+	}
+}
+
+// A hostile report whose URL is cut inside another key's token must not
+// put the front of that token (its id and most of its secret) in the
+// audit log: the URL is redacted before it is cut.
+func TestLeakedNeverLogsATokenCutByTheURLLimit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	log := &leakLog{}
+	m := newManager(t, memstore.New(), apikey.Options{Prefix: "sk_live", Logger: slog.New(log)})
+	token, _ := issue(t, m, apikey.IssueParams{})
+	other, _ := issue(t, m, apikey.IssueParams{})
+	front := other[:len(other)-8] // prefix, id and all but the end of the secret
+
+	head := "https://example.com/?x="
+	url := head + strings.Repeat("a", 2048-len(head)-len(front)-1) + "&" + other
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			_, err := m.Leaked(ctx, token, url, "report")
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	leaks := log.of("leak")
+	require.Len(t, leaks, 4)
+	for _, l := range leaks {
+		assert.NotContains(t, l["url"], front[len("sk_live_"):])
+		assert.LessOrEqual(t, len(l["url"]), 2048)
 	}
 }

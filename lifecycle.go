@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// Pause pauses the key id on its owner's behalf: verifications fail with
-// ErrPaused until Unpause. Pausing is the owner's; Disable is the
+// Pause pauses the key id on its owner's behalf. Verifications fail with
+// ErrPaused until Unpause. Pausing is the owner's. Disable is the
 // operator's, and Unpause never lifts it. It returns the updated key.
 func (m *Manager) Pause(ctx context.Context, id string) (*Key, error) {
 	return m.update(ctx, id, eventPause, func(k *Key) error { k.Paused = true; return nil })
@@ -24,7 +24,7 @@ func (m *Manager) Unpause(ctx context.Context, id string) (*Key, error) {
 
 // RevokeChain revokes the key id and every key of its rotation chain (its
 // predecessors still in grace and its successors), and returns the ids it
-// revoked. Revoking one key of a chain revokes only that key: a
+// revoked. Revoking one key of a chain revokes only that key. A
 // predecessor in grace keeps working until its grace ends, and a
 // successor keeps working. After a leak, revoke the chain. A successor
 // made by a rotation that runs concurrently is revoked too, since a
@@ -124,22 +124,24 @@ func (m *Manager) changed(ctx context.Context, id string) {
 }
 
 // Update changes the key id with change, which receives a copy of the
-// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt and
-// Limits. A change to any other field is refused with ErrInvalidOptions.
-// Values beyond the input limits (see MaxNameLength), a plan not in
-// Options.Plans, a plan other than the one stored for the key's customer
-// (change that with SetCustomer), scopes outside the customer's ceiling
-// and an expiry beyond Options.MaxKeyLifetime give an *InputError
-// (matching ErrInvalidInput). An error returned by change is returned as
-// it is, and nothing is written.
+// stored record and may set Name, Scopes, Plan, Metadata, ExpiresAt,
+// Limits and AllowedIPs. A change to any other field is refused with
+// ErrInvalidOptions.
+// Bad values give an *InputError (matching ErrInvalidInput). Bad values
+// are values beyond the input limits (see MaxNameLength), a plan not in
+// Options.Plans and scopes outside the customer's ceiling. So are a plan
+// other than the one stored for the key's customer (change that with
+// SetCustomer), new IP ranges outside the customer's, and an expiry
+// beyond Options.MaxKeyLifetime. An error
+// returned by change is returned as it is, and nothing is written.
 //
 // The write is conditional on the record not having changed since it was
-// read (Key.Revision): on a lost race, change runs again on the new record,
-// up to a bounded number of attempts (then the error wraps ErrConflict).
-// So Update never undoes a concurrent Revoke, Rotate, Disable or Update.
-// Nothing changes a revoked key: Update, Disable, Enable, Pause and
-// Unpause refuse it with ErrRevoked and record nothing. An expired key
-// stays expired: moving its expiry gives ErrExpired. A rotated key's
+// read (Key.Revision). On a lost race, change runs again on the new record,
+// up to a bounded number of attempts. After them the error wraps
+// ErrConflict. So Update never undoes a concurrent Revoke, Rotate, Disable
+// or Update. Nothing changes a revoked key. Update, Disable, Enable, Pause
+// and Unpause refuse it with ErrRevoked and record nothing. An expired key
+// stays expired, and moving its expiry gives ErrExpired. A rotated key's
 // expiry, the end of its grace period, can be moved earlier but not
 // later. Update drops m's cache entry of the key and returns the updated
 // key.
@@ -156,16 +158,16 @@ func (m *Manager) Update(ctx context.Context, id string, change func(*Key) error
 	})
 }
 
-// Disable suspends the key id: verifications fail with ErrDisabled (which
+// Disable suspends the key id. Verifications fail with ErrDisabled (which
 // the middleware answers exactly like an invalid key) until Enable.
-// Disabling is the operator's; Pause is the owner's. It writes through
+// Disabling is the operator's. Pause is the owner's. It writes through
 // the same conditional update as Update, and a revoked key gives
 // ErrRevoked. It returns the updated key.
 func (m *Manager) Disable(ctx context.Context, id string) (*Key, error) {
 	return m.update(ctx, id, eventDisable, func(k *Key) error { k.Disabled = true; return nil })
 }
 
-// Enable lifts Disable, not Pause. A revoked key gives ErrRevoked: it
+// Enable lifts Disable, not Pause. A revoked key gives ErrRevoked, and it
 // stays revoked. It returns the updated key.
 func (m *Manager) Enable(ctx context.Context, id string) (*Key, error) {
 	return m.update(ctx, id, eventEnable, func(k *Key) error { k.Disabled = false; return nil })
@@ -206,9 +208,12 @@ func (m *Manager) update(ctx context.Context, id string, t eventType, change fun
 func (m *Manager) validChange(ctx context.Context, before, after *Key) error {
 	probe := after.Clone()
 	probe.Name, probe.Scopes, probe.Plan, probe.Metadata = before.Name, before.Scopes, before.Plan, before.Metadata
-	probe.ExpiresAt, probe.Limits = before.ExpiresAt, before.Limits
+	probe.ExpiresAt, probe.Limits, probe.AllowedIPs = before.ExpiresAt, before.Limits, before.AllowedIPs
 	if !reflect.DeepEqual(probe, before) {
-		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt and Limits", ErrInvalidOptions)
+		return fmt.Errorf("%w: Update may change only Name, Scopes, Plan, Metadata, ExpiresAt, Limits and AllowedIPs", ErrInvalidOptions)
+	}
+	if err := m.validIPChange(ctx, before, after); err != nil {
+		return err
 	}
 	scopes := !slices.Equal(after.Scopes, before.Scopes)
 	plan := after.Plan != before.Plan && after.Plan != "" && m.custs != nil && m.custs.store != nil
@@ -270,12 +275,12 @@ func (m *Manager) validChange(ctx context.Context, before, after *Key) error {
 	return nil
 }
 
-// Revoke revokes the key with the given id, for good: no later operation
+// Revoke revokes the key with the given id, for good. No later operation
 // (Update, Enable, Rotate, concurrent or not) makes it work again. It takes
 // effect at once for every verification through m. Other Managers over
 // the same store notice within their cache TTL, or at once with a Notifier
-// (see Notifier). Revoking a revoked key is not an error. The event carries the owner only when it was read anyway
-// (stores without Revoker).
+// (see Notifier). Revoking a revoked key is not an error. The event
+// carries the owner only when it was read anyway (stores without Revoker).
 func (m *Manager) Revoke(ctx context.Context, id string) error {
 	now := m.now().UTC().Truncate(time.Microsecond)
 	owner, _, err := m.revoke(ctx, id, now)
@@ -288,7 +293,7 @@ func (m *Manager) Revoke(ctx context.Context, id string) error {
 	return nil
 }
 
-// revoke revokes key id at now: with the store's Revoker, or with a
+// revoke revokes key id at now, with the store's Revoker or with a
 // conditional Update retried on conflict. It returns the owner when it
 // read the key, and whether it found the key already revoked.
 func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner string, already bool, err error) {
@@ -319,13 +324,13 @@ func (m *Manager) revoke(ctx context.Context, id string, now time.Time) (owner s
 //
 // It works in passes (one Revoker.RevokeOwner call, or a List of every page and a
 // Revoke of each unrevoked key) and repeats them until a pass revokes
-// nothing. Guarantees when it returns nil: every key of owner that existed
-// when it was called, and every successor made by a Rotate that ran
-// concurrently, is revoked (a rotation needs an unrevoked key, and each
-// pass sees the successors of the keys the previous pass revoked). And no
+// nothing. When it returns nil, every key of owner that existed when it
+// was called is revoked. So is every successor made by a Rotate that ran
+// concurrently, because a rotation needs an unrevoked key and each pass
+// sees the successors of the keys the previous pass revoked. And no
 // rotation of a revoked key can ever succeed afterwards. A key created by a
-// concurrent plain Issue that is stored after the final pass may survive:
-// revoke it, or stop issuing to the owner first. When keys of owner keep
+// concurrent plain Issue that is stored after the final pass may survive.
+// Revoke it, or stop issuing to the owner first. When keys of owner keep
 // being created, it gives up after a bounded number of passes with an
 // error wrapping ErrConflict.
 func (m *Manager) RevokeOwner(ctx context.Context, owner string) ([]string, error) {

@@ -26,8 +26,8 @@ type Options struct {
 	// Every key verifies only under the prefix it was issued with.
 	Prefixes []string
 
-	// SecretBits is the entropy of a secret: 256 when 0, between 128 and
-	// 512.
+	// SecretBits is the entropy of a secret, between 128 and 512. It is
+	// 256 when 0.
 	SecretBits int
 
 	// Peppers key the default HMAC-SHA-256 hasher. Peppers[0] hashes new
@@ -57,7 +57,9 @@ type Options struct {
 
 	// LastUsedQueue bounds the number of distinct keys waiting for a
 	// flush or being written, 100,000 when 0. Uses of further keys are
-	// dropped (and counted, see Stats) until the next flush.
+	// dropped (and counted, see Stats) until a flush writes some. While
+	// the store fails, queued keys wait, and a new use only moves a queued
+	// key's time, so no use of them is lost.
 	LastUsedQueue int
 
 	// LastUsedBatch is the most keys one Store.MarkUsed call writes, 1,000
@@ -70,6 +72,17 @@ type Options struct {
 	// whatever LastUsedInterval is. Negative LastUsedQueue, LastUsedBatch
 	// or LastUsedTimeout values are refused with ErrInvalidOptions.
 	LastUsedTimeout time.Duration
+
+	// LastUsedGranularity is the resolution of stored last-used times,
+	// one minute when 0. Negative writes every use a flush holds. A key
+	// whose stored LastUsedAt is within it of a new use is not written
+	// again. A fleet thus writes a busy key about once per granularity,
+	// whatever its number of instances. The Manager skips the uses it
+	// knows to be that fresh. A store that implements usage.LastUsedStore
+	// (memstore and sqlstore do) skips the others in its conditional
+	// write. Key.LastUsedAt then lags the last use by at most
+	// LastUsedGranularity plus LastUsedInterval plus one flush.
+	LastUsedGranularity time.Duration
 
 	// UsageInterval is how often the usage counted in memory is added to
 	// the store, when the store implements usage.Store. It is 10 seconds
@@ -198,9 +211,9 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Manager issues, verifies and manages keys in a Store. Build it with New
-// (the zero value is not usable); it is safe for concurrent use. Call Close
-// to flush last-used times.
+// Manager issues, verifies and manages keys in a Store. Build it with New,
+// because the zero value is not usable. It is safe for concurrent use. Call
+// Close to flush last-used times.
 type Manager struct {
 	store   Store
 	format  Format            // parses every accepted prefix
@@ -210,7 +223,7 @@ type Manager struct {
 	ttl     time.Duration
 
 	usage   *usageRecorder
-	debits  debitStats // settle.go
+	debits  debitStats // stats.go
 	meter   *meter     // nil: usage is not recorded
 	cache   *cache
 	fleet   *fleet
@@ -226,11 +239,11 @@ type Manager struct {
 	realClock bool // now is time.Now
 }
 
-// New returns a Manager over store. It validates opts and returns an error
-// wrapping ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret under
-// 128 bits, a short pepper, a hasher that cannot take the tokens,
-// invalid Plans, a DefaultPlan not in Plans or a DefaultTTL beyond
-// MaxKeyLifetime, or a negative UsageQueue. It starts one background
+// New returns a Manager over store. It validates opts. The error wraps
+// ErrInvalidOptions for a nil store, a bad or repeated prefix, a secret
+// under 128 bits or a short pepper. It does too for a hasher that cannot
+// take the tokens, invalid Plans, a DefaultPlan not in Plans, a DefaultTTL
+// beyond MaxKeyLifetime or a negative UsageQueue. It starts one background
 // goroutine for last-used flushes, one for usage flushes when the store
 // implements usage.Store and, with a Notifier, one for its subscription,
 // all stopped by Close.
@@ -307,7 +320,7 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	if m.usage, err = newUsageRecorder(store, usageOptions{
 		interval: opts.LastUsedInterval, timeout: opts.LastUsedTimeout, max: opts.LastUsedQueue,
-		batch: opts.LastUsedBatch, log: m.log, metrics: m.metrics,
+		batch: opts.LastUsedBatch, granularity: opts.LastUsedGranularity, log: m.log, metrics: m.metrics,
 	}); err != nil {
 		return nil, err
 	}
@@ -340,7 +353,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*Key, error) {
 }
 
 // get reads the key id from the store. A store that answers neither a key
-// nor an error is failing: that is an error, never passed on as (nil, nil).
+// nor an error is failing. That is an error, never passed on as (nil, nil).
 func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
 	if !storable(id) {
 		return nil, ErrNotFound
@@ -352,7 +365,7 @@ func (m *Manager) get(ctx context.Context, id string) (*Key, error) {
 	return k, err
 }
 
-// List returns a page of owner's keys ordered by ID; see Store.List.
+// List returns a page of owner's keys ordered by ID. See Store.List.
 func (m *Manager) List(ctx context.Context, owner string, opts ListOptions) ([]*Key, error) {
 	if !storable(owner) {
 		return []*Key{}, nil // no key has this owner: Issue refuses it
@@ -379,14 +392,14 @@ func (m *Manager) Close(ctx context.Context) error {
 // Invalidate drops id from m's verification cache, so that no
 // verification starting after Invalidate returns uses a record read
 // before. Revoke, RevokeOwner, Rotate, Delete, Update, Disable and Enable
-// call it; call it yourself when another process tells you a key changed
-// (a Notifier does it for you) to make that change effective here at once.
+// call it. Call it yourself when another process tells you a key changed,
+// to make that change effective here at once. A Notifier does it for you.
 func (m *Manager) Invalidate(id string) { m.cache.invalidate(id) }
 
 // InvalidateAll drops m's whole verification cache, customer records
 // included, so that no verification starting after it returns uses a
-// record read before; for example after a change notification may have
-// been lost.
+// record read before. Call it, for example, after a change notification
+// may have been lost.
 func (m *Manager) InvalidateAll() {
 	m.cache.reset()
 	if m.custs != nil {

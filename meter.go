@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -246,126 +245,6 @@ func (u *meter) refuse(k *Key, now time.Time) {
 	if c := u.acquire(k, now); c != nil {
 		c.refused.Add(1)
 		c.release()
-	}
-}
-
-// spent counts a request of k through Middleware.Spend, by the outcome
-// err of spending cost.
-func (u *meter) spent(k *Key, cost int64, err error) {
-	c := u.acquire(k, u.now())
-	if c == nil {
-		return
-	}
-	c.allowed.Add(1)
-	settle(c, cost, err)
-	c.release()
-}
-
-// settle moves a request counted allowed to the outcome err of spending
-// cost: allowed (cost added), limited, refused for an unconfigured plan,
-// or not counted at all when a dependency failed or the configuration
-// is broken (the request was answered 5xx).
-func settle(c *meterCounter, cost int64, err error) {
-	switch err.(type) {
-	case nil:
-		if cost > 0 {
-			c.cost.Add(cost)
-		}
-		return
-	case *RateLimitError:
-		c.move(&c.limited)
-		return
-	}
-	if err == ErrUnknownPlan {
-		c.move(&c.refused)
-		return
-	}
-	c.allowed.Add(-1)
-}
-
-// counterKey is the context key of the counter of a request.
-type counterKey struct{}
-
-// keyContext is a context carrying a verified key (see FromContext) and
-// the counter of its request: one allocation, as context.WithValue's.
-type keyContext struct {
-	context.Context
-	k *Key
-	c *meterCounter
-}
-
-// Value answers the key and the counter, and asks the parent otherwise.
-func (c *keyContext) Value(key any) any {
-	switch key.(type) {
-	case contextKey:
-		return c.k
-	case counterKey:
-		return c.c
-	}
-	return c.Context.Value(key)
-}
-
-// String names the context.
-func (c *keyContext) String() string { return "apikey.keyContext" }
-
-// counterOf returns the counter of the request whose context is ctx, nil
-// when it has none.
-func counterOf(ctx context.Context) *meterCounter {
-	c, _ := ctx.Value(counterKey{}).(*meterCounter)
-	return c
-}
-
-// meterRefused moves the request of r, counted allowed, to refused.
-func (mw *Middleware) meterRefused(r *http.Request) {
-	if mw.m.meter == nil {
-		return
-	}
-	if c := counterOf(r.Context()); c != nil {
-		c.move(&c.refused)
-	}
-}
-
-// meterLimit moves the request of r, counted allowed, to the outcome err
-// of spending cost in Limit.
-func (mw *Middleware) meterLimit(r *http.Request, cost int64, err error) {
-	if mw.m.meter == nil {
-		return
-	}
-	if c := counterOf(r.Context()); c != nil {
-		settle(c, cost, err)
-	}
-}
-
-// meterCost adds the cost of a request of k to its counts when Limit has
-// no Limiter: what MiddlewareOptions.Cost says, 1 by default. A panic in
-// Cost is logged and counts no cost: without a Limiter, Cost decides
-// nothing else.
-func (mw *Middleware) meterCost(r *http.Request, k *Key) {
-	if mw.m.meter == nil {
-		return
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			mw.logError(r.Context(), "apikey: panic in Cost", panicError{p})
-		}
-	}()
-	cost := int64(1)
-	if mw.rl.cost != nil {
-		cost = mw.rl.cost(r, k)
-	}
-	if cost > 0 { // a negative cost is a bug Limit answers 500 with a Limiter
-		mw.addCost(r.Context(), cost)
-	}
-}
-
-// addCost adds amount (a post-hoc cost; negative refunds) to the cost of
-// the request whose context is ctx, in the hour it was counted in.
-func (mw *Middleware) addCost(ctx context.Context, amount int64) {
-	if mw.m.meter == nil || amount == 0 {
-		return
-	}
-	if c := counterOf(ctx); c != nil {
-		c.cost.Add(amount)
 	}
 }
 

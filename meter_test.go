@@ -220,7 +220,7 @@ func TestUsageCountsSpend(t *testing.T) {
 	require.ErrorIs(t, e.mw.Spend(ctx, nil, 1, nil), apikey.ErrMissingKey)
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	failing, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limiter: failingLimiter{}})
+	failing, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: failingLimiter{}}})
 	require.NoError(t, err)
 	require.ErrorIs(t, failing.Spend(gone, k, 1, nil), apikey.ErrUnavailable)
 
@@ -551,7 +551,7 @@ func TestUsageSumsUnderConcurrency(t *testing.T) {
 	var surfaces []surface
 	for range 3 {
 		m := newManager(t, store, apikey.Options{Now: clk.Now, Plans: plans, UsageInterval: time.Millisecond, LastUsedBatch: 7})
-		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim, Cost: cost})
+		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: lim}, Cost: cost})
 		require.NoError(t, err)
 		surfaces = append(surfaces, surface{m, mw, map[string]http.Handler{
 			"/r": mw.Handler(mw.RequireScopes("read")(mw.Limit(statusHandler))),
@@ -783,7 +783,7 @@ func usagePath(tb testing.TB, on, chain bool) (http.Handler, *http.Request, *dis
 	})
 	lim, err := memlimit.New(memlimit.Options{})
 	require.NoError(tb, err)
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: lim}})
 	require.NoError(tb, err)
 	token, _ := issue(tb, m, apikey.IssueParams{Owner: "ann", Plan: "big", Scopes: []string{"read"}})
 	var h http.Handler = statusHandler
@@ -860,7 +860,7 @@ func TestUsageRecordsReportedCosts(t *testing.T) {
 	store := newUsageStore()
 	e := newLimitEnvOver(t, store, apikey.Options{UsageInterval: time.Hour,
 		Plans: limits.Plans{"big": {limits.Quota("daily", 1000, limits.Day)}}},
-		apikey.MiddlewareOptions{ReportedCosts: true})
+		apikey.MiddlewareOptions{Limits: apikey.LimitOptions{ReportedCosts: true}})
 	token, k := issue(t, e.m, apikey.IssueParams{Owner: "ann", Plan: "big"})
 	for _, cost := range []int64{7, 0, 3} {
 		h := e.mw.Handler(e.mw.Limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -13,7 +13,7 @@ import (
 // Options.Notifier. Redisnotify (Redis pub/sub) and pgnotify (PostgreSQL
 // LISTEN/NOTIFY) implement it.
 //
-// How to implement a Notifier:
+// To implement a Notifier, follow these rules.
 //
 //  1. Be safe for concurrent use.
 //  2. Publish announces that the key with the given id changed, to every
@@ -24,7 +24,7 @@ import (
 //  3. Subscribe blocks until ctx is done and then returns ctx.Err(). It
 //     calls changed(id) for every id published anywhere, and changed("")
 //     each time it has (re)subscribed, since messages published while it
-//     was not subscribed are lost: the Manager then drops its whole cache.
+//     was not subscribed are lost. The Manager then drops its whole cache.
 //     It retries broken connections itself, with backoff.
 //  4. changed must not be called concurrently with itself.
 //
@@ -35,22 +35,22 @@ import (
 // succeeded, before the method returns. And every Manager, from New until
 // Close, subscribes and drops the cache entry of each id it receives (and
 // its whole cache on ""). A change made through one instance is therefore
-// honoured by another:
+// honoured by another, in these bounds.
 //
 //   - while the other is subscribed, within the Notifier's publish-to-
-//     delivery latency (milliseconds on a local network);
+//     delivery latency (milliseconds on a local network).
 //   - while its subscription is down (the broker or the connection failed,
 //     or the message was lost in transit), within its cache TTL
 //     (Options.CacheTTL), exactly as without a Notifier, since no entry
 //     outlives the TTL (CacheTTL+CacheStaleIfError when the store fails
-//     too and Options.CacheStaleIfError is set);
+//     too and Options.CacheStaleIfError is set).
 //   - as soon as it has resubscribed, since it then drops its whole cache.
 //
-// A failed Publish never fails the change (the store write stands): it is
-// logged, counted in Stats.PublishErrors, and the cache TTL is the bound
-// for that change. Changes made directly in the store, bypassing every
-// Manager, are bounded by the TTL alone. After Close a Manager no longer
-// listens, and the TTL is again its only bound.
+// A failed Publish never fails the change, because the store write stands.
+// It is logged and counted in Stats.PublishErrors, and the cache TTL is
+// the bound for that change. Changes made directly in the store, bypassing
+// every Manager, are bounded by the TTL alone. After Close a Manager no
+// longer listens, and the TTL is again its only bound.
 type Notifier interface {
 	Publish(ctx context.Context, id string) error
 	Subscribe(ctx context.Context, changed func(id string)) error

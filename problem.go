@@ -2,12 +2,21 @@ package apikey
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 )
 
+// defaultRealm is the realm of WWW-Authenticate challenges.
+const defaultRealm = "api"
+
+// defaultRetryAfter is the Retry-After of 503 responses.
+const defaultRetryAfter = 5 * time.Second
+
+// problem is the body of a built-in answer (RFC 9457).
 type problem struct {
 	Type   string `json:"type"`
 	Title  string `json:"title"`
@@ -15,122 +24,131 @@ type problem struct {
 	Detail string `json:"detail"`
 }
 
-// problemDetail is the fixed text of a built-in response: one per status,
-// so that every 401 for a bad key is byte-identical.
-func problemDetail(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return "The request carries its credentials in a malformed way."
-	case http.StatusUnauthorized:
-		return "A valid API key is required."
-	case http.StatusForbidden:
-		return "The API key lacks a scope this resource requires."
-	case http.StatusTooManyRequests:
-		return "The API key's rate limit is exceeded."
-	case http.StatusInternalServerError:
-		return "The server could not process the request."
-	}
-	return "Authentication is temporarily unavailable."
+// problems writes the answers to refused requests: the ErrorHandler's if
+// set, otherwise problem+json bodies with fixed text, each outcome's
+// status and challenge as the table of outcomes gives them. It never
+// echoes the key or an error's message. It also logs the failures of
+// dependencies. Its fields are set once by newProblems.
+type problems struct {
+	challenge string // `Bearer realm="..."`
+	onError   func(http.ResponseWriter, *http.Request, error)
+	log       *slog.Logger
+
+	// The bodies and WWW-Authenticate values of each outcome, and the
+	// fixed header values: shared slices (len == cap, never appended to
+	// in place), so that a refusal costs no header allocation.
+	bodies                             [numOutcomes][]byte
+	auth                               [numOutcomes][]string
+	retryAfter                         []string
+	hdrProblem, hdrNoStore, hdrNoSniff []string
 }
 
-// Error writes the response for a refusal: the ErrorHandler's if set,
-// otherwise a problem+json body with fixed text and the status and
-// WWW-Authenticate challenge that err's sentinel calls for. It never echoes
-// the key or err's message.
-func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
-	s := sentinel(err)
-	if s == nil || s == ErrUnavailable || errors.Is(err, ErrUnavailable) {
-		if err != ErrUnavailable {
-			mw.logError(r.Context(), "apikey: dependency failed", err)
-		}
-		s = ErrUnavailable
+// newProblems returns the writer of refusals for realm ("api" when empty;
+// no '"', '\' or line breaks) with retryAfter as the Retry-After of 503
+// answers (5 seconds when 0, negative refused). Its errors wrap
+// ErrInvalidOptions.
+func newProblems(realm string, retryAfter time.Duration, onError func(http.ResponseWriter, *http.Request, error), log *slog.Logger) (*problems, error) {
+	if realm == "" {
+		realm = defaultRealm
 	}
-	if mw.onError != nil && mw.custom(w, r, s) {
+	if strings.ContainsAny(realm, "\"\\\r\n") {
+		return nil, fmt.Errorf("%w: realm must not contain quotes, backslashes or line breaks", ErrInvalidOptions)
+	}
+	switch {
+	case retryAfter < 0:
+		return nil, fmt.Errorf("%w: negative RetryAfter", ErrInvalidOptions)
+	case retryAfter == 0:
+		retryAfter = defaultRetryAfter
+	}
+	p := &problems{
+		challenge: `Bearer realm="` + realm + `"`, onError: onError, log: log,
+		retryAfter: []string{seconds(retryAfter)},
+		hdrProblem: []string{"application/problem+json"}, hdrNoStore: []string{"no-store"}, hdrNoSniff: []string{"nosniff"},
+	}
+	for o := outcomeMalformed; o < numOutcomes; o++ {
+		row := &outcomes[o]
+		b, err := json.Marshal(problem{Type: "about:blank", Title: http.StatusText(row.status), Status: row.status, Detail: row.detail})
+		if err != nil {
+			return nil, err
+		}
+		p.bodies[o] = append(b, '\n')
+		switch row.challenge {
+		case noChallenge:
+		case bareChallenge:
+			p.auth[o] = []string{p.challenge}
+		default:
+			p.auth[o] = []string{p.challenge + `, error="` + row.challenge.param() + `"`}
+		}
+	}
+	return p, nil
+}
+
+// write writes the answer to a request refused with err.
+func (p *problems) write(w http.ResponseWriter, r *http.Request, err error) {
+	o, s := sentinel(err)
+	if o == outcomeOK { // not a refusal: a bug of the caller
+		o, s = outcomeUnavailable, ErrUnavailable
+	}
+	switch {
+	case o == outcomeUnavailable && err != ErrUnavailable:
+		p.logError(r.Context(), "apikey: dependency failed", err)
+	case o == outcomeMisconfigured:
+		p.logError(r.Context(), "apikey: misconfigured", err)
+	}
+	if p.onError != nil && p.custom(w, r, s) {
 		return
 	}
-	// Fixed header values are shared slices (len == cap, never appended
-	// to in place), so a refusal costs no header allocation.
 	h := w.Header()
-	status := http.StatusUnauthorized
-	switch s {
-	case ErrMissingKey:
-		h["Www-Authenticate"] = mw.hdrMissing
-	case ErrBadRequest:
-		status = http.StatusBadRequest
-		h["Www-Authenticate"] = mw.hdrBadRequest
-	case ErrUnavailable:
-		status = http.StatusServiceUnavailable
-		h["Retry-After"] = mw.hdrRetryAfter
-	case ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended: // one identical answer
-		h["Www-Authenticate"] = mw.hdrInvalid
-	case ErrUnknownPlan:
-		status = http.StatusForbidden
-	case ErrInsufficientScope:
-		status = http.StatusForbidden
-		h.Set("WWW-Authenticate", mw.challenge+`, error="insufficient_scope"`)
-	default:
-		switch e := s.(type) {
-		case *ScopeError:
-			status = http.StatusForbidden
-			h.Set("WWW-Authenticate", mw.challenge+`, error="insufficient_scope", scope="`+strings.Join(e.Scopes, " ")+`"`)
-		case *RateLimitError:
-			status = http.StatusTooManyRequests
-			if e.Result.RetryAfter > 0 { // else only credits never refilled deny
-				h.Set("Retry-After", seconds(e.Result.RetryAfter))
-			}
+	if a := p.auth[o]; a != nil {
+		h["Www-Authenticate"] = a
+	}
+	switch e := s.(type) {
+	case *ScopeError:
+		h.Set("WWW-Authenticate", p.challenge+`, error="insufficient_scope", scope="`+strings.Join(e.Scopes, " ")+`"`)
+	case *RateLimitError:
+		if e.Result.RetryAfter > 0 { // else only credits never refilled deny
+			h.Set("Retry-After", seconds(e.Result.RetryAfter))
 		}
 	}
-	h["Content-Type"] = mw.hdrProblem
-	h["Cache-Control"] = mw.hdrNoStore
-	h["X-Content-Type-Options"] = mw.hdrNoSniff
-	w.WriteHeader(status)
-	if s == ErrUnknownPlan {
-		w.Write(mw.planBody)
-		return
+	if o == outcomeUnavailable {
+		h["Retry-After"] = p.retryAfter
 	}
-	w.Write(mw.bodies[status])
+	p.body(w, o)
+}
+
+// internal answers 500 for a bug in the configuration, and logs it. It
+// does not call the ErrorHandler.
+func (p *problems) internal(w http.ResponseWriter, r *http.Request, err error) {
+	p.logError(r.Context(), "apikey: rate limiting misconfigured", err)
+	p.body(w, outcomeMisconfigured)
+}
+
+// body writes the status and the problem+json body of o.
+func (p *problems) body(w http.ResponseWriter, o outcome) {
+	h := w.Header()
+	h["Content-Type"] = p.hdrProblem
+	h["Cache-Control"] = p.hdrNoStore
+	h["X-Content-Type-Options"] = p.hdrNoSniff
+	w.WriteHeader(outcomes[o].status)
+	w.Write(p.bodies[o])
 }
 
 // custom runs the ErrorHandler, reporting false if it panicked.
-func (mw *Middleware) custom(w http.ResponseWriter, r *http.Request, err error) (ok bool) {
+func (p *problems) custom(w http.ResponseWriter, r *http.Request, err error) (ok bool) {
 	defer func() {
-		if p := recover(); p != nil {
-			mw.logError(r.Context(), "apikey: ErrorHandler panicked", panicError{p})
+		if v := recover(); v != nil {
+			p.logError(r.Context(), "apikey: ErrorHandler panicked", panicError{v})
 			ok = false
 		}
 	}()
-	mw.onError(w, r, err)
+	p.onError(w, r, err)
 	return true
-}
-
-// sentinel returns the outcome err stands for: a *ScopeError or
-// *RateLimitError as it is, otherwise the bare sentinel, so that handlers
-// never see a dependency's message.
-func sentinel(err error) error {
-	switch err {
-	case ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrUnavailable, ErrUnknownPlan:
-		return err
-	}
-	var se *ScopeError
-	var rl *RateLimitError
-	switch {
-	case errors.As(err, &se):
-		return se
-	case errors.As(err, &rl):
-		return rl
-	}
-	for _, s := range []error{ErrMissingKey, ErrBadRequest, ErrMalformed, ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended, ErrInsufficientScope, ErrRateLimited, ErrUnknownPlan, ErrUnavailable} {
-		if errors.Is(err, s) {
-			return s
-		}
-	}
-	return nil
 }
 
 // logError logs a failure, unless the client went away: a cancelled
 // request is not a dependency's fault.
-func (mw *Middleware) logError(ctx context.Context, msg string, err error) {
-	if mw.log != nil && ctx.Err() == nil {
-		mw.log.LogAttrs(ctx, slog.LevelError, msg, slog.String("error", err.Error()))
+func (p *problems) logError(ctx context.Context, msg string, err error) {
+	if p.log != nil && ctx.Err() == nil {
+		p.log.LogAttrs(ctx, slog.LevelError, msg, slog.String("error", err.Error()))
 	}
 }

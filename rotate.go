@@ -7,16 +7,16 @@ import (
 	"time"
 )
 
-// Rotation is the result of a successful Manager.Rotate: everything the
-// caller needs, so that no second read (which could fail after the
-// rotation happened) is required.
+// Rotation is the result of a successful Manager.Rotate. It holds
+// everything the caller needs, so that no second read (which could fail
+// after the rotation happened) is required.
 type Rotation struct {
-	// Token is the successor's token: its only appearance.
+	// Token is the successor's token, in its only appearance.
 	Token string
 	// Key is the successor.
 	Key *Key
-	// Previous is the old key after the rotation: its RotatedTo, its
-	// RotatedAt and its new ExpiresAt, the end of its grace period.
+	// Previous is the old key after the rotation. It has its RotatedTo,
+	// its RotatedAt and its new ExpiresAt, the end of its grace period.
 	Previous *Key
 }
 
@@ -31,14 +31,14 @@ type Rotation struct {
 // each other through RotatedTo and RotatedFrom.
 //
 // The rotation happens entirely or not at all, and of concurrent rotations
-// of one key exactly one succeeds: in one transaction when the store
-// implements Rotator. Otherwise by creating the successor, then writing
-// the old key with a conditional Update at the revision read, and deleting
-// the successor again if that write lost. The token is returned only when
-// the rotation was written. Rotating a revoked key fails with ErrRevoked
-// (also when the revocation lands while Rotate runs), an expired one with
-// ErrExpired, an already rotated one with ErrRotated and an unknown one
-// with ErrNotFound. A negative grace gives an *InputError.
+// of one key exactly one succeeds. It runs in one transaction when the store
+// implements Rotator. Otherwise it works by creating the successor, then
+// writing the old key with a conditional Update at the revision read, and
+// deleting the successor again if that write lost. The token is returned
+// only when the rotation was written. Rotating a revoked key fails with
+// ErrRevoked (also when the revocation lands while Rotate runs), an expired
+// one with ErrExpired, an already rotated one with ErrRotated and an unknown
+// one with ErrNotFound. A negative grace gives an *InputError.
 func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*Rotation, error) {
 	if grace < 0 {
 		return nil, &InputError{Field: "grace", Reason: "negative"}
@@ -64,8 +64,8 @@ func (m *Manager) Rotate(ctx context.Context, id string, grace time.Duration) (*
 }
 
 // errLostRace reports a rotation whose conditional write lost to another
-// change that does not forbid rotating (an Update, a Disable): Rotate tries
-// again.
+// change that does not forbid rotating (an Update, a Disable). Rotate
+// tries again.
 var errLostRace = errors.New("apikey: lost a race")
 
 func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*Rotation, error) {
@@ -96,7 +96,7 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	}
 	succ := &Key{
 		Prefix: old.Prefix, Name: old.Name, Owner: old.Owner, Scopes: old.Scopes, Plan: old.Plan,
-		Metadata: old.Metadata, Limits: old.Limits, Disabled: old.Disabled, Paused: old.Paused,
+		Metadata: old.Metadata, Limits: old.Limits, AllowedIPs: old.AllowedIPs, Disabled: old.Disabled, Paused: old.Paused,
 		CreatedAt: now, ExpiresAt: old.ExpiresAt, RotatedFrom: old.ID, Lineage: lineage,
 	}
 	if succ.ExpiresAt.IsZero() && m.ttl > 0 {

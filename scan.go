@@ -6,19 +6,19 @@ import (
 )
 
 // Scan finds the tokens of this format in arbitrary text (logs, files,
-// pastes), for a leak response, and returns where they are, in order:
-// text[loc[0]:loc[1]] is a token, which Parse takes apart (its ID, its
-// Hint). A candidate must carry the prefix, have the exact length, be
+// pastes), for a leak response, and returns where they are, in order.
+// Each text[loc[0]:loc[1]] is a token, which Parse takes apart (its ID,
+// its Hint). A candidate must carry the prefix, have the exact length, be
 // bounded by non-token characters and pass the checksum, so random strings
 // are not reported (a random candidate passes the CRC-32 once in four
 // billion).
 //
-// A token also counts as bounded on the left when it follows an escape
-// that ends in letters or digits, as logs write URLs, JSON and strings:
-// a percent escape ("%3D", "%22", or "%253D" encoded twice), a
-// quoted-printable one ("=3D"), or a backslash escape ("\n", "\t",
-// "\x22", "\u0022"). A token glued to the end of any other run of letters,
-// digits and underscores is part of a longer word and is not reported.
+// A token also counts as bounded on the left when it follows an escape that
+// ends in letters or digits, as logs write URLs, JSON and strings. Such an
+// escape is a percent escape ("%3D", "%22", or "%253D" encoded twice), a
+// quoted-printable one ("=3D") or a backslash escape ("\n", "\t", "\x22",
+// "\u0022"). A token glued to the end of any other run of letters, digits
+// and underscores is part of a longer word and is not reported.
 func (f Format) Scan(text string) [][2]int {
 	if f.more != nil {
 		var found [][2]int
@@ -50,15 +50,16 @@ func (f Format) Scan(text string) [][2]int {
 }
 
 // scanLookbehind is the most bytes before a token that Scan reads to
-// decide that the token starts there: the longest escape it recognises,
-// "\u0022". (cmd/apikey, which scans streams in pieces, keeps more.)
+// decide that the token starts there. It is the length of the longest
+// escape it recognises, "\u0022". (cmd/apikey, which scans streams in
+// pieces, keeps more.)
 const scanLookbehind = 6
 
-// tokenStarts reports whether a token may start at text[i]: at the start
-// of text, after a byte that is no token byte, or right after an escape
-// whose last bytes are letters or digits (see Scan). The escape's
-// backslashes are not counted: in text encoded twice ("\\u0022", "%253D")
-// the escape is one of the inner text.
+// tokenStarts reports whether a token may start at text[i]. It may start
+// at the start of text, after a byte that is no token byte, or right after
+// an escape whose last bytes are letters or digits (see Scan). The
+// escape's backslashes are not counted. In text encoded twice ("\\u0022",
+// "%253D") the escape is one of the inner text.
 func tokenStarts(text string, i int) bool {
 	if i == 0 || !isTokenByte(text[i-1]) {
 		return true

@@ -4,22 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 )
-
-// ScopeError is the refusal of a key that lacks a required scope. It
-// matches ErrInsufficientScope with errors.Is.
-type ScopeError struct {
-	// Scopes are the scopes the route requires.
-	Scopes []string
-	// Any reports whether one of Scopes suffices (otherwise all are needed).
-	Any bool
-}
-
-// Error returns ErrInsufficientScope's message.
-func (e *ScopeError) Error() string { return ErrInsufficientScope.Error() }
-
-// Is makes errors.Is(e, ErrInsufficientScope) true.
-func (e *ScopeError) Is(target error) bool { return target == ErrInsufficientScope }
 
 // RequireScopes returns a middleware that lets a request through only if
 // its key (set by Handler) has every one of scopes, else 403 with
@@ -34,6 +20,8 @@ func (mw *Middleware) RequireAnyScope(scopes ...string) func(http.Handler) http.
 	return mw.requireScopes(&ScopeError{Scopes: scopes, Any: true})
 }
 
+// requireScopes returns the middleware of RequireScopes and
+// RequireAnyScope.
 func (mw *Middleware) requireScopes(want *ScopeError) func(http.Handler) http.Handler {
 	if err := validScopes(want.Scopes); err != nil || len(want.Scopes) == 0 {
 		panic(fmt.Sprintf("apikey: RequireScopes needs valid scopes (%v)", err))
@@ -46,7 +34,7 @@ func (mw *Middleware) requireScopes(want *ScopeError) func(http.Handler) http.Ha
 				return
 			}
 			if !hasScopes(k, want) {
-				mw.meterRefused(r)
+				mw.refused(r)
 				mw.Error(w, r, want)
 				return
 			}
@@ -55,6 +43,18 @@ func (mw *Middleware) requireScopes(want *ScopeError) func(http.Handler) http.Ha
 	}
 }
 
+// refused moves the request of r, counted allowed by Handler, to refused
+// in usage.
+func (mw *Middleware) refused(r *http.Request) {
+	if mw.m.meter == nil {
+		return
+	}
+	if c := counterOf(r.Context()); c != nil {
+		c.move(&c.refused)
+	}
+}
+
+// hasScopes reports whether k has the scopes want requires.
 func hasScopes(k *Key, want *ScopeError) bool {
 	for _, s := range want.Scopes {
 		if k.HasScope(s) == want.Any {
@@ -71,9 +71,25 @@ func hasScopes(k *Key, want *ScopeError) bool {
 // as Manager.Verify does, or a *ScopeError. With usage recording, a
 // refusal of a key whose secret verified (its state, its customer's, a
 // missing scope) counts as refused, as over HTTP; an authorized call is
-// counted when Spend takes its cost (a cost of 0 included).
+// counted when Spend takes its cost (a cost of 0 included). Authorize
+// knows no client address: a key restricted to IP ranges is refused with
+// ErrIPNotAllowed (see AuthorizeFrom).
 func (mw *Middleware) Authorize(ctx context.Context, token string, scopes []string, anyScope bool) (*Key, error) {
-	k, now, err := mw.m.verifyKey(ctx, token)
+	return mw.authorize(ctx, token, nil, scopes, anyScope)
+}
+
+// AuthorizeFrom is Authorize for a call from the client address addr, as
+// VerifyFrom is Verify's: an RPC interceptor passes the peer's address,
+// through its own ipallow.Proxies if calls come through proxies. A
+// refusal for the address (ErrIPNotAllowed) counts nothing in usage.
+func (mw *Middleware) AuthorizeFrom(ctx context.Context, token string, addr netip.Addr, scopes []string, anyScope bool) (*Key, error) {
+	return mw.authorize(ctx, token, &origin{addr: addr}, scopes, anyScope)
+}
+
+// authorize is Authorize for a call from the client address in from
+// (nil when unknown).
+func (mw *Middleware) authorize(ctx context.Context, token string, from *origin, scopes []string, anyScope bool) (*Key, error) {
+	k, now, err := mw.m.verifyKey(ctx, token, from)
 	if err != nil {
 		if k != nil { // a refusal for the key's state
 			mw.m.meter.refuse(k, now)

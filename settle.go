@@ -40,13 +40,14 @@ const (
 // ReportCost adds n to the cost of the request whose context is ctx, for a
 // handler behind Limit that knows what its request cost only after doing
 // the work (tokens generated, rows scanned), with
-// MiddlewareOptions.ReportedCosts. Once a cost is reported, the request
-// costs the total reported instead of Cost: the difference is taken from
-// its customer's quotas and credits, or refunded when lower, when the
-// handler writes its response header (the RateLimit headers then show the
-// balance after the debit) and when it returns (they then show the balance
-// before it, as sent). A debit that fails is retried, and counted in
-// Stats. A balance may fall below zero: see MiddlewareOptions.ReportedCosts. ReportCost returns false, and does
+// LimitOptions.ReportedCosts. Once a cost is reported, the request costs
+// the total reported instead of its admission cost. The difference is
+// taken from its customer's quotas and credits, or refunded when lower,
+// when the handler writes its response header (the RateLimit headers then
+// show the balance after the debit) and when it returns (they then show
+// the balance before it, as sent). A debit that fails is retried, and
+// counted in Stats. A balance may fall below zero (see
+// LimitOptions.ReportedCosts). ReportCost returns false, and does
 // nothing, when ctx is not that of such a request (no ReportedCosts, a
 // free request, one without limits), after the handler returned, or when n
 // is negative or the total would exceed 10^14-1. It is safe for
@@ -59,60 +60,19 @@ func ReportCost(ctx context.Context, n int64) bool {
 // costKey is the context key of a request's *settlement.
 type costKey struct{}
 
-// postCosts configures the settlement of costs reported after the work.
-type postCosts struct {
-	on      bool   // ReportedCosts or CostHeader
-	header  string // CostHeader, canonical; "" for none
-	trailer string // header with http.TrailerPrefix
-}
-
-// init checks and keeps the options of reported costs.
-func (p *postCosts) init(opts *MiddlewareOptions) error {
-	*p = postCosts{on: opts.ReportedCosts || opts.CostHeader != ""}
-	if !p.on {
-		return nil
-	}
-	if opts.CostHeader != "" {
-		p.header = http.CanonicalHeaderKey(opts.CostHeader)
-		p.trailer = http.TrailerPrefix + p.header
-	}
-	_, ok := opts.Limiter.(limits.Debiter)
-	if _, fb := opts.FallbackLimiter.(limits.Debiter); !ok || (opts.FallbackLimiter != nil && !fb) {
-		return fmt.Errorf("%w: ReportedCosts needs a Limiter, and a FallbackLimiter if set, that implements limits.Debiter", ErrInvalidOptions)
-	}
-	return nil
-}
-
 // settlement is what a request admitted by Limit owes: what Limit
 // charged and on which Limiter, and what its handler reported.
 type settlement struct {
-	mw       *Middleware
-	k        *Key
-	subject  string
-	ls       []limits.Limit // nil: nothing to settle
-	on       limits.Limiter // the Limiter that decided the request
-	reserved int64          // Cost, charged on admission
+	s      *limitStage
+	k      *Key
+	charge        // on admission; ls nil: nothing to settle
+	header string // CostHeader, canonical; "" for none
 
 	mu       sync.Mutex
 	reported int64 // the total reported
 	any      bool  // a cost was reported
 	settled  int64 // the cost taken so far: reserved, then each debit
 	closed   bool  // the handler returned: no more reports
-}
-
-// limits notes the limits of the request and the Limiter deciding them.
-// st may be nil.
-func (st *settlement) limits(subject string, ls []limits.Limit, on limits.Limiter) {
-	if st != nil {
-		st.subject, st.ls, st.on, st.reserved = subject, ls, on, 0
-	}
-}
-
-// reserve notes that cost was charged on admission. st may be nil.
-func (st *settlement) reserve(cost int64) {
-	if st != nil {
-		st.reserved, st.settled = cost, cost
-	}
 }
 
 // add adds a reported cost, as ReportCost does.
@@ -138,13 +98,11 @@ func (st *settlement) due(close bool) int64 {
 	return st.reported - st.settled
 }
 
-// serveSettled runs next behind Limit for a request whose cost may be
-// reported after the work, and settles it.
-func (mw *Middleware) serveSettled(w http.ResponseWriter, r *http.Request, k *Key, next http.Handler) {
-	st := &settlement{mw: mw, k: k}
-	if !mw.limit(w, r, k, st) {
-		return
-	}
+// serveSettled runs next for a request of k admitted by Limit with ch,
+// whose cost may be reported after the work (by ReportCost, or in the
+// response header or trailer header unless ""), and settles it.
+func (s *limitStage) serveSettled(w http.ResponseWriter, r *http.Request, k *Key, ch charge, header string, next http.Handler) {
+	st := &settlement{s: s, k: k, charge: ch, header: header, settled: ch.cost}
 	ctx := r.Context()
 	sw := &settleWriter{ResponseWriter: w, st: st, ctx: context.WithoutCancel(ctx)}
 	defer sw.finish()
@@ -195,12 +153,12 @@ func (w *settleWriter) before() {
 	w.wrote = true
 	st, h := w.st, w.ResponseWriter.Header()
 	w.take(h)
-	if p := st.mw.rl.post.header; p != "" && len(h["Trailer"]) > 0 {
-		h["Trailer"] = untrailer(h["Trailer"], p)
+	if st.header != "" && len(h["Trailer"]) > 0 {
+		h["Trailer"] = untrailer(h["Trailer"], st.header)
 	}
 	if a := st.due(false); a != 0 {
 		if res, ok := st.debit(w.ctx, a, 1); ok {
-			st.mw.rl.headers(h, h["Ratelimit-Policy"], st.ls, balance(res))
+			st.s.headers.write(h, h["Ratelimit-Policy"], st.ls, balance(res), nil)
 		}
 	}
 }
@@ -220,11 +178,11 @@ func (w *settleWriter) finish() {
 // take adds the cost in CostHeader, as a header or trailer of h, and
 // removes it.
 func (w *settleWriter) take(h http.Header) {
-	st, p := w.st, &w.st.mw.rl.post
-	if p.header == "" {
+	st := w.st
+	if st.header == "" {
 		return
 	}
-	for _, name := range []string{p.header, p.trailer} {
+	for _, name := range []string{st.header, http.TrailerPrefix + st.header} {
 		vs, ok := h[name]
 		if !ok {
 			continue
@@ -233,7 +191,7 @@ func (w *settleWriter) take(h http.Header) {
 		for _, v := range vs {
 			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 			if err != nil || n < 0 || n > gcra.MaxCount {
-				st.mw.logError(w.ctx, "apikey: cost header ignored", fmt.Errorf("%s: %q is not a cost", p.header, v))
+				st.s.p.logError(w.ctx, "apikey: cost header ignored", fmt.Errorf("%s: %q is not a cost", st.header, v))
 				continue
 			}
 			st.add(n)
@@ -263,12 +221,12 @@ func untrailer(vs []string, name string) []string {
 // usage. It reports whether the Limiter took it; a debit given up after
 // debitAttempts is counted and logged.
 func (st *settlement) debit(ctx context.Context, amount int64, attempts int) (limits.Result, bool) {
-	res, err := st.mw.debit(ctx, st.on, st.subject, st.ls, amount, attempts)
+	res, err := st.s.debit(ctx, st.on, st.subject, st.ls, amount, attempts)
 	if err == nil || attempts == debitAttempts {
 		st.mu.Lock()
 		st.settled += amount
 		st.mu.Unlock()
-		st.mw.meterDebit(ctx, st.k, amount)
+		meterDebit(ctx, st.s.m.meter, st.k, amount)
 	}
 	return res, err == nil
 }
@@ -277,22 +235,22 @@ func (st *settlement) debit(ctx context.Context, amount int64, attempts int) (li
 // l, trying up to attempts times while l's failures are its own (not a
 // bad argument) and, for the Limiter, its circuit is closed. A debit of
 // debitAttempts attempts that fails is counted and logged.
-func (mw *Middleware) debit(ctx context.Context, l limits.Limiter, subject string, ls []limits.Limit, amount int64, attempts int) (limits.Result, error) {
-	rl, d := &mw.rl, l.(limits.Debiter)
+func (s *limitStage) debit(ctx context.Context, l limits.Limiter, subject string, ls []limits.Limit, amount int64, attempts int) (limits.Result, error) {
+	d := l.(limits.Debiter)
 	pause := debitBackoff
 	var err error
 	for i := range attempts {
 		if i > 0 {
-			if l == rl.limiter && rl.breaker.probeAt.Load() != 0 {
+			if l == s.limiter && s.breaker.open() {
 				break // the circuit is open: the Limiter is known to fail
 			}
-			mw.m.debits.retries.Add(1)
+			s.m.debits.retries.Add(1)
 			time.Sleep(pause)
 			pause *= 2
 		}
 		c, cancel := ctx, context.CancelFunc(nil)
-		if rl.timeout > 0 && l == rl.limiter {
-			c, cancel = context.WithTimeout(ctx, rl.timeout)
+		if s.timeout > 0 && l == s.limiter {
+			c, cancel = context.WithTimeout(ctx, s.timeout)
 		}
 		var res limits.Result
 		res, err = debitOnce(c, d, subject, ls, amount)
@@ -307,9 +265,9 @@ func (mw *Middleware) debit(ctx context.Context, l limits.Limiter, subject strin
 		}
 	}
 	if attempts == debitAttempts {
-		mw.m.debits.failures.Add(1)
-		if mw.log != nil {
-			mw.log.LogAttrs(ctx, slog.LevelError, "apikey: debit given up: a cost reported after the work was not taken",
+		s.m.debits.failures.Add(1)
+		if log := s.p.log; log != nil {
+			log.LogAttrs(ctx, slog.LevelError, "apikey: debit given up: a cost reported after the work was not taken",
 				slog.String("customer", subject), slog.Int64("amount", amount), slog.String("error", err.Error()))
 		}
 	}
@@ -326,76 +284,10 @@ func debitOnce(ctx context.Context, d limits.Debiter, subject string, ls []limit
 	return d.Debit(ctx, subject, ls, amount)
 }
 
-// balance returns res as the RateLimit headers show it: no remaining below
-// zero.
-func balance(res limits.Result) limits.Result {
-	res.Remaining = max(0, res.Remaining)
-	for i := range res.States {
-		res.States[i].Remaining = max(0, res.States[i].Remaining)
-	}
-	return res
-}
-
-// Debit settles the cost of k's request known only after its work, for a
-// surface other than net/http (an RPC interceptor), as Limit does with
-// ReportCost: it takes amount from the quotas and credits of k's customer
-// as Spend counts them (rates decide admission only), without an admission
-// check, or refunds when amount is negative (what Spend charged beyond
-// the real cost), and writes the RateLimit headers of the balance after
-// it into h, unless h is nil. A balance may fall below zero (see
-// MiddlewareOptions.ReportedCosts). Debit is not cancelled with ctx: a
-// cost is owed even when the client went away. A failed debit is retried
-// and counted (Stats.DebitRetries); one given up is logged, counted in
-// Stats.DebitFailures and answered ErrUnavailable. Debit returns
-// ErrMissingKey for a nil k, ErrUnknownPlan, ErrUnavailable when the
-// customer's record cannot be read, an error wrapping ErrInvalidOptions
-// for an amount beyond ±(10^14-1), and one wrapping errors.ErrUnsupported
-// when the Limiter does not implement Debiter. An amount of 0, or no
-// Limiter, debits nothing.
-func (mw *Middleware) Debit(ctx context.Context, k *Key, amount int64, h http.Header) error {
-	rl := &mw.rl
-	switch {
-	case k == nil:
-		return ErrMissingKey
-	case gcra.CheckAmount(amount) != nil:
-		return fmt.Errorf("%w: amount %d: %w", ErrInvalidOptions, amount, gcra.ErrAmount)
-	case amount == 0 || rl.limiter == nil:
-		return nil
-	}
-	if _, ok := rl.limiter.(limits.Debiter); !ok {
-		return fmt.Errorf("apikey: debit: %w: the Limiter does not implement Debiter", errors.ErrUnsupported)
-	}
-	ctx = context.WithoutCancel(ctx)
-	c, err := mw.m.customerOf(ctx, k, rl.now())
-	if err != nil {
-		return ErrUnavailable
-	}
-	_, ls, err := rl.limitsFor(k, c)
-	if err != nil {
-		return ErrUnknownPlan
-	}
-	if len(ls) == 0 {
-		return nil
-	}
-	res, err := mw.debit(ctx, rl.limiter, k.Customer(), ls, amount, debitAttempts)
-	mw.meterDebit(ctx, k, amount)
-	switch {
-	case errors.Is(err, limits.ErrInvalid):
-		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
-	case err != nil:
-		return ErrUnavailable
-	}
-	if h != nil {
-		rl.headers(h, nil, ls, balance(res))
-	}
-	return nil
-}
-
 // meterDebit records in usage that k's request cost delta more (less
 // when negative) than the Cost counted on admission: on the request's own
 // counter when ctx is the request's, else on k's current hour.
-func (mw *Middleware) meterDebit(ctx context.Context, k *Key, delta int64) {
-	u := mw.m.meter
+func meterDebit(ctx context.Context, u *meter, k *Key, delta int64) {
 	if u == nil || delta == 0 {
 		return
 	}

@@ -41,7 +41,7 @@ type settleEnv struct {
 func newSettleEnv(t *testing.T, mwOpts apikey.MiddlewareOptions) *settleEnv {
 	t.Helper()
 	e := &settleEnv{log: &bytes.Buffer{}}
-	mwOpts.ReportedCosts = true
+	mwOpts.Limits.ReportedCosts = true
 	if mwOpts.CostHeader == "" {
 		mwOpts.CostHeader = "X-Cost"
 	}
@@ -327,7 +327,7 @@ func TestFailedDebitIsRetriedAndCounted(t *testing.T) {
 			inner, err := memlimit.New(memlimit.Options{Now: c.Now})
 			require.NoError(t, err)
 			fl := &flakyDebiter{Limiter: inner}
-			e := newSettleEnv(t, apikey.MiddlewareOptions{Limiter: fl})
+			e := newSettleEnv(t, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: fl}})
 			e.l = inner
 			fl.failDebits.Store(tc.fail)
 			rec := e.serve(func(w http.ResponseWriter, r *http.Request) { apikey.ReportCost(r.Context(), 7) })
@@ -346,7 +346,7 @@ func TestFailedDebitIsRetriedAndCounted(t *testing.T) {
 	}
 }
 
-// While the Limiter fails, the FallbackLimiter that admitted a request
+// While the Limiter fails, the Fallback that admitted a request
 // takes its reported cost.
 func TestReportedCostOnTheFallback(t *testing.T) {
 	t.Parallel()
@@ -355,8 +355,8 @@ func TestReportedCostOnTheFallback(t *testing.T) {
 	require.NoError(t, err)
 	fl := &flakyDebiter{Limiter: primary}
 	fl.failAllow.Store(true)
-	e := newSettleEnv(t, apikey.MiddlewareOptions{Limiter: fl})
-	e.mw, err = apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limiter: fl, FallbackLimiter: e.l, ReportedCosts: true})
+	e := newSettleEnv(t, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: fl}})
+	e.mw, err = apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: fl, Fallback: e.l, ReportedCosts: true}})
 	require.NoError(t, err)
 	rec := e.serve(func(w http.ResponseWriter, r *http.Request) { apikey.ReportCost(r.Context(), 7) })
 	require.Equal(t, 200, rec.Code)
@@ -370,10 +370,10 @@ func TestReportedCostOnTheFallback(t *testing.T) {
 func TestReportCostOnlyWhereSettled(t *testing.T) {
 	t.Parallel()
 	for _, opts := range []apikey.MiddlewareOptions{
-		{ReportedCosts: true},
+		{Limits: apikey.LimitOptions{ReportedCosts: true}},
 		{CostHeader: "X-Cost"},
-		{ReportedCosts: true, Limiter: &limiterSpy{}},
-		{ReportedCosts: true, Limiter: mustMemlimit(t), FallbackLimiter: &limiterSpy{}},
+		{Limits: apikey.LimitOptions{ReportedCosts: true, Limiter: &limiterSpy{}}},
+		{Limits: apikey.LimitOptions{ReportedCosts: true, Limiter: mustMemlimit(t), Fallback: &limiterSpy{}}},
 	} {
 		_, err := apikey.NewMiddleware(newManager(t, newSpy(), apikey.Options{}), opts)
 		require.ErrorIs(t, err, apikey.ErrInvalidOptions)
@@ -412,36 +412,6 @@ func mustMemlimit(t *testing.T) *memlimit.Limiter {
 	return l
 }
 
-// Middleware.Debit gives Spend's surfaces the same settlement: a debit or
-// a refund of the customer's quotas and credits, with the headers of the
-// balance after it.
-func TestMiddlewareDebit(t *testing.T) {
-	t.Parallel()
-	e := newSettleEnv(t, apikey.MiddlewareOptions{})
-	ctx := context.Background()
-	k, err := e.m.Verify(ctx, e.token)
-	require.NoError(t, err)
-	require.NoError(t, e.mw.Spend(ctx, k, 10, nil))
-	h := http.Header{}
-	require.NoError(t, e.mw.Debit(ctx, k, -6, h), "a refund of what Spend charged beyond the cost")
-	assert.Equal(t, `"daily";r=96;t=43200, "per-second";r=990;t=1`, h.Get("RateLimit"))
-	assert.Equal(t, `"daily";q=100;w=86400, "per-second";q=1000;w=1`, h.Get("RateLimit-Policy"))
-	cancelled, cancel := context.WithCancel(ctx)
-	cancel()
-	require.NoError(t, e.mw.Debit(cancelled, k, 200, nil), "a cost is owed when the client went away")
-	assert.Equal(t, int64(-104), e.balance(t))
-	assert.ErrorIs(t, e.mw.Spend(ctx, k, 1, nil), apikey.ErrRateLimited)
-
-	require.ErrorIs(t, e.mw.Debit(ctx, nil, 1, nil), apikey.ErrMissingKey)
-	require.ErrorIs(t, e.mw.Debit(ctx, k, 1e14, nil), apikey.ErrInvalidOptions)
-	spy, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limiter: &limiterSpy{}})
-	require.NoError(t, err)
-	require.ErrorIs(t, spy.Debit(ctx, k, 1, nil), errors.ErrUnsupported)
-	unlimited, err := apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{})
-	require.NoError(t, err)
-	require.NoError(t, unlimited.Debit(ctx, k, 1, nil), "no Limiter")
-}
-
 // BenchmarkReportedCost compares a request behind Limit whose handler
 // reports its cost with one that does not, on memlimit.
 func BenchmarkReportedCost(b *testing.B) {
@@ -452,14 +422,14 @@ func BenchmarkReportedCost(b *testing.B) {
 		h    http.HandlerFunc
 	}{
 		{"Limit", apikey.MiddlewareOptions{}, func(http.ResponseWriter, *http.Request) {}},
-		{"ReportedCosts", apikey.MiddlewareOptions{ReportedCosts: true}, func(w http.ResponseWriter, r *http.Request) {
+		{"ReportedCosts", apikey.MiddlewareOptions{Limits: apikey.LimitOptions{ReportedCosts: true}}, func(w http.ResponseWriter, r *http.Request) {
 			apikey.ReportCost(r.Context(), 3)
 		}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			l, err := memlimit.New(memlimit.Options{})
 			require.NoError(b, err)
-			tc.opts.Limiter = l
+			tc.opts.Limits.Limiter = l
 			m := newManager(b, newSpy(), apikey.Options{Plans: plans})
 			mw, err := apikey.NewMiddleware(m, tc.opts)
 			require.NoError(b, err)

@@ -6,6 +6,17 @@ import (
 	"strings"
 )
 
+// The credentials the middleware reads by default.
+const (
+	// headerAuthorization carries "Bearer <token>" (RFC 6750 §2.1).
+	headerAuthorization = "Authorization"
+	// headerAPIKey carries the bare token.
+	headerAPIKey = "X-API-Key"
+	// defaultQueryParam is the query parameter read by querySource when
+	// query keys are enabled.
+	defaultQueryParam = "api_key"
+)
+
 // A KeySource extracts a token from a request. It returns the token and a
 // function that removes it from a request (used by
 // MiddlewareOptions.HideCredentials; nil if it cannot), or "" when the
@@ -142,6 +153,8 @@ func stripCookie(r *http.Request, name string) {
 	}
 }
 
+// checkToken returns token and strip, or ErrBadRequest for an empty token
+// or one longer than MaxTokenLength.
 func checkToken(token string, strip func(*http.Request)) (string, func(*http.Request), error) {
 	if token == "" || len(token) > MaxTokenLength {
 		return "", nil, ErrBadRequest

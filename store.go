@@ -9,12 +9,12 @@ import (
 // Store keeps keys. The library ships memstore (in memory) and sqlstore
 // (PostgreSQL, MySQL/MariaDB, SQLite). Applications may write their own.
 //
-// How to implement a Store:
+// To implement a Store, follow these rules.
 //
 //  1. Be safe for concurrent use by many goroutines.
-//  2. Store what you are given: the Key holds a digest (Hash, HashVersion),
+//  2. Store what you are given. The Key holds a digest (Hash, HashVersion),
 //     never a token or a secret. Store Hash byte for byte.
-//  3. Honour ctx in every method: a cancelled or expired context stops the
+//  3. Honour ctx in every method. A cancelled or expired context stops the
 //     work and its error (context.Canceled, context.DeadlineExceeded) is
 //     returned, possibly wrapped.
 //  4. Create stores a new key with Revision 1, whatever the given key's
@@ -22,23 +22,23 @@ import (
 //     already stored gives an error that wraps ErrConflict, and the stored
 //     key is left unchanged.
 //  5. Get returns the key with the given id, or an error wrapping
-//     ErrNotFound. Any other error means the store failed; the Manager then
+//     ErrNotFound. Any other error means the store failed. The Manager then
 //     answers ErrUnavailable, never ErrInvalid.
 //  6. Update is a conditional write (optimistic concurrency). It replaces
 //     the stored key with the same ID by the given key only if the stored
-//     Revision equals the given key's Revision; it then stores Revision+1
+//     Revision equals the given key's Revision. It then stores Revision+1
 //     and sets the given key's Revision to it. If the stored Revision
 //     differs (the key changed since it was read), it writes nothing and
 //     returns an error wrapping ErrConflict. An unknown ID gives
-//     ErrNotFound. Two fields are not simply replaced: LastUsedAt only
+//     ErrNotFound. Two fields are not simply replaced. LastUsedAt only
 //     ever moves forward (the later of the stored and the given time is
-//     kept), and a stored RevokedAt is never cleared or changed
-//     (revocation is monotonic: once a key is revoked, no write of any
-//     method makes it unrevoked). The check and the write are one atomic
-//     step: of two Updates given the same Revision, exactly one succeeds.
+//     kept). A stored RevokedAt is never cleared or changed, because
+//     revocation is monotonic. Once a key is revoked, no write of any
+//     method makes it unrevoked. The check and the write are one atomic
+//     step. Of two Updates given the same Revision, exactly one succeeds.
 //  7. Delete removes the key with the given id. An unknown id gives
 //     ErrNotFound.
-//  8. List returns the keys of one owner newest first: by CreatedAt
+//  8. List returns the keys of one owner newest first, by CreatedAt
 //     descending, then ID descending (byte order). It starts after the
 //     cursor ListOptions.After and returns at most ListOptions.PageSize
 //     keys. With ListOptions.UsableAt set it returns only the keys not
@@ -46,14 +46,20 @@ import (
 //     so that a page is never made of dead keys. No keys is an empty
 //     result, not an error.
 //  9. MarkUsed sets LastUsedAt of each id in uses to its time, but only if
-//     that moves LastUsedAt forward; unknown ids are ignored. It is called
+//     that moves LastUsedAt forward. Unknown ids are ignored. It is called
 //     in batches from a background flush, never on the request path. It is
-//     the only write that leaves Revision unchanged.
-//  10. Values returned are the caller's: mutating them must not change what
+//     the only write that leaves Revision unchanged. Every instance of a
+//     fleet flushes the keys it saw, so a store that writes each of them
+//     costs one row per key, instance and flush. Implement
+//     usage.LastUsedStore as well. Its conditional write (last_used_at
+//     unset or older than the use minus the granularity) lets a fleet
+//     write a busy key about once per Options.LastUsedGranularity, and it
+//     reports the rows it wrote.
+//  10. Values returned are the caller's. Mutating them must not change what
 //     is stored, and mutating a key after passing it in must not either.
-//  11. Times come back in UTC, truncated to the microsecond (the Manager
-//     hands over times already truncated; normalise what you read with
-//     UTCMicro). The zero time means "not set" and must come back as the
+//  11. Times come back in UTC, truncated to the microsecond. The Manager
+//     hands over times already truncated. Normalise what you read with
+//     UTCMicro. The zero time means "not set" and must come back as the
 //     zero time.
 //  12. Every field of Key round-trips, including Disabled, RotatedAt,
 //     Lineage, Limits and Revision, and values at the input limits the
@@ -63,14 +69,15 @@ import (
 //     exactly, and so is an ExpiresAt as late as the Manager accepts (the
 //     last microsecond of the year 9999, UTC).
 //  13. The optional capabilities, where implemented, keep the same
-//     guarantees: Revoker.Revoke, Revoker.RevokeOwner and
+//     guarantees. Revoker.Revoke, Revoker.RevokeOwner and
 //     Rotator.Rotate increment the Revision of every key they change (and
 //     leave unchanged keys alone), never clear a RevokedAt, and Rotate has
 //     exactly one winner among concurrent rotations of one key.
 //
-// Optional capabilities (Revoker, Rotator) are separate
-// interfaces found by type assertion. The Manager falls back to Get,
-// Create, Delete and the conditional Update without them, with the same
+// Optional capabilities (Revoker, Rotator, Purger, CustomerStore,
+// usage.Store, usage.LastUsedStore) are separate interfaces found by type
+// assertion. Without a Revoker or a Rotator, the Manager falls back to
+// Get, Create, Delete and the conditional Update, with the same
 // guarantees.
 //
 // Run storetest.Run from your tests to check an implementation.
@@ -101,10 +108,10 @@ const defaultListLimit = 100
 // ListOptions pages through Store.List. The zero value asks for the first
 // 100 keys, newest first.
 type ListOptions struct {
-	// After is the cursor: the position of the last key of the previous
+	// After is the cursor, the position of the last key of the previous
 	// page (see Key.Cursor). The zero Cursor for the first page.
 	After Cursor
-	// Limit is the page size: 100 when 0 or negative, at most
+	// Limit is the page size, 100 when 0 or negative, at most
 	// MaxListLimit.
 	Limit int
 	// UsableAt, if set, lists only keys that are neither revoked nor
@@ -112,9 +119,9 @@ type ListOptions struct {
 	UsableAt time.Time
 }
 
-// Cursor is a position in a list of keys, newest first: the CreatedAt and
-// ID of the last key seen. Keys created later than a cursor sort before
-// it, so a cursor stays valid while keys are added or deleted.
+// Cursor is a position in a list of keys, newest first. It holds the
+// CreatedAt and ID of the last key seen. Keys created later than a cursor
+// sort before it, so a cursor stays valid while keys are added or deleted.
 type Cursor struct {
 	CreatedAt time.Time
 	ID        string
@@ -138,8 +145,8 @@ func (c Cursor) Precedes(k *Key) bool {
 	return k.ID < c.ID
 }
 
-// Usable reports whether k is listed with ListOptions.UsableAt set to at:
-// it is neither revoked nor expired at that time.
+// Usable reports whether k is listed with ListOptions.UsableAt set to at.
+// That is when it is neither revoked nor expired at that time.
 func (k *Key) Usable(at time.Time) bool {
 	return k.RevokedAt.IsZero() && (k.ExpiresAt.IsZero() || k.ExpiresAt.After(at))
 }
@@ -164,8 +171,9 @@ func (o ListOptions) PageSize() int {
 	return o.Limit
 }
 
-// Revoker is an optional Store capability: revoke a key, or every key of
-// an owner, in one conditional write each, without reading the keys first.
+// Revoker is an optional Store capability. It revokes a key, or every key
+// of an owner, in one conditional write each, without reading the keys
+// first.
 type Revoker interface {
 	// Revoke sets RevokedAt of key id to at and increments its Revision,
 	// unless RevokedAt is already set. An unknown id gives ErrNotFound.
@@ -176,34 +184,35 @@ type Revoker interface {
 	// RevokeOwner sets RevokedAt to at, and increments the Revision, of
 	// every key of owner that is not revoked yet, and returns the ids it
 	// revoked, in any order. A key created concurrently may be missed by
-	// one call (PostgreSQL's READ COMMITTED does not show a row inserted
-	// after the statement began): the Manager calls RevokeOwner again
-	// until a call revokes nothing.
+	// one call, because PostgreSQL's READ COMMITTED does not show a row
+	// inserted after the statement began. So the Manager calls RevokeOwner
+	// again until a call revokes nothing.
 	RevokeOwner(ctx context.Context, owner string, at time.Time) ([]string, error)
 }
 
-// Rotator is an optional Store capability: rotate a key in one transaction.
+// Rotator is an optional Store capability. It rotates a key in one
+// transaction.
 type Rotator interface {
 	// Rotate stores successor with Revision 1 (ErrConflict if its ID
 	// exists) and changes the old key, all or nothing. old is the key as
-	// the Manager read it: the write happens only if the stored Revision
-	// still equals old.Revision, else it fails with ErrConflict (so that a
-	// rotation never undoes a concurrent Disable or Update). The stored
-	// old key's RotatedTo becomes successor.ID, its RotatedAt
-	// successor.CreatedAt, its ExpiresAt oldExpiresAt (never zero; a
-	// stored ExpiresAt that is set and earlier is kept), and its Revision
-	// is incremented. A chain keeps at most one predecessor in grace: the
-	// key old.RotatedFrom, if stored, unrevoked and with an ExpiresAt zero
-	// or later than successor.CreatedAt, gets ExpiresAt
+	// the Manager read it. The write happens only if the stored Revision
+	// still equals old.Revision, else it fails with ErrConflict. So a
+	// rotation never undoes a concurrent Disable or Update. The stored old
+	// key's RotatedTo becomes successor.ID and its RotatedAt
+	// successor.CreatedAt. Its ExpiresAt becomes oldExpiresAt, which is
+	// never zero, but a stored ExpiresAt that is set and earlier is kept.
+	// Its Revision is incremented. A chain keeps at most one predecessor
+	// in grace. The key old.RotatedFrom, if stored, unrevoked and with an
+	// ExpiresAt zero or later than successor.CreatedAt, gets ExpiresAt
 	// successor.CreatedAt and Revision+1 in the same transaction. Rotate
 	// fails with ErrNotFound if the old key is unknown, with ErrRevoked if
-	// it is revoked and with ErrRotated if its RotatedTo is already set;
-	// nothing is written then. Of concurrent rotations of one key exactly
+	// it is revoked and with ErrRotated if its RotatedTo is already set.
+	// Nothing is written then. Of concurrent rotations of one key exactly
 	// one succeeds, and a revoked key is never rotated.
 	Rotate(ctx context.Context, old *Key, oldExpiresAt time.Time, successor *Key) error
 }
 
-// Purger is an optional Store capability: delete dead keys in bounded
+// Purger is an optional Store capability. It deletes dead keys in bounded
 // batches (see Manager.Purge).
 type Purger interface {
 	// Purge deletes at most limit keys revoked before before, or expired

@@ -13,13 +13,13 @@ import (
 const maxUsagePoints = 1000
 
 // Usage returns the series of what q.Customer (or the key q.KeyID, when
-// set) consumed from q.From (inclusive) to q.To (exclusive), one record
-// per bucket of q.Step (hour, day or month, UTC), empty buckets included
-// and summed over the customer's keys. Days and months are rolled up from
-// the stored hours on read. From is rounded down to the step and To up,
-// so that the bucket holding To is whole. A
-// range of more than 1,000 buckets, or a To not after From, is an
-// *InputError. It needs a store that implements usage.Store.
+// set) consumed from q.From (inclusive) to q.To (exclusive). It has one
+// record per bucket of q.Step (hour, day or month, UTC), empty buckets
+// included and summed over the customer's keys. Days and months are
+// rolled up from the stored hours on read. From is rounded down to the
+// step and To up, so that the bucket holding To is whole. A range of more
+// than 1,000 buckets, or a To not after From, is an *InputError. It needs
+// a store that implements usage.Store.
 func (m *Manager) Usage(ctx context.Context, q usage.Query) ([]usage.Record, error) {
 	us, ok := m.store.(usage.Store)
 	if !ok {

@@ -9,18 +9,18 @@ import (
 	"github.com/gokeys/apikey/limits"
 )
 
-// Input limits. Issue and Update refuse a key beyond
-// the input limits with an error wrapping ErrInvalidInput (an *InputError), so that bad
-// input is reported as such (400 over HTTP) and never reaches a store as a
-// failure. Every store of this module, in every sqlstore dialect, holds
-// values at these limits exactly. Lengths are in bytes of UTF-8.
+// Input limits. Issue and Update refuse a key beyond the input limits with
+// an error wrapping ErrInvalidInput (an *InputError). So bad input is
+// reported as such (400 over HTTP) and never reaches a store as a failure.
+// Every store of this module, in every sqlstore dialect, holds values at
+// these limits exactly. Lengths are in bytes of UTF-8.
 //
 // Every string (name, owner, plan, scope, metadata key and value) must be
-// valid UTF-8 without control characters (U+0000-U+001F, U+007F-U+009F): PostgreSQL cannot store NUL, and the others have no
-// place in a label. Scopes are further restricted to RFC 6749 scope-token
-// characters (printable ASCII without space, '"' and '\'). An expiry, when
-// set, lies within the years 1000 to 9999 in UTC (what MySQL's DATETIME
-// holds).
+// valid UTF-8 without control characters (U+0000-U+001F, U+007F-U+009F).
+// PostgreSQL cannot store NUL, and the others have no place in a label.
+// Scopes are further restricted to RFC 6749 scope-token characters
+// (printable ASCII without space, '"' and '\'). An expiry, when set, lies
+// within the years 1000 to 9999 in UTC (what MySQL's DATETIME holds).
 const (
 	// MaxNameLength is the longest Key.Name.
 	MaxNameLength = 256
@@ -41,6 +41,9 @@ const (
 	// MaxLimits is the most Key.Limits entries (whose names Limit.Validate
 	// limits to 64 characters).
 	MaxLimits = 16
+	// MaxAllowedIPs is the most ranges in Key.AllowedIPs and
+	// Customer.AllowedIPs.
+	MaxAllowedIPs = 64
 	// MaxCustomerKeys is the largest Customer.MaxKeys.
 	MaxCustomerKeys = 100_000
 	// CreditsLimit is the name of the limit made of Customer.Credits.
@@ -50,7 +53,7 @@ const (
 	MaxListLimit = 1000
 )
 
-// Bounds of Key.ExpiresAt: the range of MySQL's DATETIME, in UTC.
+// Bounds of Key.ExpiresAt are the range of MySQL's DATETIME, in UTC.
 var (
 	minExpiry = time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)
 	maxExpiry = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
@@ -65,9 +68,9 @@ func validExpiry(t time.Time) error {
 	return nil
 }
 
-// storable reports whether s is a value every store can hold and query:
-// valid UTF-8 without NUL (PostgreSQL refuses either even in a query). An
-// id or owner that is not names no key.
+// storable reports whether s is a value every store can hold and query.
+// Such a value is valid UTF-8 without NUL (PostgreSQL refuses either even
+// in a query). An id or owner that is not names no key.
 func storable(s string) bool {
 	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
@@ -126,8 +129,9 @@ func validMetadata(md map[string]string) error {
 	return nil
 }
 
-// validKeyLimits checks a key's own limits: at most MaxLimits, each valid
-// (Limit.Validate bounds the name to a 64-character token), no name twice.
+// validKeyLimits checks a key's own limits. There are at most MaxLimits,
+// each valid (Limit.Validate bounds the name to a 64-character token), and
+// no name twice.
 func validKeyLimits(ls []limits.Limit) error {
 	if len(ls) > MaxLimits {
 		return &InputError{Field: "limits", Reason: fmt.Sprintf("more than %d limits", MaxLimits)}
@@ -173,6 +177,9 @@ func validKey(k *Key, plans limits.Plans) error {
 		return err
 	}
 	if err := validMetadata(k.Metadata); err != nil {
+		return err
+	}
+	if err := validIPs(&k.AllowedIPs); err != nil {
 		return err
 	}
 	return validKeyLimits(k.Limits)

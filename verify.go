@@ -7,42 +7,46 @@ import (
 )
 
 // Verify checks a token and returns its key. It fails with ErrMalformed,
-// ErrInvalid (unknown id, wrong secret and a key issued under another of
-// the accepted prefixes alike, at the same cost, store queries included),
-// ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or ErrSuspended (the
-// key's customer is suspended), checked in that order. It fails with an
-// error wrapping ErrUnavailable when the store or the hasher failed, which is never a verdict on the key. It never returns
-// a nil key without an error.
+// ErrInvalid, ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or
+// ErrSuspended (the key's customer is suspended), checked in that order.
+// ErrInvalid covers an unknown id, a wrong secret and a key issued under
+// another of the accepted prefixes alike, at the same cost, store queries
+// included. It fails with an error wrapping ErrUnavailable when the store
+// or the hasher failed, which is never a verdict on the key. It never
+// returns a nil key without an error.
 //
 // When the customer's scope ceiling excludes some of the key's scopes, the
 // returned key holds only the scopes within it.
 //
-// The returned key is shared: with the cache on, it is the cached record,
+// The returned key is shared. With the cache on, it is the cached record,
 // returned to every verification of the same key until the entry is
 // replaced, so that a hit allocates nothing. Treat it as read-only. Call
 // Clone for a copy you may change. (Changing it would change what every
 // other request sees, until the entry expires.)
 //
-// A successful verification records a use for the next last-used flush;
-// it never writes to the store itself.
+// A successful verification records a use for the next last-used flush.
+// It never writes to the store itself.
+//
+// Verify knows no client address: a key restricted to IP ranges is
+// refused with ErrIPNotAllowed (see VerifyFrom).
 func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
-	k, _, err := m.verifyKey(ctx, token)
+	k, _, err := m.verifyKey(ctx, token, nil)
 	if err != nil {
 		return nil, err
 	}
 	return k, nil
 }
 
-// verifyKey is Verify, also returning the time it read from the clock
-// and, on a refusal for the state of a key whose secret verified
-// (ErrRevoked, ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), the
+// verifyKey is Verify, also returning the time it read from the clock.
+// On a refusal for the state of a key whose secret verified (ErrRevoked,
+// ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), it also returns the
 // key, so that the refusal is counted for it.
-func (m *Manager) verifyKey(ctx context.Context, token string) (*Key, time.Time, error) {
+func (m *Manager) verifyKey(ctx context.Context, token string, from *origin) (*Key, time.Time, error) {
 	var start time.Time
 	if m.metrics != nil {
 		start = time.Now()
 	}
-	v := m.verify(ctx, token, start)
+	v := m.verify(ctx, token, start, from)
 	if v.err == nil && v.key == nil { // unreachable: a last defence for the contract
 		v.err = fmt.Errorf("apikey: verify: %w: no key and no error", ErrUnavailable)
 	}
@@ -70,20 +74,21 @@ type verification struct {
 	err    error
 }
 
-// verify is the verification pipeline, one stage after the other: the
-// cache answers a token it has verified, byte for byte, or it does not;
-// the token is parsed. Its key is loaded through the cache, which checks
+// verify is the verification pipeline, one stage after the other. The
+// cache answers a token it has verified, byte for byte, or it does not.
+// The token is parsed. Its key is loaded through the cache, which checks
 // the digest and remembers the answer. The key's state and customer decide.
 // start, when not zero, is a reading of time.Now to use instead of reading
-// the clock again, if the Manager's clock is time.Now.
-func (m *Manager) verify(ctx context.Context, token string, start time.Time) verification {
+// the clock again, if the Manager's clock is time.Now. from is where the
+// request came from (nil: unknown).
+func (m *Manager) verify(ctx context.Context, token string, start time.Time, from *origin) verification {
 	if len(token) > MaxTokenLength {
 		return verification{cache: cacheNone, err: ErrMalformed}
 	}
 	clk := clock{start: start, now: m.now, real: m.realClock}
 	if e, now := m.cache.quick(token, &m.format, &clk); e != nil {
 		v := verification{key: e.key, id: e.key.ID, prefix: e.key.Prefix, now: now, cache: cacheHit, entry: e}
-		return m.admit(ctx, v)
+		return m.admit(ctx, v, from)
 	}
 	t, err := m.format.Parse(token)
 	if err != nil {
@@ -93,12 +98,12 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time) ver
 	if v.key, v.entry, v.cache, v.err = m.cache.lookup(ctx, t, v.now, m.store.Get, &m.digests); v.err != nil {
 		return v
 	}
-	return m.admit(ctx, v)
+	return m.admit(ctx, v, from)
 }
 
 // admit decides v, whose key's digest matched, by the key's state and
 // its customer, and records the use of an admitted key.
-func (m *Manager) admit(ctx context.Context, v verification) verification {
+func (m *Manager) admit(ctx context.Context, v verification, from *origin) verification {
 	k, now := v.key, v.now
 	switch {
 	case k.Prefix != v.prefix: // a key verifies only under its own prefix
@@ -125,9 +130,13 @@ func (m *Manager) admit(ctx context.Context, v verification) verification {
 		case c.Suspended:
 			v.err = ErrSuspended
 			return v
-		case !within(k, c):
+		case !within(k, c) || !confined(k, c):
 			v.key = narrowed(v.entry, k, c)
 		}
+	}
+	if ips := v.key.AllowedIPs; len(ips) != 0 && !from.allows(ips) {
+		v.err = ErrIPNotAllowed // spends nothing, records no use
+		return v
 	}
 	m.usage.recordUse(v.entry, k.ID, now)
 	return v

@@ -1,31 +1,32 @@
-// Package adminhttp serves the operator's API over HTTP: the customer
-// records of apikey (plan, scope ceiling, key cap, grants, credits,
-// suspension) that decide what every key of a customer may do.
+// Package adminhttp serves the operator's API over HTTP. The API manages
+// the customer records of apikey (plan, scope ceiling, key cap, grants,
+// credits, suspension). They decide what every key of a customer may do.
 //
 // The Handler checks no credentials of its own. Whoever reaches it can
-// give any customer any plan, so mount it only behind the operator's
-// authentication, never where customers can reach it:
+// give any customer any plan. So mount it only behind the operator's
+// authentication, never where customers can reach it.
 //
 //	h, err := adminhttp.New(manager, adminhttp.Options{Middleware: mw})
 //	if err != nil { ... }
 //	mux.Handle("/admin/", requireOperator(h)) // your operator auth
 //
-// Routes, relative to where the handler is mounted:
+// The routes below are relative to where the handler is mounted.
 //
 //	GET /admin/customers        the stored customers by id: ?limit= and ?after=, "next" cursor
 //	GET /admin/customers/{id}   one customer, with the balance of his limits
 //	PUT /admin/customers/{id}   merge plan, scopes, max_keys, limits, credits,
-//	                            suspended and metadata into the record; 200 with it
+//	                            suspended, metadata and allowed_ips (CIDR
+//	                            ranges) into the record; 200 with it
 //	GET /admin/openapi.json     the OpenAPI 3.1 document of these routes
 //
 // A change reaches every verification of the Manager at once and the
 // other instances through the Manager's Notifier (see
 // apikey.Manager.SetCustomer). A customer without a stored record has the
-// zero record (revision 0): the default plan, no scope ceiling, no key
-// cap, not suspended.
+// zero record (revision 0). That record has the default plan, no scope
+// ceiling and no key cap, and is not suspended.
 //
 // Bad input is a 400 application/problem+json answer whose "field" member
-// names the offending field, an unknown plan included; a failing store is
+// names the offending field, an unknown plan included. A failing store is
 // 503 with Retry-After. A PUT that a browser sent from another origin is
 // refused with 403 by http.CrossOriginProtection, so that an operator's
 // browser session cannot be used by another site.
@@ -56,15 +57,15 @@ type Options struct {
 	// when the Limiter cannot peek or fails, "balance" is null.
 	Middleware *apikey.Middleware
 
-	// MaxBodyBytes is the largest request body: 64 KiB when 0. A larger
+	// MaxBodyBytes is the largest request body, 64 KiB when 0. A larger
 	// body is a 400.
 	MaxBodyBytes int64
-	// RetryAfter is the Retry-After of a 503: 5 seconds when 0.
+	// RetryAfter is the Retry-After of a 503, 5 seconds when 0.
 	RetryAfter time.Duration
 
 	// TrustedOrigins are origins, besides the handler's own, whose
 	// browsers may change customers (for example an operator console
-	// served from another origin); see
+	// served from another origin). See
 	// http.CrossOriginProtection.AddTrustedOrigin. None when empty.
 	TrustedOrigins []string
 
@@ -73,7 +74,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Handler serves the operator's API. Build it with New; it is safe for
+// Handler serves the operator's API. Build it with New. It is safe for
 // concurrent use.
 type Handler struct {
 	m          *apikey.Manager
@@ -87,7 +88,7 @@ type Handler struct {
 // New returns a Handler over m. It returns an error wrapping
 // apikey.ErrInvalidOptions for a nil Manager, a negative MaxBodyBytes or
 // RetryAfter, or a malformed trusted origin. The Manager's store must
-// keep customers (apikey.CustomerStore); otherwise reads answer the zero
+// keep customers (apikey.CustomerStore). Otherwise reads answer the zero
 // record and changes answer 501.
 func New(m *apikey.Manager, opts Options) (*Handler, error) {
 	switch {
@@ -115,7 +116,7 @@ func New(m *apikey.Manager, opts Options) (*Handler, error) {
 }
 
 // ServeHTTP routes a request to its operation. Paths are taken relative to
-// the mount point: mount the Handler at "/admin/" or strip a longer
+// the mount point. Mount the Handler at "/admin/" or strip a longer
 // prefix down to it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.EscapedPath()

@@ -47,7 +47,7 @@ func newEnv(t *testing.T) *env {
 	e.m, err = apikey.New(e.store, apikey.Options{Prefix: "sk_test", Plans: plans(), DefaultPlan: "free"})
 	require.NoError(t, err)
 	t.Cleanup(func() { e.m.Close(context.Background()) })
-	e.mw, err = apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limiter: e.lim})
+	e.mw, err = apikey.NewMiddleware(e.m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: e.lim}})
 	require.NoError(t, err)
 	e.admin, err = adminhttp.New(e.m, adminhttp.Options{Middleware: e.mw})
 	require.NoError(t, err)

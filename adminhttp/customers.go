@@ -180,6 +180,7 @@ func (req *putRequest) fields() []string {
 	for name, set := range map[string]bool{
 		"plan": req.Plan.set, "scopes": req.Scopes.set, "max_keys": req.MaxKeys.set, "limits": req.Limits.set,
 		"credits": req.Credits.set, "suspended": req.Suspended.set, "metadata": req.Metadata.set,
+		"allowed_ips": req.AllowedIPs.set,
 	} {
 		if set {
 			out = append(out, name)

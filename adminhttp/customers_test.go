@@ -143,6 +143,10 @@ func TestBadInputNamesTheField(t *testing.T) {
 		{"quota without a window", "PUT", "/admin/customers/bob", `{"limits":[{"name":"x","kind":"quota","count":1}]}`, "limits", nil},
 		{"a limit twice", "PUT", "/admin/customers/bob", `{"limits":[{"name":"x","kind":"quota","count":1,"window":"day"},{"name":"x","kind":"quota","count":2,"window":"day"}]}`, "limits", nil},
 		{"a credits limit beside credits", "PUT", "/admin/customers/bob", `{"credits":5,"limits":[{"name":"credits","kind":"credits","count":1}]}`, "limits", nil},
+		{"allowed_ips not an array", "PUT", "/admin/customers/bob", `{"allowed_ips":"203.0.113.0/24"}`, "allowed_ips", nil},
+		{"allowed_ips with host bits", "PUT", "/admin/customers/bob", `{"allowed_ips":["203.0.113.7/24"]}`, "allowed_ips", nil},
+		{"allowed_ips not ranges", "PUT", "/admin/customers/bob", `{"allowed_ips":["example.com"]}`, "allowed_ips", nil},
+		{"allowed_ips with a zone", "PUT", "/admin/customers/bob", `{"allowed_ips":["fe80::1%eth0"]}`, "allowed_ips", nil},
 		{"unknown member", "PUT", "/admin/customers/bob", `{"plan":"pro","tier":"gold"}`, "tier", nil},
 		{"empty body", "PUT", "/admin/customers/bob", ``, "body", nil},
 		{"body not an object", "PUT", "/admin/customers/bob", `["plan"]`, "body", nil},
@@ -226,7 +230,7 @@ func TestGetAnswersTheBalance(t *testing.T) {
 	m2, err := apikey.New(e2.store, apikey.Options{}) // no plans
 	require.NoError(t, err)
 	t.Cleanup(func() { m2.Close(context.Background()) })
-	mw2, err := apikey.NewMiddleware(m2, apikey.MiddlewareOptions{Limiter: e2.lim})
+	mw2, err := apikey.NewMiddleware(m2, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: e2.lim}})
 	require.NoError(t, err)
 	h2, err := adminhttp.New(m2, adminhttp.Options{Middleware: mw2})
 	require.NoError(t, err)
@@ -260,7 +264,7 @@ func TestBalanceIsNullWhenUnknown(t *testing.T) {
 	m, err := apikey.New(newCustomerStore(), apikey.Options{Plans: plans(), DefaultPlan: "free"})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
-	blind, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: allowAll{}})
+	blind, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: allowAll{}}})
 	require.NoError(t, err)
 	for name, mw := range map[string]*apikey.Middleware{"no middleware": nil, "no LimitPeeker": blind} {
 		h, err := adminhttp.New(m, adminhttp.Options{Middleware: mw})
@@ -418,4 +422,32 @@ func TestStoreFailures(t *testing.T) {
 	assert.Equal(t, http.StatusNotImplemented, do(t, h, "PUT", "/admin/customers/bob", `{"plan":"pro"}`).status)
 	assert.Equal(t, http.StatusNotImplemented, do(t, h, "GET", "/admin/customers", "").status)
 	assert.Equal(t, 200, do(t, h, "GET", "/admin/customers/bob", "").status, "reads answer the zero record")
+}
+
+// The operator restricts a customer to IP ranges: shown in the record,
+// in force for his keys at the next request (403 from elsewhere), and
+// lifted with null.
+func TestCustomerIPRanges(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	token, _, err := e.m.Issue(context.Background(), apikey.IssueParams{Owner: "demo"})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, e.call(token), "from httptest's 192.0.2.1")
+
+	a := e.do("PUT", "/admin/customers/demo", `{"allowed_ips":["2001:db8::/32","203.0.113.0/24","198.51.100.9"]}`)
+	require.Equal(t, 200, a.status, a.raw)
+	assert.Equal(t, []any{"198.51.100.9/32", "203.0.113.0/24", "2001:db8::/32"}, a.body["allowed_ips"], "canonical and sorted")
+	assert.Equal(t, http.StatusForbidden, e.call(token), "192.0.2.1 is outside the customer's ranges")
+	a = e.do("GET", "/admin/customers/demo", "")
+	assert.Equal(t, []any{"198.51.100.9/32", "203.0.113.0/24", "2001:db8::/32"}, a.body["allowed_ips"])
+
+	a = e.do("PUT", "/admin/customers/demo", `{"allowed_ips":["192.0.2.0/24"]}`)
+	require.Equal(t, 200, a.status, a.raw)
+	assert.Equal(t, http.StatusNoContent, e.call(token))
+	a = e.do("PUT", "/admin/customers/demo", `{"allowed_ips":null}`)
+	require.Equal(t, 200, a.status, a.raw)
+	assert.Equal(t, []any{}, a.body["allowed_ips"])
+	c, err := e.m.Customer(context.Background(), "demo")
+	require.NoError(t, err)
+	assert.Empty(t, c.AllowedIPs)
 }

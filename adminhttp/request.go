@@ -8,11 +8,14 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/limits"
 )
 
@@ -22,16 +25,17 @@ type optional[T any] struct {
 	v         T
 }
 
-// putRequest is the body of PUT /admin/customers/{id}: every member is
+// putRequest is the body of PUT /admin/customers/{id}. Every member is
 // optional, and each one sent replaces that field of the record.
 type putRequest struct {
-	Plan      optional[string]
-	Scopes    optional[[]string]
-	MaxKeys   optional[int]
-	Limits    optional[[]limitRequest]
-	Credits   optional[int64]
-	Suspended optional[bool]
-	Metadata  optional[map[string]string]
+	Plan       optional[string]
+	Scopes     optional[[]string]
+	MaxKeys    optional[int]
+	Limits     optional[[]limitRequest]
+	Credits    optional[int64]
+	Suspended  optional[bool]
+	Metadata   optional[map[string]string]
+	AllowedIPs optional[[]string]
 }
 
 // limitRequest is one limit granted to a customer, as the API writes it.
@@ -86,6 +90,8 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request, req *putRequest
 			}
 		case "metadata":
 			err = member(raw, &req.Metadata)
+		case "allowed_ips":
+			err = member(raw, &req.AllowedIPs)
 		default:
 			return &apikey.InputError{Field: name, Reason: "unknown field"}
 		}
@@ -139,6 +145,8 @@ func expected(field string) string {
 		return "a boolean"
 	case "metadata":
 		return "an object of string values or null"
+	case "allowed_ips":
+		return "an array of CIDR ranges or IP addresses, or null"
 	}
 	return "valid"
 }
@@ -153,6 +161,16 @@ func (req *putRequest) change() (func(*apikey.Customer), error) {
 				return nil, &apikey.InputError{Field: "scopes", Reason: fmt.Sprintf("scope %q is listed twice", s)}
 			}
 			seen[s] = true
+		}
+	}
+	var ips []netip.Prefix
+	if req.AllowedIPs.set {
+		if len(req.AllowedIPs.v) > apikey.MaxAllowedIPs {
+			return nil, &apikey.InputError{Field: "allowed_ips", Reason: fmt.Sprintf("more than %d ranges", apikey.MaxAllowedIPs)}
+		}
+		var err error
+		if ips, err = ipallow.Parse(req.AllowedIPs.v...); err != nil {
+			return nil, &apikey.InputError{Field: "allowed_ips", Reason: strings.TrimPrefix(err.Error(), ipallow.ErrInvalidRange.Error()+": ")}
 		}
 	}
 	var ls []limits.Limit
@@ -186,6 +204,9 @@ func (req *putRequest) change() (func(*apikey.Customer), error) {
 		}
 		if req.Metadata.set {
 			c.Metadata = maps.Clone(req.Metadata.v)
+		}
+		if req.AllowedIPs.set {
+			c.AllowedIPs = slices.Clone(ips)
 		}
 	}, nil
 }

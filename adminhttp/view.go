@@ -8,7 +8,7 @@ import (
 )
 
 // customerView is a customer record as the API shows it. Every member is
-// always present; scopes null means no ceiling, and unset times are null.
+// always present. Scopes null means no ceiling, and unset times are null.
 type customerView struct {
 	ID        string            `json:"id"`
 	Plan      string            `json:"plan"`
@@ -18,13 +18,16 @@ type customerView struct {
 	Credits   int64             `json:"credits"`
 	Suspended bool              `json:"suspended"`
 	Metadata  map[string]string `json:"metadata"`
-	CreatedAt *time.Time        `json:"created_at"`
-	UpdatedAt *time.Time        `json:"updated_at"`
-	Revision  int64             `json:"revision"`
+	// AllowedIPs are the IP ranges (CIDR) the customer's keys may be used
+	// from; empty: any address.
+	AllowedIPs []string   `json:"allowed_ips"`
+	CreatedAt  *time.Time `json:"created_at"`
+	UpdatedAt  *time.Time `json:"updated_at"`
+	Revision   int64      `json:"revision"`
 }
 
-// detailView is the answer to GET /admin/customers/{id}: the record and
-// the balance of its limits.
+// detailView is the answer to GET /admin/customers/{id}. It holds the
+// record and the balance of its limits.
 type detailView struct {
 	customerView
 	Balance *balanceView `json:"balance"`
@@ -35,10 +38,10 @@ type detailView struct {
 type balanceView struct {
 	// Allowed reports whether a request of the customer would pass now.
 	Allowed bool `json:"allowed"`
-	// Limit and Remaining are those of the tightest limit: what it admits
-	// now, before the next request. ResetSeconds is the time until it
-	// would be whole again after one more request. Limit is null without
-	// any limit.
+	// Limit and Remaining are those of the tightest limit. They tell what it
+	// admits now, before the next request. ResetSeconds is the time until it
+	// would be whole again after one more request. Limit is null without any
+	// limit.
 	Limit        *string `json:"limit"`
 	Remaining    int64   `json:"remaining"`
 	ResetSeconds int64   `json:"reset_seconds"`
@@ -47,7 +50,7 @@ type balanceView struct {
 	Credits *int64 `json:"credits"`
 }
 
-// limitView is one limit granted to a customer; limitRequest's shape.
+// limitView is one limit granted to a customer, in limitRequest's shape.
 type limitView struct {
 	Name          string `json:"name"`
 	Kind          string `json:"kind"`
@@ -71,6 +74,10 @@ func view(c *apikey.Customer) customerView {
 	}
 	if v.Metadata == nil {
 		v.Metadata = map[string]string{}
+	}
+	v.AllowedIPs = make([]string, len(c.AllowedIPs))
+	for i, p := range c.AllowedIPs {
+		v.AllowedIPs[i] = p.String()
 	}
 	return v
 }

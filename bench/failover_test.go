@@ -39,7 +39,7 @@ import (
 // until the budget is exhausted. Two notifiers subscribe to a channel of
 // the same slot, and one publishes on it every 5 ms. The runs are repeated
 // with the middleware's two refusing policies: fail-closed (the default)
-// and a memlimit FallbackLimiter.
+// and a memlimit Fallback limiter (LimitOptions.Fallback).
 func TestRedisClusterFailover(t *testing.T) {
 	if os.Getenv("APIKEY_BENCH_FAILOVER") == "" {
 		t.Skip("set APIKEY_BENCH_FAILOVER=1 to measure a Redis Cluster failover under load")
@@ -150,9 +150,9 @@ func failoverRun(t *testing.T, cluster *testserver.RedisCluster, kind, policy st
 		t.Fatal(err)
 	}
 	defer m.Close(ctx)
-	opts := apikey.MiddlewareOptions{Limiter: probe{Limiter: rl}}
+	opts := apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: probe{Limiter: rl}}}
 	if policy == "fallback" {
-		opts.FallbackLimiter = probe{Limiter: fallback, fallback: true}
+		opts.Limits.Fallback = probe{Limiter: fallback, fallback: true}
 	}
 	mw, err := apikey.NewMiddleware(m, opts)
 	if err != nil {

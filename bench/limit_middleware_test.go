@@ -50,7 +50,7 @@ func BenchmarkLimitMiddleware(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: l})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: l}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func deadRedis(b *testing.B) string {
 // to Redis) and once it is open (no call; the Manager's clock is fixed, so
 // the cool-down never ends), with go-redis's default client options and
 // with the README's (ContextTimeoutEnabled, so that the client honours
-// LimiterTimeout's 50 ms deadline; one dial, no retries). Run it with
+// LimitOptions.Timeout's 50 ms default; one dial, no retries). Run it with
 // -benchtime 5x: a default client waits seconds for a hung server (its
 // cases run with APIKEY_BENCH_FULL=1). Compare with
 // BenchmarkLimitMiddleware.
@@ -148,7 +148,7 @@ func outage(b *testing.B, opts *redis.Options, failures int, noon time.Time) {
 	}
 	m, token := newLimitManager(b, func() time.Time { return noon })
 	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{
-		Limiter: l, FailOpen: true, BreakerFailures: failures,
+		Limits: apikey.LimitOptions{Limiter: l, FailOpen: true, BreakerFailures: failures},
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -105,7 +105,7 @@ func BenchmarkLimitPaired(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: l})
+		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: l}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -58,6 +58,10 @@ func (h *Handler) createParams(req *createRequest, fields []string) (selfservice
 	if f := checkScopes(c.Scopes); f != nil {
 		return c, f
 	}
+	var f *fieldError
+	if c.AllowedIPs, f = checkIPs(req.AllowedIPs.v); f != nil {
+		return c, f
+	}
 	switch {
 	case req.ExpiresAt.set && !req.ExpiresAt.null:
 		if f := checkExpiry(req.ExpiresAt.v, h.m.Now()); f != nil {
@@ -163,6 +167,11 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, owner, id string
 		return
 	}
 	if f := checkScopes(c.Scopes); f != nil {
+		h.fail(w, r, f)
+		return
+	}
+	var f *fieldError
+	if c.AllowedIPs, f = checkIPs(req.AllowedIPs.v); f != nil {
 		h.fail(w, r, f)
 		return
 	}

@@ -1,7 +1,7 @@
-// Package keyshttp serves the management API of apikey over HTTP: a
+// Package keyshttp serves the management API of apikey over HTTP. A
 // signed-in user creates, lists, renames, rotates, pauses, resumes and
-// revokes their own keys and reads what they consumed, and GET
-// /openapi.json describes it all. What a
+// revokes their own keys and reads what they consumed. GET /openapi.json
+// describes it all. What a
 // user may do is decided by a selfservice.Policy, the same one the keys
 // page (keyspage) uses.
 //
@@ -19,12 +19,12 @@
 //	mux.Handle("GET /usage", h)
 //	// or under a prefix: mux.Handle("/v1/", http.StripPrefix("/v1", h))
 //
-// Routes, relative to where the handler is mounted:
+// The routes below are relative to where the handler is mounted.
 //
 //	POST   /api-keys                    create; 201 with the token, its only appearance
 //	GET    /api-keys                    the caller's keys, newest first: ?limit=, ?after=, ?usable=true
 //	GET    /api-keys/{id}               one key
-//	PATCH  /api-keys/{id}               change name, scopes, expires_at
+//	PATCH  /api-keys/{id}               change name, scopes, expires_at, allowed_ips
 //	POST   /api-keys/{id}/rotate        {"grace_seconds": n}: 200 with the new token
 //	POST   /api-keys/{id}/pause         the owner pauses the key (reversible)
 //	POST   /api-keys/{id}/resume        lift the owner's pause, never the operator's Disabled
@@ -37,35 +37,40 @@
 //	GET    /openapi.json                the OpenAPI 3.1 document of these routes, for the mount point
 //
 // A request member the user may not set (plan, credits, limits, metadata,
-// disabled, anything unknown) is refused with 403 whose "field" member
-// names it, before anything else is looked at; beyond the customer's key
-// cap is 409; a change to a revoked or expired key is 409; while the
-// customer is suspended only listing, revoking and reading usage are
-// allowed (403). A
-// request that changes keys and that a browser sent from another origin
-// (cross-site request forgery, which an Owner hook reading a cookie or
-// HTTP Basic credentials would otherwise let through) is refused with 403
-// by http.CrossOriginProtection; clients that are not browsers send
+// disabled, anything unknown) is refused with 403. Its "field" member
+// names it, and this check comes before anything else is looked at. A
+// creation beyond the customer's key cap is 409. IP ranges outside the
+// customer's (allowed_ips, CIDR strings) are 403. A change to a revoked or
+// expired key is 409. While the customer is suspended, only listing,
+// revoking and reading usage are allowed (403). A browser may send a
+// request that changes keys from another origin. That is cross-site
+// request forgery, which an Owner hook reading a cookie or HTTP Basic
+// credentials would otherwise let through. http.CrossOriginProtection
+// refuses such a request with 403. Clients that are not browsers send
 // neither Sec-Fetch-Site nor Origin and are not affected.
 //
-// The usage routes answer {"from", "to", "step", "series": [{"start",
-// "allowed", "limited", "refused", "cost"}, ...]}: one bucket per hour,
-// day or month (step; day when absent), in UTC, empty buckets included,
-// from from (RFC 3339, rounded down to the start of its bucket; when
-// absent, 24 hours, 30 days or 12 months before to, by step) to to (RFC
-// 3339, exclusive, rounded up to a bucket's end; now when absent, so the
-// current bucket is included). Counts are those of
-// apikey.Options.UsageInterval: requests allowed, limited (429) and
-// refused (403 or 401 of a verified key), and the cost spent; they lag
-// by up to one UsageInterval. More than 1,000 buckets, or a to not after
-// from, is a 400 naming the field; a Manager whose store keeps no usage
-// answers 501. A suspended customer may read his usage.
+// The usage routes answer with this JSON shape.
 //
-// A caller only ever sees their own keys: another owner's key is 404, like
+//	{"from", "to", "step", "series": [{"start", "allowed", "limited", "refused", "cost"}, ...]}
+//
+// The series holds one bucket per hour, day or month (step, day when
+// absent), in UTC, empty buckets included. It runs from from to to. The
+// from parameter is RFC 3339, rounded down to the start of its bucket.
+// When absent, it is 24 hours, 30 days or 12 months before to, by step.
+// The to parameter is RFC 3339 and exclusive, rounded up to a bucket's
+// end. When absent, it is now, so the current bucket is included. Counts
+// are those of apikey.Options.UsageInterval. They are the requests
+// allowed, limited (429) and refused (403 or 401 of a verified key), and
+// the cost spent. They lag by up to one UsageInterval. More than 1,000
+// buckets, or a to not after from, is a 400 naming the field. A Manager
+// whose store keeps no usage answers 501. A suspended customer may read
+// his usage.
+//
+// A caller only ever sees their own keys. Another owner's key is 404, like
 // an unknown one. No response ever carries a digest, and a token appears
 // only in the answers to create and rotate. Bad input is a 400
 // application/problem+json response whose "field" member names the
-// offending field; a failing store is 503 with Retry-After.
+// offending field. A failing store is 503 with Retry-After.
 package keyshttp
 
 import (
@@ -86,7 +91,7 @@ const (
 	defaultRetryAfter   = 5 * time.Second
 )
 
-// Options configures a Handler. Only Owner is required; every other zero
+// Options configures a Handler. Only Owner is required. Every other zero
 // value is a safe default.
 type Options struct {
 	// Owner returns the owner whose keys the request manages (the signed-in
@@ -94,9 +99,9 @@ type Options struct {
 	// plain function type, so the same function fits keyspage's Options.
 	Owner func(*http.Request) (string, error)
 
-	// Policy decides what the owner may do; pass the same one to keyspage.
-	// Nil: selfservice.New(m, selfservice.Options{}), which offers no
-	// scopes beyond a customer's ceiling and keys that live at most 366
+	// Policy decides what the owner may do. Pass the same one to keyspage.
+	// When nil, it is selfservice.New(m, selfservice.Options{}), which offers
+	// no scopes beyond a customer's ceiling and keys that live at most 366
 	// days. It must act through the Handler's Manager.
 	Policy *selfservice.Policy
 
@@ -104,19 +109,19 @@ type Options struct {
 	// `Basic realm="api-keys"`. None is sent when empty.
 	Challenge string
 
-	// MaxBodyBytes is the largest request body: 64 KiB when 0. A larger
+	// MaxBodyBytes is the largest request body, 64 KiB when 0. A larger
 	// body is a 400.
 	MaxBodyBytes int64
-	// RetryAfter is the Retry-After of a 503: 5 seconds when 0.
+	// RetryAfter is the Retry-After of a 503, 5 seconds when 0.
 	RetryAfter time.Duration
 
 	// TrustedOrigins are origins, besides the handler's own, whose
 	// browsers may change keys (for example a console served from another
-	// origin); see http.CrossOriginProtection.AddTrustedOrigin. None when
+	// origin). See http.CrossOriginProtection.AddTrustedOrigin. None when
 	// empty.
 	TrustedOrigins []string
 
-	// Document describes the API in GET /openapi.json: its security
+	// Document describes the API in GET /openapi.json, with its security
 	// scheme and license.
 	Document Document
 
@@ -125,7 +130,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Handler serves the management API. Build it with New; it is safe for
+// Handler serves the management API. Build it with New. It is safe for
 // concurrent use.
 type Handler struct {
 	m          *apikey.Manager
@@ -188,7 +193,7 @@ func New(m *apikey.Manager, opts Options) (*Handler, error) {
 }
 
 // ServeHTTP routes a request to its operation. Paths are taken relative to
-// the mount point: mount the Handler at "/" or strip the prefix.
+// the mount point. Mount the Handler at "/" or strip the prefix.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	if path == "/openapi.json" {

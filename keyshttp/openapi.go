@@ -16,14 +16,15 @@ import (
 )
 
 // openAPITemplate is the OpenAPI 3.1 description of the Handler's routes,
-// without what depends on the Handler: its servers, security scheme and
-// license. The tests check it against the Handler's real answers.
+// without what depends on the Handler. That is its servers, security
+// scheme and license. The tests check it against the Handler's real
+// answers.
 //
 //go:embed openapi.json
 var openAPITemplate []byte
 
 // Document describes the API in the OpenAPI document the Handler serves.
-// The zero value is valid: see each field's default.
+// The zero value is valid. See each field's default.
 type Document struct {
 	// Security is how a caller authenticates to the Owner hook, declared
 	// as the document's security scheme "owner". When its Type is empty
@@ -31,13 +32,13 @@ type Document struct {
 	// "Bearer ..." a bearer token, any other auth-scheme that HTTP
 	// scheme), else a session cookie named "session".
 	Security SecurityScheme
-	// License is the license of the API: {Name: "Proprietary",
-	// Identifier: "LicenseRef-Proprietary"} when Name is empty.
+	// License is the license of the API. When Name is empty, it is named
+	// "Proprietary" with the identifier "LicenseRef-Proprietary".
 	License License
 }
 
 // SecurityScheme is an OpenAPI security scheme (without OAuth 2.0
-// flows): the credentials the Owner hook reads.
+// flows). It describes the credentials the Owner hook reads.
 type SecurityScheme struct {
 	// Type is "http", "apiKey", "openIdConnect" or "mutualTLS".
 	Type string
@@ -46,8 +47,8 @@ type SecurityScheme struct {
 	Scheme string
 	// BearerFormat hints at the format of a bearer token, e.g. "JWT".
 	BearerFormat string
-	// In is where type "apiKey" is sent: "header", "query" or "cookie";
-	// Name is the header, parameter or cookie name.
+	// In is where type "apiKey" is sent, one of "header", "query" and
+	// "cookie". Name is the header, parameter or cookie name.
 	In, Name string
 	// OpenIDConnectURL is the discovery URL of type "openIdConnect".
 	OpenIDConnectURL string
@@ -59,8 +60,8 @@ type SecurityScheme struct {
 type License struct {
 	// Name is the license's name, e.g. "Apache 2.0" or "Proprietary".
 	Name string
-	// Identifier is its SPDX identifier, or URL a link to it; at most one
-	// of the two.
+	// Identifier is its SPDX identifier, or URL a link to it. At most one
+	// of the two is set.
 	Identifier, URL string
 }
 

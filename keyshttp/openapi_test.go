@@ -382,7 +382,7 @@ func TestSchemaCheckerCatchesMismatches(t *testing.T) {
 	good := map[string]any{
 		"id": "a", "prefix": "sk", "hint": "sk_...abcd", "name": "", "scopes": []any{}, "plan": "", "metadata": map[string]any{},
 		"limits": []any{}, "created_at": "2026-11-27T12:00:00Z", "expires_at": nil, "last_used_at": nil, "revoked_at": nil,
-		"disabled": false, "paused": false, "rotated_at": nil, "rotated_from": nil, "rotated_to": nil,
+		"disabled": false, "paused": false, "rotated_at": nil, "rotated_from": nil, "rotated_to": nil, "allowed_ips": []any{},
 	}
 	require.NoError(t, s.validate(key, good, "key"))
 	for name, change := range map[string]func(m map[string]any){

@@ -10,7 +10,8 @@ import (
 	"github.com/gokeys/apikey/selfservice"
 )
 
-// fieldError is bad input: the field at fault and a sentence for people.
+// fieldError is bad input. It holds the field at fault and a sentence for
+// people.
 type fieldError struct {
 	status int // 400 when 0
 	field  string

@@ -8,12 +8,14 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/selfservice"
 )
 
@@ -47,14 +49,16 @@ type createRequest struct {
 	ExpiresAt     optional[time.Time] `json:"expires_at"`
 	TTLSeconds    optional[int64]     `json:"ttl_seconds"`
 	ExpiresInDays optional[int64]     `json:"expires_in_days"`
+	AllowedIPs    optional[[]string]  `json:"allowed_ips"`
 }
 
-// patchRequest is the body of PATCH /api-keys/{id}: every member is
+// patchRequest is the body of PATCH /api-keys/{id}. Every member is
 // optional, and only those present change.
 type patchRequest struct {
-	Name      optional[string]    `json:"name"`
-	Scopes    optional[[]string]  `json:"scopes"`
-	ExpiresAt optional[time.Time] `json:"expires_at"`
+	Name       optional[string]    `json:"name"`
+	Scopes     optional[[]string]  `json:"scopes"`
+	ExpiresAt  optional[time.Time] `json:"expires_at"`
+	AllowedIPs optional[[]string]  `json:"allowed_ips"`
 }
 
 // rotateRequest is the body of POST /api-keys/{id}/rotate.
@@ -141,6 +145,8 @@ func expected(field string) string {
 	switch field {
 	case "scopes":
 		return "an array of strings"
+	case "allowed_ips":
+		return "an array of CIDR ranges or IP addresses, e.g. [\"203.0.113.0/24\"]"
 	case "ttl_seconds", "expires_in_days", "grace_seconds":
 		return "an integer"
 	case "expires_at":
@@ -181,6 +187,20 @@ func checkScopes(scopes []string) *fieldError {
 		}
 	}
 	return nil
+}
+
+// checkIPs parses the ranges of allowed_ips; whether the caller may use
+// them is the policy's.
+func checkIPs(ranges []string) ([]netip.Prefix, *fieldError) {
+	if len(ranges) > apikey.MaxAllowedIPs {
+		return nil, badField("allowed_ips", fmt.Sprintf("At most %d ranges.", apikey.MaxAllowedIPs))
+	}
+	ips, err := ipallow.Parse(ranges...)
+	if err != nil {
+		reason := strings.TrimPrefix(err.Error(), ipallow.ErrInvalidRange.Error()+": ")
+		return nil, badField("allowed_ips", "allowed_ips: "+reason+".")
+	}
+	return ips, nil
 }
 
 // checkExpiry checks an expiry time against now.

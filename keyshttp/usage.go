@@ -22,8 +22,8 @@ const (
 	defaultDaySpan  = 30 * 24 * time.Hour
 )
 
-// usageView is the answer of a usage route: the series, from its first
-// bucket's start to its last bucket's end.
+// usageView is the answer of a usage route. It holds the series, from its
+// first bucket's start to its last bucket's end.
 type usageView struct {
 	From   time.Time    `json:"from"`
 	To     time.Time    `json:"to"`
@@ -122,7 +122,7 @@ func (h *Handler) usageQuery(r *http.Request) (usage.Query, bool, *fieldError) {
 	return q, toGiven, nil
 }
 
-// lastUsageTime bounds from and to: the end of a bucket must still be a
+// lastUsageTime bounds from and to. The end of a bucket must still be a
 // time of RFC 3339, whose years have four digits.
 var lastUsageTime = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 

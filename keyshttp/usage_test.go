@@ -221,7 +221,7 @@ func TestUsageCountsRealRequests(t *testing.T) {
 	require.NoError(t, err)
 	lim, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: lim}})
 	require.NoError(t, err)
 	h, err := keyshttp.New(m, keyshttp.Options{Owner: ownerFromHeader})
 	require.NoError(t, err)

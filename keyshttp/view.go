@@ -7,8 +7,8 @@ import (
 	"github.com/gokeys/apikey/limits"
 )
 
-// keyView is a key as the API shows it: never its token or digest. Every
-// member is always present; unset times and links are null.
+// keyView is a key as the API shows it, never with its token or digest.
+// Every member is always present. Unset times and links are null.
 type keyView struct {
 	ID          string            `json:"id"`
 	Prefix      string            `json:"prefix"`
@@ -27,6 +27,7 @@ type keyView struct {
 	RotatedAt   *time.Time        `json:"rotated_at"`
 	RotatedFrom *string           `json:"rotated_from"`
 	RotatedTo   *string           `json:"rotated_to"`
+	AllowedIPs  []string          `json:"allowed_ips"`
 }
 
 // limitView is one of a key's own limits.
@@ -39,16 +40,16 @@ type limitView struct {
 	Window        string `json:"window,omitempty"`
 }
 
-// createdView is the answer to a creation: the key view and, this once,
-// the token.
+// createdView is the answer to a creation. It holds the key view and, this
+// once, the token.
 type createdView struct {
 	keyView
 	Key  string `json:"key"`
 	Note string `json:"note"`
 }
 
-// rotatedView is the answer to a rotation: the successor with its token,
-// and what became of the old key.
+// rotatedView is the answer to a rotation. It holds the successor with its
+// token, and what became of the old key.
 type rotatedView struct {
 	createdView
 	Status          string     `json:"status"`
@@ -77,6 +78,10 @@ func view(k *apikey.Key) keyView {
 	}
 	if v.Metadata == nil {
 		v.Metadata = map[string]string{}
+	}
+	v.AllowedIPs = make([]string, len(k.AllowedIPs))
+	for i, p := range k.AllowedIPs {
+		v.AllowedIPs[i] = p.String()
 	}
 	return v
 }

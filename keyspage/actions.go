@@ -3,23 +3,27 @@ package keyspage
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/selfservice"
 )
 
 // create issues a key from the create form and shows its token once.
 func (p *Page) create(w http.ResponseWriter, r *http.Request, owner string) {
 	f := createForm{
-		Name:     strings.TrimSpace(r.PostForm.Get("name")),
-		Scopes:   r.PostForm["scope"],
-		Lifetime: r.PostForm.Get("expires"),
+		Name:       strings.TrimSpace(r.PostForm.Get("name")),
+		Scopes:     r.PostForm["scope"],
+		Lifetime:   r.PostForm.Get("expires"),
+		AllowedIPs: strings.TrimSpace(r.PostForm.Get("allowed_ips")),
 	}
-	if err := fields(r, "name", "scope", "expires"); err != nil {
+	if err := fields(r, "name", "scope", "expires", "allowed_ips"); err != nil {
 		p.fail(w, r, owner, "created", err)
 		return
 	}
@@ -41,9 +45,17 @@ func (p *Page) create(w http.ResponseWriter, r *http.Request, owner string) {
 		invalid("Choose an expiry from the list.")
 		return
 	}
+	ips, msg := parseIPs(f.AllowedIPs)
+	if msg != "" {
+		invalid(msg)
+		return
+	}
 	c := selfservice.Create{Name: f.Name, Scopes: scopes, TTL: lifetime, Fields: []string{selfservice.FieldName, selfservice.FieldExpiresAt}}
 	if len(scopes) > 0 {
 		c.Fields = append(c.Fields, selfservice.FieldScopes)
+	}
+	if len(ips) > 0 {
+		c.Fields, c.AllowedIPs = append(c.Fields, selfservice.FieldAllowedIPs), ips
 	}
 	token, k, err := p.policy.Create(r.Context(), owner, c)
 	if err != nil {
@@ -88,6 +100,42 @@ func (p *Page) rename(w http.ResponseWriter, r *http.Request, owner string) {
 		return
 	}
 	seeOther(w, "./?done=renamed")
+}
+
+// parseIPs reads the IP ranges of a form field: CIDR ranges or single
+// addresses separated by commas, spaces or line breaks. It returns what is
+// wrong with them, or "".
+func parseIPs(s string) ([]netip.Prefix, string) {
+	list := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	if len(list) > apikey.MaxAllowedIPs {
+		return nil, "At most " + strconv.Itoa(apikey.MaxAllowedIPs) + " IP ranges."
+	}
+	ips, err := ipallow.Parse(list...)
+	if err != nil {
+		return nil, "Allowed IP ranges: " + strings.TrimPrefix(err.Error(), ipallow.ErrInvalidRange.Error()+": ") +
+			". Write ranges such as 203.0.113.0/24 or single addresses, separated by commas."
+	}
+	return ips, ""
+}
+
+// restrict sets the IP ranges a key may be used from; none lifts the
+// key's own restriction.
+func (p *Page) restrict(w http.ResponseWriter, r *http.Request, owner string) {
+	if err := fields(r, "id", "allowed_ips"); err != nil {
+		p.fail(w, r, owner, "restricted", err)
+		return
+	}
+	ips, msg := parseIPs(r.PostForm.Get("allowed_ips"))
+	if msg != "" {
+		p.list(w, r, owner, http.StatusBadRequest, &view{Error: msg})
+		return
+	}
+	c := selfservice.Change{Fields: []string{selfservice.FieldAllowedIPs}, AllowedIPs: ips}
+	if _, err := p.policy.Update(r.Context(), owner, r.PostForm.Get("id"), c); err != nil {
+		p.fail(w, r, owner, "restricted", err)
+		return
+	}
+	seeOther(w, "./?done=restricted")
 }
 
 // rotate replaces a key with a successor and shows the successor's token

@@ -1,8 +1,8 @@
 // Package keyspage serves a self-service "API keys" page that a service
-// mounts next to its own pages, for its signed-in users: a table of the
-// user's keys, newest first and a page at a time, and plain HTML forms to
-// create, rename, rotate, pause, resume and revoke them (one key or a
-// whole rotation chain). What a user may do is decided by a
+// mounts next to its own pages, for its signed-in users. The page shows a
+// table of the user's keys, newest first and a page at a time. Plain HTML
+// forms create, rename, restrict to IP ranges, rotate, pause, resume and
+// revoke them (one key or a whole rotation chain). What a user may do is decided by a
 // selfservice.Policy, the same one the management API (keyshttp) uses. It
 // uses the standard library only.
 //
@@ -15,32 +15,34 @@
 //	if err != nil { ... }
 //	mux.Handle("/keys/", requireSignIn(page))
 //
-// The page works without JavaScript: every action is a form post, and the
-// only script (a few lines, allowed by its hash in the
-// Content-Security-Policy) adds a copy button beside a new token. A new
-// token is rendered in the response to the form post that created it, with
-// Cache-Control: no-store, and is never stored, put in a URL or shown again;
-// the script turns that response into a plain view of the page, so that a
-// reload does not post the form again.
+// The page works without JavaScript, since every action is a form post.
+// The only script is a few lines, allowed by its hash in the
+// Content-Security-Policy. It adds a copy button beside a new token. A new
+// token is rendered in the response to the form post that created it,
+// with a Cache-Control of no-store. It is never stored, put in a URL or
+// shown again. The script turns that response into a plain view of the
+// page, so that a reload does not post the form again.
 //
 // Each request reads at most one page of keys from the store (PageSize
-// keys, 50 by default): revoked and expired keys are left out unless the
+// keys, 50 by default). Revoked and expired keys are left out unless the
 // user asks for them, and older keys are a link away.
 //
 // When the store keeps usage (usage.Store), the page shows the owner's
-// requests of the last 30 UTC days: a bar chart of those allowed and
-// those limited (429) per day, drawn on the server as inline SVG, with the
-// plan's daily quota as a line when Options.DailyQuota says it, the same
-// numbers in a table, and a sparkline beside each key. It reads them with
-// one Manager.Usage call for the owner and one per key shown.
+// requests of the last 30 UTC days. A bar chart shows those allowed and
+// those limited (429) per day, drawn on the server as inline SVG. It draws
+// the plan's daily quota as a line when Options.DailyQuota says it. A
+// table shows the same numbers, and a sparkline sits beside each key. The
+// page reads them with one Manager.Usage call for the owner and one per
+// key shown.
 //
 // Every response carries a strict Content-Security-Policy (no source but
-// the page's own inline style and script, by hash), frame-ancestors 'none'
-// and X-Frame-Options: DENY. Every form post must come from the page's own
-// origin: http.CrossOriginProtection refuses cross-origin posts, and a post
-// that carries neither Sec-Fetch-Site nor Origin (so that its origin cannot
-// be told) is refused as well. Every key id in a form is checked against
-// the signed-in owner: another owner's key answers 404 like an unknown one.
+// the page's own inline style and script, by hash). It also carries
+// frame-ancestors 'none' and an X-Frame-Options of DENY. Every form post
+// must come from the page's own origin. http.CrossOriginProtection refuses
+// cross-origin posts. A post that carries neither Sec-Fetch-Site nor
+// Origin, so that its origin cannot be told, is refused as well. Every key
+// id in a form is checked against the signed-in owner. Another owner's key
+// answers 404 like an unknown one.
 // A form field the page does not offer (a plan, credits, anything else) is
 // refused with 403 naming it.
 package keyspage
@@ -63,21 +65,21 @@ import (
 	"github.com/gokeys/apikey/selfservice"
 )
 
-// Options configures a Page. Owner is required; every other field has a
+// Options configures a Page. Owner is required. Every other field has a
 // safe default.
 type Options struct {
 	// Owner returns the signed-in user whose keys the page shows and
-	// manages: the same hook as the management JSON API's, so a service
-	// passes one function to both. An error or an empty owner answers
-	// 401; the service's own sign-in (a session, HTTP Basic) runs before
-	// the page and decides who the user is. Required.
+	// manages. It is the same hook as the management JSON API's, so a
+	// service passes one function to both. An error or an empty owner
+	// answers 401. The service's own sign-in (a session, HTTP Basic) runs
+	// before the page and decides who the user is. Required.
 	Owner func(*http.Request) (string, error)
 
-	// Policy decides what the user may do, and which scopes the create
-	// form offers (those granted to him); pass the same one to keyshttp.
-	// Nil: selfservice.New(m, selfservice.Options{}), which offers no
-	// scopes beyond a customer's ceiling and keys that live at most 366
-	// days. It must act through the Page's Manager.
+	// Policy decides what the user may do, and which scopes the create form
+	// offers (those granted to him). Pass the same one to keyshttp. When nil,
+	// it is selfservice.New(m, selfservice.Options{}), which offers no scopes
+	// beyond a customer's ceiling and keys that live at most 366 days. It must
+	// act through the Page's Manager.
 	Policy *selfservice.Policy
 
 	// Challenge, if set, is the WWW-Authenticate header of a 401, e.g.
@@ -86,31 +88,31 @@ type Options struct {
 	Challenge string
 
 	// Lifetimes are the expiry choices of the create form, the first one
-	// preselected; each is positive and at most the policy's
-	// MaxLifetime. Default: 90 days, 30 days and 1 year, those within
-	// MaxLifetime (MaxLifetime itself if none is).
+	// preselected. Each is positive and at most the policy's MaxLifetime.
+	// The default is 90 days, 30 days and 1 year, those within MaxLifetime
+	// (MaxLifetime itself if none is).
 	Lifetimes []time.Duration
 
 	// Graces are the grace periods offered when rotating a key, the first
-	// one preselected: how long the old key keeps working beside its
-	// successor; 0 stops it at once. Each is at most the policy's
-	// MaxGrace. Default: 1 day, 1 hour, 7 days, none.
+	// one preselected. A grace period is how long the old key keeps
+	// working beside its successor. 0 stops it at once. Each is at most the
+	// policy's MaxGrace. The default is 1 day, 1 hour, 7 days and none.
 	Graces []time.Duration
 
-	// PageSize is how many keys a page shows: 50 when 0, at most 500.
+	// PageSize is how many keys a page shows, 50 when 0, at most 500.
 	PageSize int
 
-	// Title is the page's heading; "API keys" when empty.
+	// Title is the page's heading, "API keys" when empty.
 	Title string
 
 	// TrustedOrigins are origins, besides the page's own, whose form
 	// posts are accepted (for example "https://console.example.com" when
-	// a proxy rewrites the Host header); see
+	// a proxy rewrites the Host header). See
 	// http.CrossOriginProtection.AddTrustedOrigin.
 	TrustedOrigins []string
 
 	// DailyQuota, if set, returns the daily quota of customer's plan, in
-	// requests, and whether he has one: the usage chart draws it as a
+	// requests, and whether he has one. The usage chart draws it as a
 	// line. The chart counts requests, not their cost, so give a quota
 	// that counts requests (a plan's limits.Quota with Window limits.Day
 	// when each request costs 1). Nil draws no line.
@@ -140,16 +142,17 @@ var pageCSS string
 //go:embed page.js
 var pageJS string
 
-// Page is the http.Handler of the keys page. Build it with New; it is safe
+// Page is the http.Handler of the keys page. Build it with New. It is safe
 // for concurrent use.
 //
-// It serves, under the path it is mounted at (with or without
-// http.StripPrefix; the page's URL ends in "/" and every link in it is
-// relative):
+// It serves the routes below under the path it is mounted at, with or
+// without http.StripPrefix. The page's URL ends in "/" and every link in
+// it is relative.
 //
 //	GET  .../               the page: ?after= an older page, ?all=1 with revoked and expired keys
 //	POST .../create         issue a key; the response shows its token once
 //	POST .../rename         set a key's name
+//	POST .../ips            set the IP ranges a key may be used from
 //	POST .../rotate         rotate a key with the chosen grace period; the
 //	                        response shows the successor's token once
 //	POST .../pause          pause a key
@@ -175,10 +178,11 @@ type Page struct {
 }
 
 // New returns the page for m. It returns an error wrapping
-// apikey.ErrInvalidOptions for a nil Manager, a nil Owner, a Policy over
-// another Manager, a lifetime that is not positive or exceeds the policy's
-// MaxLifetime, a grace period that is negative or exceeds its MaxGrace, a
-// negative or too large PageSize, or a malformed trusted origin.
+// apikey.ErrInvalidOptions for a nil Manager, a nil Owner or a Policy over
+// another Manager. So do a lifetime that is not positive or exceeds the
+// policy's MaxLifetime, and a grace period that is negative or exceeds its
+// MaxGrace. So do a negative or too large PageSize and a malformed trusted
+// origin.
 func New(m *apikey.Manager, opts Options) (*Page, error) {
 	switch {
 	case m == nil:
@@ -332,6 +336,8 @@ func (p *Page) post(action string) func(http.ResponseWriter, *http.Request, stri
 		return p.create
 	case "rename":
 		return p.rename
+	case "ips":
+		return p.restrict
 	case "rotate":
 		return p.rotate
 	case "pause":
@@ -351,6 +357,8 @@ func message(done string) string {
 	switch done {
 	case "renamed":
 		return "The key was renamed."
+	case "restricted":
+		return "The key's IP ranges were changed."
 	case "paused":
 		return "The key was paused: it is refused until you resume it."
 	case "resumed":

@@ -20,11 +20,11 @@ const usageDays = 30
 // once.
 const usageReaders = 4
 
-// The geometry of the usage chart, in CSS pixels down its fixed height;
-// across, positions are percentages of its width, so that it fits any
+// The geometry of the usage chart, in CSS pixels down its fixed height.
+// Across, positions are percentages of its width, so that it fits any
 // screen without scaling its text. page.html draws the frame with the
-// same numbers: a chart 200 pixels high, its axis at chartBase, the day
-// labels below it; and sparklines of sparkWidth by sparkHeight.
+// same numbers. The chart is 200 pixels high, with its axis at chartBase
+// and the day labels below it. Sparklines are sparkWidth by sparkHeight.
 const (
 	chartTop    = 22  // the top of the plot
 	chartBase   = 176 // the baseline of the bars
@@ -32,11 +32,11 @@ const (
 	sparkHeight = 24
 )
 
-// usageView is the usage section: the owner's requests per day over the
-// last usageDays days, as bars and as a table of the same numbers.
+// usageView is the usage section. It shows the owner's requests per day over
+// the last usageDays days, as bars and as a table of the same numbers.
 type usageView struct {
-	// Failed reports that usage could not be read: a note replaces the
-	// chart.
+	// Failed reports that usage could not be read. A note then replaces
+	// the chart.
 	Failed bool
 
 	Days                  []dayBar
@@ -47,7 +47,7 @@ type usageView struct {
 	First, Middle, Latest axisLabel
 }
 
-// dayBar is one day of the chart: a bar of allowed requests with the
+// dayBar is one day of the chart. It is a bar of allowed requests with the
 // limited ones stacked on it, and a row of the table.
 type dayBar struct {
 	Date, Label, Title string // 2026-11-27, "Fri, Nov 27", the bar's tooltip

@@ -3,9 +3,11 @@ package keyspage
 import (
 	"bytes"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gokeys/apikey"
@@ -22,17 +24,17 @@ type view struct {
 	Full    bool     // whether the table and the create form are shown
 	Keys    []row
 
-	// Suspended reports that the service suspended the user's account:
-	// he may revoke his keys, nothing else.
+	// Suspended reports that the service suspended the user's account. He
+	// may revoke his keys, nothing else.
 	Suspended bool
 	// All reports that revoked and expired keys are shown.
 	All bool
 	// Newest and Older link to the first page and to the next page of
-	// older keys; Toggle shows or hides revoked and expired keys. Empty
+	// older keys. Toggle shows or hides revoked and expired keys. Empty
 	// when there is no such page.
 	Newest, Older, Toggle string
 
-	// Usage is the owner's usage of the last 30 days; nil when the store
+	// Usage is the owner's usage of the last 30 days, nil when the store
 	// keeps none. Sparks reports that the table has a column of
 	// sparklines.
 	Usage  *usageView
@@ -49,7 +51,7 @@ type once struct {
 	Token, Name, Hint, Note string
 }
 
-// confirm is a revocation to confirm: of one key, or of its whole chain.
+// confirm is a revocation to confirm, of one key or of its whole chain.
 type confirm struct {
 	row
 	Chain bool
@@ -58,9 +60,10 @@ type confirm struct {
 // createForm holds what the user entered, to fill the form again after an
 // error.
 type createForm struct {
-	Name     string
-	Scopes   []string
-	Lifetime string
+	Name       string
+	Scopes     []string
+	Lifetime   string
+	AllowedIPs string
 }
 
 type choice struct {
@@ -70,15 +73,17 @@ type choice struct {
 
 // row is one key in the table.
 type row struct {
-	ID, Name, Hint, Plan      string
-	Scopes                    []string
+	ID, Name, Hint, Plan string
+	Scopes               []string
+	// IPs are the key's own IP ranges, comma-separated; "" for none.
+	IPs                       string
 	Created, LastUsed, Expiry when
-	// State is the CSS class and StateText the words: active, grace
-	// ("in grace until" Until), paused, disabled (by the service),
-	// revoked (Until: when), expired.
+	// State is the CSS class and StateText the words. The states are
+	// active, grace ("in grace until" Until), paused, disabled (by the
+	// service), revoked (Until is when) and expired.
 	State, StateText string
 	Until            *when
-	// Spark is the key's usage of the last 30 days; nil when it could
+	// Spark is the key's usage of the last 30 days, nil when it could
 	// not be read.
 	Spark *spark
 
@@ -178,7 +183,7 @@ func pick(ds []time.Duration, value string) (time.Duration, bool) {
 // rowOf shows k at now; a suspended owner may only revoke it.
 func rowOf(k *apikey.Key, now time.Time, suspended bool) row {
 	r := row{
-		ID: k.ID, Name: k.Name, Hint: k.Hint, Plan: k.Plan, Scopes: k.Scopes,
+		ID: k.ID, Name: k.Name, Hint: k.Hint, Plan: k.Plan, Scopes: k.Scopes, IPs: joinIPs(k.AllowedIPs),
 		Created:  at(k.CreatedAt, now, "—"),
 		LastUsed: at(k.LastUsedAt, now, "never"),
 		Expiry:   at(k.ExpiresAt, now, "never"),
@@ -210,6 +215,15 @@ func rowOf(k *apikey.Key, now time.Time, suspended bool) row {
 		r.CanRename, r.CanRotate, r.CanPause, r.CanResume = false, false, false, false
 	}
 	return r
+}
+
+// joinIPs writes ranges as the IP ranges field takes them.
+func joinIPs(ips []netip.Prefix) string {
+	s := make([]string, len(ips))
+	for i, p := range ips {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // list renders the page with one page of the owner's keys, newest first:

@@ -23,10 +23,11 @@ func RemoteAddr(r *http.Request) string {
 	return host
 }
 
-// bucketOf returns the rate-limit bucket of a client address: the address
-// itself for IPv4 (an IPv4-mapped IPv6 address is its IPv4 address), its
-// /64 network for IPv6 (one client often holds a whole /64), and the
-// string itself, cut to 64 bytes, when it is no IP address.
+// bucketOf returns the rate-limit bucket of a client address. For IPv4 it
+// is the address itself (an IPv4-mapped IPv6 address is its IPv4
+// address). For IPv6 it is its /64 network, since one client often holds a
+// whole /64. When it is no IP address, it is the string itself, cut to 64
+// bytes.
 func bucketOf(addr string) string {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
@@ -49,11 +50,11 @@ func clip(s string, n int) string {
 }
 
 // addrLimiter admits at most n requests per period from each bucket, with
-// a burst of n (GCRA: an idle bucket starts full and refills one request
-// every period/n). It tracks at most max buckets: when that many are
-// still limited, requests from new buckets are refused until some refill,
-// so its memory is bounded whatever the number of addresses. It is safe
-// for concurrent use.
+// a burst of n. It is a GCRA, so an idle bucket starts full and refills one
+// request every period/n. It tracks at most max buckets. When that many
+// are still limited, requests from new buckets are refused until some
+// refill. So its memory is bounded whatever the number of addresses. It is
+// safe for concurrent use.
 type addrLimiter struct {
 	every  time.Duration // period / n
 	period time.Duration
@@ -93,7 +94,7 @@ func (l *addrLimiter) allow(b string, now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
-// sweep forgets the buckets that are full again: forgetting them changes
+// sweep forgets the buckets that are full again. Forgetting them changes
 // nothing.
 func (l *addrLimiter) sweep(now time.Time) {
 	l.swept = now

@@ -45,15 +45,17 @@ type GitHubOptions struct {
 	Action Action
 
 	// KeysURL is where GitHub's public keys are fetched, DefaultKeysURL
-	// when empty. The document is {"public_keys": [{"key_identifier",
-	// "key" (PEM), "is_current"}]}. Keys other than ECDSA P-256 are
-	// ignored.
+	// when empty. The document has the shape below, with "key" in PEM.
+	//
+	//	{"public_keys": [{"key_identifier", "key", "is_current"}]}
+	//
+	// Keys other than ECDSA P-256 are ignored.
 	KeysURL string
 
 	// Fetch, if set, fetches the document at url in place of a plain GET
-	// with a 10-second timeout (for example to send a token, since GitHub
-	// rate-limits unauthenticated requests to its API, or to read a local
-	// copy in tests).
+	// with a 10-second timeout. Use it, for example, to send a token, since
+	// GitHub rate-limits unauthenticated requests to its API. Or use it to
+	// read a local copy in tests.
 	Fetch func(ctx context.Context, url string) ([]byte, error)
 
 	// KeysInterval is the least time between two fetches, one minute when
@@ -178,7 +180,7 @@ type Feedback struct {
 	Label string `json:"label"`
 }
 
-// ServeHTTP answers one alert; see GitHub.
+// ServeHTTP answers one alert. See GitHub.
 func (g *GitHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method != http.MethodPost {

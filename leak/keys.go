@@ -29,13 +29,13 @@ const fetchTimeout = 10 * time.Second
 
 // Errors of the signature check, each answered with its own status.
 var (
-	// errUnsigned: a header is missing or is not what GitHub sends.
+	// errUnsigned means a header is missing or is not what GitHub sends.
 	errUnsigned = errors.New("leak: request not signed")
-	// errBadSignature: the signature does not verify, or names a key
+	// errBadSignature means the signature does not verify, or names a key
 	// GitHub does not publish.
 	errBadSignature = errors.New("leak: bad signature")
-	// errKeysUnavailable: the public keys could not be fetched, so the
-	// signature could not be checked.
+	// errKeysUnavailable means the public keys could not be fetched, so
+	// the signature could not be checked.
 	errKeysUnavailable = errors.New("leak: GitHub's public keys are unavailable")
 )
 
@@ -50,9 +50,9 @@ type keysDocument struct {
 
 // keyring caches GitHub's public keys by identifier. It fetches the
 // document when a request names a key it does not hold, or when its copy
-// is older than maxAge, and never more than once per interval, however
-// many requests ask (a flood of unknown identifiers costs one fetch per
-// interval). A failed fetch keeps the keys it had. It is safe for
+// is older than maxAge. It never fetches more than once per interval,
+// however many requests ask. So a flood of unknown identifiers costs one
+// fetch per interval. A failed fetch keeps the keys it had. It is safe for
 // concurrent use.
 type keyring struct {
 	url      string
@@ -70,10 +70,10 @@ type keyring struct {
 }
 
 // key returns the public key named id. An id it does not hold is
-// errKeysUnavailable while no fetch is allowed (the key may be new: the
-// sender should retry), and errBadSignature once a fetch made for it did
-// not find it either. A stale key is used while a fetch fails or is not
-// allowed yet.
+// errKeysUnavailable while no fetch is allowed. The key may be new, so the
+// sender should retry. Such an id is errBadSignature once a fetch made for
+// it did not find it either. A stale key is used while a fetch fails or is
+// not allowed yet.
 func (r *keyring) key(ctx context.Context, id string) (*ecdsa.PublicKey, error) {
 	if k, fresh := r.lookup(id); k != nil && fresh {
 		return k, nil
@@ -128,7 +128,7 @@ func (r *keyring) lookup(id string) (*ecdsa.PublicKey, bool) {
 }
 
 // load fetches and parses the document. Keys that are not ECDSA P-256
-// public keys in PEM are left out; a document without any is an error.
+// public keys in PEM are left out. A document without any is an error.
 func (r *keyring) load(ctx context.Context) (map[string]*ecdsa.PublicKey, error) {
 	body, err := r.fetch(ctx, r.url)
 	if err != nil {
@@ -168,7 +168,7 @@ func parseKey(s string) *ecdsa.PublicKey {
 	return k
 }
 
-// verify checks the signature GitHub sent with body: sig is the base64
+// verify checks the signature GitHub sent with body. sig is the base64
 // of an ASN.1 ECDSA signature of body's SHA-256, by the key named id.
 func (r *keyring) verify(ctx context.Context, id, sig string, body []byte) error {
 	if !validKeyID(id) || sig == "" || len(sig) > 256 {
@@ -190,8 +190,8 @@ func (r *keyring) verify(ctx context.Context, id, sig string, body []byte) error
 }
 
 // validKeyID reports whether id looks like a key identifier (GitHub's are
-// 64 hex digits): 1 to 128 letters, digits, '-' or '_'. Anything else is
-// refused without a fetch.
+// 64 hex digits). Such an id is 1 to 128 letters, digits, '-' or '_'.
+// Anything else is refused without a fetch.
 func validKeyID(id string) bool {
 	if id == "" || len(id) > 128 {
 		return false
@@ -205,8 +205,8 @@ func validKeyID(id string) bool {
 	return true
 }
 
-// httpFetch is the default fetch: a GET of url that must answer 200 with
-// at most 1 MiB, within 10 seconds.
+// httpFetch is the default fetch. It is a GET of url that must answer 200
+// with at most 1 MiB, within 10 seconds.
 func httpFetch(ctx context.Context, url string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()

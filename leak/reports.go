@@ -83,20 +83,25 @@ type ReportsOptions struct {
 }
 
 // Reports is the http.Handler of a public "report a leaked key" endpoint
-// (mount it on POST /credentials/revoke). Anyone may POST
-// {"credentials": ["sk_live_...", ...]}. The answer is 202 Accepted, the
-// same bytes whether or not any token matched a key, and it is given
-// before any token is looked up. A worker goroutine handles the tokens
-// afterwards, one at a time, so neither the answer nor its timing tells
-// whether a token is a key. The worker calls apikey.Manager.Leaked with
-// each distinct token and the Action. A token that is no key's is
-// ignored. A store failure is retried twice, a second apart, then logged.
+// (mount it on POST /credentials/revoke). Anyone may POST a body like this
+// one.
+//
+//	{"credentials": ["sk_live_...", ...]}
+//
+// The answer is 202 Accepted, the same bytes whether or not any token
+// matched a key, and it is given before any token is looked up. A worker
+// goroutine handles the tokens afterwards, one at a time, so neither the
+// answer nor its timing tells whether a token is a key. The worker calls
+// apikey.Manager.Leaked with each distinct token and the Action. A token
+// that is no key's is ignored. A store failure is retried twice, a second
+// apart, then logged.
 //
 // Requests are refused before any token is looked at. Beyond the rate of
-// their client address they get 429, a body over MaxBody gets 413, and a
-// body that is not {"credentials": [strings]} with at most MaxCredentials
-// tokens gets 400. When the queue is full or the handler is closed, they
-// get 503. It is safe for concurrent use, and Close stops it.
+// their client address they get 429, and a body over MaxBody gets 413. A
+// body gets 400 unless it is such an object, with "credentials" an array
+// of at most MaxCredentials strings. When the queue is full or the handler
+// is closed, they get 503. It is safe for concurrent use, and Close stops
+// it.
 type Reports struct {
 	m          *apikey.Manager
 	action     Action
@@ -178,7 +183,7 @@ type reportBody struct {
 	Credentials []string `json:"credentials"`
 }
 
-// ServeHTTP accepts one report; see Reports.
+// ServeHTTP accepts one report. See Reports.
 func (p *Reports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -296,7 +301,7 @@ func (p *Reports) handle(token string) {
 	}
 }
 
-// sleep waits d, or less if the worker is stopped; it reports whether it
+// sleep waits d, or less if the worker is stopped. It reports whether it
 // waited d.
 func (p *Reports) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)

@@ -139,7 +139,7 @@ func testDebitCreditsDebt(t *testing.T, e env) {
 	assert.Equal(t, int64(1), res.Remaining)
 }
 
-// Bad arguments are errors wrapping ErrInvalidOptions and debit
+// Bad arguments are errors wrapping limits.ErrInvalid and debit
 // nothing.
 func testDebitInvalid(t *testing.T, e env) {
 	d := debiter(t, e)

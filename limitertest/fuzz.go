@@ -35,7 +35,7 @@ func FuzzSeeds() []Seed {
 }
 
 // Fuzz checks one call of l against its limit's Validate: an invalid limit
-// or cost is an error wrapping ErrInvalidOptions, a valid one is never an
+// or cost is an error wrapping limits.ErrInvalid, a valid one is never an
 // error, never panics, and answers within the limit's bounds. Call it from
 // a fuzz target seeded with FuzzSeeds.
 func Fuzz(t *testing.T, l limits.Limiter, kind uint8, name string, count, period, burst int64, window uint8, cost int64) {

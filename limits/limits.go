@@ -124,7 +124,7 @@ var (
 	_ encoding.TextUnmarshaler = (*Window)(nil)
 )
 
-// String names the kind: "rate", "quota" or "credits".
+// String names the kind, "rate", "quota" or "credits".
 func (k Kind) String() string { return nameOf(k, kindName, "Kind") }
 
 // MarshalText encodes a known kind by its name.
@@ -135,7 +135,7 @@ func (k *Kind) UnmarshalText(b []byte) error {
 	return unmarshalName(k, b, KindRate, KindCredits, kindName, "limit kind")
 }
 
-// String names the window: "never", "minute", "hour", "day" or "month".
+// String names the window, "never", "minute", "hour", "day" or "month".
 func (w Window) String() string { return nameOf(w, windowName, "Window") }
 
 // MarshalText encodes a known window by its name.

@@ -23,8 +23,8 @@ func (s *Store) GetCustomer(ctx context.Context, id string) (*apikey.Customer, e
 	return c, nil
 }
 
-// PutCustomer implements apikey.CustomerStore: a conditional write over
-// c.Revision, Revision 0 creating the record.
+// PutCustomer implements apikey.CustomerStore with a conditional write
+// over c.Revision. Revision 0 creates the record.
 func (s *Store) PutCustomer(ctx context.Context, c *apikey.Customer) error {
 	if err := ctx.Err(); err != nil {
 		return err

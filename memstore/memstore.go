@@ -14,16 +14,16 @@ import (
 )
 
 // Store is a concurrency-safe in-memory apikey.Store. It also implements
-// apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore and
-// usage.Store.
-// It holds its own copies: mutating a key or customer passed in or
-// returned changes nothing stored. Build it with New; the zero value is
+// apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore,
+// usage.Store and usage.LastUsedStore.
+// It holds its own copies. Mutating a key or customer passed in or
+// returned changes nothing stored. Build it with New. The zero value is
 // not usable.
 //
 // Its records are kept in a form the garbage collector does not have to
-// trace (about one pointer-free allocation per key), so that a million
-// keys add little to every collection of the process; each Get decodes a
-// new copy in one allocation.
+// trace (about one pointer-free allocation per key). So a million keys add
+// little to every collection of the process. Each Get decodes a new copy
+// in one allocation.
 type Store struct {
 	mu        sync.RWMutex
 	keys      *table
@@ -87,7 +87,7 @@ func (s *Store) Get(ctx context.Context, id string) (*apikey.Key, error) {
 	return k, nil
 }
 
-// Update implements apikey.Store: a conditional write over k.Revision.
+// Update implements apikey.Store with a conditional write over k.Revision.
 func (s *Store) Update(ctx context.Context, k *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -127,8 +127,8 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// List implements apikey.Store: the owner's keys newest first, after
-// the cursor, only the usable ones when opts.UsableAt is set.
+// List implements apikey.Store. It returns the owner's keys newest first,
+// after the cursor, only the usable ones when opts.UsableAt is set.
 func (s *Store) List(ctx context.Context, owner string, opts apikey.ListOptions) ([]*apikey.Key, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -158,15 +158,27 @@ func newestFirst(a, b *apikey.Key) int {
 
 // MarkUsed implements apikey.Store.
 func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	_, err := s.MarkUsedGranular(ctx, uses, 0)
+	return err
+}
+
+// MarkUsedGranular implements usage.LastUsedStore: it sets a key's last
+// use only where the stored one is unset or more than granularity
+// earlier, and returns how many keys it changed.
+func (s *Store) MarkUsedGranular(ctx context.Context, uses map[string]time.Time, granularity time.Duration) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	n := 0
 	for id, at := range uses {
-		s.keys.setLastUsed(id, apikey.UTCMicro(at)) // only if later
+		at = apikey.UTCMicro(at)
+		if s.keys.setLastUsed(id, at, at.Add(-max(granularity, 0))) {
+			n++
+		}
 	}
-	return nil
+	return n, nil
 }
 
 // Revoke implements apikey.Revoker.
@@ -208,7 +220,7 @@ func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]
 	return ids, nil
 }
 
-// Rotate implements apikey.Rotator: under the store's lock it checks the
+// Rotate implements apikey.Rotator. Under the store's lock it checks the
 // old key (known, not revoked, not rotated, at old.Revision), stores the
 // successor, rotates the old key and ends the grace of the old key's
 // predecessor.
@@ -281,8 +293,8 @@ func (s *Store) Len() int {
 	return s.keys.len()
 }
 
-// All returns copies of every stored key, in no particular order; for
-// tests and audits.
+// All returns copies of every stored key, in no particular order. It is
+// meant for tests and audits.
 func (s *Store) All() []*apikey.Key {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -3,6 +3,7 @@ package memstore
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -13,8 +14,8 @@ import (
 )
 
 // table holds a Store's records in a shape the garbage collector barely
-// has to trace, so that a process holding a million keys does not pay for
-// them at every collection:
+// has to trace. So a process holding a million keys does not pay for them
+// at every collection. The shape follows these rules.
 //
 //   - each record is encoded into one []byte (no pointers inside, so the
 //     collector marks it without scanning it);
@@ -26,9 +27,9 @@ import (
 //     the others (a hash collision only costs a check: every record knows
 //     its owner).
 //
-// Decoded keys alias the record's bytes for their strings: a record is
+// Decoded keys alias the record's bytes for their strings. A record is
 // never written after it is encoded (a change encodes a new one), so those
-// strings never change. A table is not safe for concurrent use: the Store
+// strings never change. A table is not safe for concurrent use. The Store
 // locks around it.
 type table struct {
 	recs   [][]byte // by slot; nil when the slot is free
@@ -37,6 +38,7 @@ type table struct {
 	other  map[string]uint32
 	owners map[uint64]ownerSlots
 	limits map[uint32][]limits.Limit // the few records with Limits
+	ips    map[uint32][]netip.Prefix // the few records with AllowedIPs
 	seed   maphash.Seed
 }
 
@@ -49,7 +51,8 @@ type ownerSlots struct {
 func newTable() *table {
 	return &table{
 		ids: map[[apikey.IDLength]byte]uint32{}, other: map[string]uint32{},
-		owners: map[uint64]ownerSlots{}, limits: map[uint32][]limits.Limit{}, seed: maphash.MakeSeed(),
+		owners: map[uint64]ownerSlots{}, limits: map[uint32][]limits.Limit{}, ips: map[uint32][]netip.Prefix{},
+		seed: maphash.MakeSeed(),
 	}
 }
 
@@ -120,6 +123,11 @@ func (t *table) put(k *apikey.Key) {
 	} else {
 		delete(t.limits, s)
 	}
+	if k.AllowedIPs != nil {
+		t.ips[s] = slices.Clone(k.AllowedIPs)
+	} else {
+		delete(t.ips, s)
+	}
 }
 
 // del removes the record of id and reports whether there was one.
@@ -135,23 +143,27 @@ func (t *table) del(id string) bool {
 		delete(t.other, id)
 	}
 	delete(t.limits, s)
+	delete(t.ips, s)
 	t.recs[s] = nil
 	t.free = append(t.free, s)
 	return true
 }
 
-// setLastUsed sets the last use of id to at if it is later, in place: the
-// record's header holds no bytes that a decoded key aliases.
-func (t *table) setLastUsed(id string, at time.Time) {
+// setLastUsed sets the last use of id to at if the stored one is unset or
+// before cut (at itself, or earlier), in place: the record's header holds
+// no bytes that a decoded key aliases. It reports whether it wrote.
+func (t *table) setLastUsed(id string, at, cut time.Time) bool {
 	s, ok := t.slot(id)
 	if !ok {
-		return
+		return false
 	}
 	h := t.recs[s][:headerLen]
-	if prev := getTime(h[lastUsedOff:]); !at.After(prev) {
-		return
+	prev := getTime(h[lastUsedOff:])
+	if !at.After(prev) || !prev.IsZero() && !prev.Before(cut) {
+		return false
 	}
 	putTime(h[lastUsedOff:], at)
+	return true
 }
 
 func (t *table) indexOwner(owner string, s uint32) {
@@ -258,12 +270,12 @@ func (t *table) decodeID(s uint32) string {
 	return strings.Clone(d.str())
 }
 
-// The record layout: a fixed header, then the other fields in fieldOrder.
-// Strings and byte slices are a uvarint length and the bytes; slices and
-// maps a uvarint count plus one (0 for nil) and their elements; times a
-// flag byte then, if set, a varint of seconds and a uvarint of
-// nanoseconds since the Unix epoch (always UTC); a last byte holds the
-// flags Disabled and Paused.
+// The record layout is a fixed header, then the other fields in
+// fieldOrder. Strings and byte slices are a uvarint length and the bytes.
+// Slices and maps are a uvarint count plus one (0 for nil) and their
+// elements. Times are a flag byte then, if set, a varint of seconds and a
+// uvarint of nanoseconds since the Unix epoch (always UTC). A last byte
+// holds the flags Disabled and Paused.
 const (
 	lastUsedOff = 0  // LastUsedAt: flag, 8-byte seconds, 4-byte nanoseconds
 	revisionOff = 16 // Revision, 8 bytes
@@ -289,7 +301,8 @@ func getTime(b []byte) time.Time {
 	return time.Unix(int64(binary.LittleEndian.Uint64(b[1:])), int64(binary.LittleEndian.Uint32(b[9:]))).UTC()
 }
 
-// encode returns the record of k (its Limits are kept beside it).
+// encode returns the record of k (its Limits and AllowedIPs, which hold
+// pointers, are kept beside it).
 func encode(k *apikey.Key) []byte {
 	n := headerLen + 16*8 + len(k.ID) + len(k.Prefix) + len(k.Hint) + len(k.HashVersion) + len(k.Name) +
 		len(k.Owner) + len(k.Plan) + len(k.RotatedFrom) + len(k.RotatedTo) + len(k.Lineage) + len(k.Hash) + 3*14
@@ -401,6 +414,9 @@ func (t *table) decode(s uint32) *apikey.Key {
 	k.Disabled, k.Paused = d.b[0]&flagDisabled != 0, d.b[0]&flagPaused != 0
 	if ls, ok := t.limits[s]; ok {
 		k.Limits = slices.Clone(ls)
+	}
+	if ips, ok := t.ips[s]; ok {
+		k.AllowedIPs = slices.Clone(ips)
 	}
 	return k
 }

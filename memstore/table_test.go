@@ -2,6 +2,7 @@ package memstore_test
 
 import (
 	"context"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -29,7 +30,7 @@ func TestEveryKeyFieldIsStored(t *testing.T) {
 	assert.ElementsMatch(t, []string{
 		"ID", "Prefix", "Hint", "Hash", "HashVersion", "Name", "Owner", "Scopes", "Plan", "Metadata",
 		"CreatedAt", "ExpiresAt", "LastUsedAt", "RevokedAt", "RotatedFrom", "RotatedTo", "RotatedAt",
-		"Lineage", "Disabled", "Paused", "Limits", "Revision",
+		"Lineage", "Disabled", "Paused", "Limits", "AllowedIPs", "Revision",
 	}, fields, "apikey.Key changed: update memstore's encoding and this list")
 }
 
@@ -42,6 +43,7 @@ func fullKey(id string) *apikey.Key {
 		CreatedAt: at, ExpiresAt: at.Add(time.Hour), LastUsedAt: at.Add(time.Minute), RevokedAt: time.Time{},
 		RotatedFrom: "from", RotatedTo: "to", RotatedAt: at.Add(2 * time.Minute), Lineage: "lineage",
 		Disabled: true, Paused: true, Limits: []limits.Limit{limits.Rate("per-second", 10, time.Second, 20)},
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")},
 	}
 }
 
@@ -54,7 +56,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	for _, k := range []*apikey.Key{
 		fullKey("AAAAAAAAAAAAAAAA"),
 		fullKey("a-longer-id-than-usual"),
-		{ID: "BBBBBBBBBBBBBBBB", Scopes: []string{}, Metadata: map[string]string{}, Hash: []byte{}, Limits: []limits.Limit{}},
+		{ID: "BBBBBBBBBBBBBBBB", Scopes: []string{}, Metadata: map[string]string{}, Hash: []byte{}, Limits: []limits.Limit{}, AllowedIPs: []netip.Prefix{}},
 		{ID: "x"},
 	} {
 		require.NoError(t, s.Create(ctx, k))

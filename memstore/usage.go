@@ -9,7 +9,10 @@ import (
 	"github.com/gokeys/apikey/usage"
 )
 
-var _ usage.Store = (*Store)(nil)
+var (
+	_ usage.Store         = (*Store)(nil)
+	_ usage.LastUsedStore = (*Store)(nil)
+)
 
 // hourUsage is the usage of one key in one hour.
 type hourUsage struct {
@@ -29,7 +32,7 @@ type usageTable struct {
 	customers map[string]map[string]*keyUsage
 }
 
-// AddUsage implements usage.Store: each record's counts are added to
+// AddUsage implements usage.Store. Each record's counts are added to
 // those of its (KeyID, Start) hour, under one lock, so that concurrent
 // calls sum exactly. A Start that is not a whole UTC hour counts in the
 // hour that holds it.
@@ -71,10 +74,10 @@ func (s *Store) AddUsage(ctx context.Context, records []usage.Record) error {
 	return nil
 }
 
-// Usage implements usage.Store: the hours of q.KeyID when set (and only
-// if the key is q.Customer's, when that is set too), else of every key
-// of q.Customer, with q.From <= Start < q.To, ordered by Start then
-// KeyID.
+// Usage implements usage.Store. It returns the hours of q.KeyID when set,
+// and only if the key is q.Customer's when that is set too. Otherwise it
+// returns the hours of every key of q.Customer. It returns those with
+// q.From <= Start < q.To, ordered by Start then KeyID.
 func (s *Store) Usage(ctx context.Context, q usage.Query) ([]usage.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

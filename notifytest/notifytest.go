@@ -1,6 +1,6 @@
 // Package notifytest is the conformance suite of apikey.Notifier and a
 // measurement of how fast a revocation crosses a fleet. A Notifier
-// implementation calls both from its tests:
+// implementation calls both from its tests, as below.
 //
 //	func TestConformance(t *testing.T) {
 //		notifytest.Run(t, func(t *testing.T, n int) []apikey.Notifier {
@@ -32,7 +32,7 @@ import (
 	"github.com/gokeys/apikey/memstore"
 )
 
-// Defaults of Propagation: every one of Trials revocations must be refused
+// Defaults of Propagation. Every one of Trials revocations must be refused
 // by the other instance within Bound.
 const (
 	Trials = 100
@@ -44,7 +44,7 @@ const wait = 5 * time.Second
 
 // Run runs the conformance suite. newFleet must return n notifiers of one
 // fresh channel (no other test publishes on it), each with connections of
-// its own as if in its own process; register their cleanup with t.Cleanup.
+// its own as if in its own process. Register their cleanup with t.Cleanup.
 func Run(t *testing.T, newFleet func(t *testing.T, n int) []apikey.Notifier) {
 	t.Helper()
 	tests := []struct {
@@ -223,8 +223,8 @@ func testDone(t *testing.T, newFleet func(*testing.T, int) []apikey.Notifier) {
 	}
 }
 
-// Result is the outcome of Propagation: the delay from the start of
-// Revoke on one instance to the first refusal on the other, per trial.
+// Result is the outcome of Propagation. It holds the delay from the start
+// of Revoke on one instance to the first refusal on the other, per trial.
 type Result struct {
 	Delays        []time.Duration // in trial order
 	P50, P99, Max time.Duration
@@ -234,12 +234,12 @@ func (r Result) String() string {
 	return fmt.Sprintf("%d trials: p50 %v, p99 %v, max %v", len(r.Delays), r.P50, r.P99, r.Max)
 }
 
-// Propagation runs two Managers over one store, A with notifier a and B
-// with notifier b, each driven from a goroutine of its own, and a cache TTL
-// of an hour so that only a notification can explain a refusal. In each of
-// trials rounds A issues a key, B verifies it (caching it), A revokes it
-// and B verifies until it is refused. It fails the test if any refusal
-// took longer than bound, and returns the delays.
+// Propagation runs two Managers over one store, A with notifier a and B with
+// notifier b, each driven from a goroutine of its own. Their cache TTL is an
+// hour, so that only a notification can explain a refusal. In each of trials
+// rounds A issues a key, B verifies it (caching it), A revokes it and B
+// verifies until it is refused. It fails the test if any refusal took longer
+// than bound, and returns the delays.
 func Propagation(t *testing.T, a, b apikey.Notifier, trials int, bound time.Duration) Result {
 	t.Helper()
 	store := memstore.New()

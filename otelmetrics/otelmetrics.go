@@ -1,16 +1,16 @@
-// Package otelmetrics reports what apikey does as OpenTelemetry metrics:
-// it implements apikey.Metrics with instruments of a
+// Package otelmetrics reports what apikey does as OpenTelemetry metrics.
+// It implements apikey.Metrics with instruments of a
 // go.opentelemetry.io/otel/metric Meter. Pick it to see verification
 // outcomes, rate-limit decisions and last-used flushes in an OpenTelemetry
 // pipeline or, through the OTel Prometheus exporter, with a Prometheus
-// scraper; for another metrics system, implement apikey.Metrics directly.
+// scraper. For another metrics system, implement apikey.Metrics directly.
 //
 //	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter))
 //	mx, err := otelmetrics.New(provider, otelmetrics.Options{})
 //	if err != nil { ... }
 //	m, err := apikey.New(store, apikey.Options{Metrics: mx, ...})
 //
-// The instruments, all under the meter "github.com/gokeys/apikey":
+// The instruments below are all under the meter "github.com/gokeys/apikey".
 //
 //	apikey.verification.duration   histogram, s       apikey.outcome, apikey.cache
 //	apikey.ratelimit.decisions     counter, {decision} apikey.outcome, apikey.limit
@@ -20,12 +20,12 @@
 //	apikey.last_used.queue.size    gauge, {key}
 //	apikey.last_used.dropped       counter, {use}
 //
-// Attribute values are the fixed strings of apikey.Metrics (outcomes,
-// cache results, policies) and the limit names of your plans: never a key
-// id, an owner or a token, so the number of series stays small. The count
-// of a duration histogram is the number of verifications or flushes.
-// Through Prometheus the names become apikey_verification_duration_seconds
-// and so on.
+// Attribute values are the fixed strings of apikey.Metrics (outcomes, cache
+// results, policies) and the limit names of your plans. They are never a key
+// id, an owner or a token, so the number of series stays small. The count of
+// a duration histogram is the number of verifications or flushes. Through
+// Prometheus the names become apikey_verification_duration_seconds and so
+// on.
 package otelmetrics
 
 import (
@@ -57,8 +57,9 @@ const (
 	errorOther    = "_OTHER"
 )
 
-// Bucket boundaries, in seconds: verifications take microseconds on a
-// cache hit and milliseconds on a miss; flushes milliseconds to seconds.
+// Bucket boundaries, in seconds. Verifications take microseconds on a
+// cache hit and milliseconds on a miss. Flushes take milliseconds to
+// seconds.
 var (
 	verifyBuckets = []float64{1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
 		1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5}
@@ -73,7 +74,7 @@ type Options struct {
 }
 
 // Metrics implements apikey.Metrics with OpenTelemetry instruments. Build
-// it with New; it is safe for concurrent use. Attribute sets are built
+// it with New. It is safe for concurrent use. Attribute sets are built
 // once per combination of values and then reused, so a measurement does
 // not allocate.
 type Metrics struct {
@@ -228,9 +229,9 @@ func (m *Metrics) LimiterFailed(policy string, breakerOpen bool) {
 	m.failures.Add(context.Background(), 1, m.option(optionKey{kindFailed, policy, open}).add...)
 }
 
-// Flushed implements apikey.Metrics: the duration of every flush, with
-// error.type "timeout", "canceled" or "_OTHER" on a failure, and the keys
-// written by a successful one.
+// Flushed implements apikey.Metrics. It records the duration of every
+// flush, with error.type "timeout", "canceled" or "_OTHER" on a failure,
+// and the keys written by a successful one.
 func (m *Metrics) Flushed(keys int, d time.Duration, err error) {
 	ctx := context.Background()
 	switch {

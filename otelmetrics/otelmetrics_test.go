@@ -228,7 +228,7 @@ func TestMiddlewareRun(t *testing.T) {
 	t.Cleanup(func() { m.Close(ctx) })
 	l, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: l})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: l}})
 	require.NoError(t, err)
 	token, _, err := m.Issue(ctx, apikey.IssueParams{Owner: "alice", Plan: "free"})
 	require.NoError(t, err)

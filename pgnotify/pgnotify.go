@@ -1,5 +1,5 @@
 // Package pgnotify is an apikey.Notifier over PostgreSQL LISTEN/NOTIFY, for
-// fleets that share a PostgreSQL database but no Redis: every Manager
+// fleets that share a PostgreSQL database but no Redis. Every Manager
 // announces the ids of the keys it changes with pg_notify and drops the
 // cache entries of the ids it hears.
 //
@@ -9,13 +9,14 @@
 //	if err != nil { ... }
 //	m, err := apikey.New(store, apikey.Options{Notifier: n, ...})
 //
-// Each Subscribe holds one connection of the pool for as long as it runs
-// (LISTEN is per connection): size the pool for it. Without a pool, NewConn
-// dials connections of its own from a pgx.ConnConfig. NOTIFY reaches only
-// the sessions listening when it commits; apikey.Notifier explains why that
-// is enough. LISTEN needs a session of its own on the server: behind a
-// connection pooler in transaction mode (PgBouncer's default), point the
-// Notifier at the server directly or at a session-mode pool.
+// Each Subscribe holds one connection of the pool for as long as it runs,
+// because LISTEN is per connection. Size the pool for it. Without a pool,
+// NewConn dials connections of its own from a pgx.ConnConfig. NOTIFY
+// reaches only the sessions listening when it commits. apikey.Notifier
+// explains why that is enough. LISTEN needs a session of its own on the
+// server. Behind a connection pooler in transaction mode (PgBouncer's
+// default), point the Notifier at the server directly or at a session-mode
+// pool.
 package pgnotify
 
 import (
@@ -41,8 +42,8 @@ const (
 	// empty.
 	DefaultChannel = "apikey_changed"
 	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between two
-	// attempts to listen when Options leaves them 0: it starts at the
-	// minimum and doubles up to the maximum, with up to 20% of jitter.
+	// attempts to listen when Options leaves them 0. The wait starts at
+	// the minimum and doubles up to the maximum, with up to 20% of jitter.
 	DefaultMinBackoff = 100 * time.Millisecond
 	DefaultMaxBackoff = time.Second
 	// DefaultHealthCheck is how long the listening connection may stay
@@ -55,22 +56,24 @@ const maxChannel = 63
 
 // Options configures a Notifier. The zero value uses the defaults above.
 type Options struct {
-	// Channel is the notification channel: DefaultChannel when empty; at
-	// most 63 bytes, without NUL. It is case-sensitive (LISTEN quotes it).
+	// Channel is the notification channel, DefaultChannel when empty. It
+	// has at most 63 bytes, without NUL. It is case-sensitive (LISTEN
+	// quotes it).
 	// Every instance of one fleet must use the same channel.
 	Channel string
 	// MinBackoff and MaxBackoff bound the wait before listening again
-	// after a failure: DefaultMinBackoff and DefaultMaxBackoff when 0.
+	// after a failure. They are DefaultMinBackoff and DefaultMaxBackoff
+	// when 0.
 	MinBackoff, MaxBackoff time.Duration
 	// HealthCheck is how long the listening connection may receive
-	// nothing before a ping checks it: DefaultHealthCheck when 0.
+	// nothing before a ping checks it, DefaultHealthCheck when 0.
 	HealthCheck time.Duration
 	// Logger, if set, logs lost connections. Nil logs nothing.
 	Logger *slog.Logger
 }
 
 // Notifier publishes and receives key changes on one PostgreSQL
-// notification channel. Build it with New or NewConn; it is safe for
+// notification channel. Build it with New or NewConn. It is safe for
 // concurrent use.
 type Notifier struct {
 	db       backend
@@ -103,9 +106,9 @@ func New(pool *pgxpool.Pool, opts Options) (*Notifier, error) {
 	return newNotifier(poolBackend{pool}, opts)
 }
 
-// NewConn returns a Notifier that dials its own connections from cfg: one
-// per Subscribe, and one for Publish, kept open and replaced when it
-// breaks. It does no I/O until used; Close closes the publishing
+// NewConn returns a Notifier that dials its own connections from cfg. It
+// dials one per Subscribe, and one for Publish, kept open and replaced
+// when it breaks. It does no I/O until used. Close closes the publishing
 // connection. A nil cfg or bad Options give an error wrapping
 // apikey.ErrInvalidOptions.
 func NewConn(cfg *pgx.ConnConfig, opts Options) (*Notifier, error) {
@@ -147,8 +150,8 @@ func (n *Notifier) Channel() string { return n.channel }
 // listening.
 func (n *Notifier) Subscriptions() uint64 { return n.subscriptions.Load() }
 
-// Close closes the publishing connection of a Notifier built with NewConn;
-// it does nothing for one built with New. Subscriptions end with their
+// Close closes the publishing connection of a Notifier built with NewConn.
+// It does nothing for one built with New. Subscriptions end with their
 // contexts.
 func (n *Notifier) Close() { n.db.close() }
 
@@ -161,10 +164,11 @@ func (n *Notifier) Publish(ctx context.Context, id string) error {
 	return nil
 }
 
-// Subscribe implements apikey.Notifier: it LISTENs on a connection of its
+// Subscribe implements apikey.Notifier. It LISTENs on a connection of its
 // own, calls changed("") once listening and changed(id) for every
-// notification, and when the connection fails listens again on a new one
-// after a backoff, calling changed("") again, until ctx is done.
+// notification. When the connection fails, it listens again on a new one
+// after a backoff and calls changed("") again. It goes on until ctx is
+// done.
 func (n *Notifier) Subscribe(ctx context.Context, changed func(id string)) error {
 	return backoff.Retry(ctx, n.min, n.max, n.log, "pgnotify: listening connection lost; listening again",
 		[]slog.Attr{slog.String("channel", n.channel)},

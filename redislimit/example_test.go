@@ -19,7 +19,7 @@ import (
 func newClient(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr:                  addr,
-		ContextTimeoutEnabled: true, // honour the middleware's LimiterTimeout
+		ContextTimeoutEnabled: true, // honour LimitOptions.Timeout
 		DialTimeout:           100 * time.Millisecond,
 		DialerRetries:         1, // one dial: a refused connection fails at once
 		ReadTimeout:           50 * time.Millisecond,

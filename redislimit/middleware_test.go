@@ -46,20 +46,20 @@ func TestMiddlewareOutagePolicies(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { m.Close(context.Background()) })
 			var failures atomic.Int64
-			opts := apikey.MiddlewareOptions{
+			opts := apikey.MiddlewareOptions{Limits: apikey.LimitOptions{
 				Limiter:  rl,
 				FailOpen: tc.failOpen,
 				// The outage is a closed server, which fails at once: a
 				// deadline longer than the default keeps a slow call on a
 				// loaded machine (-race) from counting as one.
-				LimiterTimeout: 2 * time.Second,
-				LimiterFailed: func(r *http.Request, err error) {
+				Timeout: 2 * time.Second,
+				OnFailure: func(_ context.Context, err error) {
 					assert.ErrorIs(t, err, apikey.ErrUnavailable)
 					failures.Add(1)
 				},
-			}
+			}}
 			if tc.fallback {
-				opts.FallbackLimiter = fallback
+				opts.Limits.Fallback = fallback
 			}
 			mw, err := apikey.NewMiddleware(m, opts)
 			require.NoError(t, err)
@@ -105,7 +105,7 @@ func TestMiddlewareReportedCosts(t *testing.T) {
 	m, err := apikey.New(memstore.New(), apikey.Options{Plans: limits.Plans{"": plan}})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: rl, ReportedCosts: true, LimiterTimeout: 2 * time.Second})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: rl, ReportedCosts: true, Timeout: 2 * time.Second}})
 	require.NoError(t, err)
 	token, k, err := m.Issue(context.Background(), apikey.IssueParams{Owner: "ann"})
 	require.NoError(t, err)

@@ -103,13 +103,13 @@
 // It works with Redis 5 and later (and compatible servers) on one node,
 // with Sentinel or in a Cluster, through any redis.UniversalClient. A
 // client for a limiter should fail fast, and honour the deadline the
-// middleware gives each call (MiddlewareOptions.LimiterTimeout, behind a
+// middleware gives each call (LimitOptions.Timeout, behind a
 // circuit breaker), so that a dead or hung server costs a request
 // milliseconds:
 //
 //	client := redis.NewClient(&redis.Options{
 //		Addr:                  addr,
-//		ContextTimeoutEnabled: true, // honour the middleware's LimiterTimeout
+//		ContextTimeoutEnabled: true, // honour LimitOptions.Timeout
 //		DialTimeout:           100 * time.Millisecond,
 //		DialerRetries:         1, // one dial: a refused connection fails at once
 //		ReadTimeout:           50 * time.Millisecond,

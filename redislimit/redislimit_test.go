@@ -763,7 +763,7 @@ func TestPackageDocQuotesNewClient(t *testing.T) {
 	doc := options("redislimit.go", "//\tclient := redis.NewClient(&redis.Options{\n", "//\t})", "//")
 	example := options("example_test.go", "return redis.NewClient(&redis.Options{\n", "\t})", "")
 	assert.Equal(t, example, doc)
-	assert.Contains(t, doc, "ContextTimeoutEnabled: true, // honour the middleware's LimiterTimeout")
+	assert.Contains(t, doc, "ContextTimeoutEnabled: true, // honour LimitOptions.Timeout")
 }
 
 func FuzzAllowMiniredis(f *testing.F) {

@@ -1,9 +1,9 @@
-// Package redisnotify is an apikey.Notifier over Redis pub/sub: every
+// Package redisnotify is an apikey.Notifier over Redis pub/sub. Every
 // Manager of a fleet publishes the ids of the keys it changes on one
-// channel and drops the cache entries of the ids it hears there. Pick it
+// channel. It drops the cache entries of the ids it hears there. Pick it
 // when more than one process serves the same keys and they share a Redis
-// (for example the one redislimit uses); without Redis, pgnotify does the
-// same over PostgreSQL, and a single process needs no Notifier.
+// (for example the one redislimit uses). Without Redis, pgnotify does the
+// same over PostgreSQL. A single process needs no Notifier.
 //
 //	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 //	n, err := redisnotify.New(client, redisnotify.Options{})
@@ -12,27 +12,27 @@
 //
 // It works with any redis.UniversalClient (a single node, Sentinel or
 // Cluster). Pub/sub delivers a message only to the subscribers connected
-// when it is published; apikey.Notifier explains why that is enough.
+// when it is published. apikey.Notifier explains why that is enough.
 //
 // # Redis Cluster
 //
 // With a *redis.ClusterClient it uses sharded pub/sub (SPUBLISH and
-// SSUBSCRIBE, Redis 7 and later): a message goes to the shard that owns
-// the channel's hash slot, and only that shard's master and replicas carry
-// it, where a plain PUBLISH would be copied to every node of the cluster.
+// SSUBSCRIBE, Redis 7 and later). A message goes to the shard that owns
+// the channel's hash slot. Only that shard's master and replicas carry it,
+// where a plain PUBLISH would be copied to every node of the cluster.
 // A failover of that shard, or the move of its slot, ends the
 // subscription (the node answers SUNSUBSCRIBE, or the connection drops).
 // Subscribe then asks the client to reload the cluster's layout and
 // subscribes again, calling changed("") as after any lost subscription.
 // docs/scale.md gives the time this takes.
 //
-// Options.PlainPubSub keeps plain PUBLISH and SUBSCRIBE on a cluster: for
-// servers older than Redis 7, and for a rolling deploy from a release that
-// published with PUBLISH. Instances of one fleet must agree: a message
-// sent with SPUBLISH never reaches a SUBSCRIBE, nor the reverse. Plain
-// messages are still published on the master of the channel's hash slot,
-// so that they arrive in the order they were sent: the cluster bus copies
-// them to every node, and two nodes would not keep their order.
+// Options.PlainPubSub keeps plain PUBLISH and SUBSCRIBE on a cluster. It
+// serves servers older than Redis 7, and a rolling deploy from a release
+// that published with PUBLISH. Instances of one fleet must agree, since a
+// message sent with SPUBLISH never reaches a SUBSCRIBE, nor the reverse.
+// Plain messages are still published on the master of the channel's hash
+// slot, so that they arrive in the order they were sent. The cluster bus
+// copies them to every node, and two nodes would not keep their order.
 package redisnotify
 
 import (
@@ -54,8 +54,8 @@ const (
 	// DefaultChannel is the pub/sub channel when Options.Channel is empty.
 	DefaultChannel = "apikey:changed"
 	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between two
-	// attempts to subscribe when Options leaves them 0: it starts at the
-	// minimum and doubles up to the maximum, with up to 20% of jitter.
+	// attempts to subscribe when Options leaves them 0. The wait starts at
+	// the minimum and doubles up to the maximum, with up to 20% of jitter.
 	DefaultMinBackoff = 100 * time.Millisecond
 	DefaultMaxBackoff = time.Second
 	// DefaultHealthCheck is how long a subscription may stay silent before
@@ -65,27 +65,28 @@ const (
 
 // Options configures a Notifier. The zero value uses the defaults above.
 type Options struct {
-	// Channel is the pub/sub channel: DefaultChannel when empty. Every
+	// Channel is the pub/sub channel, DefaultChannel when empty. Every
 	// instance of one fleet must use the same channel, and fleets sharing
 	// one Redis different channels.
 	Channel string
 	// MinBackoff and MaxBackoff bound the wait before subscribing again
-	// after a failure: DefaultMinBackoff and DefaultMaxBackoff when 0.
+	// after a failure. They are DefaultMinBackoff and DefaultMaxBackoff
+	// when 0.
 	MinBackoff, MaxBackoff time.Duration
 	// HealthCheck is how long the subscription may receive nothing before
-	// a PING checks its connection: DefaultHealthCheck when 0.
+	// a PING checks its connection, DefaultHealthCheck when 0.
 	HealthCheck time.Duration
 	// Logger, if set, logs lost subscriptions. Nil logs nothing.
 	Logger *slog.Logger
 	// PlainPubSub makes a Notifier on a *redis.ClusterClient use plain
 	// PUBLISH and SUBSCRIBE instead of sharded pub/sub (see Redis
-	// Cluster above). False by default; other clients always use plain
-	// pub/sub.
+	// Cluster above). It is false by default. Other clients always use
+	// plain pub/sub.
 	PlainPubSub bool
 }
 
 // Notifier publishes and receives key changes on one Redis channel. Build
-// it with New; it is safe for concurrent use. It owns no connection: the
+// it with New. It is safe for concurrent use. It owns no connection. The
 // client's pool serves Publish, and each Subscribe holds one connection
 // until its context ends. Closing the client is the caller's business.
 type Notifier struct {
@@ -136,7 +137,8 @@ func New(client redis.UniversalClient, opts Options) (*Notifier, error) {
 func (n *Notifier) Channel() string { return n.channel }
 
 // Sharded reports whether n uses sharded pub/sub (SPUBLISH and
-// SSUBSCRIBE): true for a *redis.ClusterClient unless Options.PlainPubSub.
+// SSUBSCRIBE). That is true for a *redis.ClusterClient unless
+// Options.PlainPubSub is set.
 func (n *Notifier) Sharded() bool { return n.sharded }
 
 // Subscriptions returns how many times a Subscribe of n has (re)subscribed.
@@ -168,14 +170,14 @@ func (n *Notifier) Publish(ctx context.Context, id string) error {
 	return nil
 }
 
-// errUnsubscribed ends a session the server unsubscribed: a sharded
-// channel whose slot changed owner (a failover or a resharding).
+// errUnsubscribed ends a session the server unsubscribed. That happens to
+// a sharded channel whose slot changed owner (a failover or a resharding).
 var errUnsubscribed = errors.New("redisnotify: unsubscribed by the server")
 
-// Subscribe implements apikey.Notifier: it subscribes to the channel,
-// calls changed("") once subscribed and changed(id) for every message, and
-// on any failure of the connection subscribes again after a backoff,
-// calling changed("") again, until ctx is done.
+// Subscribe implements apikey.Notifier. It subscribes to the channel and
+// calls changed("") once subscribed and changed(id) for every message. On
+// any failure of the connection it subscribes again after a backoff,
+// calling changed("") again. It does so until ctx is done.
 //
 // On a cluster, each new attempt after a failure first reloads the
 // cluster's layout, so that it subscribes on the shard's new master rather

@@ -11,8 +11,8 @@ import (
 // maxCursorLength bounds what ParseCursor reads.
 const maxCursorLength = 256
 
-// FormatCursor encodes c for a URL (a query parameter or a link): an
-// opaque, URL-safe string that ParseCursor reads back. The zero Cursor is
+// FormatCursor encodes c for a URL (a query parameter or a link). It returns
+// an opaque, URL-safe string that ParseCursor reads back. The zero Cursor is
 // the empty string.
 func FormatCursor(c apikey.Cursor) string {
 	if c.IsZero() {
@@ -22,7 +22,7 @@ func FormatCursor(c apikey.Cursor) string {
 	return base64.RawURLEncoding.EncodeToString(append(b, c.ID...))
 }
 
-// ParseCursor decodes a cursor made by FormatCursor; the empty string is
+// ParseCursor decodes a cursor made by FormatCursor. The empty string is
 // the zero Cursor (the first page). Anything else is an
 // *apikey.InputError for the field "after".
 func ParseCursor(s string) (apikey.Cursor, error) {

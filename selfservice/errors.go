@@ -8,8 +8,8 @@ import (
 )
 
 // ErrForbidden is matched by every refusal of the policy that is about
-// authority rather than input: a field the owner may not set
-// (*FieldError), a scope outside what his customer was granted, a
+// authority rather than input. Such a refusal is a field the owner may not
+// set (*FieldError), a scope outside what his customer was granted, or a
 // suspension the operator set. Over HTTP it is a 403.
 var ErrForbidden = errors.New("selfservice: forbidden")
 
@@ -18,8 +18,9 @@ var ErrForbidden = errors.New("selfservice: forbidden")
 var errSuspended = fmt.Errorf("selfservice: %w: %w: only listing and revoking keys is allowed", ErrForbidden, apikey.ErrSuspended)
 
 // FieldError reports a field the owner may not set (plan, credits,
-// limits, metadata, disabled, ...), or a value he was not granted (a scope
-// outside his customer's ceiling; resuming a key the operator disabled).
+// limits, metadata, disabled, ...), or a value he was not granted. Such a
+// value is a scope outside his customer's ceiling, or resuming a key the
+// operator disabled.
 // It matches ErrForbidden with errors.Is. Its message never holds the
 // value the owner sent.
 type FieldError struct {

@@ -1,5 +1,5 @@
 // Package selfservice is the policy of what the owner of API keys may do
-// to them himself: the one set of rules behind the management API
+// to them himself. It is the one set of rules behind the management API
 // (keyshttp), the keys page (keyspage) and any other owner-facing code.
 //
 //	policy, err := selfservice.New(manager, selfservice.Options{
@@ -9,55 +9,71 @@
 //	api, err := keyshttp.New(manager, keyshttp.Options{Owner: currentUser, Policy: policy})
 //	page, err := keyspage.New(manager, keyspage.Options{Owner: currentUser, Policy: policy})
 //
-// It denies by default. An owner may create keys up to his customer's key
-// cap (apikey.Customer.MaxKeys, which the Manager enforces:
-// apikey.ErrTooManyKeys), give them scopes within what his customer was
-// granted, choose an expiry within the maximum key lifetime, and rename,
-// rotate, pause, resume and revoke his keys, one at a time or a whole
-// rotation chain. He may never set a plan, credits, limits, metadata or
-// his scope ceiling, lift a suspension the operator set (a key's Disabled,
-// or his customer's Suspended), revive an expired key, extend a key past
-// the maximum lifetime, or change a revoked key. He may read the usage of
-// his keys, one key or all of them (Usage). While his customer is
-// suspended he may list and revoke his keys and read their usage, nothing
-// else.
+// It denies by default. An owner may do the following.
 //
-// Refusals are typed: a field he may not set is a *FieldError (matching
-// ErrForbidden, a 403 over HTTP), checked before anything is read; a
-// suspension matches ErrForbidden and apikey.ErrSuspended; a bad value is
-// an *apikey.InputError (400); the key's state answers
-// apikey.ErrRevoked, apikey.ErrExpired or apikey.ErrRotated (409); another
-// owner's key is apikey.ErrNotFound, like an unknown one. A request that
-// would change nothing writes nothing and records no event.
+//   - Create keys up to his customer's key cap (apikey.Customer.MaxKeys).
+//     The Manager enforces the cap with apikey.ErrTooManyKeys.
+//   - Give them scopes within what his customer was granted.
+//   - Restrict them to IP ranges within his customer's
+//     (apikey.Customer.AllowedIPs; any range when it has none), or lift
+//     such a restriction of his own.
+//   - Choose an expiry within the maximum key lifetime.
+//   - Rename, rotate, pause, resume and revoke his keys, one at a time or a
+//     whole rotation chain.
+//   - Read the usage of his keys, one key or all of them (Usage).
+//
+// He may never set a plan, credits, limits, metadata, his scope ceiling or
+// his customer's IP ranges.
+// He may never lift a suspension the operator set (a key's Disabled, or
+// his customer's Suspended). He may never revive an expired key, extend a
+// key past the maximum lifetime, or change a revoked key. While his
+// customer is suspended he may list and revoke his keys and read their
+// usage, nothing else.
+//
+// Refusals are typed, as below.
+//
+//   - A field he may not set is a *FieldError (matching ErrForbidden, a 403
+//     over HTTP), checked before anything is read.
+//   - A suspension matches ErrForbidden and apikey.ErrSuspended.
+//   - A bad value is an *apikey.InputError (400).
+//   - The key's state answers apikey.ErrRevoked, apikey.ErrExpired or
+//     apikey.ErrRotated (409).
+//   - Another owner's key is apikey.ErrNotFound, like an unknown one.
+//
+// A request that would change nothing writes nothing and records no event.
 package selfservice
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/usage"
 )
 
 // Defaults of Options.
 const (
 	// DefaultMaxLifetime is the longest life of a key an owner creates
-	// when Options.MaxLifetime is 0: 366 days.
+	// when Options.MaxLifetime is 0, 366 days.
 	DefaultMaxLifetime = 366 * 24 * time.Hour
 	// DefaultMaxGrace is the longest grace period of a rotation when
-	// Options.MaxGrace is 0: 30 days.
+	// Options.MaxGrace is 0, 30 days.
 	DefaultMaxGrace = 30 * 24 * time.Hour
 )
 
 // The fields of a key an owner may set, as requests name them. Every
 // other field is refused with a *FieldError.
 const (
-	FieldName      = "name"
-	FieldScopes    = "scopes"
-	FieldExpiresAt = "expires_at"
+	FieldName       = "name"
+	FieldScopes     = "scopes"
+	FieldExpiresAt  = "expires_at"
+	FieldAllowedIPs = "allowed_ips"
 )
 
 // Options configures a Policy. The zero value offers no scopes (unless the
@@ -66,26 +82,25 @@ const (
 type Options struct {
 	// Scopes are the scopes an owner may give his keys when his customer
 	// has no scope ceiling (apikey.Customer.Scopes nil). When the
-	// operator set a ceiling, the ceiling is the list instead. Nil: no
-	// scopes.
+	// operator set a ceiling, the ceiling is the list instead. When nil,
+	// there are no scopes.
 	Scopes []string
 
-	// MaxLifetime bounds the life of a key an owner creates or changes:
-	// its expiry lies at most MaxLifetime after its creation, and a key
+	// MaxLifetime bounds the life of a key an owner creates or changes.
+	// Its expiry lies at most MaxLifetime after its creation, and a key
 	// without expiry is never allowed. 366 days when 0.
 	MaxLifetime time.Duration
 
-	// DefaultLifetime is the life of a key created without an expiry:
+	// DefaultLifetime is the life of a key created without an expiry,
 	// MaxLifetime when 0. It must not exceed MaxLifetime.
 	DefaultLifetime time.Duration
 
-	// MaxGrace is the longest grace period of a rotation: 30 days when
-	// 0.
+	// MaxGrace is the longest grace period of a rotation, 30 days when 0.
 	MaxGrace time.Duration
 }
 
 // Policy decides, and carries out, what an owner does to his keys. Build
-// it with New; it is safe for concurrent use. Every method takes the
+// it with New. It is safe for concurrent use. Every method takes the
 // owner as the caller authenticated him and acts only on his keys.
 type Policy struct {
 	m               *apikey.Manager
@@ -134,8 +149,8 @@ func New(m *apikey.Manager, opts Options) (*Policy, error) {
 }
 
 // ScopeToken reports whether s is an RFC 6749 scope token, the grammar
-// apikey.Manager accepts: printable ASCII without space, '"' and '\', at
-// most apikey.MaxScopeLength bytes.
+// apikey.Manager accepts. Such a token is printable ASCII without space,
+// '"' and '\', at most apikey.MaxScopeLength bytes.
 func ScopeToken(s string) bool {
 	if s == "" || len(s) > apikey.MaxScopeLength {
 		return false
@@ -160,15 +175,15 @@ func (p *Policy) DefaultLifetime() time.Duration { return p.defaultLifetime }
 // MaxGrace returns the longest grace period of a rotation.
 func (p *Policy) MaxGrace() time.Duration { return p.maxGrace }
 
-// CheckFields returns a *FieldError naming the first of fields that an
-// owner may not set on a key: every field but FieldName, FieldScopes and
-// FieldExpiresAt. A caller passes the names of the fields a request
-// carries, before reading their values, so that a request trying a field
-// it may not set is refused as such, never silently ignored.
+// CheckFields returns a *FieldError naming the first of fields that an owner
+// may not set on a key. He may set FieldName, FieldScopes,
+// FieldExpiresAt and FieldAllowedIPs, and no other field. A caller passes the names of the
+// fields a request carries, before reading their values, so that a request
+// trying a field it may not set is refused as such, never silently ignored.
 func CheckFields(fields ...string) error {
 	for _, f := range fields {
 		switch f {
-		case FieldName, FieldScopes, FieldExpiresAt:
+		case FieldName, FieldScopes, FieldExpiresAt, FieldAllowedIPs:
 		default:
 			return forbidden(f)
 		}
@@ -179,15 +194,18 @@ func CheckFields(fields ...string) error {
 // Allowance is what an owner may do at the moment, from his customer
 // record.
 type Allowance struct {
-	// Suspended reports that the operator suspended the customer: he may
+	// Suspended reports that the operator suspended the customer. He may
 	// list and revoke his keys and read their usage, nothing else.
 	Suspended bool
-	// Scopes are the scopes he may give a key: the customer's ceiling,
-	// or Options.Scopes when the customer has none.
+	// Scopes are the scopes he may give a key. They are the customer's
+	// ceiling, or Options.Scopes when the customer has none.
 	Scopes []string
-	// MaxKeys is the most usable keys he may hold (0: no cap); the
+	// MaxKeys is the most usable keys he may hold, with 0 for no cap. The
 	// Manager enforces it.
 	MaxKeys int
+	// AllowedIPs are the IP ranges his keys may be restricted to: the
+	// customer's. Empty: any address.
+	AllowedIPs []netip.Prefix
 }
 
 // Allowance reads owner's customer record and returns what he may do.
@@ -196,7 +214,7 @@ func (p *Policy) Allowance(ctx context.Context, owner string) (*Allowance, error
 	if err != nil {
 		return nil, err
 	}
-	a := &Allowance{Suspended: c.Suspended, Scopes: slices.Clone(p.scopes), MaxKeys: c.MaxKeys}
+	a := &Allowance{Suspended: c.Suspended, Scopes: slices.Clone(p.scopes), MaxKeys: c.MaxKeys, AllowedIPs: c.AllowedIPs}
 	if c.Scopes != nil {
 		a.Scopes = slices.Clone(c.Scopes)
 	}
@@ -218,6 +236,26 @@ func (a *Allowance) checkScopes(scopes []string) error {
 	return nil
 }
 
+// errIPs refuses a range outside those the owner's customer may use.
+func errIPs() error {
+	return &FieldError{Field: FieldAllowedIPs, Reason: "a range outside those the account may use"}
+}
+
+// checkIPs puts ranges in canonical form, refusing an invalid one
+// (*apikey.InputError) or one outside the customer's (*FieldError).
+func (a *Allowance) checkIPs(ranges []netip.Prefix) ([]netip.Prefix, error) {
+	n, err := ipallow.Normalize(ranges)
+	switch {
+	case len(ranges) > apikey.MaxAllowedIPs:
+		return nil, &apikey.InputError{Field: FieldAllowedIPs, Reason: fmt.Sprintf("more than %d ranges", apikey.MaxAllowedIPs)}
+	case err != nil:
+		return nil, &apikey.InputError{Field: FieldAllowedIPs, Reason: strings.TrimPrefix(err.Error(), ipallow.ErrInvalidRange.Error()+": ")}
+	case len(a.AllowedIPs) > 0 && !ipallow.Within(n, a.AllowedIPs):
+		return nil, errIPs()
+	}
+	return n, nil
+}
+
 // active returns owner's allowance, refusing a suspended customer.
 func (p *Policy) active(ctx context.Context, owner string) (*Allowance, error) {
 	a, err := p.Allowance(ctx, owner)
@@ -233,7 +271,7 @@ func (p *Policy) active(ctx context.Context, owner string) (*Allowance, error) {
 // Create describes a key an owner asks for.
 type Create struct {
 	// Fields names every field the request carried, as the request named
-	// it (an expiry given as a lifetime counts as FieldExpiresAt); Create
+	// it. An expiry given as a lifetime counts as FieldExpiresAt. Create
 	// refuses the request with a *FieldError if one may not be set. Nil
 	// for a request made of this struct's fields only.
 	Fields []string
@@ -241,12 +279,15 @@ type Create struct {
 	Name string
 	// Scopes must be within the owner's Allowance.
 	Scopes []string
-	// ExpiresAt, if set, is when the key stops working: in the future
-	// and at most MaxLifetime away. It wins over TTL.
+	// ExpiresAt, if set, is when the key stops working. It must be in the
+	// future and at most MaxLifetime away. It wins over TTL.
 	ExpiresAt time.Time
 	// TTL, if positive, is the key's lifetime, at most MaxLifetime.
 	// Without ExpiresAt and TTL the key lives DefaultLifetime.
 	TTL time.Duration
+	// AllowedIPs, if set, restrict the key to these IP ranges, within
+	// the owner's Allowance.
+	AllowedIPs []netip.Prefix
 }
 
 // Create issues a key for owner and returns its token (its only
@@ -286,6 +327,9 @@ func (p *Policy) Create(ctx context.Context, owner string, c Create) (string, *a
 	if err := a.checkScopes(c.Scopes); err != nil {
 		return "", nil, err
 	}
+	if params.AllowedIPs, err = a.checkIPs(c.AllowedIPs); err != nil {
+		return "", nil, err
+	}
 	token, k, err := p.m.Issue(ctx, params)
 	var ie *apikey.InputError
 	switch {
@@ -295,6 +339,8 @@ func (p *Policy) Create(ctx context.Context, owner string, c Create) (string, *a
 		// Every scope was granted and is a valid token: the ceiling was
 		// lowered meanwhile.
 		return "", nil, &FieldError{Field: FieldScopes, Reason: "a scope outside those granted to the customer"}
+	case errors.As(err, &ie) && ie.Field == FieldAllowedIPs:
+		return "", nil, errIPs() // valid ranges: the customer's were narrowed meanwhile
 	case err != nil:
 		return "", nil, err
 	}
@@ -305,7 +351,7 @@ func (p *Policy) beyondLifetime() error {
 	return &apikey.InputError{Field: FieldExpiresAt, Reason: fmt.Sprintf("beyond the maximum key lifetime (%s)", p.maxLifetime)}
 }
 
-// Get returns owner's key id; another owner's key is apikey.ErrNotFound,
+// Get returns owner's key id. Another owner's key is apikey.ErrNotFound,
 // like an unknown one.
 func (p *Policy) Get(ctx context.Context, owner, id string) (*apikey.Key, error) {
 	k, err := p.m.Get(ctx, id)
@@ -329,18 +375,22 @@ func (p *Policy) List(ctx context.Context, owner string, opts apikey.ListOptions
 
 // Change describes changes to a key.
 type Change struct {
-	// Fields names the fields the request sets: FieldName, FieldScopes,
-	// FieldExpiresAt; only those change. Any other is refused with a
-	// *FieldError before anything is read.
+	// Fields names the fields the request sets, among FieldName,
+	// FieldScopes and FieldExpiresAt. Only those change. Any other is
+	// refused with a *FieldError before anything is read.
 	Fields []string
 	// Name is the new name.
 	Name string
 	// Scopes are the new scopes, within the owner's Allowance.
 	Scopes []string
-	// ExpiresAt is the new expiry: in the future and at most MaxLifetime
-	// after the key's creation. Zero (no expiry) is refused, and so is
-	// any change to an expired key.
+	// ExpiresAt is the new expiry. It must be in the future and at most
+	// MaxLifetime after the key's creation. Zero (no expiry) is refused, and
+	// so is any change to an expired key.
 	ExpiresAt time.Time
+	// AllowedIPs are the key's new IP ranges, within the owner's
+	// Allowance; empty lifts the key's own restriction (his customer's
+	// ranges still hold).
+	AllowedIPs []netip.Prefix
 }
 
 // errUnchanged stops an update that would change nothing.
@@ -367,6 +417,12 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 			return nil, err
 		}
 	}
+	var ips []netip.Prefix
+	if set(FieldAllowedIPs) {
+		if ips, err = a.checkIPs(c.AllowedIPs); err != nil {
+			return nil, err
+		}
+	}
 	if set(FieldExpiresAt) && c.ExpiresAt.IsZero() {
 		return nil, &apikey.InputError{Field: FieldExpiresAt, Reason: "a key must expire: the expiry cannot be removed"}
 	}
@@ -383,6 +439,9 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 		if set(FieldScopes) {
 			k.Scopes = slices.Clone(c.Scopes)
 		}
+		if set(FieldAllowedIPs) {
+			k.AllowedIPs = slices.Clone(ips)
+		}
 		if set(FieldExpiresAt) {
 			exp := apikey.UTCMicro(c.ExpiresAt)
 			switch {
@@ -395,7 +454,8 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 			}
 			k.ExpiresAt = exp
 		}
-		if k.Name == current.Name && slices.Equal(k.Scopes, current.Scopes) && k.ExpiresAt.Equal(current.ExpiresAt) {
+		if k.Name == current.Name && slices.Equal(k.Scopes, current.Scopes) && k.ExpiresAt.Equal(current.ExpiresAt) &&
+			slices.Equal(k.AllowedIPs, current.AllowedIPs) {
 			return errUnchanged
 		}
 		return nil
@@ -406,6 +466,8 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 		return current, nil
 	case errors.As(err, &ie) && ie.Field == FieldScopes:
 		return nil, &FieldError{Field: FieldScopes, Reason: "a scope outside those granted to the customer"}
+	case errors.As(err, &ie) && ie.Field == FieldAllowedIPs:
+		return nil, errIPs()
 	case err != nil:
 		return nil, err
 	}
@@ -413,7 +475,7 @@ func (p *Policy) Update(ctx context.Context, owner, id string, c Change) (*apike
 }
 
 // Rotate replaces owner's key id with a successor (see
-// apikey.Manager.Rotate); the old key keeps working for grace, at most
+// apikey.Manager.Rotate). The old key keeps working for grace, at most
 // MaxGrace. A chain keeps at most one predecessor working.
 func (p *Policy) Rotate(ctx context.Context, owner, id string, grace time.Duration) (*apikey.Rotation, error) {
 	if grace < 0 || grace > p.maxGrace {
@@ -428,7 +490,7 @@ func (p *Policy) Rotate(ctx context.Context, owner, id string, grace time.Durati
 	return p.m.Rotate(ctx, id, grace)
 }
 
-// Pause pauses owner's key id: it is refused until Resume. Pausing a
+// Pause pauses owner's key id. It is refused until Resume. Pausing a
 // paused key writes nothing.
 func (p *Policy) Pause(ctx context.Context, owner, id string) (*apikey.Key, error) {
 	k, err := p.Get(ctx, owner, id)
@@ -445,8 +507,8 @@ func (p *Policy) Pause(ctx context.Context, owner, id string) (*apikey.Key, erro
 }
 
 // Resume lifts Pause. A key the operator disabled is refused with a
-// *FieldError naming "disabled": only the operator enables it. Resuming a
-// key that is not paused writes nothing.
+// *FieldError naming "disabled", because only the operator enables it.
+// Resuming a key that is not paused writes nothing.
 func (p *Policy) Resume(ctx context.Context, owner, id string) (*apikey.Key, error) {
 	k, err := p.Get(ctx, owner, id)
 	if err != nil {
@@ -479,7 +541,7 @@ func (p *Policy) changeable(ctx context.Context, owner string, k *apikey.Key) er
 	return nil
 }
 
-// Revoke revokes owner's key id, for good; a suspended customer may too.
+// Revoke revokes owner's key id, for good. A suspended customer may too.
 // Revoking a revoked key is not an error and writes nothing.
 func (p *Policy) Revoke(ctx context.Context, owner, id string) error {
 	k, err := p.Get(ctx, owner, id)
@@ -490,7 +552,7 @@ func (p *Policy) Revoke(ctx context.Context, owner, id string) error {
 }
 
 // RevokeChain revokes owner's key id and every key of its rotation chain,
-// and returns the ids it revoked (see apikey.Manager.RevokeChain); a
+// and returns the ids it revoked (see apikey.Manager.RevokeChain). A
 // suspended customer may too.
 func (p *Policy) RevokeChain(ctx context.Context, owner, id string) ([]string, error) {
 	if _, err := p.Get(ctx, owner, id); err != nil {
@@ -500,11 +562,12 @@ func (p *Policy) RevokeChain(ctx context.Context, owner, id string) ([]string, e
 }
 
 // Usage returns the series of what owner consumed (see
-// apikey.Manager.Usage): summed over all of his keys when q.KeyID is
-// empty, else of his key q.KeyID, revoked or not; another owner's key is
-// apikey.ErrNotFound, like an unknown one. q.Customer is ignored: the
-// customer is always owner (empty: an *apikey.InputError). Reading usage changes nothing, so a
-// suspended customer may too.
+// apikey.Manager.Usage). It is summed over all of his keys when q.KeyID is
+// empty, else it is the series of his key q.KeyID, revoked or not. Another
+// owner's key is apikey.ErrNotFound, like an unknown one. q.Customer is
+// ignored, because the customer is always owner. An empty owner gives an
+// *apikey.InputError. Reading usage changes nothing, so a suspended
+// customer may too.
 func (p *Policy) Usage(ctx context.Context, owner string, q usage.Query) ([]usage.Record, error) {
 	q.Customer = owner
 	if q.KeyID != "" {

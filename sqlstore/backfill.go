@@ -17,18 +17,18 @@ const backfillBatch = 500
 // BackfillCustomers creates a customer record for each owner of stored
 // keys that has none, and returns the owners whose keys have different
 // plans while Options.PlanMap is not set. Migrate calls it when it
-// upgrades a keys table made by an earlier release; call it yourself
+// upgrades a keys table made by an earlier release. Call it yourself
 // after running Dialect.Upgrade's statements with your own tool.
 //
-// A record it creates has no scope ceiling (nil Scopes: no key loses a
-// scope), no key cap, no limits, no credits, and as plan the plan of the
-// owner's keys when they all have the same; when they differ, the plan
-// Options.PlanMap chooses, or without it none (the Manager's
-// DefaultPlan), never silently the widest, and the owner is logged to
-// Options.Logger and returned. Keys without owner, whose customer is
-// their lineage, get no record. It works in rounds of 500 owners, each a
-// few statements, and is idempotent: an owner that has a record keeps it
-// untouched, also one created concurrently.
+// A record it creates has no scope ceiling (nil Scopes), so no key loses a
+// scope. It has no key cap, no limits and no credits. Its plan is the plan
+// of the owner's keys when they all have the same. When they differ, its
+// plan is the one Options.PlanMap chooses. Without PlanMap it gets none
+// (the Manager's DefaultPlan), never silently the widest. The owner is
+// then logged to Options.Logger and returned. Keys without owner, whose
+// customer is their lineage, get no record. It works in rounds of 500
+// owners, each a few statements. It is idempotent. An owner that has a
+// record keeps it untouched, also one created concurrently.
 func (s *Store) BackfillCustomers(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -10,13 +10,16 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/usage"
 )
 
+var _ usage.LastUsedStore = (*Store)(nil)
+
 // MarkUsed implements apikey.Store. It writes the batch in bulk, one
-// statement per chunk of ids (see markUsedChunk), each statement a join of
-// the table with the batch's (id, time) pairs that sets last_used_at only
-// where that moves it forward, so a use never moves it back and unknown
-// ids change nothing:
+// statement per chunk of ids (see markUsedChunk). Each statement joins the
+// table with the batch's (id, time) pairs. It sets last_used_at only where
+// that moves it forward. So a use never moves it back and unknown ids
+// change nothing. The statements per dialect are these.
 //
 //   - PostgreSQL: UPDATE ... FROM unnest($1::text[], $2::timestamptz[]),
 //     two array parameters whatever the chunk size;
@@ -24,48 +27,77 @@ import (
 //     SELECT ?, ? UNION ALL ... rows;
 //   - SQLite: UPDATE ... FROM (VALUES (?, ?), ...).
 //
-// Each statement commits on its own, and runs again when the database
-// aborted it to break a deadlock: a failed chunk leaves the earlier ones
+// Each statement commits on its own. It runs again when the database
+// aborted it to break a deadlock. A failed chunk leaves the earlier ones
 // written, which is safe because writing a use again changes nothing.
 // Within a statement, ids are in sorted order so that concurrent flushes
 // lock rows in the same order.
 func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	_, err := s.MarkUsedGranular(ctx, uses, 0)
+	return err
+}
+
+// MarkUsedGranular implements usage.LastUsedStore with the statements of
+// MarkUsed, whose condition becomes last_used_at IS NULL OR last_used_at
+// < the use's time minus granularity: a row already within granularity
+// of a use is neither written nor locked. It returns the rows written,
+// as the database reports them (RowsAffected). In a statement that
+// waits for a row locked by a concurrent flush, PostgreSQL and InnoDB
+// evaluate the condition again on the row as that flush left it, so of
+// concurrent flushes of one key within granularity at most one writes
+// it.
+func (s *Store) MarkUsedGranular(ctx context.Context, uses map[string]time.Time, granularity time.Duration) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	if len(uses) == 0 {
-		return nil
+		return 0, nil
 	}
+	granularity = max(granularity, 0).Truncate(time.Microsecond)
 	ids := make([]string, 0, len(uses))
 	for id := range uses {
 		ids = append(ids, id)
 	}
 	if len(ids) == 1 {
-		a := s.d.timeArg(uses[ids[0]])
-		if _, err := s.db.ExecContext(ctx, s.q.markUsed, a, ids[0], a); err != nil {
-			return s.fail(ctx, "mark used", err)
+		at := uses[ids[0]]
+		res, err := s.db.ExecContext(ctx, s.q.markUsed, s.d.timeArg(at), ids[0], s.d.timeArg(at.Add(-granularity)))
+		if err != nil {
+			return 0, s.fail(ctx, "mark used", err)
 		}
-		return nil
+		return rowsAffected(res), nil
 	}
 	slices.Sort(ids)
+	written := 0
 	for part := range slices.Chunk(ids, markUsedChunk(s.d)) {
-		q, args := s.markUsedQuery(part, uses)
-		if err := s.execRetrying(ctx, q, args...); err != nil {
-			return s.fail(ctx, "mark used", err)
+		q, args := s.markUsedQuery(part, uses, granularity)
+		res, err := s.execRetrying(ctx, q, args...)
+		if err != nil {
+			return written, s.fail(ctx, "mark used", err)
 		}
+		written += rowsAffected(res)
 	}
-	return nil
+	return written, nil
+}
+
+// rowsAffected is the number of rows res changed, 0 when the driver does
+// not tell.
+func rowsAffected(res sql.Result) int {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0
+	}
+	return int(n)
 }
 
 // execRetrying runs one statement, again (up to 3 times in all) when the
 // database aborted it to break a deadlock, as a flush of another instance
 // or a concurrent conditional write on the same rows can make it do.
-func (s *Store) execRetrying(ctx context.Context, q string, args ...any) error {
+func (s *Store) execRetrying(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
-		_, err := s.db.ExecContext(ctx, q, args...)
+		res, err := s.db.ExecContext(ctx, q, args...)
 		if err == nil || attempt == attempts || ctx.Err() != nil || !s.d.isRetryable(err) {
-			return err
+			return res, err
 		}
 	}
 }
@@ -81,8 +113,10 @@ func markUsedChunk(d Dialect) int {
 }
 
 // markUsedQuery returns the statement and arguments that move
-// last_used_at of ids forward to uses[id].
-func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, []any) {
+// last_used_at of ids forward to uses[id] where it is unset or earlier
+// than uses[id] minus granularity (whole microseconds).
+func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time, granularity time.Duration) (string, []any) {
+	micros := granularity.Microseconds()
 	tb := s.table.quoted(s.d)
 	switch s.d {
 	case Postgres:
@@ -109,8 +143,8 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 		atArr.WriteByte('}')
 		q := "UPDATE " + tb + " AS t SET last_used_at = v.at " +
 			"FROM unnest($1::text[], $2::timestamptz[]) AS v(id, at) " +
-			`WHERE t.id = v.id COLLATE "C" AND (t.last_used_at IS NULL OR t.last_used_at < v.at)`
-		return q, []any{idArr.String(), atArr.String()}
+			`WHERE t.id = v.id COLLATE "C" AND (t.last_used_at IS NULL OR t.last_used_at < v.at - $3::bigint * interval '1 microsecond')`
+		return q, []any{idArr.String(), atArr.String(), micros}
 	case MySQL:
 		var b strings.Builder
 		b.WriteString("UPDATE " + tb + " AS t JOIN (")
@@ -124,8 +158,8 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 			args = append(args, id, s.d.timeArg(uses[id]))
 		}
 		b.WriteString(") AS v ON t.id = v.id SET t.last_used_at = v.at " +
-			"WHERE t.last_used_at IS NULL OR t.last_used_at < v.at")
-		return b.String(), args
+			"WHERE t.last_used_at IS NULL OR t.last_used_at < v.at - INTERVAL ? MICROSECOND")
+		return b.String(), append(args, micros)
 	default: // SQLite
 		var b strings.Builder
 		b.WriteString("UPDATE " + tb + " AS t SET last_used_at = v.column2 FROM (VALUES ")
@@ -137,8 +171,8 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 			b.WriteString("(?, ?)")
 			args = append(args, id, s.d.timeArg(uses[id]))
 		}
-		b.WriteString(") AS v WHERE t.id = v.column1 AND (t.last_used_at IS NULL OR t.last_used_at < v.column2)")
-		return b.String(), args
+		b.WriteString(") AS v WHERE t.id = v.column1 AND (t.last_used_at IS NULL OR t.last_used_at < v.column2 - ?)")
+		return b.String(), append(args, micros)
 	}
 }
 
@@ -146,7 +180,7 @@ func (s *Store) markUsedQuery(ids []string, uses map[string]time.Time) (string, 
 const pgArrayTime = "2006-01-02T15:04:05.999999Z07:00"
 
 // Revoke implements apikey.Revoker with one conditional UPDATE (... SET
-// revoked_at = ? WHERE id = ? AND revoked_at IS NULL): the first
+// revoked_at = ? WHERE id = ? AND revoked_at IS NULL). So the first
 // revocation time stays. When no row changed, a lookup tells an unknown
 // id (apikey.ErrNotFound) from a revoked key (no error).
 func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
@@ -160,10 +194,10 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 	return s.affected(ctx, "revoke", res, id)
 }
 
-// RevokeOwner implements apikey.Revoker: one UPDATE ... RETURNING id
-// on PostgreSQL and SQLite; on MySQL, which lacks it, a transaction that
-// locks the owner's unrevoked keys (SELECT ... FOR UPDATE) and revokes
-// exactly those.
+// RevokeOwner implements apikey.Revoker. On PostgreSQL and SQLite it runs
+// one UPDATE ... RETURNING id. MySQL lacks RETURNING, so there it runs a
+// transaction that locks the owner's unrevoked keys (SELECT ... FOR
+// UPDATE) and revokes exactly those.
 func (s *Store) RevokeOwner(ctx context.Context, owner string, at time.Time) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -225,15 +259,16 @@ func queryIDs(ctx context.Context, q interface {
 	return ids, rows.Err()
 }
 
-// Rotate implements apikey.Rotator in one transaction: a conditional
-// UPDATE of the old key (expires_at, rotated_to, rotated_at, revision;
-// only at old.Revision and if it is neither revoked nor rotated, which the
-// row lock makes atomic), the UPDATE that ends the grace of the old key's
-// predecessor (old.RotatedFrom) unless it is revoked or ends sooner, then
-// the INSERT of successor. Nothing is written unless all succeed. When
-// the first UPDATE matched nothing, the old key's state decides the
-// error: apikey.ErrNotFound, apikey.ErrRevoked, apikey.ErrRotated, or
-// apikey.ErrConflict for a changed revision; a successor id that exists
+// Rotate implements apikey.Rotator in one transaction. It first runs a
+// conditional UPDATE of the old key's expires_at, rotated_to, rotated_at
+// and revision. That UPDATE applies only at old.Revision and if the key is
+// neither revoked nor rotated, which the row lock makes atomic. The next
+// UPDATE ends the grace of the old key's predecessor (old.RotatedFrom),
+// unless it is revoked or ends sooner. Last comes the INSERT of successor.
+// Nothing is written unless all succeed. When the first UPDATE matched
+// nothing, the old key's state decides the error. It is
+// apikey.ErrNotFound, apikey.ErrRevoked, apikey.ErrRotated, or
+// apikey.ErrConflict for a changed revision. A successor id that exists
 // gives apikey.ErrConflict.
 func (s *Store) Rotate(ctx context.Context, old *apikey.Key, oldExpiresAt time.Time, successor *apikey.Key) error {
 	if err := ctx.Err(); err != nil {
@@ -306,13 +341,13 @@ func (s *Store) rotateRefusal(ctx context.Context, tx *sql.Tx, id string) (error
 	return nil, nil
 }
 
-// Purge implements apikey.Purger: on PostgreSQL and SQLite one DELETE ...
-// WHERE id IN (SELECT id ... LIMIT ?) RETURNING id. On MySQL, which lacks
-// RETURNING, a SELECT of the ids without locks then a DELETE of those ids
-// that checks the condition again; ids that a concurrent change kept
-// alive are left out of the answer. A limit of 0 or less deletes nothing.
-// No index serves the condition: each call reads the table until it found
-// limit dead keys.
+// Purge implements apikey.Purger. On PostgreSQL and SQLite it runs one
+// DELETE ... WHERE id IN (SELECT id ... LIMIT ?) RETURNING id. MySQL lacks
+// RETURNING. There it runs a SELECT of the ids without locks, then a
+// DELETE of those ids that checks the condition again. Ids that a
+// concurrent change kept alive are left out of the answer. A limit of 0 or
+// less deletes nothing. No index serves the condition. So each call reads
+// the table until it found limit dead keys.
 func (s *Store) Purge(ctx context.Context, before time.Time, limit int) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -10,7 +10,7 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// GetCustomer implements apikey.CustomerStore: one query by primary key.
+// GetCustomer implements apikey.CustomerStore with one query by primary key.
 // An unknown id gives apikey.ErrNotFound.
 func (s *Store) GetCustomer(ctx context.Context, id string) (*apikey.Customer, error) {
 	if err := ctx.Err(); err != nil {
@@ -26,8 +26,9 @@ func (s *Store) GetCustomer(ctx context.Context, id string) (*apikey.Customer, e
 	return cs[0], nil
 }
 
-// PutCustomer implements apikey.CustomerStore: an INSERT with revision 1
-// when c.Revision is 0 (a duplicate id gives apikey.ErrConflict), else one
+// PutCustomer implements apikey.CustomerStore. It runs an INSERT with
+// revision 1 when c.Revision is 0 (a duplicate id gives
+// apikey.ErrConflict). Otherwise it runs one
 // conditional UPDATE (... WHERE id = ? AND revision = ?) that increments
 // the revision. When the UPDATE changed no row, a lookup tells an unknown
 // id (apikey.ErrNotFound) from a changed one (apikey.ErrConflict).
@@ -76,7 +77,7 @@ func (s *Store) PutCustomer(ctx context.Context, c *apikey.Customer) error {
 }
 
 // ListCustomers implements apikey.CustomerStore with keyset paging over
-// the primary key: WHERE id > ? ORDER BY id LIMIT ?.
+// the primary key, as in WHERE id > ? ORDER BY id LIMIT ?.
 func (s *Store) ListCustomers(ctx context.Context, after string, limit int) ([]*apikey.Customer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -10,9 +10,9 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// Dialect selects the SQL flavour of a Store: Postgres, MySQL or SQLite.
-// The zero value is not a dialect; New rejects it. A Dialect is a plain
-// value, safe for concurrent use.
+// Dialect selects the SQL flavour of a Store, which is Postgres, MySQL or
+// SQLite. The zero value is not a dialect, and New rejects it. A Dialect is a
+// plain value, safe for concurrent use.
 type Dialect uint8
 
 // The supported dialects.
@@ -22,13 +22,13 @@ const (
 	Postgres Dialect = iota + 1
 	// MySQL is MySQL 8 or MariaDB 10.5 or later, through
 	// github.com/go-sql-driver/mysql. The DSN needs no parseTime or loc
-	// parameter: times are written and read in UTC whatever they are.
+	// parameter, since times are written and read in UTC whatever they are.
 	MySQL
 	// SQLite is SQLite 3.35 or later, e.g. through modernc.org/sqlite.
 	SQLite
 )
 
-// String returns the dialect's name: "postgres", "mysql" or "sqlite".
+// String returns the dialect's name, which is "postgres", "mysql" or "sqlite".
 func (d Dialect) String() string {
 	switch d {
 	case Postgres:

@@ -11,8 +11,8 @@ import (
 // DefaultTable is the table name used when Options.Table is empty.
 const DefaultTable = "api_keys"
 
-// maxIdentifier is the longest accepted identifier (PostgreSQL's limit;
-// MySQL allows 64 and SQLite has none).
+// maxIdentifier is the longest accepted identifier. It is PostgreSQL's
+// limit, while MySQL allows 64 and SQLite has none.
 const maxIdentifier = 63
 
 // tableName is a validated, possibly schema-qualified table name.

@@ -8,7 +8,7 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// Create implements apikey.Store: one INSERT, with revision 1. A
+// Create implements apikey.Store with one INSERT, with revision 1. A
 // duplicate id gives an error wrapping apikey.ErrConflict and leaves the
 // stored key unchanged.
 func (s *Store) Create(ctx context.Context, k *apikey.Key) error {
@@ -29,7 +29,7 @@ func (s *Store) Create(ctx context.Context, k *apikey.Key) error {
 	return nil
 }
 
-// Get implements apikey.Store: one query by primary key. An unknown id
+// Get implements apikey.Store with one query by primary key. An unknown id
 // gives apikey.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*apikey.Key, error) {
 	if err := ctx.Err(); err != nil {
@@ -56,7 +56,7 @@ func (s *Store) Get(ctx context.Context, id string) (*apikey.Key, error) {
 	return k, nil
 }
 
-// Update implements apikey.Store: one conditional UPDATE of every column
+// Update implements apikey.Store with one conditional UPDATE of every column
 // but id (... WHERE id = ? AND revision = ?), which increments revision,
 // keeps a stored revoked_at (COALESCE) and moves last_used_at only
 // forward. When it changed no row, a lookup tells an unknown id
@@ -112,7 +112,7 @@ func (s *Store) affected(ctx context.Context, op string, res sql.Result, id stri
 	return nil
 }
 
-// Delete implements apikey.Store: one DELETE. An unknown id gives
+// Delete implements apikey.Store with one DELETE. An unknown id gives
 // apikey.ErrNotFound.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
@@ -133,9 +133,10 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 }
 
 // List implements apikey.Store with keyset paging over the (owner,
-// created_at, id) index, newest first: WHERE owner = ? AND created_at <= ?
-// AND (created_at < ? OR id < ?) ORDER BY created_at DESC, id DESC LIMIT ?
-// after a cursor, one range of the index read backwards. Keys without a
+// created_at, id) index, newest first. After a cursor it runs WHERE owner
+// = ? AND created_at <= ? AND (created_at < ? OR id < ?) ORDER BY
+// created_at DESC, id DESC LIMIT ?. That reads one range of the index
+// backwards. Keys without a
 // creation time (NULL) come last, read by a second query when the page
 // has room for them. With opts.UsableAt set, the WHERE clause also skips
 // revoked keys and keys expired at that time.

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/internal/fleetsim"
 	"github.com/gokeys/apikey/sqlstore"
 )
 
@@ -102,4 +103,44 @@ func TestMarkUsedChunks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Sixteen Managers over one database, each using every one of the same
+// keys in every 10-second flush interval at its own phase, and caching
+// the keys for an hour: in two minutes each key is written twice, as the
+// database reports the rows written. The first instance read the keys
+// before any use was stored, so it sends every key at every flush; the
+// others read them after its first write and skip them for a minute, then
+// send them at every flush too. From then on only the database's
+// conditional write stops their writes.
+func TestLastUsedGranularityAcrossInstances(t *testing.T) {
+	const keys, instances, steps = 300, 16, 12
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		if b.name == "MySQLParseTime" {
+			t.Skip("time parsing is not at stake")
+		}
+		s := newStore(t, db, b.dialect, randomTable("keys_"))
+		m := newManager(t, s)
+		tokens, ids := make([]string, keys), make([]string, keys)
+		for i := range tokens {
+			token, k, err := m.Issue(context.Background(), apikey.IssueParams{Owner: "fleet"})
+			require.NoError(t, err)
+			tokens[i], ids[i] = token, k.ID
+		}
+		r, err := fleetsim.Run(context.Background(), fleetsim.Config{
+			Store: s, Tokens: tokens, Instances: instances, Steps: steps, Start: time.Now().Add(time.Hour),
+			Options: apikey.Options{Prefix: "sk_test", Peppers: testPeppers, CacheTTL: time.Hour},
+		})
+		require.NoError(t, err)
+		t.Logf("%d keys, %d instances, %d intervals of 10 s: %d uses sent, %d rows written, in %d store calls; %v flushing",
+			keys, instances, steps, r.Sent, r.Written, r.Calls, r.Flushing.Round(time.Millisecond))
+		assert.EqualValues(t, keys*(steps+(instances-1)*(steps-6)), r.Sent, "uses sent to the database")
+		assert.EqualValues(t, 2*keys, r.Written, "rows written: each key once a minute")
+		for _, id := range ids {
+			k, err := s.Get(context.Background(), id)
+			require.NoError(t, err)
+			lag := r.End.Sub(k.LastUsedAt)
+			assert.LessOrEqual(t, lag, time.Minute+10*time.Second, "LastUsedAt lags the last use by at most the granularity and one interval")
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -691,5 +692,52 @@ func TestMigrateAddsTheUsageTable(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, c.Revision, stored.Revision, "the customers are untouched")
 		assert.Equal(t, c.Plan, stored.Plan)
+	})
+}
+
+// TestMigrateAddsAllowedIPs upgrades a database of the release before IP
+// restrictions (this release's tables without the allowed_ips columns),
+// made here by migrating and then dropping both columns: Migrate (twice)
+// adds them in place, the keys keep verifying from any address, the
+// customers are untouched, and ranges then round-trip.
+func TestMigrateAddsAllowedIPs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend, db *sql.DB) {
+		ctx := context.Background()
+		s := newStore(t, db, b.dialect, randomTable("keys_"))
+		token, k, err := newManager(t, s).Issue(ctx, apikey.IssueParams{Owner: "alice"})
+		require.NoError(t, err)
+		c := storetest.NewCustomer("bob")
+		c.AllowedIPs = nil
+		require.NoError(t, s.PutCustomer(ctx, c))
+		for _, table := range []string{s.Table(), s.CustomerTable()} {
+			_, err := db.ExecContext(ctx, "ALTER TABLE "+quoteTable(b.dialect, table)+" DROP COLUMN allowed_ips")
+			require.NoError(t, err)
+		}
+		_, err = s.Get(ctx, k.ID)
+		require.Error(t, err, "the store needs the column")
+
+		require.NoError(t, s.Migrate(ctx), "Migrate adds the columns")
+		require.NoError(t, s.Migrate(ctx), "and is idempotent")
+		m := newManager(t, s)
+		anywhere := netip.MustParseAddr("198.51.100.7")
+		got, err := m.VerifyFrom(ctx, token, anywhere)
+		require.NoError(t, err, "the keys keep verifying, unrestricted")
+		assert.Equal(t, k.ID, got.ID)
+		assert.Empty(t, got.AllowedIPs)
+		stored, err := s.GetCustomer(ctx, "bob")
+		require.NoError(t, err)
+		assert.Equal(t, c.Revision, stored.Revision, "the customers are untouched")
+		assert.Empty(t, stored.AllowedIPs)
+
+		restricted := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+		_, err = m.Update(ctx, k.ID, func(k *apikey.Key) error { k.AllowedIPs = restricted; return nil })
+		require.NoError(t, err)
+		_, err = m.VerifyFrom(ctx, token, anywhere)
+		assert.ErrorIs(t, err, apikey.ErrIPNotAllowed)
+		_, err = m.SetCustomer(ctx, "bob", func(c *apikey.Customer) error { c.AllowedIPs = restricted; return nil })
+		require.NoError(t, err)
+		stored, err = s.GetCustomer(ctx, "bob")
+		require.NoError(t, err)
+		assert.Equal(t, restricted, stored.AllowedIPs)
 	})
 }

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 )
 
-// preparer is implemented by *sql.DB: a statement it prepares works on
+// preparer is implemented by *sql.DB. A statement it prepares works on
 // every connection of the pool and is safe for concurrent use.
 type preparer interface {
 	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
@@ -45,7 +45,7 @@ func (s *Store) queryGet(ctx context.Context, id string) (*sql.Rows, error) {
 	return st.QueryContext(ctx, id)
 }
 
-// Close releases the statements s prepared; it does not close the DB.
+// Close releases the statements s prepared. It does not close the DB.
 // Call it before closing the DB if the Store is discarded earlier. A
 // Store still works after Close, preparing again when needed. It is safe
 // for concurrent use.

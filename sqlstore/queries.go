@@ -44,7 +44,7 @@ func buildQueries(d Dialect, t, ct, ut tableName) queries {
 		update: "UPDATE " + tb + " SET prefix = ?, hint = ?, hash = ?, hash_version = ?, name = ?, owner = ?, " +
 			"scopes = ?, plan = ?, metadata = ?, created_at = ?, expires_at = ?, " +
 			"revoked_at = COALESCE(revoked_at, ?), rotated_from = ?, rotated_to = ?, " +
-			"rotated_at = ?, lineage = ?, disabled = ?, limits = ?, paused = ?, revision = revision + 1, " +
+			"rotated_at = ?, lineage = ?, disabled = ?, limits = ?, paused = ?, allowed_ips = ?, revision = revision + 1, " +
 			"last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < ? THEN ? ELSE last_used_at END " +
 			"WHERE id = ? AND revision = ?",
 		delete:   "DELETE FROM " + tb + " WHERE id = ?",
@@ -74,7 +74,7 @@ func buildQueries(d Dialect, t, ct, ut tableName) queries {
 		customerInsert: "INSERT INTO " + ctb + " (" + customerColumns + ") VALUES (" +
 			placeholders(numCustomerColumns) + ")",
 		customerUpdate: "UPDATE " + ctb + " SET plan = ?, scopes = ?, max_keys = ?, limits = ?, credits = ?, " +
-			"suspended = ?, metadata = ?, created_at = ?, updated_at = ?, revision = revision + 1 " +
+			"suspended = ?, metadata = ?, created_at = ?, updated_at = ?, allowed_ips = ?, revision = revision + 1 " +
 			"WHERE id = ? AND revision = ?",
 		customerGet:    "SELECT " + customerColumns + " FROM " + ctb + " WHERE id = ?",
 		customerList:   "SELECT " + customerColumns + " FROM " + ctb + " WHERE id > ? ORDER BY id LIMIT ?",

@@ -4,6 +4,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +28,7 @@ func (s *Store) keyArgs(k *apikey.Key) ([]any, error) {
 		k.ID, k.Prefix, k.Hint, hashArg(k.Hash), k.HashVersion, k.Name, k.Owner, scopes, k.Plan, meta,
 		s.d.timeArg(k.CreatedAt), s.d.timeArg(k.ExpiresAt), s.d.timeArg(k.LastUsedAt), s.d.timeArg(k.RevokedAt),
 		k.RotatedFrom, k.RotatedTo, int64(1), k.Disabled, s.d.timeArg(k.RotatedAt), k.Lineage, limits, k.Paused,
+		encodeIPs(k.AllowedIPs),
 	}, nil
 }
 
@@ -44,7 +47,7 @@ func (s *Store) updateArgs(k *apikey.Key) ([]any, error) {
 		k.Prefix, k.Hint, hashArg(k.Hash), k.HashVersion, k.Name, k.Owner, scopes, k.Plan, meta,
 		s.d.timeArg(k.CreatedAt), s.d.timeArg(k.ExpiresAt), s.d.timeArg(k.RevokedAt),
 		k.RotatedFrom, k.RotatedTo, s.d.timeArg(k.RotatedAt), k.Lineage, k.Disabled, limits, k.Paused,
-		used, used, k.ID, k.Revision,
+		encodeIPs(k.AllowedIPs), used, used, k.ID, k.Revision,
 	}, nil
 }
 
@@ -82,6 +85,23 @@ func encodeLimits(l []limits.Limit) (any, error) {
 	return s, nil
 }
 
+// encodeIPs encodes IP ranges as a JSON array of CIDR strings, or NULL
+// when there are none.
+func encodeIPs(ips []netip.Prefix) any {
+	if len(ips) == 0 {
+		return nil
+	}
+	b := make([]byte, 0, 2+len(ips)*24)
+	b = append(b, '[')
+	for i, p := range ips {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, p.String())
+	}
+	return string(append(b, ']'))
+}
+
 // marshal encodes v as JSON without HTML escaping, so that text at the
 // Manager's input limits (at most doubled by escaping '"' and '\') fits
 // MySQL's 64 KiB TEXT columns.
@@ -111,9 +131,9 @@ func (c *timeCol) Scan(src any) error {
 // keyScanner reads rows of the columns list into keys. One scanner serves
 // every row of a result set.
 type keyScanner struct {
-	scopes, meta, limits sql.RawBytes
-	times                [5]timeCol
-	dest                 [numColumns]any
+	scopes, meta, limits, ips sql.RawBytes
+	times                     [5]timeCol
+	dest                      [numColumns]any
 }
 
 func newKeyScanner(d Dialect) *keyScanner {
@@ -132,7 +152,7 @@ func (ks *keyScanner) scan(rows *sql.Rows) (*apikey.Key, error) {
 	ks.dest = [numColumns]any{
 		&k.ID, &k.Prefix, &k.Hint, &k.Hash, &k.HashVersion, &k.Name, &k.Owner, &ks.scopes, &k.Plan, &ks.meta,
 		&ks.times[0], &ks.times[1], &ks.times[2], &ks.times[3], &k.RotatedFrom, &k.RotatedTo,
-		&k.Revision, &k.Disabled, &ks.times[4], &k.Lineage, &ks.limits, &k.Paused,
+		&k.Revision, &k.Disabled, &ks.times[4], &k.Lineage, &ks.limits, &k.Paused, &ks.ips,
 	}
 	if err := rows.Scan(ks.dest[:]...); err != nil {
 		return nil, err
@@ -145,6 +165,9 @@ func (ks *keyScanner) scan(rows *sql.Rows) (*apikey.Key, error) {
 	}
 	if err := decodeJSON(ks.limits, &k.Limits); err != nil {
 		return nil, fmt.Errorf("limits of key %s: %w", k.ID, err)
+	}
+	if err := decodeJSON(ks.ips, &k.AllowedIPs); err != nil {
+		return nil, fmt.Errorf("allowed_ips of key %s: %w", k.ID, err)
 	}
 	return k, nil
 }
@@ -173,7 +196,7 @@ func (s *Store) customerArgs(c *apikey.Customer, revision int64) ([]any, error) 
 	}
 	return []any{
 		c.ID, c.Plan, scopes, c.MaxKeys, limits, c.Credits, c.Suspended, meta,
-		s.d.timeArg(c.CreatedAt), s.d.timeArg(c.UpdatedAt), revision,
+		s.d.timeArg(c.CreatedAt), s.d.timeArg(c.UpdatedAt), encodeIPs(c.AllowedIPs), revision,
 	}, nil
 }
 
@@ -181,10 +204,10 @@ func (s *Store) customerArgs(c *apikey.Customer, revision int64) ([]any, error) 
 // into a new record.
 func scanCustomer(d Dialect, rows *sql.Rows) (*apikey.Customer, error) {
 	c := new(apikey.Customer)
-	var scopes, meta, limits sql.RawBytes
+	var scopes, meta, limits, ips sql.RawBytes
 	created, updated := timeCol{d: d, t: &c.CreatedAt}, timeCol{d: d, t: &c.UpdatedAt}
 	if err := rows.Scan(&c.ID, &c.Plan, &scopes, &c.MaxKeys, &limits, &c.Credits, &c.Suspended, &meta,
-		&created, &updated, &c.Revision); err != nil {
+		&created, &updated, &ips, &c.Revision); err != nil {
 		return nil, err
 	}
 	if err := decodeJSON(scopes, &c.Scopes); err != nil {
@@ -195,6 +218,9 @@ func scanCustomer(d Dialect, rows *sql.Rows) (*apikey.Customer, error) {
 	}
 	if err := decodeJSON(limits, &c.Limits); err != nil {
 		return nil, fmt.Errorf("limits of customer %s: %w", c.ID, err)
+	}
+	if err := decodeJSON(ips, &c.AllowedIPs); err != nil {
+		return nil, fmt.Errorf("allowed_ips of customer %s: %w", c.ID, err)
 	}
 	return c, nil
 }

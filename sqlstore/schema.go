@@ -6,27 +6,28 @@ import "strings"
 // read and write them.
 const columns = "id, prefix, hint, hash, hash_version, name, owner, scopes, plan, metadata, " +
 	"created_at, expires_at, last_used_at, revoked_at, rotated_from, rotated_to, " +
-	"revision, disabled, rotated_at, lineage, limits, paused"
+	"revision, disabled, rotated_at, lineage, limits, paused, allowed_ips"
 
 // numColumns is the number of entries in columns.
-const numColumns = 22
+const numColumns = 23
 
 // customerColumns lists the columns of the customers table in the order
 // the queries read and write them.
-const customerColumns = "id, plan, scopes, max_keys, limits, credits, suspended, metadata, created_at, updated_at, revision"
+const customerColumns = "id, plan, scopes, max_keys, limits, credits, suspended, metadata, created_at, updated_at, allowed_ips, revision"
 
 // numCustomerColumns is the number of entries in customerColumns.
-const numCustomerColumns = 11
+const numCustomerColumns = 12
 
-// Schema returns the statements that create the keys table named table
-// (DefaultTable when empty; see Options.Table for the grammar), its index,
-// the customers table and the usage table with its index (named as
-// Options.CustomerTable and Options.UsageTable say by default), each
-// idempotent (IF NOT EXISTS). Store.Migrate runs them; use
-// Schema to feed your own migration tool instead. An invalid table name
-// gives an error wrapping apikey.ErrInvalidOptions.
+// Schema returns the statements that create the keys table named table,
+// its index, the customers table and the usage table with its index. The
+// table is DefaultTable when empty (see Options.Table for the grammar).
+// The other tables are named as Options.CustomerTable and
+// Options.UsageTable say by default. Each statement is idempotent (IF NOT
+// EXISTS). Store.Migrate runs them. Use Schema to feed your own migration
+// tool instead. An invalid table name gives an error wrapping
+// apikey.ErrInvalidOptions.
 //
-// The layout, in every dialect:
+// The layout is the same in every dialect.
 //
 //   - id, the primary key, and owner, rotated_from and rotated_to compare
 //     bytes (COLLATE "C", VARBINARY, SQLite's default BINARY collation),
@@ -46,7 +47,9 @@ const numCustomerColumns = 11
 //     anyway.
 //   - revision counts the writes to a row (apikey.Key.Revision); every
 //     UPDATE but last_used_at's is conditional on it or on revoked_at.
-//   - limits holds the key's own limits as JSON text, NULL when none.
+//   - limits holds the key's own limits as JSON text, NULL when none;
+//     allowed_ips its IP ranges as a JSON array of CIDR strings, NULL
+//     when none (and a customer's the same way).
 //   - The customers table holds one apikey.Customer per row, its scopes,
 //     metadata and limits as JSON text like a key's.
 //   - The usage table holds one usage.Record per key and hour: its
@@ -96,7 +99,8 @@ func (d Dialect) keysSchema(t, ct tableName) []string {
 	rotated_at   TIMESTAMPTZ NULL,
 	lineage      TEXT COLLATE "C" NOT NULL DEFAULT '',
 	limits       TEXT NULL,
-	paused       BOOLEAN NOT NULL DEFAULT FALSE
+	paused       BOOLEAN NOT NULL DEFAULT FALSE,
+	allowed_ips  TEXT NULL
 )`,
 			d.createListIndex(t),
 			"CREATE TABLE IF NOT EXISTS " + ct.quoted(d) + ` (
@@ -110,6 +114,7 @@ func (d Dialect) keysSchema(t, ct tableName) []string {
 	metadata   TEXT NOT NULL,
 	created_at TIMESTAMPTZ NULL,
 	updated_at TIMESTAMPTZ NULL,
+	allowed_ips TEXT NULL,
 	revision   BIGINT NOT NULL
 )`,
 		}
@@ -138,6 +143,7 @@ func (d Dialect) keysSchema(t, ct tableName) []string {
 	lineage      VARBINARY(64) NOT NULL DEFAULT '',
 	limits       TEXT NULL,
 	paused       BOOLEAN NOT NULL DEFAULT FALSE,
+	allowed_ips  TEXT NULL,
 	PRIMARY KEY (id),
 	KEY owner_created (owner, created_at, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
@@ -152,6 +158,7 @@ func (d Dialect) keysSchema(t, ct tableName) []string {
 	metadata   TEXT NOT NULL,
 	created_at DATETIME(6) NULL,
 	updated_at DATETIME(6) NULL,
+	allowed_ips TEXT NULL,
 	revision   BIGINT NOT NULL,
 	PRIMARY KEY (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
@@ -180,7 +187,8 @@ func (d Dialect) keysSchema(t, ct tableName) []string {
 	rotated_at   INTEGER NULL,
 	lineage      TEXT NOT NULL DEFAULT '',
 	limits       TEXT NULL,
-	paused       INTEGER NOT NULL DEFAULT 0
+	paused       INTEGER NOT NULL DEFAULT 0,
+	allowed_ips  TEXT NULL
 ) WITHOUT ROWID`,
 			d.createListIndex(t),
 			"CREATE TABLE IF NOT EXISTS " + ct.quoted(d) + ` (
@@ -194,6 +202,7 @@ func (d Dialect) keysSchema(t, ct tableName) []string {
 	metadata   TEXT NOT NULL,
 	created_at INTEGER NULL,
 	updated_at INTEGER NULL,
+	allowed_ips TEXT NULL,
 	revision   INTEGER NOT NULL
 ) WITHOUT ROWID`,
 		}
@@ -274,8 +283,9 @@ func (d Dialect) sqliteIndex(t tableName, index string) string {
 }
 
 // Upgrade returns the statements that bring a keys table named table,
-// made by an earlier release, to this release's layout (the customers
-// and usage tables themselves are created by Schema's statements):
+// made by an earlier release, to this release's layout. The customers and
+// usage tables themselves are created by Schema's statements. Upgrade
+// returns these statements, in this order.
 //
 //   - the columns added since the first release, one ALTER TABLE ...
 //     ADD COLUMN each: revision, disabled, rotated_at, lineage and limits
@@ -283,25 +293,33 @@ func (d Dialect) sqliteIndex(t tableName, index string) string {
 //     lineage and no limits);
 //   - the owner index (owner, created_at, id), and the removal of the
 //     earlier owner index (owner, id), which it replaces;
-//   - last, the paused column (existing keys are not paused).
+//   - the paused column (existing keys are not paused);
+//   - last, the allowed_ips columns of the customers table and of the
+//     keys table (existing keys and customers are not restricted).
 //
-// On PostgreSQL they are idempotent (IF NOT EXISTS, IF EXISTS); on MySQL
-// and SQLite a column or index that exists already, or an index that is
-// gone already, makes its statement fail (duplicate column, MySQL errors
-// 1061 and 1091), which Store.Migrate ignores. Existing keys keep
-// verifying. Migrate also creates a customer record for each owner of
-// existing keys (see Store.BackfillCustomers), before it adds the paused
-// column, which marks an upgraded table: run BackfillCustomers yourself
-// if you run these statements with your own tool.
+// On PostgreSQL they are idempotent (IF NOT EXISTS, IF EXISTS). On MySQL
+// and SQLite, a column or index that exists already makes its statement
+// fail, and so does an index that is gone already. These failures
+// (duplicate column, MySQL errors 1061 and 1091) are ignored by
+// Store.Migrate. Existing keys keep verifying. Migrate also creates a
+// customer record for each owner of existing keys (see
+// Store.BackfillCustomers). It does so before it adds the paused column:
+// run BackfillCustomers yourself at that point if you run these
+// statements with your own tool. The keys table's allowed_ips column,
+// added last, marks an upgraded table.
 func (d Dialect) Upgrade(table string) ([]string, error) {
 	t, err := parseTable(table)
 	if err != nil {
 		return nil, err
 	}
-	return d.upgrade(t), nil
+	return d.upgrade(t, t.customers()), nil
 }
 
-func (d Dialect) upgrade(t tableName) []string {
+// upgradeIPs is how many statements at the end of upgrade add the
+// allowed_ips columns.
+const upgradeIPs = 2
+
+func (d Dialect) upgrade(t, ct tableName) []string {
 	cols := map[Dialect][]string{
 		Postgres: {"revision BIGINT NOT NULL DEFAULT 1", "disabled BOOLEAN NOT NULL DEFAULT FALSE",
 			"rotated_at TIMESTAMPTZ NULL", `lineage TEXT COLLATE "C" NOT NULL DEFAULT ''`, "limits TEXT NULL"},
@@ -336,7 +354,10 @@ func (d Dialect) upgrade(t tableName) []string {
 	case SQLite:
 		out = append(out, "DROP INDEX IF EXISTS "+d.sqliteIndex(t, t.index()))
 	}
-	return append(out, "ALTER TABLE "+t.quoted(d)+" "+add+paused)
+	out = append(out, "ALTER TABLE "+t.quoted(d)+" "+add+paused)
+	return append(out,
+		"ALTER TABLE "+ct.quoted(d)+" "+add+"allowed_ips TEXT NULL",
+		"ALTER TABLE "+t.quoted(d)+" "+add+"allowed_ips TEXT NULL")
 }
 
 // isDone reports whether err says that the change a Schema or Upgrade

@@ -12,7 +12,7 @@ import (
 	"github.com/gokeys/apikey/usage"
 )
 
-// DB is the part of *sql.DB a Store uses; *sql.DB and *sql.Conn satisfy
+// DB is the part of *sql.DB a Store uses. Both *sql.DB and *sql.Conn satisfy
 // it. The Store never closes it.
 type DB interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
@@ -24,47 +24,47 @@ type DB interface {
 // Options configures a Store. The zero value uses the tables DefaultTable,
 // "api_customers" and "api_usage".
 type Options struct {
-	// Table is the name of the keys table: DefaultTable ("api_keys") when
-	// empty. It must be an identifier (ASCII letters, digits and
-	// underscores, not starting with a digit, at most 63 characters),
-	// optionally qualified by a schema (PostgreSQL), a database (MySQL) or
-	// an attached database (SQLite) of the same grammar: "auth.api_keys".
+	// Table is the name of the keys table, DefaultTable ("api_keys") when
+	// empty. It must be an identifier of ASCII letters, digits and
+	// underscores, not starting with a digit, at most 63 characters. It may
+	// be qualified by a schema (PostgreSQL), a database (MySQL) or an
+	// attached database (SQLite) of the same grammar, as in "auth.api_keys".
 	// It is quoted in every statement, so reserved words are fine.
 	Table string
 
 	// CustomerTable is the name of the customers table (see
 	// apikey.CustomerStore), of the same grammar as Table. Empty means
 	// Table's name with a final "keys" replaced by "customers", else with
-	// "_customers" appended, in Table's schema: "api_customers" for
-	// "api_keys", "auth.tokens_customers" for "auth.tokens".
+	// "_customers" appended, in Table's schema. So "api_keys" gives
+	// "api_customers", and "auth.tokens" gives "auth.tokens_customers".
 	CustomerTable string
 
 	// UsageTable is the name of the usage table (see usage.Store), of
 	// the same grammar as Table. Empty means Table's name with a final
 	// "keys" replaced by "usage", else with "_usage" appended, in Table's
-	// schema: "api_usage" for "api_keys", "auth.tokens_usage" for
-	// "auth.tokens".
+	// schema. So "api_keys" gives "api_usage", and "auth.tokens" gives
+	// "auth.tokens_usage".
 	UsageTable string
 
 	// PlanMap, if set, chooses the plan of the customer record that
 	// Migrate (or BackfillCustomers) creates for an owner whose existing
-	// keys have different plans; it gets the owner and the distinct
+	// keys have different plans. It gets the owner and the distinct
 	// plans, sorted. Without it such a record gets no plan (the Manager's
 	// DefaultPlan), never silently the widest, and the owner is logged.
 	// An owner whose keys share one plan gets that plan.
 	PlanMap func(owner string, plans []string) string
 
-	// Logger, if set, receives the warnings of Migrate: the owners whose
-	// keys have different plans when PlanMap is not set.
+	// Logger, if set, receives the warnings of Migrate. They name the
+	// owners whose keys have different plans when PlanMap is not set.
 	Logger *slog.Logger
 }
 
 // Store is an apikey.Store over a SQL database. It also implements
 // apikey.Revoker, apikey.Rotator, apikey.Purger, apikey.CustomerStore and
-// usage.Store with single conditional statements or transactions. Build it with New;
-// the zero value is not usable. A Store holds no state besides its
-// configuration and is safe for concurrent use as far as its DB is
-// (*sql.DB is).
+// usage.Store with single conditional statements or transactions. Build it
+// with New. The zero value is not usable. A Store holds no state besides its
+// configuration and is safe for concurrent use as far as its DB is (*sql.DB
+// is).
 type Store struct {
 	db        DB
 	d         Dialect
@@ -86,7 +86,7 @@ var (
 	_ usage.Store          = (*Store)(nil)
 )
 
-// New returns a Store of dialect d over db. It does no I/O: call Migrate
+// New returns a Store of dialect d over db. It does no I/O. Call Migrate
 // (or run Schema's statements yourself) before use. A nil db, an unknown
 // dialect, or an invalid Options.Table, Options.CustomerTable or
 // Options.UsageTable (or two of them naming one table), give an error
@@ -139,24 +139,25 @@ func (s *Store) CustomerTable() string { return s.customers.String() }
 // UsageTable returns the name of the usage table of s, e.g. "api_usage".
 func (s *Store) UsageTable() string { return s.usage.String() }
 
-// Schema returns the statements Migrate runs on a new database; see
+// Schema returns the statements Migrate runs on a new database. See
 // Dialect.Schema.
 func (s *Store) Schema() []string { return s.d.schema(s.table, s.customers, s.usage) }
 
 // Migrate creates the keys table, its index, the customers table, and the
-// usage table and its index, unless they exist, and upgrades a keys table
-// made by an earlier release (see Dialect.Upgrade): it adds the columns it
-// lacks and the index, and creates a customer record for each owner of
-// its keys (see BackfillCustomers) before it adds the paused column, which
-// marks the upgrade done; existing keys keep verifying. A database of a
-// release before usage recording gets the usage table the same way. It is idempotent and may
-// run at every start: on an upgraded table it runs the CREATE ... IF NOT
-// EXISTS statements and one look at the catalog.
+// usage table and its index, unless they exist. It also upgrades a keys table
+// made by an earlier release (see Dialect.Upgrade). It adds the columns the
+// table lacks and the index. It creates a customer record for each owner of
+// its keys (see BackfillCustomers) before it adds the paused column. It adds
+// the allowed_ips columns last, which marks the upgrade done. Existing keys
+// keep verifying. A database of a release before usage recording gets the
+// usage table the same way. It is idempotent and may run at every start. On
+// an upgraded table it runs the CREATE ... IF NOT EXISTS statements and one
+// look at the catalog.
 //
-// On PostgreSQL it runs in one transaction under an advisory lock, so
-// that processes starting together do not race, and the upgrade happens
-// entirely or not at all; creating the index there locks the table
-// against writes while it is built: on a large table, create it first
+// On PostgreSQL it runs in one transaction under an advisory lock. So
+// processes starting together do not race, and the upgrade happens
+// entirely or not at all. Creating the index there locks the table
+// against writes while it is built. On a large table, create it first
 // with CREATE INDEX CONCURRENTLY and the same name (see Dialect.Upgrade),
 // which Migrate then finds. On SQLite it runs in one transaction that
 // takes the write lock first (BEGIN IMMEDIATE), for the same reason. On
@@ -201,7 +202,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// querier is what Migrate works through: the DB, a transaction or a
+// querier is what Migrate works through. It is the DB, a transaction or a
 // connection.
 type querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
@@ -210,21 +211,30 @@ type querier interface {
 }
 
 // migrate runs Schema's statements and, on a keys table without the
-// paused column, the upgrade: Upgrade's statements but the last, the
-// backfill of customer records, then the last, which adds paused.
+// allowed_ips column, the upgrade: on a table without the paused column
+// too, Upgrade's statements up to the one that adds paused, the backfill
+// of customer records, then that one; then the statements that add
+// allowed_ips, to the keys table last.
 func (s *Store) migrate(ctx context.Context, q querier) error {
 	for _, stmt := range s.Schema() {
 		if _, err := q.ExecContext(ctx, stmt); err != nil {
 			return err
 		}
 	}
-	done, err := s.hasColumn(ctx, q, "paused")
+	done, err := s.hasColumn(ctx, q, "allowed_ips")
 	if err != nil || done {
 		return err
 	}
-	up := s.d.upgrade(s.table)
+	paused, err := s.hasColumn(ctx, q, "paused")
+	if err != nil {
+		return err
+	}
+	up := s.d.upgrade(s.table, s.customers)
+	if paused {
+		up = up[len(up)-upgradeIPs:]
+	}
 	for i, stmt := range up {
-		if i == len(up)-1 {
+		if !paused && i == len(up)-upgradeIPs-1 {
 			if _, err := s.backfill(ctx, q); err != nil {
 				return err
 			}

@@ -19,23 +19,23 @@ const usageColumns = "key_id, start, customer, allowed, limited, refused, cost"
 // numUsageColumns is the number of entries in usageColumns.
 const numUsageColumns = 7
 
-// usageChunk is the most records one statement of AddUsage writes: 7,000
-// parameters, under every dialect's limit (PostgreSQL and MySQL 65,535,
-// SQLite 32,766).
+// usageChunk is the most records one statement of AddUsage writes. That is
+// 7,000 parameters, under every dialect's limit (PostgreSQL and MySQL
+// 65,535, SQLite 32,766).
 const usageChunk = 1000
 
 // usagePurgeBatch is the most records one DELETE of PurgeUsage removes on
 // MySQL.
 const usagePurgeBatch = 10_000
 
-// AddUsage implements usage.Store with upserts that add: one INSERT ...
+// AddUsage implements usage.Store with upserts that add. It runs one INSERT ...
 // ON CONFLICT (key_id, start) DO UPDATE SET allowed = allowed +
 // excluded.allowed, ... (PostgreSQL, SQLite) or INSERT ... ON DUPLICATE
 // KEY UPDATE allowed = allowed + VALUES(allowed), ... (MySQL, MariaDB)
 // per 1,000 records, with multi-row VALUES. Records of one key and hour
 // are summed first, and the rows are written in (key_id, start) order, so
 // that concurrent calls lock rows in the same order. Up to 1,000 records
-// (the Manager's batches) are one statement; more are written in one
+// (the Manager's batches) are one statement. More are written in one
 // transaction. Either way a call adds all of its records or none, and
 // runs again, a few times, when the database aborted it to break a
 // deadlock. An existing record keeps its customer.
@@ -52,7 +52,7 @@ func (s *Store) AddUsage(ctx context.Context, records []usage.Record) error {
 	}
 	if len(rs) <= usageChunk {
 		q, args := s.addUsageQuery(rs)
-		if err := s.execRetrying(ctx, q, args...); err != nil {
+		if _, err := s.execRetrying(ctx, q, args...); err != nil {
 			return s.fail(ctx, "add usage", err)
 		}
 		return nil
@@ -172,10 +172,11 @@ func addUsageStatement(d Dialect, ut tableName, n int) string {
 	return b.String()
 }
 
-// Usage implements usage.Store with one query: by the primary key
+// Usage implements usage.Store with one query. It reads by the primary key
 // (key_id, start) when q.KeyID is set, else by the index (customer,
-// start, key_id). A zero q.From selects from the first record; a q.To not
-// after q.From selects nothing. q.Step is ignored: the records are hours.
+// start, key_id). A zero q.From selects from the first record. A q.To not
+// after q.From selects nothing. q.Step is ignored, since the records are
+// hours.
 func (s *Store) Usage(ctx context.Context, q usage.Query) ([]usage.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -213,10 +214,10 @@ func (s *Store) Usage(ctx context.Context, q usage.Query) ([]usage.Record, error
 	return out, nil
 }
 
-// PurgeUsage implements usage.Store: DELETE ... WHERE start < ?, on
-// MySQL in batches of 10,000 rows, each committed on its own, since
-// InnoDB locks every row a DELETE reads. No index serves the condition:
-// a purge reads the whole table.
+// PurgeUsage implements usage.Store with DELETE ... WHERE start < ?. On
+// MySQL it deletes in batches of 10,000 rows, each committed on its own,
+// since InnoDB locks every row a DELETE reads. No index serves the
+// condition, so a purge reads the whole table.
 func (s *Store) PurgeUsage(ctx context.Context, before time.Time) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -31,7 +32,8 @@ func NewCustomer(id string) *apikey.Customer {
 		ID: id, Plan: "pro", Scopes: []string{"read", "write"}, MaxKeys: 5,
 		Limits:  []limits.Limit{limits.Rate("per-second", 10, time.Second, 20), limits.Quota("monthly", 100_000, limits.Month)},
 		Credits: 1_000_000, Suspended: true, Metadata: map[string]string{"billing": "cus_123", "tier": "gold"},
-		CreatedAt: base, UpdatedAt: base.Add(time.Minute),
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")},
+		CreatedAt:  base, UpdatedAt: base.Add(time.Minute),
 	}
 }
 
@@ -61,6 +63,10 @@ func assertSameCustomer(t *testing.T, want, got *apikey.Customer) {
 			assert.Equal(t, time.UTC, pair[1].Location(), "%s not in UTC", name)
 		}
 	}
+	assert.Equal(t, len(want.AllowedIPs), len(got.AllowedIPs), "AllowedIPs")
+	if len(want.AllowedIPs) > 0 {
+		assert.Equal(t, want.AllowedIPs, got.AllowedIPs, "AllowedIPs")
+	}
 	assert.Equal(t, want.Revision, got.Revision, "Revision")
 }
 
@@ -82,7 +88,7 @@ func mustGetCustomer(t *testing.T, cs apikey.CustomerStore, id string) *apikey.C
 func limitsCustomer(id string) *apikey.Customer {
 	k := LimitsKey(id)
 	c := NewCustomer(id)
-	c.Plan, c.Scopes, c.Metadata, c.Limits = k.Plan, k.Scopes, k.Metadata, k.Limits
+	c.Plan, c.Scopes, c.Metadata, c.Limits, c.AllowedIPs = k.Plan, k.Scopes, k.Metadata, k.Limits, k.AllowedIPs
 	c.MaxKeys, c.Credits = apikey.MaxCustomerKeys, 1<<53
 	return c
 }
@@ -150,7 +156,7 @@ func testCustomerConditional(t *testing.T, s apikey.Store) {
 	assert.Equal(t, "pro", mustGetCustomer(t, cs, "acme").Plan)
 
 	a, b := mustGetCustomer(t, cs, "acme"), mustGetCustomer(t, cs, "acme")
-	a.Plan, a.Scopes, a.Suspended = "enterprise", nil, false
+	a.Plan, a.Scopes, a.Suspended, a.AllowedIPs = "enterprise", nil, false, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
 	mustPutCustomer(t, cs, a)
 	assert.Equal(t, int64(2), a.Revision)
 	got := mustGetCustomer(t, cs, "acme")
@@ -221,8 +227,8 @@ func testCustomerCancelled(t *testing.T, s apikey.Store) {
 	assert.ErrorIs(t, err, apikey.ErrNotFound, "a cancelled write writes nothing")
 }
 
-// raceCustomerPuts races writers of one customer record at one Revision:
-// exactly one succeeds, the others get ErrConflict, and the record holds
+// raceCustomerPuts races writers of one customer record at one Revision.
+// Exactly one succeeds, the others get ErrConflict, and the record holds
 // the winner's write.
 func raceCustomerPuts(t *testing.T, e raceEnv, n int) string {
 	cs := e.store.(apikey.CustomerStore)
@@ -272,7 +278,7 @@ func raceCustomerPuts(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceKeyCap races Issues for one customer whose cap is 3 keys: exactly 3
+// raceKeyCap races Issues for one customer whose cap is 3 keys. Exactly 3
 // succeed, the others get ErrTooManyKeys, no other usable key is left in
 // the store, and a revocation makes room for exactly one more.
 func raceKeyCap(t *testing.T, e raceEnv, n int) string {

@@ -8,7 +8,7 @@ import (
 
 // raceLeakReports reports one leaked token four times at once (GitHub
 // sending an alert again while the first is in flight, a user reporting
-// it too): every report succeeds, and the key is revoked by exactly one
+// it too). Every report succeeds, and the key is revoked by exactly one
 // write, so a repeated report changes nothing.
 func raceLeakReports(t *testing.T, e raceEnv, n int) string {
 	token, k := raceIssue(t, e.m, n)
@@ -37,7 +37,7 @@ func raceLeakReports(t *testing.T, e raceEnv, n int) string {
 }
 
 // raceLeakRevokeVsDisable runs a report that revokes against one that
-// disables and an operator's Enable: the key ends revoked whatever the
+// disables and an operator's Enable. The key ends revoked whatever the
 // order, since nothing undoes a revocation.
 func raceLeakRevokeVsDisable(t *testing.T, e raceEnv, n int) string {
 	token, k := raceIssue(t, e.m, n)

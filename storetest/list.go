@@ -12,8 +12,8 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// newestFirst sorts keys in List's order: CreatedAt descending, then ID
-// descending.
+// newestFirst sorts keys in List's order, by CreatedAt descending, then
+// by ID descending.
 func newestFirst(keys []*apikey.Key) []string {
 	keys = slices.Clone(keys)
 	slices.SortFunc(keys, func(a, b *apikey.Key) int {
@@ -35,7 +35,7 @@ func createAt(t *testing.T, s apikey.Store, owner string, at time.Time) *apikey.
 }
 
 // listAll pages through owner's keys with opts (its Limit the page size)
-// and returns their ids; it fails the test if a page is larger than asked
+// and returns their ids. It fails the test if a page is larger than asked
 // or the paging does not end.
 func listAll(t *testing.T, s apikey.Store, owner string, opts apikey.ListOptions) []string {
 	t.Helper()
@@ -137,9 +137,10 @@ func testListZeroCreatedAt(t *testing.T, s apikey.Store) {
 	}
 }
 
-// testListStable: keys created while a client pages do not shift the
-// pages: a key newer than the cursor never shows up on a later page, and
-// no key that was there is skipped, also when a listed key is deleted.
+// testListStable checks that keys created while a client pages do not
+// shift the pages. A key newer than the cursor never shows up on a later
+// page. No key that was there is skipped, also when a listed key is
+// deleted.
 func testListStable(t *testing.T, s apikey.Store) {
 	var keys []*apikey.Key
 	for i := range 9 {

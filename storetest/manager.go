@@ -36,7 +36,7 @@ func runManagerTests(t *testing.T, newStore func(t *testing.T) apikey.Store) {
 }
 
 // testChainGrace rotates A to B, B to C and C to D, each with an hour of
-// grace: only C, the last predecessor, still works; A and B are expired.
+// grace. Only C, the last predecessor, still works. A and B are expired.
 func testChainGrace(t *testing.T, m *apikey.Manager) {
 	c := ctx(t)
 	tokenA, a, err := m.Issue(c, apikey.IssueParams{Owner: "alice", Scopes: []string{"read"}})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -30,8 +32,8 @@ var (
 	bothModes        = []mode{withCapabilities, asPlainStore}
 )
 
-// raceEnv is what a trial works on: a Manager over the store (as its mode
-// shows it) and the store itself.
+// raceEnv is what a trial works on. It holds a Manager over the store (as
+// its mode shows it) and the store itself.
 type raceEnv struct {
 	m     *apikey.Manager
 	store apikey.Store
@@ -82,8 +84,8 @@ func runRaces(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Optio
 	}
 }
 
-// raceOptions configure the Managers of the races: no cache, so that
-// every check reads the store.
+// raceOptions configure the Managers of the races. They have no cache, so
+// that every check reads the store.
 var raceOptions = apikey.Options{Prefix: "sk_race", CacheTTL: -1, CacheNegativeTTL: -1, LastUsedInterval: -1}
 
 // runTrials runs trial until opts.Trials trials ran or opts.Budget is
@@ -143,7 +145,7 @@ func mustBeRevoked(m *apikey.Manager, what, token string) string {
 }
 
 // raceUpdateRevoke races updates, a disable and an enable against a
-// revocation: the revoked key must never verify again.
+// revocation. The revoked key must never verify again.
 func raceUpdateRevoke(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
@@ -184,7 +186,7 @@ func raceUpdateRevoke(t *testing.T, e raceEnv, n int) string {
 	return mustBeRevoked(m, "the re-enabled key", token)
 }
 
-// raceRotateRotate races rotations of one key: exactly one may succeed,
+// raceRotateRotate races rotations of one key. Exactly one may succeed,
 // leaving exactly one successor.
 func raceRotateRotate(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
@@ -227,8 +229,8 @@ func raceRotateRotate(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceRotateRevoke races a rotation against a revocation of the old key:
-// the old key stays revoked, and a rotation that lost leaves no successor.
+// raceRotateRevoke races a rotation against a revocation of the old key.
+// The old key stays revoked, and a rotation that lost leaves no successor.
 func raceRotateRevoke(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
@@ -265,7 +267,7 @@ func raceRotateRevoke(t *testing.T, e raceEnv, n int) string {
 }
 
 // raceRevokeOwnerRotate races RevokeOwner against a rotation of one of
-// the owner's keys: afterwards no key of the owner verifies.
+// the owner's keys. Afterwards no key of the owner verifies.
 func raceRevokeOwnerRotate(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	token, k := raceIssue(t, m, n)
@@ -305,7 +307,7 @@ func raceRevokeOwnerRotate(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceUpdateUpdate races updates that each add one metadata entry: none
+// raceUpdateUpdate races updates that each add one metadata entry. None
 // may be lost.
 func raceUpdateUpdate(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
@@ -341,10 +343,10 @@ func raceUpdateUpdate(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceRotateDisable races a rotation against a Disable of the old key: no
+// raceRotateDisable races a rotation against a Disable of the old key. No
 // change is lost. When both succeed, the successor is disabled (the
 // rotation read the key after the Disable, or the Disable reached the
-// successor); otherwise the Disable must have failed.
+// successor). Otherwise the Disable must have failed.
 func raceRotateDisable(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	_, k := raceIssue(t, m, n)
@@ -380,17 +382,20 @@ func raceRotateDisable(t *testing.T, e raceEnv, n int) string {
 	return ""
 }
 
-// raceRotateNarrow races a rotation against an Update that removes a scope
-// and brings the expiry forward: when both succeed, the successor holds
-// neither the removed scope nor a later expiry; otherwise the Update must
-// have failed.
+// raceRotateNarrow races a rotation against an Update that removes a
+// scope, brings the expiry forward and narrows the IP ranges. When both
+// succeed, the successor holds neither the removed scope, nor a later
+// expiry, nor the wider ranges: it is refused from an address outside the
+// narrowed ones. Otherwise the Update must have failed.
 func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 	m, ctx := e.m, context.Background()
 	_, k, err := m.Issue(ctx, apikey.IssueParams{
 		Owner: fmt.Sprintf("race-%d", n), Scopes: []string{"read", "write"}, TTL: 24 * time.Hour,
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 	})
 	require.NoError(t, err)
 	shorter := k.CreatedAt.Add(30 * time.Minute)
+	narrower := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}
 	var (
 		rot            *apikey.Rotation
 		updated        *apikey.Key
@@ -400,7 +405,7 @@ func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 		func() { rot, rotErr = m.Rotate(ctx, k.ID, time.Hour) },
 		func() {
 			updated, updErr = m.Update(ctx, k.ID, func(k *apikey.Key) error {
-				k.Scopes, k.ExpiresAt = []string{"read"}, shorter
+				k.Scopes, k.ExpiresAt, k.AllowedIPs = []string{"read"}, shorter, narrower
 				return nil
 			})
 		},
@@ -425,11 +430,17 @@ func raceRotateNarrow(t *testing.T, e raceEnv, n int) string {
 	case succ.ExpiresAt.IsZero() || succ.ExpiresAt.After(shorter):
 		return fmt.Sprintf("Rotate and Update both returned nil, and the successor expires at %v, after %v%s",
 			succ.ExpiresAt, shorter, afterRotation(m, k.ID))
+	case !slices.Equal(succ.AllowedIPs, narrower):
+		return fmt.Sprintf("Rotate and Update both returned nil, and the successor has the IP ranges %v, not %v%s",
+			succ.AllowedIPs, narrower, afterRotation(m, k.ID))
+	}
+	if _, err := m.VerifyFrom(ctx, rot.Token, netip.MustParseAddr("10.2.0.1")); !errors.Is(err, apikey.ErrIPNotAllowed) {
+		return fmt.Sprintf("the successor of a narrowed key, from outside the narrowed range: want ErrIPNotAllowed, got %v", err)
 	}
 	return ""
 }
 
-// afterRotation describes the old key after a lost change: the change
+// afterRotation describes the old key after a lost change. The change
 // either landed on it after the rotation and never reached the successor,
 // or the rotation was written over a read from before the change.
 func afterRotation(m *apikey.Manager, id string) string {

@@ -10,8 +10,8 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// testRotatorConditional: a rotation based on a stale read of the old key
-// writes nothing, so that it never undoes a change made since.
+// testRotatorConditional checks that a rotation based on a stale read of
+// the old key writes nothing, so that it never undoes a change made since.
 func testRotatorConditional(t *testing.T, s apikey.Store) {
 	r, ok := s.(apikey.Rotator)
 	if !ok {
@@ -38,9 +38,9 @@ func testRotatorConditional(t *testing.T, s apikey.Store) {
 	assert.Equal(t, int64(3), mustGet(t, s, old.ID).Revision)
 }
 
-// testRotatorEndsGrace: rotating B, itself the successor of A, ends A's
-// grace at B's successor's creation, in the same write; a predecessor that
-// is revoked, expired earlier or gone is left alone.
+// testRotatorEndsGrace checks that rotating B, itself the successor of A,
+// ends A's grace at B's successor's creation, in the same write. A
+// predecessor that is revoked, expired earlier or gone is left alone.
 func testRotatorEndsGrace(t *testing.T, s apikey.Store) {
 	r, ok := s.(apikey.Rotator)
 	if !ok {

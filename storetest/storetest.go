@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite of apikey.Store. A Store
-// implementation calls Run from one test:
+// implementation calls Run from one test, as below.
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) apikey.Store {
@@ -9,25 +9,29 @@
 //
 // Each subtest is named after one sentence of the Store contract and gets
 // a fresh store from newStore. The optional capabilities (apikey.Revoker,
-// apikey.Rotator, apikey.Purger, apikey.CustomerStore, usage.Store) are
-// tested when the store has them.
+// apikey.Rotator, apikey.Purger, apikey.CustomerStore, usage.Store,
+// usage.LastUsedStore) are tested when the store has them.
 //
 // The "Race" subtests check the guarantees that only hold under
-// concurrency (a revocation is final, a rotation has one winner and never
-// undoes a concurrent change, no update is lost, a customer's key cap
-// holds) with many goroutines driving an apikey.Manager over the store,
-// once with the store's optional capabilities and once through the plain
-// Store interface (the Manager's fallbacks); and that concurrent
-// usage.Store.AddUsage calls of overlapping records, as the flushes of
-// several instances make them, sum exactly. Each race runs trials until
-// it ran Options.Trials of them or spent Options.Budget, whichever comes
-// first, but at least MinTrials; it logs how many it ran.
+// concurrency. A revocation is final, a rotation has one winner and never
+// undoes a concurrent change, no update is lost, and a customer's key cap
+// holds. Many goroutines drive an apikey.Manager over the store to check
+// them. They do it once with the store's optional capabilities and once
+// through the plain Store interface (the Manager's fallbacks). The races
+// also check that concurrent usage.Store.AddUsage calls of overlapping
+// records, as the flushes of several instances make them, sum exactly.
+// When the flushes of a fleet call usage.LastUsedStore.MarkUsedGranular at
+// once, each key must be written once per granularity, as the counts they
+// return say. Each race runs trials until it ran Options.Trials of them or
+// spent Options.Budget, whichever comes first, but at least MinTrials. It logs
+// how many it ran.
 package storetest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -55,17 +59,17 @@ const MinTrials = 100
 // Options configures RunWith. The zero value runs each race for at most
 // DefaultTrials trials and DefaultBudget, and at least MinTrials trials.
 type Options struct {
-	// Trials is the most trials of each race: DefaultTrials when 0. A
+	// Trials is the most trials of each race, DefaultTrials when 0. A
 	// negative value skips the races.
 	Trials int
-	// Budget bounds the time of each race: once it is spent, and
-	// MinTrials trials ran, the race starts no further trial.
-	// DefaultBudget when 0.
+	// Budget bounds the time of each race. Once it is spent, and MinTrials
+	// trials ran, the race starts no further trial. It is DefaultBudget
+	// when 0.
 	Budget time.Duration
 }
 
 // Run runs the conformance suite with the default Options. newStore must
-// return a fresh, empty store for each call; register its cleanup with
+// return a fresh, empty store for each call. Register its cleanup with
 // t.Cleanup.
 func Run(t *testing.T, newStore func(t *testing.T) apikey.Store) {
 	t.Helper()
@@ -138,6 +142,7 @@ func RunWith(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Option
 	}
 	runManagerTests(t, newStore)
 	runUsageTests(t, newStore, opts)
+	runLastUsedTests(t, newStore, opts)
 	if opts.Trials > 0 {
 		runRaces(t, newStore, opts)
 	}
@@ -158,6 +163,8 @@ func NewKey(owner string) *apikey.Key {
 		ExpiresAt: apikey.UTCMicro(base.Add(90 * 24 * time.Hour)),
 		Lineage:   apikey.NewID(),
 		Limits:    []limits.Limit{limits.Rate("per-second", 10, time.Second, 20), limits.Quota("daily", 1000, limits.Day)},
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("203.0.113.0/24"),
+			netip.MustParsePrefix("2001:db8::/32")},
 	}
 }
 
@@ -213,6 +220,10 @@ func assertSame(t *testing.T, want, got *apikey.Key) {
 	assert.Equal(t, want.Disabled, got.Disabled, "Disabled")
 	assert.Equal(t, want.Paused, got.Paused, "Paused")
 	assert.Equal(t, want.Limits, got.Limits, "Limits")
+	assert.Equal(t, len(want.AllowedIPs), len(got.AllowedIPs), "AllowedIPs")
+	if len(want.AllowedIPs) > 0 {
+		assert.Equal(t, want.AllowedIPs, got.AllowedIPs, "AllowedIPs")
+	}
 }
 
 func testRoundTrip(t *testing.T, s apikey.Store) {
@@ -228,11 +239,12 @@ func testRoundTrip(t *testing.T, s apikey.Store) {
 	assert.Equal(t, int64(1), got.Revision, "Revision")
 
 	plain := NewKey("alice")
-	plain.Limits, plain.Lineage = nil, ""
+	plain.Limits, plain.Lineage, plain.AllowedIPs = nil, "", nil
 	mustCreate(t, s, plain)
 	got = mustGet(t, s, plain.ID)
 	assertSame(t, plain, got)
 	assert.Nil(t, got.Limits, "no limits come back as nil")
+	assert.Empty(t, got.AllowedIPs, "no IP ranges come back empty")
 }
 
 func testConflict(t *testing.T, s apikey.Store) {
@@ -262,16 +274,18 @@ func testUpdate(t *testing.T, s apikey.Store) {
 	k.RotatedTo, k.RotatedAt, k.Lineage = apikey.NewID(), k.CreatedAt.Add(time.Second), apikey.NewID()
 	k.Disabled, k.Paused = true, true
 	k.Limits = []limits.Limit{limits.Quota("monthly", 5, limits.Month)}
+	k.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/26")}
 	require.NoError(t, s.Update(ctx(t), k))
 	assertSame(t, k, mustGet(t, s, k.ID))
 
-	k.ExpiresAt, k.Disabled, k.Paused, k.Limits = time.Time{}, false, false, nil
+	k.ExpiresAt, k.Disabled, k.Paused, k.Limits, k.AllowedIPs = time.Time{}, false, false, nil, nil
 	require.NoError(t, s.Update(ctx(t), k))
 	got := mustGet(t, s, k.ID)
 	assert.True(t, got.ExpiresAt.IsZero(), "Update can clear ExpiresAt")
 	assert.False(t, got.Disabled, "Update can enable")
 	assert.False(t, got.Paused, "Update can resume")
 	assert.Nil(t, got.Limits, "Update can clear Limits")
+	assert.Empty(t, got.AllowedIPs, "Update can clear AllowedIPs")
 }
 
 func testCreateRevision(t *testing.T, s apikey.Store) {
@@ -384,6 +398,10 @@ func LimitsKey(owner string) *apikey.Key {
 	k.Limits = make([]limits.Limit, apikey.MaxLimits)
 	for i := range k.Limits {
 		k.Limits[i] = limits.Rate(fmt.Sprintf("l%02d", i)+fill(61, "a'|~:/"), 1<<40, time.Hour, 1<<41)
+	}
+	k.AllowedIPs = make([]netip.Prefix, apikey.MaxAllowedIPs)
+	for i := range k.AllowedIPs { // the longest text: full IPv6 addresses
+		k.AllowedIPs[i] = netip.MustParsePrefix(fmt.Sprintf("2001:db8:abcd:ef01:2345:6789:abcd:%04x/128", 0xff00+i))
 	}
 	return k
 }
@@ -549,7 +567,7 @@ func testMarkUsedUnknown(t *testing.T, s apikey.Store) {
 
 // testMarkUsedBulk sends batches larger than a store is likely to write in
 // one statement, from several goroutines at once, each batch mixing times
-// before and after the stored one and unknown ids: every key must end at
+// before and after the stored one and unknown ids. Every key must end at
 // the latest time any batch gave it, never earlier.
 func testMarkUsedBulk(t *testing.T, s apikey.Store) {
 	const n, workers = 2100, 4
@@ -665,8 +683,8 @@ func testTimes(t *testing.T, s apikey.Store) {
 	}
 }
 
-// testTimesTruncate: a time is truncated to the microsecond, never
-// rounded (the last microsecond of a second stays in that second).
+// testTimesTruncate checks that a time is truncated to the microsecond,
+// never rounded (the last microsecond of a second stays in that second).
 func testTimesTruncate(t *testing.T, s apikey.Store) {
 	k := NewKey("alice")
 	k.CreatedAt = time.Date(2026, 12, 31, 23, 59, 59, 999_999_999, time.UTC)

@@ -21,7 +21,8 @@ var hour0 = time.Date(2026, 3, 14, 15, 0, 0, 0, time.UTC)
 func hour(i int) time.Time { return hour0.Add(time.Duration(i) * time.Hour) }
 
 // runUsageTests runs the usage.Store contract when the store implements
-// it: one subtest per sentence, then the race of concurrent flushes.
+// it. It runs one subtest per sentence, then the race of concurrent
+// flushes.
 func runUsageTests(t *testing.T, newStore func(t *testing.T) apikey.Store, opts Options) {
 	tests := []struct {
 		name string
@@ -251,7 +252,7 @@ func testUsageCancelled(t *testing.T, us usage.Store) {
 	assert.Empty(t, mustUsage(t, us, usage.Query{KeyID: id, From: hour(0), To: hour(1)}), "a cancelled AddUsage adds nothing")
 }
 
-// The race of concurrent flushes: usageWriters instances each flush
+// The race of concurrent flushes. usageWriters instances each flush
 // usageFlushes times, concurrently, records of the same usageKeys keys and
 // usageHours hours, shuffled, some twice in one call.
 const (

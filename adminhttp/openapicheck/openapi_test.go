@@ -65,7 +65,7 @@ func TestAnswersMatchDocument(t *testing.T) {
 	}})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: peeker{}})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: peeker{}}})
 	require.NoError(t, err)
 	h, err := adminhttp.New(m, adminhttp.Options{Middleware: mw})
 	require.NoError(t, err)

@@ -171,7 +171,7 @@ func parseTime(flagName, v string) (time.Time, error) {
 }
 
 func issueCommand(fs *flag.FlagSet) runner {
-	var owner, name, plan, expiresAt, keyPrefix string
+	var owner, name, plan, expiresAt, keyPrefix, allowedIPs string
 	var scopes, metadata multi
 	var ttl time.Duration
 	var credits int64
@@ -184,9 +184,14 @@ func issueCommand(fs *flag.FlagSet) runner {
 	fs.StringVar(&expiresAt, "expires-at", "", "expiry time (RFC 3339); wins over --ttl")
 	fs.Int64Var(&credits, "credits", 0, "lifetime uses (0: unlimited)")
 	fs.StringVar(&keyPrefix, "key-prefix", "", "the prefix to issue under (one of --prefix; default the first)")
+	fs.StringVar(&allowedIPs, "allowed-ips", "", "the IP ranges the key may be used from, comma-separated CIDR (within the customer's)")
 	return func(ctx context.Context, s *session, args []string) error {
 		if len(args) > 0 {
 			return usageError("issue takes no arguments; use flags")
+		}
+		ips, err := ipsFlag("allowed-ips", allowedIPs)
+		if err != nil {
+			return err
 		}
 		if owner == "" {
 			return usageError("issue needs --owner")
@@ -198,7 +203,8 @@ func issueCommand(fs *flag.FlagSet) runner {
 		if err := s.checkPlan(s.cfg, plan); err != nil {
 			return err
 		}
-		p := apikey.IssueParams{Owner: owner, Name: name, Scopes: scopes, Plan: plan, Metadata: md, TTL: ttl, Prefix: keyPrefix}
+		p := apikey.IssueParams{Owner: owner, Name: name, Scopes: scopes, Plan: plan, Metadata: md, TTL: ttl, Prefix: keyPrefix,
+			AllowedIPs: ips}
 		if expiresAt != "" {
 			if p.ExpiresAt, err = parseTime("expires-at", expiresAt); err != nil {
 				return err
@@ -313,15 +319,15 @@ func eachID(fn func(ctx context.Context, s *session, id string) (*apikey.Key, er
 	}
 }
 
-// quiet is an error already reported; it only sets the exit code.
+// quiet is an error already reported. It only sets the exit code.
 type quiet struct{ error }
 
 func (q quiet) Unwrap() error { return q.error }
 
 func updateCommand(fs *flag.FlagSet) runner {
-	var name, plan, expiresAt string
+	var name, plan, expiresAt, allowedIPs string
 	var scopes, metadata multi
-	var noScopes, noMetadata, noExpiry, noCredits bool
+	var noScopes, noMetadata, noExpiry, noCredits, noIPs bool
 	var credits int64
 	fs.StringVar(&name, "name", "", "new label")
 	fs.Var(&scopes, "scope", "the scopes (repeatable; replaces them all)")
@@ -333,14 +339,20 @@ func updateCommand(fs *flag.FlagSet) runner {
 	fs.BoolVar(&noExpiry, "no-expiry", false, "never expire")
 	fs.Int64Var(&credits, "credits", 0, "lifetime uses")
 	fs.BoolVar(&noCredits, "no-credits", false, "remove the credits limit")
+	fs.StringVar(&allowedIPs, "allowed-ips", "", "the IP ranges, comma-separated CIDR (replaces them all; within the customer's)")
+	fs.BoolVar(&noIPs, "no-allowed-ips", false, "lift the key's own IP restriction (the customer's ranges still hold)")
 	return func(ctx context.Context, s *session, args []string) error {
 		if len(args) != 1 {
 			return usageError("update takes one key id")
 		}
+		ips, err := ipsFlag("allowed-ips", allowedIPs)
+		if err != nil {
+			return err
+		}
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["name"] && !set["scope"] && !noScopes && !set["plan"] && !set["metadata"] && !noMetadata &&
-			!set["expires-at"] && !noExpiry && !set["credits"] && !noCredits {
+			!set["expires-at"] && !noExpiry && !set["credits"] && !noCredits && !set["allowed-ips"] && !noIPs {
 			return usageError("update: nothing to change; see apikey help")
 		}
 		md, err := metadataFlag(metadata)
@@ -361,7 +373,8 @@ func updateCommand(fs *flag.FlagSet) runner {
 				return fmt.Errorf("%w: --expires-at is not in the future", apikey.ErrInvalidOptions)
 			}
 		}
-		if set["expires-at"] && noExpiry || set["credits"] && noCredits || set["scope"] && noScopes || set["metadata"] && noMetadata {
+		if set["expires-at"] && noExpiry || set["credits"] && noCredits || set["scope"] && noScopes || set["metadata"] && noMetadata ||
+			set["allowed-ips"] && noIPs {
 			return usageError("a value and its --no- flag together")
 		}
 		if credits < 0 {
@@ -391,6 +404,9 @@ func updateCommand(fs *flag.FlagSet) runner {
 			}
 			if noCredits {
 				k.Limits = withCredits(k.Limits, -1)
+			}
+			if set["allowed-ips"] || noIPs {
+				k.AllowedIPs = ips
 			}
 			return nil
 		})

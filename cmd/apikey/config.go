@@ -120,9 +120,9 @@ func (cfg *config) openStore() (*sqlstore.Store, io.Closer, error) {
 	return s, db, nil
 }
 
-// backend is what a command that reads or changes keys works with: the
-// database, a Manager over it, and the notifier that tells running
-// services of every change.
+// backend is what a command that reads or changes keys works with. It
+// holds the database, a Manager over it, and the notifier that tells
+// running services of every change.
 type backend struct {
 	store   *sqlstore.Store
 	m       *apikey.Manager

@@ -33,7 +33,7 @@ func operatorCommand(name string, fs *flag.FlagSet) (runner, bool) {
 }
 
 // customerJSON is a customer record as the CLI prints it, in the shape of
-// adminhttp's answers: scopes null means no ceiling.
+// adminhttp's answers. Scopes null means no ceiling.
 type customerJSON struct {
 	ID        string            `json:"id"`
 	Plan      string            `json:"plan"`
@@ -43,9 +43,11 @@ type customerJSON struct {
 	Credits   int64             `json:"credits"`
 	Suspended bool              `json:"suspended"`
 	Metadata  map[string]string `json:"metadata"`
-	CreatedAt *time.Time        `json:"created_at"`
-	UpdatedAt *time.Time        `json:"updated_at"`
-	Revision  int64             `json:"revision"`
+	// AllowedIPs are the customer's IP ranges; empty: any address.
+	AllowedIPs []string   `json:"allowed_ips"`
+	CreatedAt  *time.Time `json:"created_at"`
+	UpdatedAt  *time.Time `json:"updated_at"`
+	Revision   int64      `json:"revision"`
 }
 
 // grantJSON is a limit granted to a customer.
@@ -60,7 +62,7 @@ type grantJSON struct {
 
 func customerView(c *apikey.Customer) customerJSON {
 	v := customerJSON{ID: c.ID, Plan: c.Plan, Scopes: c.Scopes, MaxKeys: c.MaxKeys, Limits: []grantJSON{},
-		Credits: c.Credits, Suspended: c.Suspended, Metadata: c.Metadata,
+		Credits: c.Credits, Suspended: c.Suspended, Metadata: c.Metadata, AllowedIPs: ipStrings(c.AllowedIPs),
 		CreatedAt: optTime(c.CreatedAt), UpdatedAt: optTime(c.UpdatedAt), Revision: c.Revision}
 	if v.Metadata == nil {
 		v.Metadata = map[string]string{}
@@ -101,6 +103,11 @@ func customerRows(t *table, c *apikey.Customer) {
 		t.row("LIMIT", grantSpec(l))
 	}
 	t.row("SUSPENDED", map[bool]string{true: "yes", false: "no"}[c.Suspended])
+	ips := "(any address)"
+	if len(c.AllowedIPs) > 0 {
+		ips = strings.Join(ipStrings(c.AllowedIPs), " ")
+	}
+	t.row("ALLOWED IPS", ips)
 	if len(c.Metadata) > 0 {
 		var kv []string
 		for _, n := range slices.Sorted(maps.Keys(c.Metadata)) {
@@ -153,8 +160,8 @@ func (s *session) printCustomers(cs []*apikey.Customer) error {
 // customerCommand runs "apikey customer ACTION": set, show, list, suspend
 // or resume. Errors name the action: "apikey customer set: ...".
 func customerCommand(fs *flag.FlagSet) runner {
-	var plan, scopes, after string
-	var unrestricted, noGrants, noMetadata, all bool
+	var plan, scopes, after, allowedIPs string
+	var unrestricted, noGrants, noMetadata, noIPs, all bool
 	var maxKeys, limit int
 	var credits int64
 	var grants, metadata multi
@@ -167,10 +174,13 @@ func customerCommand(fs *flag.FlagSet) runner {
 	fs.BoolVar(&noGrants, "no-grants", false, "set: remove every granted limit")
 	fs.Var(&metadata, "metadata", "set: key=value metadata (repeatable; replaces it all)")
 	fs.BoolVar(&noMetadata, "no-metadata", false, "set: remove all metadata")
+	fs.StringVar(&allowedIPs, "allowed-ips", "", "set: the IP ranges the customer's keys may be used from, comma-separated CIDR")
+	fs.BoolVar(&noIPs, "no-allowed-ips", false, "set: any address")
 	fs.StringVar(&after, "after", "", "list: start after this customer id (the next cursor)")
 	fs.IntVar(&limit, "limit", apikey.ListOptions{}.PageSize(), "list: page size")
 	fs.BoolVar(&all, "all", false, "list: every page")
-	setFlags := []string{"plan", "scopes", "unrestricted", "max-keys", "credits", "grant", "no-grants", "metadata", "no-metadata"}
+	setFlags := []string{"plan", "scopes", "unrestricted", "max-keys", "credits", "grant", "no-grants", "metadata", "no-metadata",
+		"allowed-ips", "no-allowed-ips"}
 	listFlags := []string{"after", "limit", "all"}
 
 	return func(ctx context.Context, s *session, args []string) error {
@@ -193,7 +203,8 @@ func customerCommand(fs *flag.FlagSet) runner {
 		case "set":
 			if err = refuse(listFlags); err == nil {
 				err = s.setCustomer(ctx, ids, set, customerChange{plan: plan, scopes: scopes, unrestricted: unrestricted,
-					maxKeys: maxKeys, credits: credits, grants: grants, noGrants: noGrants, metadata: metadata, noMetadata: noMetadata})
+					maxKeys: maxKeys, credits: credits, grants: grants, noGrants: noGrants, metadata: metadata, noMetadata: noMetadata,
+					allowedIPs: allowedIPs, noIPs: noIPs})
 			}
 		case "show", "suspend", "resume":
 			if err = refuse(append(setFlags, listFlags...)); err == nil {
@@ -222,6 +233,8 @@ type customerChange struct {
 	credits              int64
 	grants, metadata     []string
 	noGrants, noMetadata bool
+	allowedIPs           string
+	noIPs                bool
 }
 
 // setCustomer runs "customer set ID": every flag given replaces its field.
@@ -230,10 +243,11 @@ func (s *session) setCustomer(ctx context.Context, ids []string, set map[string]
 		return usageError("customer set takes one customer id")
 	}
 	if !set["plan"] && !set["scopes"] && !ch.unrestricted && !set["max-keys"] && !set["credits"] &&
-		!set["grant"] && !ch.noGrants && !set["metadata"] && !ch.noMetadata {
+		!set["grant"] && !ch.noGrants && !set["metadata"] && !ch.noMetadata && !set["allowed-ips"] && !ch.noIPs {
 		return usageError("customer set: nothing to change; see apikey help")
 	}
-	if set["scopes"] && ch.unrestricted || set["grant"] && ch.noGrants || set["metadata"] && ch.noMetadata {
+	if set["scopes"] && ch.unrestricted || set["grant"] && ch.noGrants || set["metadata"] && ch.noMetadata ||
+		set["allowed-ips"] && ch.noIPs {
 		return usageError("a value and its --no- flag (or --unrestricted and --scopes) together")
 	}
 	if set["plan"] && ch.plan != "" {
@@ -265,6 +279,10 @@ func (s *session) setCustomer(ctx context.Context, ids []string, set map[string]
 	if err != nil {
 		return err
 	}
+	ips, err := ipsFlag("allowed-ips", ch.allowedIPs)
+	if err != nil {
+		return err
+	}
 	c, err := s.m.SetCustomer(ctx, ids[0], func(c *apikey.Customer) error {
 		if set["plan"] {
 			c.Plan = ch.plan
@@ -286,6 +304,9 @@ func (s *session) setCustomer(ctx context.Context, ids []string, set map[string]
 		}
 		if set["metadata"] || ch.noMetadata {
 			c.Metadata = md
+		}
+		if set["allowed-ips"] || ch.noIPs {
+			c.AllowedIPs = ips
 		}
 		return nil
 	})

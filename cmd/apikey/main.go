@@ -15,15 +15,16 @@
 //	git diff --cached | apikey scan --prefix sk_live   # as a pre-commit hook
 //
 // Every change is announced to the running services, as their Managers
-// announce changes to each other (apikey.Notifier), so that they drop
-// their cached copy of the key at once: through Redis pub/sub with --redis
-// (APIKEY_REDIS), else through PostgreSQL LISTEN/NOTIFY when the database
-// is PostgreSQL, the choice examples/server makes. Without either, a
-// service honours a change when its cache entry expires. With --plans
-// (APIKEY_PLANS), the services' plans file, issue and update refuse other
-// plans.
+// announce changes to each other (apikey.Notifier). So they drop their
+// cached copy of the key at once. The announcement goes through Redis
+// pub/sub with --redis (APIKEY_REDIS). Else it goes through PostgreSQL
+// LISTEN/NOTIFY when the database is PostgreSQL, the choice
+// examples/server makes. Without either, a service honours a change when
+// its cache entry expires. With --plans (APIKEY_PLANS), the services'
+// plans file, issue and update refuse other plans.
 //
-// Run "apikey help" for every subcommand and flag. Exit codes:
+// Run "apikey help" for every subcommand and flag. The exit codes are
+// these.
 //
 //	0  success; for scan: no key found
 //	1  scan found at least one key
@@ -71,7 +72,7 @@ type silent struct{}
 
 func (silent) Printf(context.Context, string, ...any) {}
 
-// cli is one invocation: its streams and environment.
+// cli is one invocation, with its streams and environment.
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -102,13 +103,14 @@ func (c *cli) usage(w io.Writer) {
 Key management (needs a database):
   migrate                              create or upgrade the keys table
   issue --owner O [--name N] [--scope S]... [--plan P] [--metadata k=v]...
-        [--ttl D | --expires-at T] [--credits N] [--key-prefix P]
+        [--ttl D | --expires-at T] [--credits N] [--key-prefix P] [--allowed-ips CIDR,CIDR]
                                        issue a key; prints its token once
   list --owner O [--limit N] [--after ID] [--all]
                                        an owner's keys, never a token
   show ID                              one key
   update ID [--name N] [--scope S]... [--no-scopes] [--plan P] [--metadata k=v]...
         [--no-metadata] [--expires-at T | --no-expiry] [--credits N | --no-credits]
+        [--allowed-ips CIDR,CIDR | --no-allowed-ips]
                                        change a key
   rotate ID [--grace D]                replace a key; prints the new token once
   disable ID... / enable ID...         suspend / resume keys
@@ -117,9 +119,10 @@ Key management (needs a database):
   revoke-chain ID                      revoke a key and its whole rotation chain (after a leak)
   purge --older-than D                 delete keys revoked or expired more than D (720h, 30d) ago
 
-Customers (the operator's records: plan, scope ceiling, key cap, grants, suspension):
+Customers (the operator's records: plan, scope ceiling, key cap, grants, IP ranges, suspension):
   customer set ID [--plan P] [--scopes S,S | --unrestricted] [--max-keys N] [--credits N]
         [--grant NAME=KIND:N/PER]... [--no-grants] [--metadata k=v]... [--no-metadata]
+        [--allowed-ips CIDR,CIDR | --no-allowed-ips]
                                        change a customer (--plan needs --plans)
   customer show ID... / customer list [--limit N] [--after ID] [--all]
   customer suspend ID... / customer resume ID...

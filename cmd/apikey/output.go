@@ -3,16 +3,18 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/limits"
 )
 
-// keyJSON is a key as the CLI prints it: never its digest.
+// keyJSON is a key as the CLI prints it, never with its digest.
 type keyJSON struct {
 	ID          string            `json:"id"`
 	Prefix      string            `json:"prefix"`
@@ -32,6 +34,7 @@ type keyJSON struct {
 	RotatedAt   *time.Time        `json:"rotated_at"`
 	RotatedFrom string            `json:"rotated_from,omitempty"`
 	RotatedTo   string            `json:"rotated_to,omitempty"`
+	AllowedIPs  []string          `json:"allowed_ips"`
 }
 
 // limitJSON is one of a key's own limits.
@@ -57,7 +60,32 @@ func view(k *apikey.Key, now time.Time) keyJSON {
 	for _, l := range k.Limits {
 		v.Limits = append(v.Limits, limitJSON{Name: l.Name, Kind: l.Kind.String(), Count: l.Count})
 	}
+	v.AllowedIPs = ipStrings(k.AllowedIPs)
 	return v
+}
+
+// ipStrings writes IP ranges in CIDR notation; never nil.
+func ipStrings(ips []netip.Prefix) []string {
+	out := make([]string, len(ips))
+	for i, p := range ips {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// ipsFlag parses the comma-separated ranges of flag name.
+func ipsFlag(name, v string) ([]netip.Prefix, error) {
+	var list []string
+	for s := range strings.SplitSeq(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			list = append(list, s)
+		}
+	}
+	ips, err := ipallow.Parse(list...)
+	if err != nil {
+		return nil, usageError(fmt.Sprintf("--%s: %s", name, strings.TrimPrefix(err.Error(), "ipallow: ")))
+	}
+	return ips, nil
 }
 
 // withToken is the JSON of a freshly issued key: its view and its token.
@@ -171,6 +199,9 @@ func keyRows(t *table, k *apikey.Key, now time.Time) {
 	t.row("NAME", k.Name)
 	t.row("SCOPES", strings.Join(k.Scopes, " "))
 	t.row("PLAN", k.Plan)
+	if len(k.AllowedIPs) > 0 {
+		t.row("ALLOWED IPS", strings.Join(ipStrings(k.AllowedIPs), " "))
+	}
 	if len(k.Metadata) > 0 {
 		names := make([]string, 0, len(k.Metadata))
 		for n := range k.Metadata {

@@ -18,7 +18,8 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// finding is a token found by scan, redacted: its hint, never its secret.
+// finding is a token found by scan, redacted. It holds its hint, never its
+// secret.
 type finding struct {
 	Path  string `json:"path"`
 	Line  int    `json:"line"`
@@ -27,7 +28,7 @@ type finding struct {
 	token string // for --revoke, never printed
 }
 
-// match is a token found by a scanner: text[start:end] of its chunk.
+// match is a token found by a scanner, text[start:end] of its chunk.
 type match struct {
 	start, end int
 	id, hint   string
@@ -41,8 +42,8 @@ type scanner struct {
 }
 
 // lookbehind is how many bytes before a token the scanner keeps across
-// chunks: at least the longest escape apikey's Scan takes for a token's
-// left boundary ("\u0022", 6 bytes).
+// chunks. It is at least the longest escape apikey's Scan takes for a
+// token's left boundary ("\u0022", 6 bytes).
 const lookbehind = 16
 
 // errBinary skips a file that looks binary.
@@ -264,7 +265,8 @@ func (c *cli) revokeFound(ctx context.Context, cfg *config, found []finding) (re
 		k, err := m.Verify(ctx, f.token)
 		switch {
 		case err == nil, errors.Is(err, apikey.ErrExpired), errors.Is(err, apikey.ErrDisabled),
-			errors.Is(err, apikey.ErrPaused), errors.Is(err, apikey.ErrSuspended): // the secret verified
+			errors.Is(err, apikey.ErrPaused), errors.Is(err, apikey.ErrSuspended),
+			errors.Is(err, apikey.ErrIPNotAllowed): // the secret verified (scan knows no client address)
 			if k == nil {
 				if k, err = m.Get(ctx, f.ID); err != nil {
 					return revoked, decoys, err
@@ -332,7 +334,7 @@ func (c *cli) report(asJSON bool, found []finding, revoked, decoys []revocation)
 }
 
 // gitleaksStart is where a token starts in a gitleaks rule, as for
-// apikey's Scan: at a word boundary or right after a percent,
+// apikey's Scan. It starts at a word boundary or right after a percent,
 // quoted-printable or backslash escape (%3D, %253D, =3D, \n, \x22, \u0022).
 const gitleaksStart = `(?:\b|%[0-9A-Fa-f]{2}|%25[0-9A-Fa-f]{2}|=[0-9A-F]{2}|\\[abfnrtv]|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4})`
 

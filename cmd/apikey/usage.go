@@ -20,9 +20,9 @@ import (
 // usageRow's fields.
 var usageHeader = []string{"customer", "key_id", "period_start", "period_end", "allowed", "limited", "refused", "cost"}
 
-// usageRow is one row of the usage export: what one key (or, with
-// --total, all of a customer's keys, key_id empty) consumed in one
-// period.
+// usageRow is one row of the usage export. It tells what one key consumed
+// in one period. With --total it tells what all of a customer's keys
+// consumed, and key_id is empty.
 type usageRow struct {
 	Customer    string    `json:"customer"`
 	KeyID       string    `json:"key_id"`

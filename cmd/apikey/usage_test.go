@@ -228,7 +228,7 @@ func TestUsageExportAgreesWithRequests(t *testing.T) {
 	require.NoError(t, err)
 	lim, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: lim}})
 	require.NoError(t, err)
 	api, err := keyshttp.New(m, keyshttp.Options{Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil }})
 	require.NoError(t, err)

@@ -1,5 +1,5 @@
 // Command basic issues one API key into an in-memory store, prints it, and
-// serves an endpoint protected by it on 127.0.0.1:
+// serves an endpoint protected by it on 127.0.0.1.
 //
 //	go run ./examples/basic
 //	curl -H "Authorization: Bearer <the printed key>" http://127.0.0.1:8080/protected

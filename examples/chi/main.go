@@ -1,4 +1,4 @@
-// Command chi protects a chi router with apikey: the middleware goes in
+// Command chi protects a chi router with apikey. The middleware goes in
 // r.Use, and RequireScopes guards one route.
 //
 //	go run ./examples/chi    # prints a key, then serves 127.0.0.1:8080

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/adminhttp"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/keyshttp"
 	"github.com/gokeys/apikey/keyspage"
 	"github.com/gokeys/apikey/limits"
@@ -31,12 +32,13 @@ func plans() limits.Plans {
 
 const defaultLifetime = 90 * 24 * time.Hour
 
-// app is the example service: a management API for the current user's keys
-// (HTTP Basic), routes protected by API keys and, with operator
-// credentials, the operator API over customers.
+// app is the example service. It has a management API for the current
+// user's keys (HTTP Basic) and routes protected by API keys. With operator
+// credentials, it also has the operator API over customers.
 type app struct {
 	m         *apikey.Manager
 	mw        *apikey.Middleware
+	limits    apikey.LimitOptions // mw's: the RPC surfaces spend with the same
 	keys      *keyshttp.Handler
 	page      *keyspage.Page
 	admin     *adminhttp.Handler  // nil without operator credentials
@@ -44,6 +46,7 @@ type app struct {
 	users     map[string][32]byte // name -> SHA-256 of the password
 	operators map[string][32]byte // the same for the operator API
 	log       *slog.Logger
+	proxies   *ipallow.Proxies
 }
 
 type appConfig struct {
@@ -53,7 +56,8 @@ type appConfig struct {
 	users    map[string]string // name -> password of the users
 	operator map[string]string // the operator's name -> password; none: no operator API
 	log      *slog.Logger
-	keysURL  string // GitHub's public keys for secret scanning alerts; GitHub's when empty
+	proxies  *ipallow.Proxies // -trusted-proxies; nil: the client is the peer
+	keysURL  string           // GitHub's public keys for secret scanning alerts; GitHub's when empty
 }
 
 func newApp(ctx context.Context, cfg appConfig) (*app, error) {
@@ -61,22 +65,22 @@ func newApp(ctx context.Context, cfg appConfig) (*app, error) {
 		return nil, err
 	}
 	opts := apikey.MiddlewareOptions{
-		Realm:                  "example",
-		AllowQuery:             true, // as in the article; see the README for why it is off by default
-		HideCredentials:        true,
-		Limiter:                cfg.limiter,
-		LegacyRateLimitHeaders: true,
-		Logger:                 cfg.log,
+		Realm:           "example",
+		AllowQuery:      true, // as in the article; see the README for why it is off by default
+		HideCredentials: true,
+		Limits:          apikey.LimitOptions{Limiter: cfg.limiter, LegacyHeaders: true},
+		Logger:          cfg.log,
+		TrustedProxies:  cfg.proxies, // for keys restricted to IP ranges
 	}
 	if cfg.fallback != nil {
-		opts.FallbackLimiter = cfg.fallback
+		opts.Limits.Fallback = cfg.fallback
 	}
 	mw, err := apikey.NewMiddleware(cfg.manager, opts)
 	if err != nil {
 		return nil, err
 	}
-	a := &app{m: cfg.manager, mw: mw, users: hashed(cfg.users), log: cfg.log}
-	if a.leaks, err = newLeaks(cfg.manager, cfg.keysURL, cfg.log); err != nil {
+	a := &app{m: cfg.manager, mw: mw, limits: opts.Limits, users: hashed(cfg.users), log: cfg.log, proxies: cfg.proxies}
+	if a.leaks, err = newLeaks(cfg.manager, cfg.keysURL, cfg.proxies, cfg.log); err != nil {
 		return nil, err
 	}
 	// What a user may do to his own keys: never choose a plan, credits or

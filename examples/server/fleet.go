@@ -19,12 +19,12 @@ import (
 	"github.com/gokeys/apikey/redisnotify"
 )
 
-// fleet is what running several instances takes: a Notifier, so that a
-// change made through one instance empties the caches of all the others
-// at once (Redis pub/sub with -redis, sharded pub/sub with -redis-cluster,
-// else PostgreSQL LISTEN/NOTIFY with -postgres; none for SQLite or MySQL
-// alone), and, with -metrics, the
-// library's metrics in Prometheus form on GET /metrics.
+// fleet is what running several instances takes. It holds a Notifier, so
+// that a change made through one instance empties the caches of all the
+// others at once. The Notifier uses Redis pub/sub with -redis, sharded
+// pub/sub with -redis-cluster, else PostgreSQL LISTEN/NOTIFY with
+// -postgres. There is none for SQLite or MySQL alone. With -metrics, it
+// also serves the library's metrics in Prometheus form on GET /metrics.
 type fleet struct {
 	notifier apikey.Notifier
 	metrics  apikey.Metrics

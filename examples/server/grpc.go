@@ -28,7 +28,7 @@ import (
 	"github.com/gokeys/apikey/rpc/grpcapikey"
 )
 
-// The demo service, the RPC twin of GET /data:
+// The demo service is the RPC twin of GET /data.
 //
 //	package apikey.demo.v1;
 //	service Data {
@@ -36,8 +36,8 @@ import (
 //	  rpc Watch(google.protobuf.Empty) returns (stream google.protobuf.Struct);
 //	}
 //
-// It is written by hand (no protoc): its descriptor is built below, so that
-// server reflection describes it to grpcurl, and both methods take and
+// It is written by hand, without protoc. Its descriptor is built below, so
+// that server reflection describes it to grpcurl. Both methods take and
 // return well-known types, which every client already knows.
 const (
 	dataService = "apikey.demo.v1.Data"
@@ -63,11 +63,12 @@ func rpcRules() (methods map[string]grpcapikey.Rule, def grpcapikey.Rule) {
 // the standard health service and server reflection, and its Connect twin
 // on srv (which then also speaks HTTP/2 without TLS, h2c, so that gRPC
 // clients reach the twin too). Both are guarded by the app's Manager and
-// Middleware: the same keys, and the same budget as GET /data. The
+// its Middleware's LimitOptions: the same keys, and the same budget as
+// GET /data. The
 // returned function stops the gRPC server.
 func (a *app) serveRPC(srv *http.Server, addr string, log *slog.Logger) (stop func(), err error) {
 	methods, def := rpcRules()
-	copts := connectapikey.Options{Middleware: a.mw, HideCredentials: true, Logger: log,
+	copts := connectapikey.Options{Limits: a.limits, HideCredentials: true, Logger: log, TrustedProxies: a.proxies,
 		Default: connectapikey.Rule(def), Methods: map[string]connectapikey.Rule{}}
 	for name, r := range methods {
 		copts.Methods[name] = connectapikey.Rule(r)
@@ -139,8 +140,8 @@ func (a *app) serveRPC(srv *http.Server, addr string, log *slog.Logger) (stop fu
 // reflection, behind the key interceptors.
 func (a *app) grpcServer(log *slog.Logger) (*grpc.Server, error) {
 	methods, def := rpcRules()
-	ic, err := grpcapikey.New(a.m, grpcapikey.Options{Middleware: a.mw, HideCredentials: true,
-		Methods: methods, Default: def, Logger: log})
+	ic, err := grpcapikey.New(a.m, grpcapikey.Options{Limits: a.limits, HideCredentials: true,
+		Methods: methods, Default: def, Logger: log, TrustedProxies: a.proxies})
 	if err != nil {
 		return nil, err
 	}

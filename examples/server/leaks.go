@@ -6,14 +6,16 @@ import (
 	"net/http"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/leak"
 )
 
-// leaks are the two ways a leaked key reaches the service and is revoked:
-// GitHub's secret scanning alerts at POST /github/secret-scanning (signed
-// by GitHub; register the route and the sk_live_ format with GitHub's
-// partner program), and anyone's report at POST /credentials/revoke
-// (answered 202 whatever matched, 60 requests an hour per address). Each
+// leaks are the two ways a leaked key reaches the service and is revoked.
+// The first is GitHub's secret scanning alerts at POST
+// /github/secret-scanning, signed by GitHub. Register the route and the
+// sk_live_ format with GitHub's partner program. The second is anyone's
+// report at POST /credentials/revoke. It is answered 202 whatever matched,
+// and takes 60 requests an hour per address. Each
 // revocation reaches every instance through the Notifier, and each leak is
 // recorded as the event "leak" of the Manager's log, with its URL.
 type leaks struct {
@@ -23,7 +25,7 @@ type leaks struct {
 
 // newLeaks builds both endpoints for m; keysURL is where GitHub's public
 // keys are read (-github-keys-url).
-func newLeaks(m *apikey.Manager, keysURL string, log *slog.Logger) (*leaks, error) {
+func newLeaks(m *apikey.Manager, keysURL string, proxies *ipallow.Proxies, log *slog.Logger) (*leaks, error) {
 	// Where a real service would email the owner; here, a log line.
 	notify := func(ctx context.Context, l leak.Leak) {
 		if log != nil && l.Changed() {
@@ -35,7 +37,11 @@ func newLeaks(m *apikey.Manager, keysURL string, log *slog.Logger) (*leaks, erro
 	if err != nil {
 		return nil, err
 	}
-	reports, err := leak.NewReports(m, leak.ReportsOptions{OnLeak: notify, Logger: log})
+	ropts := leak.ReportsOptions{OnLeak: notify, Logger: log}
+	if proxies != nil { // rate-limit the client the trusted proxies name, not the proxy
+		ropts.ClientAddr = func(r *http.Request) string { return proxies.ClientAddr(r).String() }
+	}
+	reports, err := leak.NewReports(m, ropts)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,10 @@
-// Command server is the article's API-key service built on apikey: a
-// management API and a self-service page at /keys/ for the current user's
-// keys (HTTP Basic), routes protected by API keys, and per-customer plans
-// (free: 100 requests per UTC day; pro: 10,000 per UTC day and 100 per
-// second) that only the operator sets, through the operator API under
-// /admin/ (its own credentials, -admin).
+// Command server is the article's API-key service built on apikey. It has
+// a management API and a self-service page at /keys/ for the current
+// user's keys (HTTP Basic), and routes protected by API keys. It has
+// per-customer plans that only the operator sets, through the operator API
+// under /admin/ (its own credentials, -admin). The free plan allows 100
+// requests per UTC day. The pro plan allows 10,000 per UTC day and 100 per
+// second.
 //
 //	go run ./examples/server                      # SQLite file apikeys.db, limits in memory
 //	go run ./examples/server -admin ops:secret    # and the operator API at /admin/
@@ -11,34 +12,43 @@
 //	go run ./examples/server -redis 127.0.0.1:6379  # limits and revocations shared by every instance
 //	go run ./examples/server -redis-cluster 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002  # the same on a Redis Cluster
 //	go run ./examples/server -metrics              # GET /metrics for Prometheus
+//	go run ./examples/server -trusted-proxies 10.0.0.0/8  # behind a load balancer that sets X-Forwarded-For
 //
-// The customers demo (free) and bob (pro) are defined at the first start;
-// later starts leave every customer as the operator left it. A user
+// A key may be restricted to IP ranges: "allowed_ips": ["203.0.113.0/24"]
+// on POST /api-keys and PATCH /api-keys/{id}, shown in the key view; the
+// operator restricts a customer with PUT /admin/customers/{id}. A request
+// from elsewhere gets 403 (see README.md).
+//
+// The customers demo (free) and bob (pro) are defined at the first start.
+// Later starts leave every customer as the operator left it. A user
 // without a customer record has the free plan.
 //
 // Several instances over one database honour a revocation, a plan change
-// or a suspension made through any of them at once: through Redis pub/sub
-// with -redis (sharded pub/sub with -redis-cluster), else through
-// PostgreSQL LISTEN/NOTIFY with -postgres (see apikey.Notifier).
+// or a suspension made through any of them at once. They learn of it
+// through Redis pub/sub with -redis (sharded pub/sub with
+// -redis-cluster). Else they learn of it through PostgreSQL LISTEN/NOTIFY
+// with -postgres (see apikey.Notifier).
 //
-// Leaked keys are revoked within seconds: POST /github/secret-scanning
-// receives GitHub's secret scanning alerts (signed by the keys published at
-// -github-keys-url, GitHub's by default; register the route and the
-// sk_live_ format with GitHub's partner program), and POST
-// /credentials/revoke takes anyone's {"credentials": ["sk_live_..."]},
+// Leaked keys are revoked within seconds. POST /github/secret-scanning
+// receives GitHub's secret scanning alerts. They are signed by the keys
+// published at -github-keys-url, GitHub's by default. Register the route
+// and the sk_live_ format with GitHub's partner program. POST
+// /credentials/revoke takes anyone's report, a JSON object whose
+// "credentials" member lists the tokens, such as ["sk_live_..."]. It is
 // answered 202 whatever matched. Both revoke on every instance and record
 // the event "leak" in the log, with the URL where the key was found.
 //
-// Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC;
-// without it they are plain SHA-256 and the server warns.
+// Set APIKEY_PEPPER (32 bytes or more) to key the stored digests with HMAC.
+// Without it they are plain SHA-256 and the server warns.
 //
-// Every request of a verified key is counted, per key and hour, and written
-// to the database every 2 seconds (-usage-interval; the library's default
-// is 10 seconds): allowed, limited (429), refused (403, or 401 for a
-// paused or revoked key) and the cost spent. A user reads his own usage
-// at GET /usage and GET /api-keys/{id}/usage (?from=, ?to= in RFC 3339,
-// ?step=hour|day|month; by default by day over the last 30 days); the
-// operator exports it with the CLI. For example:
+// Every request of a verified key is counted, per key and hour. The counts
+// are written to the database every 2 seconds (-usage-interval), where the
+// library's default is 10 seconds. They are the requests allowed, limited
+// (429) and refused (403, or 401 for a paused or revoked key), and the
+// cost spent. A user reads his own usage at GET /usage and GET
+// /api-keys/{id}/usage. These take ?from= and ?to= in RFC 3339 and
+// ?step=hour|day|month. By default they answer by day over the last 30
+// days. The operator exports usage with the CLI, as in this example.
 //
 //	go run ./examples/server &
 //	KEY=$(curl -s -u demo:demo -X POST localhost:8080/api-keys -d '{"scopes":["read"]}' | jq -r .key)
@@ -70,6 +80,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/leak"
 	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/redislimit"
@@ -82,6 +93,7 @@ type flags struct {
 	metrics                                        bool
 	cacheTTL, usageInterval                        time.Duration
 	grpc                                           string // see GRPC.md
+	trustedProxies, proxyHeader                    string // see README.md, IP restrictions
 	githubKeysURL                                  string
 }
 
@@ -109,6 +121,8 @@ func main() {
 	flag.StringVar(&f.users, "users", "demo:demo,bob:bob", "management users, comma-separated name:password pairs")
 	flag.StringVar(&f.admin, "admin", "", "the operator's name:password for the operator API under /admin/ (off when empty)")
 	flag.StringVar(&f.grpc, "grpc", "", "also serve gRPC on this address, e.g. 127.0.0.1:9090 (see GRPC.md)")
+	flag.StringVar(&f.trustedProxies, "trusted-proxies", "", "the proxies (CIDR,…) whose forwarding header names the client, for keys restricted to IP ranges (none: the client is the peer)")
+	flag.StringVar(&f.proxyHeader, "proxy-header", ipallow.XForwardedFor, "the header the trusted proxies append the client to: X-Forwarded-For or Forwarded")
 	flag.StringVar(&f.githubKeysURL, "github-keys-url", leak.DefaultKeysURL, "where the public keys that sign GitHub's secret scanning alerts (POST /github/secret-scanning) are read")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -168,7 +182,12 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log, keysURL: f.githubKeysURL}
+	proxies, err := parseProxies(f.trustedProxies, f.proxyHeader)
+	if err != nil {
+		return err
+	}
+	cfg := appConfig{manager: m, limiter: local, users: users, operator: operator, log: log, keysURL: f.githubKeysURL,
+		proxies: proxies}
 	if client := limiterClient(f); client != nil {
 		defer client.Close()
 		if cfg.limiter, err = redislimit.New(client, redislimit.Options{}); err != nil {
@@ -229,6 +248,23 @@ func limiterClient(f flags) redis.UniversalClient {
 			WriteTimeout: 50 * time.Millisecond, PoolTimeout: 50 * time.Millisecond, MaxRetries: -1})
 	}
 	return nil
+}
+
+// parseProxies reads -trusted-proxies and -proxy-header; nil without
+// trusted proxies.
+func parseProxies(cidrs, header string) (*ipallow.Proxies, error) {
+	if strings.TrimSpace(cidrs) == "" {
+		return nil, nil
+	}
+	ranges, err := ipallow.Parse(strings.Split(strings.ReplaceAll(cidrs, " ", ""), ",")...)
+	if err != nil {
+		return nil, fmt.Errorf("-trusted-proxies: %w", err)
+	}
+	p, err := ipallow.NewProxies(header, ranges)
+	if err != nil {
+		return nil, fmt.Errorf("-proxy-header: %w", err)
+	}
+	return p, nil
 }
 
 // openStore opens the database the flags name and creates the tables of

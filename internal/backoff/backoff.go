@@ -1,6 +1,6 @@
 // Package backoff runs a connection-holding session again and again, with
-// a jittered exponential backoff between attempts, until its context ends:
-// the reconnect loop of the notifiers.
+// a jittered exponential backoff between attempts, until its context ends.
+// It is the reconnect loop of the notifiers.
 package backoff
 
 import (
@@ -11,9 +11,9 @@ import (
 )
 
 // Retry calls session until ctx is done, then returns ctx.Err(). After a
-// session fails it logs the error on log (if not nil) with msg and waits:
-// lo at first, doubling up to hi after each failure, plus up to 20%
-// jitter so that a fleet does not reconnect in step. A session calls reset
+// session fails it logs the error on log (if not nil) with msg and waits. It
+// waits lo at first, doubling up to hi after each failure. Up to 20% jitter
+// is added so that a fleet does not reconnect in step. A session calls reset
 // once it is established, which brings the next wait back to lo.
 func Retry(ctx context.Context, lo, hi time.Duration, log *slog.Logger, msg string, attrs []slog.Attr,
 	session func(ctx context.Context, reset func()) error) error {

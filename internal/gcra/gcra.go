@@ -1,5 +1,5 @@
-// Package gcra holds the arithmetic shared by the core's Limit
-// validation and headers, memlimit and redislimit: the bounds a limit must
+// Package gcra holds the arithmetic shared by the core's Limit validation
+// and headers, memlimit and redislimit. It holds the bounds a limit must
 // keep, GCRA, UTC calendar windows and the choice of the tightest limit.
 // It works on plain numbers so that the core can import it.
 package gcra
@@ -17,7 +17,7 @@ const (
 	KindCredits = 3
 )
 
-// Windows, as limits.Window; Never is a credits limit that is never
+// Windows, as limits.Window. Never is a credits limit that is never
 // refilled.
 const (
 	Never  = 0
@@ -27,7 +27,7 @@ const (
 	Month  = 4
 )
 
-// Bounds that keep every limiter's arithmetic exact: Redis's Lua holds
+// Bounds that keep every limiter's arithmetic exact. Redis's Lua holds
 // integers below 2^53 in doubles and formats counts with 14 digits.
 const (
 	// MaxCount bounds a count and a burst.
@@ -39,7 +39,7 @@ const (
 	MaxNameLength = 64
 )
 
-// Errors of Check; the caller wraps them with its sentinel and the name.
+// Errors of Check. The caller wraps them with its sentinel and the name.
 var (
 	ErrName    = errors.New("name must be 1 to 64 characters: a letter, then letters, digits or !#$%&'*+-.^_`|~:/")
 	ErrCount   = errors.New("count must be between 1 and 10^14-1")
@@ -98,8 +98,8 @@ func Check(name string, kind uint8, count int64, period time.Duration, burst int
 }
 
 // ValidName reports whether name is a structured-field token (RFC 9651)
-// that needs no escaping inside a structured-field string either: a
-// letter, then token characters, at most MaxNameLength.
+// that needs no escaping inside a structured-field string either. Such a
+// name is a letter, then token characters, at most MaxNameLength.
 func ValidName(name string) bool {
 	if len(name) == 0 || len(name) > MaxNameLength {
 		return false
@@ -146,34 +146,34 @@ func GCRA(count int64, period time.Duration, burst int64, unit time.Duration) (t
 type Outcome struct {
 	Allowed   bool
 	Remaining int64
-	// Reset is the time until the limit is whole again; for credits that
-	// are never refilled, 0.
+	// Reset is the time until the limit is whole again. It is 0 for
+	// credits that are never refilled.
 	Reset int64
 	// Retry is the wait until the call could be allowed, when denied.
 	Retry int64
 }
 
-// NoState is the seen time of a rate with no stored state: earlier than
-// any reading of a clock.
+// NoState is the seen time of a rate with no stored state. It is earlier
+// than any reading of a clock.
 const NoState = -1 << 63
 
 // Rate applies GCRA to a request of cost at now, with emission interval t
-// and burst b, given the stored theoretical arrival time tat and the time
-// seen of the call that stored it (tat = now and seen = NoState when
+// and burst b. It is given the stored theoretical arrival time tat and the
+// time seen of the call that stored it (tat = now and seen = NoState when
 // none). A request is allowed when max(tat, now) + cost*t - now <= b*t.
 //
 // A clock that stepped back (now before seen) counts as no time having
-// passed since seen: what was outstanding then, tat - seen, is
+// passed since seen. What was outstanding then, tat - seen, is
 // outstanding now. A step back thus neither denies a subject that has
 // spent less than its burst nor grants more than the burst. A tat further
 // ahead than the burst window (a state written for a smaller burst)
 // counts as now + b*t.
 //
-// Rate returns the tat to store with seen = now and whether to store it:
-// the new one when allowed; when denied, the tat moved to the new clock
-// when it was (so that time counts again from now), unless nothing is
-// outstanding. A cost above the burst can never fit: it waits until the
-// rate is whole, at least one interval.
+// Rate returns the tat to store with seen = now and whether to store it.
+// When allowed, that is the new tat. When denied, it is the tat moved to
+// the new clock when it was moved (so that time counts again from now),
+// unless nothing is outstanding. A cost above the burst can never fit. It
+// waits until the rate is whole, at least one interval.
 func Rate(tat, seen, now, t, b, cost int64) (o Outcome, next int64, write bool) {
 	tau := b * t
 	moved := false
@@ -215,8 +215,8 @@ func Count(count, used, cost, reset int64) Outcome {
 }
 
 // Unspent returns an allowing outcome as it stands when the call is denied
-// by another limit and nothing is spent: cost more remains, and for a rate
-// of interval t (0 for a count) the reset is cost*t sooner.
+// by another limit and nothing is spent. Then cost more remains, and for a
+// rate of interval t (0 for a count) the reset is cost*t sooner.
 func (o Outcome) Unspent(cost, t int64) Outcome {
 	if o.Allowed {
 		o.Remaining += cost
@@ -225,9 +225,9 @@ func (o Outcome) Unspent(cost, t int64) Outcome {
 	return o
 }
 
-// Tighter reports whether o should be reported instead of b: a denial
-// before an allowance, among denials the longest wait, among allowances
-// the fewest remaining and then the longest reset.
+// Tighter reports whether o should be reported instead of b. A denial
+// comes before an allowance. Among denials the longest wait wins. Among
+// allowances the fewest remaining wins, and then the longest reset.
 func Tighter(o, b Outcome) bool {
 	if o.Allowed != b.Allowed {
 		return !o.Allowed
@@ -268,7 +268,7 @@ func Window(w uint8, now int64) (start, end int64) {
 }
 
 // WindowSeconds returns the length in seconds of the window of w holding
-// now: a month is its real length. Never gives 0.
+// now. A month is its real length. Never gives 0.
 func WindowSeconds(w uint8, now time.Time) int64 {
 	if w == Never {
 		return 0
@@ -293,8 +293,8 @@ func CheckAmount(amount int64) error {
 }
 
 // Debit returns what a quota or credits has used after a debit of amount
-// (a refund when negative) from used: never below 0, so that a refund
-// never gives back more than was used, and at most MaxUsed.
+// (a refund when negative) from used. The result is never below 0, so that
+// a refund never gives back more than was used. It is at most MaxUsed.
 func Debit(used, amount int64) int64 {
 	return min(MaxUsed, max(0, used+amount))
 }

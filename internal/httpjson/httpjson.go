@@ -1,5 +1,6 @@
 // Package httpjson writes the JSON and RFC 9457 problem answers of the
-// management handlers (keyshttp, adminhttp): never cached, never sniffed.
+// management handlers (keyshttp, adminhttp). The answers are never cached
+// and never sniffed.
 package httpjson
 
 import (

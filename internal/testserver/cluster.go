@@ -19,7 +19,7 @@ import (
 // .ci/redis-cluster prints them), once one of them reports
 // cluster_state:ok. It skips the test when the variable is unset, and when
 // the cluster is unreachable or not ok, unless CI=true, where it fails.
-// Tests must never stop or flush the shared cluster: StartRedisCluster
+// Tests must never stop or flush the shared cluster. StartRedisCluster
 // starts one of their own.
 func RedisClusterAddrs(t testing.TB) []string {
 	t.Helper()
@@ -196,9 +196,9 @@ func (c *RedisCluster) WaitOK(within time.Duration) {
 }
 
 // Command sends one command to the Redis server at addr and returns its
-// reply: a simple string, a bulk string or an integer as text, or an error
-// reply as an error. It serves tests that must not depend on a client
-// library.
+// reply. A simple string, a bulk string or an integer comes back as text,
+// and an error reply as an error. It serves tests that must not depend on
+// a client library.
 func Command(addr string, args ...string) (string, error) {
 	conn, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
@@ -243,9 +243,9 @@ func Command(addr string, args ...string) (string, error) {
 }
 
 // Shard returns the master that serves key's hash slot, in its own view,
-// and a replica of it whose link to it is up, waiting up to within for
-// the cluster to settle (after a failover, the nodes learn the new layout
-// over a few hundred milliseconds).
+// and a replica of it whose link to it is up. It waits up to within for
+// the cluster to settle. After a failover, the nodes learn the new layout
+// over a few hundred milliseconds.
 func (c *RedisCluster) Shard(key string, within time.Duration) (master, replica *ClusterNode) {
 	c.t.Helper()
 	slot := Slot(key)
@@ -312,9 +312,10 @@ func (c *RedisCluster) shard(slot int) (master, replica *ClusterNode) {
 	return nil, nil
 }
 
-// Slot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of its
-// hash tag (the text between the first '{' and the next '}', when not
-// empty) or of the whole key, modulo 16384.
+// Slot returns the Redis Cluster hash slot of key. It is the CRC16
+// (XMODEM), modulo 16384, of the key's hash tag, or of the whole key when
+// it has no hash tag. The hash tag is the text between the first '{' and
+// the next '}', when not empty.
 func Slot(key string) int {
 	if i := strings.IndexByte(key, '{'); i >= 0 {
 		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {

@@ -126,8 +126,8 @@ type Postgres struct {
 	running bool
 }
 
-// pgBin finds the directory of initdb and pg_ctl: on PATH, else the newest
-// /usr/lib/postgresql/*/bin.
+// pgBin finds the directory of initdb and pg_ctl. It looks on PATH, else
+// in the newest /usr/lib/postgresql/*/bin.
 func pgBin() string {
 	if p, err := exec.LookPath("pg_ctl"); err == nil {
 		if _, err := exec.LookPath("initdb"); err == nil {
@@ -149,8 +149,8 @@ func pgBin() string {
 }
 
 // StartPostgres creates a cluster with initdb and starts it on a spare
-// port; it is stopped and removed when the test ends. PostgreSQL refuses
-// to run as root: as root, the server runs as the user postgres.
+// port. It is stopped and removed when the test ends. PostgreSQL refuses
+// to run as root, so as root the server runs as the user postgres.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
 	bin := pgBin()
@@ -212,8 +212,8 @@ func (p *Postgres) Start() {
 	p.t.Logf("testserver: started PostgreSQL (%s, pg_ctl start) on 127.0.0.1:%d in %v", filepath.Join(p.bin, "postgres"), p.Port, since(start))
 }
 
-// Stop stops the cluster at once (immediate mode: as a crash would, every
-// connection is cut) and waits for it to exit.
+// Stop stops the cluster at once and waits for it to exit. It uses the
+// immediate mode, which cuts every connection as a crash would.
 func (p *Postgres) Stop() {
 	p.t.Helper()
 	start := time.Now()

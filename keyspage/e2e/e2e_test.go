@@ -76,13 +76,13 @@ func newServer(t *testing.T) *server {
 	clk := &clock{}
 	m, err := apikey.New(store, apikey.Options{
 		Prefix: "sk_live", Now: clk.Now, LastUsedInterval: 50 * time.Millisecond, UsageInterval: 50 * time.Millisecond, CacheTTL: -1,
-		Plans: plans, DefaultPlan: "free",
+		Plans: plans, DefaultPlan: "free", LastUsedGranularity: -1, // each use shown as it happens
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close(context.Background()) })
 	limiter, err := memlimit.New(memlimit.Options{Now: clk.Now})
 	require.NoError(t, err)
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "example", Limiter: limiter})
+	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Realm: "example", Limits: apikey.LimitOptions{Limiter: limiter}})
 	require.NoError(t, err)
 	owner := func(r *http.Request) (string, error) {
 		name, pw, ok := r.BasicAuth()

@@ -1,14 +1,14 @@
 // Package connectapikey guards Connect handlers (connectrpc.com/connect)
-// with apikey: an interceptor for unary and streaming handlers that reads
-// the key from the request headers, verifies it with Manager.Verify,
-// checks the procedure's scopes and spends its cost with
-// Middleware.Spend, so that the Connect, gRPC and HTTP surfaces of a
-// service refuse the same keys and share each customer's budget, plans,
-// circuit breaker and failure policy. It serves the Connect, gRPC and
+// with apikey. It provides an interceptor for unary and streaming handlers.
+// The interceptor reads the key from the request headers, verifies it with
+// Manager.Verify, checks the procedure's scopes and spends its cost with
+// the apikey.LimitOptions of the HTTP Middleware. So the Connect, gRPC and
+// HTTP surfaces of a service refuse the same keys. They also share each
+// customer's budget, plans and failure policy. It serves the Connect, gRPC and
 // gRPC-Web protocols alike.
 //
 //	ic, err := connectapikey.New(m, connectapikey.Options{
-//		Middleware: mw, // the HTTP routes' Middleware: one budget
+//		Limits: limitOpts, // the HTTP routes' MiddlewareOptions.Limits: one budget
 //		Methods: map[string]connectapikey.Rule{
 //			"/shop.v1.Orders/Create": {Scopes: []string{"write"}},
 //		},
@@ -17,15 +17,21 @@
 //	mux.Handle(shopv1connect.NewOrdersHandler(srv, connect.WithInterceptors(ic)))
 //	// In a handler: key := apikey.FromContext(ctx)
 //
-// Refusals carry fixed messages, never a dependency's error text:
-// InvalidArgument (credentials sent in a malformed way, or under two
-// headers), Unauthenticated (no key, or a malformed, invalid, revoked,
-// expired, disabled, paused or suspended one, all alike),
-// PermissionDenied (a missing scope or a denied procedure, with an
-// ErrorInfo detail), ResourceExhausted (with RetryInfo and QuotaFailure
-// details), Unavailable (the store or the Limiter failed) and Internal (a
-// bad cost). The RateLimit headers, and Deprecation and Sunset for a key in
-// its grace period, are sent as response headers.
+// Refusals carry fixed messages, never a dependency's error text. Their
+// codes are these.
+//
+//   - InvalidArgument: credentials sent in a malformed way, or under two
+//     headers.
+//   - Unauthenticated: no key, or a malformed, invalid, revoked, expired,
+//     disabled, paused or suspended one, all alike.
+//   - PermissionDenied: a missing scope or a denied procedure, with an
+//     ErrorInfo detail.
+//   - ResourceExhausted: with RetryInfo and QuotaFailure details.
+//   - Unavailable: the store or the Limiter failed.
+//   - Internal: a bad cost.
+//
+// The RateLimit headers are sent as response headers. So are Deprecation
+// and Sunset for a key in its grace period.
 package connectapikey
 
 import (
@@ -37,6 +43,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/rpc/internal/rpcauth"
 )
 
@@ -47,16 +54,16 @@ type Rule struct {
 	Scopes []string
 	// AnyScope is satisfied by any one of Scopes.
 	AnyScope bool
-	// Open lets every call through without a key: a key sent is neither
-	// verified nor spent, and apikey.FromContext returns nil. For the
-	// health and reflection services; it takes no other field.
+	// Open lets every call through without a key. A key sent is neither
+	// verified nor spent, and apikey.FromContext returns nil. It is meant
+	// for the health and reflection services. It takes no other field.
 	Open bool
 	// Deny refuses every key with PermissionDenied (a call without a
 	// valid key still gets Unauthenticated). Set it on Options.Default to
 	// deny the procedures that Methods does not list.
 	Deny bool
-	// Cost is what a call spends from its customer's limits: 1 when 0;
-	// negative is refused. Options.Cost, if set, replaces it.
+	// Cost is what a call spends from its customer's limits, 1 when 0.
+	// A negative cost is refused. Options.Cost, if set, replaces it.
 	Cost int64
 	// Unmetered calls spend nothing.
 	Unmetered bool
@@ -67,17 +74,19 @@ type Rule struct {
 	PerMessage bool
 }
 
-// Options configures an Interceptor. The zero value reads the key from
-// "Authorization: Bearer <key>" and "X-API-Key", requires a valid key on
-// every procedure and spends nothing.
+// Options configures an Interceptor. The zero value reads the key from the
+// Authorization header ("Bearer <key>") and "X-API-Key", requires a valid key
+// on every procedure and spends nothing.
 type Options struct {
-	// Middleware, if set, is what calls spend with (Middleware.Spend):
-	// its Limiter, plans, failure policy, FallbackLimiter and circuit
-	// breaker, shared with the HTTP routes it guards, so that one customer
-	// has one budget across both surfaces. Nil: no limits.
-	Middleware *apikey.Middleware
-	// Metadata names the headers the key is read from, in order:
-	// "authorization" (Bearer scheme) and "x-api-key" when empty. A header
+	// Limits is what calls spend with (see apikey.Middleware.Spend): the
+	// Limiter, its failure policy and the RateLimit headers, sent as
+	// response header metadata. Give it the LimitOptions of the HTTP
+	// routes' Middleware (the same Limiter), so that one customer has one
+	// budget and one plan across every surface. Each surface has its own
+	// circuit breaker. Without a Limiter, calls spend nothing.
+	Limits apikey.LimitOptions
+	// Metadata names the headers the key is read from, in order. When
+	// empty, they are "authorization" (Bearer scheme) and "x-api-key". A header
 	// other than Authorization holds the bare token. A call that sends
 	// tokens under two of them, or one of them twice, is refused with
 	// InvalidArgument.
@@ -90,38 +99,45 @@ type Options struct {
 	// service's.
 	Methods map[string]Rule
 	// Default is the Rule of every procedure Methods does not cover. Its
-	// zero value requires a valid key; Rule{Deny: true} refuses them.
+	// zero value requires a valid key. A Rule with Deny set refuses them.
 	Default Rule
-	// Cost, if set, gives the cost of a call in place of Rule.Cost, from
-	// its procedure, its request (the request message, a *connect.Request's
-	// Any(); the received message when the rule is PerMessage; nil at the
-	// start of a stream) and its key. 0 spends nothing; a negative cost,
-	// or a panic, is refused with Internal and logged.
+	// Cost, if set, gives the cost of a call in place of Rule.Cost. It
+	// computes it from the call's procedure, its request and its key. The
+	// request is the request message, a *connect.Request's Any(). When the
+	// rule is PerMessage, it is the received message. It is nil at the
+	// start of a stream. A cost of 0 spends nothing. A negative cost, or a
+	// panic, is refused with Internal and logged.
 	Cost func(ctx context.Context, procedure string, req any, k *apikey.Key) int64
-	// ErrorDomain is the domain of ErrorInfo details: "apikey" when empty.
+	// ErrorDomain is the domain of ErrorInfo details, "apikey" when empty.
 	ErrorDomain string
 	// Logger, if set, logs failures of dependencies and misconfigurations.
 	Logger *slog.Logger
+	// TrustedProxies, if set, are the proxies whose forwarding metadata
+	// names the client, for keys restricted to IP ranges (see
+	// ipallow.Proxies; its Header, in lower case, is the metadata key).
+	// Nil: the client is the connection's peer.
+	TrustedProxies *ipallow.Proxies
 }
 
-// Interceptor is a connect.Interceptor for handlers; on a client it
-// passes calls through untouched. Build it with New (the zero value is not
-// usable); it is safe for concurrent use.
+// Interceptor is a connect.Interceptor for handlers. On a client it
+// passes calls through untouched. Build it with New, since the zero value
+// is not usable. It is safe for concurrent use.
 type Interceptor struct {
 	g *rpcauth.Guard
 }
 
 var _ connect.Interceptor = (*Interceptor)(nil)
 
-// New returns an Interceptor verifying keys with m. A nil m, a header name
-// that is not a valid lower-case metadata key, a procedure name that is
-// neither "/pkg.Service/Method" nor "pkg.Service", an invalid scope, a
-// negative Cost or an Open rule with other fields give an error wrapping
-// apikey.ErrInvalidOptions.
+// New returns an Interceptor verifying keys with m. Some options give an
+// error wrapping apikey.ErrInvalidOptions. They are a nil m, a header name
+// that is not a valid lower-case metadata key, and a procedure name that
+// is neither "/pkg.Service/Method" nor "pkg.Service". So are an invalid
+// scope, a negative Cost and an Open rule with other fields.
 func New(m *apikey.Manager, opts Options) (*Interceptor, error) {
 	c := rpcauth.Config{
-		Middleware: opts.Middleware, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
+		Limits: opts.Limits, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
 		Default: rpcauth.Rule(opts.Default), ErrorDomain: opts.ErrorDomain, Logger: opts.Logger,
+		TrustedProxies: opts.TrustedProxies,
 	}
 	if opts.Cost != nil {
 		c.Cost = opts.Cost
@@ -157,7 +173,7 @@ func (ic *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if r.Open {
 			return next(ctx, req)
 		}
-		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(req.Header()))
+		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(req.Header()), ipallow.ParseRemoteAddr(req.Peer().Addr))
 		if ref != nil {
 			return nil, refusal(ref, nil)
 		}
@@ -189,7 +205,8 @@ func (ic *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
-// WrapStreamingClient returns next: the Interceptor guards handlers only.
+// WrapStreamingClient returns next, since the Interceptor guards handlers
+// only.
 func (ic *Interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return next
 }
@@ -205,7 +222,7 @@ func (ic *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) c
 		if r.Open {
 			return next(ctx, conn)
 		}
-		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(conn.RequestHeader()))
+		k, from, ref := rpcauth.Authenticate(ctx, g, r, header(conn.RequestHeader()), ipallow.ParseRemoteAddr(conn.Peer().Addr))
 		if ref != nil {
 			return refusal(ref, nil)
 		}

@@ -12,9 +12,9 @@ import (
 
 // options are the Options of a bench configuration.
 func options(c rpcauth.Config) connectapikey.Options {
-	o := connectapikey.Options{Middleware: c.Middleware, Metadata: c.Metadata, HideCredentials: c.HideCredentials,
+	o := connectapikey.Options{Limits: c.Limits, Metadata: c.Metadata, HideCredentials: c.HideCredentials,
 		Default: connectapikey.Rule(c.Default), Cost: c.Cost, ErrorDomain: c.ErrorDomain, Logger: c.Logger,
-		Methods: map[string]connectapikey.Rule{}}
+		Methods: map[string]connectapikey.Rule{}, TrustedProxies: c.TrustedProxies}
 	for name, r := range c.Methods {
 		o.Methods[name] = connectapikey.Rule(r)
 	}
@@ -43,4 +43,9 @@ func TestCases(t *testing.T) {
 
 func TestRevokedDuringStream(t *testing.T) {
 	rpctest.RunRevokedDuringStream(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, env, false) })
+}
+
+// TestIPRestrictions checks keys restricted to IP ranges over TCP.
+func TestIPRestrictions(t *testing.T) {
+	rpctest.RunIPRestrictions(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, env, false) })
 }

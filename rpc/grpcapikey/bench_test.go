@@ -98,7 +98,7 @@ func BenchmarkUnary(b *testing.B) {
 		env := rpctest.NewEnv(b, rpctest.Default)
 		owner := env.NewCustomer(&apikey.Customer{Limits: []limits.Limit{limits.Quota("daily", 1<<40, limits.Day)}})
 		token, _ := env.IssueTo(b, owner)
-		ic, err := grpcapikey.New(env.M, grpcapikey.Options{Middleware: env.MW})
+		ic, err := grpcapikey.New(env.M, grpcapikey.Options{Limits: env.Config.Limits})
 		if err != nil {
 			b.Fatal(err)
 		}

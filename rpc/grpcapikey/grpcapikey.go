@@ -1,12 +1,13 @@
 // Package grpcapikey guards a gRPC server (google.golang.org/grpc) with
-// apikey: unary and streaming server interceptors that read the key from
-// the call's metadata, verify it with Manager.Verify, check the method's
-// scopes and spend its cost with Middleware.Spend, so that the RPC and
-// HTTP surfaces of a service refuse the same keys and share each
-// customer's budget, plans, circuit breaker and failure policy.
+// apikey. It provides unary and streaming server interceptors. They read
+// the key from the call's metadata, verify it with Manager.Verify, check
+// the method's scopes and spend its cost with the apikey.LimitOptions of
+// the HTTP Middleware. So the RPC and HTTP surfaces of a service refuse the
+// same keys. They also share each customer's budget, plans and failure
+// policy.
 //
 //	ic, err := grpcapikey.New(m, grpcapikey.Options{
-//		Middleware: mw, // the HTTP routes' Middleware: one budget
+//		Limits: limitOpts, // the HTTP routes' MiddlewareOptions.Limits: one budget
 //		Methods: map[string]grpcapikey.Rule{
 //			"/shop.v1.Orders/Create":  {Scopes: []string{"write"}},
 //			"grpc.health.v1.Health":   {Open: true},
@@ -20,30 +21,40 @@
 //	)
 //	// In a handler: key := apikey.FromContext(ctx)
 //
-// Refusals carry fixed messages, never a dependency's error text:
-// InvalidArgument (credentials sent in a malformed way, or under two
-// metadata keys), Unauthenticated (no key, or a malformed, invalid,
-// revoked, expired, disabled, paused or suspended one, all alike),
-// PermissionDenied (a missing scope or a denied method, with an ErrorInfo
-// detail), ResourceExhausted (with RetryInfo and QuotaFailure details),
-// Unavailable (the store or the Limiter failed) and Internal (a bad cost).
-// The RateLimit headers, and Deprecation and Sunset for a key in its
-// grace period, are sent as response header metadata.
+// Refusals carry fixed messages, never a dependency's error text. Their
+// codes are these.
+//
+//   - InvalidArgument: credentials sent in a malformed way, or under two
+//     metadata keys.
+//   - Unauthenticated: no key, or a malformed, invalid, revoked, expired,
+//     disabled, paused or suspended one, all alike.
+//   - PermissionDenied: a missing scope or a denied method, with an
+//     ErrorInfo detail.
+//   - ResourceExhausted: with RetryInfo and QuotaFailure details.
+//   - Unavailable: the store or the Limiter failed.
+//   - Internal: a bad cost.
+//
+// The RateLimit headers are sent as response header metadata. So are
+// Deprecation and Sunset for a key in its grace period.
 package grpcapikey
 
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/rpc/internal/rpcauth"
 )
 
@@ -54,16 +65,16 @@ type Rule struct {
 	Scopes []string
 	// AnyScope is satisfied by any one of Scopes.
 	AnyScope bool
-	// Open lets every call through without a key: a key sent is neither
-	// verified nor spent, and apikey.FromContext returns nil. For the
-	// health and reflection services; it takes no other field.
+	// Open lets every call through without a key. A key sent is neither
+	// verified nor spent, and apikey.FromContext returns nil. It is meant
+	// for the health and reflection services. It takes no other field.
 	Open bool
 	// Deny refuses every key with PermissionDenied (a call without a
 	// valid key still gets Unauthenticated). Set it on Options.Default to
 	// deny the methods that Methods does not list.
 	Deny bool
-	// Cost is what a call spends from its customer's limits: 1 when 0;
-	// negative is refused. Options.Cost, if set, replaces it.
+	// Cost is what a call spends from its customer's limits, 1 when 0.
+	// A negative cost is refused. Options.Cost, if set, replaces it.
 	Cost int64
 	// Unmetered calls spend nothing.
 	Unmetered bool
@@ -75,16 +86,18 @@ type Rule struct {
 }
 
 // Options configures an Interceptor. The zero value reads the key from
-// "authorization: Bearer <key>" and "x-api-key", requires a valid key on
+// "authorization" ("Bearer <key>") and "x-api-key", requires a valid key on
 // every method and spends nothing.
 type Options struct {
-	// Middleware, if set, is what calls spend with (Middleware.Spend):
-	// its Limiter, plans, failure policy, FallbackLimiter and
-	// circuit breaker, shared with the HTTP routes it guards, so that one
-	// customer has one budget across both surfaces. Nil: no limits.
-	Middleware *apikey.Middleware
-	// Metadata names the metadata keys the key is read from, in order:
-	// "authorization" (Bearer scheme) and "x-api-key" when empty. A key
+	// Limits is what calls spend with (see apikey.Middleware.Spend): the
+	// Limiter, its failure policy and the RateLimit headers, sent as
+	// response header metadata. Give it the LimitOptions of the HTTP
+	// routes' Middleware (the same Limiter), so that one customer has one
+	// budget and one plan across every surface. Each surface has its own
+	// circuit breaker. Without a Limiter, calls spend nothing.
+	Limits apikey.LimitOptions
+	// Metadata names the metadata keys the key is read from, in order. When
+	// empty, they are "authorization" (Bearer scheme) and "x-api-key". A key
 	// other than "authorization" holds the bare token. A call that sends
 	// tokens under two of them, or one of them twice, is refused with
 	// InvalidArgument.
@@ -97,36 +110,44 @@ type Options struct {
 	// service's.
 	Methods map[string]Rule
 	// Default is the Rule of every method Methods does not cover. Its
-	// zero value requires a valid key; Rule{Deny: true} refuses them.
+	// zero value requires a valid key. A Rule with Deny set refuses them.
 	Default Rule
-	// Cost, if set, gives the cost of a call in place of Rule.Cost, from
-	// its full method name, its request (the received message when the
-	// rule is PerMessage; nil at the start of a stream) and its key. 0
-	// spends nothing; a negative cost, or a panic, is refused with
-	// Internal and logged.
+	// Cost, if set, gives the cost of a call in place of Rule.Cost. It
+	// computes it from the call's full method name, its request and its
+	// key. The request is the received message when the rule is
+	// PerMessage, and nil at the start of a stream. A cost of 0 spends
+	// nothing. A negative cost, or a panic, is refused with Internal and
+	// logged.
 	Cost func(ctx context.Context, method string, req any, k *apikey.Key) int64
-	// ErrorDomain is the domain of ErrorInfo details: "apikey" when empty.
+	// ErrorDomain is the domain of ErrorInfo details, "apikey" when empty.
 	ErrorDomain string
 	// Logger, if set, logs failures of dependencies and misconfigurations.
 	Logger *slog.Logger
+	// TrustedProxies, if set, are the proxies whose forwarding metadata
+	// names the client, for keys restricted to IP ranges (see
+	// ipallow.Proxies; its Header, in lower case, is the metadata key).
+	// Nil: the client is the connection's peer.
+	TrustedProxies *ipallow.Proxies
 }
 
 // Interceptor holds the unary and streaming server interceptors. Build it
-// with New (the zero value is not usable); it is safe for concurrent use.
+// with New, since the zero value is not usable. It is safe for concurrent
+// use.
 type Interceptor struct {
 	g     *rpcauth.Guard
 	mdKey any // see incomingKey; nil: read through metadata.ValueFromIncomingContext
 }
 
-// New returns an Interceptor verifying keys with m. A nil m, a metadata
-// key that is not a lower-case text key, a method name that is neither
-// "/pkg.Service/Method" nor "pkg.Service", an invalid scope, a negative
-// Cost or an Open rule with other fields give an error wrapping
-// apikey.ErrInvalidOptions.
+// New returns an Interceptor verifying keys with m. Some options give an
+// error wrapping apikey.ErrInvalidOptions. They are a nil m, a metadata
+// key that is not a lower-case text key, and a method name that is
+// neither "/pkg.Service/Method" nor "pkg.Service". So are an invalid
+// scope, a negative Cost and an Open rule with other fields.
 func New(m *apikey.Manager, opts Options) (*Interceptor, error) {
 	c := rpcauth.Config{
-		Middleware: opts.Middleware, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
+		Limits: opts.Limits, Metadata: opts.Metadata, HideCredentials: opts.HideCredentials,
 		Default: rpcauth.Rule(opts.Default), Cost: opts.Cost, ErrorDomain: opts.ErrorDomain, Logger: opts.Logger,
+		TrustedProxies: opts.TrustedProxies,
 	}
 	if opts.Methods != nil {
 		c.Methods = make(map[string]rpcauth.Rule, len(opts.Methods))
@@ -190,7 +211,20 @@ func (in incoming) Values(s *rpcauth.Source) []string {
 	return nil
 }
 
-// Unary is a grpc.UnaryServerInterceptor: it authorizes the call, spends
+// peerAddr returns the address of the call's peer, or the zero Addr
+// (which no IP range holds) when it is unknown.
+func peerAddr(ctx context.Context) netip.Addr {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return netip.Addr{}
+	}
+	if a, ok := p.Addr.(*net.TCPAddr); ok {
+		return a.AddrPort().Addr()
+	}
+	return ipallow.ParseRemoteAddr(p.Addr.String())
+}
+
+// Unary is a grpc.UnaryServerInterceptor. It authorizes the call, spends
 // its cost and calls handler with the key in the context.
 func (ic *Interceptor) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	g := ic.g
@@ -198,7 +232,7 @@ func (ic *Interceptor) Unary(ctx context.Context, req any, info *grpc.UnaryServe
 	if r.Open {
 		return handler(ctx, req)
 	}
-	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx))
+	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx), peerAddr(ctx))
 	if ref != nil {
 		return nil, refusal(ref)
 	}
@@ -215,7 +249,7 @@ func (ic *Interceptor) Unary(ctx context.Context, req any, info *grpc.UnaryServe
 	return handler(ic.context(ctx, k, from), req)
 }
 
-// Stream is a grpc.StreamServerInterceptor: it authorizes the stream once
+// Stream is a grpc.StreamServerInterceptor. It authorizes the stream once
 // at its start and spends its cost then, or for each message received
 // when the method's rule is PerMessage.
 func (ic *Interceptor) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
@@ -225,7 +259,7 @@ func (ic *Interceptor) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 		return handler(srv, ss)
 	}
 	ctx := ss.Context()
-	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx))
+	k, from, ref := rpcauth.Authenticate(ctx, g, r, ic.metadataOf(ctx), peerAddr(ctx))
 	if ref != nil {
 		return refusal(ref)
 	}

@@ -12,9 +12,9 @@ import (
 
 // options are the Options of a bench configuration.
 func options(c rpcauth.Config) grpcapikey.Options {
-	o := grpcapikey.Options{Middleware: c.Middleware, Metadata: c.Metadata, HideCredentials: c.HideCredentials,
+	o := grpcapikey.Options{Limits: c.Limits, Metadata: c.Metadata, HideCredentials: c.HideCredentials,
 		Default: grpcapikey.Rule(c.Default), Cost: c.Cost, ErrorDomain: c.ErrorDomain, Logger: c.Logger,
-		Methods: map[string]grpcapikey.Rule{}}
+		Methods: map[string]grpcapikey.Rule{}, TrustedProxies: c.TrustedProxies}
 	for name, r := range c.Methods {
 		o.Methods[name] = grpcapikey.Rule(r)
 	}
@@ -39,4 +39,9 @@ func TestCases(t *testing.T) {
 
 func TestRevokedDuringStream(t *testing.T) {
 	rpctest.RunRevokedDuringStream(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, rpctest.TCP, env) })
+}
+
+// TestIPRestrictions checks keys restricted to IP ranges over TCP.
+func TestIPRestrictions(t *testing.T) {
+	rpctest.RunIPRestrictions(t, func(t *testing.T, env *rpctest.Env) rpctest.Driver { return server(t, rpctest.TCP, env) })
 }

@@ -29,9 +29,7 @@ func TestUsageCountsCalls(t *testing.T) {
 	require.NoError(t, err)
 	l, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: l})
-	require.NoError(t, err)
-	ic, err := grpcapikey.New(m, options(rpcauth.Config{Middleware: mw, Methods: rpctest.Methods()}))
+	ic, err := grpcapikey.New(m, options(rpcauth.Config{Limits: apikey.LimitOptions{Limiter: l}, Methods: rpctest.Methods()}))
 	require.NoError(t, err)
 	d := rpctest.GRPC(t, rpctest.Bufconn, ic.Unary, ic.Stream)
 

@@ -22,8 +22,8 @@ import (
 
 // TestOneBudgetAcrossSurfaces spends one customer's daily quota from 16
 // concurrent callers on each of gRPC, Connect, Connect's gRPC protocol and
-// plain HTTP, each alternating streams and unary calls, all through one
-// Middleware over one memlimit.Limiter: exactly the quota is admitted, and
+// plain HTTP, each alternating streams and unary calls, all with the same
+// LimitOptions over one memlimit.Limiter: exactly the quota is admitted, and
 // every other call is refused as rate limited, on every surface.
 func TestOneBudgetAcrossSurfaces(t *testing.T) {
 	const (
@@ -37,11 +37,11 @@ func TestOneBudgetAcrossSurfaces(t *testing.T) {
 	connectToken, _ := env.IssueTo(t, owner)
 	httpToken, _ := env.IssueTo(t, owner)
 
-	gic, err := grpcapikey.New(env.M, grpcapikey.Options{Middleware: env.MW})
+	gic, err := grpcapikey.New(env.M, grpcapikey.Options{Limits: env.Config.Limits})
 	require.NoError(t, err)
 	grpcDriver := rpctest.GRPC(t, rpctest.TCP, gic.Unary, gic.Stream)
 
-	cic, err := connectapikey.New(env.M, connectapikey.Options{Middleware: env.MW})
+	cic, err := connectapikey.New(env.M, connectapikey.Options{Limits: env.Config.Limits})
 	require.NoError(t, err)
 	mux := rpctest.ConnectMux(connect.WithInterceptors(cic))
 	mux.Handle("GET /data", env.MW.Handler(env.MW.Limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -22,8 +22,8 @@ func (p *probe) Value(key any) any {
 	return nil
 }
 
-// ContextKey returns the first key that lookup asks its context for:
-// the unexported key of a package that exports only a reader, such as
+// ContextKey returns the first key that lookup asks its context for. That
+// is the unexported key of a package that exports only a reader, such as
 // apikey.FromContext. Callers check what they learn before relying on it.
 func ContextKey(lookup func(context.Context)) any {
 	p := &probe{Context: context.Background()}
@@ -36,9 +36,9 @@ func (g *Guard) WithKey(ctx context.Context, k *apikey.Key) context.Context {
 	return apikey.NewContext(ctx, k)
 }
 
-// Grace returns the Deprecation (RFC 9745; "" when the rotation time is
-// unknown) and Sunset values of a key in its grace period, as the HTTP
-// middleware sends them, and whether k is in one.
+// Grace returns the Deprecation (RFC 9745) and Sunset values of a key in
+// its grace period, as the HTTP middleware sends them, and whether k is in
+// one. Deprecation is "" when the rotation time is unknown.
 func Grace(k *apikey.Key) (deprecation, sunset string, ok bool) {
 	if k.RotatedTo == "" { // in its grace period: Verify refused it otherwise
 		return "", "", false

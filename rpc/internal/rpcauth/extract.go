@@ -15,12 +15,12 @@ type Metadata interface {
 
 // Extract returns the token of a call's metadata and the index in sources
 // of the key that carried it. It reads the keys exactly as the HTTP
-// middleware reads its headers: "authorization" holds "Bearer <token>"
-// (the scheme matched case-insensitively; another scheme is no token),
-// any other key the bare token, each trimmed of spaces. A key present
-// twice, an empty token, one longer than apikey.MaxTokenLength, or tokens
-// under two keys give apikey.ErrBadRequest; no token at all gives
-// apikey.ErrMissingKey.
+// middleware reads its headers. The "authorization" key holds "Bearer
+// <token>", with the scheme matched case-insensitively. Another scheme is
+// no token. Any other key holds the bare token. Each is trimmed of spaces.
+// A key present twice, an empty token, one longer than
+// apikey.MaxTokenLength, or tokens under two keys give
+// apikey.ErrBadRequest. No token at all gives apikey.ErrMissingKey.
 func Extract[M Metadata](sources []Source, md M) (token string, from int, err error) {
 	from = -1
 	for i := range sources {

@@ -13,7 +13,7 @@ import (
 	"github.com/gokeys/apikey"
 )
 
-// Code is a status code; gRPC's and Connect's share their numbers.
+// Code is a status code. The codes of gRPC and Connect share their numbers.
 type Code uint32
 
 // The codes of refusals.
@@ -26,9 +26,9 @@ const (
 	Unauthenticated   Code = 16
 )
 
-// The messages of refusals: the HTTP middleware's problem details, so that
-// a customer reads the same sentence on every surface, and one per code
-// for keys (malformed, invalid, revoked, expired, disabled, paused and
+// The messages of refusals are the HTTP middleware's problem details. So a
+// customer reads the same sentence on every surface. Keys get one message
+// per code (malformed, invalid, revoked, expired, disabled, paused and
 // suspended alike).
 const (
 	msgBadRequest      = "The request carries its credentials in a malformed way."
@@ -36,6 +36,7 @@ const (
 	msgScope           = "The API key lacks a scope this resource requires."
 	msgPlan            = "The API key's plan is not configured on this server."
 	msgDenied          = "The API key may not call this method."
+	msgIP              = "The API key may not be used from this IP address: it is restricted to other IP ranges."
 	msgRateLimited     = "The API key's rate limit is exceeded."
 	msgInternal        = "The server could not process the request."
 	msgUnavailable     = "Authentication is temporarily unavailable."
@@ -46,10 +47,12 @@ const (
 	ReasonScope  = "INSUFFICIENT_SCOPE"
 	ReasonPlan   = "PLAN_NOT_CONFIGURED"
 	ReasonDenied = "METHOD_NOT_ALLOWED"
+	ReasonIP     = "IP_NOT_ALLOWED"
 )
 
-// Refusal is a call refused: its code, its fixed message and its details
-// (errdetails messages). It never carries a dependency's error text.
+// Refusal is a call refused. It holds the code, the fixed message and the
+// details (errdetails messages). It never carries a dependency's error
+// text.
 type Refusal struct {
 	Code    Code
 	Message string
@@ -73,6 +76,9 @@ func (g *Guard) refuse(ctx context.Context, err error) *Refusal {
 		errors.Is(err, apikey.ErrRevoked), errors.Is(err, apikey.ErrDisabled),
 		errors.Is(err, apikey.ErrPaused), errors.Is(err, apikey.ErrSuspended):
 		return &Refusal{Code: Unauthenticated, Message: msgUnauthenticated}
+	case errors.Is(err, apikey.ErrIPNotAllowed):
+		return &Refusal{Code: PermissionDenied, Message: msgIP,
+			Details: []proto.Message{&errdetails.ErrorInfo{Reason: ReasonIP, Domain: g.domain}}}
 	case errors.Is(err, apikey.ErrUnknownPlan):
 		return &Refusal{Code: PermissionDenied, Message: msgPlan,
 			Details: []proto.Message{&errdetails.ErrorInfo{Reason: ReasonPlan, Domain: g.domain}}}

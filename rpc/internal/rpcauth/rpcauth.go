@@ -1,8 +1,9 @@
-// Package rpcauth is what the gRPC and Connect interceptors share: the
-// compiled configuration, the extraction of a key from request metadata,
-// the decision for one call (Verify, the method's rule, Middleware.Spend)
-// and the table of refusals. The adapters only move metadata and errors in
-// and out of their framework.
+// Package rpcauth is what the gRPC and Connect interceptors share. It holds
+// the compiled configuration and the extraction of a key from request
+// metadata. It also holds the decision for one call (Verify, the method's
+// rule, Middleware.Spend over the Config's LimitOptions) and the table of
+// refusals. The adapters only move
+// metadata and errors in and out of their framework.
 package rpcauth
 
 import (
@@ -11,10 +12,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"strings"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/ipallow"
 )
 
 // Rule is what a method requires. The adapters' own Rule types convert to
@@ -31,7 +34,7 @@ type Rule struct {
 
 // Config is the adapters' Options, less what belongs to one framework.
 type Config struct {
-	Middleware      *apikey.Middleware
+	Limits          apikey.LimitOptions
 	Metadata        []string
 	HideCredentials bool
 	Methods         map[string]Rule
@@ -39,16 +42,17 @@ type Config struct {
 	Cost            func(ctx context.Context, method string, req any, k *apikey.Key) int64
 	ErrorDomain     string
 	Logger          *slog.Logger
+	TrustedProxies  *ipallow.Proxies
 }
 
 // Source is one metadata key a token is read from.
 type Source struct {
-	// Key is the gRPC metadata key: lower case.
+	// Key is the gRPC metadata key, in lower case.
 	Key string
 	// Header is the canonical HTTP header name of Key.
 	Header string
 	// Bearer reports whether the value is "Bearer <token>"
-	// (authorization); otherwise it is the bare token.
+	// (authorization). Otherwise it is the bare token.
 	Bearer bool
 }
 
@@ -63,6 +67,8 @@ type Guard struct {
 	cost    func(ctx context.Context, method string, req any, k *apikey.Key) int64
 	domain  string
 	log     *slog.Logger
+	proxies *ipallow.Proxies // nil: the client is the peer
+	fwd     Source           // the proxies' forwarding header
 }
 
 // defaultDomain is the ErrorInfo domain when Config.ErrorDomain is empty.
@@ -70,15 +76,26 @@ const defaultDomain = "apikey"
 
 // New compiles c for m. It returns an error wrapping
 // apikey.ErrInvalidOptions for a nil m, a bad metadata key, a bad method
-// name, an invalid scope, a negative cost or a rule that is both Open and
-// something else.
+// name, an invalid scope, a negative cost, a rule that is both Open and
+// something else, or LimitOptions that apikey.NewMiddleware refuses.
 func New(m *apikey.Manager, c Config) (*Guard, error) {
 	if m == nil {
 		return nil, fmt.Errorf("%w: nil Manager", apikey.ErrInvalidOptions)
 	}
 	g := &Guard{
-		m: m, mw: c.Middleware, hide: c.HideCredentials, cost: c.Cost,
+		m: m, hide: c.HideCredentials, cost: c.Cost,
 		domain: c.ErrorDomain, log: c.Logger, rules: make(map[string]*Rule, len(c.Methods)),
+		proxies: c.TrustedProxies,
+	}
+	if h := c.TrustedProxies.Header(); c.TrustedProxies != nil {
+		g.fwd = Source{Key: strings.ToLower(h), Header: h}
+	}
+	if c.Limits.Limiter != nil { // the calls spend as the HTTP Middleware's requests do
+		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: c.Limits, Logger: c.Logger})
+		if err != nil {
+			return nil, err
+		}
+		g.mw = mw
 	}
 	if g.domain == "" {
 		g.domain = defaultDomain
@@ -179,8 +196,8 @@ func validMethodName(n string) bool {
 	return ok && svc != "" && method != "" && !strings.Contains(method, "/")
 }
 
-// Rule returns the rule of the full method name method: its own, else its
-// service's, else the default.
+// Rule returns the rule of the full method name method. That is its own,
+// else its service's, else the default.
 func (g *Guard) Rule(method string) *Rule {
 	if len(method) == 0 || method[0] != '/' {
 		return g.def
@@ -205,21 +222,26 @@ func (g *Guard) Sources() []Source { return g.sources }
 func (g *Guard) Hide() bool { return g.hide }
 
 // Authenticate extracts the token of a call to a method with rule r from
-// md, verifies it and checks r. It returns the key and the index in
-// Sources of the metadata key that carried it, or a refusal.
-func Authenticate[M Metadata](ctx context.Context, g *Guard, r *Rule, md M) (*apikey.Key, int, *Refusal) {
+// md, verifies it from the client address (peer, or what trusted proxies
+// say) and checks r. It returns the key and the index in Sources of the
+// metadata key that carried it, or a refusal.
+func Authenticate[M Metadata](ctx context.Context, g *Guard, r *Rule, md M, peer netip.Addr) (*apikey.Key, int, *Refusal) {
 	token, from, err := Extract(g.sources, md)
 	if err != nil {
 		return nil, -1, g.refuse(ctx, err)
 	}
+	client := ipallow.Addr(peer)
+	if g.proxies != nil {
+		client = g.proxies.Client(peer, md.Values(&g.fwd))
+	}
 	if r.Deny {
-		if _, err := g.m.Verify(ctx, token); err != nil {
+		if _, err := g.m.VerifyFrom(ctx, token, client); err != nil {
 			return nil, -1, g.refuse(ctx, err)
 		}
 		return nil, -1, g.denied()
 	}
 	if g.mw != nil { // the Middleware's decision, counted in usage as over HTTP
-		k, err := g.mw.Authorize(ctx, token, r.Scopes, r.AnyScope)
+		k, err := g.mw.AuthorizeFrom(ctx, token, client, r.Scopes, r.AnyScope)
 		var se *apikey.ScopeError
 		switch {
 		case errors.As(err, &se):
@@ -229,7 +251,7 @@ func Authenticate[M Metadata](ctx context.Context, g *Guard, r *Rule, md M) (*ap
 		}
 		return k, from, nil
 	}
-	k, err := g.m.Verify(ctx, token)
+	k, err := g.m.VerifyFrom(ctx, token, client)
 	if err != nil {
 		return nil, -1, g.refuse(ctx, err)
 	}
@@ -249,7 +271,7 @@ func hasScopes(k *apikey.Key, r *Rule) bool {
 }
 
 // MeteredAtStart reports whether a call with rule r spends when it
-// starts: every unary call, and a stream unless r.PerMessage.
+// starts. Every unary call does, and a stream does unless r.PerMessage.
 func (g *Guard) MeteredAtStart(r *Rule, stream bool) bool {
 	return g.mw != nil && !r.Unmetered && !(stream && r.PerMessage)
 }
@@ -261,7 +283,7 @@ func (g *Guard) MeteredPerMessage(r *Rule) bool {
 }
 
 // Spend takes the cost of a call to method with rule r (req is the
-// request message: nil at a stream's start) from k's limits with
+// request message, nil at a stream's start) from k's limits with
 // Middleware.Spend. It returns the RateLimit headers to send (nil when
 // nothing was spent) and a refusal or nil.
 func (g *Guard) Spend(ctx context.Context, method string, r *Rule, req any, k *apikey.Key) (http.Header, *Refusal) {

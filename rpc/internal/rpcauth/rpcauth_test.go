@@ -35,6 +35,8 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"open with scopes", m, Config{Methods: map[string]Rule{"a.B": {Open: true, Scopes: []string{"x"}}}}},
 		{"open and denied", m, Config{Default: Rule{Open: true, Deny: true}}},
 		{"any scope of none", m, Config{Default: Rule{AnyScope: true}}},
+		{"negative breaker cool-down", m, Config{Limits: apikey.LimitOptions{Limiter: &failingLimiter{}, BreakerCoolDown: -1}}},
+		{"reported costs without a Debiter", m, Config{Limits: apikey.LimitOptions{Limiter: &failingLimiter{}, ReportedCosts: true}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := New(c.m, c.c)
@@ -126,8 +128,6 @@ func TestCost(t *testing.T) {
 	m := newManager(t)
 	lim, err := memlimit.New(memlimit.Options{})
 	require.NoError(t, err)
-	mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limiter: lim})
-	require.NoError(t, err)
 	k := &apikey.Key{ID: "k", Owner: "o", Limits: []limits.Limit{limits.Quota("daily", 10, limits.Day)}}
 	for _, c := range []struct {
 		name   string
@@ -141,7 +141,7 @@ func TestCost(t *testing.T) {
 		{"panic", func(context.Context, string, any, *apikey.Key) int64 { panic("bug") }, Internal, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			g, err := New(m, Config{Middleware: mw, Cost: c.cost})
+			g, err := New(m, Config{Limits: apikey.LimitOptions{Limiter: lim}, Cost: c.cost})
 			require.NoError(t, err)
 			h, ref := g.Spend(context.Background(), "/a.B/C", g.Rule("/a.B/C"), int64(3), k)
 			if c.code == 0 {
@@ -151,6 +151,45 @@ func TestCost(t *testing.T) {
 				assert.Equal(t, c.code, ref.Code)
 			}
 			assert.Equal(t, c.header, h.Get("Ratelimit") != "", "RateLimit headers: %v", h)
+		})
+	}
+}
+
+// failingLimiter fails every call.
+type failingLimiter struct{}
+
+func (*failingLimiter) Allow(context.Context, string, []limits.Limit, int64) (limits.Result, error) {
+	return limits.Result{}, errors.New("backend down")
+}
+
+type ctxKey struct{}
+
+// TestLimitOptionsApply: the LimitOptions of a Config rule the calls'
+// spending as they rule the HTTP Middleware's: a failing Limiter fails
+// closed (Unavailable) or open (FailOpen), and OnFailure hears of it with
+// the call's context.
+func TestLimitOptionsApply(t *testing.T) {
+	m := newManager(t)
+	k := &apikey.Key{ID: "k", Owner: "o", Limits: []limits.Limit{limits.Quota("daily", 10, limits.Day)}}
+	for _, c := range []struct {
+		name     string
+		failOpen bool
+		code     Code
+	}{{"fail closed", false, Unavailable}, {"fail open", true, 0}} {
+		t.Run(c.name, func(t *testing.T) {
+			var heard []any
+			g, err := New(m, Config{Limits: apikey.LimitOptions{Limiter: &failingLimiter{}, FailOpen: c.failOpen,
+				OnFailure: func(ctx context.Context, err error) { heard = append(heard, ctx.Value(ctxKey{})) }}})
+			require.NoError(t, err)
+			ctx := context.WithValue(context.Background(), ctxKey{}, "call")
+			_, ref := g.Spend(ctx, "/a.B/C", g.Rule("/a.B/C"), nil, k)
+			if c.code == 0 {
+				assert.Nil(t, ref)
+			} else {
+				require.NotNil(t, ref)
+				assert.Equal(t, c.code, ref.Code)
+			}
+			assert.Equal(t, []any{"call"}, heard, "OnFailure gets the call's context")
 		})
 	}
 }

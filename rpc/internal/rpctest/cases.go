@@ -2,6 +2,7 @@ package rpctest
 
 import (
 	"context"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,32 +26,32 @@ type Case struct {
 	Env string
 	// Key is the key issued for the case (of a customer of its own).
 	Key Key
-	// MD builds the request metadata from the token; bearer when nil.
+	// MD builds the request metadata from the token. It is bearer when nil.
 	MD func(token string) map[string][]string
-	// Method is called; a stream when it is one of the streaming methods,
-	// with N messages (or N replies asked of Watch).
+	// Method is called. It is a stream when it is one of the streaming
+	// methods, with N messages (or N replies asked of Watch).
 	Method string
 	N      int
-	// Request is the unary request; an empty Struct when nil.
+	// Request is the unary request, an empty Struct when nil.
 	Request map[string]any
 	// Before are unary calls made first with the same metadata (to spend).
 	Before []string
 
-	// Want is the code; 0 is OK.
+	// Want is the code, where 0 is OK.
 	Want rpcauth.Code
-	// Replies is the number of replies (unary calls: 1 when OK).
+	// Replies is the number of replies (1 for an OK unary call).
 	Replies int
 	// SeesKey reports whether the handler saw the case's key.
 	SeesKey bool
 	// Check, if set, checks the outcome further.
 	Check func(t *testing.T, key *apikey.Key, o Outcome)
 	// Remaining, if not 0, is the daily quota that a unary call to Echo
-	// made after the case reports as left (the call spending one more):
-	// it pins what the case spent. -1 means none left.
+	// made after the case reports as left (the call spending one more).
+	// It pins what the case spent. -1 means none left.
 	Remaining int
 }
 
-// Bearer is the metadata of "authorization: Bearer <token>".
+// Bearer is the metadata of an "authorization" key of "Bearer <token>".
 func Bearer(token string) map[string][]string {
 	return map[string][]string{"authorization": {"Bearer " + token}}
 }
@@ -179,6 +180,17 @@ func Cases() []Case {
 		{Name: "grace in a stream", Key: Key{State: "grace"}, Method: Watch, N: 1, Replies: 1, SeesKey: true,
 			Check: header("Sunset", Now.Add(time.Hour).Format("Mon, 02 Jan 2006 15:04:05 GMT"))},
 		{Name: "open stream", MD: func(string) map[string][]string { return nil }, Method: PublicWatch, N: 2, Replies: 2},
+		// The peer (loopback, or no IP address over bufconn) lies outside
+		// the key's ranges, whatever the forwarding metadata says: no
+		// proxy is trusted. Nothing is spent.
+		{Name: "outside the key's IP ranges", Key: Key{AllowedIPs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}},
+			Method: Echo, Want: rpcauth.PermissionDenied, Check: all(
+				message("The API key may not be used from this IP address: it is restricted to other IP ranges."),
+				errorInfo(rpcauth.ReasonIP, nil))},
+		{Name: "spoofed forwarding metadata", Key: Key{AllowedIPs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}},
+			MD: func(tok string) map[string][]string {
+				return with(with(Bearer(tok), "x-forwarded-for", "203.0.113.9"), "forwarded", "for=203.0.113.9")
+			}, Method: Echo, Want: rpcauth.PermissionDenied, Check: errorInfo(rpcauth.ReasonIP, nil)},
 	}
 }
 

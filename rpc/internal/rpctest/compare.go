@@ -7,13 +7,13 @@ import (
 )
 
 // Compare runs a floor and a candidate in alternating chunks of chunk
-// calls (floor first in even rounds, candidate first in odd ones) on one
-// locked OS thread, for as many rounds as b.N allows, and reports the
-// median over rounds of each one's CPU time per call (the thread's CPU
-// time where the system tells it, else wall time: on a loaded machine,
-// CPU time is what the code costs, not what the scheduler adds) and of
-// their ratio, candidate/floor. Short alternating rounds and medians keep
-// a change of load from favouring one.
+// calls (floor first in even rounds, candidate first in odd ones). It runs
+// them on one locked OS thread, for as many rounds as b.N allows. It
+// reports the median over rounds of each one's CPU time per call and of
+// their ratio, candidate/floor. The time is the thread's CPU time where the
+// system tells it, else wall time. On a loaded machine, CPU time is what
+// the code costs, not what the scheduler adds. Short alternating rounds
+// and medians keep a change of load from favouring one.
 func Compare(b *testing.B, chunk int, floor, candidate func()) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

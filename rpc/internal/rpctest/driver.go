@@ -37,8 +37,8 @@ type Outcome struct {
 type Driver interface {
 	// Unary calls a unary method with request metadata md.
 	Unary(ctx context.Context, method string, md map[string][]string, req *structpb.Struct) Outcome
-	// Stream calls a streaming method: a server stream (Watch) asked for
-	// n replies, or a bidi stream sent n messages, each awaiting its reply.
+	// Stream calls a streaming method. A server stream (Watch) is asked for
+	// n replies. A bidi stream is sent n messages, each awaiting its reply.
 	Stream(ctx context.Context, method string, md map[string][]string, n int) Outcome
 	// Open starts a bidi stream of method (Chat), for Round trips.
 	Open(ctx context.Context, method string, md map[string][]string) Conversation
@@ -46,7 +46,7 @@ type Driver interface {
 
 // Conversation is an open bidi stream.
 type Conversation interface {
-	// Round sends a message and receives its reply; it returns the
+	// Round sends a message and receives its reply. It returns the
 	// stream's status code and message when the stream failed.
 	Round() (rpcauth.Code, string)
 	// Close ends the stream.
@@ -225,7 +225,7 @@ func Serve(t testing.TB, h http.Handler) (string, *http.Client) {
 	return srv.URL, &http.Client{Transport: tr}
 }
 
-// Connect returns a Connect client of the test services at url; with
+// Connect returns a Connect client of the test services at url. With
 // grpcProtocol it speaks gRPC instead of the Connect protocol.
 func Connect(url string, client *http.Client, grpcProtocol bool) Driver {
 	d := &connectDriver{url: url, client: client}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,11 +18,12 @@ import (
 	"github.com/gokeys/apikey/rpc/internal/rpcauth"
 )
 
-// Now is the bench's fixed clock: noon UTC, so that a day's quota has 12
+// Now is the bench's fixed clock at noon UTC, so that a day's quota has 12
 // hours left whenever the tests run.
 var Now = time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 
-// The plans: free has a large daily quota, tiny two calls a day.
+// The plans are free, with a large daily quota, and tiny, with two calls a
+// day.
 const (
 	FreeQuota = 1000
 	TinyQuota = 2
@@ -37,11 +39,11 @@ const (
 	Deny    = "deny"    // Default.Deny: only listed methods
 	Failing = "failing" // a Limiter that fails, fail closed
 	CostFn  = "cost"    // Config.Cost reads "cost" from the request
-	NoLimit = "nolimit" // no Middleware
+	NoLimit = "nolimit" // no Limiter
 )
 
 // Env is a Manager, a Middleware over a memlimit.Limiter and the Config
-// of an interceptor, with keys to issue in every state.
+// of an interceptor with the same LimitOptions, with keys to issue in every state.
 type Env struct {
 	M       *apikey.Manager
 	MW      *apikey.Middleware
@@ -93,16 +95,19 @@ func NewEnv(t testing.TB, variant string) *Env {
 	if e.Limiter, err = memlimit.New(memlimit.Options{Now: now}); err != nil {
 		t.Fatal(err)
 	}
-	opts := apikey.MiddlewareOptions{Limiter: e.Limiter}
+	opts := apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: e.Limiter}}
 	if variant == Failing {
-		opts.Limiter = failing{}
+		opts.Limits.Limiter = failing{}
 	}
 	if variant != NoLimit {
 		if e.MW, err = apikey.NewMiddleware(e.M, opts); err != nil {
 			t.Fatal(err)
 		}
 	}
-	e.Config = rpcauth.Config{Middleware: e.MW, Methods: Methods()}
+	e.Config = rpcauth.Config{Methods: Methods()}
+	if e.MW != nil {
+		e.Config.Limits = opts.Limits
+	}
 	switch variant {
 	case Hide:
 		e.Config.HideCredentials = true
@@ -122,8 +127,8 @@ func NewEnv(t testing.TB, variant string) *Env {
 	return e
 }
 
-// PlainManager returns a Manager over a memstore with the defaults: no
-// customer records, no plans.
+// PlainManager returns a Manager over a memstore with the defaults. It has
+// no customer records and no plans.
 func PlainManager(t testing.TB) *apikey.Manager {
 	m, err := apikey.New(memstore.New(), apikey.Options{Prefix: "sk_test"})
 	if err != nil {
@@ -157,15 +162,18 @@ func (failing) Allow(context.Context, string, []limits.Limit, int64) (limits.Res
 type Key struct {
 	// Scopes of the key.
 	Scopes []string
-	// Plan: "free" when empty.
+	// Plan is the key's plan, "free" when empty.
 	Plan string
-	// State: "" (valid), "revoked", "expired", "disabled", "paused",
-	// "suspended" (its customer), "grace" (rotated, the old token),
-	// "unknown-plan" (its customer's plan is not configured), "broken"
-	// (its customer's record cannot be read), "ceiling" (its customer's
-	// scope ceiling is "read"), or a token that is none: "malformed",
-	// "invalid" (well formed, unknown), "long".
+	// State is the key's state. It is one of "" (valid), "revoked",
+	// "expired", "disabled", "paused", "suspended" (its customer) and
+	// "grace" (rotated, the old token). It may also be "unknown-plan" (its
+	// customer's plan is not configured), "broken" (its customer's record
+	// cannot be read) or "ceiling" (its customer's scope ceiling is
+	// "read"). Or it is a token that is none, one of "malformed", "invalid"
+	// (well formed, unknown) and "long".
 	State string
+	// AllowedIPs restrict the key to IP ranges.
+	AllowedIPs []netip.Prefix
 }
 
 // NewCustomer returns the id of a new customer whose record is c (its ID
@@ -213,7 +221,7 @@ func (e *Env) Issue(t testing.TB, k Key) (token string, key *apikey.Key) {
 	if plan == "" {
 		plan = "free"
 	}
-	token, key, err := e.M.Issue(ctx, apikey.IssueParams{Owner: owner, Scopes: k.Scopes, Plan: plan})
+	token, key, err := e.M.Issue(ctx, apikey.IssueParams{Owner: owner, Scopes: k.Scopes, Plan: plan, AllowedIPs: k.AllowedIPs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 // RunRevokedDuringStream checks that a stream is authorized once, at its
-// start: a key revoked while a long stream runs leaves that stream
+// start. A key revoked while a long stream runs leaves that stream
 // running, and is refused at the next stream's start and the next call.
 func RunRevokedDuringStream(t *testing.T, newDriver func(t *testing.T, env *Env) Driver) {
 	env := NewEnv(t, Default)

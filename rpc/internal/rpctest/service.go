@@ -1,6 +1,7 @@
-// Package rpctest is the test bench both RPC adapters pass: one service
-// served over gRPC and Connect, keys in every state, and one table of
-// cases with the outcome each must have on either protocol.
+// Package rpctest is the test bench both RPC adapters pass. It has one
+// service served over gRPC and Connect, and keys in every state. It also
+// has one table of cases with the outcome each must have on either
+// protocol.
 package rpctest
 
 import (

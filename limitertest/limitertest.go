@@ -94,6 +94,41 @@ type Config struct {
 	// The subtests that move time are then skipped, and the others do not
 	// check exact durations.
 	RealTime bool
+
+	// Fleet, when set, returns n limiters sharing one backend, as the
+	// instances of one application do, whose time follows clock; the
+	// fleet subtests then run. They never accept more admissions than a
+	// limit allows, from all instances together.
+	Fleet func(t *testing.T, clock *Clock, n int) []limits.Limiter
+
+	// UnderAdmission states what the limiter may leave unadmitted by
+	// design; the zero value demands exactness.
+	UnderAdmission UnderAdmission
+}
+
+// UnderAdmission states what a limiter that decides locally may leave
+// unadmitted, as one that leases parts of a budget to each instance does
+// (redislimit/lease). The suite relaxes only under-admission: it never
+// accepts more admissions than a limit allows.
+type UnderAdmission struct {
+	// Units, when set, returns how many units of l the limiter may hold
+	// back from its subject for good: a rate whose leases hold back part
+	// of its burst admits that many fewer at once, and reports that many
+	// fewer remaining. Nil means none.
+	Units func(l limits.Limit) int64
+
+	// Hold is how long units an idle instance holds may stay unavailable
+	// to the other instances of a fleet, after which they may all be
+	// spent elsewhere. Zero means none.
+	Hold time.Duration
+}
+
+// units returns what ua lets a limiter hold back of l.
+func (ua UnderAdmission) units(l limits.Limit) int64 {
+	if ua.Units == nil {
+		return 0
+	}
+	return ua.Units(l)
 }
 
 // env is what a subtest works with.
@@ -101,6 +136,7 @@ type env struct {
 	l     limits.Limiter
 	clock *Clock
 	real  bool
+	under UnderAdmission
 }
 
 // Run runs the conformance suite against cfg.
@@ -159,8 +195,11 @@ func Run(t *testing.T, cfg Config) {
 			clock := NewClock(Start())
 			l := cfg.New(t, clock)
 			require.NotNil(t, l, "limitertest: New returned nil")
-			tc.fn(t, env{l: l, clock: clock, real: cfg.RealTime})
+			tc.fn(t, env{l: l, clock: clock, real: cfg.RealTime, under: cfg.UnderAdmission})
 		})
+	}
+	if cfg.Fleet != nil {
+		runFleet(t, cfg)
 	}
 }
 
@@ -1066,12 +1105,13 @@ func testPeek(t *testing.T, e env) {
 // time may answer durations that moved between the calls.
 func samePeek(t *testing.T, e env, a, b limits.Result, msg string, args ...any) {
 	t.Helper()
-	assert.Equal(t, a.Allowed, b.Allowed, msg, args)
-	assert.Equal(t, a.Limit, b.Limit, msg, args)
-	assert.Equal(t, a.Remaining, b.Remaining, msg, args)
-	assert.Equal(t, remaining(a), remaining(b), msg, args)
+	m := append([]any{msg}, args...)
+	assert.Equal(t, a.Allowed, b.Allowed, m...)
+	assert.Equal(t, a.Limit, b.Limit, m...)
+	assert.Equal(t, a.Remaining, b.Remaining, m...)
+	assert.Equal(t, remaining(a), remaining(b), m...)
 	if !e.real {
-		assert.Equal(t, a, b, msg, args)
+		assert.Equal(t, a, b, m...)
 	}
 }
 
@@ -1081,7 +1121,8 @@ func testPeekConcurrent(t *testing.T, e env) {
 	p := peeker(t, e)
 	const workers, each, quota = 8, 25, 20
 	id := apikey.NewID()
-	lims := []limits.Limit{limits.Quota("daily", quota, limits.Day), limits.Rate("hourly", 1000, time.Hour, 0)}
+	// A rate slow enough that a slow run sees none of it refilled.
+	lims := []limits.Limit{limits.Quota("daily", quota, limits.Day), limits.Rate("slow", 1000, 100*time.Hour, 0)}
 	var admitted, errs atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {

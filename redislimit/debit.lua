@@ -1,6 +1,7 @@
 -- Debits a cost known after a request from the quotas and credits of one
 -- call's limits, atomically and without an admission check, and answers
--- the state of every limit. It follows window.lua and legacy.lua.
+-- the state of every limit. It follows nlimits, window.lua and legacy.lua
+-- (internal/storage).
 --
 -- KEYS[i]: the state key of limit i, as for limit.lua.
 -- KEYS[n+1], optional: the subject's legacy key (see legacy.lua).

@@ -2,7 +2,8 @@
 -- answers what a call of cost 1 would get, writing nothing.
 --
 -- The caller prepends "local peek = false" (Allow) or "local peek = true"
--- (Peek), then window.lua and legacy.lua, to this source.
+-- (Peek), then nlimits, window.lua and legacy.lua (internal/storage), to
+-- this source.
 -- KEYS[i]: the state key of limit i (see the package documentation); all
 --   keys of a call share the subject's hash tag, so they are in one slot.
 -- KEYS[n+1], optional: the subject's legacy key (see legacy.lua).

@@ -123,7 +123,6 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -132,6 +131,7 @@ import (
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/internal/gcra"
 	"github.com/gokeys/apikey/limits"
+	"github.com/gokeys/apikey/redislimit/internal/storage"
 )
 
 // DefaultPrefix is the default of Options.Prefix.
@@ -143,14 +143,12 @@ const DefaultCreditsTTL = 2 * 365 * 24 * time.Hour
 //go:embed limit.lua
 var scriptSource string
 
-//go:embed window.lua
-var windowSource string
-
 //go:embed debit.lua
 var debitSource string
 
-//go:embed legacy.lua
-var legacySource string
+// nlimits defines, for storage.Legacy, the number of limits of a call of
+// limit.lua or debit.lua: two arguments each after two.
+const nlimits = "local nlimits = (#ARGV - 2) / 2\n"
 
 // Options configures a Limiter. The zero value is valid.
 type Options struct {
@@ -212,9 +210,9 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 		cluster:   cluster,
 		prefix:    prefix,
 		creditsMS: int64((ttl + time.Millisecond - 1) / time.Millisecond),
-		allow:     redis.NewScript("local peek = false\n" + windowSource + legacySource + scriptSource),
-		peek:      redis.NewScript("local peek = true\n" + windowSource + legacySource + scriptSource),
-		debit:     redis.NewScript(windowSource + legacySource + debitSource),
+		allow:     redis.NewScript("local peek = false\n" + nlimits + storage.Window + storage.Legacy + scriptSource),
+		peek:      redis.NewScript("local peek = true\n" + nlimits + storage.Window + storage.Legacy + scriptSource),
+		debit:     redis.NewScript(nlimits + storage.Window + storage.Legacy + debitSource),
 	}, nil
 }
 
@@ -332,64 +330,11 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 // keys names the state of each limit of a call for subject, in one hash
 // slot: see the package documentation.
 func (l *Limiter) keys(subject string, ls []limits.Limit) []string {
-	keys := make([]string, len(ls), len(ls)+1) // room for the legacy key
-	b := make([]byte, 0, 64)
-	b = append(b, l.prefix...)
-	b = append(b, '{')
-	b = appendTag(b, subject)
-	b = append(b, '}')
-	base := len(b)
-	for i := range ls {
-		lim := &ls[i]
-		b = append(b[:base], "?rqc"[lim.Kind])
-		b = strconv.AppendInt(b, int64(len(lim.Name)), 10)
-		b = append(b, ':')
-		b = append(b, lim.Name...)
-		if lim.Subject != "" {
-			b = append(b, ':')
-			b = append(b, lim.Subject...)
-		}
-		keys[i] = string(b)
-	}
-	return keys
+	return storage.Keys(l.prefix, subject, ls)
 }
 
-// legacyKey returns the key under which the previous release kept all
-// limits of subject, when the call holds credits that may be carried from
-// it (see Upgrading in the package documentation), or "" when not. The
-// key must share the hash slot of the call's keys: it is named only when
-// its hash tag, the subject up to its first '}', is the call's tag, that
-// is when subject holds none of '%', '{' and '}'.
+// legacyKey returns the key of the previous release for a call holding
+// credits that may be carried from it, or "": see storage.LegacyKey.
 func (l *Limiter) legacyKey(subject string, ls []limits.Limit) string {
-	for i := range ls {
-		if ls[i].Kind == limits.KindCredits {
-			if strings.ContainsAny(subject, "%{}") {
-				return ""
-			}
-			return l.prefix + "{" + subject + "}"
-		}
-	}
-	return ""
-}
-
-// appendTag appends subject as the hash tag of its keys: '%', '{' and '}'
-// percent-encoded, so that the tag ends at the first '}' and two subjects
-// never share one.
-func appendTag(b []byte, subject string) []byte {
-	if !strings.ContainsAny(subject, "%{}") {
-		return append(b, subject...)
-	}
-	for i := 0; i < len(subject); i++ {
-		switch c := subject[i]; c {
-		case '%':
-			b = append(b, "%25"...)
-		case '{':
-			b = append(b, "%7B"...)
-		case '}':
-			b = append(b, "%7D"...)
-		default:
-			b = append(b, c)
-		}
-	}
-	return b
+	return storage.LegacyKey(l.prefix, subject, ls)
 }

@@ -109,6 +109,14 @@ func TestConformanceMiniredis(t *testing.T) {
 			_, c := newMiniredis(t, clock)
 			return newLimiter(t, c, "")
 		},
+		Fleet: func(t *testing.T, clock *limitertest.Clock, n int) []limits.Limiter {
+			_, c := newMiniredis(t, clock)
+			ls := make([]limits.Limiter, n)
+			for i := range ls {
+				ls[i] = newLimiter(t, c, "")
+			}
+			return ls
+		},
 	})
 }
 
@@ -122,6 +130,13 @@ func TestConformanceRedis(t *testing.T) {
 		New: func(t *testing.T, _ *limitertest.Clock) limits.Limiter {
 			return newLimiter(t, c, prefix)
 		},
+		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []limits.Limiter {
+			ls := make([]limits.Limiter, n)
+			for i := range ls {
+				ls[i] = newLimiter(t, c, prefix)
+			}
+			return ls
+		},
 		RealTime: true,
 	})
 }
@@ -133,6 +148,13 @@ func TestConformanceRedisCluster(t *testing.T) {
 	limitertest.Run(t, limitertest.Config{
 		New: func(t *testing.T, _ *limitertest.Clock) limits.Limiter {
 			return newLimiter(t, c, prefix)
+		},
+		Fleet: func(t *testing.T, _ *limitertest.Clock, n int) []limits.Limiter {
+			ls := make([]limits.Limiter, n)
+			for i := range ls {
+				ls[i] = newLimiter(t, c, prefix)
+			}
+			return ls
 		},
 		RealTime: true,
 	})

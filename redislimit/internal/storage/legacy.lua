@@ -3,10 +3,12 @@
 -- this release, see the package documentation) in the window ending at we
 -- (0 for credits never refilled), at most count; or nil when there is none
 -- to carry: key is not a credits key, or the call passed no legacy key, or
--- the legacy key does not exist. limit.lua and debit.lua follow this
--- source, and call it only when key does not exist.
+-- the legacy key does not exist. limit.lua, debit.lua and the lease
+-- package's script follow this source, and call it only when key does not
+-- exist.
 --
--- KEYS[n+1], after the n state keys of the call, is the legacy key
+-- KEYS[n+1], after the n state keys of the call (n is the variable
+-- nlimits, which the caller defines before this source), is the legacy key
 -- "<prefix>{<subject>}" of the call's subject, when the caller passed it.
 -- It holds "\n" followed by one "<entry>=<value>\n" per limit, where the
 -- entry is the limit's name, or, for a limit with its own Subject,
@@ -20,7 +22,7 @@
 -- release counted a plan's credits per key lineage); credits with a limit
 -- Subject carry the entry "<name>@c<Subject>". Only entries of the window
 -- ending at we count.
-local legacyKey = KEYS[(#ARGV - 2) / 2 + 1]
+local legacyKey = KEYS[nlimits + 1]
 local legacyValue -- nil until read, then the value or false
 local function carried(key, we, count)
   if not legacyKey then return nil end

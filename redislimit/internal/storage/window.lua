@@ -1,8 +1,8 @@
 -- window(sec, w) returns the UTC window of a quota or credits holding the
 -- Unix time sec (whole seconds), as Unix seconds [ws, we): w is the window
 -- as a string, '0' never (the window [0, 0): credits never refilled), '1'
--- minute, '2' hour, '3' day or '4' month. limit.lua and debit.lua follow
--- this source.
+-- minute, '2' hour, '3' day or '4' month. limit.lua, debit.lua and the
+-- lease package's script follow this source.
 local function window(sec, w)
   local floor = math.floor
   if w == '0' then

@@ -81,12 +81,15 @@ type Options struct {
 // sharded mutexes by subject, and all limits of one call are decided under
 // one lock.
 type Limiter struct {
-	now      func() time.Time
-	base     time.Time // origin of rate times, read once from now
-	seed     maphash.Seed
-	mask     uint64
-	perShard int
-	shards   []shard
+	now  func() time.Time
+	base time.Time // origin of rate times, read once from now
+	// monotonic is set when now is time.Now: a rate then reads only the
+	// monotonic clock (time.Since), the one it needs.
+	monotonic bool
+	seed      maphash.Seed
+	mask      uint64
+	perShard  int
+	shards    []shard
 }
 
 var (
@@ -96,29 +99,68 @@ var (
 )
 
 // entry holds the states of one subject, one slot per limit in use.
-// Keying the shard's map by the subject's hash (the one that chose the
+// Keying the shard's table by the subject's hash (the one that chose the
 // shard), with a short slice of slots, hashes the subject once per call
-// and never the limit name.
+// and never the limit name. The first slot is held in the entry itself,
+// so that a subject with one limit is one allocation, read in one place.
 //
 // A subject may hold many slots (the credits of every key it ever had):
 // a call then finds its limits through index, and expired slots are
 // dropped when the slots have doubled since the last time or when one may
 // have expired (expMono, expWall), so that a call costs what its own
 // limits cost, whatever the subject's history.
+//
+// The fields a call reads come first. A subject of up to shortSubject
+// bytes is held in short, in the entry, so that finding the entry reads
+// no other memory.
 type entry struct {
-	subject string
-	next    *entry // another subject of the same hash
-	slots   []slot
+	short [shortSubject]byte // the subject, when it fits
+	size  uint8              // its length, or longSubject
+	slots []slot             // one[:0] at first
+	// No slot of a rate expires before expMono, none of a quota or
+	// credits before expWall: lower bounds, exact after a compaction.
+	expMono, expWall int64
+	one              [1]slot
+	long             string // the subject, when it does not fit in short
 	// index maps a limit to its slot when there are more than indexAt
 	// slots; nil otherwise.
 	index map[slotID]int32
 	// compactAt is the number of slots at which add drops expired slots.
-	compactAt int
+	compactAt int32
 	// credits counts the slots of credits.
-	credits int
-	// No slot of a rate expires before expMono, none of a quota or
-	// credits before expWall: lower bounds, exact after a compaction.
-	expMono, expWall int64
+	credits int32
+}
+
+// shortSubject is the longest subject an entry holds in itself, and
+// longSubject the size of an entry whose subject is in long.
+const shortSubject, longSubject = 24, 0xff
+
+// newEntry returns an entry for subject, holding no slot.
+func newEntry(subject string) *entry {
+	e := &entry{expMono: math.MaxInt64, expWall: math.MaxInt64}
+	if len(subject) <= shortSubject {
+		e.size = uint8(copy(e.short[:], subject))
+	} else {
+		e.size, e.long = longSubject, strings.Clone(subject)
+	}
+	e.slots = e.one[:0]
+	return e
+}
+
+// is reports whether e is the entry of subject.
+func (e *entry) is(subject string) bool {
+	if n := len(subject); n <= shortSubject {
+		return int(e.size) == n && string(e.short[:n]) == subject
+	}
+	return e.size == longSubject && e.long == subject
+}
+
+// subject returns the subject of e.
+func (e *entry) subject() string {
+	if e.size == longSubject {
+		return e.long
+	}
+	return string(e.short[:e.size])
 }
 
 // slotID identifies the slot of a limit within its subject's entry.
@@ -136,17 +178,18 @@ type slotID struct {
 // exp the end of the window in Unix nanoseconds (MaxInt64 for credits
 // never refilled). sub is the limit's own Subject.
 type slot struct {
-	name, sub string
-	kind      limits.Kind
-	window    limits.Window
-	v, w, exp int64
+	name   string
+	kind   limits.Kind
+	window limits.Window
+	sub    string
 	// The rest of the limit the slot was last written for, which
 	// limits.ValidateAllow accepted: a call with the same limit need not
 	// validate it again (see allowOne).
 	count, burst int64
 	period       time.Duration
 	// interval is the emission interval of that limit, for a rate.
-	interval int64
+	interval  int64
+	v, w, exp int64
 }
 
 // validated reports whether lim, which s holds (s.is(lim)), is the limit s
@@ -171,10 +214,12 @@ func (s *slot) expired(mono, wall int64) bool {
 
 type shard struct {
 	mu      sync.Mutex
-	m       map[uint64]*entry // by the subject's hash; a chain on collision
-	n       int               // slots held
+	tab     []bucket // the entries, by the subject's hash (see table.go)
+	used    int      // entries in tab
+	n       int      // slots held
 	sweepAt int
-	_       [32]byte // keep shards on distinct cache lines
+	cursor  int      // where evict looks next
+	_       [64]byte // keep shards on distinct cache lines
 }
 
 // New returns a Limiter configured by opts. It reports an error wrapping
@@ -196,15 +241,16 @@ func New(opts Options) (*Limiter, error) {
 		n *= 2
 	}
 	l := &Limiter{
-		now:      now,
-		base:     now(),
-		seed:     maphash.MakeSeed(),
-		mask:     uint64(n - 1),
-		perShard: maxKeys / n,
-		shards:   make([]shard, n),
+		now:       now,
+		base:      now(),
+		monotonic: opts.Now == nil,
+		seed:      maphash.MakeSeed(),
+		mask:      uint64(n - 1),
+		perShard:  maxKeys / n,
+		shards:    make([]shard, n),
 	}
 	for i := range l.shards {
-		l.shards[i].m = make(map[uint64]*entry)
+		l.shards[i].tab = make([]bucket, minTable)
 		l.shards[i].sweepAt = minSweep
 	}
 	return l, nil
@@ -252,8 +298,7 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, 
 		if err := ctx.Err(); err != nil {
 			return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 		}
-		t := l.now()
-		if err := l.allowOne(&res, subject, ls, cost, int64(t.Sub(l.base)), t.UnixNano()); err != nil {
+		if err := l.allowOne(&res, subject, ls, cost); err != nil {
 			return limits.Result{}, fmt.Errorf("memlimit: %w", err)
 		}
 		return res, nil
@@ -473,13 +518,43 @@ func (l *Limiter) Debit(ctx context.Context, subject string, ls []limits.Limit, 
 // deciding several limits together needs. The caller checked subject and
 // cost; allowOne validates the limit (before deciding anything) unless its
 // slot was last written for the same limit, which was valid then.
-func (l *Limiter) allowOne(res *limits.Result, subject string, ls []limits.Limit, cost, mono, wall int64) error {
+func (l *Limiter) allowOne(res *limits.Result, subject string, ls []limits.Limit, cost int64) error {
 	lim := &ls[0]
+	// A known rate needs only the monotonic clock. Otherwise the time is
+	// read in full, under the lock when the rate turns out not to be known.
+	var mono, wall int64
+	byMono := l.monotonic && lim.Kind == limits.KindRate
+	if byMono {
+		mono = int64(time.Since(l.base))
+	} else {
+		t := l.now()
+		mono, wall = int64(t.Sub(l.base)), t.UnixNano()
+	}
 	h := maphash.String(l.seed, subject)
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
 	e := sh.get(h, subject)
 	st, _ := e.find(lim)
+	if st != nil && lim.Kind == limits.KindRate && st.validated(lim) {
+		// The common case, a rate known to its slot, without the
+		// bookkeeping of decide: what Rate answers to write is written.
+		burst := lim.Burst
+		if burst == 0 {
+			burst = lim.Count
+		}
+		o, nt, write := gcra.Rate(st.v, st.w, mono, st.interval, burst, cost)
+		if write {
+			st.v, st.w, st.exp = nt, mono, nt
+			e.expMono = min(e.expMono, nt)
+		}
+		sh.mu.Unlock()
+		fill(res, ls, 0, o)
+		return nil
+	}
+	if byMono {
+		t := l.now()
+		mono, wall = int64(t.Sub(l.base)), t.UnixNano()
+	}
 	if st == nil || !st.validated(lim) {
 		if err := limits.ValidateAllow(subject, ls, cost); err != nil {
 			sh.mu.Unlock()
@@ -631,9 +706,9 @@ func fill(res *limits.Result, ls []limits.Limit, i int, o gcra.Outcome) {
 // of the key's slots used by this call is expired.
 func (l *Limiter) add(sh *shard, h uint64, e *entry, subject string, ls []limits.Limit, pend []pending, added int, mono, wall int64) {
 	if e == nil {
-		e = &entry{subject: strings.Clone(subject), slots: make([]slot, 0, added), expMono: math.MaxInt64, expWall: math.MaxInt64}
+		e = newEntry(subject)
 		sh.insert(h, e)
-	} else if len(e.slots) <= indexAt || len(e.slots)+added > e.compactAt || sh.n+added > l.perShard {
+	} else if len(e.slots) <= indexAt || len(e.slots)+added > int(e.compactAt) || sh.n+added > l.perShard {
 		sh.n -= e.compact(mono, wall)
 	}
 	if sh.n+added > l.perShard {
@@ -668,56 +743,25 @@ func (l *Limiter) add(sh *shard, h uint64, e *entry, subject string, ls []limits
 	}
 	sh.n += added
 	if sh.n >= sh.sweepAt {
-		for h, head := range sh.m {
-			for e := head; e != nil; e = e.next {
-				if sh.n -= e.compact(mono, wall); len(e.slots) == 0 {
-					sh.remove(h, e)
-				}
+		for i := 0; i < len(sh.tab); i++ {
+			e := sh.tab[i].e
+			if e == nil {
+				continue
+			}
+			if sh.n -= e.compact(mono, wall); len(e.slots) == 0 {
+				sh.removeAt(i)
+				i-- // another entry may have moved to i
 			}
 		}
+		sh.shrink()
 		sh.sweepAt = max(minSweep, 2*sh.n)
-	}
-}
-
-// get returns the entry of subject, whose hash is h, or nil.
-func (sh *shard) get(h uint64, subject string) *entry {
-	for e := sh.m[h]; e != nil; e = e.next {
-		if e.subject == subject {
-			return e
-		}
-	}
-	return nil
-}
-
-// insert adds e, whose subject's hash is h.
-func (sh *shard) insert(h uint64, e *entry) {
-	e.next = sh.m[h]
-	sh.m[h] = e
-}
-
-// remove unlinks e, whose subject's hash is h. It keeps e.next, so that a
-// walk of the chain may go on past e.
-func (sh *shard) remove(h uint64, e *entry) {
-	head := sh.m[h]
-	switch {
-	case head == e && e.next == nil:
-		delete(sh.m, h)
-	case head == e:
-		sh.m[h] = e.next
-	default:
-		for p := head; p != nil; p = p.next {
-			if p.next == e {
-				p.next = e.next
-				return
-			}
-		}
 	}
 }
 
 // compact drops the expired slots of e and returns how many it dropped.
 // It reads the slots only when one may have expired.
 func (e *entry) compact(mono, wall int64) int {
-	e.compactAt = max(indexAt, 2*len(e.slots))
+	e.compactAt = int32(max(indexAt, 2*len(e.slots)))
 	if e.expMono > mono && e.expWall > wall {
 		return 0
 	}
@@ -741,7 +785,7 @@ func (e *entry) compact(mono, wall int64) int {
 	n := len(e.slots) - len(kept)
 	clear(e.slots[len(kept):])
 	e.slots = kept
-	e.compactAt = max(indexAt, 2*len(kept))
+	e.compactAt = int32(max(indexAt, 2*len(kept)))
 	if n > 0 {
 		e.reindex()
 	}
@@ -770,23 +814,23 @@ func (sh *shard) evict(own *entry, need int, mono, wall int64) {
 		freed, seen := 0, 0
 		var victim *entry
 		var victimH uint64
-	scan:
-		for h, head := range sh.m {
-			for e := head; e != nil; e = e.next {
-				if e == own {
-					continue
-				}
-				n := e.compact(mono, wall)
-				if len(e.slots) == 0 {
-					sh.remove(h, e)
-				}
-				freed += n
-				if victim == nil && len(e.slots) > 0 && e.credits == 0 {
-					victim, victimH = e, h
-				}
-				if seen++; seen == evictSample {
-					break scan
-				}
+		var next int
+		// Each scan goes on from where the last one stopped, so that
+		// successive evictions look at different subjects.
+		k := 0
+		for ; k < len(sh.tab) && seen < evictSample; k++ {
+			i := (sh.cursor + k) & (len(sh.tab) - 1)
+			b := sh.tab[i]
+			if b.e == nil || b.e == own {
+				continue
+			}
+			seen++
+			freed += b.e.compact(mono, wall)
+			if len(b.e.slots) == 0 {
+				sh.removeAt(i)
+				k-- // another entry may have moved to i
+			} else if victim == nil && b.e.credits == 0 {
+				victim, victimH, next = b.e, b.h, i+1
 			}
 		}
 		if freed == 0 {
@@ -795,6 +839,9 @@ func (sh *shard) evict(own *entry, need int, mono, wall int64) {
 			}
 			freed = len(victim.slots)
 			sh.remove(victimH, victim)
+			sh.cursor = next // the next victim is another subject
+		} else {
+			sh.cursor += k
 		}
 		sh.n -= freed
 		need -= freed

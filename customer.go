@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/limits"
 )
 
@@ -179,4 +180,32 @@ func narrow(k *Key, c *Customer) *Key {
 // which.
 func isCustomerTopic(id string) (string, bool) {
 	return strings.CutPrefix(id, customerTopic)
+}
+
+// confined reports whether k needs no narrowing to c's ranges: c has
+// none, or k's own lie within them.
+func confined(k *Key, c *Customer) bool {
+	return len(c.AllowedIPs) == 0 || len(k.AllowedIPs) != 0 && ipallow.Within(k.AllowedIPs, c.AllowedIPs)
+}
+
+// effectiveIPs returns the ranges k may be used from under c: the
+// addresses in both k's ranges and c's, each empty list meaning any
+// address; noAddress when they have none in common.
+func effectiveIPs(k *Key, c *Customer) []netip.Prefix {
+	switch {
+	case len(c.AllowedIPs) == 0:
+		return slices.Clone(k.AllowedIPs)
+	case len(k.AllowedIPs) == 0:
+		return slices.Clone(c.AllowedIPs)
+	}
+	if both := ipallow.Intersect(k.AllowedIPs, c.AllowedIPs); len(both) > 0 {
+		return both
+	}
+	return noAddress()
+}
+
+// ipsWithin reports whether k's ranges are allowed under c at Issue and
+// Update: k has none (it takes c's), c has none, or they lie within c's.
+func ipsWithin(k *Key, c *Customer) bool {
+	return len(k.AllowedIPs) == 0 || c == nil || len(c.AllowedIPs) == 0 || ipallow.Within(k.AllowedIPs, c.AllowedIPs)
 }

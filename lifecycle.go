@@ -416,3 +416,26 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	m.events.emit(ctx, event{Type: eventDelete, KeyID: id, Time: m.now()})
 	return nil
 }
+
+// validIPChange checks the ranges of a key that Update changes: valid,
+// and within the customer's. An Update that leaves them as they are is
+// not refused for ranges the customer lost since they were set.
+func (m *Manager) validIPChange(ctx context.Context, before, after *Key) error {
+	if slices.Equal(after.AllowedIPs, before.AllowedIPs) {
+		return nil
+	}
+	if err := validIPs(&after.AllowedIPs); err != nil {
+		return err
+	}
+	if len(after.AllowedIPs) == 0 || m.custs == nil {
+		return nil
+	}
+	c, err := m.custs.read(ctx, after.Customer())
+	if err != nil {
+		return storeErr("update", err)
+	}
+	if !ipsWithin(after, c) {
+		return errIPsOutside()
+	}
+	return nil
+}

@@ -2,10 +2,12 @@ package apikey
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/gokeys/apikey/ipallow"
 	"github.com/gokeys/apikey/limits"
 )
 
@@ -183,4 +185,23 @@ func validKey(k *Key, plans limits.Plans) error {
 		return err
 	}
 	return validKeyLimits(k.Limits)
+}
+
+// errIPsOutside refuses key ranges outside the customer's.
+func errIPsOutside() error {
+	return &InputError{Field: "allowed_ips", Reason: "outside the IP ranges the customer may use"}
+}
+
+// validIPs checks the ranges *ranges and puts them in canonical form
+// (see ipallow.Normalize): sorted, each once, nil when empty.
+func validIPs(ranges *[]netip.Prefix) error {
+	if len(*ranges) > MaxAllowedIPs {
+		return &InputError{Field: "allowed_ips", Reason: fmt.Sprintf("more than %d ranges", MaxAllowedIPs)}
+	}
+	n, err := ipallow.Normalize(*ranges)
+	if err != nil {
+		return &InputError{Field: "allowed_ips", Reason: strings.TrimPrefix(err.Error(), ipallow.ErrInvalidRange.Error()+": ")}
+	}
+	*ranges = n
+	return nil
 }

@@ -3,6 +3,7 @@ package apikey
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -140,4 +141,17 @@ func (m *Manager) admit(ctx context.Context, v verification, from *origin) verif
 	}
 	m.usage.recordUse(v.entry, k.ID, now)
 	return v
+}
+
+// VerifyFrom is Verify for a request from the client address addr, as
+// the caller found it (for example with an ipallow.Proxies): a key or
+// customer restricted to IP ranges that do not hold addr is refused with
+// ErrIPNotAllowed, after every other check, and records no use. The zero
+// addr is in no range.
+func (m *Manager) VerifyFrom(ctx context.Context, token string, addr netip.Addr) (*Key, error) {
+	k, _, err := m.verifyKey(ctx, token, &origin{addr: addr})
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
 }

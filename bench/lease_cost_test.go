@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,9 @@ import (
 // busy the machine is; a Redis process uses one core, so a core serves
 // 1/(CPU per round trip) round trips a second. It needs redis-server.
 func TestLeaseRedisCost(t *testing.T) {
+	if os.Getenv("APIKEY_BENCH_LEASE") == "" {
+		t.Skip("a measurement: set APIKEY_BENCH_LEASE to run it")
+	}
 	if testing.Short() {
 		t.Skip("starts a private redis-server")
 	}

@@ -19,7 +19,7 @@ type planLimits struct {
 type planSet struct {
 	byName  map[string]*planLimits // nil: no plans configured
 	def     *planLimits            // DefaultPlan's, or nil
-	unknown sync.Map         // plan names already logged as not configured
+	unknown sync.Map               // plan names already logged as not configured
 	log     *slog.Logger
 }
 

@@ -1,6 +1,8 @@
 package apikey
 
-import "testing"
+import (
+	"testing"
+)
 
 // isBase62 agrees with the alphabet for every byte at every position of
 // the eight-byte words and of the tail.

@@ -68,20 +68,18 @@ func find(t *testing.T, m *apikey.Manager, id string) *apikey.Key {
 	return k
 }
 
-// nilStore answers Get with neither a key nor an error, breaking the
-// Store contract.
-type nilStore struct{ *memstore.Store }
-
-func (nilStore) Get(context.Context, string) (*apikey.Key, error) { return nil, nil }
-
 // TestNoKeyAndNoErrorFromTheStoreIsAFailure: no management call returns
 // (nil, nil) or panics on a store that answers neither; each reports
 // ErrUnavailable.
 func TestNoKeyAndNoErrorFromTheStoreIsAFailure(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := nilStore{memstore.New()}
-	m := newManager(t, struct{ apikey.Store }{s}, apikey.Options{})
+	// A store whose Get answers neither a key nor an error, breaking the
+	// Store contract.
+	s := spyGet(func(context.Context, string, func(context.Context, string) (*apikey.Key, error)) (*apikey.Key, error) {
+		return nil, nil
+	})
+	m := newManager(t, s, apikey.Options{})
 	_, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
 	for name, call := range map[string]func() (*apikey.Key, error){
 		"Get": func() (*apikey.Key, error) { return m.Get(ctx, k.ID) },

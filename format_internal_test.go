@@ -1,8 +1,6 @@
 package apikey
 
-import (
-	"testing"
-)
+import "testing"
 
 // isBase62 agrees with the alphabet for every byte at every position of
 // the eight-byte words and of the tail.

@@ -53,7 +53,7 @@ func (s *countingOutbox) Append(ctx context.Context, evs []outbox.Event) error {
 // requestEvents returns the events of type typ in s, decoded.
 func requestEvents(t *testing.T, s outbox.Store, typ string) []outbox.Payload {
 	t.Helper()
-	evs, err := s.Events(context.Background(), outbox.Query{Limit: 1000})
+	evs, err := s.Events(context.Background(), outbox.Query{Size: 1000})
 	require.NoError(t, err)
 	var out []outbox.Payload
 	for _, e := range evs {

@@ -29,7 +29,7 @@ func TestListNewestFirstByCursor(t *testing.T) {
 		want = append([]string{k.ID}, want...)
 	}
 	var got []string
-	for opts := (apikey.ListOptions{Limit: 2}); ; {
+	for opts := (apikey.ListOptions{Size: 2}); ; {
 		page, err := m.List(ctx, "ann", opts)
 		require.NoError(t, err)
 		for _, k := range page {
@@ -51,12 +51,12 @@ func TestListNewestFirstByCursor(t *testing.T) {
 	assert.ElementsMatch(t, want, got)
 
 	c.Add(2 * time.Hour) // the two oldest keys expired
-	usable, err := m.List(ctx, "ann", apikey.ListOptions{UsableAt: c.Now(), Limit: apikey.MaxListLimit})
+	usable, err := m.List(ctx, "ann", apikey.ListOptions{UsableAt: c.Now(), Size: apikey.MaxPageSize})
 	require.NoError(t, err)
 	for _, k := range usable {
 		assert.True(t, k.Usable(c.Now()))
 	}
-	all, err := m.List(ctx, "ann", apikey.ListOptions{Limit: apikey.MaxListLimit})
+	all, err := m.List(ctx, "ann", apikey.ListOptions{Size: apikey.MaxPageSize})
 	require.NoError(t, err)
 	assert.Len(t, usable, len(all)-2)
 }

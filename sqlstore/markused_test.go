@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/fleetsim"
+	"github.com/gokeys/apikey/storetest/fleetsim"
 	"github.com/gokeys/apikey/sqlstore"
 )
 

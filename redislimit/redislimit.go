@@ -11,7 +11,9 @@
 // server lost the script, after which EVALSHA works again) that reads the
 // time with Redis's TIME, reads the state of each limit of the call,
 // decides every limit, and, only when all limits allow, writes each new
-// state with its expiry. The servers' own clocks do not matter. Time is
+// state with its expiry. A call whose only limit is a rate runs a shorter
+// script, with one key and three arguments, that reads and writes the
+// same key and value. The servers' own clocks do not matter. Time is
 // counted in integer microseconds. Peek runs a script that only reads;
 // Debit one that adds a cost known after the response to the quotas and
 // credits of the call, without an admission check.

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/storetest/fleetsim"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/sqlstore"
+	"github.com/gokeys/apikey/storetest/fleetsim"
 	"github.com/gokeys/apikey/usage"
 )
 

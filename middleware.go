@@ -141,44 +141,44 @@ func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
 // ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended,
 // ErrIPNotAllowed or ErrUnavailable.
 func (mw *Middleware) Authenticate(r *http.Request) (*Key, error) {
-	k, _, _, err := mw.authenticate(r)
-	if err != nil {
-		return nil, err
+	v, _ := mw.authenticate(r)
+	if v.err != nil {
+		return nil, v.err
 	}
-	return k, nil
+	return v.key, nil
 }
 
-// authenticate is Authenticate, also returning the time of the
-// verification, the credential's strip function and, on a refusal for
-// the key's state (its secret verified), the key.
-func (mw *Middleware) authenticate(r *http.Request) (k *Key, now time.Time, strip func(*http.Request), err error) {
+// authenticate is Authenticate, returning the whole verification (its
+// key set, with an error, only on a refusal for the key's state, its
+// secret verified) and the credential's strip function.
+func (mw *Middleware) authenticate(r *http.Request) (v verification, strip func(*http.Request)) {
 	defer func() {
 		if p := recover(); p != nil {
 			mw.p.logError(r.Context(), "apikey: panic during authentication", panicError{p})
-			k, strip, err = nil, nil, ErrUnavailable
+			v, strip = verification{err: ErrUnavailable}, nil
 		}
 	}()
 	token := ""
 	for _, src := range mw.sources {
 		t, s, err := src(r)
 		if err != nil {
-			return nil, now, nil, ErrBadRequest
+			return verification{err: ErrBadRequest}, nil
 		}
 		if t != "" {
 			if token != "" {
-				return nil, now, nil, ErrBadRequest // two credentials at once
+				return verification{err: ErrBadRequest}, nil // two credentials at once
 			}
 			token, strip = t, s
 		}
 	}
 	if token == "" {
-		return nil, now, nil, ErrMissingKey
+		return verification{err: ErrMissingKey}, nil
 	}
-	k, now, err = mw.m.verifyKey(r.Context(), token, &origin{r: r, proxies: mw.proxies})
-	if err != nil {
-		return k, now, nil, err
+	v = mw.m.verifyRequest(r.Context(), token, &origin{r: r, proxies: mw.proxies})
+	if v.err != nil {
+		return v, nil
 	}
-	return k, now, strip, nil
+	return v, strip
 }
 
 // Handler returns next wrapped with authentication. The verified key
@@ -194,7 +194,8 @@ func (mw *Middleware) authenticate(r *http.Request) (k *Key, now time.Time, stri
 //	mux.Handle("POST /data", mw.Handler(mw.RequireScopes("write")(mw.Limit(h))))
 func (mw *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		k, now, strip, err := mw.authenticate(r)
+		v, strip := mw.authenticate(r)
+		k, now, err := v.key, v.now, v.err
 		if err != nil {
 			if k != nil { // a refusal for the key's state
 				mw.m.meter.refuse(k, now)
@@ -222,7 +223,7 @@ func (mw *Middleware) Handler(next http.Handler) http.Handler {
 			defer c.release()
 		}
 		if mw.rl.limiter != nil { // room for Limit's RateLimit header in the same allocation
-			r = r.WithContext(&limitContext{keyContext: keyContext{Context: r.Context(), k: k, c: c}})
+			r = r.WithContext(&limitContext{keyContext: keyContext{Context: r.Context(), k: k, c: c}, now: now, cust: v.cust})
 		} else {
 			r = r.WithContext(&keyContext{Context: r.Context(), k: k, c: c})
 		}

@@ -43,6 +43,14 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 // ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), it also returns the
 // key, so that the refusal is counted for it.
 func (m *Manager) verifyKey(ctx context.Context, token string, from *origin) (*Key, time.Time, error) {
+	v := m.verifyRequest(ctx, token, from)
+	return v.key, v.now, v.err
+}
+
+// verifyRequest is verifyKey, returning the whole verification: its key
+// is set as verifyKey returns it, and its customer is the record the
+// verification used (nil without customer records).
+func (m *Manager) verifyRequest(ctx context.Context, token string, from *origin) verification {
 	var start time.Time
 	if m.metrics != nil {
 		start = time.Now()
@@ -56,12 +64,11 @@ func (m *Manager) verifyKey(ctx context.Context, token string, from *origin) (*K
 	}
 	m.events.verify(ctx, v.key, v.id, v.now, v.err)
 	switch v.err {
-	case nil:
-		return v.key, v.now, nil
-	case ErrRevoked, ErrExpired, ErrDisabled, ErrPaused, ErrSuspended:
-		return v.key, v.now, v.err
+	case nil, ErrRevoked, ErrExpired, ErrDisabled, ErrPaused, ErrSuspended:
+	default:
+		v.key = nil
 	}
-	return nil, v.now, v.err
+	return v
 }
 
 // verification is what verify found out about one token.
@@ -72,6 +79,7 @@ type verification struct {
 	now    time.Time   // the clock reading; zero when the token did not parse
 	cache  string      // how the cache answered (see cacheHit)
 	entry  *cacheEntry // the cache entry that answered, if any
+	cust   *Customer   // the key's customer record, once admit read it
 	err    error
 }
 
@@ -86,7 +94,7 @@ func (m *Manager) verify(ctx context.Context, token string, start time.Time, fro
 	if len(token) > MaxTokenLength {
 		return verification{cache: cacheNone, err: ErrMalformed}
 	}
-	clk := clock{start: start, now: m.now, real: m.realClock}
+	clk := clock{start: start, now: m.reqNow, real: m.realClock}
 	if e, now := m.cache.quick(token, &m.format, &clk); e != nil {
 		v := verification{key: e.key, id: e.key.ID, prefix: e.key.Prefix, now: now, cache: cacheHit, entry: e}
 		return m.admit(ctx, v, from)
@@ -124,6 +132,7 @@ func (m *Manager) admit(ctx context.Context, v verification, from *origin) verif
 	}
 	if m.custs != nil {
 		c, err := m.custs.lookupFor(ctx, v.entry, k, now)
+		v.cust = c
 		switch {
 		case err != nil:
 			v.err = err

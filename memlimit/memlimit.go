@@ -23,6 +23,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/internal/limitbuf"
 	"github.com/gokeys/apikey/limits"
 )
 
@@ -329,6 +330,8 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, 
 		pend = make([]pending, 0, len(ls))
 	}
 
+	states := limitbuf.States(ctx, len(ls)) // the middleware's room, if it lends one
+
 	h := maphash.String(l.seed, subject)
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
@@ -344,7 +347,7 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, 
 		}
 	}
 
-	res.States = make([]limits.State, len(ls))
+	res.States = states
 	var best gcra.Outcome
 	bi := 0
 	for i := range ls {

@@ -249,7 +249,7 @@ type Manager struct {
 	custs       *customers // nil: no customer records
 	maxLifetime time.Duration
 
-	realClock bool // now is time.Now
+	realClock bool             // now is time.Now
 	reqNow    func() time.Time // the request path's clock: now, or a fastclock.Clock's when now is time.Now
 }
 

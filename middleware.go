@@ -103,7 +103,7 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	}
 	sources := append([]KeySource(nil), opts.Sources...)
 	if len(sources) == 0 {
-		sources = []KeySource{bearerSource, HeaderSource(headerAPIKey)}
+		sources = []KeySource{defaultSource} // bearerSource, then HeaderSource(headerAPIKey)
 	}
 	if opts.AllowQuery {
 		sources = append(sources, querySource(opts.QueryParam))

@@ -141,44 +141,48 @@ func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
 // ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended,
 // ErrIPNotAllowed or ErrUnavailable.
 func (mw *Middleware) Authenticate(r *http.Request) (*Key, error) {
-	v, _ := mw.authenticate(r)
+	var v verification
+	mw.authenticate(r, &v)
 	if v.err != nil {
 		return nil, v.err
 	}
 	return v.key, nil
 }
 
-// authenticate is Authenticate, returning the whole verification (its
-// key set, with an error, only on a refusal for the key's state, its
-// secret verified) and the credential's strip function.
-func (mw *Middleware) authenticate(r *http.Request) (v verification, strip func(*http.Request)) {
+// authenticate is Authenticate, writing the whole verification into v
+// (its key set, with an error, only on a refusal for the key's state, its
+// secret verified), and returning the credential's strip function.
+func (mw *Middleware) authenticate(r *http.Request, v *verification) (strip func(*http.Request)) {
 	defer func() {
 		if p := recover(); p != nil {
 			mw.p.logError(r.Context(), "apikey: panic during authentication", panicError{p})
-			v, strip = verification{err: ErrUnavailable}, nil
+			*v, strip = verification{err: ErrUnavailable}, nil
 		}
 	}()
 	token := ""
 	for _, src := range mw.sources {
 		t, s, err := src(r)
 		if err != nil {
-			return verification{err: ErrBadRequest}, nil
+			*v = verification{err: ErrBadRequest}
+			return nil
 		}
 		if t != "" {
 			if token != "" {
-				return verification{err: ErrBadRequest}, nil // two credentials at once
+				*v = verification{err: ErrBadRequest} // two credentials at once
+				return nil
 			}
 			token, strip = t, s
 		}
 	}
 	if token == "" {
-		return verification{err: ErrMissingKey}, nil
+		*v = verification{err: ErrMissingKey}
+		return nil
 	}
-	v = mw.m.verifyRequest(r.Context(), token, &origin{r: r, proxies: mw.proxies})
+	mw.m.verifyRequest(r.Context(), token, &origin{r: r, proxies: mw.proxies}, v)
 	if v.err != nil {
-		return v, nil
+		return nil
 	}
-	return v, strip
+	return strip
 }
 
 // Handler returns next wrapped with authentication. The verified key
@@ -194,7 +198,8 @@ func (mw *Middleware) authenticate(r *http.Request) (v verification, strip func(
 //	mux.Handle("POST /data", mw.Handler(mw.RequireScopes("write")(mw.Limit(h))))
 func (mw *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		v, strip := mw.authenticate(r)
+		var v verification
+		strip := mw.authenticate(r, &v)
 		k, now, err := v.key, v.now, v.err
 		if err != nil {
 			if k != nil { // a refusal for the key's state

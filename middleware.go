@@ -222,7 +222,10 @@ func (mw *Middleware) Handler(next http.Handler) http.Handler {
 			}
 			h.Set("Sunset", k.ExpiresAt.UTC().Format(http.TimeFormat))
 		}
-		c := mw.m.meter.acquire(k, now) // counted allowed; later stages may move it
+		var c *meterCounter
+		if mw.m.meter != nil {
+			c = mw.m.meter.acquire(k, now) // counted allowed; later stages may move it
+		}
 		if c != nil {
 			c.allowed.Add(1)
 			defer c.release()

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/fleetsim"
 	"github.com/gokeys/apikey/memstore"
+	"github.com/gokeys/apikey/storetest/fleetsim"
 )
 
 // issueMany issues n keys through a Manager over store and returns their

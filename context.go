@@ -66,9 +66,9 @@ func (c *limitContext) Value(key any) any {
 	return c.keyContext.Value(key)
 }
 
-// verified returns the verification time and customer record of k's
+// verifiedWith returns the verification time and customer record of k's
 // request, if ctx is its limitContext.
-func verified(ctx context.Context, k *Key) (now time.Time, c *Customer, ok bool) {
+func verifiedWith(ctx context.Context, k *Key) (now time.Time, c *Customer, ok bool) {
 	if lc, is := ctx.(*limitContext); is && lc.k == k {
 		return lc.now, lc.cust, true
 	}

@@ -165,7 +165,7 @@ func (s *limitStage) init(m *Manager, o LimitOptions, p *problems) error {
 // headers into h. It returns what it charged, and nil, a sentinel, a
 // *RateLimitError, or an error wrapping ErrInvalidOptions.
 func (s *limitStage) spend(ctx context.Context, k *Key, cost int64, h http.Header) (charge, error) {
-	now, c, ok := verified(ctx, k) // what Handler's verification found
+	now, c, ok := verifiedWith(ctx, k) // what Handler's verification found
 	if !ok {
 		var err error
 		now = s.m.now()

@@ -331,7 +331,7 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, 
 		pend = make([]pending, 0, len(ls))
 	}
 
-	states := limitbuf.States(ctx, len(ls)) // the middleware's room, if it lends one
+	states := limitbuf.States[limits.State](ctx, len(ls)) // the middleware's room, if it lends one
 
 	h := maphash.String(l.seed, subject)
 	sh := &l.shards[h&l.mask]

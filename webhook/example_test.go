@@ -8,6 +8,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"time"
 
 	"github.com/gokeys/apikey"
@@ -18,8 +19,10 @@ import (
 
 // receiver is a webhook endpoint: it verifies the signature on the raw
 // body, drops a webhook id it has processed already, then decodes the
-// event.
+// event. A Dispatcher delivers several events at once, so the handler
+// guards seen with a mutex.
 func receiver(v *webhook.Verifier, seen map[string]bool, handle func(outbox.Payload)) http.Handler {
+	var mu sync.Mutex
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, outbox.MaxPayload))
 		if err != nil {
@@ -31,6 +34,8 @@ func receiver(v *webhook.Verifier, seen map[string]bool, handle func(outbox.Payl
 			return
 		}
 		id := r.Header.Get("webhook-id")
+		mu.Lock()
+		defer mu.Unlock()
 		if seen[id] { // delivery is at least once: acknowledge a repeat again
 			return
 		}

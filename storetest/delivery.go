@@ -67,6 +67,7 @@ type receiver struct {
 	got      map[string]int
 	acks     map[string]int
 	inflight map[string]int
+	active   int // requests whose handler has not returned
 	overlaps []string
 	bad      int
 }
@@ -136,6 +137,7 @@ func (r *receiver) handle(w http.ResponseWriter, req *http.Request) {
 	}
 	id := req.Header.Get(webhook.HeaderID)
 	r.mu.Lock()
+	r.active++
 	r.requests++
 	n := r.requests
 	r.got[id]++
@@ -147,6 +149,7 @@ func (r *receiver) handle(w http.ResponseWriter, req *http.Request) {
 	defer func() {
 		r.mu.Lock()
 		r.inflight[id]--
+		r.active--
 		r.mu.Unlock()
 	}()
 	status, delay := r.behave(id, n)
@@ -157,10 +160,13 @@ func (r *receiver) handle(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
+	// An acknowledgement is a 2xx written to a sender still waiting for
+	// it, that went out on the connection. The sender may hang up once it
+	// has read the answer (its transport keeps few idle connections), so
+	// whether it is waiting is checked before the answer, not after.
+	waiting := req.Context().Err() == nil
 	w.WriteHeader(status)
-	// An acknowledgement is a 2xx that went out on the connection: a
-	// receiver taken down as it answers (a restart) acknowledged nothing.
-	if status >= 200 && status <= 299 && http.NewResponseController(w).Flush() == nil && req.Context().Err() == nil {
+	if status >= 200 && status <= 299 && waiting && http.NewResponseController(w).Flush() == nil {
 		r.mu.Lock()
 		r.acks[id]++
 		r.mu.Unlock()
@@ -169,11 +175,18 @@ func (r *receiver) handle(w http.ResponseWriter, req *http.Request) {
 
 // check asserts that every id of want was acknowledged exactly once, none
 // other was, no two attempts of one id overlapped and every signature
-// verified.
+// verified. A sender has the answer before the handler has returned and
+// counted it, so check first waits for the handlers under way.
 func (r *receiver) check(t *testing.T, want []string) {
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for deadline := time.Now().Add(30 * time.Second); r.active > 0 && time.Now().Before(deadline); {
+		r.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		r.mu.Lock()
+	}
+	require.Zero(t, r.active, "handlers still running 30 s after the deliveries")
 	for _, id := range want {
 		assert.Equal(t, 1, r.acks[id], "webhook %s acknowledged %d times", id, r.acks[id])
 	}

@@ -245,7 +245,7 @@ func TestSuspensionReachesOtherManagers(t *testing.T) {
 		// An hour of cache: only the notification explains a refusal.
 		a := newManager(t, store, apikey.Options{Notifier: h, CacheTTL: time.Hour})
 		b := newManager(t, store, apikey.Options{Notifier: h, CacheTTL: time.Hour})
-		require.Eventually(t, func() bool { return h.subscribers() == 2 }, time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return h.subscribers() == 2 }, 10*time.Second, time.Millisecond)
 		token, _ := issue(t, a, apikey.IssueParams{Owner: "ann"})
 		_, err := b.Verify(ctx, token)
 		require.NoError(t, err)

@@ -28,6 +28,7 @@ type hub struct {
 type hubSub struct {
 	mu      sync.Mutex // changed is never called concurrently with itself
 	changed func(string)
+	ready   bool // told "" on subscription; guarded by hub.mu
 }
 
 func (s *hubSub) tell(id string) {
@@ -61,6 +62,9 @@ func (h *hub) Subscribe(ctx context.Context, changed func(string)) error {
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
 	s.tell("") // subscribed
+	h.mu.Lock()
+	s.ready = true
+	h.mu.Unlock()
 	<-ctx.Done()
 	h.mu.Lock()
 	delete(h.subs, s)
@@ -81,10 +85,19 @@ func (h *hub) resubscribe() {
 	}
 }
 
+// subscribers counts the subscribers that have been told "" on
+// subscription. Once it counts a Manager, that Manager's cache is no
+// longer reset by its own subscription.
 func (h *hub) subscribers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.subs)
+	n := 0
+	for s := range h.subs {
+		if s.ready {
+			n++
+		}
+	}
+	return n
 }
 
 func (h *hub) ids() []string {
@@ -101,7 +114,7 @@ func fleetOf(t *testing.T, n int, store apikey.Store, h *hub) []*apikey.Manager 
 	for i := range ms {
 		ms[i] = newManager(t, store, apikey.Options{Notifier: h, CacheTTL: time.Hour})
 	}
-	require.Eventually(t, func() bool { return h.subscribers() == n }, time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return h.subscribers() == n }, 10*time.Second, time.Millisecond)
 	return ms
 }
 
@@ -348,7 +361,7 @@ func TestNotifierCloseUnsubscribes(t *testing.T) {
 	h := newHub()
 	m, err := apikey.New(memstore.New(), apikey.Options{Notifier: h})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return h.subscribers() == 1 }, time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return h.subscribers() == 1 }, 10*time.Second, time.Millisecond)
 	require.NoError(t, m.Close(context.Background()))
 	assert.Zero(t, h.subscribers())
 }
@@ -374,6 +387,6 @@ func TestNotifierSubscribeIsRetried(t *testing.T) {
 	t.Parallel()
 	n := &earlyNotifier{hub: newHub()}
 	newManager(t, memstore.New(), apikey.Options{Notifier: n})
-	require.Eventually(t, func() bool { return n.subscribers() == 1 }, 2*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return n.subscribers() == 1 }, 10*time.Second, time.Millisecond)
 	assert.EqualValues(t, 3, n.calls.Load())
 }

@@ -204,6 +204,26 @@ func (c *cache) get(shard int, id string, now time.Time, extra time.Duration) *c
 	return e
 }
 
+// staleEntry returns the entry for id that may answer while the store
+// fails, one younger than the TTL plus the stale window.
+func (c *cache) staleEntry(shard int, id string, now time.Time) *cacheEntry {
+	s := &c.shards[shard]
+	s.mu.RLock()
+	e := s.entries[id]
+	s.mu.RUnlock()
+	if e == nil || !younger(now, e.fetched, c.maxAge(e, c.stale)) {
+		return nil
+	}
+	return e
+}
+
+// younger reports whether what was fetched at fetched (Unix nanoseconds)
+// is younger than d at now. A concurrent request may have fetched it after
+// this one read the clock. It then counts as fetched now, not as expired.
+func younger(now time.Time, fetched int64, d time.Duration) bool {
+	return max(now.UnixNano()-fetched, 0) < int64(d)
+}
+
 // put stores e for id unless an invalidation happened since epoch. The map
 // key is the record's own id, or a copy of id, never a part of the token.
 func (c *cache) put(shard int, id string, e *cacheEntry, epoch uint64) {
@@ -489,7 +509,7 @@ func (c *cache) lookup(ctx context.Context, t Token, now time.Time, get func(con
 		k = nil
 	case err != nil:
 		if c.stale > 0 {
-			if e := c.get(shard, t.ID, now, c.stale); e != nil && e.verified && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+			if e := c.staleEntry(shard, t.ID, now); e != nil && e.verified && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
 				return e.key, e, cacheStale, nil
 			}
 		}

@@ -513,3 +513,37 @@ func TestWrongSecretsCostAStoreQueryAfterAClockSteppedBack(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, int64(1), spy.calls.Load()-before, "one store query per negative TTL, as for an id not cached")
 }
+
+// An entry that a concurrent request fetched after this one read the
+// clock is younger than the request: when the store fails, it answers.
+func TestStaleIfErrorServesAnEntryFetchedDuringTheRequest(t *testing.T) {
+	t.Parallel()
+	spy := newSpy()
+	c := newClock()
+	var m *apikey.Manager
+	var armed, frozen atomic.Bool
+	var token string
+	var at time.Time // the request's clock reading
+	now := func() time.Time {
+		if armed.CompareAndSwap(true, false) {
+			at = c.Now()
+			c.Add(time.Millisecond)
+			_, err := m.Verify(context.Background(), token) // a later request refreshes the entry
+			require.NoError(t, err)
+			spy.failWith(errors.New("database down"))
+			frozen.Store(true)
+		}
+		if frozen.Load() {
+			return at
+		}
+		return c.Now()
+	}
+	m = newManager(t, spy, apikey.Options{Now: now, CacheTTL: time.Second, CacheStaleIfError: time.Minute})
+	token, _ = issue(t, m, apikey.IssueParams{})
+	_, err := m.Verify(context.Background(), token)
+	require.NoError(t, err)
+	c.Add(2 * time.Second) // the entry expired
+	armed.Store(true)
+	_, err = m.Verify(context.Background(), token)
+	assert.NoError(t, err, "the entry fetched during the request answers while the store fails")
+}

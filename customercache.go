@@ -116,7 +116,7 @@ func (cs *customers) entry(ctx context.Context, id string, now time.Time) (*cust
 		c = unknownCustomer
 	}
 	if err != nil {
-		if e != nil && cs.stale > 0 && uint64(now.UnixNano()-e.fetched) < uint64(cs.ttl+cs.stale) {
+		if e != nil && cs.stale > 0 && younger(now, e.fetched, cs.ttl+cs.stale) {
 			return e, epoch, nil
 		}
 		return nil, 0, fmt.Errorf("apikey: customer: %w: %w", ErrUnavailable, err)

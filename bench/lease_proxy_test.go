@@ -66,9 +66,15 @@ func (p *delayProxy) serve() {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
+			// Both ends are closed once both directions ended, so that a
+			// long run does not run out of descriptors.
+			var both sync.WaitGroup
 			p.wg.Add(2)
-			go p.pipe(c, s)
-			go p.pipe(s, c)
+			both.Go(func() { p.pipe(c, s) })
+			both.Go(func() { p.pipe(s, c) })
+			both.Wait()
+			_ = c.Close()
+			_ = s.Close()
 		}()
 	}
 }

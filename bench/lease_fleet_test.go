@@ -464,7 +464,7 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 			r.trips += s.Trips
 			r.waited += s.Waited
 			r.lost += s.Lost
-		} else {
+		} else if fl.name == "redislimit" {
 			r.trips, r.waited = r.calls, r.calls
 		}
 	}

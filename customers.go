@@ -81,7 +81,7 @@ func (m *Manager) Customers(ctx context.Context, after string, limit int) ([]*Cu
 	if m.custs == nil || m.custs.store == nil {
 		return nil, errNoCustomerStore
 	}
-	cs, err := m.custs.store.ListCustomers(ctx, after, ListOptions{Limit: limit}.PageSize())
+	cs, err := m.custs.store.ListCustomers(ctx, after, ListOptions{Size: limit}.PageSize())
 	if err != nil {
 		return nil, storeErr("list customers", err)
 	}

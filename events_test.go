@@ -11,10 +11,11 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/memstore"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/memstore"
 )
 
 // RevokeOwner on a store without Revoker reports one event per key,
@@ -160,4 +161,28 @@ func TestFailedVerificationLogsSurviveAClockSteppedBack(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, 1, warnings(), "one line per second, by any reading of the clock")
+}
+
+func TestEvents(t *testing.T) {
+	t.Parallel()
+	log := &eventLog{}
+	m := newManager(t, newSpy(), apikey.Options{Logger: slog.New(log)})
+	ctx := context.Background()
+	token, k := issue(t, m, apikey.IssueParams{Owner: "alice"})
+	_, err := m.Verify(ctx, token)
+	require.NoError(t, err)
+	_, err = m.Verify(ctx, "sk_garbage")
+	require.Error(t, err)
+	_, err = m.Rotate(ctx, k.ID, time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, m.Revoke(ctx, k.ID))
+
+	events := log.take()
+	assert.Equal(t, []string{"issue", "verify", "verify", "rotate", "revoke"}, types(events, true))
+	assert.Equal(t, k.ID, events[1].KeyID)
+	assert.Equal(t, "alice", events[1].Owner)
+	assert.Empty(t, events[1].Outcome, "a success has no outcome")
+	assert.Equal(t, "malformed", events[2].Outcome, "named as Metrics.Verified names it")
+	assert.Equal(t, "alice", events[3].Owner)
+	assert.Equal(t, "alice", events[4].Owner)
 }

@@ -2,8 +2,14 @@ package apikey_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,6 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/limits"
+	"github.com/gokeys/apikey/memlimit"
 	"github.com/gokeys/apikey/memstore"
 )
 
@@ -385,4 +393,263 @@ func (s *custStore) ListCustomers(ctx context.Context, after string, limit int) 
 		}
 	}
 	return out, nil
+}
+
+// setCustomer changes the record of customer id through m.
+func setCustomer(t testing.TB, m *apikey.Manager, id string, change func(*apikey.Customer)) *apikey.Customer {
+	t.Helper()
+	c, err := m.SetCustomer(context.Background(), id, func(c *apikey.Customer) error { change(c); return nil })
+	require.NoError(t, err)
+	return c
+}
+
+// customerHook answers Options.Customers from a map, and fails or panics
+// for the ids told to.
+type customerHook struct {
+	mu    sync.Mutex
+	recs  map[string]*apikey.Customer
+	fail  map[string]bool
+	panic atomic.Bool
+	calls atomic.Int64
+}
+
+func (h *customerHook) get(ctx context.Context, id string) (*apikey.Customer, error) {
+	h.calls.Add(1)
+	if h.panic.Load() {
+		panic("billing database on fire")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fail[id] {
+		return nil, errors.New("billing: connection refused")
+	}
+	c, ok := h.recs[id]
+	if !ok {
+		return nil, fmt.Errorf("billing: customer %q: %w", id, apikey.ErrNotFound)
+	}
+	return c.Clone(), nil
+}
+
+func (h *customerHook) set(id string, c *apikey.Customer, fail bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c != nil {
+		h.recs[id] = c
+	}
+	h.fail[id] = fail
+}
+
+// yield lets other goroutines run a number of times that varies with
+// trial, so that the two sides of a race win in turn.
+func yield(trial int) {
+	for range trial % 8 {
+		runtime.Gosched()
+	}
+}
+
+func mustBcrypt(t testing.TB) apikey.Hasher {
+	h, err := apikey.NewBcryptHasher(4)
+	require.NoError(t, err)
+	return h
+}
+
+// rebuild returns a well-formed token of format with the given id and a
+// random secret (or the given one).
+func rebuild(t testing.TB, f apikey.Format, id, secret string) string {
+	t.Helper()
+	if secret == "" {
+		_, fresh := f.New()
+		secret = fresh.Secret
+	}
+	token, err := f.Compose(id, secret)
+	require.NoError(t, err)
+	return token
+}
+
+// okHandler answers 200 with the key id it saw, and records that it ran.
+func okHandler(ran *bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		*ran = true
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8") // not sniffed: a key id may start like a BMP file
+		k := apikey.FromContext(r.Context())
+		if k == nil {
+			io.WriteString(w, "anonymous")
+			return
+		}
+		io.WriteString(w, k.ID)
+	})
+}
+
+func get(target string, header ...string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Add(header[i], header[i+1])
+	}
+	return r
+}
+
+func bearer(token string) *http.Request { return get("/", "Authorization", "Bearer "+token) }
+
+var testPlans = limits.Plans{
+	"free": {limits.Quota("daily", 3, limits.Day)},
+	"pro":  {limits.Quota("daily", 1000, limits.Day), limits.Rate("per-second", 2, time.Second, 0)},
+}
+
+// limitEnv is a Manager with testPlans, a memlimit on the same clock, and
+// a Middleware over them.
+type limitEnv struct {
+	c  *clock
+	s  apikey.Store
+	m  *apikey.Manager
+	l  *memlimit.Limiter
+	mw *apikey.Middleware
+}
+
+// handler is the usual chain: authenticate, then scopes, then spend.
+func (e *limitEnv) handler(ran *bool, scopes ...string) http.Handler {
+	h := e.mw.Limit(okHandler(ran))
+	if len(scopes) > 0 {
+		h = e.mw.RequireScopes(scopes...)(h)
+	}
+	return e.mw.Handler(h)
+}
+
+func newLimitEnv(t *testing.T, opts apikey.Options, mwOpts apikey.MiddlewareOptions) *limitEnv {
+	t.Helper()
+	return newLimitEnvOver(t, memstore.New(), opts, mwOpts)
+}
+
+// newLimitEnvOver is newLimitEnv over store.
+func newLimitEnvOver(t *testing.T, store apikey.Store, opts apikey.Options, mwOpts apikey.MiddlewareOptions) *limitEnv {
+	t.Helper()
+	e := &limitEnv{c: newClock()} // 12:00 UTC
+	opts.Now = e.c.Now
+	if opts.Plans == nil {
+		opts.Plans = testPlans
+	}
+	e.s = store
+	e.m = newManager(t, e.s, opts)
+	var err error
+	e.l, err = memlimit.New(memlimit.Options{Now: e.c.Now})
+	require.NoError(t, err)
+	if mwOpts.Limits.Limiter == nil {
+		mwOpts.Limits.Limiter = e.l
+	}
+	e.mw, err = apikey.NewMiddleware(e.m, mwOpts)
+	require.NoError(t, err)
+	return e
+}
+
+func hit(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	return rec
+}
+
+// limiterSpy records calls, allows them, and fails while fail is set.
+type limiterSpy struct {
+	mu    sync.Mutex
+	calls atomic.Int64
+	log   []spyCall
+	fail  atomic.Bool
+	block atomic.Bool // wait for ctx to end
+	hook  atomic.Pointer[func()]
+}
+
+func (l *limiterSpy) Allow(ctx context.Context, subject string, lims []limits.Limit, cost int64) (limits.Result, error) {
+	l.calls.Add(1)
+	if f := l.hook.Load(); f != nil {
+		(*f)()
+	}
+	c := spyCall{subject: subject, lims: append([]limits.Limit(nil), lims...)}
+	if d, ok := ctx.Deadline(); ok {
+		c.deadline = time.Until(d)
+	}
+	l.mu.Lock()
+	l.log = append(l.log, c)
+	l.mu.Unlock()
+	if l.block.Load() {
+		<-ctx.Done()
+		return limits.Result{}, errors.Join(apikey.ErrUnavailable, ctx.Err())
+	}
+	if l.fail.Load() {
+		return limits.Result{}, errors.Join(apikey.ErrUnavailable, errors.New("connection refused"))
+	}
+	return limits.Result{Allowed: true, Limit: lims[0], Remaining: 1}, nil
+}
+
+func (l *limiterSpy) last() spyCall {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.log[len(l.log)-1]
+}
+
+type spyCall struct {
+	subject  string
+	lims     []limits.Limit
+	deadline time.Duration // until ctx's deadline at the call; 0 without
+}
+
+// rotate rotates key id and returns the successor's token and record.
+func rotate(t *testing.T, m *apikey.Manager, id string, grace time.Duration) (string, *apikey.Key) {
+	t.Helper()
+	rot, err := m.Rotate(context.Background(), id, grace)
+	require.NoError(t, err)
+	return rot.Token, rot.Key
+}
+
+// rotationStores are a store with the transactional Rotator (memstore) and
+// one without (the spy hides it), so both code paths are tested.
+func rotationStores() map[string]func() apikey.Store {
+	return map[string]func() apikey.Store{
+		"Rotator":   func() apikey.Store { return memstore.New() },
+		"GetUpdate": func() apikey.Store { return newSpy() },
+	}
+}
+
+// recMetrics records what a Manager reports.
+type recMetrics struct {
+	mu       sync.Mutex
+	verified []string // outcome/cache
+	flushed  []int
+	flushErr []error
+	queued   []int
+	dropped  int
+	limited  []string // outcome/limit
+	failed   []string // policy/breakerOpen
+}
+
+func (r *recMetrics) Verified(outcome, cache string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d < 0 {
+		panic("negative duration")
+	}
+	r.verified = append(r.verified, outcome+"/"+cache)
+}
+
+func (r *recMetrics) Limited(outcome, limit string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.limited = append(r.limited, outcome+"/"+limit)
+}
+
+func (r *recMetrics) LimiterFailed(policy string, breakerOpen bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed = append(r.failed, fmt.Sprintf("%s/%t", policy, breakerOpen))
+}
+
+func (r *recMetrics) Flushed(keys int, _ time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushed = append(r.flushed, keys)
+	r.flushErr = append(r.flushErr, err)
+}
+
+func (r *recMetrics) UsesQueued(queued, dropped int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.queued = append(r.queued, queued)
+	r.dropped += dropped
 }

@@ -285,7 +285,7 @@ func (m *Manager) undoCreate(ctx context.Context, id string) {
 // revoked, not expired, not rotated), stopping at max.
 func (m *Manager) countUsable(ctx context.Context, owner string, now time.Time, max int) (int, error) {
 	n := 0
-	for opts := (ListOptions{Limit: MaxListLimit, UsableAt: now}); ; {
+	for opts := (ListOptions{Size: MaxPageSize, UsableAt: now}); ; {
 		page, err := m.store.List(ctx, owner, opts)
 		if err != nil {
 			return 0, err

@@ -178,8 +178,8 @@ func (u *usageRecorder) loop() {
 	}
 }
 
-// use is one pending use.
-type use struct {
+// pendingUse is one pending use.
+type pendingUse struct {
 	id string
 	at int64
 }
@@ -191,15 +191,15 @@ type use struct {
 func (u *usageRecorder) flush(ctx context.Context) (int, error) {
 	u.flushMu.Lock()
 	defer u.flushMu.Unlock()
-	var uses []use
+	var uses []pendingUse
 	for i := range u.shards {
 		s := &u.shards[i]
 		s.mu.Lock()
 		if uses == nil {
-			uses = make([]use, 0, u.queued.Load()+16)
+			uses = make([]pendingUse, 0, u.queued.Load()+16)
 		}
 		for id, at := range s.pending {
-			uses = append(uses, use{id, at})
+			uses = append(uses, pendingUse{id, at})
 		}
 		clear(s.pending)
 		s.mu.Unlock()
@@ -243,7 +243,7 @@ func writeBatches[T any](ctx context.Context, items []T, size int, write func(co
 }
 
 // write calls Store.MarkUsed for one batch under its own timeout.
-func (u *usageRecorder) write(ctx context.Context, batch []use) error {
+func (u *usageRecorder) write(ctx context.Context, batch []pendingUse) error {
 	ctx, cancel := context.WithTimeout(ctx, u.timeout)
 	defer cancel()
 	m := make(map[string]time.Time, len(batch))
@@ -268,7 +268,7 @@ func (u *usageRecorder) write(ctx context.Context, batch []use) error {
 
 // requeue puts the uses of a failed batch back, unless a newer use of the
 // same key was recorded meanwhile.
-func (u *usageRecorder) requeue(batch []use) {
+func (u *usageRecorder) requeue(batch []pendingUse) {
 	for _, x := range batch {
 		s := &u.shards[shardOf(x.id)]
 		s.mu.Lock()

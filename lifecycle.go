@@ -376,7 +376,7 @@ func (m *Manager) revokeOwnerPass(ctx context.Context, owner string, now time.Ti
 		return r.RevokeOwner(ctx, owner, now)
 	}
 	var ids []string
-	for opts := (ListOptions{Limit: MaxListLimit}); ; {
+	for opts := (ListOptions{Size: MaxPageSize}); ; {
 		page, err := m.store.List(ctx, owner, opts)
 		if err != nil {
 			return ids, err

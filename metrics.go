@@ -25,7 +25,7 @@ type Metrics interface {
 	// (no cache) or "none" (a malformed token, refused before any lookup).
 	// With Metrics set, a verification costs one more reading of the
 	// monotonic clock.
-	Verified(outcome, cache string, d time.Duration)
+	Verified(outcome, cached string, d time.Duration)
 	// Limited reports one rate-limit decision of the middleware: its
 	// outcome ("allowed" or "denied", with the name of the tightest limit,
 	// limits.Result.Limit; "error", with an empty name, when no Limiter

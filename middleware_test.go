@@ -71,20 +71,6 @@ func (f *fixture) middleware(t *testing.T, opts apikey.MiddlewareOptions) *apike
 	return mw
 }
 
-// okHandler answers 200 with the key id it saw, and records that it ran.
-func okHandler(ran *bool) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		*ran = true
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8") // not sniffed: a key id may start like a BMP file
-		k := apikey.FromContext(r.Context())
-		if k == nil {
-			io.WriteString(w, "anonymous")
-			return
-		}
-		io.WriteString(w, k.ID)
-	})
-}
-
 type row struct {
 	name      string
 	req       func(f *fixture) *http.Request
@@ -94,16 +80,6 @@ type row struct {
 	storeFree bool   // must not reach the store
 	sentinel  error  // what Authenticate returns
 }
-
-func get(target string, header ...string) *http.Request {
-	r := httptest.NewRequest(http.MethodGet, target, nil)
-	for i := 0; i+1 < len(header); i += 2 {
-		r.Header.Add(header[i], header[i+1])
-	}
-	return r
-}
-
-func bearer(token string) *http.Request { return get("/", "Authorization", "Bearer "+token) }
 
 func rows() []row {
 	return []row{

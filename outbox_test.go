@@ -3,7 +3,6 @@ package apikey_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -54,7 +53,7 @@ func (s *countingOutbox) Append(ctx context.Context, evs []outbox.Event) error {
 // requestEvents returns the events of type typ in s, decoded.
 func requestEvents(t *testing.T, s outbox.Store, typ string) []outbox.Payload {
 	t.Helper()
-	evs, err := s.Events(context.Background(), outbox.Query{Limit: 1000})
+	evs, err := s.Events(context.Background(), outbox.Query{Size: 1000})
 	require.NoError(t, err)
 	var out []outbox.Payload
 	for _, e := range evs {
@@ -194,24 +193,6 @@ func TestRequestEventsLostInACrashAreRaisedAgain(t *testing.T) {
 	assert.Equal(t, 429, hit(mw3.Handler(mw3.Limit(okHandler(&ran))), bearer(token)).Code)
 	require.NoError(t, again.Close(context.Background()))
 	assert.Len(t, requestEvents(t, store, outbox.CustomerQuotaExhausted), 1, "one webhook id per window")
-}
-
-func TestRedeliver(t *testing.T) {
-	t.Parallel()
-	store := memstore.New()
-	m := newManager(t, store, apikey.Options{Outbox: &outbox.Policy{Endpoints: []string{"a", "b"}}})
-	_, k := issue(t, m, apikey.IssueParams{Owner: "ann"})
-	evs, err := store.Events(context.Background(), outbox.Query{})
-	require.NoError(t, err)
-	require.Len(t, evs, 2, "key.created for a and b")
-	n, err := m.Redeliver(context.Background(), evs[0].ID)
-	require.NoError(t, err)
-	assert.Equal(t, 2, n)
-	_, err = m.Redeliver(context.Background(), "msg_unknown")
-	assert.ErrorIs(t, err, apikey.ErrNotFound)
-	_, err = newManager(t, newSpy(), apikey.Options{}).Redeliver(context.Background(), evs[0].ID)
-	assert.ErrorIs(t, err, errors.ErrUnsupported)
-	_ = k
 }
 
 // BenchmarkLimitOutbox serves requests through Handler and Limit (memstore,

@@ -127,6 +127,16 @@ func classify(err error) outcome {
 // report it.
 func outcomeOf(err error) string { return outcomes[classify(err)].name }
 
+// Outcome returns the row of the table of outcomes that err stands for.
+// Its name is what logs and Metrics report. Its status and detail are the
+// middleware's answer (detail is "" for nil). Other transports derive
+// their answers from it, so that a client reads the same on every
+// surface. An error of no outcome is "unavailable".
+func Outcome(err error) (name string, status int, detail string) {
+	r := &outcomes[classify(err)]
+	return r.name, r.status, r.detail
+}
+
 // sentinel returns what an ErrorHandler receives for err: a *ScopeError or
 // *RateLimitError as it is, otherwise the bare sentinel of its outcome,
 // so that handlers never see a dependency's message.

@@ -96,3 +96,15 @@ func TestLogsAndMetricsNameOutcomesAlike(t *testing.T) {
 	assert.Equal(t, []string{"revoked", "disabled", "invalid", "malformed"}, measured)
 	assert.Equal(t, measured, logged, "logs and metrics use the same names")
 }
+
+func ExampleOutcome() {
+	for _, err := range []error{nil, apikey.ErrRevoked, apikey.ErrIPNotAllowed, errors.New("dial tcp: refused")} {
+		name, status, _ := apikey.Outcome(err)
+		fmt.Println(name, status)
+	}
+	// Output:
+	// ok 200
+	// revoked 401
+	// ip_not_allowed 403
+	// unavailable 503
+}

@@ -8,8 +8,8 @@ import (
 	"github.com/gokeys/apikey/limits"
 )
 
-// plan is a plan's limits with what the request path needs precomputed.
-type plan struct {
+// planLimits is a plan's limits with what the request path needs precomputed.
+type planLimits struct {
 	limits []limits.Limit
 	policy []string // the RateLimit-Policy value; nil when it depends on the date
 }
@@ -17,9 +17,9 @@ type plan struct {
 // planSet decides which limits a request spends: those of its customer's
 // plan, the customer's own and the key's own.
 type planSet struct {
-	byName  map[string]*plan // nil: no plans configured
-	def     *plan            // DefaultPlan's, or nil
-	unknown sync.Map         // plan names already logged as not configured
+	byName  map[string]*planLimits // nil: no plans configured
+	def     *planLimits            // DefaultPlan's, or nil
+	unknown sync.Map               // plan names already logged as not configured
 	log     *slog.Logger
 }
 
@@ -29,9 +29,9 @@ func (ps *planSet) init(plans limits.Plans, def string, log *slog.Logger) {
 	if plans == nil {
 		return
 	}
-	ps.byName = make(map[string]*plan, len(plans))
+	ps.byName = make(map[string]*planLimits, len(plans))
 	for name, ls := range plans {
-		ps.byName[name] = &plan{limits: ls, policy: policyOf(ls)}
+		ps.byName[name] = &planLimits{limits: ls, policy: policyOf(ls)}
 	}
 	if def != "" {
 		ps.def = ps.byName[def]
@@ -40,7 +40,7 @@ func (ps *planSet) init(plans limits.Plans, def string, log *slog.Logger) {
 
 // planOf returns the plan of a request of k whose customer record is c
 // (nil without customer records), nil without plans.
-func (ps *planSet) planOf(k *Key, c *Customer) (*plan, error) {
+func (ps *planSet) planOf(k *Key, c *Customer) (*planLimits, error) {
 	if ps.byName == nil {
 		return nil, nil
 	}
@@ -61,7 +61,7 @@ func (ps *planSet) planOf(k *Key, c *Customer) (*plan, error) {
 // request of k whose customer record is c; they are the plan's limits
 // themselves when neither the customer nor the key adds any. A plan that
 // is not configured gives ErrUnknownPlan, logged once per plan.
-func (ps *planSet) limitsFor(ctx context.Context, k *Key, c *Customer) (*plan, []limits.Limit, error) {
+func (ps *planSet) limitsFor(ctx context.Context, k *Key, c *Customer) (*planLimits, []limits.Limit, error) {
 	p, err := ps.planOf(k, c)
 	if err != nil {
 		ps.logUnknown(ctx, k, c)
@@ -107,7 +107,7 @@ func (ps *planSet) limitsFor(ctx context.Context, k *Key, c *Customer) (*plan, [
 
 // policyFor returns the precomputed RateLimit-Policy of ls when ls are
 // p's own limits, nil otherwise.
-func (p *plan) policyFor(ls []limits.Limit) []string {
+func (p *planLimits) policyFor(ls []limits.Limit) []string {
 	if p != nil && len(ls) > 0 && len(p.limits) == len(ls) && &ls[0] == &p.limits[0] {
 		return p.policy
 	}

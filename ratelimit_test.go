@@ -18,65 +18,7 @@ import (
 
 	"github.com/gokeys/apikey"
 	"github.com/gokeys/apikey/limits"
-	"github.com/gokeys/apikey/memlimit"
-	"github.com/gokeys/apikey/memstore"
 )
-
-var testPlans = limits.Plans{
-	"free": {limits.Quota("daily", 3, limits.Day)},
-	"pro":  {limits.Quota("daily", 1000, limits.Day), limits.Rate("per-second", 2, time.Second, 0)},
-}
-
-// limitEnv is a Manager with testPlans, a memlimit on the same clock, and
-// a Middleware over them.
-type limitEnv struct {
-	c  *clock
-	s  apikey.Store
-	m  *apikey.Manager
-	l  *memlimit.Limiter
-	mw *apikey.Middleware
-}
-
-func newLimitEnv(t *testing.T, opts apikey.Options, mwOpts apikey.MiddlewareOptions) *limitEnv {
-	t.Helper()
-	return newLimitEnvOver(t, memstore.New(), opts, mwOpts)
-}
-
-// newLimitEnvOver is newLimitEnv over store.
-func newLimitEnvOver(t *testing.T, store apikey.Store, opts apikey.Options, mwOpts apikey.MiddlewareOptions) *limitEnv {
-	t.Helper()
-	e := &limitEnv{c: newClock()} // 12:00 UTC
-	opts.Now = e.c.Now
-	if opts.Plans == nil {
-		opts.Plans = testPlans
-	}
-	e.s = store
-	e.m = newManager(t, e.s, opts)
-	var err error
-	e.l, err = memlimit.New(memlimit.Options{Now: e.c.Now})
-	require.NoError(t, err)
-	if mwOpts.Limits.Limiter == nil {
-		mwOpts.Limits.Limiter = e.l
-	}
-	e.mw, err = apikey.NewMiddleware(e.m, mwOpts)
-	require.NoError(t, err)
-	return e
-}
-
-// handler is the usual chain: authenticate, then scopes, then spend.
-func (e *limitEnv) handler(ran *bool, scopes ...string) http.Handler {
-	h := e.mw.Limit(okHandler(ran))
-	if len(scopes) > 0 {
-		h = e.mw.RequireScopes(scopes...)(h)
-	}
-	return e.mw.Handler(h)
-}
-
-func hit(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, r)
-	return rec
-}
 
 func TestRateLimitedResponses(t *testing.T) {
 	t.Parallel()
@@ -254,58 +196,6 @@ func TestLimiterNeverSeesSecrets(t *testing.T) {
 	assert.NotContains(t, spy.last().subject, token[len(token)-10:])
 }
 
-// limiterSpy records calls, allows them, and fails while fail is set.
-type limiterSpy struct {
-	mu    sync.Mutex
-	calls atomic.Int64
-	log   []spyCall
-	fail  atomic.Bool
-	block atomic.Bool // wait for ctx to end
-	hook  atomic.Pointer[func()]
-}
-
-type spyCall struct {
-	subject  string
-	lims     []limits.Limit
-	deadline time.Duration // until ctx's deadline at the call; 0 without
-}
-
-func (l *limiterSpy) Allow(ctx context.Context, subject string, lims []limits.Limit, cost int64) (limits.Result, error) {
-	l.calls.Add(1)
-	if f := l.hook.Load(); f != nil {
-		(*f)()
-	}
-	c := spyCall{subject: subject, lims: append([]limits.Limit(nil), lims...)}
-	if d, ok := ctx.Deadline(); ok {
-		c.deadline = time.Until(d)
-	}
-	l.mu.Lock()
-	l.log = append(l.log, c)
-	l.mu.Unlock()
-	if l.block.Load() {
-		<-ctx.Done()
-		return limits.Result{}, errors.Join(apikey.ErrUnavailable, ctx.Err())
-	}
-	if l.fail.Load() {
-		return limits.Result{}, errors.Join(apikey.ErrUnavailable, errors.New("connection refused"))
-	}
-	return limits.Result{Allowed: true, Limit: lims[0], Remaining: 1}, nil
-}
-
-func (l *limiterSpy) last() spyCall {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.log[len(l.log)-1]
-}
-
-// rotate rotates key id and returns the successor's token and record.
-func rotate(t *testing.T, m *apikey.Manager, id string, grace time.Duration) (string, *apikey.Key) {
-	t.Helper()
-	rot, err := m.Rotate(context.Background(), id, grace)
-	require.NoError(t, err)
-	return rot.Token, rot.Key
-}
-
 // headerWriter is a ResponseWriter that keeps one header map, as a server
 // does, without httptest's copies.
 type headerWriter struct {
@@ -346,54 +236,6 @@ func TestLimitAllocations(t *testing.T) {
 	t.Logf("allocations per request: Handler %v, Handler+Limit %v", base, lims)
 	assert.Equal(t, base+1, lims, "Limit's allocations beyond Handler's")
 	assert.Equal(t, `"daily";q=10000000000000;w=86400, "per-second";q=1000000000;w=1`, w.h.Get("RateLimit-Policy"))
-}
-
-// The middleware reports each rate-limit decision and each application of
-// the failure policy to Options.Metrics.
-func TestLimiterMetrics(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name   string
-		mw     apikey.MiddlewareOptions
-		policy string
-		code   int
-	}{
-		{"fail-closed", apikey.MiddlewareOptions{}, "fail-closed", 503},
-		{"fail-open", apikey.MiddlewareOptions{Limits: apikey.LimitOptions{FailOpen: true}}, "fail-open", 200},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			met := &recMetrics{}
-			spy := &limiterSpy{}
-			tc.mw.Limits.Limiter, tc.mw.Limits.BreakerFailures = spy, 1
-			e := newLimitEnv(t, apikey.Options{Metrics: met}, tc.mw)
-			token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
-			var ran bool
-			h := e.handler(&ran)
-			require.Equal(t, 200, hit(h, bearer(token)).Code)
-			spy.fail.Store(true)
-			require.Equal(t, tc.code, hit(h, bearer(token)).Code) // the failure opens the circuit
-			require.Equal(t, tc.code, hit(h, bearer(token)).Code) // refused by the open circuit
-			met.mu.Lock()
-			defer met.mu.Unlock()
-			assert.Equal(t, []string{"allowed/daily", "error/", "error/"}, met.limited)
-			assert.Equal(t, []string{tc.policy + "/false", tc.policy + "/true"}, met.failed)
-		})
-	}
-
-	met := &recMetrics{}
-	e := newLimitEnv(t, apikey.Options{Metrics: met}, apikey.MiddlewareOptions{})
-	token, _ := issue(t, e.m, apikey.IssueParams{Plan: "free"})
-	var ran bool
-	h := e.handler(&ran)
-	for range 3 {
-		require.Equal(t, 200, hit(h, bearer(token)).Code)
-	}
-	require.Equal(t, 429, hit(h, bearer(token)).Code)
-	met.mu.Lock()
-	defer met.mu.Unlock()
-	assert.Equal(t, []string{"allowed/daily", "allowed/daily", "allowed/daily", "denied/daily"}, met.limited)
-	assert.Empty(t, met.failed)
 }
 
 // One customer's budget holds under real concurrency: several keys of the

@@ -16,15 +16,6 @@ import (
 	"github.com/gokeys/apikey/memstore"
 )
 
-// rotationStores are a store with the transactional Rotator (memstore) and
-// one without (the spy hides it), so both code paths are tested.
-func rotationStores() map[string]func() apikey.Store {
-	return map[string]func() apikey.Store{
-		"Rotator":   func() apikey.Store { return memstore.New() },
-		"GetUpdate": func() apikey.Store { return newSpy() },
-	}
-}
-
 func TestRotateWithGrace(t *testing.T) {
 	t.Parallel()
 	for name, newStore := range rotationStores() {
@@ -257,4 +248,111 @@ func TestRotationNeedsNoSecondRead(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, stored.ExpiresAt.Equal(rot.Previous.ExpiresAt), "Previous is what was stored")
 	assert.Equal(t, stored.Revision, rot.Previous.Revision)
+}
+
+// The Rotator is conditional: a rotation never undoes a Disable that
+// landed between its read and its write. Whichever wins, the stored old
+// key stays disabled, and when the Disable came first (it wrote a key not
+// rotated yet) the successor is disabled too.
+func TestRotateNeverUndoesADisable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, store := range rotationStores() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			m := newManager(t, store(), apikey.Options{CacheTTL: -1})
+			first := 0
+			for trial := range 200 {
+				old, k := issue(t, m, apikey.IssueParams{Owner: "ann"})
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				var rot *apikey.Rotation
+				var dis *apikey.Key
+				var rerr, derr error
+				wg.Go(func() { <-start; yield(trial / 8); rot, rerr = m.Rotate(ctx, k.ID, time.Hour) })
+				wg.Go(func() {
+					<-start
+					yield(trial)
+					dis, derr = m.Disable(ctx, k.ID)
+				})
+				close(start)
+				wg.Wait()
+				require.NoError(t, rerr)
+				require.NoError(t, derr)
+				stored, err := m.Get(ctx, k.ID)
+				require.NoError(t, err)
+				require.True(t, stored.Disabled, "trial %d: the rotation undid the Disable", trial)
+				_, err = m.Verify(ctx, old)
+				require.ErrorIs(t, err, apikey.ErrDisabled)
+				if dis.RotatedTo == "" { // the Disable wrote the key before its rotation
+					first++
+					require.True(t, rot.Key.Disabled, "trial %d: a disabled key rotated into a working one", trial)
+					_, err = m.Verify(ctx, rot.Token)
+					require.ErrorIs(t, err, apikey.ErrDisabled)
+				}
+			}
+			t.Logf("the Disable landed first in %d of 200 trials", first)
+		})
+	}
+}
+
+// hookedRotator is a memstore whose Rotate first runs a hook, once.
+type hookedRotator struct {
+	*memstore.Store
+	before atomic.Pointer[func()]
+}
+
+func (s *hookedRotator) Rotate(ctx context.Context, old *apikey.Key, until time.Time, succ *apikey.Key) error {
+	if f := s.before.Swap(nil); f != nil {
+		(*f)()
+	}
+	return s.Store.Rotate(ctx, old, until, succ)
+}
+
+// The same, deterministically: a Disable lands between the rotation's
+// read and its write (the store's Rotate, or the conditional Update of the
+// old key without it). The rotation starts over from the disabled key.
+func TestRotateAfterAnInterleavedDisable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var m *apikey.Manager
+	var id string
+	disable := func() {
+		_, err := m.Disable(ctx, id)
+		require.NoError(t, err)
+	}
+	check := func(t *testing.T, m *apikey.Manager, old string) {
+		rot, err := m.Rotate(ctx, id, time.Hour)
+		require.NoError(t, err)
+		assert.True(t, rot.Key.Disabled, "the rotation undid the Disable on the successor")
+		_, err = m.Verify(ctx, rot.Token)
+		assert.ErrorIs(t, err, apikey.ErrDisabled)
+		stored, err := m.Get(ctx, id)
+		require.NoError(t, err)
+		assert.True(t, stored.Disabled)
+		_, err = m.Verify(ctx, old)
+		assert.ErrorIs(t, err, apikey.ErrDisabled)
+	}
+	t.Run("Rotator", func(t *testing.T) {
+		store := &hookedRotator{Store: memstore.New()}
+		m = newManager(t, store, apikey.Options{CacheTTL: -1})
+		old, k := issue(t, m, apikey.IssueParams{Owner: "ann"})
+		id = k.ID
+		store.before.Store(&disable)
+		check(t, m, old)
+	})
+	t.Run("GetUpdate", func(t *testing.T) {
+		store := newSpy()
+		var once atomic.Bool
+		store.hook = func(method string) {
+			if method == "Update" && once.CompareAndSwap(false, true) {
+				disable()
+			}
+		}
+		m = newManager(t, store, apikey.Options{CacheTTL: -1})
+		old, k := issue(t, m, apikey.IssueParams{Owner: "ann"})
+		id = k.ID
+		check(t, m, old)
+		assert.True(t, once.Load())
+	})
 }

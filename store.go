@@ -102,8 +102,8 @@ type Store interface {
 	MarkUsed(ctx context.Context, uses map[string]time.Time) error
 }
 
-// defaultListLimit is the page size of Store.List when ListOptions.Limit is 0.
-const defaultListLimit = 100
+// defaultPageSize is the page size of Store.List when ListOptions.Size is 0.
+const defaultPageSize = 100
 
 // ListOptions pages through Store.List. The zero value asks for the first
 // 100 keys, newest first.
@@ -111,9 +111,9 @@ type ListOptions struct {
 	// After is the cursor, the position of the last key of the previous
 	// page (see Key.Cursor). The zero Cursor for the first page.
 	After Cursor
-	// Limit is the page size, 100 when 0 or negative, at most
-	// MaxListLimit.
-	Limit int
+	// Size is the page size, 100 when 0 or negative, at most
+	// MaxPageSize.
+	Size int
 	// UsableAt, if set, lists only keys that are neither revoked nor
 	// expired at that time.
 	UsableAt time.Time
@@ -163,12 +163,12 @@ func UTCMicro(t time.Time) time.Time {
 // PageSize returns the effective page size of o.
 func (o ListOptions) PageSize() int {
 	switch {
-	case o.Limit <= 0:
-		return defaultListLimit
-	case o.Limit > MaxListLimit:
-		return MaxListLimit
+	case o.Size <= 0:
+		return defaultPageSize
+	case o.Size > MaxPageSize:
+		return MaxPageSize
 	}
-	return o.Limit
+	return o.Size
 }
 
 // Revoker is an optional Store capability. It revokes a key, or every key

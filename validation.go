@@ -50,9 +50,9 @@ const (
 	MaxCustomerKeys = 100_000
 	// CreditsLimit is the name of the limit made of Customer.Credits.
 	CreditsLimit = "credits"
-	// MaxListLimit is the largest page Store.List must serve
+	// MaxPageSize is the largest page Store.List must serve
 	// (ListOptions.Limit). Larger limits are reduced to it.
-	MaxListLimit = 1000
+	MaxPageSize = 1000
 )
 
 // Bounds of Key.ExpiresAt are the range of MySQL's DATETIME, in UTC.

@@ -3,8 +3,6 @@ package apikey_test
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -160,91 +158,6 @@ func TestInvalidateAllIsImmediateUnderConcurrency(t *testing.T) {
 		wg.Wait()
 		require.Equal(t, apikey.ErrRevoked, err, "trial %d", trial)
 	}
-}
-
-// recMetrics records what a Manager reports.
-type recMetrics struct {
-	mu       sync.Mutex
-	verified []string // outcome/cache
-	flushed  []int
-	flushErr []error
-	queued   []int
-	dropped  int
-	limited  []string // outcome/limit
-	failed   []string // policy/breakerOpen
-}
-
-func (r *recMetrics) Verified(outcome, cache string, d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if d < 0 {
-		panic("negative duration")
-	}
-	r.verified = append(r.verified, outcome+"/"+cache)
-}
-
-func (r *recMetrics) Limited(outcome, limit string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.limited = append(r.limited, outcome+"/"+limit)
-}
-
-func (r *recMetrics) LimiterFailed(policy string, breakerOpen bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.failed = append(r.failed, fmt.Sprintf("%s/%t", policy, breakerOpen))
-}
-
-func (r *recMetrics) Flushed(keys int, _ time.Duration, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.flushed = append(r.flushed, keys)
-	r.flushErr = append(r.flushErr, err)
-}
-
-func (r *recMetrics) UsesQueued(queued, dropped int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.queued = append(r.queued, queued)
-	r.dropped += dropped
-}
-
-func TestMetricsVerified(t *testing.T) {
-	ctx := context.Background()
-	c := newClock()
-	spy := newSpy()
-	rec := &recMetrics{}
-	m := newManager(t, spy, apikey.Options{Now: c.Now, Metrics: rec, CacheStaleIfError: time.Hour})
-	token, k := issue(t, m, apikey.IssueParams{})
-	expired, _ := issue(t, m, apikey.IssueParams{TTL: time.Minute})
-	revoked, kr := issue(t, m, apikey.IssueParams{})
-	require.NoError(t, m.Revoke(ctx, kr.ID))
-	unknown, _ := m.Format().New()
-	tok, err := m.Format().Parse(token)
-	require.NoError(t, err)
-	wrong := rebuild(t, m.Format(), tok.ID, "")
-
-	for _, tk := range []string{token, token, "sk_garbage", unknown, unknown, wrong} {
-		_, _ = m.Verify(ctx, tk)
-	}
-	c.Add(time.Hour)
-	_, _ = m.Verify(ctx, expired)
-	_, _ = m.Verify(ctx, revoked)
-	spy.failWith(errors.New("down"))
-	_, _ = m.Verify(ctx, token) // stale
-	m.Invalidate(k.ID)
-	_, _ = m.Verify(ctx, token) // nothing stale left
-	assert.Equal(t, []string{
-		"ok/miss", "ok/hit", "malformed/none", "invalid/miss", "invalid/negative", "invalid/hit",
-		"expired/miss", "revoked/miss", "ok/stale", "unavailable/miss",
-	}, rec.verified)
-
-	rec2 := &recMetrics{}
-	m2 := newManager(t, memstore.New(), apikey.Options{Metrics: rec2, CacheTTL: -1})
-	token2, _ := issue(t, m2, apikey.IssueParams{})
-	_, err = m2.Verify(ctx, token2)
-	require.NoError(t, err)
-	assert.Equal(t, []string{"ok/off"}, rec2.verified)
 }
 
 // A flood of garbage and invalid tokens logs at most one line per second
@@ -541,4 +454,137 @@ func TestTestKeyNeverVerifiesAsLive(t *testing.T) {
 	assert.Equal(t, "sk_test", rot.Key.Prefix, "a test key rotates into a test key")
 	_, err = both.Verify(ctx, rot.Token)
 	require.NoError(t, err)
+}
+
+func TestFlippedCharacterNeedsNoStore(t *testing.T) {
+	t.Parallel()
+	spy := newSpy()
+	m := newManager(t, spy, apikey.Options{})
+	token, _ := issue(t, m, apikey.IssueParams{})
+	before := spy.calls.Load()
+	for i := len("sk_"); i < len(token); i++ {
+		b := []byte(token)
+		b[i] = map[bool]byte{true: 'B', false: 'A'}[b[i] == 'A']
+		_, err := m.Verify(context.Background(), string(b))
+		assert.ErrorIs(t, err, apikey.ErrMalformed, "position %d", i)
+	}
+	_, err := m.Verify(context.Background(), strings.Repeat("x", 10_000))
+	assert.ErrorIs(t, err, apikey.ErrMalformed)
+	assert.Equal(t, before, spy.calls.Load(), "a malformed token reached the store")
+}
+
+func TestUnknownIDAndWrongSecretAreAlike(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		opts apikey.Options
+	}{
+		{"hmac", apikey.Options{}},
+		{"bcrypt", apikey.Options{Hasher: mustBcrypt(t)}},
+		{"hmac without cache", apikey.Options{CacheTTL: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newManager(t, memstore.New(), tc.opts)
+			token, _ := issue(t, m, apikey.IssueParams{})
+			_, err := m.Verify(context.Background(), token) // warm the cache
+			require.NoError(t, err)
+			tok, err := m.Format().Parse(token)
+			require.NoError(t, err)
+
+			unknown, _ := m.Format().New()
+			wrongSecret := rebuild(t, m.Format(), tok.ID, "")
+			_, errUnknown := m.Verify(context.Background(), unknown)
+			_, errWrong := m.Verify(context.Background(), wrongSecret)
+			assert.Equal(t, apikey.ErrInvalid, errUnknown)
+			assert.Equal(t, errUnknown, errWrong)
+		})
+	}
+}
+
+func TestExpiredAndRevoked(t *testing.T) {
+	t.Parallel()
+	c := newClock()
+	m := newManager(t, memstore.New(), apikey.Options{Now: c.Now, DefaultTTL: time.Hour})
+	token, _ := issue(t, m, apikey.IssueParams{})
+	_, err := m.Verify(context.Background(), token)
+	require.NoError(t, err)
+	c.Add(time.Hour - time.Nanosecond)
+	_, err = m.Verify(context.Background(), token)
+	require.NoError(t, err)
+	c.Add(time.Nanosecond)
+	_, err = m.Verify(context.Background(), token)
+	assert.ErrorIs(t, err, apikey.ErrExpired)
+
+	token2, k2 := issue(t, m, apikey.IssueParams{})
+	_, err = m.Verify(context.Background(), token2)
+	require.NoError(t, err)
+	require.NoError(t, m.Revoke(context.Background(), k2.ID))
+	_, err = m.Verify(context.Background(), token2)
+	assert.ErrorIs(t, err, apikey.ErrRevoked)
+	require.NoError(t, m.Revoke(context.Background(), k2.ID), "revoking twice is fine")
+	assert.ErrorIs(t, m.Revoke(context.Background(), "unknown"), apikey.ErrNotFound)
+}
+
+// BenchmarkVerify measures one verification of a valid key over memstore.
+// "HMAC" is the default configuration (HMAC-SHA-256, cache on); "NoCache"
+// reaches the store every time; the bcrypt variants show a cache hit and a
+// miss (a miss pays one bcrypt comparison, cost 10).
+func BenchmarkVerify(b *testing.B) {
+	bc, err := apikey.NewBcryptHasher(10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bm := range []struct {
+		name string
+		opts apikey.Options
+	}{
+		{"HMAC", apikey.Options{Peppers: testPepper}},
+		{"HMAC/NoCache", apikey.Options{Peppers: testPepper, CacheTTL: -1}},
+		{"SHA256/NoCache", apikey.Options{CacheTTL: -1}},
+		{"Bcrypt/CacheHit", apikey.Options{Hasher: bc}},
+		{"Bcrypt/CacheMiss", apikey.Options{Hasher: bc, CacheTTL: -1}},
+	} {
+		b.Run(bm.name, func(b *testing.B) {
+			m := newManager(b, memstore.New(), bm.opts)
+			token, _ := issue(b, m, apikey.IssueParams{Owner: "alice", Scopes: []string{"read"}, Plan: "free"})
+			ctx := context.Background()
+			if _, err := m.Verify(ctx, token); err != nil { // warm the cache outside the timing
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.Verify(ctx, token); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("HMAC/Parallel", func(b *testing.B) {
+		m := newManager(b, memstore.New(), apikey.Options{Peppers: testPepper})
+		token, _ := issue(b, m, apikey.IssueParams{Owner: "alice", Scopes: []string{"read"}})
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := m.Verify(context.Background(), token); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkVerifyMalformed measures the rejection of a token with a bad
+// checksum: no hashing, no store access.
+func BenchmarkVerifyMalformed(b *testing.B) {
+	m := newManager(b, memstore.New(), apikey.Options{})
+	token, _ := issue(b, m, apikey.IssueParams{})
+	bad := token[:len(token)-1] + string(rune('A'+(token[len(token)-1]+1)%26))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.Verify(ctx, bad); err == nil {
+			b.Fatal("accepted")
+		}
+	}
 }

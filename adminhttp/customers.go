@@ -40,8 +40,8 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	limit := apikey.ListOptions{}.PageSize() // the default page
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > apikey.MaxListLimit {
-			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer between 1 and %d.", apikey.MaxListLimit), "limit")
+		if err != nil || n < 1 || n > apikey.MaxPageSize {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer between 1 and %d.", apikey.MaxPageSize), "limit")
 			return
 		}
 		limit = n
@@ -52,7 +52,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Ask for one more than a page, to know whether there is a next one.
-	ask := min(limit+1, apikey.MaxListLimit)
+	ask := min(limit+1, apikey.MaxPageSize)
 	page, err := h.m.Customers(r.Context(), after, ask)
 	if err != nil {
 		h.fail(w, r, err)

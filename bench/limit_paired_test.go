@@ -23,8 +23,11 @@ import (
 //
 //	memlimit    memlimit (one rate) ÷ x/time/rate (a sync.Map of
 //	            rate.Limiters), 10,000 keys, serial and parallel
-//	redis       redislimit (a rate and a quota) ÷ redis_rate (one rate),
-//	            10,000 keys, serial and parallel (APIKEY_TEST_REDIS_ADDR)
+//	redis       redislimit ÷ redis_rate with as many limits, 10,000 keys,
+//	            serial and with 4×GOMAXPROCS goroutines
+//	            (APIKEY_TEST_REDIS_ADDR): one rate (1/1); two rates in
+//	            one call ÷ two calls (2/2); a rate and a quota (plan)
+//	            ÷ two calls and ÷ one
 //	middleware  Handler+Limit with memlimit and a two-limit plan beside
 //	            the floor middleware, alone and writing two fixed headers
 //	            of the same length, and Handler without limits:
@@ -72,12 +75,20 @@ func BenchmarkLimitPaired(b *testing.B) {
 		c, prefix := limitRedis(b)
 		rr := redis_rate.NewLimiter(c)
 		perSecond := redis_rate.PerSecond(1_000_000)
+		perMinute := redis_rate.PerMinute(60_000_000)
 		keys := make([]string, len(ids))
 		for i, id := range ids {
 			keys[i] = prefix + id
 		}
-		one := func(key string) {
+		rrOne := func(key string) {
 			if res, err := rr.Allow(ctx, key, perSecond); err != nil || res.Allowed == 0 {
+				b.Fatal("redis_rate denied", err)
+			}
+		}
+		// Two limits are two calls, the second on a key of its own.
+		rrTwo := func(key string) {
+			rrOne(key)
+			if res, err := rr.Allow(ctx, key+":m", perMinute); err != nil || res.Allowed == 0 {
 				b.Fatal("redis_rate denied", err)
 			}
 		}
@@ -85,19 +96,34 @@ func BenchmarkLimitPaired(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		lims := []limits.Limit{limits.Rate("per-second", 1_000_000, time.Second, 0), limits.Quota("daily", 1e13, limits.Day)}
-		two := func(id string) {
-			if res, err := l.Allow(ctx, id, lims, 1); err != nil || !res.Allowed {
-				b.Fatal("redislimit denied", err)
+		rate := limits.Rate("per-second", 1_000_000, time.Second, 0)
+		allow := func(lims []limits.Limit) func(string) {
+			return func(id string) {
+				if res, err := l.Allow(ctx, id, lims, 1); err != nil || !res.Allowed {
+					b.Fatal("redislimit denied", err)
+				}
 			}
 		}
+		one := allow([]limits.Limit{rate})
+		two := allow([]limits.Limit{rate, limits.Rate("per-minute", 60_000_000, time.Minute, 0)})
+		plan := allow([]limits.Limit{rate, limits.Quota("daily", 1e13, limits.Day)})
 		const ops = 100
+		par := 4 * procs
 		paired(b, []pairCase{
-			{"redis_rate-serial", cycle(keys, one), ops},
-			{"redislimit-serial", cycle(ids, two), ops},
-			{"redis_rate-parallel", parallel(keys, 4*procs, one), 4 * ops},
-			{"redislimit-parallel", parallel(ids, 4*procs, two), 4 * ops},
-		}, []pairRatio{{"serial-redislimit/redis_rate", 1, 0, -1}, {"parallel-redislimit/redis_rate", 3, 2, -1}})
+			{"redis_rate-1-serial", cycle(keys, rrOne), ops},
+			{"redislimit-1-serial", cycle(ids, one), ops},
+			{"redis_rate-2-serial", cycle(keys, rrTwo), ops},
+			{"redislimit-2-serial", cycle(ids, two), ops},
+			{"redislimit-plan-serial", cycle(ids, plan), ops},
+			{"redis_rate-1-parallel", parallel(keys, par, rrOne), 4 * ops},
+			{"redislimit-1-parallel", parallel(ids, par, one), 4 * ops},
+			{"redis_rate-2-parallel", parallel(keys, par, rrTwo), 4 * ops},
+			{"redislimit-2-parallel", parallel(ids, par, two), 4 * ops},
+			{"redislimit-plan-parallel", parallel(ids, par, plan), 4 * ops},
+		}, []pairRatio{
+			{"serial-1/1", 1, 0, -1}, {"serial-2/2", 3, 2, -1}, {"serial-plan/2", 4, 2, -1}, {"serial-plan/1", 4, 0, -1},
+			{"parallel-1/1", 6, 5, -1}, {"parallel-2/2", 8, 7, -1}, {"parallel-plan/2", 9, 7, -1}, {"parallel-plan/1", 9, 5, -1},
+		})
 	})
 	b.Run("middleware", func(b *testing.B) {
 		m, token := newLimitManager(b, nil)

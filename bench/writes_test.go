@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/fleetsim"
 	"github.com/gokeys/apikey/memstore"
 	"github.com/gokeys/apikey/sqlstore"
+	"github.com/gokeys/apikey/storetest/fleetsim"
 	"github.com/gokeys/apikey/usage"
 )
 
@@ -42,7 +42,7 @@ func writesKeyCount() int {
 // (APIKEY_TEST_MYSQL_DSN) and SQLite: writesInstances Managers share
 // one sqlstore.Store, and each verifies every one of the keys once per
 // 10-second flush interval, at its own phase of the interval, then
-// flushes (internal/fleetsim, in virtual time). An operation is one
+// flushes (storetest/fleetsim, in virtual time). An operation is one
 // virtual minute: six intervals of the sixteen instances.
 //
 //	granular     Options.LastUsedGranularity's default, one minute, and

@@ -94,8 +94,8 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, owner string) {
 	limit := apikey.ListOptions{}.PageSize() // the default page
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > apikey.MaxListLimit {
-			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer between 1 and %d.", apikey.MaxListLimit), "limit")
+		if err != nil || n < 1 || n > apikey.MaxPageSize {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer between 1 and %d.", apikey.MaxPageSize), "limit")
 			return
 		}
 		limit = n
@@ -113,8 +113,8 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, owner string) {
 		}
 	}
 	// Ask for one more than a page, to know whether there is a next one.
-	ask := min(limit+1, apikey.MaxListLimit)
-	opts := apikey.ListOptions{After: after, Limit: ask}
+	ask := min(limit+1, apikey.MaxPageSize)
+	opts := apikey.ListOptions{After: after, Size: ask}
 	if usable {
 		opts.UsableAt = h.m.Now()
 	}

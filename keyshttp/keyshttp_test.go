@@ -387,7 +387,7 @@ func TestRoutes(t *testing.T) {
 		}
 		assert.Equal(t, int64(1), e.key(id).Revision, "nothing was changed")
 		require.NoError(t, e.verify(token))
-		keys, err := e.m.List(context.Background(), "alice", apikey.ListOptions{Limit: apikey.MaxListLimit})
+		keys, err := e.m.List(context.Background(), "alice", apikey.ListOptions{Size: apikey.MaxPageSize})
 		require.NoError(t, err)
 		n := len(keys)
 		// A same-origin browser request and a client that is not a browser
@@ -401,7 +401,7 @@ func TestRoutes(t *testing.T) {
 		res.Body.Close()
 		assert.Equal(t, http.StatusOK, res.StatusCode)
 		assert.Equal(t, 200, e.do("alice", "POST", "/api-keys/"+id+"/resume", "").status)
-		keys, err = e.m.List(context.Background(), "alice", apikey.ListOptions{Limit: apikey.MaxListLimit})
+		keys, err = e.m.List(context.Background(), "alice", apikey.ListOptions{Size: apikey.MaxPageSize})
 		require.NoError(t, err)
 		assert.Len(t, keys, n, "no forged creation")
 		assert.Equal(t, 200, e.do("alice", "GET", "/api-keys/"+id, "").status)

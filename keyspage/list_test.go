@@ -249,7 +249,7 @@ func BenchmarkKeysPage(b *testing.B) {
 		b.ReportAllocs()
 		ctx := context.Background()
 		for b.Loop() {
-			if _, err := c.store.List(ctx, "alice", apikey.ListOptions{Limit: 51, UsableAt: c.m.Now()}); err != nil {
+			if _, err := c.store.List(ctx, "alice", apikey.ListOptions{Size: 51, UsableAt: c.m.Now()}); err != nil {
 				b.Fatal(err)
 			}
 		}

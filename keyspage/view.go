@@ -243,7 +243,7 @@ func (p *Page) list(w http.ResponseWriter, r *http.Request, owner string, status
 	a, err := p.policy.Allowance(ctx, owner)
 	var keys []*apikey.Key
 	if err == nil {
-		opts := apikey.ListOptions{After: after, Limit: p.pageSize + 1} // one more: is there an older page?
+		opts := apikey.ListOptions{After: after, Size: p.pageSize + 1} // one more: is there an older page?
 		if !v.All {
 			opts.UsableAt = now
 		}

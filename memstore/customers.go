@@ -58,7 +58,7 @@ func (s *Store) ListCustomers(ctx context.Context, after string, limit int) ([]*
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	limit = apikey.ListOptions{Limit: limit}.PageSize()
+	limit = apikey.ListOptions{Size: limit}.PageSize()
 	s.cmu.RLock()
 	ids := make([]string, 0, len(s.customers))
 	for id := range s.customers {

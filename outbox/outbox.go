@@ -194,20 +194,20 @@ type Query struct {
 	ID string
 	// State, if set, selects the events in that state.
 	State State
-	// Limit is the most events returned, 100 when 0 or negative, and at
+	// Size is the most events returned, 100 when 0 or negative, and at
 	// most 1,000.
-	Limit int
+	Size int
 }
 
 // PageSize returns the effective limit of q.
 func (q Query) PageSize() int {
 	switch {
-	case q.Limit <= 0:
+	case q.Size <= 0:
 		return 100
-	case q.Limit > 1000:
+	case q.Size > 1000:
 		return 1000
 	}
-	return q.Limit
+	return q.Size
 }
 
 // Store is an optional apikey.Store capability, an outbox of events that

@@ -11,7 +11,9 @@
 // server lost the script, after which EVALSHA works again) that reads the
 // time with Redis's TIME, reads the state of each limit of the call,
 // decides every limit, and, only when all limits allow, writes each new
-// state with its expiry. The servers' own clocks do not matter. Time is
+// state with its expiry. A call whose only limit is a rate runs a shorter
+// script, with one key and three arguments, that reads and writes the
+// same key and value. The servers' own clocks do not matter. Time is
 // counted in integer microseconds. Peek runs a script that only reads;
 // Debit one that adds a cost known after the response to the quotas and
 // credits of the call, without an admission check.
@@ -122,6 +124,7 @@ package redislimit
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -145,6 +148,9 @@ var scriptSource string
 
 //go:embed debit.lua
 var debitSource string
+
+//go:embed rate.lua
+var rateSource string
 
 // nlimits defines, for storage.Legacy, the number of limits of a call of
 // limit.lua or debit.lua: two arguments each after two.
@@ -172,9 +178,20 @@ type Limiter struct {
 	cluster   *redis.ClusterClient // client, when it is one
 	prefix    string
 	creditsMS int64
-	allow     *redis.Script
-	peek      *redis.Script
-	debit     *redis.Script
+	allow     script
+	peek      script
+	debit     script
+	rate      script // Allow of a single rate
+	peekRate  script // Peek of a single rate
+}
+
+// script is a Lua script and its SHA-1, for EVALSHA.
+type script struct {
+	hash, src string
+}
+
+func newScript(src string) script {
+	return script{hash: redis.NewScript(src).Hash(), src: src}
 }
 
 var (
@@ -210,9 +227,11 @@ func New(client redis.UniversalClient, opts Options) (*Limiter, error) {
 		cluster:   cluster,
 		prefix:    prefix,
 		creditsMS: int64((ttl + time.Millisecond - 1) / time.Millisecond),
-		allow:     redis.NewScript("local peek = false\n" + nlimits + storage.Window + storage.Legacy + scriptSource),
-		peek:      redis.NewScript("local peek = true\n" + nlimits + storage.Window + storage.Legacy + scriptSource),
-		debit:     redis.NewScript(nlimits + storage.Window + storage.Legacy + debitSource),
+		allow:     newScript("local peek = false\n" + nlimits + storage.Window + storage.Legacy + scriptSource),
+		peek:      newScript("local peek = true\n" + nlimits + storage.Window + storage.Legacy + scriptSource),
+		debit:     newScript(nlimits + storage.Window + storage.Legacy + debitSource),
+		rate:      newScript("local peek = false\n" + rateSource),
+		peekRate:  newScript("local peek = true\n" + rateSource),
 	}, nil
 }
 
@@ -236,6 +255,9 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, 
 	if err := limits.ValidateAllow(subject, ls, cost); err != nil {
 		return limits.Result{}, fmt.Errorf("redislimit: %w", err)
 	}
+	if len(ls) == 1 && ls[0].Kind == limits.KindRate {
+		return l.runRate(ctx, l.rate, subject, &ls[0], cost)
+	}
 	return l.run(ctx, l.allow, subject, ls, cost)
 }
 
@@ -245,6 +267,9 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, 
 func (l *Limiter) Peek(ctx context.Context, subject string, ls []limits.Limit) (limits.Result, error) {
 	if err := limits.ValidateAllow(subject, ls, 1); err != nil {
 		return limits.Result{}, fmt.Errorf("redislimit: %w", err)
+	}
+	if len(ls) == 1 && ls[0].Kind == limits.KindRate {
+		return l.runRate(ctx, l.peekRate, subject, &ls[0], 1)
 	}
 	return l.run(ctx, l.peek, subject, ls, 1)
 }
@@ -272,14 +297,27 @@ func (l *Limiter) Debit(ctx context.Context, subject string, ls []limits.Limit, 
 	return l.run(ctx, l.debit, subject, ls, amount)
 }
 
-// run runs script (Allow's, Peek's or Debit's) for a call whose arguments
+// run runs sc (Allow's, Peek's or Debit's) for a call whose arguments
 // are valid; cost is Debit's amount.
-func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
+func (l *Limiter) run(ctx context.Context, sc script, subject string, ls []limits.Limit, cost int64) (limits.Result, error) {
 	if len(ls) == 0 {
 		return limits.Result{Allowed: true}, nil
 	}
-	args := make([]any, 2, 2+2*len(ls))
-	args[0], args[1] = cost, l.creditsMS
+	keys := l.keys(subject, ls)
+	legacy := l.legacyKey(subject, ls)
+	nkeys := len(keys)
+	if legacy != "" {
+		nkeys++
+	}
+	args := make([]any, 3, 3+nkeys+2+2*len(ls))
+	args[2] = nkeys
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	if legacy != "" {
+		args = append(args, legacy)
+	}
+	args = append(args, cost, l.creditsMS)
 	for i := range ls {
 		lim := &ls[i]
 		if lim.Kind == limits.KindRate {
@@ -289,21 +327,9 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 			args = append(args, -lim.Count, int64(lim.Window))
 		}
 	}
-	keys := l.keys(subject, ls)
-	if k := l.legacyKey(subject, ls); k != "" {
-		keys = append(keys, k)
-	}
-	vals, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
+	vals, err := l.eval(ctx, sc, args)
 	if err != nil {
-		if l.cluster != nil {
-			// A master that died answers no MOVED, and go-redis keeps
-			// its layout (for a minute by default): ask it to reload now,
-			// so that calls reach the slot's new master as soon as a
-			// replica has taken over. Reloads run one at a time, at most
-			// one per 200 ms.
-			l.cluster.ReloadState(ctx)
-		}
-		return limits.Result{}, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
+		return limits.Result{}, err
 	}
 	// allowed, index of the tightest limit (from 1), remaining, reset,
 	// retry, then remaining, reset, retry of each limit.
@@ -325,6 +351,60 @@ func (l *Limiter) run(ctx context.Context, script *redis.Script, subject string,
 		res.States[i] = limits.State{Remaining: v[0], Reset: time.Duration(v[1]) * time.Microsecond, RetryAfter: time.Duration(v[2]) * time.Microsecond}
 	}
 	return res, nil
+}
+
+// runRate runs sc, rate.lua (Allow's or Peek's), for a valid call
+// whose only limit is the rate lim.
+func (l *Limiter) runRate(ctx context.Context, sc script, subject string, lim *limits.Limit, cost int64) (limits.Result, error) {
+	t, burst := gcra.GCRA(lim.Count, lim.Period, lim.Burst, time.Microsecond)
+	vals, err := l.eval(ctx, sc, []any{nil, nil, 1, storage.Key(l.prefix, subject, lim), cost, t, burst})
+	if err != nil {
+		return limits.Result{}, err
+	}
+	// allowed, remaining, reset, retry.
+	if len(vals) != 4 {
+		return limits.Result{}, fmt.Errorf("%w: redislimit: unexpected script reply %v", apikey.ErrUnavailable, vals)
+	}
+	res := limits.Result{
+		Allowed:   vals[0] == 1,
+		Limit:     *lim,
+		Remaining: vals[1],
+		Reset:     time.Duration(vals[2]) * time.Microsecond,
+		States:    []limits.State{{Remaining: vals[1], Reset: time.Duration(vals[2]) * time.Microsecond, RetryAfter: time.Duration(vals[3]) * time.Microsecond}},
+	}
+	if !res.Allowed {
+		res.RetryAfter = res.States[0].RetryAfter
+	}
+	return res, nil
+}
+
+// eval runs sc with args, whose first two elements it fills and whose
+// third is the number of keys, by EVALSHA, and by EVAL when the server
+// lost the script; after which EVALSHA works again. It reads the reply, an
+// array of integers, without boxing each.
+func (l *Limiter) eval(ctx context.Context, sc script, args []any) ([]int64, error) {
+	args[0], args[1] = "evalsha", sc.hash
+	cmd := redis.NewIntSliceCmd(ctx, args...)
+	cmd.SetFirstKeyPos(3)
+	err := l.client.Process(ctx, cmd)
+	if err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")) {
+		args[0], args[1] = "eval", sc.src
+		cmd = redis.NewIntSliceCmd(ctx, args...)
+		cmd.SetFirstKeyPos(3)
+		err = l.client.Process(ctx, cmd)
+	}
+	if err != nil {
+		if l.cluster != nil {
+			// A master that died answers no MOVED, and go-redis keeps
+			// its layout (for a minute by default): ask it to reload now,
+			// so that calls reach the slot's new master as soon as a
+			// replica has taken over. Reloads run one at a time, at most
+			// one per 200 ms.
+			l.cluster.ReloadState(ctx)
+		}
+		return nil, fmt.Errorf("%w: redislimit: %w", apikey.ErrUnavailable, err)
+	}
+	return cmd.Val(), nil
 }
 
 // keys names the state of each limit of a call for subject, in one hash

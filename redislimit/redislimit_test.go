@@ -438,6 +438,18 @@ func TestScriptFlushIsRecovered(t *testing.T) {
 			res, err = l.Debit(ctx, id, q, -1)
 			require.NoError(t, err, "NOSCRIPT not recovered by Debit")
 			require.Equal(t, int64(1), res.Remaining)
+
+			// A single rate runs a script of its own.
+			r := []limits.Limit{limits.Rate("hourly", 10, time.Hour, 0)}
+			require.NoError(t, c.ScriptFlush(ctx).Err())
+			res, err = l.Peek(ctx, id, r)
+			require.NoError(t, err, "NOSCRIPT not recovered by Peek of a rate")
+			require.Equal(t, int64(9), res.Remaining)
+			require.NoError(t, c.ScriptFlush(ctx).Err())
+			res, err = l.Allow(ctx, id, r, 1)
+			require.NoError(t, err, "NOSCRIPT not recovered by Allow of a rate")
+			require.True(t, res.Allowed)
+			require.Equal(t, int64(9), res.Remaining)
 		})
 	}
 }

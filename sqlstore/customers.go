@@ -94,7 +94,7 @@ func (s *Store) ListCustomers(ctx context.Context, after string, limit int) ([]*
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cs, err := s.queryCustomers(ctx, s.q.customerList, after, apikey.ListOptions{Limit: limit}.PageSize())
+	cs, err := s.queryCustomers(ctx, s.q.customerList, after, apikey.ListOptions{Size: limit}.PageSize())
 	if err != nil {
 		return nil, s.fail(ctx, "list customers", err)
 	}

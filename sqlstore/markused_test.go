@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gokeys/apikey"
-	"github.com/gokeys/apikey/internal/fleetsim"
 	"github.com/gokeys/apikey/sqlstore"
+	"github.com/gokeys/apikey/storetest/fleetsim"
 )
 
 // scriptedDB answers ExecContext with the errors of fail, in turn, then

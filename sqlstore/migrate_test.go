@@ -484,13 +484,13 @@ func TestMigrateBackfillsInBatches(t *testing.T) {
 
 		got := map[string]string{}
 		for after := ""; ; {
-			page, err := s.ListCustomers(ctx, after, apikey.MaxListLimit)
+			page, err := s.ListCustomers(ctx, after, apikey.MaxPageSize)
 			require.NoError(t, err)
 			for _, c := range page {
 				got[c.ID] = c.Plan
 				assert.Nil(t, c.Scopes)
 			}
-			if len(page) < apikey.MaxListLimit {
+			if len(page) < apikey.MaxPageSize {
 				break
 			}
 			after = page[len(page)-1].ID

@@ -124,7 +124,7 @@ func TestOutboxSurvivesACrashedInstance(t *testing.T) {
 
 			bs, err := sqlstore.New(second, b.dialect, sqlstore.Options{Table: table})
 			require.NoError(t, err)
-			evs, err := bs.Events(ctx, outbox.Query{Limit: 100})
+			evs, err := bs.Events(ctx, outbox.Query{Size: 100})
 			require.NoError(t, err)
 			require.Len(t, evs, 10, "5 key.created and 5 key.revoked, written with their changes")
 			db, err := webhook.New(bs, opts)
@@ -134,7 +134,7 @@ func TestOutboxSurvivesACrashedInstance(t *testing.T) {
 			advance(time.Minute) // the dead instance's lease ends
 			_, err = db.Poll(ctx)
 			require.NoError(t, err)
-			evs, err = bs.Events(ctx, outbox.Query{Limit: 100})
+			evs, err = bs.Events(ctx, outbox.Query{Size: 100})
 			require.NoError(t, err)
 			for _, e := range evs {
 				assert.Equal(t, outbox.Delivered, e.State, "event %s", e.ID)

@@ -308,7 +308,7 @@ func raceKeyCap(t *testing.T, e raceEnv, n int) string {
 	if len(issued) != limit {
 		return fmt.Sprintf("%d of %d concurrent Issues succeeded under a cap of %d", len(issued), issuers, limit)
 	}
-	usable, err := m.List(c, owner, apikey.ListOptions{Limit: apikey.MaxListLimit, UsableAt: m.Now()})
+	usable, err := m.List(c, owner, apikey.ListOptions{Size: apikey.MaxPageSize, UsableAt: m.Now()})
 	if err != nil {
 		return fmt.Sprintf("List: %v", err)
 	}

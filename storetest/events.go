@@ -54,7 +54,7 @@ func eventManager(t *testing.T, s apikey.Store, now func() time.Time, p outbox.P
 // allEvents returns every event of the outbox by id then endpoint.
 func allEvents(t *testing.T, os outbox.Store) map[string]map[string]outbox.Event {
 	t.Helper()
-	evs, err := os.Events(ctx(t), outbox.Query{Limit: 1000})
+	evs, err := os.Events(ctx(t), outbox.Query{Size: 1000})
 	require.NoError(t, err)
 	out := map[string]map[string]outbox.Event{}
 	for _, e := range evs {

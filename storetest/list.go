@@ -88,8 +88,8 @@ func testListPaging(t *testing.T, s apikey.Store) {
 		keys = append(keys, createAt(t, s, "alice", base.Add(time.Duration(i%7)*time.Minute)))
 	}
 	want := newestFirst(keys)
-	assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Limit: 4}))
-	assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Limit: 1}))
+	assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Size: 4}))
+	assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Size: 1}))
 
 	last := mustGet(t, s, want[len(want)-1])
 	page, err := s.List(ctx(t), "alice", apikey.ListOptions{After: last.Cursor()})
@@ -105,13 +105,13 @@ func testListPaging(t *testing.T, s apikey.Store) {
 		}
 	}
 	require.NotEmpty(t, older)
-	assert.Equal(t, newestFirst(older), listAll(t, s, "alice", apikey.ListOptions{After: mid, Limit: 2}))
+	assert.Equal(t, newestFirst(older), listAll(t, s, "alice", apikey.ListOptions{After: mid, Size: 2}))
 }
 
 func testListEqualTimes(t *testing.T, s apikey.Store) {
 	want := createMany(t, s, "alice", 10) // one CreatedAt
 	for _, limit := range []int{1, 3, 4, 10, 11} {
-		assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Limit: limit}), "pages of %d", limit)
+		assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Size: limit}), "pages of %d", limit)
 	}
 	after := apikey.Cursor{CreatedAt: base, ID: want[4]}
 	page, err := s.List(ctx(t), "alice", apikey.ListOptions{After: after})
@@ -133,7 +133,7 @@ func testListZeroCreatedAt(t *testing.T, s apikey.Store) {
 	}
 	want := newestFirst(keys)
 	for _, limit := range []int{1, 2, 5} {
-		assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Limit: limit}), "pages of %d", limit)
+		assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Size: limit}), "pages of %d", limit)
 	}
 }
 
@@ -148,7 +148,7 @@ func testListStable(t *testing.T, s apikey.Store) {
 	}
 	want := newestFirst(keys)
 	var got []string
-	opts := apikey.ListOptions{Limit: 2}
+	opts := apikey.ListOptions{Size: 2}
 	for pages := 0; ; pages++ {
 		require.Less(t, pages, 20, "paging does not end")
 		page, err := s.List(ctx(t), "alice", opts)
@@ -196,12 +196,12 @@ func testListUsable(t *testing.T, s apikey.Store) {
 	require.Len(t, usable, 4)
 	want := newestFirst(usable)
 	for _, limit := range []int{1, 2, 3} {
-		assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Limit: limit, UsableAt: at}), "pages of %d", limit)
+		assert.Equal(t, want, listAll(t, s, "alice", apikey.ListOptions{Size: limit, UsableAt: at}), "pages of %d", limit)
 	}
 	all, err := s.List(ctx(t), "alice", apikey.ListOptions{})
 	require.NoError(t, err)
 	assert.Len(t, all, 20, "without UsableAt every key is listed")
-	first, err := s.List(ctx(t), "alice", apikey.ListOptions{Limit: 1, UsableAt: at})
+	first, err := s.List(ctx(t), "alice", apikey.ListOptions{Size: 1, UsableAt: at})
 	require.NoError(t, err)
 	require.Len(t, first, 1, "a page is never made of dead keys")
 	assert.True(t, first[0].Usable(at))

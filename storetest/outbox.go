@@ -301,7 +301,7 @@ func testOutboxEvents(t *testing.T, _ apikey.Store, os outbox.Store) {
 	claimed := mustClaim(t, os, ep, "c1", t0, 1)
 	require.Len(t, claimed, 1)
 	require.NoError(t, os.Settle(ctx(t), outbox.Result{ID: claimed[0].ID, Endpoint: ep, Claim: "c1", State: outbox.Dead, At: t0}))
-	evs, err := os.Events(ctx(t), outbox.Query{Limit: 1000})
+	evs, err := os.Events(ctx(t), outbox.Query{Size: 1000})
 	require.NoError(t, err)
 	var mine []string
 	for _, e := range evs {
@@ -310,13 +310,13 @@ func testOutboxEvents(t *testing.T, _ apikey.Store, os outbox.Store) {
 		}
 	}
 	assert.Equal(t, []string{ids[4], ids[3], ids[2], ids[1], ids[0]}, mine, "newest first")
-	evs, err = os.Events(ctx(t), outbox.Query{State: outbox.Dead, Limit: 1000})
+	evs, err = os.Events(ctx(t), outbox.Query{State: outbox.Dead, Size: 1000})
 	require.NoError(t, err)
 	assert.Contains(t, claimIDs(evs), claimed[0].ID)
 	for _, e := range evs {
 		assert.Equal(t, outbox.Dead, e.State)
 	}
-	evs, err = os.Events(ctx(t), outbox.Query{Limit: 2})
+	evs, err = os.Events(ctx(t), outbox.Query{Size: 2})
 	require.NoError(t, err)
 	assert.Len(t, evs, 2, "at most Limit")
 }

@@ -630,7 +630,7 @@ func testMarkUsedBulk(t *testing.T, s apikey.Store) {
 		require.NoError(t, err)
 	}
 	got := map[string]time.Time{}
-	for opts := (apikey.ListOptions{Limit: apikey.MaxListLimit}); ; {
+	for opts := (apikey.ListOptions{Size: apikey.MaxPageSize}); ; {
 		page, err := s.List(ctx(t), "bulk", opts)
 		require.NoError(t, err)
 		for _, k := range page {

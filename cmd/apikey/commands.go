@@ -240,8 +240,8 @@ func listCommand(fs *flag.FlagSet) runner {
 		if len(args) > 0 || owner == "" {
 			return usageError("list needs --owner and takes no arguments")
 		}
-		if limit < 1 || limit > apikey.MaxListLimit {
-			return usageError(fmt.Sprintf("--limit must be between 1 and %d", apikey.MaxListLimit))
+		if limit < 1 || limit > apikey.MaxPageSize {
+			return usageError(fmt.Sprintf("--limit must be between 1 and %d", apikey.MaxPageSize))
 		}
 		cursor, err := selfservice.ParseCursor(after)
 		if err != nil {
@@ -249,7 +249,7 @@ func listCommand(fs *flag.FlagSet) runner {
 		}
 		var keys []*apikey.Key
 		next := ""
-		for opts := (apikey.ListOptions{After: cursor, Limit: limit}); ; {
+		for opts := (apikey.ListOptions{After: cursor, Size: limit}); ; {
 			page, err := s.m.List(ctx, owner, opts)
 			if err != nil {
 				return err

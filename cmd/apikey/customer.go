@@ -358,8 +358,8 @@ func (s *session) listCustomers(ctx context.Context, args []string, after string
 	if len(args) > 0 {
 		return usageError("customer list takes no arguments")
 	}
-	if limit < 1 || limit > apikey.MaxListLimit {
-		return usageError(fmt.Sprintf("--limit must be between 1 and %d", apikey.MaxListLimit))
+	if limit < 1 || limit > apikey.MaxPageSize {
+		return usageError(fmt.Sprintf("--limit must be between 1 and %d", apikey.MaxPageSize))
 	}
 	var cs []*apikey.Customer
 	next := ""

@@ -72,7 +72,7 @@ func (s *session) listEvents(ctx context.Context, ids []string, state outbox.Sta
 	case state != "" && state != outbox.Pending && state != outbox.Delivered && state != outbox.Dead:
 		return usageError(fmt.Sprintf("--state %q: want pending, delivered or dead", state))
 	}
-	q := outbox.Query{State: state, Limit: limit}
+	q := outbox.Query{State: state, Size: limit}
 	if len(ids) == 1 {
 		q.ID = ids[0]
 	}

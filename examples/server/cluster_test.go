@@ -50,7 +50,7 @@ func TestTwoProcessesRedisCluster(t *testing.T) {
 	customerPropagation(t, a, b, 25, "redis cluster")
 
 	_, token := a.createAs(t, user)
-	var allowed, limited atomic.Int64
+	var allowed, limited, unavailable atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -65,6 +65,8 @@ func TestTwoProcessesRedisCluster(t *testing.T) {
 					allowed.Add(1)
 				case http.StatusTooManyRequests:
 					limited.Add(1)
+				case http.StatusServiceUnavailable:
+					unavailable.Add(1)
 				default:
 					t.Errorf("GET /data: %d", code)
 				}
@@ -72,11 +74,11 @@ func TestTwoProcessesRedisCluster(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	// Both processes fall back to a per-instance memlimit when a Redis call
-	// fails or passes the limiter's timeout (the example's failure policy).
-	// On a loaded machine a few calls can take that path, and the fallback
-	// decides them alone; without it the quota holds exactly.
-	assert.EqualValues(t, 160, allowed.Load()+limited.Load())
-	assert.GreaterOrEqual(t, allowed.Load(), int64(100), "the free plan's daily quota, shared by A and B")
-	assert.LessOrEqual(t, allowed.Load(), int64(100+8), "beyond the quota only calls in flight when Redis was too slow")
+	// Without -limit-fallback a call that fails or passes the limiter's
+	// timeout is refused (503), on a loaded machine a few do. Such a call
+	// may still have spent its unit in Redis, so the quota holds exactly
+	// from above and within the refused calls from below.
+	assert.EqualValues(t, 160, allowed.Load()+limited.Load()+unavailable.Load())
+	assert.LessOrEqual(t, allowed.Load(), int64(100), "the free plan's daily quota, shared by A and B")
+	assert.GreaterOrEqual(t, allowed.Load()+unavailable.Load(), int64(100))
 }

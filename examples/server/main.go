@@ -27,7 +27,10 @@
 // or a suspension made through any of them at once. They learn of it
 // through Redis pub/sub with -redis (sharded pub/sub with
 // -redis-cluster). Else they learn of it through PostgreSQL LISTEN/NOTIFY
-// with -postgres (see apikey.Notifier).
+// with -postgres (see apikey.Notifier). While Redis fails, a rate-limited
+// request is refused with 503, so that no customer gets more than his
+// plan. With -limit-fallback each instance decides alone meanwhile, and a
+// fleet of N may admit up to N times a plan's count (docs/scale.md).
 //
 // Leaked keys are revoked within seconds. POST /github/secret-scanning
 // receives GitHub's secret scanning alerts. They are signed by the keys
@@ -99,6 +102,7 @@ type flags struct {
 	addr, db, postgres, mysql, redis, users, admin string
 	redisCluster                                   []string // -redis-cluster
 	metrics                                        bool
+	limitFallback                                  bool // -limit-fallback
 	cacheTTL, usageInterval                        time.Duration
 	grpc                                           string // see GRPC.md
 	trustedProxies, proxyHeader                    string // see README.md, IP restrictions
@@ -124,6 +128,7 @@ func main() {
 		}
 		return nil
 	})
+	flag.BoolVar(&f.limitFallback, "limit-fallback", false, "while Redis fails, decide rate limits per instance instead of answering 503 (each instance may then admit a plan's whole count)")
 	flag.BoolVar(&f.metrics, "metrics", false, "serve the library's metrics on GET /metrics (Prometheus text format)")
 	flag.DurationVar(&f.cacheTTL, "cache-ttl", 0, "verification cache TTL (0: the library's default; negative: off)")
 	flag.DurationVar(&f.usageInterval, "usage-interval", 2*time.Second, "how often the usage counted in memory is written to the database (negative: usage is not recorded)")
@@ -213,7 +218,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		if cfg.limiter, err = redislimit.New(client, redislimit.Options{}); err != nil {
 			return err
 		}
-		cfg.fallback = local // while Redis is down, limits hold per instance
+		if f.limitFallback { // while Redis fails, each instance decides alone
+			cfg.fallback = local
+		}
 	}
 	a, err := newApp(ctx, cfg)
 	if err != nil {
@@ -253,7 +260,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 // limiterClient returns a client of the Redis (-redis) or Redis Cluster
 // (-redis-cluster) that holds the rate limits, or nil for none. It fails
 // fast: the middleware bounds each call (50 ms) and opens its circuit
-// breaker after repeated failures, then the fallback decides. On a
+// breaker after repeated failures. The request is then refused (503), or
+// decided by a per-instance limiter with -limit-fallback. On a
 // cluster, a MOVED reply (a slot served by a new master after a failover)
 // is followed at once, within the same 50 ms.
 func limiterClient(f flags) redis.UniversalClient {

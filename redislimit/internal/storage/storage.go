@@ -51,6 +51,24 @@ func Keys(prefix, subject string, ls []limits.Limit) []string {
 	return keys
 }
 
+// Key names the state of the single limit of a call for subject: what
+// Keys names for ls holding lim alone.
+func Key(prefix, subject string, lim *limits.Limit) string {
+	var buf [128]byte
+	b := append(buf[:0], prefix...)
+	b = append(b, '{')
+	b = appendTag(b, subject)
+	b = append(b, '}', "?rqc"[lim.Kind])
+	b = strconv.AppendInt(b, int64(len(lim.Name)), 10)
+	b = append(b, ':')
+	b = append(b, lim.Name...)
+	if lim.Subject != "" {
+		b = append(b, ':')
+		b = append(b, lim.Subject...)
+	}
+	return string(b)
+}
+
 // LegacyKey returns the key under which the previous release kept all
 // limits of subject, when the call holds credits that may be carried from
 // it (see Upgrading in redislimit's package documentation), or "" when

@@ -3,6 +3,7 @@ package rpcauth
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strconv"
 	"strings"
 
@@ -26,21 +27,10 @@ const (
 	Unauthenticated   Code = 16
 )
 
-// The messages of refusals are the HTTP middleware's problem details. So a
-// customer reads the same sentence on every surface. Keys get one message
-// per code (malformed, invalid, revoked, expired, disabled, paused and
-// suspended alike).
-const (
-	msgBadRequest      = "The request carries its credentials in a malformed way."
-	msgUnauthenticated = "A valid API key is required."
-	msgScope           = "The API key lacks a scope this resource requires."
-	msgPlan            = "The API key's plan is not configured on this server."
-	msgDenied          = "The API key may not call this method."
-	msgIP              = "The API key may not be used from this IP address: it is restricted to other IP ranges."
-	msgRateLimited     = "The API key's rate limit is exceeded."
-	msgInternal        = "The server could not process the request."
-	msgUnavailable     = "Authentication is temporarily unavailable."
-)
+// msgDenied refuses a method whose rule is Deny. Every other message is
+// the HTTP middleware's problem detail (apikey.Outcome), so a customer
+// reads the same sentence on every surface.
+const msgDenied = "The API key may not call this method."
 
 // The ErrorInfo reasons of PermissionDenied.
 const (
@@ -62,34 +52,38 @@ type Refusal struct {
 	RetryAfter string
 }
 
-// refuse maps an error of extraction, Verify or Spend to its refusal:
-// the one table of outcomes of the RPC surfaces.
+// refuse maps an error of extraction, Verify or Spend to its refusal.
+// The code follows the HTTP status of its row in the core's table of
+// outcomes (apikey.Outcome), and the message is that row's detail.
 func (g *Guard) refuse(ctx context.Context, err error) *Refusal {
 	var rl *apikey.RateLimitError
-	switch {
-	case errors.As(err, &rl):
+	if errors.As(err, &rl) {
 		return g.rateLimited(rl)
-	case errors.Is(err, apikey.ErrBadRequest):
-		return &Refusal{Code: InvalidArgument, Message: msgBadRequest}
-	case errors.Is(err, apikey.ErrMissingKey), errors.Is(err, apikey.ErrMalformed),
-		errors.Is(err, apikey.ErrInvalid), errors.Is(err, apikey.ErrExpired),
-		errors.Is(err, apikey.ErrRevoked), errors.Is(err, apikey.ErrDisabled),
-		errors.Is(err, apikey.ErrPaused), errors.Is(err, apikey.ErrSuspended):
-		return &Refusal{Code: Unauthenticated, Message: msgUnauthenticated}
-	case errors.Is(err, apikey.ErrIPNotAllowed):
-		return &Refusal{Code: PermissionDenied, Message: msgIP,
-			Details: []proto.Message{&errdetails.ErrorInfo{Reason: ReasonIP, Domain: g.domain}}}
-	case errors.Is(err, apikey.ErrUnknownPlan):
-		return &Refusal{Code: PermissionDenied, Message: msgPlan,
-			Details: []proto.Message{&errdetails.ErrorInfo{Reason: ReasonPlan, Domain: g.domain}}}
-	case errors.Is(err, apikey.ErrInvalidOptions):
+	}
+	name, status, detail := apikey.Outcome(err)
+	switch status {
+	case http.StatusBadRequest:
+		return &Refusal{Code: InvalidArgument, Message: detail}
+	case http.StatusUnauthorized:
+		return &Refusal{Code: Unauthenticated, Message: detail}
+	case http.StatusForbidden:
+		return &Refusal{Code: PermissionDenied, Message: detail,
+			Details: []proto.Message{&errdetails.ErrorInfo{Reason: reasons[name], Domain: g.domain}}}
+	case http.StatusInternalServerError:
 		g.logError(ctx, "apikey: rate limiting misconfigured", err)
-		return &Refusal{Code: Internal, Message: msgInternal}
+		return &Refusal{Code: Internal, Message: detail}
 	}
 	if err != apikey.ErrUnavailable { // the bare sentinel was logged where it was made
 		g.logError(ctx, "apikey: dependency failed", err)
 	}
-	return &Refusal{Code: Unavailable, Message: msgUnavailable}
+	return &Refusal{Code: Unavailable, Message: detail}
+}
+
+// reasons names the ErrorInfo reason of each outcome answered 403.
+var reasons = map[string]string{
+	"insufficient_scope": ReasonScope,
+	"unknown_plan":       ReasonPlan,
+	"ip_not_allowed":     ReasonIP,
 }
 
 // scopeRefusal refuses a key without the scopes of r.
@@ -98,7 +92,7 @@ func (g *Guard) scopeRefusal(r *Rule) *Refusal {
 	if r.AnyScope {
 		match = "any"
 	}
-	return &Refusal{Code: PermissionDenied, Message: msgScope, Details: []proto.Message{&errdetails.ErrorInfo{
+	return &Refusal{Code: PermissionDenied, Message: scopeDetail, Details: []proto.Message{&errdetails.ErrorInfo{
 		Reason: ReasonScope, Domain: g.domain,
 		Metadata: map[string]string{"scopes": strings.Join(r.Scopes, " "), "match": match},
 	}}}
@@ -110,12 +104,18 @@ func (g *Guard) denied() *Refusal {
 		Details: []proto.Message{&errdetails.ErrorInfo{Reason: ReasonDenied, Domain: g.domain}}}
 }
 
+// The details of the refusals that carry more than their outcome's row.
+var (
+	_, _, scopeDetail       = apikey.Outcome(apikey.ErrInsufficientScope)
+	_, _, rateLimitedDetail = apikey.Outcome(apikey.ErrRateLimited)
+)
+
 // rateLimited refuses a call over its limit, with RetryInfo (unless only
 // credits that are never refilled deny: a retry would not help) and a
 // QuotaFailure naming the tightest limit.
 func (g *Guard) rateLimited(e *apikey.RateLimitError) *Refusal {
 	res := &e.Result
-	ref := &Refusal{Code: ResourceExhausted, Message: msgRateLimited}
+	ref := &Refusal{Code: ResourceExhausted, Message: rateLimitedDetail}
 	if res.RetryAfter > 0 {
 		ref.Details = append(ref.Details, &errdetails.RetryInfo{RetryDelay: durationpb.New(res.RetryAfter)})
 		ref.RetryAfter = strconv.FormatInt(max(1, int64((res.RetryAfter+1e9-1)/1e9)), 10)

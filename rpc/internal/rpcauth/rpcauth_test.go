@@ -72,6 +72,15 @@ func TestRule(t *testing.T) {
 // TestRefusalTable pins the code and message of every outcome, and that
 // no refusal carries its error's text.
 func TestRefusalTable(t *testing.T) {
+	const (
+		msgBadRequest      = "The request carries its credentials in a malformed way."
+		msgUnauthenticated = "A valid API key is required."
+		msgPlan            = "The API key's plan is not configured on this server."
+		msgIP              = "The API key may not be used from this IP address: it is restricted to other IP ranges."
+		msgRateLimited     = "The API key's rate limit is exceeded."
+		msgInternal        = "The server could not process the request."
+		msgUnavailable     = "Authentication is temporarily unavailable."
+	)
 	g, err := New(newManager(t), Config{})
 	require.NoError(t, err)
 	dep := fmt.Errorf("%w: dial tcp: password=hunter2", apikey.ErrUnavailable)
@@ -91,6 +100,7 @@ func TestRefusalTable(t *testing.T) {
 		{fmt.Errorf("apikey: lookup: %w", apikey.ErrRevoked), Unauthenticated, msgUnauthenticated},
 		{apikey.ErrBadRequest, InvalidArgument, msgBadRequest},
 		{apikey.ErrUnknownPlan, PermissionDenied, msgPlan},
+		{apikey.ErrIPNotAllowed, PermissionDenied, msgIP},
 		{&apikey.RateLimitError{}, ResourceExhausted, msgRateLimited},
 		{apikey.ErrUnavailable, Unavailable, msgUnavailable},
 		{apikey.ErrCircuitOpen, Unavailable, msgUnavailable},

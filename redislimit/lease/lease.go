@@ -29,8 +29,8 @@
 // Redis. It leases again in the background when what it holds would be
 // spent, or its last lease would end, within two round trips, so that a
 // request rarely waits. What an instance holds is given back when the
-// lease ends (Options.Lifetime),
-// when the limit changes (a plan change), and on Close.
+// lease ends (Options.Lifetime), when the limit changes (a plan change),
+// and on Close.
 //
 // Quotas and credits lease naturally. A lease adds its units to the count
 // used in the current window, at most half of what remains. An instance

@@ -3,6 +3,10 @@ package apikey
 import (
 	"context"
 	"sync/atomic"
+	"time"
+
+	"github.com/gokeys/apikey/internal/limitbuf"
+	"github.com/gokeys/apikey/limits"
 )
 
 // contextKey is the context key of a request's verified key.
@@ -35,12 +39,40 @@ func (c *keyContext) Value(key any) any {
 func (c *keyContext) String() string { return "apikey.keyContext" }
 
 // limitContext is a keyContext with room for the value of the request's
-// RateLimit header, for a Middleware with a Limiter: the one allocation of
-// the request's context holds it too.
+// RateLimit header and the States of its Limiter call, for a Middleware
+// with a Limiter: the one allocation of the request's context holds them
+// too. It also carries what the verification found (its time and the
+// customer record), so that Limit does not read them again.
 type limitContext struct {
 	keyContext
+	now  time.Time // when the key was verified
+	cust *Customer // the record the verification used; nil without customer records
 	hv   headerValue
 	used atomic.Bool // hv was handed out: its bytes are a header value now
+
+	states     [limitbuf.Size]limits.State
+	statesUsed atomic.Bool // states was handed out to a Limiter
+}
+
+// Value answers the room for the States of a Limiter call once, and asks
+// the keyContext otherwise.
+func (c *limitContext) Value(key any) any {
+	if _, ok := key.(limitbuf.Key); ok {
+		if !c.statesUsed.Load() && c.statesUsed.CompareAndSwap(false, true) {
+			return &c.states
+		}
+		return nil
+	}
+	return c.keyContext.Value(key)
+}
+
+// verifiedWith returns the verification time and customer record of k's
+// request, if ctx is its limitContext.
+func verifiedWith(ctx context.Context, k *Key) (now time.Time, c *Customer, ok bool) {
+	if lc, is := ctx.(*limitContext); is && lc.k == k {
+		return lc.now, lc.cust, true
+	}
+	return time.Time{}, nil, false
 }
 
 // headerBuffer returns the room for a RateLimit header value in ctx, once

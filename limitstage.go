@@ -165,9 +165,13 @@ func (s *limitStage) init(m *Manager, o LimitOptions, p *problems) error {
 // headers into h. It returns what it charged, and nil, a sentinel, a
 // *RateLimitError, or an error wrapping ErrInvalidOptions.
 func (s *limitStage) spend(ctx context.Context, k *Key, cost int64, h http.Header) (charge, error) {
-	c, err := s.m.customerOf(ctx, k, s.m.now())
-	if err != nil {
-		return charge{}, ErrUnavailable
+	now, c, ok := verifiedWith(ctx, k) // what Handler's verification found
+	if !ok {
+		var err error
+		now = s.m.now()
+		if c, err = s.m.customerOf(ctx, k, now); err != nil {
+			return charge{}, ErrUnavailable
+		}
 	}
 	p, ls, err := s.plans.limitsFor(ctx, k, c)
 	if err != nil || len(ls) == 0 {
@@ -195,7 +199,7 @@ func (s *limitStage) spend(ctx context.Context, k *Key, cost int64, h http.Heade
 			return ch, nil
 		}
 	}
-	s.m.hooks.observe(ch.subject, ls, res, s.m.now()) // credits low, quota exhausted: outbox_queue.go
+	s.m.hooks.observe(ch.subject, ls, res, now) // credits low, quota exhausted: outbox_queue.go
 	if res.Allowed {
 		s.limited("allowed", res.Limit.Name)
 	} else {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/gokeys/apikey/internal/fastclock"
 	"github.com/gokeys/apikey/limits"
 	"github.com/gokeys/apikey/outbox"
 )
@@ -248,7 +249,8 @@ type Manager struct {
 	custs       *customers // nil: no customer records
 	maxLifetime time.Duration
 
-	realClock bool // now is time.Now
+	realClock bool             // now is time.Now
+	reqNow    func() time.Time // the request path's clock: now, or a fastclock.Clock's when now is time.Now
 }
 
 // New returns a Manager over store. It validates opts. The error wraps
@@ -319,6 +321,10 @@ func New(store Store, opts Options) (*Manager, error) {
 	}
 	if m.now == nil {
 		m.now, m.realClock = time.Now, true
+	}
+	m.reqNow = m.now
+	if m.realClock {
+		m.reqNow = fastclock.New().Now
 	}
 	m.events = eventLog{log: opts.Logger, now: m.now}
 	// The digest an unknown id is compared against, so that it costs the

@@ -103,7 +103,7 @@ func NewMiddleware(m *Manager, opts MiddlewareOptions) (*Middleware, error) {
 	}
 	sources := append([]KeySource(nil), opts.Sources...)
 	if len(sources) == 0 {
-		sources = []KeySource{bearerSource, HeaderSource(headerAPIKey)}
+		sources = []KeySource{defaultSource} // bearerSource, then HeaderSource(headerAPIKey)
 	}
 	if opts.AllowQuery {
 		sources = append(sources, querySource(opts.QueryParam))
@@ -141,44 +141,48 @@ func (mw *Middleware) Error(w http.ResponseWriter, r *http.Request, err error) {
 // ErrInvalid, ErrExpired, ErrRevoked, ErrDisabled, ErrPaused, ErrSuspended,
 // ErrIPNotAllowed or ErrUnavailable.
 func (mw *Middleware) Authenticate(r *http.Request) (*Key, error) {
-	k, _, _, err := mw.authenticate(r)
-	if err != nil {
-		return nil, err
+	var v verification
+	mw.authenticate(r, &v)
+	if v.err != nil {
+		return nil, v.err
 	}
-	return k, nil
+	return v.key, nil
 }
 
-// authenticate is Authenticate, also returning the time of the
-// verification, the credential's strip function and, on a refusal for
-// the key's state (its secret verified), the key.
-func (mw *Middleware) authenticate(r *http.Request) (k *Key, now time.Time, strip func(*http.Request), err error) {
+// authenticate is Authenticate, writing the whole verification into v
+// (its key set, with an error, only on a refusal for the key's state, its
+// secret verified), and returning the credential's strip function.
+func (mw *Middleware) authenticate(r *http.Request, v *verification) (strip func(*http.Request)) {
 	defer func() {
 		if p := recover(); p != nil {
 			mw.p.logError(r.Context(), "apikey: panic during authentication", panicError{p})
-			k, strip, err = nil, nil, ErrUnavailable
+			*v, strip = verification{err: ErrUnavailable}, nil
 		}
 	}()
 	token := ""
 	for _, src := range mw.sources {
 		t, s, err := src(r)
 		if err != nil {
-			return nil, now, nil, ErrBadRequest
+			*v = verification{err: ErrBadRequest}
+			return nil
 		}
 		if t != "" {
 			if token != "" {
-				return nil, now, nil, ErrBadRequest // two credentials at once
+				*v = verification{err: ErrBadRequest} // two credentials at once
+				return nil
 			}
 			token, strip = t, s
 		}
 	}
 	if token == "" {
-		return nil, now, nil, ErrMissingKey
+		*v = verification{err: ErrMissingKey}
+		return nil
 	}
-	k, now, err = mw.m.verifyKey(r.Context(), token, &origin{r: r, proxies: mw.proxies})
-	if err != nil {
-		return k, now, nil, err
+	mw.m.verifyRequest(r.Context(), token, &origin{r: r, proxies: mw.proxies}, v)
+	if v.err != nil {
+		return nil
 	}
-	return k, now, strip, nil
+	return strip
 }
 
 // Handler returns next wrapped with authentication. The verified key
@@ -194,7 +198,9 @@ func (mw *Middleware) authenticate(r *http.Request) (k *Key, now time.Time, stri
 //	mux.Handle("POST /data", mw.Handler(mw.RequireScopes("write")(mw.Limit(h))))
 func (mw *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		k, now, strip, err := mw.authenticate(r)
+		var v verification
+		strip := mw.authenticate(r, &v)
+		k, now, err := v.key, v.now, v.err
 		if err != nil {
 			if k != nil { // a refusal for the key's state
 				mw.m.meter.refuse(k, now)
@@ -216,13 +222,16 @@ func (mw *Middleware) Handler(next http.Handler) http.Handler {
 			}
 			h.Set("Sunset", k.ExpiresAt.UTC().Format(http.TimeFormat))
 		}
-		c := mw.m.meter.acquire(k, now) // counted allowed; later stages may move it
+		var c *meterCounter
+		if mw.m.meter != nil {
+			c = mw.m.meter.acquire(k, now) // counted allowed; later stages may move it
+		}
 		if c != nil {
 			c.allowed.Add(1)
 			defer c.release()
 		}
 		if mw.rl.limiter != nil { // room for Limit's RateLimit header in the same allocation
-			r = r.WithContext(&limitContext{keyContext: keyContext{Context: r.Context(), k: k, c: c}})
+			r = r.WithContext(&limitContext{keyContext: keyContext{Context: r.Context(), k: k, c: c}, now: now, cust: v.cust})
 		} else {
 			r = r.WithContext(&keyContext{Context: r.Context(), k: k, c: c})
 		}

@@ -34,12 +34,35 @@ func bearerSource(r *http.Request) (string, func(*http.Request), error) {
 	if len(vs) > 1 {
 		return "", nil, ErrBadRequest
 	}
-	scheme, token, _ := strings.Cut(strings.TrimLeft(vs[0], " "), " ")
+	v := vs[0]
+	if len(v) > len("Bearer ") && v[:len("Bearer ")] == "Bearer " && v[len("Bearer ")] != ' ' && v[len(v)-1] != ' ' {
+		return checkToken(v[len("Bearer "):], stripAuthorization) // the usual form, nothing to trim
+	}
+	scheme, token, _ := strings.Cut(strings.TrimLeft(v, " "), " ")
 	if !strings.EqualFold(scheme, "Bearer") {
 		return "", nil, nil
 	}
 	return checkToken(strings.Trim(token, " "), stripAuthorization)
 }
+
+// defaultSource reads the default sources at once: "Authorization:
+// Bearer" and X-API-Key. A request with both is refused with ErrBadRequest.
+func defaultSource(r *http.Request) (string, func(*http.Request), error) {
+	token, strip, err := bearerSource(r)
+	if err != nil {
+		return "", nil, err
+	}
+	vs := r.Header["X-Api-Key"] // headerAPIKey, canonical
+	switch {
+	case len(vs) == 0:
+		return token, strip, nil
+	case token != "" || len(vs) > 1:
+		return "", nil, ErrBadRequest // two credentials at once
+	}
+	return checkToken(strings.Trim(vs[0], " "), stripAPIKey)
+}
+
+func stripAPIKey(r *http.Request) { r.Header.Del(headerAPIKey) }
 
 func stripAuthorization(r *http.Request) { r.Header.Del(headerAuthorization) }
 

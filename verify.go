@@ -43,25 +43,34 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Key, error) {
 // ErrExpired, ErrDisabled, ErrPaused or ErrSuspended), it also returns the
 // key, so that the refusal is counted for it.
 func (m *Manager) verifyKey(ctx context.Context, token string, from *origin) (*Key, time.Time, error) {
+	var v verification
+	m.verifyRequest(ctx, token, from, &v)
+	return v.key, v.now, v.err
+}
+
+// verifyRequest is verifyKey, writing the whole verification into v: its
+// key is set as verifyKey returns it, and its customer is the record the
+// verification used (nil without customer records).
+func (m *Manager) verifyRequest(ctx context.Context, token string, from *origin, v *verification) {
 	var start time.Time
 	if m.metrics != nil {
 		start = time.Now()
 	}
-	v := m.verify(ctx, token, start, from)
+	m.verify(ctx, token, start, from, v)
 	if v.err == nil && v.key == nil { // unreachable: a last defence for the contract
 		v.err = fmt.Errorf("apikey: verify: %w: no key and no error", ErrUnavailable)
 	}
 	if m.metrics != nil {
 		m.metrics.Verified(outcomeOf(v.err), v.cache, time.Since(start))
 	}
-	m.events.verify(ctx, v.key, v.id, v.now, v.err)
-	switch v.err {
-	case nil:
-		return v.key, v.now, nil
-	case ErrRevoked, ErrExpired, ErrDisabled, ErrPaused, ErrSuspended:
-		return v.key, v.now, v.err
+	if m.events.log != nil {
+		m.events.verify(ctx, v.key, v.id, v.now, v.err)
 	}
-	return nil, v.now, v.err
+	switch v.err {
+	case nil, ErrRevoked, ErrExpired, ErrDisabled, ErrPaused, ErrSuspended:
+	default:
+		v.key = nil
+	}
 }
 
 // verification is what verify found out about one token.
@@ -72,6 +81,7 @@ type verification struct {
 	now    time.Time   // the clock reading; zero when the token did not parse
 	cache  string      // how the cache answered (see cacheHit)
 	entry  *cacheEntry // the cache entry that answered, if any
+	cust   *Customer   // the key's customer record, once admit read it
 	err    error
 }
 
@@ -81,35 +91,38 @@ type verification struct {
 // the digest and remembers the answer. The key's state and customer decide.
 // start, when not zero, is a reading of time.Now to use instead of reading
 // the clock again, if the Manager's clock is time.Now. from is where the
-// request came from (nil: unknown).
-func (m *Manager) verify(ctx context.Context, token string, start time.Time, from *origin) verification {
+// request came from (nil: unknown). The verification is written into v.
+func (m *Manager) verify(ctx context.Context, token string, start time.Time, from *origin, v *verification) {
 	if len(token) > MaxTokenLength {
-		return verification{cache: cacheNone, err: ErrMalformed}
+		*v = verification{cache: cacheNone, err: ErrMalformed}
+		return
 	}
-	clk := clock{start: start, now: m.now, real: m.realClock}
+	clk := clock{start: start, now: m.reqNow, real: m.realClock}
 	if e, now := m.cache.quick(token, &m.format, &clk); e != nil {
-		v := verification{key: e.key, id: e.key.ID, prefix: e.key.Prefix, now: now, cache: cacheHit, entry: e}
-		return m.admit(ctx, v, from)
+		*v = verification{key: e.key, id: e.key.ID, prefix: e.key.Prefix, now: now, cache: cacheHit, entry: e}
+		m.admit(ctx, v, from)
+		return
 	}
 	t, err := m.format.Parse(token)
 	if err != nil {
-		return verification{cache: cacheNone, err: err}
+		*v = verification{cache: cacheNone, err: err}
+		return
 	}
-	v := verification{id: t.ID, prefix: t.Prefix, now: clk.read()}
+	*v = verification{id: t.ID, prefix: t.Prefix, now: clk.read()}
 	if v.key, v.entry, v.cache, v.err = m.cache.lookup(ctx, t, v.now, m.store.Get, &m.digests); v.err != nil {
-		return v
+		return
 	}
-	return m.admit(ctx, v, from)
+	m.admit(ctx, v, from)
 }
 
 // admit decides v, whose key's digest matched, by the key's state and
 // its customer, and records the use of an admitted key.
-func (m *Manager) admit(ctx context.Context, v verification, from *origin) verification {
+func (m *Manager) admit(ctx context.Context, v *verification, from *origin) {
 	k, now := v.key, v.now
 	switch {
 	case k.Prefix != v.prefix: // a key verifies only under its own prefix
 		v.key, v.err = nil, ErrInvalid
-		return v
+		return
 	case k.Revoked():
 		v.err = ErrRevoked
 	case k.Expired(now):
@@ -120,27 +133,28 @@ func (m *Manager) admit(ctx context.Context, v verification, from *origin) verif
 		v.err = ErrPaused
 	}
 	if v.err != nil {
-		return v
+		return
 	}
 	if m.custs != nil {
 		c, err := m.custs.lookupFor(ctx, v.entry, k, now)
+		v.cust = c
 		switch {
 		case err != nil:
 			v.err = err
-			return v
+			return
 		case c.Suspended:
 			v.err = ErrSuspended
-			return v
+			return
 		case !within(k, c) || !confined(k, c):
 			v.key = narrowed(v.entry, k, c)
 		}
 	}
 	if ips := v.key.AllowedIPs; len(ips) != 0 && !from.allows(ips) {
 		v.err = ErrIPNotAllowed // spends nothing, records no use
-		return v
+		return
 	}
 	m.usage.recordUse(v.entry, k.ID, now)
-	return v
+	return
 }
 
 // VerifyFrom is Verify for a request from the client address addr, as

@@ -444,7 +444,8 @@ func parallel(tokens []string, procs int, f func(string)) func(int) {
 //
 //	verify      hit÷floor, miss÷floor, hit-metrics÷hit and Format.Parse÷floor
 //	            at 1,000 keys
-//	middleware  (Middleware−BareHandler) ÷ (FloorMiddleware−BareHandler)
+//	middleware  (Middleware−BareHandler) ÷ (FloorMiddleware−BareHandler),
+//	            usage recording off, and on (usage-overhead/floor)
 //	scale       ns/op with GOMAXPROCS goroutines ÷ ns/op with one, for
 //	            the floor and for a cache hit
 //	size        1,000,000 keys ÷ 1,000 keys (APIKEY_BENCH_FULL=1): hit and
@@ -473,8 +474,15 @@ func BenchmarkPaired(b *testing.B) {
 		})
 	})
 	b.Run("middleware", func(b *testing.B) {
-		m, token := newBenchManager(b)
+		// ours: optional features off (no usage recording); ours-usage:
+		// the default options, usage recording on, with a key of its own.
+		m, token := newBenchManagerWith(b, apikey.Options{UsageInterval: -1})
+		mu, tokenU := newBenchManager(b)
 		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		mwU, err := apikey.NewMiddleware(mu, apikey.MiddlewareOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -483,7 +491,8 @@ func BenchmarkPaired(b *testing.B) {
 			{"bare", serve(okHandler), 0},
 			{"floor", serve(floorMiddleware(b, token)), 0},
 			{"ours", serve(mw.Handler(okHandler)), 0},
-		}, []pairRatio{{"overhead/floor", 2, 1, 0}})
+			{"ours-usage", serveOp(b, mwU.Handler(okHandler), tokenU), 0},
+		}, []pairRatio{{"overhead/floor", 2, 1, 0}, {"usage-overhead/floor", 3, 1, 0}})
 	})
 	b.Run("scale", func(b *testing.B) {
 		fx := newHotFixture(b, hotKeys)

@@ -27,7 +27,13 @@ func benchPlans() limits.Plans {
 
 // newLimitManager is newBenchManager with benchPlans and a pro key.
 func newLimitManager(b *testing.B, now func() time.Time) (*apikey.Manager, string) {
-	m, err := apikey.New(memstore.New(), apikey.Options{Peppers: []apikey.Pepper{benchPepper}, Plans: benchPlans(), Now: now})
+	return newLimitManagerWith(b, apikey.Options{Now: now})
+}
+
+// newLimitManagerWith is newLimitManager with opts, Peppers and Plans set.
+func newLimitManagerWith(b *testing.B, opts apikey.Options) (*apikey.Manager, string) {
+	opts.Peppers, opts.Plans = []apikey.Pepper{benchPepper}, benchPlans()
+	m, err := apikey.New(memstore.New(), opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -30,7 +30,8 @@ import (
 //	            ÷ two calls and ÷ one
 //	middleware  Handler+Limit with memlimit and a two-limit plan beside
 //	            the floor middleware, alone and writing two fixed headers
-//	            of the same length, and Handler without limits:
+//	            of the same length, and Handler without limits (usage
+//	            recording off; limits-usage has it on):
 //	            (ours−bare) ÷ (floor−bare), and each one's ns/op
 func BenchmarkLimitPaired(b *testing.B) {
 	ctx := context.Background()
@@ -126,12 +127,19 @@ func BenchmarkLimitPaired(b *testing.B) {
 		})
 	})
 	b.Run("middleware", func(b *testing.B) {
-		m, token := newLimitManager(b, nil)
+		// limits: optional features off (no usage recording);
+		// limits-usage: usage recording on, with a key of its own.
+		m, token := newLimitManagerWith(b, apikey.Options{UsageInterval: -1})
+		mu, tokenU := newLimitManager(b, nil)
 		l, err := memlimit.New(memlimit.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
 		mw, err := apikey.NewMiddleware(m, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: l}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		mwU, err := apikey.NewMiddleware(mu, apikey.MiddlewareOptions{Limits: apikey.LimitOptions{Limiter: l}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -152,6 +160,7 @@ func BenchmarkLimitPaired(b *testing.B) {
 			{"floor-headers", serve(headers), 0},
 			{"nolimits", serve(mw.Handler(okHandler)), 0},
 			{"limits", serve(mw.Handler(mw.Limit(okHandler))), 0},
+			{"limits-usage", serveOp(b, mwU.Handler(mwU.Limit(okHandler)), tokenU), 0},
 		}, []pairRatio{{"limits-overhead/floor-overhead", 4, 1, 0}, {"limits-overhead/floor-headers-overhead", 4, 2, 0}})
 	})
 }

@@ -22,7 +22,14 @@ var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 // with benchPepper, cache on) over a memstore holding one key, and the
 // key's token.
 func newBenchManager(b *testing.B) (*apikey.Manager, string) {
-	m, err := apikey.New(memstore.New(), apikey.Options{Peppers: []apikey.Pepper{benchPepper}})
+	return newBenchManagerWith(b, apikey.Options{})
+}
+
+// newBenchManagerWith is newBenchManager with opts, Peppers set to
+// benchPepper.
+func newBenchManagerWith(b *testing.B, opts apikey.Options) (*apikey.Manager, string) {
+	opts.Peppers = []apikey.Pepper{benchPepper}
+	m, err := apikey.New(memstore.New(), opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,7 +22,9 @@ import (
 	"time"
 
 	"github.com/gokeys/apikey"
+	"github.com/gokeys/apikey/internal/fastclock"
 	"github.com/gokeys/apikey/internal/gcra"
+	"github.com/gokeys/apikey/internal/limitbuf"
 	"github.com/gokeys/apikey/limits"
 )
 
@@ -83,7 +85,7 @@ type Options struct {
 type Limiter struct {
 	now  func() time.Time
 	base time.Time // origin of rate times, read once from now
-	// monotonic is set when now is time.Now: a rate then reads only the
+	// monotonic is set when now is the real clock: a rate then reads only the
 	// monotonic clock (time.Since), the one it needs.
 	monotonic bool
 	seed      maphash.Seed
@@ -234,7 +236,7 @@ func New(opts Options) (*Limiter, error) {
 	}
 	now := opts.Now
 	if now == nil {
-		now = time.Now
+		now = fastclock.New().Now // time.Now at one clock read
 	}
 	n := 1
 	for n < maxShards && maxKeys/(2*n) >= minPerShard {
@@ -329,6 +331,8 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, 
 		pend = make([]pending, 0, len(ls))
 	}
 
+	states := limitbuf.States[limits.State](ctx, len(ls)) // the middleware's room, if it lends one
+
 	h := maphash.String(l.seed, subject)
 	sh := &l.shards[h&l.mask]
 	sh.mu.Lock()
@@ -344,7 +348,7 @@ func (l *Limiter) Allow(ctx context.Context, subject string, ls []limits.Limit, 
 		}
 	}
 
-	res.States = make([]limits.State, len(ls))
+	res.States = states
 	var best gcra.Outcome
 	bi := 0
 	for i := range ls {

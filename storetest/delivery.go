@@ -62,6 +62,7 @@ type receiver struct {
 
 	mu       sync.Mutex
 	srv      *httptest.Server
+	gen      int // counts stops: an answer across one acknowledged nothing
 	addr     string
 	requests int
 	got      map[string]int
@@ -102,6 +103,7 @@ func (r *receiver) stop() {
 	r.mu.Lock()
 	srv := r.srv
 	r.srv = nil
+	r.gen++
 	r.mu.Unlock()
 	if srv != nil {
 		srv.Close()
@@ -136,6 +138,7 @@ func (r *receiver) handle(w http.ResponseWriter, req *http.Request) {
 	}
 	id := req.Header.Get(webhook.HeaderID)
 	r.mu.Lock()
+	gen := r.gen
 	r.requests++
 	n := r.requests
 	r.got[id]++
@@ -157,13 +160,20 @@ func (r *receiver) handle(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	w.WriteHeader(status)
 	// An acknowledgement is a 2xx that went out on the connection: a
 	// receiver taken down as it answers (a restart) acknowledged nothing.
-	if status >= 200 && status <= 299 && http.NewResponseController(w).Flush() == nil && req.Context().Err() == nil {
-		r.mu.Lock()
+	// The answer is flushed under the lock that stop takes before it
+	// closes the connections, so it either went out before them or is not
+	// counted. A sender that reads the answer and then closes its
+	// connection did get it: the request's context decides nothing.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen != gen {
+		panic(http.ErrAbortHandler) // no answer at all, not net/http's implicit 200
+	}
+	w.WriteHeader(status)
+	if status >= 200 && status <= 299 && http.NewResponseController(w).Flush() == nil {
 		r.acks[id]++
-		r.mu.Unlock()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,11 +25,14 @@ import (
 // The fleet measurement of leased limits (docs/scale.md, "Leased
 // limits"): 16 instances share customers' rates of 10,000 per 100 ms
 // through one Redis reached through a proxy that adds 1 ms each way,
-// under a uniform and a skewed load, for lease and plain redislimit in
-// turns within one run. It reports admissions against the limit per
-// 100 ms window, over-admissions (admissions one exact GCRA could not
-// have made, whatever the time within its call each was decided at),
-// Redis round trips per request and the latency of Allow.
+// under a uniform and a skewed load, in turns within one run: a no-op
+// limiter (what the harness and the machine add), lease with its defaults
+// and with RateReserve 1/2, and plain redislimit. It reports admissions
+// against the limit per 100 ms window (also over the windows whose calls
+// reached the limit), over-admissions (admissions one exact GCRA could
+// not have made, whatever the time within its call each was decided at),
+// Redis round trips per request, the latency of Allow, and a PING through
+// the proxy every 10 ms meanwhile.
 //
 //	cd bench
 //	APIKEY_TEST_REDIS_ADDR=127.0.0.1:6379 APIKEY_BENCH_LEASE=1000 \
@@ -36,6 +40,7 @@ import (
 //
 // APIKEY_BENCH_LEASE is the number of 100 ms windows per scenario and
 // limiter (default 20, a smoke run); it needs APIKEY_TEST_REDIS_ADDR.
+// APIKEY_BENCH_LEASE_LIMITERS picks fleets by name (comma-separated).
 const (
 	fleetInstances = 16
 	fleetWindow    = 100 * time.Millisecond
@@ -99,8 +104,20 @@ type fleetLimiter struct {
 }
 
 var fleetLimiters = []fleetLimiter{
+	// The reference: what the harness and the machine add to a call that
+	// does nothing, and the demand they can make.
+	{"no-op", 1, func(*testing.T, *redis.Client, string) limits.Limiter { return noopLimiter{} }},
 	{"lease", 1, func(t *testing.T, c *redis.Client, prefix string) limits.Limiter {
 		l, err := lease.New(c, lease.Options{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}},
+	// Leases living twice as long (50 ms for this rate): twice the round
+	// trip's tail under load fits in one.
+	{"lease-0.5", 1, func(t *testing.T, c *redis.Client, prefix string) limits.Limiter {
+		l, err := lease.New(c, lease.Options{Prefix: prefix, RateReserve: 0.5})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,6 +130,29 @@ var fleetLimiters = []fleetLimiter{
 		}
 		return l
 	}},
+}
+
+// noopLimiter allows every call at once.
+type noopLimiter struct{}
+
+func (noopLimiter) Allow(context.Context, string, []limits.Limit, int64) (limits.Result, error) {
+	return limits.Result{Allowed: true}, nil
+}
+
+// chosenLimiters returns the fleets to run: APIKEY_BENCH_LEASE_LIMITERS,
+// a comma-separated list of names, or all.
+func chosenLimiters() []fleetLimiter {
+	v := os.Getenv("APIKEY_BENCH_LEASE_LIMITERS")
+	if v == "" {
+		return fleetLimiters
+	}
+	var out []fleetLimiter
+	for _, fl := range fleetLimiters {
+		if slices.Contains(strings.Split(v, ","), fl.name) {
+			out = append(out, fl)
+		}
+	}
+	return out
 }
 
 func TestLeaseFleet(t *testing.T) {
@@ -138,7 +178,7 @@ func TestLeaseFleet(t *testing.T) {
 		total := map[string]*fleetResult{}
 		for done := 0; done < windows; done += fleetBlock {
 			n := min(fleetBlock, windows-done)
-			for _, fl := range fleetLimiters {
+			for _, fl := range chosenLimiters() {
 				r := runFleet(t, proxy, sc, fl, n)
 				if total[fl.name] == nil {
 					total[fl.name] = r
@@ -147,7 +187,7 @@ func TestLeaseFleet(t *testing.T) {
 				}
 			}
 		}
-		for _, fl := range fleetLimiters {
+		for _, fl := range chosenLimiters() {
 			total[fl.name].report(t, sc, fl.name, windows)
 		}
 	}
@@ -174,10 +214,12 @@ type fleetResult struct {
 	calls, errs, trips, waited int64
 	lost                       int64
 	perWindow                  [][]int64 // per customer: admitted per window, the first of each turn excluded
+	calledPerWindow            [][]int64 // per customer: calls begun per window, the same windows
 	over                       []int     // per customer: over-admissions
 	admitted                   []int64   // per customer
 	calls1                     []int64   // per customer: calls
 	lat                        histogram
+	ping                       histogram // PINGs through the proxy meanwhile
 }
 
 func (r *fleetResult) add(o *fleetResult) {
@@ -188,11 +230,13 @@ func (r *fleetResult) add(o *fleetResult) {
 	r.lost += o.lost
 	for c := range r.perWindow {
 		r.perWindow[c] = append(r.perWindow[c], o.perWindow[c]...)
+		r.calledPerWindow[c] = append(r.calledPerWindow[c], o.calledPerWindow[c]...)
 		r.over[c] += o.over[c]
 		r.admitted[c] += o.admitted[c]
 		r.calls1[c] += o.calls1[c]
 	}
 	r.lat.add(&o.lat)
+	r.ping.add(&o.ping)
 }
 
 // report logs one line per customer and one for the fleet.
@@ -212,12 +256,44 @@ func (r *fleetResult) report(t *testing.T, sc scenario, name string, windows int
 			}
 			return 100 * float64(w[int(q*float64(len(w)-1))]) / fleetCount
 		}
-		t.Logf("%-8s %-10s %-36s calls %9d admitted %9d windows %4d: admitted/limit min %5.1f%% p5 %5.1f%% median %5.1f%% max %5.1f%%; over-admissions %d",
-			sc.name, name, desc, r.calls1[c], r.admitted[c], len(w), pct(0), pct(0.05), pct(0.5), pct(1), r.over[c])
+		over := strconv.Itoa(r.over[c])
+		if r.over[c] < 0 {
+			over = "not checked"
+		}
+		t.Logf("%-8s %-10s %-36s calls %9d admitted %9d windows %4d: admitted/limit min %5.1f%% p5 %5.1f%% median %5.1f%% max %5.1f%%; over-admissions %s",
+			sc.name, name, desc, r.calls1[c], r.admitted[c], len(w), pct(0), pct(0.05), pct(0.5), pct(1), over)
+		if sc.limited[c] {
+			// Steady demand: the windows in which the calls made reached
+			// the limit.
+			var sat []int64
+			var satAdm, satLimit int64
+			for i, n := range r.calledPerWindow[c] {
+				if n >= fleetCount {
+					sat = append(sat, r.perWindow[c][i])
+					satAdm += r.perWindow[c][i]
+					satLimit += fleetCount
+				}
+			}
+			slices.Sort(sat)
+			q := func(x float64) float64 {
+				if len(sat) == 0 {
+					return 0
+				}
+				return 100 * float64(sat[int(x*float64(len(sat)-1))]) / fleetCount
+			}
+			share := 0.0
+			if satLimit > 0 {
+				share = 100 * float64(satAdm) / float64(satLimit)
+			}
+			t.Logf("%-8s %-10s %-36s windows whose calls reached the limit %4d of %4d: admitted/limit %5.1f%% overall, min %5.1f%% p5 %5.1f%% median %5.1f%%",
+				sc.name, name, desc, len(sat), len(w), share, q(0), q(0.05), q(0.5))
+		}
 	}
 	t.Logf("%-8s %-10s fleet: calls %d (%.1f%% of the demand), errors %d, Redis round trips per call %.4f, calls that waited for Redis %.3f%%, leased units lost %d; Allow latency p50 %v p99 %v p99.9 %v max %v",
 		sc.name, name, r.calls, 100*float64(r.calls)/offered, r.errs, float64(r.trips)/float64(r.calls), 100*float64(r.waited)/float64(r.calls), r.lost,
 		r.lat.quantile(0.5), r.lat.quantile(0.99), r.lat.quantile(0.999), r.lat.quantile(1))
+	t.Logf("%-8s %-10s a PING through the proxy every 10 ms meanwhile: p50 %v p99 %v max %v",
+		sc.name, name, r.ping.quantile(0.5), r.ping.quantile(0.99), r.ping.quantile(1))
 }
 
 // generator is one goroutine of demand: its share of a stream.
@@ -231,6 +307,7 @@ type generator struct {
 type genRecord struct {
 	calls, errs, admitted int64
 	spans                 []span
+	called                []int64 // calls begun per window
 	lat                   histogram
 }
 
@@ -254,6 +331,17 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 		}
 		cleanPrefix(addr, prefix)
 	}()
+	if fl.name != "no-op" {
+		// Open every pool's connections before the clock starts, so that
+		// no call waits for one.
+		var warm sync.WaitGroup
+		for _, c := range clients {
+			for range c.Options().PoolSize {
+				warm.Go(func() { _ = c.Ping(ctx).Err() })
+			}
+		}
+		warm.Wait()
+	}
 	ids := make([]string, len(sc.customers))
 	for c := range ids {
 		ids[c] = fmt.Sprintf("customer-%d", c)
@@ -272,9 +360,23 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 	start := time.Now()
 	end := start.Add(time.Duration(windows) * fleetWindow)
 	var wg sync.WaitGroup
+	var ping histogram
+	wg.Go(func() {
+		// The round trip the limiters see, measured aside.
+		c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 1})
+		defer c.Close()
+		for time.Now().Before(end) {
+			t0 := time.Now()
+			if c.Ping(ctx).Err() == nil {
+				ping.record(time.Since(t0))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
 	for g, gen := range gens {
 		wg.Go(func() {
 			rec := &recs[g]
+			rec.called = make([]int64, windows)
 			l, id := ls[gen.in], ids[gen.customer]
 			// Open loop: issue what is due, in batches of about 4; a
 			// generator more than 50 ms behind drops what it missed.
@@ -299,6 +401,9 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 					res, err := l.Allow(ctx, id, limit, 1)
 					t1 := time.Now()
 					rec.calls++
+					if w := int(t0.Sub(start) / fleetWindow); w < windows {
+						rec.called[w]++
+					}
 					rec.lat.record(t1.Sub(t0))
 					switch {
 					case err != nil:
@@ -314,20 +419,27 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 	wg.Wait()
 
 	r := &fleetResult{
-		perWindow: make([][]int64, len(sc.customers)),
-		over:      make([]int, len(sc.customers)),
-		admitted:  make([]int64, len(sc.customers)),
-		calls1:    make([]int64, len(sc.customers)),
+		ping:            ping,
+		perWindow:       make([][]int64, len(sc.customers)),
+		calledPerWindow: make([][]int64, len(sc.customers)),
+		over:            make([]int, len(sc.customers)),
+		admitted:        make([]int64, len(sc.customers)),
+		calls1:          make([]int64, len(sc.customers)),
 	}
 	tt, b := gcra.GCRA(fleetLimit.Count, fleetLimit.Period, fleetLimit.Burst, time.Microsecond)
 	for c := range sc.customers {
 		var adm []span
+		called := make([]int64, windows)
 		for g, gen := range gens {
 			if gen.customer == c {
 				adm = append(adm, recs[g].spans...)
 				r.calls1[c] += recs[g].calls
+				for w, n := range recs[g].called {
+					called[w] += n
+				}
 			}
 		}
+		r.calledPerWindow[c] = called[1:]
 		r.admitted[c] = int64(len(adm))
 		per := make([]int64, windows)
 		for _, s := range adm {
@@ -336,7 +448,10 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 			}
 		}
 		r.perWindow[c] = per[1:] // the first window starts with a whole burst
-		r.over[c] = overAdmitted(adm, tt, b)
+		r.over[c] = -1
+		if fl.name != "no-op" {
+			r.over[c] = overAdmitted(adm, tt, b)
+		}
 	}
 	for g := range recs {
 		r.calls += recs[g].calls
@@ -349,7 +464,7 @@ func runFleet(t *testing.T, addr string, sc scenario, fl fleetLimiter, windows i
 			r.trips += s.Trips
 			r.waited += s.Waited
 			r.lost += s.Lost
-		} else {
+		} else if fl.name == "redislimit" {
 			r.trips, r.waited = r.calls, r.calls
 		}
 	}
@@ -368,10 +483,10 @@ func cleanPrefix(addr, prefix string) {
 }
 
 // histogram counts durations: by 100 ns up to 100 µs, by 10 µs up to
-// 10 ms, by 1 ms above.
+// 10 ms, by 1 ms up to 10 s; the last bucket holds longer ones.
 type histogram struct {
 	n      int64
-	counts [1000 + 990 + 1000]int64
+	counts [1000 + 990 + 9990]int64
 }
 
 func (h *histogram) record(d time.Duration) {

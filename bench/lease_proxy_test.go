@@ -53,17 +53,29 @@ func (p *delayProxy) serve() {
 		if err != nil {
 			return
 		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
+		// Dialled aside, so that many clients connecting at once are
+		// accepted at once.
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				_ = c.Close()
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			// Both ends are closed once both directions ended, so that a
+			// long run does not run out of descriptors.
+			var both sync.WaitGroup
+			p.wg.Add(2)
+			both.Go(func() { p.pipe(c, s) })
+			both.Go(func() { p.pipe(s, c) })
+			both.Wait()
 			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(c, s)
-		go p.pipe(s, c)
+			_ = s.Close()
+		}()
 	}
 }
 
@@ -79,11 +91,12 @@ func (p *delayProxy) pipe(src, dst net.Conn) {
 	ch := make(chan chunk, 4096)
 	go func() {
 		defer close(ch)
+		buf := make([]byte, 32<<10)
 		for {
-			b := make([]byte, 32<<10)
-			n, err := src.Read(b)
+			n, err := src.Read(buf)
 			if n > 0 {
-				ch <- chunk{b[:n], time.Now().Add(p.delay)}
+				// A copy of what was read: a reply is tens of bytes.
+				ch <- chunk{append([]byte(nil), buf[:n]...), time.Now().Add(p.delay)}
 			}
 			if err != nil {
 				return

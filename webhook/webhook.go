@@ -102,7 +102,8 @@ type Options struct {
 	Retention time.Duration
 	// Client sends the requests. When nil, a client that follows no
 	// redirect does, since a 3xx is a failed attempt for the
-	// specification.
+	// specification. It keeps an idle connection for each attempt an
+	// endpoint may have in flight (Endpoint.Concurrency).
 	Client *http.Client
 	// Now returns the current time, time.Now when nil. Leases, due times
 	// and webhook-timestamp read it. The instances' clocks must agree
@@ -251,7 +252,17 @@ func New(store outbox.Store, opts Options) (*Dispatcher, error) {
 		d.retention = 0
 	}
 	if d.client == nil {
-		d.client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		// Keep a connection for every attempt an endpoint may have in
+		// flight: with net/http's default of 2 idle connections per host,
+		// the others would be closed after each answer and dialled again.
+		idle := 0
+		for _, e := range d.endpoints {
+			idle = max(idle, cap(e.slots))
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = max(idle, tr.MaxIdleConnsPerHost)
+		d.client = &http.Client{Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if d.now == nil {
 		d.now = time.Now

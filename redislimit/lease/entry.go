@@ -340,7 +340,7 @@ func (l *Limiter) spend(s *subject, es []*entry, ls []limits.Limit, cost int64, 
 		e.asked += cost
 		e.take(cost)
 		out = append(out, e.outcome(now).noDebt())
-		low = low || (e.hot && !e.starved && float64(e.units()) < e.lambda*e.lead(rtt).Seconds())
+		low = low || (e.hot && !e.starved && e.runsOut(now, e.lead(rtt)))
 	}
 	if low && s.flying == nil {
 		l.flyAsync(s, es, now, true)
@@ -443,6 +443,26 @@ func (o outcome) noDebt() outcome {
 	return o
 }
 
+// runsOut reports whether what the entry holds would last less than
+// lead at its demand: spent, or ended.
+func (e *entry) runsOut(now time.Time, lead time.Duration) bool {
+	if len(e.pools) == 0 {
+		return true
+	}
+	return e.pools[len(e.pools)-1].end.Sub(now) < lead || float64(e.usable(now)) < e.lambda*lead.Seconds()
+}
+
+// usable returns what of the entry's units its demand can spend before
+// their leases end.
+func (e *entry) usable(now time.Time) int64 {
+	var n int64
+	for i := range e.pools {
+		p := &e.pools[i]
+		n += min(p.units, int64(math.Ceil(e.lambda*max(0, p.end.Sub(now)).Seconds())))
+	}
+	return n
+}
+
 // lead returns how long what the entry holds should last when a new lease
 // is asked for: two round trips, within half a lease's life.
 func (e *entry) lead(rtt time.Duration) time.Duration {
@@ -476,7 +496,7 @@ func (l *Limiter) want(e *entry, now time.Time, cost int64) int64 {
 	if !e.hot {
 		return 0
 	}
-	w := min(target-e.units(), l.maxLease, 2*e.ramp+2*max(cost, 1))
+	w := min(target-e.usable(now), l.maxLease, 2*e.ramp+2*max(cost, 1))
 	if w <= 0 {
 		return 0
 	}

@@ -26,10 +26,11 @@
 // units of it. A lease holds what the instance's demand would spend in 0.8
 // of a lease's life, at most Options.MaxLease, at most twice the last
 // lease. The instance then admits requests from what it holds, without
-// Redis. It leases again in the background when what it holds would last
-// less than two round trips, so that a request rarely waits. What an
-// instance holds is given back when the lease ends (Options.Lifetime),
-// when the limit changes (a plan change), and on Close.
+// Redis. It leases again in the background when what it holds would be
+// spent, or its last lease would end, within two round trips, so that a
+// request rarely waits. What an instance holds is given back when the
+// lease ends (Options.Lifetime), when the limit changes (a plan change),
+// and on Close.
 //
 // Quotas and credits lease naturally. A lease adds its units to the count
 // used in the current window, at most half of what remains. An instance

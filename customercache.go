@@ -166,18 +166,20 @@ func (cs *customers) keep(id string, e *customerEntry, epoch uint64) {
 func (cs *customers) invalidate(id string) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	cs.epoch.Add(1)
+	// The entry goes before the epoch moves on. A lookup that read the new
+	// epoch then finds no entry, never the old one with the new epoch.
 	if _, ok := cs.entries.LoadAndDelete(id); ok {
 		cs.n.Add(-1)
 	}
+	cs.epoch.Add(1)
 }
 
 func (cs *customers) reset() {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	cs.epoch.Add(1)
-	cs.entries.Clear()
+	cs.entries.Clear() // before the epoch moves on, as in invalidate
 	cs.n.Store(0)
+	cs.epoch.Add(1)
 }
 
 // narrowed returns k with only the scopes within c's ceiling, memoized in

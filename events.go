@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -135,20 +136,32 @@ type logSampler struct {
 	kinds [numOutcomes]struct {
 		next       atomic.Int64  // Unix nanoseconds before which lines are left out
 		suppressed atomic.Uint64 // lines left out since the last one
-		_          [48]byte      // one cache line each
+		mu         sync.Mutex    // held to start a window
+		_          [40]byte      // one cache line each
 	}
 }
 
 // allow reports whether a failure of outcome o at now may be logged, and
-// how many of its kind were left out before it.
+// how many of its kind were left out before it. A line left out is counted
+// by the next line of its kind, never by one that began its window before
+// it: the count is taken before the window moves.
 func (s *logSampler) allow(o outcome, now time.Time) (bool, uint64) {
 	kind := &s.kinds[o]
 	t := now.UnixNano()
-	next := kind.next.Load()
 	// A t more than a second before next is a clock stepped back.
-	if t < next && next-t <= int64(time.Second) || !kind.next.CompareAndSwap(next, t+int64(time.Second)) {
+	within := func(next int64) bool { return t < next && next-t <= int64(time.Second) }
+	if within(kind.next.Load()) {
 		kind.suppressed.Add(1)
 		return false, 0
 	}
-	return true, kind.suppressed.Swap(0)
+	kind.mu.Lock()
+	if within(kind.next.Load()) { // another call started the window meanwhile
+		kind.mu.Unlock()
+		kind.suppressed.Add(1)
+		return false, 0
+	}
+	n := kind.suppressed.Swap(0)
+	kind.next.Store(t + int64(time.Second))
+	kind.mu.Unlock()
+	return true, n
 }

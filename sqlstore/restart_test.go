@@ -184,7 +184,16 @@ func TestDatabaseRestartLosesNothingAcknowledged(t *testing.T) {
 		for _, r := range rs {
 			allowed += r.Allowed
 		}
-		assert.Equal(t, c.ok.Load(), allowed, "key %d: usage stored after the restart, against the 200s answered", i)
+		// Nothing answered is lost. Delivery is at least once: a batch
+		// the database committed as it was killed, before its answer
+		// reached the flush, is added again by the next one
+		// (docs/scale.md). Only the flush in flight at the kill can be
+		// that batch, so it adds at most what was counted before it.
+		assert.GreaterOrEqual(t, allowed, c.ok.Load(), "key %d: usage stored after the restart, against the 200s answered", i)
+		assert.LessOrEqual(t, allowed, 2*c.ok.Load(), "key %d: a batch added again more than once", i)
+		if allowed > c.ok.Load() {
+			t.Logf("key %d: %d counted twice (the batch in flight at the kill)", i, allowed-c.ok.Load())
+		}
 		k, err := s.Get(context.Background(), id)
 		require.NoError(t, err)
 		start, end := time.Unix(0, c.start.Load()), time.Unix(0, c.end.Load())

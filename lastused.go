@@ -321,20 +321,7 @@ func (u *usageRecorder) close(ctx context.Context) error {
 	case <-ctx.Done(): // a store that ignores its context holds the flush
 		return storeErr("mark used", ctx.Err())
 	}
-	_, bounded := ctx.Deadline()
-	wait := 10 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		left, err := u.flush(ctx)
-		if left == 0 || (!bounded && attempt == 3) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Second)
-	}
+	return flushUntilEmpty(ctx, u.flush)
 }
 
 func (u *usageRecorder) stats() Stats {
@@ -386,4 +373,25 @@ func (u *usageRecorder) markUsedIn(ctx context.Context, uses map[string]time.Tim
 		return ls.MarkUsedGranular(ctx, uses, u.granularity)
 	}
 	return len(uses), u.store.MarkUsed(ctx, uses)
+}
+
+// flushUntilEmpty is the last flush of a closing recorder: it flushes
+// until nothing is left, backing off from 10 ms to a second between
+// attempts, while ctx lasts. A ctx without a deadline gets three attempts.
+// It returns the last flush's error.
+func flushUntilEmpty(ctx context.Context, flush func(context.Context) (int, error)) error {
+	_, bounded := ctx.Deadline()
+	wait := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		left, err := flush(ctx)
+		if left == 0 || (!bounded && attempt == 3) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }

@@ -438,20 +438,7 @@ func (u *meter) close(ctx context.Context) error {
 	case <-ctx.Done():
 		return storeErr("add usage", ctx.Err())
 	}
-	_, bounded := ctx.Deadline()
-	wait := 10 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		left, err := u.flush(ctx, true)
-		if left == 0 || (!bounded && attempt == 3) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Second)
-	}
+	return flushUntilEmpty(ctx, func(ctx context.Context) (int, error) { return u.flush(ctx, true) })
 }
 
 // dropped returns the requests not counted, the queue being full.

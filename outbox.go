@@ -497,20 +497,7 @@ func (q *eventQueue) close(ctx context.Context) error {
 	q.mu.Lock()
 	q.closed = true
 	q.mu.Unlock()
-	_, bounded := ctx.Deadline()
-	wait := 10 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		left, err := q.flush(ctx)
-		if left == 0 || (!bounded && attempt == 3) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Second)
-	}
+	return flushUntilEmpty(ctx, q.flush)
 }
 
 // addStats fills the event counters of s.
